@@ -1,0 +1,179 @@
+// libqbus: the C++ client of the qbus broker.
+//
+//   qbus::Client client;                        // QBUS_ADDRESS or the default socket
+//   client.send("jobs", "hello");               // pipelined: no round trip
+//   if (auto m = client.receive("jobs", std::chrono::seconds(1))) use(m->text());
+//
+// Errors: every failure throws qbus::Error, whose code() is a qbus::Errc (see
+// <qbus/errc.hpp> and proto/PROTOCOL.md for the table). A receive that times out is not
+// a failure: it returns an empty optional or vector. After connection_closed,
+// protocol_violation or io_error the Client is unusable and every call throws again; make
+// a new one to reconnect.
+//
+// Thread-safety: a Client is not thread-safe. Use it from one thread at a time (or guard
+// it yourself); separate Clients are fully independent, one per thread is the usual shape.
+// Message is a plain value and may move between threads freely.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qbus/errc.hpp"
+
+namespace qbus {
+
+class QBUS_API Error : public std::runtime_error {
+ public:
+  Error(Errc code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  Errc code() const noexcept { return code_; }
+
+ private:
+  Errc code_;
+};
+
+// Waits without limit (receive, request timeouts).
+inline constexpr std::chrono::milliseconds kForever{-1};
+
+// Who sent a message, as the kernel reported it to the broker (never what the sender
+// claimed). client_id is the broker's id for the sending connection.
+struct Sender {
+  std::uint32_t pid = 0;
+  std::uint32_t uid = 0;
+  std::uint64_t client_id = 0;
+};
+
+// A received message. Owns its bytes; cheap to move.
+class Message {
+ public:
+  Message() = default;
+  Message(std::string key, std::string payload, Sender sender)
+      : key_(std::move(key)), payload_(std::move(payload)), sender_(sender) {}
+
+  const std::string& key() const noexcept { return key_; }
+  std::span<const std::byte> bytes() const noexcept {
+    return std::as_bytes(std::span(payload_.data(), payload_.size()));
+  }
+  std::string_view text() const noexcept { return payload_; }
+  std::size_t size() const noexcept { return payload_.size(); }
+  const Sender& sender() const noexcept { return sender_; }
+  // Takes the payload out, leaving the message empty.
+  std::string take_payload() noexcept { return std::move(payload_); }
+
+ private:
+  std::string key_;
+  std::string payload_;
+  Sender sender_;
+};
+
+enum class Overflow : std::uint8_t {
+  broker_default = 0,
+  reject = 1,       // a send to a full queue fails with queue_full
+  drop_oldest = 2,  // the oldest message is discarded to make room
+  block = 3,        // the sender is paused until a receiver makes room (backpressure)
+};
+
+// Limits for declare(); zero (or broker_default) takes the broker's configured default.
+struct QueueOptions {
+  std::uint32_t max_messages = 0;
+  std::uint64_t max_bytes = 0;
+  Overflow overflow = Overflow::broker_default;
+};
+
+struct ClientOptions {
+  // "unix:/path/to.sock". Empty: $QBUS_ADDRESS, else the per-user socket when it exists
+  // (not for root), else /run/qbus/qbus.sock.
+  std::string address;
+  // Shown to operators in `qbusctl clients`; at most 64 bytes.
+  std::string name;
+  std::chrono::milliseconds connect_timeout{5000};
+};
+
+// What the broker said about this connection in its handshake.
+struct SessionInfo {
+  std::uint32_t pid = 0;  // this process as the broker sees it
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  std::uint64_t client_id = 0;
+  std::uint32_t max_payload = 0;  // largest payload one message may carry
+  std::string address;
+};
+
+// Failures of fire-and-forget sends, reported by the broker asynchronously.
+struct SendFailures {
+  std::uint64_t count = 0;
+  Errc last_code = Errc::ok;
+  std::string last_message;
+};
+
+class QBUS_API Client {
+ public:
+  // Connects and completes the handshake; throws Error (connect_failed, bad_address, ...).
+  explicit Client(ClientOptions options = {});
+  // Writes sends still buffered by a Batch (best effort) and closes the connection.
+  ~Client();
+  Client(Client&&) noexcept;
+  Client& operator=(Client&&) noexcept;
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  const SessionInfo& session() const noexcept;
+
+  // Queues `payload` under `key` without waiting for the broker. Failures the broker
+  // detects later (a full queue with overflow=reject, a quota) are counted in
+  // send_failures(); use send_confirmed() or sync() to learn the outcome. When the queue
+  // applies backpressure this call blocks until the broker reads again.
+  void send(std::string_view key, std::span<const std::byte> payload);
+  void send(std::string_view key, std::string_view payload);
+
+  // Sends and waits for the broker's acknowledgement; throws Error with the broker's
+  // code (queue_full, quota_exceeded, payload_too_large, ...) when it was refused.
+  void send_confirmed(std::string_view key, std::span<const std::byte> payload);
+  void send_confirmed(std::string_view key, std::string_view payload);
+
+  // Takes the oldest message of `key`, waiting up to `timeout` (kForever: no limit,
+  // 0: do not wait). Competing receivers each get different messages, first come first
+  // served. Returns nullopt when the timeout passed with nothing to take.
+  std::optional<Message> receive(std::string_view key, std::chrono::milliseconds timeout);
+  std::optional<Message> try_receive(std::string_view key);
+  // Up to `max` messages in one round trip: whatever is queued now, or the first one to
+  // arrive within `timeout`. Empty when the timeout passed.
+  std::vector<Message> receive_batch(std::string_view key, std::size_t max,
+                                     std::chrono::milliseconds timeout);
+
+  // Creates the queue or checks it; throws Error(queue_conflict) when it was declared
+  // before with different options.
+  void declare(std::string_view key, const QueueOptions& options);
+
+  // Writes buffered sends and waits until the broker has processed everything sent
+  // before; afterwards send_failures() is complete for those sends.
+  void sync();
+  const SendFailures& send_failures() const noexcept;
+
+  // While a Batch lives, send() buffers and writes in large chunks (about 64 KiB), which
+  // raises throughput many times over. Destroying the Batch writes what is left; so does
+  // any receive, confirmed send or sync().
+  class QBUS_API Batch {
+   public:
+    explicit Batch(Client& client);
+    ~Batch();
+    Batch(const Batch&) = delete;
+    Batch& operator=(const Batch&) = delete;
+
+   private:
+    Client& client_;
+  };
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace qbus

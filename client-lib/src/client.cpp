@@ -1,0 +1,410 @@
+#include "qbus/client.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+
+#include "qbus/proto/address.hpp"
+#include "qbus/proto/buffer.hpp"
+
+namespace qbus {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using proto::FrameType;
+
+constexpr std::size_t kBatchFlushBytes = 64 * 1024;
+constexpr std::size_t kReadChunk = 64 * 1024;
+// The broker enforces receive timeouts; ours only catches a broker that stopped answering.
+constexpr auto kBrokerGrace = std::chrono::seconds(30);
+
+std::string sys_error(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+std::span<const std::byte> as_bytes(std::string_view s) {
+  return std::as_bytes(std::span(s.data(), s.size()));
+}
+
+std::string program_name() {
+  char buf[64] = {};
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return "libqbus";
+  std::string_view path(buf, static_cast<std::size_t>(n));
+  return std::string(path.substr(path.rfind('/') + 1));
+}
+
+std::string resolve_address(const std::string& given) {
+  if (!given.empty()) return given;
+  if (const char* env = std::getenv("QBUS_ADDRESS"); env && *env) return env;
+  if (::geteuid() != 0) {
+    const auto user = proto::default_socket_path();
+    struct stat st {};
+    if (::stat(user.c_str(), &st) == 0) return "unix:" + user;
+  }
+  return "unix:/run/qbus/qbus.sock";
+}
+
+std::int32_t to_wire_timeout(std::chrono::milliseconds t) {
+  if (t.count() < 0) return -1;
+  return static_cast<std::int32_t>(std::min<std::int64_t>(t.count(), INT32_MAX));
+}
+
+}  // namespace
+
+struct Client::Impl {
+  int fd = -1;
+  SessionInfo session;
+  proto::ByteBuffer in;
+  proto::ByteBuffer out;
+  std::uint64_t next_correlation = 1;
+  int corked = 0;
+  SendFailures failures;
+  std::optional<Error> broken;  // set once the connection cannot be used any more
+
+  ~Impl() {
+    if (fd >= 0) ::close(fd);
+  }
+
+  [[noreturn]] void fail(Errc code, const std::string& text) {
+    if (!broken) broken.emplace(code, text);
+    throw Error(code, text);
+  }
+  void check_usable() const {
+    if (broken) throw *broken;
+  }
+
+  void connect(const ClientOptions& options) {
+    const std::string text = resolve_address(options.address);
+    std::string why;
+    auto addr = proto::parse_address(text, why);
+    if (!addr) throw Error(Errc::bad_address, "bad qbus address: " + why);
+    if (addr->kind != proto::Address::Kind::unix_socket) {
+      throw Error(Errc::bad_address, "address " + text + ": only unix: addresses are supported");
+    }
+    session.address = addr->to_string();
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw Error(Errc::connect_failed, sys_error("socket"));
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::memcpy(sa.sun_path, addr->path.c_str(), addr->path.size() + 1);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+      throw Error(Errc::connect_failed,
+                  sys_error("cannot connect to " + session.address) + " (is qbusd running?)");
+    }
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+
+    proto::Hello hello;
+    std::string name = options.name.empty() ? program_name() : options.name;
+    hello.client_name = std::string_view(name).substr(0, proto::kMaxClientNameSize);
+    const std::uint64_t corr = next_correlation++;
+    proto::append_hello(out, corr, hello);
+    const auto deadline = Clock::now() + options.connect_timeout;
+    bool welcomed = false;
+    wait_for(corr, deadline, [&](const proto::Header& h, proto::Bytes body) {
+      if (h.type == FrameType::error) throw_error_frame(body, "handshake refused");
+      proto::Welcome w;
+      if (h.type != FrameType::welcome || proto::decode_welcome(body, w) != Errc::ok) {
+        fail(Errc::protocol_violation, "broker answered HELLO with something else");
+      }
+      session.pid = w.pid;
+      session.uid = w.uid;
+      session.gid = w.gid;
+      session.client_id = w.client_id;
+      session.max_payload = w.max_payload;
+      welcomed = true;
+      return true;
+    });
+    if (!welcomed) fail(Errc::connect_failed, "no answer from " + session.address + " in time");
+  }
+
+  [[noreturn]] void throw_error_frame(proto::Bytes body, std::string_view context) {
+    proto::ErrorBody e;
+    if (proto::decode_error(body, e) != Errc::ok) {
+      fail(Errc::protocol_violation, "broker sent a malformed ERROR frame");
+    }
+    const auto code = errc_is_known(e.code) ? static_cast<Errc>(e.code) : Errc::internal_error;
+    std::string text = std::string(context) + ": " + std::string(errc_name(code));
+    if (!e.text.empty()) text += ": " + std::string(e.text);
+    if (errc_is_fatal(code)) fail(code, text);
+    throw Error(code, text);
+  }
+
+  // Writes all of `out`, reading (and handling) incoming frames meanwhile so that a broker
+  // blocked writing to us can never deadlock with us blocked writing to it.
+  void write_all() {
+    while (!out.empty()) {
+      const auto data = out.readable();
+      const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n > 0) {
+        out.consume(static_cast<std::size_t>(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        fail(errno == EPIPE || errno == ECONNRESET ? Errc::connection_closed : Errc::io_error,
+             sys_error("write to broker"));
+      }
+      pollfd p{fd, POLLOUT | POLLIN, 0};
+      if (::poll(&p, 1, -1) < 0 && errno != EINTR) fail(Errc::io_error, sys_error("poll"));
+      if (p.revents & POLLIN) {
+        read_some();
+        drain_unsolicited();
+      }
+    }
+  }
+
+  // Reads what is available; false on would-block.
+  bool read_some() {
+    auto dst = in.prepare(kReadChunk);
+    const ssize_t n = ::recv(fd, dst.data(), dst.size(), 0);
+    if (n > 0) {
+      in.commit(static_cast<std::size_t>(n));
+      return true;
+    }
+    if (n == 0) fail(Errc::connection_closed, "broker closed the connection");
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return false;
+    fail(errno == ECONNRESET ? Errc::connection_closed : Errc::io_error,
+         sys_error("read from broker"));
+  }
+
+  // Handles complete frames that answer nothing we wait for (send failures).
+  void drain_unsolicited() {
+    wait_step(0, [](const proto::Header&, proto::Bytes) { return false; });
+  }
+
+  void record_failure(proto::Bytes body) {
+    proto::ErrorBody e;
+    if (proto::decode_error(body, e) != Errc::ok) {
+      fail(Errc::protocol_violation, "broker sent a malformed ERROR frame");
+    }
+    const auto code = errc_is_known(e.code) ? static_cast<Errc>(e.code) : Errc::internal_error;
+    if (errc_is_fatal(code)) {
+      fail(code, "broker closed the connection: " + std::string(errc_name(code)) + ": " +
+                     std::string(e.text));
+    }
+    ++failures.count;
+    failures.last_code = code;
+    failures.last_message = std::string(e.text);
+  }
+
+  using Handler = std::function<bool(const proto::Header&, proto::Bytes)>;
+
+  // Processes complete frames in `in`; true once `handler` accepted a frame for `corr`.
+  bool wait_step(std::uint64_t corr, const Handler& handler) {
+    while (true) {
+      auto hr = proto::decode_header(in.readable(), proto::kMaxBodyCeiling);
+      if (hr.status == proto::HeaderStatus::need_more) return false;
+      if (hr.status == proto::HeaderStatus::bad) {
+        fail(Errc::protocol_violation,
+             "broker sent an invalid frame header (" + std::string(errc_name(hr.error)) + ")");
+      }
+      const std::size_t size = proto::kHeaderSize + hr.header.body_size;
+      if (in.size() < size) return false;
+      const auto body = in.readable().subspan(proto::kHeaderSize, hr.header.body_size);
+      bool done = false;
+      if (corr != 0 && hr.header.correlation == corr) {
+        done = handler(hr.header, body);
+      } else if (hr.header.type == FrameType::error) {
+        record_failure(body);
+      } else {
+        fail(Errc::protocol_violation, "broker sent an unexpected " +
+                                           std::string(proto::frame_type_name(hr.header.type)) +
+                                           " frame");
+      }
+      in.consume(size);
+      if (done) return true;
+    }
+  }
+
+  // Flushes, then handles frames until `handler` returns true for a frame carrying `corr`.
+  // Returns false when `deadline` passed first.
+  bool wait_for(std::uint64_t corr, std::optional<Clock::time_point> deadline,
+                const Handler& handler) {
+    write_all();
+    while (true) {
+      if (wait_step(corr, handler)) return true;
+      if (read_some()) continue;
+      int ms = -1;
+      if (deadline) {
+        const auto left =
+            std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now()).count();
+        if (left <= 0) return false;
+        ms = static_cast<int>(std::min<std::int64_t>(left, INT_MAX));
+      }
+      pollfd p{fd, POLLIN, 0};
+      const int r = ::poll(&p, 1, ms);
+      if (r < 0 && errno != EINTR) fail(Errc::io_error, sys_error("poll"));
+    }
+  }
+
+  void check_key(std::string_view key) const {
+    if (!proto::is_valid_key(key)) {
+      throw Error(Errc::invalid_key, "invalid queue key '" + std::string(key.substr(0, 64)) +
+                                         "': use 1-255 characters of A-Z a-z 0-9 . _ : / -");
+    }
+  }
+  void check_payload(std::size_t size) const {
+    if (size > session.max_payload) {
+      throw Error(Errc::payload_too_large,
+                  "payload of " + std::to_string(size) + " bytes exceeds the broker's limit of " +
+                      std::to_string(session.max_payload));
+    }
+  }
+
+  std::uint64_t append_send(std::string_view key, std::span<const std::byte> payload,
+                            std::uint16_t flags) {
+    check_usable();
+    check_key(key);
+    check_payload(payload.size());
+    const std::uint64_t corr = next_correlation++;
+    proto::append_send(out, corr, flags, key, payload);
+    return corr;
+  }
+
+  // Answer of a request that expects OK.
+  void wait_ok(std::uint64_t corr, std::string_view context) {
+    const bool answered = wait_for(corr, std::nullopt, [&](const proto::Header& h, proto::Bytes b) {
+      if (h.type == FrameType::error) throw_error_frame(b, context);
+      if (h.type != FrameType::ok && h.type != FrameType::pong) {
+        fail(Errc::protocol_violation, std::string(context) + ": unexpected answer");
+      }
+      return true;
+    });
+    if (!answered) fail(Errc::io_error, std::string(context) + ": broker did not answer");
+  }
+
+  std::vector<Message> receive(std::string_view key, std::size_t max,
+                               std::chrono::milliseconds timeout) {
+    check_usable();
+    check_key(key);
+    if (max == 0) throw Error(Errc::invalid_argument, "receive_batch: max must be at least 1");
+    proto::Receive r;
+    r.key = key;
+    r.timeout_ms = to_wire_timeout(timeout);
+    r.max_count = static_cast<std::uint32_t>(std::min<std::size_t>(max, UINT32_MAX));
+    const std::uint64_t corr = next_correlation++;
+    proto::append_receive(out, corr, r);
+    std::optional<Clock::time_point> deadline;
+    if (r.timeout_ms >= 0) deadline = Clock::now() + timeout + kBrokerGrace;
+    std::vector<Message> got;
+    bool timed_out = false;
+    const bool answered = wait_for(corr, deadline, [&](const proto::Header& h, proto::Bytes b) {
+      if (h.type == FrameType::error) {
+        proto::ErrorBody e;
+        if (proto::decode_error(b, e) == Errc::ok && e.code == static_cast<std::uint16_t>(Errc::timeout)) {
+          timed_out = true;
+          return true;
+        }
+        throw_error_frame(b, "receive");
+      }
+      proto::Deliver d;
+      if (h.type != FrameType::deliver || proto::decode_deliver(b, d) != Errc::ok) {
+        fail(Errc::protocol_violation, "receive: unexpected answer");
+      }
+      got.emplace_back(std::string(d.key),
+                       std::string(reinterpret_cast<const char*>(d.payload.data()),
+                                   d.payload.size()),
+                       Sender{d.sender_pid, d.sender_uid, d.sender_client_id});
+      return (h.flags & proto::kFlagLast) != 0;
+    });
+    if (!answered) fail(Errc::io_error, "receive: broker did not answer");
+    (void)timed_out;
+    return got;
+  }
+};
+
+Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->connect(options);
+}
+
+Client::~Client() {
+  if (impl_ && !impl_->broken && !impl_->out.empty()) {
+    try {
+      impl_->write_all();
+    } catch (const Error&) {
+      // Nothing to report to: the caller is gone. The broker sees the close.
+    }
+  }
+}
+
+Client::Client(Client&&) noexcept = default;
+Client& Client::operator=(Client&&) noexcept = default;
+
+const SessionInfo& Client::session() const noexcept { return impl_->session; }
+const SendFailures& Client::send_failures() const noexcept { return impl_->failures; }
+
+void Client::send(std::string_view key, std::span<const std::byte> payload) {
+  impl_->append_send(key, payload, 0);
+  if (impl_->corked == 0 || impl_->out.size() >= kBatchFlushBytes) impl_->write_all();
+}
+
+void Client::send(std::string_view key, std::string_view payload) {
+  send(key, as_bytes(payload));
+}
+
+void Client::send_confirmed(std::string_view key, std::span<const std::byte> payload) {
+  const auto corr = impl_->append_send(key, payload, proto::kFlagConfirm);
+  impl_->wait_ok(corr, "send to '" + std::string(key) + "'");
+}
+
+void Client::send_confirmed(std::string_view key, std::string_view payload) {
+  send_confirmed(key, as_bytes(payload));
+}
+
+std::optional<Message> Client::receive(std::string_view key, std::chrono::milliseconds timeout) {
+  auto got = impl_->receive(key, 1, timeout);
+  if (got.empty()) return std::nullopt;
+  return std::move(got.front());
+}
+
+std::optional<Message> Client::try_receive(std::string_view key) {
+  return receive(key, std::chrono::milliseconds(0));
+}
+
+std::vector<Message> Client::receive_batch(std::string_view key, std::size_t max,
+                                           std::chrono::milliseconds timeout) {
+  return impl_->receive(key, max, timeout);
+}
+
+void Client::declare(std::string_view key, const QueueOptions& options) {
+  impl_->check_usable();
+  impl_->check_key(key);
+  proto::Declare d;
+  d.key = key;
+  d.max_messages = options.max_messages;
+  d.max_bytes = options.max_bytes;
+  d.overflow = static_cast<proto::Overflow>(options.overflow);
+  const std::uint64_t corr = impl_->next_correlation++;
+  proto::append_declare(impl_->out, corr, proto::kFlagConfirm, d);
+  impl_->wait_ok(corr, "declare '" + std::string(key) + "'");
+}
+
+void Client::sync() {
+  impl_->check_usable();
+  const std::uint64_t corr = impl_->next_correlation++;
+  proto::append_empty(impl_->out, FrameType::ping, corr);
+  impl_->wait_ok(corr, "sync");
+}
+
+Client::Batch::Batch(Client& client) : client_(client) { ++client_.impl_->corked; }
+
+Client::Batch::~Batch() {
+  auto& impl = *client_.impl_;
+  if (--impl.corked == 0 && !impl.broken) {
+    try {
+      impl.write_all();
+    } catch (const Error&) {
+      // Recorded in the client: its next call throws the same error.
+    }
+  }
+}
+
+}  // namespace qbus

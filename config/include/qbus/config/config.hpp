@@ -1,0 +1,65 @@
+// qbusd's configuration: a plain, validated struct. JSON exists only at this edge; the
+// broker never sees it. Every field has a built-in default (config/README.md lists them).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qbus/proto/codec.hpp"
+
+namespace qbus::config {
+
+struct QueueSettings {
+  std::uint32_t max_messages = 100'000;
+  std::uint64_t max_bytes = 64ull << 20;
+  proto::Overflow overflow = proto::Overflow::block;
+};
+
+struct QueueDeclaration {
+  std::string key;
+  QueueSettings settings;
+};
+
+struct Config {
+  // Listener
+  std::string socket_path;  // empty: the default for this user (DESIGN.md)
+  std::uint32_t socket_mode = 0666;
+
+  // Logging: trace, debug, info, warn or error.
+  std::string log_level = "info";
+
+  // Limits
+  std::uint32_t max_payload_bytes = 1u << 20;
+  std::uint32_t max_queues = 65'536;
+  std::uint32_t max_connections = 16'384;
+  std::uint32_t uid_max_connections = 1'024;
+  std::uint64_t uid_max_queued_bytes = 1ull << 30;
+  std::uint32_t max_waiting_receives = 64;
+  std::uint32_t max_receive_batch = 4'096;
+  std::uint64_t max_outbound_bytes = 4ull << 20;
+  std::uint32_t handshake_timeout_ms = 5'000;
+
+  QueueSettings queue_defaults;
+  std::vector<QueueDeclaration> queues;
+};
+
+// The path read when --config is not given and the daemon runs as root.
+inline constexpr std::string_view kSystemConfigPath = "/etc/qbus/qbusd.json";
+
+struct LoadResult {
+  std::optional<Config> config;
+  std::string error;  // one line: "FIELD.PATH: problem" (or the file/JSON problem)
+};
+
+// Parses and validates JSON text. Unknown keys, wrong types and out-of-range values are
+// errors naming the field path, e.g. "limits.max_payload_bytes: must be at most 67108864".
+LoadResult parse(std::string_view json_text);
+LoadResult load_file(const std::string& path);
+
+bool is_valid_log_level(std::string_view level);
+std::optional<proto::Overflow> parse_overflow(std::string_view name);
+
+}  // namespace qbus::config

@@ -1,0 +1,217 @@
+#include "qbus/config/config.hpp"
+
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+namespace qbus::config {
+namespace {
+
+using json = nlohmann::json;
+
+struct FieldError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] void bad(const std::string& path, const std::string& what) {
+  throw FieldError(path + ": " + what);
+}
+
+std::string type_name(const json& j) { return j.type_name(); }
+
+// A JSON object being read field by field; finish() reports the keys nobody asked for.
+class Object {
+ public:
+  Object(const json& j, std::string path) : j_(j), path_(std::move(path)) {
+    if (!j_.is_object()) bad(display(), "must be an object, not " + type_name(j_));
+  }
+
+  const json* get(const std::string& key) {
+    seen_.insert(key);
+    auto it = j_.find(key);
+    return it == j_.end() ? nullptr : &*it;
+  }
+  std::string child(const std::string& key) const {
+    return path_.empty() ? key : path_ + "." + key;
+  }
+
+  template <typename T>
+  void number(const std::string& key, T& out, std::uint64_t min, std::uint64_t max) {
+    const json* v = get(key);
+    if (!v) return;
+    if (!v->is_number_integer()) bad(child(key), "must be an integer, not " + type_name(*v));
+    if (v->is_number_unsigned() || v->get<std::int64_t>() >= 0) {
+      const auto n = v->get<std::uint64_t>();
+      if (n < min) bad(child(key), "must be at least " + std::to_string(min));
+      if (n > max) bad(child(key), "must be at most " + std::to_string(max));
+      out = static_cast<T>(n);
+      return;
+    }
+    bad(child(key), "must be at least " + std::to_string(min));
+  }
+
+  void string(const std::string& key, std::string& out) {
+    const json* v = get(key);
+    if (!v) return;
+    if (!v->is_string()) bad(child(key), "must be a string, not " + type_name(*v));
+    out = v->get<std::string>();
+  }
+
+  void finish() const {
+    for (auto it = j_.begin(); it != j_.end(); ++it) {
+      if (!seen_.count(it.key())) bad(child(it.key()), "unknown setting");
+    }
+  }
+
+ private:
+  std::string display() const { return path_.empty() ? "(top level)" : path_; }
+
+  const json& j_;
+  std::string path_;
+  std::set<std::string> seen_;
+};
+
+void read_queue_settings(Object& o, QueueSettings& s) {
+  o.number("max_messages", s.max_messages, 1, std::numeric_limits<std::uint32_t>::max());
+  o.number("max_bytes", s.max_bytes, 1, std::numeric_limits<std::uint64_t>::max() / 2);
+  std::string overflow;
+  o.string("overflow", overflow);
+  if (o.get("overflow")) {
+    auto parsed = parse_overflow(overflow);
+    if (!parsed) bad(o.child("overflow"), "must be \"reject\", \"drop_oldest\" or \"block\"");
+    s.overflow = *parsed;
+  }
+}
+
+Config from_json(const json& root) {
+  Config c;
+  Object top(root, "");
+
+  if (const json* s = top.get("socket")) {
+    Object o(*s, "socket");
+    o.string("path", c.socket_path);
+    if (!c.socket_path.empty() && c.socket_path.front() != '/') {
+      bad("socket.path", "must be an absolute path");
+    }
+    std::string mode;
+    o.string("mode", mode);
+    if (o.get("mode")) {
+      std::size_t used = 0;
+      unsigned long m = 0;
+      try {
+        m = std::stoul(mode, &used, 8);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (mode.empty() || used != mode.size() || m > 0777) {
+        bad("socket.mode", "must be an octal string such as \"0660\"");
+      }
+      c.socket_mode = static_cast<std::uint32_t>(m);
+    }
+    o.finish();
+  }
+
+  if (const json* l = top.get("log")) {
+    Object o(*l, "log");
+    o.string("level", c.log_level);
+    if (!is_valid_log_level(c.log_level)) {
+      bad("log.level", "must be one of trace, debug, info, warn, error");
+    }
+    o.finish();
+  }
+
+  if (const json* l = top.get("limits")) {
+    Object o(*l, "limits");
+    o.number("max_payload_bytes", c.max_payload_bytes, 1, proto::kMaxBodyCeiling - 1024);
+    o.number("max_queues", c.max_queues, 1, 10'000'000);
+    o.number("max_connections", c.max_connections, 1, 1'000'000);
+    o.number("uid_max_connections", c.uid_max_connections, 1, 1'000'000);
+    o.number("uid_max_queued_bytes", c.uid_max_queued_bytes, 1,
+             std::numeric_limits<std::uint64_t>::max() / 2);
+    o.number("max_waiting_receives", c.max_waiting_receives, 1, 65'536);
+    o.number("max_receive_batch", c.max_receive_batch, 1, 1'000'000);
+    o.number("max_outbound_bytes", c.max_outbound_bytes, 4096, 1ull << 32);
+    o.number("handshake_timeout_ms", c.handshake_timeout_ms, 1, 3'600'000);
+    o.finish();
+  }
+
+  if (const json* d = top.get("queue_defaults")) {
+    Object o(*d, "queue_defaults");
+    read_queue_settings(o, c.queue_defaults);
+    o.finish();
+  }
+
+  if (const json* qs = top.get("queues")) {
+    if (!qs->is_array()) bad("queues", "must be an array, not " + type_name(*qs));
+    std::set<std::string> keys;
+    for (std::size_t i = 0; i < qs->size(); ++i) {
+      const std::string path = "queues[" + std::to_string(i) + "]";
+      Object o((*qs)[i], path);
+      QueueDeclaration q;
+      q.settings = c.queue_defaults;
+      o.string("key", q.key);
+      if (!o.get("key")) bad(path + ".key", "is required");
+      if (!proto::is_valid_key(q.key)) {
+        bad(path + ".key", "must be 1-255 characters of A-Z a-z 0-9 . _ : / -");
+      }
+      if (!keys.insert(q.key).second) bad(path + ".key", "'" + q.key + "' is declared twice");
+      read_queue_settings(o, q.settings);
+      o.finish();
+      c.queues.push_back(std::move(q));
+    }
+  }
+  top.finish();
+  return c;
+}
+
+}  // namespace
+
+bool is_valid_log_level(std::string_view level) {
+  return level == "trace" || level == "debug" || level == "info" || level == "warn" ||
+         level == "error";
+}
+
+std::optional<proto::Overflow> parse_overflow(std::string_view name) {
+  if (name == "reject") return proto::Overflow::reject;
+  if (name == "drop_oldest") return proto::Overflow::drop_oldest;
+  if (name == "block") return proto::Overflow::block;
+  return std::nullopt;
+}
+
+LoadResult parse(std::string_view json_text) {
+  LoadResult r;
+  json root;
+  try {
+    root = json::parse(json_text.begin(), json_text.end(), nullptr, true, /*ignore_comments=*/true);
+  } catch (const json::parse_error& e) {
+    r.error = std::string("invalid JSON: ") + e.what();
+    return r;
+  }
+  try {
+    r.config = from_json(root);
+  } catch (const FieldError& e) {
+    r.error = e.what();
+  } catch (const json::exception& e) {
+    r.error = std::string("invalid configuration: ") + e.what();
+  }
+  return r;
+}
+
+LoadResult load_file(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) {
+    LoadResult r;
+    r.error = "cannot read config file " + path;
+    return r;
+  }
+  std::stringstream ss;
+  ss << f.rdbuf();
+  auto r = parse(ss.str());
+  if (!r.error.empty()) r.error = path + ": " + r.error;
+  return r;
+}
+
+}  // namespace qbus::config

@@ -1,0 +1,97 @@
+// One keyed queue: its messages in FIFO order, its limits and counters, the receivers
+// waiting on it (in arrival order) and the producers blocked on it. Owned by the Broker,
+// which keeps the cross-queue invariants (accounting, deadlines); not thread-safe.
+#pragma once
+
+#include <deque>
+#include <list>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "broker/types.hpp"
+
+namespace qbus::broker {
+
+struct Message {
+  Identity sender;
+  Clock::time_point enqueued;
+  std::vector<std::byte> payload;
+};
+
+class Queue;
+struct Waiter;
+using WaiterList = std::list<Waiter>;
+// Receive deadlines across all queues, earliest first.
+using DeadlineIndex = std::multimap<Clock::time_point, std::pair<Queue*, WaiterList::iterator>>;
+
+struct Waiter {
+  PeerId peer = 0;
+  std::uint64_t correlation = 0;
+  std::uint32_t max_count = 1;
+  bool has_deadline = false;
+  DeadlineIndex::iterator deadline;  // valid when has_deadline
+};
+
+struct QueueCounters {
+  std::uint64_t enqueued_total = 0;
+  std::uint64_t dequeued_total = 0;
+  std::uint64_t dropped_total = 0;
+  std::uint64_t rejected_total = 0;
+};
+
+class Queue {
+ public:
+  Queue(std::string key, QueueOptions options, bool declared)
+      : key_(std::move(key)), options_(options), declared_(declared) {}
+
+  const std::string& key() const { return key_; }
+  const QueueOptions& options() const { return options_; }
+  void set_options(const QueueOptions& o) { options_ = o; }
+  bool declared() const { return declared_; }
+  void mark_declared() { declared_ = true; }
+
+  std::size_t depth() const { return messages_.size(); }
+  std::uint64_t bytes() const { return bytes_; }
+  bool has_room_for(std::size_t payload) const {
+    return messages_.size() < options_.max_messages && bytes_ + payload <= options_.max_bytes;
+  }
+  // A payload larger than max_bytes can never fit, whatever is drained.
+  bool could_ever_fit(std::size_t payload) const { return payload <= options_.max_bytes; }
+
+  void push(Message&& m) {
+    bytes_ += m.payload.size();
+    messages_.push_back(std::move(m));
+    ++counters_.enqueued_total;
+  }
+  Message pop() {
+    Message m = std::move(messages_.front());
+    messages_.pop_front();
+    bytes_ -= m.payload.size();
+    return m;
+  }
+  const Message* oldest() const { return messages_.empty() ? nullptr : &messages_.front(); }
+
+  WaiterList& waiters() { return waiters_; }
+  const WaiterList& waiters() const { return waiters_; }
+  std::vector<PeerId>& blocked() { return blocked_; }
+  QueueCounters& counters() { return counters_; }
+  const QueueCounters& counters() const { return counters_; }
+
+  // Removable when nothing refers to it and no operator declared it.
+  bool idle() const {
+    return !declared_ && messages_.empty() && waiters_.empty() && blocked_.empty();
+  }
+
+ private:
+  std::string key_;
+  QueueOptions options_;
+  bool declared_;
+  std::deque<Message> messages_;
+  std::uint64_t bytes_ = 0;
+  WaiterList waiters_;  // a list: a waiter leaves from anywhere when it times out
+  std::vector<PeerId> blocked_;
+  QueueCounters counters_;
+};
+
+}  // namespace qbus::broker

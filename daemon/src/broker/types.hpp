@@ -1,0 +1,65 @@
+// Vocabulary of the broker core. The core is I/O-free: the network edge feeds it frames
+// already decoded and receives its answers through a Sink.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "qbus/errc.hpp"
+#include "qbus/proto/codec.hpp"
+
+namespace qbus::broker {
+
+using Clock = std::chrono::steady_clock;
+using PeerId = std::uint64_t;
+using Bytes = std::span<const std::byte>;
+using proto::Overflow;
+
+// Who a peer is, as the kernel (or, for TCP, the broker) says; never what it claims.
+struct Identity {
+  std::uint32_t pid = 0;
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  std::uint64_t client_id = 0;
+};
+
+struct QueueOptions {
+  std::uint32_t max_messages = 100'000;
+  std::uint64_t max_bytes = 64ull << 20;
+  Overflow overflow = Overflow::block;
+};
+
+struct Limits {
+  std::uint32_t max_payload = 1u << 20;
+  QueueOptions queue_defaults{};
+  std::uint32_t max_queues = 65'536;
+  // Bytes of queued payload one uid may hold across all queues, however many connections.
+  std::uint64_t uid_max_queued_bytes = 1ull << 30;
+  std::uint32_t uid_max_connections = 1'024;
+  std::uint32_t max_connections = 16'384;
+  // Receives one connection may have waiting at once; with max_payload this bounds how
+  // much a receiver that stops reading can make the broker buffer for it.
+  std::uint32_t max_waiting_receives = 64;
+  // Largest batch one receive may ask for; bigger requests are clamped.
+  std::uint32_t max_receive_batch = 4'096;
+};
+
+// How the edge hears the core's answers. Calls happen synchronously inside the core's
+// methods, on the broker thread; the Sink must not call back into the Broker.
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  virtual void deliver(PeerId to, std::uint64_t correlation, bool last, std::string_view key,
+                       const Identity& sender, Bytes payload) = 0;
+  virtual void fail(PeerId to, std::uint64_t correlation, Errc code, std::string_view text) = 0;
+  // A producer that was told `blocked` may now retry its send.
+  virtual void resume(PeerId producer) = 0;
+  // False while `peer` has more unsent output than the edge wants buffered; the core then
+  // ends receive batches early instead of piling more onto a slow reader.
+  virtual bool wants_more(PeerId peer) = 0;
+};
+
+}  // namespace qbus::broker

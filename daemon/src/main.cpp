@@ -1,0 +1,153 @@
+// qbusd: the qbus broker daemon. Runs in the foreground, logs to stderr, and exits
+// non-zero with one clear line when it cannot start.
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+
+#include "net/server.hpp"
+#include "qbus/config/config.hpp"
+#include "qbus/proto/address.hpp"
+#include "version.hpp"
+
+namespace {
+
+using qbus::config::Config;
+
+qbus::daemon::ServerOptions server_options(const Config& c) {
+  qbus::daemon::ServerOptions o;
+  o.socket_path = c.socket_path.empty() ? qbus::proto::default_socket_path() : c.socket_path;
+  o.socket_mode = c.socket_mode;
+  o.limits.max_payload = c.max_payload_bytes;
+  o.limits.queue_defaults = {c.queue_defaults.max_messages, c.queue_defaults.max_bytes,
+                             c.queue_defaults.overflow};
+  o.limits.max_queues = c.max_queues;
+  o.limits.max_connections = c.max_connections;
+  o.limits.uid_max_connections = c.uid_max_connections;
+  o.limits.uid_max_queued_bytes = c.uid_max_queued_bytes;
+  o.limits.max_waiting_receives = c.max_waiting_receives;
+  o.limits.max_receive_batch = c.max_receive_batch;
+  // Room for the largest fixed part and key on top of the largest payload.
+  o.max_body = c.max_payload_bytes + 1024;
+  o.max_outbound_bytes = c.max_outbound_bytes;
+  o.handshake_timeout_ms = c.handshake_timeout_ms;
+  return o;
+}
+
+void setup_logging(const std::string& level) {
+  auto logger = std::make_shared<spdlog::logger>(
+      "qbusd", std::make_shared<spdlog::sinks::stderr_sink_st>());
+  // journald adds its own timestamps; elsewhere we add ours.
+  logger->set_pattern(std::getenv("JOURNAL_STREAM") ? "<%l> %v" : "%Y-%m-%d %H:%M:%S.%e %l %v");
+  logger->set_level(spdlog::level::from_str(level));
+  logger->flush_on(spdlog::level::trace);
+  spdlog::set_default_logger(logger);
+}
+
+int run(const Config& config) {
+  setup_logging(config.log_level);
+  asio::io_context io(1);
+  qbus::daemon::Server server(io, server_options(config));
+  try {
+    server.start();
+  } catch (const std::exception& e) {
+    std::cerr << "qbusd: " << e.what() << "\n";
+    return 1;
+  }
+  for (const auto& q : config.queues) {
+    std::string text;
+    const auto e = server.broker().declare(
+        q.key, {q.settings.max_messages, q.settings.max_bytes, q.settings.overflow}, text);
+    if (e != qbus::Errc::ok) {
+      std::cerr << "qbusd: cannot declare queue " << q.key << ": " << text << "\n";
+      return 1;
+    }
+  }
+
+  asio::signal_set stop_signals(io, SIGINT, SIGTERM);
+  asio::signal_set hup(io, SIGHUP);
+  stop_signals.async_wait([&](const asio::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    sd_notify(0, "STOPPING=1");
+    hup.cancel();
+    server.stop([&] { io.stop(); });
+  });
+  std::function<void()> wait_hup = [&] {
+    hup.async_wait([&](const asio::error_code& ec, int) {
+      if (ec) return;
+      spdlog::warn("SIGHUP: configuration reload is not supported by this version; ignored");
+      wait_hup();
+    });
+  };
+  wait_hup();
+
+  spdlog::info("qbusd {} listening on {}", QBUS_VERSION, server.options().socket_path);
+  sd_notifyf(0, "READY=1\nSTATUS=listening on %s\nMAINPID=%lu",
+             server.options().socket_path.c_str(), static_cast<unsigned long>(::getpid()));
+  try {
+    io.run();
+  } catch (const std::exception& e) {
+    spdlog::critical("internal error in the event loop: {}", e.what());
+    return 1;
+  }
+  spdlog::info("qbusd stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"qbusd: the qbus message broker daemon (runs in the foreground)", "qbusd"};
+  std::string config_path, socket_path, log_level;
+  bool check_config = false;
+  app.add_option("--config", config_path, "Configuration file (JSON)")->option_text("FILE");
+  app.add_option("--socket", socket_path, "Path of the client socket")->option_text("PATH");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn or error")
+      ->option_text("LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.add_flag("--check-config", check_config, "Validate the configuration and exit");
+  app.set_version_flag("--version", std::string("qbusd ") + QBUS_VERSION);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  Config config;
+  std::string source = "built-in defaults";
+  if (config_path.empty() && ::geteuid() == 0 &&
+      std::filesystem::exists(qbus::config::kSystemConfigPath)) {
+    config_path = qbus::config::kSystemConfigPath;
+  }
+  if (!config_path.empty()) {
+    auto r = qbus::config::load_file(config_path);
+    if (!r.config) {
+      std::cerr << "qbusd: " << r.error << "\n";
+      return 1;
+    }
+    config = std::move(*r.config);
+    source = config_path;
+  }
+  if (!socket_path.empty()) {
+    if (socket_path.front() != '/') {
+      std::cerr << "qbusd: --socket must be an absolute path\n";
+      return 2;
+    }
+    config.socket_path = socket_path;
+  }
+  if (!log_level.empty()) config.log_level = log_level;
+
+  if (check_config) {
+    std::cout << "configuration OK (" << source << ")\n";
+    return 0;
+  }
+  return run(config);
+}

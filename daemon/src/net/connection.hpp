@@ -1,0 +1,78 @@
+// One client connection: decodes frames, feeds the broker, buffers answers.
+//
+// Reads are reactor-style (wait for readability, then read non-blocking) so an idle
+// connection holds no read buffer; complete frames are decoded straight from the server's
+// scratch buffer and only a trailing partial frame is copied. Output is coalesced into one
+// buffer and written once per batch. Reads pause while the connection's output is over its
+// bound or while it is a producer blocked on a full queue: that is the backpressure.
+#pragma once
+
+#include <asio.hpp>
+#include <memory>
+#include <string>
+
+#include "broker/types.hpp"
+#include "qbus/proto/buffer.hpp"
+
+namespace qbus::daemon {
+
+class Server;
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  using Socket = asio::generic::stream_protocol::socket;
+
+  Connection(Server& server, Socket socket, broker::PeerId id, broker::Identity identity,
+             std::string comm);
+
+  void start();
+  // Sends an ERROR (fatal or not) and, for framing errors, closes after flushing it.
+  void reject(Errc code, std::string_view text);
+  void close();
+  // Flushes what it can; closes once everything is written.
+  void drain_and_close();
+
+  proto::ByteBuffer& out() { return out_; }
+  bool backed_up() const;
+  void flush();
+  void unblock();  // a queue this producer was blocked on has room again
+
+  broker::PeerId id() const { return id_; }
+  const broker::Identity& identity() const { return identity_; }
+  const std::string& comm() const { return comm_; }
+  bool closed() const { return closed_; }
+  bool flush_pending = false;  // on the server's dirty list
+
+ private:
+  enum class Step { next, stop };
+
+  void wait_readable();
+  void on_readable();
+  // Handles every complete frame in `in`; returns how many bytes were used.
+  std::size_t process(std::span<const std::byte> in);
+  Step handle(const proto::Header& h, proto::Bytes body);
+  Step handle_hello(const proto::Header& h, proto::Bytes body);
+  void error(std::uint64_t correlation, Errc code, std::string_view text);
+  void misbehaved(Errc code, std::string_view text);
+  bool can_read() const { return !closed_ && !closing_ && !blocked_ && !backed_up(); }
+  void wait_writable();
+  void resume();  // processes held-back frames, then reads again if allowed
+
+  Server& server_;
+  Socket socket_;
+  broker::PeerId id_;
+  broker::Identity identity_;
+  std::string comm_;
+  proto::ByteBuffer in_;   // a partial frame (or frames held back by backpressure)
+  proto::ByteBuffer out_;  // answers not yet written
+  asio::steady_timer handshake_timer_;
+  bool welcomed_ = false;
+  bool reading_ = false;
+  bool writing_ = false;
+  bool blocked_ = false;        // a producer waiting for room in a full queue
+  bool paused_output_ = false;  // reads paused until the peer reads its answers
+  bool closing_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace qbus::daemon

@@ -1,0 +1,77 @@
+// The daemon's network edge: listeners, connections, the receive-deadline timer, and the
+// Sink through which the broker core answers. Everything runs on one io_context thread.
+#pragma once
+
+#include <asio.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/broker.hpp"
+#include "net/unix_socket.hpp"
+
+namespace qbus::daemon {
+
+class Connection;
+
+struct ServerOptions {
+  std::string socket_path;
+  std::uint32_t socket_mode = 0666;
+  broker::Limits limits;
+  std::uint32_t max_body = 1u << 20;         // announced in WELCOME; > max_payload + key + fixed
+  std::size_t max_outbound_bytes = 4u << 20;  // per connection, before its reads pause
+  std::uint32_t handshake_timeout_ms = 5'000;
+};
+
+class Server final : public broker::Sink {
+ public:
+  Server(asio::io_context& io, ServerOptions options);
+  ~Server() override;
+
+  // Binds the listening socket; throws std::runtime_error with one clear sentence.
+  void start();
+  // Stops accepting, fails waiting receives, flushes what can be flushed and closes every
+  // connection; `done` runs once all are gone (or the drain deadline passed).
+  void stop(std::function<void()> done);
+
+  broker::Broker& broker() { return broker_; }
+  const ServerOptions& options() const { return options_; }
+  std::span<std::byte> scratch() { return scratch_; }
+
+  // Called by connections.
+  void mark_dirty(broker::PeerId id);
+  void end_of_batch();  // flush dirty connections, re-arm the deadline timer
+  void forget(broker::PeerId id);
+
+  // broker::Sink
+  void deliver(broker::PeerId to, std::uint64_t correlation, bool last, std::string_view key,
+               const broker::Identity& sender, broker::Bytes payload) override;
+  void fail(broker::PeerId to, std::uint64_t correlation, Errc code,
+            std::string_view text) override;
+  void resume(broker::PeerId producer) override;
+  bool wants_more(broker::PeerId peer) override;
+
+ private:
+  void accept_next();
+  void arm_deadline_timer();
+  Connection* find(broker::PeerId id);
+
+  asio::io_context& io_;
+  ServerOptions options_;
+  broker::Broker broker_;
+  asio::local::stream_protocol::acceptor acceptor_;
+  asio::steady_timer deadline_timer_;
+  broker::Clock::time_point armed_for_{};
+  asio::steady_timer drain_timer_;
+  std::unordered_map<broker::PeerId, std::shared_ptr<Connection>> conns_;
+  std::vector<broker::PeerId> dirty_;
+  std::vector<std::byte> scratch_;
+  broker::PeerId next_id_ = 1;
+  BoundSocket bound_;
+  bool stopping_ = false;
+  std::function<void()> on_stopped_;
+};
+
+}  // namespace qbus::daemon

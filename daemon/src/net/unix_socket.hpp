@@ -1,0 +1,43 @@
+// Creating the listening Unix socket safely: its directory, a stale file left by a crashed
+// daemon, and a live daemon already on the path (which must make us refuse to start).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+namespace qbus::daemon {
+
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  UniqueFd(UniqueFd&& o) noexcept : fd_(o.release()) {}
+  UniqueFd& operator=(UniqueFd&& o) noexcept;
+  ~UniqueFd();
+  int get() const { return fd_; }
+  int release() {
+    int f = fd_;
+    fd_ = -1;
+    return f;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+struct BoundSocket {
+  UniqueFd fd;
+  dev_t dev = 0;  // identity of the socket file we created, so that shutdown removes
+  ino_t ino = 0;  // only our own file and never a successor's
+};
+
+// Creates the parent directory when missing, replaces a stale socket file, binds, applies
+// `mode` and listens. Throws std::runtime_error with one sentence naming the problem.
+BoundSocket bind_unix_listener(const std::string& path, std::uint32_t mode);
+
+// Removes `path` if it is still the socket file described by `bound`.
+void unlink_if_ours(const std::string& path, const BoundSocket& bound);
+
+}  // namespace qbus::daemon

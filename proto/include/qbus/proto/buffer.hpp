@@ -1,0 +1,77 @@
+// A contiguous byte buffer with a read cursor, shared by the broker's connections and the
+// client library for both directions of a stream.
+//
+// Not thread-safe. Memory is reused: consumed bytes are reclaimed by compact(), so a
+// steady stream of frames does not allocate once the buffer has reached its working size.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "qbus/proto/codec.hpp"
+
+namespace qbus::proto {
+
+class ByteBuffer {
+ public:
+  std::span<const std::byte> readable() const noexcept {
+    return {data_.data() + read_, write_ - read_};
+  }
+  std::size_t size() const noexcept { return write_ - read_; }
+  bool empty() const noexcept { return write_ == read_; }
+  std::size_t capacity() const noexcept { return data_.size(); }
+
+  void consume(std::size_t n) noexcept {
+    read_ += n;
+    if (read_ == write_) read_ = write_ = 0;
+  }
+
+  // Space for at least `n` more bytes at the end; call commit() with what was filled.
+  std::span<std::byte> prepare(std::size_t n) {
+    if (data_.size() - write_ < n) make_room(n);
+    return {data_.data() + write_, data_.size() - write_};
+  }
+  void commit(std::size_t n) noexcept { write_ += n; }
+
+  // Appends and commits exactly `n` bytes, returned for the caller to fill.
+  std::span<std::byte> append(std::size_t n) {
+    auto s = prepare(n).first(n);
+    write_ += n;
+    return s;
+  }
+
+  void clear() noexcept { read_ = write_ = 0; }
+  void swap(ByteBuffer& o) noexcept {
+    data_.swap(o.data_);
+    std::swap(read_, o.read_);
+    std::swap(write_, o.write_);
+  }
+  // Gives memory back when a burst left the buffer far larger than it needs now.
+  void shrink_to(std::size_t keep);
+
+ private:
+  void make_room(std::size_t n);
+
+  std::vector<std::byte> data_;
+  std::size_t read_ = 0;
+  std::size_t write_ = 0;
+};
+
+// Frame builders: each appends one complete frame (header and body) to `out`.
+void append_empty(ByteBuffer& out, FrameType type, std::uint64_t correlation,
+                  std::uint16_t flags = 0);
+void append_hello(ByteBuffer& out, std::uint64_t correlation, const Hello& m);
+void append_welcome(ByteBuffer& out, std::uint64_t correlation, const Welcome& m);
+void append_error(ByteBuffer& out, std::uint64_t correlation, Errc code, std::string_view text);
+void append_send(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
+                 std::string_view key, std::span<const std::byte> payload);
+void append_receive(ByteBuffer& out, std::uint64_t correlation, const Receive& m);
+void append_deliver(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
+                    const Deliver& m);
+void append_declare(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
+                    const Declare& m);
+
+}  // namespace qbus::proto

@@ -1,0 +1,170 @@
+// Wire protocol v1: frame header and bodies (see proto/PROTOCOL.md, which is normative).
+//
+// Every function here is pure: it reads or writes caller-provided byte spans, performs no
+// I/O, never allocates and never throws. Decoders validate every declared length against
+// the bytes present and against the caller's limits before anything is used, and report
+// the first problem as an Errc. Views returned by decoders borrow from the input span and
+// are valid only while it is.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "qbus/errc.hpp"
+
+namespace qbus::proto {
+
+using Bytes = std::span<const std::byte>;
+using MutableBytes = std::span<std::byte>;
+
+inline constexpr std::uint32_t kMagic = 0x53554251;  // "QBUS" in stream order
+inline constexpr std::uint8_t kVersion = 1;
+inline constexpr std::uint8_t kMinVersion = 1;
+inline constexpr std::uint8_t kMaxVersion = 1;
+inline constexpr std::size_t kHeaderSize = 24;
+inline constexpr std::size_t kMaxKeySize = 255;
+inline constexpr std::size_t kMaxClientNameSize = 64;
+inline constexpr std::size_t kMaxTokenSize = 1024;
+inline constexpr std::size_t kMaxErrorTextSize = 1024;
+// Hard ceiling on any body; the broker announces its own, lower or equal, in WELCOME.
+inline constexpr std::uint32_t kMaxBodyCeiling = 64u << 20;
+
+enum class FrameType : std::uint8_t {
+  hello = 1,
+  welcome = 2,
+  error = 3,
+  ok = 4,
+  send = 5,
+  receive = 6,
+  deliver = 7,
+  declare = 8,
+  ping = 9,
+  pong = 10,
+};
+
+// Header flag bits. A bit is meaningful only on the frame types named beside it; on any
+// other type it must be zero.
+inline constexpr std::uint16_t kFlagConfirm = 0x0001;  // send, declare: answer OK or ERROR
+inline constexpr std::uint16_t kFlagLast = 0x0002;     // deliver: last reply to this receive
+
+enum class Overflow : std::uint8_t { use_default = 0, reject = 1, drop_oldest = 2, block = 3 };
+
+std::string_view overflow_name(Overflow o) noexcept;
+
+struct Header {
+  FrameType type{};
+  std::uint16_t flags = 0;
+  std::uint64_t correlation = 0;
+  std::uint32_t body_size = 0;
+};
+
+// Outcome of looking at the start of a receive buffer.
+enum class HeaderStatus { complete, need_more, bad };
+
+struct HeaderResult {
+  HeaderStatus status = HeaderStatus::need_more;
+  Header header{};
+  Errc error = Errc::ok;  // set when status == bad
+};
+
+// Decodes the 24-byte header at the start of `in`. `max_body` is the receiver's limit.
+// Unknown frame types decode fine (the body length is still trustworthy, so the receiver
+// can answer and skip); a bad magic, version, reserved field or body size yields `bad`.
+HeaderResult decode_header(Bytes in, std::uint32_t max_body) noexcept;
+void encode_header(MutableBytes out, const Header& h) noexcept;
+
+bool is_known_type(std::uint8_t type) noexcept;
+std::string_view frame_type_name(FrameType t) noexcept;
+
+// Keys are 1..255 bytes of [A-Za-z0-9._:/-].
+bool is_valid_key(std::string_view key) noexcept;
+
+// ---- bodies ---------------------------------------------------------------------------
+
+struct Hello {
+  std::uint8_t min_version = kMinVersion;
+  std::uint8_t max_version = kMaxVersion;
+  std::string_view client_name;
+  std::string_view token;  // empty on Unix sockets; TCP authentication
+};
+
+struct Welcome {
+  std::uint8_t version = kVersion;
+  std::uint32_t max_body = 0;
+  std::uint32_t max_payload = 0;
+  std::uint32_t pid = 0;  // the client's own identity as the kernel reported it
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  std::uint64_t client_id = 0;
+};
+
+struct ErrorBody {
+  std::uint16_t code = 0;  // raw, so unknown future codes still decode
+  std::string_view text;
+};
+
+struct Send {
+  std::string_view key;
+  Bytes payload;
+};
+
+struct Receive {
+  std::int32_t timeout_ms = -1;  // -1 waits forever, 0 does not wait
+  std::uint32_t max_count = 1;
+  std::string_view key;
+};
+
+struct Deliver {
+  std::uint32_t sender_pid = 0;
+  std::uint32_t sender_uid = 0;
+  std::uint64_t sender_client_id = 0;
+  std::string_view key;
+  Bytes payload;
+};
+
+struct Declare {
+  std::uint32_t max_messages = 0;  // 0: broker default
+  std::uint64_t max_bytes = 0;     // 0: broker default
+  Overflow overflow = Overflow::use_default;
+  std::string_view key;
+};
+
+inline constexpr std::size_t kHelloFixed = 8;
+inline constexpr std::size_t kWelcomeSize = 32;
+inline constexpr std::size_t kErrorFixed = 4;
+inline constexpr std::size_t kSendFixed = 1;
+inline constexpr std::size_t kReceiveFixed = 9;
+inline constexpr std::size_t kDeliverFixed = 17;
+inline constexpr std::size_t kDeclareFixed = 14;
+
+// Decoders take the body (exactly header.body_size bytes). They return Errc::ok or the
+// reason the body is unacceptable (malformed_frame, invalid_key, ...).
+Errc decode_hello(Bytes body, Hello& out) noexcept;
+Errc decode_welcome(Bytes body, Welcome& out) noexcept;
+Errc decode_error(Bytes body, ErrorBody& out) noexcept;
+Errc decode_send(Bytes body, Send& out) noexcept;
+Errc decode_receive(Bytes body, Receive& out) noexcept;
+Errc decode_deliver(Bytes body, Deliver& out) noexcept;
+Errc decode_declare(Bytes body, Declare& out) noexcept;
+
+// Body sizes for the encoders below; callers reserve kHeaderSize + size.
+std::size_t hello_size(const Hello& m) noexcept;
+std::size_t error_size(std::string_view text) noexcept;  // text is truncated to the limit
+std::size_t send_size(std::string_view key, std::size_t payload) noexcept;
+std::size_t receive_size(std::string_view key) noexcept;
+std::size_t deliver_size(std::string_view key, std::size_t payload) noexcept;
+std::size_t declare_size(std::string_view key) noexcept;
+
+// Encoders write exactly the size above into `out` (which must be at least that large).
+// They do not validate: the sender is responsible for keys and limits.
+void encode_hello(MutableBytes out, const Hello& m) noexcept;
+void encode_welcome(MutableBytes out, const Welcome& m) noexcept;
+void encode_error(MutableBytes out, std::uint16_t code, std::string_view text) noexcept;
+void encode_send_prefix(MutableBytes out, std::string_view key) noexcept;  // payload follows
+void encode_receive(MutableBytes out, const Receive& m) noexcept;
+void encode_deliver_prefix(MutableBytes out, const Deliver& m) noexcept;  // payload follows
+void encode_declare(MutableBytes out, const Declare& m) noexcept;
+
+}  // namespace qbus::proto
