@@ -75,6 +75,10 @@ void Connection::on_readable() {
       if (ec && ec != asio::error::eof && ec != asio::error::connection_reset) {
         spdlog::debug("client {} (pid {}): read failed: {}", id_, identity_.pid, ec.message());
       }
+      if (!in_.empty()) {
+        misbehaved(Errc::malformed_frame, "disconnected in the middle of a frame (" +
+                                              std::to_string(in_.size()) + " bytes pending)");
+      }
       close();
       break;
     }

@@ -1,0 +1,381 @@
+// Hostile and broken peers against the real qbusd: each gets a clear ERROR and/or a
+// disconnect with a log line, while a well-behaved client keeps being served and queued
+// messages stay queued.
+#include <fcntl.h>
+#include <poll.h>
+#include <qbus/client.hpp>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <gtest/gtest.h>
+#include <random>
+
+#include "daemon.hpp"
+#include "qbus/proto/buffer.hpp"
+
+namespace qbus::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Clock = std::chrono::steady_clock;
+
+struct Frame {
+  proto::FrameType type{};
+  std::uint16_t flags = 0;
+  std::uint64_t correlation = 0;
+  std::vector<std::byte> body;
+
+  Errc error_code() const {
+    proto::ErrorBody e;
+    if (type != proto::FrameType::error || proto::decode_error(body, e) != Errc::ok) return Errc::ok;
+    return static_cast<Errc>(e.code);
+  }
+};
+
+// A client speaking raw bytes, for what libqbus would never send.
+class RawPeer {
+ public:
+  explicit RawPeer(const std::string& path) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, path.c_str(), sizeof(sa.sun_path) - 1);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+      throw std::runtime_error("connect failed");
+    }
+  }
+  ~RawPeer() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  void write(std::span<const std::byte> bytes) {
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      if (n <= 0) throw std::runtime_error("write failed");
+      done += static_cast<std::size_t>(n);
+    }
+  }
+  void write(const proto::ByteBuffer& b) { write(b.readable()); }
+  void hello() {
+    proto::ByteBuffer b;
+    proto::append_hello(b, 1, proto::Hello{1, 1, "raw", ""});
+    write(b);
+    auto f = next();
+    if (!f || f->type != proto::FrameType::welcome) throw std::runtime_error("no WELCOME");
+  }
+
+  // The next frame, or nullopt once the broker closed the connection.
+  std::optional<Frame> next(milliseconds timeout = seconds(30)) {
+    const auto deadline = Clock::now() + timeout;
+    while (true) {
+      auto hr = proto::decode_header(in_.readable(), proto::kMaxBodyCeiling);
+      if (hr.status == proto::HeaderStatus::bad) throw std::runtime_error("broker sent garbage");
+      if (hr.status == proto::HeaderStatus::complete &&
+          in_.size() >= proto::kHeaderSize + hr.header.body_size) {
+        Frame f{hr.header.type, hr.header.flags, hr.header.correlation, {}};
+        auto body = in_.readable().subspan(proto::kHeaderSize, hr.header.body_size);
+        f.body.assign(body.begin(), body.end());
+        in_.consume(proto::kHeaderSize + hr.header.body_size);
+        return f;
+      }
+      if (eof_) return std::nullopt;
+      const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) throw std::runtime_error("no frame within the timeout");
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+      auto dst = in_.prepare(65536);
+      const ssize_t n = ::recv(fd_, dst.data(), dst.size(), 0);
+      if (n <= 0) {
+        eof_ = true;
+      } else {
+        in_.commit(static_cast<std::size_t>(n));
+      }
+    }
+  }
+
+  // True when the broker closed the connection (after any frames still pending).
+  bool closed_by_broker() {
+    while (next()) {
+    }
+    return true;
+  }
+
+ private:
+  int fd_ = -1;
+  proto::ByteBuffer in_;
+  bool eof_ = false;
+};
+
+std::vector<std::byte> bytes_of(std::string_view s) {
+  auto b = std::as_bytes(std::span(s.data(), s.size()));
+  return {b.begin(), b.end()};
+}
+
+proto::ByteBuffer frame(proto::FrameType type, std::uint64_t corr, std::string_view body,
+                        std::uint16_t flags = 0) {
+  proto::ByteBuffer b;
+  auto s = b.append(proto::kHeaderSize + body.size());
+  proto::encode_header(s, proto::Header{type, flags, corr, static_cast<std::uint32_t>(body.size())});
+  std::memcpy(s.data() + proto::kHeaderSize, body.data(), body.size());
+  return b;
+}
+
+class BadInputTest : public ::testing::Test {
+ protected:
+  BadInputTest() : daemon_(DaemonOptions{.config_json = R"({"limits": {"handshake_timeout_ms": 300}})"}) {}
+
+  void SetUp() override {
+    keeper_.emplace(ClientOptions{daemon_.address(), "keeper", seconds(30)});
+    for (int i = 0; i < 100; ++i) keeper_->send("keep", std::to_string(i));
+    keeper_->sync();
+    start_canary();
+  }
+
+  void TearDown() override {
+    expect_canary_progress();
+    stop_canary();
+    auto kept = keeper_->receive_batch("keep", 1000, seconds(30));
+    ASSERT_EQ(kept.size(), 100u) << "queued messages were lost";
+    for (int i = 0; i < 100; ++i) EXPECT_EQ(kept[i].text(), std::to_string(i));
+    EXPECT_EQ(daemon_.stop(), 0) << daemon_.log();
+  }
+
+  // A separate process doing send/receive round trips all along; it reports each one on a
+  // pipe so the test can see it is still being served.
+  void start_canary() {
+    int progress[2];
+    ASSERT_EQ(::pipe2(progress, O_CLOEXEC), 0);
+    canary_ = ::fork();
+    ASSERT_GE(canary_, 0);
+    if (canary_ == 0) {
+      ::signal(SIGPIPE, SIG_IGN);  // the end of the test shows up as EPIPE
+      ::close(progress[0]);
+      try {
+        Client c(ClientOptions{daemon_.address(), "canary", seconds(30)});
+        for (std::uint64_t i = 0;; ++i) {
+          c.send_confirmed("canary", std::to_string(i));
+          auto m = c.receive("canary", seconds(30));
+          if (!m || m->text() != std::to_string(i)) ::_exit(1);
+          if (::write(progress[1], "x", 1) != 1) ::_exit(0);  // the test went away
+        }
+      } catch (...) {
+        ::_exit(2);
+      }
+    }
+    ::close(progress[1]);
+    progress_fd_ = progress[0];
+    expect_canary_progress();
+  }
+
+  void expect_canary_progress() {
+    // Drain what it reported so far, then wait for one more round trip.
+    char buf[4096];
+    ::fcntl(progress_fd_, F_SETFL, O_NONBLOCK);
+    while (::read(progress_fd_, buf, sizeof(buf)) > 0) {
+    }
+    pollfd p{progress_fd_, POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 30'000), 1) << "the well-behaved client stopped being served";
+    ASSERT_EQ(::read(progress_fd_, buf, 1), 1) << "the well-behaved client failed";
+  }
+
+  void stop_canary() {
+    ::close(progress_fd_);
+    int status = 0;
+    ::waitpid(canary_, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "canary failed";
+  }
+
+  void expect_error_then_close(RawPeer& peer, Errc code) {
+    auto f = peer.next();
+    ASSERT_TRUE(f) << "no ERROR before the close";
+    EXPECT_EQ(f->error_code(), code) << errc_name(f->error_code());
+    EXPECT_TRUE(peer.closed_by_broker());
+  }
+
+  Daemon daemon_;
+  std::optional<Client> keeper_;
+  pid_t canary_ = -1;
+  int progress_fd_ = -1;
+};
+
+TEST_F(BadInputTest, GarbageIsAnsweredWithBadMagicAndDisconnected) {
+  RawPeer peer(daemon_.socket_path());
+  peer.write(bytes_of("GET / HTTP/1.1\r\nHost: qbus\r\n\r\n"));
+  expect_error_then_close(peer, Errc::bad_magic);
+  EXPECT_TRUE(daemon_.wait_for_log("bad_magic"));
+}
+
+TEST_F(BadInputTest, RandomBytesAfterHandshakeAreRefused) {
+  std::mt19937 rng(12345);
+  std::vector<std::byte> junk(4096);
+  for (auto& b : junk) b = static_cast<std::byte>(rng());
+  RawPeer peer(daemon_.socket_path());
+  peer.hello();
+  peer.write(junk);
+  expect_error_then_close(peer, Errc::bad_magic);
+}
+
+TEST_F(BadInputTest, HugeDeclaredLengthIsRefusedBeforeAnythingIsAllocated) {
+  RawPeer peer(daemon_.socket_path());
+  peer.hello();
+  proto::ByteBuffer b;
+  proto::encode_header(b.append(proto::kHeaderSize),
+                       proto::Header{proto::FrameType::send, 0, 7, 0xFFFFFFF0u});
+  peer.write(b);
+  expect_error_then_close(peer, Errc::frame_too_large);
+  EXPECT_TRUE(daemon_.wait_for_log("frame_too_large"));
+}
+
+TEST_F(BadInputTest, ClientThatNeverSpeaksIsDisconnectedAfterTheHandshakeTimeout) {
+  RawPeer peer(daemon_.socket_path());
+  expect_error_then_close(peer, Errc::handshake_timeout);
+  EXPECT_TRUE(daemon_.wait_for_log("handshake_timeout"));
+}
+
+TEST_F(BadInputTest, FrameBeforeHelloIsRefused) {
+  RawPeer peer(daemon_.socket_path());
+  peer.write(frame(proto::FrameType::ping, 1, ""));
+  expect_error_then_close(peer, Errc::handshake_required);
+}
+
+TEST_F(BadInputTest, HelloWithNoCommonVersionIsRefused) {
+  RawPeer peer(daemon_.socket_path());
+  proto::ByteBuffer b;
+  proto::append_hello(b, 1, proto::Hello{2, 3, "future", ""});
+  peer.write(b);
+  expect_error_then_close(peer, Errc::unsupported_version);
+}
+
+TEST_F(BadInputTest, HeaderOfAnotherVersionIsRefused) {
+  RawPeer peer(daemon_.socket_path());
+  auto b = frame(proto::FrameType::hello, 1, "");
+  std::vector<std::byte> raw(b.readable().begin(), b.readable().end());
+  raw[4] = std::byte{2};
+  peer.write(raw);
+  expect_error_then_close(peer, Errc::unsupported_version);
+}
+
+TEST_F(BadInputTest, FrameCutOffMidwayIsCompletedLater) {
+  RawPeer peer(daemon_.socket_path());
+  peer.hello();
+  proto::ByteBuffer b;
+  const std::string payload(1000, 'p');
+  proto::append_send(b, 42, proto::kFlagConfirm, "halves",
+                     std::as_bytes(std::span(payload.data(), payload.size())));
+  auto all = b.readable();
+  peer.write(all.first(500));
+  expect_canary_progress();  // the daemon serves others while our frame is incomplete
+  peer.write(all.subspan(500));
+  auto ok = peer.next();
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->type, proto::FrameType::ok);
+  EXPECT_EQ(ok->correlation, 42u);
+  auto m = keeper_->receive("halves", seconds(30));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->text(), payload);
+}
+
+TEST_F(BadInputTest, ClientDyingMidFrameIsLoggedAndForgotten) {
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    RawPeer peer(daemon_.socket_path());
+    peer.hello();
+    proto::ByteBuffer b;
+    proto::append_send(b, 1, 0, "dying", std::as_bytes(std::span("0123456789", 10)));
+    peer.write(b.readable().first(30));
+    ::_exit(0);
+  }
+  ::waitpid(child, nullptr, 0);
+  EXPECT_TRUE(daemon_.wait_for_log("disconnected in the middle of a frame"));
+  EXPECT_FALSE(keeper_->try_receive("dying"));
+}
+
+TEST_F(BadInputTest, UnknownFrameTypeIsAnsweredAndTheConnectionGoesOn) {
+  RawPeer peer(daemon_.socket_path());
+  peer.hello();
+  peer.write(frame(static_cast<proto::FrameType>(99), 5, "abc"));
+  auto f = peer.next();
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->error_code(), Errc::unknown_frame_type);
+  EXPECT_EQ(f->correlation, 5u);
+  peer.write(frame(proto::FrameType::ping, 6, ""));
+  auto pong = peer.next();
+  ASSERT_TRUE(pong);
+  EXPECT_EQ(pong->type, proto::FrameType::pong);
+  EXPECT_EQ(pong->correlation, 6u);
+}
+
+TEST_F(BadInputTest, MalformedBodiesAreAnsweredAndTheConnectionGoesOn) {
+  RawPeer peer(daemon_.socket_path());
+  peer.hello();
+  proto::ByteBuffer b;
+  proto::append_send(b, 10, 0, "bad key", {});  // space is not allowed in keys
+  proto::append_receive(b, 11, proto::Receive{-1, 0, "ok-key"});  // max_count 0
+  proto::append_declare(b, 12, 0, proto::Declare{0, 0, proto::Overflow::reject, "k"});
+  std::vector<std::byte> raw(b.readable().begin(), b.readable().end());
+  raw[raw.size() - 3] = std::byte{9};  // overflow byte of the DECLARE: out of range
+  peer.write(raw);
+  b.clear();
+  proto::append_send(b, 13, 0x8000, "k", {});  // unknown flag bit
+  proto::append_empty(b, proto::FrameType::deliver, 14);  // not a client frame
+  proto::append_send(b, 15, proto::kFlagConfirm, "k", {});
+  peer.write(b);
+  const std::pair<std::uint64_t, Errc> expected[] = {
+      {10, Errc::invalid_key},     {11, Errc::malformed_frame}, {12, Errc::malformed_frame},
+      {13, Errc::malformed_frame}, {14, Errc::unexpected_frame}};
+  for (const auto& [corr, code] : expected) {
+    auto f = peer.next();
+    ASSERT_TRUE(f);
+    EXPECT_EQ(f->correlation, corr);
+    EXPECT_EQ(f->error_code(), code) << "correlation " << corr;
+  }
+  auto ok = peer.next();
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->type, proto::FrameType::ok);
+  EXPECT_EQ(ok->correlation, 15u);
+}
+
+TEST_F(BadInputTest, TooManyWaitingReceivesAreRefused) {
+  RawPeer peer(daemon_.socket_path());
+  peer.hello();
+  proto::ByteBuffer b;
+  for (std::uint64_t i = 1; i <= 65; ++i) {
+    proto::append_receive(b, i, proto::Receive{-1, 1, "parked"});
+  }
+  peer.write(b);
+  auto f = peer.next();
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->correlation, 65u);
+  EXPECT_EQ(f->error_code(), Errc::too_many_receives);
+}
+
+TEST_F(BadInputTest, ReaderThatNeverReadsDoesNotStopOthers) {
+  // A consumer asks for everything in big batches and then never reads its socket.
+  {
+    Client filler(ClientOptions{daemon_.address(), "filler", seconds(30)});
+    Client::Batch batch(filler);
+    const std::string payload(60'000, 'f');
+    for (int i = 0; i < 400; ++i) filler.send("flood", payload);
+  }
+  RawPeer stuck(daemon_.socket_path());
+  stuck.hello();
+  proto::ByteBuffer b;
+  for (std::uint64_t i = 1; i <= 20; ++i) {
+    proto::append_receive(b, i, proto::Receive{-1, 4096, "flood"});
+  }
+  stuck.write(b);
+  expect_canary_progress();
+  // What the stuck reader could not take stays queued for someone else.
+  Client other(ClientOptions{daemon_.address(), "other", seconds(30)});
+  EXPECT_TRUE(other.receive("flood", seconds(30)));
+}
+
+}  // namespace
+}  // namespace qbus::testing
