@@ -27,7 +27,9 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 // The broker enforces receive timeouts; ours only catches a broker that stopped answering.
 constexpr auto kBrokerGrace = std::chrono::seconds(30);
 
-std::string sys_error(const std::string& what) { return what + ": " + std::strerror(errno); }
+std::string sys_error(const std::string& what) {
+  return what + ": " + std::strerror(errno);
+}
 
 std::span<const std::byte> as_bytes(std::string_view s) {
   return std::as_bytes(std::span(s.data(), s.size()));
@@ -111,7 +113,8 @@ struct Client::Impl {
     wait_for(corr, deadline, [&](const proto::Header& h, proto::Bytes body) {
       if (h.type == FrameType::error) throw_error_frame(body, "handshake refused");
       proto::Welcome w;
-      if (h.type != FrameType::welcome || proto::decode_welcome(body, w) != Errc::ok) {
+      if (h.type != FrameType::welcome || proto::decode_welcome(body, w) != Errc::ok ||
+          w.version != proto::kVersion) {
         fail(Errc::protocol_violation, "broker answered HELLO with something else");
       }
       session.pid = w.pid;
@@ -186,10 +189,6 @@ struct Client::Impl {
       fail(Errc::protocol_violation, "broker sent a malformed ERROR frame");
     }
     const auto code = errc_is_known(e.code) ? static_cast<Errc>(e.code) : Errc::internal_error;
-    if (errc_is_fatal(code)) {
-      fail(code, "broker closed the connection: " + std::string(errc_name(code)) + ": " +
-                     std::string(e.text));
-    }
     ++failures.count;
     failures.last_code = code;
     failures.last_message = std::string(e.text);
@@ -212,6 +211,14 @@ struct Client::Impl {
       bool done = false;
       if (corr != 0 && hr.header.correlation == corr) {
         done = handler(hr.header, body);
+      } else if (hr.header.type == FrameType::error && hr.header.correlation == 0) {
+        // Correlation 0: the broker refuses the connection as a whole and closes it.
+        proto::ErrorBody e;
+        const bool ok = proto::decode_error(body, e) == Errc::ok;
+        const auto code =
+            ok && errc_is_known(e.code) ? static_cast<Errc>(e.code) : Errc::protocol_violation;
+        fail(code, "broker closed the connection: " + std::string(errc_name(code)) +
+                       (ok && !e.text.empty() ? ": " + std::string(e.text) : std::string()));
       } else if (hr.header.type == FrameType::error) {
         record_failure(body);
       } else {
@@ -253,9 +260,9 @@ struct Client::Impl {
   }
   void check_payload(std::size_t size) const {
     if (size > session.max_payload) {
-      throw Error(Errc::payload_too_large,
-                  "payload of " + std::to_string(size) + " bytes exceeds the broker's limit of " +
-                      std::to_string(session.max_payload));
+      throw Error(Errc::payload_too_large, "payload of " + std::to_string(size) +
+                                               " bytes exceeds the broker's limit of " +
+                                               std::to_string(session.max_payload));
     }
   }
 
@@ -299,7 +306,8 @@ struct Client::Impl {
     const bool answered = wait_for(corr, deadline, [&](const proto::Header& h, proto::Bytes b) {
       if (h.type == FrameType::error) {
         proto::ErrorBody e;
-        if (proto::decode_error(b, e) == Errc::ok && e.code == static_cast<std::uint16_t>(Errc::timeout)) {
+        if (proto::decode_error(b, e) == Errc::ok &&
+            e.code == static_cast<std::uint16_t>(Errc::timeout)) {
           timed_out = true;
           return true;
         }
@@ -309,10 +317,10 @@ struct Client::Impl {
       if (h.type != FrameType::deliver || proto::decode_deliver(b, d) != Errc::ok) {
         fail(Errc::protocol_violation, "receive: unexpected answer");
       }
-      got.emplace_back(std::string(d.key),
-                       std::string(reinterpret_cast<const char*>(d.payload.data()),
-                                   d.payload.size()),
-                       Sender{d.sender_pid, d.sender_uid, d.sender_client_id});
+      got.emplace_back(
+          std::string(d.key),
+          std::string(reinterpret_cast<const char*>(d.payload.data()), d.payload.size()),
+          Sender{d.sender_pid, d.sender_uid, d.sender_client_id});
       return (h.flags & proto::kFlagLast) != 0;
     });
     if (!answered) fail(Errc::io_error, "receive: broker did not answer");
@@ -338,8 +346,12 @@ Client::~Client() {
 Client::Client(Client&&) noexcept = default;
 Client& Client::operator=(Client&&) noexcept = default;
 
-const SessionInfo& Client::session() const noexcept { return impl_->session; }
-const SendFailures& Client::send_failures() const noexcept { return impl_->failures; }
+const SessionInfo& Client::session() const noexcept {
+  return impl_->session;
+}
+const SendFailures& Client::send_failures() const noexcept {
+  return impl_->failures;
+}
 
 void Client::send(std::string_view key, std::span<const std::byte> payload) {
   impl_->append_send(key, payload, 0);
@@ -394,7 +406,9 @@ void Client::sync() {
   impl_->wait_ok(corr, "sync");
 }
 
-Client::Batch::Batch(Client& client) : client_(client) { ++client_.impl_->corked; }
+Client::Batch::Batch(Client& client) : client_(client) {
+  ++client_.impl_->corked;
+}
 
 Client::Batch::~Batch() {
   auto& impl = *client_.impl_;

@@ -1,5 +1,6 @@
 #include "qbus/config/config.hpp"
 
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -20,7 +21,9 @@ struct FieldError : std::runtime_error {
   throw FieldError(path + ": " + what);
 }
 
-std::string type_name(const json& j) { return j.type_name(); }
+std::string type_name(const json& j) {
+  return j.type_name();
+}
 
 // A JSON object being read field by field; finish() reports the keys nobody asked for.
 class Object {
@@ -99,14 +102,11 @@ Config from_json(const json& root) {
     std::string mode;
     o.string("mode", mode);
     if (o.get("mode")) {
-      std::size_t used = 0;
       unsigned long m = 0;
-      try {
-        m = std::stoul(mode, &used, 8);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (mode.empty() || used != mode.size() || m > 0777) {
+      const bool octal = !mode.empty() && mode.size() <= 4 &&
+                         mode.find_first_not_of("01234567") == std::string::npos;
+      if (octal) m = std::stoul(mode, nullptr, 8);
+      if (!octal || m > 0777) {
         bad("socket.mode", "must be an octal string such as \"0660\"");
       }
       c.socket_mode = static_cast<std::uint32_t>(m);
@@ -201,8 +201,9 @@ LoadResult parse(std::string_view json_text) {
 }
 
 LoadResult load_file(const std::string& path) {
+  std::error_code ec;
   std::ifstream f(path);
-  if (!f) {
+  if (!f || std::filesystem::is_directory(path, ec)) {
     LoadResult r;
     r.error = "cannot read config file " + path;
     return r;

@@ -110,8 +110,8 @@ std::string_view frame_type_name(FrameType t) noexcept {
 bool is_valid_key(std::string_view key) noexcept {
   if (key.empty() || key.size() > kMaxKeySize) return false;
   return std::all_of(key.begin(), key.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == ':' || c == '/' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == ':' || c == '/' || c == '-';
   });
 }
 
@@ -122,7 +122,7 @@ HeaderResult decode_header(Bytes in, std::uint32_t max_body) noexcept {
     std::byte magic[4];
     store(magic, kMagic);
     const auto n = std::min<std::size_t>(in.size(), 4);
-    if (std::memcmp(in.data(), magic, n) != 0) {
+    if (n > 0 && std::memcmp(in.data(), magic, n) != 0) {
       r.status = HeaderStatus::bad;
       r.error = Errc::bad_magic;
     }
@@ -197,7 +197,8 @@ Errc decode_welcome(Bytes body, Welcome& out) noexcept {
   r.take(out.uid);
   r.take(out.gid);
   r.take(out.client_id);
-  return Errc::ok;
+  return reserved8 == 0 && reserved16 == 0 && out.version >= kMinVersion ? Errc::ok
+                                                                         : Errc::malformed_frame;
 }
 
 Errc decode_error(Bytes body, ErrorBody& out) noexcept {
@@ -256,11 +257,15 @@ std::size_t error_size(std::string_view text) noexcept {
 std::size_t send_size(std::string_view key, std::size_t payload) noexcept {
   return kSendFixed + key.size() + payload;
 }
-std::size_t receive_size(std::string_view key) noexcept { return kReceiveFixed + key.size(); }
+std::size_t receive_size(std::string_view key) noexcept {
+  return kReceiveFixed + key.size();
+}
 std::size_t deliver_size(std::string_view key, std::size_t payload) noexcept {
   return kDeliverFixed + key.size() + payload;
 }
-std::size_t declare_size(std::string_view key) noexcept { return kDeclareFixed + key.size(); }
+std::size_t declare_size(std::string_view key) noexcept {
+  return kDeclareFixed + key.size();
+}
 
 void encode_hello(MutableBytes out, const Hello& m) noexcept {
   Writer w(out);

@@ -27,6 +27,7 @@ SendOutcome rejected(Errc code, std::string text) {
 }  // namespace
 
 Errc Broker::connect(PeerId peer, const Identity& id) {
+  if (peers_.count(peer)) return Errc::internal_error;
   if (peers_.size() >= limits_.max_connections) return Errc::too_many_connections;
   auto& usage = accounting_.of(id.uid);
   if (usage.connections >= limits_.uid_max_connections) {
@@ -44,7 +45,8 @@ void Broker::disconnect(PeerId peer) {
   Peer& p = pit->second;
   // Copy: remove_waiter edits waiting_in while we walk it.
   std::vector<Queue*> touched;
-  for (const auto& [q, n] : p.waiting_in) touched.push_back(q);
+  for (const auto& [q, n] : p.waiting_in)
+    touched.push_back(q);
   for (Queue* q : touched) {
     auto& ws = q->waiters();
     for (auto it = ws.begin(); it != ws.end();) {
@@ -63,7 +65,8 @@ void Broker::disconnect(PeerId peer) {
   accounting_.forget_if_unused(uid);
   std::sort(touched.begin(), touched.end());
   touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-  for (Queue* q : touched) collect_if_idle(*q);
+  for (Queue* q : touched)
+    collect_if_idle(*q);
 }
 
 Queue* Broker::find_mutable(std::string_view key) {
@@ -80,9 +83,8 @@ Queue* Broker::get_or_create(std::string_view key, SendOutcome* why) {
   if (Queue* q = find_mutable(key)) return q;
   if (queues_.size() >= limits_.max_queues) {
     if (why) {
-      *why = rejected(Errc::too_many_queues,
-                      "the broker holds its limit of " + std::to_string(limits_.max_queues) +
-                          " queues");
+      *why = rejected(Errc::too_many_queues, "the broker holds its limit of " +
+                                                 std::to_string(limits_.max_queues) + " queues");
     }
     return nullptr;
   }
@@ -92,8 +94,7 @@ Queue* Broker::get_or_create(std::string_view key, SendOutcome* why) {
   return raw;
 }
 
-SendOutcome Broker::send(PeerId from, std::string_view key, Bytes payload,
-                         Clock::time_point now) {
+SendOutcome Broker::send(PeerId from, std::string_view key, Bytes payload, Clock::time_point now) {
   auto pit = peers_.find(from);
   if (pit == peers_.end()) return rejected(Errc::internal_error, "unknown peer");
   Peer& peer = pit->second;
@@ -106,6 +107,12 @@ SendOutcome Broker::send(PeerId from, std::string_view key, Bytes payload,
   Queue* q = get_or_create(key, &out);
   if (!q) return out;
 
+  if (!q->could_ever_fit(payload.size())) {
+    ++q->counters().rejected_total;
+    collect_if_idle(*q);
+    return rejected(Errc::payload_too_large, "payload of " + std::to_string(payload.size()) +
+                                                 " bytes exceeds the queue's max_bytes");
+  }
   if (!q->waiters().empty()) {
     // Invariant: waiters exist only while the queue is empty, so FIFO order holds.
     auto it = q->waiters().begin();
@@ -119,6 +126,7 @@ SendOutcome Broker::send(PeerId from, std::string_view key, Bytes payload,
     ++totals_.messages_out;
     totals_.bytes_out += payload.size();
     sink_.deliver(to, corr, true, q->key(), peer.id, payload);
+    collect_if_idle(*q);
     return out;
   }
 
@@ -126,21 +134,16 @@ SendOutcome Broker::send(PeerId from, std::string_view key, Bytes payload,
   if (usage.queued_bytes + payload.size() > limits_.uid_max_queued_bytes) {
     ++q->counters().rejected_total;
     collect_if_idle(*q);
-    return rejected(Errc::quota_exceeded,
-                    "uid " + std::to_string(peer.id.uid) + " already has " +
-                        std::to_string(usage.queued_bytes) + " bytes queued (limit " +
-                        std::to_string(limits_.uid_max_queued_bytes) + ")");
+    return rejected(Errc::quota_exceeded, "uid " + std::to_string(peer.id.uid) + " already has " +
+                                              std::to_string(usage.queued_bytes) +
+                                              " bytes queued (limit " +
+                                              std::to_string(limits_.uid_max_queued_bytes) + ")");
   }
   if (!q->has_room_for(payload.size())) {
-    if (!q->could_ever_fit(payload.size())) {
-      ++q->counters().rejected_total;
-      collect_if_idle(*q);
-      return rejected(Errc::payload_too_large, "payload of " + std::to_string(payload.size()) +
-                                                   " bytes exceeds the queue's max_bytes");
-    }
     switch (q->options().overflow) {
       case Overflow::drop_oldest:
-        while (!q->has_room_for(payload.size()) && q->depth() > 0) drop_oldest(*q);
+        while (!q->has_room_for(payload.size()) && q->depth() > 0)
+          drop_oldest(*q);
         break;
       case Overflow::block:
         q->blocked().push_back(from);
@@ -201,8 +204,8 @@ void Broker::receive(PeerId peer_id, std::uint64_t correlation, std::string_view
   auto it = q->waiters().insert(q->waiters().end(), Waiter{peer_id, correlation, max, false, {}});
   if (timeout_ms > 0) {
     it->has_deadline = true;
-    it->deadline = deadlines_.emplace(now + std::chrono::milliseconds(timeout_ms),
-                                      std::make_pair(q, it));
+    it->deadline =
+        deadlines_.emplace(now + std::chrono::milliseconds(timeout_ms), std::make_pair(q, it));
   }
   ++peer.waiting;
   ++peer.waiting_in[q];
@@ -341,7 +344,8 @@ std::optional<std::size_t> Broker::remove(std::string_view key) {
 
 void Broker::fail_all_waiters(Errc code, std::string_view text) {
   std::vector<Queue*> all;
-  for (auto& [k, q] : queues_) all.push_back(q.get());
+  for (auto& [k, q] : queues_)
+    all.push_back(q.get());
   for (Queue* q : all) {
     while (!q->waiters().empty()) {
       auto it = q->waiters().begin();

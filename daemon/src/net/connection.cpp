@@ -19,8 +19,8 @@ bool would_block(const asio::error_code& ec) {
 
 }  // namespace
 
-Connection::Connection(Server& server, Socket socket, broker::PeerId id,
-                       broker::Identity identity, std::string comm)
+Connection::Connection(Server& server, Socket socket, broker::PeerId id, broker::Identity identity,
+                       std::string comm)
     : server_(server),
       socket_(std::move(socket)),
       id_(id),
@@ -42,7 +42,9 @@ void Connection::start() {
   wait_readable();
 }
 
-bool Connection::backed_up() const { return out_.size() > server_.options().max_outbound_bytes; }
+bool Connection::backed_up() const {
+  return out_.size() > server_.options().max_outbound_bytes;
+}
 
 void Connection::wait_readable() {
   if (reading_ || !can_read()) return;
@@ -156,8 +158,8 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
           }
           return Step::next;
         case broker::SendResult::rejected:
-          spdlog::debug("client {} (pid {} uid {}): send to '{}' refused: {}", id_,
-                        identity_.pid, identity_.uid, m.key, r.text);
+          spdlog::debug("client {} (pid {} uid {}): send to '{}' refused: {}", id_, identity_.pid,
+                        identity_.uid, m.key, r.text);
           error(h.correlation, r.error, r.text);
           return Step::next;
         case broker::SendResult::blocked:
@@ -169,8 +171,7 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
     case FrameType::receive: {
       proto::Receive m;
       if (auto e = proto::decode_receive(body, m); e != Errc::ok) {
-        error(h.correlation, e,
-              e == Errc::invalid_key ? "invalid queue key" : "malformed RECEIVE");
+        error(h.correlation, e, e == Errc::invalid_key ? "invalid queue key" : "malformed RECEIVE");
         return Step::next;
       }
       broker.receive(id_, h.correlation, m.key, m.max_count, m.timeout_ms, broker::Clock::now());
@@ -179,8 +180,7 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
     case FrameType::declare: {
       proto::Declare m;
       if (auto e = proto::decode_declare(body, m); e != Errc::ok) {
-        error(h.correlation, e,
-              e == Errc::invalid_key ? "invalid queue key" : "malformed DECLARE");
+        error(h.correlation, e, e == Errc::invalid_key ? "invalid queue key" : "malformed DECLARE");
         return Step::next;
       }
       std::string text;
@@ -194,6 +194,10 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
       return Step::next;
     }
     case FrameType::ping:
+      if (!body.empty()) {
+        error(h.correlation, Errc::malformed_frame, "PING has no body");
+        return Step::next;
+      }
       proto::append_empty(out_, FrameType::pong, h.correlation);
       server_.mark_dirty(id_);
       return Step::next;
@@ -221,7 +225,7 @@ Connection::Step Connection::handle_hello(const proto::Header& h, proto::Bytes b
     return Step::next;
   }
   proto::Hello m;
-  if (proto::decode_hello(body, m) != Errc::ok) {
+  if (h.flags != 0 || proto::decode_hello(body, m) != Errc::ok) {
     misbehaved(Errc::malformed_frame, "malformed HELLO");
     reject(Errc::malformed_frame, "malformed HELLO");
     return Step::next;
