@@ -2,12 +2,12 @@
 // stderr), 2 usage error, 3 recv timed out with nothing received.
 #include <qbus/client.hpp>
 
+#include <unistd.h>
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
 #include <iterator>
 #include <optional>
-#include <unistd.h>
 
 namespace {
 

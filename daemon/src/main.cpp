@@ -41,8 +41,8 @@ qbus::daemon::ServerOptions server_options(const Config& c) {
 }
 
 void setup_logging(const std::string& level) {
-  auto logger = std::make_shared<spdlog::logger>(
-      "qbusd", std::make_shared<spdlog::sinks::stderr_sink_st>());
+  auto logger =
+      std::make_shared<spdlog::logger>("qbusd", std::make_shared<spdlog::sinks::stderr_sink_st>());
   // journald adds its own timestamps; elsewhere we add ours.
   logger->set_pattern(std::getenv("JOURNAL_STREAM") ? "<%l> %v" : "%Y-%m-%d %H:%M:%S.%e %l %v");
   logger->set_level(spdlog::level::from_str(level));

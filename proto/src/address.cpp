@@ -2,9 +2,9 @@
 
 #include <unistd.h>
 
+#include <sys/un.h>
 #include <charconv>
 #include <cstdlib>
-#include <sys/un.h>
 
 namespace qbus::proto {
 
@@ -66,7 +66,11 @@ std::string default_runtime_dir() {
   return "/tmp/qbus-" + std::to_string(uid);
 }
 
-std::string default_socket_path() { return default_runtime_dir() + "/qbus.sock"; }
-std::string default_admin_socket_path() { return default_runtime_dir() + "/admin.sock"; }
+std::string default_socket_path() {
+  return default_runtime_dir() + "/qbus.sock";
+}
+std::string default_admin_socket_path() {
+  return default_runtime_dir() + "/admin.sock";
+}
 
 }  // namespace qbus::proto

@@ -14,8 +14,8 @@ void ByteBuffer::make_room(std::size_t n) {
     write_ = live;
     return;
   }
-  std::vector<std::byte> bigger(std::max<std::size_t>(std::max<std::size_t>(4096, live + n),
-                                                      data_.size() * 2));
+  std::vector<std::byte> bigger(
+      std::max<std::size_t>(std::max<std::size_t>(4096, live + n), data_.size() * 2));
   if (live) std::memcpy(bigger.data(), data_.data() + read_, live);
   data_.swap(bigger);
   read_ = 0;
@@ -43,8 +43,7 @@ std::span<std::byte> frame(ByteBuffer& out, FrameType type, std::uint64_t correl
 
 }  // namespace
 
-void append_empty(ByteBuffer& out, FrameType type, std::uint64_t correlation,
-                  std::uint16_t flags) {
+void append_empty(ByteBuffer& out, FrameType type, std::uint64_t correlation, std::uint16_t flags) {
   frame(out, type, correlation, flags, 0);
 }
 
@@ -65,7 +64,8 @@ void append_send(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags
                  std::string_view key, std::span<const std::byte> payload) {
   auto body = frame(out, FrameType::send, correlation, flags, send_size(key, payload.size()));
   encode_send_prefix(body, key);
-  if (!payload.empty()) std::memcpy(body.data() + kSendFixed + key.size(), payload.data(), payload.size());
+  if (!payload.empty())
+    std::memcpy(body.data() + kSendFixed + key.size(), payload.data(), payload.size());
 }
 
 void append_receive(ByteBuffer& out, std::uint64_t correlation, const Receive& m) {

@@ -3,15 +3,15 @@
 // messages stay queued.
 #include <fcntl.h>
 #include <poll.h>
-#include <qbus/client.hpp>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <qbus/client.hpp>
 
-#include <cstring>
 #include <gtest/gtest.h>
+#include <cstring>
 #include <random>
 
 #include "daemon.hpp"
@@ -32,7 +32,8 @@ struct Frame {
 
   Errc error_code() const {
     proto::ErrorBody e;
-    if (type != proto::FrameType::error || proto::decode_error(body, e) != Errc::ok) return Errc::ok;
+    if (type != proto::FrameType::error || proto::decode_error(body, e) != Errc::ok)
+      return Errc::ok;
     return static_cast<Errc>(e.code);
   }
 };
@@ -121,18 +122,21 @@ proto::ByteBuffer frame(proto::FrameType type, std::uint64_t corr, std::string_v
                         std::uint16_t flags = 0) {
   proto::ByteBuffer b;
   auto s = b.append(proto::kHeaderSize + body.size());
-  proto::encode_header(s, proto::Header{type, flags, corr, static_cast<std::uint32_t>(body.size())});
+  proto::encode_header(s,
+                       proto::Header{type, flags, corr, static_cast<std::uint32_t>(body.size())});
   std::memcpy(s.data() + proto::kHeaderSize, body.data(), body.size());
   return b;
 }
 
 class BadInputTest : public ::testing::Test {
  protected:
-  BadInputTest() : daemon_(DaemonOptions{.config_json = R"({"limits": {"handshake_timeout_ms": 300}})"}) {}
+  BadInputTest()
+      : daemon_(DaemonOptions{.config_json = R"({"limits": {"handshake_timeout_ms": 300}})"}) {}
 
   void SetUp() override {
     keeper_.emplace(ClientOptions{daemon_.address(), "keeper", seconds(30)});
-    for (int i = 0; i < 100; ++i) keeper_->send("keep", std::to_string(i));
+    for (int i = 0; i < 100; ++i)
+      keeper_->send("keep", std::to_string(i));
     keeper_->sync();
     start_canary();
   }
@@ -142,7 +146,8 @@ class BadInputTest : public ::testing::Test {
     stop_canary();
     auto kept = keeper_->receive_batch("keep", 1000, seconds(30));
     ASSERT_EQ(kept.size(), 100u) << "queued messages were lost";
-    for (int i = 0; i < 100; ++i) EXPECT_EQ(kept[i].text(), std::to_string(i));
+    for (int i = 0; i < 100; ++i)
+      EXPECT_EQ(kept[i].text(), std::to_string(i));
     EXPECT_EQ(daemon_.stop(), 0) << daemon_.log();
   }
 
@@ -214,7 +219,8 @@ TEST_F(BadInputTest, GarbageIsAnsweredWithBadMagicAndDisconnected) {
 TEST_F(BadInputTest, RandomBytesAfterHandshakeAreRefused) {
   std::mt19937 rng(12345);
   std::vector<std::byte> junk(4096);
-  for (auto& b : junk) b = static_cast<std::byte>(rng());
+  for (auto& b : junk)
+    b = static_cast<std::byte>(rng());
   RawPeer peer(daemon_.socket_path());
   peer.hello();
   peer.write(junk);
@@ -316,20 +322,22 @@ TEST_F(BadInputTest, MalformedBodiesAreAnsweredAndTheConnectionGoesOn) {
   RawPeer peer(daemon_.socket_path());
   peer.hello();
   proto::ByteBuffer b;
-  proto::append_send(b, 10, 0, "bad key", {});  // space is not allowed in keys
+  proto::append_send(b, 10, 0, "bad key", {});                    // space is not allowed in keys
   proto::append_receive(b, 11, proto::Receive{-1, 0, "ok-key"});  // max_count 0
   proto::append_declare(b, 12, 0, proto::Declare{0, 0, proto::Overflow::reject, "k"});
   std::vector<std::byte> raw(b.readable().begin(), b.readable().end());
   raw[raw.size() - 3] = std::byte{9};  // overflow byte of the DECLARE: out of range
   peer.write(raw);
   b.clear();
-  proto::append_send(b, 13, 0x8000, "k", {});  // unknown flag bit
+  proto::append_send(b, 13, 0x8000, "k", {});             // unknown flag bit
   proto::append_empty(b, proto::FrameType::deliver, 14);  // not a client frame
   proto::append_send(b, 15, proto::kFlagConfirm, "k", {});
   peer.write(b);
-  const std::pair<std::uint64_t, Errc> expected[] = {
-      {10, Errc::invalid_key},     {11, Errc::malformed_frame}, {12, Errc::malformed_frame},
-      {13, Errc::malformed_frame}, {14, Errc::unexpected_frame}};
+  const std::pair<std::uint64_t, Errc> expected[] = {{10, Errc::invalid_key},
+                                                     {11, Errc::malformed_frame},
+                                                     {12, Errc::malformed_frame},
+                                                     {13, Errc::malformed_frame},
+                                                     {14, Errc::unexpected_frame}};
   for (const auto& [corr, code] : expected) {
     auto f = peer.next();
     ASSERT_TRUE(f);
@@ -362,7 +370,8 @@ TEST_F(BadInputTest, ReaderThatNeverReadsDoesNotStopOthers) {
     Client filler(ClientOptions{daemon_.address(), "filler", seconds(30)});
     Client::Batch batch(filler);
     const std::string payload(60'000, 'f');
-    for (int i = 0; i < 400; ++i) filler.send("flood", payload);
+    for (int i = 0; i < 400; ++i)
+      filler.send("flood", payload);
   }
   RawPeer stuck(daemon_.socket_path());
   stuck.hello();

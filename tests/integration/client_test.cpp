@@ -1,7 +1,7 @@
 // libqbus against the real qbusd.
-#include <qbus/client.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <qbus/client.hpp>
 
 #include <gtest/gtest.h>
 
@@ -57,7 +57,8 @@ TEST_F(ClientTest, MessagesOfOneQueueArriveInFifoOrder) {
   auto c = connect();
   {
     Client::Batch batch(c);
-    for (int i = 0; i < 1000; ++i) c.send("fifo", std::to_string(i));
+    for (int i = 0; i < 1000; ++i)
+      c.send("fifo", std::to_string(i));
   }
   for (int i = 0; i < 1000; ++i) {
     auto m = c.receive("fifo", seconds(30));
@@ -69,10 +70,12 @@ TEST_F(ClientTest, MessagesOfOneQueueArriveInFifoOrder) {
 
 TEST_F(ClientTest, ReceiveBatchTakesWhatIsQueuedInOrder) {
   auto c = connect();
-  for (int i = 0; i < 10; ++i) c.send("batch", std::to_string(i));
+  for (int i = 0; i < 10; ++i)
+    c.send("batch", std::to_string(i));
   auto got = c.receive_batch("batch", 7, seconds(30));
   ASSERT_EQ(got.size(), 7u);
-  for (int i = 0; i < 7; ++i) EXPECT_EQ(got[i].text(), std::to_string(i));
+  for (int i = 0; i < 7; ++i)
+    EXPECT_EQ(got[i].text(), std::to_string(i));
   got = c.receive_batch("batch", 100, seconds(30));
   ASSERT_EQ(got.size(), 3u);
   EXPECT_EQ(got[2].text(), "9");
@@ -113,7 +116,8 @@ TEST_F(ClientTest, WaitingReceiverGetsMessageSentLater) {
 TEST_F(ClientTest, EmptyAndBinaryPayloadsSurviveUnchanged) {
   auto c = connect();
   std::string binary;
-  for (int i = 0; i < 256; ++i) binary.push_back(static_cast<char>(i));
+  for (int i = 0; i < 256; ++i)
+    binary.push_back(static_cast<char>(i));
   c.send("bin", "");
   c.send("bin", binary);
   auto a = c.receive("bin", seconds(30));
@@ -184,7 +188,8 @@ TEST_F(ClientTest, UnconfirmedSendFailuresAreReportedBySync) {
 TEST_F(ClientTest, DropOldestQueueKeepsTheNewest) {
   auto c = connect();
   c.declare("ring", QueueOptions{3, 0, Overflow::drop_oldest});
-  for (int i = 0; i < 10; ++i) c.send("ring", std::to_string(i));
+  for (int i = 0; i < 10; ++i)
+    c.send("ring", std::to_string(i));
   auto got = c.receive_batch("ring", 10, seconds(30));
   ASSERT_EQ(got.size(), 3u);
   EXPECT_EQ(got[0].text(), "7");
@@ -213,7 +218,8 @@ TEST_F(ClientTest, BlockingQueuePushesBackOnTheProducerWithoutLoss) {
   if (producer == 0) {
     try {
       auto c = connect();
-      for (int i = 0; i < kCount; ++i) c.send("narrow", std::to_string(i));
+      for (int i = 0; i < kCount; ++i)
+        c.send("narrow", std::to_string(i));
       c.sync();
       ::_exit(c.send_failures().count == 0 ? 0 : 1);
     } catch (...) {

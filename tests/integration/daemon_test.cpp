@@ -1,13 +1,13 @@
 // qbusd's life cycle: start, refuse, replace stale sockets, stop cleanly.
-#include <qbus/client.hpp>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <qbus/client.hpp>
 
+#include <gtest/gtest.h>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <gtest/gtest.h>
 #include <thread>
 
 #include "daemon.hpp"
@@ -98,7 +98,8 @@ TEST(DaemonTest, VersionAndHelpAnswer) {
 
 TEST(DaemonTest, PredeclaredQueuesFromConfigExist) {
   Daemon d(DaemonOptions{
-      .config_json = R"({"queues": [{"key": "orders", "max_messages": 2, "overflow": "reject"}]})"});
+      .config_json =
+          R"({"queues": [{"key": "orders", "max_messages": 2, "overflow": "reject"}]})"});
   Client c(ClientOptions{d.address(), "t", seconds(30)});
   c.send_confirmed("orders", "1");
   c.send_confirmed("orders", "2");

@@ -1,10 +1,10 @@
 // Competing producers and consumers in separate processes through the real qbusd.
-#include <qbus/client.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <qbus/client.hpp>
 
-#include <fstream>
 #include <gtest/gtest.h>
+#include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -22,7 +22,9 @@ constexpr int kPerProducer = 10'000;
 constexpr char kQueue[] = "work";
 constexpr char kStop[] = "STOP";
 
-Client connect(const Daemon& d) { return Client(ClientOptions{d.address(), "stress", seconds(30)}); }
+Client connect(const Daemon& d) {
+  return Client(ClientOptions{d.address(), "stress", seconds(30)});
+}
 
 template <typename F>
 pid_t spawn(F&& body) {
@@ -92,13 +94,16 @@ TEST(ManyProcesses, EveryMessageIsReceivedExactlyOnceInPerProducerOrder) {
   for (int i = 0; i < kProducers; ++i) {
     producers.push_back(spawn([&, i] { return produce(daemon, i, i % 2 == 1); }));
   }
-  for (pid_t p : producers) ASSERT_EQ(wait_exit(p), 0);
+  for (pid_t p : producers)
+    ASSERT_EQ(wait_exit(p), 0);
 
   // Every data message is queued before the stops (producers synced), so FIFO puts the
   // stops last.
   auto control = connect(daemon);
-  for (int i = 0; i < kConsumers; ++i) control.send(kQueue, kStop);
-  for (pid_t c : consumers) ASSERT_EQ(wait_exit(c), 0);
+  for (int i = 0; i < kConsumers; ++i)
+    control.send(kQueue, kStop);
+  for (pid_t c : consumers)
+    ASSERT_EQ(wait_exit(c), 0);
 
   std::map<int, std::set<int>> seen;
   std::size_t total = 0;

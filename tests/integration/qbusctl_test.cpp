@@ -37,7 +37,8 @@ TEST_F(QbusctlTest, SendReadsStdinWhenNoMessageIsGiven) {
 }
 
 TEST_F(QbusctlTest, RecvCountTakesSeveralInOrder) {
-  for (const char* m : {"a", "b", "c", "d"}) ASSERT_EQ(ctl({"send", "multi", m}).exit_code, 0);
+  for (const char* m : {"a", "b", "c", "d"})
+    ASSERT_EQ(ctl({"send", "multi", m}).exit_code, 0);
   auto r = ctl({"recv", "multi", "--count", "3", "--timeout", "30000"});
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_EQ(r.out, "a\nb\nc\n");
@@ -85,15 +86,15 @@ TEST_F(QbusctlTest, ErrorsExitWithOneAndOneLine) {
   EXPECT_NE(r.err.find("invalid queue key"), std::string::npos);
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1);
 
-  r = run({qbusctl_path(), "--address", "unix:" + daemon_.dir().file("none.sock"), "send", "k",
-           "x"});
+  r = run(
+      {qbusctl_path(), "--address", "unix:" + daemon_.dir().file("none.sock"), "send", "k", "x"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("none.sock"), std::string::npos);
 }
 
 TEST_F(QbusctlTest, AddressComesFromTheEnvironment) {
-  auto r = run({qbusctl_path(), "send", "env", "via env"}, {},
-               {"QBUS_ADDRESS=" + daemon_.address()});
+  auto r =
+      run({qbusctl_path(), "send", "env", "via env"}, {}, {"QBUS_ADDRESS=" + daemon_.address()});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   Client c(ClientOptions{daemon_.address(), "lib", seconds(30)});
   EXPECT_EQ(c.receive("env", seconds(30))->text(), "via env");

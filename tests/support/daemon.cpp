@@ -27,15 +27,20 @@ using Clock = std::chrono::steady_clock;
 
 std::vector<char*> c_argv(std::vector<std::string>& args) {
   std::vector<char*> v;
-  for (auto& a : args) v.push_back(a.data());
+  for (auto& a : args)
+    v.push_back(a.data());
   v.push_back(nullptr);
   return v;
 }
 
 }  // namespace
 
-std::string qbusd_path() { return QBUS_DAEMON_PATH; }
-std::string qbusctl_path() { return QBUS_CTL_PATH; }
+std::string qbusd_path() {
+  return QBUS_DAEMON_PATH;
+}
+std::string qbusctl_path() {
+  return QBUS_CTL_PATH;
+}
 
 TempDir::TempDir() {
   std::string tmpl = (std::filesystem::temp_directory_path() / "qbus-test-XXXXXX").string();
@@ -65,7 +70,8 @@ Daemon::Daemon(DaemonOptions options)
     args.push_back("--config");
     args.push_back(dir_.file("qbusd.json"));
   }
-  for (auto& a : options.extra_args) args.push_back(a);
+  for (auto& a : options.extra_args)
+    args.push_back(a);
   const std::string log_path = dir_.file("qbusd.log");
 
   pid_ = ::fork();
@@ -163,7 +169,8 @@ Result run(const std::vector<std::string>& argv_in, const std::string& input,
     ::dup2(in_pipe[0], 0);
     ::dup2(out_pipe[1], 1);
     ::dup2(err_pipe[1], 2);
-    for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
+    for (const auto& e : env)
+      ::putenv(const_cast<char*>(e.c_str()));
     auto argv = c_argv(args);
     ::execv(argv[0], argv.data());
     ::_exit(127);

@@ -29,7 +29,8 @@ class Accounting {
   }
   template <typename F>
   void for_each(F&& f) const {
-    for (const auto& [uid, u] : usage_) f(uid, u);
+    for (const auto& [uid, u] : usage_)
+      f(uid, u);
   }
 
  private:

@@ -75,7 +75,8 @@ class Broker {
   const Queue* find(std::string_view key) const;
   template <typename F>
   void for_each_queue(F&& f) const {
-    for (const auto& [k, q] : queues_) f(*q);
+    for (const auto& [k, q] : queues_)
+      f(*q);
   }
   std::size_t queue_count() const { return queues_.size(); }
   std::size_t peer_count() const { return peers_.size(); }

@@ -46,40 +46,41 @@ void Server::start() {
 }
 
 void Server::accept_next() {
-  acceptor_.async_accept([this](const asio::error_code& ec,
-                                asio::local::stream_protocol::socket sock) {
-    if (stopping_ || ec == asio::error::operation_aborted) return;
-    if (ec) {
-      // EMFILE and friends: log, then retry shortly rather than spin on the same error.
-      spdlog::error("accept on {} failed: {}", options_.socket_path, ec.message());
-      drain_timer_.expires_after(std::chrono::milliseconds(100));
-      drain_timer_.async_wait([this](const asio::error_code& e) {
-        if (!e && !stopping_) accept_next();
+  acceptor_.async_accept(
+      [this](const asio::error_code& ec, asio::local::stream_protocol::socket sock) {
+        if (stopping_ || ec == asio::error::operation_aborted) return;
+        if (ec) {
+          // EMFILE and friends: log, then retry shortly rather than spin on the same error.
+          spdlog::error("accept on {} failed: {}", options_.socket_path, ec.message());
+          drain_timer_.expires_after(std::chrono::milliseconds(100));
+          drain_timer_.async_wait([this](const asio::error_code& e) {
+            if (!e && !stopping_) accept_next();
+          });
+          return;
+        }
+        ucred cred{};
+        socklen_t len = sizeof(cred);
+        if (::getsockopt(sock.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+          spdlog::error("SO_PEERCRED failed on a new connection: {}", std::strerror(errno));
+          accept_next();
+          return;
+        }
+        const broker::PeerId id = next_id_++;
+        broker::Identity who{static_cast<std::uint32_t>(cred.pid), cred.uid, cred.gid, id};
+        const int fd = sock.release();
+        Connection::Socket generic(io_, asio::generic::stream_protocol(AF_UNIX, 0), fd);
+        auto conn =
+            std::make_shared<Connection>(*this, std::move(generic), id, who, read_comm(who.pid));
+        conns_.emplace(id, conn);
+        if (auto e = broker_.connect(id, who); e != Errc::ok) {
+          spdlog::warn("refusing client pid {} uid {}: {}", who.pid, who.uid, errc_name(e));
+          conn->reject(e, "connection limit reached for this uid or broker");
+        } else {
+          conn->start();
+        }
+        end_of_batch();
+        accept_next();
       });
-      return;
-    }
-    ucred cred{};
-    socklen_t len = sizeof(cred);
-    if (::getsockopt(sock.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-      spdlog::error("SO_PEERCRED failed on a new connection: {}", std::strerror(errno));
-      accept_next();
-      return;
-    }
-    const broker::PeerId id = next_id_++;
-    broker::Identity who{static_cast<std::uint32_t>(cred.pid), cred.uid, cred.gid, id};
-    const int fd = sock.release();
-    Connection::Socket generic(io_, asio::generic::stream_protocol(AF_UNIX, 0), fd);
-    auto conn = std::make_shared<Connection>(*this, std::move(generic), id, who, read_comm(who.pid));
-    conns_.emplace(id, conn);
-    if (auto e = broker_.connect(id, who); e != Errc::ok) {
-      spdlog::warn("refusing client pid {} uid {}: {}", who.pid, who.uid, errc_name(e));
-      conn->reject(e, "connection limit reached for this uid or broker");
-    } else {
-      conn->start();
-    }
-    end_of_batch();
-    accept_next();
-  });
 }
 
 Connection* Server::find(broker::PeerId id) {
@@ -143,8 +144,10 @@ void Server::stop(std::function<void()> done) {
   if (bound_.ino != 0) unlink_if_ours(options_.socket_path, bound_);
   broker_.fail_all_waiters(Errc::shutting_down, "qbusd is shutting down");
   std::vector<std::shared_ptr<Connection>> all;
-  for (auto& [id, c] : conns_) all.push_back(c);
-  for (auto& c : all) c->drain_and_close();
+  for (auto& [id, c] : conns_)
+    all.push_back(c);
+  for (auto& c : all)
+    c->drain_and_close();
   end_of_batch();
   deadline_timer_.cancel();
   if (conns_.empty()) {
@@ -156,14 +159,15 @@ void Server::stop(std::function<void()> done) {
     if (e) return;
     spdlog::warn("{} connections did not drain in time; closing them", conns_.size());
     std::vector<std::shared_ptr<Connection>> left;
-    for (auto& [id, c] : conns_) left.push_back(c);
-    for (auto& c : left) c->close();
+    for (auto& [id, c] : conns_)
+      left.push_back(c);
+    for (auto& c : left)
+      c->close();
   });
 }
 
-void Server::deliver(broker::PeerId to, std::uint64_t correlation, bool last,
-                     std::string_view key, const broker::Identity& sender,
-                     broker::Bytes payload) {
+void Server::deliver(broker::PeerId to, std::uint64_t correlation, bool last, std::string_view key,
+                     const broker::Identity& sender, broker::Bytes payload) {
   Connection* c = find(to);
   if (!c) return;
   proto::Deliver d{sender.pid, sender.uid, sender.client_id, key, payload};
@@ -171,8 +175,7 @@ void Server::deliver(broker::PeerId to, std::uint64_t correlation, bool last,
   mark_dirty(to);
 }
 
-void Server::fail(broker::PeerId to, std::uint64_t correlation, Errc code,
-                  std::string_view text) {
+void Server::fail(broker::PeerId to, std::uint64_t correlation, Errc code, std::string_view text) {
   Connection* c = find(to);
   if (!c) return;
   proto::append_error(c->out(), correlation, code, text);

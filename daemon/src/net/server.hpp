@@ -20,7 +20,7 @@ struct ServerOptions {
   std::string socket_path;
   std::uint32_t socket_mode = 0666;
   broker::Limits limits;
-  std::uint32_t max_body = 1u << 20;         // announced in WELCOME; > max_payload + key + fixed
+  std::uint32_t max_body = 1u << 20;          // announced in WELCOME; > max_payload + key + fixed
   std::size_t max_outbound_bytes = 4u << 20;  // per connection, before its reads pause
   std::uint32_t handshake_timeout_ms = 5'000;
 };
