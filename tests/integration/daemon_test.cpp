@@ -86,6 +86,12 @@ TEST(DaemonTest, CheckConfigValidatesAndExits) {
   EXPECT_NE(r.out.find("configuration OK"), std::string::npos);
 }
 
+TEST(DaemonTest, ExampleConfigIsValid) {
+  auto r = run({qbusd_path(), "--check-config", "--config",
+                std::string(QBUS_SOURCE_DIR) + "/config/qbusd.example.json"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
 TEST(DaemonTest, VersionAndHelpAnswer) {
   auto v = run({qbusd_path(), "--version"});
   EXPECT_EQ(v.exit_code, 0);

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages qbus builds with, when any is missing. Sourced by the
+# other scripts. As root it runs apt-get; otherwise it prints the exact command and fails.
+set -euo pipefail
+
+QBUS_PACKAGES=(
+  g++ cmake make pkg-config
+  libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libsystemd-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+)
+
+qbus_missing_packages() {
+  local p
+  for p in "${QBUS_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+
+qbus_install_deps() {
+  local missing
+  missing=$(qbus_missing_packages | tr '\n' ' ')
+  [ -z "${missing// /}" ] && return 0
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "qbus: installing missing packages: $missing" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  else
+    echo "qbus: missing packages: $missing" >&2
+    echo "qbus: run: sudo apt-get install -y $missing" >&2
+    return 1
+  fi
+}
