@@ -11,7 +11,6 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 
 #include "qbus/proto/address.hpp"
 #include "qbus/proto/buffer.hpp"
@@ -194,9 +193,9 @@ struct Client::Impl {
     failures.last_message = std::string(e.text);
   }
 
-  using Handler = std::function<bool(const proto::Header&, proto::Bytes)>;
-
   // Processes complete frames in `in`; true once `handler` accepted a frame for `corr`.
+  // Handler: bool(const proto::Header&, proto::Bytes), true once the awaited answer is in.
+  template <typename Handler>
   bool wait_step(std::uint64_t corr, const Handler& handler) {
     while (true) {
       auto hr = proto::decode_header(in.readable(), proto::kMaxBodyCeiling);
@@ -233,6 +232,7 @@ struct Client::Impl {
 
   // Flushes, then handles frames until `handler` returns true for a frame carrying `corr`.
   // Returns false when `deadline` passed first.
+  template <typename Handler>
   bool wait_for(std::uint64_t corr, std::optional<Clock::time_point> deadline,
                 const Handler& handler) {
     write_all();

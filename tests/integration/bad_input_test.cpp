@@ -318,6 +318,33 @@ TEST_F(BadInputTest, UnknownFrameTypeIsAnsweredAndTheConnectionGoesOn) {
   EXPECT_EQ(pong->correlation, 6u);
 }
 
+TEST_F(BadInputTest, RepeatedMistakesAreAnsweredEachTimeButLoggedSparingly) {
+  RawPeer peer(daemon_.socket_path());
+  peer.hello();
+  proto::ByteBuffer b;
+  for (std::uint64_t i = 1; i <= 500; ++i)
+    proto::append_send(b, i, 0, "bad key!", {});
+  proto::append_empty(b, proto::FrameType::ping, 501);
+  peer.write(b);
+  for (std::uint64_t i = 1; i <= 500; ++i) {
+    auto f = peer.next();
+    ASSERT_TRUE(f);
+    ASSERT_EQ(f->error_code(), Errc::invalid_key);
+  }
+  auto pong = peer.next();
+  ASSERT_TRUE(pong);
+  ASSERT_EQ(pong->type, proto::FrameType::pong);
+  const auto log = daemon_.log();
+  std::size_t lines = 0;
+  for (auto pos = log.find("invalid_key"); pos != std::string::npos;
+       pos = log.find("invalid_key", pos + 1)) {
+    ++lines;
+  }
+  EXPECT_GE(lines, 1u);
+  EXPECT_LE(lines, 10u);
+  EXPECT_NE(log.find("pid " + std::to_string(::getpid())), std::string::npos);
+}
+
 TEST_F(BadInputTest, MalformedBodiesAreAnsweredAndTheConnectionGoesOn) {
   RawPeer peer(daemon_.socket_path());
   peer.hello();

@@ -12,6 +12,7 @@ namespace {
 constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr int kReadRoundsPerWakeup = 8;  // then yield to other connections
 constexpr auto kCloseGrace = std::chrono::seconds(2);
+constexpr std::uint64_t kLoggedMisbehaviours = 10;
 
 bool would_block(const asio::error_code& ec) {
   return ec == asio::error::would_block || ec == asio::error::try_again;
@@ -139,14 +140,15 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
                                  ? proto::kFlagConfirm
                                  : std::uint16_t{0};
   if ((h.flags & ~allowed_flags) != 0) {
-    error(h.correlation, Errc::malformed_frame, "unknown flag bits set");
+    bad_request(h.correlation, Errc::malformed_frame, "unknown flag bits set");
     return Step::next;
   }
   switch (h.type) {
     case FrameType::send: {
       proto::Send m;
       if (auto e = proto::decode_send(body, m); e != Errc::ok) {
-        error(h.correlation, e, e == Errc::invalid_key ? "invalid queue key" : "malformed SEND");
+        bad_request(h.correlation, e,
+                    e == Errc::invalid_key ? "invalid queue key" : "malformed SEND");
         return Step::next;
       }
       auto r = broker.send(id_, m.key, m.payload, broker::Clock::now());
@@ -171,7 +173,8 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
     case FrameType::receive: {
       proto::Receive m;
       if (auto e = proto::decode_receive(body, m); e != Errc::ok) {
-        error(h.correlation, e, e == Errc::invalid_key ? "invalid queue key" : "malformed RECEIVE");
+        bad_request(h.correlation, e,
+                    e == Errc::invalid_key ? "invalid queue key" : "malformed RECEIVE");
         return Step::next;
       }
       broker.receive(id_, h.correlation, m.key, m.max_count, m.timeout_ms, broker::Clock::now());
@@ -180,7 +183,8 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
     case FrameType::declare: {
       proto::Declare m;
       if (auto e = proto::decode_declare(body, m); e != Errc::ok) {
-        error(h.correlation, e, e == Errc::invalid_key ? "invalid queue key" : "malformed DECLARE");
+        bad_request(h.correlation, e,
+                    e == Errc::invalid_key ? "invalid queue key" : "malformed DECLARE");
         return Step::next;
       }
       std::string text;
@@ -195,7 +199,7 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
     }
     case FrameType::ping:
       if (!body.empty()) {
-        error(h.correlation, Errc::malformed_frame, "PING has no body");
+        bad_request(h.correlation, Errc::malformed_frame, "PING has no body");
         return Step::next;
       }
       proto::append_empty(out_, FrameType::pong, h.correlation);
@@ -207,14 +211,12 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
     case FrameType::ok:
     case FrameType::deliver:
     case FrameType::pong:
-      misbehaved(Errc::unexpected_frame, "a client may not send this frame type now");
-      error(h.correlation, Errc::unexpected_frame,
-            std::string(proto::frame_type_name(h.type)) + " is not valid from a client here");
+      bad_request(h.correlation, Errc::unexpected_frame,
+                  std::string(proto::frame_type_name(h.type)) + " is not valid from a client here");
       return Step::next;
   }
-  misbehaved(Errc::unknown_frame_type, "unknown frame type");
-  error(h.correlation, Errc::unknown_frame_type,
-        "unknown frame type " + std::to_string(static_cast<unsigned>(h.type)));
+  bad_request(h.correlation, Errc::unknown_frame_type,
+              "unknown frame type " + std::to_string(static_cast<unsigned>(h.type)));
   return Step::next;
 }
 
@@ -261,9 +263,20 @@ void Connection::error(std::uint64_t correlation, Errc code, std::string_view te
   server_.mark_dirty(id_);
 }
 
+void Connection::bad_request(std::uint64_t correlation, Errc code, std::string_view text) {
+  misbehaved(code, text);
+  error(correlation, code, text);
+}
+
 void Connection::misbehaved(Errc code, std::string_view text) {
-  spdlog::warn("client {} (pid {} uid {} comm '{}'): {}: {}", id_, identity_.pid, identity_.uid,
-               comm_, errc_name(code), text);
+  // A peer repeating the same mistake must not flood the log: the first few, then a sample.
+  ++misbehaviours_;
+  if (misbehaviours_ > kLoggedMisbehaviours && misbehaviours_ % 1000 != 0) return;
+  spdlog::warn("client {} (pid {} uid {} comm '{}'): {}: {}{}", id_, identity_.pid, identity_.uid,
+               comm_, errc_name(code), text,
+               misbehaviours_ > kLoggedMisbehaviours
+                   ? " (" + std::to_string(misbehaviours_) + " so far)"
+                   : std::string());
 }
 
 void Connection::reject(Errc code, std::string_view text) {

@@ -53,7 +53,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Step handle(const proto::Header& h, proto::Bytes body);
   Step handle_hello(const proto::Header& h, proto::Bytes body);
   void error(std::uint64_t correlation, Errc code, std::string_view text);
-  void misbehaved(Errc code, std::string_view text);
+  void misbehaved(Errc code, std::string_view text);  // logs, rate-limited
+  // Answers a frame the peer should not have sent (the connection goes on) and logs it.
+  void bad_request(std::uint64_t correlation, Errc code, std::string_view text);
   bool can_read() const { return !closed_ && !closing_ && !blocked_ && !backed_up(); }
   void wait_writable();
   void resume();  // processes held-back frames, then reads again if allowed
@@ -66,6 +68,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   proto::ByteBuffer in_;   // a partial frame (or frames held back by backpressure)
   proto::ByteBuffer out_;  // answers not yet written
   asio::steady_timer handshake_timer_;
+  std::uint64_t misbehaviours_ = 0;
   bool welcomed_ = false;
   bool reading_ = false;
   bool writing_ = false;
