@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -109,9 +111,18 @@ Daemon::Daemon(DaemonOptions options)
 }
 
 Daemon::~Daemon() {
-  if (pid_ > 0) {
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
+  if (pid_ <= 0) return;
+  // A clean stop runs the daemon's shutdown path (and a sanitizer build's leak check) after
+  // every test; anything else is a failure of that test, shown with the daemon's log.
+  const int rc = stop();
+  if (rc != 0) {
+    std::fprintf(stderr, "qbusd did not exit cleanly (status %d); its log:\n%s\n", rc,
+                 log().c_str());
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    std::_Exit(99);
   }
 }
 
