@@ -13,7 +13,8 @@ std::string Address::to_string() const {
   return "tcp:" + host + ":" + std::to_string(port);
 }
 
-std::optional<Address> parse_address(std::string_view text, std::string& error) {
+std::optional<Address> parse_address(std::string_view text, std::string& error,
+                                     bool for_listening) {
   Address a;
   if (text.starts_with("unix:") || text.starts_with("/")) {
     a.kind = Address::Kind::unix_socket;
@@ -40,12 +41,18 @@ std::optional<Address> parse_address(std::string_view text, std::string& error) 
     if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
       host = host.substr(1, host.size() - 2);
     }
+    if (host.empty()) {
+      error = "tcp address has an empty host";
+      return std::nullopt;
+    }
     auto port_text = rest.substr(colon + 1);
     unsigned port = 0;
     auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-    if (ec != std::errc{} || ptr != port_text.data() + port_text.size() || port == 0 ||
+    const unsigned min_port = for_listening ? 0 : 1;
+    if (ec != std::errc{} || ptr != port_text.data() + port_text.size() || port < min_port ||
         port > 65535) {
-      error = "tcp port '" + std::string(port_text) + "' is not a number from 1 to 65535";
+      error = "tcp port '" + std::string(port_text) + "' is not a number from " +
+              std::to_string(min_port) + " to 65535";
       return std::nullopt;
     }
     a.kind = Address::Kind::tcp;

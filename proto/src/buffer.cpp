@@ -87,4 +87,27 @@ void append_declare(ByteBuffer& out, std::uint64_t correlation, std::uint16_t fl
   encode_declare(frame(out, FrameType::declare, correlation, flags, declare_size(m.key)), m);
 }
 
+void append_send_direct(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
+                        const SendDirect& m) {
+  auto body =
+      frame(out, FrameType::send_direct, correlation, flags, send_direct_size(m.payload.size()));
+  encode_send_direct_prefix(body, m);
+  if (!m.payload.empty()) {
+    std::memcpy(body.data() + kSendDirectFixed, m.payload.data(), m.payload.size());
+  }
+}
+
+void append_receive_direct(ByteBuffer& out, std::uint64_t correlation, const ReceiveDirect& m) {
+  encode_receive_direct(frame(out, FrameType::receive_direct, correlation, 0, kReceiveDirectSize),
+                        m);
+}
+
+void append_request(ByteBuffer& out, std::uint64_t correlation, const Request& m) {
+  auto body = frame(out, FrameType::request, correlation, 0, request_size(m.key, m.payload.size()));
+  encode_request_prefix(body, m);
+  if (!m.payload.empty()) {
+    std::memcpy(body.data() + kRequestFixed + m.key.size(), m.payload.data(), m.payload.size());
+  }
+}
+
 }  // namespace qbus::proto

@@ -78,8 +78,9 @@ Errc read_key(Reader& r, std::string_view& key) noexcept {
   return is_valid_key(key) ? Errc::ok : Errc::invalid_key;
 }
 
-constexpr std::string_view kTypeNames[] = {"hello",   "welcome", "error",   "ok",   "send",
-                                           "receive", "deliver", "declare", "ping", "pong"};
+constexpr std::string_view kTypeNames[] = {
+    "hello",   "welcome", "error", "ok",          "send",           "receive",     "deliver",
+    "declare", "ping",    "pong",  "send_direct", "receive_direct", "claim_inbox", "request"};
 
 }  // namespace
 
@@ -99,7 +100,7 @@ std::string_view overflow_name(Overflow o) noexcept {
 
 bool is_known_type(std::uint8_t type) noexcept {
   return type >= static_cast<std::uint8_t>(FrameType::hello) &&
-         type <= static_cast<std::uint8_t>(FrameType::pong);
+         type <= static_cast<std::uint8_t>(FrameType::request);
 }
 
 std::string_view frame_type_name(FrameType t) noexcept {
@@ -228,9 +229,51 @@ Errc decode_receive(Bytes body, Receive& out) noexcept {
 
 Errc decode_deliver(Bytes body, Deliver& out) noexcept {
   Reader r(body);
-  if (!r.take(out.sender_pid) || !r.take(out.sender_uid) || !r.take(out.sender_client_id)) {
+  std::uint8_t key_len = 0;
+  if (!r.take(out.sender_pid) || !r.take(out.sender_uid) || !r.take(out.sender_client_id) ||
+      !r.take(out.request_id) || !r.take(key_len) || !r.take_string(key_len, out.key)) {
     return Errc::malformed_frame;
   }
+  // An empty key marks a direct message or a reply.
+  if (!out.key.empty() && !is_valid_key(out.key)) return Errc::invalid_key;
+  out.payload = r.rest();
+  return Errc::ok;
+}
+
+Errc decode_send_direct(Bytes body, SendDirect& out) noexcept {
+  Reader r(body);
+  std::uint8_t kind = 0, reserved8 = 0;
+  std::uint16_t reserved16 = 0;
+  if (!r.take(kind) || !r.take(reserved8) || !r.take(reserved16) || !r.take(out.wait_ms) ||
+      !r.take(out.target) || !r.take(out.in_reply_to)) {
+    return Errc::malformed_frame;
+  }
+  if (reserved8 != 0 || reserved16 != 0 || out.wait_ms < 0 || out.target == 0) {
+    return Errc::malformed_frame;
+  }
+  if (kind != static_cast<std::uint8_t>(TargetKind::pid) &&
+      kind != static_cast<std::uint8_t>(TargetKind::client_id)) {
+    return Errc::malformed_frame;
+  }
+  out.kind = static_cast<TargetKind>(kind);
+  if (out.kind == TargetKind::pid && out.target > 0xFFFFFFFFu) return Errc::malformed_frame;
+  // A reply goes to the requesting connection, which only a client id names.
+  if (out.in_reply_to != 0 && out.kind != TargetKind::client_id) return Errc::malformed_frame;
+  out.payload = r.rest();
+  return Errc::ok;
+}
+
+Errc decode_receive_direct(Bytes body, ReceiveDirect& out) noexcept {
+  if (body.size() != kReceiveDirectSize) return Errc::malformed_frame;
+  Reader r(body);
+  r.take(out.timeout_ms);
+  r.take(out.max_count);
+  return out.timeout_ms < -1 || out.max_count == 0 ? Errc::malformed_frame : Errc::ok;
+}
+
+Errc decode_request(Bytes body, Request& out) noexcept {
+  Reader r(body);
+  if (!r.take(out.timeout_ms) || out.timeout_ms < -1) return Errc::malformed_frame;
   if (auto e = read_key(r, out.key); e != Errc::ok) return e;
   out.payload = r.rest();
   return Errc::ok;
@@ -265,6 +308,12 @@ std::size_t deliver_size(std::string_view key, std::size_t payload) noexcept {
 }
 std::size_t declare_size(std::string_view key) noexcept {
   return kDeclareFixed + key.size();
+}
+std::size_t send_direct_size(std::size_t payload) noexcept {
+  return kSendDirectFixed + payload;
+}
+std::size_t request_size(std::string_view key, std::size_t payload) noexcept {
+  return kRequestFixed + key.size() + payload;
 }
 
 void encode_hello(MutableBytes out, const Hello& m) noexcept {
@@ -318,6 +367,7 @@ void encode_deliver_prefix(MutableBytes out, const Deliver& m) noexcept {
   w.put(m.sender_pid);
   w.put(m.sender_uid);
   w.put(m.sender_client_id);
+  w.put(m.request_id);
   w.put(static_cast<std::uint8_t>(m.key.size()));
   w.put_string(m.key);
 }
@@ -327,6 +377,29 @@ void encode_declare(MutableBytes out, const Declare& m) noexcept {
   w.put(m.max_messages);
   w.put(m.max_bytes);
   w.put(static_cast<std::uint8_t>(m.overflow));
+  w.put(static_cast<std::uint8_t>(m.key.size()));
+  w.put_string(m.key);
+}
+
+void encode_send_direct_prefix(MutableBytes out, const SendDirect& m) noexcept {
+  Writer w(out);
+  w.put(static_cast<std::uint8_t>(m.kind));
+  w.put<std::uint8_t>(0);
+  w.put<std::uint16_t>(0);
+  w.put(m.wait_ms);
+  w.put(m.target);
+  w.put(m.in_reply_to);
+}
+
+void encode_receive_direct(MutableBytes out, const ReceiveDirect& m) noexcept {
+  Writer w(out);
+  w.put(m.timeout_ms);
+  w.put(m.max_count);
+}
+
+void encode_request_prefix(MutableBytes out, const Request& m) noexcept {
+  Writer w(out);
+  w.put(m.timeout_ms);
   w.put(static_cast<std::uint8_t>(m.key.size()));
   w.put_string(m.key);
 }

@@ -142,12 +142,19 @@ void check_deliver(Bytes body) {
     FUZZ_CHECK(e == Errc::malformed_frame || e == Errc::invalid_key);
     return;
   }
-  FUZZ_CHECK(is_valid_key(m.key));
+  // An empty key is a direct message or a reply; any other key is a valid queue key.
+  FUZZ_CHECK(m.key.empty() || is_valid_key(m.key));
   FUZZ_CHECK(inside(m.key, body) && inside(m.payload, body));
   FUZZ_CHECK(deliver_size(m.key, m.payload.size()) == body.size());
   ByteBuffer buf;
   append_deliver(buf, 6, kFlagLast, m);
-  FUZZ_CHECK(same(sole_body(buf, FrameType::deliver, 6, kFlagLast), body));
+  const Bytes again_body = sole_body(buf, FrameType::deliver, 6, kFlagLast);
+  FUZZ_CHECK(same(again_body, body));
+  Deliver again;
+  FUZZ_CHECK(decode_deliver(again_body, again) == Errc::ok);
+  FUZZ_CHECK(again.sender_pid == m.sender_pid && again.sender_uid == m.sender_uid &&
+             again.sender_client_id == m.sender_client_id && again.request_id == m.request_id);
+  FUZZ_CHECK(again.key == m.key && same(again.payload, m.payload));
 }
 
 void check_declare(Bytes body) {
@@ -165,6 +172,65 @@ void check_declare(Bytes body) {
   FUZZ_CHECK(same(sole_body(buf, FrameType::declare, 7, kFlagConfirm), body));
 }
 
+void check_send_direct(Bytes body) {
+  SendDirect m;
+  const Errc e = decode_send_direct(body, m);
+  if (e != Errc::ok) {
+    FUZZ_CHECK(e == Errc::malformed_frame);
+    return;
+  }
+  FUZZ_CHECK(body.size() >= kSendDirectFixed);
+  FUZZ_CHECK(m.kind == TargetKind::pid || m.kind == TargetKind::client_id);
+  FUZZ_CHECK(m.wait_ms >= 0 && m.target != 0);
+  FUZZ_CHECK(m.kind != TargetKind::pid || m.target <= 0xFFFFFFFFu);
+  FUZZ_CHECK(m.in_reply_to == 0 || m.kind == TargetKind::client_id);
+  FUZZ_CHECK(inside(m.payload, body));
+  FUZZ_CHECK(send_direct_size(m.payload.size()) == body.size());
+  ByteBuffer buf;
+  append_send_direct(buf, 8, kFlagConfirm, m);
+  const Bytes again_body = sole_body(buf, FrameType::send_direct, 8, kFlagConfirm);
+  FUZZ_CHECK(same(again_body, body));
+  SendDirect again;
+  FUZZ_CHECK(decode_send_direct(again_body, again) == Errc::ok);
+  FUZZ_CHECK(again.kind == m.kind && again.wait_ms == m.wait_ms && again.target == m.target &&
+             again.in_reply_to == m.in_reply_to && same(again.payload, m.payload));
+}
+
+void check_receive_direct(Bytes body) {
+  ReceiveDirect m;
+  const Errc e = decode_receive_direct(body, m);
+  if (e != Errc::ok) {
+    FUZZ_CHECK(e == Errc::malformed_frame);
+    return;
+  }
+  FUZZ_CHECK(body.size() == kReceiveDirectSize);
+  FUZZ_CHECK(m.timeout_ms >= -1 && m.max_count >= 1);
+  ByteBuffer buf;
+  append_receive_direct(buf, 9, m);
+  FUZZ_CHECK(same(sole_body(buf, FrameType::receive_direct, 9, 0), body));
+}
+
+void check_request(Bytes body) {
+  Request m;
+  const Errc e = decode_request(body, m);
+  if (e != Errc::ok) {
+    FUZZ_CHECK(e == Errc::malformed_frame || e == Errc::invalid_key);
+    return;
+  }
+  FUZZ_CHECK(m.timeout_ms >= -1);
+  FUZZ_CHECK(is_valid_key(m.key));
+  FUZZ_CHECK(inside(m.key, body) && inside(m.payload, body));
+  FUZZ_CHECK(request_size(m.key, m.payload.size()) == body.size());
+  ByteBuffer buf;
+  append_request(buf, 10, m);
+  const Bytes again_body = sole_body(buf, FrameType::request, 10, 0);
+  FUZZ_CHECK(same(again_body, body));
+  Request again;
+  FUZZ_CHECK(decode_request(again_body, again) == Errc::ok);
+  FUZZ_CHECK(again.timeout_ms == m.timeout_ms && again.key == m.key &&
+             same(again.payload, m.payload));
+}
+
 // Every decoder sees every body: a frame's type is just another byte the peer chose.
 void check_body(Bytes body) {
   check_hello(body);
@@ -174,6 +240,9 @@ void check_body(Bytes body) {
   check_receive(body);
   check_deliver(body);
   check_declare(body);
+  check_send_direct(body);
+  check_receive_direct(body);
+  check_request(body);
 }
 
 // A shorter view of a header never contradicts the verdict on the whole header.

@@ -39,6 +39,12 @@ enum class Errc : std::uint16_t {
   too_many_queues = 27,
   too_many_connections = 28,
   queue_deleted = 29,
+  no_such_peer = 30,
+  peer_busy = 31,
+  reply_expired = 32,
+  not_inbox_owner = 33,
+  auth_failed = 34,
+  too_many_requests = 35,
   internal_error = 50,
   shutting_down = 51,
 

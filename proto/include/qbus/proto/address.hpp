@@ -20,8 +20,10 @@ struct Address {
 };
 
 // Parses an address; on failure returns nullopt and sets `error` to a sentence naming
-// the problem. A bare absolute path is accepted as a unix address.
-std::optional<Address> parse_address(std::string_view text, std::string& error);
+// the problem. A bare absolute path is accepted as a unix address. `for_listening` also
+// accepts TCP port 0 (any free port).
+std::optional<Address> parse_address(std::string_view text, std::string& error,
+                                     bool for_listening = false);
 
 // Directory holding the default sockets: /run/qbus for root, otherwise
 // $XDG_RUNTIME_DIR/qbus, otherwise /tmp/qbus-$UID.

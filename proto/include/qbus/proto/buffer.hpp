@@ -73,5 +73,9 @@ void append_deliver(ByteBuffer& out, std::uint64_t correlation, std::uint16_t fl
                     const Deliver& m);
 void append_declare(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
                     const Declare& m);
+void append_send_direct(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
+                        const SendDirect& m);
+void append_receive_direct(ByteBuffer& out, std::uint64_t correlation, const ReceiveDirect& m);
+void append_request(ByteBuffer& out, std::uint64_t correlation, const Request& m);
 
 }  // namespace qbus::proto

@@ -42,12 +42,18 @@ enum class FrameType : std::uint8_t {
   declare = 8,
   ping = 9,
   pong = 10,
+  send_direct = 11,
+  receive_direct = 12,
+  claim_inbox = 13,
+  request = 14,
 };
 
 // Header flag bits. A bit is meaningful only on the frame types named beside it; on any
 // other type it must be zero.
-inline constexpr std::uint16_t kFlagConfirm = 0x0001;  // send, declare: answer OK or ERROR
-inline constexpr std::uint16_t kFlagLast = 0x0002;     // deliver: last reply to this receive
+// send, send_direct, declare: answer OK or ERROR.
+inline constexpr std::uint16_t kFlagConfirm = 0x0001;
+// deliver: the last answer to its receive, receive_direct or request.
+inline constexpr std::uint16_t kFlagLast = 0x0002;
 
 enum class Overflow : std::uint8_t { use_default = 0, reject = 1, drop_oldest = 2, block = 3 };
 
@@ -120,6 +126,28 @@ struct Deliver {
   std::uint32_t sender_pid = 0;
   std::uint32_t sender_uid = 0;
   std::uint64_t sender_client_id = 0;
+  std::uint64_t request_id = 0;  // nonzero: the sender waits for a reply to this id
+  std::string_view key;          // empty for a direct message or a reply
+  Bytes payload;
+};
+
+enum class TargetKind : std::uint8_t { pid = 1, client_id = 2 };
+
+struct SendDirect {
+  TargetKind kind = TargetKind::pid;
+  std::int32_t wait_ms = 0;  // > 0: wait this long for the target to connect
+  std::uint64_t target = 0;
+  std::uint64_t in_reply_to = 0;  // nonzero: a reply to that request (kind is client_id)
+  Bytes payload;
+};
+
+struct ReceiveDirect {
+  std::int32_t timeout_ms = -1;
+  std::uint32_t max_count = 1;
+};
+
+struct Request {
+  std::int32_t timeout_ms = -1;  // how long the broker keeps waiting for the reply
   std::string_view key;
   Bytes payload;
 };
@@ -136,8 +164,11 @@ inline constexpr std::size_t kWelcomeSize = 32;
 inline constexpr std::size_t kErrorFixed = 4;
 inline constexpr std::size_t kSendFixed = 1;
 inline constexpr std::size_t kReceiveFixed = 9;
-inline constexpr std::size_t kDeliverFixed = 17;
+inline constexpr std::size_t kDeliverFixed = 25;
 inline constexpr std::size_t kDeclareFixed = 14;
+inline constexpr std::size_t kSendDirectFixed = 24;
+inline constexpr std::size_t kReceiveDirectSize = 8;
+inline constexpr std::size_t kRequestFixed = 5;
 
 // Decoders take the body (exactly header.body_size bytes). They return Errc::ok or the
 // reason the body is unacceptable (malformed_frame, invalid_key, ...).
@@ -148,6 +179,9 @@ Errc decode_send(Bytes body, Send& out) noexcept;
 Errc decode_receive(Bytes body, Receive& out) noexcept;
 Errc decode_deliver(Bytes body, Deliver& out) noexcept;
 Errc decode_declare(Bytes body, Declare& out) noexcept;
+Errc decode_send_direct(Bytes body, SendDirect& out) noexcept;
+Errc decode_receive_direct(Bytes body, ReceiveDirect& out) noexcept;
+Errc decode_request(Bytes body, Request& out) noexcept;
 
 // Body sizes for the encoders below; callers reserve kHeaderSize + size.
 std::size_t hello_size(const Hello& m) noexcept;
@@ -156,6 +190,8 @@ std::size_t send_size(std::string_view key, std::size_t payload) noexcept;
 std::size_t receive_size(std::string_view key) noexcept;
 std::size_t deliver_size(std::string_view key, std::size_t payload) noexcept;
 std::size_t declare_size(std::string_view key) noexcept;
+std::size_t send_direct_size(std::size_t payload) noexcept;
+std::size_t request_size(std::string_view key, std::size_t payload) noexcept;
 
 // Encoders write exactly the size above into `out` (which must be at least that large).
 // They do not validate: the sender is responsible for keys and limits.
@@ -166,5 +202,8 @@ void encode_send_prefix(MutableBytes out, std::string_view key) noexcept;  // pa
 void encode_receive(MutableBytes out, const Receive& m) noexcept;
 void encode_deliver_prefix(MutableBytes out, const Deliver& m) noexcept;  // payload follows
 void encode_declare(MutableBytes out, const Declare& m) noexcept;
+void encode_send_direct_prefix(MutableBytes out, const SendDirect& m) noexcept;  // payload follows
+void encode_receive_direct(MutableBytes out, const ReceiveDirect& m) noexcept;
+void encode_request_prefix(MutableBytes out, const Request& m) noexcept;  // payload follows
 
 }  // namespace qbus::proto
