@@ -1,6 +1,11 @@
 #include "qbus/config/config.hpp"
 
+#include "qbus/proto/address.hpp"
+
+#include <sys/stat.h>
 #include <filesystem>
+
+#include <cstdio>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -114,6 +119,25 @@ Config from_json(const json& root) {
     o.finish();
   }
 
+  if (const json* t = top.get("tcp")) {
+    Object o(*t, "tcp");
+    o.string("listen", c.tcp_listen);
+    o.string("token_file", c.tcp_token_file);
+    if (!c.tcp_listen.empty()) {
+      std::string why;
+      if (c.tcp_listen.starts_with("tcp:") || c.tcp_listen.starts_with("unix:") ||
+          c.tcp_listen.find(':') == std::string::npos) {
+        bad("tcp.listen", "must be HOST:PORT, such as \"127.0.0.1:7878\"");
+      }
+      if (!proto::parse_address("tcp:" + c.tcp_listen, why, true)) bad("tcp.listen", why);
+      if (c.tcp_token_file.empty()) bad("tcp.token_file", "is required when tcp.listen is set");
+    }
+    if (!c.tcp_token_file.empty() && c.tcp_token_file.front() != '/') {
+      bad("tcp.token_file", "must be an absolute path");
+    }
+    o.finish();
+  }
+
   if (const json* l = top.get("log")) {
     Object o(*l, "log");
     o.string("level", c.log_level);
@@ -135,12 +159,20 @@ Config from_json(const json& root) {
     o.number("max_receive_batch", c.max_receive_batch, 1, 1'000'000);
     o.number("max_outbound_bytes", c.max_outbound_bytes, 4096, 1ull << 32);
     o.number("handshake_timeout_ms", c.handshake_timeout_ms, 1, 3'600'000);
+    o.number("max_pending_requests", c.max_pending_requests, 1, 1'000'000);
+    o.number("max_parked_sends", c.max_parked_sends, 1, 65'536);
     o.finish();
   }
 
   if (const json* d = top.get("queue_defaults")) {
     Object o(*d, "queue_defaults");
     read_queue_settings(o, c.queue_defaults);
+    o.finish();
+  }
+
+  if (const json* d = top.get("inbox")) {
+    Object o(*d, "inbox");
+    read_queue_settings(o, c.inbox);
     o.finish();
   }
 
@@ -168,6 +200,41 @@ Config from_json(const json& root) {
 }
 
 }  // namespace
+
+std::optional<std::string> load_token(const std::string& path, std::string& error) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    error = "token file " + path + " is missing or not a regular file";
+    return std::nullopt;
+  }
+  if (st.st_mode & 0077) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    error = "token file " + path + " is accessible to group or others (mode " + mode +
+            "); chmod 600 it";
+    return std::nullopt;
+  }
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  if (!f) {
+    error = "cannot read token file " + path;
+    return std::nullopt;
+  }
+  std::string token = ss.str();
+  const auto first = token.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos) {
+    error = "token file " + path + " is empty";
+    return std::nullopt;
+  }
+  token = token.substr(first, token.find_last_not_of(" \t\r\n") - first + 1);
+  if (token.size() > proto::kMaxTokenSize) {
+    error =
+        "token in " + path + " is longer than " + std::to_string(proto::kMaxTokenSize) + " bytes";
+    return std::nullopt;
+  }
+  return token;
+}
 
 bool is_valid_log_level(std::string_view level) {
   return level == "trace" || level == "debug" || level == "info" || level == "warn" ||

@@ -33,6 +33,10 @@ qbus::daemon::ServerOptions server_options(const Config& c) {
   o.limits.uid_max_queued_bytes = c.uid_max_queued_bytes;
   o.limits.max_waiting_receives = c.max_waiting_receives;
   o.limits.max_receive_batch = c.max_receive_batch;
+  o.limits.inbox = {c.inbox.max_messages, c.inbox.max_bytes, c.inbox.overflow};
+  o.limits.max_pending_requests = c.max_pending_requests;
+  o.limits.max_parked_sends = c.max_parked_sends;
+  o.tcp_listen = c.tcp_listen;
   // Room for the largest fixed part and key on top of the largest payload.
   o.max_body = c.max_payload_bytes + 1024;
   o.max_outbound_bytes = c.max_outbound_bytes;
@@ -50,10 +54,12 @@ void setup_logging(const std::string& level) {
   spdlog::set_default_logger(logger);
 }
 
-int run(const Config& config) {
+int run(const Config& config, std::string tcp_token) {
   setup_logging(config.log_level);
   asio::io_context io(1);
-  qbus::daemon::Server server(io, server_options(config));
+  auto options = server_options(config);
+  options.tcp_token = std::move(tcp_token);
+  qbus::daemon::Server server(io, std::move(options));
   try {
     server.start();
   } catch (const std::exception& e) {
@@ -88,9 +94,11 @@ int run(const Config& config) {
   };
   wait_hup();
 
-  spdlog::info("qbusd {} listening on {}", QBUS_VERSION, server.options().socket_path);
-  sd_notifyf(0, "READY=1\nSTATUS=listening on %s\nMAINPID=%lu",
-             server.options().socket_path.c_str(), static_cast<unsigned long>(::getpid()));
+  std::string listening = server.options().socket_path;
+  if (const auto tcp = server.tcp_endpoint(); !tcp.empty()) listening += " and tcp " + tcp;
+  spdlog::info("qbusd {} listening on {}", QBUS_VERSION, listening);
+  sd_notifyf(0, "READY=1\nSTATUS=listening on %s\nMAINPID=%lu", listening.c_str(),
+             static_cast<unsigned long>(::getpid()));
   try {
     io.run();
   } catch (const std::exception& e) {
@@ -106,10 +114,12 @@ int run(const Config& config) {
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"qbusd: the qbus message broker daemon (runs in the foreground)", "qbusd"};
-  std::string config_path, socket_path, log_level;
+  std::string config_path, socket_path, log_level, tcp_listen;
   bool check_config = false;
   app.add_option("--config", config_path, "Configuration file (JSON)")->option_text("FILE");
   app.add_option("--socket", socket_path, "Path of the client socket")->option_text("PATH");
+  app.add_option("--tcp", tcp_listen, "Also listen on TCP (needs tcp.token_file in the config)")
+      ->option_text("HOST:PORT");
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")
       ->option_text("LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -144,10 +154,32 @@ int main(int argc, char** argv) {
     config.socket_path = socket_path;
   }
   if (!log_level.empty()) config.log_level = log_level;
+  if (!tcp_listen.empty()) {
+    std::string why;
+    if (!qbus::proto::parse_address("tcp:" + tcp_listen, why, true)) {
+      std::cerr << "qbusd: --tcp: " << why << "\n";
+      return 2;
+    }
+    config.tcp_listen = tcp_listen;
+  }
+  std::string token;
+  if (!config.tcp_listen.empty()) {
+    if (config.tcp_token_file.empty()) {
+      std::cerr << "qbusd: TCP needs a token: set tcp.token_file in the config file\n";
+      return 1;
+    }
+    std::string why;
+    auto t = qbus::config::load_token(config.tcp_token_file, why);
+    if (!t) {
+      std::cerr << "qbusd: " << why << "\n";
+      return 1;
+    }
+    token = std::move(*t);
+  }
 
   if (check_config) {
     std::cout << "configuration OK (" << source << ")\n";
     return 0;
   }
-  return run(config);
+  return run(config, std::move(token));
 }

@@ -1,7 +1,6 @@
 #include "broker/broker.hpp"
 
 #include <algorithm>
-#include <cstring>
 
 namespace qbus::broker {
 namespace {
@@ -20,14 +19,14 @@ std::string describe(const QueueOptions& o) {
          " overflow=" + std::string(proto::overflow_name(o.overflow));
 }
 
+}  // namespace
+
 SendOutcome rejected(Errc code, std::string text) {
   return SendOutcome{SendResult::rejected, code, std::move(text)};
 }
 
-}  // namespace
-
-Errc Broker::connect(PeerId peer, const Identity& id) {
-  if (peers_.count(peer)) return Errc::internal_error;
+Errc Broker::connect(PeerId peer, const Identity& id, Clock::time_point now) {
+  if (peers_.count(peer) || id.client_id != peer) return Errc::internal_error;
   if (peers_.size() >= limits_.max_connections) return Errc::too_many_connections;
   auto& usage = accounting_.of(id.uid);
   if (usage.connections >= limits_.uid_max_connections) {
@@ -35,7 +34,9 @@ Errc Broker::connect(PeerId peer, const Identity& id) {
     return Errc::too_many_connections;
   }
   ++usage.connections;
-  peers_.emplace(peer, Peer{id, 0, {}, nullptr});
+  Peer& p = peers_.emplace(peer, Peer{}).first->second;
+  p.id = id;
+  join_inbox(peer, p, now);
   return Errc::ok;
 }
 
@@ -55,10 +56,28 @@ void Broker::disconnect(PeerId peer) {
       it = next;
     }
   }
+  // Inboxes are not collected like queues (and leave_inbox may free this one).
+  std::erase_if(touched, [](Queue* q) { return q->is_inbox(); });
   if (Queue* q = p.blocked_on) {
     std::erase(q->blocked(), peer);
-    touched.push_back(q);
+    if (!q->is_inbox()) touched.push_back(q);
   }
+  while (!p.requests.empty())
+    end_request(p, p.requests.begin());
+  // Requests this peer took and never answered cannot be answered any more.
+  while (!p.handling.empty()) {
+    const auto [requester, request_id] = *p.handling.begin();
+    Peer& r = peers_.at(requester);
+    end_request(r, r.requests.find(request_id));
+    sink_.fail(requester, request_id, Errc::no_such_peer,
+               "the receiver of this request disconnected without replying");
+  }
+  for (auto it = parked_.begin(); p.parked > 0 && it != parked_.end();) {
+    auto next = std::next(it);
+    if (it->from == peer) drop_parked(it);
+    it = next;
+  }
+  leave_inbox(peer, p);
   const auto uid = p.id.uid;
   peers_.erase(pit);
   --accounting_.of(uid).connections;
@@ -94,121 +113,140 @@ Queue* Broker::get_or_create(std::string_view key, SendOutcome* why) {
   return raw;
 }
 
-SendOutcome Broker::send(PeerId from, std::string_view key, Bytes payload, Clock::time_point now) {
-  auto pit = peers_.find(from);
-  if (pit == peers_.end()) return rejected(Errc::internal_error, "unknown peer");
-  Peer& peer = pit->second;
-  if (payload.size() > limits_.max_payload) {
-    return rejected(Errc::payload_too_large, "payload of " + std::to_string(payload.size()) +
+SendOutcome Broker::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
+                            std::uint64_t request_id, Clock::time_point now) {
+  const std::size_t size = payload.size();
+  if (size > limits_.max_payload) {
+    return rejected(Errc::payload_too_large, "payload of " + std::to_string(size) +
                                                  " bytes exceeds the inline limit of " +
                                                  std::to_string(limits_.max_payload));
   }
-  SendOutcome out;
-  Queue* q = get_or_create(key, &out);
-  if (!q) return out;
-
-  if (!q->could_ever_fit(payload.size())) {
-    ++q->counters().rejected_total;
-    collect_if_idle(*q);
-    return rejected(Errc::payload_too_large, "payload of " + std::to_string(payload.size()) +
-                                                 " bytes exceeds the queue's max_bytes");
+  if (!q.could_ever_fit(size)) {
+    ++q.counters().rejected_total;
+    return rejected(Errc::payload_too_large, "payload of " + std::to_string(size) +
+                                                 " bytes exceeds the max_bytes of " + q.key());
   }
-  if (!q->waiters().empty()) {
+  if (!q.waiters().empty()) {
     // Invariant: waiters exist only while the queue is empty, so FIFO order holds.
-    auto it = q->waiters().begin();
+    auto it = q.waiters().begin();
     const PeerId to = it->peer;
     const std::uint64_t corr = it->correlation;
-    remove_waiter(*q, it);
-    ++q->counters().enqueued_total;
-    ++q->counters().dequeued_total;
+    remove_waiter(q, it);
+    ++q.counters().enqueued_total;
+    ++q.counters().dequeued_total;
     ++totals_.messages_in;
-    totals_.bytes_in += payload.size();
+    totals_.bytes_in += size;
     ++totals_.messages_out;
-    totals_.bytes_out += payload.size();
-    sink_.deliver(to, corr, true, q->key(), peer.id, payload);
-    collect_if_idle(*q);
-    return out;
+    totals_.bytes_out += size;
+    if (request_id != 0) note_delivery(sender.id, request_id, to);
+    sink_.deliver(to, corr, true, Delivery{q.delivery_key(), sender.id, request_id, payload});
+    return {};
   }
 
-  auto& usage = accounting_.of(peer.id.uid);
-  if (usage.queued_bytes + payload.size() > limits_.uid_max_queued_bytes) {
-    ++q->counters().rejected_total;
-    collect_if_idle(*q);
-    return rejected(Errc::quota_exceeded, "uid " + std::to_string(peer.id.uid) + " already has " +
+  const auto& usage = accounting_.of(sender.id.uid);
+  if (usage.queued_bytes + size > limits_.uid_max_queued_bytes) {
+    ++q.counters().rejected_total;
+    return rejected(Errc::quota_exceeded, "uid " + std::to_string(sender.id.uid) + " already has " +
                                               std::to_string(usage.queued_bytes) +
                                               " bytes queued (limit " +
                                               std::to_string(limits_.uid_max_queued_bytes) + ")");
   }
-  if (!q->has_room_for(payload.size())) {
-    switch (q->options().overflow) {
+  if (!q.has_room_for(size)) {
+    switch (q.options().overflow) {
       case Overflow::drop_oldest:
-        while (!q->has_room_for(payload.size()) && q->depth() > 0)
-          drop_oldest(*q);
+        while (!q.has_room_for(size) && q.depth() > 0)
+          drop_oldest(q);
         break;
       case Overflow::block:
-        q->blocked().push_back(from);
-        peer.blocked_on = q;
-        return SendOutcome{SendResult::blocked, Errc::ok, {}};
+        if (from != 0) {
+          q.blocked().push_back(from);
+          sender.blocked_on = &q;
+          return SendOutcome{SendResult::blocked, Errc::ok, {}};
+        }
+        [[fallthrough]];  // nobody to pause (a parked send): refuse
       case Overflow::reject:
       case Overflow::use_default:
-        ++q->counters().rejected_total;
-        return rejected(Errc::queue_full, "queue '" + q->key() + "' is full (" +
-                                              std::to_string(q->depth()) + " messages, " +
-                                              std::to_string(q->bytes()) + " bytes)");
+        ++q.counters().rejected_total;
+        return rejected(q.is_inbox() ? Errc::peer_busy : Errc::queue_full,
+                        std::string(q.is_inbox() ? "inbox of " : "queue ") + "'" + q.key() +
+                            "' is full (" + std::to_string(q.depth()) + " messages, " +
+                            std::to_string(q.bytes()) + " bytes)");
     }
   }
 
   Message m;
-  m.sender = peer.id;
+  m.sender = sender.id;
   m.enqueued = now;
+  m.request_id = request_id;
   m.payload.assign(payload.begin(), payload.end());
-  usage.queued_bytes += payload.size();
-  ++usage.queued_messages;
+  charge(sender.id, size);
   ++totals_.messages_in;
-  totals_.bytes_in += payload.size();
-  q->push(std::move(m));
+  totals_.bytes_in += size;
+  q.push(std::move(m));
+  return {};
+}
+
+SendOutcome Broker::send(PeerId from, std::string_view key, Bytes payload, Clock::time_point now) {
+  auto pit = peers_.find(from);
+  if (pit == peers_.end()) return rejected(Errc::internal_error, "unknown peer");
+  SendOutcome out;
+  Queue* q = get_or_create(key, &out);
+  if (!q) return out;
+  out = enqueue(*q, from, pit->second, payload, 0, now);
+  collect_if_idle(*q);
   return out;
 }
 
-void Broker::receive(PeerId peer_id, std::uint64_t correlation, std::string_view key,
+void Broker::receive(PeerId peer, std::uint64_t correlation, std::string_view key,
                      std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now) {
-  auto pit = peers_.find(peer_id);
+  auto pit = peers_.find(peer);
   if (pit == peers_.end()) return;
-  Peer& peer = pit->second;
-  const std::uint32_t max = std::clamp<std::uint32_t>(max_count, 1, limits_.max_receive_batch);
-
   Queue* q = find_mutable(key);
-  if (q && q->depth() > 0) {
-    serve_now(*q, peer_id, correlation, max);
-    space_freed(*q);
-    collect_if_idle(*q);
+  if (!q && timeout_ms == 0) {
+    sink_.fail(peer, correlation, Errc::timeout, "no message");
+    return;
+  }
+  SendOutcome why;
+  if (!q) q = get_or_create(key, &why);
+  if (!q) {
+    sink_.fail(peer, correlation, why.error, why.text);
+    return;
+  }
+  receive_from(*q, peer, pit->second, correlation, max_count, timeout_ms, now);
+  collect_if_idle(*q);
+}
+
+void Broker::receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation,
+                          std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now) {
+  if (q.depth() > 0) {
+    serve_now(q, peer, correlation,
+              std::clamp<std::uint32_t>(max_count, 1, limits_.max_receive_batch));
+    space_freed(q);
     return;
   }
   if (timeout_ms == 0) {
-    sink_.fail(peer_id, correlation, Errc::timeout, "no message");
+    sink_.fail(peer, correlation, Errc::timeout, "no message");
     return;
   }
-  if (peer.waiting >= limits_.max_waiting_receives) {
-    sink_.fail(peer_id, correlation, Errc::too_many_receives,
-               "this connection already has " + std::to_string(peer.waiting) +
+  if (p.waiting >= limits_.max_waiting_receives) {
+    sink_.fail(peer, correlation, Errc::too_many_receives,
+               "this connection already has " + std::to_string(p.waiting) +
                    " receives waiting (limit " + std::to_string(limits_.max_waiting_receives) +
                    ")");
     return;
   }
-  SendOutcome why;
-  q = get_or_create(key, &why);
-  if (!q) {
-    sink_.fail(peer_id, correlation, why.error, why.text);
-    return;
-  }
-  auto it = q->waiters().insert(q->waiters().end(), Waiter{peer_id, correlation, max, false, {}});
+  const std::uint32_t max = std::clamp<std::uint32_t>(max_count, 1, limits_.max_receive_batch);
+  auto it = q.waiters().insert(q.waiters().end(), Waiter{peer, correlation, max, false, {}});
   if (timeout_ms > 0) {
+    Deadline d;
+    d.kind = Deadline::Kind::receive;
+    d.queue = &q;
+    d.waiter = it;
     it->has_deadline = true;
-    it->deadline =
-        deadlines_.emplace(now + std::chrono::milliseconds(timeout_ms), std::make_pair(q, it));
+    it->deadline = deadlines_.emplace(now + std::chrono::milliseconds(timeout_ms), d);
   }
-  ++peer.waiting;
-  ++peer.waiting_in[q];
+  ++p.waiting;
+  ++p.waiting_in[&q];
 }
 
 void Broker::serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::uint32_t max) {
@@ -219,7 +257,9 @@ void Broker::serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::ui
     ++totals_.messages_out;
     totals_.bytes_out += m.payload.size();
     release(m);
-    sink_.deliver(peer, correlation, last, q.key(), m.sender, m.payload);
+    if (m.request_id != 0) note_delivery(m.sender, m.request_id, peer);
+    sink_.deliver(peer, correlation, last,
+                  Delivery{q.delivery_key(), m.sender, m.request_id, m.payload});
     if (last) break;
   }
 }
@@ -234,6 +274,22 @@ void Broker::remove_waiter(Queue& q, WaiterList::iterator it) {
     if (w != p.waiting_in.end() && --w->second == 0) p.waiting_in.erase(w);
   }
   q.waiters().erase(it);
+}
+
+void Broker::fail_waiters(Queue& q, Errc code, std::string_view text) {
+  while (!q.waiters().empty()) {
+    auto it = q.waiters().begin();
+    const PeerId peer = it->peer;
+    const std::uint64_t corr = it->correlation;
+    remove_waiter(q, it);
+    sink_.fail(peer, corr, code, text);
+  }
+}
+
+void Broker::charge(const Identity& sender, std::size_t bytes) {
+  auto& usage = accounting_.of(sender.uid);
+  usage.queued_bytes += bytes;
+  ++usage.queued_messages;
 }
 
 void Broker::release(const Message& m) {
@@ -295,12 +351,32 @@ Errc Broker::declare(std::string_view key, const QueueOptions& requested, std::s
 
 void Broker::expire(Clock::time_point now) {
   while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
-    auto [q, it] = deadlines_.begin()->second;
-    const PeerId peer = it->peer;
-    const std::uint64_t corr = it->correlation;
-    remove_waiter(*q, it);
-    sink_.fail(peer, corr, Errc::timeout, "no message within the timeout");
-    collect_if_idle(*q);
+    const Deadline d = deadlines_.begin()->second;
+    switch (d.kind) {
+      case Deadline::Kind::receive: {
+        const PeerId peer = d.waiter->peer;
+        const std::uint64_t corr = d.waiter->correlation;
+        remove_waiter(*d.queue, d.waiter);
+        sink_.fail(peer, corr, Errc::timeout, "no message within the timeout");
+        if (!d.queue->is_inbox()) collect_if_idle(*d.queue);
+        break;
+      }
+      case Deadline::Kind::request: {
+        Peer& p = peers_.at(d.peer);
+        end_request(p, p.requests.find(d.request_id));
+        sink_.fail(d.peer, d.request_id, Errc::timeout, "no reply within the timeout");
+        break;
+      }
+      case Deadline::Kind::parked: {
+        const PeerId from = d.parked->from;
+        const std::uint64_t corr = d.parked->correlation;
+        const std::uint32_t pid = d.parked->pid;
+        drop_parked(d.parked);
+        sink_.fail(from, corr, Errc::no_such_peer,
+                   "no process with pid " + std::to_string(pid) + " connected in time");
+        break;
+      }
+    }
   }
 }
 
@@ -313,10 +389,8 @@ std::optional<std::size_t> Broker::purge(std::string_view key) {
   Queue* q = find_mutable(key);
   if (!q) return std::nullopt;
   std::size_t n = 0;
-  while (q->depth() > 0) {
+  for (; q->depth() > 0; ++n)
     drop_oldest(*q);
-    ++n;
-  }
   space_freed(*q);
   collect_if_idle(*q);
   return n;
@@ -326,17 +400,9 @@ std::optional<std::size_t> Broker::remove(std::string_view key) {
   Queue* q = find_mutable(key);
   if (!q) return std::nullopt;
   std::size_t n = 0;
-  while (q->depth() > 0) {
+  for (; q->depth() > 0; ++n)
     drop_oldest(*q);
-    ++n;
-  }
-  while (!q->waiters().empty()) {
-    auto it = q->waiters().begin();
-    const PeerId peer = it->peer;
-    const std::uint64_t corr = it->correlation;
-    remove_waiter(*q, it);
-    sink_.fail(peer, corr, Errc::queue_deleted, "queue '" + q->key() + "' was deleted");
-  }
+  fail_waiters(*q, Errc::queue_deleted, "queue '" + q->key() + "' was deleted");
   space_freed(*q);
   queues_.erase(queues_.find(std::string_view(q->key())));
   return n;
@@ -347,14 +413,23 @@ void Broker::fail_all_waiters(Errc code, std::string_view text) {
   for (auto& [k, q] : queues_)
     all.push_back(q.get());
   for (Queue* q : all) {
-    while (!q->waiters().empty()) {
-      auto it = q->waiters().begin();
-      const PeerId peer = it->peer;
-      const std::uint64_t corr = it->correlation;
-      remove_waiter(*q, it);
-      sink_.fail(peer, corr, code, text);
-    }
+    fail_waiters(*q, code, text);
     collect_if_idle(*q);
+  }
+  for (auto& [ptr, inbox] : inboxes_)
+    fail_waiters(inbox->queue, code, text);
+  for (auto& [id, p] : peers_) {
+    while (!p.requests.empty()) {
+      const std::uint64_t corr = p.requests.begin()->first;
+      end_request(p, p.requests.begin());
+      sink_.fail(id, corr, code, text);
+    }
+  }
+  while (!parked_.empty()) {
+    const PeerId from = parked_.front().from;
+    const std::uint64_t corr = parked_.front().correlation;
+    drop_parked(parked_.begin());
+    sink_.fail(from, corr, code, text);
   }
 }
 

@@ -1,12 +1,14 @@
-// The broker core: keyed queues, waiting receivers, blocked producers, per-uid accounting
-// and receive deadlines. No sockets, no clocks of its own (callers pass `now`), no JSON:
-// everything here is exercised directly by tests/unit.
+// The broker core: keyed queues, per-process inboxes for direct messages, requests waiting
+// for replies, waiting receivers, blocked producers, per-uid accounting and deadlines.
+// No sockets, no clocks of its own (callers pass `now`), no JSON: everything here is
+// exercised directly by tests/unit.
 //
 // Thread-safety: none. One thread (the daemon's io_context thread) owns a Broker.
 #pragma once
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 
@@ -16,9 +18,10 @@
 namespace qbus::broker {
 
 enum class SendResult {
-  accepted,  // queued or handed to a waiting receiver
+  accepted,  // queued, or handed to a waiting receiver
   rejected,  // the Errc says why; nothing was stored
-  blocked,   // the queue is full and applies backpressure: retry after Sink::resume
+  blocked,   // the target is full and applies backpressure: retry after Sink::resume
+  deferred,  // a direct send waits for its target to connect; answered through the Sink
 };
 
 struct SendOutcome {
@@ -34,6 +37,18 @@ struct BrokerTotals {
   std::uint64_t bytes_out = 0;
 };
 
+// A refusal with its reason.
+SendOutcome rejected(Errc code, std::string text);
+
+struct DirectSend {
+  proto::TargetKind kind = proto::TargetKind::pid;
+  std::uint64_t target = 0;
+  std::uint64_t in_reply_to = 0;
+  std::int32_t wait_ms = 0;
+  std::uint64_t correlation = 0;
+  bool confirm = false;
+};
+
 class Broker {
  public:
   Broker(Limits limits, Sink& sink) : limits_(limits), sink_(sink) {}
@@ -43,8 +58,10 @@ class Broker {
   const Limits& limits() const { return limits_; }
 
   // Registers a peer; fails with too_many_connections when a global or per-uid limit is hit.
-  Errc connect(PeerId peer, const Identity& id);
-  // Forgets a peer: its waiting receives and its place among blocked producers go too.
+  // Direct sends parked for the peer's pid are delivered into its inbox now.
+  Errc connect(PeerId peer, const Identity& id, Clock::time_point now);
+  // Forgets a peer: its waiting receives, pending requests, parked sends and its place
+  // among blocked producers go too; its process's inbox goes with its last connection.
   void disconnect(PeerId peer);
 
   SendOutcome send(PeerId from, std::string_view key, Bytes payload, Clock::time_point now);
@@ -54,12 +71,29 @@ class Broker {
   void receive(PeerId peer, std::uint64_t correlation, std::string_view key,
                std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now);
 
+  // Direct messages. A pid names the newest process with that pid (an older one that had
+  // the same pid has exited, so it can never receive what is meant for the new one); a
+  // client id names one connection's process (for TCP peers, the connection itself). A
+  // reply (in_reply_to != 0) goes to the request waiting on the named connection.
+  SendOutcome send_direct(PeerId from, const DirectSend& d, Bytes payload, Clock::time_point now);
+  // Takes from the inbox of the peer's process; only the inbox's owner may (the
+  // connection that claimed it last, else the process's oldest connection).
+  void receive_direct(PeerId peer, std::uint64_t correlation, std::uint32_t max_count,
+                      std::int32_t timeout_ms, Clock::time_point now);
+  void claim_inbox(PeerId peer);
+
+  // Queues `payload` with the sender's identity and request id `correlation`; the reply
+  // (a direct send with in_reply_to == correlation) is delivered to the requester under
+  // that correlation, or Errc::timeout after timeout_ms (-1: no limit).
+  SendOutcome request(PeerId from, std::uint64_t correlation, std::string_view key, Bytes payload,
+                      std::int32_t timeout_ms, Clock::time_point now);
+
   // Creates or configures a queue. Options of zero mean "the default". A queue that was
   // declared before with different options answers queue_conflict; one created implicitly
   // by use adopts the declared options.
   Errc declare(std::string_view key, const QueueOptions& requested, std::string& text);
 
-  // Fails waiters whose deadline is at or before `now` with Errc::timeout.
+  // Fails everything whose deadline is at or before `now`.
   void expire(Clock::time_point now);
   std::optional<Clock::time_point> next_deadline() const;
 
@@ -69,7 +103,7 @@ class Broker {
   std::optional<std::size_t> purge(std::string_view key);
   std::optional<std::size_t> remove(std::string_view key);
 
-  // Answers every waiting receive with `code` (used when the daemon shuts down).
+  // Answers every waiting receive and request with `code` (the daemon is shutting down).
   void fail_all_waiters(Errc code, std::string_view text);
 
   const Queue* find(std::string_view key) const;
@@ -80,38 +114,85 @@ class Broker {
   }
   std::size_t queue_count() const { return queues_.size(); }
   std::size_t peer_count() const { return peers_.size(); }
+  std::size_t inbox_count() const { return inboxes_.size(); }
+  // Depth of the inbox a peer's direct messages go to; 0 for unknown peers.
+  std::size_t inbox_depth(PeerId peer) const;
   const BrokerTotals& totals() const { return totals_; }
   const Accounting& accounting() const { return accounting_; }
 
  private:
+  struct Inbox {
+    Inbox(std::string name, const QueueOptions& o, const Identity& id)
+        : queue(std::move(name), o, true, true), pid(id.pid), token(id.process_token) {}
+    Queue queue;
+    std::uint32_t pid;
+    std::uint64_t token;
+    std::vector<PeerId> members;  // the process's connections, oldest first
+    PeerId claimed_by = 0;
+    PeerId owner() const { return claimed_by ? claimed_by : members.front(); }
+  };
+
+  struct Request {
+    bool has_deadline = false;
+    DeadlineIndex::iterator deadline;
+    // The connection the request message was handed to: the only one that may reply.
+    PeerId delivered_to = 0;
+  };
+
   struct Peer {
     Identity id;
+    Inbox* inbox = nullptr;
     std::uint32_t waiting = 0;
     std::unordered_map<Queue*, std::uint32_t> waiting_in;
     Queue* blocked_on = nullptr;
+    std::unordered_map<std::uint64_t, Request> requests;
+    // (requester, request id) of requests handed to this peer and not yet answered.
+    std::set<std::pair<PeerId, std::uint64_t>> handling;
+    std::uint32_t parked = 0;
   };
 
-  Queue* find_mutable(std::string_view key);
-  Queue* get_or_create(std::string_view key, SendOutcome* why);
-  // Moves up to `max` messages to `peer`, stopping early when its output is backed up.
-  void serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::uint32_t max);
-  void remove_waiter(Queue& q, WaiterList::iterator it);
-  void release(const Message& m);
-  void space_freed(Queue& q);
-  void drop_oldest(Queue& q);
-  void collect_if_idle(Queue& q);
-
-  Limits limits_;
-  Sink& sink_;
   struct KeyHash {
     using is_transparent = void;
     std::size_t operator()(std::string_view k) const noexcept {
       return std::hash<std::string_view>{}(k);
     }
   };
+
+  Queue* find_mutable(std::string_view key);
+  Queue* get_or_create(std::string_view key, SendOutcome* why);
+  // Hands `payload` to the first waiter of `q` or stores it, applying q's limits, the
+  // sender's uid quota and q's overflow policy.
+  SendOutcome enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload, std::uint64_t request_id,
+                      Clock::time_point now);
+  void receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation,
+                    std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now);
+  // Moves up to `max` messages to `peer`, stopping early when its output is backed up.
+  void serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::uint32_t max);
+  void remove_waiter(Queue& q, WaiterList::iterator it);
+  void fail_waiters(Queue& q, Errc code, std::string_view text);
+  void charge(const Identity& sender, std::size_t bytes);
+  void release(const Message& m);
+  void space_freed(Queue& q);
+  void drop_oldest(Queue& q);
+  void collect_if_idle(Queue& q);
+
+  Inbox* inbox_for(const DirectSend& d);
+  void join_inbox(PeerId peer, Peer& p, Clock::time_point now);
+  void leave_inbox(PeerId peer, Peer& p);
+  void deliver_parked(Inbox& inbox, Clock::time_point now);
+  void drop_parked(ParkedList::iterator it);
+  void end_request(Peer& p, std::unordered_map<std::uint64_t, Request>::iterator it);
+  // Notes which connection received a request message, so that only it can answer.
+  void note_delivery(const Identity& sender, std::uint64_t request_id, PeerId to);
+
+  Limits limits_;
+  Sink& sink_;
   // Heterogeneous lookup: the key of an incoming frame is looked up without a copy.
   std::unordered_map<std::string, std::unique_ptr<Queue>, KeyHash, std::equal_to<>> queues_;
   std::unordered_map<PeerId, Peer> peers_;
+  std::unordered_map<Inbox*, std::unique_ptr<Inbox>> inboxes_;
+  std::unordered_map<std::uint32_t, Inbox*> newest_by_pid_;
+  ParkedList parked_;
   DeadlineIndex deadlines_;
   Accounting accounting_;
   BrokerTotals totals_;

@@ -16,14 +16,37 @@ namespace qbus::broker {
 struct Message {
   Identity sender;
   Clock::time_point enqueued;
+  std::uint64_t request_id = 0;  // nonzero: the sender waits for a reply
   std::vector<std::byte> payload;
 };
 
 class Queue;
 struct Waiter;
 using WaiterList = std::list<Waiter>;
-// Receive deadlines across all queues, earliest first.
-using DeadlineIndex = std::multimap<Clock::time_point, std::pair<Queue*, WaiterList::iterator>>;
+
+// A direct send waiting for its target process to connect.
+struct Parked {
+  PeerId from = 0;
+  std::uint64_t correlation = 0;
+  bool confirm = false;
+  std::uint32_t pid = 0;
+  Clock::time_point deadline;
+  Message message;
+};
+using ParkedList = std::list<Parked>;
+
+// Something that fails when its time runs out: a waiting receive, a request waiting for
+// its reply, or a parked direct send.
+struct Deadline {
+  enum class Kind { receive, request, parked };
+  Kind kind = Kind::receive;
+  Queue* queue = nullptr;        // receive
+  WaiterList::iterator waiter;   // receive
+  PeerId peer = 0;               // request
+  std::uint64_t request_id = 0;  // request
+  ParkedList::iterator parked;   // parked
+};
+using DeadlineIndex = std::multimap<Clock::time_point, Deadline>;
 
 struct Waiter {
   PeerId peer = 0;
@@ -42,10 +65,14 @@ struct QueueCounters {
 
 class Queue {
  public:
-  Queue(std::string key, QueueOptions options, bool declared)
-      : key_(std::move(key)), options_(options), declared_(declared) {}
+  Queue(std::string key, QueueOptions options, bool declared, bool inbox = false)
+      : key_(std::move(key)), options_(options), declared_(declared), inbox_(inbox) {}
 
+  // For a queue its key; for an inbox a display name such as "pid:42".
   const std::string& key() const { return key_; }
+  // The key receivers see: empty for an inbox, whose messages are direct.
+  std::string_view delivery_key() const { return inbox_ ? std::string_view() : key_; }
+  bool is_inbox() const { return inbox_; }
   const QueueOptions& options() const { return options_; }
   void set_options(const QueueOptions& o) { options_ = o; }
   bool declared() const { return declared_; }
@@ -78,15 +105,17 @@ class Queue {
   QueueCounters& counters() { return counters_; }
   const QueueCounters& counters() const { return counters_; }
 
-  // Removable when nothing refers to it and no operator declared it.
+  // Removable when nothing refers to it and no operator declared it (never an inbox).
   bool idle() const {
-    return !declared_ && messages_.empty() && waiters_.empty() && blocked_.empty();
+    return !declared_ && !inbox_ && messages_.empty() && waiters_.empty() && blocked_.empty();
   }
+  const std::vector<PeerId>& blocked() const { return blocked_; }
 
  private:
   std::string key_;
   QueueOptions options_;
   bool declared_;
+  bool inbox_;
   std::deque<Message> messages_;
   std::uint64_t bytes_ = 0;
   WaiterList waiters_;  // a list: a waiter leaves from anywhere when it times out

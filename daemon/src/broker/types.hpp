@@ -20,11 +20,18 @@ using proto::Overflow;
 
 // Who a peer is, as the kernel (or, for TCP, the broker) says; never what it claims.
 struct Identity {
-  std::uint32_t pid = 0;
+  std::uint32_t pid = 0;  // 0 for TCP peers
   std::uint32_t uid = 0;
   std::uint32_t gid = 0;
-  std::uint64_t client_id = 0;
+  std::uint64_t client_id = 0;  // the PeerId the peer is connected under
+  // Tells apart two processes that had the same pid one after the other (the process's
+  // start time, read race-free through a pidfd). 0 when unknown.
+  std::uint64_t process_token = 0;
+  bool tcp = false;
 };
+
+// TCP peers have no kernel identity; they share this uid for accounting.
+inline constexpr std::uint32_t kTcpUid = 0xFFFFFFFEu;
 
 struct QueueOptions {
   std::uint32_t max_messages = 100'000;
@@ -45,6 +52,20 @@ struct Limits {
   std::uint32_t max_waiting_receives = 64;
   // Largest batch one receive may ask for; bigger requests are clamped.
   std::uint32_t max_receive_batch = 4'096;
+  // Every process (every TCP connection) has one inbox for direct messages.
+  QueueOptions inbox{10'000, 16ull << 20, Overflow::reject};
+  // Requests one connection may have waiting for replies, and direct sends it may have
+  // waiting for their target process to connect.
+  std::uint32_t max_pending_requests = 1'024;
+  std::uint32_t max_parked_sends = 64;
+};
+
+// What a receiver gets. `key` is empty for direct messages and replies.
+struct Delivery {
+  std::string_view key;
+  const Identity& sender;
+  std::uint64_t request_id = 0;
+  Bytes payload;
 };
 
 // How the edge hears the core's answers. Calls happen synchronously inside the core's
@@ -52,9 +73,10 @@ struct Limits {
 class Sink {
  public:
   virtual ~Sink() = default;
-  virtual void deliver(PeerId to, std::uint64_t correlation, bool last, std::string_view key,
-                       const Identity& sender, Bytes payload) = 0;
+  virtual void deliver(PeerId to, std::uint64_t correlation, bool last, const Delivery& d) = 0;
   virtual void fail(PeerId to, std::uint64_t correlation, Errc code, std::string_view text) = 0;
+  // A confirmed request whose answer was deferred (a parked direct send) succeeded.
+  virtual void confirm(PeerId to, std::uint64_t correlation) = 0;
   // A producer that was told `blocked` may now retry its send.
   virtual void resume(PeerId producer) = 0;
   // False while `peer` has more unsent output than the edge wants buffered; the core then

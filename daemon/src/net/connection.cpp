@@ -9,6 +9,8 @@
 namespace qbus::daemon {
 namespace {
 
+using proto::FrameType;
+
 constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr int kReadRoundsPerWakeup = 8;  // then yield to other connections
 constexpr auto kCloseGrace = std::chrono::seconds(2);
@@ -18,15 +20,38 @@ bool would_block(const asio::error_code& ec) {
   return ec == asio::error::would_block || ec == asio::error::try_again;
 }
 
+// Compares in time that depends only on the expected token's length, so a client cannot
+// learn a prefix from how fast it is refused.
+bool token_matches(std::string_view given, std::string_view expected) {
+  unsigned diff = given.size() != expected.size() ? 1u : 0u;
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const char g = i < given.size() ? given[i] : '\0';
+    diff |= static_cast<unsigned char>(g ^ expected[i]);
+  }
+  return diff == 0;
+}
+
+std::uint16_t allowed_flags(FrameType t) {
+  switch (t) {
+    case FrameType::send:
+    case FrameType::declare:
+    case FrameType::send_direct:
+      return proto::kFlagConfirm;
+    default:
+      return 0;
+  }
+}
+
 }  // namespace
 
 Connection::Connection(Server& server, Socket socket, broker::PeerId id, broker::Identity identity,
-                       std::string comm)
+                       std::string description, std::string remote_ip)
     : server_(server),
       socket_(std::move(socket)),
       id_(id),
       identity_(identity),
-      comm_(std::move(comm)),
+      description_(std::move(description)),
+      remote_ip_(std::move(remote_ip)),
       handshake_timer_(socket_.get_executor()) {
   asio::error_code ec;
   socket_.non_blocking(true, ec);
@@ -35,7 +60,7 @@ Connection::Connection(Server& server, Socket socket, broker::PeerId id, broker:
 void Connection::start() {
   handshake_timer_.expires_after(std::chrono::milliseconds(server_.options().handshake_timeout_ms));
   handshake_timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
-    if (ec || self->welcomed_ || self->closed_) return;
+    if (ec || self->welcomed_ || self->closed_ || self->held_) return;
     self->misbehaved(Errc::handshake_timeout, "no HELLO within the handshake timeout");
     self->reject(Errc::handshake_timeout, "no HELLO within the handshake timeout");
     self->server_.end_of_batch();
@@ -76,7 +101,7 @@ void Connection::on_readable() {
     if (would_block(ec)) break;
     if (ec || n == 0) {
       if (ec && ec != asio::error::eof && ec != asio::error::connection_reset) {
-        spdlog::debug("client {} (pid {}): read failed: {}", id_, identity_.pid, ec.message());
+        spdlog::debug("client {} ({}): read failed: {}", id_, description_, ec.message());
       }
       if (!in_.empty()) {
         misbehaved(Errc::malformed_frame, "disconnected in the middle of a frame (" +
@@ -105,7 +130,7 @@ void Connection::on_readable() {
 
 std::size_t Connection::process(std::span<const std::byte> in) {
   std::size_t used = 0;
-  while (!closing_ && !closed_ && !blocked_) {
+  while (!closing_ && !closed_ && !blocked_ && !held_) {
     if (backed_up()) {
       paused_output_ = true;  // flush() resumes us once the peer has read enough
       break;
@@ -132,76 +157,98 @@ std::size_t Connection::process(std::span<const std::byte> in) {
   return used;
 }
 
+Connection::Step Connection::answer(const proto::Header& h, const broker::SendOutcome& r,
+                                    bool ok_on_success) {
+  switch (r.result) {
+    case broker::SendResult::accepted:
+      if (ok_on_success) {
+        proto::append_empty(out_, FrameType::ok, h.correlation);
+        server_.mark_dirty(id_);
+      }
+      return Step::next;
+    case broker::SendResult::rejected:
+      spdlog::debug("client {} ({}): {} refused: {}", id_, description_,
+                    proto::frame_type_name(h.type), r.text);
+      error(h.correlation, r.error, r.text);
+      return Step::next;
+    case broker::SendResult::blocked:
+      blocked_ = true;
+      return Step::stop;
+    case broker::SendResult::deferred:
+      return Step::next;
+  }
+  return Step::next;
+}
+
 Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
-  using proto::FrameType;
   if (!welcomed_) return handle_hello(h, body);
   auto& broker = server_.broker();
-  const auto allowed_flags = (h.type == FrameType::send || h.type == FrameType::declare)
-                                 ? proto::kFlagConfirm
-                                 : std::uint16_t{0};
-  if ((h.flags & ~allowed_flags) != 0) {
+  const auto now = broker::Clock::now();
+  const bool confirm = (h.flags & proto::kFlagConfirm) != 0;
+  if ((h.flags & ~allowed_flags(h.type)) != 0) {
     bad_request(h.correlation, Errc::malformed_frame, "unknown flag bits set");
     return Step::next;
   }
+  const auto bad_body = [&](Errc e) {
+    bad_request(h.correlation, e,
+                e == Errc::invalid_key
+                    ? std::string("invalid queue key")
+                    : "malformed " + std::string(proto::frame_type_name(h.type)) + " body");
+    return Step::next;
+  };
   switch (h.type) {
     case FrameType::send: {
       proto::Send m;
-      if (auto e = proto::decode_send(body, m); e != Errc::ok) {
-        bad_request(h.correlation, e,
-                    e == Errc::invalid_key ? "invalid queue key" : "malformed SEND");
-        return Step::next;
-      }
-      auto r = broker.send(id_, m.key, m.payload, broker::Clock::now());
-      switch (r.result) {
-        case broker::SendResult::accepted:
-          if (h.flags & proto::kFlagConfirm) {
-            proto::append_empty(out_, FrameType::ok, h.correlation);
-            server_.mark_dirty(id_);
-          }
-          return Step::next;
-        case broker::SendResult::rejected:
-          spdlog::debug("client {} (pid {} uid {}): send to '{}' refused: {}", id_, identity_.pid,
-                        identity_.uid, m.key, r.text);
-          error(h.correlation, r.error, r.text);
-          return Step::next;
-        case broker::SendResult::blocked:
-          blocked_ = true;
-          return Step::stop;
-      }
-      return Step::next;
+      if (auto e = proto::decode_send(body, m); e != Errc::ok) return bad_body(e);
+      return answer(h, broker.send(id_, m.key, m.payload, now), confirm);
     }
     case FrameType::receive: {
       proto::Receive m;
-      if (auto e = proto::decode_receive(body, m); e != Errc::ok) {
-        bad_request(h.correlation, e,
-                    e == Errc::invalid_key ? "invalid queue key" : "malformed RECEIVE");
-        return Step::next;
-      }
-      broker.receive(id_, h.correlation, m.key, m.max_count, m.timeout_ms, broker::Clock::now());
+      if (auto e = proto::decode_receive(body, m); e != Errc::ok) return bad_body(e);
+      broker.receive(id_, h.correlation, m.key, m.max_count, m.timeout_ms, now);
       return Step::next;
     }
     case FrameType::declare: {
       proto::Declare m;
-      if (auto e = proto::decode_declare(body, m); e != Errc::ok) {
-        bad_request(h.correlation, e,
-                    e == Errc::invalid_key ? "invalid queue key" : "malformed DECLARE");
-        return Step::next;
-      }
+      if (auto e = proto::decode_declare(body, m); e != Errc::ok) return bad_body(e);
       std::string text;
       const auto e = broker.declare(m.key, {m.max_messages, m.max_bytes, m.overflow}, text);
-      if (e == Errc::ok) {
+      if (e != Errc::ok) {
+        error(h.correlation, e, text);
+      } else {
         proto::append_empty(out_, FrameType::ok, h.correlation);
         server_.mark_dirty(id_);
-      } else {
-        error(h.correlation, e, text);
       }
       return Step::next;
     }
+    case FrameType::send_direct: {
+      proto::SendDirect m;
+      if (auto e = proto::decode_send_direct(body, m); e != Errc::ok) return bad_body(e);
+      const broker::DirectSend d{m.kind,    m.target,      m.in_reply_to,
+                                 m.wait_ms, h.correlation, confirm};
+      return answer(h, broker.send_direct(id_, d, m.payload, now), confirm);
+    }
+    case FrameType::receive_direct: {
+      proto::ReceiveDirect m;
+      if (auto e = proto::decode_receive_direct(body, m); e != Errc::ok) return bad_body(e);
+      broker.receive_direct(id_, h.correlation, m.max_count, m.timeout_ms, now);
+      return Step::next;
+    }
+    case FrameType::claim_inbox:
+      if (!body.empty()) return bad_body(Errc::malformed_frame);
+      broker.claim_inbox(id_);
+      proto::append_empty(out_, FrameType::ok, h.correlation);
+      server_.mark_dirty(id_);
+      return Step::next;
+    case FrameType::request: {
+      proto::Request m;
+      if (auto e = proto::decode_request(body, m); e != Errc::ok) return bad_body(e);
+      // Accepted: the answer is the reply (or a timeout) under this correlation, later.
+      return answer(h, broker.request(id_, h.correlation, m.key, m.payload, m.timeout_ms, now),
+                    false);
+    }
     case FrameType::ping:
-      if (!body.empty()) {
-        bad_request(h.correlation, Errc::malformed_frame, "PING has no body");
-        return Step::next;
-      }
+      if (!body.empty()) return bad_body(Errc::malformed_frame);
       proto::append_empty(out_, FrameType::pong, h.correlation);
       server_.mark_dirty(id_);
       return Step::next;
@@ -221,7 +268,7 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
 }
 
 Connection::Step Connection::handle_hello(const proto::Header& h, proto::Bytes body) {
-  if (h.type != proto::FrameType::hello) {
+  if (h.type != FrameType::hello) {
     misbehaved(Errc::handshake_required, "first frame was not HELLO");
     reject(Errc::handshake_required, "the first frame must be HELLO");
     return Step::next;
@@ -241,6 +288,15 @@ Connection::Step Connection::handle_hello(const proto::Header& h, proto::Bytes b
     reject(Errc::unsupported_version, text);
     return Step::next;
   }
+  if (identity_.tcp) {
+    if (!token_matches(m.token, server_.options().tcp_token)) {
+      const auto delay = server_.auth_failed(remote_ip_);
+      misbehaved(Errc::auth_failed, m.token.empty() ? "no token presented" : "wrong token");
+      refuse_after(delay, Errc::auth_failed, "TCP clients must present the broker's token");
+      return Step::next;
+    }
+    server_.auth_succeeded(remote_ip_);
+  }
   welcomed_ = true;
   handshake_timer_.cancel();
   proto::Welcome w;
@@ -253,9 +309,24 @@ Connection::Step Connection::handle_hello(const proto::Header& h, proto::Bytes b
   w.client_id = identity_.client_id;
   proto::append_welcome(out_, h.correlation, w);
   server_.mark_dirty(id_);
-  spdlog::debug("client {} connected: pid {} uid {} comm '{}' name '{}'", id_, identity_.pid,
-                identity_.uid, comm_, m.client_name);
+  spdlog::debug("client {} connected: {} name '{}'", id_, description_, m.client_name);
   return Step::next;
+}
+
+void Connection::refuse_after(std::chrono::milliseconds delay, Errc code, std::string text) {
+  if (delay.count() == 0) {
+    reject(code, text);
+    return;
+  }
+  held_ = true;
+  handshake_timer_.expires_after(delay);
+  handshake_timer_.async_wait(
+      [self = shared_from_this(), code, text = std::move(text)](const asio::error_code& ec) {
+        if (ec || self->closed_) return;
+        self->held_ = false;
+        self->reject(code, text);
+        self->server_.end_of_batch();
+      });
 }
 
 void Connection::error(std::uint64_t correlation, Errc code, std::string_view text) {
@@ -272,8 +343,7 @@ void Connection::misbehaved(Errc code, std::string_view text) {
   // A peer repeating the same mistake must not flood the log: the first few, then a sample.
   ++misbehaviours_;
   if (misbehaviours_ > kLoggedMisbehaviours && misbehaviours_ % 1000 != 0) return;
-  spdlog::warn("client {} (pid {} uid {} comm '{}'): {}: {}{}", id_, identity_.pid, identity_.uid,
-               comm_, errc_name(code), text,
+  spdlog::warn("client {} ({}): {}: {}{}", id_, description_, errc_name(code), text,
                misbehaviours_ > kLoggedMisbehaviours
                    ? " (" + std::to_string(misbehaviours_) + " so far)"
                    : std::string());
@@ -309,7 +379,7 @@ void Connection::flush() {
     }
     if (ec) {
       if (ec != asio::error::broken_pipe && ec != asio::error::connection_reset) {
-        spdlog::debug("client {} (pid {}): write failed: {}", id_, identity_.pid, ec.message());
+        spdlog::debug("client {} ({}): write failed: {}", id_, description_, ec.message());
       }
       close();
       return;

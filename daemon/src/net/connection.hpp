@@ -11,7 +11,7 @@
 #include <memory>
 #include <string>
 
-#include "broker/types.hpp"
+#include "broker/broker.hpp"
 #include "qbus/proto/buffer.hpp"
 
 namespace qbus::daemon {
@@ -22,8 +22,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
  public:
   using Socket = asio::generic::stream_protocol::socket;
 
+  // `description` names the peer in logs ("pid 42 uid 1000 comm 'worker'", "tcp 1.2.3.4:5");
+  // `remote_ip` is set for TCP peers, whose failed logins are counted per address.
   Connection(Server& server, Socket socket, broker::PeerId id, broker::Identity identity,
-             std::string comm);
+             std::string description, std::string remote_ip);
 
   void start();
   // Sends an ERROR (fatal or not) and, for framing errors, closes after flushing it.
@@ -39,7 +41,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   broker::PeerId id() const { return id_; }
   const broker::Identity& identity() const { return identity_; }
-  const std::string& comm() const { return comm_; }
+  const std::string& description() const { return description_; }
   bool closed() const { return closed_; }
   bool flush_pending = false;  // on the server's dirty list
 
@@ -52,11 +54,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::size_t process(std::span<const std::byte> in);
   Step handle(const proto::Header& h, proto::Bytes body);
   Step handle_hello(const proto::Header& h, proto::Bytes body);
+  // Turns the broker's verdict on a send into frames: OK (when asked), ERROR, or a pause.
+  Step answer(const proto::Header& h, const broker::SendOutcome& r, bool ok_on_success);
   void error(std::uint64_t correlation, Errc code, std::string_view text);
   void misbehaved(Errc code, std::string_view text);  // logs, rate-limited
   // Answers a frame the peer should not have sent (the connection goes on) and logs it.
   void bad_request(std::uint64_t correlation, Errc code, std::string_view text);
-  bool can_read() const { return !closed_ && !closing_ && !blocked_ && !backed_up(); }
+  bool can_read() const { return !closed_ && !closing_ && !blocked_ && !held_ && !backed_up(); }
+  // Refuses the handshake, after `delay` when the peer has failed too often.
+  void refuse_after(std::chrono::milliseconds delay, Errc code, std::string text);
   void wait_writable();
   void resume();  // processes held-back frames, then reads again if allowed
 
@@ -64,7 +70,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Socket socket_;
   broker::PeerId id_;
   broker::Identity identity_;
-  std::string comm_;
+  std::string description_;
+  std::string remote_ip_;
   proto::ByteBuffer in_;   // a partial frame (or frames held back by backpressure)
   proto::ByteBuffer out_;  // answers not yet written
   asio::steady_timer handshake_timer_;
@@ -73,6 +80,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool reading_ = false;
   bool writing_ = false;
   bool blocked_ = false;        // a producer waiting for room in a full queue
+  bool held_ = false;           // a refusal is being held back (repeated failed logins)
   bool paused_output_ = false;  // reads paused until the peer reads its answers
   bool closing_ = false;
   bool closed_ = false;

@@ -1,30 +1,24 @@
 #include "net/server.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
+#include <algorithm>
 #include <stdexcept>
 
 #include "net/connection.hpp"
-#include "net/unix_socket.hpp"
+#include "net/peer_identity.hpp"
+#include "qbus/proto/address.hpp"
 
 namespace qbus::daemon {
 namespace {
 
 constexpr std::size_t kScratchSize = 256 * 1024;
-
-std::string read_comm(std::uint32_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/comm");
-  std::string comm;
-  std::getline(f, comm);
-  return comm;
-}
+constexpr std::size_t kMaxTrackedAuthAddresses = 4096;
+constexpr std::uint32_t kFreeAuthFailures = 3;
+constexpr auto kMaxAuthDelay = std::chrono::seconds(10);
+constexpr auto kAuthMemory = std::chrono::minutes(15);
 
 }  // namespace
 
@@ -33,6 +27,9 @@ Server::Server(asio::io_context& io, ServerOptions options)
       options_(std::move(options)),
       broker_(options_.limits, *this),
       acceptor_(io),
+      tcp_acceptor_(io),
+      unix_retry_(io),
+      tcp_retry_(io),
       deadline_timer_(io),
       drain_timer_(io),
       scratch_(kScratchSize) {}
@@ -42,45 +39,144 @@ Server::~Server() = default;
 void Server::start() {
   bound_ = bind_unix_listener(options_.socket_path, options_.socket_mode);
   acceptor_.assign(asio::local::stream_protocol(), bound_.fd.release());
-  accept_next();
+  if (!options_.tcp_listen.empty()) start_tcp();
+  accept_unix();
+  if (tcp_acceptor_.is_open()) accept_tcp();
 }
 
-void Server::accept_next() {
-  acceptor_.async_accept(
-      [this](const asio::error_code& ec, asio::local::stream_protocol::socket sock) {
-        if (stopping_ || ec == asio::error::operation_aborted) return;
-        if (ec) {
-          // EMFILE and friends: log, then retry shortly rather than spin on the same error.
-          spdlog::error("accept on {} failed: {}", options_.socket_path, ec.message());
-          drain_timer_.expires_after(std::chrono::milliseconds(100));
-          drain_timer_.async_wait([this](const asio::error_code& e) {
-            if (!e && !stopping_) accept_next();
-          });
-          return;
-        }
-        ucred cred{};
-        socklen_t len = sizeof(cred);
-        if (::getsockopt(sock.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-          spdlog::error("SO_PEERCRED failed on a new connection: {}", std::strerror(errno));
-          accept_next();
-          return;
-        }
-        const broker::PeerId id = next_id_++;
-        broker::Identity who{static_cast<std::uint32_t>(cred.pid), cred.uid, cred.gid, id};
-        const int fd = sock.release();
-        Connection::Socket generic(io_, asio::generic::stream_protocol(AF_UNIX, 0), fd);
-        auto conn =
-            std::make_shared<Connection>(*this, std::move(generic), id, who, read_comm(who.pid));
-        conns_.emplace(id, conn);
-        if (auto e = broker_.connect(id, who); e != Errc::ok) {
-          spdlog::warn("refusing client pid {} uid {}: {}", who.pid, who.uid, errc_name(e));
-          conn->reject(e, "connection limit reached for this uid or broker");
-        } else {
-          conn->start();
-        }
-        end_of_batch();
-        accept_next();
-      });
+void Server::start_tcp() {
+  std::string why;
+  auto addr = proto::parse_address("tcp:" + options_.tcp_listen, why, true);
+  if (!addr) throw std::runtime_error("tcp.listen: " + why);
+  asio::error_code ec;
+  auto ip = asio::ip::make_address(addr->host, ec);
+  if (ec) {
+    // A host name: resolve it once, at startup.
+    asio::ip::tcp::resolver resolver(io_);
+    auto results = resolver.resolve(addr->host, std::to_string(addr->port), ec);
+    if (ec || results.empty()) {
+      throw std::runtime_error("tcp.listen: cannot resolve '" + addr->host + "'");
+    }
+    ip = results.begin()->endpoint().address();
+  }
+  const asio::ip::tcp::endpoint endpoint(ip, addr->port);
+  tcp_acceptor_.open(endpoint.protocol());
+  tcp_acceptor_.set_option(asio::socket_base::reuse_address(true));
+  tcp_acceptor_.bind(endpoint, ec);
+  if (ec) {
+    throw std::runtime_error("cannot listen on tcp " + options_.tcp_listen + ": " + ec.message());
+  }
+  tcp_acceptor_.listen(asio::socket_base::max_listen_connections);
+  if (!ip.is_loopback()) {
+    spdlog::warn(
+        "TCP listener on {} is reachable from other hosts; clients must present the "
+        "token",
+        tcp_endpoint());
+  }
+}
+
+std::string Server::tcp_endpoint() const {
+  if (!tcp_acceptor_.is_open()) return {};
+  asio::error_code ec;
+  const auto ep = tcp_acceptor_.local_endpoint(ec);
+  if (ec) return {};
+  const auto host = ep.address().to_string();
+  return (ep.address().is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(ep.port());
+}
+
+void Server::retry_accept(asio::steady_timer& timer, std::function<void()> again,
+                          const asio::error_code& ec) {
+  spdlog::error("accept failed: {}; retrying in 100 ms", ec.message());
+  timer.expires_after(std::chrono::milliseconds(100));
+  timer.async_wait([this, again = std::move(again)](const asio::error_code& e) {
+    if (!e && !stopping_) again();
+  });
+}
+
+void Server::accept_unix() {
+  acceptor_.async_accept([this](const asio::error_code& ec,
+                                asio::local::stream_protocol::socket sock) {
+    if (stopping_ || ec == asio::error::operation_aborted) return;
+    if (ec)
+      return retry_accept(
+          unix_retry_, [this] { accept_unix(); }, ec);
+    PeerCredentials cred;
+    if (!read_peer_credentials(sock.native_handle(), cred)) {
+      spdlog::error("SO_PEERCRED failed on a new connection: {}", std::strerror(errno));
+      accept_unix();
+      return;
+    }
+    const broker::PeerId id = next_id_++;
+    broker::Identity who{cred.pid, cred.uid, cred.gid, id, cred.process_token, false};
+    std::string description = "pid " + std::to_string(cred.pid) + " uid " +
+                              std::to_string(cred.uid) + " comm '" + cred.comm + "'";
+    const int fd = sock.release();
+    admit(
+        asio::generic::stream_protocol::socket(io_, asio::generic::stream_protocol(AF_UNIX, 0), fd),
+        who, std::move(description), {});
+    accept_unix();
+  });
+}
+
+void Server::accept_tcp() {
+  tcp_acceptor_.async_accept([this](const asio::error_code& ec, asio::ip::tcp::socket sock) {
+    if (stopping_ || ec == asio::error::operation_aborted) return;
+    if (ec)
+      return retry_accept(
+          tcp_retry_, [this] { accept_tcp(); }, ec);
+    asio::error_code ignored;
+    sock.set_option(asio::ip::tcp::no_delay(true), ignored);
+    const auto remote = sock.remote_endpoint(ignored);
+    const std::string ip = remote.address().to_string();
+    const broker::PeerId id = next_id_++;
+    broker::Identity who{0, broker::kTcpUid, broker::kTcpUid, id, 0, true};
+    const auto family = remote.address().is_v6() ? AF_INET6 : AF_INET;
+    const int fd = sock.release();
+    admit(asio::generic::stream_protocol::socket(
+              io_, asio::generic::stream_protocol(family, IPPROTO_TCP), fd),
+          who, "tcp " + ip + ":" + std::to_string(remote.port()), ip);
+    accept_tcp();
+  });
+}
+
+void Server::admit(asio::generic::stream_protocol::socket socket, broker::Identity who,
+                   std::string description, std::string remote_ip) {
+  const broker::PeerId id = who.client_id;
+  auto conn = std::make_shared<Connection>(*this, std::move(socket), id, who,
+                                           std::move(description), std::move(remote_ip));
+  conns_.emplace(id, conn);
+  if (auto e = broker_.connect(id, who, broker::Clock::now()); e != Errc::ok) {
+    spdlog::warn("refusing client {} ({}): {}", id, conn->description(), errc_name(e));
+    conn->reject(e, "connection limit reached for this uid or broker");
+  } else {
+    conn->start();
+  }
+  end_of_batch();
+}
+
+std::chrono::milliseconds Server::auth_failed(const std::string& address) {
+  const auto now = broker::Clock::now();
+  if (auth_failures_.size() >= kMaxTrackedAuthAddresses && !auth_failures_.count(address)) {
+    std::erase_if(auth_failures_, [&](const auto& e) { return now - e.second.last > kAuthMemory; });
+    if (auth_failures_.size() >= kMaxTrackedAuthAddresses) {
+      // Still full: forget the address heard from least recently, not an arbitrary one.
+      auth_failures_.erase(std::min_element(
+          auth_failures_.begin(), auth_failures_.end(),
+          [](const auto& a, const auto& b) { return a.second.last < b.second.last; }));
+    }
+  }
+  auto& f = auth_failures_[address];
+  if (now - f.last > kAuthMemory) f.count = 0;
+  ++f.count;
+  f.last = now;
+  if (f.count <= kFreeAuthFailures) return std::chrono::milliseconds(0);
+  const auto shift = std::min<std::uint32_t>(f.count - kFreeAuthFailures - 1, 16);
+  return std::min<std::chrono::milliseconds>(std::chrono::milliseconds(250LL << shift),
+                                             kMaxAuthDelay);
+}
+
+void Server::auth_succeeded(const std::string& address) {
+  auth_failures_.erase(address);
 }
 
 Connection* Server::find(broker::PeerId id) {
@@ -129,9 +225,7 @@ void Server::forget(broker::PeerId id) {
   conns_.erase(it);
   if (stopping_ && conns_.empty() && on_stopped_) {
     drain_timer_.cancel();
-    auto done = std::move(on_stopped_);
-    on_stopped_ = nullptr;
-    asio::post(io_, std::move(done));
+    asio::post(io_, std::exchange(on_stopped_, nullptr));
   }
 }
 
@@ -141,6 +235,9 @@ void Server::stop(std::function<void()> done) {
   on_stopped_ = std::move(done);
   asio::error_code ec;
   acceptor_.close(ec);
+  tcp_acceptor_.close(ec);
+  unix_retry_.cancel();
+  tcp_retry_.cancel();
   if (bound_.ino != 0) unlink_if_ours(options_.socket_path, bound_);
   broker_.fail_all_waiters(Errc::shutting_down, "qbusd is shutting down");
   std::vector<std::shared_ptr<Connection>> all;
@@ -166,12 +263,13 @@ void Server::stop(std::function<void()> done) {
   });
 }
 
-void Server::deliver(broker::PeerId to, std::uint64_t correlation, bool last, std::string_view key,
-                     const broker::Identity& sender, broker::Bytes payload) {
+void Server::deliver(broker::PeerId to, std::uint64_t correlation, bool last,
+                     const broker::Delivery& d) {
   Connection* c = find(to);
   if (!c) return;
-  proto::Deliver d{sender.pid, sender.uid, sender.client_id, key, payload};
-  proto::append_deliver(c->out(), correlation, last ? proto::kFlagLast : 0, d);
+  proto::Deliver frame{d.sender.pid, d.sender.uid, d.sender.client_id,
+                       d.request_id, d.key,        d.payload};
+  proto::append_deliver(c->out(), correlation, last ? proto::kFlagLast : 0, frame);
   mark_dirty(to);
 }
 
@@ -179,6 +277,13 @@ void Server::fail(broker::PeerId to, std::uint64_t correlation, Errc code, std::
   Connection* c = find(to);
   if (!c) return;
   proto::append_error(c->out(), correlation, code, text);
+  mark_dirty(to);
+}
+
+void Server::confirm(broker::PeerId to, std::uint64_t correlation) {
+  Connection* c = find(to);
+  if (!c) return;
+  proto::append_empty(c->out(), proto::FrameType::ok, correlation);
   mark_dirty(to);
 }
 

@@ -1,5 +1,6 @@
-// The daemon's network edge: listeners, connections, the receive-deadline timer, and the
-// Sink through which the broker core answers. Everything runs on one io_context thread.
+// The daemon's network edge: listeners (Unix, optionally TCP), connections, the deadline
+// timer, and the Sink through which the broker core answers. Everything runs on one
+// io_context thread.
 #pragma once
 
 #include <asio.hpp>
@@ -19,8 +20,10 @@ class Connection;
 struct ServerOptions {
   std::string socket_path;
   std::uint32_t socket_mode = 0666;
+  std::string tcp_listen;  // "HOST:PORT"; empty: no TCP
+  std::string tcp_token;   // required of TCP clients in HELLO
   broker::Limits limits;
-  std::uint32_t max_body = 1u << 20;          // announced in WELCOME; > max_payload + key + fixed
+  std::uint32_t max_body = 1u << 20;          // announced in WELCOME; > max_payload + fixed
   std::size_t max_outbound_bytes = 4u << 20;  // per connection, before its reads pause
   std::uint32_t handshake_timeout_ms = 5'000;
 };
@@ -30,7 +33,7 @@ class Server final : public broker::Sink {
   Server(asio::io_context& io, ServerOptions options);
   ~Server() override;
 
-  // Binds the listening socket; throws std::runtime_error with one clear sentence.
+  // Binds the listening sockets; throws std::runtime_error with one clear sentence.
   void start();
   // Stops accepting, fails waiting receives, flushes what can be flushed and closes every
   // connection; `done` runs once all are gone (or the drain deadline passed).
@@ -39,22 +42,41 @@ class Server final : public broker::Sink {
   broker::Broker& broker() { return broker_; }
   const ServerOptions& options() const { return options_; }
   std::span<std::byte> scratch() { return scratch_; }
+  // "host:port" the TCP listener is bound to (the real port when 0 was asked for).
+  std::string tcp_endpoint() const;
 
   // Called by connections.
   void mark_dirty(broker::PeerId id);
   void end_of_batch();  // flush dirty connections, re-arm the deadline timer
   void forget(broker::PeerId id);
+  // Records a failed TCP authentication from `address` and returns how long to hold the
+  // refusal back: nothing for the first few, then growing, so guessing tokens is slow.
+  std::chrono::milliseconds auth_failed(const std::string& address);
+  void auth_succeeded(const std::string& address);
 
   // broker::Sink
-  void deliver(broker::PeerId to, std::uint64_t correlation, bool last, std::string_view key,
-               const broker::Identity& sender, broker::Bytes payload) override;
+  void deliver(broker::PeerId to, std::uint64_t correlation, bool last,
+               const broker::Delivery& d) override;
   void fail(broker::PeerId to, std::uint64_t correlation, Errc code,
             std::string_view text) override;
+  void confirm(broker::PeerId to, std::uint64_t correlation) override;
   void resume(broker::PeerId producer) override;
   bool wants_more(broker::PeerId peer) override;
 
  private:
-  void accept_next();
+  struct AuthFailures {
+    std::uint32_t count = 0;
+    broker::Clock::time_point last;
+  };
+
+  void start_tcp();
+  void accept_unix();
+  void accept_tcp();
+  // Logs an accept error and retries after a pause instead of spinning (EMFILE...).
+  void retry_accept(asio::steady_timer& timer, std::function<void()> again,
+                    const asio::error_code& ec);
+  void admit(asio::generic::stream_protocol::socket socket, broker::Identity who,
+             std::string description, std::string remote_ip);
   void arm_deadline_timer();
   Connection* find(broker::PeerId id);
 
@@ -62,12 +84,16 @@ class Server final : public broker::Sink {
   ServerOptions options_;
   broker::Broker broker_;
   asio::local::stream_protocol::acceptor acceptor_;
+  asio::ip::tcp::acceptor tcp_acceptor_;
+  asio::steady_timer unix_retry_;
+  asio::steady_timer tcp_retry_;
   asio::steady_timer deadline_timer_;
   broker::Clock::time_point armed_for_{};
   asio::steady_timer drain_timer_;
   std::unordered_map<broker::PeerId, std::shared_ptr<Connection>> conns_;
   std::vector<broker::PeerId> dirty_;
   std::vector<std::byte> scratch_;
+  std::unordered_map<std::string, AuthFailures> auth_failures_;
   broker::PeerId next_id_ = 1;
   BoundSocket bound_;
   bool stopping_ = false;

@@ -28,6 +28,10 @@ struct Config {
   std::string socket_path;  // empty: the default for this user (DESIGN.md)
   std::uint32_t socket_mode = 0666;
 
+  // TCP listener: off unless tcp_listen ("HOST:PORT") is set; then a token file is required.
+  std::string tcp_listen;
+  std::string tcp_token_file;
+
   // Logging: trace, debug, info, warn or error.
   std::string log_level = "info";
 
@@ -41,8 +45,12 @@ struct Config {
   std::uint32_t max_receive_batch = 4'096;
   std::uint64_t max_outbound_bytes = 4ull << 20;
   std::uint32_t handshake_timeout_ms = 5'000;
+  std::uint32_t max_pending_requests = 1'024;
+  std::uint32_t max_parked_sends = 64;
 
   QueueSettings queue_defaults;
+  // Each process's inbox for direct messages.
+  QueueSettings inbox{10'000, 16ull << 20, proto::Overflow::reject};
   std::vector<QueueDeclaration> queues;
 };
 
@@ -58,6 +66,11 @@ struct LoadResult {
 // errors naming the field path, e.g. "limits.max_payload_bytes: must be at most 67108864".
 LoadResult parse(std::string_view json_text);
 LoadResult load_file(const std::string& path);
+
+// Reads the TCP token: the file must be a regular file that neither group nor others can
+// read or write, and hold a non-empty token (surrounding whitespace is ignored). On failure
+// returns nullopt and sets `error` to one line naming the file and the problem.
+std::optional<std::string> load_token(const std::string& path, std::string& error);
 
 bool is_valid_log_level(std::string_view level);
 std::optional<proto::Overflow> parse_overflow(std::string_view name);

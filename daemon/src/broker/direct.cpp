@@ -1,0 +1,263 @@
+// Direct messages, inboxes, requests and replies: the broker's "by process" half.
+#include <algorithm>
+
+#include "broker/broker.hpp"
+
+namespace qbus::broker {
+
+Broker::Inbox* Broker::inbox_for(const DirectSend& d) {
+  if (d.kind == proto::TargetKind::pid) {
+    auto it = newest_by_pid_.find(static_cast<std::uint32_t>(d.target));
+    return it == newest_by_pid_.end() ? nullptr : it->second;
+  }
+  auto it = peers_.find(d.target);
+  return it == peers_.end() ? nullptr : it->second.inbox;
+}
+
+void Broker::join_inbox(PeerId peer, Peer& p, Clock::time_point now) {
+  if (!p.id.tcp) {
+    auto it = newest_by_pid_.find(p.id.pid);
+    if (it != newest_by_pid_.end() && it->second->token == p.id.process_token) {
+      p.inbox = it->second;
+      p.inbox->members.push_back(peer);
+      return;
+    }
+  }
+  // A new process, or a TCP connection (each is its own "process"). An older process that
+  // had this pid has exited; its inbox lives on only until its connections are gone.
+  const std::string name =
+      p.id.tcp ? "client:" + std::to_string(p.id.client_id) : "pid:" + std::to_string(p.id.pid);
+  auto inbox = std::make_unique<Inbox>(name, limits_.inbox, p.id);
+  Inbox* raw = inbox.get();
+  inboxes_.emplace(raw, std::move(inbox));
+  raw->members.push_back(peer);
+  p.inbox = raw;
+  if (!p.id.tcp) {
+    newest_by_pid_[p.id.pid] = raw;
+    deliver_parked(*raw, now);
+  }
+}
+
+void Broker::leave_inbox(PeerId peer, Peer& p) {
+  Inbox* inbox = p.inbox;
+  if (!inbox) return;
+  p.inbox = nullptr;
+  std::erase(inbox->members, peer);
+  if (inbox->claimed_by == peer) inbox->claimed_by = 0;
+  if (!inbox->members.empty()) return;
+  // The process is gone: what it did not take is dropped, and producers blocked on its
+  // full inbox retry (and learn there is no such peer any more).
+  while (inbox->queue.depth() > 0)
+    drop_oldest(inbox->queue);
+  fail_waiters(inbox->queue, Errc::no_such_peer, "the inbox's process disconnected");
+  space_freed(inbox->queue);
+  if (auto it = newest_by_pid_.find(inbox->pid);
+      it != newest_by_pid_.end() && it->second == inbox) {
+    newest_by_pid_.erase(it);
+  }
+  inboxes_.erase(inbox);
+}
+
+void Broker::deliver_parked(Inbox& inbox, Clock::time_point now) {
+  for (auto it = parked_.begin(); it != parked_.end();) {
+    auto next = std::next(it);
+    if (it->pid == inbox.pid) {
+      const PeerId from = it->from;
+      const std::uint64_t corr = it->correlation;
+      const bool confirm = it->confirm;
+      const std::vector<std::byte> payload = it->message.payload;
+      drop_parked(it);
+      Peer& sender = peers_.at(from);
+      // from = 0: a parked send cannot pause its producer, so a full inbox refuses it.
+      auto out = enqueue(inbox.queue, 0, sender, payload, 0, now);
+      if (out.result == SendResult::accepted) {
+        if (confirm) sink_.confirm(from, corr);
+      } else {
+        sink_.fail(from, corr, out.error, out.text);
+      }
+    }
+    it = next;
+  }
+}
+
+void Broker::drop_parked(ParkedList::iterator it) {
+  auto range = deadlines_.equal_range(it->deadline);
+  for (auto d = range.first; d != range.second; ++d) {
+    if (d->second.kind == Deadline::Kind::parked && d->second.parked == it) {
+      deadlines_.erase(d);
+      break;
+    }
+  }
+  release(it->message);
+  if (auto p = peers_.find(it->from); p != peers_.end()) --p->second.parked;
+  parked_.erase(it);
+}
+
+SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
+                                Clock::time_point now) {
+  auto pit = peers_.find(from);
+  if (pit == peers_.end()) return rejected(Errc::internal_error, "unknown peer");
+  Peer& sender = pit->second;
+  if (payload.size() > limits_.max_payload) {
+    return rejected(Errc::payload_too_large, "payload of " + std::to_string(payload.size()) +
+                                                 " bytes exceeds the inline limit of " +
+                                                 std::to_string(limits_.max_payload));
+  }
+
+  if (d.in_reply_to != 0) {
+    auto target = peers_.find(d.target);
+    auto req = target == peers_.end() ? std::unordered_map<std::uint64_t, Request>::iterator{}
+                                      : target->second.requests.find(d.in_reply_to);
+    // Only the connection the request was handed to may answer it: a guessed client id
+    // and request id are not enough to slip a reply in.
+    if (target == peers_.end() || req == target->second.requests.end() ||
+        req->second.delivered_to != from) {
+      return rejected(Errc::reply_expired, "no request " + std::to_string(d.in_reply_to) +
+                                               " from client " + std::to_string(d.target) +
+                                               " waits for a reply from this connection (it "
+                                               "timed out, its requester left, or it was "
+                                               "delivered elsewhere)");
+    }
+    end_request(target->second, req);
+    ++totals_.messages_in;
+    ++totals_.messages_out;
+    totals_.bytes_in += payload.size();
+    totals_.bytes_out += payload.size();
+    sink_.deliver(d.target, d.in_reply_to, true, Delivery{{}, sender.id, 0, payload});
+    return {};
+  }
+
+  if (Inbox* inbox = inbox_for(d)) return enqueue(inbox->queue, from, sender, payload, 0, now);
+
+  const std::string who =
+      (d.kind == proto::TargetKind::pid ? "process " : "client ") + std::to_string(d.target);
+  if (d.kind != proto::TargetKind::pid || d.wait_ms <= 0) {
+    return rejected(Errc::no_such_peer, "no " + who + " is connected");
+  }
+  if (sender.parked >= limits_.max_parked_sends) {
+    return rejected(Errc::too_many_requests, "this connection already has " +
+                                                 std::to_string(sender.parked) +
+                                                 " sends waiting for their process to connect");
+  }
+  const auto& usage = accounting_.of(sender.id.uid);
+  if (usage.queued_bytes + payload.size() > limits_.uid_max_queued_bytes) {
+    return rejected(Errc::quota_exceeded, "uid " + std::to_string(sender.id.uid) + " already has " +
+                                              std::to_string(usage.queued_bytes) + " bytes queued");
+  }
+  Parked pk;
+  pk.from = from;
+  pk.correlation = d.correlation;
+  pk.confirm = d.confirm;
+  pk.pid = static_cast<std::uint32_t>(d.target);
+  pk.deadline = now + std::chrono::milliseconds(d.wait_ms);
+  pk.message.sender = sender.id;
+  pk.message.enqueued = now;
+  pk.message.payload.assign(payload.begin(), payload.end());
+  charge(sender.id, payload.size());
+  ++sender.parked;
+  auto it = parked_.insert(parked_.end(), std::move(pk));
+  Deadline dl;
+  dl.kind = Deadline::Kind::parked;
+  dl.parked = it;
+  deadlines_.emplace(it->deadline, dl);
+  return SendOutcome{SendResult::deferred, Errc::ok, {}};
+}
+
+void Broker::receive_direct(PeerId peer, std::uint64_t correlation, std::uint32_t max_count,
+                            std::int32_t timeout_ms, Clock::time_point now) {
+  auto pit = peers_.find(peer);
+  if (pit == peers_.end()) return;
+  Peer& p = pit->second;
+  if (p.inbox->owner() != peer) {
+    sink_.fail(peer, correlation, Errc::not_inbox_owner,
+               "client " + std::to_string(p.inbox->owner()) +
+                   " of this process holds its inbox; send CLAIM_INBOX to take it over");
+    return;
+  }
+  receive_from(p.inbox->queue, peer, p, correlation, max_count, timeout_ms, now);
+}
+
+void Broker::claim_inbox(PeerId peer) {
+  auto pit = peers_.find(peer);
+  if (pit == peers_.end()) return;
+  Inbox& inbox = *pit->second.inbox;
+  const PeerId before = inbox.owner();
+  inbox.claimed_by = peer;
+  if (before == peer) return;
+  // Receives the former owner left waiting can no longer be served.
+  auto& ws = inbox.queue.waiters();
+  for (auto it = ws.begin(); it != ws.end();) {
+    auto next = std::next(it);
+    if (it->peer != peer) {
+      const PeerId to = it->peer;
+      const std::uint64_t corr = it->correlation;
+      remove_waiter(inbox.queue, it);
+      sink_.fail(to, corr, Errc::not_inbox_owner,
+                 "client " + std::to_string(peer) + " claimed this process's inbox");
+    }
+    it = next;
+  }
+}
+
+SendOutcome Broker::request(PeerId from, std::uint64_t correlation, std::string_view key,
+                            Bytes payload, std::int32_t timeout_ms, Clock::time_point now) {
+  auto pit = peers_.find(from);
+  if (pit == peers_.end()) return rejected(Errc::internal_error, "unknown peer");
+  Peer& p = pit->second;
+  if (p.requests.size() >= limits_.max_pending_requests) {
+    return rejected(Errc::too_many_requests, "this connection already has " +
+                                                 std::to_string(p.requests.size()) +
+                                                 " requests waiting for replies");
+  }
+  if (correlation == 0) {
+    return rejected(Errc::malformed_frame, "request id 0 cannot be answered: use a nonzero id");
+  }
+  if (p.requests.count(correlation)) {
+    return rejected(Errc::malformed_frame,
+                    "request id " + std::to_string(correlation) + " is already waiting");
+  }
+  SendOutcome out;
+  Queue* q = get_or_create(key, &out);
+  if (!q) return out;
+  // Registered first: a waiting receiver may take the message inside enqueue().
+  auto req = p.requests.emplace(correlation, Request{}).first;
+  out = enqueue(*q, from, p, payload, correlation, now);
+  collect_if_idle(*q);
+  if (out.result != SendResult::accepted) {
+    p.requests.erase(req);
+    return out;
+  }
+  if (timeout_ms >= 0) {
+    Deadline d;
+    d.kind = Deadline::Kind::request;
+    d.peer = from;
+    d.request_id = correlation;
+    req->second.has_deadline = true;
+    req->second.deadline = deadlines_.emplace(now + std::chrono::milliseconds(timeout_ms), d);
+  }
+  return out;
+}
+
+void Broker::note_delivery(const Identity& sender, std::uint64_t request_id, PeerId to) {
+  auto requester = peers_.find(sender.client_id);
+  if (requester == peers_.end()) return;
+  auto req = requester->second.requests.find(request_id);
+  if (req == requester->second.requests.end()) return;
+  req->second.delivered_to = to;
+  peers_.at(to).handling.emplace(sender.client_id, request_id);
+}
+
+void Broker::end_request(Peer& p, std::unordered_map<std::uint64_t, Request>::iterator it) {
+  if (it->second.has_deadline) deadlines_.erase(it->second.deadline);
+  if (auto handler = peers_.find(it->second.delivered_to); handler != peers_.end()) {
+    handler->second.handling.erase({p.id.client_id, it->first});
+  }
+  p.requests.erase(it);
+}
+
+std::size_t Broker::inbox_depth(PeerId peer) const {
+  auto it = peers_.find(peer);
+  return it == peers_.end() || !it->second.inbox ? 0 : it->second.inbox->queue.depth();
+}
+
+}  // namespace qbus::broker

@@ -1,0 +1,75 @@
+#include "net/peer_identity.hpp"
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+namespace qbus::daemon {
+namespace {
+
+int peer_pidfd(int fd, pid_t pid) {
+  int pidfd = -1;
+  socklen_t len = sizeof(pidfd);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) == 0 && pidfd >= 0) return pidfd;
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
+
+std::uint64_t start_time(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const auto paren = stat.rfind(')');
+  if (paren == std::string::npos) return 0;
+  // Fields after "pid (comm)" start at field 3; the start time is field 22.
+  std::istringstream rest(stat.substr(paren + 2));
+  std::string field;
+  for (int i = 3; i <= 22; ++i) {
+    if (!(rest >> field)) return 0;
+  }
+  try {
+    return std::stoull(field);
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+std::string read_comm(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/comm");
+  std::string comm;
+  std::getline(f, comm);
+  return comm;
+}
+
+}  // namespace
+
+bool read_peer_credentials(int fd, PeerCredentials& out) {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return false;
+  out.pid = static_cast<std::uint32_t>(cred.pid);
+  out.uid = cred.uid;
+  out.gid = cred.gid;
+  out.comm = read_comm(cred.pid);
+  out.process_token = 0;
+  const int pidfd = peer_pidfd(fd, cred.pid);
+  if (pidfd < 0) return true;
+  const std::uint64_t token = start_time(cred.pid);
+  // Read first, verify after: if the pidfd's process still lives, /proc/<pid> was its own.
+  // (EPERM: alive, but not ours to signal; ESRCH: exited.)
+  if (::syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) == 0 || errno == EPERM) {
+    out.process_token = token;
+  }
+  ::close(pidfd);
+  return true;
+}
+
+}  // namespace qbus::daemon

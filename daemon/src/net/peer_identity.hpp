@@ -1,0 +1,26 @@
+// What the kernel says about a Unix-socket peer.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace qbus::daemon {
+
+struct PeerCredentials {
+  std::uint32_t pid = 0;
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  // The peer process's start time (clock ticks since boot), which with the pid names one
+  // process instance; 0 when it cannot be established (see process_token()).
+  std::uint64_t process_token = 0;
+  std::string comm;
+};
+
+// SO_PEERCRED for identity. The process token is read from /proc/<pid>/stat and then
+// checked against a pidfd for the peer: SO_PEERPIDFD (Linux 6.5+) names exactly the process
+// that connected; older kernels fall back to pidfd_open(pid), which is exact unless the peer
+// already exited before the accept. If the pidfd shows the process gone, the token is 0.
+// Returns false when SO_PEERCRED itself fails.
+bool read_peer_credentials(int fd, PeerCredentials& out);
+
+}  // namespace qbus::daemon
