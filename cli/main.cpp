@@ -1,8 +1,7 @@
 // qbusctl: the command-line face of qbus. Exit codes: 0 success, 1 error (one line on
-// stderr), 2 usage error, 3 recv timed out with nothing received.
+// stderr), 2 usage error, 3 recv/request timed out with nothing received.
 #include <qbus/client.hpp>
 
-#include <unistd.h>
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
@@ -14,6 +13,12 @@ namespace {
 constexpr int kExitError = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitTimeout = 3;
+
+using std::chrono::milliseconds;
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 struct Globals {
   std::string address;
@@ -27,44 +32,39 @@ qbus::Client connect(const Globals& g) {
 }
 
 std::string read_stdin() {
-  std::string data((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
-  return data;
+  return std::string((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
 }
 
-int cmd_send(const Globals& g, const std::string& key, const std::optional<std::string>& message) {
-  const std::string payload = message ? *message : read_stdin();
-  auto client = connect(g);
-  client.send_confirmed(key, payload);
-  return 0;
+bool print(const qbus::Message& m) {
+  std::fwrite(m.text().data(), 1, m.size(), stdout);
+  std::fputc('\n', stdout);
+  return std::fflush(stdout) == 0;
 }
 
-int cmd_recv(const Globals& g, const std::string& key, long long timeout_ms, long long count) {
+// Receives until `count` messages (0: no limit) or the overall timeout (-1: none).
+template <typename Take>
+int receive_loop(long long timeout_ms, long long count, const std::string& what, Take take) {
   using namespace std::chrono;
-  auto client = connect(g);
   const bool forever = timeout_ms < 0;
   const auto deadline = steady_clock::now() + milliseconds(forever ? 0 : timeout_ms);
   long long got = 0;
   while (count == 0 || got < count) {
     milliseconds wait = qbus::kForever;
-    if (!forever) {
-      wait = duration_cast<milliseconds>(deadline - steady_clock::now());
-      if (wait.count() < 0) wait = milliseconds(0);
-    }
+    if (!forever)
+      wait = std::max(milliseconds(0), duration_cast<milliseconds>(deadline - steady_clock::now()));
     const std::size_t want = count == 0 ? 1024 : static_cast<std::size_t>(count - got);
-    auto batch = client.receive_batch(key, want, wait);
+    auto batch = take(want, wait);
     if (batch.empty()) break;
     for (const auto& m : batch) {
-      std::fwrite(m.text().data(), 1, m.size(), stdout);
-      std::fputc('\n', stdout);
+      if (!print(m)) {
+        std::cerr << "qbusctl: cannot write to stdout\n";
+        return kExitError;
+      }
       ++got;
-    }
-    if (std::fflush(stdout) != 0) {
-      std::cerr << "qbusctl: cannot write to stdout\n";
-      return kExitError;
     }
   }
   if (got == 0) {
-    std::cerr << "qbusctl: recv " << key << ": timed out with nothing received\n";
+    std::cerr << "qbusctl: " << what << ": timed out with nothing received\n";
     return kExitTimeout;
   }
   return 0;
@@ -77,26 +77,52 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   Globals g;
   app.add_option("--address", g.address,
-                 "Broker address, unix:/path (default: $QBUS_ADDRESS, then the default socket)")
+                 "Broker address, unix:/path or tcp:HOST:PORT (default: $QBUS_ADDRESS, then the "
+                 "default socket)")
       ->option_text("ADDR");
 
-  auto* send = app.add_subcommand("send", "Send MESSAGE (stdin when omitted) to queue KEY");
-  std::string send_key;
-  std::optional<std::string> send_message;
-  send->add_option("KEY", send_key, "Queue key")->required();
-  send->add_option("MESSAGE", send_message, "Message text; read from stdin when omitted");
+  auto* send = app.add_subcommand(
+      "send", "Send MESSAGE (stdin when omitted) to queue KEY, or with --pid to a process");
+  std::vector<std::string> send_args;
+  long long send_pid = 0;
+  long long send_wait = 0;
+  send->add_option("KEY MESSAGE", send_args, "Queue key, then the message (stdin when omitted)")
+      ->expected(0, 2);
+  send->add_option("--pid", send_pid, "Send directly to the process with this pid")
+      ->option_text("PID")
+      ->check(CLI::Range(1LL, 4'294'967'295LL));
+  send->add_option("--wait", send_wait,
+                   "With --pid: wait up to MS for the process to connect (default: 0)")
+      ->option_text("MS")
+      ->check(CLI::Range(0LL, 2'000'000'000LL));
 
-  auto* recv = app.add_subcommand("recv", "Receive from queue KEY; each payload then a newline");
-  std::string recv_key;
+  auto* recv = app.add_subcommand(
+      "recv", "Receive from queue KEY, or with --direct this process's direct messages");
+  std::vector<std::string> recv_args;
+  bool direct = false;
   long long timeout_ms = -1;
   long long count = 1;
-  recv->add_option("KEY", recv_key, "Queue key")->required();
+  recv->add_option("KEY", recv_args, "Queue key")->expected(0, 1);
+  recv->add_flag("--direct", direct, "Receive messages sent to this process's pid");
   recv->add_option("--timeout", timeout_ms, "Milliseconds to wait in all (default: forever)")
       ->option_text("MS")
       ->check(CLI::Range(-1LL, 2'000'000'000LL));
   recv->add_option("--count", count, "Messages to receive; 0 keeps receiving (default: 1)")
       ->option_text("N")
       ->check(CLI::NonNegativeNumber);
+
+  auto* request = app.add_subcommand(
+      "request", "Send MESSAGE (stdin when omitted) to queue KEY and print the direct reply");
+  std::string request_key;
+  std::optional<std::string> request_message;
+  long long request_timeout = 30'000;
+  request->add_option("KEY", request_key, "Queue key")->required();
+  request->add_option("MESSAGE", request_message, "Request text; read from stdin when omitted");
+  request
+      ->add_option("--timeout", request_timeout,
+                   "Milliseconds to wait for the reply (default: 30000)")
+      ->option_text("MS")
+      ->check(CLI::Range(-1LL, 2'000'000'000LL));
 
   try {
     app.parse(argc, argv);
@@ -112,8 +138,50 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (send->parsed()) return cmd_send(g, send_key, send_message);
-    if (recv->parsed()) return cmd_recv(g, recv_key, timeout_ms, count);
+    if (send->parsed()) {
+      const bool to_pid = send_pid != 0;
+      if (!to_pid && send_args.empty()) throw UsageError("send: give a queue KEY or --pid PID");
+      if (to_pid && send_args.size() > 1)
+        throw UsageError("send --pid takes one MESSAGE, not a KEY");
+      if (!to_pid && send_wait != 0) throw UsageError("send: --wait goes with --pid");
+      const std::size_t message_at = to_pid ? 0 : 1;
+      const std::string payload =
+          send_args.size() > message_at ? send_args[message_at] : read_stdin();
+      auto client = connect(g);
+      if (to_pid) {
+        client.send_to_pid(static_cast<std::uint32_t>(send_pid), payload,
+                           qbus::DirectOptions{milliseconds(send_wait), true});
+      } else {
+        client.send_confirmed(send_args[0], payload);
+      }
+      return 0;
+    }
+    if (recv->parsed()) {
+      if (direct && !recv_args.empty()) throw UsageError("recv --direct takes no KEY");
+      if (!direct && recv_args.empty()) throw UsageError("recv: give a queue KEY or --direct");
+      auto client = connect(g);
+      if (direct) {
+        return receive_loop(timeout_ms, count, "recv --direct", [&](std::size_t n, milliseconds t) {
+          return client.receive_direct_batch(n, t);
+        });
+      }
+      return receive_loop(
+          timeout_ms, count, "recv " + recv_args[0],
+          [&](std::size_t n, milliseconds t) { return client.receive_batch(recv_args[0], n, t); });
+    }
+    if (request->parsed()) {
+      const std::string payload = request_message ? *request_message : read_stdin();
+      auto client = connect(g);
+      auto reply = client.request(request_key, payload, milliseconds(request_timeout));
+      if (!reply) {
+        std::cerr << "qbusctl: request " << request_key << ": no reply within the timeout\n";
+        return kExitTimeout;
+      }
+      return print(*reply) ? 0 : kExitError;
+    }
+  } catch (const UsageError& e) {
+    std::cerr << "qbusctl: " << e.what() << "\nRun 'qbusctl --help' for usage.\n";
+    return kExitUsage;
   } catch (const qbus::Error& e) {
     std::cerr << "qbusctl: " << e.what() << "\n";
     return kExitError;

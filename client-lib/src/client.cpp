@@ -1,6 +1,9 @@
 #include "qbus/client.hpp"
 
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -11,6 +14,8 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include "qbus/proto/address.hpp"
 #include "qbus/proto/buffer.hpp"
@@ -67,6 +72,7 @@ struct Client::Impl {
   proto::ByteBuffer out;
   std::uint64_t next_correlation = 1;
   int corked = 0;
+  bool inbox_claimed = false;
   SendFailures failures;
   std::optional<Error> broken;  // set once the connection cannot be used any more
 
@@ -87,27 +93,22 @@ struct Client::Impl {
     std::string why;
     auto addr = proto::parse_address(text, why);
     if (!addr) throw Error(Errc::bad_address, "bad qbus address: " + why);
-    if (addr->kind != proto::Address::Kind::unix_socket) {
-      throw Error(Errc::bad_address, "address " + text + ": only unix: addresses are supported");
-    }
     session.address = addr->to_string();
-    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) throw Error(Errc::connect_failed, sys_error("socket"));
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::memcpy(sa.sun_path, addr->path.c_str(), addr->path.size() + 1);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-      throw Error(Errc::connect_failed,
-                  sys_error("cannot connect to " + session.address) + " (is qbusd running?)");
+    const auto deadline = Clock::now() + options.connect_timeout;
+    std::string token;
+    if (addr->kind == proto::Address::Kind::unix_socket) {
+      connect_unix(addr->path);
+    } else {
+      token = resolve_token(options.token);
+      connect_tcp(*addr, deadline);
     }
-    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
 
     proto::Hello hello;
+    hello.token = token;
     std::string name = options.name.empty() ? program_name() : options.name;
     hello.client_name = std::string_view(name).substr(0, proto::kMaxClientNameSize);
     const std::uint64_t corr = next_correlation++;
     proto::append_hello(out, corr, hello);
-    const auto deadline = Clock::now() + options.connect_timeout;
     bool welcomed = false;
     wait_for(corr, deadline, [&](const proto::Header& h, proto::Bytes body) {
       if (h.type == FrameType::error) throw_error_frame(body, "handshake refused");
@@ -125,6 +126,81 @@ struct Client::Impl {
       return true;
     });
     if (!welcomed) fail(Errc::connect_failed, "no answer from " + session.address + " in time");
+  }
+
+  void connect_unix(const std::string& path) {
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw Error(Errc::connect_failed, sys_error("socket"));
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+      throw Error(Errc::connect_failed,
+                  sys_error("cannot connect to " + session.address) + " (is qbusd running?)");
+    }
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  }
+
+  void connect_tcp(const proto::Address& addr, Clock::time_point deadline) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    const std::string port = std::to_string(addr.port);
+    if (int rc = ::getaddrinfo(addr.host.c_str(), port.c_str(), &hints, &found); rc != 0) {
+      throw Error(Errc::connect_failed, "cannot resolve " + addr.host + ": " + ::gai_strerror(rc));
+    }
+    std::string last_error = "no address";
+    for (addrinfo* ai = found; ai; ai = ai->ai_next) {
+      fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+      if (fd < 0) continue;
+      int err = 0;
+      if (::connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        err = errno;
+        if (err == EINPROGRESS) {
+          pollfd p{fd, POLLOUT, 0};
+          const auto left =
+              std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now())
+                  .count();
+          if (::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left, 0))) <= 0) {
+            err = ETIMEDOUT;
+          } else {
+            socklen_t len = sizeof(err);
+            ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+          }
+        }
+      }
+      if (err == 0) {
+        const int one = 1;
+        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        ::freeaddrinfo(found);
+        return;
+      }
+      last_error = std::strerror(err);
+      ::close(fd);
+      fd = -1;
+    }
+    ::freeaddrinfo(found);
+    throw Error(Errc::connect_failed, "cannot connect to " + session.address + ": " + last_error);
+  }
+
+  static std::string resolve_token(const std::string& given) {
+    if (!given.empty()) return given;
+    if (const char* env = std::getenv("QBUS_TOKEN"); env && *env) return env;
+    if (const char* file = std::getenv("QBUS_TOKEN_FILE"); file && *file) {
+      std::ifstream f(file);
+      std::string token((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      if (!f && token.empty()) {
+        throw Error(Errc::invalid_argument, std::string("cannot read QBUS_TOKEN_FILE ") + file);
+      }
+      const auto first = token.find_first_not_of(" \t\r\n");
+      if (first == std::string::npos) {
+        throw Error(Errc::invalid_argument, std::string("QBUS_TOKEN_FILE ") + file + " is empty");
+      }
+      return token.substr(first, token.find_last_not_of(" \t\r\n") - first + 1);
+    }
+    throw Error(Errc::invalid_argument,
+                "a tcp: address needs the broker's token: set QBUS_TOKEN or QBUS_TOKEN_FILE");
   }
 
   [[noreturn]] void throw_error_frame(proto::Bytes body, std::string_view context) {
@@ -288,44 +364,89 @@ struct Client::Impl {
     if (!answered) fail(Errc::io_error, std::string(context) + ": broker did not answer");
   }
 
-  std::vector<Message> receive(std::string_view key, std::size_t max,
-                               std::chrono::milliseconds timeout) {
-    check_usable();
-    check_key(key);
-    if (max == 0) throw Error(Errc::invalid_argument, "receive_batch: max must be at least 1");
-    proto::Receive r;
-    r.key = key;
-    r.timeout_ms = to_wire_timeout(timeout);
-    r.max_count = static_cast<std::uint32_t>(std::min<std::size_t>(max, UINT32_MAX));
-    const std::uint64_t corr = next_correlation++;
-    proto::append_receive(out, corr, r);
+  // Waits for the DELIVER frames answering `corr` (up to the one flagged LAST); an ERROR
+  // `timeout` ends it empty. `timeout` is what the broker was told; ours adds a grace.
+  std::vector<Message> collect(std::uint64_t corr, std::chrono::milliseconds timeout,
+                               std::string_view context) {
     std::optional<Clock::time_point> deadline;
-    if (r.timeout_ms >= 0) deadline = Clock::now() + timeout + kBrokerGrace;
+    if (timeout.count() >= 0) deadline = Clock::now() + timeout + kBrokerGrace;
     std::vector<Message> got;
-    bool timed_out = false;
     const bool answered = wait_for(corr, deadline, [&](const proto::Header& h, proto::Bytes b) {
       if (h.type == FrameType::error) {
         proto::ErrorBody e;
         if (proto::decode_error(b, e) == Errc::ok &&
             e.code == static_cast<std::uint16_t>(Errc::timeout)) {
-          timed_out = true;
           return true;
         }
-        throw_error_frame(b, "receive");
+        throw_error_frame(b, context);
       }
       proto::Deliver d;
       if (h.type != FrameType::deliver || proto::decode_deliver(b, d) != Errc::ok) {
-        fail(Errc::protocol_violation, "receive: unexpected answer");
+        fail(Errc::protocol_violation, std::string(context) + ": unexpected answer");
       }
       got.emplace_back(
           std::string(d.key),
           std::string(reinterpret_cast<const char*>(d.payload.data()), d.payload.size()),
-          Sender{d.sender_pid, d.sender_uid, d.sender_client_id});
+          Sender{d.sender_pid, d.sender_uid, d.sender_client_id}, d.request_id);
       return (h.flags & proto::kFlagLast) != 0;
     });
-    if (!answered) fail(Errc::io_error, "receive: broker did not answer");
-    (void)timed_out;
+    if (!answered) fail(Errc::io_error, std::string(context) + ": broker did not answer");
     return got;
+  }
+
+  static std::uint32_t batch_size(std::size_t max) {
+    if (max == 0) throw Error(Errc::invalid_argument, "a batch must take at least 1 message");
+    return static_cast<std::uint32_t>(std::min<std::size_t>(max, UINT32_MAX));
+  }
+
+  std::vector<Message> receive(std::string_view key, std::size_t max,
+                               std::chrono::milliseconds timeout) {
+    check_usable();
+    check_key(key);
+    proto::Receive r;
+    r.key = key;
+    r.timeout_ms = to_wire_timeout(timeout);
+    r.max_count = batch_size(max);
+    const std::uint64_t corr = next_correlation++;
+    proto::append_receive(out, corr, r);
+    return collect(corr, std::chrono::milliseconds(r.timeout_ms), "receive");
+  }
+
+  std::vector<Message> receive_direct(std::size_t max, std::chrono::milliseconds timeout) {
+    check_usable();
+    if (!inbox_claimed) {
+      const std::uint64_t corr = next_correlation++;
+      proto::append_empty(out, FrameType::claim_inbox, corr);
+      wait_ok(corr, "claim inbox");
+      inbox_claimed = true;
+    }
+    proto::ReceiveDirect r;
+    r.timeout_ms = to_wire_timeout(timeout);
+    r.max_count = batch_size(max);
+    const std::uint64_t corr = next_correlation++;
+    proto::append_receive_direct(out, corr, r);
+    return collect(corr, std::chrono::milliseconds(r.timeout_ms), "receive_direct");
+  }
+
+  void send_direct(proto::TargetKind kind, std::uint64_t target, std::uint64_t in_reply_to,
+                   std::span<const std::byte> payload, const DirectOptions& options) {
+    check_usable();
+    check_payload(payload.size());
+    proto::SendDirect d;
+    d.kind = kind;
+    d.target = target;
+    d.in_reply_to = in_reply_to;
+    d.wait_ms = std::max(0, to_wire_timeout(options.wait));
+    d.payload = payload;
+    const std::uint64_t corr = next_correlation++;
+    proto::append_send_direct(out, corr, options.confirm ? proto::kFlagConfirm : 0, d);
+    if (options.confirm) {
+      wait_ok(corr, "direct send to " +
+                        std::string(kind == proto::TargetKind::pid ? "pid " : "client ") +
+                        std::to_string(target));
+    } else if (corked == 0 || out.size() >= kBatchFlushBytes) {
+      write_all();
+    }
   }
 };
 
@@ -384,6 +505,60 @@ std::optional<Message> Client::try_receive(std::string_view key) {
 std::vector<Message> Client::receive_batch(std::string_view key, std::size_t max,
                                            std::chrono::milliseconds timeout) {
   return impl_->receive(key, max, timeout);
+}
+
+void Client::send_to_pid(std::uint32_t pid, std::span<const std::byte> payload,
+                         const DirectOptions& options) {
+  if (pid == 0) throw Error(Errc::invalid_argument, "send_to_pid: pid 0 names no process");
+  impl_->send_direct(proto::TargetKind::pid, pid, 0, payload, options);
+}
+
+void Client::send_to_pid(std::uint32_t pid, std::string_view payload,
+                         const DirectOptions& options) {
+  send_to_pid(pid, as_bytes(payload), options);
+}
+
+void Client::send_to_client(std::uint64_t client_id, std::string_view payload,
+                            const DirectOptions& options) {
+  if (client_id == 0) throw Error(Errc::invalid_argument, "send_to_client: client id 0");
+  impl_->send_direct(proto::TargetKind::client_id, client_id, 0, as_bytes(payload), options);
+}
+
+std::optional<Message> Client::receive_direct(std::chrono::milliseconds timeout) {
+  auto got = impl_->receive_direct(1, timeout);
+  if (got.empty()) return std::nullopt;
+  return std::move(got.front());
+}
+
+std::vector<Message> Client::receive_direct_batch(std::size_t max,
+                                                  std::chrono::milliseconds timeout) {
+  return impl_->receive_direct(max, timeout);
+}
+
+std::optional<Message> Client::request(std::string_view key, std::string_view payload,
+                                       std::chrono::milliseconds timeout) {
+  auto& impl = *impl_;
+  impl.check_usable();
+  impl.check_key(key);
+  impl.check_payload(payload.size());
+  proto::Request r;
+  r.key = key;
+  r.timeout_ms = to_wire_timeout(timeout);
+  r.payload = as_bytes(payload);
+  const std::uint64_t corr = impl.next_correlation++;
+  proto::append_request(impl.out, corr, r);
+  auto got = impl.collect(corr, std::chrono::milliseconds(r.timeout_ms),
+                          "request to '" + std::string(key) + "'");
+  if (got.empty()) return std::nullopt;
+  return std::move(got.front());
+}
+
+void Client::reply(const Message& request, std::string_view payload) {
+  if (!request.is_request()) {
+    throw Error(Errc::invalid_argument, "reply: the message is not a request");
+  }
+  impl_->send_direct(proto::TargetKind::client_id, request.sender().client_id, request.request_id(),
+                     as_bytes(payload), DirectOptions{{}, false});
 }
 
 void Client::declare(std::string_view key, const QueueOptions& options) {

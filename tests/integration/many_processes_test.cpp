@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "daemon.hpp"
+#include "process.hpp"
 
 namespace qbus::testing {
 namespace {
@@ -24,27 +25,6 @@ constexpr char kStop[] = "STOP";
 
 Client connect(const Daemon& d) {
   return Client(ClientOptions{d.address(), "stress", seconds(30)});
-}
-
-template <typename F>
-pid_t spawn(F&& body) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    int code = 3;
-    try {
-      code = body();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "child %d: %s\n", ::getpid(), e.what());
-    }
-    ::_exit(code);
-  }
-  return pid;
-}
-
-int wait_exit(pid_t pid) {
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
 }
 
 // Producers send "P:SEQ"; consumers write what they got, one payload a line, to a file.

@@ -133,6 +133,15 @@ std::string Daemon::log() const {
   return ss.str();
 }
 
+std::string Daemon::tcp_address() const {
+  const std::string text = log();
+  const std::string marker = " and tcp ";
+  const auto at = text.find(marker);
+  if (at == std::string::npos) return {};
+  const auto start = at + marker.size();
+  return "tcp:" + text.substr(start, text.find_first_of(" \n", start) - start);
+}
+
 bool Daemon::wait_for_log(const std::string& needle, std::chrono::milliseconds timeout) const {
   const auto deadline = Clock::now() + timeout;
   while (Clock::now() < deadline) {

@@ -45,6 +45,9 @@ class Daemon {
   pid_t pid() const { return pid_; }
   const TempDir& dir() const { return dir_; }
 
+  // "tcp:HOST:PORT" of the TCP listener (as the daemon logged it at startup); empty if none.
+  std::string tcp_address() const;
+
   std::string log() const;
   // True once `needle` appears in the daemon's log, polling until `timeout`.
   bool wait_for_log(const std::string& needle,

@@ -1,5 +1,6 @@
 // Unit tests of the I/O-free broker core: queues, waiting receivers, blocked producers,
-// limits, per-uid accounting and receive deadlines. Time is a value the tests pass in.
+// limits, per-uid accounting and deadlines; per-process inboxes and direct messages, parked
+// sends, requests and replies. Time is a value the tests pass in.
 #include "broker/broker.hpp"
 
 #include <gtest/gtest.h>
@@ -18,12 +19,14 @@ namespace {
 
 using namespace std::chrono_literals;
 
-struct Delivery {
+// A copy of what the core handed to Sink::deliver.
+struct Delivered {
   PeerId to = 0;
   std::uint64_t correlation = 0;
   bool last = false;
   std::string key;
   Identity sender;
+  std::uint64_t request_id = 0;
   std::string payload;
 };
 
@@ -34,17 +37,25 @@ struct Failure {
   std::string text;
 };
 
+struct Confirmation {
+  PeerId to = 0;
+  std::uint64_t correlation = 0;
+  bool operator==(const Confirmation&) const = default;
+};
+
 // Records everything the core says; wants_more answers per peer (true unless set).
 class RecordingSink : public Sink {
  public:
-  void deliver(PeerId to, std::uint64_t correlation, bool last, std::string_view key,
-               const Identity& sender, Bytes payload) override {
+  void deliver(PeerId to, std::uint64_t correlation, bool last, const Delivery& d) override {
     deliveries.push_back(
-        Delivery{to, correlation, last, std::string(key), sender,
-                 std::string(reinterpret_cast<const char*>(payload.data()), payload.size())});
+        Delivered{to, correlation, last, std::string(d.key), d.sender, d.request_id,
+                  std::string(reinterpret_cast<const char*>(d.payload.data()), d.payload.size())});
   }
   void fail(PeerId to, std::uint64_t correlation, Errc code, std::string_view text) override {
     failures.push_back(Failure{to, correlation, code, std::string(text)});
+  }
+  void confirm(PeerId to, std::uint64_t correlation) override {
+    confirms.push_back(Confirmation{to, correlation});
   }
   void resume(PeerId producer) override { resumes.push_back(producer); }
   bool wants_more(PeerId peer) override {
@@ -54,8 +65,9 @@ class RecordingSink : public Sink {
 
   void set_wants_more(PeerId peer, bool value) { wants_more_[peer] = value; }
 
-  std::vector<Delivery> deliveries;
+  std::vector<Delivered> deliveries;
   std::vector<Failure> failures;
+  std::vector<Confirmation> confirms;
   std::vector<PeerId> resumes;
 
  private:
@@ -82,25 +94,49 @@ class BrokerTest : public ::testing::Test {
     return *broker_;
   }
 
+  // A local process of its own: pid 10'000 + peer. As at the edge, the client id is the
+  // PeerId.
   Identity identity_for(PeerId peer, std::uint32_t uid) const {
     Identity id;
     id.pid = static_cast<std::uint32_t>(10'000 + peer);
     id.uid = uid;
     id.gid = uid + 1;
-    id.client_id = peer * 100;
+    id.client_id = peer;
+    id.process_token = 1;
     return id;
   }
 
   // Connects a new peer with `uid` and expects success.
   PeerId connect(std::uint32_t uid = 1000) {
     const PeerId peer = next_peer_++;
-    EXPECT_EQ(broker().connect(peer, identity_for(peer, uid)), Errc::ok);
+    EXPECT_EQ(broker().connect(peer, identity_for(peer, uid), now_), Errc::ok);
     return peer;
   }
   Errc try_connect(std::uint32_t uid) {
     const PeerId peer = next_peer_++;
-    return broker().connect(peer, identity_for(peer, uid));
+    return broker().connect(peer, identity_for(peer, uid), now_);
   }
+  // Connects one more connection of the local process `pid` (started at `token`).
+  PeerId connect_process(std::uint32_t pid, std::uint64_t token = 1, std::uint32_t uid = 1000) {
+    const PeerId peer = next_peer_++;
+    Identity id = identity_for(peer, uid);
+    id.pid = pid;
+    id.process_token = token;
+    EXPECT_EQ(broker().connect(peer, id, now_), Errc::ok);
+    return peer;
+  }
+  // Connects a TCP peer: no pid, the shared TCP uid.
+  PeerId connect_tcp() {
+    const PeerId peer = next_peer_++;
+    Identity id;
+    id.uid = kTcpUid;
+    id.gid = kTcpUid;
+    id.client_id = peer;
+    id.tcp = true;
+    EXPECT_EQ(broker().connect(peer, id, now_), Errc::ok);
+    return peer;
+  }
+  std::uint32_t pid_of(PeerId peer) const { return static_cast<std::uint32_t>(10'000 + peer); }
 
   SendOutcome send(PeerId from, std::string_view key, std::string_view payload) {
     return broker().send(from, key, bytes_of(payload), now_);
@@ -123,6 +159,52 @@ class BrokerTest : public ::testing::Test {
     return receive(peer, key, max_count, 0);
   }
 
+  // Direct messages. The correlation of a send is returned through `corr` when asked for.
+  SendOutcome send_to_pid(PeerId from, std::uint32_t pid, std::string_view payload,
+                          std::int32_t wait_ms = 0, bool confirm = false,
+                          std::uint64_t* corr = nullptr) {
+    DirectSend d;
+    d.kind = proto::TargetKind::pid;
+    d.target = pid;
+    d.wait_ms = wait_ms;
+    d.confirm = confirm;
+    d.correlation = next_correlation_++;
+    if (corr) *corr = d.correlation;
+    return broker().send_direct(from, d, bytes_of(payload), now_);
+  }
+  SendOutcome send_to_client(PeerId from, std::uint64_t client_id, std::string_view payload,
+                             std::int32_t wait_ms = 0) {
+    DirectSend d;
+    d.kind = proto::TargetKind::client_id;
+    d.target = client_id;
+    d.wait_ms = wait_ms;
+    d.correlation = next_correlation_++;
+    return broker().send_direct(from, d, bytes_of(payload), now_);
+  }
+  // A reply as a receiver sends it: to the requester's client id, naming the request.
+  SendOutcome reply(PeerId from, std::uint64_t requester, std::uint64_t request_id,
+                    std::string_view payload) {
+    DirectSend d;
+    d.kind = proto::TargetKind::client_id;
+    d.target = requester;
+    d.in_reply_to = request_id;
+    d.correlation = next_correlation_++;
+    return broker().send_direct(from, d, bytes_of(payload), now_);
+  }
+  std::uint64_t receive_direct(PeerId peer, std::uint32_t max_count = 1,
+                               std::int32_t timeout_ms = -1) {
+    const std::uint64_t corr = next_correlation_++;
+    broker().receive_direct(peer, corr, max_count, timeout_ms, now_);
+    return corr;
+  }
+  std::uint64_t receive_direct_now(PeerId peer, std::uint32_t max_count = 1) {
+    return receive_direct(peer, max_count, 0);
+  }
+  SendOutcome request(PeerId from, std::uint64_t request_id, std::string_view key,
+                      std::string_view payload, std::int32_t timeout_ms = -1) {
+    return broker().request(from, request_id, key, bytes_of(payload), timeout_ms, now_);
+  }
+
   Errc declare(std::string_view key, const QueueOptions& o, std::string* text = nullptr) {
     std::string t;
     const Errc e = broker().declare(key, o, t);
@@ -143,6 +225,13 @@ class BrokerTest : public ::testing::Test {
       out.push_back(d.payload);
     return out;
   }
+  std::vector<Failure> failures_to(PeerId peer) const {
+    std::vector<Failure> out;
+    for (const auto& f : sink_.failures) {
+      if (f.to == peer) out.push_back(f);
+    }
+    return out;
+  }
 
   std::size_t depth(std::string_view key) {
     const Queue* q = broker().find(key);
@@ -153,6 +242,11 @@ class BrokerTest : public ::testing::Test {
     std::size_t n = 0;
     broker().accounting().for_each([&](std::uint32_t, const UidUsage&) { ++n; });
     return n;
+  }
+  // Bytes and messages charged to `uid`; zeros when it has no entry.
+  UidUsage usage_of(std::uint32_t uid) {
+    const UidUsage* u = broker().accounting().find(uid);
+    return u ? *u : UidUsage{};
   }
 
   void advance(Clock::duration d) { now_ += d; }
@@ -1091,13 +1185,35 @@ TEST_F(BrokerTest, FailAllWaitersAnswersEveryWaitingReceive) {
 
 // ---- identity, accounting and totals -----------------------------------------------------
 
+TEST_F(BrokerTest, ClientIdOtherThanThePeerIdIsRefused) {
+  Identity id;
+  id.pid = 1;
+  id.client_id = 7;
+  EXPECT_EQ(broker().connect(8, id, now_), Errc::internal_error);
+  EXPECT_EQ(broker().peer_count(), 0u);
+}
+
+TEST_F(BrokerTest, HandlerLeavingFailsTheRequestsItTookWithNoSuchPeer) {
+  const PeerId requester = connect();
+  const PeerId worker = connect();
+  receive(worker, "svc", 1, -1);
+  ASSERT_EQ(request(requester, 41, "svc", "job", -1).result, SendResult::accepted);
+  ASSERT_EQ(sink_.deliveries.size(), 1u);
+  broker().disconnect(worker);
+  ASSERT_EQ(sink_.failures.size(), 1u);
+  EXPECT_EQ(sink_.failures[0].to, requester);
+  EXPECT_EQ(sink_.failures[0].correlation, 41u);
+  EXPECT_EQ(sink_.failures[0].code, Errc::no_such_peer);
+}
+
 TEST_F(BrokerTest, ReceiversSeeTheSenderIdentityGivenAtConnect) {
   Identity id;
   id.pid = 4242;
   id.uid = 1000;
   id.gid = 100;
-  id.client_id = 77;
-  ASSERT_EQ(broker().connect(500, id), Errc::ok);
+  id.client_id = 500;  // the broker addresses peers by client id: it is their PeerId
+  id.process_token = 123456;
+  ASSERT_EQ(broker().connect(500, id, now_), Errc::ok);
   const PeerId c = connect(2000);
 
   broker().send(500, "jobs", bytes_of("queued"), now_);  // stored, then received
@@ -1110,7 +1226,10 @@ TEST_F(BrokerTest, ReceiversSeeTheSenderIdentityGivenAtConnect) {
     EXPECT_EQ(d.sender.pid, 4242u);
     EXPECT_EQ(d.sender.uid, 1000u);
     EXPECT_EQ(d.sender.gid, 100u);
-    EXPECT_EQ(d.sender.client_id, 77u);
+    EXPECT_EQ(d.sender.client_id, 500u);
+    EXPECT_EQ(d.sender.process_token, 123456u);
+    EXPECT_FALSE(d.sender.tcp);
+    EXPECT_EQ(d.request_id, 0u);  // a plain send is no request
   }
 }
 
@@ -1180,6 +1299,1015 @@ TEST_F(BrokerTest, TotalsCountMessagesAndBytesInAndOut) {
     delivered_bytes += d.payload.size();
   EXPECT_EQ(delivered_bytes, t.bytes_out);
   EXPECT_EQ(sink_.deliveries.size(), t.messages_out);
+}
+
+// ---- direct messages and inboxes ---------------------------------------------------------
+
+TEST_F(BrokerTest, DirectSendByPidLandsInThatProcesssInboxAndReceiveDirectTakesIt) {
+  const PeerId a = connect(1000);
+  const PeerId b = connect(2000);
+  EXPECT_EQ(broker().inbox_count(), 2u);
+
+  const auto out = send_to_pid(a, pid_of(b), "hello");
+
+  EXPECT_EQ(out.result, SendResult::accepted) << out.text;
+  EXPECT_EQ(out.error, Errc::ok);
+  EXPECT_EQ(broker().inbox_depth(b), 1u);
+  EXPECT_EQ(broker().inbox_depth(a), 0u);
+  EXPECT_EQ(usage_of(1000).queued_bytes, 5u);
+  EXPECT_EQ(usage_of(1000).queued_messages, 1u);
+  EXPECT_TRUE(sink_.deliveries.empty());
+
+  const auto corr = receive_direct_now(b);
+
+  ASSERT_EQ(sink_.deliveries.size(), 1u);
+  const auto& d = sink_.deliveries[0];
+  EXPECT_EQ(d.to, b);
+  EXPECT_EQ(d.correlation, corr);
+  EXPECT_TRUE(d.last);
+  EXPECT_EQ(d.key, "");
+  EXPECT_EQ(d.request_id, 0u);
+  EXPECT_EQ(d.payload, "hello");
+  EXPECT_EQ(d.sender.pid, pid_of(a));
+  EXPECT_EQ(d.sender.uid, 1000u);
+  EXPECT_EQ(d.sender.gid, 1001u);
+  EXPECT_EQ(d.sender.client_id, a);
+  EXPECT_FALSE(d.sender.tcp);
+  EXPECT_EQ(broker().inbox_depth(b), 0u);
+  EXPECT_EQ(usage_of(1000).queued_bytes, 0u);
+  EXPECT_EQ(usage_of(1000).queued_messages, 0u);
+  EXPECT_EQ(broker().queue_count(), 0u);  // an inbox is not a keyed queue
+  EXPECT_TRUE(sink_.failures.empty());
+}
+
+TEST_F(BrokerTest, DirectSendToAWaitingReceiveDirectIsHandedOverAtOnce) {
+  const PeerId a = connect();
+  const PeerId b = connect();
+  const auto corr = receive_direct(b, 5, 1000);
+  EXPECT_EQ(broker().next_deadline(), t0_ + 1000ms);
+
+  const auto out = send_to_pid(a, pid_of(b), "now");
+
+  EXPECT_EQ(out.result, SendResult::accepted);
+  ASSERT_EQ(sink_.deliveries.size(), 1u);
+  EXPECT_EQ(sink_.deliveries[0].to, b);
+  EXPECT_EQ(sink_.deliveries[0].correlation, corr);
+  EXPECT_TRUE(sink_.deliveries[0].last);
+  EXPECT_EQ(sink_.deliveries[0].key, "");
+  EXPECT_EQ(sink_.deliveries[0].sender.client_id, a);
+  EXPECT_EQ(broker().inbox_depth(b), 0u);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  EXPECT_EQ(usage_of(1000).queued_bytes, 0u);
+  broker().expire(t0_ + 1h);
+  EXPECT_TRUE(sink_.failures.empty());
+}
+
+TEST_F(BrokerTest, ReceiveDirectOnAnEmptyInboxTimesOutAndTheInboxStays) {
+  const PeerId a = connect();
+  const PeerId b = connect();
+
+  const auto at_once = receive_direct_now(b);
+  ASSERT_EQ(sink_.failures.size(), 1u);
+  EXPECT_EQ(sink_.failures[0].correlation, at_once);
+  EXPECT_EQ(sink_.failures[0].code, Errc::timeout);
+
+  const auto corr = receive_direct(b, 1, 100);
+  broker().expire(t0_ + 99ms);
+  EXPECT_EQ(sink_.failures.size(), 1u);
+  broker().expire(t0_ + 100ms);
+  ASSERT_EQ(sink_.failures.size(), 2u);
+  EXPECT_EQ(sink_.failures[1].to, b);
+  EXPECT_EQ(sink_.failures[1].correlation, corr);
+  EXPECT_EQ(sink_.failures[1].code, Errc::timeout);
+  EXPECT_EQ(broker().inbox_count(), 2u);
+
+  EXPECT_EQ(send_to_pid(a, pid_of(b), "later").result, SendResult::accepted);
+  EXPECT_TRUE(sink_.deliveries.empty());
+  EXPECT_EQ(broker().inbox_depth(b), 1u);
+}
+
+TEST_F(BrokerTest, BatchReceiveDirectTakesMessagesInSendOrderWithEachSender) {
+  const PeerId a = connect(1000);
+  const PeerId c = connect(3000);
+  const PeerId b = connect(2000);
+  EXPECT_EQ(send_to_pid(a, pid_of(b), "1").result, SendResult::accepted);
+  EXPECT_EQ(send_to_pid(c, pid_of(b), "2").result, SendResult::accepted);
+  EXPECT_EQ(send_to_pid(a, pid_of(b), "3").result, SendResult::accepted);
+
+  receive_direct_now(b, 10);
+
+  ASSERT_EQ(sink_.deliveries.size(), 3u);
+  EXPECT_EQ(all_payloads(), (std::vector<std::string>{"1", "2", "3"}));
+  EXPECT_FALSE(sink_.deliveries[0].last);
+  EXPECT_FALSE(sink_.deliveries[1].last);
+  EXPECT_TRUE(sink_.deliveries[2].last);
+  EXPECT_EQ(sink_.deliveries[0].sender.client_id, a);
+  EXPECT_EQ(sink_.deliveries[1].sender.client_id, c);
+  EXPECT_EQ(sink_.deliveries[1].sender.uid, 3000u);
+  EXPECT_EQ(sink_.deliveries[2].sender.client_id, a);
+}
+
+TEST_F(BrokerTest, DirectPayloadOverTheInlineLimitOrTheInboxSizeIsRejected) {
+  limits_.max_payload = 8;
+  limits_.inbox = options(10, 4, Overflow::block);
+  const PeerId a = connect();
+  const PeerId b = connect();
+
+  auto out = send_to_pid(a, pid_of(b), "123456789");
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_EQ(out.error, Errc::payload_too_large);
+
+  out = send_to_pid(a, pid_of(b), "12345");  // fits the frame, never the inbox: not blocked
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_EQ(out.error, Errc::payload_too_large);
+
+  out = send_to_pid(a, 4242, "123456789", 1000);  // checked before parking too
+  EXPECT_EQ(out.error, Errc::payload_too_large);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  EXPECT_EQ(broker().inbox_depth(b), 0u);
+  EXPECT_EQ(broker().totals().messages_in, 0u);
+}
+
+TEST_F(BrokerTest, AllConnectionsOfOneProcessShareOneInboxOwnedByTheOldest) {
+  const PeerId first = connect_process(777);
+  const PeerId second = connect_process(777);
+  const PeerId sender = connect();
+  EXPECT_EQ(broker().inbox_count(), 2u);  // process 777's and the sender's
+
+  EXPECT_EQ(send_to_pid(sender, 777, "m").result, SendResult::accepted);
+  EXPECT_EQ(broker().inbox_depth(first), 1u);
+  EXPECT_EQ(broker().inbox_depth(second), 1u);
+
+  const auto denied = receive_direct_now(second);
+  const auto denied_waiting = receive_direct(second, 1, 1000);
+  ASSERT_EQ(sink_.failures.size(), 2u);
+  EXPECT_EQ(sink_.failures[0].to, second);
+  EXPECT_EQ(sink_.failures[0].correlation, denied);
+  EXPECT_EQ(sink_.failures[0].code, Errc::not_inbox_owner);
+  EXPECT_FALSE(sink_.failures[0].text.empty());
+  EXPECT_EQ(sink_.failures[1].correlation, denied_waiting);
+  EXPECT_EQ(sink_.failures[1].code, Errc::not_inbox_owner);
+  EXPECT_FALSE(broker().next_deadline().has_value());  // nothing was left waiting
+  EXPECT_TRUE(sink_.deliveries.empty());
+  EXPECT_EQ(broker().inbox_depth(first), 1u);
+
+  receive_direct_now(first);
+  EXPECT_EQ(payloads_to(first), std::vector<std::string>{"m"});
+}
+
+TEST_F(BrokerTest, ClaimInboxMakesTheClaimerTheOwnerAndFailsTheOldOwnersWaitingReceive) {
+  const PeerId first = connect_process(777);
+  const PeerId second = connect_process(777);
+  const PeerId sender = connect();
+  const auto waiting = receive_direct(first, 1, 5000);
+
+  broker().claim_inbox(second);
+
+  ASSERT_EQ(sink_.failures.size(), 1u);
+  EXPECT_EQ(sink_.failures[0].to, first);
+  EXPECT_EQ(sink_.failures[0].correlation, waiting);
+  EXPECT_EQ(sink_.failures[0].code, Errc::not_inbox_owner);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+
+  EXPECT_EQ(send_to_pid(sender, 777, "after claim").result, SendResult::accepted);
+  EXPECT_TRUE(sink_.deliveries.empty());  // the old owner's receive no longer waits
+  EXPECT_EQ(broker().inbox_depth(second), 1u);
+
+  const auto denied = receive_direct_now(first);
+  ASSERT_EQ(sink_.failures.size(), 2u);
+  EXPECT_EQ(sink_.failures[1].correlation, denied);
+  EXPECT_EQ(sink_.failures[1].code, Errc::not_inbox_owner);
+
+  receive_direct_now(second);
+  EXPECT_EQ(payloads_to(second), std::vector<std::string>{"after claim"});
+
+  broker().claim_inbox(second);  // claiming again changes nothing
+  EXPECT_EQ(sink_.failures.size(), 2u);
+}
+
+TEST_F(BrokerTest, ClaimingAnInboxOneAlreadyOwnsKeepsItsWaitingReceive) {
+  const PeerId owner = connect_process(777);
+  connect_process(777);
+  const PeerId sender = connect();
+  const auto waiting = receive_direct(owner, 1, 5000);
+
+  broker().claim_inbox(owner);
+
+  EXPECT_TRUE(sink_.failures.empty());
+  EXPECT_EQ(broker().next_deadline(), t0_ + 5000ms);
+  EXPECT_EQ(send_to_pid(sender, 777, "m").result, SendResult::accepted);
+  ASSERT_EQ(sink_.deliveries.size(), 1u);
+  EXPECT_EQ(sink_.deliveries[0].to, owner);
+  EXPECT_EQ(sink_.deliveries[0].correlation, waiting);
+}
+
+TEST_F(BrokerTest, WhenTheOwnerDisconnectsOwnershipFallsBackToTheNextOldest) {
+  const PeerId a = connect_process(777);
+  const PeerId b = connect_process(777);
+  const PeerId c = connect_process(777);
+  const PeerId sender = connect();
+  EXPECT_EQ(send_to_pid(sender, 777, "kept").result, SendResult::accepted);
+
+  broker().disconnect(a);
+
+  EXPECT_EQ(broker().inbox_count(), 2u);
+  EXPECT_EQ(broker().inbox_depth(b), 1u);  // the messages stay with the process
+  const auto denied = receive_direct_now(c);
+  ASSERT_EQ(sink_.failures.size(), 1u);
+  EXPECT_EQ(sink_.failures[0].correlation, denied);
+  EXPECT_EQ(sink_.failures[0].code, Errc::not_inbox_owner);
+  receive_direct_now(b);
+  EXPECT_EQ(payloads_to(b), std::vector<std::string>{"kept"});
+}
+
+TEST_F(BrokerTest, WhenTheClaimerDisconnectsOwnershipReturnsToTheOldest) {
+  const PeerId a = connect_process(777);
+  const PeerId b = connect_process(777);
+  const PeerId c = connect_process(777);
+  broker().claim_inbox(c);
+  receive_direct_now(a);
+  ASSERT_EQ(sink_.failures.size(), 1u);
+  EXPECT_EQ(sink_.failures[0].code, Errc::not_inbox_owner);
+
+  broker().disconnect(c);
+
+  receive_direct_now(a);  // the owner again: an empty inbox times out
+  receive_direct_now(b);
+  ASSERT_EQ(sink_.failures.size(), 3u);
+  EXPECT_EQ(sink_.failures[1].to, a);
+  EXPECT_EQ(sink_.failures[1].code, Errc::timeout);
+  EXPECT_EQ(sink_.failures[2].to, b);
+  EXPECT_EQ(sink_.failures[2].code, Errc::not_inbox_owner);
+}
+
+TEST_F(BrokerTest, ANewProcessWithTheSamePidGetsItsOwnInboxAndPidRoutingGoesToIt) {
+  const PeerId old_instance = connect_process(777, 1);
+  const PeerId sender = connect(2000);
+  EXPECT_EQ(send_to_pid(sender, 777, "for the old one").result, SendResult::accepted);
+
+  const PeerId fresh = connect_process(777, 2);
+
+  EXPECT_EQ(broker().inbox_count(), 3u);
+  EXPECT_EQ(broker().inbox_depth(fresh), 0u);  // nothing of the old instance's
+  EXPECT_EQ(broker().inbox_depth(old_instance), 1u);
+  EXPECT_EQ(send_to_pid(sender, 777, "for the new one").result, SendResult::accepted);
+  EXPECT_EQ(broker().inbox_depth(fresh), 1u);
+  EXPECT_EQ(broker().inbox_depth(old_instance), 1u);
+
+  // Another connection of the new instance joins its inbox; the new instance owns its own.
+  const PeerId fresh2 = connect_process(777, 2);
+  EXPECT_EQ(broker().inbox_count(), 3u);
+  EXPECT_EQ(broker().inbox_depth(fresh2), 1u);
+
+  broker().disconnect(old_instance);
+  EXPECT_EQ(broker().inbox_count(), 2u);
+  EXPECT_EQ(usage_of(2000).queued_messages, 1u);  // the old instance's message was dropped
+
+  receive_direct_now(fresh, 10);
+  EXPECT_EQ(payloads_to(fresh), std::vector<std::string>{"for the new one"});
+  EXPECT_EQ(payloads_to(old_instance), std::vector<std::string>{});
+  EXPECT_EQ(send_to_pid(sender, 777, "still the new one").result, SendResult::accepted);
+  EXPECT_EQ(broker().inbox_depth(fresh), 1u);
+}
+
+TEST_F(BrokerTest, PidRoutingNeverFallsBackToAnOlderInstanceOfThePid) {
+  const PeerId old_instance = connect_process(777, 1);
+  const PeerId fresh = connect_process(777, 2);
+  const PeerId sender = connect();
+
+  broker().disconnect(fresh);
+
+  const auto out = send_to_pid(sender, 777, "x");
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_EQ(out.error, Errc::no_such_peer);
+  EXPECT_EQ(broker().inbox_depth(old_instance), 0u);
+  // The lingering connection of the old instance is still reachable by its client id.
+  EXPECT_EQ(send_to_client(sender, old_instance, "by id").result, SendResult::accepted);
+  EXPECT_EQ(broker().inbox_depth(old_instance), 1u);
+}
+
+TEST_F(BrokerTest, DirectSendByClientIdReachesThatConnectionsProcessInbox) {
+  const PeerId a = connect_process(777);
+  const PeerId b = connect_process(777);
+  const PeerId sender = connect();
+
+  EXPECT_EQ(send_to_client(sender, b, "to b's process").result, SendResult::accepted);
+
+  EXPECT_EQ(broker().inbox_depth(a), 1u);
+  receive_direct_now(a);  // a owns the process's inbox
+  EXPECT_EQ(payloads_to(a), std::vector<std::string>{"to b's process"});
+  EXPECT_EQ(sink_.deliveries[0].key, "");
+}
+
+TEST_F(BrokerTest, DirectSendToAnUnknownClientIdFailsAtOnceEvenWithAWait) {
+  const PeerId sender = connect();
+
+  auto out = send_to_client(sender, 9999, "nobody");
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_EQ(out.error, Errc::no_such_peer);
+  EXPECT_NE(out.text.find("9999"), std::string::npos) << out.text;
+
+  out = send_to_client(sender, 9999, "nobody", 1000);  // client ids are never reused: no parking
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_EQ(out.error, Errc::no_such_peer);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  EXPECT_EQ(usage_of(1000).queued_bytes, 0u);
+}
+
+TEST_F(BrokerTest, TcpPeersEachHaveTheirOwnInboxAddressedByClientId) {
+  const PeerId t1 = connect_tcp();
+  const PeerId t2 = connect_tcp();
+  const PeerId local = connect();
+  EXPECT_EQ(broker().inbox_count(), 3u);
+  EXPECT_EQ(usage_of(kTcpUid).connections, 2u);
+
+  EXPECT_EQ(send_to_client(local, t1, "for t1").result, SendResult::accepted);
+  EXPECT_EQ(send_to_client(t2, t1, "also t1").result, SendResult::accepted);
+  EXPECT_EQ(send_to_client(t1, t2, "for t2").result, SendResult::accepted);
+  EXPECT_EQ(broker().inbox_depth(t1), 2u);
+  EXPECT_EQ(broker().inbox_depth(t2), 1u);
+
+  receive_direct_now(t1, 10);  // each TCP connection owns its inbox
+  receive_direct_now(t2, 10);
+  EXPECT_TRUE(sink_.failures.empty());
+  EXPECT_EQ(payloads_to(t1), (std::vector<std::string>{"for t1", "also t1"}));
+  EXPECT_EQ(payloads_to(t2), std::vector<std::string>{"for t2"});
+  const auto& from_tcp = sink_.deliveries[1];
+  EXPECT_TRUE(from_tcp.sender.tcp);
+  EXPECT_EQ(from_tcp.sender.pid, 0u);
+  EXPECT_EQ(from_tcp.sender.uid, kTcpUid);
+  EXPECT_EQ(from_tcp.sender.client_id, t2);
+
+  // TCP peers have no pid to be addressed by.
+  const auto out = send_to_pid(local, 0, "x");
+  EXPECT_EQ(out.error, Errc::no_such_peer);
+
+  broker().disconnect(t1);
+  EXPECT_EQ(broker().inbox_count(), 2u);
+  EXPECT_EQ(send_to_client(local, t1, "gone").error, Errc::no_such_peer);
+}
+
+TEST_F(BrokerTest, DirectSendToAnUnknownPidFailsWithNoSuchPeer) {
+  const PeerId sender = connect();
+
+  const auto out = send_to_pid(sender, 4242, "x");
+
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_EQ(out.error, Errc::no_such_peer);
+  EXPECT_NE(out.text.find("4242"), std::string::npos) << out.text;
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  EXPECT_EQ(usage_of(1000).queued_bytes, 0u);
+  EXPECT_EQ(broker().totals().messages_in, 0u);
+}
+
+// ---- parked direct sends -----------------------------------------------------------------
+
+TEST_F(BrokerTest, DirectSendWithAWaitIsDeferredThenDeliveredAndConfirmedWhenThePidConnects) {
+  const PeerId sender = connect(1000);
+  std::uint64_t corr = 0;
+
+  const auto out = send_to_pid(sender, 4242, "parked", 1000, true, &corr);
+
+  EXPECT_EQ(out.result, SendResult::deferred);
+  EXPECT_EQ(out.error, Errc::ok);
+  EXPECT_TRUE(sink_.confirms.empty());
+  EXPECT_TRUE(sink_.failures.empty());
+  EXPECT_EQ(broker().next_deadline(), t0_ + 1000ms);
+  EXPECT_EQ(usage_of(1000).queued_bytes, 6u);
+  EXPECT_EQ(usage_of(1000).queued_messages, 1u);
+
+  advance(300ms);
+  const PeerId target = connect_process(4242, 1, 2000);
+
+  EXPECT_EQ(sink_.confirms, (std::vector<Confirmation>{{sender, corr}}));
+  EXPECT_EQ(broker().inbox_depth(target), 1u);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  EXPECT_EQ(usage_of(1000).queued_bytes, 6u);  // now held by the inbox
+  EXPECT_EQ(usage_of(1000).queued_messages, 1u);
+
+  receive_direct_now(target);
+  ASSERT_EQ(sink_.deliveries.size(), 1u);
+  const auto& d = sink_.deliveries[0];
+  EXPECT_EQ(d.payload, "parked");
+  EXPECT_EQ(d.key, "");
+  EXPECT_EQ(d.sender.client_id, sender);
+  EXPECT_EQ(d.sender.pid, pid_of(sender));
+  EXPECT_EQ(usage_of(1000).queued_bytes, 0u);
+  broker().expire(t0_ + 1h);
+  EXPECT_TRUE(sink_.failures.empty());
+  EXPECT_EQ(sink_.confirms.size(), 1u);
+}
+
+TEST_F(BrokerTest, ParkedSendsAreDeliveredInSendOrderAndUnconfirmedOnesSilently) {
+  const PeerId s1 = connect();
+  const PeerId s2 = connect();
+  EXPECT_EQ(send_to_pid(s1, 4242, "1", 1000).result, SendResult::deferred);
+  EXPECT_EQ(send_to_pid(s2, 4242, "2", 500).result, SendResult::deferred);
+  EXPECT_EQ(send_to_pid(s1, 4242, "3", 2000).result, SendResult::deferred);
+  EXPECT_EQ(send_to_pid(s1, 5555, "elsewhere", 2000).result, SendResult::deferred);
+
+  const PeerId target = connect_process(4242);
+
+  EXPECT_TRUE(sink_.confirms.empty());
+  EXPECT_TRUE(sink_.failures.empty());
+  receive_direct_now(target, 10);
+  EXPECT_EQ(payloads_to(target), (std::vector<std::string>{"1", "2", "3"}));
+  EXPECT_EQ(broker().next_deadline(), t0_ + 2000ms);  // the send to 5555 still waits
+}
+
+TEST_F(BrokerTest, ParkedSendFailsWithNoSuchPeerAtItsDeadlineAndReleasesItsBytes) {
+  const PeerId sender = connect(1000);
+  std::uint64_t corr = 0;
+  ASSERT_EQ(send_to_pid(sender, 4242, "12345", 500, true, &corr).result, SendResult::deferred);
+  EXPECT_EQ(usage_of(1000).queued_bytes, 5u);
+  EXPECT_EQ(usage_of(1000).queued_messages, 1u);
+
+  broker().expire(t0_ + 499ms);
+  EXPECT_TRUE(sink_.failures.empty());
+
+  broker().expire(t0_ + 500ms);
+  ASSERT_EQ(sink_.failures.size(), 1u);
+  EXPECT_EQ(sink_.failures[0].to, sender);
+  EXPECT_EQ(sink_.failures[0].correlation, corr);
+  EXPECT_EQ(sink_.failures[0].code, Errc::no_such_peer);
+  EXPECT_NE(sink_.failures[0].text.find("4242"), std::string::npos) << sink_.failures[0].text;
+  EXPECT_EQ(usage_of(1000).queued_bytes, 0u);
+  EXPECT_EQ(usage_of(1000).queued_messages, 0u);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+
+  advance(1s);
+  const PeerId late = connect_process(4242);
+  EXPECT_EQ(broker().inbox_depth(late), 0u);
+  EXPECT_TRUE(sink_.confirms.empty());
+  EXPECT_EQ(sink_.failures.size(), 1u);
+}
+
+TEST_F(BrokerTest, ParkedSendsCountAgainstTheSendersUidQuota) {
+  limits_.uid_max_queued_bytes = 10;
+  const PeerId s1 = connect(1000);
+  const PeerId s2 = connect(1000);
+  ASSERT_EQ(send_to_pid(s1, 4242, "123456", 1000).result, SendResult::deferred);
+
+  auto out = send_to_pid(s2, 4242, "12345", 1000);
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_EQ(out.error, Errc::quota_exceeded);
+  EXPECT_EQ(send(s2, "jobs", "12345").error, Errc::quota_exceeded);
+
+  advance(1000ms);
+  broker().expire(now_);
+  EXPECT_EQ(usage_of(1000).queued_bytes, 0u);
+  EXPECT_EQ(send_to_pid(s2, 4242, "12345", 1000).result, SendResult::deferred);
+}
+
+TEST_F(BrokerTest, ParkedSendsPerConnectionAreLimitedWithTooManyRequests) {
+  limits_.max_parked_sends = 2;
+  const PeerId s = connect();
+  const PeerId other = connect();
+  const PeerId present = connect();
+  ASSERT_EQ(send_to_pid(s, 4242, "1", 1000).result, SendResult::deferred);
+  ASSERT_EQ(send_to_pid(s, 4243, "2", 2000).result, SendResult::deferred);
+
+  const auto out = send_to_pid(s, 4244, "3", 1000);
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_EQ(out.error, Errc::too_many_requests);
+  EXPECT_FALSE(out.text.empty());
+
+  // Another connection has its own allowance; a connected target needs none.
+  EXPECT_EQ(send_to_pid(other, 4244, "3", 1000).result, SendResult::deferred);
+  EXPECT_EQ(send_to_pid(s, pid_of(present), "here", 1000).result, SendResult::accepted);
+
+  advance(1000ms);
+  broker().expire(now_);
+  EXPECT_EQ(sink_.failures.size(), 2u);
+  EXPECT_EQ(send_to_pid(s, 4244, "3", 1000).result, SendResult::deferred);
+}
+
+TEST_F(BrokerTest, ParkedSendsAreDroppedWhenTheSenderDisconnects) {
+  const PeerId s = connect(1000);
+  ASSERT_EQ(send_to_pid(s, 4242, "x", 1000, true).result, SendResult::deferred);
+
+  broker().disconnect(s);
+
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  EXPECT_EQ(accounting_entries(), 0u);
+  EXPECT_TRUE(sink_.failures.empty());
+  const PeerId target = connect_process(4242, 1, 2000);
+  EXPECT_EQ(broker().inbox_depth(target), 0u);
+  EXPECT_TRUE(sink_.confirms.empty());
+  broker().expire(t0_ + 1h);
+  EXPECT_TRUE(sink_.failures.empty());
+}
+
+TEST_F(BrokerTest, ParkedSendsThatOverflowTheNewInboxFailWithPeerBusy) {
+  limits_.inbox = options(1, 1000, Overflow::block);
+  const PeerId s = connect(1000);
+  std::uint64_t fits = 0;
+  std::uint64_t overflows = 0;
+  ASSERT_EQ(send_to_pid(s, 4242, "first", 1000, true, &fits).result, SendResult::deferred);
+  ASSERT_EQ(send_to_pid(s, 4242, "second", 1000, true, &overflows).result, SendResult::deferred);
+
+  const PeerId target = connect_process(4242, 1, 2000);
+
+  EXPECT_EQ(sink_.confirms, (std::vector<Confirmation>{{s, fits}}));
+  ASSERT_EQ(sink_.failures.size(), 1u);
+  EXPECT_EQ(sink_.failures[0].to, s);
+  EXPECT_EQ(sink_.failures[0].correlation, overflows);
+  EXPECT_EQ(sink_.failures[0].code, Errc::peer_busy);
+  EXPECT_TRUE(sink_.resumes.empty());  // nobody to pause: refused, not blocked
+  EXPECT_EQ(broker().inbox_depth(target), 1u);
+  EXPECT_EQ(usage_of(1000).queued_bytes, 5u);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+}
+
+// ---- inbox limits and lifetime -----------------------------------------------------------
+
+TEST_F(BrokerTest, FullInboxRejectsDirectSendsWithPeerBusy) {
+  limits_.inbox = options(2, 1000, Overflow::reject);
+  const PeerId s = connect();
+  const PeerId target = connect();
+  EXPECT_EQ(send_to_pid(s, pid_of(target), "1").result, SendResult::accepted);
+  EXPECT_EQ(send_to_client(s, target, "2").result, SendResult::accepted);
+
+  const auto out = send_to_pid(s, pid_of(target), "3");
+
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_EQ(out.error, Errc::peer_busy);
+  EXPECT_NE(out.text.find("inbox"), std::string::npos) << out.text;
+  EXPECT_EQ(broker().inbox_depth(target), 2u);
+  EXPECT_EQ(usage_of(1000).queued_messages, 2u);
+
+  receive_direct_now(target);
+  EXPECT_EQ(send_to_pid(s, pid_of(target), "3").result, SendResult::accepted);
+  receive_direct_now(target, 10);
+  EXPECT_EQ(payloads_to(target), (std::vector<std::string>{"1", "2", "3"}));
+}
+
+TEST_F(BrokerTest, InboxByteLimitAlsoRejectsWithPeerBusy) {
+  limits_.inbox = options(100, 8, Overflow::reject);
+  const PeerId s = connect();
+  const PeerId target = connect();
+  EXPECT_EQ(send_to_pid(s, pid_of(target), "12345").result, SendResult::accepted);
+
+  const auto out = send_to_pid(s, pid_of(target), "1234");
+
+  EXPECT_EQ(out.error, Errc::peer_busy);
+  EXPECT_EQ(broker().inbox_depth(target), 1u);
+}
+
+TEST_F(BrokerTest, InboxWithTheDropOldestPolicyKeepsTheNewestMessages) {
+  limits_.inbox = options(2, 1000, Overflow::drop_oldest);
+  const PeerId s = connect(1000);
+  const PeerId target = connect(2000);
+  for (const char* m : {"1", "2", "3"})
+    EXPECT_EQ(send_to_pid(s, pid_of(target), m).result, SendResult::accepted);
+
+  EXPECT_EQ(broker().inbox_depth(target), 2u);
+  EXPECT_EQ(usage_of(1000).queued_messages, 2u);
+  receive_direct_now(target, 10);
+  EXPECT_EQ(payloads_to(target), (std::vector<std::string>{"2", "3"}));
+}
+
+TEST_F(BrokerTest, InboxWithTheBlockPolicyBlocksTheProducerUntilTheOwnerReceives) {
+  limits_.inbox = options(1, 1000, Overflow::block);
+  const PeerId p = connect();
+  const PeerId target = connect();
+  EXPECT_EQ(send_to_pid(p, pid_of(target), "1").result, SendResult::accepted);
+
+  const auto out = send_to_pid(p, pid_of(target), "2");
+  EXPECT_EQ(out.result, SendResult::blocked);
+  EXPECT_EQ(out.error, Errc::ok);
+  EXPECT_EQ(broker().inbox_depth(target), 1u);
+  EXPECT_TRUE(sink_.resumes.empty());
+
+  receive_direct_now(target);
+  EXPECT_EQ(sink_.resumes, std::vector<PeerId>{p});
+  EXPECT_EQ(send_to_pid(p, pid_of(target), "2").result, SendResult::accepted);
+  receive_direct_now(target);
+  EXPECT_EQ(payloads_to(target), (std::vector<std::string>{"1", "2"}));
+}
+
+TEST_F(BrokerTest, ProducerBlockedOnAnInboxIsResumedWhenItsProcessLeaves) {
+  limits_.inbox = options(1, 1000, Overflow::block);
+  const PeerId p = connect(1000);
+  const PeerId target = connect(2000);
+  EXPECT_EQ(send_to_pid(p, pid_of(target), "1").result, SendResult::accepted);
+  ASSERT_EQ(send_to_pid(p, pid_of(target), "2").result, SendResult::blocked);
+
+  broker().disconnect(target);
+
+  EXPECT_EQ(sink_.resumes, std::vector<PeerId>{p});
+  EXPECT_EQ(usage_of(1000).queued_bytes, 0u);
+  EXPECT_EQ(broker().inbox_count(), 1u);
+  EXPECT_EQ(send_to_pid(p, pid_of(target), "2").error, Errc::no_such_peer);
+}
+
+TEST_F(BrokerTest, DisconnectedProducerBlockedOnAnInboxIsNotResumed) {
+  limits_.inbox = options(1, 1000, Overflow::block);
+  const PeerId p = connect();
+  const PeerId gone = connect();
+  const PeerId target = connect();
+  EXPECT_EQ(send_to_pid(p, pid_of(target), "1").result, SendResult::accepted);
+  ASSERT_EQ(send_to_pid(gone, pid_of(target), "2").result, SendResult::blocked);
+  ASSERT_EQ(send_to_pid(p, pid_of(target), "3").result, SendResult::blocked);
+
+  broker().disconnect(gone);
+  receive_direct_now(target);
+
+  EXPECT_EQ(sink_.resumes, std::vector<PeerId>{p});
+}
+
+TEST_F(BrokerTest, InboxIsDroppedWithItsMessagesWhenTheLastConnectionOfItsProcessLeaves) {
+  const PeerId s = connect(1000);
+  const PeerId a = connect_process(777, 1, 2000);
+  const PeerId b = connect_process(777, 1, 2000);
+  EXPECT_EQ(send_to_pid(s, 777, "12").result, SendResult::accepted);
+  EXPECT_EQ(send_to_pid(s, 777, "345").result, SendResult::accepted);
+  EXPECT_EQ(usage_of(1000).queued_bytes, 5u);
+  EXPECT_EQ(broker().inbox_count(), 2u);
+
+  broker().disconnect(a);
+  EXPECT_EQ(broker().inbox_count(), 2u);
+  EXPECT_EQ(broker().inbox_depth(b), 2u);
+
+  broker().disconnect(b);
+  EXPECT_EQ(broker().inbox_count(), 1u);
+  EXPECT_EQ(usage_of(1000).queued_bytes, 0u);
+  EXPECT_EQ(usage_of(1000).queued_messages, 0u);
+  EXPECT_EQ(broker().accounting().find(2000), nullptr);
+  EXPECT_TRUE(sink_.failures.empty());
+  EXPECT_TRUE(sink_.deliveries.empty());
+  EXPECT_EQ(send_to_pid(s, 777, "late").error, Errc::no_such_peer);
+
+  broker().disconnect(s);
+  EXPECT_EQ(broker().inbox_count(), 0u);
+  EXPECT_EQ(broker().peer_count(), 0u);
+  EXPECT_EQ(accounting_entries(), 0u);
+}
+
+TEST_F(BrokerTest, ProcessLeavingWhileItsReceiveDirectWaitsLeavesNothingBehind) {
+  const PeerId b = connect();
+  receive_direct(b, 1, 1000);
+  receive(b, "jobs", 1, 500);
+
+  broker().disconnect(b);
+
+  EXPECT_EQ(broker().inbox_count(), 0u);
+  EXPECT_EQ(broker().queue_count(), 0u);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  EXPECT_TRUE(sink_.failures.empty());
+  EXPECT_EQ(accounting_entries(), 0u);
+}
+
+// ---- requests and replies ----------------------------------------------------------------
+
+TEST_F(BrokerTest, RequestCarriesItsIdAndTheReplyReachesTheRequesterUnderThatCorrelation) {
+  const PeerId requester = connect(1000);
+  const PeerId worker = connect(2000);
+
+  const auto out = request(requester, 7, "svc", "ping", 1000);
+  EXPECT_EQ(out.result, SendResult::accepted) << out.text;
+  EXPECT_EQ(broker().next_deadline(), t0_ + 1000ms);
+
+  receive_now(worker, "svc");
+  ASSERT_EQ(sink_.deliveries.size(), 1u);
+  const Delivered asked = sink_.deliveries[0];
+  EXPECT_EQ(asked.to, worker);
+  EXPECT_EQ(asked.key, "svc");
+  EXPECT_EQ(asked.request_id, 7u);
+  EXPECT_EQ(asked.payload, "ping");
+  EXPECT_EQ(asked.sender.client_id, requester);
+  EXPECT_EQ(asked.sender.pid, pid_of(requester));
+
+  const auto r = reply(worker, asked.sender.client_id, asked.request_id, "pong");
+
+  EXPECT_EQ(r.result, SendResult::accepted) << r.text;
+  ASSERT_EQ(sink_.deliveries.size(), 2u);
+  const auto& answer = sink_.deliveries[1];
+  EXPECT_EQ(answer.to, requester);
+  EXPECT_EQ(answer.correlation, 7u);
+  EXPECT_TRUE(answer.last);
+  EXPECT_EQ(answer.key, "");
+  EXPECT_EQ(answer.request_id, 0u);
+  EXPECT_EQ(answer.payload, "pong");
+  EXPECT_EQ(answer.sender.client_id, worker);
+  EXPECT_EQ(answer.sender.uid, 2000u);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  EXPECT_EQ(broker().inbox_depth(requester), 0u);  // a reply bypasses the inbox
+  broker().expire(t0_ + 1h);
+  EXPECT_TRUE(sink_.failures.empty());
+
+  // The request was answered: a second reply finds nothing waiting.
+  const auto again = reply(worker, requester, 7, "pong again");
+  EXPECT_EQ(again.result, SendResult::rejected);
+  EXPECT_EQ(again.error, Errc::reply_expired);
+  EXPECT_EQ(sink_.deliveries.size(), 2u);
+}
+
+TEST_F(BrokerTest, RequestHandedToAWaitingReceiverCarriesItsId) {
+  const PeerId requester = connect();
+  const PeerId worker = connect();
+  const auto corr = receive(worker, "svc");
+
+  EXPECT_EQ(request(requester, 42, "svc", "ping", 1000).result, SendResult::accepted);
+
+  ASSERT_EQ(sink_.deliveries.size(), 1u);
+  EXPECT_EQ(sink_.deliveries[0].correlation, corr);
+  EXPECT_EQ(sink_.deliveries[0].request_id, 42u);
+  EXPECT_EQ(reply(worker, requester, 42, "pong").result, SendResult::accepted);
+  EXPECT_EQ(payloads_to(requester), std::vector<std::string>{"pong"});
+}
+
+TEST_F(BrokerTest, ReplyAfterTheRequestTimedOutFailsWithReplyExpired) {
+  const PeerId requester = connect();
+  const PeerId worker = connect();
+  ASSERT_EQ(request(requester, 7, "svc", "ping", 100).result, SendResult::accepted);
+  receive_now(worker, "svc");
+
+  broker().expire(t0_ + 99ms);
+  EXPECT_TRUE(sink_.failures.empty());
+  broker().expire(t0_ + 100ms);
+  ASSERT_EQ(sink_.failures.size(), 1u);
+  EXPECT_EQ(sink_.failures[0].to, requester);
+  EXPECT_EQ(sink_.failures[0].correlation, 7u);
+  EXPECT_EQ(sink_.failures[0].code, Errc::timeout);
+
+  const auto r = reply(worker, requester, 7, "too late");
+  EXPECT_EQ(r.result, SendResult::rejected);
+  EXPECT_EQ(r.error, Errc::reply_expired);
+  EXPECT_FALSE(r.text.empty());
+  EXPECT_TRUE(payloads_to(requester).empty());
+}
+
+TEST_F(BrokerTest, ReplyNamingAnotherRequestOrClientFailsAndTheRequestStillWaits) {
+  const PeerId requester = connect();
+  const PeerId worker = connect();
+  ASSERT_EQ(request(requester, 7, "svc", "ping", 1000).result, SendResult::accepted);
+  receive_now(worker, "svc");
+
+  EXPECT_EQ(reply(worker, requester, 8, "wrong id").error, Errc::reply_expired);
+  EXPECT_EQ(reply(worker, 9999, 7, "wrong client").error, Errc::reply_expired);
+  EXPECT_EQ(reply(worker, worker, 7, "to itself").error, Errc::reply_expired);
+
+  EXPECT_EQ(broker().next_deadline(), t0_ + 1000ms);
+  EXPECT_EQ(reply(worker, requester, 7, "right").result, SendResult::accepted);
+  EXPECT_EQ(payloads_to(requester), std::vector<std::string>{"right"});
+}
+
+TEST_F(BrokerTest, OnlyTheConnectionARequestWasHandedToMayReply) {
+  const PeerId requester = connect();
+  const PeerId worker = connect();
+  const PeerId bystander = connect();
+  ASSERT_EQ(request(requester, 7, "svc", "ping", 1000).result, SendResult::accepted);
+
+  // Not yet handed to anyone: a guessed client id and request id are not enough.
+  EXPECT_EQ(reply(bystander, requester, 7, "guess").error, Errc::reply_expired);
+  receive_now(worker, "svc");
+  EXPECT_EQ(reply(bystander, requester, 7, "guess").error, Errc::reply_expired);
+
+  EXPECT_EQ(broker().next_deadline(), t0_ + 1000ms);
+  EXPECT_EQ(reply(worker, requester, 7, "real").result, SendResult::accepted);
+  EXPECT_EQ(payloads_to(requester), std::vector<std::string>{"real"});
+}
+
+TEST_F(BrokerTest, RequestServedInABatchMayBeAnsweredByItsReceiver) {
+  const PeerId r1 = connect();
+  const PeerId r2 = connect();
+  const PeerId worker = connect();
+  ASSERT_EQ(request(r1, 1, "svc", "a", 1000).result, SendResult::accepted);
+  put(r2, "svc", "plain");
+  ASSERT_EQ(request(r2, 1, "svc", "b", 1000).result, SendResult::accepted);
+
+  receive_now(worker, "svc", 10);
+
+  ASSERT_EQ(sink_.deliveries.size(), 3u);
+  EXPECT_EQ(sink_.deliveries[0].request_id, 1u);
+  EXPECT_EQ(sink_.deliveries[1].request_id, 0u);
+  EXPECT_EQ(sink_.deliveries[2].request_id, 1u);
+  EXPECT_EQ(reply(worker, r2, 1, "to r2").result, SendResult::accepted);
+  EXPECT_EQ(reply(worker, r1, 1, "to r1").result, SendResult::accepted);
+  EXPECT_EQ(payloads_to(r1), std::vector<std::string>{"to r1"});
+  EXPECT_EQ(payloads_to(r2), (std::vector<std::string>{"to r2"}));
+}
+
+TEST_F(BrokerTest, RequestIdZeroIsRejected) {
+  const PeerId requester = connect();
+
+  const auto out = request(requester, 0, "svc", "ping", 1000);
+
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_NE(out.error, Errc::ok);
+  EXPECT_EQ(depth("svc"), 0u);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+}
+
+TEST_F(BrokerTest, ReplyOverTheInlineLimitIsRejectedAndTheRequestStillWaits) {
+  limits_.max_payload = 4;
+  const PeerId requester = connect();
+  const PeerId worker = connect();
+  ASSERT_EQ(request(requester, 7, "svc", "ping", 1000).result, SendResult::accepted);
+  receive_now(worker, "svc");
+
+  EXPECT_EQ(reply(worker, requester, 7, "12345").error, Errc::payload_too_large);
+
+  EXPECT_EQ(reply(worker, requester, 7, "1234").result, SendResult::accepted);
+  EXPECT_EQ(payloads_to(requester), std::vector<std::string>{"1234"});
+}
+
+TEST_F(BrokerTest, RequestIdAlreadyWaitingIsRejected) {
+  const PeerId requester = connect();
+  const PeerId other = connect();
+  const PeerId worker = connect();
+  ASSERT_EQ(request(requester, 7, "svc", "a", 1000).result, SendResult::accepted);
+
+  const auto out = request(requester, 7, "svc", "b", 2000);
+
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_NE(out.error, Errc::ok);
+  EXPECT_FALSE(out.text.empty());
+  EXPECT_EQ(depth("svc"), 1u);  // the duplicate was not queued
+  EXPECT_EQ(broker().next_deadline(), t0_ + 1000ms);
+
+  // Ids are per connection, and free again once answered.
+  EXPECT_EQ(request(other, 7, "svc", "c", 1000).result, SendResult::accepted);
+  receive_now(worker, "svc");  // requester's "a"
+  ASSERT_EQ(sink_.deliveries.size(), 1u);
+  EXPECT_EQ(sink_.deliveries[0].payload, "a");
+  ASSERT_EQ(reply(worker, requester, 7, "done").result, SendResult::accepted);
+  EXPECT_EQ(request(requester, 7, "svc", "d", 1000).result, SendResult::accepted);
+}
+
+TEST_F(BrokerTest, PendingRequestsPerConnectionAreLimited) {
+  limits_.max_pending_requests = 2;
+  const PeerId requester = connect();
+  const PeerId other = connect();
+  const PeerId worker = connect();
+  ASSERT_EQ(request(requester, 1, "svc", "1", 1000).result, SendResult::accepted);
+  ASSERT_EQ(request(requester, 2, "svc", "2", -1).result, SendResult::accepted);
+
+  const auto out = request(requester, 3, "svc", "3", 1000);
+
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_EQ(out.error, Errc::too_many_requests);
+  EXPECT_FALSE(out.text.empty());
+  EXPECT_EQ(depth("svc"), 2u);
+
+  EXPECT_EQ(request(other, 3, "svc", "3", 1000).result, SendResult::accepted);
+  receive_now(worker, "svc");  // request 1
+  ASSERT_EQ(reply(worker, requester, 1, "one").result, SendResult::accepted);
+  EXPECT_EQ(request(requester, 3, "svc", "3", 1000).result, SendResult::accepted);
+}
+
+TEST_F(BrokerTest, RequesterDisconnectDropsItsPendingRequests) {
+  const PeerId requester = connect(1000);
+  const PeerId worker = connect(2000);
+  ASSERT_EQ(request(requester, 7, "svc", "ping", 1000).result, SendResult::accepted);
+  ASSERT_EQ(request(requester, 8, "svc", "ping", -1).result, SendResult::accepted);
+
+  broker().disconnect(requester);
+
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  EXPECT_TRUE(sink_.failures.empty());
+  // The requests themselves are still delivered; their replies have nowhere to go.
+  receive_now(worker, "svc", 10);
+  ASSERT_EQ(sink_.deliveries.size(), 2u);
+  EXPECT_EQ(sink_.deliveries[0].request_id, 7u);
+  EXPECT_EQ(sink_.deliveries[1].request_id, 8u);
+  EXPECT_EQ(reply(worker, requester, 7, "pong").error, Errc::reply_expired);
+  EXPECT_EQ(reply(worker, requester, 8, "pong").error, Errc::reply_expired);
+  broker().expire(t0_ + 1h);
+  EXPECT_TRUE(sink_.failures.empty());
+}
+
+TEST_F(BrokerTest, RequestWithoutATimeoutNeverExpires) {
+  const PeerId requester = connect();
+  const PeerId worker = connect();
+  ASSERT_EQ(request(requester, 7, "svc", "ping", -1).result, SendResult::accepted);
+  receive_now(worker, "svc");
+
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  broker().expire(t0_ + 24h * 365);
+  EXPECT_TRUE(sink_.failures.empty());
+
+  advance(24h * 365);
+  EXPECT_EQ(reply(worker, requester, 7, "eventually").result, SendResult::accepted);
+  EXPECT_EQ(payloads_to(requester), std::vector<std::string>{"eventually"});
+}
+
+TEST_F(BrokerTest, RequestRefusedOrBlockedByItsQueueIsNotLeftPending) {
+  ASSERT_EQ(declare("full", options(1, 1000, Overflow::reject)), Errc::ok);
+  ASSERT_EQ(declare("slow", options(1, 1000, Overflow::block)), Errc::ok);
+  const PeerId requester = connect();
+  const PeerId worker = connect();
+  put(worker, "full", "x");
+  put(worker, "slow", "x");
+
+  const auto refused = request(requester, 7, "full", "ping", 1000);
+  EXPECT_EQ(refused.result, SendResult::rejected);
+  EXPECT_EQ(refused.error, Errc::queue_full);
+  const auto blocked = request(requester, 8, "slow", "ping", 1000);
+  EXPECT_EQ(blocked.result, SendResult::blocked);
+
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  EXPECT_EQ(reply(worker, requester, 7, "pong").error, Errc::reply_expired);
+  EXPECT_EQ(reply(worker, requester, 8, "pong").error, Errc::reply_expired);
+
+  // The blocked request is retried once there is room; it is not a duplicate.
+  receive_now(worker, "slow");
+  EXPECT_EQ(sink_.resumes, std::vector<PeerId>{requester});
+  EXPECT_EQ(request(requester, 8, "slow", "ping", 1000).result, SendResult::accepted);
+}
+
+// ---- shutdown and deadlines across kinds -------------------------------------------------
+
+TEST_F(BrokerTest, FailAllWaitersAlsoFailsPendingRequestsAndParkedSends) {
+  const PeerId requester = connect(1000);
+  const PeerId worker = connect(2000);
+  const PeerId b = connect(3000);
+  ASSERT_EQ(request(requester, 7, "svc", "ping", 1000).result, SendResult::accepted);
+  ASSERT_EQ(request(requester, 8, "svc", "ping", -1).result, SendResult::accepted);
+  std::uint64_t parked = 0;
+  ASSERT_EQ(send_to_pid(requester, 4242, "parked", 1000, true, &parked).result,
+            SendResult::deferred);
+  const auto direct = receive_direct(b, 1, -1);
+  const auto queued = receive(worker, "other", 1, 100);
+
+  broker().fail_all_waiters(Errc::shutting_down, "the broker is stopping");
+
+  std::set<std::pair<PeerId, std::uint64_t>> failed;
+  for (const auto& f : sink_.failures) {
+    EXPECT_EQ(f.code, Errc::shutting_down);
+    EXPECT_EQ(f.text, "the broker is stopping");
+    failed.emplace(f.to, f.correlation);
+  }
+  EXPECT_EQ(sink_.failures.size(), 5u);
+  EXPECT_EQ(
+      failed,
+      (std::set<std::pair<PeerId, std::uint64_t>>{
+          {requester, 7}, {requester, 8}, {requester, parked}, {b, direct}, {worker, queued}}));
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  EXPECT_EQ(usage_of(1000).queued_bytes, 8u);  // the two queued requests; the parked send went
+  EXPECT_EQ(reply(worker, requester, 7, "pong").error, Errc::reply_expired);
+  const PeerId target = connect_process(4242);
+  EXPECT_EQ(broker().inbox_depth(target), 0u);
+  EXPECT_TRUE(sink_.confirms.empty());
+}
+
+TEST_F(BrokerTest, NextDeadlineCoversReceivesRequestsAndParkedSends) {
+  const PeerId r = connect();
+  const PeerId c = connect();
+  const auto recv = receive(c, "a", 1, 300);
+  ASSERT_EQ(request(r, 7, "svc", "x", 200).result, SendResult::accepted);
+  std::uint64_t parked = 0;
+  ASSERT_EQ(send_to_pid(r, 4242, "p", 100, false, &parked).result, SendResult::deferred);
+  const auto direct = receive_direct(c, 1, 400);
+
+  EXPECT_EQ(broker().next_deadline(), t0_ + 100ms);
+  broker().expire(t0_ + 100ms);
+  ASSERT_EQ(sink_.failures.size(), 1u);
+  EXPECT_EQ(sink_.failures[0].correlation, parked);
+  EXPECT_EQ(sink_.failures[0].code, Errc::no_such_peer);
+
+  EXPECT_EQ(broker().next_deadline(), t0_ + 200ms);
+  broker().expire(t0_ + 200ms);
+  ASSERT_EQ(sink_.failures.size(), 2u);
+  EXPECT_EQ(sink_.failures[1].to, r);
+  EXPECT_EQ(sink_.failures[1].correlation, 7u);
+  EXPECT_EQ(sink_.failures[1].code, Errc::timeout);
+
+  EXPECT_EQ(broker().next_deadline(), t0_ + 300ms);
+  broker().expire(t0_ + 300ms);
+  ASSERT_EQ(sink_.failures.size(), 3u);
+  EXPECT_EQ(sink_.failures[2].correlation, recv);
+
+  EXPECT_EQ(broker().next_deadline(), t0_ + 400ms);
+  broker().expire(t0_ + 400ms);
+  ASSERT_EQ(sink_.failures.size(), 4u);
+  EXPECT_EQ(sink_.failures[3].correlation, direct);
+  EXPECT_EQ(sink_.failures[3].code, Errc::timeout);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+}
+
+TEST_F(BrokerTest, DirectMessagesAndRepliesCountInTheTotals) {
+  const PeerId a = connect();
+  const PeerId b = connect();
+  EXPECT_EQ(send_to_pid(a, pid_of(b), "abc").result, SendResult::accepted);  // queued
+  ASSERT_EQ(send_to_pid(a, 4242, "zz", 100).result, SendResult::deferred);   // not yet in
+  ASSERT_EQ(request(a, 7, "svc", "q", 1000).result, SendResult::accepted);   // queued
+  receive_now(b, "svc");
+  EXPECT_EQ(reply(b, a, 7, "12345").result, SendResult::accepted);  // handed over
+
+  auto t = broker().totals();
+  EXPECT_EQ(t.messages_in, 3u);
+  EXPECT_EQ(t.bytes_in, 9u);
+  EXPECT_EQ(t.messages_out, 2u);
+  EXPECT_EQ(t.bytes_out, 6u);
+
+  receive_direct_now(b);
+  broker().expire(t0_ + 1s);  // the parked send never counted
+  t = broker().totals();
+  EXPECT_EQ(t.messages_in, 3u);
+  EXPECT_EQ(t.messages_out, 3u);
+  EXPECT_EQ(t.bytes_out, 9u);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -20,10 +21,20 @@
 #include "qbus/proto/buffer.hpp"
 #include "qbus/proto/codec.hpp"
 
+namespace qbus {
+// Lets gtest print "invalid_key (20)" instead of raw bytes when an Errc comparison fails.
+void PrintTo(Errc e, std::ostream* os) {
+  *os << errc_name(e) << " (" << static_cast<int>(e) << ")";
+}
+}  // namespace qbus
+
 namespace qbus::proto {
 namespace {
 
 using Vec = std::vector<std::byte>;
+
+// broker::kTcpUid, the uid every TCP peer is given; the codec itself does not know it.
+constexpr std::uint32_t kTcpUidForTests = 4294967294u;
 
 Vec vec(std::initializer_list<int> values) {
   Vec out;
@@ -176,6 +187,28 @@ Errc decode_checked(FrameType type, Bytes body) {
       }
       break;
     }
+    case FrameType::send_direct: {
+      SendDirect m;
+      e = decode_send_direct(body, m);
+      if (e == Errc::ok) {
+        EXPECT_TRUE(inside(m.payload, body));
+      }
+      break;
+    }
+    case FrameType::receive_direct: {
+      ReceiveDirect m;
+      e = decode_receive_direct(body, m);
+      break;
+    }
+    case FrameType::request: {
+      Request m;
+      e = decode_request(body, m);
+      if (e == Errc::ok) {
+        EXPECT_TRUE(inside(m.key, body));
+        EXPECT_TRUE(inside(m.payload, body));
+      }
+      break;
+    }
     default:
       ADD_FAILURE() << "no body decoder for " << frame_type_name(type);
   }
@@ -216,6 +249,44 @@ TEST(codec_header, SendFrameMatchesTheWorkedExampleInTheSpec) {
   ByteBuffer buf;
   append_send(buf, 1, 0, "jobs", bytes_of("hi"));
   EXPECT_EQ(hex(buf.readable()), hex(spec_send_example()));
+}
+
+// PROTOCOL.md's second worked example: a request to "echo" and its reply.
+TEST(codec_header, RequestReplyFramesMatchTheWorkedExampleInTheSpec) {
+  ByteBuffer request;
+  Request r;
+  r.timeout_ms = 1000;
+  r.key = "echo";
+  r.payload = bytes_of("hi");
+  append_request(request, 7, r);
+  EXPECT_EQ(hex(request.readable()),
+            "51 42 55 53 01 0e 00 00 07 00 00 00 00 00 00 00 0b 00 00 00 00 00 00 00 "
+            "e8 03 00 00 04 65 63 68 6f 68 69");
+
+  ByteBuffer offered;
+  append_deliver(offered, 3, kFlagLast, Deliver{4242, 1000, 1, 7, "echo", bytes_of("hi")});
+  EXPECT_EQ(hex(offered.readable()),
+            "51 42 55 53 01 07 02 00 03 00 00 00 00 00 00 00 1f 00 00 00 00 00 00 00 "
+            "92 10 00 00 e8 03 00 00 01 00 00 00 00 00 00 00 07 00 00 00 00 00 00 00 "
+            "04 65 63 68 6f 68 69");
+
+  ByteBuffer reply;
+  SendDirect d;
+  d.kind = TargetKind::client_id;
+  d.target = 1;
+  d.in_reply_to = 7;
+  d.payload = bytes_of("ok");
+  append_send_direct(reply, 5, 0, d);
+  EXPECT_EQ(hex(reply.readable()),
+            "51 42 55 53 01 0b 00 00 05 00 00 00 00 00 00 00 1a 00 00 00 00 00 00 00 "
+            "02 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 07 00 00 00 00 00 00 00 6f 6b");
+
+  ByteBuffer answer;
+  append_deliver(answer, 7, kFlagLast, Deliver{4343, 1000, 2, 0, {}, bytes_of("ok")});
+  EXPECT_EQ(hex(answer.readable()),
+            "51 42 55 53 01 07 02 00 07 00 00 00 00 00 00 00 1b 00 00 00 00 00 00 00 "
+            "f7 10 00 00 e8 03 00 00 02 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 "
+            "00 6f 6b");
 }
 
 TEST(codec_header, HeaderIgnoresBytesAfterIt) {
@@ -310,7 +381,7 @@ TEST(codec_header, BodyOverTheCeilingIsTooLargeWhateverTheCallersLimit) {
 }
 
 TEST(codec_header, UnknownFrameTypeStillDecodesAsComplete) {
-  for (int type : {0, 11, 12, 200, 255}) {
+  for (int type : {0, 15, 16, 42, 200, 255}) {
     const auto r = decode_header(header_bytes(static_cast<std::uint8_t>(type), 0, 9, 3), 100);
     ASSERT_EQ(r.status, HeaderStatus::complete) << "type " << type;
     EXPECT_EQ(static_cast<int>(r.header.type), type);
@@ -321,19 +392,30 @@ TEST(codec_header, UnknownFrameTypeStillDecodesAsComplete) {
   }
 }
 
-TEST(codec_header, KnownTypesAreOneToTenWithStableNames) {
+TEST(codec_header, KnownTypesAreOneToFourteenWithStableNames) {
   const std::pair<FrameType, std::string_view> names[] = {
-      {FrameType::hello, "hello"},     {FrameType::welcome, "welcome"},
-      {FrameType::error, "error"},     {FrameType::ok, "ok"},
-      {FrameType::send, "send"},       {FrameType::receive, "receive"},
-      {FrameType::deliver, "deliver"}, {FrameType::declare, "declare"},
-      {FrameType::ping, "ping"},       {FrameType::pong, "pong"}};
+      {FrameType::hello, "hello"},
+      {FrameType::welcome, "welcome"},
+      {FrameType::error, "error"},
+      {FrameType::ok, "ok"},
+      {FrameType::send, "send"},
+      {FrameType::receive, "receive"},
+      {FrameType::deliver, "deliver"},
+      {FrameType::declare, "declare"},
+      {FrameType::ping, "ping"},
+      {FrameType::pong, "pong"},
+      {FrameType::send_direct, "send_direct"},
+      {FrameType::receive_direct, "receive_direct"},
+      {FrameType::claim_inbox, "claim_inbox"},
+      {FrameType::request, "request"}};
   int expected_value = 1;
   for (const auto& [type, name] : names) {
     EXPECT_EQ(static_cast<int>(type), expected_value++);
     EXPECT_TRUE(is_known_type(static_cast<std::uint8_t>(type)));
     EXPECT_EQ(frame_type_name(type), name);
   }
+  EXPECT_EQ(expected_value, 15);
+  EXPECT_FALSE(is_known_type(15));
 }
 
 TEST(codec_header, FlagBitsHaveTheirPublishedValues) {
@@ -579,7 +661,7 @@ TEST(codec_round_trip, ReceiveWithA255ByteKeyRoundTrips) {
 }
 
 TEST(codec_round_trip, DeliverRoundTripsSenderKeyPayloadAndLastFlag) {
-  const Deliver in{4242, 1000, 0xABCDEF0123456789ull, "jobs", bytes_of("work item")};
+  const Deliver in{4242, 1000, 0xABCDEF0123456789ull, 0, "jobs", bytes_of("work item")};
   ByteBuffer buf;
   append_deliver(buf, 8, kFlagLast, in);
   const Frame f = only_frame(buf);
@@ -587,26 +669,255 @@ TEST(codec_round_trip, DeliverRoundTripsSenderKeyPayloadAndLastFlag) {
   EXPECT_EQ(f.header.flags, kFlagLast);
   EXPECT_EQ(f.header.correlation, 8u);
   EXPECT_EQ(f.body.size(), deliver_size("jobs", 9));
+  EXPECT_EQ(f.body.size(), 25u + 4 + 9);
   Deliver out;
+  out.request_id = 77;  // stale, must be overwritten
   ASSERT_EQ(decode_deliver(f.body, out), Errc::ok);
   EXPECT_EQ(out.sender_pid, 4242u);
   EXPECT_EQ(out.sender_uid, 1000u);
   EXPECT_EQ(out.sender_client_id, 0xABCDEF0123456789ull);
+  EXPECT_EQ(out.request_id, 0u);
   EXPECT_EQ(out.key, "jobs");
   EXPECT_EQ(str(out.payload), "work item");
+}
+
+TEST(codec_round_trip, DeliverOfARequestCarriesItsRequestId) {
+  const Deliver in{7, 8, 9, std::numeric_limits<std::uint64_t>::max(), "rpc", bytes_of("q")};
+  ByteBuffer buf;
+  append_deliver(buf, 3, 0, in);
+  const Frame f = only_frame(buf);
+  Deliver out;
+  ASSERT_EQ(decode_deliver(f.body, out), Errc::ok);
+  EXPECT_EQ(out.request_id, std::numeric_limits<std::uint64_t>::max());
+  EXPECT_EQ(out.sender_client_id, 9u);
+  EXPECT_EQ(out.key, "rpc");
+  EXPECT_EQ(str(out.payload), "q");
 }
 
 TEST(codec_round_trip, DeliverWithEmptyPayloadAndLongestKeyRoundTrips) {
   const std::string key(kMaxKeySize, 'd');
   ByteBuffer buf;
-  append_deliver(buf, 8, 0, Deliver{1, 2, 3, key, {}});
+  append_deliver(buf, 8, 0, Deliver{1, 2, 3, 4, key, {}});
   const Frame f = only_frame(buf);
   EXPECT_EQ(f.header.flags, 0);
   EXPECT_EQ(f.body.size(), kDeliverFixed + kMaxKeySize);
   Deliver out;
   ASSERT_EQ(decode_deliver(f.body, out), Errc::ok);
   EXPECT_EQ(out.key, key);
+  EXPECT_EQ(out.request_id, 4u);
   EXPECT_TRUE(out.payload.empty());
+}
+
+TEST(codec_round_trip, DirectDeliverHasAnEmptyKey) {
+  const Deliver in{31337, kTcpUidForTests, 12, 0, {}, bytes_of("to you")};
+  ByteBuffer buf;
+  append_deliver(buf, 40, kFlagLast, in);
+  const Frame f = only_frame(buf);
+  EXPECT_EQ(f.body.size(), kDeliverFixed + 6);
+  EXPECT_EQ(f.body[kDeliverFixed - 1], std::byte{0});  // key_len
+  Deliver out;
+  out.key = "stale";
+  ASSERT_EQ(decode_deliver(f.body, out), Errc::ok);
+  EXPECT_TRUE(out.key.empty());
+  EXPECT_EQ(out.sender_pid, 31337u);
+  EXPECT_EQ(out.sender_uid, kTcpUidForTests);
+  EXPECT_EQ(out.sender_client_id, 12u);
+  EXPECT_EQ(str(out.payload), "to you");
+}
+
+TEST(codec_round_trip, DirectDeliverWithEmptyKeyAndPayloadIsJustTheFixedPart) {
+  ByteBuffer buf;
+  append_deliver(buf, 1, kFlagLast, Deliver{});
+  const Frame f = only_frame(buf);
+  EXPECT_EQ(f.body.size(), kDeliverFixed);
+  EXPECT_EQ(kDeliverFixed, 25u);
+  Deliver out;
+  ASSERT_EQ(decode_deliver(f.body, out), Errc::ok);
+  EXPECT_TRUE(out.key.empty());
+  EXPECT_TRUE(out.payload.empty());
+}
+
+TEST(codec_round_trip, DeliverFieldsSitAtTheirSpecifiedOffsets) {
+  ByteBuffer buf;
+  append_deliver(buf, 1, kFlagLast,
+                 Deliver{0x01020304u, 0x05060708u, 0x1112131415161718ull, 0x2122232425262728ull,
+                         "k", bytes_of("P")});
+  const Frame f = only_frame(buf);
+  EXPECT_EQ(hex(f.body),
+            "04 03 02 01 08 07 06 05 18 17 16 15 14 13 12 11 28 27 26 25 24 23 22 21 01 6b 50");
+  const auto body =
+      BodyBuilder().u32(1000).u32(2000).u64(3000).u64(4000).key("abc").text("xyz").bytes();
+  Deliver out;
+  ASSERT_EQ(decode_deliver(body, out), Errc::ok);
+  EXPECT_EQ(out.sender_pid, 1000u);
+  EXPECT_EQ(out.sender_uid, 2000u);
+  EXPECT_EQ(out.sender_client_id, 3000u);
+  EXPECT_EQ(out.request_id, 4000u);
+  EXPECT_EQ(out.key, "abc");
+  EXPECT_EQ(str(out.payload), "xyz");
+}
+
+TEST(codec_round_trip, SendDirectByPidRoundTripsWithConfirmAndWait) {
+  SendDirect in;
+  in.kind = TargetKind::pid;
+  in.wait_ms = 1500;
+  in.target = 0xFFFFFFFFu;  // the largest pid the field allows
+  in.payload = bytes_of("hello pid");
+  ByteBuffer buf;
+  append_send_direct(buf, 21, kFlagConfirm, in);
+  const Frame f = only_frame(buf);
+  EXPECT_EQ(f.header.type, FrameType::send_direct);
+  EXPECT_EQ(f.header.flags, kFlagConfirm);
+  EXPECT_EQ(f.header.correlation, 21u);
+  EXPECT_EQ(f.body.size(), send_direct_size(9));
+  EXPECT_EQ(f.body.size(), 24u + 9);
+  SendDirect out;
+  ASSERT_EQ(decode_send_direct(f.body, out), Errc::ok);
+  EXPECT_EQ(out.kind, TargetKind::pid);
+  EXPECT_EQ(out.wait_ms, 1500);
+  EXPECT_EQ(out.target, 0xFFFFFFFFu);
+  EXPECT_EQ(out.in_reply_to, 0u);
+  EXPECT_EQ(str(out.payload), "hello pid");
+}
+
+TEST(codec_round_trip, SendDirectReplyByClientIdRoundTrips) {
+  SendDirect in;
+  in.kind = TargetKind::client_id;
+  in.wait_ms = 0;
+  in.target = std::numeric_limits<std::uint64_t>::max();  // client ids use all 64 bits
+  in.in_reply_to = 0x8000000000000001ull;
+  in.payload = bytes_of("answer");
+  ByteBuffer buf;
+  append_send_direct(buf, 22, 0, in);
+  const Frame f = only_frame(buf);
+  EXPECT_EQ(f.header.flags, 0);
+  SendDirect out;
+  ASSERT_EQ(decode_send_direct(f.body, out), Errc::ok);
+  EXPECT_EQ(out.kind, TargetKind::client_id);
+  EXPECT_EQ(out.wait_ms, 0);
+  EXPECT_EQ(out.target, std::numeric_limits<std::uint64_t>::max());
+  EXPECT_EQ(out.in_reply_to, 0x8000000000000001ull);
+  EXPECT_EQ(str(out.payload), "answer");
+}
+
+TEST(codec_round_trip, SendDirectWithEmptyPayloadAndLongestWaitRoundTrips) {
+  SendDirect in;
+  in.kind = TargetKind::client_id;
+  in.wait_ms = std::numeric_limits<std::int32_t>::max();
+  in.target = 1;
+  ByteBuffer buf;
+  append_send_direct(buf, 1, 0, in);
+  const Frame f = only_frame(buf);
+  EXPECT_EQ(f.body.size(), kSendDirectFixed);
+  SendDirect out;
+  ASSERT_EQ(decode_send_direct(f.body, out), Errc::ok);
+  EXPECT_EQ(out.wait_ms, std::numeric_limits<std::int32_t>::max());
+  EXPECT_EQ(out.target, 1u);
+  EXPECT_TRUE(out.payload.empty());
+}
+
+TEST(codec_round_trip, SendDirectFieldsSitAtTheirSpecifiedOffsets) {
+  SendDirect in;
+  in.kind = TargetKind::client_id;
+  in.wait_ms = 0x01020304;
+  in.target = 0x1112131415161718ull;
+  in.in_reply_to = 0x2122232425262728ull;
+  in.payload = bytes_of("P");
+  ByteBuffer buf;
+  append_send_direct(buf, 1, 0, in);
+  const Frame f = only_frame(buf);
+  EXPECT_EQ(hex(f.body),
+            "02 00 00 00 04 03 02 01 18 17 16 15 14 13 12 11 28 27 26 25 24 23 22 21 50");
+  const auto body = BodyBuilder().u8(1).u8(0).u16(0).i32(250).u64(4321).u64(0).text("hi").bytes();
+  SendDirect out;
+  ASSERT_EQ(decode_send_direct(body, out), Errc::ok);
+  EXPECT_EQ(out.kind, TargetKind::pid);
+  EXPECT_EQ(out.wait_ms, 250);
+  EXPECT_EQ(out.target, 4321u);
+  EXPECT_EQ(out.in_reply_to, 0u);
+  EXPECT_EQ(str(out.payload), "hi");
+}
+
+TEST(codec_round_trip, ReceiveDirectRoundTripsTimeoutsAndCounts) {
+  const std::pair<std::int32_t, std::uint32_t> cases[] = {
+      {-1, 1}, {0, 1}, {250, 16}, {std::numeric_limits<std::int32_t>::max(), 0xFFFFFFFFu}};
+  for (const auto& [timeout, count] : cases) {
+    ByteBuffer buf;
+    append_receive_direct(buf, 9, ReceiveDirect{timeout, count});
+    const Frame f = only_frame(buf);
+    EXPECT_EQ(f.header.type, FrameType::receive_direct);
+    EXPECT_EQ(f.header.flags, 0);
+    EXPECT_EQ(f.header.correlation, 9u);
+    ASSERT_EQ(f.body.size(), kReceiveDirectSize);
+    ReceiveDirect out;
+    ASSERT_EQ(decode_receive_direct(f.body, out), Errc::ok) << timeout;
+    EXPECT_EQ(out.timeout_ms, timeout);
+    EXPECT_EQ(out.max_count, count);
+  }
+}
+
+TEST(codec_round_trip, ReceiveDirectFieldsSitAtTheirSpecifiedOffsets) {
+  ByteBuffer buf;
+  append_receive_direct(buf, 1, ReceiveDirect{-1, 0x01020304u});
+  EXPECT_EQ(hex(only_frame(buf).body), "ff ff ff ff 04 03 02 01");
+}
+
+TEST(codec_round_trip, ClaimInboxIsAnEmptyFrame) {
+  ByteBuffer buf;
+  append_empty(buf, FrameType::claim_inbox, 5);
+  const Frame f = only_frame(buf);
+  EXPECT_EQ(f.header.type, FrameType::claim_inbox);
+  EXPECT_EQ(static_cast<int>(f.header.type), 13);
+  EXPECT_EQ(f.header.correlation, 5u);
+  EXPECT_EQ(f.header.flags, 0);
+  EXPECT_TRUE(f.body.empty());
+}
+
+TEST(codec_round_trip, RequestRoundTripsTimeoutKeyAndPayload) {
+  for (std::int32_t timeout : {-1, 0, 30'000, std::numeric_limits<std::int32_t>::max()}) {
+    Request in;
+    in.timeout_ms = timeout;
+    in.key = "rpc/echo";
+    in.payload = bytes_of("question");
+    ByteBuffer buf;
+    append_request(buf, 44, in);
+    const Frame f = only_frame(buf);
+    EXPECT_EQ(f.header.type, FrameType::request);
+    EXPECT_EQ(f.header.flags, 0);
+    EXPECT_EQ(f.header.correlation, 44u);
+    EXPECT_EQ(f.body.size(), request_size("rpc/echo", 8));
+    EXPECT_EQ(f.body.size(), 5u + 8 + 8);
+    Request out;
+    ASSERT_EQ(decode_request(f.body, out), Errc::ok) << timeout;
+    EXPECT_EQ(out.timeout_ms, timeout);
+    EXPECT_EQ(out.key, "rpc/echo");
+    EXPECT_EQ(str(out.payload), "question");
+  }
+}
+
+TEST(codec_round_trip, RequestWithEmptyPayloadAndLongestKeyRoundTrips) {
+  const std::string key(kMaxKeySize, 'r');
+  Request in;
+  in.key = key;
+  ByteBuffer buf;
+  append_request(buf, 1, in);
+  const Frame f = only_frame(buf);
+  EXPECT_EQ(f.body.size(), kRequestFixed + kMaxKeySize);
+  Request out;
+  ASSERT_EQ(decode_request(f.body, out), Errc::ok);
+  EXPECT_EQ(out.timeout_ms, -1);
+  EXPECT_EQ(out.key, key);
+  EXPECT_TRUE(out.payload.empty());
+}
+
+TEST(codec_round_trip, RequestFieldsSitAtTheirSpecifiedOffsets) {
+  Request in;
+  in.timeout_ms = 0x01020304;
+  in.key = "k";
+  in.payload = bytes_of("P");
+  ByteBuffer buf;
+  append_request(buf, 1, in);
+  EXPECT_EQ(hex(only_frame(buf).body), "04 03 02 01 01 6b 50");
 }
 
 TEST(codec_round_trip, DeclareRoundTripsEveryOverflowPolicy) {
@@ -653,6 +964,15 @@ TEST(codec_round_trip, SeveralFramesInOneBufferDecodeInOrder) {
   append_send(buf, 2, 0, "a", bytes_of("one"));
   append_send(buf, 3, kFlagConfirm, "b", bytes_of("two"));
   append_error(buf, 4, Errc::timeout, "late");
+  SendDirect d;
+  d.target = 99;
+  append_send_direct(buf, 5, kFlagConfirm, d);
+  append_receive_direct(buf, 6, ReceiveDirect{});
+  append_empty(buf, FrameType::claim_inbox, 7);
+  Request r;
+  r.key = "rpc";
+  append_request(buf, 8, r);
+  append_deliver(buf, 9, kFlagLast, Deliver{});
   std::vector<std::pair<FrameType, std::uint64_t>> seen;
   auto in = buf.readable();
   while (!in.empty()) {
@@ -663,7 +983,9 @@ TEST(codec_round_trip, SeveralFramesInOneBufferDecodeInOrder) {
     in = in.subspan(kHeaderSize + hr.header.body_size);
   }
   const std::vector<std::pair<FrameType, std::uint64_t>> want = {
-      {FrameType::ping, 1}, {FrameType::send, 2}, {FrameType::send, 3}, {FrameType::error, 4}};
+      {FrameType::ping, 1},        {FrameType::send, 2},        {FrameType::send, 3},
+      {FrameType::error, 4},       {FrameType::send_direct, 5}, {FrameType::receive_direct, 6},
+      {FrameType::claim_inbox, 7}, {FrameType::request, 8},     {FrameType::deliver, 9}};
   EXPECT_EQ(seen, want);
 }
 
@@ -687,10 +1009,24 @@ std::vector<BodyCase> valid_bodies() {
       {"send", FrameType::send, BodyBuilder().key("jobs").text("hi").bytes(), 5},
       {"receive", FrameType::receive, BodyBuilder().i32(100).u32(2).key("jobs").bytes(), 13},
       {"deliver", FrameType::deliver,
-       BodyBuilder().u32(1).u32(2).u64(3).key("jobs").text("hi").bytes(), 21},
+       BodyBuilder().u32(1).u32(2).u64(3).u64(4).key("jobs").text("hi").bytes(), 29},
+      {"direct deliver", FrameType::deliver,
+       BodyBuilder().u32(1).u32(2).u64(3).u64(0).u8(0).text("hi").bytes(), 25},
       {"declare", FrameType::declare, BodyBuilder().u32(10).u64(1000).u8(1).key("jobs").bytes(),
        18},
+      {"send_direct by pid", FrameType::send_direct,
+       BodyBuilder().u8(1).u8(0).u16(0).i32(100).u64(4242).u64(0).text("hi").bytes(), 24},
+      {"send_direct reply", FrameType::send_direct,
+       BodyBuilder().u8(2).u8(0).u16(0).i32(0).u64(7).u64(99).text("hi").bytes(), 24},
+      {"receive_direct", FrameType::receive_direct, BodyBuilder().i32(-1).u32(8).bytes(), 8},
+      {"request", FrameType::request, BodyBuilder().i32(1000).key("jobs").text("hi").bytes(), 9},
   };
+}
+
+// Frame types whose body ends in a payload of any length.
+bool ends_in_payload(FrameType t) {
+  return t == FrameType::send || t == FrameType::deliver || t == FrameType::send_direct ||
+         t == FrameType::request;
 }
 
 TEST(codec_body, HandBuiltValidBodiesDecode) {
@@ -712,21 +1048,37 @@ TEST(codec_body, EveryTruncatedBodyIsMalformedAndStaysInBounds) {
 
 TEST(codec_body, TrailingBytesAfterAFixedLayoutAreMalformed) {
   for (auto c : valid_bodies()) {
-    if (c.type == FrameType::send || c.type == FrameType::deliver) continue;
+    if (ends_in_payload(c.type)) continue;
     c.body.push_back(std::byte{0});
     EXPECT_EQ(decode_checked(c.type, c.body), Errc::malformed_frame) << c.name;
   }
 }
 
-TEST(codec_body, BytesAfterTheKeyOfSendAndDeliverAreThePayload) {
+TEST(codec_body, BytesAfterTheFixedPartAreThePayload) {
   Send s;
   const Vec send_body = BodyBuilder().key("k").text("abc").bytes();
   ASSERT_EQ(decode_send(send_body, s), Errc::ok);
   EXPECT_EQ(str(s.payload), "abc");
   Deliver d;
-  const Vec deliver_body = BodyBuilder().u32(0).u32(0).u64(0).key("k").text("xyz").bytes();
+  const Vec deliver_body = BodyBuilder().u32(0).u32(0).u64(0).u64(0).key("k").text("xyz").bytes();
   ASSERT_EQ(decode_deliver(deliver_body, d), Errc::ok);
   EXPECT_EQ(str(d.payload), "xyz");
+  SendDirect sd;
+  const Vec direct_body = BodyBuilder()
+                              .u8(1)
+                              .u8(0)
+                              .u16(0)
+                              .i32(0)
+                              .u64(1)
+                              .u64(0)
+                              .text(std::string_view("\x00\xff", 2))
+                              .bytes();
+  ASSERT_EQ(decode_send_direct(direct_body, sd), Errc::ok);
+  EXPECT_EQ(str(sd.payload), std::string("\x00\xff", 2));
+  Request r;
+  const Vec request_body = BodyBuilder().i32(-1).key("k").text("uvw").bytes();
+  ASSERT_EQ(decode_request(request_body, r), Errc::ok);
+  EXPECT_EQ(str(r.payload), "uvw");
 }
 
 TEST(codec_body, ZeroLengthKeyIsInvalidKey) {
@@ -734,10 +1086,22 @@ TEST(codec_body, ZeroLengthKeyIsInvalidKey) {
             Errc::invalid_key);
   EXPECT_EQ(decode_checked(FrameType::receive, BodyBuilder().i32(0).u32(1).u8(0).bytes()),
             Errc::invalid_key);
-  EXPECT_EQ(decode_checked(FrameType::deliver, BodyBuilder().u32(0).u32(0).u64(0).u8(0).bytes()),
-            Errc::invalid_key);
   EXPECT_EQ(decode_checked(FrameType::declare, BodyBuilder().u32(0).u64(0).u8(0).u8(0).bytes()),
             Errc::invalid_key);
+  EXPECT_EQ(decode_checked(FrameType::request, BodyBuilder().i32(0).u8(0).text("p").bytes()),
+            Errc::invalid_key);
+}
+
+TEST(codec_body, DeliverWithZeroLengthKeyIsADirectMessage) {
+  // Unlike every other key field, DELIVER's may be empty: direct messages and replies.
+  Deliver d;
+  const Vec body = BodyBuilder().u32(5).u32(6).u64(7).u64(0).u8(0).text("p").bytes();
+  ASSERT_EQ(decode_checked(FrameType::deliver, body), Errc::ok);
+  ASSERT_EQ(decode_deliver(body, d), Errc::ok);
+  EXPECT_TRUE(d.key.empty());
+  EXPECT_EQ(str(d.payload), "p");
+  const Vec bare = BodyBuilder().u32(0).u32(0).u64(0).u64(0).u8(0).bytes();
+  EXPECT_EQ(decode_checked(FrameType::deliver, bare), Errc::ok);
 }
 
 TEST(codec_body, KeyWithAForbiddenCharacterIsInvalidKey) {
@@ -749,15 +1113,31 @@ TEST(codec_body, KeyWithAForbiddenCharacterIsInvalidKey) {
     EXPECT_EQ(decode_checked(FrameType::receive, BodyBuilder().i32(-1).u32(1).key(key).bytes()),
               Errc::invalid_key)
         << "receive " << key;
-    EXPECT_EQ(
-        decode_checked(FrameType::deliver, BodyBuilder().u32(0).u32(0).u64(0).key(key).bytes()),
-        Errc::invalid_key)
+    EXPECT_EQ(decode_checked(FrameType::deliver,
+                             BodyBuilder().u32(0).u32(0).u64(0).u64(0).key(key).bytes()),
+              Errc::invalid_key)
         << "deliver " << key;
+    EXPECT_EQ(decode_checked(FrameType::deliver,
+                             BodyBuilder().u32(0).u32(0).u64(0).u64(9).key(key).text("p").bytes()),
+              Errc::invalid_key)
+        << "deliver of a request " << key;
     EXPECT_EQ(
         decode_checked(FrameType::declare, BodyBuilder().u32(0).u64(0).u8(0).key(key).bytes()),
         Errc::invalid_key)
         << "declare " << key;
+    EXPECT_EQ(decode_checked(FrameType::request, BodyBuilder().i32(-1).key(key).text("p").bytes()),
+              Errc::invalid_key)
+        << "request " << key;
   }
+}
+
+TEST(codec_body, KeyLongerThan255IsNotExpressible) {
+  // key_len is one byte, so a 256-byte "key" reads as a 0-byte key (invalid, or for
+  // DELIVER a direct message) followed by payload: nothing longer ever reaches the broker.
+  const std::string key(256, 'k');
+  Request r;
+  const Vec body = BodyBuilder().i32(0).u8(key.size()).text(key).bytes();
+  EXPECT_EQ(decode_request(body, r), Errc::invalid_key);
 }
 
 TEST(codec_body, KeyLengthBeyondTheBodyIsMalformed) {
@@ -767,7 +1147,9 @@ TEST(codec_body, KeyLengthBeyondTheBodyIsMalformed) {
       decode_checked(FrameType::receive, BodyBuilder().i32(0).u32(1).u8(4).text("abc").bytes()),
       Errc::malformed_frame);
   EXPECT_EQ(decode_checked(FrameType::deliver,
-                           BodyBuilder().u32(0).u32(0).u64(0).u8(255).text("abc").bytes()),
+                           BodyBuilder().u32(0).u32(0).u64(0).u64(0).u8(255).text("abc").bytes()),
+            Errc::malformed_frame);
+  EXPECT_EQ(decode_checked(FrameType::request, BodyBuilder().i32(0).u8(4).text("abc").bytes()),
             Errc::malformed_frame);
   EXPECT_EQ(decode_checked(FrameType::declare,
                            BodyBuilder().u32(0).u64(0).u8(0).u8(4).text("abc").bytes()),
@@ -800,6 +1182,143 @@ TEST(codec_body, DeclareOverflowAboveThreeIsMalformed) {
   const Vec block_body = BodyBuilder().u32(0).u64(0).u8(3).key("q").bytes();
   ASSERT_EQ(decode_declare(block_body, d), Errc::ok);
   EXPECT_EQ(d.overflow, Overflow::block);
+}
+
+// A SEND_DIRECT body with each field given; valid unless a test changes one.
+Vec send_direct_body(std::uint64_t kind, std::uint64_t reserved8, std::uint64_t reserved16,
+                     std::int32_t wait_ms, std::uint64_t target, std::uint64_t in_reply_to) {
+  return BodyBuilder()
+      .u8(kind)
+      .u8(reserved8)
+      .u16(reserved16)
+      .i32(wait_ms)
+      .u64(target)
+      .u64(in_reply_to)
+      .text("payload")
+      .bytes();
+}
+
+TEST(codec_body, SendDirectBuiltByHandDecodes) {
+  EXPECT_EQ(decode_checked(FrameType::send_direct, send_direct_body(1, 0, 0, 0, 1, 0)), Errc::ok);
+  EXPECT_EQ(decode_checked(FrameType::send_direct, send_direct_body(2, 0, 0, 0, 1, 0)), Errc::ok);
+  EXPECT_EQ(decode_checked(FrameType::send_direct, send_direct_body(2, 0, 0, 5, 1, 1)), Errc::ok);
+}
+
+TEST(codec_body, SendDirectWithNonzeroReservedIsMalformed) {
+  for (std::uint64_t r8 : {1ull, 0x80ull, 0xFFull}) {
+    EXPECT_EQ(decode_checked(FrameType::send_direct, send_direct_body(1, r8, 0, 0, 42, 0)),
+              Errc::malformed_frame)
+        << "reserved u8 " << r8;
+  }
+  for (std::uint64_t r16 : {1ull, 0x100ull, 0xFFFFull}) {
+    EXPECT_EQ(decode_checked(FrameType::send_direct, send_direct_body(2, 0, r16, 0, 42, 0)),
+              Errc::malformed_frame)
+        << "reserved u16 " << r16;
+  }
+  // Every reserved byte on its own.
+  for (std::size_t i = 1; i < 4; ++i) {
+    Vec body = send_direct_body(1, 0, 0, 0, 42, 0);
+    body[i] = std::byte{1};
+    EXPECT_EQ(decode_checked(FrameType::send_direct, body), Errc::malformed_frame) << "byte " << i;
+  }
+}
+
+TEST(codec_body, SendDirectWithNegativeWaitIsMalformed) {
+  for (std::int32_t wait : {-1, -2, std::numeric_limits<std::int32_t>::min()}) {
+    EXPECT_EQ(decode_checked(FrameType::send_direct, send_direct_body(1, 0, 0, wait, 42, 0)),
+              Errc::malformed_frame)
+        << wait;
+    EXPECT_EQ(decode_checked(FrameType::send_direct, send_direct_body(2, 0, 0, wait, 42, 0)),
+              Errc::malformed_frame)
+        << wait;
+  }
+}
+
+TEST(codec_body, SendDirectToTargetZeroIsMalformed) {
+  EXPECT_EQ(decode_checked(FrameType::send_direct, send_direct_body(1, 0, 0, 0, 0, 0)),
+            Errc::malformed_frame);
+  EXPECT_EQ(decode_checked(FrameType::send_direct, send_direct_body(2, 0, 0, 0, 0, 0)),
+            Errc::malformed_frame);
+  EXPECT_EQ(decode_checked(FrameType::send_direct, send_direct_body(2, 0, 0, 0, 0, 5)),
+            Errc::malformed_frame);
+}
+
+TEST(codec_body, SendDirectPidTargetMustFitIn32Bits) {
+  for (std::uint64_t target : {std::uint64_t{0x100000000}, std::uint64_t{0x1FFFFFFFF},
+                               std::numeric_limits<std::uint64_t>::max()}) {
+    EXPECT_EQ(decode_checked(FrameType::send_direct, send_direct_body(1, 0, 0, 0, target, 0)),
+              Errc::malformed_frame)
+        << target;
+    // The same value is a fine client id.
+    EXPECT_EQ(decode_checked(FrameType::send_direct, send_direct_body(2, 0, 0, 0, target, 0)),
+              Errc::ok)
+        << target;
+  }
+  EXPECT_EQ(decode_checked(FrameType::send_direct, send_direct_body(1, 0, 0, 0, 0xFFFFFFFFu, 0)),
+            Errc::ok);
+}
+
+TEST(codec_body, SendDirectReplyMustNameAClientId) {
+  for (std::uint64_t in_reply_to :
+       {std::uint64_t{1}, std::uint64_t{0xFFFFFFFF}, std::numeric_limits<std::uint64_t>::max()}) {
+    EXPECT_EQ(decode_checked(FrameType::send_direct, send_direct_body(1, 0, 0, 0, 42, in_reply_to)),
+              Errc::malformed_frame)
+        << in_reply_to;
+    EXPECT_EQ(decode_checked(FrameType::send_direct, send_direct_body(2, 0, 0, 0, 42, in_reply_to)),
+              Errc::ok)
+        << in_reply_to;
+  }
+}
+
+TEST(codec_body, SendDirectWithAnUnknownKindIsMalformed) {
+  for (std::uint64_t kind : {0ull, 3ull, 4ull, 0x81ull, 0xFFull}) {
+    EXPECT_EQ(decode_checked(FrameType::send_direct, send_direct_body(kind, 0, 0, 0, 42, 0)),
+              Errc::malformed_frame)
+        << kind;
+  }
+}
+
+TEST(codec_body, ReceiveDirectOfAnyOtherSizeIsMalformed) {
+  for (std::size_t size : {std::size_t{0}, std::size_t{4}, std::size_t{7}, std::size_t{9},
+                           std::size_t{16}, std::size_t{32}}) {
+    // All 0xFF except max_count, so only the size can be wrong.
+    Vec body(size, std::byte{0xFF});
+    if (size >= 8) body[4] = std::byte{1};
+    EXPECT_EQ(decode_checked(FrameType::receive_direct, body), Errc::malformed_frame) << size;
+  }
+}
+
+TEST(codec_body, ReceiveDirectMaxCountZeroIsMalformed) {
+  EXPECT_EQ(decode_checked(FrameType::receive_direct, BodyBuilder().i32(-1).u32(0).bytes()),
+            Errc::malformed_frame);
+  EXPECT_EQ(decode_checked(FrameType::receive_direct, BodyBuilder().i32(100).u32(0).bytes()),
+            Errc::malformed_frame);
+}
+
+TEST(codec_body, ReceiveDirectTimeoutBelowMinusOneIsMalformed) {
+  for (std::int32_t t : {-2, -1000, std::numeric_limits<std::int32_t>::min()}) {
+    EXPECT_EQ(decode_checked(FrameType::receive_direct, BodyBuilder().i32(t).u32(1).bytes()),
+              Errc::malformed_frame)
+        << t;
+  }
+  EXPECT_EQ(decode_checked(FrameType::receive_direct, BodyBuilder().i32(-1).u32(1).bytes()),
+            Errc::ok);
+  EXPECT_EQ(decode_checked(FrameType::receive_direct, BodyBuilder().i32(0).u32(1).bytes()),
+            Errc::ok);
+}
+
+TEST(codec_body, RequestTimeoutBelowMinusOneIsMalformed) {
+  for (std::int32_t t : {-2, -1000, std::numeric_limits<std::int32_t>::min()}) {
+    EXPECT_EQ(decode_checked(FrameType::request, BodyBuilder().i32(t).key("q").text("p").bytes()),
+              Errc::malformed_frame)
+        << t;
+  }
+}
+
+TEST(codec_body, RequestTimeoutIsCheckedBeforeTheKey) {
+  // Both wrong: the range error wins, as in the order of the fields.
+  EXPECT_EQ(decode_checked(FrameType::request, BodyBuilder().i32(-5).key("a b").bytes()),
+            Errc::malformed_frame);
 }
 
 TEST(codec_body, HelloWithMinVersionZeroIsMalformed) {
@@ -1154,6 +1673,12 @@ const std::pair<Errc, std::string_view> kAllCodes[] = {
     {Errc::too_many_queues, "too_many_queues"},
     {Errc::too_many_connections, "too_many_connections"},
     {Errc::queue_deleted, "queue_deleted"},
+    {Errc::no_such_peer, "no_such_peer"},
+    {Errc::peer_busy, "peer_busy"},
+    {Errc::reply_expired, "reply_expired"},
+    {Errc::not_inbox_owner, "not_inbox_owner"},
+    {Errc::auth_failed, "auth_failed"},
+    {Errc::too_many_requests, "too_many_requests"},
     {Errc::internal_error, "internal_error"},
     {Errc::shutting_down, "shutting_down"},
     {Errc::connect_failed, "connect_failed"},
@@ -1186,6 +1711,12 @@ TEST(codec_errc, WireCodesKeepTheirPublishedValues) {
       {Errc::too_many_queues, 27},
       {Errc::too_many_connections, 28},
       {Errc::queue_deleted, 29},
+      {Errc::no_such_peer, 30},
+      {Errc::peer_busy, 31},
+      {Errc::reply_expired, 32},
+      {Errc::not_inbox_owner, 33},
+      {Errc::auth_failed, 34},
+      {Errc::too_many_requests, 35},
       {Errc::internal_error, 50},
       {Errc::shutting_down, 51},
       {Errc::connect_failed, 200},
@@ -1208,12 +1739,26 @@ TEST(codec_errc, EveryListedCodeHasItsName) {
 }
 
 TEST(codec_errc, UnlistedCodesAreUnknown) {
-  for (int v : {5, 9, 15, 30, 49, 52, 199, 206, 1000, 65535}) {
+  for (int v : {5, 9, 15, 19, 36, 49, 52, 199, 206, 1000, 65535}) {
     EXPECT_EQ(errc_name(static_cast<Errc>(v)), "unknown") << v;
     EXPECT_FALSE(errc_is_known(static_cast<std::uint16_t>(v))) << v;
   }
 }
 
+TEST(codec_errc, DirectMessagingAndAuthCodesHaveTheirNames) {
+  EXPECT_EQ(errc_name(static_cast<Errc>(30)), "no_such_peer");
+  EXPECT_EQ(errc_name(static_cast<Errc>(31)), "peer_busy");
+  EXPECT_EQ(errc_name(static_cast<Errc>(32)), "reply_expired");
+  EXPECT_EQ(errc_name(static_cast<Errc>(33)), "not_inbox_owner");
+  EXPECT_EQ(errc_name(static_cast<Errc>(34)), "auth_failed");
+  EXPECT_EQ(errc_name(static_cast<Errc>(35)), "too_many_requests");
+  for (int v = 30; v <= 35; ++v) {
+    EXPECT_TRUE(errc_is_known(static_cast<std::uint16_t>(v))) << v;
+  }
+}
+
+// auth_failed ends the connection, but as a handshake refusal (sent before WELCOME), like
+// handshake_required: errc_is_fatal() marks only the framing errors.
 TEST(codec_errc, OnlyFramingErrorsAreFatal) {
   for (const auto& [code, name] : kAllCodes) {
     const auto v = static_cast<int>(code);

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
+
 #include <cstdio>
 #include <fstream>
 #include <ostream>
@@ -24,14 +26,21 @@ Config parse_ok(std::string_view text) {
   return r.config.value_or(Config{});
 }
 
-// A file under the test temp dir, removed when the test ends.
+std::string temp_path(const std::string& name) {
+  return ::testing::TempDir() + "qbus_config_test_" + std::to_string(::getpid()) + "_" + name;
+}
+
+// A file under the test temp dir with exactly `mode` (whatever the umask), removed when the
+// test ends.
 class TempFile {
  public:
-  TempFile(const std::string& name, std::string_view contents)
-      : path_(::testing::TempDir() + "qbus_config_test_" + std::to_string(::getpid()) + "_" +
-              name) {
-    std::ofstream f(path_, std::ios::binary | std::ios::trunc);
-    f << contents;
+  TempFile(const std::string& name, std::string_view contents, mode_t mode = 0644)
+      : path_(temp_path(name)) {
+    {
+      std::ofstream f(path_, std::ios::binary | std::ios::trunc);
+      f << contents;
+    }
+    EXPECT_EQ(::chmod(path_.c_str(), mode), 0) << path_;
   }
   ~TempFile() { std::remove(path_.c_str()); }
   TempFile(const TempFile&) = delete;
@@ -64,11 +73,19 @@ TEST(ConfigTest, EmptyObjectGivesAllDefaults) {
   EXPECT_EQ(c.queue_defaults.max_bytes, 64ull << 20);
   EXPECT_EQ(c.queue_defaults.overflow, Overflow::block);
   EXPECT_TRUE(c.queues.empty());
+  EXPECT_EQ(c.tcp_listen, "");  // TCP is off
+  EXPECT_EQ(c.tcp_token_file, "");
+  EXPECT_EQ(c.inbox.max_messages, 10'000u);
+  EXPECT_EQ(c.inbox.max_bytes, 16ull << 20);
+  EXPECT_EQ(c.inbox.overflow, Overflow::reject);
+  EXPECT_EQ(c.max_pending_requests, 1'024u);
+  EXPECT_EQ(c.max_parked_sends, 64u);
 }
 
 TEST(ConfigTest, EmptySectionsKeepTheirDefaults) {
   const Config c =
-      parse_ok(R"({"socket": {}, "log": {}, "limits": {}, "queue_defaults": {}, "queues": []})");
+      parse_ok(R"({"socket": {}, "tcp": {}, "log": {}, "limits": {}, "queue_defaults": {},
+                   "inbox": {}, "queues": []})");
   const Config d;
 
   EXPECT_EQ(c.socket_path, d.socket_path);
@@ -76,6 +93,13 @@ TEST(ConfigTest, EmptySectionsKeepTheirDefaults) {
   EXPECT_EQ(c.log_level, d.log_level);
   EXPECT_EQ(c.max_queues, d.max_queues);
   EXPECT_EQ(c.queue_defaults.overflow, d.queue_defaults.overflow);
+  EXPECT_EQ(c.tcp_listen, d.tcp_listen);
+  EXPECT_EQ(c.tcp_token_file, d.tcp_token_file);
+  EXPECT_EQ(c.inbox.max_messages, d.inbox.max_messages);
+  EXPECT_EQ(c.inbox.max_bytes, d.inbox.max_bytes);
+  EXPECT_EQ(c.inbox.overflow, d.inbox.overflow);
+  EXPECT_EQ(c.max_pending_requests, d.max_pending_requests);
+  EXPECT_EQ(c.max_parked_sends, d.max_parked_sends);
   EXPECT_TRUE(c.queues.empty());
 }
 
@@ -335,6 +359,50 @@ const BadInput kBadInputs[] = {
      R"(queues[0].overflow: must be "reject", "drop_oldest" or "block")"},
     {"QueueMaxMessagesNegative", R"({"queues": [{"key": "a", "max_messages": -5}]})",
      "queues[0].max_messages: must be at least 1"},
+    // New limits
+    {"PendingRequestsZero", R"({"limits": {"max_pending_requests": 0}})",
+     "limits.max_pending_requests: must be at least 1"},
+    {"PendingRequestsOverMax", R"({"limits": {"max_pending_requests": 1000001}})",
+     "limits.max_pending_requests: must be at most 1000000"},
+    {"PendingRequestsString", R"({"limits": {"max_pending_requests": "10"}})",
+     "limits.max_pending_requests: must be an integer, not string"},
+    {"ParkedSendsZero", R"({"limits": {"max_parked_sends": 0}})",
+     "limits.max_parked_sends: must be at least 1"},
+    {"ParkedSendsNegative", R"({"limits": {"max_parked_sends": -1}})",
+     "limits.max_parked_sends: must be at least 1"},
+    {"ParkedSendsOverMax", R"({"limits": {"max_parked_sends": 65537}})",
+     "limits.max_parked_sends: must be at most 65536"},
+    // TCP
+    {"TcpNotAnObject", R"({"tcp": "127.0.0.1:7878"})", "tcp: must be an object, not string"},
+    {"TcpListenNotString", R"({"tcp": {"listen": 7878, "token_file": "/etc/qbus/token"}})",
+     "tcp.listen: must be a string, not number"},
+    {"TcpTokenFileNotString", R"({"tcp": {"token_file": true}})",
+     "tcp.token_file: must be a string, not boolean"},
+    {"TcpListenWithoutTokenFile", R"({"tcp": {"listen": "127.0.0.1:7878"}})",
+     "tcp.token_file: is required when tcp.listen is set"},
+    {"TcpListenWithEmptyTokenFile", R"({"tcp": {"listen": "127.0.0.1:7878", "token_file": ""}})",
+     "tcp.token_file: is required when tcp.listen is set"},
+    {"TcpTokenFileRelative",
+     R"({"tcp": {"listen": "127.0.0.1:7878", "token_file": "etc/qbus/token"}})",
+     "tcp.token_file: must be an absolute path"},
+    {"TcpTokenFileRelativeWithoutListen", R"({"tcp": {"token_file": "token"}})",
+     "tcp.token_file: must be an absolute path"},
+    {"UnknownTcpKey",
+     R"({"tcp": {"listen": "127.0.0.1:7878", "token_file": "/etc/qbus/token", "port": 1}})",
+     "tcp.port: unknown setting"},
+    {"TcpTokenInline", R"({"tcp": {"token": "s3cret"}})", "tcp.token: unknown setting"},
+    // Inbox
+    {"InboxNotAnObject", R"({"inbox": []})", "inbox: must be an object, not array"},
+    {"InboxOverflowInvalid", R"({"inbox": {"overflow": "sometimes"}})",
+     R"(inbox.overflow: must be "reject", "drop_oldest" or "block")"},
+    {"InboxMaxMessagesZero", R"({"inbox": {"max_messages": 0}})",
+     "inbox.max_messages: must be at least 1"},
+    {"InboxMaxMessagesOver32Bits", R"({"inbox": {"max_messages": 4294967296}})",
+     "inbox.max_messages: must be at most 4294967295"},
+    {"InboxMaxBytesZero", R"({"inbox": {"max_bytes": 0}})", "inbox.max_bytes: must be at least 1"},
+    {"InboxMaxBytesString", R"({"inbox": {"max_bytes": "1M"}})",
+     "inbox.max_bytes: must be an integer, not string"},
+    {"UnknownInboxKey", R"({"inbox": {"key": "x"}})", "inbox.key: unknown setting"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Config, ConfigBadInputTest, ::testing::ValuesIn(kBadInputs),
@@ -403,6 +471,224 @@ TEST(ConfigTest, LoadFilePrefixesErrorsWithThePath) {
   auto r2 = load_file(bad_json.path());
   EXPECT_FALSE(r2.config.has_value());
   EXPECT_EQ(r2.error.rfind(bad_json.path() + ": invalid JSON", 0), 0u) << r2.error;
+}
+
+// ---- tcp, inbox and the request limits ---------------------------------------------------
+
+TEST(ConfigTest, TcpSectionTurnsTcpOnWithItsTokenFile) {
+  const Config c =
+      parse_ok(R"({"tcp": {"listen": "127.0.0.1:7878", "token_file": "/etc/qbus/token"}})");
+
+  EXPECT_EQ(c.tcp_listen, "127.0.0.1:7878");
+  EXPECT_EQ(c.tcp_token_file, "/etc/qbus/token");
+}
+
+TEST(ConfigTest, TcpListenAcceptsHostNamesAndIpv6) {
+  for (const char* listen : {"localhost:7878", "0.0.0.0:1", "[::1]:65535", "::1:7878"}) {
+    const Config c = parse_ok(std::string(R"({"tcp": {"listen": ")") + listen +
+                              R"(", "token_file": "/etc/qbus/token"}})");
+    EXPECT_EQ(c.tcp_listen, listen);
+  }
+}
+
+TEST(ConfigTest, TcpTokenFileAloneLeavesTcpOff) {
+  const Config c = parse_ok(R"({"tcp": {"token_file": "/etc/qbus/token"}})");
+
+  EXPECT_EQ(c.tcp_listen, "");
+  EXPECT_EQ(c.tcp_token_file, "/etc/qbus/token");
+}
+
+TEST(ConfigTest, TcpListenThatIsNotHostColonPortIsRejectedNamingTheField) {
+  for (const char* listen :
+       {"127.0.0.1", "127.0.0.1:", ":7878", "127.0.0.1:http", "127.0.0.1:65536", "127.0.0.1:-1",
+        "127.0.0.1:7878 ", "127.0.0.1:99999999999"}) {
+    auto r = parse(std::string(R"({"tcp": {"listen": ")") + listen +
+                   R"(", "token_file": "/etc/qbus/token"}})");
+    EXPECT_FALSE(r.config.has_value()) << "listen: '" << listen << "'";
+    EXPECT_EQ(r.error.rfind("tcp.listen: ", 0), 0u) << "listen: '" << listen << "': " << r.error;
+    EXPECT_GT(r.error.size(), std::string("tcp.listen: ").size());
+    EXPECT_EQ(r.error.find('\n'), std::string::npos) << r.error;
+  }
+  // The port is named when it is the problem.
+  auto r = parse(R"({"tcp": {"listen": "127.0.0.1:65536", "token_file": "/etc/qbus/token"}})");
+  EXPECT_NE(r.error.find("65536"), std::string::npos) << r.error;
+}
+
+TEST(ConfigTest, TcpListenWithAnAddressPrefixIsRejected) {
+  // tcp.listen is HOST:PORT (DESIGN.md); "tcp:HOST:PORT" must not pass as host "tcp:HOST".
+  auto r = parse(R"({"tcp": {"listen": "tcp:127.0.0.1:7878", "token_file": "/etc/qbus/token"}})");
+  EXPECT_FALSE(r.config.has_value());
+  EXPECT_EQ(r.error.rfind("tcp.listen: ", 0), 0u) << r.error;
+  // Likewise an empty bracketed host.
+  r = parse(R"({"tcp": {"listen": "[]:7878", "token_file": "/etc/qbus/token"}})");
+  EXPECT_FALSE(r.config.has_value());
+}
+
+TEST(ConfigTest, TcpListenAcceptsPortZeroLikeTheTcpFlag) {
+  // qbusd --tcp HOST:0 listens on any free port; every flag is also settable in the file.
+  const Config c =
+      parse_ok(R"({"tcp": {"listen": "127.0.0.1:0", "token_file": "/etc/qbus/token"}})");
+  EXPECT_EQ(c.tcp_listen, "127.0.0.1:0");
+}
+
+TEST(ConfigTest, InboxSectionSetsTheInboxLimitsAndNothingElse) {
+  const Config c = parse_ok(
+      R"({"inbox": {"max_messages": 5, "max_bytes": 100, "overflow": "block"},
+          "queues": [{"key": "jobs"}]})");
+  const Config d;
+
+  EXPECT_EQ(c.inbox.max_messages, 5u);
+  EXPECT_EQ(c.inbox.max_bytes, 100u);
+  EXPECT_EQ(c.inbox.overflow, Overflow::block);
+  EXPECT_EQ(c.queue_defaults.max_messages, d.queue_defaults.max_messages);
+  EXPECT_EQ(c.queue_defaults.overflow, d.queue_defaults.overflow);
+  ASSERT_EQ(c.queues.size(), 1u);
+  EXPECT_EQ(c.queues[0].settings.max_messages, d.queue_defaults.max_messages);
+}
+
+TEST(ConfigTest, InboxDoesNotInheritQueueDefaults) {
+  const Config c = parse_ok(
+      R"({"queue_defaults": {"max_messages": 3, "max_bytes": 30, "overflow": "drop_oldest"},
+          "inbox": {"max_messages": 7}})");
+  const Config d;
+
+  EXPECT_EQ(c.inbox.max_messages, 7u);
+  EXPECT_EQ(c.inbox.max_bytes, d.inbox.max_bytes);
+  EXPECT_EQ(c.inbox.overflow, Overflow::reject);
+}
+
+TEST(ConfigTest, EveryOverflowPolicyIsAcceptedForTheInbox) {
+  EXPECT_EQ(parse_ok(R"({"inbox": {"overflow": "reject"}})").inbox.overflow, Overflow::reject);
+  EXPECT_EQ(parse_ok(R"({"inbox": {"overflow": "drop_oldest"}})").inbox.overflow,
+            Overflow::drop_oldest);
+  EXPECT_EQ(parse_ok(R"({"inbox": {"overflow": "block"}})").inbox.overflow, Overflow::block);
+}
+
+TEST(ConfigTest, RequestLimitsAcceptTheirBoundaryValues) {
+  const Config lo = parse_ok(R"({"limits": {"max_pending_requests": 1, "max_parked_sends": 1}})");
+  EXPECT_EQ(lo.max_pending_requests, 1u);
+  EXPECT_EQ(lo.max_parked_sends, 1u);
+
+  const Config hi =
+      parse_ok(R"({"limits": {"max_pending_requests": 1000000, "max_parked_sends": 65536}})");
+  EXPECT_EQ(hi.max_pending_requests, 1'000'000u);
+  EXPECT_EQ(hi.max_parked_sends, 65'536u);
+}
+
+// ---- load_token --------------------------------------------------------------------------
+
+TEST(ConfigTest, LoadTokenReadsAPrivateFile) {
+  TempFile f("token_ok", "s3cr3t\n", 0600);
+  std::string error;
+
+  auto t = load_token(f.path(), error);
+
+  ASSERT_TRUE(t.has_value()) << error;
+  EXPECT_EQ(*t, "s3cr3t");
+}
+
+TEST(ConfigTest, LoadTokenAcceptsAnOwnerReadOnlyFile) {
+  TempFile f("token_ro", "abc", 0400);
+  std::string error;
+
+  auto t = load_token(f.path(), error);
+
+  ASSERT_TRUE(t.has_value()) << error;
+  EXPECT_EQ(*t, "abc");
+}
+
+TEST(ConfigTest, LoadTokenTrimsSurroundingWhitespaceOnly) {
+  TempFile f("token_ws", " \t\r\n  two words\tand tab \r\n\n", 0600);
+  std::string error;
+
+  auto t = load_token(f.path(), error);
+
+  ASSERT_TRUE(t.has_value()) << error;
+  EXPECT_EQ(*t, "two words\tand tab");
+}
+
+TEST(ConfigTest, LoadTokenOnAMissingFileNamesIt) {
+  const std::string path = temp_path("token_does_not_exist");
+  std::string error;
+
+  auto t = load_token(path, error);
+
+  EXPECT_FALSE(t.has_value());
+  EXPECT_NE(error.find(path), std::string::npos) << error;
+  EXPECT_NE(error.find("missing"), std::string::npos) << error;
+  EXPECT_EQ(error.find('\n'), std::string::npos) << error;
+}
+
+TEST(ConfigTest, LoadTokenOnADirectoryIsAnError) {
+  const std::string dir = temp_path("token_dir");
+  ASSERT_EQ(::mkdir(dir.c_str(), 0700), 0) << dir;
+  std::string error;
+
+  auto t = load_token(dir, error);
+
+  EXPECT_FALSE(t.has_value());
+  EXPECT_NE(error.find(dir), std::string::npos) << error;
+  EXPECT_NE(error.find("not a regular file"), std::string::npos) << error;
+  ::rmdir(dir.c_str());
+}
+
+TEST(ConfigTest, LoadTokenRefusesAFileOthersCanReadAndSaysHowToFixIt) {
+  TempFile f("token_0644", "s3cr3t\n", 0644);
+  std::string error;
+
+  auto t = load_token(f.path(), error);
+
+  EXPECT_FALSE(t.has_value());
+  EXPECT_NE(error.find(f.path()), std::string::npos) << error;
+  EXPECT_NE(error.find("0644"), std::string::npos) << error;
+  EXPECT_NE(error.find("chmod 600"), std::string::npos) << error;
+  EXPECT_EQ(error.find('\n'), std::string::npos) << error;
+}
+
+TEST(ConfigTest, LoadTokenRefusesAnyGroupOrOtherPermission) {
+  for (mode_t mode : {0640, 0620, 0610, 0604, 0602, 0601, 0660}) {
+    TempFile f("token_mode", "s3cr3t", mode);
+    std::string error;
+    char octal[8];
+    std::snprintf(octal, sizeof(octal), "%04o", static_cast<unsigned>(mode));
+
+    auto t = load_token(f.path(), error);
+
+    EXPECT_FALSE(t.has_value()) << octal;
+    EXPECT_NE(error.find(octal), std::string::npos) << error;
+    EXPECT_NE(error.find("chmod 600"), std::string::npos) << error;
+  }
+}
+
+TEST(ConfigTest, LoadTokenOnAnEmptyOrBlankFileSaysItIsEmpty) {
+  for (const char* contents : {"", " ", "\n", " \t\r\n \n"}) {
+    TempFile f("token_empty", contents, 0600);
+    std::string error;
+
+    auto t = load_token(f.path(), error);
+
+    EXPECT_FALSE(t.has_value()) << "contents: '" << contents << "'";
+    EXPECT_NE(error.find(f.path()), std::string::npos) << error;
+    EXPECT_NE(error.find("is empty"), std::string::npos) << error;
+  }
+}
+
+TEST(ConfigTest, LoadTokenRefusesATokenLongerThan1024Bytes) {
+  TempFile too_long("token_long", std::string(1025, 'x') + "\n", 0600);
+  std::string error;
+
+  auto t = load_token(too_long.path(), error);
+
+  EXPECT_FALSE(t.has_value());
+  EXPECT_NE(error.find(too_long.path()), std::string::npos) << error;
+  EXPECT_NE(error.find("1024"), std::string::npos) << error;
+
+  // Exactly the limit is fine, and surrounding whitespace does not count.
+  TempFile longest("token_longest", "  " + std::string(1024, 'y') + "\n\n", 0600);
+  error.clear();
+  auto ok = load_token(longest.path(), error);
+  ASSERT_TRUE(ok.has_value()) << error;
+  EXPECT_EQ(ok->size(), 1024u);
 }
 
 }  // namespace

@@ -4,6 +4,10 @@
 //   client.send("jobs", "hello");               // pipelined: no round trip
 //   if (auto m = client.receive("jobs", std::chrono::seconds(1))) use(m->text());
 //
+// Besides keyed queues, every process has an inbox: send_to_pid() puts a message there
+// and receive_direct() takes from it. request() sends to a queue and waits for the
+// receiver's reply(), which travels back directly.
+//
 // Errors: every failure throws qbus::Error, whose code() is a qbus::Errc (see
 // <qbus/errc.hpp> and proto/PROTOCOL.md for the table). A receive that times out is not
 // a failure: it returns an empty optional or vector. After connection_closed,
@@ -54,10 +58,18 @@ struct Sender {
 class Message {
  public:
   Message() = default;
-  Message(std::string key, std::string payload, Sender sender)
-      : key_(std::move(key)), payload_(std::move(payload)), sender_(sender) {}
+  Message(std::string key, std::string payload, Sender sender, std::uint64_t request_id = 0)
+      : key_(std::move(key)),
+        payload_(std::move(payload)),
+        sender_(sender),
+        request_id_(request_id) {}
 
+  // The queue it came from; empty for a direct message or a reply.
   const std::string& key() const noexcept { return key_; }
+  bool is_direct() const noexcept { return key_.empty(); }
+  // True when the sender waits for an answer: pass this message to Client::reply().
+  bool is_request() const noexcept { return request_id_ != 0; }
+  std::uint64_t request_id() const noexcept { return request_id_; }
   std::span<const std::byte> bytes() const noexcept {
     return std::as_bytes(std::span(payload_.data(), payload_.size()));
   }
@@ -71,6 +83,7 @@ class Message {
   std::string key_;
   std::string payload_;
   Sender sender_;
+  std::uint64_t request_id_ = 0;
 };
 
 enum class Overflow : std::uint8_t {
@@ -88,12 +101,15 @@ struct QueueOptions {
 };
 
 struct ClientOptions {
-  // "unix:/path/to.sock". Empty: $QBUS_ADDRESS, else the per-user socket when it exists
-  // (not for root), else /run/qbus/qbus.sock.
+  // "unix:/path/to.sock" or "tcp:HOST:PORT". Empty: $QBUS_ADDRESS, else the per-user
+  // socket when it exists (not for root), else /run/qbus/qbus.sock.
   std::string address;
   // Shown to operators in `qbusctl clients`; at most 64 bytes.
   std::string name;
   std::chrono::milliseconds connect_timeout{5000};
+  // TCP only: the broker's token. Empty: $QBUS_TOKEN, else the contents of the file named
+  // by $QBUS_TOKEN_FILE.
+  std::string token;
 };
 
 // What the broker said about this connection in its handshake.
@@ -104,6 +120,15 @@ struct SessionInfo {
   std::uint64_t client_id = 0;
   std::uint32_t max_payload = 0;  // largest payload one message may carry
   std::string address;
+};
+
+struct DirectOptions {
+  // When no process with the pid is connected: wait this long for one to connect before
+  // failing with no_such_peer (0: fail at once).
+  std::chrono::milliseconds wait{0};
+  // Wait for the broker's verdict and throw no_such_peer, peer_busy, ... on failure;
+  // false pipelines the send like send() and counts failures in send_failures().
+  bool confirm = true;
 };
 
 // Failures of fire-and-forget sends, reported by the broker asynchronously.
@@ -147,6 +172,28 @@ class QBUS_API Client {
   // arrive within `timeout`. Empty when the timeout passed.
   std::vector<Message> receive_batch(std::string_view key, std::size_t max,
                                      std::chrono::milliseconds timeout);
+
+  // Direct messages to a process's inbox, by the pid the kernel reported for it (a process
+  // with several connections receives them on the one that last called receive_direct,
+  // else its oldest). TCP peers have no pid: address them by client id.
+  void send_to_pid(std::uint32_t pid, std::span<const std::byte> payload,
+                   const DirectOptions& options = {});
+  void send_to_pid(std::uint32_t pid, std::string_view payload, const DirectOptions& options = {});
+  void send_to_client(std::uint64_t client_id, std::string_view payload,
+                      const DirectOptions& options = {});
+  // Takes direct messages sent to this process. The first call claims the process's inbox
+  // for this connection.
+  std::optional<Message> receive_direct(std::chrono::milliseconds timeout);
+  std::vector<Message> receive_direct_batch(std::size_t max, std::chrono::milliseconds timeout);
+
+  // Sends `payload` to queue `key` as a request and waits up to `timeout` for the reply;
+  // nullopt when none came in time (a reply sent later is dropped by the broker, never
+  // delivered to a later request).
+  std::optional<Message> request(std::string_view key, std::string_view payload,
+                                 std::chrono::milliseconds timeout);
+  // Answers a message for which is_request() is true. Pipelined like send(); a reply that
+  // comes too late is counted in send_failures() (reply_expired).
+  void reply(const Message& request, std::string_view payload);
 
   // Creates the queue or checks it; throws Error(queue_conflict) when it was declared
   // before with different options.

@@ -1,0 +1,214 @@
+// The TCP transport: token authentication and exchange with Unix-socket peers.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <qbus/client.hpp>
+
+#include <gtest/gtest.h>
+#include <fstream>
+
+#include "daemon.hpp"
+#include "qbus/proto/address.hpp"
+#include "qbus/proto/buffer.hpp"
+
+namespace qbus::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr char kToken[] = "s3cret-token-for-tests";
+
+std::string write_token(const TempDir& dir, const std::string& content, mode_t mode = 0600) {
+  const auto path = dir.file("token");
+  std::ofstream(path) << content;
+  ::chmod(path.c_str(), mode);
+  return path;
+}
+
+class TcpTest : public ::testing::Test {
+ protected:
+  TcpTest() : daemon_(options()) {}
+
+  DaemonOptions options() {
+    const auto token = write_token(secrets_, std::string(kToken) + "\n");
+    return DaemonOptions{.config_json = R"({"tcp": {"listen": "127.0.0.1:0", "token_file": ")" +
+                                        token + R"("}})"};
+  }
+  Client tcp_client(const std::string& token = kToken) {
+    ClientOptions o{daemon_.tcp_address(), "tcp-test", seconds(30)};
+    o.token = token;
+    return Client(o);
+  }
+  Client unix_client() {
+    return Client(ClientOptions{daemon_.address(), "unix-test", seconds(30)});
+  }
+
+  TempDir secrets_;
+  Daemon daemon_;
+};
+
+TEST_F(TcpTest, ListenerAddressIsLogged) {
+  ASSERT_TRUE(daemon_.tcp_address().starts_with("tcp:127.0.0.1:")) << daemon_.log();
+}
+
+TEST_F(TcpTest, RightTokenExchangesQueueMessagesWithUnixClientsBothWays) {
+  auto tcp = tcp_client();
+  auto local = unix_client();
+  EXPECT_EQ(tcp.session().pid, 0u);
+  tcp.send("bridge", "from tcp");
+  auto m = local.receive("bridge", seconds(30));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->text(), "from tcp");
+  EXPECT_EQ(m->sender().pid, 0u);
+  EXPECT_EQ(m->sender().uid, 4294967294u);
+  EXPECT_EQ(m->sender().client_id, tcp.session().client_id);
+
+  local.send("bridge", "from unix");
+  m = tcp.receive("bridge", seconds(30));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->text(), "from unix");
+  EXPECT_EQ(m->sender().pid, static_cast<std::uint32_t>(::getpid()));
+}
+
+TEST_F(TcpTest, DirectMessagesCrossTransportsBothWays) {
+  auto tcp = tcp_client();
+  auto local = unix_client();
+  local.send_to_client(tcp.session().client_id, "unix to tcp");
+  auto m = tcp.receive_direct(seconds(30));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->text(), "unix to tcp");
+  tcp.send_to_pid(static_cast<std::uint32_t>(::getpid()), "tcp to unix");
+  m = local.receive_direct(seconds(30));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->text(), "tcp to unix");
+  EXPECT_EQ(m->sender().client_id, tcp.session().client_id);
+}
+
+TEST_F(TcpTest, RequestFromTcpIsAnsweredByAUnixResponder) {
+  auto tcp = tcp_client();
+  auto local = unix_client();
+  std::optional<Message> reply;
+  std::thread requester([&] { reply = tcp.request("rpc", "ping", seconds(30)); });
+  auto req = local.receive("rpc", seconds(30));
+  ASSERT_TRUE(req);
+  local.reply(*req, "pong");
+  requester.join();
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->text(), "pong");
+}
+
+TEST_F(TcpTest, WrongTokenIsRefusedAndLoggedWithTheRemoteAddress) {
+  try {
+    tcp_client("not the token");
+    FAIL() << "expected auth_failed";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::auth_failed) << e.what();
+  }
+  EXPECT_TRUE(daemon_.wait_for_log("auth_failed: wrong token"));
+  EXPECT_NE(daemon_.log().find("(tcp 127.0.0.1:"), std::string::npos);
+  // The listener goes on serving the right token.
+  tcp_client().send_confirmed("after", "ok");
+}
+
+TEST_F(TcpTest, HelloWithoutTokenIsRefused) {
+  std::string why;
+  auto addr = proto::parse_address(daemon_.tcp_address(), why);
+  ASSERT_TRUE(addr);
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(addr->port);
+  ::inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+  proto::ByteBuffer b;
+  proto::append_hello(b, 1, proto::Hello{1, 1, "raw", ""});
+  ASSERT_EQ(::send(fd, b.readable().data(), b.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(b.size()));
+  proto::ByteBuffer in;
+  pollfd p{fd, POLLIN, 0};
+  while (::poll(&p, 1, 30'000) == 1) {
+    auto dst = in.prepare(4096);
+    const ssize_t n = ::recv(fd, dst.data(), dst.size(), 0);
+    if (n <= 0) break;  // closed by the broker after its ERROR
+    in.commit(static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  auto hr = proto::decode_header(in.readable(), proto::kMaxBodyCeiling);
+  ASSERT_EQ(hr.status, proto::HeaderStatus::complete);
+  ASSERT_EQ(hr.header.type, proto::FrameType::error);
+  proto::ErrorBody e;
+  ASSERT_EQ(proto::decode_error(in.readable().subspan(proto::kHeaderSize, hr.header.body_size), e),
+            Errc::ok);
+  EXPECT_EQ(e.code, static_cast<std::uint16_t>(Errc::auth_failed));
+  EXPECT_TRUE(daemon_.wait_for_log("no token presented"));
+}
+
+TEST_F(TcpTest, RepeatedFailuresFromOneAddressAreSlowedDown) {
+  const auto fail_once = [&] {
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_THROW(tcp_client("guess"), Error);
+    return std::chrono::steady_clock::now() - start;
+  };
+  for (int i = 0; i < 3; ++i)
+    fail_once();
+  // From the fourth failure on, the refusal is held back (250 ms, then doubling).
+  EXPECT_GE(fail_once(), milliseconds(240));
+  EXPECT_GE(fail_once(), milliseconds(490));
+  tcp_client().send_confirmed("still", "served");
+}
+
+TEST_F(TcpTest, TokenComesFromTheEnvironmentForQbusctl) {
+  auto r = run({qbusctl_path(), "--address", daemon_.tcp_address(), "send", "env", "via tcp"}, {},
+               {std::string("QBUS_TOKEN=") + kToken});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  const auto file = write_token(secrets_, kToken);
+  r = run({qbusctl_path(), "--address", daemon_.tcp_address(), "recv", "env", "--timeout", "30000"},
+          {}, {"QBUS_TOKEN_FILE=" + file});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "via tcp\n");
+  r = run({qbusctl_path(), "--address", daemon_.tcp_address(), "send", "env", "x"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("QBUS_TOKEN"), std::string::npos) << r.err;
+}
+
+TEST(TcpStartup, TokenFileProblemsStopTheDaemonWithOneLine) {
+  TempDir dir;
+  const auto start = [&](const std::string& token_file) {
+    std::ofstream(dir.file("c.json"))
+        << R"({"tcp": {"listen": "127.0.0.1:0", "token_file": ")" + token_file + R"("}})";
+    return run({qbusd_path(), "--config", dir.file("c.json"), "--socket", dir.file("s")});
+  };
+  auto r = start(dir.file("missing"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("is missing"), std::string::npos) << r.err;
+
+  const auto readable = write_token(dir, kToken, 0644);
+  r = start(readable);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("chmod 600"), std::string::npos) << r.err;
+
+  const auto empty = write_token(dir, "\n", 0600);
+  r = start(empty);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("is empty"), std::string::npos) << r.err;
+
+  r = run({qbusd_path(), "--tcp", "127.0.0.1:0", "--socket", dir.file("s")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("tcp.token_file"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1);
+}
+
+TEST(TcpStartup, ListeningBeyondLoopbackWarns) {
+  TempDir dir;
+  const auto token = write_token(dir, kToken);
+  Daemon d(DaemonOptions{.config_json = R"({"tcp": {"listen": "0.0.0.0:0", "token_file": ")" +
+                                        token + R"("}})"});
+  EXPECT_NE(d.log().find("reachable from other hosts"), std::string::npos) << d.log();
+}
+
+}  // namespace
+}  // namespace qbus::testing
