@@ -283,6 +283,10 @@ struct Client::Impl {
       const std::size_t size = proto::kHeaderSize + hr.header.body_size;
       if (in.size() < size) return false;
       const auto body = in.readable().subspan(proto::kHeaderSize, hr.header.body_size);
+      // Consumed before it is handled, so a handler that throws (an ERROR answer) does not
+      // leave the frame to be counted again by the next call. consume() only moves the
+      // read cursor; `body` stays valid until the buffer is next written.
+      in.consume(size);
       bool done = false;
       if (corr != 0 && hr.header.correlation == corr) {
         done = handler(hr.header, body);
@@ -301,7 +305,6 @@ struct Client::Impl {
                                            std::string(proto::frame_type_name(hr.header.type)) +
                                            " frame");
       }
-      in.consume(size);
       if (done) return true;
     }
   }
@@ -436,7 +439,8 @@ struct Client::Impl {
     d.kind = kind;
     d.target = target;
     d.in_reply_to = in_reply_to;
-    d.wait_ms = std::max(0, to_wire_timeout(options.wait));
+    // kForever: as long as the wire allows (about 24 days).
+    d.wait_ms = options.wait.count() < 0 ? INT32_MAX : to_wire_timeout(options.wait);
     d.payload = payload;
     const std::uint64_t corr = next_correlation++;
     proto::append_send_direct(out, corr, options.confirm ? proto::kFlagConfirm : 0, d);

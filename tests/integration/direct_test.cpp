@@ -82,6 +82,9 @@ TEST_F(DirectTest, SendToAPidWithNoConnectionFailsAtOnce) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), Errc::no_such_peer);
   }
+  // The refusal was the answer to a confirmed send, not a failure of some other send.
+  c.sync();
+  EXPECT_EQ(c.send_failures().count, 0u);
 }
 
 TEST_F(DirectTest, PeerThatExitedMakesLaterSendsFail) {

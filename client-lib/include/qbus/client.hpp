@@ -124,7 +124,7 @@ struct SessionInfo {
 
 struct DirectOptions {
   // When no process with the pid is connected: wait this long for one to connect before
-  // failing with no_such_peer (0: fail at once).
+  // failing with no_such_peer (0: fail at once; kForever: about 24 days, the wire's limit).
   std::chrono::milliseconds wait{0};
   // Wait for the broker's verdict and throw no_such_peer, peer_busy, ... on failure;
   // false pipelines the send like send() and counts failures in send_failures().
@@ -174,8 +174,9 @@ class QBUS_API Client {
                                      std::chrono::milliseconds timeout);
 
   // Direct messages to a process's inbox, by the pid the kernel reported for it (a process
-  // with several connections receives them on the one that last called receive_direct,
-  // else its oldest). TCP peers have no pid: address them by client id.
+  // with several connections receives them on the connection that claimed the inbox most
+  // recently, each Client claiming it on its first receive_direct, else on its oldest).
+  // TCP peers have no pid: address them by client id.
   void send_to_pid(std::uint32_t pid, std::span<const std::byte> payload,
                    const DirectOptions& options = {});
   void send_to_pid(std::uint32_t pid, std::string_view payload, const DirectOptions& options = {});
@@ -188,7 +189,9 @@ class QBUS_API Client {
 
   // Sends `payload` to queue `key` as a request and waits up to `timeout` for the reply;
   // nullopt when none came in time (a reply sent later is dropped by the broker, never
-  // delivered to a later request).
+  // delivered to a later request). Throws Error(no_such_peer) when the receiver that took
+  // the request disconnected without replying, queue_full/queue_deleted when the request
+  // was dropped unread, and the usual send errors when it was refused.
   std::optional<Message> request(std::string_view key, std::string_view payload,
                                  std::chrono::milliseconds timeout);
   // Answers a message for which is_request() is true. Pipelined like send(); a reply that

@@ -67,8 +67,12 @@ void Broker::disconnect(PeerId peer) {
   // Requests this peer took and never answered cannot be answered any more.
   while (!p.handling.empty()) {
     const auto [requester, request_id] = *p.handling.begin();
-    Peer& r = peers_.at(requester);
-    end_request(r, r.requests.find(request_id));
+    p.handling.erase(p.handling.begin());
+    auto r = peers_.find(requester);
+    if (r == peers_.end()) continue;
+    auto req = r->second.requests.find(request_id);
+    if (req == r->second.requests.end() || req->second.delivered_to != peer) continue;
+    end_request(r->second, req);
     sink_.fail(requester, request_id, Errc::no_such_peer,
                "the receiver of this request disconnected without replying");
   }
@@ -114,7 +118,8 @@ Queue* Broker::get_or_create(std::string_view key, SendOutcome* why) {
 }
 
 SendOutcome Broker::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
-                            std::uint64_t request_id, Clock::time_point now) {
+                            Clock::time_point now, std::uint64_t request_id,
+                            std::uint64_t request_seq) {
   const std::size_t size = payload.size();
   if (size > limits_.max_payload) {
     return rejected(Errc::payload_too_large, "payload of " + std::to_string(size) +
@@ -138,7 +143,13 @@ SendOutcome Broker::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
     totals_.bytes_in += size;
     ++totals_.messages_out;
     totals_.bytes_out += size;
-    if (request_id != 0) note_delivery(sender.id, request_id, to);
+    if (request_id != 0) {
+      Message tag;
+      tag.sender = sender.id;
+      tag.request_id = request_id;
+      tag.request_seq = request_seq;
+      note_delivery(tag, to);
+    }
     sink_.deliver(to, corr, true, Delivery{q.delivery_key(), sender.id, request_id, payload});
     return {};
   }
@@ -178,6 +189,7 @@ SendOutcome Broker::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
   m.sender = sender.id;
   m.enqueued = now;
   m.request_id = request_id;
+  m.request_seq = request_seq;
   m.payload.assign(payload.begin(), payload.end());
   charge(sender.id, size);
   ++totals_.messages_in;
@@ -192,7 +204,7 @@ SendOutcome Broker::send(PeerId from, std::string_view key, Bytes payload, Clock
   SendOutcome out;
   Queue* q = get_or_create(key, &out);
   if (!q) return out;
-  out = enqueue(*q, from, pit->second, payload, 0, now);
+  out = enqueue(*q, from, pit->second, payload, now);
   collect_if_idle(*q);
   return out;
 }
@@ -257,7 +269,7 @@ void Broker::serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::ui
     ++totals_.messages_out;
     totals_.bytes_out += m.payload.size();
     release(m);
-    if (m.request_id != 0) note_delivery(m.sender, m.request_id, peer);
+    if (m.request_id != 0) note_delivery(m, peer);
     sink_.deliver(peer, correlation, last,
                   Delivery{q.delivery_key(), m.sender, m.request_id, m.payload});
     if (last) break;
@@ -299,10 +311,11 @@ void Broker::release(const Message& m) {
   accounting_.forget_if_unused(m.sender.uid);
 }
 
-void Broker::drop_oldest(Queue& q) {
+void Broker::drop_oldest(Queue& q, Errc code, std::string_view why) {
   Message m = q.pop();
   ++q.counters().dropped_total;
   release(m);
+  if (m.request_id != 0) abandon_request(m, code, why);
 }
 
 void Broker::space_freed(Queue& q) {

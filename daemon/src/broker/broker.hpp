@@ -135,6 +135,7 @@ class Broker {
   struct Request {
     bool has_deadline = false;
     DeadlineIndex::iterator deadline;
+    std::uint64_t seq = 0;  // matches Message::request_seq
     // The connection the request message was handed to: the only one that may reply.
     PeerId delivered_to = 0;
   };
@@ -162,8 +163,9 @@ class Broker {
   Queue* get_or_create(std::string_view key, SendOutcome* why);
   // Hands `payload` to the first waiter of `q` or stores it, applying q's limits, the
   // sender's uid quota and q's overflow policy.
-  SendOutcome enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload, std::uint64_t request_id,
-                      Clock::time_point now);
+  // request_id/request_seq: nonzero for a request's message.
+  SendOutcome enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload, Clock::time_point now,
+                      std::uint64_t request_id = 0, std::uint64_t request_seq = 0);
   void receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation,
                     std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now);
   // Moves up to `max` messages to `peer`, stopping early when its output is backed up.
@@ -173,7 +175,8 @@ class Broker {
   void charge(const Identity& sender, std::size_t bytes);
   void release(const Message& m);
   void space_freed(Queue& q);
-  void drop_oldest(Queue& q);
+  void drop_oldest(Queue& q, Errc code = Errc::queue_full,
+                   std::string_view why = "the request was dropped to make room in the queue");
   void collect_if_idle(Queue& q);
 
   Inbox* inbox_for(const DirectSend& d);
@@ -183,7 +186,9 @@ class Broker {
   void drop_parked(ParkedList::iterator it);
   void end_request(Peer& p, std::unordered_map<std::uint64_t, Request>::iterator it);
   // Notes which connection received a request message, so that only it can answer.
-  void note_delivery(const Identity& sender, std::uint64_t request_id, PeerId to);
+  void note_delivery(const Message& m, PeerId to);
+  // A request whose message was dropped unread can never be answered: end it with `code`.
+  void abandon_request(const Message& m, Errc code, std::string_view text);
 
   Limits limits_;
   Sink& sink_;
@@ -196,6 +201,7 @@ class Broker {
   DeadlineIndex deadlines_;
   Accounting accounting_;
   BrokerTotals totals_;
+  std::uint64_t next_request_seq_ = 1;
 };
 
 }  // namespace qbus::broker

@@ -15,24 +15,32 @@ Broker::Inbox* Broker::inbox_for(const DirectSend& d) {
 }
 
 void Broker::join_inbox(PeerId peer, Peer& p, Clock::time_point now) {
-  if (!p.id.tcp) {
+  // Connections whose process cannot be named by pid get an inbox of their own, reachable
+  // by client id only: TCP peers, peers in a pid namespace we cannot see (pid 0), and a
+  // connection whose process we could not verify while a verified one holds the pid.
+  bool by_pid = !p.id.tcp && p.id.pid != 0;
+  if (by_pid) {
     auto it = newest_by_pid_.find(p.id.pid);
-    if (it != newest_by_pid_.end() && it->second->token == p.id.process_token) {
-      p.inbox = it->second;
-      p.inbox->members.push_back(peer);
-      return;
+    if (it != newest_by_pid_.end()) {
+      Inbox* existing = it->second;
+      if (existing->token == p.id.process_token) {
+        p.inbox = existing;
+        existing->members.push_back(peer);
+        return;
+      }
+      // Different tokens: a newer process has the pid (the old one has exited), unless
+      // this connection's token is unknown, which proves nothing.
+      if (p.id.process_token == 0) by_pid = false;
     }
   }
-  // A new process, or a TCP connection (each is its own "process"). An older process that
-  // had this pid has exited; its inbox lives on only until its connections are gone.
   const std::string name =
-      p.id.tcp ? "client:" + std::to_string(p.id.client_id) : "pid:" + std::to_string(p.id.pid);
+      by_pid ? "pid:" + std::to_string(p.id.pid) : "client:" + std::to_string(p.id.client_id);
   auto inbox = std::make_unique<Inbox>(name, limits_.inbox, p.id);
   Inbox* raw = inbox.get();
   inboxes_.emplace(raw, std::move(inbox));
   raw->members.push_back(peer);
   p.inbox = raw;
-  if (!p.id.tcp) {
+  if (by_pid) {
     newest_by_pid_[p.id.pid] = raw;
     deliver_parked(*raw, now);
   }
@@ -69,7 +77,7 @@ void Broker::deliver_parked(Inbox& inbox, Clock::time_point now) {
       drop_parked(it);
       Peer& sender = peers_.at(from);
       // from = 0: a parked send cannot pause its producer, so a full inbox refuses it.
-      auto out = enqueue(inbox.queue, 0, sender, payload, 0, now);
+      auto out = enqueue(inbox.queue, 0, sender, payload, now);
       if (out.result == SendResult::accepted) {
         if (confirm) sink_.confirm(from, corr);
       } else {
@@ -118,6 +126,10 @@ SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
                                                "timed out, its requester left, or it was "
                                                "delivered elsewhere)");
     }
+    // A reply skips queues and inboxes; the requester's unread output is its only bound.
+    if (!sink_.wants_more(d.target)) {
+      return rejected(Errc::peer_busy, "the requester is not reading its answers; retry later");
+    }
     end_request(target->second, req);
     ++totals_.messages_in;
     ++totals_.messages_out;
@@ -127,7 +139,7 @@ SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
     return {};
   }
 
-  if (Inbox* inbox = inbox_for(d)) return enqueue(inbox->queue, from, sender, payload, 0, now);
+  if (Inbox* inbox = inbox_for(d)) return enqueue(inbox->queue, from, sender, payload, now);
 
   const std::string who =
       (d.kind == proto::TargetKind::pid ? "process " : "client ") + std::to_string(d.target);
@@ -220,8 +232,9 @@ SendOutcome Broker::request(PeerId from, std::uint64_t correlation, std::string_
   Queue* q = get_or_create(key, &out);
   if (!q) return out;
   // Registered first: a waiting receiver may take the message inside enqueue().
-  auto req = p.requests.emplace(correlation, Request{}).first;
-  out = enqueue(*q, from, p, payload, correlation, now);
+  const std::uint64_t seq = next_request_seq_++;
+  auto req = p.requests.emplace(correlation, Request{false, {}, seq, 0}).first;
+  out = enqueue(*q, from, p, payload, now, correlation, seq);
   collect_if_idle(*q);
   if (out.result != SendResult::accepted) {
     p.requests.erase(req);
@@ -238,13 +251,23 @@ SendOutcome Broker::request(PeerId from, std::uint64_t correlation, std::string_
   return out;
 }
 
-void Broker::note_delivery(const Identity& sender, std::uint64_t request_id, PeerId to) {
-  auto requester = peers_.find(sender.client_id);
+void Broker::note_delivery(const Message& m, PeerId to) {
+  auto requester = peers_.find(m.sender.client_id);
   if (requester == peers_.end()) return;
-  auto req = requester->second.requests.find(request_id);
-  if (req == requester->second.requests.end()) return;
+  auto req = requester->second.requests.find(m.request_id);
+  // A message of an earlier request that reused the id (and timed out) is not this one.
+  if (req == requester->second.requests.end() || req->second.seq != m.request_seq) return;
   req->second.delivered_to = to;
-  peers_.at(to).handling.emplace(sender.client_id, request_id);
+  peers_.at(to).handling.emplace(m.sender.client_id, m.request_id);
+}
+
+void Broker::abandon_request(const Message& m, Errc code, std::string_view text) {
+  auto requester = peers_.find(m.sender.client_id);
+  if (requester == peers_.end()) return;
+  auto req = requester->second.requests.find(m.request_id);
+  if (req == requester->second.requests.end() || req->second.seq != m.request_seq) return;
+  end_request(requester->second, req);
+  sink_.fail(m.sender.client_id, m.request_id, code, text);
 }
 
 void Broker::end_request(Peer& p, std::unordered_map<std::uint64_t, Request>::iterator it) {

@@ -17,6 +17,9 @@ struct Message {
   Identity sender;
   Clock::time_point enqueued;
   std::uint64_t request_id = 0;  // nonzero: the sender waits for a reply
+  // Broker-unique number of that request, so a stale message carrying a reused id is
+  // never taken for the request now pending under it.
+  std::uint64_t request_seq = 0;
   std::vector<std::byte> payload;
 };
 

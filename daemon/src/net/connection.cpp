@@ -167,8 +167,12 @@ Connection::Step Connection::answer(const proto::Header& h, const broker::SendOu
       }
       return Step::next;
     case broker::SendResult::rejected:
-      spdlog::debug("client {} ({}): {} refused: {}", id_, description_,
-                    proto::frame_type_name(h.type), r.text);
+      if (r.error == Errc::malformed_frame) {
+        misbehaved(r.error, r.text);  // a broken request, not a full queue
+      } else {
+        spdlog::debug("client {} ({}): {} refused: {}", id_, description_,
+                      proto::frame_type_name(h.type), r.text);
+      }
       error(h.correlation, r.error, r.text);
       return Step::next;
     case broker::SendResult::blocked:
@@ -289,14 +293,14 @@ Connection::Step Connection::handle_hello(const proto::Header& h, proto::Bytes b
     return Step::next;
   }
   if (identity_.tcp) {
-    if (!token_matches(m.token, server_.options().tcp_token)) {
-      const auto delay = server_.auth_failed(remote_ip_);
-      misbehaved(Errc::auth_failed, m.token.empty() ? "no token presented" : "wrong token");
-      refuse_after(delay, Errc::auth_failed, "TCP clients must present the broker's token");
-      return Step::next;
-    }
-    server_.auth_succeeded(remote_ip_);
+    authenticate(h.correlation, std::string(m.token), std::string(m.client_name));
+    return Step::next;
   }
+  welcome(h.correlation, m.client_name);
+  return Step::next;
+}
+
+void Connection::welcome(std::uint64_t correlation, std::string_view name) {
   welcomed_ = true;
   handshake_timer_.cancel();
   proto::Welcome w;
@@ -307,26 +311,43 @@ Connection::Step Connection::handle_hello(const proto::Header& h, proto::Bytes b
   w.uid = identity_.uid;
   w.gid = identity_.gid;
   w.client_id = identity_.client_id;
-  proto::append_welcome(out_, h.correlation, w);
+  proto::append_welcome(out_, correlation, w);
   server_.mark_dirty(id_);
-  spdlog::debug("client {} connected: {} name '{}'", id_, description_, m.client_name);
-  return Step::next;
+  spdlog::debug("client {} connected: {} name '{}'", id_, description_, name);
 }
 
-void Connection::refuse_after(std::chrono::milliseconds delay, Errc code, std::string text) {
-  if (delay.count() == 0) {
-    reject(code, text);
+void Connection::authenticate(std::uint64_t correlation, std::string token, std::string name) {
+  const auto delay = server_.auth_delay(remote_ip_);
+  if (delay.count() > 0 && !held_) {
+    // Hold the HELLO itself, not only the refusal: every guess from a failing address
+    // waits, however many connections it opens.
+    held_ = true;
+    handshake_timer_.expires_after(delay);
+    handshake_timer_.async_wait([self = shared_from_this(), correlation, token = std::move(token),
+                                 name = std::move(name)](const asio::error_code& ec) mutable {
+      if (ec || self->closed_) return;
+      self->authenticate(correlation, std::move(token), std::move(name));
+      self->held_ = false;
+      self->resume();  // frames that arrived behind the HELLO, then reading
+    });
     return;
   }
-  held_ = true;
-  handshake_timer_.expires_after(delay);
-  handshake_timer_.async_wait(
-      [self = shared_from_this(), code, text = std::move(text)](const asio::error_code& ec) {
-        if (ec || self->closed_) return;
-        self->held_ = false;
-        self->reject(code, text);
-        self->server_.end_of_batch();
-      });
+  if (!token_matches(token, server_.options().tcp_token)) {
+    const std::uint32_t failures = server_.auth_failed(remote_ip_);
+    // Logged per address, sparingly: a remote host must not be able to flood the log.
+    if (failures <= 3 || failures % 100 == 0) {
+      spdlog::warn("client {} ({}): auth_failed: {} ({} failures from this address)", id_,
+                   description_, token.empty() ? "no token presented" : "wrong token", failures);
+    }
+    reject(Errc::auth_failed, "TCP clients must present the broker's token");
+    return;
+  }
+  if (const Errc e = server_.authenticated(*this); e != Errc::ok) {
+    spdlog::warn("refusing client {} ({}): {}", id_, description_, errc_name(e));
+    reject(e, "connection limit reached for TCP clients");
+    return;
+  }
+  welcome(correlation, name);
 }
 
 void Connection::error(std::uint64_t correlation, Errc code, std::string_view text) {

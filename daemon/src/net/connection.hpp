@@ -42,6 +42,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   broker::PeerId id() const { return id_; }
   const broker::Identity& identity() const { return identity_; }
   const std::string& description() const { return description_; }
+  const std::string& remote_ip() const { return remote_ip_; }
+  bool authenticated() const { return authenticated_; }
+  void mark_authenticated() { authenticated_ = true; }
   bool closed() const { return closed_; }
   bool flush_pending = false;  // on the server's dirty list
 
@@ -61,8 +64,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Answers a frame the peer should not have sent (the connection goes on) and logs it.
   void bad_request(std::uint64_t correlation, Errc code, std::string_view text);
   bool can_read() const { return !closed_ && !closing_ && !blocked_ && !held_ && !backed_up(); }
-  // Refuses the handshake, after `delay` when the peer has failed too often.
-  void refuse_after(std::chrono::milliseconds delay, Errc code, std::string text);
+  // Checks a TCP peer's token, after holding the HELLO when its address failed often.
+  void authenticate(std::uint64_t correlation, std::string token, std::string name);
+  void welcome(std::uint64_t correlation, std::string_view name);
   void wait_writable();
   void resume();  // processes held-back frames, then reads again if allowed
 
@@ -80,7 +84,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool reading_ = false;
   bool writing_ = false;
   bool blocked_ = false;        // a producer waiting for room in a full queue
-  bool held_ = false;           // a refusal is being held back (repeated failed logins)
+  bool held_ = false;           // a HELLO is held back (repeated failed logins)
+  bool authenticated_ = false;  // TCP: presented the token (and became a broker peer)
   bool paused_output_ = false;  // reads paused until the peer reads its answers
   bool closing_ = false;
   bool closed_ = false;

@@ -19,6 +19,13 @@ constexpr std::size_t kMaxTrackedAuthAddresses = 4096;
 constexpr std::uint32_t kFreeAuthFailures = 3;
 constexpr auto kMaxAuthDelay = std::chrono::seconds(10);
 constexpr auto kAuthMemory = std::chrono::minutes(15);
+// Unauthenticated TCP connections: from one address, and in all.
+constexpr std::uint32_t kMaxPreauthPerAddress = 8;
+constexpr std::uint32_t kMaxPreauthTotal = 256;
+// A TCP peer that vanishes without a FIN is noticed within about two minutes.
+constexpr int kKeepIdleSeconds = 60;
+constexpr int kKeepIntervalSeconds = 10;
+constexpr int kKeepCount = 6;
 
 }  // namespace
 
@@ -59,6 +66,7 @@ void Server::start_tcp() {
     }
     ip = results.begin()->endpoint().address();
   }
+  if (options_.tcp_token.empty()) throw std::runtime_error("TCP needs a non-empty token");
   const asio::ip::tcp::endpoint endpoint(ip, addr->port);
   tcp_acceptor_.open(endpoint.protocol());
   tcp_acceptor_.set_option(asio::socket_base::reuse_address(true));
@@ -126,6 +134,11 @@ void Server::accept_tcp() {
           tcp_retry_, [this] { accept_tcp(); }, ec);
     asio::error_code ignored;
     sock.set_option(asio::ip::tcp::no_delay(true), ignored);
+    sock.set_option(asio::socket_base::keep_alive(true), ignored);
+    const int fd_opt = sock.native_handle();
+    ::setsockopt(fd_opt, IPPROTO_TCP, TCP_KEEPIDLE, &kKeepIdleSeconds, sizeof(int));
+    ::setsockopt(fd_opt, IPPROTO_TCP, TCP_KEEPINTVL, &kKeepIntervalSeconds, sizeof(int));
+    ::setsockopt(fd_opt, IPPROTO_TCP, TCP_KEEPCNT, &kKeepCount, sizeof(int));
     const auto remote = sock.remote_endpoint(ignored);
     const std::string ip = remote.address().to_string();
     const broker::PeerId id = next_id_++;
@@ -143,18 +156,56 @@ void Server::admit(asio::generic::stream_protocol::socket socket, broker::Identi
                    std::string description, std::string remote_ip) {
   const broker::PeerId id = who.client_id;
   auto conn = std::make_shared<Connection>(*this, std::move(socket), id, who,
-                                           std::move(description), std::move(remote_ip));
+                                           std::move(description), remote_ip);
   conns_.emplace(id, conn);
-  if (auto e = broker_.connect(id, who, broker::Clock::now()); e != Errc::ok) {
+  Errc e = Errc::ok;
+  if (who.tcp) {
+    auto& from_ip = preauth_by_ip_[remote_ip];
+    if (from_ip >= kMaxPreauthPerAddress || preauth_total_ >= kMaxPreauthTotal) {
+      e = Errc::too_many_connections;
+    }
+    ++from_ip;  // counted either way; forget() gives it back
+    ++preauth_total_;
+  } else {
+    e = broker_.connect(id, who, broker::Clock::now());
+  }
+  if (e != Errc::ok) {
     spdlog::warn("refusing client {} ({}): {}", id, conn->description(), errc_name(e));
-    conn->reject(e, "connection limit reached for this uid or broker");
+    conn->reject(e, who.tcp ? "too many unauthenticated connections"
+                            : "connection limit reached for this uid or broker");
   } else {
     conn->start();
   }
   end_of_batch();
 }
 
-std::chrono::milliseconds Server::auth_failed(const std::string& address) {
+void Server::end_preauth(const std::string& address) {
+  auto it = preauth_by_ip_.find(address);
+  if (it == preauth_by_ip_.end()) return;
+  if (--it->second == 0) preauth_by_ip_.erase(it);
+  --preauth_total_;
+}
+
+Errc Server::authenticated(Connection& c) {
+  auth_failures_.erase(c.remote_ip());
+  end_preauth(c.remote_ip());
+  c.mark_authenticated();
+  return broker_.connect(c.id(), c.identity(), broker::Clock::now());
+}
+
+std::chrono::milliseconds Server::auth_delay(const std::string& address) const {
+  auto it = auth_failures_.find(address);
+  // After kFreeAuthFailures failures, each further attempt waits 250 ms, then doubling.
+  if (it == auth_failures_.end() || it->second.count < kFreeAuthFailures ||
+      broker::Clock::now() - it->second.last > kAuthMemory) {
+    return std::chrono::milliseconds(0);
+  }
+  const auto shift = std::min<std::uint32_t>(it->second.count - kFreeAuthFailures, 16);
+  return std::min<std::chrono::milliseconds>(std::chrono::milliseconds(250LL << shift),
+                                             kMaxAuthDelay);
+}
+
+std::uint32_t Server::auth_failed(const std::string& address) {
   const auto now = broker::Clock::now();
   if (auth_failures_.size() >= kMaxTrackedAuthAddresses && !auth_failures_.count(address)) {
     std::erase_if(auth_failures_, [&](const auto& e) { return now - e.second.last > kAuthMemory; });
@@ -162,21 +213,14 @@ std::chrono::milliseconds Server::auth_failed(const std::string& address) {
       // Still full: forget the address heard from least recently, not an arbitrary one.
       auth_failures_.erase(std::min_element(
           auth_failures_.begin(), auth_failures_.end(),
-          [](const auto& a, const auto& b) { return a.second.last < b.second.last; }));
+          [](const auto& x, const auto& y) { return x.second.last < y.second.last; }));
     }
   }
   auto& f = auth_failures_[address];
   if (now - f.last > kAuthMemory) f.count = 0;
   ++f.count;
   f.last = now;
-  if (f.count <= kFreeAuthFailures) return std::chrono::milliseconds(0);
-  const auto shift = std::min<std::uint32_t>(f.count - kFreeAuthFailures - 1, 16);
-  return std::min<std::chrono::milliseconds>(std::chrono::milliseconds(250LL << shift),
-                                             kMaxAuthDelay);
-}
-
-void Server::auth_succeeded(const std::string& address) {
-  auth_failures_.erase(address);
+  return f.count;
 }
 
 Connection* Server::find(broker::PeerId id) {
@@ -192,7 +236,8 @@ void Server::mark_dirty(broker::PeerId id) {
 }
 
 void Server::end_of_batch() {
-  // flush() can close a connection, and a close can dirty nothing else, so one pass does.
+  // flush() can close a connection; what that close answers others is flushed by the
+  // end_of_batch() forget() posts.
   for (std::size_t i = 0; i < dirty_.size(); ++i) {
     if (Connection* c = find(dirty_[i])) {
       c->flush_pending = false;
@@ -219,9 +264,13 @@ void Server::arm_deadline_timer() {
 void Server::forget(broker::PeerId id) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
+  if (it->second->identity().tcp && !it->second->authenticated()) {
+    end_preauth(it->second->remote_ip());
+  }
   broker_.disconnect(id);
   // The connection may be mid-call up the stack; let it die after this handler returns.
-  asio::post(io_, [keep = std::move(it->second)] {});
+  // The disconnect may also have answered other peers (failed requests): flush them.
+  asio::post(io_, [this, keep = std::move(it->second)] { end_of_batch(); });
   conns_.erase(it);
   if (stopping_ && conns_.empty() && on_stopped_) {
     drain_timer_.cancel();

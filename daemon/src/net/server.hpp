@@ -49,10 +49,14 @@ class Server final : public broker::Sink {
   void mark_dirty(broker::PeerId id);
   void end_of_batch();  // flush dirty connections, re-arm the deadline timer
   void forget(broker::PeerId id);
-  // Records a failed TCP authentication from `address` and returns how long to hold the
-  // refusal back: nothing for the first few, then growing, so guessing tokens is slow.
-  std::chrono::milliseconds auth_failed(const std::string& address);
-  void auth_succeeded(const std::string& address);
+  // How long to hold a TCP HELLO from `address` before its token is even compared:
+  // nothing after few failures, then growing, so that guessing tokens is slow.
+  std::chrono::milliseconds auth_delay(const std::string& address) const;
+  // Records a failed TCP authentication; returns the address's failure count.
+  std::uint32_t auth_failed(const std::string& address);
+  // A TCP peer presented the token: it becomes a broker peer now (TCP peers are not
+  // registered before, so unauthenticated connections hold no quota, inbox or id).
+  Errc authenticated(Connection& c);
 
   // broker::Sink
   void deliver(broker::PeerId to, std::uint64_t correlation, bool last,
@@ -77,6 +81,7 @@ class Server final : public broker::Sink {
                     const asio::error_code& ec);
   void admit(asio::generic::stream_protocol::socket socket, broker::Identity who,
              std::string description, std::string remote_ip);
+  void end_preauth(const std::string& address);
   void arm_deadline_timer();
   Connection* find(broker::PeerId id);
 
@@ -94,6 +99,9 @@ class Server final : public broker::Sink {
   std::vector<broker::PeerId> dirty_;
   std::vector<std::byte> scratch_;
   std::unordered_map<std::string, AuthFailures> auth_failures_;
+  // TCP connections that have not authenticated yet, per remote address and in all.
+  std::unordered_map<std::string, std::uint32_t> preauth_by_ip_;
+  std::uint32_t preauth_total_ = 0;
   broker::PeerId next_id_ = 1;
   BoundSocket bound_;
   bool stopping_ = false;
