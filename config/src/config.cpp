@@ -155,6 +155,8 @@ Config from_json(const json& root) {
     o.number("uid_max_connections", c.uid_max_connections, 1, 1'000'000);
     o.number("uid_max_queued_bytes", c.uid_max_queued_bytes, 1,
              std::numeric_limits<std::uint64_t>::max() / 2);
+    o.number("uid_max_queued_messages", c.uid_max_queued_messages, 1,
+             std::numeric_limits<std::uint64_t>::max() / 2);
     o.number("max_waiting_receives", c.max_waiting_receives, 1, 65'536);
     o.number("max_receive_batch", c.max_receive_batch, 1, 1'000'000);
     o.number("max_outbound_bytes", c.max_outbound_bytes, 4096, 1ull << 32);

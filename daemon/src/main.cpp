@@ -31,6 +31,7 @@ qbus::daemon::ServerOptions server_options(const Config& c) {
   o.limits.max_connections = c.max_connections;
   o.limits.uid_max_connections = c.uid_max_connections;
   o.limits.uid_max_queued_bytes = c.uid_max_queued_bytes;
+  o.limits.uid_max_queued_messages = c.uid_max_queued_messages;
   o.limits.max_waiting_receives = c.max_waiting_receives;
   o.limits.max_receive_batch = c.max_receive_batch;
   o.limits.inbox = {c.inbox.max_messages, c.inbox.max_bytes, c.inbox.overflow};

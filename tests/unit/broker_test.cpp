@@ -807,6 +807,20 @@ TEST_F(BrokerTest, QueuedBytesQuotaIsSharedByAllConnectionsOfAUid) {
   put(a2, "other", "12345");
 }
 
+TEST_F(BrokerTest, QueuedMessageCountQuotaStopsAFloodOfEmptyMessages) {
+  limits_.uid_max_queued_messages = 3;
+  const PeerId a = connect(1000);
+  const PeerId b = connect(2000);
+  for (int i = 0; i < 3; ++i) put(a, "q" + std::to_string(i), "");
+  const auto out = send(a, "q9", "");
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_EQ(out.error, Errc::quota_exceeded);
+  EXPECT_NE(out.text.find("messages queued"), std::string::npos) << out.text;
+  put(b, "q9", "");  // another uid is unaffected
+  receive_now(b, "q0");
+  put(a, "q9", "");  // room again
+}
+
 TEST_F(BrokerTest, QuotaRejectionIsCountedOnTheQueue) {
   limits_.uid_max_queued_bytes = 4;
   ASSERT_EQ(declare("jobs", QueueOptions{}), Errc::ok);

@@ -154,13 +154,9 @@ SendOutcome Broker::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
     return {};
   }
 
-  const auto& usage = accounting_.of(sender.id.uid);
-  if (usage.queued_bytes + size > limits_.uid_max_queued_bytes) {
+  if (auto refusal = over_quota(sender.id, size)) {
     ++q.counters().rejected_total;
-    return rejected(Errc::quota_exceeded, "uid " + std::to_string(sender.id.uid) + " already has " +
-                                              std::to_string(usage.queued_bytes) +
-                                              " bytes queued (limit " +
-                                              std::to_string(limits_.uid_max_queued_bytes) + ")");
+    return *refusal;
   }
   if (!q.has_room_for(size)) {
     switch (q.options().overflow) {
@@ -296,6 +292,24 @@ void Broker::fail_waiters(Queue& q, Errc code, std::string_view text) {
     remove_waiter(q, it);
     sink_.fail(peer, corr, code, text);
   }
+}
+
+std::optional<SendOutcome> Broker::over_quota(const Identity& sender, std::size_t bytes) {
+  const auto* usage = accounting_.find(sender.uid);
+  if (!usage) return std::nullopt;
+  if (usage->queued_bytes + bytes > limits_.uid_max_queued_bytes) {
+    return rejected(Errc::quota_exceeded, "uid " + std::to_string(sender.uid) + " already has " +
+                                              std::to_string(usage->queued_bytes) +
+                                              " bytes queued (limit " +
+                                              std::to_string(limits_.uid_max_queued_bytes) + ")");
+  }
+  if (usage->queued_messages >= limits_.uid_max_queued_messages) {
+    return rejected(Errc::quota_exceeded,
+                    "uid " + std::to_string(sender.uid) + " already has " +
+                        std::to_string(usage->queued_messages) + " messages queued (limit " +
+                        std::to_string(limits_.uid_max_queued_messages) + ")");
+  }
+  return std::nullopt;
 }
 
 void Broker::charge(const Identity& sender, std::size_t bytes) {

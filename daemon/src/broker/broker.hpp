@@ -172,6 +172,8 @@ class Broker {
   void serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::uint32_t max);
   void remove_waiter(Queue& q, WaiterList::iterator it);
   void fail_waiters(Queue& q, Errc code, std::string_view text);
+  // The refusal when queuing `bytes` more would exceed the sender's uid quota.
+  std::optional<SendOutcome> over_quota(const Identity& sender, std::size_t bytes);
   void charge(const Identity& sender, std::size_t bytes);
   void release(const Message& m);
   void space_freed(Queue& q);

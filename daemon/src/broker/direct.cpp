@@ -151,11 +151,7 @@ SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
                                                  std::to_string(sender.parked) +
                                                  " sends waiting for their process to connect");
   }
-  const auto& usage = accounting_.of(sender.id.uid);
-  if (usage.queued_bytes + payload.size() > limits_.uid_max_queued_bytes) {
-    return rejected(Errc::quota_exceeded, "uid " + std::to_string(sender.id.uid) + " already has " +
-                                              std::to_string(usage.queued_bytes) + " bytes queued");
-  }
+  if (auto refusal = over_quota(sender.id, payload.size())) return *refusal;
   Parked pk;
   pk.from = from;
   pk.correlation = d.correlation;

@@ -45,6 +45,9 @@ struct Limits {
   std::uint32_t max_queues = 65'536;
   // Bytes of queued payload one uid may hold across all queues, however many connections.
   std::uint64_t uid_max_queued_bytes = 1ull << 30;
+  // Messages one uid may have queued: bounds the per-message bookkeeping that payload
+  // bytes do not count (a flood of empty messages).
+  std::uint64_t uid_max_queued_messages = 1'000'000;
   std::uint32_t uid_max_connections = 1'024;
   std::uint32_t max_connections = 16'384;
   // Receives one connection may have waiting at once; with max_payload this bounds how

@@ -41,6 +41,7 @@ struct Config {
   std::uint32_t max_connections = 16'384;
   std::uint32_t uid_max_connections = 1'024;
   std::uint64_t uid_max_queued_bytes = 1ull << 30;
+  std::uint64_t uid_max_queued_messages = 1'000'000;
   std::uint32_t max_waiting_receives = 64;
   std::uint32_t max_receive_batch = 4'096;
   std::uint64_t max_outbound_bytes = 4ull << 20;
