@@ -2,23 +2,43 @@
 //
 //   qbus-bench throughput [--producers P] [--consumers C] [--messages N] [--size BYTES]
 //                         [--batch N] [--runs R] [--address ADDR] [--json]
+//   qbus-bench latency [--requests N] [--warmup N] [--size BYTES] [--runs R]
+//                      [--address ADDR] [--json]
+//   qbus-bench direct [--messages N] [--warmup N] [--size BYTES] [--runs R]
+//                     [--throughput-messages N] [--address ADDR] [--json]
 //
-// Producers and consumers are separate processes released together from a barrier; the
-// time runs until every consumer has its share. Unless --address is given, a private
-// qbusd is started on a temporary socket. With --runs R the figures are the median run.
+// throughput: producers and consumers are separate processes released together from a
+// barrier; the time runs until every consumer has its share.
+//
+// latency: one outstanding request()/reply() round trip at a time through a queue, beside
+// a raw socketpair ping-pong between two processes measured in the same invocation
+// (alternately, raw first and last), so the broker's cost is read against this machine's
+// floor rather than against numbers from another day. direct: the same for PID-routed
+// direct messages, plus one-way direct-send throughput.
+//
+// Unless --address is given, a private qbusd is started on a temporary socket. With --runs R
+// the figures are the median run (per percentile for the latency tables). Processes
+// synchronise through pipes and messages, never sleeps; nothing is pinned to a CPU.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <qbus/client.hpp>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <sstream>
+#include <utility>
 
 #include "daemon.hpp"
+#include "histogram.hpp"
 
 namespace {
 
@@ -101,7 +121,8 @@ RunResult run_throughput(const Options& o, const std::string& address, pid_t dae
                                          [](const qbus::Message& m) { return m.text() == kStop; });
         if (stops == 0) continue;
         // The stops come last; one batch may hold other consumers' stops: hand them back.
-        for (long extra = 1; extra < stops; ++extra) c.send(kQueue, kStop);
+        for (long extra = 1; extra < stops; ++extra)
+          c.send(kQueue, kStop);
         c.sync();
         return 0;
       }
@@ -193,11 +214,531 @@ int throughput(const Options& o) {
   return 0;
 }
 
+// ---- latency and direct ---------------------------------------------------------------
+
+using qbus::bench::Histogram;
+
+constexpr char kRpcKey[] = "bench.rpc";
+constexpr auto kReplyTimeout = seconds(10);
+// A helper process gives up when nothing arrives for this long (the other side died).
+constexpr auto kIdleTimeout = seconds(120);
+const qbus::DirectOptions kNoWait{std::chrono::milliseconds(0), false};
+
+struct PingOptions {
+  long long count = 100'000;  // measured round trips per run
+  long long warmup = 1'000;   // unmeasured round trips before them
+  std::size_t size = 64;
+  int runs = 3;
+  long long stream_messages = 1'000'000;  // direct: one-way throughput messages per run
+  std::string address;
+  bool json = false;
+};
+
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  Fd& operator=(Fd&&) = delete;
+  ~Fd() { reset(); }
+  int get() const { return fd_; }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+struct Pipe {
+  Fd read;
+  Fd write;
+};
+
+Pipe make_pipe() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  return {Fd(p[0]), Fd(p[1])};
+}
+
+bool write_all(int fd, const void* data, std::size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+// False on end of file or an error before `n` bytes arrived.
+bool read_all(int fd, void* data, std::size_t n) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    const ssize_t r = ::read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+// A forked process running `body`, which exits with body's result (1 when it throws).
+// A Child that was not wait()ed for is killed and reaped by the destructor, so an exception
+// in the parent leaves no stray processes.
+class Child {
+ public:
+  template <typename F>
+  explicit Child(F&& body) : pid_(::fork()) {
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ > 0) return;
+    int code = 1;
+    try {
+      code = body();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "qbus-bench: worker: %s\n", e.what());
+    } catch (...) {
+      std::fprintf(stderr, "qbus-bench: worker: unknown exception\n");
+    }
+    ::_exit(code);
+  }
+  ~Child() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  // Waits for the exit; true when the process exited with status 0.
+  bool wait() {
+    int status = 0;
+    const pid_t pid = std::exchange(pid_, -1);
+    while (::waitpid(pid, &status, 0) < 0) {
+      if (errno != EINTR) return false;
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+
+ private:
+  pid_t pid_;
+};
+
+// Child side of a readiness pipe: sends `value` once the child is connected.
+template <typename T>
+bool announce(Pipe& ready, const T& value) {
+  ready.read.reset();
+  const bool ok = write_all(ready.write.get(), &value, sizeof value);
+  ready.write.reset();
+  return ok;
+}
+
+// Parent side: the value the child announced; a child that died first gives end of file.
+template <typename T>
+T await_ready(Pipe& ready, const char* who) {
+  ready.write.reset();
+  T value{};
+  if (!read_all(ready.read.get(), &value, sizeof value)) {
+    throw std::runtime_error(std::string(who) + " failed to start");
+  }
+  ready.read.reset();
+  return value;
+}
+
+long long now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+// Round-trip percentiles of one run (or the per-percentile median of several), in ns.
+struct Summary {
+  double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
+};
+
+Summary summarize(const Histogram& h) {
+  const auto p = [&](double q) { return static_cast<double>(h.percentile(q)); };
+  return {p(50), p(90), p(99), p(99.9), static_cast<double>(h.max())};
+}
+
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+Summary median_summary(const std::vector<Summary>& runs) {
+  const auto field = [&](double Summary::*f) {
+    std::vector<double> v;
+    for (const auto& s : runs)
+      v.push_back(s.*f);
+    return median_of(std::move(v));
+  };
+  return {field(&Summary::p50), field(&Summary::p90), field(&Summary::p99), field(&Summary::p999),
+          field(&Summary::max)};
+}
+
+// Runs `warmup` unmeasured, then `count` measured round trips, one at a time.
+template <typename F>
+Summary measure(Histogram& h, const PingOptions& o, F&& round_trip) {
+  for (long long i = 0; i < o.warmup; ++i)
+    round_trip();
+  h.reset();
+  for (long long i = 0; i < o.count; ++i) {
+    const auto start = Clock::now();
+    round_trip();
+    h.record_signed(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+  }
+  return summarize(h);
+}
+
+// Bytes per raw ping: a zero-byte write would not wake the other side.
+std::size_t raw_size(const PingOptions& o) {
+  return std::max<std::size_t>(o.size, 1);
+}
+
+// Ping-pong over socketpair(AF_UNIX, SOCK_STREAM) with blocking read/write: this machine's
+// floor for one process waking another and back, with no broker in between.
+Summary run_raw(const PingOptions& o, Histogram& h) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    throw std::runtime_error("socketpair failed");
+  }
+  Fd mine(sv[0]), theirs(sv[1]);
+  const std::size_t size = raw_size(o);
+  Child echo([&] {
+    mine.reset();
+    std::string buf(size, '\0');
+    while (read_all(theirs.get(), buf.data(), size)) {
+      if (!write_all(theirs.get(), buf.data(), size)) return 1;
+    }
+    return 0;  // end of file: the parent is done
+  });
+  theirs.reset();
+  const std::string out(size, 'r');
+  std::string in(size, '\0');
+  const Summary s = measure(h, o, [&] {
+    if (!write_all(mine.get(), out.data(), size) || !read_all(mine.get(), in.data(), size)) {
+      throw std::runtime_error("raw ping-pong: the echo process went away");
+    }
+  });
+  mine.reset();
+  if (!echo.wait()) throw std::runtime_error("raw ping-pong: the echo process failed");
+  return s;
+}
+
+// One outstanding request() at a time to a responder that reply()s from another process.
+Summary run_rpc(const PingOptions& o, const std::string& address, Histogram& h) {
+  Pipe ready = make_pipe();
+  Child responder([&] {
+    auto c = connect(address);
+    const std::string payload(o.size, 'p');
+    if (!announce(ready, '\1')) return 1;
+    while (true) {
+      auto m = c.receive(kRpcKey, kIdleTimeout);
+      if (!m) return 1;
+      if (!m->is_request()) break;  // the stop
+      c.reply(*m, payload);
+    }
+    c.sync();
+    return c.send_failures().count == 0 ? 0 : 1;
+  });
+  await_ready<char>(ready, "the responder");
+  auto c = connect(address);
+  const std::string payload(o.size, 'q');
+  const Summary s = measure(h, o, [&] {
+    const auto m = c.request(kRpcKey, payload, kReplyTimeout);
+    if (!m) throw std::runtime_error("request: no reply within 10 s");
+    if (m->size() != o.size) throw std::runtime_error("request: a reply of the wrong size");
+  });
+  c.send(kRpcKey, kStop);
+  c.sync();
+  if (!responder.wait()) throw std::runtime_error("the responder failed");
+  return s;
+}
+
+// Direct-message ping-pong: each side answers the other's pid with send_to_pid().
+Summary run_direct_ping(const PingOptions& o, const std::string& address, Histogram& h) {
+  Pipe ready = make_pipe();
+  Child echo([&] {
+    auto c = connect(address);
+    const std::string payload(o.size, 'p');
+    if (!announce(ready, c.session().pid)) return 1;
+    while (true) {
+      auto m = c.receive_direct(kIdleTimeout);
+      if (!m) return 1;
+      if (m->text() == kStop) break;
+      c.send_to_pid(m->sender().pid, payload, kNoWait);
+    }
+    c.sync();
+    return c.send_failures().count == 0 ? 0 : 1;
+  });
+  const auto peer = await_ready<std::uint32_t>(ready, "the direct echo process");
+  auto c = connect(address);
+  const std::string payload(o.size, 'q');
+  const Summary s = measure(h, o, [&] {
+    c.send_to_pid(peer, payload, kNoWait);
+    const auto m = c.receive_direct(kReplyTimeout);
+    if (!m) throw std::runtime_error("direct ping-pong: no answer within 10 s");
+    if (m->size() != o.size)
+      throw std::runtime_error("direct ping-pong: an answer of the wrong size");
+  });
+  c.send_to_pid(peer, kStop, kNoWait);
+  c.sync();
+  if (c.send_failures().count != 0) {
+    throw std::runtime_error("direct ping-pong: " + c.send_failures().last_message);
+  }
+  if (!echo.wait()) throw std::runtime_error("the direct echo process failed");
+  return s;
+}
+
+// Alternates raw and qbus runs, raw first and last: R qbus runs inside R+1 raw runs.
+struct Comparison {
+  std::vector<Summary> raw_runs, qbus_runs;
+  Summary raw, qbus;
+};
+
+template <typename F>
+Comparison compare_with_raw(const PingOptions& o, F&& run_qbus) {
+  const auto h = std::make_unique<Histogram>();
+  Comparison c;
+  for (int i = 0; i < o.runs; ++i) {
+    c.raw_runs.push_back(run_raw(o, *h));
+    c.qbus_runs.push_back(run_qbus(*h));
+  }
+  c.raw_runs.push_back(run_raw(o, *h));
+  c.raw = median_summary(c.raw_runs);
+  c.qbus = median_summary(c.qbus_runs);
+  return c;
+}
+
+double us(double ns) {
+  return ns / 1e3;
+}
+double ratio(double a, double b) {
+  return b > 0 ? a / b : 0;
+}
+
+long cpus_online() {
+  return ::sysconf(_SC_NPROCESSORS_ONLN);
+}
+
+std::string summary_json(const Summary& s) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "{\"p50_us\":%.3f,\"p90_us\":%.3f,\"p99_us\":%.3f,\"p99_9_us\":%.3f,"
+                "\"max_us\":%.3f}",
+                us(s.p50), us(s.p90), us(s.p99), us(s.p999), us(s.max));
+  return buf;
+}
+
+// "latency" or "direct" figures shared by both JSON objects, without the braces.
+std::string comparison_json(const PingOptions& o, const Comparison& c, const char* name) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "\"cpus_online\":%ld,\"round_trips\":%lld,\"warmup\":%lld,\"size\":%zu,"
+                "\"raw_size\":%zu,\"runs\":%d,\"raw_runs\":%zu,",
+                cpus_online(), o.count, o.warmup, o.size, raw_size(o), o.runs, c.raw_runs.size());
+  std::string out = buf;
+  out += "\"raw_socketpair\":" + summary_json(c.raw) + ",\"" + name + "\":" + summary_json(c.qbus) +
+         ",";
+  std::snprintf(buf, sizeof buf, "\"ratio_p50\":%.3f,\"ratio_p99\":%.3f",
+                ratio(c.qbus.p50, c.raw.p50), ratio(c.qbus.p99, c.raw.p99));
+  return out + buf;
+}
+
+void print_comparison(const PingOptions& o, const Comparison& c, const char* what,
+                      const char* label, bool own_daemon) {
+  std::printf("%s: %lld round trips x %zu B per run (+%lld warmup), median of %d run(s)\n", what,
+              o.count, o.size, o.warmup, o.runs);
+  std::printf("  %ld CPU(s) online (sysconf), nothing pinned; %s\n", cpus_online(),
+              own_daemon ? "private qbusd" : ("broker at " + o.address).c_str());
+  std::printf("  raw: %zu run(s) alternating with the qbus runs, before and after each%s\n",
+              c.raw_runs.size(), o.size == 0 ? "; 1 B pings (a 0 B write wakes nobody)" : "");
+  std::printf("  %-30s %9s %9s %9s %9s %9s\n", "round trip (us)", "p50", "p90", "p99", "p99.9",
+              "max");
+  using Row = std::pair<const char*, const Summary*>;
+  for (const auto& [name, s] : {Row{"raw socketpair ping-pong", &c.raw}, Row{label, &c.qbus}}) {
+    std::printf("  %-30s %9.2f %9.2f %9.2f %9.2f %9.2f\n", name, us(s->p50), us(s->p90), us(s->p99),
+                us(s->p999), us(s->max));
+  }
+  std::printf("  %-30s %8.2fx %9s %8.2fx\n", "qbus/raw", ratio(c.qbus.p50, c.raw.p50), "",
+              ratio(c.qbus.p99, c.raw.p99));
+  const auto runs_line = [](const char* name, const std::vector<Summary>& runs) {
+    std::printf("  runs, p50/p99 (us), %-5s", name);
+    for (const auto& s : runs)
+      std::printf(" %.2f/%.2f", us(s.p50), us(s.p99));
+    std::printf("\n");
+  };
+  runs_line("raw:", c.raw_runs);
+  runs_line("qbus:", c.qbus_runs);
+}
+
+// A private qbusd unless --address names a running broker (then nullptr).
+std::unique_ptr<qbus::testing::Daemon> private_daemon(const PingOptions& o,
+                                                      const std::string& config_json) {
+  if (!o.address.empty()) return nullptr;
+  qbus::testing::DaemonOptions d;
+  d.log_level = "warn";
+  d.config_json = config_json;
+  return std::make_unique<qbus::testing::Daemon>(d);
+}
+
+int latency(const PingOptions& o) {
+  ::signal(SIGPIPE, SIG_IGN);  // a dead echo process is an error to report, not a signal
+  const auto daemon = private_daemon(o, "");
+  const std::string address = daemon ? daemon->address() : o.address;
+  const Comparison c = compare_with_raw(o, [&](Histogram& h) { return run_rpc(o, address, h); });
+  if (o.json) {
+    std::printf("{\"benchmark\":\"latency\",%s}\n",
+                comparison_json(o, c, "qbus_request_reply").c_str());
+  } else {
+    print_comparison(o, c, "latency (request/reply through a queue)", "qbus request/reply",
+                     daemon != nullptr);
+  }
+  return 0;
+}
+
+struct StreamResult {
+  double seconds = 0;
+  double daemon_cpu_seconds = -1;  // unknown with --address
+};
+
+// What the direct receiver reports: messages taken and when it had the last one.
+struct ReceiverReport {
+  long long received = 0;
+  long long end_ns = 0;
+};
+
+// One sender process (Client::Batch, confirm=false) -> one receiver process's inbox.
+StreamResult run_direct_stream(const PingOptions& o, const std::string& address, pid_t daemon_pid) {
+  const long long n = o.stream_messages;
+  Pipe report = make_pipe();
+  Pipe receiver_ready = make_pipe();
+  Child receiver([&] {
+    report.read.reset();
+    auto c = connect(address);
+    if (!announce(receiver_ready, c.session().pid)) return 1;
+    ReceiverReport r;
+    while (r.received < n) {
+      const auto got = c.receive_direct_batch(256, kIdleTimeout);
+      if (got.empty()) break;  // starved: messages were lost
+      const auto stops = std::count_if(got.begin(), got.end(),
+                                       [](const qbus::Message& m) { return m.text() == kStop; });
+      r.received += static_cast<long long>(got.size()) - stops;
+      if (stops) break;  // the sender failed; count what arrived
+    }
+    r.end_ns = now_ns();
+    return write_all(report.write.get(), &r, sizeof r) && r.received == n ? 0 : 1;
+  });
+  report.write.reset();
+  const auto peer = await_ready<std::uint32_t>(receiver_ready, "the direct receiver");
+
+  Pipe go = make_pipe();
+  Pipe sender_ready = make_pipe();
+  Child sender([&] {
+    go.write.reset();
+    report.read.reset();
+    auto c = connect(address);
+    const std::string payload(o.size, 'm');
+    if (!announce(sender_ready, '\1')) return 1;
+    char byte;
+    if (::read(go.read.get(), &byte, 1) < 0) return 1;  // end of file is the start signal
+    {
+      qbus::Client::Batch batch(c);
+      for (long long i = 0; i < n; ++i)
+        c.send_to_pid(peer, payload, kNoWait);
+    }
+    c.sync();
+    if (c.send_failures().count == 0) return 0;
+    std::fprintf(stderr, "qbus-bench: direct sender: %llu send(s) failed: %s\n",
+                 static_cast<unsigned long long>(c.send_failures().count),
+                 c.send_failures().last_message.c_str());
+    return 1;
+  });
+  go.read.reset();
+  await_ready<char>(sender_ready, "the direct sender");
+
+  const double cpu_before = daemon_pid > 0 ? cpu_seconds(daemon_pid) : 0;
+  const long long start_ns = now_ns();
+  go.write.reset();
+  const bool sent = sender.wait();
+  if (!sent) {
+    auto c = connect(address);
+    c.send_to_pid(peer, kStop, kNoWait);
+    c.sync();
+  }
+  ReceiverReport r;
+  const bool reported = read_all(report.read.get(), &r, sizeof r);
+  StreamResult result;
+  if (daemon_pid > 0) result.daemon_cpu_seconds = cpu_seconds(daemon_pid) - cpu_before;
+  const bool received = receiver.wait();
+  if (!sent || !reported || !received) {
+    throw std::runtime_error("direct throughput: the receiver got " + std::to_string(r.received) +
+                             " of " + std::to_string(n) + " messages");
+  }
+  result.seconds = static_cast<double>(r.end_ns - start_ns) / 1e9;
+  return result;
+}
+
+int direct(const PingOptions& o) {
+  ::signal(SIGPIPE, SIG_IGN);
+  // Inboxes deep enough that the pipelined sender is never refused (inbox_full).
+  const auto daemon =
+      private_daemon(o, R"({"inbox": {"max_messages": 100000000, "max_bytes": 68719476736},
+                        "limits": {"uid_max_queued_bytes": 137438953472}})");
+  const std::string address = daemon ? daemon->address() : o.address;
+  const Comparison c =
+      compare_with_raw(o, [&](Histogram& h) { return run_direct_ping(o, address, h); });
+  std::vector<StreamResult> streams;
+  for (int i = 0; i < o.runs; ++i)
+    streams.push_back(run_direct_stream(o, address, daemon ? daemon->pid() : -1));
+  std::sort(streams.begin(), streams.end(),
+            [](const StreamResult& a, const StreamResult& b) { return a.seconds < b.seconds; });
+  const StreamResult& med = streams[streams.size() / 2];
+  const double n = static_cast<double>(o.stream_messages);
+  const double rate = n / med.seconds;
+  const double mbps = rate * static_cast<double>(o.size) / 1e6;
+  const double cpu_ns = med.daemon_cpu_seconds < 0 ? -1 : med.daemon_cpu_seconds * 1e9 / n;
+  if (o.json) {
+    std::printf(
+        "{\"benchmark\":\"direct\",%s,\"throughput\":{\"messages\":%lld,\"size\":%zu,"
+        "\"receive_batch\":256,\"runs\":%d,\"median_seconds\":%.6f,\"messages_per_second\":%.0f,"
+        "\"mb_per_second\":%.2f,\"daemon_cpu_ns_per_message\":%.1f}}\n",
+        comparison_json(o, c, "qbus_direct_ping_pong").c_str(), o.stream_messages, o.size, o.runs,
+        med.seconds, rate, mbps, cpu_ns);
+    return 0;
+  }
+  print_comparison(o, c, "direct (PID-routed ping-pong: send_to_pid + receive_direct)",
+                   "qbus direct ping-pong", daemon != nullptr);
+  std::printf(
+      "direct throughput: 1 sender (Batch, confirm=false) -> 1 receiver "
+      "(receive_direct_batch 256), %lld x %zu B, median of %d run(s)\n",
+      o.stream_messages, o.size, o.runs);
+  std::printf("  %-28s %12.0f\n", "messages/s", rate);
+  std::printf("  %-28s %12.2f\n", "MB/s (payload)", mbps);
+  std::printf("  %-28s %12.3f\n", "median run (s)", med.seconds);
+  if (cpu_ns >= 0) std::printf("  %-28s %12.1f\n", "daemon CPU ns/message", cpu_ns);
+  for (const auto& r : streams)
+    std::printf("  run: %.3f s\n", r.seconds);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"qbus-bench: end-to-end measurements of qbus", "qbus-bench"};
   app.require_subcommand(1);
+  app.option_defaults()->always_capture_default();  // --help shows every default
+  app.footer(
+      "Each subcommand starts a private qbusd on a temporary socket unless --address is given, "
+      "and prints its figures as tables (or one JSON object with --json). Processes are released "
+      "by pipes and messages, never sleeps; nothing is pinned, and latency and direct show how "
+      "many CPUs sysconf reports online. Run `qbus-bench SUBCOMMAND --help` for its options.");
   Options o;
   auto* tp = app.add_subcommand("throughput", "Producers -> one queue -> consumers");
   tp->add_option("--producers", o.producers, "Producer processes")->check(CLI::Range(1, 64));
@@ -209,6 +750,45 @@ int main(int argc, char** argv) {
   tp->add_option("--runs", o.runs, "Runs; the median is reported")->check(CLI::Range(1, 99));
   tp->add_option("--address", o.address, "Use a running broker instead of a private one");
   tp->add_flag("--json", o.json, "One JSON object instead of the table");
+
+  PingOptions lo;
+  auto* lat = app.add_subcommand(
+      "latency",
+      "request()/reply() round trips through a queue, one outstanding at a time, beside a raw "
+      "socketpair ping-pong measured in the same run");
+  lat->add_option("--requests", lo.count, "Measured round trips per run (qbus and raw each)")
+      ->check(CLI::Range(1LL, 1'000'000'000LL));
+  lat->add_option("--warmup", lo.warmup, "Unmeasured round trips before each run")
+      ->check(CLI::Range(0LL, 1'000'000'000LL));
+  lat->add_option("--size", lo.size, "Payload bytes of requests, replies and raw pings")
+      ->check(CLI::Range(0, 1 << 20));
+  lat->add_option("--runs", lo.runs,
+                  "qbus runs, alternating with R+1 raw runs; each percentile is the median")
+      ->check(CLI::Range(1, 99));
+  lat->add_option("--address", lo.address, "Use a running broker instead of a private one");
+  lat->add_flag("--json", lo.json, "One JSON object instead of the table");
+
+  PingOptions dopt;
+  auto* dir = app.add_subcommand(
+      "direct",
+      "PID-routed direct messages: send_to_pid()/receive_direct() ping-pong beside a raw "
+      "socketpair ping-pong, then one-way direct-send throughput");
+  dir->add_option("--messages", dopt.count, "Measured ping-pong round trips per run")
+      ->check(CLI::Range(1LL, 1'000'000'000LL));
+  dir->add_option("--warmup", dopt.warmup, "Unmeasured round trips before each ping-pong run")
+      ->check(CLI::Range(0LL, 1'000'000'000LL));
+  dir->add_option("--size", dopt.size, "Payload bytes of every message")
+      ->check(CLI::Range(0, 1 << 20));
+  dir->add_option("--runs", dopt.runs,
+                  "Runs: ping-pong runs alternating with R+1 raw runs (median per percentile), "
+                  "then R throughput runs (median)")
+      ->check(CLI::Range(1, 99));
+  dir->add_option("--throughput-messages", dopt.stream_messages,
+                  "Messages per one-way throughput run (Client::Batch, confirm=false)")
+      ->check(CLI::Range(1LL, 1'000'000'000LL));
+  dir->add_option("--address", dopt.address, "Use a running broker instead of a private one");
+  dir->add_flag("--json", dopt.json, "One JSON object instead of the tables");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -218,6 +798,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    if (*lat) return latency(lo);
+    if (*dir) return direct(dopt);
     return throughput(o);
   } catch (const std::exception& e) {
     std::cerr << "qbus-bench: " << e.what() << "\n";
