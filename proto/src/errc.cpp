@@ -35,6 +35,8 @@ constexpr Entry kTable[] = {
     {Errc::not_inbox_owner, "not_inbox_owner"},
     {Errc::auth_failed, "auth_failed"},
     {Errc::too_many_requests, "too_many_requests"},
+    {Errc::no_such_region, "no_such_region"},
+    {Errc::permission_denied, "permission_denied"},
     {Errc::internal_error, "internal_error"},
     {Errc::shutting_down, "shutting_down"},
     {Errc::connect_failed, "connect_failed"},

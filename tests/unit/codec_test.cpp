@@ -1679,6 +1679,8 @@ const std::pair<Errc, std::string_view> kAllCodes[] = {
     {Errc::not_inbox_owner, "not_inbox_owner"},
     {Errc::auth_failed, "auth_failed"},
     {Errc::too_many_requests, "too_many_requests"},
+    {Errc::no_such_region, "no_such_region"},
+    {Errc::permission_denied, "permission_denied"},
     {Errc::internal_error, "internal_error"},
     {Errc::shutting_down, "shutting_down"},
     {Errc::connect_failed, "connect_failed"},
@@ -1717,6 +1719,8 @@ TEST(codec_errc, WireCodesKeepTheirPublishedValues) {
       {Errc::not_inbox_owner, 33},
       {Errc::auth_failed, 34},
       {Errc::too_many_requests, 35},
+      {Errc::no_such_region, 36},
+      {Errc::permission_denied, 37},
       {Errc::internal_error, 50},
       {Errc::shutting_down, 51},
       {Errc::connect_failed, 200},
@@ -1739,7 +1743,7 @@ TEST(codec_errc, EveryListedCodeHasItsName) {
 }
 
 TEST(codec_errc, UnlistedCodesAreUnknown) {
-  for (int v : {5, 9, 15, 19, 36, 49, 52, 199, 206, 1000, 65535}) {
+  for (int v : {5, 9, 15, 19, 38, 49, 52, 199, 206, 1000, 65535}) {
     EXPECT_EQ(errc_name(static_cast<Errc>(v)), "unknown") << v;
     EXPECT_FALSE(errc_is_known(static_cast<std::uint16_t>(v))) << v;
   }

@@ -45,6 +45,8 @@ enum class Errc : std::uint16_t {
   not_inbox_owner = 33,
   auth_failed = 34,
   too_many_requests = 35,
+  no_such_region = 36,
+  permission_denied = 37,
   internal_error = 50,
   shutting_down = 51,
 
