@@ -69,21 +69,6 @@ int memfd_with_fallback(const std::string& name) {
 
 }  // namespace
 
-UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
-  if (this != &other) reset(other.release());
-  return *this;
-}
-
-UniqueFd::~UniqueFd() {
-  reset();
-}
-
-void UniqueFd::reset(int fd) noexcept {
-  // On Linux close() releases the descriptor even when it reports EINTR, so no retry.
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = fd;
-}
-
 Mapping::Mapping(void* base, std::size_t map_size, std::size_t view_offset, std::size_t view_size,
                  bool writable) noexcept
     : base_(base),

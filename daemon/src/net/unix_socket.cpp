@@ -67,18 +67,6 @@ bool someone_listens(const sockaddr_un& addr) {
 
 }  // namespace
 
-UniqueFd& UniqueFd::operator=(UniqueFd&& o) noexcept {
-  if (this != &o) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = o.release();
-  }
-  return *this;
-}
-
-UniqueFd::~UniqueFd() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
 BoundSocket bind_unix_listener(const std::string& path, std::uint32_t mode) {
   const sockaddr_un addr = make_addr(path);
   ensure_parent_dir(path);

@@ -7,25 +7,11 @@
 #include <cstdint>
 #include <string>
 
+#include "qbus/proto/unique_fd.hpp"
+
 namespace qbus::daemon {
 
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& o) noexcept : fd_(o.release()) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept;
-  ~UniqueFd();
-  int get() const { return fd_; }
-  int release() {
-    int f = fd_;
-    fd_ = -1;
-    return f;
-  }
-
- private:
-  int fd_ = -1;
-};
+using proto::UniqueFd;
 
 struct BoundSocket {
   UniqueFd fd;

@@ -23,6 +23,8 @@
 // per-file, so they hold for every process and every fd that refers to the region.
 #pragma once
 
+#include "qbus/proto/unique_fd.hpp"
+
 #include <fcntl.h>
 
 #include <cstddef>
@@ -108,29 +110,7 @@ class [[nodiscard]] Result<void> {
   std::optional<ShmError> error_;
 };
 
-// Owns one file descriptor and closes it on destruction. Move-only so that exactly one
-// owner closes it; release() hands the descriptor over (for example to sendmsg's
-// SCM_RIGHTS path, which duplicates it into the peer, after which the sender may close).
-class UniqueFd {
- public:
-  UniqueFd() noexcept = default;
-  explicit UniqueFd(int fd) noexcept : fd_(fd) {}
-  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept;
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd();
-
-  int get() const noexcept { return fd_; }
-  bool valid() const noexcept { return fd_ >= 0; }
-  explicit operator bool() const noexcept { return valid(); }
-  int release() noexcept { return std::exchange(fd_, -1); }
-  // Closes the current descriptor (if any) and takes ownership of `fd`.
-  void reset(int fd = -1) noexcept;
-
- private:
-  int fd_ = -1;
-};
+using proto::UniqueFd;  // <qbus/proto/unique_fd.hpp>
 
 // Owns one mmap'ed range and unmaps it on destruction. The mapping keeps the region's
 // pages alive on its own: the fd it came from may be closed first. A writable mapping
