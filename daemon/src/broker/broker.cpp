@@ -76,11 +76,8 @@ void Broker::disconnect(PeerId peer) {
     sink_.fail(requester, request_id, Errc::no_such_peer,
                "the receiver of this request disconnected without replying");
   }
-  for (auto it = parked_.begin(); p.parked > 0 && it != parked_.end();) {
-    auto next = std::next(it);
-    if (it->from == peer) drop_parked(it);
-    it = next;
-  }
+  while (!p.parked.empty())
+    drop_parked(p.parked.back());
   leave_inbox(peer, p);
   const auto uid = p.id.uid;
   peers_.erase(pit);
@@ -452,10 +449,11 @@ void Broker::fail_all_waiters(Errc code, std::string_view text) {
       sink_.fail(id, corr, code, text);
     }
   }
-  while (!parked_.empty()) {
-    const PeerId from = parked_.front().from;
-    const std::uint64_t corr = parked_.front().correlation;
-    drop_parked(parked_.begin());
+  while (!parked_by_pid_.empty()) {
+    const auto it = parked_by_pid_.begin()->second.begin();
+    const PeerId from = it->from;
+    const std::uint64_t corr = it->correlation;
+    drop_parked(it);
     sink_.fail(from, corr, code, text);
   }
 }

@@ -149,7 +149,8 @@ class Broker {
     std::unordered_map<std::uint64_t, Request> requests;
     // (requester, request id) of requests handed to this peer and not yet answered.
     std::set<std::pair<PeerId, std::uint64_t>> handling;
-    std::uint32_t parked = 0;
+    // This peer's sends waiting for their process to connect (at most max_parked_sends).
+    std::vector<ParkedList::iterator> parked;
   };
 
   struct KeyHash {
@@ -199,7 +200,9 @@ class Broker {
   std::unordered_map<PeerId, Peer> peers_;
   std::unordered_map<Inbox*, std::unique_ptr<Inbox>> inboxes_;
   std::unordered_map<std::uint32_t, Inbox*> newest_by_pid_;
-  ParkedList parked_;
+  // Parked sends by target pid, each list in arrival order: a connecting process finds its
+  // own at once, never scanning everyone else's.
+  std::unordered_map<std::uint32_t, ParkedList> parked_by_pid_;
   DeadlineIndex deadlines_;
   Accounting accounting_;
   BrokerTotals totals_;

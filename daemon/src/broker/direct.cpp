@@ -67,24 +67,26 @@ void Broker::leave_inbox(PeerId peer, Peer& p) {
 }
 
 void Broker::deliver_parked(Inbox& inbox, Clock::time_point now) {
-  for (auto it = parked_.begin(); it != parked_.end();) {
-    auto next = std::next(it);
-    if (it->pid == inbox.pid) {
-      const PeerId from = it->from;
-      const std::uint64_t corr = it->correlation;
-      const bool confirm = it->confirm;
-      const std::vector<std::byte> payload = it->message.payload;
-      drop_parked(it);
-      Peer& sender = peers_.at(from);
-      // from = 0: a parked send cannot pause its producer, so a full inbox refuses it.
-      auto out = enqueue(inbox.queue, 0, sender, payload, now);
-      if (out.result == SendResult::accepted) {
-        if (confirm) sink_.confirm(from, corr);
-      } else {
-        sink_.fail(from, corr, out.error, out.text);
-      }
+  auto waiting = parked_by_pid_.find(inbox.pid);
+  if (waiting == parked_by_pid_.end()) return;
+  // Oldest first; drop_parked() erases the list (and the map entry) as it empties.
+  while (true) {
+    waiting = parked_by_pid_.find(inbox.pid);
+    if (waiting == parked_by_pid_.end()) return;
+    const auto it = waiting->second.begin();
+    const PeerId from = it->from;
+    const std::uint64_t corr = it->correlation;
+    const bool confirm = it->confirm;
+    const std::vector<std::byte> payload = it->message.payload;
+    drop_parked(it);
+    Peer& sender = peers_.at(from);
+    // from = 0: a parked send cannot pause its producer, so a full inbox refuses it.
+    auto out = enqueue(inbox.queue, 0, sender, payload, now);
+    if (out.result == SendResult::accepted) {
+      if (confirm) sink_.confirm(from, corr);
+    } else {
+      sink_.fail(from, corr, out.error, out.text);
     }
-    it = next;
   }
 }
 
@@ -97,8 +99,10 @@ void Broker::drop_parked(ParkedList::iterator it) {
     }
   }
   release(it->message);
-  if (auto p = peers_.find(it->from); p != peers_.end()) --p->second.parked;
-  parked_.erase(it);
+  if (auto p = peers_.find(it->from); p != peers_.end()) std::erase(p->second.parked, it);
+  auto list = parked_by_pid_.find(it->pid);
+  list->second.erase(it);
+  if (list->second.empty()) parked_by_pid_.erase(list);
 }
 
 SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
@@ -146,9 +150,9 @@ SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
   if (d.kind != proto::TargetKind::pid || d.wait_ms <= 0) {
     return rejected(Errc::no_such_peer, "no " + who + " is connected");
   }
-  if (sender.parked >= limits_.max_parked_sends) {
+  if (sender.parked.size() >= limits_.max_parked_sends) {
     return rejected(Errc::too_many_requests, "this connection already has " +
-                                                 std::to_string(sender.parked) +
+                                                 std::to_string(sender.parked.size()) +
                                                  " sends waiting for their process to connect");
   }
   if (auto refusal = over_quota(sender.id, payload.size())) return *refusal;
@@ -162,8 +166,9 @@ SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
   pk.message.enqueued = now;
   pk.message.payload.assign(payload.begin(), payload.end());
   charge(sender.id, payload.size());
-  ++sender.parked;
-  auto it = parked_.insert(parked_.end(), std::move(pk));
+  auto& list = parked_by_pid_[pk.pid];
+  auto it = list.insert(list.end(), std::move(pk));
+  sender.parked.push_back(it);
   Deadline dl;
   dl.kind = Deadline::Kind::parked;
   dl.parked = it;
