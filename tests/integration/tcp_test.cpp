@@ -202,6 +202,35 @@ TEST(TcpStartup, TokenFileProblemsStopTheDaemonWithOneLine) {
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1);
 }
 
+bool ipv6_loopback_available() {
+  const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in6 sa{};
+  sa.sin6_family = AF_INET6;
+  sa.sin6_addr = in6addr_loopback;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+TEST(TcpStartup, Ipv6LoopbackWorksAndFailuresAreCountedPerSlash64) {
+  if (!ipv6_loopback_available()) GTEST_SKIP() << "no IPv6 loopback on this machine";
+  TempDir dir;
+  const auto token = write_token(dir, kToken);
+  Daemon d(DaemonOptions{.config_json = R"({"tcp": {"listen": "[::1]:0", "token_file": ")" + token +
+                                        R"("}})"});
+  ASSERT_TRUE(d.tcp_address().starts_with("tcp:[::1]:")) << d.log();
+  ClientOptions o{d.tcp_address(), "v6", seconds(30)};
+  o.token = kToken;
+  Client c(o);
+  c.send_confirmed("v6", "over ipv6");
+  EXPECT_EQ(c.receive("v6", seconds(30))->text(), "over ipv6");
+  o.token = "wrong";
+  EXPECT_THROW(Client{o}, Error);
+  EXPECT_TRUE(d.wait_for_log("(tcp ::1:"));
+  EXPECT_TRUE(d.wait_for_log("1 failures from this address"));
+}
+
 TEST(TcpStartup, ListeningBeyondLoopbackWarns) {
   TempDir dir;
   const auto token = write_token(dir, kToken);

@@ -23,7 +23,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   using Socket = asio::generic::stream_protocol::socket;
 
   // `description` names the peer in logs ("pid 42 uid 1000 comm 'worker'", "tcp 1.2.3.4:5");
-  // `remote_ip` is set for TCP peers, whose failed logins are counted per address.
+  // `remote_ip` is set for TCP peers, whose failed logins are counted per source (an IPv4
+  // address or an IPv6 /64).
   Connection(Server& server, Socket socket, broker::PeerId id, broker::Identity identity,
              std::string description, std::string remote_ip);
 

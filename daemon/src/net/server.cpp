@@ -27,6 +27,19 @@ constexpr int kKeepIdleSeconds = 60;
 constexpr int kKeepIntervalSeconds = 10;
 constexpr int kKeepCount = 6;
 
+// Who failed logins and pre-auth connections are counted against: the IPv4 address, or
+// the /64 of an IPv6 address (one host can use a whole /64, so one address would be free).
+std::string source_key(const asio::ip::address& a) {
+  if (a.is_v6()) {
+    const auto v6 = a.to_v6();
+    if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_string();
+    auto bytes = v6.to_bytes();
+    std::fill(bytes.begin() + 8, bytes.end(), static_cast<unsigned char>(0));
+    return asio::ip::address_v6(bytes).to_string() + "/64";
+  }
+  return a.to_string();
+}
+
 }  // namespace
 
 Server::Server(asio::io_context& io, ServerOptions options)
@@ -147,7 +160,7 @@ void Server::accept_tcp() {
     const int fd = sock.release();
     admit(asio::generic::stream_protocol::socket(
               io_, asio::generic::stream_protocol(family, IPPROTO_TCP), fd),
-          who, "tcp " + ip + ":" + std::to_string(remote.port()), ip);
+          who, "tcp " + ip + ":" + std::to_string(remote.port()), source_key(remote.address()));
     accept_tcp();
   });
 }
