@@ -29,7 +29,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
              std::string description, std::string remote_ip);
 
   void start();
-  // Sends an ERROR (fatal or not) and, for framing errors, closes after flushing it.
+  // Sends an ERROR with correlation 0; for framing errors and for refusals before WELCOME
+  // the connection then closes once the ERROR is flushed (or after a short grace).
   void reject(Errc code, std::string_view text);
   void close();
   // Flushes what it can; closes once everything is written.
@@ -79,6 +80,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string remote_ip_;
   proto::ByteBuffer in_;   // a partial frame (or frames held back by backpressure)
   proto::ByteBuffer out_;  // answers not yet written
+  // One timer per connection, used in turn for the handshake timeout, a held TCP HELLO
+  // and the grace before a closing connection is cut.
   asio::steady_timer handshake_timer_;
   std::uint64_t misbehaviours_ = 0;
   bool welcomed_ = false;
