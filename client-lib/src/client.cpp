@@ -551,8 +551,10 @@ std::optional<Message> Client::request(std::string_view key, std::string_view pa
   r.payload = as_bytes(payload);
   const std::uint64_t corr = impl.next_correlation++;
   proto::append_request(impl.out, corr, r);
-  auto got = impl.collect(corr, std::chrono::milliseconds(r.timeout_ms),
-                          "request to '" + std::string(key) + "'");
+  // No local deadline: the broker starts the request's timeout only once a full `block`
+  // queue accepts the message, which may be any time later; a dead broker still shows as
+  // connection_closed.
+  auto got = impl.collect(corr, kForever, "request to '" + std::string(key) + "'");
   if (got.empty()) return std::nullopt;
   return std::move(got.front());
 }

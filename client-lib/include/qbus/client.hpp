@@ -191,7 +191,8 @@ class QBUS_API Client {
   // nullopt when none came in time (a reply sent later is dropped by the broker, never
   // delivered to a later request). Throws Error(no_such_peer) when the receiver that took
   // the request disconnected without replying, queue_full/queue_deleted when the request
-  // was dropped unread, and the usual send errors when it was refused.
+  // was dropped unread, and the usual send errors when it was refused. The timeout runs
+  // from when the broker accepts the request: a full queue with overflow=block delays that.
   std::optional<Message> request(std::string_view key, std::string_view payload,
                                  std::chrono::milliseconds timeout);
   // Answers a message for which is_request() is true. Pipelined like send(); a reply that
