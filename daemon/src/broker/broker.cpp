@@ -140,13 +140,7 @@ SendOutcome Broker::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
     totals_.bytes_in += size;
     ++totals_.messages_out;
     totals_.bytes_out += size;
-    if (request_id != 0) {
-      Message tag;
-      tag.sender = sender.id;
-      tag.request_id = request_id;
-      tag.request_seq = request_seq;
-      note_delivery(tag, to);
-    }
+    if (request_id != 0) note_delivery(sender.id.client_id, request_id, request_seq, to);
     sink_.deliver(to, corr, true, Delivery{q.delivery_key(), sender.id, request_id, payload});
     return {};
   }
@@ -262,7 +256,7 @@ void Broker::serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::ui
     ++totals_.messages_out;
     totals_.bytes_out += m.payload.size();
     release(m);
-    if (m.request_id != 0) note_delivery(m, peer);
+    if (m.request_id != 0) note_delivery(m.sender.client_id, m.request_id, m.request_seq, peer);
     sink_.deliver(peer, correlation, last,
                   Delivery{q.delivery_key(), m.sender, m.request_id, m.payload});
     if (last) break;

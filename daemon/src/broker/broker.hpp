@@ -189,7 +189,7 @@ class Broker {
   void drop_parked(ParkedList::iterator it);
   void end_request(Peer& p, std::unordered_map<std::uint64_t, Request>::iterator it);
   // Notes which connection received a request message, so that only it can answer.
-  void note_delivery(const Message& m, PeerId to);
+  void note_delivery(PeerId requester, std::uint64_t request_id, std::uint64_t seq, PeerId to);
   // A request whose message was dropped unread can never be answered: end it with `code`.
   void abandon_request(const Message& m, Errc code, std::string_view text);
 

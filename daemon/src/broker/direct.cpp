@@ -252,14 +252,15 @@ SendOutcome Broker::request(PeerId from, std::uint64_t correlation, std::string_
   return out;
 }
 
-void Broker::note_delivery(const Message& m, PeerId to) {
-  auto requester = peers_.find(m.sender.client_id);
-  if (requester == peers_.end()) return;
-  auto req = requester->second.requests.find(m.request_id);
+void Broker::note_delivery(PeerId requester, std::uint64_t request_id, std::uint64_t seq,
+                           PeerId to) {
+  auto r = peers_.find(requester);
+  if (r == peers_.end()) return;
+  auto req = r->second.requests.find(request_id);
   // A message of an earlier request that reused the id (and timed out) is not this one.
-  if (req == requester->second.requests.end() || req->second.seq != m.request_seq) return;
+  if (req == r->second.requests.end() || req->second.seq != seq) return;
   req->second.delivered_to = to;
-  peers_.at(to).handling.emplace(m.sender.client_id, m.request_id);
+  peers_.at(to).handling.emplace(requester, request_id);
 }
 
 void Broker::abandon_request(const Message& m, Errc code, std::string_view text) {
