@@ -110,4 +110,45 @@ void append_request(ByteBuffer& out, std::uint64_t correlation, const Request& m
   }
 }
 
+void append_region_alloc(ByteBuffer& out, std::uint64_t correlation, const RegionAlloc& m) {
+  encode_region_alloc(frame(out, FrameType::region_alloc, correlation, 0, kRegionAllocSize), m);
+}
+
+void append_region_grant(ByteBuffer& out, std::uint64_t correlation, const RegionGrantBody& m) {
+  encode_region_grant(frame(out, FrameType::region, correlation, 0, kRegionGrantSize), m);
+}
+
+void append_send_region(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
+                        const SendRegion& m) {
+  encode_send_region(
+      frame(out, FrameType::send_region, correlation, flags, send_region_size(m.key)), m);
+}
+
+void append_deliver_region(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
+                           const DeliverRegion& m) {
+  encode_deliver_region(
+      frame(out, FrameType::deliver_region, correlation, flags, deliver_region_size(m.key)), m);
+}
+
+void append_region_release(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
+                           std::uint64_t region_id) {
+  encode_region_release(
+      frame(out, FrameType::region_release, correlation, flags, kRegionReleaseSize), region_id);
+}
+
+void append_region_create(ByteBuffer& out, std::uint64_t correlation, const RegionCreate& m) {
+  encode_region_create(
+      frame(out, FrameType::region_create, correlation, 0, region_create_size(m.key)), m);
+}
+
+void append_region_attach(ByteBuffer& out, std::uint64_t correlation, const RegionAttach& m) {
+  encode_region_attach(
+      frame(out, FrameType::region_attach, correlation, 0, region_attach_size(m.key)), m);
+}
+
+void append_region_remove(ByteBuffer& out, std::uint64_t correlation, std::string_view key) {
+  encode_region_remove(
+      frame(out, FrameType::region_remove, correlation, 0, region_remove_size(key)), key);
+}
+
 }  // namespace qbus::proto

@@ -79,8 +79,12 @@ Errc read_key(Reader& r, std::string_view& key) noexcept {
 }
 
 constexpr std::string_view kTypeNames[] = {
-    "hello",   "welcome", "error", "ok",          "send",           "receive",     "deliver",
-    "declare", "ping",    "pong",  "send_direct", "receive_direct", "claim_inbox", "request"};
+    "hello",         "welcome",        "error",          "ok",
+    "send",          "receive",        "deliver",        "declare",
+    "ping",          "pong",           "send_direct",    "receive_direct",
+    "claim_inbox",   "request",        "region_alloc",   "region",
+    "send_region",   "deliver_region", "region_release", "region_create",
+    "region_attach", "region_remove"};
 
 }  // namespace
 
@@ -100,7 +104,11 @@ std::string_view overflow_name(Overflow o) noexcept {
 
 bool is_known_type(std::uint8_t type) noexcept {
   return type >= static_cast<std::uint8_t>(FrameType::hello) &&
-         type <= static_cast<std::uint8_t>(FrameType::request);
+         type <= static_cast<std::uint8_t>(FrameType::region_remove);
+}
+
+bool carries_fd(FrameType t) noexcept {
+  return t == FrameType::region || t == FrameType::deliver_region;
 }
 
 std::string_view frame_type_name(FrameType t) noexcept {
@@ -291,6 +299,112 @@ Errc decode_declare(Bytes body, Declare& out) noexcept {
   return r.at_end() ? Errc::ok : Errc::malformed_frame;
 }
 
+Errc decode_region_alloc(Bytes body, RegionAlloc& out) noexcept {
+  if (body.size() != kRegionAllocSize) return Errc::malformed_frame;
+  Reader r(body);
+  r.take(out.size);
+  return out.size == 0 ? Errc::malformed_frame : Errc::ok;
+}
+
+Errc decode_region_grant(Bytes body, RegionGrantBody& out) noexcept {
+  if (body.size() != kRegionGrantSize) return Errc::malformed_frame;
+  Reader r(body);
+  std::uint8_t writable = 0, reserved8 = 0;
+  std::uint16_t reserved16 = 0;
+  std::uint32_t reserved32 = 0;
+  r.take(out.region_id);
+  r.take(out.size);
+  r.take(writable);
+  r.take(reserved8);
+  r.take(reserved16);
+  r.take(reserved32);
+  if (out.region_id == 0 || out.size == 0 || writable > 1 || reserved8 != 0 || reserved16 != 0 ||
+      reserved32 != 0) {
+    return Errc::malformed_frame;
+  }
+  out.writable = writable == 1;
+  return Errc::ok;
+}
+
+Errc decode_send_region(Bytes body, SendRegion& out) noexcept {
+  Reader r(body);
+  std::uint8_t kind = 0, release = 0, key_len = 0;
+  std::uint16_t reserved = 0;
+  if (!r.take(out.region_id) || !r.take(out.offset) || !r.take(out.length) || !r.take(kind) ||
+      !r.take(release) || !r.take(reserved) || !r.take(out.wait_ms) || !r.take(out.target) ||
+      !r.take(key_len) || !r.take_string(key_len, out.key) || !r.at_end()) {
+    return Errc::malformed_frame;
+  }
+  if (out.region_id == 0 || out.length == 0 || release > 1 || reserved != 0 || out.wait_ms < 0) {
+    return Errc::malformed_frame;
+  }
+  out.release = release == 1;
+  switch (kind) {
+    case static_cast<std::uint8_t>(RegionTarget::queue):
+      if (out.target != 0 || out.wait_ms != 0) return Errc::malformed_frame;
+      out.target_kind = RegionTarget::queue;
+      return is_valid_key(out.key) ? Errc::ok : Errc::invalid_key;
+    case static_cast<std::uint8_t>(RegionTarget::pid):
+      if (out.target > 0xFFFFFFFFu) return Errc::malformed_frame;
+      out.target_kind = RegionTarget::pid;
+      break;
+    case static_cast<std::uint8_t>(RegionTarget::client_id):
+      out.target_kind = RegionTarget::client_id;
+      break;
+    default:
+      return Errc::malformed_frame;
+  }
+  return out.target == 0 || !out.key.empty() ? Errc::malformed_frame : Errc::ok;
+}
+
+Errc decode_deliver_region(Bytes body, DeliverRegion& out) noexcept {
+  Reader r(body);
+  std::uint8_t key_len = 0;
+  if (!r.take(out.sender_pid) || !r.take(out.sender_uid) || !r.take(out.sender_client_id) ||
+      !r.take(out.request_id) || !r.take(out.region_id) || !r.take(out.region_size) ||
+      !r.take(out.offset) || !r.take(out.length) || !r.take(key_len) ||
+      !r.take_string(key_len, out.key) || !r.at_end()) {
+    return Errc::malformed_frame;
+  }
+  if (!out.key.empty() && !is_valid_key(out.key)) return Errc::invalid_key;
+  // The slice must lie inside the region; the receiver checks it against the fd again.
+  if (out.region_id == 0 || out.length == 0 || out.offset > out.region_size ||
+      out.length > out.region_size - out.offset) {
+    return Errc::malformed_frame;
+  }
+  return Errc::ok;
+}
+
+Errc decode_region_release(Bytes body, std::uint64_t& region_id) noexcept {
+  if (body.size() != kRegionReleaseSize) return Errc::malformed_frame;
+  Reader r(body);
+  r.take(region_id);
+  return region_id == 0 ? Errc::malformed_frame : Errc::ok;
+}
+
+Errc decode_region_create(Bytes body, RegionCreate& out) noexcept {
+  Reader r(body);
+  if (!r.take(out.size) || !r.take(out.mode)) return Errc::malformed_frame;
+  if (auto e = read_key(r, out.key); e != Errc::ok) return e;
+  if (!r.at_end() || out.size == 0 || (out.mode & ~0666u) != 0) return Errc::malformed_frame;
+  return Errc::ok;
+}
+
+Errc decode_region_attach(Bytes body, RegionAttach& out) noexcept {
+  Reader r(body);
+  std::uint8_t writable = 0;
+  if (!r.take(writable) || writable > 1) return Errc::malformed_frame;
+  out.writable = writable == 1;
+  if (auto e = read_key(r, out.key); e != Errc::ok) return e;
+  return r.at_end() ? Errc::ok : Errc::malformed_frame;
+}
+
+Errc decode_region_remove(Bytes body, std::string_view& key) noexcept {
+  Reader r(body);
+  if (auto e = read_key(r, key); e != Errc::ok) return e;
+  return r.at_end() ? Errc::ok : Errc::malformed_frame;
+}
+
 std::size_t hello_size(const Hello& m) noexcept {
   return kHelloFixed + m.client_name.size() + m.token.size();
 }
@@ -314,6 +428,21 @@ std::size_t send_direct_size(std::size_t payload) noexcept {
 }
 std::size_t request_size(std::string_view key, std::size_t payload) noexcept {
   return kRequestFixed + key.size() + payload;
+}
+std::size_t send_region_size(std::string_view key) noexcept {
+  return kSendRegionFixed + key.size();
+}
+std::size_t deliver_region_size(std::string_view key) noexcept {
+  return kDeliverRegionFixed + key.size();
+}
+std::size_t region_create_size(std::string_view key) noexcept {
+  return kRegionCreateFixed + key.size();
+}
+std::size_t region_attach_size(std::string_view key) noexcept {
+  return kRegionAttachFixed + key.size();
+}
+std::size_t region_remove_size(std::string_view key) noexcept {
+  return kRegionRemoveFixed + key.size();
 }
 
 void encode_hello(MutableBytes out, const Hello& m) noexcept {
@@ -402,6 +531,75 @@ void encode_request_prefix(MutableBytes out, const Request& m) noexcept {
   w.put(m.timeout_ms);
   w.put(static_cast<std::uint8_t>(m.key.size()));
   w.put_string(m.key);
+}
+
+void encode_region_alloc(MutableBytes out, const RegionAlloc& m) noexcept {
+  Writer w(out);
+  w.put(m.size);
+}
+
+void encode_region_grant(MutableBytes out, const RegionGrantBody& m) noexcept {
+  Writer w(out);
+  w.put(m.region_id);
+  w.put(m.size);
+  w.put<std::uint8_t>(m.writable ? 1 : 0);
+  w.put<std::uint8_t>(0);
+  w.put<std::uint16_t>(0);
+  w.put<std::uint32_t>(0);
+}
+
+void encode_send_region(MutableBytes out, const SendRegion& m) noexcept {
+  Writer w(out);
+  w.put(m.region_id);
+  w.put(m.offset);
+  w.put(m.length);
+  w.put(static_cast<std::uint8_t>(m.target_kind));
+  w.put<std::uint8_t>(m.release ? 1 : 0);
+  w.put<std::uint16_t>(0);
+  w.put(m.wait_ms);
+  w.put(m.target);
+  w.put(static_cast<std::uint8_t>(m.key.size()));
+  w.put_string(m.key);
+}
+
+void encode_deliver_region(MutableBytes out, const DeliverRegion& m) noexcept {
+  Writer w(out);
+  w.put(m.sender_pid);
+  w.put(m.sender_uid);
+  w.put(m.sender_client_id);
+  w.put(m.request_id);
+  w.put(m.region_id);
+  w.put(m.region_size);
+  w.put(m.offset);
+  w.put(m.length);
+  w.put(static_cast<std::uint8_t>(m.key.size()));
+  w.put_string(m.key);
+}
+
+void encode_region_release(MutableBytes out, std::uint64_t region_id) noexcept {
+  Writer w(out);
+  w.put(region_id);
+}
+
+void encode_region_create(MutableBytes out, const RegionCreate& m) noexcept {
+  Writer w(out);
+  w.put(m.size);
+  w.put(m.mode);
+  w.put(static_cast<std::uint8_t>(m.key.size()));
+  w.put_string(m.key);
+}
+
+void encode_region_attach(MutableBytes out, const RegionAttach& m) noexcept {
+  Writer w(out);
+  w.put<std::uint8_t>(m.writable ? 1 : 0);
+  w.put(static_cast<std::uint8_t>(m.key.size()));
+  w.put_string(m.key);
+}
+
+void encode_region_remove(MutableBytes out, std::string_view key) noexcept {
+  Writer w(out);
+  w.put(static_cast<std::uint8_t>(key.size()));
+  w.put_string(key);
 }
 
 }  // namespace qbus::proto

@@ -222,7 +222,8 @@ Result<std::size_t> verify_sealed(int fd, unsigned required) {
   return region_size(fd);
 }
 
-Result<Mapping> map_writable(int fd, std::size_t size) {
+// The checks before mapping the first `size` bytes of a region that keeps its size.
+static Result<void> check_prefix(int fd, std::size_t size) {
   if (size == 0) return check_error(Errc::invalid_argument, "cannot map 0 bytes");
   auto region = verify_sealed(fd, kSizeSeals);
   if (!region) return region.error();
@@ -231,6 +232,11 @@ Result<Mapping> map_writable(int fd, std::size_t size) {
         Errc::invalid_argument,
         "cannot map " + bytes_text(size) + " of a shared-memory region of " + bytes_text(*region));
   }
+  return {};
+}
+
+Result<Mapping> map_writable(int fd, std::size_t size) {
+  if (auto ok = check_prefix(fd, size); !ok) return ok.error();
   void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) {
     const int err = errno;
@@ -266,6 +272,17 @@ Result<Mapping> map_readonly(int fd, std::size_t offset, std::size_t length) {
                      "cannot map " + bytes_text(length) + " of a shared-memory region");
   }
   return Mapping(base, map_size, lead, length, false);
+}
+
+Result<Mapping> map_shared_readonly(int fd, std::size_t size) {
+  if (auto ok = check_prefix(fd, size); !ok) return ok.error();
+  void* base = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) {
+    const int err = errno;
+    return sys_error(Errc::io_error, err,
+                     "cannot map " + bytes_text(size) + " of a shared-memory region");
+  }
+  return Mapping(base, size, 0, size, false);
 }
 
 }  // namespace qbus::proto::shm

@@ -231,6 +231,155 @@ void check_request(Bytes body) {
              same(again.payload, m.payload));
 }
 
+void check_region_alloc(Bytes body) {
+  RegionAlloc m;
+  const Errc e = decode_region_alloc(body, m);
+  if (e != Errc::ok) {
+    FUZZ_CHECK(e == Errc::malformed_frame);
+    return;
+  }
+  FUZZ_CHECK(body.size() == kRegionAllocSize);
+  FUZZ_CHECK(m.size >= 1);
+  ByteBuffer buf;
+  append_region_alloc(buf, 11, m);
+  FUZZ_CHECK(same(sole_body(buf, FrameType::region_alloc, 11, 0), body));
+}
+
+void check_region_grant(Bytes body) {
+  RegionGrantBody m;
+  const Errc e = decode_region_grant(body, m);
+  if (e != Errc::ok) {
+    FUZZ_CHECK(e == Errc::malformed_frame);
+    return;
+  }
+  FUZZ_CHECK(body.size() == kRegionGrantSize);
+  FUZZ_CHECK(m.region_id != 0 && m.size != 0);
+  ByteBuffer buf;
+  append_region_grant(buf, 12, m);
+  FUZZ_CHECK(same(sole_body(buf, FrameType::region, 12, 0), body));
+}
+
+void check_send_region(Bytes body) {
+  SendRegion m;
+  const Errc e = decode_send_region(body, m);
+  if (e != Errc::ok) {
+    FUZZ_CHECK(e == Errc::malformed_frame || e == Errc::invalid_key);
+    return;
+  }
+  FUZZ_CHECK(body.size() >= kSendRegionFixed);
+  FUZZ_CHECK(m.region_id != 0 && m.length >= 1 && m.wait_ms >= 0);
+  switch (m.target_kind) {
+    case RegionTarget::queue:
+      FUZZ_CHECK(m.target == 0 && m.wait_ms == 0 && is_valid_key(m.key));
+      break;
+    case RegionTarget::pid:
+      FUZZ_CHECK(m.target != 0 && m.target <= 0xFFFFFFFFu && m.key.empty());
+      break;
+    case RegionTarget::client_id:
+      FUZZ_CHECK(m.target != 0 && m.key.empty());
+      break;
+    default:
+      violated("send_region decoded an unknown target kind", __LINE__);
+  }
+  FUZZ_CHECK(inside(m.key, body));
+  FUZZ_CHECK(send_region_size(m.key) == body.size());
+  ByteBuffer buf;
+  append_send_region(buf, 13, kFlagConfirm, m);
+  const Bytes again_body = sole_body(buf, FrameType::send_region, 13, kFlagConfirm);
+  FUZZ_CHECK(same(again_body, body));
+  SendRegion again;
+  FUZZ_CHECK(decode_send_region(again_body, again) == Errc::ok);
+  FUZZ_CHECK(again.region_id == m.region_id && again.offset == m.offset &&
+             again.length == m.length && again.target_kind == m.target_kind &&
+             again.release == m.release && again.wait_ms == m.wait_ms && again.target == m.target &&
+             again.key == m.key);
+}
+
+void check_deliver_region(Bytes body) {
+  DeliverRegion m;
+  const Errc e = decode_deliver_region(body, m);
+  if (e != Errc::ok) {
+    FUZZ_CHECK(e == Errc::malformed_frame || e == Errc::invalid_key);
+    return;
+  }
+  FUZZ_CHECK(body.size() >= kDeliverRegionFixed);
+  // An empty key is a direct message; any other key is a valid queue key.
+  FUZZ_CHECK(m.key.empty() || is_valid_key(m.key));
+  FUZZ_CHECK(inside(m.key, body));
+  // The slice lies inside the region, with no wrap-around of offset + length.
+  FUZZ_CHECK(m.region_id != 0 && m.length >= 1);
+  FUZZ_CHECK(m.offset <= m.region_size && m.length <= m.region_size - m.offset);
+  FUZZ_CHECK(m.offset + m.length >= m.offset && m.offset + m.length <= m.region_size);
+  FUZZ_CHECK(deliver_region_size(m.key) == body.size());
+  ByteBuffer buf;
+  append_deliver_region(buf, 14, kFlagLast, m);
+  const Bytes again_body = sole_body(buf, FrameType::deliver_region, 14, kFlagLast);
+  FUZZ_CHECK(same(again_body, body));
+  DeliverRegion again;
+  FUZZ_CHECK(decode_deliver_region(again_body, again) == Errc::ok);
+  FUZZ_CHECK(again.sender_pid == m.sender_pid && again.sender_uid == m.sender_uid &&
+             again.sender_client_id == m.sender_client_id && again.request_id == m.request_id &&
+             again.region_id == m.region_id && again.region_size == m.region_size &&
+             again.offset == m.offset && again.length == m.length && again.key == m.key);
+}
+
+void check_region_release(Bytes body) {
+  std::uint64_t region_id = 0;
+  const Errc e = decode_region_release(body, region_id);
+  if (e != Errc::ok) {
+    FUZZ_CHECK(e == Errc::malformed_frame);
+    return;
+  }
+  FUZZ_CHECK(body.size() == kRegionReleaseSize);
+  FUZZ_CHECK(region_id != 0);
+  ByteBuffer buf;
+  append_region_release(buf, 15, kFlagConfirm, region_id);
+  FUZZ_CHECK(same(sole_body(buf, FrameType::region_release, 15, kFlagConfirm), body));
+}
+
+void check_region_create(Bytes body) {
+  RegionCreate m;
+  const Errc e = decode_region_create(body, m);
+  if (e != Errc::ok) {
+    FUZZ_CHECK(e == Errc::malformed_frame || e == Errc::invalid_key);
+    return;
+  }
+  FUZZ_CHECK(m.size >= 1 && (m.mode & ~0666u) == 0);
+  FUZZ_CHECK(is_valid_key(m.key) && inside(m.key, body));
+  FUZZ_CHECK(region_create_size(m.key) == body.size());
+  ByteBuffer buf;
+  append_region_create(buf, 16, m);
+  FUZZ_CHECK(same(sole_body(buf, FrameType::region_create, 16, 0), body));
+}
+
+void check_region_attach(Bytes body) {
+  RegionAttach m;
+  const Errc e = decode_region_attach(body, m);
+  if (e != Errc::ok) {
+    FUZZ_CHECK(e == Errc::malformed_frame || e == Errc::invalid_key);
+    return;
+  }
+  FUZZ_CHECK(is_valid_key(m.key) && inside(m.key, body));
+  FUZZ_CHECK(region_attach_size(m.key) == body.size());
+  ByteBuffer buf;
+  append_region_attach(buf, 17, m);
+  FUZZ_CHECK(same(sole_body(buf, FrameType::region_attach, 17, 0), body));
+}
+
+void check_region_remove(Bytes body) {
+  std::string_view key;
+  const Errc e = decode_region_remove(body, key);
+  if (e != Errc::ok) {
+    FUZZ_CHECK(e == Errc::malformed_frame || e == Errc::invalid_key);
+    return;
+  }
+  FUZZ_CHECK(is_valid_key(key) && inside(key, body));
+  FUZZ_CHECK(region_remove_size(key) == body.size());
+  ByteBuffer buf;
+  append_region_remove(buf, 18, key);
+  FUZZ_CHECK(same(sole_body(buf, FrameType::region_remove, 18, 0), body));
+}
+
 // Every decoder sees every body: a frame's type is just another byte the peer chose.
 void check_body(Bytes body) {
   check_hello(body);
@@ -243,6 +392,14 @@ void check_body(Bytes body) {
   check_send_direct(body);
   check_receive_direct(body);
   check_request(body);
+  check_region_alloc(body);
+  check_region_grant(body);
+  check_send_region(body);
+  check_deliver_region(body);
+  check_region_release(body);
+  check_region_create(body);
+  check_region_attach(body);
+  check_region_remove(body);
 }
 
 // A shorter view of a header never contradicts the verdict on the whole header.
@@ -291,6 +448,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(std::memcmp(again, rest.data(), kHeaderSize) == 0);
     FUZZ_CHECK(is_known_type(static_cast<std::uint8_t>(hr.header.type)) ==
                (frame_type_name(hr.header.type) != "unknown"));
+    FUZZ_CHECK(carries_fd(hr.header.type) == (hr.header.type == FrameType::region ||
+                                              hr.header.type == FrameType::deliver_region));
 
     const std::size_t frame = kHeaderSize + hr.header.body_size;
     if (rest.size() < frame) {

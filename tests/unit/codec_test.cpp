@@ -209,6 +209,61 @@ Errc decode_checked(FrameType type, Bytes body) {
       }
       break;
     }
+    case FrameType::region_alloc: {
+      RegionAlloc m;
+      e = decode_region_alloc(body, m);
+      break;
+    }
+    case FrameType::region: {
+      RegionGrantBody m;
+      e = decode_region_grant(body, m);
+      break;
+    }
+    case FrameType::send_region: {
+      SendRegion m;
+      e = decode_send_region(body, m);
+      if (e == Errc::ok) {
+        EXPECT_TRUE(inside(m.key, body));
+      }
+      break;
+    }
+    case FrameType::deliver_region: {
+      DeliverRegion m;
+      e = decode_deliver_region(body, m);
+      if (e == Errc::ok) {
+        EXPECT_TRUE(inside(m.key, body));
+      }
+      break;
+    }
+    case FrameType::region_release: {
+      std::uint64_t region_id = 0;
+      e = decode_region_release(body, region_id);
+      break;
+    }
+    case FrameType::region_create: {
+      RegionCreate m;
+      e = decode_region_create(body, m);
+      if (e == Errc::ok) {
+        EXPECT_TRUE(inside(m.key, body));
+      }
+      break;
+    }
+    case FrameType::region_attach: {
+      RegionAttach m;
+      e = decode_region_attach(body, m);
+      if (e == Errc::ok) {
+        EXPECT_TRUE(inside(m.key, body));
+      }
+      break;
+    }
+    case FrameType::region_remove: {
+      std::string_view key;
+      e = decode_region_remove(body, key);
+      if (e == Errc::ok) {
+        EXPECT_TRUE(inside(key, body));
+      }
+      break;
+    }
     default:
       ADD_FAILURE() << "no body decoder for " << frame_type_name(type);
   }
@@ -381,7 +436,7 @@ TEST(codec_header, BodyOverTheCeilingIsTooLargeWhateverTheCallersLimit) {
 }
 
 TEST(codec_header, UnknownFrameTypeStillDecodesAsComplete) {
-  for (int type : {0, 15, 16, 42, 200, 255}) {
+  for (int type : {0, 23, 24, 42, 200, 255}) {
     const auto r = decode_header(header_bytes(static_cast<std::uint8_t>(type), 0, 9, 3), 100);
     ASSERT_EQ(r.status, HeaderStatus::complete) << "type " << type;
     EXPECT_EQ(static_cast<int>(r.header.type), type);
@@ -392,7 +447,7 @@ TEST(codec_header, UnknownFrameTypeStillDecodesAsComplete) {
   }
 }
 
-TEST(codec_header, KnownTypesAreOneToFourteenWithStableNames) {
+TEST(codec_header, KnownTypesAreOneToTwentyTwoWithStableNames) {
   const std::pair<FrameType, std::string_view> names[] = {
       {FrameType::hello, "hello"},
       {FrameType::welcome, "welcome"},
@@ -407,20 +462,57 @@ TEST(codec_header, KnownTypesAreOneToFourteenWithStableNames) {
       {FrameType::send_direct, "send_direct"},
       {FrameType::receive_direct, "receive_direct"},
       {FrameType::claim_inbox, "claim_inbox"},
-      {FrameType::request, "request"}};
+      {FrameType::request, "request"},
+      {FrameType::region_alloc, "region_alloc"},
+      {FrameType::region, "region"},
+      {FrameType::send_region, "send_region"},
+      {FrameType::deliver_region, "deliver_region"},
+      {FrameType::region_release, "region_release"},
+      {FrameType::region_create, "region_create"},
+      {FrameType::region_attach, "region_attach"},
+      {FrameType::region_remove, "region_remove"}};
   int expected_value = 1;
   for (const auto& [type, name] : names) {
     EXPECT_EQ(static_cast<int>(type), expected_value++);
     EXPECT_TRUE(is_known_type(static_cast<std::uint8_t>(type)));
     EXPECT_EQ(frame_type_name(type), name);
   }
-  EXPECT_EQ(expected_value, 15);
-  EXPECT_FALSE(is_known_type(15));
+  EXPECT_EQ(expected_value, 23);
+  EXPECT_FALSE(is_known_type(0));
+  EXPECT_FALSE(is_known_type(23));
 }
 
 TEST(codec_header, FlagBitsHaveTheirPublishedValues) {
   EXPECT_EQ(kFlagConfirm, 0x0001);
   EXPECT_EQ(kFlagLast, 0x0002);
+  EXPECT_EQ(kFlagMore, 0x0004);
+}
+
+TEST(codec_header, OnlyRegionAndDeliverRegionCarryAnFd) {
+  for (int type = 0; type < 256; ++type) {
+    const bool want = type == 16 || type == 18;
+    EXPECT_EQ(carries_fd(static_cast<FrameType>(type)), want) << "type " << type;
+  }
+  EXPECT_TRUE(carries_fd(FrameType::region));
+  EXPECT_TRUE(carries_fd(FrameType::deliver_region));
+}
+
+TEST(codec_header, DeliverPieceCarriesTheMoreFlagInItsHeader) {
+  // A region message sent inline to a TCP peer: every piece but the last is flagged MORE,
+  // LAST (when due) sits on the final piece only.
+  ByteBuffer buf;
+  append_deliver(buf, 3, kFlagMore, Deliver{1, 2, 3, 0, {}, bytes_of("ab")});
+  append_deliver(buf, 3, kFlagLast, Deliver{1, 2, 3, 0, {}, bytes_of("c")});
+  const auto in = buf.readable();
+  EXPECT_EQ(hex(in.first(kHeaderSize)),
+            "51 42 55 53 01 07 04 00 03 00 00 00 00 00 00 00 1b 00 00 00 00 00 00 00");
+  const auto first = decode_header(in, kMaxBodyCeiling);
+  ASSERT_EQ(first.status, HeaderStatus::complete);
+  EXPECT_EQ(first.header.flags, kFlagMore);
+  const auto second = decode_header(in.subspan(kHeaderSize + first.header.body_size), 1024);
+  ASSERT_EQ(second.status, HeaderStatus::complete);
+  EXPECT_EQ(second.header.flags, kFlagLast);
+  EXPECT_EQ(second.header.correlation, 3u);
 }
 
 // ---- round trips ----------------------------------------------------------------------
@@ -989,6 +1081,467 @@ TEST(codec_round_trip, SeveralFramesInOneBufferDecodeInOrder) {
   EXPECT_EQ(seen, want);
 }
 
+// ---- shared-memory region frames (PROTOCOL.md section 16) -----------------------------
+
+TEST(codec_round_trip, RegionAllocRoundTripsItsSize) {
+  for (std::uint64_t size :
+       {std::uint64_t{1}, std::uint64_t{4096}, std::numeric_limits<std::uint64_t>::max()}) {
+    ByteBuffer buf;
+    append_region_alloc(buf, 15, RegionAlloc{size});
+    const Frame f = only_frame(buf);
+    EXPECT_EQ(f.header.type, FrameType::region_alloc);
+    EXPECT_EQ(static_cast<int>(f.header.type), 15);
+    EXPECT_EQ(f.header.flags, 0);
+    EXPECT_EQ(f.header.correlation, 15u);
+    ASSERT_EQ(f.body.size(), kRegionAllocSize);
+    RegionAlloc out;
+    ASSERT_EQ(decode_region_alloc(f.body, out), Errc::ok) << size;
+    EXPECT_EQ(out.size, size);
+  }
+}
+
+TEST(codec_round_trip, RegionAllocFieldsSitAtTheirSpecifiedOffsets) {
+  ByteBuffer buf;
+  append_region_alloc(buf, 1, RegionAlloc{0x0102030405060708ull});
+  EXPECT_EQ(hex(only_frame(buf).body), "08 07 06 05 04 03 02 01");
+  RegionAlloc out;
+  ASSERT_EQ(decode_region_alloc(BodyBuilder().u64(65536).bytes(), out), Errc::ok);
+  EXPECT_EQ(out.size, 65536u);
+}
+
+TEST(codec_round_trip, RegionGrantRoundTripsWritableAndReadOnly) {
+  for (bool writable : {true, false}) {
+    const RegionGrantBody in{std::numeric_limits<std::uint64_t>::max(), 0x10000, writable};
+    ByteBuffer buf;
+    append_region_grant(buf, 16, in);
+    const Frame f = only_frame(buf);
+    EXPECT_EQ(f.header.type, FrameType::region);
+    EXPECT_EQ(static_cast<int>(f.header.type), 16);
+    EXPECT_EQ(f.header.flags, 0);
+    EXPECT_EQ(f.header.correlation, 16u);
+    ASSERT_EQ(f.body.size(), kRegionGrantSize);
+    RegionGrantBody out;
+    out.writable = !writable;  // stale, must be overwritten
+    ASSERT_EQ(decode_region_grant(f.body, out), Errc::ok) << writable;
+    EXPECT_EQ(out.region_id, std::numeric_limits<std::uint64_t>::max());
+    EXPECT_EQ(out.size, 0x10000u);
+    EXPECT_EQ(out.writable, writable);
+  }
+}
+
+TEST(codec_round_trip, RegionGrantFieldsSitAtTheirSpecifiedOffsets) {
+  ByteBuffer buf;
+  append_region_grant(buf, 1, RegionGrantBody{0x0102030405060708ull, 0x1112131415161718ull, true});
+  EXPECT_EQ(hex(only_frame(buf).body),
+            "08 07 06 05 04 03 02 01 18 17 16 15 14 13 12 11 01 00 00 00 00 00 00 00");
+  const auto body = BodyBuilder().u64(3000).u64(4096).u8(0).u8(0).u16(0).u32(0).bytes();
+  RegionGrantBody out;
+  ASSERT_EQ(decode_region_grant(body, out), Errc::ok);
+  EXPECT_EQ(out.region_id, 3000u);
+  EXPECT_EQ(out.size, 4096u);
+  EXPECT_FALSE(out.writable);
+}
+
+TEST(codec_round_trip, SendRegionToQueueRoundTripsWithConfirmAndRelease) {
+  SendRegion in;
+  in.region_id = 0xABCDEF0123456789ull;
+  in.offset = 128;
+  in.length = std::numeric_limits<std::uint64_t>::max() - 128;  // not bound by max_payload
+  in.target_kind = RegionTarget::queue;
+  in.release = true;
+  in.key = "jobs.high";
+  ByteBuffer buf;
+  append_send_region(buf, 17, kFlagConfirm, in);
+  const Frame f = only_frame(buf);
+  EXPECT_EQ(f.header.type, FrameType::send_region);
+  EXPECT_EQ(static_cast<int>(f.header.type), 17);
+  EXPECT_EQ(f.header.flags, kFlagConfirm);
+  EXPECT_EQ(f.header.correlation, 17u);
+  EXPECT_EQ(f.body.size(), send_region_size("jobs.high"));
+  EXPECT_EQ(f.body.size(), 41u + 9);
+  SendRegion out;
+  out.target = 99;  // stale, must be overwritten
+  ASSERT_EQ(decode_send_region(f.body, out), Errc::ok);
+  EXPECT_EQ(out.region_id, in.region_id);
+  EXPECT_EQ(out.offset, 128u);
+  EXPECT_EQ(out.length, in.length);
+  EXPECT_EQ(out.target_kind, RegionTarget::queue);
+  EXPECT_TRUE(out.release);
+  EXPECT_EQ(out.wait_ms, 0);
+  EXPECT_EQ(out.target, 0u);
+  EXPECT_EQ(out.key, "jobs.high");
+}
+
+TEST(codec_round_trip, SendRegionToPidRoundTripsWithWait) {
+  for (std::int32_t wait : {0, 1500, std::numeric_limits<std::int32_t>::max()}) {
+    SendRegion in;
+    in.region_id = 1;
+    in.offset = 0;
+    in.length = 1;
+    in.target_kind = RegionTarget::pid;
+    in.wait_ms = wait;
+    in.target = 0xFFFFFFFFu;  // the largest pid the field allows
+    ByteBuffer buf;
+    append_send_region(buf, 2, 0, in);
+    const Frame f = only_frame(buf);
+    EXPECT_EQ(f.header.flags, 0);
+    EXPECT_EQ(f.body.size(), kSendRegionFixed);
+    EXPECT_EQ(send_region_size({}), kSendRegionFixed);
+    SendRegion out;
+    out.key = "stale";
+    ASSERT_EQ(decode_send_region(f.body, out), Errc::ok) << wait;
+    EXPECT_EQ(out.target_kind, RegionTarget::pid);
+    EXPECT_FALSE(out.release);
+    EXPECT_EQ(out.wait_ms, wait);
+    EXPECT_EQ(out.target, 0xFFFFFFFFu);
+    EXPECT_TRUE(out.key.empty());
+  }
+}
+
+TEST(codec_round_trip, SendRegionToClientIdRoundTrips) {
+  SendRegion in;
+  in.region_id = 5;
+  in.offset = 4000;
+  in.length = 96;
+  in.target_kind = RegionTarget::client_id;
+  in.release = true;
+  in.target = std::numeric_limits<std::uint64_t>::max();  // client ids use all 64 bits
+  ByteBuffer buf;
+  append_send_region(buf, 3, kFlagConfirm, in);
+  const Frame f = only_frame(buf);
+  SendRegion out;
+  ASSERT_EQ(decode_send_region(f.body, out), Errc::ok);
+  EXPECT_EQ(out.region_id, 5u);
+  EXPECT_EQ(out.offset, 4000u);
+  EXPECT_EQ(out.length, 96u);
+  EXPECT_EQ(out.target_kind, RegionTarget::client_id);
+  EXPECT_TRUE(out.release);
+  EXPECT_EQ(out.target, std::numeric_limits<std::uint64_t>::max());
+  EXPECT_TRUE(out.key.empty());
+}
+
+TEST(codec_round_trip, SendRegionWithA255ByteKeyRoundTrips) {
+  const std::string key(kMaxKeySize, 's');
+  SendRegion in;
+  in.region_id = 1;
+  in.length = 1;
+  in.key = key;
+  ByteBuffer buf;
+  append_send_region(buf, 1, 0, in);
+  const Frame f = only_frame(buf);
+  EXPECT_EQ(f.body.size(), kSendRegionFixed + kMaxKeySize);
+  SendRegion out;
+  ASSERT_EQ(decode_send_region(f.body, out), Errc::ok);
+  EXPECT_EQ(out.key, key);
+}
+
+TEST(codec_round_trip, SendRegionFieldsSitAtTheirSpecifiedOffsets) {
+  SendRegion in;
+  in.region_id = 0x0102030405060708ull;
+  in.offset = 0x1112131415161718ull;
+  in.length = 0x2122232425262728ull;
+  in.target_kind = RegionTarget::pid;
+  in.release = true;
+  in.wait_ms = 0x31323334;
+  in.target = 0x41424344u;
+  ByteBuffer buf;
+  append_send_region(buf, 1, 0, in);
+  EXPECT_EQ(hex(only_frame(buf).body),
+            "08 07 06 05 04 03 02 01 18 17 16 15 14 13 12 11 28 27 26 25 24 23 22 21 "
+            "01 01 00 00 34 33 32 31 44 43 42 41 00 00 00 00 00");
+  SendRegion queue;
+  queue.region_id = 1;
+  queue.offset = 2;
+  queue.length = 3;
+  queue.key = "k";
+  ByteBuffer queue_buf;
+  append_send_region(queue_buf, 1, 0, queue);
+  EXPECT_EQ(hex(only_frame(queue_buf).body),
+            "01 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00 03 00 00 00 00 00 00 00 "
+            "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 01 6b");
+  const auto body =
+      BodyBuilder().u64(10).u64(20).u64(30).u8(2).u8(0).u16(0).i32(0).u64(40).u8(0).bytes();
+  SendRegion out;
+  ASSERT_EQ(decode_send_region(body, out), Errc::ok);
+  EXPECT_EQ(out.region_id, 10u);
+  EXPECT_EQ(out.offset, 20u);
+  EXPECT_EQ(out.length, 30u);
+  EXPECT_EQ(out.target_kind, RegionTarget::client_id);
+  EXPECT_FALSE(out.release);
+  EXPECT_EQ(out.target, 40u);
+}
+
+TEST(codec_round_trip, DeliverRegionRoundTripsEveryFieldAndLastFlag) {
+  DeliverRegion in;
+  in.sender_pid = 4242;
+  in.sender_uid = 1000;
+  in.sender_client_id = 0xABCDEF0123456789ull;
+  in.request_id = 0;
+  in.region_id = 77;
+  in.region_size = 1 << 20;
+  in.offset = 4096;
+  in.length = 1000;
+  in.key = "jobs";
+  ByteBuffer buf;
+  append_deliver_region(buf, 18, kFlagLast, in);
+  const Frame f = only_frame(buf);
+  EXPECT_EQ(f.header.type, FrameType::deliver_region);
+  EXPECT_EQ(static_cast<int>(f.header.type), 18);
+  EXPECT_EQ(f.header.flags, kFlagLast);
+  EXPECT_EQ(f.header.correlation, 18u);
+  EXPECT_EQ(f.body.size(), deliver_region_size("jobs"));
+  EXPECT_EQ(f.body.size(), 57u + 4);
+  DeliverRegion out;
+  out.request_id = 9;  // stale, must be overwritten
+  ASSERT_EQ(decode_deliver_region(f.body, out), Errc::ok);
+  EXPECT_EQ(out.sender_pid, 4242u);
+  EXPECT_EQ(out.sender_uid, 1000u);
+  EXPECT_EQ(out.sender_client_id, 0xABCDEF0123456789ull);
+  EXPECT_EQ(out.request_id, 0u);
+  EXPECT_EQ(out.region_id, 77u);
+  EXPECT_EQ(out.region_size, 1u << 20);
+  EXPECT_EQ(out.offset, 4096u);
+  EXPECT_EQ(out.length, 1000u);
+  EXPECT_EQ(out.key, "jobs");
+}
+
+TEST(codec_round_trip, DirectDeliverRegionHasAnEmptyKey) {
+  DeliverRegion in;
+  in.sender_pid = 31337;
+  in.sender_uid = kTcpUidForTests;
+  in.sender_client_id = 12;
+  in.region_id = 1;
+  in.region_size = 10;
+  in.offset = 0;
+  in.length = 10;
+  ByteBuffer buf;
+  append_deliver_region(buf, 40, 0, in);
+  const Frame f = only_frame(buf);
+  EXPECT_EQ(f.header.flags, 0);
+  EXPECT_EQ(f.body.size(), kDeliverRegionFixed);
+  EXPECT_EQ(deliver_region_size({}), kDeliverRegionFixed);
+  EXPECT_EQ(f.body[kDeliverRegionFixed - 1], std::byte{0});  // key_len
+  DeliverRegion out;
+  out.key = "stale";
+  ASSERT_EQ(decode_deliver_region(f.body, out), Errc::ok);
+  EXPECT_TRUE(out.key.empty());
+  EXPECT_EQ(out.sender_uid, kTcpUidForTests);
+  EXPECT_EQ(out.length, 10u);
+}
+
+TEST(codec_round_trip, DeliverRegionSliceMayEndExactlyAtTheRegionsEnd) {
+  constexpr auto kMax = std::numeric_limits<std::uint64_t>::max();
+  const std::uint64_t slices[][3] = {
+      // region_size, offset, length
+      {1, 0, 1},       {4096, 0, 4096},     {4096, 4095, 1},
+      {kMax, 0, kMax}, {kMax, kMax - 1, 1}, {kMax, 1, kMax - 1},
+  };
+  for (const auto& [size, offset, length] : slices) {
+    DeliverRegion in;
+    in.region_id = 3;
+    in.region_size = size;
+    in.offset = offset;
+    in.length = length;
+    in.key = "q";
+    ByteBuffer buf;
+    append_deliver_region(buf, 1, kFlagLast, in);
+    DeliverRegion out;
+    ASSERT_EQ(decode_deliver_region(only_frame(buf).body, out), Errc::ok)
+        << size << " " << offset << " " << length;
+    EXPECT_EQ(out.region_size, size);
+    EXPECT_EQ(out.offset, offset);
+    EXPECT_EQ(out.length, length);
+  }
+}
+
+TEST(codec_round_trip, DeliverRegionFieldsSitAtTheirSpecifiedOffsets) {
+  DeliverRegion in;
+  in.sender_pid = 0x01020304u;
+  in.sender_uid = 0x05060708u;
+  in.sender_client_id = 0x1112131415161718ull;
+  in.request_id = 0x2122232425262728ull;
+  in.region_id = 0x3132333435363738ull;
+  in.region_size = 0x7000000000000000ull;
+  in.offset = 0x4142434445464748ull;
+  in.length = 0x0102030405060708ull;
+  in.key = "k";
+  ByteBuffer buf;
+  append_deliver_region(buf, 1, 0, in);
+  EXPECT_EQ(hex(only_frame(buf).body),
+            "04 03 02 01 08 07 06 05 18 17 16 15 14 13 12 11 28 27 26 25 24 23 22 21 "
+            "38 37 36 35 34 33 32 31 00 00 00 00 00 00 00 70 48 47 46 45 44 43 42 41 "
+            "08 07 06 05 04 03 02 01 01 6b");
+  const auto body = BodyBuilder()
+                        .u32(1000)
+                        .u32(2000)
+                        .u64(3000)
+                        .u64(0)
+                        .u64(5000)
+                        .u64(6000)
+                        .u64(100)
+                        .u64(200)
+                        .key("abc")
+                        .bytes();
+  DeliverRegion out;
+  ASSERT_EQ(decode_deliver_region(body, out), Errc::ok);
+  EXPECT_EQ(out.sender_pid, 1000u);
+  EXPECT_EQ(out.sender_uid, 2000u);
+  EXPECT_EQ(out.sender_client_id, 3000u);
+  EXPECT_EQ(out.request_id, 0u);
+  EXPECT_EQ(out.region_id, 5000u);
+  EXPECT_EQ(out.region_size, 6000u);
+  EXPECT_EQ(out.offset, 100u);
+  EXPECT_EQ(out.length, 200u);
+  EXPECT_EQ(out.key, "abc");
+}
+
+TEST(codec_round_trip, RegionReleaseRoundTripsWithAndWithoutConfirm) {
+  for (std::uint16_t flags : {std::uint16_t{0}, kFlagConfirm}) {
+    ByteBuffer buf;
+    append_region_release(buf, 19, flags, 0x0102030405060708ull);
+    const Frame f = only_frame(buf);
+    EXPECT_EQ(f.header.type, FrameType::region_release);
+    EXPECT_EQ(static_cast<int>(f.header.type), 19);
+    EXPECT_EQ(f.header.flags, flags);
+    EXPECT_EQ(f.header.correlation, 19u);
+    EXPECT_EQ(hex(f.body), "08 07 06 05 04 03 02 01");
+    std::uint64_t region_id = 0;
+    ASSERT_EQ(decode_region_release(f.body, region_id), Errc::ok);
+    EXPECT_EQ(region_id, 0x0102030405060708ull);
+  }
+}
+
+TEST(codec_round_trip, RegionCreateRoundTripsSizeModeAndKey) {
+  for (std::uint16_t mode :
+       {std::uint16_t{0}, std::uint16_t{0600}, std::uint16_t{0640}, std::uint16_t{0666}}) {
+    const RegionCreate in{std::numeric_limits<std::uint64_t>::max(), mode, "work/area"};
+    ByteBuffer buf;
+    append_region_create(buf, 20, in);
+    const Frame f = only_frame(buf);
+    EXPECT_EQ(f.header.type, FrameType::region_create);
+    EXPECT_EQ(static_cast<int>(f.header.type), 20);
+    EXPECT_EQ(f.header.flags, 0);
+    EXPECT_EQ(f.header.correlation, 20u);
+    EXPECT_EQ(f.body.size(), region_create_size("work/area"));
+    EXPECT_EQ(f.body.size(), 11u + 9);
+    RegionCreate out;
+    ASSERT_EQ(decode_region_create(f.body, out), Errc::ok) << mode;
+    EXPECT_EQ(out.size, std::numeric_limits<std::uint64_t>::max());
+    EXPECT_EQ(out.mode, mode);
+    EXPECT_EQ(out.key, "work/area");
+  }
+}
+
+TEST(codec_round_trip, RegionCreateFieldsSitAtTheirSpecifiedOffsets) {
+  ByteBuffer buf;
+  append_region_create(buf, 1, RegionCreate{0x0102030405060708ull, 0640, "k"});
+  EXPECT_EQ(hex(only_frame(buf).body), "08 07 06 05 04 03 02 01 a0 01 01 6b");
+  const auto body = BodyBuilder().u64(4096).u16(0660).key("abc").bytes();
+  RegionCreate out;
+  ASSERT_EQ(decode_region_create(body, out), Errc::ok);
+  EXPECT_EQ(out.size, 4096u);
+  EXPECT_EQ(out.mode, 0660);
+  EXPECT_EQ(out.key, "abc");
+}
+
+TEST(codec_round_trip, RegionCreateWithA255ByteKeyRoundTrips) {
+  const std::string key(kMaxKeySize, 'c');
+  ByteBuffer buf;
+  append_region_create(buf, 1, RegionCreate{1, 0600, key});
+  const Frame f = only_frame(buf);
+  EXPECT_EQ(f.body.size(), kRegionCreateFixed + kMaxKeySize);
+  RegionCreate out;
+  ASSERT_EQ(decode_region_create(f.body, out), Errc::ok);
+  EXPECT_EQ(out.key, key);
+}
+
+TEST(codec_round_trip, RegionAttachRoundTripsWritableAndReadOnly) {
+  for (bool writable : {true, false}) {
+    ByteBuffer buf;
+    append_region_attach(buf, 21, RegionAttach{writable, "work/area"});
+    const Frame f = only_frame(buf);
+    EXPECT_EQ(f.header.type, FrameType::region_attach);
+    EXPECT_EQ(static_cast<int>(f.header.type), 21);
+    EXPECT_EQ(f.header.flags, 0);
+    EXPECT_EQ(f.header.correlation, 21u);
+    EXPECT_EQ(f.body.size(), region_attach_size("work/area"));
+    EXPECT_EQ(f.body.size(), 2u + 9);
+    RegionAttach out;
+    out.writable = !writable;  // stale, must be overwritten
+    ASSERT_EQ(decode_region_attach(f.body, out), Errc::ok) << writable;
+    EXPECT_EQ(out.writable, writable);
+    EXPECT_EQ(out.key, "work/area");
+  }
+}
+
+TEST(codec_round_trip, RegionAttachFieldsSitAtTheirSpecifiedOffsets) {
+  ByteBuffer writable;
+  append_region_attach(writable, 1, RegionAttach{true, "k"});
+  EXPECT_EQ(hex(only_frame(writable).body), "01 01 6b");
+  ByteBuffer read_only;
+  append_region_attach(read_only, 1, RegionAttach{false, "ab"});
+  EXPECT_EQ(hex(only_frame(read_only).body), "00 02 61 62");
+}
+
+TEST(codec_round_trip, RegionRemoveRoundTripsItsKey) {
+  const std::string longest(kMaxKeySize, 'r');
+  for (std::string_view key :
+       {std::string_view("k"), std::string_view("work/area"), std::string_view(longest)}) {
+    ByteBuffer buf;
+    append_region_remove(buf, 22, key);
+    const Frame f = only_frame(buf);
+    EXPECT_EQ(f.header.type, FrameType::region_remove);
+    EXPECT_EQ(static_cast<int>(f.header.type), 22);
+    EXPECT_EQ(f.header.flags, 0);
+    EXPECT_EQ(f.header.correlation, 22u);
+    EXPECT_EQ(f.body.size(), region_remove_size(key));
+    EXPECT_EQ(f.body.size(), kRegionRemoveFixed + key.size());
+    std::string_view out = "stale";
+    ASSERT_EQ(decode_region_remove(f.body, out), Errc::ok) << key;
+    EXPECT_EQ(out, key);
+  }
+  ByteBuffer buf;
+  append_region_remove(buf, 1, "ab");
+  EXPECT_EQ(hex(only_frame(buf).body), "02 61 62");
+}
+
+TEST(codec_round_trip, RegionFramesInOneBufferDecodeInOrder) {
+  ByteBuffer buf;
+  append_region_alloc(buf, 1, RegionAlloc{4096});
+  append_region_grant(buf, 1, RegionGrantBody{7, 4096, true});
+  SendRegion s;
+  s.region_id = 7;
+  s.length = 4096;
+  s.key = "jobs";
+  append_send_region(buf, 2, kFlagConfirm, s);
+  DeliverRegion d;
+  d.region_id = 7;
+  d.region_size = 4096;
+  d.length = 4096;
+  append_deliver_region(buf, 3, kFlagLast, d);
+  append_region_release(buf, 4, 0, 7);
+  append_region_create(buf, 5, RegionCreate{4096, 0600, "area"});
+  append_region_attach(buf, 6, RegionAttach{false, "area"});
+  append_region_remove(buf, 7, "area");
+  std::vector<std::pair<FrameType, std::uint64_t>> seen;
+  auto in = buf.readable();
+  while (!in.empty()) {
+    const auto hr = decode_header(in, 1024);
+    ASSERT_EQ(hr.status, HeaderStatus::complete);
+    ASSERT_GE(in.size(), kHeaderSize + hr.header.body_size);
+    EXPECT_EQ(decode_checked(hr.header.type, in.subspan(kHeaderSize, hr.header.body_size)),
+              Errc::ok)
+        << frame_type_name(hr.header.type);
+    seen.emplace_back(hr.header.type, hr.header.correlation);
+    in = in.subspan(kHeaderSize + hr.header.body_size);
+  }
+  const std::vector<std::pair<FrameType, std::uint64_t>> want = {
+      {FrameType::region_alloc, 1},   {FrameType::region, 1},         {FrameType::send_region, 2},
+      {FrameType::deliver_region, 3}, {FrameType::region_release, 4}, {FrameType::region_create, 5},
+      {FrameType::region_attach, 6},  {FrameType::region_remove, 7}};
+  EXPECT_EQ(seen, want);
+}
+
 // ---- malformed bodies -----------------------------------------------------------------
 
 struct BodyCase {
@@ -1020,6 +1573,41 @@ std::vector<BodyCase> valid_bodies() {
        BodyBuilder().u8(2).u8(0).u16(0).i32(0).u64(7).u64(99).text("hi").bytes(), 24},
       {"receive_direct", FrameType::receive_direct, BodyBuilder().i32(-1).u32(8).bytes(), 8},
       {"request", FrameType::request, BodyBuilder().i32(1000).key("jobs").text("hi").bytes(), 9},
+      {"region_alloc", FrameType::region_alloc, BodyBuilder().u64(4096).bytes(), 8},
+      {"region", FrameType::region,
+       BodyBuilder().u64(7).u64(4096).u8(1).u8(0).u16(0).u32(0).bytes(), 24},
+      {"read-only region", FrameType::region,
+       BodyBuilder().u64(7).u64(4096).u8(0).u8(0).u16(0).u32(0).bytes(), 24},
+      {"send_region to queue", FrameType::send_region,
+       BodyBuilder().u64(7).u64(0).u64(16).u8(0).u8(1).u16(0).i32(0).u64(0).key("jobs").bytes(),
+       45},
+      {"send_region to pid", FrameType::send_region,
+       BodyBuilder().u64(7).u64(8).u64(16).u8(1).u8(0).u16(0).i32(100).u64(4242).u8(0).bytes(), 41},
+      {"send_region to client id", FrameType::send_region,
+       BodyBuilder().u64(7).u64(8).u64(16).u8(2).u8(1).u16(0).i32(0).u64(9).u8(0).bytes(), 41},
+      {"deliver_region", FrameType::deliver_region,
+       BodyBuilder()
+           .u32(1)
+           .u32(2)
+           .u64(3)
+           .u64(0)
+           .u64(7)
+           .u64(4096)
+           .u64(16)
+           .u64(32)
+           .key("jobs")
+           .bytes(),
+       61},
+      {"direct deliver_region", FrameType::deliver_region,
+       BodyBuilder().u32(1).u32(2).u64(3).u64(0).u64(7).u64(4096).u64(0).u64(4096).u8(0).bytes(),
+       57},
+      {"region_release", FrameType::region_release, BodyBuilder().u64(7).bytes(), 8},
+      {"region_create", FrameType::region_create,
+       BodyBuilder().u64(65536).u16(0640).key("work").bytes(), 15},
+      {"region_attach", FrameType::region_attach, BodyBuilder().u8(1).key("work").bytes(), 6},
+      {"read-only region_attach", FrameType::region_attach, BodyBuilder().u8(0).key("work").bytes(),
+       6},
+      {"region_remove", FrameType::region_remove, BodyBuilder().key("work").bytes(), 5},
   };
 }
 
@@ -1383,6 +1971,445 @@ TEST(codec_body, WelcomeWithNonzeroReservedIsMalformed) {
     body[i] = std::byte{1};
     Welcome w;
     EXPECT_EQ(decode_welcome(body, w), Errc::malformed_frame) << "byte " << i;
+  }
+}
+
+// ---- malformed region bodies (PROTOCOL.md section 16) ---------------------------------
+
+TEST(codec_body, RegionAllocOfAnyOtherSizeIsMalformed) {
+  for (std::size_t size :
+       {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{9}, std::size_t{16}}) {
+    const Vec body(size, std::byte{0x01});  // a nonzero size, so only the length is wrong
+    EXPECT_EQ(decode_checked(FrameType::region_alloc, body), Errc::malformed_frame) << size;
+  }
+}
+
+TEST(codec_body, RegionAllocOfSizeZeroIsMalformed) {
+  EXPECT_EQ(decode_checked(FrameType::region_alloc, BodyBuilder().u64(0).bytes()),
+            Errc::malformed_frame);
+  EXPECT_EQ(decode_checked(FrameType::region_alloc, BodyBuilder().u64(1).bytes()), Errc::ok);
+}
+
+// A REGION body with each field given; valid unless a test changes one.
+Vec region_grant_body(std::uint64_t region_id, std::uint64_t size, std::uint64_t writable) {
+  return BodyBuilder().u64(region_id).u64(size).u8(writable).u8(0).u16(0).u32(0).bytes();
+}
+
+TEST(codec_body, RegionGrantOfAnyOtherSizeIsMalformed) {
+  for (std::size_t size :
+       {std::size_t{0}, std::size_t{8}, std::size_t{23}, std::size_t{25}, std::size_t{32}}) {
+    Vec body(size, std::byte{0});
+    // A nonzero id and size and writable = 1, so only the length is wrong.
+    if (size > 0) body[0] = std::byte{1};
+    if (size > 8) body[8] = std::byte{1};
+    if (size > 16) body[16] = std::byte{1};
+    EXPECT_EQ(decode_checked(FrameType::region, body), Errc::malformed_frame) << size;
+  }
+}
+
+TEST(codec_body, RegionGrantWithRegionIdZeroIsMalformed) {
+  EXPECT_EQ(decode_checked(FrameType::region, region_grant_body(0, 4096, 1)),
+            Errc::malformed_frame);
+}
+
+TEST(codec_body, RegionGrantOfSizeZeroIsMalformed) {
+  EXPECT_EQ(decode_checked(FrameType::region, region_grant_body(7, 0, 1)), Errc::malformed_frame);
+}
+
+TEST(codec_body, RegionGrantWritableAboveOneIsMalformed) {
+  for (std::uint64_t writable : {2ull, 0x80ull, 0xFFull}) {
+    EXPECT_EQ(decode_checked(FrameType::region, region_grant_body(7, 4096, writable)),
+              Errc::malformed_frame)
+        << writable;
+  }
+}
+
+TEST(codec_body, RegionGrantWithNonzeroReservedIsMalformed) {
+  for (std::size_t i = 17; i < kRegionGrantSize; ++i) {
+    for (int value : {0x01, 0x80, 0xFF}) {
+      Vec body = region_grant_body(7, 4096, 1);
+      body[i] = static_cast<std::byte>(value);
+      EXPECT_EQ(decode_checked(FrameType::region, body), Errc::malformed_frame)
+          << "byte " << i << " = " << value;
+    }
+  }
+}
+
+// A SEND_REGION body with each field given; the defaults are a valid send to queue "jobs".
+struct SendRegionFields {
+  std::uint64_t region_id = 7;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 16;
+  std::uint64_t kind = 0;
+  std::uint64_t release = 0;
+  std::uint64_t reserved = 0;
+  std::int32_t wait_ms = 0;
+  std::uint64_t target = 0;
+  std::string_view key = "jobs";
+};
+
+Vec send_region_body(const SendRegionFields& f) {
+  return BodyBuilder()
+      .u64(f.region_id)
+      .u64(f.offset)
+      .u64(f.length)
+      .u8(f.kind)
+      .u8(f.release)
+      .u16(f.reserved)
+      .i32(f.wait_ms)
+      .u64(f.target)
+      .key(f.key)
+      .bytes();
+}
+
+// The same, addressed to pid 4242 or client 4242 (no key).
+SendRegionFields to_peer(std::uint64_t kind) {
+  return {.kind = kind, .target = 4242, .key = {}};
+}
+
+TEST(codec_body, SendRegionBuiltByHandDecodes) {
+  EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body({})), Errc::ok);
+  EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body({.release = 1})), Errc::ok);
+  EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body(to_peer(1))), Errc::ok);
+  EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body(to_peer(2))), Errc::ok);
+}
+
+TEST(codec_body, SendRegionWithRegionIdZeroIsMalformed) {
+  for (auto f : {SendRegionFields{}, to_peer(1), to_peer(2)}) {
+    f.region_id = 0;
+    EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body(f)), Errc::malformed_frame)
+        << "kind " << f.kind;
+  }
+}
+
+TEST(codec_body, SendRegionOfLengthZeroIsMalformed) {
+  for (auto f : {SendRegionFields{}, to_peer(1), to_peer(2)}) {
+    f.length = 0;
+    EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body(f)), Errc::malformed_frame)
+        << "kind " << f.kind;
+  }
+}
+
+TEST(codec_body, SendRegionSliceIsNotCheckedAgainstARegionSizeByTheCodec) {
+  // Only the broker knows the region's size; the codec passes any nonzero slice on.
+  EXPECT_EQ(decode_checked(FrameType::send_region,
+                           send_region_body({.offset = 1ull << 40, .length = 1ull << 40})),
+            Errc::ok);
+}
+
+TEST(codec_body, SendRegionReleaseAboveOneIsMalformed) {
+  for (std::uint64_t release : {2ull, 0x80ull, 0xFFull}) {
+    EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body({.release = release})),
+              Errc::malformed_frame)
+        << release;
+    auto f = to_peer(2);
+    f.release = release;
+    EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body(f)), Errc::malformed_frame)
+        << release;
+  }
+}
+
+TEST(codec_body, SendRegionWithNonzeroReservedIsMalformed) {
+  for (std::uint64_t reserved : {1ull, 0x100ull, 0xFFFFull}) {
+    EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body({.reserved = reserved})),
+              Errc::malformed_frame)
+        << reserved;
+  }
+  // Every reserved byte on its own (offsets 26 and 27).
+  for (std::size_t i = 26; i < 28; ++i) {
+    Vec body = send_region_body(to_peer(1));
+    body[i] = std::byte{1};
+    EXPECT_EQ(decode_checked(FrameType::send_region, body), Errc::malformed_frame) << "byte " << i;
+  }
+}
+
+TEST(codec_body, SendRegionWithAnUnknownTargetKindIsMalformed) {
+  for (std::uint64_t kind : {3ull, 4ull, 0x80ull, 0xFFull}) {
+    EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body(to_peer(kind))),
+              Errc::malformed_frame)
+        << kind;
+    // Not a queue either, whatever the rest looks like.
+    EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body({.kind = kind})),
+              Errc::malformed_frame)
+        << kind;
+  }
+}
+
+TEST(codec_body, SendRegionToQueueRejectsNonzeroTarget) {
+  for (std::uint64_t target :
+       {std::uint64_t{1}, std::uint64_t{4242}, std::numeric_limits<std::uint64_t>::max()}) {
+    EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body({.target = target})),
+              Errc::malformed_frame)
+        << target;
+  }
+}
+
+TEST(codec_body, SendRegionToQueueRejectsNonzeroWait) {
+  for (std::int32_t wait : {1, 1000, std::numeric_limits<std::int32_t>::max()}) {
+    EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body({.wait_ms = wait})),
+              Errc::malformed_frame)
+        << wait;
+  }
+}
+
+TEST(codec_body, SendRegionToQueueWithoutAKeyIsInvalidKey) {
+  EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body({.key = {}})),
+            Errc::invalid_key);
+}
+
+TEST(codec_body, SendRegionToPidMayWaitForTheProcess) {
+  for (std::int32_t wait : {0, 1, std::numeric_limits<std::int32_t>::max()}) {
+    auto f = to_peer(1);
+    f.wait_ms = wait;
+    SendRegion out;
+    const Vec body = send_region_body(f);
+    ASSERT_EQ(decode_send_region(body, out), Errc::ok) << wait;
+    EXPECT_EQ(out.wait_ms, wait);
+  }
+}
+
+TEST(codec_body, SendRegionWithNegativeWaitIsMalformed) {
+  for (std::int32_t wait : {-1, -2, std::numeric_limits<std::int32_t>::min()}) {
+    for (auto f : {SendRegionFields{}, to_peer(1), to_peer(2)}) {
+      f.wait_ms = wait;
+      EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body(f)), Errc::malformed_frame)
+          << "kind " << f.kind << ", wait " << wait;
+    }
+  }
+}
+
+TEST(codec_body, SendRegionPidTargetMustFitIn32Bits) {
+  for (std::uint64_t target : {std::uint64_t{0x100000000}, std::uint64_t{0x1FFFFFFFF},
+                               std::numeric_limits<std::uint64_t>::max()}) {
+    auto pid = to_peer(1);
+    pid.target = target;
+    EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body(pid)), Errc::malformed_frame)
+        << target;
+    // The same value is a fine client id.
+    auto client = to_peer(2);
+    client.target = target;
+    EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body(client)), Errc::ok) << target;
+  }
+  auto largest = to_peer(1);
+  largest.target = 0xFFFFFFFFu;
+  EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body(largest)), Errc::ok);
+}
+
+TEST(codec_body, SendRegionToPidOrClientIdRejectsAKey) {
+  for (std::uint64_t kind : {1ull, 2ull}) {
+    auto f = to_peer(kind);
+    f.key = "jobs";
+    EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body(f)), Errc::malformed_frame)
+        << kind;
+  }
+}
+
+TEST(codec_body, SendRegionToTargetZeroIsMalformed) {
+  for (std::uint64_t kind : {1ull, 2ull}) {
+    auto f = to_peer(kind);
+    f.target = 0;
+    EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body(f)), Errc::malformed_frame)
+        << kind;
+  }
+}
+
+TEST(codec_body, SendRegionKeyLengthBeyondTheBodyIsMalformed) {
+  Vec body = send_region_body({});
+  body[40] = std::byte{5};  // key_len claims one byte more than "jobs"
+  EXPECT_EQ(decode_checked(FrameType::send_region, body), Errc::malformed_frame);
+  Vec peer = send_region_body(to_peer(2));
+  peer[40] = std::byte{255};
+  EXPECT_EQ(decode_checked(FrameType::send_region, peer), Errc::malformed_frame);
+}
+
+// A DELIVER_REGION body with each field given; the defaults are valid.
+struct DeliverRegionFields {
+  std::uint64_t region_id = 7;
+  std::uint64_t region_size = 4096;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 4096;
+  std::string_view key = "jobs";
+};
+
+Vec deliver_region_body(const DeliverRegionFields& f) {
+  BodyBuilder b;
+  b.u32(4242)
+      .u32(1000)
+      .u64(3)
+      .u64(0)
+      .u64(f.region_id)
+      .u64(f.region_size)
+      .u64(f.offset)
+      .u64(f.length);
+  if (f.key.empty()) {
+    b.u8(0);
+  } else {
+    b.key(f.key);
+  }
+  return b.bytes();
+}
+
+TEST(codec_body, DeliverRegionBuiltByHandDecodes) {
+  EXPECT_EQ(decode_checked(FrameType::deliver_region, deliver_region_body({})), Errc::ok);
+  EXPECT_EQ(decode_checked(FrameType::deliver_region, deliver_region_body({.key = {}})), Errc::ok);
+}
+
+TEST(codec_body, DeliverRegionWithRegionIdZeroIsMalformed) {
+  EXPECT_EQ(decode_checked(FrameType::deliver_region, deliver_region_body({.region_id = 0})),
+            Errc::malformed_frame);
+}
+
+TEST(codec_body, DeliverRegionOfLengthZeroIsMalformed) {
+  EXPECT_EQ(decode_checked(FrameType::deliver_region, deliver_region_body({.length = 0})),
+            Errc::malformed_frame);
+  EXPECT_EQ(decode_checked(FrameType::deliver_region,
+                           deliver_region_body({.region_size = 0, .length = 0})),
+            Errc::malformed_frame);
+}
+
+TEST(codec_body, DeliverRegionSliceOutsideTheRegionIsMalformed) {
+  const DeliverRegionFields outside[] = {
+      {.region_size = 4096, .offset = 0, .length = 4097},  // too long
+      {.region_size = 4096, .offset = 1, .length = 4096},  // ends one byte past
+      {.region_size = 4096, .offset = 4096, .length = 1},  // starts at the end
+      {.region_size = 4096, .offset = 4097, .length = 1},  // starts past the end
+      {.region_size = 0, .offset = 0, .length = 1},        // empty region
+      {.region_size = 4096, .offset = 1ull << 63, .length = 1},
+  };
+  for (const auto& f : outside) {
+    EXPECT_EQ(decode_checked(FrameType::deliver_region, deliver_region_body(f)),
+              Errc::malformed_frame)
+        << "size " << f.region_size << ", offset " << f.offset << ", length " << f.length;
+  }
+}
+
+TEST(codec_body, DeliverRegionSliceWhoseEndOverflowsIsMalformed) {
+  // offset + length wraps around 2^64 to a value inside the region: a naive sum would pass.
+  constexpr auto kMax = std::numeric_limits<std::uint64_t>::max();
+  const DeliverRegionFields wrapping[] = {
+      {.region_size = 4096, .offset = 2, .length = kMax - 1},  // sum wraps to 0
+      {.region_size = 4096, .offset = 4095, .length = kMax},   // sum wraps to 4094
+      {.region_size = 4096, .offset = kMax, .length = 1},      // sum wraps to 0
+      {.region_size = 4096, .offset = kMax, .length = kMax},   // sum wraps to kMax - 1
+      {.region_size = kMax, .offset = kMax, .length = 1},      // offset at the end
+      {.region_size = kMax, .offset = 1, .length = kMax},      // sum wraps to 0
+      {.region_size = kMax, .offset = kMax / 2 + 1, .length = kMax / 2 + 1},
+  };
+  for (const auto& f : wrapping) {
+    EXPECT_EQ(decode_checked(FrameType::deliver_region, deliver_region_body(f)),
+              Errc::malformed_frame)
+        << "size " << f.region_size << ", offset " << f.offset << ", length " << f.length;
+  }
+}
+
+TEST(codec_body, DeliverRegionKeyLengthBeyondTheBodyIsMalformed) {
+  Vec body = deliver_region_body({});
+  body[56] = std::byte{5};  // key_len claims one byte more than "jobs"
+  EXPECT_EQ(decode_checked(FrameType::deliver_region, body), Errc::malformed_frame);
+  Vec direct = deliver_region_body({.key = {}});
+  direct[56] = std::byte{1};
+  EXPECT_EQ(decode_checked(FrameType::deliver_region, direct), Errc::malformed_frame);
+}
+
+TEST(codec_body, RegionReleaseOfAnyOtherSizeIsMalformed) {
+  for (std::size_t size :
+       {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{9}, std::size_t{16}}) {
+    const Vec body(size, std::byte{0x01});  // a nonzero id, so only the length is wrong
+    EXPECT_EQ(decode_checked(FrameType::region_release, body), Errc::malformed_frame) << size;
+  }
+}
+
+TEST(codec_body, RegionReleaseOfRegionZeroIsMalformed) {
+  EXPECT_EQ(decode_checked(FrameType::region_release, BodyBuilder().u64(0).bytes()),
+            Errc::malformed_frame);
+  EXPECT_EQ(decode_checked(FrameType::region_release, BodyBuilder().u64(1).bytes()), Errc::ok);
+}
+
+TEST(codec_body, RegionCreateOfSizeZeroIsMalformed) {
+  EXPECT_EQ(
+      decode_checked(FrameType::region_create, BodyBuilder().u64(0).u16(0600).key("w").bytes()),
+      Errc::malformed_frame);
+}
+
+TEST(codec_body, RegionCreateModeBitsOutside0666AreMalformed) {
+  for (int bit = 0; bit < 16; ++bit) {
+    const std::uint64_t mode = 1ull << bit;
+    const Vec body = BodyBuilder().u64(4096).u16(mode).key("w").bytes();
+    const Errc want = (mode & 0666) != 0 ? Errc::ok : Errc::malformed_frame;
+    EXPECT_EQ(decode_checked(FrameType::region_create, body), want) << "mode 0" << std::oct << mode;
+  }
+  for (std::uint64_t mode : {0777ull, 0667ull, 01666ull, 02666ull, 04666ull, 0xFFFFull}) {
+    EXPECT_EQ(decode_checked(FrameType::region_create,
+                             BodyBuilder().u64(4096).u16(mode).key("w").bytes()),
+              Errc::malformed_frame)
+        << "mode 0" << std::oct << mode;
+  }
+  for (std::uint64_t mode : {0ull, 0400ull, 0644ull, 0666ull}) {
+    EXPECT_EQ(decode_checked(FrameType::region_create,
+                             BodyBuilder().u64(4096).u16(mode).key("w").bytes()),
+              Errc::ok)
+        << "mode 0" << std::oct << mode;
+  }
+}
+
+TEST(codec_body, RegionCreateKeyLengthBeyondTheBodyIsMalformed) {
+  EXPECT_EQ(decode_checked(FrameType::region_create,
+                           BodyBuilder().u64(4096).u16(0600).u8(4).text("abc").bytes()),
+            Errc::malformed_frame);
+}
+
+TEST(codec_body, RegionAttachWritableAboveOneIsMalformed) {
+  for (std::uint64_t writable : {2ull, 0x80ull, 0xFFull}) {
+    EXPECT_EQ(decode_checked(FrameType::region_attach, BodyBuilder().u8(writable).key("w").bytes()),
+              Errc::malformed_frame)
+        << writable;
+  }
+}
+
+TEST(codec_body, RegionAttachKeyLengthBeyondTheBodyIsMalformed) {
+  EXPECT_EQ(decode_checked(FrameType::region_attach, BodyBuilder().u8(1).u8(4).text("abc").bytes()),
+            Errc::malformed_frame);
+}
+
+TEST(codec_body, RegionRemoveKeyLengthBeyondTheBodyIsMalformed) {
+  EXPECT_EQ(decode_checked(FrameType::region_remove, BodyBuilder().u8(4).text("abc").bytes()),
+            Errc::malformed_frame);
+  EXPECT_EQ(decode_checked(FrameType::region_remove, BodyBuilder().u8(255).bytes()),
+            Errc::malformed_frame);
+}
+
+TEST(codec_body, RegionFramesWithZeroLengthKeyAreInvalidKey) {
+  // Only DELIVER_REGION (a direct message) and SEND_REGION to a pid or client may go without.
+  EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body({.key = {}})),
+            Errc::invalid_key);
+  EXPECT_EQ(decode_checked(FrameType::region_create, BodyBuilder().u64(1).u16(0600).u8(0).bytes()),
+            Errc::invalid_key);
+  EXPECT_EQ(decode_checked(FrameType::region_attach, BodyBuilder().u8(0).u8(0).bytes()),
+            Errc::invalid_key);
+  EXPECT_EQ(decode_checked(FrameType::region_remove, BodyBuilder().u8(0).bytes()),
+            Errc::invalid_key);
+}
+
+TEST(codec_body, RegionFrameKeyWithAForbiddenCharacterIsInvalidKey) {
+  for (std::string_view key : {std::string_view("a b"), std::string_view("a*"),
+                               std::string_view("jobs\n"), std::string_view("\xc3\xa9t\xc3\xa9"),
+                               std::string_view("a\0b", 3), std::string_view("q@host")}) {
+    EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body({.key = key})),
+              Errc::invalid_key)
+        << "send_region " << key;
+    EXPECT_EQ(decode_checked(FrameType::deliver_region, deliver_region_body({.key = key})),
+              Errc::invalid_key)
+        << "deliver_region " << key;
+    EXPECT_EQ(
+        decode_checked(FrameType::region_create, BodyBuilder().u64(1).u16(0600).key(key).bytes()),
+        Errc::invalid_key)
+        << "region_create " << key;
+    EXPECT_EQ(decode_checked(FrameType::region_attach, BodyBuilder().u8(1).key(key).bytes()),
+              Errc::invalid_key)
+        << "region_attach " << key;
+    EXPECT_EQ(decode_checked(FrameType::region_remove, BodyBuilder().key(key).bytes()),
+              Errc::invalid_key)
+        << "region_remove " << key;
   }
 }
 

@@ -77,5 +77,16 @@ void append_send_direct(ByteBuffer& out, std::uint64_t correlation, std::uint16_
                         const SendDirect& m);
 void append_receive_direct(ByteBuffer& out, std::uint64_t correlation, const ReceiveDirect& m);
 void append_request(ByteBuffer& out, std::uint64_t correlation, const Request& m);
+void append_region_alloc(ByteBuffer& out, std::uint64_t correlation, const RegionAlloc& m);
+void append_region_grant(ByteBuffer& out, std::uint64_t correlation, const RegionGrantBody& m);
+void append_send_region(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
+                        const SendRegion& m);
+void append_deliver_region(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
+                           const DeliverRegion& m);
+void append_region_release(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
+                           std::uint64_t region_id);
+void append_region_create(ByteBuffer& out, std::uint64_t correlation, const RegionCreate& m);
+void append_region_attach(ByteBuffer& out, std::uint64_t correlation, const RegionAttach& m);
+void append_region_remove(ByteBuffer& out, std::uint64_t correlation, std::string_view key);
 
 }  // namespace qbus::proto

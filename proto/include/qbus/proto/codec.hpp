@@ -46,14 +46,29 @@ enum class FrameType : std::uint8_t {
   receive_direct = 12,
   claim_inbox = 13,
   request = 14,
+  region_alloc = 15,
+  region = 16,
+  send_region = 17,
+  deliver_region = 18,
+  region_release = 19,
+  region_create = 20,
+  region_attach = 21,
+  region_remove = 22,
 };
+
+// True for the frame types that travel with exactly one file descriptor (SCM_RIGHTS, on
+// Unix sockets only): REGION and DELIVER_REGION.
+bool carries_fd(FrameType t) noexcept;
 
 // Header flag bits. A bit is meaningful only on the frame types named beside it; on any
 // other type it must be zero.
-// send, send_direct, declare: answer OK or ERROR.
+// send, send_direct, declare, send_region, region_release: answer OK or ERROR.
 inline constexpr std::uint16_t kFlagConfirm = 0x0001;
 // deliver: the last answer to its receive, receive_direct or request.
 inline constexpr std::uint16_t kFlagLast = 0x0002;
+// deliver: the payload continues in the next DELIVER with the same correlation (a region
+// message sent inline to a TCP peer, in pieces no larger than max_body).
+inline constexpr std::uint16_t kFlagMore = 0x0004;
 
 enum class Overflow : std::uint8_t { use_default = 0, reject = 1, drop_oldest = 2, block = 3 };
 
@@ -159,6 +174,55 @@ struct Declare {
   std::string_view key;
 };
 
+// Shared-memory regions (PROTOCOL.md section 16).
+struct RegionAlloc {
+  std::uint64_t size = 0;
+};
+
+// The broker's answer to REGION_ALLOC, REGION_CREATE and REGION_ATTACH; the region's fd
+// travels with the frame.
+struct RegionGrantBody {
+  std::uint64_t region_id = 0;
+  std::uint64_t size = 0;
+  bool writable = false;
+};
+
+enum class RegionTarget : std::uint8_t { queue = 0, pid = 1, client_id = 2 };
+
+struct SendRegion {
+  std::uint64_t region_id = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  RegionTarget target_kind = RegionTarget::queue;
+  bool release = false;      // drop the sender's handle once the message holds the region
+  std::int32_t wait_ms = 0;  // pid targets: as SEND_DIRECT
+  std::uint64_t target = 0;  // pid or client id; 0 for a queue
+  std::string_view key;      // queue targets only
+};
+
+struct DeliverRegion {
+  std::uint32_t sender_pid = 0;
+  std::uint32_t sender_uid = 0;
+  std::uint64_t sender_client_id = 0;
+  std::uint64_t request_id = 0;
+  std::uint64_t region_id = 0;
+  std::uint64_t region_size = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  std::string_view key;  // empty for a direct message
+};
+
+struct RegionCreate {
+  std::uint64_t size = 0;
+  std::uint16_t mode = 0;  // rw bits of 0666 only
+  std::string_view key;
+};
+
+struct RegionAttach {
+  bool writable = false;
+  std::string_view key;
+};
+
 inline constexpr std::size_t kHelloFixed = 8;
 inline constexpr std::size_t kWelcomeSize = 32;
 inline constexpr std::size_t kErrorFixed = 4;
@@ -169,6 +233,14 @@ inline constexpr std::size_t kDeclareFixed = 14;
 inline constexpr std::size_t kSendDirectFixed = 24;
 inline constexpr std::size_t kReceiveDirectSize = 8;
 inline constexpr std::size_t kRequestFixed = 5;
+inline constexpr std::size_t kRegionAllocSize = 8;
+inline constexpr std::size_t kRegionGrantSize = 24;
+inline constexpr std::size_t kSendRegionFixed = 41;
+inline constexpr std::size_t kDeliverRegionFixed = 57;
+inline constexpr std::size_t kRegionReleaseSize = 8;
+inline constexpr std::size_t kRegionCreateFixed = 11;
+inline constexpr std::size_t kRegionAttachFixed = 2;
+inline constexpr std::size_t kRegionRemoveFixed = 1;
 
 // Decoders take the body (exactly header.body_size bytes). They return Errc::ok or the
 // reason the body is unacceptable (malformed_frame, invalid_key, ...).
@@ -182,6 +254,14 @@ Errc decode_declare(Bytes body, Declare& out) noexcept;
 Errc decode_send_direct(Bytes body, SendDirect& out) noexcept;
 Errc decode_receive_direct(Bytes body, ReceiveDirect& out) noexcept;
 Errc decode_request(Bytes body, Request& out) noexcept;
+Errc decode_region_alloc(Bytes body, RegionAlloc& out) noexcept;
+Errc decode_region_grant(Bytes body, RegionGrantBody& out) noexcept;
+Errc decode_send_region(Bytes body, SendRegion& out) noexcept;
+Errc decode_deliver_region(Bytes body, DeliverRegion& out) noexcept;
+Errc decode_region_release(Bytes body, std::uint64_t& region_id) noexcept;
+Errc decode_region_create(Bytes body, RegionCreate& out) noexcept;
+Errc decode_region_attach(Bytes body, RegionAttach& out) noexcept;
+Errc decode_region_remove(Bytes body, std::string_view& key) noexcept;
 
 // Body sizes for the encoders below; callers reserve kHeaderSize + size.
 std::size_t hello_size(const Hello& m) noexcept;
@@ -192,6 +272,11 @@ std::size_t deliver_size(std::string_view key, std::size_t payload) noexcept;
 std::size_t declare_size(std::string_view key) noexcept;
 std::size_t send_direct_size(std::size_t payload) noexcept;
 std::size_t request_size(std::string_view key, std::size_t payload) noexcept;
+std::size_t send_region_size(std::string_view key) noexcept;
+std::size_t deliver_region_size(std::string_view key) noexcept;
+std::size_t region_create_size(std::string_view key) noexcept;
+std::size_t region_attach_size(std::string_view key) noexcept;
+std::size_t region_remove_size(std::string_view key) noexcept;
 
 // Encoders write exactly the size above into `out` (which must be at least that large).
 // They do not validate: the sender is responsible for keys and limits.
@@ -205,5 +290,13 @@ void encode_declare(MutableBytes out, const Declare& m) noexcept;
 void encode_send_direct_prefix(MutableBytes out, const SendDirect& m) noexcept;  // payload follows
 void encode_receive_direct(MutableBytes out, const ReceiveDirect& m) noexcept;
 void encode_request_prefix(MutableBytes out, const Request& m) noexcept;  // payload follows
+void encode_region_alloc(MutableBytes out, const RegionAlloc& m) noexcept;
+void encode_region_grant(MutableBytes out, const RegionGrantBody& m) noexcept;
+void encode_send_region(MutableBytes out, const SendRegion& m) noexcept;
+void encode_deliver_region(MutableBytes out, const DeliverRegion& m) noexcept;
+void encode_region_release(MutableBytes out, std::uint64_t region_id) noexcept;
+void encode_region_create(MutableBytes out, const RegionCreate& m) noexcept;
+void encode_region_attach(MutableBytes out, const RegionAttach& m) noexcept;
+void encode_region_remove(MutableBytes out, std::string_view key) noexcept;
 
 }  // namespace qbus::proto

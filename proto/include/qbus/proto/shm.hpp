@@ -141,6 +141,13 @@ class Mapping {
  private:
   friend Result<Mapping> map_writable(int fd, std::size_t size);
   friend Result<Mapping> map_readonly(int fd, std::size_t offset, std::size_t length);
+
+  // Maps the first `size` bytes of a region that stays writable (a named region that other
+  // processes write while this one reads) for reading only. Requires kSizeSeals, so the
+  // mapping cannot fault; the bytes may change under the reader at any time, which is what
+  // sharing a work area means. `fd` may be open read-only.
+  Result<Mapping> map_shared_readonly(int fd, std::size_t size);
+  friend Result<Mapping> map_shared_readonly(int fd, std::size_t size);
   Mapping(void* base, std::size_t map_size, std::size_t view_offset, std::size_t view_size,
           bool writable) noexcept;
 
@@ -186,5 +193,11 @@ Result<Mapping> map_writable(int fd, std::size_t size);
 // starts at the page boundary below it and bytes() starts exactly at `offset`. `length`
 // must be at least 1.
 Result<Mapping> map_readonly(int fd, std::size_t offset, std::size_t length);
+
+// Maps the first `size` bytes of a region that stays writable (a named region that other
+// processes write while this one reads) for reading only. Requires kSizeSeals, so the
+// mapping cannot fault; the bytes may change under the reader at any time, which is what
+// sharing a work area means. `fd` may be open read-only.
+Result<Mapping> map_shared_readonly(int fd, std::size_t size);
 
 }  // namespace qbus::proto::shm
