@@ -163,6 +163,10 @@ Config from_json(const json& root) {
     o.number("handshake_timeout_ms", c.handshake_timeout_ms, 1, 3'600'000);
     o.number("max_pending_requests", c.max_pending_requests, 1, 1'000'000);
     o.number("max_parked_sends", c.max_parked_sends, 1, 65'536);
+    o.number("max_region_bytes", c.max_region_bytes, 1, 1ull << 40);
+    o.number("uid_max_region_bytes", c.uid_max_region_bytes, 1, 1ull << 50);
+    o.number("uid_max_regions", c.uid_max_regions, 1, 1'000'000);
+    o.number("max_regions", c.max_regions, 1, 1'000'000);
     o.finish();
   }
 

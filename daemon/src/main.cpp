@@ -2,6 +2,7 @@
 // non-zero with one clear line when it cannot start.
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -37,6 +38,7 @@ qbus::daemon::ServerOptions server_options(const Config& c) {
   o.limits.inbox = {c.inbox.max_messages, c.inbox.max_bytes, c.inbox.overflow};
   o.limits.max_pending_requests = c.max_pending_requests;
   o.limits.max_parked_sends = c.max_parked_sends;
+  o.limits.regions = {c.max_region_bytes, c.uid_max_region_bytes, c.uid_max_regions, c.max_regions};
   o.tcp_listen = c.tcp_listen;
   // Room for the largest fixed part and key on top of the largest payload.
   o.max_body = c.max_payload_bytes + 1024;
@@ -55,8 +57,28 @@ void setup_logging(const std::string& level) {
   spdlog::set_default_logger(logger);
 }
 
+// Every connection and every live region holds an fd; the soft limit of 1024 most systems
+// start us with is far below max_connections + max_regions. (The fds we pass to clients
+// go through select()-free code only, so a high limit costs nothing.)
+void raise_fd_limit(const Config& c) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  if (lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+  }
+  const std::uint64_t wanted = std::uint64_t{c.max_connections} + c.max_regions + 64;
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < wanted) {
+    // Only debug: the defaults are generous and most hosts never get near them; a broker
+    // that does run out logs each refused region or connection.
+    spdlog::debug("open-file limit {} is below max_connections + max_regions ({})", lim.rlim_cur,
+                  wanted);
+  }
+}
+
 int run(const Config& config, std::string tcp_token) {
   setup_logging(config.log_level);
+  raise_fd_limit(config);
   asio::io_context io(1);
   auto options = server_options(config);
   options.tcp_token = std::move(tcp_token);

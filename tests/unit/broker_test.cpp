@@ -3,6 +3,8 @@
 // sends, requests and replies. Time is a value the tests pass in.
 #include "broker/broker.hpp"
 
+#include "recording_sink.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -19,78 +21,18 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// A copy of what the core handed to Sink::deliver.
-struct Delivered {
-  PeerId to = 0;
-  std::uint64_t correlation = 0;
-  bool last = false;
-  std::string key;
-  Identity sender;
-  std::uint64_t request_id = 0;
-  std::string payload;
-};
-
-struct Failure {
-  PeerId to = 0;
-  std::uint64_t correlation = 0;
-  Errc code = Errc::ok;
-  std::string text;
-};
-
-struct Confirmation {
-  PeerId to = 0;
-  std::uint64_t correlation = 0;
-  bool operator==(const Confirmation&) const = default;
-};
-
-// Records everything the core says; wants_more answers per peer (true unless set).
-class RecordingSink : public Sink {
- public:
-  void deliver(PeerId to, std::uint64_t correlation, bool last, const Delivery& d) override {
-    deliveries.push_back(
-        Delivered{to, correlation, last, std::string(d.key), d.sender, d.request_id,
-                  std::string(reinterpret_cast<const char*>(d.payload.data()), d.payload.size())});
-  }
-  void fail(PeerId to, std::uint64_t correlation, Errc code, std::string_view text) override {
-    failures.push_back(Failure{to, correlation, code, std::string(text)});
-  }
-  void confirm(PeerId to, std::uint64_t correlation) override {
-    confirms.push_back(Confirmation{to, correlation});
-  }
-  void resume(PeerId producer) override { resumes.push_back(producer); }
-  bool wants_more(PeerId peer) override {
-    auto it = wants_more_.find(peer);
-    return it == wants_more_.end() || it->second;
-  }
-
-  void set_wants_more(PeerId peer, bool value) { wants_more_[peer] = value; }
-
-  std::vector<Delivered> deliveries;
-  std::vector<Failure> failures;
-  std::vector<Confirmation> confirms;
-  std::vector<PeerId> resumes;
-
- private:
-  std::map<PeerId, bool> wants_more_;
-};
-
-Bytes bytes_of(std::string_view s) {
-  return std::as_bytes(std::span<const char>(s.data(), s.size()));
-}
-
-QueueOptions options(std::uint32_t max_messages, std::uint64_t max_bytes, Overflow overflow) {
-  QueueOptions o;
-  o.max_messages = max_messages;
-  o.max_bytes = max_bytes;
-  o.overflow = overflow;
-  return o;
-}
+using fakes::bytes_of;
+using fakes::Confirmation;
+using fakes::Delivered;
+using fakes::Failure;
+using fakes::options;
+using fakes::RecordingSink;
 
 class BrokerTest : public ::testing::Test {
  protected:
   // Tests adjust limits_ before the first call that needs the broker.
   Broker& broker() {
-    if (!broker_) broker_.emplace(limits_, sink_);
+    if (!broker_) broker_.emplace(limits_, sink_, backing_);
     return *broker_;
   }
 
@@ -255,6 +197,7 @@ class BrokerTest : public ::testing::Test {
   Clock::time_point now_ = t0_;
   Limits limits_;
   RecordingSink sink_;
+  fakes::FakeBacking backing_;
 
  private:
   std::optional<Broker> broker_;
@@ -811,7 +754,8 @@ TEST_F(BrokerTest, QueuedMessageCountQuotaStopsAFloodOfEmptyMessages) {
   limits_.uid_max_queued_messages = 3;
   const PeerId a = connect(1000);
   const PeerId b = connect(2000);
-  for (int i = 0; i < 3; ++i) put(a, "q" + std::to_string(i), "");
+  for (int i = 0; i < 3; ++i)
+    put(a, "q" + std::to_string(i), "");
   const auto out = send(a, "q9", "");
   EXPECT_EQ(out.result, SendResult::rejected);
   EXPECT_EQ(out.error, Errc::quota_exceeded);

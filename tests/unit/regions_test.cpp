@@ -11,35 +11,12 @@
 #include <string>
 #include <vector>
 
+#include "fake_backing.hpp"
+
 namespace qbus::broker {
 namespace {
 
-// Records every call; create and seal fail on demand.
-class FakeBacking : public RegionBacking {
- public:
-  BackingHandle create(std::uint64_t size, std::string_view name) override {
-    created.push_back({size, std::string(name)});
-    if (create_error) return BackingHandle{*create_error, "tmpfs is full", -1};
-    return BackingHandle{Errc::ok, {}, next_handle++};
-  }
-  RegionStatus seal_for_handover(int handle) override {
-    sealed.push_back(handle);
-    if (seal_error) return RegionStatus{*seal_error, "a writable mapping is still alive"};
-    return {};
-  }
-  void destroy(int handle) noexcept override { destroyed.push_back(handle); }
-
-  struct Created {
-    std::uint64_t size;
-    std::string name;
-  };
-  std::vector<Created> created;
-  std::vector<int> sealed;
-  std::vector<int> destroyed;
-  std::optional<Errc> create_error;
-  std::optional<Errc> seal_error;
-  int next_handle = 100;
-};
+using fakes::FakeBacking;
 
 Identity user(std::uint32_t uid, std::uint32_t gid = 100, std::uint32_t pid = 4000) {
   Identity id;

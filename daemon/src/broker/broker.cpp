@@ -79,6 +79,7 @@ void Broker::disconnect(PeerId peer) {
   while (!p.parked.empty())
     drop_parked(p.parked.back());
   leave_inbox(peer, p);
+  regions_.disconnect(peer);
   const auto uid = p.id.uid;
   peers_.erase(pit);
   --accounting_.of(uid).connections;
@@ -116,8 +117,11 @@ Queue* Broker::get_or_create(std::string_view key, SendOutcome* why) {
 
 SendOutcome Broker::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
                             Clock::time_point now, std::uint64_t request_id,
-                            std::uint64_t request_seq) {
+                            std::uint64_t request_seq, RegionRef region) {
+  // `size` is what the queue and the uid are charged; a region's bytes are charged to the
+  // region's owner instead. `moved` is what the message carries, for the totals.
   const std::size_t size = payload.size();
+  const std::uint64_t moved = region ? region.length : size;
   if (size > limits_.max_payload) {
     return rejected(Errc::payload_too_large, "payload of " + std::to_string(size) +
                                                  " bytes exceeds the inline limit of " +
@@ -137,11 +141,11 @@ SendOutcome Broker::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
     ++q.counters().enqueued_total;
     ++q.counters().dequeued_total;
     ++totals_.messages_in;
-    totals_.bytes_in += size;
+    totals_.bytes_in += moved;
     ++totals_.messages_out;
-    totals_.bytes_out += size;
+    totals_.bytes_out += moved;
     if (request_id != 0) note_delivery(sender.id.client_id, request_id, request_seq, to);
-    sink_.deliver(to, corr, true, Delivery{q.delivery_key(), sender.id, request_id, payload});
+    hand_over(to, corr, true, Delivery{q.delivery_key(), sender.id, request_id, payload, region});
     return {};
   }
 
@@ -178,11 +182,23 @@ SendOutcome Broker::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
   m.request_id = request_id;
   m.request_seq = request_seq;
   m.payload.assign(payload.begin(), payload.end());
+  if (region) {
+    if (auto s = regions_.add_message_ref(region.id); !s.ok()) return rejected(s.error, s.text);
+    m.region = region;
+  }
   charge(sender.id, size);
   ++totals_.messages_in;
-  totals_.bytes_in += size;
+  totals_.bytes_in += moved;
   q.push(std::move(m));
   return {};
+}
+
+void Broker::hand_over(PeerId to, std::uint64_t correlation, bool last, const Delivery& d) {
+  if (d.region) {
+    auto it = peers_.find(to);
+    if (it != peers_.end() && !it->second.id.tcp) regions_.hold(to, d.region.id);
+  }
+  sink_.deliver(to, correlation, last, d);
 }
 
 SendOutcome Broker::send(PeerId from, std::string_view key, Bytes payload, Clock::time_point now) {
@@ -254,11 +270,13 @@ void Broker::serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::ui
     const bool last = n + 1 >= max || q.depth() == 0 || !sink_.wants_more(peer);
     ++q.counters().dequeued_total;
     ++totals_.messages_out;
-    totals_.bytes_out += m.payload.size();
-    release(m);
+    totals_.bytes_out += m.region ? m.region.length : m.payload.size();
     if (m.request_id != 0) note_delivery(m.sender.client_id, m.request_id, m.request_seq, peer);
-    sink_.deliver(peer, correlation, last,
-                  Delivery{q.delivery_key(), m.sender, m.request_id, m.payload});
+    hand_over(peer, correlation, last,
+              Delivery{q.delivery_key(), m.sender, m.request_id, m.payload, m.region});
+    // After the hand-over: the message's reference kept the region alive until the
+    // receiver's handle (and the edge's copy of the fd) took over.
+    release(m);
     if (last) break;
   }
 }
@@ -314,6 +332,7 @@ void Broker::release(const Message& m) {
   usage.queued_bytes -= m.payload.size();
   --usage.queued_messages;
   accounting_.forget_if_unused(m.sender.uid);
+  if (m.region) regions_.drop_message_ref(m.region.id);
 }
 
 void Broker::drop_oldest(Queue& q, Errc code, std::string_view why) {

@@ -14,6 +14,7 @@
 
 #include "broker/accounting.hpp"
 #include "broker/queue.hpp"
+#include "broker/regions.hpp"
 
 namespace qbus::broker {
 
@@ -49,9 +50,25 @@ struct DirectSend {
   bool confirm = false;
 };
 
+// A message whose payload is a slice of a region the sender holds (SEND_REGION).
+struct RegionSend {
+  RegionRef ref;
+  proto::RegionTarget kind = proto::RegionTarget::queue;
+  std::string_view key;      // queue targets
+  std::uint64_t target = 0;  // pid or client id
+  std::int32_t wait_ms = 0;
+  std::uint64_t correlation = 0;
+  bool confirm = false;
+  // Drop one of the sender's handles once the frame is done with (unless it is blocked
+  // and will be retried), whether or not the send succeeded.
+  bool release = false;
+};
+
 class Broker {
  public:
-  Broker(Limits limits, Sink& sink) : limits_(limits), sink_(sink) {}
+  // `backing` (the memory behind shared-memory regions) must outlive the broker.
+  Broker(Limits limits, Sink& sink, RegionBacking& backing)
+      : limits_(limits), sink_(sink), regions_(limits.regions, backing) {}
   Broker(const Broker&) = delete;
   Broker& operator=(const Broker&) = delete;
 
@@ -75,7 +92,8 @@ class Broker {
   // the same pid has exited, so it can never receive what is meant for the new one); a
   // client id names one connection's process (for TCP peers, the connection itself). A
   // reply (in_reply_to != 0) goes to the request waiting on the named connection.
-  SendOutcome send_direct(PeerId from, const DirectSend& d, Bytes payload, Clock::time_point now);
+  SendOutcome send_direct(PeerId from, const DirectSend& d, Bytes payload, Clock::time_point now,
+                          RegionRef region = {});
   // Takes from the inbox of the peer's process; only the inbox's owner may (the
   // connection that claimed it last, else the process's oldest connection).
   void receive_direct(PeerId peer, std::uint64_t correlation, std::uint32_t max_count,
@@ -87,6 +105,19 @@ class Broker {
   // that correlation, or Errc::timeout after timeout_ms (-1: no limit).
   SendOutcome request(PeerId from, std::uint64_t correlation, std::string_view key, Bytes payload,
                       std::int32_t timeout_ms, Clock::time_point now);
+
+  // Shared-memory regions (proto/PROTOCOL.md section 16). The peer's identity decides the
+  // uid charged and, for named regions, the access. A queued region message counts as a
+  // message against queue and uid limits but adds no bytes: its memory is the region's,
+  // charged to the region's owner.
+  RegionGrant allocate_region(PeerId peer, std::uint64_t size);
+  SendOutcome send_region(PeerId from, const RegionSend& s, Clock::time_point now);
+  RegionStatus release_region(PeerId peer, RegionId id);
+  RegionGrant create_named_region(PeerId peer, std::string_view key, std::uint64_t size,
+                                  std::uint32_t mode);
+  RegionGrant attach_named_region(PeerId peer, std::string_view key, bool writable);
+  RegionStatus remove_named_region(PeerId peer, std::string_view key);
+  const RegionTable& regions() const { return regions_; }
 
   // Creates or configures a queue. Options of zero mean "the default". A queue that was
   // declared before with different options answers queue_conflict; one created implicitly
@@ -165,8 +196,15 @@ class Broker {
   // Hands `payload` to the first waiter of `q` or stores it, applying q's limits, the
   // sender's uid quota and q's overflow policy.
   // request_id/request_seq: nonzero for a request's message.
+  // region: the payload is that slice (`payload` is then empty).
   SendOutcome enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload, Clock::time_point now,
-                      std::uint64_t request_id = 0, std::uint64_t request_seq = 0);
+                      std::uint64_t request_id = 0, std::uint64_t request_seq = 0,
+                      RegionRef region = {});
+  // Gives `to` a handle on a region message's region (unless it is a TCP peer, which gets
+  // the bytes inline), then hands the delivery to the sink.
+  void hand_over(PeerId to, std::uint64_t correlation, bool last, const Delivery& d);
+  // send_region without the release flag's effect.
+  SendOutcome route_region(PeerId from, const RegionSend& s, Clock::time_point now);
   void receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation,
                     std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now);
   // Moves up to `max` messages to `peer`, stopping early when its output is backed up.
@@ -195,6 +233,7 @@ class Broker {
 
   Limits limits_;
   Sink& sink_;
+  RegionTable regions_;
   // Heterogeneous lookup: the key of an incoming frame is looked up without a copy.
   std::unordered_map<std::string, std::unique_ptr<Queue>, KeyHash, std::equal_to<>> queues_;
   std::unordered_map<PeerId, Peer> peers_;

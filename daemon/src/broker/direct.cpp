@@ -78,10 +78,14 @@ void Broker::deliver_parked(Inbox& inbox, Clock::time_point now) {
     const std::uint64_t corr = it->correlation;
     const bool confirm = it->confirm;
     const std::vector<std::byte> payload = it->message.payload;
+    const RegionRef region = it->message.region;
+    // Keeps the region alive between the parked message letting go and the inbox's taking.
+    if (region) regions_.add_message_ref(region.id);
     drop_parked(it);
     Peer& sender = peers_.at(from);
     // from = 0: a parked send cannot pause its producer, so a full inbox refuses it.
-    auto out = enqueue(inbox.queue, 0, sender, payload, now);
+    auto out = enqueue(inbox.queue, 0, sender, payload, now, 0, 0, region);
+    if (region) regions_.drop_message_ref(region.id);
     if (out.result == SendResult::accepted) {
       if (confirm) sink_.confirm(from, corr);
     } else {
@@ -106,7 +110,7 @@ void Broker::drop_parked(ParkedList::iterator it) {
 }
 
 SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
-                                Clock::time_point now) {
+                                Clock::time_point now, RegionRef region) {
   auto pit = peers_.find(from);
   if (pit == peers_.end()) return rejected(Errc::internal_error, "unknown peer");
   Peer& sender = pit->second;
@@ -117,6 +121,7 @@ SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
   }
 
   if (d.in_reply_to != 0) {
+    if (region) return rejected(Errc::unexpected_frame, "a reply carries its payload inline");
     auto target = peers_.find(d.target);
     auto req = target == peers_.end() ? std::unordered_map<std::uint64_t, Request>::iterator{}
                                       : target->second.requests.find(d.in_reply_to);
@@ -143,7 +148,9 @@ SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
     return {};
   }
 
-  if (Inbox* inbox = inbox_for(d)) return enqueue(inbox->queue, from, sender, payload, now);
+  if (Inbox* inbox = inbox_for(d)) {
+    return enqueue(inbox->queue, from, sender, payload, now, 0, 0, region);
+  }
 
   const std::string who =
       (d.kind == proto::TargetKind::pid ? "process " : "client ") + std::to_string(d.target);
@@ -156,6 +163,9 @@ SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
                                                  " sends waiting for their process to connect");
   }
   if (auto refusal = over_quota(sender.id, payload.size())) return *refusal;
+  if (region) {
+    if (auto s = regions_.add_message_ref(region.id); !s.ok()) return rejected(s.error, s.text);
+  }
   Parked pk;
   pk.from = from;
   pk.correlation = d.correlation;
@@ -165,6 +175,7 @@ SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
   pk.message.sender = sender.id;
   pk.message.enqueued = now;
   pk.message.payload.assign(payload.begin(), payload.end());
+  pk.message.region = region;
   charge(sender.id, payload.size());
   auto& list = parked_by_pid_[pk.pid];
   auto it = list.insert(list.end(), std::move(pk));

@@ -20,7 +20,8 @@ struct Message {
   // Broker-unique number of that request, so a stale message carrying a reused id is
   // never taken for the request now pending under it.
   std::uint64_t request_seq = 0;
-  std::vector<std::byte> payload;
+  std::vector<std::byte> payload;  // empty for a region message
+  RegionRef region{};
 };
 
 class Queue;

@@ -32,22 +32,11 @@
 
 namespace qbus::broker {
 
-using RegionId = std::uint64_t;  // broker-unique, nonzero, never reused
-
 // The id (or key) names no region this peer may use: unknown, already freed, or not held.
 // One code for all three, so that a peer learns nothing about other peers' regions.
 inline constexpr Errc kNoSuchRegion = Errc::no_such_region;
 // Access to a named region is refused by its mode, or remove_named by a non-owner.
 inline constexpr Errc kRegionAccessDenied = Errc::permission_denied;
-
-struct RegionLimits {
-  std::uint64_t max_region_bytes = 1ull << 30;
-  // Per uid, however many connections it has: the bytes and the number of regions it owns.
-  std::uint64_t uid_max_region_bytes = 4ull << 30;
-  std::uint32_t uid_max_regions = 1024;
-  // Across all uids: bounds the table itself and the broker's open file descriptors.
-  std::uint32_t max_regions = 65536;
-};
 
 // The outcome of an operation that yields nothing but success or a refusal.
 struct RegionStatus {

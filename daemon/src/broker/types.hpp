@@ -15,6 +15,7 @@ namespace qbus::broker {
 
 using Clock = std::chrono::steady_clock;
 using PeerId = std::uint64_t;
+using RegionId = std::uint64_t;  // broker-unique, nonzero, never reused
 using Bytes = std::span<const std::byte>;
 using proto::Overflow;
 
@@ -39,6 +40,15 @@ struct QueueOptions {
   Overflow overflow = Overflow::block;
 };
 
+struct RegionLimits {
+  std::uint64_t max_region_bytes = 1ull << 30;
+  // Per uid, however many connections it has: the bytes and the number of regions it owns.
+  std::uint64_t uid_max_region_bytes = 4ull << 30;
+  std::uint32_t uid_max_regions = 1024;
+  // Across all uids: bounds the table itself and the broker's open file descriptors.
+  std::uint32_t max_regions = 65536;
+};
+
 struct Limits {
   std::uint32_t max_payload = 1u << 20;
   QueueOptions queue_defaults{};
@@ -61,14 +71,27 @@ struct Limits {
   // waiting for their target process to connect.
   std::uint32_t max_pending_requests = 1'024;
   std::uint32_t max_parked_sends = 64;
+  RegionLimits regions{};
 };
 
-// What a receiver gets. `key` is empty for direct messages and replies.
+// A message whose payload is bytes [offset, offset + length) of a shared-memory region
+// instead of inline bytes. id 0: no region.
+struct RegionRef {
+  RegionId id = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  explicit operator bool() const { return id != 0; }
+};
+
+// What a receiver gets. `key` is empty for direct messages and replies. A region message
+// has an empty payload and names its region; a receiver that is not a TCP peer holds one
+// more handle on it from now on (the edge passes the region's fd on).
 struct Delivery {
   std::string_view key;
   const Identity& sender;
   std::uint64_t request_id = 0;
   Bytes payload;
+  RegionRef region{};
 };
 
 // How the edge hears the core's answers. Calls happen synchronously inside the core's

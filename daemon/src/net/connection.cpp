@@ -1,9 +1,12 @@
 #include "net/connection.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
+#include <cerrno>
 #include <cstring>
 
+#include "net/memfd_backing.hpp"
 #include "net/server.hpp"
 
 namespace qbus::daemon {
@@ -15,6 +18,8 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr int kReadRoundsPerWakeup = 8;  // then yield to other connections
 constexpr auto kCloseGrace = std::chrono::seconds(2);
 constexpr std::uint64_t kLoggedMisbehaviours = 10;
+// fds per sendmsg; PROTOCOL.md section 16.1 promises clients no more.
+constexpr std::size_t kMaxFdsPerWrite = 16;
 
 bool would_block(const asio::error_code& ec) {
   return ec == asio::error::would_block || ec == asio::error::try_again;
@@ -36,6 +41,8 @@ std::uint16_t allowed_flags(FrameType t) {
     case FrameType::send:
     case FrameType::declare:
     case FrameType::send_direct:
+    case FrameType::send_region:
+    case FrameType::region_release:
       return proto::kFlagConfirm;
     default:
       return 0;
@@ -69,7 +76,107 @@ void Connection::start() {
 }
 
 bool Connection::backed_up() const {
-  return out_.size() > server_.options().max_outbound_bytes;
+  return out_.size() > server_.options().max_outbound_bytes || !queued_.empty();
+}
+
+proto::ByteBuffer& Connection::out() {
+  if (queued_.empty()) return out_;
+  if (auto* b = std::get_if<proto::ByteBuffer>(&queued_.back())) return *b;
+  return std::get<proto::ByteBuffer>(queued_.emplace_back(proto::ByteBuffer{}));
+}
+
+void Connection::pass_fd(proto::UniqueFd fd) {
+  // Unix connections never stream, so the next frame starts at the end of out_.
+  fds_.push_back(PendingFd{flushed_ + out_.size(), std::move(fd)});
+}
+
+void Connection::stream_inline(std::uint64_t correlation, bool last, const proto::Deliver& fields,
+                               proto::shm::Mapping mapping) {
+  InlineStream st;
+  st.correlation = correlation;
+  st.last = last;
+  st.sender_pid = fields.sender_pid;
+  st.sender_uid = fields.sender_uid;
+  st.sender_client_id = fields.sender_client_id;
+  st.request_id = fields.request_id;
+  st.key = std::string(fields.key);
+  st.mapping = std::move(mapping);
+  queued_.emplace_back(std::move(st));
+  server_.mark_dirty(id_);
+}
+
+bool Connection::refill() {
+  if (queued_.empty()) return false;
+  if (auto* b = std::get_if<proto::ByteBuffer>(&queued_.front())) {
+    out_.swap(*b);
+    queued_.pop_front();
+    return true;
+  }
+  auto& st = std::get<InlineStream>(queued_.front());
+  const auto bytes = st.mapping.bytes();
+  // Pieces leave room for the DELIVER fields (at most 280 bytes) under max_body.
+  const std::size_t max_body = server_.options().max_body;
+  const std::size_t piece_max = max_body > 2048 ? max_body - 1024 : max_body / 2;
+  const std::size_t n = std::min(piece_max, bytes.size() - st.sent);
+  const bool more = st.sent + n < bytes.size();
+  const proto::Deliver d{st.sender_pid,
+                         st.sender_uid,
+                         st.sender_client_id,
+                         st.request_id,
+                         std::string_view(st.key),
+                         bytes.subspan(st.sent, n)};
+  const std::uint16_t flags = more ? proto::kFlagMore : (st.last ? proto::kFlagLast : 0);
+  proto::append_deliver(out_, st.correlation, flags, d);
+  st.sent += n;
+  if (!more) queued_.pop_front();
+  return true;
+}
+
+std::size_t Connection::write_out(asio::error_code& ec) {
+  auto data = out_.readable();
+  if (fds_.empty()) return socket_.write_some(asio::buffer(data.data(), data.size()), ec);
+
+  // Every fd goes with a sendmsg whose data starts at its frame's first byte (or earlier),
+  // so the client has it by the time it decodes the frame; the kernel attaches the fds to
+  // the first bytes of the call.
+  std::size_t len = data.size();
+  int fds[kMaxFdsPerWrite];
+  std::size_t nfds = 0;
+  if (fds_.front().at > flushed_) {
+    len = std::min<std::uint64_t>(len, fds_.front().at - flushed_);
+  } else {
+    for (const auto& p : fds_) {
+      if (p.at >= flushed_ + len) break;
+      if (nfds == kMaxFdsPerWrite) {
+        len = p.at - flushed_;
+        break;
+      }
+      fds[nfds++] = p.fd.get();
+    }
+  }
+  iovec iov{const_cast<std::byte*>(data.data()), len};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerWrite)];
+  if (nfds > 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    std::memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+  }
+  const ssize_t n = ::sendmsg(socket_.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (n < 0) {
+    ec = asio::error_code(errno, asio::system_category());
+    return 0;
+  }
+  // The receiving socket holds its own references now; ours close.
+  for (std::size_t i = 0; i < nfds; ++i)
+    fds_.pop_front();
+  return static_cast<std::size_t>(n);
 }
 
 void Connection::wait_readable() {
@@ -162,7 +269,7 @@ Connection::Step Connection::answer(const proto::Header& h, const broker::SendOu
   switch (r.result) {
     case broker::SendResult::accepted:
       if (ok_on_success) {
-        proto::append_empty(out_, FrameType::ok, h.correlation);
+        proto::append_empty(out(), FrameType::ok, h.correlation);
         server_.mark_dirty(id_);
       }
       return Step::next;
@@ -220,7 +327,7 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
       if (e != Errc::ok) {
         error(h.correlation, e, text);
       } else {
-        proto::append_empty(out_, FrameType::ok, h.correlation);
+        proto::append_empty(out(), FrameType::ok, h.correlation);
         server_.mark_dirty(id_);
       }
       return Step::next;
@@ -241,7 +348,7 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
     case FrameType::claim_inbox:
       if (!body.empty()) return bad_body(Errc::malformed_frame);
       broker.claim_inbox(id_);
-      proto::append_empty(out_, FrameType::ok, h.correlation);
+      proto::append_empty(out(), FrameType::ok, h.correlation);
       server_.mark_dirty(id_);
       return Step::next;
     case FrameType::request: {
@@ -253,15 +360,24 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
     }
     case FrameType::ping:
       if (!body.empty()) return bad_body(Errc::malformed_frame);
-      proto::append_empty(out_, FrameType::pong, h.correlation);
+      proto::append_empty(out(), FrameType::pong, h.correlation);
       server_.mark_dirty(id_);
       return Step::next;
+    case FrameType::region_alloc:
+    case FrameType::send_region:
+    case FrameType::region_release:
+    case FrameType::region_create:
+    case FrameType::region_attach:
+    case FrameType::region_remove:
+      return handle_region(h, body);
     case FrameType::hello:
     case FrameType::welcome:
     case FrameType::error:
     case FrameType::ok:
     case FrameType::deliver:
     case FrameType::pong:
+    case FrameType::region:
+    case FrameType::deliver_region:
       bad_request(h.correlation, Errc::unexpected_frame,
                   std::string(proto::frame_type_name(h.type)) + " is not valid from a client here");
       return Step::next;
@@ -269,6 +385,108 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
   bad_request(h.correlation, Errc::unknown_frame_type,
               "unknown frame type " + std::to_string(static_cast<unsigned>(h.type)));
   return Step::next;
+}
+
+Connection::Step Connection::handle_region(const proto::Header& h, proto::Bytes body) {
+  auto& broker = server_.broker();
+  const bool confirm = (h.flags & proto::kFlagConfirm) != 0;
+  if (identity_.tcp) {
+    bad_request(h.correlation, Errc::unexpected_frame,
+                "shared-memory regions need a Unix socket connection (fds cannot cross TCP)");
+    return Step::next;
+  }
+  const auto bad_body = [&](Errc e) {
+    bad_request(h.correlation, e,
+                e == Errc::invalid_key
+                    ? std::string("invalid key")
+                    : "malformed " + std::string(proto::frame_type_name(h.type)) + " body");
+    return Step::next;
+  };
+  const auto status = [&](const broker::RegionStatus& st) {
+    if (!st.ok()) {
+      spdlog::debug("client {} ({}): {} refused: {}", id_, description_,
+                    proto::frame_type_name(h.type), st.text);
+      error(h.correlation, st.error, st.text);
+    } else if (confirm || h.type == FrameType::region_remove) {
+      proto::append_empty(out(), FrameType::ok, h.correlation);
+      server_.mark_dirty(id_);
+    }
+    return Step::next;
+  };
+  switch (h.type) {
+    case FrameType::region_alloc: {
+      proto::RegionAlloc m;
+      if (auto e = proto::decode_region_alloc(body, m); e != Errc::ok) return bad_body(e);
+      grant(h.correlation, broker.allocate_region(id_, m.size), "region allocation");
+      return Step::next;
+    }
+    case FrameType::send_region: {
+      proto::SendRegion m;
+      if (auto e = proto::decode_send_region(body, m); e != Errc::ok) return bad_body(e);
+      broker::RegionSend rs;
+      rs.ref = broker::RegionRef{m.region_id, m.offset, m.length};
+      rs.kind = m.target_kind;
+      rs.key = m.key;
+      rs.target = m.target;
+      rs.wait_ms = m.wait_ms;
+      rs.correlation = h.correlation;
+      rs.confirm = confirm;
+      rs.release = m.release;
+      return answer(h, broker.send_region(id_, rs, broker::Clock::now()), confirm);
+    }
+    case FrameType::region_release: {
+      std::uint64_t rid = 0;
+      if (auto e = proto::decode_region_release(body, rid); e != Errc::ok) return bad_body(e);
+      return status(broker.release_region(id_, rid));
+    }
+    case FrameType::region_create: {
+      proto::RegionCreate m;
+      if (auto e = proto::decode_region_create(body, m); e != Errc::ok) return bad_body(e);
+      grant(h.correlation, broker.create_named_region(id_, m.key, m.size, m.mode),
+            "named region creation");
+      return Step::next;
+    }
+    case FrameType::region_attach: {
+      proto::RegionAttach m;
+      if (auto e = proto::decode_region_attach(body, m); e != Errc::ok) return bad_body(e);
+      grant(h.correlation, broker.attach_named_region(id_, m.key, m.writable), "region attach");
+      return Step::next;
+    }
+    case FrameType::region_remove: {
+      std::string_view key;
+      if (auto e = proto::decode_region_remove(body, key); e != Errc::ok) return bad_body(e);
+      return status(broker.remove_named_region(id_, key));
+    }
+    default:
+      return Step::next;
+  }
+}
+
+void Connection::grant(std::uint64_t correlation, const broker::RegionGrant& g,
+                       std::string_view what) {
+  auto& broker = server_.broker();
+  if (!g.ok()) {
+    if (g.error == Errc::quota_exceeded) {
+      // The operator's view of who ran out: the text names the uid and the limit.
+      spdlog::warn("client {} ({}): {} refused: {}", id_, description_, what, g.text);
+    } else {
+      spdlog::debug("client {} ({}): {} refused: {}", id_, description_, what, g.text);
+    }
+    error(correlation, g.error, g.text);
+    return;
+  }
+  std::string why;
+  auto fd = region_fd_for_peer(broker.regions().backing_handle(g.id), !g.writable, why);
+  if (!fd) {
+    spdlog::error("client {} ({}): {}: {}", id_, description_, what, why);
+    (void)broker.release_region(id_, g.id);
+    error(correlation, Errc::internal_error, "the broker could not pass the region: " + why);
+    return;
+  }
+  pass_fd(std::move(fd));
+  proto::append_region_grant(out(), correlation,
+                             {g.id, broker.regions().find(g.id)->size, g.writable});
+  server_.mark_dirty(id_);
 }
 
 Connection::Step Connection::handle_hello(const proto::Header& h, proto::Bytes body) {
@@ -311,7 +529,7 @@ void Connection::welcome(std::uint64_t correlation, std::string_view name) {
   w.uid = identity_.uid;
   w.gid = identity_.gid;
   w.client_id = identity_.client_id;
-  proto::append_welcome(out_, correlation, w);
+  proto::append_welcome(out(), correlation, w);
   server_.mark_dirty(id_);
   spdlog::debug("client {} connected: {} name '{}'", id_, description_, name);
 }
@@ -351,7 +569,7 @@ void Connection::authenticate(std::uint64_t correlation, std::string token, std:
 }
 
 void Connection::error(std::uint64_t correlation, Errc code, std::string_view text) {
-  proto::append_error(out_, correlation, code, text);
+  proto::append_error(out(), correlation, code, text);
   server_.mark_dirty(id_);
 }
 
@@ -390,10 +608,10 @@ void Connection::drain_and_close() {
 
 void Connection::flush() {
   if (closed_ || writing_) return;
-  while (!out_.empty()) {
+  while (!out_.empty() || refill()) {
+    if (out_.empty()) continue;
     asio::error_code ec;
-    auto data = out_.readable();
-    const std::size_t n = socket_.write_some(asio::buffer(data.data(), data.size()), ec);
+    const std::size_t n = write_out(ec);
     if (would_block(ec)) {
       wait_writable();
       return;
@@ -406,6 +624,7 @@ void Connection::flush() {
       return;
     }
     out_.consume(n);
+    flushed_ += n;
   }
   if (out_.capacity() > 16 * kReadChunk) out_.shrink_to(kReadChunk);
   if (closing_) {
@@ -444,6 +663,8 @@ void Connection::close() {
   if (closed_) return;
   closed_ = true;
   handshake_timer_.cancel();
+  fds_.clear();
+  queued_.clear();
   asio::error_code ec;
   socket_.shutdown(Socket::shutdown_both, ec);
   socket_.close(ec);

@@ -8,11 +8,15 @@
 #pragma once
 
 #include <asio.hpp>
+#include <deque>
 #include <memory>
 #include <string>
+#include <variant>
 
 #include "broker/broker.hpp"
 #include "qbus/proto/buffer.hpp"
+#include "qbus/proto/shm.hpp"
+#include "qbus/proto/unique_fd.hpp"
 
 namespace qbus::daemon {
 
@@ -36,7 +40,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Flushes what it can; closes once everything is written.
   void drain_and_close();
 
-  proto::ByteBuffer& out() { return out_; }
+  // Where the next answer frame goes: the end of the output, behind any inline region
+  // still being streamed.
+  proto::ByteBuffer& out();
+  // Unix sockets: `fd` travels (SCM_RIGHTS) with the next frame appended to out().
+  void pass_fd(proto::UniqueFd fd);
+  // TCP: a region message's bytes as DELIVER pieces flagged MORE, produced as the output
+  // drains so that only one piece at a time is buffered. `mapping` keeps the bytes alive.
+  void stream_inline(std::uint64_t correlation, bool last, const proto::Deliver& fields,
+                     proto::shm::Mapping mapping);
+  // True while the output is over its bound or an inline region is still being streamed.
   bool backed_up() const;
   void flush();
   void unblock();  // a queue this producer was blocked on has room again
@@ -71,6 +84,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void welcome(std::uint64_t correlation, std::string_view name);
   void wait_writable();
   void resume();  // processes held-back frames, then reads again if allowed
+  // Moves the next queued output (a buffer, or the next piece of a stream) into out_.
+  bool refill();
+  // Writes from out_, with the fds due at its first bytes; bytes written.
+  std::size_t write_out(asio::error_code& ec);
+  // Answers REGION_ALLOC, REGION_CREATE and REGION_ATTACH.
+  void grant(std::uint64_t correlation, const broker::RegionGrant& g, std::string_view what);
+  Step handle_region(const proto::Header& h, proto::Bytes body);
 
   Server& server_;
   Socket socket_;
@@ -80,6 +100,26 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string remote_ip_;
   proto::ByteBuffer in_;   // a partial frame (or frames held back by backpressure)
   proto::ByteBuffer out_;  // answers not yet written
+  // fds to pass, each with the stream position of the first byte of its frame.
+  struct PendingFd {
+    std::uint64_t at = 0;
+    proto::UniqueFd fd;
+  };
+  std::deque<PendingFd> fds_;
+  std::uint64_t flushed_ = 0;  // bytes of output written so far
+  struct InlineStream {
+    std::uint64_t correlation = 0;
+    bool last = false;
+    std::uint32_t sender_pid = 0;
+    std::uint32_t sender_uid = 0;
+    std::uint64_t sender_client_id = 0;
+    std::uint64_t request_id = 0;
+    std::string key;
+    proto::shm::Mapping mapping;
+    std::size_t sent = 0;
+  };
+  // Output behind a stream, in order (TCP only; empty when nothing is being streamed).
+  std::deque<std::variant<InlineStream, proto::ByteBuffer>> queued_;
   // One timer per connection, used in turn for the handshake timeout, a held TCP HELLO
   // and the grace before a closing connection is cut.
   asio::steady_timer handshake_timer_;

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "net/connection.hpp"
+#include "net/memfd_backing.hpp"
 #include "net/peer_identity.hpp"
 #include "qbus/proto/address.hpp"
 
@@ -45,7 +46,8 @@ std::string source_key(const asio::ip::address& a) {
 Server::Server(asio::io_context& io, ServerOptions options)
     : io_(io),
       options_(std::move(options)),
-      broker_(options_.limits, *this),
+      backing_(options_.limits.regions.max_region_bytes),
+      broker_(options_.limits, *this, backing_),
       acceptor_(io),
       tcp_acceptor_(io),
       unix_retry_(io),
@@ -331,8 +333,54 @@ void Server::deliver(broker::PeerId to, std::uint64_t correlation, bool last,
   if (!c) return;
   proto::Deliver frame{d.sender.pid, d.sender.uid, d.sender.client_id,
                        d.request_id, d.key,        d.payload};
+  if (d.region) {
+    deliver_region(*c, correlation, last, frame, d.region);
+    return;
+  }
   proto::append_deliver(c->out(), correlation, last ? proto::kFlagLast : 0, frame);
   mark_dirty(to);
+}
+
+void Server::deliver_region(Connection& c, std::uint64_t correlation, bool last,
+                            const proto::Deliver& fields, const broker::RegionRef& ref) {
+  const int handle = broker_.regions().backing_handle(ref.id);
+  if (c.identity().tcp) {
+    // No fds over TCP: the bytes go inline, read from a mapping of our own.
+    auto map = proto::shm::map_readonly(handle, ref.offset, ref.length);
+    if (!map) {
+      spdlog::error("client {} ({}): cannot map region {} to send it inline: {}", c.id(),
+                    c.description(), ref.id, map.error().text);
+      c.reject(Errc::internal_error, "the broker could not read a region message for you");
+      c.drain_and_close();
+      return;
+    }
+    c.stream_inline(correlation, last, fields, std::move(map).value());
+    return;
+  }
+  std::string why;
+  auto fd = region_fd_for_peer(handle, false, why);
+  if (!fd) {
+    // The message is gone from its queue already; the peer must learn it lost one.
+    spdlog::error("client {} ({}): cannot pass region {}: {}", c.id(), c.description(), ref.id,
+                  why);
+    c.reject(Errc::internal_error, "the broker could not pass a region message's fd");
+    c.drain_and_close();
+    return;
+  }
+  c.pass_fd(std::move(fd));
+  const auto* info = broker_.regions().find(ref.id);
+  proto::DeliverRegion m;
+  m.sender_pid = fields.sender_pid;
+  m.sender_uid = fields.sender_uid;
+  m.sender_client_id = fields.sender_client_id;
+  m.request_id = fields.request_id;
+  m.region_id = ref.id;
+  m.region_size = info->size;
+  m.offset = ref.offset;
+  m.length = ref.length;
+  m.key = fields.key;
+  proto::append_deliver_region(c.out(), correlation, last ? proto::kFlagLast : 0, m);
+  mark_dirty(c.id());
 }
 
 void Server::fail(broker::PeerId to, std::uint64_t correlation, Errc code, std::string_view text) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "broker/broker.hpp"
+#include "net/memfd_backing.hpp"
 #include "net/unix_socket.hpp"
 
 namespace qbus::daemon {
@@ -83,10 +84,13 @@ class Server final : public broker::Sink {
              std::string description, std::string remote_ip);
   void end_preauth(const std::string& address);
   void arm_deadline_timer();
+  void deliver_region(Connection& c, std::uint64_t correlation, bool last,
+                      const proto::Deliver& fields, const broker::RegionRef& ref);
   Connection* find(broker::PeerId id);
 
   asio::io_context& io_;
   ServerOptions options_;
+  MemfdBacking backing_;  // before broker_, which uses it until its last region is gone
   broker::Broker broker_;
   asio::local::stream_protocol::acceptor acceptor_;
   asio::ip::tcp::acceptor tcp_acceptor_;

@@ -48,6 +48,12 @@ struct Config {
   std::uint32_t handshake_timeout_ms = 5'000;
   std::uint32_t max_pending_requests = 1'024;
   std::uint32_t max_parked_sends = 64;
+  // Shared-memory regions: the largest one, what one uid may own, and the broker's total
+  // (each live region holds one fd in the daemon).
+  std::uint64_t max_region_bytes = 1ull << 30;
+  std::uint64_t uid_max_region_bytes = 4ull << 30;
+  std::uint32_t uid_max_regions = 1'024;
+  std::uint32_t max_regions = 65'536;
 
   QueueSettings queue_defaults;
   // Each process's inbox for direct messages.

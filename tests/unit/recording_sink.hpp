@@ -1,0 +1,92 @@
+// What the broker core tells its Sink, recorded for unit tests, plus small helpers the
+// broker tests share.
+#pragma once
+
+#include <map>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/types.hpp"
+#include "fake_backing.hpp"
+
+namespace qbus::broker::fakes {
+
+// A copy of what the core handed to Sink::deliver, with the region it named and how many
+// backings had been destroyed when it was handed over.
+struct Delivered {
+  PeerId to = 0;
+  std::uint64_t correlation = 0;
+  bool last = false;
+  std::string key;
+  Identity sender;
+  std::uint64_t request_id = 0;
+  std::string payload;
+  RegionRef region{};
+  std::size_t destroyed_before = 0;
+};
+
+struct Failure {
+  PeerId to = 0;
+  std::uint64_t correlation = 0;
+  Errc code = Errc::ok;
+  std::string text;
+};
+
+struct Confirmation {
+  PeerId to = 0;
+  std::uint64_t correlation = 0;
+  bool operator==(const Confirmation&) const = default;
+};
+
+// Records everything the core says; wants_more answers per peer (true unless set).
+class RecordingSink : public Sink {
+ public:
+  RecordingSink() = default;
+  explicit RecordingSink(const FakeBacking& backing) : backing_(&backing) {}
+
+  void deliver(PeerId to, std::uint64_t correlation, bool last, const Delivery& d) override {
+    deliveries.push_back(
+        Delivered{to, correlation, last, std::string(d.key), d.sender, d.request_id,
+                  std::string(reinterpret_cast<const char*>(d.payload.data()), d.payload.size()),
+                  d.region, backing_ ? backing_->destroyed.size() : 0});
+  }
+  void fail(PeerId to, std::uint64_t correlation, Errc code, std::string_view text) override {
+    failures.push_back(Failure{to, correlation, code, std::string(text)});
+  }
+  void confirm(PeerId to, std::uint64_t correlation) override {
+    confirms.push_back(Confirmation{to, correlation});
+  }
+  void resume(PeerId producer) override { resumes.push_back(producer); }
+  bool wants_more(PeerId peer) override {
+    auto it = wants_more_.find(peer);
+    return it == wants_more_.end() || it->second;
+  }
+
+  void set_wants_more(PeerId peer, bool value) { wants_more_[peer] = value; }
+
+  std::vector<Delivered> deliveries;
+  std::vector<Failure> failures;
+  std::vector<Confirmation> confirms;
+  std::vector<PeerId> resumes;
+
+ private:
+  const FakeBacking* backing_ = nullptr;
+  std::map<PeerId, bool> wants_more_;
+};
+
+inline Bytes bytes_of(std::string_view s) {
+  return std::as_bytes(std::span<const char>(s.data(), s.size()));
+}
+
+inline QueueOptions options(std::uint32_t max_messages, std::uint64_t max_bytes,
+                            Overflow overflow) {
+  QueueOptions o;
+  o.max_messages = max_messages;
+  o.max_bytes = max_bytes;
+  o.overflow = overflow;
+  return o;
+}
+
+}  // namespace qbus::broker::fakes
