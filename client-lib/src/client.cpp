@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -14,13 +15,101 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 
 #include "qbus/proto/address.hpp"
 #include "qbus/proto/buffer.hpp"
+#include "qbus/proto/shm.hpp"
+#include "qbus/proto/unique_fd.hpp"
 
 namespace qbus {
+namespace detail {
+
+// Region ids whose handles this process gave up (a Message, Region or SharedRegion went,
+// possibly on another thread); the Client sends REGION_RELEASE for them with its next call.
+struct ReleaseQueue {
+  std::mutex mutex;
+  std::vector<std::uint64_t> ids;
+
+  void push(std::uint64_t id) noexcept {
+    try {
+      std::lock_guard lock(mutex);
+      ids.push_back(id);
+    } catch (...) {
+      // Out of memory: the handle is then released when the connection closes.
+    }
+  }
+  std::vector<std::uint64_t> take() {
+    std::vector<std::uint64_t> out;
+    std::lock_guard lock(mutex);
+    out.swap(ids);
+    return out;
+  }
+};
+
+struct MappedPayload {
+  MappedPayload(proto::shm::Mapping m, std::uint64_t id, std::shared_ptr<ReleaseQueue> r)
+      : mapping(std::move(m)), region_id(id), releases(std::move(r)) {}
+  MappedPayload(const MappedPayload&) = delete;
+  MappedPayload& operator=(const MappedPayload&) = delete;
+  ~MappedPayload() {
+    mapping.reset();
+    releases->push(region_id);
+  }
+  proto::shm::Mapping mapping;
+  std::uint64_t region_id;
+  std::shared_ptr<ReleaseQueue> releases;
+};
+
+struct RegionState {
+  ~RegionState() {
+    mapping.reset();
+    if (!given_up) releases->push(id);
+  }
+  proto::UniqueFd fd;
+  proto::shm::Mapping mapping;  // writable until the first send
+  std::uint64_t id = 0;
+  std::size_t size = 0;
+  bool sealed = false;
+  bool given_up = false;  // handed over with the release flag: the broker dropped our handle
+  std::shared_ptr<ReleaseQueue> releases;
+};
+
+struct SharedRegionState {
+  ~SharedRegionState() {
+    mapping.reset();
+    releases->push(id);
+  }
+  proto::shm::Mapping mapping;
+  std::uint64_t id = 0;
+  std::size_t size = 0;
+  bool writable = false;
+  std::string key;
+  std::shared_ptr<ReleaseQueue> releases;
+};
+
+struct Access {
+  static void set_mapped(Message& m, std::shared_ptr<const MappedPayload> p) {
+    m.mapped_ = std::move(p);
+  }
+  static RegionState* state(Region& r) { return r.state_.get(); }
+  static Region make_region(std::unique_ptr<RegionState> st) {
+    Region r;
+    r.state_ = std::move(st);
+    return r;
+  }
+  static SharedRegion make_shared(std::unique_ptr<SharedRegionState> st) {
+    SharedRegion r;
+    r.state_ = std::move(st);
+    return r;
+  }
+};
+
+}  // namespace detail
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -28,6 +117,8 @@ using proto::FrameType;
 
 constexpr std::size_t kBatchFlushBytes = 64 * 1024;
 constexpr std::size_t kReadChunk = 64 * 1024;
+// fds one read can bring; the broker sends at most 16 per write (PROTOCOL.md 16.1).
+constexpr std::size_t kMaxFdsPerRead = 32;
 // The broker enforces receive timeouts; ours only catches a broker that stopped answering.
 constexpr auto kBrokerGrace = std::chrono::seconds(30);
 
@@ -73,8 +164,14 @@ struct Client::Impl {
   std::uint64_t next_correlation = 1;
   int corked = 0;
   bool inbox_claimed = false;
+  bool unix_socket = false;
+  std::size_t region_threshold = 0;
   SendFailures failures;
   std::optional<Error> broken;  // set once the connection cannot be used any more
+  std::shared_ptr<detail::ReleaseQueue> releases = std::make_shared<detail::ReleaseQueue>();
+  // fds received and not yet matched with their frame, in order (PROTOCOL.md 16.1).
+  std::deque<proto::UniqueFd> fds_in;
+  proto::UniqueFd frame_fd;  // the fd of the frame being handled, for its handler to take
 
   ~Impl() {
     if (fd >= 0) ::close(fd);
@@ -96,7 +193,9 @@ struct Client::Impl {
     session.address = addr->to_string();
     const auto deadline = Clock::now() + options.connect_timeout;
     std::string token;
+    region_threshold = options.region_threshold;
     if (addr->kind == proto::Address::Kind::unix_socket) {
+      unix_socket = true;
       connect_unix(addr->path);
     } else {
       token = resolve_token(options.token);
@@ -218,6 +317,7 @@ struct Client::Impl {
   // Writes all of `out`, reading (and handling) incoming frames meanwhile so that a broker
   // blocked writing to us can never deadlock with us blocked writing to it.
   void write_all() {
+    queue_releases();
     while (!out.empty()) {
       const auto data = out.readable();
       const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
@@ -242,7 +342,17 @@ struct Client::Impl {
   // Reads what is available; false on would-block.
   bool read_some() {
     auto dst = in.prepare(kReadChunk);
-    const ssize_t n = ::recv(fd, dst.data(), dst.size(), 0);
+    iovec iov{dst.data(), dst.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerRead)];
+    if (unix_socket) {
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof(control);
+    }
+    const ssize_t n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    if (n > 0 && unix_socket) take_fds(msg);
     if (n > 0) {
       in.commit(static_cast<std::size_t>(n));
       return true;
@@ -251,6 +361,27 @@ struct Client::Impl {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return false;
     fail(errno == ECONNRESET ? Errc::connection_closed : Errc::io_error,
          sys_error("read from broker"));
+  }
+
+  void take_fds(msghdr& msg) {
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t i = 0; i < count; ++i) {
+        int received = -1;
+        std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        fds_in.emplace_back(received);
+      }
+    }
+    if (msg.msg_flags & MSG_CTRUNC) {
+      fail(Errc::protocol_violation, "broker sent more file descriptors at once than allowed");
+    }
+  }
+
+  void queue_releases() {
+    if (broken) return;
+    for (std::uint64_t id : releases->take())
+      proto::append_region_release(out, next_correlation++, 0, id);
   }
 
   // Handles complete frames that answer nothing we wait for (send failures).
@@ -287,6 +418,16 @@ struct Client::Impl {
       // leave the frame to be counted again by the next call. consume() only moves the
       // read cursor; `body` stays valid until the buffer is next written.
       in.consume(size);
+      frame_fd.reset();
+      if (proto::carries_fd(hr.header.type)) {
+        if (fds_in.empty()) {
+          fail(Errc::protocol_violation, "broker sent a " +
+                                             std::string(proto::frame_type_name(hr.header.type)) +
+                                             " frame without its file descriptor");
+        }
+        frame_fd = std::move(fds_in.front());
+        fds_in.pop_front();
+      }
       bool done = false;
       if (corr != 0 && hr.header.correlation == corr) {
         done = handler(hr.header, body);
@@ -374,7 +515,13 @@ struct Client::Impl {
     std::optional<Clock::time_point> deadline;
     if (timeout.count() >= 0) deadline = Clock::now() + timeout + kBrokerGrace;
     std::vector<Message> got;
+    std::string pieces;  // a payload arriving in DELIVER pieces flagged MORE (TCP)
+    bool in_pieces = false;
     const bool answered = wait_for(corr, deadline, [&](const proto::Header& h, proto::Bytes b) {
+      if (h.type == FrameType::deliver_region) {
+        got.push_back(mapped_message(b, context));
+        return (h.flags & proto::kFlagLast) != 0;
+      }
       if (h.type == FrameType::error) {
         proto::ErrorBody e;
         if (proto::decode_error(b, e) == Errc::ok &&
@@ -387,14 +534,150 @@ struct Client::Impl {
       if (h.type != FrameType::deliver || proto::decode_deliver(b, d) != Errc::ok) {
         fail(Errc::protocol_violation, std::string(context) + ": unexpected answer");
       }
-      got.emplace_back(
-          std::string(d.key),
-          std::string(reinterpret_cast<const char*>(d.payload.data()), d.payload.size()),
-          Sender{d.sender_pid, d.sender_uid, d.sender_client_id}, d.request_id);
+      const std::string_view bytes(reinterpret_cast<const char*>(d.payload.data()),
+                                   d.payload.size());
+      if ((h.flags & proto::kFlagMore) != 0) {
+        pieces.append(bytes);
+        in_pieces = true;
+        return false;
+      }
+      std::string payload;
+      if (in_pieces) {
+        pieces.append(bytes);
+        payload = std::move(pieces);
+        pieces.clear();
+        in_pieces = false;
+      } else {
+        payload.assign(bytes);
+      }
+      got.emplace_back(std::string(d.key), std::move(payload),
+                       Sender{d.sender_pid, d.sender_uid, d.sender_client_id}, d.request_id);
       return (h.flags & proto::kFlagLast) != 0;
     });
     if (!answered) fail(Errc::io_error, std::string(context) + ": broker did not answer");
     return got;
+  }
+
+  // A DELIVER_REGION: the payload is a read-only mapping of the region's fd, checked to be
+  // sealed against any change first.
+  Message mapped_message(proto::Bytes body, std::string_view context) {
+    proto::DeliverRegion d;
+    if (proto::decode_deliver_region(body, d) != Errc::ok) {
+      fail(Errc::protocol_violation, std::string(context) + ": malformed DELIVER_REGION");
+    }
+    proto::UniqueFd region_fd = std::move(frame_fd);
+    auto map = proto::shm::map_readonly(region_fd.get(), d.offset, d.length);
+    if (!map) {
+      releases->push(d.region_id);
+      fail(Errc::protocol_violation,
+           std::string(context) + ": unusable region from the broker: " + map.error().text);
+    }
+    Message m(std::string(d.key), {}, Sender{d.sender_pid, d.sender_uid, d.sender_client_id},
+              d.request_id);
+    detail::Access::set_mapped(m, std::make_shared<const detail::MappedPayload>(
+                                      std::move(map).value(), d.region_id, releases));
+    return m;
+  }
+
+  void require_unix(std::string_view what) const {
+    if (!unix_socket) {
+      throw Error(Errc::unexpected_frame,
+                  std::string(what) + " needs a Unix socket connection (fds cannot cross TCP)");
+    }
+  }
+
+  // Waits for the REGION answering `corr`; returns its fields and fd.
+  std::pair<proto::RegionGrantBody, proto::UniqueFd> wait_grant(std::uint64_t corr,
+                                                                std::string_view context) {
+    proto::RegionGrantBody g;
+    proto::UniqueFd got_fd;
+    const bool answered = wait_for(corr, std::nullopt, [&](const proto::Header& h, proto::Bytes b) {
+      if (h.type == FrameType::error) throw_error_frame(b, context);
+      if (h.type != FrameType::region || proto::decode_region_grant(b, g) != Errc::ok) {
+        fail(Errc::protocol_violation, std::string(context) + ": unexpected answer");
+      }
+      got_fd = std::move(frame_fd);
+      return true;
+    });
+    if (!answered) fail(Errc::io_error, std::string(context) + ": broker did not answer");
+    return {g, std::move(got_fd)};
+  }
+
+  Region allocate_region(std::size_t size) {
+    check_usable();
+    require_unix("allocate_region");
+    if (size == 0) throw Error(Errc::invalid_argument, "allocate_region: size 0");
+    const std::uint64_t corr = next_correlation++;
+    proto::append_region_alloc(out, corr, proto::RegionAlloc{size});
+    auto [g, region_fd] =
+        wait_grant(corr, "allocate a region of " + std::to_string(size) + " bytes");
+    auto st = std::make_unique<detail::RegionState>();
+    st->releases = releases;
+    st->id = g.region_id;  // from here on the destructor releases the handle
+    st->size = static_cast<std::size_t>(g.size);
+    auto map = proto::shm::map_writable(region_fd.get(), st->size);
+    if (!map) throw Error(map.error().code, "allocate_region: " + map.error().text);
+    st->mapping = std::move(map).value();
+    // A child forked while we fill the region must not inherit a writable mapping: it
+    // would keep the broker from sealing the region when we send it.
+    ::madvise(st->mapping.mutable_bytes().data(), st->size, MADV_DONTFORK);
+    st->fd = std::move(region_fd);
+    return detail::Access::make_region(std::move(st));
+  }
+
+  void send_region(detail::RegionState& st, proto::RegionTarget kind, std::uint64_t target,
+                   std::string_view key, std::size_t offset, std::size_t length, bool release,
+                   std::chrono::milliseconds wait, bool confirm) {
+    check_usable();
+    require_unix("sending a region");
+    if (st.id == 0 || st.given_up) {
+      throw Error(Errc::invalid_argument, "send: the Region is empty (moved from or given up)");
+    }
+    if (length == 0 || offset > st.size || length > st.size - offset) {
+      throw Error(Errc::invalid_argument, "send: slice of " + std::to_string(length) +
+                                              " bytes at offset " + std::to_string(offset) +
+                                              " is outside the region of " +
+                                              std::to_string(st.size) + " bytes");
+    }
+    if (kind == proto::RegionTarget::queue) check_key(key);
+    if (!st.sealed) {
+      // The broker seals the region when it takes the send; the kernel refuses that while
+      // a writable mapping exists.
+      st.mapping.reset();
+      st.fd.reset();
+      st.sealed = true;
+    }
+    proto::SendRegion m;
+    m.region_id = st.id;
+    m.offset = offset;
+    m.length = length;
+    m.target_kind = kind;
+    m.release = release;
+    m.target = target;
+    m.key = key;
+    if (kind == proto::RegionTarget::pid) {
+      m.wait_ms = wait.count() < 0 ? INT32_MAX : to_wire_timeout(wait);
+    }
+    const std::uint64_t corr = next_correlation++;
+    proto::append_send_region(out, corr, confirm ? proto::kFlagConfirm : 0, m);
+    if (release) st.given_up = true;
+    if (confirm) {
+      wait_ok(corr, kind == proto::RegionTarget::queue
+                        ? "send to '" + std::string(key) + "'"
+                        : "region send to " + std::to_string(target));
+    } else if (corked == 0 || out.size() >= kBatchFlushBytes) {
+      write_all();
+    }
+  }
+
+  // Payloads sent from memory that go through a region instead of inline.
+  bool via_region(std::size_t size) const {
+    return unix_socket && size > 0 && (size > region_threshold || size > session.max_payload);
+  }
+  Region copy_to_region(std::span<const std::byte> payload) {
+    Region r = allocate_region(payload.size());
+    std::memcpy(r.data().data(), payload.data(), payload.size());
+    return r;
   }
 
   static std::uint32_t batch_size(std::size_t max) {
@@ -479,6 +762,11 @@ const SendFailures& Client::send_failures() const noexcept {
 }
 
 void Client::send(std::string_view key, std::span<const std::byte> payload) {
+  if (impl_->via_region(payload.size())) {
+    impl_->check_key(key);
+    send(key, impl_->copy_to_region(payload));
+    return;
+  }
   impl_->append_send(key, payload, 0);
   if (impl_->corked == 0 || impl_->out.size() >= kBatchFlushBytes) impl_->write_all();
 }
@@ -488,6 +776,13 @@ void Client::send(std::string_view key, std::string_view payload) {
 }
 
 void Client::send_confirmed(std::string_view key, std::span<const std::byte> payload) {
+  if (impl_->via_region(payload.size())) {
+    impl_->check_key(key);
+    Region r = impl_->copy_to_region(payload);
+    impl_->send_region(*detail::Access::state(r), proto::RegionTarget::queue, 0, key, 0, r.size(),
+                       true, std::chrono::milliseconds(0), true);
+    return;
+  }
   const auto corr = impl_->append_send(key, payload, proto::kFlagConfirm);
   impl_->wait_ok(corr, "send to '" + std::string(key) + "'");
 }
@@ -514,6 +809,10 @@ std::vector<Message> Client::receive_batch(std::string_view key, std::size_t max
 void Client::send_to_pid(std::uint32_t pid, std::span<const std::byte> payload,
                          const DirectOptions& options) {
   if (pid == 0) throw Error(Errc::invalid_argument, "send_to_pid: pid 0 names no process");
+  if (impl_->via_region(payload.size())) {
+    send_to_pid(pid, impl_->copy_to_region(payload), options);
+    return;
+  }
   impl_->send_direct(proto::TargetKind::pid, pid, 0, payload, options);
 }
 
@@ -600,6 +899,148 @@ Client::Batch::~Batch() {
       // Recorded in the client: its next call throws the same error.
     }
   }
+}
+
+Region Client::allocate_region(std::size_t size) {
+  return impl_->allocate_region(size);
+}
+
+void Client::send(std::string_view key, Region&& region) {
+  auto* st = detail::Access::state(region);
+  if (st == nullptr) throw Error(Errc::invalid_argument, "send: the Region is empty");
+  impl_->send_region(*st, proto::RegionTarget::queue, 0, key, 0, st->size, true,
+                     std::chrono::milliseconds(0), false);
+  region = Region();
+}
+
+void Client::send(std::string_view key, Region& region, std::size_t offset, std::size_t length) {
+  auto* st = detail::Access::state(region);
+  if (st == nullptr) throw Error(Errc::invalid_argument, "send: the Region is empty");
+  impl_->send_region(*st, proto::RegionTarget::queue, 0, key, offset, length, false,
+                     std::chrono::milliseconds(0), false);
+}
+
+void Client::send_to_pid(std::uint32_t pid, Region&& region, const DirectOptions& options) {
+  if (pid == 0) throw Error(Errc::invalid_argument, "send_to_pid: pid 0 names no process");
+  auto* st = detail::Access::state(region);
+  if (st == nullptr) throw Error(Errc::invalid_argument, "send_to_pid: the Region is empty");
+  impl_->send_region(*st, proto::RegionTarget::pid, pid, {}, 0, st->size, true, options.wait,
+                     options.confirm);
+  region = Region();
+}
+
+SharedRegion Client::create_shared_region(std::string_view key, std::size_t size, unsigned mode) {
+  auto& impl = *impl_;
+  impl.check_usable();
+  impl.require_unix("create_shared_region");
+  impl.check_key(key);
+  if (size == 0) throw Error(Errc::invalid_argument, "create_shared_region: size 0");
+  if ((mode & ~0666u) != 0) {
+    throw Error(Errc::invalid_argument, "create_shared_region: mode may only hold bits of 0666");
+  }
+  const std::uint64_t corr = impl.next_correlation++;
+  proto::append_region_create(impl.out, corr,
+                              proto::RegionCreate{size, static_cast<std::uint16_t>(mode), key});
+  auto [g, fd] = impl.wait_grant(corr, "create shared region '" + std::string(key) + "'");
+  auto st = std::make_unique<detail::SharedRegionState>();
+  st->releases = impl.releases;
+  st->id = g.region_id;
+  st->size = static_cast<std::size_t>(g.size);
+  st->writable = true;
+  st->key = std::string(key);
+  auto map = proto::shm::map_writable(fd.get(), st->size);
+  if (!map) throw Error(map.error().code, "create_shared_region: " + map.error().text);
+  st->mapping = std::move(map).value();
+  return detail::Access::make_shared(std::move(st));
+}
+
+SharedRegion Client::attach_shared_region(std::string_view key, bool writable) {
+  auto& impl = *impl_;
+  impl.check_usable();
+  impl.require_unix("attach_shared_region");
+  impl.check_key(key);
+  const std::uint64_t corr = impl.next_correlation++;
+  proto::append_region_attach(impl.out, corr, proto::RegionAttach{writable, key});
+  auto [g, fd] = impl.wait_grant(corr, "attach shared region '" + std::string(key) + "'");
+  auto st = std::make_unique<detail::SharedRegionState>();
+  st->releases = impl.releases;
+  st->id = g.region_id;
+  st->size = static_cast<std::size_t>(g.size);
+  st->writable = g.writable;
+  st->key = std::string(key);
+  auto map = g.writable ? proto::shm::map_writable(fd.get(), st->size)
+                        : proto::shm::map_shared_readonly(fd.get(), st->size);
+  if (!map) throw Error(map.error().code, "attach_shared_region: " + map.error().text);
+  st->mapping = std::move(map).value();
+  return detail::Access::make_shared(std::move(st));
+}
+
+void Client::remove_shared_region(std::string_view key) {
+  auto& impl = *impl_;
+  impl.check_usable();
+  impl.check_key(key);
+  const std::uint64_t corr = impl.next_correlation++;
+  proto::append_region_remove(impl.out, corr, key);
+  impl.wait_ok(corr, "remove shared region '" + std::string(key) + "'");
+}
+
+// ---- Message, Region, SharedRegion ------------------------------------------------------
+
+std::span<const std::byte> Message::bytes() const noexcept {
+  if (mapped_) return mapped_->mapping.bytes();
+  return std::as_bytes(std::span(payload_.data(), payload_.size()));
+}
+
+std::string Message::take_payload() {
+  if (mapped_) {
+    std::string copy(text());
+    mapped_.reset();
+    return copy;
+  }
+  return std::move(payload_);
+}
+
+Region::Region() noexcept = default;
+Region::~Region() = default;
+Region::Region(Region&&) noexcept = default;
+Region& Region::operator=(Region&&) noexcept = default;
+
+std::span<std::byte> Region::data() noexcept {
+  return state_ ? state_->mapping.mutable_bytes() : std::span<std::byte>{};
+}
+std::size_t Region::size() const noexcept {
+  return state_ ? state_->size : 0;
+}
+std::uint64_t Region::id() const noexcept {
+  return state_ ? state_->id : 0;
+}
+bool Region::sealed() const noexcept {
+  return state_ && state_->sealed;
+}
+
+SharedRegion::SharedRegion() noexcept = default;
+SharedRegion::~SharedRegion() = default;
+SharedRegion::SharedRegion(SharedRegion&&) noexcept = default;
+SharedRegion& SharedRegion::operator=(SharedRegion&&) noexcept = default;
+
+std::span<std::byte> SharedRegion::data() noexcept {
+  return state_ ? state_->mapping.mutable_bytes() : std::span<std::byte>{};
+}
+std::span<const std::byte> SharedRegion::bytes() const noexcept {
+  return state_ ? state_->mapping.bytes() : std::span<const std::byte>{};
+}
+std::size_t SharedRegion::size() const noexcept {
+  return state_ ? state_->size : 0;
+}
+bool SharedRegion::writable() const noexcept {
+  return state_ && state_->writable;
+}
+std::uint64_t SharedRegion::id() const noexcept {
+  return state_ ? state_->id : 0;
+}
+const std::string& SharedRegion::key() const noexcept {
+  static const std::string empty;
+  return state_ ? state_->key : empty;
 }
 
 }  // namespace qbus

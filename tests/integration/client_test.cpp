@@ -127,20 +127,22 @@ TEST_F(ClientTest, EmptyAndBinaryPayloadsSurviveUnchanged) {
   EXPECT_EQ(b->text(), binary);
 }
 
-TEST_F(ClientTest, LargestInlinePayloadPassesAndOneByteMoreIsRefused) {
-  auto c = connect();
+TEST_F(ClientTest, LargestInlinePayloadTravelsInlineAndOneByteMoreThroughARegion) {
+  ClientOptions o{daemon_.address(), "client-test", seconds(30)};
+  o.region_threshold = SIZE_MAX;  // only the broker's inline limit decides
+  Client c(o);
   std::string big(c.session().max_payload, 'x');
   c.send_confirmed("big", big);
   auto m = c.receive("big", seconds(30));
   ASSERT_TRUE(m);
   EXPECT_EQ(m->size(), big.size());
+  EXPECT_FALSE(m->in_shared_memory());
   big.push_back('y');
-  try {
-    c.send("big", big);
-    FAIL() << "expected payload_too_large";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), Errc::payload_too_large);
-  }
+  c.send_confirmed("big", big);
+  auto r = c.receive("big", seconds(30));
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->in_shared_memory());
+  EXPECT_EQ(r->text(), big);
 }
 
 TEST_F(ClientTest, InvalidKeyIsRefusedWithAClearError) {

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 
 namespace qbus::testing {
@@ -173,6 +174,32 @@ int Daemon::open_fds() const {
   }
   ::closedir(d);
   return n;
+}
+
+int Daemon::open_regions() const {
+  const std::string dir = "/proc/" + std::to_string(pid_) + "/fd";
+  int n = 0;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return -1;
+  while (auto* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    char target[256] = {};
+    const auto len = ::readlink((dir + "/" + e->d_name).c_str(), target, sizeof(target) - 1);
+    if (len > 0 && std::string_view(target, static_cast<std::size_t>(len)).starts_with("/memfd:")) {
+      ++n;
+    }
+  }
+  ::closedir(d);
+  return n;
+}
+
+long Daemon::rss_bytes() const {
+  std::ifstream status("/proc/" + std::to_string(pid_) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("VmRSS:")) return std::stol(line.substr(6)) * 1024;
+  }
+  return -1;
 }
 
 Result run(const std::vector<std::string>& argv_in, const std::string& input,

@@ -56,6 +56,11 @@ class Daemon {
   int stop();
   // Entries in /proc/<pid>/fd of the daemon.
   int open_fds() const;
+  // The daemon's region memfds in /proc/<pid>/fd: one per live region (plus, briefly, one
+  // per region fd waiting to be written to a client).
+  int open_regions() const;
+  // VmRSS of the daemon in bytes.
+  long rss_bytes() const;
 
  private:
   TempDir dir_;

@@ -54,8 +54,20 @@ struct Sender {
   std::uint64_t client_id = 0;
 };
 
-// A received message. Owns its bytes; cheap to move.
-class Message {
+namespace detail {
+struct MappedPayload;
+struct RegionState;
+struct SharedRegionState;
+struct Access;
+}  // namespace detail
+
+// A received message. Its payload is inline bytes, or, for a payload that came through a
+// shared-memory region, a read-only mapping of the sender's bytes (no copy was made); the
+// accessors are the same either way. Copies share one mapping; when the last copy goes,
+// the mapping is unmapped and the region is released back to the broker with the
+// receiving Client's next call (its memory is freed once nobody else holds it). Copying,
+// moving and destroying are safe on any thread, also after the Client is gone.
+class QBUS_API Message {
  public:
   Message() = default;
   Message(std::string key, std::string payload, Sender sender, std::uint64_t request_id = 0)
@@ -70,20 +82,92 @@ class Message {
   // True when the sender waits for an answer: pass this message to Client::reply().
   bool is_request() const noexcept { return request_id_ != 0; }
   std::uint64_t request_id() const noexcept { return request_id_; }
-  std::span<const std::byte> bytes() const noexcept {
-    return std::as_bytes(std::span(payload_.data(), payload_.size()));
+  // Valid while this Message (or a copy sharing its mapping) lives.
+  std::span<const std::byte> bytes() const noexcept;
+  std::string_view text() const noexcept {
+    const auto b = bytes();
+    return {reinterpret_cast<const char*>(b.data()), b.size()};
   }
-  std::string_view text() const noexcept { return payload_; }
-  std::size_t size() const noexcept { return payload_.size(); }
+  std::size_t size() const noexcept { return bytes().size(); }
+  // True when the payload is a mapping of a shared-memory region.
+  bool in_shared_memory() const noexcept { return mapped_ != nullptr; }
   const Sender& sender() const noexcept { return sender_; }
-  // Takes the payload out, leaving the message empty.
-  std::string take_payload() noexcept { return std::move(payload_); }
+  // Takes the payload out, leaving the message empty (a region's bytes are copied out and
+  // the region released).
+  std::string take_payload();
 
  private:
+  friend struct detail::Access;
   std::string key_;
   std::string payload_;
   Sender sender_;
   std::uint64_t request_id_ = 0;
+  std::shared_ptr<const detail::MappedPayload> mapped_;
+};
+
+// A shared-memory region the broker made for this process: fill data() and send it, and
+// the bytes reach the receiver without being copied through the socket (the receiver maps
+// the same pages read-only). Make one with Client::allocate_region().
+//
+// Life cycle: writable until it is first sent. Sending seals it: data() is unmapped here
+// and the broker makes the region immutable for everyone, so what receivers read can never
+// change under them. Several slices of one region may be sent (send(key, region, offset,
+// length)); send(key, std::move(region)) sends it whole and gives it up in the same frame.
+// Destroying a Region that was not given up releases this process's handle with the
+// Client's next call; the memory is freed when no queued message or receiver holds it.
+//
+// Ownership and thread-safety: move-only; owns the fd and the writable mapping. Use it from
+// one thread at a time; it may outlive its Client (the handle then went with the
+// connection).
+class QBUS_API Region {
+ public:
+  Region() noexcept;
+  ~Region();
+  Region(Region&&) noexcept;
+  Region& operator=(Region&&) noexcept;
+  Region(const Region&) = delete;
+  Region& operator=(const Region&) = delete;
+
+  // The writable bytes; empty once the region has been sent (or for an empty Region).
+  std::span<std::byte> data() noexcept;
+  std::size_t size() const noexcept;
+  std::uint64_t id() const noexcept;  // the broker's region id; 0 for an empty Region
+  bool sealed() const noexcept;       // sent at least once
+
+ private:
+  friend struct detail::Access;
+  std::unique_ptr<detail::RegionState> state_;
+};
+
+// A named shared region: one buffer several processes map and work in at the same time
+// (Client::create_shared_region / attach_shared_region). It is never sealed: writers must
+// agree on how they share it, for example through an SpscRing (<qbus/ring.hpp>) placed
+// over data(). The region lives while its key is declared (until remove_shared_region) or
+// any process holds it.
+//
+// Ownership and thread-safety: move-only; owns the fd and the mapping and releases this
+// process's handle when destroyed (with the Client's next call). The object is not
+// thread-safe; the memory is shared with other processes by design.
+class QBUS_API SharedRegion {
+ public:
+  SharedRegion() noexcept;
+  ~SharedRegion();
+  SharedRegion(SharedRegion&&) noexcept;
+  SharedRegion& operator=(SharedRegion&&) noexcept;
+  SharedRegion(const SharedRegion&) = delete;
+  SharedRegion& operator=(const SharedRegion&) = delete;
+
+  // Writable bytes; empty when attached read-only. Page-aligned.
+  std::span<std::byte> data() noexcept;
+  std::span<const std::byte> bytes() const noexcept;
+  std::size_t size() const noexcept;
+  bool writable() const noexcept;
+  std::uint64_t id() const noexcept;
+  const std::string& key() const noexcept;
+
+ private:
+  friend struct detail::Access;
+  std::unique_ptr<detail::SharedRegionState> state_;
 };
 
 enum class Overflow : std::uint8_t {
@@ -110,6 +194,10 @@ struct ClientOptions {
   // TCP only: the broker's token. Empty: $QBUS_TOKEN, else the contents of the file named
   // by $QBUS_TOKEN_FILE.
   std::string token;
+  // On a Unix socket, payloads sent from memory that are larger than this travel through a
+  // shared-memory region (one copy into the region, none through the socket); so do all
+  // payloads above the broker's inline limit. SIZE_MAX keeps everything it can inline.
+  std::size_t region_threshold = 64 * 1024;
 };
 
 // What the broker said about this connection in its handshake.
@@ -157,6 +245,26 @@ class QBUS_API Client {
   // applies backpressure this call blocks until the broker reads again.
   void send(std::string_view key, std::span<const std::byte> payload);
   void send(std::string_view key, std::string_view payload);
+
+  // Shared-memory regions (Unix sockets only; on TCP they throw unexpected_frame).
+  // A writable region of `size` bytes, charged to this process's uid until freed; throws
+  // quota_exceeded or payload_too_large when the broker refuses.
+  Region allocate_region(std::size_t size);
+  // Sends the whole region to queue `key` and gives it up (`region` is empty afterwards).
+  // Pipelined like send(); errors are counted in send_failures().
+  void send(std::string_view key, Region&& region);
+  // Sends bytes [offset, offset + length) of `region`, which stays usable for more slices.
+  void send(std::string_view key, Region& region, std::size_t offset, std::size_t length);
+  void send_to_pid(std::uint32_t pid, Region&& region, const DirectOptions& options = {});
+
+  // A named region of `size` bytes under `key` (region keys are their own namespace),
+  // mapped writable here; `mode` holds the rw bits of 0666 checked when others attach.
+  // Throws queue_conflict when the key exists.
+  SharedRegion create_shared_region(std::string_view key, std::size_t size, unsigned mode = 0600);
+  // Maps the named region `key`; throws no_such_region or permission_denied.
+  SharedRegion attach_shared_region(std::string_view key, bool writable = true);
+  // Forgets the key; the memory lives on while any process holds the region.
+  void remove_shared_region(std::string_view key);
 
   // Sends and waits for the broker's acknowledgement; throws Error with the broker's
   // code (queue_full, quota_exceeded, payload_too_large, ...) when it was refused.
