@@ -1,9 +1,14 @@
 // qbusctl: the command-line face of qbus. Exit codes: 0 success, 1 error (one line on
 // stderr), 2 usage error, 3 recv/request timed out with nothing received.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <qbus/client.hpp>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <iterator>
 #include <optional>
@@ -35,6 +40,96 @@ std::string read_stdin() {
   return std::string((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
 }
 
+// Fills `out` from `fd`; false (errno set) on a read error or a file that shrank.
+bool read_exactly(int fd, std::span<std::byte> out) {
+  std::size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n = ::read(fd, out.data() + done, out.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;
+      return false;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+std::string file_error(const std::string& what, const std::string& path) {
+  return what + " " + path + ": " + std::strerror(errno);
+}
+
+// A file's bytes as a message. Up to the broker's inline limit they travel inline (the
+// library may still choose a region above its threshold); larger files are read straight
+// into a shared-memory region, so the bytes are copied once, from the page cache.
+void send_file(qbus::Client& client, const std::string& path, const std::string* key,
+               std::uint32_t pid, milliseconds wait) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw qbus::Error(qbus::Errc::io_error, file_error("cannot open", path));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0)
+    throw qbus::Error(qbus::Errc::io_error, file_error("cannot stat", path));
+  if (!S_ISREG(st.st_mode)) {
+    throw qbus::Error(qbus::Errc::invalid_argument, path + " is not a regular file");
+  }
+  const auto size = static_cast<std::size_t>(st.st_size);
+  if (size <= client.session().max_payload) {
+    std::string bytes(size, '\0');
+    if (!read_exactly(fd, std::as_writable_bytes(std::span(bytes.data(), bytes.size())))) {
+      throw qbus::Error(qbus::Errc::io_error, file_error("cannot read", path));
+    }
+    if (key) {
+      client.send_confirmed(*key, bytes);
+    } else {
+      client.send_to_pid(pid, bytes, qbus::DirectOptions{wait, true});
+    }
+    return;
+  }
+  if (client.session().address.starts_with("tcp:")) {
+    throw qbus::Error(qbus::Errc::payload_too_large,
+                      path + " has " + std::to_string(size) + " bytes, over the inline limit of " +
+                          std::to_string(client.session().max_payload) +
+                          "; larger payloads need a Unix socket (shared memory)");
+  }
+  auto region = client.allocate_region(size);
+  if (!read_exactly(fd, region.data())) {
+    throw qbus::Error(qbus::Errc::io_error, file_error("cannot read", path));
+  }
+  if (key) {
+    client.send(*key, std::move(region));
+    client.sync();  // the verdict on the send is in once the broker answers the sync
+    if (client.send_failures().count > 0) {
+      throw qbus::Error(client.send_failures().last_code,
+                        "send to '" + *key + "': " + client.send_failures().last_message);
+    }
+  } else {
+    client.send_to_pid(pid, std::move(region), qbus::DirectOptions{wait, true});
+  }
+}
+
+bool write_file(const std::string& path, const qbus::Message& m) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0) return false;
+  auto bytes = m.bytes();
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      errno = err;
+      return false;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return ::close(fd) == 0;
+}
+
 bool print(const qbus::Message& m) {
   std::fwrite(m.text().data(), 1, m.size(), stdout);
   std::fputc('\n', stdout);
@@ -42,8 +137,9 @@ bool print(const qbus::Message& m) {
 }
 
 // Receives until `count` messages (0: no limit) or the overall timeout (-1: none).
-template <typename Take>
-int receive_loop(long long timeout_ms, long long count, const std::string& what, Take take) {
+template <typename Take, typename Output>
+int receive_loop(long long timeout_ms, long long count, const std::string& what, Take take,
+                 Output output) {
   using namespace std::chrono;
   const bool forever = timeout_ms < 0;
   const auto deadline = steady_clock::now() + milliseconds(forever ? 0 : timeout_ms);
@@ -56,10 +152,7 @@ int receive_loop(long long timeout_ms, long long count, const std::string& what,
     auto batch = take(want, wait);
     if (batch.empty()) break;
     for (const auto& m : batch) {
-      if (!print(m)) {
-        std::cerr << "qbusctl: cannot write to stdout\n";
-        return kExitError;
-      }
+      if (!output(m)) return kExitError;
       ++got;
     }
   }
@@ -91,6 +184,11 @@ int main(int argc, char** argv) {
   send->add_option("--pid", send_pid, "Send directly to the process with this pid")
       ->option_text("PID")
       ->check(CLI::Range(1LL, 4'294'967'295LL));
+  std::string send_file_path;
+  send->add_option("--file", send_file_path,
+                   "Send the bytes of this file (a shared-memory region when over the inline "
+                   "limit)")
+      ->option_text("PATH");
   send->add_option("--wait", send_wait,
                    "With --pid: wait up to MS for the process to connect (default: 0)")
       ->option_text("MS")
@@ -103,6 +201,9 @@ int main(int argc, char** argv) {
   long long timeout_ms = -1;
   long long count = 1;
   recv->add_option("KEY", recv_args, "Queue key")->expected(0, 1);
+  std::string recv_out;
+  recv->add_option("--out", recv_out, "Write the message's bytes to this file instead of stdout")
+      ->option_text("PATH");
   recv->add_flag("--direct", direct, "Receive messages sent to this process's pid");
   recv->add_option("--timeout", timeout_ms, "Milliseconds to wait in all (default: forever)")
       ->option_text("MS")
@@ -145,6 +246,14 @@ int main(int argc, char** argv) {
         throw UsageError("send --pid takes one MESSAGE, not a KEY");
       if (!to_pid && send_wait != 0) throw UsageError("send: --wait goes with --pid");
       const std::size_t message_at = to_pid ? 0 : 1;
+      if (!send_file_path.empty()) {
+        if (send_args.size() > message_at)
+          throw UsageError("send: give a MESSAGE or --file, not both");
+        auto client = connect(g);
+        send_file(client, send_file_path, to_pid ? nullptr : &send_args[0],
+                  static_cast<std::uint32_t>(send_pid), milliseconds(send_wait));
+        return 0;
+      }
       const std::string payload =
           send_args.size() > message_at ? send_args[message_at] : read_stdin();
       auto client = connect(g);
@@ -159,15 +268,29 @@ int main(int argc, char** argv) {
     if (recv->parsed()) {
       if (direct && !recv_args.empty()) throw UsageError("recv --direct takes no KEY");
       if (!direct && recv_args.empty()) throw UsageError("recv: give a queue KEY or --direct");
+      if (!recv_out.empty() && count != 1)
+        throw UsageError("recv --out takes one message (--count 1)");
+      const auto output = [&](const qbus::Message& m) {
+        if (!recv_out.empty()) {
+          if (write_file(recv_out, m)) return true;
+          std::cerr << "qbusctl: " << file_error("cannot write", recv_out) << "\n";
+          return false;
+        }
+        if (print(m)) return true;
+        std::cerr << "qbusctl: cannot write to stdout\n";
+        return false;
+      };
       auto client = connect(g);
       if (direct) {
-        return receive_loop(timeout_ms, count, "recv --direct", [&](std::size_t n, milliseconds t) {
-          return client.receive_direct_batch(n, t);
-        });
+        return receive_loop(
+            timeout_ms, count, "recv --direct",
+            [&](std::size_t n, milliseconds t) { return client.receive_direct_batch(n, t); },
+            output);
       }
       return receive_loop(
           timeout_ms, count, "recv " + recv_args[0],
-          [&](std::size_t n, milliseconds t) { return client.receive_batch(recv_args[0], n, t); });
+          [&](std::size_t n, milliseconds t) { return client.receive_batch(recv_args[0], n, t); },
+          output);
     }
     if (request->parsed()) {
       const std::string payload = request_message ? *request_message : read_stdin();

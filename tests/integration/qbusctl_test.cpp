@@ -3,12 +3,31 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
 #include "daemon.hpp"
 
 namespace qbus::testing {
 namespace {
 
 using std::chrono::seconds;
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+std::string binary_bytes(std::size_t n) {
+  std::string s(n, '\0');
+  std::uint32_t x = 12345;
+  for (auto& c : s) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  return s;
+}
 
 class QbusctlTest : public ::testing::Test {
  protected:
@@ -107,6 +126,72 @@ TEST_F(QbusctlTest, FullRejectQueueMakesSendFail) {
   auto r = ctl({"send", "full", "two"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("queue_full"), std::string::npos) << r.err;
+}
+
+TEST_F(QbusctlTest, SendFileOverTheInlineLimitArrivesIntactThroughARegion) {
+  const std::string big = binary_bytes(3u << 20);  // over the default 1 MiB inline limit
+  const auto in = daemon_.dir().file("big.in");
+  const auto out = daemon_.dir().file("big.out");
+  std::ofstream(in, std::ios::binary) << big;
+  auto s = ctl({"send", "files", "--file", in});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  Client c(ClientOptions{daemon_.address(), "check", seconds(30)});
+  auto m = c.receive("files", seconds(30));
+  ASSERT_TRUE(m);
+  EXPECT_TRUE(m->in_shared_memory());
+  EXPECT_EQ(m->text(), big);
+  // And back out through qbusctl into a file.
+  c.send("files", big);
+  auto r = ctl({"recv", "files", "--out", out, "--timeout", "30000"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(read_file(out), big);
+}
+
+TEST_F(QbusctlTest, SendSmallFileAndEmptyFileInline) {
+  const auto small = daemon_.dir().file("small");
+  const auto empty = daemon_.dir().file("empty");
+  std::ofstream(small, std::ios::binary) << std::string("no newline\0binary", 17);
+  std::ofstream(empty, std::ios::binary).close();
+  ASSERT_EQ(ctl({"send", "f", "--file", small}).exit_code, 0);
+  ASSERT_EQ(ctl({"send", "f", "--file", empty}).exit_code, 0);
+  const auto out = daemon_.dir().file("out");
+  auto r = ctl({"recv", "f", "--out", out, "--timeout", "30000"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_file(out), std::string("no newline\0binary", 17));
+  r = ctl({"recv", "f", "--out", out, "--timeout", "30000"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_file(out), "");
+}
+
+TEST_F(QbusctlTest, SendFileToAPidUsesARegionToo) {
+  Client receiver(ClientOptions{daemon_.address(), "receiver", seconds(30)});
+  const std::string big = binary_bytes(2u << 20);
+  const auto in = daemon_.dir().file("direct.in");
+  std::ofstream(in, std::ios::binary) << big;
+  auto s = ctl({"send", "--pid", std::to_string(receiver.session().pid), "--file", in});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  auto m = receiver.receive_direct(seconds(30));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->text(), big);
+}
+
+TEST_F(QbusctlTest, FileProblemsAreNamedAndMisuseIsAUsageError) {
+  auto missing = ctl({"send", "f", "--file", daemon_.dir().file("nope")});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("nope"), std::string::npos) << missing.err;
+  auto dir = ctl({"send", "f", "--file", daemon_.dir().path()});
+  EXPECT_EQ(dir.exit_code, 1);
+  EXPECT_NE(dir.err.find("not a regular file"), std::string::npos) << dir.err;
+  const auto small = daemon_.dir().file("x");
+  std::ofstream(small) << "x";
+  EXPECT_EQ(ctl({"send", "f", "text", "--file", small}).exit_code, 2);
+  EXPECT_EQ(ctl({"recv", "f", "--out", small, "--count", "2"}).exit_code, 2);
+  ASSERT_EQ(ctl({"send", "f", "payload"}).exit_code, 0);
+  auto unwritable =
+      ctl({"recv", "f", "--out", daemon_.dir().file("no/such/dir"), "--timeout", "30000"});
+  EXPECT_EQ(unwritable.exit_code, 1);
+  EXPECT_NE(unwritable.err.find("no/such/dir"), std::string::npos) << unwritable.err;
 }
 
 }  // namespace
