@@ -255,7 +255,13 @@ TEST_F(RegionTest, TenThousandRegionMessagesLeaveNoFdsOrMemoryBehind) {
   EXPECT_EQ(producer.send_failures().count, 0u);
   expect_back_to_baseline(fds);
   const long growth = daemon_.rss_bytes() - rss_before;
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan keeps freed memory in quarantine (up to 256 MiB), so RSS says nothing here; the
+  // leak checker at the daemon's exit covers this build instead.
+  (void)growth;
+#else
   EXPECT_LT(growth, 8l << 20) << "daemon RSS grew by " << growth << " bytes";
+#endif
 }
 
 TEST_F(RegionTest, DirectRegionMessageReachesTheProcessInbox) {
