@@ -181,8 +181,11 @@ struct Client::Impl {
     if (!broken) broken.emplace(code, text);
     throw Error(code, text);
   }
-  void check_usable() const {
+  // Called before every request is appended: region releases go out ahead of it, so that
+  // the request is always the last frame written and its answer the first one awaited.
+  void check_usable() {
     if (broken) throw *broken;
+    queue_releases();
   }
 
   void connect(const ClientOptions& options) {
@@ -317,7 +320,6 @@ struct Client::Impl {
   // Writes all of `out`, reading (and handling) incoming frames meanwhile so that a broker
   // blocked writing to us can never deadlock with us blocked writing to it.
   void write_all() {
-    queue_releases();
     while (!out.empty()) {
       const auto data = out.readable();
       const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
@@ -374,7 +376,9 @@ struct Client::Impl {
       }
     }
     if (msg.msg_flags & MSG_CTRUNC) {
-      fail(Errc::protocol_violation, "broker sent more file descriptors at once than allowed");
+      fail(Errc::protocol_violation,
+           "file descriptors from the broker were lost (this process is out of fds, or the "
+           "broker sent more at once than allowed)");
     }
   }
 
@@ -615,6 +619,10 @@ struct Client::Impl {
     st->releases = releases;
     st->id = g.region_id;  // from here on the destructor releases the handle
     st->size = static_cast<std::size_t>(g.size);
+    if (st->size != size) {
+      fail(Errc::protocol_violation, "broker granted a region of " + std::to_string(g.size) +
+                                         " bytes for " + std::to_string(size));
+    }
     auto map = proto::shm::map_writable(region_fd.get(), st->size);
     if (!map) throw Error(map.error().code, "allocate_region: " + map.error().text);
     st->mapping = std::move(map).value();
@@ -641,9 +649,12 @@ struct Client::Impl {
     }
     if (kind == proto::RegionTarget::queue) check_key(key);
     if (!st.sealed) {
-      // The broker seals the region when it takes the send; the kernel refuses that while
-      // a writable mapping exists.
+      // Immutable before anyone else sees it: the kernel refuses the write seal while a
+      // writable mapping exists, and the broker refuses regions without it.
       st.mapping.reset();
+      if (auto sealed = proto::shm::seal_write(st.fd.get()); !sealed) {
+        throw Error(sealed.error().code, "send: " + sealed.error().text);
+      }
       st.fd.reset();
       st.sealed = true;
     }
@@ -674,10 +685,20 @@ struct Client::Impl {
   bool via_region(std::size_t size) const {
     return unix_socket && size > 0 && (size > region_threshold || size > session.max_payload);
   }
-  Region copy_to_region(std::span<const std::byte> payload) {
-    Region r = allocate_region(payload.size());
-    std::memcpy(r.data().data(), payload.data(), payload.size());
-    return r;
+  // A region holding a copy of `payload`; nullopt when the region quota is used up and the
+  // payload may go inline instead (sending it then behaves exactly as below the threshold:
+  // the queue's max_bytes and overflow policy apply).
+  std::optional<Region> copy_to_region(std::span<const std::byte> payload) {
+    try {
+      Region r = allocate_region(payload.size());
+      std::memcpy(r.data().data(), payload.data(), payload.size());
+      return r;
+    } catch (const Error& e) {
+      if (e.code() == Errc::quota_exceeded && payload.size() <= session.max_payload) {
+        return std::nullopt;
+      }
+      throw;
+    }
   }
 
   static std::uint32_t batch_size(std::size_t max) {
@@ -764,8 +785,10 @@ const SendFailures& Client::send_failures() const noexcept {
 void Client::send(std::string_view key, std::span<const std::byte> payload) {
   if (impl_->via_region(payload.size())) {
     impl_->check_key(key);
-    send(key, impl_->copy_to_region(payload));
-    return;
+    if (auto r = impl_->copy_to_region(payload)) {
+      send(key, std::move(*r));
+      return;
+    }
   }
   impl_->append_send(key, payload, 0);
   if (impl_->corked == 0 || impl_->out.size() >= kBatchFlushBytes) impl_->write_all();
@@ -778,10 +801,11 @@ void Client::send(std::string_view key, std::string_view payload) {
 void Client::send_confirmed(std::string_view key, std::span<const std::byte> payload) {
   if (impl_->via_region(payload.size())) {
     impl_->check_key(key);
-    Region r = impl_->copy_to_region(payload);
-    impl_->send_region(*detail::Access::state(r), proto::RegionTarget::queue, 0, key, 0, r.size(),
-                       true, std::chrono::milliseconds(0), true);
-    return;
+    if (auto r = impl_->copy_to_region(payload)) {
+      impl_->send_region(*detail::Access::state(*r), proto::RegionTarget::queue, 0, key, 0,
+                         r->size(), true, std::chrono::milliseconds(0), true);
+      return;
+    }
   }
   const auto corr = impl_->append_send(key, payload, proto::kFlagConfirm);
   impl_->wait_ok(corr, "send to '" + std::string(key) + "'");
@@ -810,8 +834,10 @@ void Client::send_to_pid(std::uint32_t pid, std::span<const std::byte> payload,
                          const DirectOptions& options) {
   if (pid == 0) throw Error(Errc::invalid_argument, "send_to_pid: pid 0 names no process");
   if (impl_->via_region(payload.size())) {
-    send_to_pid(pid, impl_->copy_to_region(payload), options);
-    return;
+    if (auto r = impl_->copy_to_region(payload)) {
+      send_to_pid(pid, std::move(*r), options);
+      return;
+    }
   }
   impl_->send_direct(proto::TargetKind::pid, pid, 0, payload, options);
 }
@@ -978,6 +1004,7 @@ SharedRegion Client::attach_shared_region(std::string_view key, bool writable) {
 void Client::remove_shared_region(std::string_view key) {
   auto& impl = *impl_;
   impl.check_usable();
+  impl.require_unix("remove_shared_region");
   impl.check_key(key);
   const std::uint64_t corr = impl.next_correlation++;
   proto::append_region_remove(impl.out, corr, key);

@@ -413,5 +413,49 @@ TEST_F(BadInputTest, ReaderThatNeverReadsDoesNotStopOthers) {
   EXPECT_TRUE(other.receive("flood", seconds(30)));
 }
 
+TEST_F(BadInputTest, RegionRequestsFromAPeerThatNeverReadsHoldFewFdsInTheDaemon) {
+  Client owner(ClientOptions{daemon_.address(), "owner", seconds(30)});
+  auto area = owner.create_shared_region("open-area", 4096, 0666);
+  RawPeer greedy(daemon_.socket_path());
+  greedy.hello();
+  // Every answer carries an fd; the peer reads none of them.
+  proto::ByteBuffer b;
+  for (std::uint64_t i = 1; i <= 3000; ++i)
+    proto::append_region_attach(b, i, proto::RegionAttach{false, "open-area"});
+  greedy.write(b);
+  expect_canary_progress();
+  owner.sync();
+  // The region itself, and at most one connection's worth of fds waiting to be written.
+  EXPECT_LE(daemon_.open_regions(), 1 + 32 + 1);
+}
+
+TEST_F(BadInputTest, UnsealedRegionIsRefusedAndTheConnectionGoesOn) {
+  RawPeer peer(daemon_.socket_path());
+  peer.hello();
+  proto::ByteBuffer b;
+  proto::append_region_alloc(b, 2, proto::RegionAlloc{4096});
+  peer.write(b);
+  auto grant = peer.next();  // its fd is dropped by the plain recv: never mapped, never sealed
+  ASSERT_TRUE(grant);
+  ASSERT_EQ(grant->type, proto::FrameType::region);
+  proto::RegionGrantBody g;
+  ASSERT_EQ(proto::decode_region_grant(grant->body, g), Errc::ok);
+  proto::ByteBuffer s;
+  proto::SendRegion m;
+  m.region_id = g.region_id;
+  m.length = 16;
+  m.key = "never";
+  proto::append_send_region(s, 3, proto::kFlagConfirm, m);
+  proto::append_empty(s, proto::FrameType::ping, 4);
+  peer.write(s);
+  auto f = peer.next();
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->correlation, 3u);
+  EXPECT_EQ(f->error_code(), Errc::unexpected_frame);
+  f = peer.next();
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->type, proto::FrameType::pong);
+}
+
 }  // namespace
 }  // namespace qbus::testing

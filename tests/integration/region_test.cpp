@@ -264,6 +264,30 @@ TEST_F(RegionTest, TenThousandRegionMessagesLeaveNoFdsOrMemoryBehind) {
 #endif
 }
 
+TEST_F(RegionTest, ManyReleasesPendingBeforeACallDoNotConfuseIt) {
+  auto producer = connect();
+  auto consumer = connect();
+  auto r = producer.allocate_region(4096);
+  constexpr std::size_t kMessages = 20'000;
+  {
+    Client::Batch batch(producer);
+    for (std::size_t i = 0; i < kMessages; ++i)
+      producer.send("many", r, i % 4096, 1);
+  }
+  r = Region();
+  producer.sync();  // carries the producer's release
+  std::vector<Message> held;
+  while (held.size() < kMessages) {
+    auto got = consumer.receive_batch("many", kMessages - held.size(), seconds(30));
+    ASSERT_FALSE(got.empty());
+    for (auto& m : got)
+      held.push_back(std::move(m));
+  }
+  held.clear();     // 20,000 releases wait for the next call
+  consumer.sync();  // which must still get its own answer
+  EXPECT_TRUE(eventually([&] { return daemon_.open_regions() == 0; }));
+}
+
 TEST_F(RegionTest, DirectRegionMessageReachesTheProcessInbox) {
   auto sender = connect();
   auto receiver = connect();
@@ -347,6 +371,18 @@ TEST_F(RegionQuotaTest, AllocationsBeyondTheUidQuotaAreRefusedAndLogged) {
   // The released slot is usable again; the connection kept working throughout.
   auto again = c.allocate_region(4096);
   EXPECT_EQ(again.size(), 4096u);
+}
+
+TEST_F(RegionQuotaTest, PayloadWithinTheInlineLimitGoesInlineWhenTheRegionQuotaIsUsedUp) {
+  auto c = connect();
+  auto a = c.allocate_region(4096);
+  auto b = c.allocate_region(4096);
+  const std::string payload(100'000, 'p');  // above the 64 KiB region threshold
+  c.send_confirmed("fallback", payload);
+  auto m = c.receive("fallback", seconds(30));
+  ASSERT_TRUE(m);
+  EXPECT_FALSE(m->in_shared_memory());
+  EXPECT_EQ(m->text(), payload);
 }
 
 std::string write_token(const TempDir& dir) {

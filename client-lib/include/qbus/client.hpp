@@ -116,7 +116,12 @@ class QBUS_API Message {
 // Destroying a Region that was not given up releases this process's handle with the
 // Client's next call; the memory is freed when no queued message or receiver holds it.
 //
-// Ownership and thread-safety: move-only; owns the fd and the writable mapping. Use it from
+// In a queue, a region message counts against max_messages but not max_bytes: its memory
+// is charged to the allocating uid's region quota (limits.uid_max_region_bytes and
+// uid_max_regions) until every holder has let go.
+//
+// Ownership and thread-safety: move-only; owns the fd and the writable mapping. A Region
+// belongs to the Client that allocated it: send it through that Client only. Use it from
 // one thread at a time; it may outlive its Client (the handle then went with the
 // connection).
 class QBUS_API Region {
@@ -196,7 +201,9 @@ struct ClientOptions {
   std::string token;
   // On a Unix socket, payloads sent from memory that are larger than this travel through a
   // shared-memory region (one copy into the region, none through the socket); so do all
-  // payloads above the broker's inline limit. SIZE_MAX keeps everything it can inline.
+  // payloads above the broker's inline limit. When the uid's region quota is used up, a
+  // payload within the inline limit goes inline instead. SIZE_MAX keeps everything it can
+  // inline.
   std::size_t region_threshold = 64 * 1024;
 };
 

@@ -194,10 +194,7 @@ SendOutcome Broker::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
 }
 
 void Broker::hand_over(PeerId to, std::uint64_t correlation, bool last, const Delivery& d) {
-  if (d.region) {
-    auto it = peers_.find(to);
-    if (it != peers_.end() && !it->second.id.tcp) regions_.hold(to, d.region.id);
-  }
+  if (d.region) regions_.hold(to, d.region.id);
   sink_.deliver(to, correlation, last, d);
 }
 

@@ -200,8 +200,8 @@ class Broker {
   SendOutcome enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload, Clock::time_point now,
                       std::uint64_t request_id = 0, std::uint64_t request_seq = 0,
                       RegionRef region = {});
-  // Gives `to` a handle on a region message's region (unless it is a TCP peer, which gets
-  // the bytes inline), then hands the delivery to the sink.
+  // Gives `to` a handle on a region message's region, then hands the delivery to the sink.
+  // (For a TCP peer the edge streams the bytes and releases that handle when done.)
   void hand_over(PeerId to, std::uint64_t correlation, bool last, const Delivery& d);
   // send_region without the release flag's effect.
   SendOutcome route_region(PeerId from, const RegionSend& s, Clock::time_point now);

@@ -71,8 +71,8 @@ class RegionBacking {
   virtual ~RegionBacking() = default;
   // A new writable region of exactly `size` bytes; `name` only labels it (e.g. in /proc).
   virtual BackingHandle create(std::uint64_t size, std::string_view name) = 0;
-  // Makes the region immutable for everyone. May fail (and change nothing) while some
-  // process still has a writable mapping of it; the peer may then retry.
+  // Makes sure the region is immutable for everyone, or refuses (and changes nothing),
+  // e.g. because it is not write-sealed yet; the peer may then retry. Must not block.
   virtual RegionStatus seal_for_handover(int handle) = 0;
   // Releases the broker's handle (closes the fd). Called exactly once per created handle.
   virtual void destroy(int handle) noexcept = 0;

@@ -84,8 +84,9 @@ struct RegionRef {
 };
 
 // What a receiver gets. `key` is empty for direct messages and replies. A region message
-// has an empty payload and names its region; a receiver that is not a TCP peer holds one
-// more handle on it from now on (the edge passes the region's fd on).
+// has an empty payload and names its region; the receiver holds one more handle on it from
+// now on (the edge passes the region's fd on, or, to a TCP peer, streams the bytes and
+// then releases the handle).
 struct Delivery {
   std::string_view key;
   const Identity& sender;

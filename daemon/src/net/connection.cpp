@@ -20,6 +20,9 @@ constexpr auto kCloseGrace = std::chrono::seconds(2);
 constexpr std::uint64_t kLoggedMisbehaviours = 10;
 // fds per sendmsg; PROTOCOL.md section 16.1 promises clients no more.
 constexpr std::size_t kMaxFdsPerWrite = 16;
+// fds a connection may have waiting to be written before it counts as backed up: every one
+// is an open file in qbusd, and a peer that does not read must not collect thousands.
+constexpr std::size_t kMaxPendingFds = 32;
 
 bool would_block(const asio::error_code& ec) {
   return ec == asio::error::would_block || ec == asio::error::try_again;
@@ -76,7 +79,8 @@ void Connection::start() {
 }
 
 bool Connection::backed_up() const {
-  return out_.size() > server_.options().max_outbound_bytes || !queued_.empty();
+  return out_.size() > server_.options().max_outbound_bytes || !queued_.empty() ||
+         fds_.size() >= kMaxPendingFds;
 }
 
 proto::ByteBuffer& Connection::out() {
@@ -90,9 +94,10 @@ void Connection::pass_fd(proto::UniqueFd fd) {
   fds_.push_back(PendingFd{flushed_ + out_.size(), std::move(fd)});
 }
 
-void Connection::stream_inline(std::uint64_t correlation, bool last, const proto::Deliver& fields,
-                               proto::shm::Mapping mapping) {
+void Connection::stream_inline(broker::RegionId region, std::uint64_t correlation, bool last,
+                               const proto::Deliver& fields, proto::shm::Mapping mapping) {
   InlineStream st;
+  st.region = region;
   st.correlation = correlation;
   st.last = last;
   st.sender_pid = fields.sender_pid;
@@ -128,7 +133,13 @@ bool Connection::refill() {
   const std::uint16_t flags = more ? proto::kFlagMore : (st.last ? proto::kFlagLast : 0);
   proto::append_deliver(out_, st.correlation, flags, d);
   st.sent += n;
-  if (!more) queued_.pop_front();
+  if (!more) {
+    const broker::RegionId region = st.region;
+    queued_.pop_front();
+    // Every byte is in out_ now: the region may go (a closing connection's handles go with
+    // its disconnect instead).
+    (void)server_.broker().release_region(id_, region);
+  }
   return true;
 }
 
@@ -404,8 +415,7 @@ Connection::Step Connection::handle_region(const proto::Header& h, proto::Bytes 
   };
   const auto status = [&](const broker::RegionStatus& st) {
     if (!st.ok()) {
-      spdlog::debug("client {} ({}): {} refused: {}", id_, description_,
-                    proto::frame_type_name(h.type), st.text);
+      log_refusal(false, proto::frame_type_name(h.type), st.text);
       error(h.correlation, st.error, st.text);
     } else if (confirm || h.type == FrameType::region_remove) {
       proto::append_empty(out(), FrameType::ok, h.correlation);
@@ -443,7 +453,7 @@ Connection::Step Connection::handle_region(const proto::Header& h, proto::Bytes 
       proto::RegionCreate m;
       if (auto e = proto::decode_region_create(body, m); e != Errc::ok) return bad_body(e);
       grant(h.correlation, broker.create_named_region(id_, m.key, m.size, m.mode),
-            "named region creation");
+            "named region creation", m.key);
       return Step::next;
     }
     case FrameType::region_attach: {
@@ -463,22 +473,19 @@ Connection::Step Connection::handle_region(const proto::Header& h, proto::Bytes 
 }
 
 void Connection::grant(std::uint64_t correlation, const broker::RegionGrant& g,
-                       std::string_view what) {
+                       std::string_view what, std::string_view created_key) {
   auto& broker = server_.broker();
   if (!g.ok()) {
-    if (g.error == Errc::quota_exceeded) {
-      // The operator's view of who ran out: the text names the uid and the limit.
-      spdlog::warn("client {} ({}): {} refused: {}", id_, description_, what, g.text);
-    } else {
-      spdlog::debug("client {} ({}): {} refused: {}", id_, description_, what, g.text);
-    }
+    // A quota refusal is the operator's business: the text names the uid and the limit.
+    log_refusal(g.error == Errc::quota_exceeded, what, g.text);
     error(correlation, g.error, g.text);
     return;
   }
   std::string why;
   auto fd = region_fd_for_peer(broker.regions().backing_handle(g.id), !g.writable, why);
   if (!fd) {
-    spdlog::error("client {} ({}): {}: {}", id_, description_, what, why);
+    log_refusal(true, what, why);
+    if (!created_key.empty()) (void)broker.remove_named_region(id_, created_key);
     (void)broker.release_region(id_, g.id);
     error(correlation, Errc::internal_error, "the broker could not pass the region: " + why);
     return;
@@ -586,6 +593,15 @@ void Connection::misbehaved(Errc code, std::string_view text) {
                misbehaviours_ > kLoggedMisbehaviours
                    ? " (" + std::to_string(misbehaviours_) + " so far)"
                    : std::string());
+}
+
+void Connection::log_refusal(bool warn, std::string_view what, std::string_view text) {
+  ++refusals_;
+  if (refusals_ > kLoggedMisbehaviours && refusals_ % 1000 != 0) return;
+  const auto level = warn ? spdlog::level::warn : spdlog::level::debug;
+  spdlog::log(level, "client {} ({}): {} refused: {}{}", id_, description_, what, text,
+              refusals_ > kLoggedMisbehaviours ? " (" + std::to_string(refusals_) + " so far)"
+                                               : std::string());
 }
 
 void Connection::reject(Errc code, std::string_view text) {

@@ -47,10 +47,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void pass_fd(proto::UniqueFd fd);
   // TCP: a region message's bytes as DELIVER pieces flagged MORE, produced as the output
   // drains so that only one piece at a time is buffered. `mapping` keeps the bytes alive.
-  void stream_inline(std::uint64_t correlation, bool last, const proto::Deliver& fields,
-                     proto::shm::Mapping mapping);
-  // True while the output is over its bound or an inline region is still being streamed.
+  void stream_inline(broker::RegionId region, std::uint64_t correlation, bool last,
+                     const proto::Deliver& fields, proto::shm::Mapping mapping);
+  // True while the output is over its bound, an inline region is still being streamed, or
+  // many fds wait to be written: then reads pause and receive batches end early.
   bool backed_up() const;
+  bool closing() const { return closing_ || closed_; }
   void flush();
   void unblock();  // a queue this producer was blocked on has room again
 
@@ -76,6 +78,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Step answer(const proto::Header& h, const broker::SendOutcome& r, bool ok_on_success);
   void error(std::uint64_t correlation, Errc code, std::string_view text);
   void misbehaved(Errc code, std::string_view text);  // logs, rate-limited
+  // Logs a refused region request, rate-limited like misbehaved(): refusals can come in
+  // floods and the log must not.
+  void log_refusal(bool warn, std::string_view what, std::string_view text);
   // Answers a frame the peer should not have sent (the connection goes on) and logs it.
   void bad_request(std::uint64_t correlation, Errc code, std::string_view text);
   bool can_read() const { return !closed_ && !closing_ && !blocked_ && !held_ && !backed_up(); }
@@ -89,7 +94,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Writes from out_, with the fds due at its first bytes; bytes written.
   std::size_t write_out(asio::error_code& ec);
   // Answers REGION_ALLOC, REGION_CREATE and REGION_ATTACH.
-  void grant(std::uint64_t correlation, const broker::RegionGrant& g, std::string_view what);
+  // `created_key`: the key of a named region this grant just created, undone when the fd
+  // cannot be passed.
+  void grant(std::uint64_t correlation, const broker::RegionGrant& g, std::string_view what,
+             std::string_view created_key = {});
   Step handle_region(const proto::Header& h, proto::Bytes body);
 
   Server& server_;
@@ -108,6 +116,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::deque<PendingFd> fds_;
   std::uint64_t flushed_ = 0;  // bytes of output written so far
   struct InlineStream {
+    broker::RegionId region = 0;  // this connection's handle, released when all is written
     std::uint64_t correlation = 0;
     bool last = false;
     std::uint32_t sender_pid = 0;
@@ -124,6 +133,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // and the grace before a closing connection is cut.
   asio::steady_timer handshake_timer_;
   std::uint64_t misbehaviours_ = 0;
+  std::uint64_t refusals_ = 0;
   bool welcomed_ = false;
   bool reading_ = false;
   bool writing_ = false;

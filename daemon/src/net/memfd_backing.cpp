@@ -24,14 +24,22 @@ broker::BackingHandle MemfdBacking::create(std::uint64_t size, std::string_view 
 }
 
 broker::RegionStatus MemfdBacking::seal_for_handover(int handle) {
-  auto r = proto::shm::seal_write(handle);
-  if (r.ok()) return {};
-  if (r.error().sys_errno == EBUSY) {
+  // The sender adds F_SEAL_WRITE itself: the kernel may wait a long time for pinned pages
+  // while adding it, and that wait must cost the sender, not the broker's one thread.
+  // Here we only read the seals (never blocks) and freeze them.
+  auto have = proto::shm::seals(handle);
+  if (!have) return broker::RegionStatus{Errc::internal_error, have.error().text};
+  if ((*have & F_SEAL_WRITE) == 0) {
     return broker::RegionStatus{Errc::unexpected_frame,
-                                "the region is still mapped writable (in this process or a "
-                                "child); unmap it before sending it"};
+                                "the region is not sealed against writes: unmap it and add "
+                                "F_SEAL_WRITE before sending it (libqbus does)"};
   }
-  return broker::RegionStatus{Errc::internal_error, r.error().text};
+  if ((*have & F_SEAL_SEAL) == 0 && ::fcntl(handle, F_ADD_SEALS, F_SEAL_SEAL) != 0) {
+    return broker::RegionStatus{Errc::internal_error,
+                                std::string("cannot freeze a region's seals: ") +
+                                    std::strerror(errno)};
+  }
+  return {};
 }
 
 void MemfdBacking::destroy(int handle) noexcept {

@@ -14,6 +14,8 @@ class MemfdBacking final : public broker::RegionBacking {
   explicit MemfdBacking(std::uint64_t max_region_bytes) : max_(max_region_bytes) {}
 
   broker::BackingHandle create(std::uint64_t size, std::string_view name) override;
+  // Checks that the sender sealed the region against writes (see the .cpp for why the
+  // broker does not add that seal itself) and freezes its seals.
   broker::RegionStatus seal_for_handover(int handle) override;
   void destroy(int handle) noexcept override;
 

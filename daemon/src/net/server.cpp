@@ -354,7 +354,7 @@ void Server::deliver_region(Connection& c, std::uint64_t correlation, bool last,
       c.drain_and_close();
       return;
     }
-    c.stream_inline(correlation, last, fields, std::move(map).value());
+    c.stream_inline(ref.id, correlation, last, fields, std::move(map).value());
     return;
   }
   std::string why;
@@ -405,7 +405,8 @@ void Server::resume(broker::PeerId producer) {
 
 bool Server::wants_more(broker::PeerId peer) {
   Connection* c = find(peer);
-  return c && !c->backed_up();
+  // A closing connection takes nothing more: what it would be given would be lost.
+  return c && !c->closing() && !c->backed_up();
 }
 
 }  // namespace qbus::daemon
