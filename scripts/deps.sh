@@ -7,6 +7,9 @@ QBUS_PACKAGES=(
   g++ cmake make pkg-config
   libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libsystemd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # cpack -G DEB (dpkg-shlibdeps computes Depends); python3: the install test's sd_notify
+  # receiver.
+  dpkg-dev file python3
 )
 
 qbus_missing_packages() {
