@@ -13,6 +13,8 @@
 #include <iterator>
 #include <optional>
 
+#include "admin.hpp"
+
 namespace {
 
 constexpr int kExitError = 1;
@@ -27,6 +29,8 @@ struct UsageError : std::runtime_error {
 
 struct Globals {
   std::string address;
+  std::string admin_address;
+  bool json = false;
 };
 
 qbus::Client connect(const Globals& g) {
@@ -173,6 +177,11 @@ int main(int argc, char** argv) {
                  "Broker address, unix:/path or tcp:HOST:PORT (default: $QBUS_ADDRESS, then the "
                  "default socket)")
       ->option_text("ADDR");
+  app.add_option("--admin-address", g.admin_address,
+                 "Admin socket, unix:/path (default: $QBUS_ADMIN_ADDRESS, then admin.sock beside "
+                 "the broker's socket)")
+      ->option_text("ADDR");
+  app.add_flag("--json", g.json, "Admin commands print the broker's JSON answer");
 
   auto* send = app.add_subcommand(
       "send", "Send MESSAGE (stdin when omitted) to queue KEY, or with --pid to a process");
@@ -225,6 +234,27 @@ int main(int argc, char** argv) {
       ->option_text("MS")
       ->check(CLI::Range(-1LL, 2'000'000'000LL));
 
+  // Admin commands: each is one request to the admin socket.
+  qbusctl::AdminCommand admin;
+  std::vector<CLI::App*> admin_commands;
+  for (const auto& [name, help] : std::vector<std::pair<std::string, std::string>>{
+           {"queues", "List the queues: depth, bytes, limits, counters (admin socket)"},
+           {"clients", "List the connected clients (admin socket)"},
+           {"regions", "List the shared-memory regions (admin socket)"},
+           {"stats", "Broker-wide counters and rates (admin socket)"}}) {
+    admin_commands.push_back(app.add_subcommand(name, help));
+  }
+  for (const auto& [name, help] : std::vector<std::pair<std::string, std::string>>{
+           {"queue", "Show one queue in detail (admin socket)"},
+           {"purge", "Drop every message queued in KEY (admin socket)"},
+           {"delete",
+            "Delete queue KEY: its messages go, its waiting receivers are told "
+            "(admin socket)"}}) {
+    auto* sub = app.add_subcommand(name, help);
+    sub->add_option("KEY", admin.key, "Queue key")->required();
+    admin_commands.push_back(sub);
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -236,6 +266,16 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::cerr << "qbusctl: " << e.what() << "\nRun 'qbusctl --help' for usage.\n";
     return kExitUsage;
+  }
+
+  for (auto* sub : admin_commands) {
+    if (!sub->parsed()) continue;
+    admin.request = sub->get_name();
+    admin.address = g.admin_address;
+    admin.client_address =
+        g.address.empty() && std::getenv("QBUS_ADDRESS") ? std::getenv("QBUS_ADDRESS") : g.address;
+    admin.json = g.json;
+    return qbusctl::run_admin(admin);
   }
 
   try {

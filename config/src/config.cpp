@@ -94,27 +94,38 @@ void read_queue_settings(Object& o, QueueSettings& s) {
   }
 }
 
+// "path" (absolute) and "mode" (an octal string) of a socket file.
+void read_socket_file(Object& o, const std::string& section, std::string& path,
+                      std::uint32_t& mode) {
+  o.string("path", path);
+  if (!path.empty() && path.front() != '/') bad(section + ".path", "must be an absolute path");
+  std::string text;
+  o.string("mode", text);
+  if (!o.get("mode")) return;
+  unsigned long m = 0;
+  const bool octal =
+      !text.empty() && text.size() <= 4 && text.find_first_not_of("01234567") == std::string::npos;
+  if (octal) m = std::stoul(text, nullptr, 8);
+  if (!octal || m > 0777) bad(section + ".mode", "must be an octal string such as \"0660\"");
+  mode = static_cast<std::uint32_t>(m);
+}
+
 Config from_json(const json& root) {
   Config c;
   Object top(root, "");
 
   if (const json* s = top.get("socket")) {
     Object o(*s, "socket");
-    o.string("path", c.socket_path);
-    if (!c.socket_path.empty() && c.socket_path.front() != '/') {
-      bad("socket.path", "must be an absolute path");
-    }
-    std::string mode;
-    o.string("mode", mode);
-    if (o.get("mode")) {
-      unsigned long m = 0;
-      const bool octal = !mode.empty() && mode.size() <= 4 &&
-                         mode.find_first_not_of("01234567") == std::string::npos;
-      if (octal) m = std::stoul(mode, nullptr, 8);
-      if (!octal || m > 0777) {
-        bad("socket.mode", "must be an octal string such as \"0660\"");
-      }
-      c.socket_mode = static_cast<std::uint32_t>(m);
+    read_socket_file(o, "socket", c.socket_path, c.socket_mode);
+    o.finish();
+  }
+
+  if (const json* a = top.get("admin")) {
+    Object o(*a, "admin");
+    read_socket_file(o, "admin", c.admin_socket_path, c.admin_socket_mode);
+    o.string("group", c.admin_group);
+    if (!c.admin_group.empty() && c.admin_group.find_first_of(" :/\n") != std::string::npos) {
+      bad("admin.group", "must be a group name");
     }
     o.finish();
   }
@@ -286,6 +297,59 @@ LoadResult load_file(const std::string& path) {
   auto r = parse(ss.str());
   if (!r.error.empty()) r.error = path + ": " + r.error;
   return r;
+}
+
+namespace {
+
+std::string octal(std::uint32_t mode) {
+  char buf[8];
+  std::snprintf(buf, sizeof(buf), "0%03o", static_cast<unsigned>(mode));
+  return buf;
+}
+
+json settings_json(const QueueSettings& s) {
+  return json{{"max_messages", s.max_messages},
+              {"max_bytes", s.max_bytes},
+              {"overflow", proto::overflow_name(s.overflow)}};
+}
+
+}  // namespace
+
+std::string to_json_text(const Config& c, const std::string& socket_path,
+                         const std::string& admin_path) {
+  json queues = json::array();
+  for (const auto& q : c.queues) {
+    json entry = settings_json(q.settings);
+    entry["key"] = q.key;
+    queues.push_back(std::move(entry));
+  }
+  json root{
+      {"socket", {{"path", socket_path}, {"mode", octal(c.socket_mode)}}},
+      {"admin",
+       {{"path", admin_path}, {"mode", octal(c.admin_socket_mode)}, {"group", c.admin_group}}},
+      {"tcp", {{"listen", c.tcp_listen}, {"token_file", c.tcp_token_file}}},
+      {"log", {{"level", c.log_level}}},
+      {"limits",
+       {{"max_payload_bytes", c.max_payload_bytes},
+        {"max_queues", c.max_queues},
+        {"max_connections", c.max_connections},
+        {"uid_max_connections", c.uid_max_connections},
+        {"uid_max_queued_bytes", c.uid_max_queued_bytes},
+        {"uid_max_queued_messages", c.uid_max_queued_messages},
+        {"max_waiting_receives", c.max_waiting_receives},
+        {"max_receive_batch", c.max_receive_batch},
+        {"max_outbound_bytes", c.max_outbound_bytes},
+        {"handshake_timeout_ms", c.handshake_timeout_ms},
+        {"max_pending_requests", c.max_pending_requests},
+        {"max_parked_sends", c.max_parked_sends},
+        {"max_region_bytes", c.max_region_bytes},
+        {"uid_max_region_bytes", c.uid_max_region_bytes},
+        {"uid_max_regions", c.uid_max_regions},
+        {"max_regions", c.max_regions}}},
+      {"queue_defaults", settings_json(c.queue_defaults)},
+      {"inbox", settings_json(c.inbox)},
+      {"queues", std::move(queues)}};
+  return root.dump();
 }
 
 }  // namespace qbus::config

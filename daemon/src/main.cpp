@@ -3,48 +3,75 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <string_view>
 
+#include "admin/admin_server.hpp"
 #include "net/server.hpp"
 #include "qbus/config/config.hpp"
 #include "qbus/proto/address.hpp"
+#include "service/listen_fds.hpp"
+#include "service/notifier.hpp"
+#include "service/reload.hpp"
 #include "version.hpp"
 
 namespace {
 
 using qbus::config::Config;
 
+// The command-line settings that win over the config file, at startup and at every reload.
+struct Flags {
+  std::string socket_path, admin_socket_path, log_level, tcp_listen;
+};
+
+void apply_flags(Config& c, const Flags& f) {
+  if (!f.socket_path.empty()) c.socket_path = f.socket_path;
+  if (!f.admin_socket_path.empty()) c.admin_socket_path = f.admin_socket_path;
+  if (!f.log_level.empty()) c.log_level = f.log_level;
+  if (!f.tcp_listen.empty()) c.tcp_listen = f.tcp_listen;
+}
+
+// Under systemd (INVOCATION_ID is set for every unit it starts), or as root, qbusd is the
+// system broker: it reads /etc/qbus/qbusd.json when that exists. The service runs as user
+// qbus, so "root" alone would miss it.
+bool system_instance() {
+  const char* invocation = std::getenv("INVOCATION_ID");
+  return ::geteuid() == 0 || (invocation && *invocation);
+}
+
+// Where qbusd puts its sockets when neither flags nor config name them: the directory
+// systemd made for it (RuntimeDirectory=, /run/qbus for the system service), else the
+// per-user default of DESIGN.md.
+std::string default_socket_path() {
+  if (const char* dirs = std::getenv("RUNTIME_DIRECTORY"); dirs && *dirs == '/') {
+    const std::string_view first = std::string_view(dirs).substr(0, std::strcspn(dirs, ":"));
+    return std::string(first) + "/qbus.sock";
+  }
+  return qbus::proto::default_socket_path();
+}
+
 qbus::daemon::ServerOptions server_options(const Config& c) {
   qbus::daemon::ServerOptions o;
-  o.socket_path = c.socket_path.empty() ? qbus::proto::default_socket_path() : c.socket_path;
+  o.socket_path = c.socket_path.empty() ? default_socket_path() : c.socket_path;
   o.socket_mode = c.socket_mode;
-  o.limits.max_payload = c.max_payload_bytes;
-  o.limits.queue_defaults = {c.queue_defaults.max_messages, c.queue_defaults.max_bytes,
-                             c.queue_defaults.overflow};
-  o.limits.max_queues = c.max_queues;
-  o.limits.max_connections = c.max_connections;
-  o.limits.uid_max_connections = c.uid_max_connections;
-  o.limits.uid_max_queued_bytes = c.uid_max_queued_bytes;
-  o.limits.uid_max_queued_messages = c.uid_max_queued_messages;
-  o.limits.max_waiting_receives = c.max_waiting_receives;
-  o.limits.max_receive_batch = c.max_receive_batch;
-  o.limits.inbox = {c.inbox.max_messages, c.inbox.max_bytes, c.inbox.overflow};
-  o.limits.max_pending_requests = c.max_pending_requests;
-  o.limits.max_parked_sends = c.max_parked_sends;
-  o.limits.regions = {c.max_region_bytes, c.uid_max_region_bytes, c.uid_max_regions, c.max_regions};
+  o.limits = qbus::daemon::broker_limits(c);
   o.tcp_listen = c.tcp_listen;
   // Room for the largest fixed part and key on top of the largest payload.
   o.max_body = c.max_payload_bytes + 1024;
   o.max_outbound_bytes = c.max_outbound_bytes;
   o.handshake_timeout_ms = c.handshake_timeout_ms;
   return o;
+}
+
+std::string plural(std::size_t n, const char* what) {
+  return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
 }
 
 void setup_logging(const std::string& level) {
@@ -76,15 +103,32 @@ void raise_fd_limit(const Config& c) {
   }
 }
 
-int run(const Config& config, std::string tcp_token) {
+// `config_path`: the file read at startup (empty: none), read again on SIGHUP.
+int run(Config config, std::string tcp_token, const std::string& config_path, const Flags& flags) {
   setup_logging(config.log_level);
   raise_fd_limit(config);
+  qbus::daemon::InheritedSockets inherited;
+  try {
+    inherited = qbus::daemon::take_inherited_sockets();
+  } catch (const std::exception& e) {
+    std::cerr << "qbusd: " << e.what() << "\n";
+    return 1;
+  }
   asio::io_context io(1);
   auto options = server_options(config);
   options.tcp_token = std::move(tcp_token);
   qbus::daemon::Server server(io, std::move(options));
   try {
-    server.start();
+    if (inherited.main) {
+      server.start(std::move(inherited.main));
+      spdlog::info("client socket {} passed by the service manager", server.options().socket_path);
+      if (!config.socket_path.empty() && config.socket_path != server.options().socket_path) {
+        spdlog::warn("socket.path {} is not used: the service manager passed {}",
+                     config.socket_path, server.options().socket_path);
+      }
+    } else {
+      server.start();
+    }
   } catch (const std::exception& e) {
     std::cerr << "qbusd: " << e.what() << "\n";
     return 1;
@@ -99,29 +143,89 @@ int run(const Config& config, std::string tcp_token) {
     }
   }
 
+  // The admin socket systemd passed (FileDescriptorName=admin), or -1: bind our own.
+  if (inherited.admin)
+    spdlog::info("admin socket {} passed by the service manager", inherited.admin_path);
+  const int inherited_admin_fd = inherited.admin.release();
+  // admin socket: constructed here
+  qbus::daemon::AdminOptions admin_options;
+  // By default beside the client socket, wherever that is: two daemons on two sockets
+  // never share an admin socket.
+  admin_options.socket_path =
+      config.admin_socket_path.empty()
+          ? (std::filesystem::path(server.options().socket_path).parent_path() / "admin.sock")
+                .string()
+          : config.admin_socket_path;
+  if (inherited_admin_fd >= 0 && !inherited.admin_path.empty()) {
+    admin_options.socket_path = inherited.admin_path;
+  }
+  admin_options.socket_mode = config.admin_socket_mode;
+  admin_options.group = config.admin_group;
+  admin_options.config_json =
+      qbus::config::to_json_text(config, server.options().socket_path, admin_options.socket_path);
+  qbus::daemon::AdminServer admin(io, server, admin_options);
+  try {
+    admin.start(inherited_admin_fd);
+  } catch (const std::exception& e) {
+    std::cerr << "qbusd: " << e.what() << "\n";
+    return 1;
+  }
+
+  std::string listening = server.options().socket_path;
+  if (const auto tcp = server.tcp_endpoint(); !tcp.empty()) listening += " and tcp " + tcp;
+  listening += " (admin " + admin.socket_path() + ")";
+  std::string status_note;  // the outcome of the last reload, while it matters
+  qbus::daemon::ServiceNotifier notifier(io, [&] {
+    const auto& b = server.broker();
+    return "listening on " + listening + "; " + plural(b.peer_count(), "connection") + ", " +
+           plural(b.queue_count(), "queue") + status_note;
+  });
+
+  const qbus::daemon::ReloadHooks hooks{[&](const Config& c) {
+    admin.update(c.admin_group,
+                 qbus::config::to_json_text(c, server.options().socket_path, admin.socket_path()));
+  }};
+  const auto reload = [&] {
+    if (config_path.empty()) {
+      spdlog::info("SIGHUP: no configuration file in use; the built-in defaults stay");
+      return;
+    }
+    spdlog::info("SIGHUP: reloading {}", config_path);
+    auto r = qbus::config::load_file(config_path);
+    if (!r.config) {
+      spdlog::error("reload failed, the running configuration stays: {}", r.error);
+      status_note = "; last reload failed: " + r.error;
+      return;
+    }
+    apply_flags(*r.config, flags);
+    config = qbus::daemon::apply_reload(config, *r.config, server, hooks);
+    status_note.clear();
+    spdlog::info("configuration reloaded from {}", config_path);
+  };
+
   asio::signal_set stop_signals(io, SIGINT, SIGTERM);
   asio::signal_set hup(io, SIGHUP);
   stop_signals.async_wait([&](const asio::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    sd_notify(0, "STOPPING=1");
+    notifier.stopping();
     hup.cancel();
+    admin.stop();
     server.stop([&] { io.stop(); });
   });
   std::function<void()> wait_hup = [&] {
     hup.async_wait([&](const asio::error_code& ec, int) {
       if (ec) return;
-      spdlog::warn("SIGHUP: configuration reload is not supported by this version; ignored");
+      notifier.reloading();
+      reload();
+      notifier.ready();
       wait_hup();
     });
   };
   wait_hup();
 
-  std::string listening = server.options().socket_path;
-  if (const auto tcp = server.tcp_endpoint(); !tcp.empty()) listening += " and tcp " + tcp;
   spdlog::info("qbusd {} listening on {}", QBUS_VERSION, listening);
-  sd_notifyf(0, "READY=1\nSTATUS=listening on %s\nMAINPID=%lu", listening.c_str(),
-             static_cast<unsigned long>(::getpid()));
+  notifier.ready();
   try {
     io.run();
   } catch (const std::exception& e) {
@@ -137,13 +241,17 @@ int run(const Config& config, std::string tcp_token) {
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"qbusd: the qbus message broker daemon (runs in the foreground)", "qbusd"};
-  std::string config_path, socket_path, log_level, tcp_listen;
+  std::string config_path;
+  Flags flags;
   bool check_config = false;
   app.add_option("--config", config_path, "Configuration file (JSON)")->option_text("FILE");
-  app.add_option("--socket", socket_path, "Path of the client socket")->option_text("PATH");
-  app.add_option("--tcp", tcp_listen, "Also listen on TCP (needs tcp.token_file in the config)")
+  app.add_option("--socket", flags.socket_path, "Path of the client socket")->option_text("PATH");
+  app.add_option("--admin-socket", flags.admin_socket_path, "Path of the admin socket")
+      ->option_text("PATH");
+  app.add_option("--tcp", flags.tcp_listen,
+                 "Also listen on TCP (needs tcp.token_file in the config)")
       ->option_text("HOST:PORT");
-  app.add_option("--log-level", log_level, "trace, debug, info, warn or error")
+  app.add_option("--log-level", flags.log_level, "trace, debug, info, warn or error")
       ->option_text("LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   app.add_flag("--check-config", check_config, "Validate the configuration and exit");
@@ -154,9 +262,25 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
 
+  if (!flags.socket_path.empty() && flags.socket_path.front() != '/') {
+    std::cerr << "qbusd: --socket must be an absolute path\n";
+    return 2;
+  }
+  if (!flags.admin_socket_path.empty() && flags.admin_socket_path.front() != '/') {
+    std::cerr << "qbusd: --admin-socket must be an absolute path\n";
+    return 2;
+  }
+  if (!flags.tcp_listen.empty()) {
+    std::string why;
+    if (!qbus::proto::parse_address("tcp:" + flags.tcp_listen, why, true)) {
+      std::cerr << "qbusd: --tcp: " << why << "\n";
+      return 2;
+    }
+  }
+
   Config config;
   std::string source = "built-in defaults";
-  if (config_path.empty() && ::geteuid() == 0 &&
+  if (config_path.empty() && system_instance() &&
       std::filesystem::exists(qbus::config::kSystemConfigPath)) {
     config_path = qbus::config::kSystemConfigPath;
   }
@@ -169,22 +293,7 @@ int main(int argc, char** argv) {
     config = std::move(*r.config);
     source = config_path;
   }
-  if (!socket_path.empty()) {
-    if (socket_path.front() != '/') {
-      std::cerr << "qbusd: --socket must be an absolute path\n";
-      return 2;
-    }
-    config.socket_path = socket_path;
-  }
-  if (!log_level.empty()) config.log_level = log_level;
-  if (!tcp_listen.empty()) {
-    std::string why;
-    if (!qbus::proto::parse_address("tcp:" + tcp_listen, why, true)) {
-      std::cerr << "qbusd: --tcp: " << why << "\n";
-      return 2;
-    }
-    config.tcp_listen = tcp_listen;
-  }
+  apply_flags(config, flags);
   std::string token;
   if (!config.tcp_listen.empty()) {
     if (config.tcp_token_file.empty()) {
@@ -204,5 +313,5 @@ int main(int argc, char** argv) {
     std::cout << "configuration OK (" << source << ")\n";
     return 0;
   }
-  return run(config, std::move(token));
+  return run(std::move(config), std::move(token), config_path, flags);
 }

@@ -9,11 +9,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <string_view>
@@ -37,6 +40,59 @@ std::vector<char*> c_argv(std::vector<std::string>& args) {
 }
 
 }  // namespace
+
+// Receives qbusd's sd_notify datagrams on a thread of its own for the daemon's whole life:
+// qbusd's sends block while the socket's queue is full, so it must always be drained.
+class Daemon::NotifyCollector {
+ public:
+  explicit NotifyCollector(int fd) : fd_(fd), thread_([this] { loop(); }) {}
+  ~NotifyCollector() {
+    done_ = true;
+    thread_.join();
+    ::close(fd_);
+  }
+
+  std::vector<std::string> messages() const {
+    std::lock_guard lock(mutex_);
+    return messages_;
+  }
+
+  std::optional<std::size_t> wait_for(const std::string& needle, std::size_t from,
+                                      std::chrono::milliseconds timeout) const {
+    std::unique_lock lock(mutex_);
+    std::optional<std::size_t> found;
+    changed_.wait_for(lock, timeout, [&] {
+      for (std::size_t i = from; i < messages_.size() && !found; ++i) {
+        if (messages_[i].find(needle) != std::string::npos) found = i;
+      }
+      return found.has_value();
+    });
+    return found;
+  }
+
+ private:
+  void loop() {
+    while (!done_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      char buf[4096];
+      const ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) continue;
+      {
+        std::lock_guard lock(mutex_);
+        messages_.emplace_back(buf, static_cast<std::size_t>(n));
+      }
+      changed_.notify_all();
+    }
+  }
+
+  int fd_;
+  std::atomic<bool> done_{false};
+  mutable std::mutex mutex_;
+  mutable std::condition_variable changed_;
+  std::vector<std::string> messages_;
+  std::thread thread_;  // last: starts once the rest exists
+};
 
 std::string qbusd_path() {
   return QBUS_DAEMON_PATH;
@@ -66,8 +122,16 @@ Daemon::Daemon(DaemonOptions options)
   std::strncpy(sa.sun_path, notify_path.c_str(), sizeof(sa.sun_path) - 1);
   if (::bind(notify, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) die("bind notify");
 
-  std::vector<std::string> args = {qbusd_path(), "--socket", socket_path(), "--log-level",
-                                   options.log_level};
+  std::vector<std::string> args = options.wrapper;
+  args.push_back(qbusd_path());
+  if (options.pass_socket) {
+    args.push_back("--socket");
+    args.push_back(socket_path());
+  }
+  if (!options.log_level.empty()) {
+    args.push_back("--log-level");
+    args.push_back(options.log_level);
+  }
   if (!options.config_json.empty()) {
     std::ofstream(dir_.file("qbusd.json")) << options.config_json;
     args.push_back("--config");
@@ -82,10 +146,49 @@ Daemon::Daemon(DaemonOptions options)
   if (pid_ == 0) {
     int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd >= 0) ::dup2(fd, 2);
+    if (fd > 2) ::close(fd);
     ::setenv("NOTIFY_SOCKET", notify_path.c_str(), 1);
+    for (auto& e : options.env)
+      ::putenv(e.data());
+    if (options.watchdog_usec > 0) {
+      ::setenv("WATCHDOG_USEC", std::to_string(options.watchdog_usec).c_str(), 1);
+      ::setenv("WATCHDOG_PID", std::to_string(::getpid()).c_str(), 1);
+    }
+    if (!options.listen_fds.empty()) {
+      // Out of the way first, so that moving one to 3 + i never closes another.
+      std::vector<int> high;
+      for (int lfd : options.listen_fds)
+        high.push_back(::fcntl(lfd, F_DUPFD, 100));
+      for (std::size_t i = 0; i < high.size(); ++i) {
+        ::dup2(high[i], 3 + static_cast<int>(i));
+        ::close(high[i]);
+      }
+      ::setenv("LISTEN_FDS", std::to_string(high.size()).c_str(), 1);
+      ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+      if (!options.listen_fdnames.empty()) {
+        ::setenv("LISTEN_FDNAMES", options.listen_fdnames.c_str(), 1);
+      }
+    }
     auto argv = c_argv(args);
     ::execv(argv[0], argv.data());
     ::_exit(127);
+  }
+
+  if (options.keep_notify || !options.wait_ready) {
+    notify_ = std::make_unique<NotifyCollector>(notify);
+    if (!options.wait_ready) return;
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (!notify_->wait_for("READY=1", 0, std::chrono::milliseconds(100))) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        throw std::runtime_error("qbusd exited before it was ready:\n" + log());
+      }
+      if (Clock::now() > deadline) {
+        throw std::runtime_error("qbusd did not report READY=1 within 30 s:\n" + log());
+      }
+    }
+    return;
   }
 
   const auto deadline = Clock::now() + std::chrono::seconds(30);
@@ -109,6 +212,16 @@ Daemon::Daemon(DaemonOptions options)
     }
   }
   ::close(notify);
+}
+
+std::vector<std::string> Daemon::notifications() const {
+  return notify_ ? notify_->messages() : std::vector<std::string>{};
+}
+
+std::optional<std::size_t> Daemon::wait_for_notify(const std::string& needle, std::size_t from,
+                                                   std::chrono::milliseconds timeout) const {
+  if (!notify_) throw std::logic_error("wait_for_notify needs DaemonOptions::keep_notify");
+  return notify_->wait_for(needle, from, timeout);
 }
 
 Daemon::~Daemon() {

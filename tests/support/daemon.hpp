@@ -8,6 +8,9 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,8 +32,28 @@ class TempDir {
 struct DaemonOptions {
   std::string config_json;  // written to a file and passed with --config when not empty
   std::vector<std::string> extra_args;
-  std::string log_level = "debug";
-  std::string socket_path;  // default: qbus.sock in the daemon's temporary directory
+  std::string log_level = "debug";  // empty: no --log-level flag (the config file decides)
+  std::string socket_path;          // default: qbus.sock in the daemon's temporary directory
+
+  // Service-manager emulation (tests/integration/systemd_test.cpp).
+  // More environment entries ("NAME=value") for qbusd.
+  std::vector<std::string> env;
+  // A command qbusd is run through (argv[0] an absolute path; qbusd's argv follows), such
+  // as systemd-socket-activate. Its pid is the one stop() signals, so it must exec qbusd.
+  std::vector<std::string> wrapper;
+  // WATCHDOG_USEC for qbusd, with WATCHDOG_PID set to its pid; 0: no watchdog.
+  std::uint64_t watchdog_usec = 0;
+  // Sockets passed the way systemd does: dup'ed to fds 3, 4, ... with LISTEN_FDS,
+  // LISTEN_PID and, when `listen_fdnames` is not empty, LISTEN_FDNAMES (colon-separated).
+  std::vector<int> listen_fds;
+  std::string listen_fdnames;
+  // false: no --socket flag (qbusd takes an inherited socket or picks its default).
+  bool pass_socket = true;
+  // Keep receiving sd_notify messages after READY=1 (notifications(), wait_for_notify()).
+  bool keep_notify = false;
+  // false: return at once instead of waiting for READY=1 (a socket-activation wrapper
+  // starts qbusd only when a client connects). Implies keep_notify.
+  bool wait_ready = true;
 };
 
 class Daemon {
@@ -54,6 +77,16 @@ class Daemon {
                     std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
   // Sends SIGTERM and waits; returns the exit status (or -1 on a signal/timeout).
   int stop();
+  // The sd_notify datagrams received so far (keep_notify), oldest first.
+  std::vector<std::string> notifications() const;
+  // The index of the first datagram at or after `from` that contains `needle`, waiting for
+  // one until `timeout`; nullopt on timeout. Needs keep_notify.
+  std::optional<std::size_t> wait_for_notify(
+      const std::string& needle, std::size_t from = 0,
+      std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
+  // Path of the config file written from config_json (rewrite it, then SIGHUP to reload).
+  std::string config_path() const { return dir_.file("qbusd.json"); }
+
   // Entries in /proc/<pid>/fd of the daemon.
   int open_fds() const;
   // The daemon's region memfds in /proc/<pid>/fd: one per live region (plus, briefly, one
@@ -63,9 +96,12 @@ class Daemon {
   long rss_bytes() const;
 
  private:
+  class NotifyCollector;
+
   TempDir dir_;
   std::string socket_path_;
   pid_t pid_ = -1;
+  std::unique_ptr<NotifyCollector> notify_;  // with keep_notify: drains NOTIFY_SOCKET
 };
 
 struct Result {

@@ -319,6 +319,23 @@ const BadInput kBadInputs[] = {
     {"SocketPathNotString", R"({"socket": {"path": 5}})",
      "socket.path: must be a string, not number"},
     {"UnknownSocketKey", R"({"socket": {"group": "qbus"}})", "socket.group: unknown setting"},
+    // Admin socket
+    {"AdminPathRelative", R"({"admin": {"path": "admin.sock"}})",
+     "admin.path: must be an absolute path"},
+    {"AdminModeNotOctal", R"({"admin": {"mode": "0880"}})",
+     R"(admin.mode: must be an octal string such as "0660")"},
+    {"AdminGroupWithSpace", R"({"admin": {"group": "qbus admins"}})",
+     "admin.group: must be a group name"},
+    {"AdminGroupNumber", R"({"admin": {"group": 1000}})",
+     "admin.group: must be a string, not number"},
+    {"UnknownAdminKey", R"({"admin": {"owner": "root"}})", "admin.owner: unknown setting"},
+    // Regions
+    {"RegionBytesZero", R"({"limits": {"max_region_bytes": 0}})",
+     "limits.max_region_bytes: must be at least 1"},
+    {"UidRegionsOverMax", R"({"limits": {"uid_max_regions": 1000001}})",
+     "limits.uid_max_regions: must be at most 1000000"},
+    {"MaxRegionsString", R"({"limits": {"max_regions": "many"}})",
+     "limits.max_regions: must be an integer, not string"},
     // Log
     {"LogLevelInvalid", R"({"log": {"level": "verbose"}})",
      "log.level: must be one of trace, debug, info, warn, error"},
@@ -689,6 +706,23 @@ TEST(ConfigTest, LoadTokenRefusesATokenLongerThan1024Bytes) {
   auto ok = load_token(longest.path(), error);
   ASSERT_TRUE(ok.has_value()) << error;
   EXPECT_EQ(ok->size(), 1024u);
+}
+
+TEST(ConfigTest, EffectiveConfigJsonReadsBackAsTheSameConfig) {
+  const auto c = parse_ok(R"({"admin": {"group": "qbus-admin", "mode": "0640"},
+                              "limits": {"max_region_bytes": 4096, "max_queues": 7},
+                              "queues": [{"key": "jobs", "max_messages": 3}]})");
+  const std::string text = to_json_text(c, "/run/x/q.sock", "/run/x/admin.sock");
+  const auto again = parse_ok(text);
+  EXPECT_EQ(again.admin_group, "qbus-admin");
+  EXPECT_EQ(again.admin_socket_mode, 0640u);
+  EXPECT_EQ(again.max_region_bytes, 4096u);
+  EXPECT_EQ(again.max_queues, 7u);
+  ASSERT_EQ(again.queues.size(), 1u);
+  EXPECT_EQ(again.queues[0].settings.max_messages, 3u);
+  EXPECT_EQ(again.socket_path, "/run/x/q.sock");
+  EXPECT_EQ(again.admin_socket_path, "/run/x/admin.sock");
+  EXPECT_EQ(text.find("token\""), std::string::npos);  // only token_file, never a token
 }
 
 }  // namespace

@@ -73,6 +73,14 @@ class Broker {
   Broker& operator=(const Broker&) = delete;
 
   const Limits& limits() const { return limits_; }
+  // Replaces the limits (a configuration reload). Nothing already admitted is dropped when
+  // a limit shrinks below current use: connections, queued messages, waiting receives and
+  // regions stay, and only new work over the new limit is refused. Existing queues and
+  // inboxes keep their options; queue_defaults and inbox apply to those created later.
+  void set_limits(const Limits& limits) {
+    limits_ = limits;
+    regions_.set_limits(limits.regions);
+  }
 
   // Registers a peer; fails with too_many_connections when a global or per-uid limit is hit.
   // Direct sends parked for the peer's pid are delivered into its inbox now.

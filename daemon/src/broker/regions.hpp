@@ -110,6 +110,8 @@ class RegionTable {
   ~RegionTable();
 
   const RegionLimits& limits() const { return limits_; }
+  // New limits apply to later allocations; live regions stay even when over them.
+  void set_limits(const RegionLimits& limits) { limits_ = limits; }
 
   // A new anonymous region of `size` bytes, charged to who.uid until it is freed; `owner`
   // holds one writable handle to it. Refusals: payload_too_large (size 0 or over

@@ -277,6 +277,9 @@ std::size_t Connection::process(std::span<const std::byte> in) {
 
 Connection::Step Connection::answer(const proto::Header& h, const broker::SendOutcome& r,
                                     bool ok_on_success) {
+  if (r.result == broker::SendResult::accepted || r.result == broker::SendResult::deferred) {
+    ++stats_.sent_total;
+  }
   switch (r.result) {
     case broker::SendResult::accepted:
       if (ok_on_success) {
@@ -527,6 +530,7 @@ Connection::Step Connection::handle_hello(const proto::Header& h, proto::Bytes b
 
 void Connection::welcome(std::uint64_t correlation, std::string_view name) {
   welcomed_ = true;
+  stats_.name = std::string(name);
   handshake_timer_.cancel();
   proto::Welcome w;
   w.version = proto::kVersion;

@@ -56,6 +56,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void flush();
   void unblock();  // a queue this producer was blocked on has room again
 
+  // What the admin socket shows about a connection.
+  struct Stats {
+    std::string comm;  // the peer process's name from /proc; empty for TCP peers
+    std::string name;  // the name the client gave in HELLO (not verified)
+    std::chrono::system_clock::time_point connected_at = std::chrono::system_clock::now();
+    std::uint64_t sent_total = 0;      // messages the broker accepted from this connection
+    std::uint64_t received_total = 0;  // messages it handed to this connection
+  };
+  const Stats& stats() const { return stats_; }
+  void set_comm(std::string comm) { stats_.comm = std::move(comm); }
+  void count_received() { ++stats_.received_total; }
+
   broker::PeerId id() const { return id_; }
   const broker::Identity& identity() const { return identity_; }
   const std::string& description() const { return description_; }
@@ -132,6 +144,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // One timer per connection, used in turn for the handshake timeout, a held TCP HELLO
   // and the grace before a closing connection is cut.
   asio::steady_timer handshake_timer_;
+  Stats stats_;
   std::uint64_t misbehaviours_ = 0;
   std::uint64_t refusals_ = 0;
   bool welcomed_ = false;

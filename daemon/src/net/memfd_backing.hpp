@@ -18,6 +18,8 @@ class MemfdBacking final : public broker::RegionBacking {
   // broker does not add that seal itself) and freezes its seals.
   broker::RegionStatus seal_for_handover(int handle) override;
   void destroy(int handle) noexcept override;
+  // The largest region create() makes from now on (a configuration reload).
+  void set_max_region_bytes(std::uint64_t max) { max_ = max; }
 
  private:
   std::uint64_t max_;

@@ -60,10 +60,32 @@ Server::~Server() = default;
 
 void Server::start() {
   bound_ = bind_unix_listener(options_.socket_path, options_.socket_mode);
-  acceptor_.assign(asio::local::stream_protocol(), bound_.fd.release());
+  listen_on(bound_.fd.release());
+}
+
+void Server::start(UniqueFd inherited_unix) {
+  std::string path;
+  bound_ = adopt_unix_listener(std::move(inherited_unix), path);
+  if (!path.empty()) options_.socket_path = path;
+  listen_on(bound_.fd.release());
+}
+
+void Server::listen_on(int unix_fd) {
+  acceptor_.assign(asio::local::stream_protocol(), unix_fd);
   if (!options_.tcp_listen.empty()) start_tcp();
   accept_unix();
   if (tcp_acceptor_.is_open()) accept_tcp();
+}
+
+void Server::set_limits(const broker::Limits& limits, std::size_t max_outbound_bytes,
+                        std::uint32_t handshake_timeout_ms) {
+  broker::Limits l = limits;
+  l.max_payload = options_.limits.max_payload;
+  options_.limits = l;
+  options_.max_outbound_bytes = max_outbound_bytes;
+  options_.handshake_timeout_ms = handshake_timeout_ms;
+  backing_.set_max_region_bytes(l.regions.max_region_bytes);
+  broker_.set_limits(l);
 }
 
 void Server::start_tcp() {
@@ -136,7 +158,7 @@ void Server::accept_unix() {
     const int fd = sock.release();
     admit(
         asio::generic::stream_protocol::socket(io_, asio::generic::stream_protocol(AF_UNIX, 0), fd),
-        who, std::move(description), {});
+        who, std::move(description), {}, cred.comm);
     accept_unix();
   });
 }
@@ -168,10 +190,11 @@ void Server::accept_tcp() {
 }
 
 void Server::admit(asio::generic::stream_protocol::socket socket, broker::Identity who,
-                   std::string description, std::string remote_ip) {
+                   std::string description, std::string remote_ip, std::string comm) {
   const broker::PeerId id = who.client_id;
   auto conn = std::make_shared<Connection>(*this, std::move(socket), id, who,
                                            std::move(description), remote_ip);
+  conn->set_comm(std::move(comm));
   conns_.emplace(id, conn);
   Errc e = Errc::ok;
   if (who.tcp) {
@@ -331,6 +354,7 @@ void Server::deliver(broker::PeerId to, std::uint64_t correlation, bool last,
                      const broker::Delivery& d) {
   Connection* c = find(to);
   if (!c) return;
+  c->count_received();
   proto::Deliver frame{d.sender.pid, d.sender.uid, d.sender.client_id,
                        d.request_id, d.key,        d.payload};
   if (d.region) {

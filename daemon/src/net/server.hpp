@@ -36,11 +36,27 @@ class Server final : public broker::Sink {
 
   // Binds the listening sockets; throws std::runtime_error with one clear sentence.
   void start();
+  // The same with the client socket the service manager passed (socket activation)
+  // instead of binding one: options().socket_path becomes that socket's path, and its file
+  // is left in place at shutdown (it belongs to systemd).
+  void start(UniqueFd inherited_unix);
+  // A configuration reload: new broker limits (max_payload stays: clients were told it),
+  // per-connection output bound and handshake timeout. Nothing admitted is dropped.
+  void set_limits(const broker::Limits& limits, std::size_t max_outbound_bytes,
+                  std::uint32_t handshake_timeout_ms);
   // Stops accepting, fails waiting receives, flushes what can be flushed and closes every
   // connection; `done` runs once all are gone (or the drain deadline passed).
   void stop(std::function<void()> done);
 
   broker::Broker& broker() { return broker_; }
+  const broker::Broker& broker() const { return broker_; }
+  // Every open connection (authenticated or not), for the admin socket.
+  template <typename F>
+  void for_each_connection(F&& f) const {
+    for (const auto& [id, c] : conns_)
+      f(*c);
+  }
+  std::size_t connection_count() const { return conns_.size(); }
   const ServerOptions& options() const { return options_; }
   std::span<std::byte> scratch() { return scratch_; }
   // "host:port" the TCP listener is bound to (the real port when 0 was asked for).
@@ -74,6 +90,7 @@ class Server final : public broker::Sink {
     broker::Clock::time_point last;
   };
 
+  void listen_on(int unix_fd);
   void start_tcp();
   void accept_unix();
   void accept_tcp();
@@ -81,7 +98,7 @@ class Server final : public broker::Sink {
   void retry_accept(asio::steady_timer& timer, std::function<void()> again,
                     const asio::error_code& ec);
   void admit(asio::generic::stream_protocol::socket socket, broker::Identity who,
-             std::string description, std::string remote_ip);
+             std::string description, std::string remote_ip, std::string comm = {});
   void end_preauth(const std::string& address);
   void arm_deadline_timer();
   void deliver_region(Connection& c, std::uint64_t correlation, bool last,

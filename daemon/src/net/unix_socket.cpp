@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
@@ -107,6 +108,29 @@ BoundSocket bind_unix_listener(const std::string& path, std::uint32_t mode) {
     out.dev = st.st_dev;
     out.ino = st.st_ino;
   }
+  return out;
+}
+
+BoundSocket adopt_unix_listener(UniqueFd fd, std::string& path) {
+  const auto option = [&](int name) {
+    int value = -1;
+    socklen_t len = sizeof(value);
+    return ::getsockopt(fd.get(), SOL_SOCKET, name, &value, &len) == 0 ? value : -1;
+  };
+  if (option(SO_DOMAIN) != AF_UNIX || option(SO_TYPE) != SOCK_STREAM ||
+      option(SO_ACCEPTCONN) != 1) {
+    throw std::runtime_error("inherited fd " + std::to_string(fd.get()) +
+                             " is not a listening Unix stream socket");
+  }
+  sockaddr_un addr{};
+  socklen_t addr_len = sizeof(addr);
+  path.clear();
+  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &addr_len) == 0 &&
+      addr_len > offsetof(sockaddr_un, sun_path) && addr.sun_path[0] != '\0') {
+    path.assign(addr.sun_path, ::strnlen(addr.sun_path, sizeof(addr.sun_path)));
+  }
+  BoundSocket out;
+  out.fd = std::move(fd);
   return out;
 }
 

@@ -27,6 +27,10 @@ struct Config {
   // Listener
   std::string socket_path;  // empty: the default for this user (DESIGN.md)
   std::uint32_t socket_mode = 0666;
+  // Admin socket: root, the daemon's own uid and members of admin_group may use it.
+  std::string admin_socket_path;  // empty: the default for this user (DESIGN.md)
+  std::uint32_t admin_socket_mode = 0660;
+  std::string admin_group;  // a group name; empty: no group
 
   // TCP listener: off unless tcp_listen ("HOST:PORT") is set; then a token file is required.
   std::string tcp_listen;
@@ -80,6 +84,12 @@ LoadResult load_file(const std::string& path);
 std::optional<std::string> load_token(const std::string& path, std::string& error);
 
 bool is_valid_log_level(std::string_view level);
+
+// The configuration as JSON in the file's shape, every field present (defaults filled in).
+// It holds no secrets: the TCP token lives in its own file, of which only the path shows.
+// `socket_path`/`admin_path` are the resolved paths qbusd uses.
+std::string to_json_text(const Config& c, const std::string& socket_path,
+                         const std::string& admin_path);
 std::optional<proto::Overflow> parse_overflow(std::string_view name);
 
 }  // namespace qbus::config

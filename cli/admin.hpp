@@ -1,0 +1,20 @@
+// qbusctl's admin commands: one JSON request over the admin socket, printed as an aligned
+// table (or the raw JSON answer with --json). docs/admin.md documents the protocol.
+#pragma once
+
+#include <string>
+
+namespace qbusctl {
+
+struct AdminCommand {
+  std::string address;         // --admin-address; empty: $QBUS_ADMIN_ADDRESS, then the defaults
+  std::string client_address;  // --address, whose directory holds the admin socket too
+  bool json = false;
+  std::string request;  // queues, queue, clients, regions, stats, purge, delete
+  std::string key;      // queue, purge, delete
+};
+
+// Runs the command; returns the exit code (0, or 1 with one line on stderr).
+int run_admin(const AdminCommand& cmd);
+
+}  // namespace qbusctl

@@ -1,0 +1,427 @@
+#include "admin/admin_server.hpp"
+
+#include <grp.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <vector>
+
+#include "net/connection.hpp"
+#include "qbus/proto/codec.hpp"
+
+namespace qbus::daemon {
+namespace {
+
+using json = nlohmann::json;
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr std::size_t kMaxLine = 64 * 1024;
+constexpr std::size_t kMaxSessions = 64;
+constexpr auto kSampleEvery = std::chrono::seconds(1);
+constexpr std::size_t kRateWindow = 5;  // seconds
+
+json error_answer(std::string_view code, std::string_view message) {
+  return json{{"ok", false}, {"error", {{"code", code}, {"message", message}}}};
+}
+
+std::string iso8601(std::chrono::system_clock::time_point t) {
+  const std::time_t secs = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+long rss_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  long pages_total = 0, pages_resident = 0;
+  if (!(statm >> pages_total >> pages_resident)) return -1;
+  return pages_resident * ::sysconf(_SC_PAGESIZE);
+}
+
+json queue_json(const broker::Queue& q, SteadyClock::time_point now) {
+  const auto& o = q.options();
+  const auto& c = q.counters();
+  std::int64_t oldest_ms = 0;
+  if (const auto* m = q.oldest()) {
+    oldest_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - m->enqueued).count();
+  }
+  return json{{"key", q.key()},
+              {"depth", q.depth()},
+              {"bytes", q.bytes()},
+              {"max_messages", o.max_messages},
+              {"max_bytes", o.max_bytes},
+              {"overflow", proto::overflow_name(o.overflow)},
+              {"declared", q.declared()},
+              {"waiting_receivers", q.waiters().size()},
+              {"blocked_producers", q.blocked().size()},
+              {"enqueued_total", c.enqueued_total},
+              {"dequeued_total", c.dequeued_total},
+              {"dropped_total", c.dropped_total},
+              {"rejected_total", c.rejected_total},
+              {"oldest_age_ms", oldest_ms}};
+}
+
+}  // namespace
+
+// One admin connection: reads a line, answers it, reads the next. One request at a time,
+// so a client that stops reading holds up only itself.
+class AdminServer::Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(AdminServer& admin, asio::local::stream_protocol::socket socket)
+      : admin_(admin), socket_(std::move(socket)), in_(kMaxLine) {}
+
+  void start() { read(); }
+  int native_handle() { return socket_.native_handle(); }
+  void refuse(std::string line) {
+    out_ = std::move(line);
+    asio::async_write(
+        socket_, asio::buffer(out_),
+        [self = shared_from_this()](const asio::error_code&, std::size_t) { self->close(); });
+  }
+  void close() {
+    asio::error_code ec;
+    socket_.close(ec);
+    admin_.sessions_.erase(this);
+  }
+
+ private:
+  void read() {
+    asio::async_read_until(
+        socket_, in_, '\n', [self = shared_from_this()](const asio::error_code& ec, std::size_t n) {
+          if (ec == asio::error::not_found) {
+            self->refuse(
+                error_answer("malformed_request", "request line longer than 65536 bytes").dump() +
+                "\n");
+            return;
+          }
+          if (ec) {
+            self->close();
+            return;
+          }
+          std::string line(asio::buffers_begin(self->in_.data()),
+                           asio::buffers_begin(self->in_.data()) + static_cast<std::ptrdiff_t>(n));
+          self->in_.consume(n);
+          line.pop_back();
+          if (!line.empty() && line.back() == '\r') line.pop_back();
+          if (line.find_first_not_of(" \t") == std::string::npos) {
+            self->read();  // blank lines are harmless
+            return;
+          }
+          self->out_ = self->admin_.handle(line);
+          self->out_.push_back('\n');
+          asio::async_write(self->socket_, asio::buffer(self->out_),
+                            [self](const asio::error_code& wec, std::size_t) {
+                              if (wec) {
+                                self->close();
+                                return;
+                              }
+                              self->read();
+                            });
+        });
+  }
+
+  AdminServer& admin_;
+  asio::local::stream_protocol::socket socket_;
+  asio::streambuf in_;
+  std::string out_;
+};
+
+AdminServer::AdminServer(asio::io_context& io, Server& server, AdminOptions options)
+    : io_(io),
+      server_(server),
+      options_(std::move(options)),
+      acceptor_(io),
+      sampler_(io),
+      retry_(io) {}
+
+AdminServer::~AdminServer() {
+  stop();
+}
+
+void AdminServer::start(int inherited_fd) {
+  update(options_.group, options_.config_json);
+  if (inherited_fd >= 0) {
+    acceptor_.assign(asio::local::stream_protocol(), inherited_fd);
+  } else {
+    bound_ = bind_unix_listener(options_.socket_path, options_.socket_mode);
+    own_socket_ = true;
+    if (group_gid_ && ::chown(options_.socket_path.c_str(), static_cast<uid_t>(-1),
+                              static_cast<gid_t>(*group_gid_)) != 0) {
+      throw std::runtime_error("cannot give the admin socket " + options_.socket_path +
+                               " to group '" + options_.group + "': " + std::strerror(errno));
+    }
+    acceptor_.assign(asio::local::stream_protocol(), bound_.fd.release());
+  }
+  samples_.push_back(Sample{SteadyClock::now(), server_.broker().totals()});
+  sampler_.expires_after(kSampleEvery);
+  sampler_.async_wait([this](const asio::error_code& ec) {
+    if (!ec) sample();
+  });
+  accept();
+}
+
+void AdminServer::update(const std::string& group, std::string config_json) {
+  std::optional<unsigned> gid;
+  if (!group.empty()) {
+    errno = 0;
+    const ::group* g = ::getgrnam(group.c_str());
+    if (g == nullptr) {
+      throw std::runtime_error("admin.group: no group named '" + group + "'");
+    }
+    gid = g->gr_gid;
+  }
+  group_gid_ = gid;
+  options_.group = group;
+  options_.config_json = std::move(config_json);
+}
+
+void AdminServer::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  asio::error_code ec;
+  acceptor_.close(ec);
+  sampler_.cancel();
+  retry_.cancel();
+  for (auto& [ptr, weak] : std::unordered_map<Session*, std::weak_ptr<Session>>(sessions_)) {
+    if (auto s = weak.lock()) s->close();
+  }
+  sessions_.clear();
+  if (own_socket_) unlink_if_ours(options_.socket_path, bound_);
+}
+
+void AdminServer::sample() {
+  samples_.push_back(Sample{SteadyClock::now(), server_.broker().totals()});
+  while (samples_.size() > kRateWindow + 1)
+    samples_.pop_front();
+  sampler_.expires_after(kSampleEvery);
+  sampler_.async_wait([this](const asio::error_code& ec) {
+    if (!ec) sample();
+  });
+}
+
+bool AdminServer::permitted(int fd, std::string& who) const {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    who = "a peer without credentials";
+    return false;
+  }
+  who = "pid " + std::to_string(cred.pid) + " uid " + std::to_string(cred.uid);
+  if (cred.uid == 0 || cred.uid == ::geteuid()) return true;
+  if (!group_gid_) return false;
+  if (cred.gid == *group_gid_) return true;
+  // Supplementary groups too: membership of the admin group is usually one of them.
+  std::vector<gid_t> groups(64);
+  socklen_t size = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &size) != 0 && errno == ERANGE) {
+    groups.resize(size / sizeof(gid_t));
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &size) != 0) return false;
+  } else if (size == 0) {
+    return false;
+  }
+  groups.resize(size / sizeof(gid_t));
+  for (gid_t g : groups) {
+    if (g == *group_gid_) return true;
+  }
+  return false;
+}
+
+void AdminServer::accept() {
+  acceptor_.async_accept([this](const asio::error_code& ec,
+                                asio::local::stream_protocol::socket sock) {
+    if (stopped_ || ec == asio::error::operation_aborted) return;
+    if (ec) {
+      // EMFILE and the like: pause instead of spinning.
+      spdlog::error("admin socket: accept failed: {}", ec.message());
+      retry_.expires_after(std::chrono::milliseconds(200));
+      retry_.async_wait([this](const asio::error_code& e) {
+        if (!e) accept();
+      });
+      return;
+    }
+    auto session = std::make_shared<Session>(*this, std::move(sock));
+    sessions_.emplace(session.get(), session);
+    std::string who;
+    // The socket is not the only gate: its mode may be loosened by mistake, and a
+    // systemd-made socket is set up elsewhere.
+    if (!permitted(session->native_handle(), who)) {
+      spdlog::warn("admin socket: refused {}: not root, qbusd's uid or in the admin group", who);
+      session->refuse(error_answer("permission_denied",
+                                   "the admin socket is for root, qbusd's user and members of "
+                                   "the admin group")
+                          .dump() +
+                      "\n");
+    } else if (sessions_.size() > kMaxSessions) {
+      spdlog::warn("admin socket: refused {}: {} admin connections already", who, kMaxSessions);
+      session->refuse(error_answer("too_many_connections", "too many admin connections").dump() +
+                      "\n");
+    } else {
+      spdlog::debug("admin socket: {} connected", who);
+      session->start();
+    }
+    accept();
+  });
+}
+
+std::string AdminServer::handle(const std::string& line) {
+  json req;
+  try {
+    req = json::parse(line);
+  } catch (const json::parse_error& e) {
+    return error_answer("malformed_request", std::string("not JSON: ") + e.what()).dump();
+  }
+  if (!req.is_object() || !req.contains("request") || !req["request"].is_string()) {
+    return error_answer("malformed_request",
+                        "a request is a JSON object with a string \"request\" member")
+        .dump();
+  }
+  const std::string what = req["request"];
+  auto& broker = server_.broker();
+  const auto now = SteadyClock::now();
+  const auto key_of = [&](std::string& key) -> std::optional<json> {
+    if (!req.contains("key") || !req["key"].is_string()) {
+      return error_answer("malformed_request", "\"" + what + "\" needs a string \"key\"");
+    }
+    key = req["key"];
+    if (!proto::is_valid_key(key)) {
+      return error_answer("invalid_key", "invalid queue key '" + key.substr(0, 64) + "'");
+    }
+    return std::nullopt;
+  };
+
+  if (what == "queues") {
+    json list = json::array();
+    broker.for_each_queue([&](const broker::Queue& q) { list.push_back(queue_json(q, now)); });
+    return json{{"ok", true}, {"queues", std::move(list)}}.dump();
+  }
+  if (what == "queue") {
+    std::string key;
+    if (auto bad = key_of(key)) return bad->dump();
+    const auto* q = broker.find(key);
+    if (!q) return error_answer("no_such_queue", "no queue '" + key + "'").dump();
+    return json{{"ok", true}, {"queue", queue_json(*q, now)}}.dump();
+  }
+  if (what == "clients") {
+    json list = json::array();
+    server_.for_each_connection([&](const Connection& c) {
+      const auto& id = c.identity();
+      const auto& st = c.stats();
+      json entry{{"id", c.id()},
+                 {"pid", id.pid},
+                 {"uid", id.uid},
+                 {"gid", id.gid},
+                 {"comm", st.comm},
+                 {"name", st.name},
+                 {"transport", id.tcp ? "tcp" : "unix"},
+                 {"connected_at", iso8601(st.connected_at)},
+                 {"connected_for_s", std::chrono::duration_cast<std::chrono::seconds>(
+                                         std::chrono::system_clock::now() - st.connected_at)
+                                         .count()},
+                 {"sent_total", st.sent_total},
+                 {"received_total", st.received_total},
+                 {"inbox_depth", broker.inbox_depth(c.id())}};
+      if (id.tcp) {
+        entry["remote"] = c.description().substr(4);  // "tcp HOST:PORT"
+        entry["authenticated"] = c.authenticated();
+      }
+      list.push_back(std::move(entry));
+    });
+    return json{{"ok", true}, {"clients", std::move(list)}}.dump();
+  }
+  if (what == "regions") {
+    json list = json::array();
+    broker.regions().for_each([&](const broker::RegionInfo& r) {
+      list.push_back(json{{"id", r.id},
+                          {"size", r.size},
+                          {"owner_pid", r.owner_pid},
+                          {"owner_uid", r.owner_uid},
+                          {"refs", r.handles + r.message_refs + (r.declared ? 1 : 0)},
+                          {"handles", r.handles},
+                          {"message_refs", r.message_refs},
+                          {"sealed", r.sealed},
+                          {"named", r.named},
+                          {"key", r.named ? json(r.key) : json(nullptr)}});
+    });
+    return json{{"ok", true}, {"regions", std::move(list)}}.dump();
+  }
+  if (what == "stats") return stats_json();
+  if (what == "purge" || what == "delete") {
+    std::string key;
+    if (auto bad = key_of(key)) return bad->dump();
+    const auto dropped = what == "purge" ? broker.purge(key) : broker.remove(key);
+    if (!dropped) return error_answer("no_such_queue", "no queue '" + key + "'").dump();
+    spdlog::info("admin: {} '{}' dropped {} messages", what, key, *dropped);
+    server_.end_of_batch();  // waiters told queue_deleted, producers resumed: flush now
+    return json{{"ok", true}, {"key", key}, {"dropped", *dropped}}.dump();
+  }
+  if (what == "config") {
+    return json{{"ok", true}, {"config", json::parse(options_.config_json)}}.dump();
+  }
+  if (what == "set-log-level") {
+    if (!req.contains("level") || !req["level"].is_string()) {
+      return error_answer("malformed_request", "\"set-log-level\" needs a string \"level\"").dump();
+    }
+    const std::string level = req["level"];
+    const auto parsed = spdlog::level::from_str(level);
+    if (parsed == spdlog::level::off && level != "off") {
+      return error_answer("invalid_argument",
+                          "level must be one of trace, debug, info, warn, error")
+          .dump();
+    }
+    const auto previous = spdlog::level::to_string_view(spdlog::get_level());
+    spdlog::set_level(parsed);
+    spdlog::info("admin: log level set to {}", level);
+    return json{
+        {"ok", true}, {"level", level}, {"previous", std::string(previous.data(), previous.size())}}
+        .dump();
+  }
+  return error_answer("unknown_request",
+                      "unknown request '" + what.substr(0, 64) + "'; see docs/admin.md")
+      .dump();
+}
+
+std::string AdminServer::stats_json() const {
+  const auto& broker = server_.broker();
+  const auto& t = broker.totals();
+  const auto now = SteadyClock::now();
+  std::uint64_t region_bytes = 0;
+  broker.regions().for_each([&](const broker::RegionInfo& r) { region_bytes += r.size; });
+  json stats{{"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(now - started_).count()},
+             {"connections", server_.connection_count()},
+             {"queues", broker.queue_count()},
+             {"inboxes", broker.inbox_count()},
+             {"regions", broker.regions().count()},
+             {"region_bytes", region_bytes},
+             {"messages_in_total", t.messages_in},
+             {"messages_out_total", t.messages_out},
+             {"bytes_in_total", t.bytes_in},
+             {"bytes_out_total", t.bytes_out},
+             {"rss_bytes", rss_bytes()}};
+  // Rates from the oldest sample in the window to now.
+  double secs = 0;
+  broker::BrokerTotals base{};
+  if (!samples_.empty()) {
+    base = samples_.front().totals;
+    secs = std::chrono::duration<double>(now - samples_.front().at).count();
+  }
+  const auto rate = [&](std::uint64_t now_total, std::uint64_t then) {
+    return secs > 0 ? static_cast<double>(now_total - then) / secs : 0.0;
+  };
+  stats["rate_window_s"] = secs;
+  stats["messages_in_per_s"] = rate(t.messages_in, base.messages_in);
+  stats["messages_out_per_s"] = rate(t.messages_out, base.messages_out);
+  stats["bytes_in_per_s"] = rate(t.bytes_in, base.bytes_in);
+  stats["bytes_out_per_s"] = rate(t.bytes_out, base.bytes_out);
+  return json{{"ok", true}, {"stats", std::move(stats)}}.dump();
+}
+
+}  // namespace qbus::daemon

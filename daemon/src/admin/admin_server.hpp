@@ -1,0 +1,81 @@
+// The admin socket: newline-delimited JSON requests and answers about queues, clients,
+// regions and counters, plus the operator's actions (purge, delete, log level). The
+// request/answer shapes are documented in docs/admin.md; JSON exists only in this module.
+//
+// Access is decided per connection by the kernel's view of the peer (SO_PEERCRED and
+// SO_PEERGROUPS), not only by the socket file's mode: root, qbusd's own uid and members of
+// the configured admin group. Refusals get one error line and are logged.
+//
+// Thread-safety: none; everything runs on the broker's io_context thread, like the Server
+// whose state it reads.
+#pragma once
+
+#include <asio.hpp>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "net/server.hpp"
+#include "net/unix_socket.hpp"
+
+namespace qbus::daemon {
+
+struct AdminOptions {
+  std::string socket_path;
+  std::uint32_t socket_mode = 0660;
+  std::string group;  // group name; empty: none
+  // The effective configuration as JSON text, shown by the `config` request.
+  std::string config_json = "{}";
+};
+
+class AdminServer {
+ public:
+  AdminServer(asio::io_context& io, Server& server, AdminOptions options);
+  ~AdminServer();
+  AdminServer(const AdminServer&) = delete;
+  AdminServer& operator=(const AdminServer&) = delete;
+
+  // Binds the admin socket (or, with inherited_fd >= 0, uses that listening socket, which
+  // systemd owns) and starts accepting. Throws std::runtime_error with one sentence (a
+  // missing group, a path in use).
+  void start(int inherited_fd = -1);
+  // Stops accepting, closes every admin connection and removes the socket file we made.
+  void stop();
+  // After a configuration reload: the group allowed in and the `config` answer.
+  void update(const std::string& group, std::string config_json);
+
+  const std::string& socket_path() const { return options_.socket_path; }
+
+ private:
+  class Session;
+  struct Sample {
+    std::chrono::steady_clock::time_point at;
+    broker::BrokerTotals totals;
+  };
+
+  void accept();
+  // Whether the peer on `fd` may use the admin socket; `who` describes it for the log.
+  bool permitted(int fd, std::string& who) const;
+  std::string handle(const std::string& line);
+  void sample();
+  std::string stats_json() const;
+
+  asio::io_context& io_;
+  Server& server_;
+  AdminOptions options_;
+  std::optional<unsigned> group_gid_;
+  asio::local::stream_protocol::acceptor acceptor_;
+  asio::steady_timer sampler_;
+  asio::steady_timer retry_;
+  BoundSocket bound_;
+  bool own_socket_ = false;
+  bool stopped_ = false;
+  std::deque<Sample> samples_;  // one a second over the rate window
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;
+};
+
+}  // namespace qbus::daemon

@@ -1,0 +1,179 @@
+#include "service/reload.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "net/server.hpp"
+
+namespace qbus::daemon {
+namespace {
+
+using config::Config;
+using config::QueueSettings;
+
+std::string describe(const QueueSettings& s) {
+  return "max_messages " + std::to_string(s.max_messages) + ", max_bytes " +
+         std::to_string(s.max_bytes) + ", overflow " +
+         std::string(proto::overflow_name(s.overflow));
+}
+
+bool same(const QueueSettings& a, const QueueSettings& b) {
+  return a.max_messages == b.max_messages && a.max_bytes == b.max_bytes && a.overflow == b.overflow;
+}
+
+// The numeric limits that apply live, by their config path.
+std::vector<std::pair<const char*, std::uint64_t>> live_limits(const Config& c) {
+  return {{"limits.max_queues", c.max_queues},
+          {"limits.max_connections", c.max_connections},
+          {"limits.uid_max_connections", c.uid_max_connections},
+          {"limits.uid_max_queued_bytes", c.uid_max_queued_bytes},
+          {"limits.uid_max_queued_messages", c.uid_max_queued_messages},
+          {"limits.max_waiting_receives", c.max_waiting_receives},
+          {"limits.max_receive_batch", c.max_receive_batch},
+          {"limits.max_outbound_bytes", c.max_outbound_bytes},
+          {"limits.handshake_timeout_ms", c.handshake_timeout_ms},
+          {"limits.max_pending_requests", c.max_pending_requests},
+          {"limits.max_parked_sends", c.max_parked_sends},
+          {"limits.max_region_bytes", c.max_region_bytes},
+          {"limits.uid_max_region_bytes", c.uid_max_region_bytes},
+          {"limits.uid_max_regions", c.uid_max_regions},
+          {"limits.max_regions", c.max_regions}};
+}
+
+// Fields read once at startup: a change is logged and `effective` keeps the running value.
+void keep_restart_only(const Config& running, const Config& next, Config& effective) {
+  const auto changed = [](const char* field) {
+    spdlog::warn("{} changed; restart qbusd to apply", field);
+  };
+  if (next.socket_path != running.socket_path) changed("socket.path");
+  if (next.socket_mode != running.socket_mode) changed("socket.mode");
+  if (next.admin_socket_path != running.admin_socket_path) changed("admin.path");
+  if (next.admin_socket_mode != running.admin_socket_mode) changed("admin.mode");
+  if (next.tcp_listen != running.tcp_listen) changed("tcp.listen");
+  if (next.tcp_token_file != running.tcp_token_file) changed("tcp.token_file");
+  // Announced to every client in WELCOME and used to size frames: clients already
+  // connected would disagree with the broker about what fits.
+  if (next.max_payload_bytes != running.max_payload_bytes) changed("limits.max_payload_bytes");
+  effective.socket_path = running.socket_path;
+  effective.socket_mode = running.socket_mode;
+  effective.admin_socket_path = running.admin_socket_path;
+  effective.admin_socket_mode = running.admin_socket_mode;
+  effective.tcp_listen = running.tcp_listen;
+  effective.tcp_token_file = running.tcp_token_file;
+  effective.max_payload_bytes = running.max_payload_bytes;
+}
+
+void apply_limits(const Config& running, const Config& effective, Server& server) {
+  bool any = false;
+  const auto before = live_limits(running);
+  const auto after = live_limits(effective);
+  for (std::size_t i = 0; i < before.size(); ++i) {
+    if (before[i].second != after[i].second) {
+      spdlog::info("{}: {} -> {}", before[i].first, before[i].second, after[i].second);
+      any = true;
+    }
+  }
+  if (!same(running.queue_defaults, effective.queue_defaults)) {
+    spdlog::info("queue_defaults: {} (queues created from now on)",
+                 describe(effective.queue_defaults));
+    any = true;
+  }
+  if (!same(running.inbox, effective.inbox)) {
+    spdlog::info("inbox: {} (inboxes created from now on)", describe(effective.inbox));
+    any = true;
+  }
+  if (any) {
+    server.set_limits(broker_limits(effective), effective.max_outbound_bytes,
+                      effective.handshake_timeout_ms);
+  }
+}
+
+void apply_queues(const Config& running, const Config& effective, Server& server) {
+  auto& broker = server.broker();
+  for (std::size_t i = 0; i < effective.queues.size(); ++i) {
+    const auto& q = effective.queues[i];
+    const bool existed = broker.find(q.key) != nullptr;
+    std::string text;
+    const auto e = broker.declare(
+        q.key, {q.settings.max_messages, q.settings.max_bytes, q.settings.overflow}, text);
+    if (e == Errc::queue_conflict) {
+      // A declared queue keeps its options: other clients rely on what they declared.
+      spdlog::warn(
+          "queues[{}]: {}; the new options ({}) apply after a restart, or after "
+          "'qbusctl delete {}' and another reload",
+          i, text, describe(q.settings), q.key);
+    } else if (e != Errc::ok) {
+      spdlog::error("queues[{}]: cannot declare queue '{}': {}", i, q.key, text);
+    } else if (!existed) {
+      spdlog::info("declared queue '{}' ({})", q.key, describe(q.settings));
+    }
+  }
+  for (const auto& old : running.queues) {
+    bool kept = false;
+    for (const auto& q : effective.queues)
+      kept = kept || q.key == old.key;
+    if (!kept && broker.find(old.key)) {
+      spdlog::info(
+          "queue '{}' is no longer in the configuration; it stays until 'qbusctl delete {}' "
+          "or a restart",
+          old.key, old.key);
+    }
+  }
+}
+
+}  // namespace
+
+broker::Limits broker_limits(const Config& c) {
+  broker::Limits l;
+  l.max_payload = c.max_payload_bytes;
+  l.queue_defaults = {c.queue_defaults.max_messages, c.queue_defaults.max_bytes,
+                      c.queue_defaults.overflow};
+  l.max_queues = c.max_queues;
+  l.max_connections = c.max_connections;
+  l.uid_max_connections = c.uid_max_connections;
+  l.uid_max_queued_bytes = c.uid_max_queued_bytes;
+  l.uid_max_queued_messages = c.uid_max_queued_messages;
+  l.max_waiting_receives = c.max_waiting_receives;
+  l.max_receive_batch = c.max_receive_batch;
+  l.inbox = {c.inbox.max_messages, c.inbox.max_bytes, c.inbox.overflow};
+  l.max_pending_requests = c.max_pending_requests;
+  l.max_parked_sends = c.max_parked_sends;
+  l.regions = {c.max_region_bytes, c.uid_max_region_bytes, c.uid_max_regions, c.max_regions};
+  return l;
+}
+
+Config apply_reload(const Config& running, const Config& next, Server& server,
+                    const ReloadHooks& hooks) {
+  Config effective = next;
+  keep_restart_only(running, next, effective);
+
+  if (effective.log_level != running.log_level) {
+    spdlog::info("log.level: {} -> {}", running.log_level, effective.log_level);
+    spdlog::default_logger()->set_level(spdlog::level::from_str(effective.log_level));
+  }
+  apply_limits(running, effective, server);
+  apply_queues(running, effective, server);
+
+  if (effective.admin_group != running.admin_group) {
+    spdlog::info("admin.group: '{}' -> '{}'", running.admin_group, effective.admin_group);
+  }
+  if (hooks.publish) {
+    try {
+      hooks.publish(effective);
+    } catch (const std::exception& e) {
+      spdlog::error("{}; keeping admin.group '{}'", e.what(), running.admin_group);
+      effective.admin_group = running.admin_group;
+      try {
+        hooks.publish(effective);
+      } catch (const std::exception& again) {
+        spdlog::error("{}", again.what());
+      }
+    }
+  }
+  return effective;
+}
+
+}  // namespace qbus::daemon

@@ -1,0 +1,329 @@
+// The admin socket on a live daemon: the shape of every answer with real queues, clients
+// and regions, the operator's actions, malformed requests, access by peer credentials, and
+// qbusctl's tables and --json.
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <qbus/client.hpp>
+
+#include <cstring>
+
+#include "daemon.hpp"
+#include "process.hpp"
+
+namespace qbus::testing {
+namespace {
+
+using json = nlohmann::json;
+using std::chrono::seconds;
+
+// A raw admin connection: lines out, lines in.
+class AdminConn {
+ public:
+  explicit AdminConn(const std::string& path) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, path.c_str(), sizeof(sa.sun_path) - 1);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+      throw std::runtime_error("cannot connect to " + path + ": " + std::strerror(errno));
+    }
+  }
+  ~AdminConn() { ::close(fd_); }
+  void write_raw(const std::string& text) {
+    (void)!::send(fd_, text.data(), text.size(), MSG_NOSIGNAL);
+  }
+  // The next line, or nullopt once the daemon closed the connection.
+  std::optional<std::string> line() {
+    while (true) {
+      if (auto nl = buf_.find('\n'); nl != std::string::npos) {
+        std::string l = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return l;
+      }
+      char b[65536];
+      const ssize_t n = ::recv(fd_, b, sizeof(b), 0);
+      if (n <= 0) return std::nullopt;
+      buf_.append(b, static_cast<std::size_t>(n));
+    }
+  }
+  json ask(const json& request) {
+    write_raw(request.dump() + "\n");
+    auto l = line();
+    if (!l) throw std::runtime_error("admin socket closed");
+    return json::parse(*l);
+  }
+
+ private:
+  int fd_ = -1;
+  std::string buf_;
+};
+
+class AdminTest : public ::testing::Test {
+ protected:
+  explicit AdminTest(DaemonOptions o = {}) : daemon_(std::move(o)) {}
+  std::string admin_path() const { return daemon_.dir().file("admin.sock"); }
+  Client connect(const std::string& name = "admin-test") {
+    return Client(ClientOptions{daemon_.address(), name, seconds(30)});
+  }
+  Result ctl(std::vector<std::string> args) {
+    args.insert(args.begin(), {qbusctl_path(), "--address", daemon_.address()});
+    return run(args);
+  }
+  Daemon daemon_;
+};
+
+void expect_keys(const json& object, const std::vector<std::string>& keys) {
+  for (const auto& k : keys)
+    EXPECT_TRUE(object.contains(k)) << "missing '" << k << "' in " << object.dump();
+}
+
+TEST_F(AdminTest, QueuesAnswerHasTheDocumentedShape) {
+  auto c = connect();
+  c.declare("jobs", QueueOptions{10, 4096, Overflow::reject});
+  c.send("jobs", "one");
+  c.send("jobs", "two");
+  c.sync();
+  AdminConn admin(admin_path());
+  const json a = admin.ask({{"request", "queues"}});
+  ASSERT_TRUE(a["ok"].get<bool>()) << a.dump();
+  ASSERT_EQ(a["queues"].size(), 1u);
+  const json& q = a["queues"][0];
+  expect_keys(
+      q, {"key", "depth", "bytes", "max_messages", "max_bytes", "overflow", "waiting_receivers",
+          "enqueued_total", "dequeued_total", "dropped_total", "rejected_total", "oldest_age_ms"});
+  EXPECT_EQ(q["key"], "jobs");
+  EXPECT_EQ(q["depth"], 2);
+  EXPECT_EQ(q["bytes"], 6);
+  EXPECT_EQ(q["max_messages"], 10);
+  EXPECT_EQ(q["max_bytes"], 4096);
+  EXPECT_EQ(q["overflow"], "reject");
+  EXPECT_EQ(q["enqueued_total"], 2);
+  EXPECT_GE(q["oldest_age_ms"].get<std::int64_t>(), 0);
+  const json one = admin.ask({{"request", "queue"}, {"key", "jobs"}});
+  ASSERT_TRUE(one["ok"].get<bool>());
+  EXPECT_EQ(one["queue"]["depth"], 2);
+}
+
+TEST_F(AdminTest, ClientsAnswerNamesEachConnectionByKernelIdentity) {
+  auto c = connect("worker");
+  c.send("q", "x");
+  c.sync();
+  AdminConn admin(admin_path());
+  const json a = admin.ask({{"request", "clients"}});
+  ASSERT_TRUE(a["ok"].get<bool>());
+  ASSERT_EQ(a["clients"].size(), 1u);
+  const json& cl = a["clients"][0];
+  expect_keys(cl, {"id", "pid", "uid", "gid", "comm", "transport", "connected_at", "sent_total",
+                   "received_total", "inbox_depth"});
+  EXPECT_EQ(cl["id"], c.session().client_id);
+  EXPECT_EQ(cl["pid"], ::getpid());
+  EXPECT_EQ(cl["uid"], ::getuid());
+  EXPECT_EQ(cl["transport"], "unix");
+  EXPECT_EQ(cl["sent_total"], 1);
+  EXPECT_FALSE(cl["comm"].get<std::string>().empty());
+  EXPECT_TRUE(cl["connected_at"].get<std::string>().ends_with("Z"));
+}
+
+TEST_F(AdminTest, RegionsAndStatsAnswersHaveTheirShapes) {
+  auto c = connect();
+  auto r = c.allocate_region(8192);
+  auto named = c.create_shared_region("shared-area", 4096);
+  AdminConn admin(admin_path());
+  const json a = admin.ask({{"request", "regions"}});
+  ASSERT_TRUE(a["ok"].get<bool>());
+  ASSERT_EQ(a["regions"].size(), 2u);
+  bool saw_named = false;
+  for (const auto& reg : a["regions"]) {
+    expect_keys(reg, {"id", "size", "owner_pid", "owner_uid", "refs", "key"});
+    EXPECT_EQ(reg["owner_pid"], ::getpid());
+    if (reg["key"].is_string()) {
+      saw_named = true;
+      EXPECT_EQ(reg["key"], "shared-area");
+      EXPECT_EQ(reg["size"], 4096);
+    } else {
+      EXPECT_EQ(reg["size"], 8192);
+      EXPECT_EQ(reg["refs"], 1);
+    }
+  }
+  EXPECT_TRUE(saw_named);
+  const json s = admin.ask({{"request", "stats"}});
+  ASSERT_TRUE(s["ok"].get<bool>());
+  expect_keys(s["stats"],
+              {"uptime_s", "connections", "queues", "messages_in_total", "messages_out_total",
+               "bytes_in_total", "bytes_out_total", "messages_in_per_s", "messages_out_per_s",
+               "bytes_in_per_s", "bytes_out_per_s", "rss_bytes", "regions"});
+  EXPECT_EQ(s["stats"]["connections"], 1);
+  EXPECT_EQ(s["stats"]["regions"], 2);
+  EXPECT_GT(s["stats"]["rss_bytes"].get<long>(), 0);
+}
+
+TEST_F(AdminTest, PurgeAndDeleteDropMessagesAndTellWaiters) {
+  auto c = connect();
+  for (int i = 0; i < 5; ++i)
+    c.send("doomed", "m");
+  c.sync();
+  auto p = ctl({"purge", "doomed"});
+  EXPECT_EQ(p.exit_code, 0) << p.err;
+  EXPECT_EQ(p.out, "purged 'doomed': 5 messages dropped\n");
+  EXPECT_FALSE(c.try_receive("doomed"));
+  // A receiver waiting on a deleted queue is told so.
+  Gate waiting;
+  const pid_t receiver = spawn([&] {
+    Client r(ClientOptions{daemon_.address(), "waiter", seconds(30)});
+    r.declare("gone", QueueOptions{});
+    waiting.open();
+    try {
+      r.receive("gone", seconds(60));
+      return 1;
+    } catch (const Error& e) {
+      return e.code() == Errc::queue_deleted ? 0 : 2;
+    }
+  });
+  waiting.wait();
+  // The receive is in flight right after the declare; the admin answer comes after the
+  // broker handled the delete, which fails whatever waits then or later.
+  AdminConn admin(admin_path());
+  json d;
+  for (int tries = 0; tries < 3000; ++tries) {
+    const json q = admin.ask({{"request", "queue"}, {"key", "gone"}});
+    if (q["ok"].get<bool>() && q["queue"]["waiting_receivers"] == 1) break;
+  }
+  d = admin.ask({{"request", "delete"}, {"key", "gone"}});
+  EXPECT_TRUE(d["ok"].get<bool>()) << d.dump();
+  EXPECT_EQ(wait_exit(receiver), 0);
+  auto missing = ctl({"delete", "never-existed"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("no_such_queue"), std::string::npos) << missing.err;
+}
+
+TEST_F(AdminTest, MalformedRequestsGetAnErrorAndTheConnectionStaysUsable) {
+  AdminConn admin(admin_path());
+  const auto code = [&](const std::string& text) {
+    admin.write_raw(text + "\n");
+    auto l = admin.line();
+    if (!l) return std::string("closed");
+    const json a = json::parse(*l);
+    EXPECT_FALSE(a["ok"].get<bool>());
+    return a["error"]["code"].get<std::string>();
+  };
+  EXPECT_EQ(code("this is not json"), "malformed_request");
+  EXPECT_EQ(code("[1, 2, 3]"), "malformed_request");
+  EXPECT_EQ(code(R"({"request": 7})"), "malformed_request");
+  EXPECT_EQ(code(R"({"request": "make-coffee"})"), "unknown_request");
+  EXPECT_EQ(code(R"({"request": "queue"})"), "malformed_request");
+  EXPECT_EQ(code(R"({"request": "queue", "key": "bad key!"})"), "invalid_key");
+  EXPECT_EQ(code(R"({"request": "purge", "key": "nothing-here"})"), "no_such_queue");
+  EXPECT_EQ(code(R"({"request": "set-log-level", "level": "loud"})"), "invalid_argument");
+  // Still usable.
+  EXPECT_TRUE(admin.ask({{"request", "stats"}})["ok"].get<bool>());
+  // An endless line is cut off with an error, and only that connection closes.
+  admin.write_raw(std::string(70'000, 'x'));
+  auto l = admin.line();
+  ASSERT_TRUE(l);
+  EXPECT_EQ(json::parse(*l)["error"]["code"], "malformed_request");
+  EXPECT_FALSE(admin.line());
+  AdminConn again(admin_path());
+  EXPECT_TRUE(again.ask({{"request", "queues"}})["ok"].get<bool>());
+}
+
+TEST_F(AdminTest, SetLogLevelAndConfigAnswers) {
+  AdminConn admin(admin_path());
+  const json a = admin.ask({{"request", "set-log-level"}, {"level", "trace"}});
+  ASSERT_TRUE(a["ok"].get<bool>()) << a.dump();
+  EXPECT_EQ(a["previous"], "debug");
+  EXPECT_TRUE(daemon_.wait_for_log("log level set to trace"));
+  const json c = admin.ask({{"request", "config"}});
+  ASSERT_TRUE(c["ok"].get<bool>());
+  EXPECT_EQ(c["config"]["socket"]["path"], daemon_.socket_path());
+  EXPECT_EQ(c["config"]["admin"]["path"], admin_path());
+  EXPECT_TRUE(c["config"]["limits"].contains("max_payload_bytes"));
+}
+
+TEST_F(AdminTest, QbusctlPrintsAlignedTablesAndJson) {
+  auto c = connect("table-client");
+  c.send("alpha", "1");
+  c.send("beta-queue", "22");
+  c.sync();
+  auto q = ctl({"queues"});
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  EXPECT_TRUE(q.out.starts_with("KEY ")) << q.out;
+  EXPECT_NE(q.out.find("alpha"), std::string::npos);
+  EXPECT_NE(q.out.find("beta-queue"), std::string::npos);
+  // Aligned: every line puts the DEPTH column's end at the same place.
+  std::vector<std::string> lines;
+  for (std::size_t at = 0, nl; (nl = q.out.find('\n', at)) != std::string::npos; at = nl + 1)
+    lines.push_back(q.out.substr(at, nl - at));
+  ASSERT_EQ(lines.size(), 3u);
+  const auto depth_end = lines[0].find("DEPTH") + 5;
+  for (const auto& l : lines)
+    EXPECT_EQ(l[depth_end - 1] == ' ', false) << l;
+  auto cl = ctl({"clients"});
+  ASSERT_EQ(cl.exit_code, 0) << cl.err;
+  EXPECT_NE(cl.out.find("table-client"), std::string::npos) << cl.out;
+  auto j = ctl({"--json", "queues"});
+  ASSERT_EQ(j.exit_code, 0);
+  EXPECT_EQ(json::parse(j.out)["queues"].size(), 2u);
+  auto st = ctl({"stats"});
+  EXPECT_EQ(st.exit_code, 0);
+  EXPECT_NE(st.out.find("connections:"), std::string::npos);
+}
+
+TEST_F(AdminTest, MissingAdminSocketIsAClearError) {
+  auto r =
+      run({qbusctl_path(), "--admin-address", "unix:" + daemon_.dir().file("none.sock"), "queues"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("none.sock"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("is qbusd running?"), std::string::npos) << r.err;
+}
+
+class AdminAccessTest : public AdminTest {
+ protected:
+  // The file mode lets everyone connect: only the credential check stands in the way.
+  AdminAccessTest() : AdminTest(DaemonOptions{.config_json = R"({"admin": {"mode": "0666"}})"}) {}
+};
+
+TEST_F(AdminAccessTest, OtherUidIsRefusedByCredentialsEvenWhenTheFileModeAllows) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another uid";
+  ::chmod(daemon_.dir().path().c_str(), 0755);
+  const pid_t other = spawn([&] {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 10;
+    AdminConn admin(admin_path());
+    const json a = admin.ask({{"request", "queues"}});
+    return !a["ok"].get<bool>() && a["error"]["code"] == "permission_denied" ? 0 : 1;
+  });
+  EXPECT_EQ(wait_exit(other), 0);
+  EXPECT_TRUE(daemon_.wait_for_log("admin socket: refused pid")) << daemon_.log();
+  // qbusctl as that user says access was denied.
+  const pid_t cli = spawn([&] {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 10;
+    auto r = run({qbusctl_path(), "--admin-address", "unix:" + admin_path(), "queues"});
+    return r.exit_code == 1 && r.err.find("access denied") != std::string::npos ? 0 : 1;
+  });
+  EXPECT_EQ(wait_exit(cli), 0);
+}
+
+class AdminGroupTest : public AdminTest {
+ protected:
+  AdminGroupTest()
+      : AdminTest(
+            DaemonOptions{.config_json = R"({"admin": {"mode": "0666", "group": "nogroup"}})"}) {}
+};
+
+TEST_F(AdminGroupTest, MemberOfTheAdminGroupIsLetIn) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another uid";
+  ::chmod(daemon_.dir().path().c_str(), 0755);
+  const pid_t member = spawn([&] {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 10;  // nobody:nogroup
+    AdminConn admin(admin_path());
+    return admin.ask({{"request", "stats"}})["ok"].get<bool>() ? 0 : 1;
+  });
+  EXPECT_EQ(wait_exit(member), 0);
+}
+
+}  // namespace
+}  // namespace qbus::testing
