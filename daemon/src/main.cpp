@@ -1,5 +1,6 @@
 // qbusd: the qbus broker daemon. Runs in the foreground, logs to stderr, and exits
 // non-zero with one clear line when it cannot start.
+#include <grp.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -31,11 +32,18 @@ struct Flags {
   std::string socket_path, admin_socket_path, log_level, tcp_listen;
 };
 
+bool system_instance();
+
+// Flags over the file, then the system service's own default: members of the qbus-admin
+// group its package creates may use the admin socket unless admin.group says otherwise.
 void apply_flags(Config& c, const Flags& f) {
   if (!f.socket_path.empty()) c.socket_path = f.socket_path;
   if (!f.admin_socket_path.empty()) c.admin_socket_path = f.admin_socket_path;
   if (!f.log_level.empty()) c.log_level = f.log_level;
   if (!f.tcp_listen.empty()) c.tcp_listen = f.tcp_listen;
+  if (c.admin_group.empty() && system_instance() && ::getgrnam("qbus-admin") != nullptr) {
+    c.admin_group = "qbus-admin";
+  }
 }
 
 // Under systemd (INVOCATION_ID is set for every unit it starts), or as root, qbusd is the
