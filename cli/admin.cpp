@@ -140,6 +140,29 @@ std::string human_age_ms(std::int64_t ms) {
   return buf;
 }
 
+// Members looked up without asserting: an older or newer broker may lack one.
+const json& member(const json& o, const char* key) {
+  static const json null;
+  if (!o.is_object()) return null;
+  auto it = o.find(key);
+  return it == o.end() ? null : *it;
+}
+
+double number(const json& o, const char* key) {
+  const json& v = member(o, key);
+  return v.is_number() ? v.get<double>() : 0.0;
+}
+
+// Names come from other users' processes: control characters must not reach the
+// operator's terminal.
+std::string printable(std::string s) {
+  for (auto& c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) c = '?';
+  }
+  return s.empty() ? "-" : s;
+}
+
 std::string text_of(const json& v) {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_null()) return "-";
@@ -174,12 +197,15 @@ void print_table(const std::vector<std::string>& header,
 void print_queues(const json& queues) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& q : queues) {
-    rows.push_back(
-        {q["key"].get<std::string>(), text_of(q["depth"]), human_bytes(q["bytes"].get<double>()),
-         text_of(q["max_messages"]), human_bytes(q["max_bytes"].get<double>()),
-         text_of(q["overflow"]), text_of(q["waiting_receivers"]), text_of(q["enqueued_total"]),
-         text_of(q["dequeued_total"]), text_of(q["dropped_total"]), text_of(q["rejected_total"]),
-         q["depth"] == 0 ? "-" : human_age_ms(q["oldest_age_ms"].get<std::int64_t>())});
+    rows.push_back({printable(text_of(member(q, "key"))), text_of(member(q, "depth")),
+                    human_bytes(number(q, "bytes")), text_of(member(q, "max_messages")),
+                    human_bytes(number(q, "max_bytes")), text_of(member(q, "overflow")),
+                    text_of(member(q, "waiting_receivers")), text_of(member(q, "enqueued_total")),
+                    text_of(member(q, "dequeued_total")), text_of(member(q, "dropped_total")),
+                    text_of(member(q, "rejected_total")),
+                    number(q, "depth") == 0
+                        ? "-"
+                        : human_age_ms(static_cast<std::int64_t>(number(q, "oldest_age_ms")))});
   }
   if (rows.empty()) {
     std::cout << "no queues\n";
@@ -193,14 +219,16 @@ void print_queues(const json& queues) {
 void print_clients(const json& clients) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& c : clients) {
-    std::string transport = c["transport"].get<std::string>();
-    if (c.contains("remote")) transport += " " + c["remote"].get<std::string>();
-    rows.push_back({text_of(c["id"]), text_of(c["pid"]), text_of(c["uid"]), text_of(c["gid"]),
-                    c["comm"].get<std::string>().empty() ? "-" : c["comm"].get<std::string>(),
-                    c["name"].get<std::string>().empty() ? "-" : c["name"].get<std::string>(),
-                    transport, human_age_ms(c["connected_for_s"].get<std::int64_t>() * 1000),
-                    text_of(c["sent_total"]), text_of(c["received_total"]),
-                    text_of(c["inbox_depth"])});
+    std::string transport = text_of(member(c, "transport"));
+    if (member(c, "remote").is_string()) transport += " " + text_of(member(c, "remote"));
+    rows.push_back(
+        {text_of(member(c, "id")), text_of(member(c, "pid")), text_of(member(c, "uid")),
+         text_of(member(c, "gid")),
+         printable(member(c, "comm").is_string() ? member(c, "comm").get<std::string>() : ""),
+         printable(member(c, "name").is_string() ? member(c, "name").get<std::string>() : ""),
+         transport, human_age_ms(static_cast<std::int64_t>(number(c, "connected_for_s")) * 1000),
+         text_of(member(c, "sent_total")), text_of(member(c, "received_total")),
+         text_of(member(c, "inbox_depth"))});
   }
   if (rows.empty()) {
     std::cout << "no clients\n";
@@ -214,9 +242,10 @@ void print_clients(const json& clients) {
 void print_regions(const json& regions) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& r : regions) {
-    rows.push_back({text_of(r["id"]), human_bytes(r["size"].get<double>()), text_of(r["owner_pid"]),
-                    text_of(r["owner_uid"]), text_of(r["refs"]), text_of(r["sealed"]),
-                    text_of(r["key"])});
+    rows.push_back({text_of(member(r, "id")), human_bytes(number(r, "size")),
+                    text_of(member(r, "owner_pid")), text_of(member(r, "owner_uid")),
+                    text_of(member(r, "refs")), text_of(member(r, "sealed")),
+                    text_of(member(r, "key"))});
   }
   if (rows.empty()) {
     std::cout << "no regions\n";
@@ -235,21 +264,22 @@ void print_fields(const std::vector<std::pair<std::string, std::string>>& fields
 }
 
 void print_queue(const json& q) {
-  print_fields({{"key", q["key"].get<std::string>()},
-                {"depth", text_of(q["depth"])},
-                {"bytes", human_bytes(q["bytes"].get<double>())},
-                {"max_messages", text_of(q["max_messages"])},
-                {"max_bytes", human_bytes(q["max_bytes"].get<double>())},
-                {"overflow", text_of(q["overflow"])},
-                {"declared", text_of(q["declared"])},
-                {"waiting_receivers", text_of(q["waiting_receivers"])},
-                {"blocked_producers", text_of(q["blocked_producers"])},
-                {"enqueued_total", text_of(q["enqueued_total"])},
-                {"dequeued_total", text_of(q["dequeued_total"])},
-                {"dropped_total", text_of(q["dropped_total"])},
-                {"rejected_total", text_of(q["rejected_total"])},
-                {"oldest_age",
-                 q["depth"] == 0 ? "-" : human_age_ms(q["oldest_age_ms"].get<std::int64_t>())}});
+  print_fields({{"key", printable(text_of(member(q, "key")))},
+                {"depth", text_of(member(q, "depth"))},
+                {"bytes", human_bytes(number(q, "bytes"))},
+                {"max_messages", text_of(member(q, "max_messages"))},
+                {"max_bytes", human_bytes(number(q, "max_bytes"))},
+                {"overflow", text_of(member(q, "overflow"))},
+                {"declared", text_of(member(q, "declared"))},
+                {"waiting_receivers", text_of(member(q, "waiting_receivers"))},
+                {"blocked_producers", text_of(member(q, "blocked_producers"))},
+                {"enqueued_total", text_of(member(q, "enqueued_total"))},
+                {"dequeued_total", text_of(member(q, "dequeued_total"))},
+                {"dropped_total", text_of(member(q, "dropped_total"))},
+                {"rejected_total", text_of(member(q, "rejected_total"))},
+                {"oldest_age", number(q, "depth") == 0 ? "-"
+                                                       : human_age_ms(static_cast<std::int64_t>(
+                                                             number(q, "oldest_age_ms")))}});
 }
 
 void print_stats(const json& s) {
@@ -259,19 +289,19 @@ void print_stats(const json& s) {
                   human_bytes(s[bytes].get<double>()).c_str());
     return std::string(buf);
   };
-  print_fields({{"uptime", human_age_ms(s["uptime_s"].get<std::int64_t>() * 1000)},
-                {"connections", text_of(s["connections"])},
-                {"queues", text_of(s["queues"])},
-                {"inboxes", text_of(s["inboxes"])},
-                {"regions",
-                 text_of(s["regions"]) + " (" + human_bytes(s["region_bytes"].get<double>()) + ")"},
-                {"messages in", text_of(s["messages_in_total"]) + " (" +
-                                    human_bytes(s["bytes_in_total"].get<double>()) + ")"},
-                {"messages out", text_of(s["messages_out_total"]) + " (" +
-                                     human_bytes(s["bytes_out_total"].get<double>()) + ")"},
+  print_fields({{"uptime", human_age_ms(static_cast<std::int64_t>(number(s, "uptime_s")) * 1000)},
+                {"connections", text_of(member(s, "connections"))},
+                {"queues", text_of(member(s, "queues"))},
+                {"inboxes", text_of(member(s, "inboxes"))},
+                {"regions", text_of(member(s, "regions")) + " (" +
+                                human_bytes(number(s, "region_bytes")) + ")"},
+                {"messages in", text_of(member(s, "messages_in_total")) + " (" +
+                                    human_bytes(number(s, "bytes_in_total")) + ")"},
+                {"messages out", text_of(member(s, "messages_out_total")) + " (" +
+                                     human_bytes(number(s, "bytes_out_total")) + ")"},
                 {"rate in", rate("messages_in_per_s", "bytes_in_per_s")},
                 {"rate out", rate("messages_out_per_s", "bytes_out_per_s")},
-                {"rss", human_bytes(s["rss_bytes"].get<double>())}});
+                {"rss", human_bytes(number(s, "rss_bytes"))}});
 }
 
 }  // namespace
@@ -282,10 +312,13 @@ int run_admin(const AdminCommand& cmd) {
     json request{{"request", cmd.request}};
     if (!cmd.key.empty()) request["key"] = cmd.key;
     const json answer = ask_admin(path, request);
-    if (!answer.value("ok", false)) {
-      const auto& e = answer.contains("error") ? answer["error"] : json::object();
-      const std::string code = e.value("code", "unknown");
-      const std::string message = e.value("message", "no message");
+    if (!answer.is_object() || !member(answer, "ok").is_boolean() ||
+        !member(answer, "ok").get<bool>()) {
+      const json& e = member(answer, "error");
+      const std::string code =
+          member(e, "code").is_string() ? member(e, "code").get<std::string>() : "unknown";
+      const std::string message =
+          member(e, "message").is_string() ? member(e, "message").get<std::string>() : "no message";
       if (code == "permission_denied") {
         std::cerr << "qbusctl: access denied by the admin socket " << path << ": " << message
                   << "\n";
@@ -298,18 +331,18 @@ int run_admin(const AdminCommand& cmd) {
     if (cmd.json) {
       std::cout << answer.dump(2) << "\n";
     } else if (cmd.request == "queues") {
-      print_queues(answer["queues"]);
+      print_queues(member(answer, "queues"));
     } else if (cmd.request == "queue") {
-      print_queue(answer["queue"]);
+      print_queue(member(answer, "queue"));
     } else if (cmd.request == "clients") {
-      print_clients(answer["clients"]);
+      print_clients(member(answer, "clients"));
     } else if (cmd.request == "regions") {
-      print_regions(answer["regions"]);
+      print_regions(member(answer, "regions"));
     } else if (cmd.request == "stats") {
-      print_stats(answer["stats"]);
+      print_stats(member(answer, "stats"));
     } else {
       std::cout << (cmd.request == "purge" ? "purged '" : "deleted '") << cmd.key
-                << "': " << answer["dropped"].get<std::uint64_t>() << " messages dropped\n";
+                << "': " << text_of(member(answer, "dropped")) << " messages dropped\n";
     }
     return std::cout.flush() ? 0 : 1;
   } catch (const Failure& e) {

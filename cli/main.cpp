@@ -254,6 +254,9 @@ int main(int argc, char** argv) {
     sub->add_option("KEY", admin.key, "Queue key")->required();
     admin_commands.push_back(sub);
   }
+  // `qbusctl queues --json` as well as `qbusctl --json queues`.
+  for (auto* sub : admin_commands)
+    sub->fallthrough();
 
   try {
     app.parse(argc, argv);

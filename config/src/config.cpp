@@ -349,7 +349,7 @@ std::string to_json_text(const Config& c, const std::string& socket_path,
       {"queue_defaults", settings_json(c.queue_defaults)},
       {"inbox", settings_json(c.inbox)},
       {"queues", std::move(queues)}};
-  return root.dump();
+  return root.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 }  // namespace qbus::config

@@ -273,6 +273,38 @@ TEST_F(AdminTest, QbusctlPrintsAlignedTablesAndJson) {
   EXPECT_NE(st.out.find("connections:"), std::string::npos);
 }
 
+TEST_F(AdminTest, HostileNamesAndBytesNeitherCrashTheDaemonNorReachTheTerminal) {
+  // A client name with invalid UTF-8 and terminal escapes (the name is the client's say).
+  Client hostile(ClientOptions{daemon_.address(), "\xff\x1b[2J\x1b]0;x\x07", seconds(30)});
+  AdminConn admin(admin_path());
+  const json a = admin.ask({{"request", "stats"}});  // warm up: the daemon is fine
+  ASSERT_TRUE(a["ok"].get<bool>());
+  admin.write_raw(R"({"request": "clients"})"
+                  "\n");
+  auto l = admin.line();
+  ASSERT_TRUE(l) << "the daemon closed or died answering 'clients'";
+  EXPECT_TRUE(json::parse(*l)["ok"].get<bool>());
+  // Request bytes that are not UTF-8, and a multi-byte character cut by truncation.
+  admin.write_raw("\xff\xfe\n");
+  l = admin.line();
+  ASSERT_TRUE(l);
+  EXPECT_EQ(json::parse(*l)["error"]["code"], "malformed_request");
+  admin.write_raw(R"({"request": ")" + std::string(63, 'a') + "\xc3\xa9\"}\n");
+  l = admin.line();
+  ASSERT_TRUE(l);
+  EXPECT_EQ(json::parse(*l)["error"]["code"], "unknown_request");
+  auto table = ctl({"clients"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_EQ(table.out.find('\x1b'), std::string::npos) << "an escape reached the terminal";
+  EXPECT_TRUE(connect().try_receive("still-alive") == std::nullopt);
+}
+
+TEST_F(AdminTest, JsonFlagWorksAfterTheCommandToo) {
+  auto r = ctl({"queues", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(json::parse(r.out)["ok"].get<bool>());
+}
+
 TEST_F(AdminTest, MissingAdminSocketIsAClearError) {
   auto r =
       run({qbusctl_path(), "--admin-address", "unix:" + daemon_.dir().file("none.sock"), "queues"});

@@ -27,6 +27,12 @@ constexpr std::size_t kMaxSessions = 64;
 constexpr auto kSampleEvery = std::chrono::seconds(1);
 constexpr std::size_t kRateWindow = 5;  // seconds
 
+// Client names, process names and request text may hold any bytes: never let invalid
+// UTF-8 make dump() throw (it would end the event loop), replace it.
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 json error_answer(std::string_view code, std::string_view message) {
   return json{{"ok", false}, {"error", {{"code", code}, {"message", message}}}};
 }
@@ -99,7 +105,7 @@ class AdminServer::Session : public std::enable_shared_from_this<Session> {
         socket_, in_, '\n', [self = shared_from_this()](const asio::error_code& ec, std::size_t n) {
           if (ec == asio::error::not_found) {
             self->refuse(
-                error_answer("malformed_request", "request line longer than 65536 bytes").dump() +
+                dump(error_answer("malformed_request", "request line longer than 65536 bytes")) +
                 "\n");
             return;
           }
@@ -116,7 +122,13 @@ class AdminServer::Session : public std::enable_shared_from_this<Session> {
             self->read();  // blank lines are harmless
             return;
           }
-          self->out_ = self->admin_.handle(line);
+          try {
+            self->out_ = dump(self->admin_.handle(line));
+          } catch (const std::exception& e) {
+            // A fault answering one request must not end the broker's event loop.
+            spdlog::error("admin socket: internal error answering a request: {}", e.what());
+            self->out_ = dump(error_answer("internal_error", e.what()));
+          }
           self->out_.push_back('\n');
           asio::async_write(self->socket_, asio::buffer(self->out_),
                             [self](const asio::error_code& wec, std::size_t) {
@@ -179,6 +191,14 @@ void AdminServer::update(const std::string& group, std::string config_json) {
     }
     gid = g->gr_gid;
   }
+  // A socket we bound ourselves follows the group (one systemd made keeps its
+  // SocketGroup=); the credential check uses the new group either way.
+  if (own_socket_ && gid && gid != group_gid_ &&
+      ::chown(options_.socket_path.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(*gid)) !=
+          0) {
+    spdlog::warn("cannot give the admin socket {} to group '{}': {}", options_.socket_path, group,
+                 std::strerror(errno));
+  }
   group_gid_ = gid;
   options_.group = group;
   options_.config_json = std::move(config_json);
@@ -222,11 +242,10 @@ bool AdminServer::permitted(int fd, std::string& who) const {
   // Supplementary groups too: membership of the admin group is usually one of them.
   std::vector<gid_t> groups(64);
   socklen_t size = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &size) != 0 && errno == ERANGE) {
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &size) != 0) {
+    if (errno != ERANGE) return false;  // no group list: membership cannot be shown
     groups.resize(size / sizeof(gid_t));
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &size) != 0) return false;
-  } else if (size == 0) {
-    return false;
   }
   groups.resize(size / sizeof(gid_t));
   for (gid_t g : groups) {
@@ -255,14 +274,13 @@ void AdminServer::accept() {
     // systemd-made socket is set up elsewhere.
     if (!permitted(session->native_handle(), who)) {
       spdlog::warn("admin socket: refused {}: not root, qbusd's uid or in the admin group", who);
-      session->refuse(error_answer("permission_denied",
-                                   "the admin socket is for root, qbusd's user and members of "
-                                   "the admin group")
-                          .dump() +
+      session->refuse(dump(error_answer("permission_denied",
+                                        "the admin socket is for root, qbusd's user and members "
+                                        "of the admin group")) +
                       "\n");
     } else if (sessions_.size() > kMaxSessions) {
       spdlog::warn("admin socket: refused {}: {} admin connections already", who, kMaxSessions);
-      session->refuse(error_answer("too_many_connections", "too many admin connections").dump() +
+      session->refuse(dump(error_answer("too_many_connections", "too many admin connections")) +
                       "\n");
     } else {
       spdlog::debug("admin socket: {} connected", who);
@@ -272,17 +290,16 @@ void AdminServer::accept() {
   });
 }
 
-std::string AdminServer::handle(const std::string& line) {
+json AdminServer::handle(const std::string& line) {
   json req;
   try {
     req = json::parse(line);
   } catch (const json::parse_error& e) {
-    return error_answer("malformed_request", std::string("not JSON: ") + e.what()).dump();
+    return error_answer("malformed_request", std::string("not JSON: ") + e.what());
   }
   if (!req.is_object() || !req.contains("request") || !req["request"].is_string()) {
     return error_answer("malformed_request",
-                        "a request is a JSON object with a string \"request\" member")
-        .dump();
+                        "a request is a JSON object with a string \"request\" member");
   }
   const std::string what = req["request"];
   auto& broker = server_.broker();
@@ -301,14 +318,14 @@ std::string AdminServer::handle(const std::string& line) {
   if (what == "queues") {
     json list = json::array();
     broker.for_each_queue([&](const broker::Queue& q) { list.push_back(queue_json(q, now)); });
-    return json{{"ok", true}, {"queues", std::move(list)}}.dump();
+    return json{{"ok", true}, {"queues", std::move(list)}};
   }
   if (what == "queue") {
     std::string key;
-    if (auto bad = key_of(key)) return bad->dump();
+    if (auto bad = key_of(key)) return *bad;
     const auto* q = broker.find(key);
-    if (!q) return error_answer("no_such_queue", "no queue '" + key + "'").dump();
-    return json{{"ok", true}, {"queue", queue_json(*q, now)}}.dump();
+    if (!q) return error_answer("no_such_queue", "no queue '" + key + "'");
+    return json{{"ok", true}, {"queue", queue_json(*q, now)}};
   }
   if (what == "clients") {
     json list = json::array();
@@ -335,7 +352,7 @@ std::string AdminServer::handle(const std::string& line) {
       }
       list.push_back(std::move(entry));
     });
-    return json{{"ok", true}, {"clients", std::move(list)}}.dump();
+    return json{{"ok", true}, {"clients", std::move(list)}};
   }
   if (what == "regions") {
     json list = json::array();
@@ -351,45 +368,44 @@ std::string AdminServer::handle(const std::string& line) {
                           {"named", r.named},
                           {"key", r.named ? json(r.key) : json(nullptr)}});
     });
-    return json{{"ok", true}, {"regions", std::move(list)}}.dump();
+    return json{{"ok", true}, {"regions", std::move(list)}};
   }
   if (what == "stats") return stats_json();
   if (what == "purge" || what == "delete") {
     std::string key;
-    if (auto bad = key_of(key)) return bad->dump();
+    if (auto bad = key_of(key)) return *bad;
     const auto dropped = what == "purge" ? broker.purge(key) : broker.remove(key);
-    if (!dropped) return error_answer("no_such_queue", "no queue '" + key + "'").dump();
+    if (!dropped) return error_answer("no_such_queue", "no queue '" + key + "'");
     spdlog::info("admin: {} '{}' dropped {} messages", what, key, *dropped);
     server_.end_of_batch();  // waiters told queue_deleted, producers resumed: flush now
-    return json{{"ok", true}, {"key", key}, {"dropped", *dropped}}.dump();
+    return json{{"ok", true}, {"key", key}, {"dropped", *dropped}};
   }
   if (what == "config") {
-    return json{{"ok", true}, {"config", json::parse(options_.config_json)}}.dump();
+    return json{{"ok", true}, {"config", json::parse(options_.config_json)}};
   }
   if (what == "set-log-level") {
     if (!req.contains("level") || !req["level"].is_string()) {
-      return error_answer("malformed_request", "\"set-log-level\" needs a string \"level\"").dump();
+      return error_answer("malformed_request", "\"set-log-level\" needs a string \"level\"");
     }
     const std::string level = req["level"];
     const auto parsed = spdlog::level::from_str(level);
-    if (parsed == spdlog::level::off && level != "off") {
+    if (level != "trace" && level != "debug" && level != "info" && level != "warn" &&
+        level != "error") {
       return error_answer("invalid_argument",
-                          "level must be one of trace, debug, info, warn, error")
-          .dump();
+                          "level must be one of trace, debug, info, warn, error");
     }
     const auto previous = spdlog::level::to_string_view(spdlog::get_level());
     spdlog::set_level(parsed);
     spdlog::info("admin: log level set to {}", level);
-    return json{
-        {"ok", true}, {"level", level}, {"previous", std::string(previous.data(), previous.size())}}
-        .dump();
+    return json{{"ok", true},
+                {"level", level},
+                {"previous", std::string(previous.data(), previous.size())}};
   }
   return error_answer("unknown_request",
-                      "unknown request '" + what.substr(0, 64) + "'; see docs/admin.md")
-      .dump();
+                      "unknown request '" + what.substr(0, 64) + "'; see docs/admin.md");
 }
 
-std::string AdminServer::stats_json() const {
+json AdminServer::stats_json() const {
   const auto& broker = server_.broker();
   const auto& t = broker.totals();
   const auto now = SteadyClock::now();
@@ -421,7 +437,7 @@ std::string AdminServer::stats_json() const {
   stats["messages_out_per_s"] = rate(t.messages_out, base.messages_out);
   stats["bytes_in_per_s"] = rate(t.bytes_in, base.bytes_in);
   stats["bytes_out_per_s"] = rate(t.bytes_out, base.bytes_out);
-  return json{{"ok", true}, {"stats", std::move(stats)}}.dump();
+  return json{{"ok", true}, {"stats", std::move(stats)}};
 }
 
 }  // namespace qbus::daemon

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -59,9 +60,9 @@ class AdminServer {
   void accept();
   // Whether the peer on `fd` may use the admin socket; `who` describes it for the log.
   bool permitted(int fd, std::string& who) const;
-  std::string handle(const std::string& line);
+  nlohmann::json handle(const std::string& line);
   void sample();
-  std::string stats_json() const;
+  nlohmann::json stats_json() const;
 
   asio::io_context& io_;
   Server& server_;
