@@ -342,7 +342,8 @@ int run_admin(const AdminCommand& cmd) {
       print_stats(member(answer, "stats"));
     } else {
       std::cout << (cmd.request == "purge" ? "purged '" : "deleted '") << cmd.key
-                << "': " << text_of(member(answer, "dropped")) << " messages dropped\n";
+                << "': " << text_of(member(answer, "dropped"))
+                << (number(answer, "dropped") == 1 ? " message" : " messages") << " dropped\n";
     }
     return std::cout.flush() ? 0 : 1;
   } catch (const Failure& e) {

@@ -208,6 +208,20 @@ TEST_F(RegionTest, QueuedRegionMessageDroppedByOverflowFreesTheRegion) {
   EXPECT_EQ(m->text(), "pushes the region message out");
 }
 
+TEST_F(RegionTest, QueuedRegionMessagePurgedByTheOperatorFreesTheRegion) {
+  auto c = connect();
+  const int fds = daemon_.open_fds();
+  auto r = c.allocate_region(256 * 1024);
+  fill_pattern(r.data(), 7);
+  c.send("to-purge", std::move(r));
+  c.sync();
+  EXPECT_TRUE(eventually([&] { return daemon_.open_regions() == 1; }));
+  auto purge = run({qbusctl_path(), "--address", daemon_.address(), "purge", "to-purge"});
+  ASSERT_EQ(purge.exit_code, 0) << purge.err;
+  EXPECT_EQ(purge.out, "purged 'to-purge': 1 message dropped\n");
+  expect_back_to_baseline(fds);
+}
+
 TEST_F(RegionTest, DestroyedMessageReleasesItsRegion) {
   auto producer = connect();
   auto consumer = connect();
