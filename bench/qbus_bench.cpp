@@ -1,22 +1,27 @@
 // qbus-bench: measures qbus end to end with real processes and the real daemon.
 //
-//   qbus-bench throughput [--producers P] [--consumers C] [--messages N] [--size BYTES]
-//                         [--batch N] [--runs R] [--address ADDR] [--json]
-//   qbus-bench latency [--requests N] [--warmup N] [--size BYTES] [--runs R]
+//   qbus-bench throughput [--producers P] [--consumers C] [--queues K] [--messages N]
+//                         [--duration S] [--size BYTES] [--batch N] [--send-batch N]
+//                         [--phase both|enqueue|drain] [--runs R] [--address ADDR] [--json]
+//   qbus-bench latency [--requests N] [--warmup N] [--size BYTES] [--runs R] [--rate R]
 //                      [--address ADDR] [--json]
 //   qbus-bench direct [--messages N] [--warmup N] [--size BYTES] [--runs R]
-//                     [--throughput-messages N] [--address ADDR] [--json]
+//                     [--throughput-messages N] [--rate R] [--address ADDR] [--json]
 //   qbus-bench bulk [--sizes S,S,...] [--runs R] [--warmup N] [--address ADDR]
 //                   [--tcp-address ADDR] [--json]
+//   qbus-bench connections [--connections N] [--idle-seconds S] [--address ADDR] [--json]
 //
 // throughput: producers and consumers are separate processes released together from a
-// barrier; the time runs until every consumer has its share.
+// barrier; the time runs until every consumer has its share (--phase both), until every
+// producer's sync() returned (enqueue), or, after an untimed fill, until the consumers have
+// drained the queues (drain). The queues are declared deep enough never to bind.
 //
 // latency: one outstanding request()/reply() round trip at a time through a queue, beside
 // a raw socketpair ping-pong between two processes measured in the same invocation
 // (alternately, raw first and last), so the broker's cost is read against this machine's
 // floor rather than against numbers from another day. direct: the same for PID-routed
-// direct messages, plus one-way direct-send throughput.
+// direct messages, plus one-way direct-send throughput. With --rate, both instead offer
+// requests at a fixed rate, open loop, and time each from when it was due.
 //
 // bulk: large payloads one at a time from a producer process to a consumer process blocked
 // in receive(): a shared-memory region handed over with send(key, std::move(region)) (time
@@ -25,14 +30,21 @@
 // the broker's inline limit are taken inline by a consumer on TCP, if there is one. The
 // private qbusd raises the inline limit to its maximum and listens on loopback TCP for this.
 //
+// connections: N idle connections; the daemon's RSS before and after, and its CPU time
+// while they idle for --idle-seconds (the one deliberate sleep in this program).
+//
 // Unless --address is given, a private qbusd is started on a temporary socket. With --runs R
 // the figures are the median run (per percentile for the latency tables). Processes
-// synchronise through pipes and messages, never sleeps; nothing is pinned to a CPU.
+// synchronise through pipes and messages, never sleeps (only the fixed-rate sender waits for
+// each request's due time, and connections idles on purpose); nothing is pinned to a CPU.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <qbus/client.hpp>
 
@@ -42,8 +54,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <random>
@@ -64,12 +78,30 @@ using std::chrono::seconds;
 constexpr char kQueue[] = "bench";
 constexpr char kStop[] = "\x01STOP";
 
+enum class Phase { both, enqueue, drain };
+
+const char* phase_name(Phase p) {
+  switch (p) {
+    case Phase::enqueue:
+      return "enqueue";
+    case Phase::drain:
+      return "drain";
+    case Phase::both:
+      break;
+  }
+  return "both";
+}
+
 struct Options {
   int producers = 1;
   int consumers = 1;
+  int queues = 1;
   long long messages = 1'000'000;
+  double duration = 0;  // > 0: producers send for this many seconds instead of `messages`
   std::size_t size = 64;
-  std::size_t batch = 256;
+  std::size_t batch = 256;   // receive_batch size
+  long long send_batch = 0;  // sends per Client::Batch; 0: one Batch around all of them
+  Phase phase = Phase::both;
   int runs = 3;
   std::string address;
   bool json = false;
@@ -77,12 +109,28 @@ struct Options {
 
 struct RunResult {
   double seconds = 0;
+  long long messages = 0;          // accepted by the broker (and received, unless enqueue)
   double daemon_cpu_seconds = -1;  // unknown with --address
+  double rate() const { return seconds > 0 ? static_cast<double>(messages) / seconds : 0; }
 };
 
-// utime + stime of a process, in seconds.
+// CPU time of a process in seconds: the sum of its threads' run times from
+// /proc/<pid>/task/*/schedstat (nanoseconds), else utime + stime from /proc/<pid>/stat
+// (clock ticks, usually 10 ms: too coarse for an idle daemon).
 double cpu_seconds(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  const std::string proc = "/proc/" + std::to_string(pid);
+  std::error_code ec;
+  unsigned long long ns = 0;
+  bool have_schedstat = false;
+  for (const auto& task : std::filesystem::directory_iterator(proc + "/task", ec)) {
+    std::ifstream f(task.path() / "schedstat");
+    unsigned long long run = 0;
+    if (!(f >> run)) continue;
+    ns += run;
+    have_schedstat = true;
+  }
+  if (have_schedstat) return static_cast<double>(ns) / 1e9;
+  std::ifstream f(proc + "/stat");
   std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   std::istringstream rest(stat.substr(stat.rfind(')') + 2));
   std::string field;
@@ -120,113 +168,290 @@ qbus::Client connect(const std::string& address) {
   return qbus::Client(qbus::ClientOptions{address, "qbus-bench", seconds(30)});
 }
 
+std::string queue_name(const Options& o, int worker) {
+  return o.queues == 1 ? std::string(kQueue)
+                       : std::string(kQueue) + "." + std::to_string(worker % o.queues);
+}
+
+// Workers on queue `q` when `workers` are spread round robin over the queues.
+int workers_on(const Options& o, int workers, int q) {
+  return workers / o.queues + (q < workers % o.queues ? 1 : 0);
+}
+
+// A producer's share of --messages: the remainder goes to the first ones.
+long long producer_quota(const Options& o, int producer) {
+  return o.messages / o.producers + (producer < o.messages % o.producers ? 1 : 0);
+}
+
+// Sends `quota` messages (or until --duration has passed) in Client::Batch windows of
+// --send-batch, then sync(); returns how many the broker accepted.
+long long produce(qbus::Client& c, const Options& o, const std::string& queue, long long quota) {
+  const std::string payload(o.size, 'm');
+  const bool timed = o.duration > 0;
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(o.duration));
+  std::optional<qbus::Client::Batch> all;
+  if (o.send_batch == 0) all.emplace(c);
+  long long sent = 0;
+  while (timed ? Clock::now() < deadline : sent < quota) {
+    // Timed runs look at the clock every window (256 sends without --send-batch).
+    const long long window = o.send_batch > 0 ? o.send_batch : (timed ? 256 : quota);
+    const long long n = timed ? window : std::min(window, quota - sent);
+    std::optional<qbus::Client::Batch> one;
+    if (o.send_batch > 1) one.emplace(c);
+    for (long long i = 0; i < n; ++i)
+      c.send(queue, payload);
+    sent += n;
+  }
+  all.reset();
+  c.sync();
+  const auto& failures = c.send_failures();
+  if (failures.count != 0) {
+    std::fprintf(stderr, "qbus-bench: producer: %llu send(s) refused: %s\n",
+                 static_cast<unsigned long long>(failures.count), failures.last_message.c_str());
+  }
+  return sent - static_cast<long long>(failures.count);
+}
+
+// Takes messages until a stop; returns how many data messages it took.
+long long consume(qbus::Client& c, const Options& o, const std::string& queue) {
+  long long taken = 0;
+  while (true) {
+    const auto got = c.receive_batch(queue, o.batch, seconds(120));
+    if (got.empty()) throw std::runtime_error("consumer starved for 120 s: messages were lost");
+    const auto stops = std::count_if(got.begin(), got.end(),
+                                     [](const qbus::Message& m) { return m.text() == kStop; });
+    taken += static_cast<long long>(got.size()) - stops;
+    if (stops == 0) continue;
+    // The stops come last; one batch may hold other consumers' stops: hand them back.
+    for (long extra = 1; extra < stops; ++extra)
+      c.send(queue, kStop);
+    c.sync();
+    return taken;
+  }
+}
+
+// One stop per consumer of each queue, queued behind all the data.
+void send_stops(const Options& o, const std::string& address) {
+  auto c = connect(address);
+  for (int q = 0; q < o.queues; ++q) {
+    for (int i = 0; i < workers_on(o, o.consumers, q); ++i)
+      c.send(queue_name(o, q), kStop);
+  }
+  c.sync();
+}
+
+// Waits for `pids`; returns the sum of the counts the successful ones wrote to `reports`.
+long long reap(const std::vector<pid_t>& pids, int reports, int& failed) {
+  int ok = 0;
+  for (const pid_t pid : pids) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    const bool good = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    ok += good;
+    failed += !good;
+  }
+  long long sum = 0;
+  for (int i = 0; i < ok; ++i) {
+    long long n = 0;
+    if (::read(reports, &n, sizeof n) != static_cast<ssize_t>(sizeof n)) break;
+    sum += n;
+  }
+  return sum;
+}
+
+class Pipe2 {
+ public:
+  Pipe2() {
+    if (::pipe(fds) != 0) throw std::runtime_error("pipe failed");
+  }
+  ~Pipe2() {
+    for (const int fd : fds) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+  Pipe2(const Pipe2&) = delete;
+  Pipe2& operator=(const Pipe2&) = delete;
+  void close(int end) {
+    if (fds[end] >= 0) ::close(fds[end]);
+    fds[end] = -1;
+  }
+  int fds[2];
+};
+
+// Producers (unless drain) and consumers (unless enqueue) are forked and connected before the
+// barrier opens, so connecting is not measured. Each writes its count to `reports`.
 RunResult run_throughput(const Options& o, const std::string& address, pid_t daemon_pid) {
-  // Connections are made before the barrier so that connecting is not measured.
-  int barrier[2];
-  if (::pipe(barrier) != 0) throw std::runtime_error("pipe failed");
-  std::vector<pid_t> workers;
-  const long long per_producer = o.messages / o.producers;
-  for (int i = 0; i < o.consumers; ++i) {
-    workers.push_back(spawn(barrier, [&] {
-      auto c = connect(address);
-      wait_barrier(barrier);
-      while (true) {
-        const auto got = c.receive_batch(kQueue, o.batch, seconds(120));
-        if (got.empty()) return 1;  // starved for two minutes: messages were lost
-        const auto stops = std::count_if(got.begin(), got.end(),
-                                         [](const qbus::Message& m) { return m.text() == kStop; });
-        if (stops == 0) continue;
-        // The stops come last; one batch may hold other consumers' stops: hand them back.
-        for (long extra = 1; extra < stops; ++extra)
-          c.send(kQueue, kStop);
-        c.sync();
-        return 0;
-      }
-    }));
+  Pipe2 barrier, fill_barrier, reports;
+  const auto report = [&](long long n) {
+    return ::write(reports.fds[1], &n, sizeof n) == static_cast<ssize_t>(sizeof n) ? 0 : 1;
+  };
+  const auto spawn_producers = [&](Pipe2& gate) {
+    std::vector<pid_t> pids;
+    for (int i = 0; i < o.producers; ++i) {
+      pids.push_back(spawn(gate.fds, [&] {
+        auto c = connect(address);
+        wait_barrier(gate.fds);
+        return report(produce(c, o, queue_name(o, i), producer_quota(o, i)));
+      }));
+    }
+    return pids;
+  };
+  int failed = 0;
+  long long accepted = 0;
+  if (o.phase == Phase::drain) {  // the fill is not measured
+    const auto fillers = spawn_producers(fill_barrier);
+    fill_barrier.close(0);
+    fill_barrier.close(1);
+    accepted = reap(fillers, reports.fds[0], failed);
+    if (failed) throw std::runtime_error(std::to_string(failed) + " producer(s) failed");
+    send_stops(o, address);
   }
-  for (int i = 0; i < o.producers; ++i) {
-    workers.push_back(spawn(barrier, [&] {
-      auto c = connect(address);
-      const std::string payload(o.size, 'm');
-      wait_barrier(barrier);
-      {
-        qbus::Client::Batch batch(c);
-        for (long long n = 0; n < per_producer; ++n)
-          c.send(kQueue, payload);
-      }
-      c.sync();
-      return c.send_failures().count == 0 ? 0 : 1;
-    }));
+  std::vector<pid_t> consumers, producers;
+  if (o.phase != Phase::enqueue) {
+    for (int i = 0; i < o.consumers; ++i) {
+      consumers.push_back(spawn(barrier.fds, [&] {
+        auto c = connect(address);
+        wait_barrier(barrier.fds);
+        return report(consume(c, o, queue_name(o, i)));
+      }));
+    }
   }
-  ::close(barrier[0]);
+  if (o.phase != Phase::drain) producers = spawn_producers(barrier);
+  barrier.close(0);
   const double cpu_before = daemon_pid > 0 ? cpu_seconds(daemon_pid) : 0;
   const auto start = Clock::now();
-  ::close(barrier[1]);
-  // Producers finish first; then one stop per consumer, queued behind all the data.
-  int failed = 0;
-  for (int i = 0; i < o.producers; ++i) {
-    int status = 0;
-    ::waitpid(workers[o.consumers + i], &status, 0);
-    failed += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  barrier.close(1);
+  long long received = 0;
+  if (o.phase != Phase::drain) {
+    accepted = reap(producers, reports.fds[0], failed);
+    if (o.phase == Phase::both) send_stops(o, address);
   }
-  {
-    auto c = connect(address);
-    for (int i = 0; i < o.consumers; ++i)
-      c.send(kQueue, kStop);
-  }
-  for (int i = 0; i < o.consumers; ++i) {
-    int status = 0;
-    ::waitpid(workers[i], &status, 0);
-    failed += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  }
+  if (o.phase != Phase::enqueue) received = reap(consumers, reports.fds[0], failed);
   RunResult r;
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (daemon_pid > 0) r.daemon_cpu_seconds = cpu_seconds(daemon_pid) - cpu_before;
+  r.messages = accepted;
   if (failed) throw std::runtime_error(std::to_string(failed) + " worker(s) failed");
+  if (o.phase != Phase::enqueue && received != accepted) {
+    throw std::runtime_error("consumers took " + std::to_string(received) + " of " +
+                             std::to_string(accepted) + " messages");
+  }
+  if (o.phase == Phase::enqueue) {  // empty the queues for the next run, unmeasured
+    auto c = connect(address);
+    for (int q = 0; q < o.queues; ++q) {
+      while (!c.receive_batch(queue_name(o, q), 4096, std::chrono::milliseconds(0)).empty()) {
+      }
+    }
+  }
   return r;
 }
 
+// Queue bounds that never limit the run: room for every message (4294967295 with
+// --duration) and 1 TiB, blocking the sender rather than refusing should one be reached.
+qbus::QueueOptions throughput_queue(const Options& o) {
+  constexpr long long kMaxMessages = std::numeric_limits<std::uint32_t>::max();
+  const long long wanted = o.duration > 0 ? kMaxMessages : o.messages + o.consumers + 1024;
+  return {static_cast<std::uint32_t>(std::min(wanted, kMaxMessages)), std::uint64_t{1} << 40,
+          qbus::Overflow::block};
+}
+
 int throughput(const Options& o) {
+  if (o.queues > o.producers && o.phase != Phase::drain) {
+    throw std::runtime_error("--queues exceeds --producers: a queue would have no producer");
+  }
+  if (o.queues > o.consumers && o.phase != Phase::enqueue) {
+    throw std::runtime_error("--queues exceeds --consumers: a queue would have no consumer");
+  }
+  if (o.duration > 0 && o.phase == Phase::drain) {
+    throw std::runtime_error("--phase drain needs --messages, not --duration");
+  }
   std::optional<qbus::testing::Daemon> daemon;
   std::string address = o.address;
   if (address.empty()) {
     qbus::testing::DaemonOptions d;
     d.log_level = "warn";
-    // Deep enough that producers are not throttled by the default per-queue bound.
-    d.config_json = R"({"queue_defaults": {"max_messages": 10000000, "max_bytes": 4294967296},
-                        "limits": {"uid_max_queued_bytes": 8589934592}})";
+    // The uid's quotas of queued bytes and messages must not bind before the queues' bounds.
+    d.config_json = R"({"limits": {"uid_max_queued_bytes": 1099511627776,
+                                   "uid_max_queued_messages": 1000000000000}})";
     daemon.emplace(d);
     address = daemon->address();
+  }
+  {
+    auto admin = connect(address);
+    for (int q = 0; q < o.queues; ++q) {
+      const std::string key = queue_name(o, q);
+      try {
+        admin.declare(key, throughput_queue(o));
+      } catch (const qbus::Error& e) {
+        if (e.code() != qbus::Errc::queue_conflict) throw;
+        std::fprintf(stderr, "qbus-bench: %s; using the queue as it is\n", e.what());
+      }
+      while (!admin.receive_batch(key, 4096, std::chrono::milliseconds(0)).empty()) {
+      }  // leftovers of an interrupted run on a shared broker
+    }
   }
   std::vector<RunResult> runs;
   for (int i = 0; i < o.runs; ++i)
     runs.push_back(run_throughput(o, address, daemon ? daemon->pid() : -1));
-  std::sort(runs.begin(), runs.end(),
-            [](const RunResult& a, const RunResult& b) { return a.seconds < b.seconds; });
-  const RunResult& med = runs[runs.size() / 2];
-  const long long total = o.messages / o.producers * o.producers;
-  const double rate = static_cast<double>(total) / med.seconds;
+  std::vector<RunResult> by_rate = runs;
+  std::sort(by_rate.begin(), by_rate.end(),
+            [](const RunResult& a, const RunResult& b) { return a.rate() < b.rate(); });
+  const RunResult& med = by_rate[by_rate.size() / 2];
+  const double rate = med.rate();
   const double mbps = rate * static_cast<double>(o.size) / 1e6;
-  const double cpu_ns =
-      med.daemon_cpu_seconds < 0 ? -1 : med.daemon_cpu_seconds * 1e9 / static_cast<double>(total);
+  const double cpu_ns = med.daemon_cpu_seconds < 0 || med.messages == 0
+                            ? -1
+                            : med.daemon_cpu_seconds * 1e9 / static_cast<double>(med.messages);
+  const int producers = o.producers;  // with drain: the ones that filled the queues
+  const int consumers = o.phase == Phase::enqueue ? 0 : o.consumers;
   if (o.json) {
     std::printf(
-        "{\"benchmark\":\"throughput\",\"producers\":%d,\"consumers\":%d,\"messages\":%lld,"
-        "\"size\":%zu,\"batch\":%zu,\"runs\":%d,\"median_seconds\":%.6f,"
-        "\"messages_per_second\":%.0f,\"mb_per_second\":%.2f,\"daemon_cpu_ns_per_message\":%.1f}\n",
-        o.producers, o.consumers, total, o.size, o.batch, o.runs, med.seconds, rate, mbps, cpu_ns);
-  } else {
-    std::printf(
-        "throughput: %d producer(s) -> 1 queue -> %d consumer(s), %lld x %zu B, "
-        "receive batch %zu, median of %d run(s)\n",
-        o.producers, o.consumers, total, o.size, o.batch, o.runs);
-    std::printf("  %-28s %12.0f\n", "messages/s", rate);
-    std::printf("  %-28s %12.2f\n", "MB/s (payload)", mbps);
-    std::printf("  %-28s %12.3f\n", "median run (s)", med.seconds);
-    if (cpu_ns >= 0) std::printf("  %-28s %12.1f\n", "daemon CPU ns/message", cpu_ns);
-    for (const auto& r : runs)
-      std::printf("  run: %.3f s\n", r.seconds);
+        "{\"benchmark\":\"throughput\",\"phase\":\"%s\",\"producers\":%d,\"consumers\":%d,"
+        "\"queues\":%d,\"messages\":%lld,\"duration\":%.3f,\"size\":%zu,\"batch\":%zu,"
+        "\"send_batch\":%lld,\"runs\":%d,\"median_seconds\":%.6f,\"messages_per_second\":%.0f,"
+        "\"mb_per_second\":%.2f,\"daemon_cpu_ns_per_message\":%.1f,\"run_messages_per_second\":[",
+        phase_name(o.phase), producers, consumers, o.queues, med.messages, o.duration, o.size,
+        o.batch, o.send_batch, o.runs, med.seconds, rate, mbps, cpu_ns);
+    for (std::size_t i = 0; i < runs.size(); ++i)
+      std::printf("%s%.0f", i ? "," : "", runs[i].rate());
+    std::printf("]}\n");
+    return 0;
   }
+  const std::string send_window = o.send_batch == 0 ? "one Client::Batch"
+                                  : o.send_batch == 1
+                                      ? "no Batch (one write per send)"
+                                      : "Client::Batch of " + std::to_string(o.send_batch);
+  char sending_for[64] = "";
+  if (o.duration > 0)
+    std::snprintf(sending_for, sizeof sending_for, ", sending for %g s", o.duration);
+  switch (o.phase) {
+    case Phase::both:
+      std::printf("throughput: %d producer(s) -> %d queue(s) -> %d consumer(s), concurrently",
+                  o.producers, o.queues, o.consumers);
+      break;
+    case Phase::enqueue:
+      std::printf("throughput, enqueue only: %d producer(s) -> %d queue(s), until sync()",
+                  o.producers, o.queues);
+      break;
+    case Phase::drain:
+      std::printf(
+          "throughput, drain only: %d queue(s) pre-filled by %d producer(s) (not timed) -> %d "
+          "consumer(s)",
+          o.queues, o.producers, o.consumers);
+      break;
+  }
+  std::printf(
+      "\n  %lld x %zu B in the median run%s; sends: %s; receive batch %zu; median of %d "
+      "run(s)\n",
+      med.messages, o.size, sending_for, send_window.c_str(), o.batch, o.runs);
+  std::printf("  %-28s %12.0f\n", "messages/s", rate);
+  std::printf("  %-28s %12.2f\n", "MB/s (payload)", mbps);
+  std::printf("  %-28s %12.3f\n", "median run (s)", med.seconds);
+  if (cpu_ns >= 0) std::printf("  %-28s %12.1f\n", "daemon CPU ns/message", cpu_ns);
+  for (const auto& r : runs)
+    std::printf("  run: %lld messages in %.3f s, %.0f/s\n", r.messages, r.seconds, r.rate());
   return 0;
 }
 
@@ -246,6 +471,7 @@ struct PingOptions {
   std::size_t size = 64;
   int runs = 3;
   long long stream_messages = 1'000'000;  // direct: one-way throughput messages per run
+  double rate = 0;  // > 0: requests per second, open loop, instead of one at a time
   std::string address;
   bool json = false;
 };
@@ -594,6 +820,193 @@ void print_comparison(const PingOptions& o, const Comparison& c, const char* wha
   runs_line("qbus:", c.qbus_runs);
 }
 
+// ---- fixed offered rate (open loop) ----------------------------------------------------
+//
+// A sender process sends request i at start + i/rate whatever the replies do (it never
+// waits for one); a responder process answers each with send_to_pid() to the measuring
+// process, which records now - (start + i/rate): the latency counts from when the request
+// was due, not from when it was sent, so a sender held up by a slow broker adds the delay
+// it suffered (no coordinated omission). Payloads carry the index and the pid to answer.
+
+struct Stamp {
+  std::uint64_t index;
+  std::uint32_t reply_pid;
+  std::uint32_t unused;
+};
+static_assert(sizeof(Stamp) == 16);
+
+std::size_t open_loop_size(const PingOptions& o) {
+  return std::max(o.size, sizeof(Stamp));
+}
+
+long long scheduled_ns(long long start_ns, double period_ns, std::uint64_t index) {
+  return start_ns + static_cast<long long>(static_cast<double>(index) * period_ns);
+}
+
+struct OpenLoopRun {
+  Summary summary;
+  double achieved_rate = 0;  // requests the sender got out per second
+};
+
+// `direct`: requests go to the responder's inbox by pid; otherwise through queue kRpcKey.
+OpenLoopRun run_open_loop(const PingOptions& o, const std::string& address, Histogram& h,
+                          bool direct) {
+  auto rx = connect(address);
+  rx.receive_direct(std::chrono::milliseconds(0));  // claims this process's inbox
+  const std::uint32_t my_pid = rx.session().pid;
+  const auto total = static_cast<std::uint64_t>(o.warmup + o.count);
+  const double period_ns = 1e9 / o.rate;
+
+  Pipe responder_ready = make_pipe();
+  Child responder([&] {
+    auto c = connect(address);
+    if (!announce(responder_ready, c.session().pid)) return 1;
+    for (bool stop = false; !stop;) {
+      const auto got = direct ? c.receive_direct_batch(64, kIdleTimeout)
+                              : c.receive_batch(kRpcKey, 64, kIdleTimeout);
+      if (got.empty()) return 1;
+      qbus::Client::Batch batch(c);
+      for (const auto& m : got) {
+        if (m.size() < sizeof(Stamp)) {
+          stop = true;  // the stop
+          continue;
+        }
+        Stamp s;
+        std::memcpy(&s, m.bytes().data(), sizeof s);
+        c.send_to_pid(s.reply_pid, m.bytes(), kNoWait);
+      }
+    }
+    c.sync();
+    return c.send_failures().count == 0 ? 0 : 1;
+  });
+  const auto responder_pid = await_ready<std::uint32_t>(responder_ready, "the responder");
+
+  Pipe sender_ready = make_pipe();
+  Pipe go = make_pipe();
+  Pipe report = make_pipe();
+  Child sender([&] {
+    go.write.reset();
+    report.read.reset();
+    auto c = connect(address);
+    std::string payload(open_loop_size(o), 'q');
+    // Wake at the scheduled time, not up to 50 us (the default timer slack) after it.
+    ::prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+    if (!announce(sender_ready, '\1')) return 1;
+    long long start_ns = 0;
+    if (!read_all(go.read.get(), &start_ns, sizeof start_ns)) return 1;
+    for (std::uint64_t i = 0; i < total; ++i) {
+      const long long due = scheduled_ns(start_ns, period_ns, i);
+      if (now_ns() < due) {
+        const timespec ts{static_cast<time_t>(due / 1'000'000'000),
+                          static_cast<long>(due % 1'000'000'000)};
+        while (::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+        }
+      }
+      const Stamp s{i, my_pid, 0};
+      std::memcpy(payload.data(), &s, sizeof s);
+      if (direct) {
+        c.send_to_pid(responder_pid, payload, kNoWait);
+      } else {
+        c.send(kRpcKey, payload);
+      }
+    }
+    const long long end_ns = now_ns();
+    c.sync();
+    if (!write_all(report.write.get(), &end_ns, sizeof end_ns)) return 1;
+    return c.send_failures().count == 0 ? 0 : 1;
+  });
+  go.read.reset();
+  report.write.reset();
+  await_ready<char>(sender_ready, "the sender");
+
+  // steady_clock is CLOCK_MONOTONIC, the same clock in every process on the host.
+  const long long start_ns = now_ns() + 20'000'000;
+  if (!write_all(go.write.get(), &start_ns, sizeof start_ns)) {
+    throw std::runtime_error("the sender went away");
+  }
+  go.write.reset();
+  h.reset();
+  for (std::uint64_t received = 0; received < total;) {
+    const auto got = rx.receive_direct_batch(256, kReplyTimeout);
+    if (got.empty()) throw std::runtime_error("fixed rate: no reply within 10 s");
+    const long long now = now_ns();
+    for (const auto& m : got) {
+      if (m.size() != open_loop_size(o)) throw std::runtime_error("a reply of the wrong size");
+      Stamp s;
+      std::memcpy(&s, m.bytes().data(), sizeof s);
+      if (s.index >= static_cast<std::uint64_t>(o.warmup)) {
+        h.record_signed(now - scheduled_ns(start_ns, period_ns, s.index));
+      }
+    }
+    received += got.size();
+  }
+  long long end_ns = 0;
+  const bool reported = read_all(report.read.get(), &end_ns, sizeof end_ns);
+  if (!sender.wait() || !reported) throw std::runtime_error("the sender failed");
+  if (direct) {
+    rx.send_to_pid(responder_pid, kStop, kNoWait);
+  } else {
+    rx.send(kRpcKey, kStop);
+  }
+  rx.sync();
+  if (!responder.wait()) throw std::runtime_error("the responder failed");
+  OpenLoopRun r;
+  r.summary = summarize(h);
+  r.achieved_rate = static_cast<double>(total) / (static_cast<double>(end_ns - start_ns) / 1e9);
+  return r;
+}
+
+// --rate: R open-loop runs; each percentile is the median over the runs.
+int fixed_rate(const PingOptions& o, const std::string& address, bool direct, bool own_daemon) {
+  const auto h = std::make_unique<Histogram>();
+  std::vector<OpenLoopRun> runs;
+  for (int i = 0; i < o.runs; ++i)
+    runs.push_back(run_open_loop(o, address, *h, direct));
+  std::vector<Summary> summaries;
+  std::vector<double> achieved;
+  for (const auto& r : runs) {
+    summaries.push_back(r.summary);
+    achieved.push_back(r.achieved_rate);
+  }
+  const Summary s = median_summary(summaries);
+  const double got_rate = median_of(achieved);
+  const char* name = direct ? "direct" : "latency";
+  const char* label = direct ? "qbus_direct" : "qbus_request_reply";
+  if (o.json) {
+    std::printf(
+        "{\"benchmark\":\"%s\",\"mode\":\"fixed_rate\",\"cpus_online\":%ld,"
+        "\"offered_rate\":%.0f,\"achieved_send_rate\":%.0f,\"requests\":%lld,\"warmup\":%lld,"
+        "\"size\":%zu,\"runs\":%d,\"%s\":%s}\n",
+        name, cpus_online(), o.rate, got_rate, o.count, o.warmup, open_loop_size(o), o.runs, label,
+        summary_json(s).c_str());
+    return 0;
+  }
+  std::printf(
+      "%s at a fixed offered rate (open loop): %.0f requests/s, %lld requests x %zu B per run "
+      "(+%lld warmup), median of %d run(s)\n",
+      name, o.rate, o.count, open_loop_size(o), o.warmup, o.runs);
+  std::printf("  %ld CPU(s) online (sysconf), nothing pinned; %s\n", cpus_online(),
+              own_daemon ? "private qbusd" : ("broker at " + o.address).c_str());
+  std::printf(
+      "  %s -> responder -> send_to_pid() back; latency from each request's scheduled "
+      "send time\n",
+      direct ? "send_to_pid() to the responder" : "send() to a queue");
+  std::printf("  %-30s %9s %9s %9s %9s %9s\n", "latency (us)", "p50", "p90", "p99", "p99.9", "max");
+  std::printf("  %-30s %9.2f %9.2f %9.2f %9.2f %9.2f\n",
+              direct ? "qbus direct, fixed rate" : "qbus request/reply, fixed rate", us(s.p50),
+              us(s.p90), us(s.p99), us(s.p999), us(s.max));
+  std::printf("  %-30s %9.0f\n", "achieved send rate (/s)", got_rate);
+  std::printf("  runs, p50/p99 (us):");
+  for (const auto& r : summaries)
+    std::printf(" %.2f/%.2f", us(r.p50), us(r.p99));
+  std::printf("\n");
+  return 0;
+}
+
+// Inboxes deep enough that a pipelined sender is never refused (inbox_full).
+constexpr char kDeepInbox[] = R"({"inbox": {"max_messages": 100000000, "max_bytes": 68719476736},
+    "limits": {"uid_max_queued_bytes": 137438953472, "uid_max_queued_messages": 1000000000000}})";
+
 // A private qbusd unless --address names a running broker (then nullptr).
 std::unique_ptr<qbus::testing::Daemon> private_daemon(const PingOptions& o,
                                                       const std::string& config_json) {
@@ -606,8 +1019,10 @@ std::unique_ptr<qbus::testing::Daemon> private_daemon(const PingOptions& o,
 
 int latency(const PingOptions& o) {
   ::signal(SIGPIPE, SIG_IGN);  // a dead echo process is an error to report, not a signal
-  const auto daemon = private_daemon(o, "");
+  // At a fixed rate the replies queue in this process's inbox while it records: deep enough.
+  const auto daemon = private_daemon(o, o.rate > 0 ? kDeepInbox : "");
   const std::string address = daemon ? daemon->address() : o.address;
+  if (o.rate > 0) return fixed_rate(o, address, false, daemon != nullptr);
   const Comparison c = compare_with_raw(o, [&](Histogram& h) { return run_rpc(o, address, h); });
   if (o.json) {
     std::printf("{\"benchmark\":\"latency\",%s}\n",
@@ -704,10 +1119,9 @@ StreamResult run_direct_stream(const PingOptions& o, const std::string& address,
 int direct(const PingOptions& o) {
   ::signal(SIGPIPE, SIG_IGN);
   // Inboxes deep enough that the pipelined sender is never refused (inbox_full).
-  const auto daemon =
-      private_daemon(o, R"({"inbox": {"max_messages": 100000000, "max_bytes": 68719476736},
-                        "limits": {"uid_max_queued_bytes": 137438953472}})");
+  const auto daemon = private_daemon(o, kDeepInbox);
   const std::string address = daemon ? daemon->address() : o.address;
+  if (o.rate > 0) return fixed_rate(o, address, true, daemon != nullptr);
   const Comparison c =
       compare_with_raw(o, [&](Histogram& h) { return run_direct_ping(o, address, h); });
   std::vector<StreamResult> streams;
@@ -741,6 +1155,91 @@ int direct(const PingOptions& o) {
   if (cpu_ns >= 0) std::printf("  %-28s %12.1f\n", "daemon CPU ns/message", cpu_ns);
   for (const auto& r : streams)
     std::printf("  run: %.3f s\n", r.seconds);
+  return 0;
+}
+
+// ---- connections -------------------------------------------------------------------------
+
+struct ConnOptions {
+  long long connections = 10'000;
+  double idle_seconds = 10;
+  std::string address;
+  bool json = false;
+};
+
+// Raises this process's soft open-file limit to the hard one; returns the soft limit.
+rlim_t raise_fd_limit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return 0;
+  if (lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) ::getrlimit(RLIMIT_NOFILE, &lim);
+  }
+  return lim.rlim_cur;
+}
+
+// N idle connections: the daemon's RSS before and after, and its CPU time while they idle.
+int connections(const ConnOptions& o) {
+  const rlim_t fds = raise_fd_limit();
+  if (fds != RLIM_INFINITY && static_cast<unsigned long long>(o.connections) + 64 > fds) {
+    throw std::runtime_error("the open-file limit (" + std::to_string(fds) + ") is below " +
+                             std::to_string(o.connections) + " connections + 64");
+  }
+  std::unique_ptr<qbus::testing::Daemon> daemon;
+  if (o.address.empty()) {
+    qbus::testing::DaemonOptions d;
+    d.log_level = "warn";
+    // qbusd raises its own soft fd limit to the hard one (inherited from here).
+    const std::string n = std::to_string(o.connections + 64);
+    d.config_json =
+        R"({"limits": {"max_connections": )" + n + R"(, "uid_max_connections": )" + n + "}}";
+    daemon = std::make_unique<qbus::testing::Daemon>(d);
+  }
+  const std::string address = daemon ? daemon->address() : o.address;
+  const long rss_before = daemon ? daemon->rss_bytes() : -1;
+  std::vector<qbus::Client> clients;
+  clients.reserve(static_cast<std::size_t>(o.connections));
+  const auto start = Clock::now();
+  for (long long i = 0; i < o.connections; ++i)
+    clients.push_back(connect(address));  // returns after the handshake: the broker has it
+  const double open_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const long rss_after = daemon ? daemon->rss_bytes() : -1;
+  // Idle: nobody sends anything; whatever CPU the daemon uses now is polling or timers.
+  const double cpu_before = daemon ? cpu_seconds(daemon->pid()) : 0;
+  const auto idle_start = Clock::now();
+  ::usleep(static_cast<useconds_t>(o.idle_seconds * 1e6));
+  const double idle_elapsed = std::chrono::duration<double>(Clock::now() - idle_start).count();
+  const double idle_cpu_ms = daemon ? (cpu_seconds(daemon->pid()) - cpu_before) * 1e3 : -1;
+  const long rss_idle = daemon ? daemon->rss_bytes() : -1;
+  const auto n = static_cast<double>(o.connections);
+  const double per_connection = daemon ? static_cast<double>(rss_after - rss_before) / n : -1;
+  const double mib = 1024.0 * 1024.0;
+  if (o.json) {
+    std::printf(
+        "{\"benchmark\":\"connections\",\"connections\":%lld,\"fd_limit\":%llu,"
+        "\"open_seconds\":%.3f,\"connections_per_second\":%.0f,\"daemon_rss_before_bytes\":%ld,"
+        "\"daemon_rss_after_bytes\":%ld,\"daemon_rss_after_idle_bytes\":%ld,"
+        "\"bytes_per_connection\":%.0f,\"idle_seconds\":%.3f,\"daemon_idle_cpu_ms\":%.3f}\n",
+        o.connections, static_cast<unsigned long long>(fds), open_seconds, n / open_seconds,
+        rss_before, rss_after, rss_idle, per_connection, idle_elapsed, idle_cpu_ms);
+    return 0;
+  }
+  std::printf("connections: %lld idle connections from one process (open-file limit %llu)\n",
+              o.connections, static_cast<unsigned long long>(fds));
+  std::printf("  %-36s %12.3f (%.0f/s)\n", "opened in (s)", open_seconds, n / open_seconds);
+  if (!daemon) {
+    std::printf("  broker at %s: its RSS and CPU are not measured (no pid)\n", o.address.c_str());
+    return 0;
+  }
+  std::printf("  %-36s %12.2f\n", "daemon RSS before (MiB)", static_cast<double>(rss_before) / mib);
+  std::printf("  %-36s %12.2f\n", "daemon RSS with them open (MiB)",
+              static_cast<double>(rss_after) / mib);
+  std::printf("  %-36s %12.2f\n", "added (MiB)", static_cast<double>(rss_after - rss_before) / mib);
+  std::printf("  %-36s %12.0f\n", "bytes per connection", per_connection);
+  std::printf("  %-36s %12.2f\n", "daemon RSS after the idle time (MiB)",
+              static_cast<double>(rss_idle) / mib);
+  std::printf("  %-36s %12.3f (over %.2f s, connections open)\n", "daemon CPU while idle (ms)",
+              idle_cpu_ms, idle_elapsed);
   return 0;
 }
 
@@ -1208,17 +1707,38 @@ int main(int argc, char** argv) {
   app.footer(
       "Each subcommand starts a private qbusd on a temporary socket unless --address is given, "
       "and prints its figures as tables (or one JSON object with --json). Processes are released "
-      "by pipes and messages, never sleeps; nothing is pinned, and latency, direct and bulk show "
+      "by pipes and messages, never sleeps (only a --rate sender waits for each due time, and "
+      "connections idles on purpose); nothing is pinned, and latency, direct and bulk show "
       "how "
       "many CPUs sysconf reports online. Run `qbus-bench SUBCOMMAND --help` for its options.");
   Options o;
-  auto* tp = app.add_subcommand("throughput", "Producers -> one queue -> consumers");
-  tp->add_option("--producers", o.producers, "Producer processes")->check(CLI::Range(1, 64));
+  auto* tp = app.add_subcommand(
+      "throughput",
+      "Producers -> one or K queues -> consumers: messages/s, MB/s, daemon CPU per message");
+  tp->add_option("--producers", o.producers,
+                 "Producer processes (with --phase drain: the ones that pre-fill)")
+      ->check(CLI::Range(1, 64));
   tp->add_option("--consumers", o.consumers, "Consumer processes")->check(CLI::Range(1, 64));
-  tp->add_option("--messages", o.messages, "Messages in all")
+  tp->add_option("--queues", o.queues,
+                 "Queues; producer i and consumer i use queue i mod K (K <= producers, consumers)")
+      ->check(CLI::Range(1, 64));
+  tp->add_option("--messages", o.messages, "Messages in all, split over the producers")
       ->check(CLI::Range(1LL, 1'000'000'000LL));
+  tp->add_option("--duration", o.duration,
+                 "Seconds the producers send for, instead of --messages (0: off; not with drain)")
+      ->check(CLI::Range(0.0, 3600.0));
   tp->add_option("--size", o.size, "Payload bytes")->check(CLI::Range(0, 1 << 20));
-  tp->add_option("--batch", o.batch, "Messages per receive round trip")->check(CLI::Range(1, 4096));
+  tp->add_option("--batch", o.batch, "Messages per receive_batch round trip")
+      ->check(CLI::Range(1, 4096));
+  tp->add_option("--send-batch", o.send_batch,
+                 "Sends per Client::Batch window (0: one Batch around all; 1: no Batch, one write "
+                 "per send)")
+      ->check(CLI::Range(0LL, 1'000'000'000LL));
+  std::string phase = "both";
+  tp->add_option("--phase", phase,
+                 "both: producers and consumers together; enqueue: producers only, until their "
+                 "sync(); drain: the queue pre-filled (not timed), then consumers only")
+      ->check(CLI::IsMember({"both", "enqueue", "drain"}));
   tp->add_option("--runs", o.runs, "Runs; the median is reported")->check(CLI::Range(1, 99));
   tp->add_option("--address", o.address, "Use a running broker instead of a private one");
   tp->add_flag("--json", o.json, "One JSON object instead of the table");
@@ -1237,6 +1757,11 @@ int main(int argc, char** argv) {
   lat->add_option("--runs", lo.runs,
                   "qbus runs, alternating with R+1 raw runs; each percentile is the median")
       ->check(CLI::Range(1, 99));
+  lat->add_option("--rate", lo.rate,
+                  "Requests/s offered at a fixed rate, open loop (a request through the queue, "
+                  "the reply by send_to_pid), instead of one at a time and the raw baseline; "
+                  "latency runs from each request's scheduled time (0: off)")
+      ->check(CLI::Range(0.0, 10'000'000.0));
   lat->add_option("--address", lo.address, "Use a running broker instead of a private one");
   lat->add_flag("--json", lo.json, "One JSON object instead of the table");
 
@@ -1258,6 +1783,12 @@ int main(int argc, char** argv) {
   dir->add_option("--throughput-messages", dopt.stream_messages,
                   "Messages per one-way throughput run (Client::Batch, confirm=false)")
       ->check(CLI::Range(1LL, 1'000'000'000LL));
+  dir->add_option("--rate", dopt.rate,
+                  "Messages/s offered at a fixed rate, open loop (send_to_pid to an echo "
+                  "process, answered by send_to_pid), instead of the ping-pong, the raw "
+                  "baseline and the throughput run; latency runs from each scheduled time "
+                  "(0: off)")
+      ->check(CLI::Range(0.0, 10'000'000.0));
   dir->add_option("--address", dopt.address, "Use a running broker instead of a private one");
   dir->add_flag("--json", dopt.json, "One JSON object instead of the tables");
 
@@ -1283,6 +1814,21 @@ int main(int argc, char** argv) {
                   "limit inline (token from $QBUS_TOKEN or $QBUS_TOKEN_FILE)");
   blk->add_flag("--json", bo.json, "One JSON object instead of the table");
 
+  ConnOptions co;
+  auto* con = app.add_subcommand(
+      "connections",
+      "N idle connections: the daemon's RSS before and after, and its CPU time while idle");
+  con->add_option("--connections", co.connections,
+                  "Idle connections to open (the bench raises its soft open-file limit to the "
+                  "hard one)")
+      ->check(CLI::Range(1LL, 999'000LL));
+  con->add_option("--idle-seconds", co.idle_seconds,
+                  "Seconds to measure the daemon's CPU time with the connections open and idle")
+      ->check(CLI::Range(0.0, 3600.0));
+  con->add_option("--address", co.address,
+                  "Use a running broker instead of a private one (then no RSS or CPU figures)");
+  con->add_flag("--json", co.json, "One JSON object instead of the table");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -1295,6 +1841,8 @@ int main(int argc, char** argv) {
     if (*lat) return latency(lo);
     if (*dir) return direct(dopt);
     if (*blk) return bulk(bo);
+    if (*con) return connections(co);
+    o.phase = phase == "enqueue" ? Phase::enqueue : phase == "drain" ? Phase::drain : Phase::both;
     return throughput(o);
   } catch (const std::exception& e) {
     std::cerr << "qbus-bench: " << e.what() << "\n";
