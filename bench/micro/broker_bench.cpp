@@ -1,0 +1,176 @@
+// The I/O-free broker core: per-message cost of the queue operations with 64-byte
+// payloads, in steady state (the queue, its deque and the peers exist before timing).
+// Every benchmark also reports "allocs/msg": heap allocations per message sent and
+// received, counted by the replaced operator new (alloc_counter.cpp).
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "alloc_counter.hpp"
+#include "broker/broker.hpp"
+#include "fake_backing.hpp"
+
+namespace qbus::micro {
+namespace {
+
+using broker::Broker;
+using broker::Bytes;
+using broker::Clock;
+using broker::Delivery;
+using broker::Identity;
+using broker::PeerId;
+
+constexpr std::string_view kKey = "bench.jobs";
+constexpr std::size_t kPayload = 64;
+
+// Counts what it is told and touches every delivered payload, as the edge's copy would.
+class CountingSink : public broker::Sink {
+ public:
+  void deliver(PeerId, std::uint64_t, bool last, const Delivery& d) override {
+    ++delivered;
+    batches += last ? 1 : 0;
+    bytes += d.payload.size();
+    benchmark::DoNotOptimize(d.payload.data());
+  }
+  void fail(PeerId, std::uint64_t, Errc, std::string_view) override { ++failed; }
+  void confirm(PeerId, std::uint64_t) override {}
+  void resume(PeerId) override {}
+  bool wants_more(PeerId) override { return true; }
+
+  std::uint64_t delivered = 0;
+  std::uint64_t batches = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t failed = 0;
+};
+
+// A broker with a producer (peer 1) and a consumer (peer 2) in separate processes.
+struct Fixture {
+  Fixture() : broker(broker::Limits{}, sink, backing) {
+    connect(kProducer, 20'001);
+    connect(kConsumer, 20'002);
+  }
+  void connect(PeerId peer, std::uint32_t pid) {
+    Identity id;
+    id.pid = pid;
+    id.uid = 1000;
+    id.gid = 1000;
+    id.client_id = peer;
+    id.process_token = 1;
+    if (broker.connect(peer, id, now) != Errc::ok) throw std::runtime_error("connect failed");
+  }
+  // Declared queues stay when they drain; undeclared ones are collected when idle.
+  void declare() {
+    std::string text;
+    if (broker.declare(kKey, broker::QueueOptions{}, text) != Errc::ok)
+      throw std::runtime_error("declare failed: " + text);
+  }
+  // The sink saw exactly `messages` deliveries and no failure.
+  bool check(benchmark::State& state, std::uint64_t messages) {
+    if (sink.failed == 0 && sink.delivered == messages) return true;
+    state.SkipWithError("the broker failed or lost a message");
+    return false;
+  }
+
+  static constexpr PeerId kProducer = 1;
+  static constexpr PeerId kConsumer = 2;
+  CountingSink sink;
+  broker::fakes::FakeBacking backing;
+  Broker broker;
+  Clock::time_point now = Clock::now();
+  std::vector<std::byte> payload = std::vector<std::byte>(kPayload, std::byte{0x42});
+};
+
+// Producer sends `batch` messages into a queue nobody waits on (enqueue), then the
+// consumer takes them with one receive of max_count = batch (serve_now). Per message.
+void BM_Broker_EnqueueThenReceive(benchmark::State& state) {
+  const auto batch = static_cast<std::uint32_t>(state.range(0));
+  Fixture f;
+  f.declare();
+  std::uint64_t corr = 0;
+  auto round = [&] {
+    for (std::uint32_t i = 0; i < batch; ++i) {
+      auto r = f.broker.send(Fixture::kProducer, kKey, f.payload, f.now);
+      benchmark::DoNotOptimize(r);
+    }
+    f.broker.receive(Fixture::kConsumer, ++corr, kKey, batch, 0, f.now);
+  };
+  for (int i = 0; i < 3; ++i)
+    round();  // warm: the deque's blocks and the peers' maps exist
+  const auto warm = f.sink.delivered;
+  const auto allocs = allocations();
+  for (auto _ : state)
+    round();
+  const auto messages = static_cast<std::uint64_t>(state.iterations()) * batch;
+  report_allocations(state, allocs, messages);
+  if (!f.check(state, warm + messages)) return;
+  state.SetItemsProcessed(static_cast<std::int64_t>(messages));
+  state.SetBytesProcessed(static_cast<std::int64_t>(messages * kPayload));
+}
+BENCHMARK(BM_Broker_EnqueueThenReceive)->Arg(1)->Arg(64)->Arg(1000);
+
+// The consumer waits first (receive, no timeout); the send hands the message straight to
+// it without storing it. range(0) != 0: the queue is declared, else it is implicit and
+// is collected every time it goes idle, then created again by the next receive.
+void BM_Broker_HandoffToWaiter(benchmark::State& state) {
+  const bool declared = state.range(0) != 0;
+  Fixture f;
+  if (declared) f.declare();
+  std::uint64_t corr = 0;
+  auto round = [&] {
+    f.broker.receive(Fixture::kConsumer, ++corr, kKey, 1, -1, f.now);
+    auto r = f.broker.send(Fixture::kProducer, kKey, f.payload, f.now);
+    benchmark::DoNotOptimize(r);
+  };
+  for (int i = 0; i < 3; ++i)
+    round();
+  const auto warm = f.sink.delivered;
+  const auto allocs = allocations();
+  for (auto _ : state)
+    round();
+  const auto messages = static_cast<std::uint64_t>(state.iterations());
+  report_allocations(state, allocs, messages);
+  if (!f.check(state, warm + messages)) return;
+  state.SetLabel(declared ? "declared queue" : "implicit queue");
+  state.SetItemsProcessed(static_cast<std::int64_t>(messages));
+  state.SetBytesProcessed(static_cast<std::int64_t>(messages * kPayload));
+}
+BENCHMARK(BM_Broker_HandoffToWaiter)->Arg(1)->Arg(0);
+
+// Direct messages by pid: `batch` send_direct calls into the consumer's inbox, then one
+// receive_direct of max_count = batch. Per message.
+void BM_Broker_SendDirect(benchmark::State& state) {
+  const auto batch = static_cast<std::uint32_t>(state.range(0));
+  Fixture f;
+  broker::DirectSend d;
+  d.kind = proto::TargetKind::pid;
+  d.target = 20'002;
+  std::uint64_t corr = 0;
+  auto round = [&] {
+    for (std::uint32_t i = 0; i < batch; ++i) {
+      auto r = f.broker.send_direct(Fixture::kProducer, d, f.payload, f.now);
+      benchmark::DoNotOptimize(r);
+    }
+    f.broker.receive_direct(Fixture::kConsumer, ++corr, batch, 0, f.now);
+  };
+  for (int i = 0; i < 3; ++i)
+    round();
+  const auto warm = f.sink.delivered;
+  const auto allocs = allocations();
+  for (auto _ : state)
+    round();
+  const auto messages = static_cast<std::uint64_t>(state.iterations()) * batch;
+  report_allocations(state, allocs, messages);
+  if (!f.check(state, warm + messages)) return;
+  state.SetItemsProcessed(static_cast<std::int64_t>(messages));
+  state.SetBytesProcessed(static_cast<std::int64_t>(messages * kPayload));
+}
+BENCHMARK(BM_Broker_SendDirect)->Arg(1)->Arg(64)->Arg(1000);
+
+}  // namespace
+}  // namespace qbus::micro
