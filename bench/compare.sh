@@ -1,0 +1,390 @@
+#!/usr/bin/env bash
+# bench/compare.sh: qbus side by side with Redis and raw Unix sockets, in one run on one
+# machine (issue 6). Prints every figure, the ratios qbus/Redis and qbus/raw, and each target
+# next to its bar, and writes the same table to bench/RESULTS.md.
+#
+#   bench/compare.sh [--runs N] [--no-build] [--no-results]
+#
+# Everything it measures runs on this machine in this run, so the ratios are fair even on a
+# noisy shared box where absolute numbers drift from one minute to the next.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+usage: bench/compare.sh [--runs N] [--no-build] [--no-results]
+
+Builds the Release tree build-bench/ if needed (qbus-bench and relay), installs redis-server
+and redis-tools from Debian if missing (as root; otherwise prints the apt-get command and
+fails), then measures:
+  raw socketpair ping-pong RTT, raw one-way batched throughput, the bare-relay ceiling
+  (bench/relay.cpp); redis-benchmark LPUSH/RPOP, 64 B, -P 64 and -P 1 -c 1, on a private
+  Unix socket; qbus-bench throughput and latency with 64 B payloads.
+Every figure is the median of --runs runs (default 3). QBUS_BENCH_BUILD_DIR overrides the
+build tree. Writes bench/RESULTS.md unless
+--no-results is given. --no-build uses the binaries already in build-bench/ as they are.
+EOF
+}
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# QBUS_BENCH_BUILD_DIR: another build tree (e.g. to try a fresh build beside build-bench/).
+BUILD="${QBUS_BENCH_BUILD_DIR:-$REPO/build-bench}"
+QBUS_BENCH="$BUILD/bench/qbus-bench"
+RELAY="$BUILD/bench/relay"
+RESULTS="$REPO/bench/RESULTS.md"
+COMMAND_LINE="bench/compare.sh${*:+ $*}"
+
+RUNS=3
+WRITE_RESULTS=1
+BUILD_FIRST=1
+SIZE=64
+REDIS_PIPELINED_N=1000000
+REDIS_UNPIPELINED_N=100000
+QBUS_THROUGHPUT_MESSAGES=2000000
+QBUS_LATENCY_REQUESTS=100000
+RELAY_MESSAGES=10000000
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs)
+      [ $# -ge 2 ] || { usage >&2; exit 2; }
+      RUNS=$2
+      shift 2
+      ;;
+    --no-results) WRITE_RESULTS=0; shift ;;
+    --no-build) BUILD_FIRST=0; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "compare.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+case "$RUNS" in '' | *[!0-9]* | 0) echo "compare.sh: --runs needs a positive integer" >&2; exit 2 ;; esac
+
+# ---- cleanup: the private redis-server and the temp dir go away however we exit --------
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/qbus-compare.XXXXXX")
+REDIS_PID=""
+# shellcheck disable=SC2317  # reached through the EXIT trap
+cleanup() {
+  if [ -n "$REDIS_PID" ] && kill -0 "$REDIS_PID" 2>/dev/null; then
+    kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+  fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log() { echo "compare.sh: $*" >&2; }
+
+# Every measuring command, as run, for RESULTS.md: anyone can rerun a single figure.
+COMMANDS=()
+record() { COMMANDS+=("$*"); }
+
+# ---- arithmetic and parsing helpers (awk: bash has no floating point) -------------------
+
+# median of the numbers given as arguments (mean of the middle two for an even count)
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+    if (NR == 0) { print "nan"; exit }
+    if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# calc EXPR: evaluates a floating-point awk expression; "n/a" if any operand is n/a.
+calc() {
+  case "$1" in *n/a*) echo "n/a"; return ;; esac
+  awk "BEGIN { printf \"%.6g\n\", $1 }"
+}
+
+# json_num FILE KEY: the first numeric value of "KEY": in a one-line JSON object.
+json_num() {
+  grep -o "\"$2\":[-0-9.eE+]*" "$1" | head -n 1 | cut -d: -f2
+}
+
+# json_sub_num FILE OBJECT KEY: a number inside the flat nested object "OBJECT":{...}.
+json_sub_num() {
+  grep -o "\"$2\":{[^}]*}" "$1" | head -n 1 | grep -o "\"$3\":[-0-9.eE+]*" | cut -d: -f2
+}
+
+# Formatting for the table: messages/s with thousands separators, µs with two decimals.
+fmt_rate() {
+  case "$1" in n/a) echo "n/a" ;; *) LC_ALL=C awk -v x="$1" 'BEGIN {
+    s = sprintf("%.0f", x); o = ""
+    while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) }
+    print s o " msg/s" }' ;; esac
+}
+fmt_us() { case "$1" in n/a) echo "n/a" ;; *) awk -v x="$1" 'BEGIN { printf "%.2f µs\n", x }' ;; esac; }
+fmt_ratio() { case "$1" in n/a) echo "n/a" ;; *) awk -v x="$1" 'BEGIN { printf "%.2fx\n", x }' ;; esac; }
+fmt_pct() { case "$1" in n/a) echo "n/a" ;; *) awk -v x="$1" 'BEGIN { printf "%.1f%%\n", 100 * x }' ;; esac; }
+
+# verdict VALUE OP BAR: PASS/FAIL of "VALUE OP BAR" (OP is >= or <=), n/a if VALUE is.
+verdict() {
+  case "$1" in n/a) echo "n/a"; return ;; esac
+  if awk -v v="$1" -v b="$3" "BEGIN { exit !(v $2 b) }"; then echo PASS; else echo FAIL; fi
+}
+
+# ---- (a) build --------------------------------------------------------------------------
+
+# Reuses scripts/deps.sh: the build's own packages plus Redis, installed by apt-get as root,
+# else the exact command is printed and we fail.
+install_deps() {
+  # shellcheck source-path=SCRIPTDIR/.. source=scripts/deps.sh
+  source "$REPO/scripts/deps.sh"
+  QBUS_PACKAGES+=(redis-server redis-tools)
+  qbus_install_deps
+}
+
+build() {
+  # Configure only when the tree is missing or not Release: reconfiguring is slow and
+  # the incremental build below catches every source change anyway.
+  if ! grep -qs '^CMAKE_BUILD_TYPE:STRING=Release$' "$BUILD/CMakeCache.txt"; then
+    log "configuring $BUILD (Release)"
+    cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$TMP/cmake.log" 2>&1 ||
+      { cat "$TMP/cmake.log" >&2; exit 1; }
+  fi
+  log "building qbus-bench and relay"
+  cmake --build "$BUILD" --target qbus-bench relay -j "$(nproc)" >"$TMP/build.log" 2>&1 ||
+    { tail -n 50 "$TMP/build.log" >&2; exit 1; }
+}
+
+# ---- (b) Redis --------------------------------------------------------------------------
+
+REDIS_SOCK="$TMP/redis.sock"
+
+# A private redis-server on a Unix socket only (--port 0): no TCP, no persistence, so it
+# measures the same kind of transport qbus uses and never touches a system instance.
+start_redis() {
+  redis-server --port 0 --unixsocket "$REDIS_SOCK" --unixsocketperm 700 --save '' \
+    --appendonly no --dir "$TMP" --logfile "$TMP/redis.log" --daemonize no &
+  REDIS_PID=$!
+  local i
+  for i in $(seq 100); do
+    redis-cli -s "$REDIS_SOCK" ping >/dev/null 2>&1 && return 0
+    kill -0 "$REDIS_PID" 2>/dev/null || break
+    sleep 0.05
+    : "$i"
+  done
+  log "redis-server did not come up:"
+  cat "$TMP/redis.log" >&2 || true
+  exit 1
+}
+
+# redis_run LABEL ARGS...: RUNS runs of redis-benchmark LPUSH then RPOP; sets
+# REDIS_LPUSH_<LABEL> and REDIS_RPOP_<LABEL> to the median requests/s.
+redis_run() {
+  local label=$1
+  shift
+  local cmd=(redis-benchmark -s "$REDIS_SOCK" -t "lpush,rpop" -d "$SIZE" "$@" --csv)
+  record "${cmd[@]}"
+  local lpush=() rpop=() r out
+  for r in $(seq "$RUNS"); do
+    # An empty list each run: RPOP then pops exactly what this run's LPUSH pushed.
+    redis-cli -s "$REDIS_SOCK" flushall >/dev/null
+    out="$TMP/redis-$label-$r.csv"
+    "${cmd[@]}" >"$out" 2>"$TMP/redis-bench.err" || { cat "$TMP/redis-bench.err" >&2; exit 1; }
+    lpush+=("$(awk -F, '$1 == "\"LPUSH\"" { gsub(/"/, "", $2); print $2 }' "$out")")
+    rpop+=("$(awk -F, '$1 == "\"RPOP\"" { gsub(/"/, "", $2); print $2 }' "$out")")
+    log "redis $label run $r: LPUSH ${lpush[-1]}/s, RPOP ${rpop[-1]}/s"
+  done
+  printf -v "REDIS_LPUSH_$label" '%s' "$(median "${lpush[@]}")"
+  printf -v "REDIS_RPOP_$label" '%s' "$(median "${rpop[@]}")"
+}
+
+# ---- (c) raw sockets and the bare relay -------------------------------------------------
+
+run_relay() {
+  local cmd=("$RELAY" all --messages "$RELAY_MESSAGES" --size "$SIZE" --runs "$RUNS" --json)
+  record "${cmd[@]#"$REPO/"}"
+  log "relay ceiling, raw one-way, raw ping-pong"
+  "${cmd[@]}" >"$TMP/relay.json"
+  RELAY_RATE=$(json_num "$TMP/relay.json" relay_messages_per_second)
+  ONEWAY_RATE=$(json_num "$TMP/relay.json" oneway_messages_per_second)
+  RAW_P50=$(json_num "$TMP/relay.json" pingpong_p50_us)
+  RAW_P99=$(json_num "$TMP/relay.json" pingpong_p99_us)
+}
+
+# ---- (d) qbus-bench ---------------------------------------------------------------------
+
+run_qbus() {
+  local cmd=("$QBUS_BENCH" throughput --producers 1 --consumers 1 --size "$SIZE"
+    --messages "$QBUS_THROUGHPUT_MESSAGES" --runs "$RUNS" --json)
+  record "${cmd[@]#"$REPO/"}"
+  log "qbus-bench throughput"
+  "${cmd[@]}" >"$TMP/qbus-throughput.json"
+  QBUS_RATE=$(json_num "$TMP/qbus-throughput.json" messages_per_second)
+  QBUS_CPU_NS=$(json_num "$TMP/qbus-throughput.json" daemon_cpu_ns_per_message)
+
+  # Enqueue-only and drain-only rates: used when qbus-bench throughput offers them
+  # ("--phase enqueue|drain"); otherwise those targets are reported n/a, never guessed.
+  QBUS_ENQUEUE=n/a QBUS_DRAIN=n/a QBUS_PHASES_NOTE="qbus-bench lacks it"
+  local help phase
+  help=$("$QBUS_BENCH" throughput --help 2>&1 || true)
+  if grep -q -- '--phase' <<<"$help" && grep -qi enqueue <<<"$help" && grep -qi drain <<<"$help"; then
+    QBUS_PHASES_NOTE=""
+    for phase in enqueue drain; do
+      cmd=("$QBUS_BENCH" throughput --phase "$phase" --producers 1 --consumers 1 --size "$SIZE"
+        --messages "$QBUS_THROUGHPUT_MESSAGES" --runs "$RUNS" --json)
+      record "${cmd[@]#"$REPO/"}"
+      log "qbus-bench throughput --phase $phase"
+      "${cmd[@]}" >"$TMP/qbus-$phase.json"
+      if [ "$phase" = enqueue ]; then
+        QBUS_ENQUEUE=$(json_num "$TMP/qbus-$phase.json" messages_per_second)
+      else
+        QBUS_DRAIN=$(json_num "$TMP/qbus-$phase.json" messages_per_second)
+      fi
+    done
+  fi
+
+  cmd=("$QBUS_BENCH" latency --size "$SIZE" --requests "$QBUS_LATENCY_REQUESTS" --runs "$RUNS" --json)
+  record "${cmd[@]#"$REPO/"}"
+  log "qbus-bench latency"
+  "${cmd[@]}" >"$TMP/qbus-latency.json"
+  QBUS_P50=$(json_sub_num "$TMP/qbus-latency.json" qbus_request_reply p50_us)
+  QBUS_P99=$(json_sub_num "$TMP/qbus-latency.json" qbus_request_reply p99_us)
+  # qbus-bench's own raw ping-pong, alternated with the qbus runs: noise hits both alike.
+  INRUN_RAW_P50=$(json_sub_num "$TMP/qbus-latency.json" raw_socketpair p50_us)
+}
+
+# ---- (e) the table ----------------------------------------------------------------------
+
+machine() {
+  local cpu
+  cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+  echo "- CPUs online: $(nproc) ($(grep -c '^processor' /proc/cpuinfo) in /proc/cpuinfo)"
+  echo "- CPU model: ${cpu:-unknown}"
+  echo "- Kernel: $(uname -srmv)"
+  local rev
+  rev=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
+  # "-dirty": the working tree, uncommitted changes included, is what was measured.
+  case "$rev" in
+    *-dirty) echo "- qbus: git $rev (the working tree, uncommitted changes included)" ;;
+    *) echo "- qbus: git $rev" ;;
+  esac
+  echo "- Redis: $(redis-server --version | awk '{ print $3 }' | sed 's/^v=//')"
+  echo "- Date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+}
+
+# ratio_cell RATIO TEXT: "1.23x TEXT", or plain n/a.
+ratio_cell() { case "$1" in n/a) echo "n/a" ;; *) echo "$(fmt_ratio "$1") $2" ;; esac; }
+
+# target_verdict RATIO OP BAR: the verdict, or why there is none.
+target_verdict() {
+  if [ "$1" = n/a ] && [ -n "$QBUS_PHASES_NOTE" ]; then echo "n/a ($QBUS_PHASES_NOTE)"; else verdict "$@"; fi
+}
+
+row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
+
+table() {
+  local enq_ratio drain_ratio e2e_frac rr_ratio rr_ratio_relay
+  enq_ratio=$(calc "$QBUS_ENQUEUE / $REDIS_LPUSH_P64")
+  drain_ratio=$(calc "$QBUS_DRAIN / $REDIS_RPOP_P64")
+  e2e_frac=$(calc "$QBUS_RATE / $RELAY_RATE")
+  rr_ratio=$(calc "$QBUS_P50 / $INRUN_RAW_P50")
+  rr_ratio_relay=$(calc "$QBUS_P50 / $RAW_P50")
+
+  echo "### Figures (64-byte payloads, median of $RUNS runs)"
+  echo
+  row "figure" "value" "qbus/Redis" "qbus/raw" "notes"
+  row "---" "---:" "---:" "---:" "---"
+  row "raw socketpair ping-pong RTT p50 / p99" "$(fmt_us "$RAW_P50") / $(fmt_us "$RAW_P99")" "" "" "relay pingpong"
+  row "raw one-way batched throughput" "$(fmt_rate "$ONEWAY_RATE")" "" "" "producer -> consumer, 64 KiB writes"
+  row "bare relay ceiling" "$(fmt_rate "$RELAY_RATE")" "" "" "producer -> relay -> consumer"
+  row "Redis LPUSH -P 64" "$(fmt_rate "$REDIS_LPUSH_P64")" "" "" "-n $REDIS_PIPELINED_N, 50 clients"
+  row "Redis RPOP -P 64" "$(fmt_rate "$REDIS_RPOP_P64")" "" "" "-n $REDIS_PIPELINED_N, 50 clients"
+  row "Redis LPUSH -P 1 -c 1" "$(fmt_rate "$REDIS_LPUSH_P1")" "" "" "$(fmt_us "$(calc "1e6 / $REDIS_LPUSH_P1")") per request"
+  row "Redis RPOP -P 1 -c 1" "$(fmt_rate "$REDIS_RPOP_P1")" "" "" "$(fmt_us "$(calc "1e6 / $REDIS_RPOP_P1")") per request"
+  row "qbus enqueue only (1 producer)" "$(fmt_rate "$QBUS_ENQUEUE")" "$(ratio_cell "$enq_ratio" "of LPUSH -P64")" "" "${QBUS_PHASES_NOTE:-qbus-bench throughput --phase enqueue}"
+  row "qbus drain only (1 consumer)" "$(fmt_rate "$QBUS_DRAIN")" "$(ratio_cell "$drain_ratio" "of RPOP -P64")" "" "${QBUS_PHASES_NOTE:-qbus-bench throughput --phase drain (pre-fill not timed)}"
+  row "qbus producer -> queue -> consumer" "$(fmt_rate "$QBUS_RATE")" \
+    "$(fmt_ratio "$(calc "$QBUS_RATE / $REDIS_LPUSH_P64")") of LPUSH -P64" \
+    "$(fmt_pct "$e2e_frac") of relay, $(fmt_pct "$(calc "$QBUS_RATE / $ONEWAY_RATE")") of one-way" \
+    "1P/1C, $QBUS_THROUGHPUT_MESSAGES msgs, daemon $(awk -v x="$QBUS_CPU_NS" 'BEGIN { printf "%.0f", x }') ns CPU/msg"
+  row "qbus request/reply p50 / p99" "$(fmt_us "$QBUS_P50") / $(fmt_us "$QBUS_P99")" \
+    "$(fmt_ratio "$(calc "$QBUS_P50 / (1e6 / $REDIS_LPUSH_P1)")") of LPUSH -P1 time" \
+    "$(fmt_ratio "$rr_ratio") of in-run raw, $(fmt_ratio "$rr_ratio_relay") of relay raw" \
+    "in-run raw p50 $(fmt_us "$INRUN_RAW_P50") (qbus-bench latency)"
+  echo
+  echo "### Targets (issue 6)"
+  echo
+  row "target" "bar" "measured" "ratio" "result"
+  row "---" "---" "---:" "---:" "---"
+  row "enqueue, 64 B, 1 producer, pipelined" "≥ 2x Redis LPUSH -P64 ($(fmt_rate "$(calc "2 * $REDIS_LPUSH_P64")"))" \
+    "$(fmt_rate "$QBUS_ENQUEUE")" "$(fmt_ratio "$enq_ratio")" "$(target_verdict "$enq_ratio" '>=' 2)"
+  row "drain, 64 B, 1 consumer" "≥ 2x Redis RPOP -P64 ($(fmt_rate "$(calc "2 * $REDIS_RPOP_P64")"))" \
+    "$(fmt_rate "$QBUS_DRAIN")" "$(fmt_ratio "$drain_ratio")" "$(target_verdict "$drain_ratio" '>=' 2)"
+  row "producer -> queue -> consumer" "≥ 2,000,000 msg/s" "$(fmt_rate "$QBUS_RATE")" \
+    "$(fmt_ratio "$(calc "$QBUS_RATE / 2000000")")" "$(verdict "$QBUS_RATE" '>=' 2000000)"
+  row "... as a fraction of the bare relay" "aim ≥ 25% of $(fmt_rate "$RELAY_RATE")" "$(fmt_rate "$QBUS_RATE")" \
+    "$(fmt_pct "$e2e_frac")" "$(verdict "$e2e_frac" '>=' 0.25) (aim)"
+  row "request/reply p50" "≤ 2.4x raw RTT p50 ($(fmt_us "$INRUN_RAW_P50") in-run)" "$(fmt_us "$QBUS_P50")" \
+    "$(fmt_ratio "$rr_ratio")" "$(verdict "$rr_ratio" '<=' 2.4)"
+  row "... against compare.sh's own raw RTT" "≤ 2.4x $(fmt_us "$RAW_P50")" "$(fmt_us "$QBUS_P50")" \
+    "$(fmt_ratio "$rr_ratio_relay")" "$(verdict "$rr_ratio_relay" '<=' 2.4) (informative)"
+}
+
+write_results() {
+  {
+    echo "# qbus benchmark results"
+    echo
+    echo "Latest run of \`bench/compare.sh\` (issue 6). Every figure was measured in the same run on"
+    echo "the same machine; each is the median of $RUNS runs. Regenerate with the command below."
+    echo
+    echo "Command: \`$COMMAND_LINE\` (runtime ${ELAPSED}s)"
+    echo
+    echo "## Machine"
+    echo
+    machine
+    echo
+    echo "## Results"
+    echo
+    cat "$TMP/table.md"
+    echo
+    echo "## Commands run"
+    echo
+    echo "Redis ran as \`redis-server --port 0 --unixsocket SOCKET --save '' --appendonly no\` in a"
+    echo "temporary directory; SOCKET below is that socket. The list is flushed before each run."
+    echo
+    echo '```sh'
+    local c
+    for c in "${COMMANDS[@]}"; do echo "${c//$REDIS_SOCK/SOCKET}"; done
+    echo '```'
+  } >"$RESULTS"
+}
+
+main() {
+  local start=$SECONDS
+  install_deps
+  if [ "$BUILD_FIRST" = 1 ]; then
+    build
+  elif [ ! -x "$QBUS_BENCH" ] || [ ! -x "$RELAY" ]; then
+    log "--no-build, but $QBUS_BENCH or $RELAY is missing"
+    exit 1
+  fi
+  start_redis
+  log "redis-benchmark (Unix socket $REDIS_SOCK)"
+  redis_run P64 -n "$REDIS_PIPELINED_N" -P 64
+  redis_run P1 -n "$REDIS_UNPIPELINED_N" -P 1 -c 1
+  # Redis is done: stop it so it cannot steal CPU from the runs that follow.
+  kill "$REDIS_PID" 2>/dev/null || true
+  wait "$REDIS_PID" 2>/dev/null || true
+  REDIS_PID=""
+  run_relay
+  run_qbus
+  ELAPSED=$((SECONDS - start))
+
+  table >"$TMP/table.md"
+  echo
+  echo "## Machine"
+  machine
+  echo
+  cat "$TMP/table.md"
+  echo
+  echo "command: $COMMAND_LINE (runtime ${ELAPSED}s)"
+  if [ "$WRITE_RESULTS" = 1 ]; then
+    write_results
+    log "wrote ${RESULTS#"$REPO/"}"
+  fi
+}
+
+# On one line so that bash, which reads a script as it runs, never reads past it if the
+# file is edited during a run.
+main; exit
