@@ -4,7 +4,7 @@
 // regions and totals. The memory is a recording fake; time is a value the tests pass in.
 #include "broker/broker.hpp"
 
-#include "recording_sink.hpp"
+#include "broker_fixture.hpp"
 
 #include <gtest/gtest.h>
 
@@ -39,31 +39,10 @@ bool same_ref(const RegionRef& a, const RegionRef& b) {
 
 constexpr std::uint64_t kMiB = 1ull << 20;
 
-class BrokerRegionsTest : public ::testing::Test {
+class BrokerRegionsTest : public fakes::BrokerFixture {
  protected:
-  // Tests adjust limits_ before the first call that needs the broker.
-  Broker& broker() {
-    if (!broker_) broker_.emplace(limits_, sink_, backing_);
-    return *broker_;
-  }
-  void destroy_broker() { broker_.reset(); }
   const RegionTable& regions() { return broker().regions(); }
 
-  // A local process of its own: pid 10'000 + peer. The client id is the PeerId.
-  Identity identity_for(PeerId peer, std::uint32_t uid) const {
-    Identity id;
-    id.pid = static_cast<std::uint32_t>(10'000 + peer);
-    id.uid = uid;
-    id.gid = uid + 1;
-    id.client_id = peer;
-    id.process_token = 1;
-    return id;
-  }
-  PeerId connect(std::uint32_t uid = 1000) {
-    const PeerId peer = next_peer_++;
-    EXPECT_EQ(broker().connect(peer, identity_for(peer, uid), now_), Errc::ok);
-    return peer;
-  }
   // Connects with an explicit gid (for the group class of a named region's mode).
   PeerId connect_with_gid(std::uint32_t uid, std::uint32_t gid) {
     const PeerId peer = next_peer_++;
@@ -72,25 +51,6 @@ class BrokerRegionsTest : public ::testing::Test {
     EXPECT_EQ(broker().connect(peer, id, now_), Errc::ok);
     return peer;
   }
-  // Connects one connection of the local process `pid`.
-  PeerId connect_process(std::uint32_t pid, std::uint32_t uid = 1000) {
-    const PeerId peer = next_peer_++;
-    Identity id = identity_for(peer, uid);
-    id.pid = pid;
-    EXPECT_EQ(broker().connect(peer, id, now_), Errc::ok);
-    return peer;
-  }
-  PeerId connect_tcp() {
-    const PeerId peer = next_peer_++;
-    Identity id;
-    id.uid = kTcpUid;
-    id.gid = kTcpUid;
-    id.client_id = peer;
-    id.tcp = true;
-    EXPECT_EQ(broker().connect(peer, id, now_), Errc::ok);
-    return peer;
-  }
-  std::uint32_t pid_of(PeerId peer) const { return static_cast<std::uint32_t>(10'000 + peer); }
 
   // Allocates and expects success.
   RegionId allocate(PeerId peer, std::uint64_t size) {
@@ -131,27 +91,11 @@ class BrokerRegionsTest : public ::testing::Test {
     return broker().send_region(from, s, now_);
   }
 
-  SendOutcome send(PeerId from, std::string_view key, std::string_view payload) {
-    return broker().send(from, key, bytes_of(payload), now_);
-  }
-  std::uint64_t receive(PeerId peer, std::string_view key, std::uint32_t max_count = 1,
-                        std::int32_t timeout_ms = -1) {
-    const std::uint64_t corr = next_correlation_++;
-    broker().receive(peer, corr, key, max_count, timeout_ms, now_);
-    return corr;
-  }
-  std::uint64_t receive_now(PeerId peer, std::string_view key, std::uint32_t max_count = 1) {
-    return receive(peer, key, max_count, 0);
-  }
   std::uint64_t receive_direct(PeerId peer, std::uint32_t max_count = 1,
                                std::int32_t timeout_ms = 0) {
     const std::uint64_t corr = next_correlation_++;
     broker().receive_direct(peer, corr, max_count, timeout_ms, now_);
     return corr;
-  }
-  Errc declare(std::string_view key, const QueueOptions& o) {
-    std::string t;
-    return broker().declare(key, o, t);
   }
 
   std::vector<Delivered> deliveries_to(PeerId peer) const {
@@ -160,21 +104,6 @@ class BrokerRegionsTest : public ::testing::Test {
       if (d.to == peer) out.push_back(d);
     }
     return out;
-  }
-  std::vector<Failure> failures_to(PeerId peer) const {
-    std::vector<Failure> out;
-    for (const auto& f : sink_.failures) {
-      if (f.to == peer) out.push_back(f);
-    }
-    return out;
-  }
-  std::size_t depth(std::string_view key) {
-    const Queue* q = broker().find(key);
-    return q ? q->depth() : 0;
-  }
-  UidUsage usage_of(std::uint32_t uid) {
-    const UidUsage* u = broker().accounting().find(uid);
-    return u ? *u : UidUsage{};
   }
 
   bool alive(RegionId id) { return regions().find(id) != nullptr; }
@@ -192,19 +121,6 @@ class BrokerRegionsTest : public ::testing::Test {
     return static_cast<std::size_t>(
         std::count(backing_.sealed.begin(), backing_.sealed.end(), handle));
   }
-
-  void advance(Clock::duration d) { now_ += d; }
-
-  const Clock::time_point t0_ = Clock::time_point{} + 1000h;
-  Clock::time_point now_ = t0_;
-  Limits limits_;
-  fakes::FakeBacking backing_;
-  RecordingSink sink_{backing_};
-
- private:
-  std::optional<Broker> broker_;
-  PeerId next_peer_ = 1;
-  std::uint64_t next_correlation_ = 1;
 };
 
 // ---- allocation and quotas -------------------------------------------------------------
