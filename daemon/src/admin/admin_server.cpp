@@ -148,12 +148,7 @@ class AdminServer::Session : public std::enable_shared_from_this<Session> {
 };
 
 AdminServer::AdminServer(asio::io_context& io, Server& server, AdminOptions options)
-    : io_(io),
-      server_(server),
-      options_(std::move(options)),
-      acceptor_(io),
-      sampler_(io),
-      retry_(io) {}
+    : server_(server), options_(std::move(options)), acceptor_(io), sampler_(io), retry_(io) {}
 
 AdminServer::~AdminServer() {
   stop();

@@ -64,7 +64,6 @@ class AdminServer {
   void sample();
   nlohmann::json stats_json() const;
 
-  asio::io_context& io_;
   Server& server_;
   AdminOptions options_;
   std::optional<unsigned> group_gid_;

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "net/memfd_backing.hpp"
 #include "net/server.hpp"
@@ -589,23 +590,30 @@ void Connection::bad_request(std::uint64_t correlation, Errc code, std::string_v
   error(correlation, code, text);
 }
 
+namespace {
+
+// A peer repeating itself must not flood the log: the first few, then every 1000th, each
+// sampled line saying how many there were. nullopt: skip this one.
+std::optional<std::string> sampled(std::uint64_t& count) {
+  ++count;
+  if (count <= kLoggedMisbehaviours) return std::string();
+  if (count % 1000 != 0) return std::nullopt;
+  return " (" + std::to_string(count) + " so far)";
+}
+
+}  // namespace
+
 void Connection::misbehaved(Errc code, std::string_view text) {
-  // A peer repeating the same mistake must not flood the log: the first few, then a sample.
-  ++misbehaviours_;
-  if (misbehaviours_ > kLoggedMisbehaviours && misbehaviours_ % 1000 != 0) return;
-  spdlog::warn("client {} ({}): {}: {}{}", id_, description_, errc_name(code), text,
-               misbehaviours_ > kLoggedMisbehaviours
-                   ? " (" + std::to_string(misbehaviours_) + " so far)"
-                   : std::string());
+  if (auto so_far = sampled(misbehaviours_)) {
+    spdlog::warn("client {} ({}): {}: {}{}", id_, description_, errc_name(code), text, *so_far);
+  }
 }
 
 void Connection::log_refusal(bool warn, std::string_view what, std::string_view text) {
-  ++refusals_;
-  if (refusals_ > kLoggedMisbehaviours && refusals_ % 1000 != 0) return;
-  const auto level = warn ? spdlog::level::warn : spdlog::level::debug;
-  spdlog::log(level, "client {} ({}): {} refused: {}{}", id_, description_, what, text,
-              refusals_ > kLoggedMisbehaviours ? " (" + std::to_string(refusals_) + " so far)"
-                                               : std::string());
+  if (auto so_far = sampled(refusals_)) {
+    spdlog::log(warn ? spdlog::level::warn : spdlog::level::debug,
+                "client {} ({}): {} refused: {}{}", id_, description_, what, text, *so_far);
+  }
 }
 
 void Connection::reject(Errc code, std::string_view text) {
