@@ -317,6 +317,41 @@ struct Client::Impl {
     throw Error(code, text);
   }
 
+  // Correlation 0: the broker refuses the connection as a whole and closes it.
+  [[noreturn]] void fail_closed_by_broker(proto::Bytes body) {
+    proto::ErrorBody e;
+    const bool ok = proto::decode_error(body, e) == Errc::ok;
+    const auto code =
+        ok && errc_is_known(e.code) ? static_cast<Errc>(e.code) : Errc::protocol_violation;
+    fail(code, "broker closed the connection: " + std::string(errc_name(code)) +
+                   (ok && !e.text.empty() ? ": " + std::string(e.text) : std::string()));
+  }
+
+  // A write found the broker gone. When it closed on purpose its reason (a correlation-0
+  // ERROR, e.g. too_many_connections before HELLO was even read) is already in our receive
+  // buffer: report that instead of a bare EPIPE. Frames before it are left unhandled; the
+  // connection is dead either way.
+  [[noreturn]] void fail_write_to_closed_broker() {
+    const std::string why = sys_error("write to broker");
+    while (true) {
+      auto dst = in.prepare(kReadChunk);
+      const ssize_t n = ::recv(fd, dst.data(), dst.size(), MSG_DONTWAIT);
+      if (n <= 0) break;
+      in.commit(static_cast<std::size_t>(n));
+    }
+    for (auto rest = in.readable();;) {
+      const auto hr = proto::decode_header(rest, proto::kMaxBodyCeiling);
+      if (hr.status != proto::HeaderStatus::complete) break;
+      const std::size_t size = proto::kHeaderSize + hr.header.body_size;
+      if (rest.size() < size) break;
+      if (hr.header.type == FrameType::error && hr.header.correlation == 0) {
+        fail_closed_by_broker(rest.subspan(proto::kHeaderSize, hr.header.body_size));
+      }
+      rest = rest.subspan(size);
+    }
+    fail(Errc::connection_closed, why);
+  }
+
   // Writes all of `out`, reading (and handling) incoming frames meanwhile so that a broker
   // blocked writing to us can never deadlock with us blocked writing to it.
   void write_all() {
@@ -328,9 +363,9 @@ struct Client::Impl {
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) fail_write_to_closed_broker();
       if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-        fail(errno == EPIPE || errno == ECONNRESET ? Errc::connection_closed : Errc::io_error,
-             sys_error("write to broker"));
+        fail(Errc::io_error, sys_error("write to broker"));
       }
       pollfd p{fd, POLLOUT | POLLIN, 0};
       if (::poll(&p, 1, -1) < 0 && errno != EINTR) fail(Errc::io_error, sys_error("poll"));
@@ -436,13 +471,7 @@ struct Client::Impl {
       if (corr != 0 && hr.header.correlation == corr) {
         done = handler(hr.header, body);
       } else if (hr.header.type == FrameType::error && hr.header.correlation == 0) {
-        // Correlation 0: the broker refuses the connection as a whole and closes it.
-        proto::ErrorBody e;
-        const bool ok = proto::decode_error(body, e) == Errc::ok;
-        const auto code =
-            ok && errc_is_known(e.code) ? static_cast<Errc>(e.code) : Errc::protocol_violation;
-        fail(code, "broker closed the connection: " + std::string(errc_name(code)) +
-                       (ok && !e.text.empty() ? ": " + std::string(e.text) : std::string()));
+        fail_closed_by_broker(body);
       } else if (hr.header.type == FrameType::error) {
         record_failure(body);
       } else {

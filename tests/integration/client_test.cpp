@@ -1,11 +1,18 @@
 // libqbus against the real qbusd.
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <qbus/client.hpp>
+#include <qbus/proto/buffer.hpp>
+#include <qbus/proto/codec.hpp>
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
+#include <future>
+#include <thread>
 
 #include "daemon.hpp"
 
@@ -281,6 +288,59 @@ TEST_F(ClientTest, WaitingReceiverIsToldWhenTheDaemonShutsDown) {
   ::waitpid(child, &status, 0);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   EXPECT_FALSE(std::filesystem::exists(daemon_.socket_path()));
+}
+
+// The broker may refuse and close before our next write (qbusd does so for a connection
+// over the uid limit, possibly before it has read HELLO): the write then fails with EPIPE,
+// and the client must still report the reason the broker sent. A scripted broker makes the
+// ordering certain: it welcomes, says why it is leaving, and closes before the client writes.
+TEST(ClientClosedByBroker, AWriteAfterTheCloseReportsTheBrokersReason) {
+  TempDir dir;
+  const std::string path = dir.file("fake.sock");
+  const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+  ASSERT_EQ(::listen(listener, 1), 0);
+
+  std::promise<void> closed;
+  std::thread broker([&] {
+    const int fd = ::accept(listener, nullptr, nullptr);
+    proto::ByteBuffer in;
+    proto::HeaderResult hr;
+    do {  // the whole HELLO frame
+      auto dst = in.prepare(4096);
+      const ssize_t n = ::read(fd, dst.data(), dst.size());
+      if (n <= 0) break;
+      in.commit(static_cast<std::size_t>(n));
+      hr = proto::decode_header(in.readable(), proto::kMaxBodyCeiling);
+    } while (hr.status != proto::HeaderStatus::complete ||
+             in.size() < proto::kHeaderSize + hr.header.body_size);
+    proto::ByteBuffer out;
+    proto::Welcome w;
+    w.max_body = 1u << 20;
+    w.max_payload = 1u << 16;
+    proto::append_welcome(out, hr.header.correlation, w);
+    proto::append_error(out, 0, Errc::too_many_connections, "scripted refusal");
+    const auto bytes = out.readable();
+    EXPECT_EQ(::write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    ::close(fd);
+    closed.set_value();
+  });
+
+  Client c(ClientOptions{"unix:" + path, "closed-test", seconds(30)});
+  closed.get_future().wait();
+  try {
+    c.send("k", "v");
+    FAIL() << "the send after the broker closed succeeded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::too_many_connections) << e.what();
+    EXPECT_NE(std::string(e.what()).find("scripted refusal"), std::string::npos) << e.what();
+  }
+  broker.join();
+  ::close(listener);
 }
 
 }  // namespace
