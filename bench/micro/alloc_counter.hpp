@@ -1,16 +1,16 @@
-// Counts heap allocations made through the global operator new (replaced in
-// alloc_counter.cpp for the whole qbus-micro binary), so a benchmark can report how many
-// allocations each message costs in steady state.
+// Reports heap allocations per message, counted by the replaced global operator new
+// (tests/support/counting_allocator.cpp, linked into the whole qbus-micro binary).
 #pragma once
 
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
 
+#include "counting_allocator.hpp"  // tests/support
+
 namespace qbus::micro {
 
-// Allocations through operator new since the program started.
-std::uint64_t allocations() noexcept;
+using support::allocations;
 
 // Adds the counter "allocs/msg": allocations between `before` and now, per message.
 inline void report_allocations(benchmark::State& state, std::uint64_t before,

@@ -1,7 +1,7 @@
 // The I/O-free broker core: per-message cost of the queue operations with 64-byte
 // payloads, in steady state (the queue, its deque and the peers exist before timing).
 // Every benchmark also reports "allocs/msg": heap allocations per message sent and
-// received, counted by the replaced operator new (alloc_counter.cpp).
+// received, counted by the replaced operator new (tests/support/counting_allocator.cpp).
 #include <benchmark/benchmark.h>
 
 #include <chrono>
@@ -14,6 +14,7 @@
 
 #include "alloc_counter.hpp"
 #include "broker/broker.hpp"
+#include "counting_sink.hpp"
 #include "fake_backing.hpp"
 
 namespace qbus::micro {
@@ -28,26 +29,6 @@ using broker::PeerId;
 
 constexpr std::string_view kKey = "bench.jobs";
 constexpr std::size_t kPayload = 64;
-
-// Counts what it is told and touches every delivered payload, as the edge's copy would.
-class CountingSink : public broker::Sink {
- public:
-  void deliver(PeerId, std::uint64_t, bool last, const Delivery& d) override {
-    ++delivered;
-    batches += last ? 1 : 0;
-    bytes += d.payload.size();
-    benchmark::DoNotOptimize(d.payload.data());
-  }
-  void fail(PeerId, std::uint64_t, Errc, std::string_view) override { ++failed; }
-  void confirm(PeerId, std::uint64_t) override {}
-  void resume(PeerId) override {}
-  bool wants_more(PeerId) override { return true; }
-
-  std::uint64_t delivered = 0;
-  std::uint64_t batches = 0;
-  std::uint64_t bytes = 0;
-  std::uint64_t failed = 0;
-};
 
 // A broker with a producer (peer 1) and a consumer (peer 2) in separate processes.
 struct Fixture {
@@ -79,7 +60,7 @@ struct Fixture {
 
   static constexpr PeerId kProducer = 1;
   static constexpr PeerId kConsumer = 2;
-  CountingSink sink;
+  broker::fakes::CountingSink sink;
   broker::fakes::FakeBacking backing;
   Broker broker;
   Clock::time_point now = Clock::now();

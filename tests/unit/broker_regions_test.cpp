@@ -283,9 +283,9 @@ TEST_F(BrokerRegionsTest, RegionMessageWithoutReceiverIsQueuedWithAMessageRef) {
   EXPECT_TRUE(sink_.deliveries.empty());
   const Queue* q = broker().find("jobs");
   ASSERT_NE(q, nullptr);
-  ASSERT_NE(q->oldest(), nullptr);
-  EXPECT_TRUE(same_ref(q->oldest()->region, slice(id, 0, 4096)));
-  EXPECT_TRUE(q->oldest()->payload.empty());
+  ASSERT_EQ(q->depth(), 1u);
+  EXPECT_TRUE(same_ref(q->front().meta.region, slice(id, 0, 4096)));
+  EXPECT_TRUE(q->front().payload.empty());
 
   receive_now(receiver, "jobs");
   const auto got = deliveries_to(receiver);

@@ -57,8 +57,8 @@ json queue_json(const broker::Queue& q, SteadyClock::time_point now) {
   const auto& o = q.options();
   const auto& c = q.counters();
   std::int64_t oldest_ms = 0;
-  if (const auto* m = q.oldest()) {
-    oldest_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - m->enqueued).count();
+  if (const auto oldest = q.oldest_enqueued()) {
+    oldest_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - *oldest).count();
   }
   return json{{"key", q.key()},
               {"depth", q.depth()},

@@ -46,8 +46,8 @@ void Broker::disconnect(PeerId peer) {
   Peer& p = pit->second;
   // Copy: remove_waiter edits waiting_in while we walk it.
   std::vector<Queue*> touched;
-  for (const auto& [q, n] : p.waiting_in)
-    touched.push_back(q);
+  for (const auto& w : p.waiting_in)
+    touched.push_back(w.first);
   for (Queue* q : touched) {
     auto& ws = q->waiters();
     for (auto it = ws.begin(); it != ws.end();) {
@@ -108,6 +108,13 @@ Queue* Broker::get_or_create(std::string_view key, SendOutcome* why) {
                                                  std::to_string(limits_.max_queues) + " queues");
     }
     return nullptr;
+  }
+  if (auto node = spare_queues_.take()) {
+    Queue* raw = node.mapped().get();
+    raw->reuse(key, limits_.queue_defaults);
+    node.key().assign(key);
+    queues_.insert(std::move(node));
+    return raw;
   }
   auto q = std::make_unique<Queue>(std::string(key), limits_.queue_defaults, false);
   Queue* raw = q.get();
@@ -176,20 +183,13 @@ SendOutcome Broker::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
     }
   }
 
-  Message m;
-  m.sender = sender.id;
-  m.enqueued = now;
-  m.request_id = request_id;
-  m.request_seq = request_seq;
-  m.payload.assign(payload.begin(), payload.end());
   if (region) {
     if (auto s = regions_.add_message_ref(region.id); !s.ok()) return rejected(s.error, s.text);
-    m.region = region;
   }
   charge(sender.id, size);
   ++totals_.messages_in;
   totals_.bytes_in += moved;
-  q.push(std::move(m));
+  q.push(MessageMeta{sender.id, now, request_id, request_seq, region}, payload);
   return {};
 }
 
@@ -248,46 +248,79 @@ void Broker::receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlat
     return;
   }
   const std::uint32_t max = std::clamp<std::uint32_t>(max_count, 1, limits_.max_receive_batch);
-  auto it = q.waiters().insert(q.waiters().end(), Waiter{peer, correlation, max, false, {}});
+  auto it = add_waiter(q, Waiter{peer, correlation, max, false, {}});
   if (timeout_ms > 0) {
     Deadline d;
     d.kind = Deadline::Kind::receive;
     d.queue = &q;
     d.waiter = it;
     it->has_deadline = true;
-    it->deadline = deadlines_.emplace(now + std::chrono::milliseconds(timeout_ms), d);
+    it->deadline = add_deadline(now + std::chrono::milliseconds(timeout_ms), d);
   }
   ++p.waiting;
-  ++p.waiting_in[&q];
+  auto w = std::find_if(p.waiting_in.begin(), p.waiting_in.end(),
+                        [&](const auto& e) { return e.first == &q; });
+  if (w == p.waiting_in.end()) {
+    p.waiting_in.emplace_back(&q, 1);
+  } else {
+    ++w->second;
+  }
 }
 
 void Broker::serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::uint32_t max) {
   for (std::uint32_t n = 0;; ++n) {
-    Message m = q.pop();
-    const bool last = n + 1 >= max || q.depth() == 0 || !sink_.wants_more(peer);
+    // Read in place, handed over, then popped: the payload is never copied in the core.
+    const StoredMessage m = q.front();
+    const bool last = n + 1 >= max || q.depth() == 1 || !sink_.wants_more(peer);
     ++q.counters().dequeued_total;
     ++totals_.messages_out;
-    totals_.bytes_out += m.region ? m.region.length : m.payload.size();
-    if (m.request_id != 0) note_delivery(m.sender.client_id, m.request_id, m.request_seq, peer);
-    hand_over(peer, correlation, last,
-              Delivery{q.delivery_key(), m.sender, m.request_id, m.payload, m.region});
+    totals_.bytes_out += m.meta.region ? m.meta.region.length : m.payload.size();
+    if (m.meta.request_id != 0) {
+      note_delivery(m.meta.sender.client_id, m.meta.request_id, m.meta.request_seq, peer);
+    }
+    hand_over(
+        peer, correlation, last,
+        Delivery{q.delivery_key(), m.meta.sender, m.meta.request_id, m.payload, m.meta.region});
     // After the hand-over: the message's reference kept the region alive until the
     // receiver's handle (and the edge's copy of the fd) took over.
-    release(m);
+    release(m.meta, m.payload.size());
+    q.pop();
     if (last) break;
   }
 }
 
+WaiterList::iterator Broker::add_waiter(Queue& q, const Waiter& w) {
+  auto& ws = q.waiters();
+  if (spare_waiters_.empty()) return ws.insert(ws.end(), w);
+  ws.splice(ws.end(), spare_waiters_, spare_waiters_.begin());
+  auto it = std::prev(ws.end());
+  *it = w;
+  return it;
+}
+
+DeadlineIndex::iterator Broker::add_deadline(Clock::time_point when, const Deadline& d) {
+  return spare_deadlines_.insert_mapped(deadlines_, when, d);
+}
+
 void Broker::remove_waiter(Queue& q, WaiterList::iterator it) {
-  if (it->has_deadline) deadlines_.erase(it->deadline);
+  if (it->has_deadline) spare_deadlines_.erase(deadlines_, it->deadline);
   auto pit = peers_.find(it->peer);
   if (pit != peers_.end()) {
     Peer& p = pit->second;
     --p.waiting;
-    auto w = p.waiting_in.find(&q);
-    if (w != p.waiting_in.end() && --w->second == 0) p.waiting_in.erase(w);
+    auto w = std::find_if(p.waiting_in.begin(), p.waiting_in.end(),
+                          [&](const auto& e) { return e.first == &q; });
+    if (w != p.waiting_in.end() && --w->second == 0) {
+      *w = p.waiting_in.back();
+      p.waiting_in.pop_back();
+    }
   }
-  q.waiters().erase(it);
+  constexpr std::size_t kMaxSpareWaiters = 4096;
+  if (spare_waiters_.size() < kMaxSpareWaiters) {
+    spare_waiters_.splice(spare_waiters_.end(), q.waiters(), it);
+  } else {
+    q.waiters().erase(it);
+  }
 }
 
 void Broker::fail_waiters(Queue& q, Errc code, std::string_view text) {
@@ -324,18 +357,19 @@ void Broker::charge(const Identity& sender, std::size_t bytes) {
   ++usage.queued_messages;
 }
 
-void Broker::release(const Message& m) {
+void Broker::release(const MessageMeta& m, std::size_t payload_size) {
   auto& usage = accounting_.of(m.sender.uid);
-  usage.queued_bytes -= m.payload.size();
+  usage.queued_bytes -= payload_size;
   --usage.queued_messages;
   accounting_.forget_if_unused(m.sender.uid);
   if (m.region) regions_.drop_message_ref(m.region.id);
 }
 
 void Broker::drop_oldest(Queue& q, Errc code, std::string_view why) {
-  Message m = q.pop();
+  const MessageMeta m = q.front().meta;
+  release(m, q.front().payload.size());
+  q.pop();
   ++q.counters().dropped_total;
-  release(m);
   if (m.request_id != 0) abandon_request(m, code, why);
 }
 
@@ -351,7 +385,13 @@ void Broker::space_freed(Queue& q) {
 
 void Broker::collect_if_idle(Queue& q) {
   if (!q.idle()) return;
-  queues_.erase(queues_.find(std::string_view(q.key())));
+  erase_queue(queues_.find(std::string_view(q.key())));
+}
+
+void Broker::erase_queue(QueueMap::iterator it) {
+  // A queue that comes and goes with each message (a reply queue, a consumer that keeps
+  // up) is created again from the stash without allocating.
+  spare_queues_.keep(queues_.extract(it));
 }
 
 Errc Broker::declare(std::string_view key, const QueueOptions& requested, std::string& text) {
@@ -438,7 +478,7 @@ std::optional<std::size_t> Broker::remove(std::string_view key) {
     drop_oldest(*q);
   fail_waiters(*q, Errc::queue_deleted, "queue '" + q->key() + "' was deleted");
   space_freed(*q);
-  queues_.erase(queues_.find(std::string_view(q->key())));
+  erase_queue(queues_.find(std::string_view(q->key())));
   return n;
 }
 

@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "broker/accounting.hpp"
+#include "broker/node_stash.hpp"
 #include "broker/queue.hpp"
 #include "broker/regions.hpp"
 
@@ -160,6 +161,13 @@ class Broker {
   const Accounting& accounting() const { return accounting_; }
 
  private:
+  struct KeyHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view k) const noexcept {
+      return std::hash<std::string_view>{}(k);
+    }
+  };
+
   struct Inbox {
     Inbox(std::string name, const QueueOptions& o, const Identity& id)
         : queue(std::move(name), o, true, true), pid(id.pid), token(id.process_token) {}
@@ -179,24 +187,24 @@ class Broker {
     PeerId delivered_to = 0;
   };
 
+  using RequestMap = std::unordered_map<std::uint64_t, Request>;
+  using HandlingSet = std::set<std::pair<PeerId, std::uint64_t>>;
+  using QueueMap =
+      std::unordered_map<std::string, std::unique_ptr<Queue>, KeyHash, std::equal_to<>>;
+
   struct Peer {
     Identity id;
     Inbox* inbox = nullptr;
     std::uint32_t waiting = 0;
-    std::unordered_map<Queue*, std::uint32_t> waiting_in;
+    // Queues this peer waits on, with how many receives each: a few, so a vector that
+    // keeps its capacity beats a map's node per receive.
+    std::vector<std::pair<Queue*, std::uint32_t>> waiting_in;
     Queue* blocked_on = nullptr;
-    std::unordered_map<std::uint64_t, Request> requests;
+    RequestMap requests;
     // (requester, request id) of requests handed to this peer and not yet answered.
-    std::set<std::pair<PeerId, std::uint64_t>> handling;
+    HandlingSet handling;
     // This peer's sends waiting for their process to connect (at most max_parked_sends).
     std::vector<ParkedList::iterator> parked;
-  };
-
-  struct KeyHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view k) const noexcept {
-      return std::hash<std::string_view>{}(k);
-    }
   };
 
   Queue* find_mutable(std::string_view key);
@@ -222,28 +230,32 @@ class Broker {
   // The refusal when queuing `bytes` more would exceed the sender's uid quota.
   std::optional<SendOutcome> over_quota(const Identity& sender, std::size_t bytes);
   void charge(const Identity& sender, std::size_t bytes);
-  void release(const Message& m);
+  // Gives back what a stored message was charged (its uid's usage, its region reference).
+  void release(const MessageMeta& m, std::size_t payload_size);
   void space_freed(Queue& q);
   void drop_oldest(Queue& q, Errc code = Errc::queue_full,
                    std::string_view why = "the request was dropped to make room in the queue");
   void collect_if_idle(Queue& q);
+  void erase_queue(QueueMap::iterator it);
+  WaiterList::iterator add_waiter(Queue& q, const Waiter& w);
+  DeadlineIndex::iterator add_deadline(Clock::time_point when, const Deadline& d);
 
   Inbox* inbox_for(const DirectSend& d);
   void join_inbox(PeerId peer, Peer& p, Clock::time_point now);
   void leave_inbox(PeerId peer, Peer& p);
   void deliver_parked(Inbox& inbox, Clock::time_point now);
   void drop_parked(ParkedList::iterator it);
-  void end_request(Peer& p, std::unordered_map<std::uint64_t, Request>::iterator it);
+  void end_request(Peer& p, RequestMap::iterator it);
   // Notes which connection received a request message, so that only it can answer.
   void note_delivery(PeerId requester, std::uint64_t request_id, std::uint64_t seq, PeerId to);
   // A request whose message was dropped unread can never be answered: end it with `code`.
-  void abandon_request(const Message& m, Errc code, std::string_view text);
+  void abandon_request(const MessageMeta& m, Errc code, std::string_view text);
 
   Limits limits_;
   Sink& sink_;
   RegionTable regions_;
   // Heterogeneous lookup: the key of an incoming frame is looked up without a copy.
-  std::unordered_map<std::string, std::unique_ptr<Queue>, KeyHash, std::equal_to<>> queues_;
+  QueueMap queues_;
   std::unordered_map<PeerId, Peer> peers_;
   std::unordered_map<Inbox*, std::unique_ptr<Inbox>> inboxes_;
   std::unordered_map<std::uint32_t, Inbox*> newest_by_pid_;
@@ -254,6 +266,13 @@ class Broker {
   Accounting accounting_;
   BrokerTotals totals_;
   std::uint64_t next_request_seq_ = 1;
+  // Recycled nodes (node_stash.hpp): collected queues with their allocations, waiting
+  // receives, deadlines and requests, so that steady traffic allocates nothing.
+  NodeStash<QueueMap, 64> spare_queues_;
+  WaiterList spare_waiters_;
+  NodeStash<DeadlineIndex, 4096> spare_deadlines_;
+  NodeStash<RequestMap, 4096> spare_requests_;
+  NodeStash<HandlingSet, 4096> spare_handling_;
 };
 
 }  // namespace qbus::broker

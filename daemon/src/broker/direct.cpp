@@ -78,7 +78,7 @@ void Broker::deliver_parked(Inbox& inbox, Clock::time_point now) {
     const std::uint64_t corr = it->correlation;
     const bool confirm = it->confirm;
     const std::vector<std::byte> payload = it->message.payload;
-    const RegionRef region = it->message.region;
+    const RegionRef region = it->message.meta.region;
     // Keeps the region alive between the parked message letting go and the inbox's taking.
     if (region) regions_.add_message_ref(region.id);
     drop_parked(it);
@@ -98,11 +98,11 @@ void Broker::drop_parked(ParkedList::iterator it) {
   auto range = deadlines_.equal_range(it->deadline);
   for (auto d = range.first; d != range.second; ++d) {
     if (d->second.kind == Deadline::Kind::parked && d->second.parked == it) {
-      deadlines_.erase(d);
+      spare_deadlines_.erase(deadlines_, d);
       break;
     }
   }
-  release(it->message);
+  release(it->message.meta, it->message.payload.size());
   if (auto p = peers_.find(it->from); p != peers_.end()) std::erase(p->second.parked, it);
   auto list = parked_by_pid_.find(it->pid);
   list->second.erase(it);
@@ -172,10 +172,10 @@ SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
   pk.confirm = d.confirm;
   pk.pid = static_cast<std::uint32_t>(d.target);
   pk.deadline = now + std::chrono::milliseconds(d.wait_ms);
-  pk.message.sender = sender.id;
-  pk.message.enqueued = now;
+  pk.message.meta.sender = sender.id;
+  pk.message.meta.enqueued = now;
+  pk.message.meta.region = region;
   pk.message.payload.assign(payload.begin(), payload.end());
-  pk.message.region = region;
   charge(sender.id, payload.size());
   auto& list = parked_by_pid_[pk.pid];
   auto it = list.insert(list.end(), std::move(pk));
@@ -183,7 +183,7 @@ SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
   Deadline dl;
   dl.kind = Deadline::Kind::parked;
   dl.parked = it;
-  deadlines_.emplace(it->deadline, dl);
+  add_deadline(it->deadline, dl);
   return SendOutcome{SendResult::deferred, Errc::ok, {}};
 }
 
@@ -245,11 +245,11 @@ SendOutcome Broker::request(PeerId from, std::uint64_t correlation, std::string_
   if (!q) return out;
   // Registered first: a waiting receiver may take the message inside enqueue().
   const std::uint64_t seq = next_request_seq_++;
-  auto req = p.requests.emplace(correlation, Request{false, {}, seq, 0}).first;
+  auto req = spare_requests_.insert_mapped(p.requests, correlation, Request{false, {}, seq, 0});
   out = enqueue(*q, from, p, payload, now, correlation, seq);
   collect_if_idle(*q);
   if (out.result != SendResult::accepted) {
-    p.requests.erase(req);
+    spare_requests_.erase(p.requests, req);
     return out;
   }
   if (timeout_ms >= 0) {
@@ -258,7 +258,7 @@ SendOutcome Broker::request(PeerId from, std::uint64_t correlation, std::string_
     d.peer = from;
     d.request_id = correlation;
     req->second.has_deadline = true;
-    req->second.deadline = deadlines_.emplace(now + std::chrono::milliseconds(timeout_ms), d);
+    req->second.deadline = add_deadline(now + std::chrono::milliseconds(timeout_ms), d);
   }
   return out;
 }
@@ -271,10 +271,10 @@ void Broker::note_delivery(PeerId requester, std::uint64_t request_id, std::uint
   // A message of an earlier request that reused the id (and timed out) is not this one.
   if (req == r->second.requests.end() || req->second.seq != seq) return;
   req->second.delivered_to = to;
-  peers_.at(to).handling.emplace(requester, request_id);
+  spare_handling_.insert_value(peers_.at(to).handling, std::pair{requester, request_id});
 }
 
-void Broker::abandon_request(const Message& m, Errc code, std::string_view text) {
+void Broker::abandon_request(const MessageMeta& m, Errc code, std::string_view text) {
   auto requester = peers_.find(m.sender.client_id);
   if (requester == peers_.end()) return;
   auto req = requester->second.requests.find(m.request_id);
@@ -283,12 +283,15 @@ void Broker::abandon_request(const Message& m, Errc code, std::string_view text)
   sink_.fail(m.sender.client_id, m.request_id, code, text);
 }
 
-void Broker::end_request(Peer& p, std::unordered_map<std::uint64_t, Request>::iterator it) {
-  if (it->second.has_deadline) deadlines_.erase(it->second.deadline);
+void Broker::end_request(Peer& p, RequestMap::iterator it) {
+  if (it->second.has_deadline) spare_deadlines_.erase(deadlines_, it->second.deadline);
   if (auto handler = peers_.find(it->second.delivered_to); handler != peers_.end()) {
-    handler->second.handling.erase({p.id.client_id, it->first});
+    auto& handling = handler->second.handling;
+    if (auto h = handling.find({p.id.client_id, it->first}); h != handling.end()) {
+      spare_handling_.erase(handling, h);
+    }
   }
-  p.requests.erase(it);
+  spare_requests_.erase(p.requests, it);
 }
 
 std::size_t Broker::inbox_depth(PeerId peer) const {

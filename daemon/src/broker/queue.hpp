@@ -3,25 +3,22 @@
 // which keeps the cross-queue invariants (accounting, deadlines); not thread-safe.
 #pragma once
 
-#include <deque>
 #include <list>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "broker/message_store.hpp"
 #include "broker/types.hpp"
 
 namespace qbus::broker {
 
+// A direct send parked until its target connects: held apart from any queue, so it owns its
+// payload.
 struct Message {
-  Identity sender;
-  Clock::time_point enqueued;
-  std::uint64_t request_id = 0;  // nonzero: the sender waits for a reply
-  // Broker-unique number of that request, so a stale message carrying a reused id is
-  // never taken for the request now pending under it.
-  std::uint64_t request_seq = 0;
-  std::vector<std::byte> payload;  // empty for a region message
-  RegionRef region{};
+  MessageMeta meta;
+  std::vector<std::byte> payload;
 };
 
 class Queue;
@@ -80,6 +77,13 @@ class Queue {
   const QueueOptions& options() const { return options_; }
   void set_options(const QueueOptions& o) { options_ = o; }
   bool declared() const { return declared_; }
+  // Makes a collected (idle) queue new again under another key, keeping its allocations.
+  void reuse(std::string_view key, const QueueOptions& options) {
+    key_.assign(key);
+    options_ = options;
+    declared_ = false;
+    counters_ = {};
+  }
   void mark_declared() { declared_ = true; }
 
   std::size_t depth() const { return messages_.size(); }
@@ -90,18 +94,18 @@ class Queue {
   // A payload larger than max_bytes can never fit, whatever is drained.
   bool could_ever_fit(std::size_t payload) const { return payload <= options_.max_bytes; }
 
-  void push(Message&& m) {
-    bytes_ += m.payload.size();
-    messages_.push_back(std::move(m));
+  void push(const MessageMeta& meta, Bytes payload) {
+    bytes_ += payload.size();
+    messages_.push(meta, payload);
     ++counters_.enqueued_total;
   }
-  Message pop() {
-    Message m = std::move(messages_.front());
-    messages_.pop_front();
-    bytes_ -= m.payload.size();
-    return m;
+  // The oldest message, read in place: valid until the queue is next modified.
+  StoredMessage front() const { return messages_.front(); }
+  void pop() { bytes_ -= messages_.pop(); }
+  std::optional<Clock::time_point> oldest_enqueued() const {
+    if (messages_.empty()) return std::nullopt;
+    return messages_.oldest_enqueued();
   }
-  const Message* oldest() const { return messages_.empty() ? nullptr : &messages_.front(); }
 
   WaiterList& waiters() { return waiters_; }
   const WaiterList& waiters() const { return waiters_; }
@@ -120,7 +124,7 @@ class Queue {
   QueueOptions options_;
   bool declared_;
   bool inbox_;
-  std::deque<Message> messages_;
+  MessageStore messages_;
   std::uint64_t bytes_ = 0;
   WaiterList waiters_;  // a list: a waiter leaves from anywhere when it times out
   std::vector<PeerId> blocked_;

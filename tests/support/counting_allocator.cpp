@@ -1,7 +1,7 @@
-// A counting replacement of the global allocation functions. The benchmarks are
-// single-threaded; the counter is atomic (relaxed) only so that the library's own threads,
-// if any, stay well-defined.
-#include "alloc_counter.hpp"
+// A counting replacement of the global allocation functions, linked into the binaries
+// that measure or assert allocations per message. The counter is atomic (relaxed) only so
+// that other threads, if any, stay well-defined.
+#include "counting_allocator.hpp"
 
 #include <atomic>
 #include <cstdlib>
@@ -16,7 +16,7 @@ void* counted_alloc(std::size_t n) noexcept {
 }
 }  // namespace
 
-std::uint64_t qbus::micro::allocations() noexcept {
+std::uint64_t qbus::support::allocations() noexcept {
   return g_allocations.load(std::memory_order_relaxed);
 }
 

@@ -1,0 +1,198 @@
+// A queue's messages, stored as variable-size records in a FIFO of byte chunks: a message
+// costs one memcpy of its payload into the chunk and nothing from the heap in steady state
+// (a drained chunk is reused), and a 64-byte message takes 112 bytes instead of a node plus
+// a separately allocated payload. Owned by its Queue; not thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <memory>
+
+#include "broker/types.hpp"
+
+namespace qbus::broker {
+
+// Everything a queued message carries besides its payload.
+struct MessageMeta {
+  Identity sender;
+  Clock::time_point enqueued;
+  std::uint64_t request_id = 0;  // nonzero: the sender waits for a reply
+  // Broker-unique number of that request, so a stale message carrying a reused id is
+  // never taken for the request now pending under it.
+  std::uint64_t request_seq = 0;
+  RegionRef region{};  // the payload is empty for a region message
+};
+
+// A stored message, read in place: valid until the store is next modified.
+struct StoredMessage {
+  MessageMeta meta;
+  Bytes payload;
+};
+
+class MessageStore {
+ public:
+  MessageStore() = default;
+  MessageStore(MessageStore&&) noexcept = default;
+  MessageStore& operator=(MessageStore&&) noexcept = default;
+
+  std::size_t size() const { return count_; }
+  bool empty() const { return count_ == 0; }
+
+  void push(const MessageMeta& meta, Bytes payload) {
+    const std::size_t extras =
+        (meta.request_id != 0 ? kRequestSize : 0) + (meta.region ? kRegionSize : 0);
+    const std::size_t size = round_up(sizeof(Record) + extras + payload.size());
+    Chunk& c = room_for(size);
+    std::byte* at = c.data.get() + c.tail;
+    Record r;
+    r.client_id = meta.sender.client_id;
+    r.process_token = meta.sender.process_token;
+    r.enqueued = meta.enqueued.time_since_epoch().count();
+    r.pid = meta.sender.pid;
+    r.uid = meta.sender.uid;
+    r.gid = meta.sender.gid;
+    r.payload_size = static_cast<std::uint32_t>(payload.size());
+    r.flags = (meta.sender.tcp ? kTcp : 0) | (meta.request_id != 0 ? kRequest : 0) |
+              (meta.region ? kRegion : 0);
+    std::memcpy(at, &r, sizeof r);
+    std::size_t pos = sizeof r;
+    if (meta.request_id != 0) {
+      const std::uint64_t ids[2] = {meta.request_id, meta.request_seq};
+      std::memcpy(at + pos, ids, kRequestSize);
+      pos += kRequestSize;
+    }
+    if (meta.region) {
+      const std::uint64_t ref[3] = {meta.region.id, meta.region.offset, meta.region.length};
+      std::memcpy(at + pos, ref, kRegionSize);
+      pos += kRegionSize;
+    }
+    if (!payload.empty()) std::memcpy(at + pos, payload.data(), payload.size());
+    c.tail += size;
+    ++count_;
+  }
+
+  // The oldest message; the store must not be empty.
+  StoredMessage front() const {
+    const Chunk& c = chunks_.front();
+    const std::byte* at = c.data.get() + c.head;
+    Record r;
+    std::memcpy(&r, at, sizeof r);
+    StoredMessage m;
+    m.meta.sender =
+        Identity{r.pid, r.uid, r.gid, r.client_id, r.process_token, (r.flags & kTcp) != 0};
+    m.meta.enqueued = Clock::time_point(Clock::duration(r.enqueued));
+    std::size_t pos = sizeof r;
+    if (r.flags & kRequest) {
+      std::uint64_t ids[2];
+      std::memcpy(ids, at + pos, kRequestSize);
+      m.meta.request_id = ids[0];
+      m.meta.request_seq = ids[1];
+      pos += kRequestSize;
+    }
+    if (r.flags & kRegion) {
+      std::uint64_t ref[3];
+      std::memcpy(ref, at + pos, kRegionSize);
+      m.meta.region = RegionRef{ref[0], ref[1], ref[2]};
+      pos += kRegionSize;
+    }
+    m.payload = Bytes(at + pos, r.payload_size);
+    return m;
+  }
+
+  Clock::time_point oldest_enqueued() const {
+    Record r;
+    std::memcpy(&r, chunks_.front().data.get() + chunks_.front().head, sizeof r);
+    return Clock::time_point(Clock::duration(r.enqueued));
+  }
+
+  // Removes the oldest message and returns its payload size; the store must not be empty.
+  std::size_t pop() {
+    Chunk& c = chunks_.front();
+    Record r;
+    std::memcpy(&r, c.data.get() + c.head, sizeof r);
+    const std::size_t extras =
+        ((r.flags & kRequest) ? kRequestSize : 0) + ((r.flags & kRegion) ? kRegionSize : 0);
+    c.head += round_up(sizeof r + extras + r.payload_size);
+    --count_;
+    if (c.head < c.tail) return r.payload_size;
+    if (chunks_.size() > 1) {
+      // Drained and not the one being written: keep it for the writer's next chunk.
+      if (!spare_.data && c.capacity <= kMaxChunk) {
+        spare_ = std::move(c);
+        spare_.head = spare_.tail = 0;
+      }
+      chunks_.pop_front();
+      return r.payload_size;
+    }
+    // Empty: the chunk stays for the next messages, unless it was one record's own
+    // oversized chunk. An idle queue keeps at most kMaxChunk this way.
+    if (c.capacity > kMaxChunk) {
+      chunks_.clear();
+    } else {
+      c.head = c.tail = 0;
+    }
+    spare_ = Chunk{};
+    return r.payload_size;
+  }
+
+ private:
+  // Layout of a record: this, then [request_id, request_seq] when kRequest, then [region
+  // id, offset, length] when kRegion, then the payload, padded to kAlign.
+  struct Record {
+    std::uint64_t client_id;
+    std::uint64_t process_token;
+    Clock::rep enqueued;
+    std::uint32_t pid;
+    std::uint32_t uid;
+    std::uint32_t gid;
+    std::uint32_t payload_size;
+    std::uint32_t flags;
+  };
+  struct Chunk {
+    std::unique_ptr<std::byte[]> data;
+    std::size_t capacity = 0;
+    std::size_t head = 0;  // the oldest record
+    std::size_t tail = 0;  // where the next record goes
+  };
+
+  static constexpr std::size_t kAlign = 8;
+  static constexpr std::size_t kRequestSize = 2 * sizeof(std::uint64_t);
+  static constexpr std::size_t kRegionSize = 3 * sizeof(std::uint64_t);
+  static constexpr std::uint32_t kTcp = 1, kRequest = 2, kRegion = 4;
+  // Chunks start small (most queues hold a few messages) and double up to kMaxChunk; a
+  // record larger than that gets a chunk of its own size.
+  static constexpr std::size_t kMinChunk = 1024;
+  static constexpr std::size_t kMaxChunk = 64 * 1024;
+
+  static constexpr std::size_t round_up(std::size_t n) { return (n + kAlign - 1) & ~(kAlign - 1); }
+
+  Chunk& room_for(std::size_t size) {
+    if (!chunks_.empty() && chunks_.back().capacity - chunks_.back().tail >= size) {
+      return chunks_.back();
+    }
+    const std::size_t grown =
+        chunks_.empty() ? kMinChunk : std::min(2 * chunks_.back().capacity, kMaxChunk);
+    // The chunk an empty store kept is too small: reading starts at the front chunk, so
+    // it must not stay there empty.
+    if (count_ == 0) chunks_.clear();
+    const std::size_t capacity = std::max(grown, size);
+    if (spare_.data && spare_.capacity >= capacity) {
+      chunks_.push_back(std::move(spare_));
+      spare_ = Chunk{};
+    } else {
+      Chunk c;
+      c.data = std::make_unique_for_overwrite<std::byte[]>(capacity);
+      c.capacity = capacity;
+      chunks_.push_back(std::move(c));
+    }
+    return chunks_.back();
+  }
+
+  std::deque<Chunk> chunks_;
+  Chunk spare_;
+  std::size_t count_ = 0;
+};
+
+}  // namespace qbus::broker
