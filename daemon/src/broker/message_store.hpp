@@ -150,12 +150,19 @@ class MessageStore {
     std::uint32_t payload_size;
     std::uint32_t flags;
   };
+  // Chunks of kMaxChunk and more are mapped directly rather than taken from malloc: a
+  // drained burst then goes back to the kernel instead of staying in the heap's free lists.
+  struct ChunkRelease {
+    std::size_t size;
+    void operator()(std::byte* p) const noexcept;
+  };
   struct Chunk {
-    std::unique_ptr<std::byte[]> data;
+    std::unique_ptr<std::byte, ChunkRelease> data;
     std::size_t capacity = 0;
     std::size_t head = 0;  // the oldest record
     std::size_t tail = 0;  // where the next record goes
   };
+  static Chunk make_chunk(std::size_t capacity);
 
   static constexpr std::size_t kAlign = 8;
   static constexpr std::size_t kRequestSize = 2 * sizeof(std::uint64_t);
@@ -182,10 +189,7 @@ class MessageStore {
       chunks_.push_back(std::move(spare_));
       spare_ = Chunk{};
     } else {
-      Chunk c;
-      c.data = std::make_unique_for_overwrite<std::byte[]>(capacity);
-      c.capacity = capacity;
-      chunks_.push_back(std::move(c));
+      chunks_.push_back(make_chunk(capacity));
     }
     return chunks_.back();
   }
