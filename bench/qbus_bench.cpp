@@ -10,6 +10,7 @@
 //   qbus-bench bulk [--sizes S,S,...] [--runs R] [--warmup N] [--address ADDR]
 //                   [--tcp-address ADDR] [--json]
 //   qbus-bench connections [--connections N] [--idle-seconds S] [--address ADDR] [--json]
+//   qbus-bench memory [--messages N] [--size BYTES] [--json]
 //
 // throughput: producers and consumers are separate processes released together from a
 // barrier; the time runs until every consumer has its share (--phase both), until every
@@ -32,6 +33,9 @@
 //
 // connections: N idle connections; the daemon's RSS before and after, and its CPU time
 // while they idle for --idle-seconds (the one deliberate sleep in this program).
+//
+// memory: the daemon's RSS idle (nobody connected), with N messages queued, and once they
+// are drained again: what a queued message costs the broker.
 //
 // Unless --address is given, a private qbusd is started on a temporary socket. With --runs R
 // the figures are the median run (per percentile for the latency tables). Processes
@@ -1243,6 +1247,72 @@ int connections(const ConnOptions& o) {
   return 0;
 }
 
+// ---- memory ------------------------------------------------------------------------------
+
+struct MemOptions {
+  long long messages = 1'000'000;
+  int size = 64;
+  bool json = false;
+};
+
+// RSS of a private daemon idle, with N messages queued in one queue, and after draining.
+int memory(const MemOptions& o) {
+  qbus::testing::DaemonOptions d;
+  d.log_level = "warn";
+  const std::string n = std::to_string(o.messages);
+  // Room for exactly N messages under the uid quotas; the queue itself is declared below.
+  d.config_json = R"({"limits": {"uid_max_queued_messages": )" + n +
+                  R"(, "uid_max_queued_bytes": 1099511627776}})";
+  qbus::testing::Daemon daemon(d);
+  const long rss_idle = daemon.rss_bytes();
+  auto c = connect(daemon.address());
+  c.declare(kQueue, qbus::QueueOptions{static_cast<std::uint32_t>(o.messages),
+                                       std::uint64_t{1} << 40, qbus::Overflow::reject});
+  const long rss_connected = daemon.rss_bytes();
+  const std::string payload(static_cast<std::size_t>(o.size), 'm');
+  {
+    qbus::Client::Batch batch(c);
+    for (long long i = 0; i < o.messages; ++i)
+      c.send(kQueue, payload);
+  }
+  c.sync();
+  if (c.send_failures().count != 0) {
+    throw std::runtime_error("the broker refused " + std::to_string(c.send_failures().count) +
+                             " sends: " + c.send_failures().last_message);
+  }
+  const long rss_queued = daemon.rss_bytes();
+  long long drained = 0;
+  while (drained < o.messages) {
+    const auto got = c.receive_batch(kQueue, 4096, seconds(30));
+    if (got.empty()) throw std::runtime_error("queued messages were lost");
+    drained += static_cast<long long>(got.size());
+  }
+  const long rss_drained = daemon.rss_bytes();
+  const double added = static_cast<double>(rss_queued - rss_connected);
+  const double per_message = added / static_cast<double>(o.messages);
+  const double mib = 1024.0 * 1024.0;
+  if (o.json) {
+    std::printf(
+        "{\"benchmark\":\"memory\",\"messages\":%lld,\"size\":%d,\"daemon_rss_idle_bytes\":%ld,"
+        "\"daemon_rss_connected_bytes\":%ld,\"daemon_rss_queued_bytes\":%ld,"
+        "\"daemon_rss_drained_bytes\":%ld,\"queued_added_bytes\":%.0f,"
+        "\"bytes_per_queued_message\":%.1f}\n",
+        o.messages, o.size, rss_idle, rss_connected, rss_queued, rss_drained, added, per_message);
+    return 0;
+  }
+  std::printf("memory: %lld messages of %d bytes queued in one queue\n", o.messages, o.size);
+  std::printf("  %-36s %12.2f\n", "daemon RSS idle (MiB)", static_cast<double>(rss_idle) / mib);
+  std::printf("  %-36s %12.2f\n", "... one client connected (MiB)",
+              static_cast<double>(rss_connected) / mib);
+  std::printf("  %-36s %12.2f\n", "... messages queued (MiB)",
+              static_cast<double>(rss_queued) / mib);
+  std::printf("  %-36s %12.2f\n", "added by the messages (MiB)", added / mib);
+  std::printf("  %-36s %12.1f\n", "bytes per queued message", per_message);
+  std::printf("  %-36s %12.2f\n", "daemon RSS after draining (MiB)",
+              static_cast<double>(rss_drained) / mib);
+  return 0;
+}
+
 // ---- bulk ------------------------------------------------------------------------------
 
 constexpr char kBulkKey[] = "bench.bulk";
@@ -1829,6 +1899,14 @@ int main(int argc, char** argv) {
                   "Use a running broker instead of a private one (then no RSS or CPU figures)");
   con->add_flag("--json", co.json, "One JSON object instead of the table");
 
+  MemOptions mo;
+  auto* mem = app.add_subcommand(
+      "memory", "The private daemon's RSS idle, with N messages queued, and after draining them");
+  mem->add_option("--messages", mo.messages, "Messages to queue (one queue, one producer)")
+      ->check(CLI::Range(1LL, 4'000'000'000LL));
+  mem->add_option("--size", mo.size, "Payload bytes")->check(CLI::Range(0, 1 << 20));
+  mem->add_flag("--json", mo.json, "One JSON object instead of the table");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -1842,6 +1920,7 @@ int main(int argc, char** argv) {
     if (*dir) return direct(dopt);
     if (*blk) return bulk(bo);
     if (*con) return connections(co);
+    if (*mem) return memory(mo);
     o.phase = phase == "enqueue" ? Phase::enqueue : phase == "drain" ? Phase::drain : Phase::both;
     return throughput(o);
   } catch (const std::exception& e) {
