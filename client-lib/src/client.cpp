@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <exception>
 #include <fstream>
 #include <iterator>
 #include <mutex>
@@ -95,6 +96,17 @@ struct Access {
   static void set_mapped(Message& m, std::shared_ptr<const MappedPayload> p) {
     m.mapped_ = std::move(p);
   }
+  static MessageView view(std::string_view key, std::span<const std::byte> bytes, Sender sender,
+                          std::uint64_t request_id, const Message* region) {
+    MessageView v;
+    v.key_ = key;
+    v.bytes_ = bytes;
+    v.sender_ = sender;
+    v.request_id_ = request_id;
+    v.region_ = region;
+    return v;
+  }
+  static const Message* region_of(const MessageView& v) { return v.region_; }
   static RegionState* state(Region& r) { return r.state_.get(); }
   static Region make_region(std::unique_ptr<RegionState> st) {
     Region r;
@@ -541,18 +553,33 @@ struct Client::Impl {
     if (!answered) fail(Errc::io_error, std::string(context) + ": broker did not answer");
   }
 
-  // Waits for the DELIVER frames answering `corr` (up to the one flagged LAST); an ERROR
-  // `timeout` ends it empty. `timeout` is what the broker was told; ours adds a grace.
-  std::vector<Message> collect(std::uint64_t corr, std::chrono::milliseconds timeout,
-                               std::string_view context) {
+  // Waits for the DELIVER frames answering `corr` (up to the one flagged LAST), handing
+  // each message to on_view(const MessageView&) in place; an ERROR `timeout` ends it with
+  // none. `timeout` is what the broker was told; ours adds a grace. An exception from
+  // on_view is rethrown once the whole answer has been read, so the connection stays in
+  // step. Returns how many messages there were.
+  template <typename OnView>
+  std::size_t collect_each(std::uint64_t corr, std::chrono::milliseconds timeout,
+                           std::string_view context, OnView&& on_view) {
     std::optional<Clock::time_point> deadline;
     if (timeout.count() >= 0) deadline = Clock::now() + timeout + kBrokerGrace;
-    std::vector<Message> got;
+    std::size_t seen = 0;
+    std::exception_ptr failed;
+    auto hand_over = [&](const MessageView& v) {
+      ++seen;
+      if (failed) return;
+      try {
+        on_view(v);
+      } catch (...) {
+        failed = std::current_exception();
+      }
+    };
     std::string pieces;  // a payload arriving in DELIVER pieces flagged MORE (TCP)
     bool in_pieces = false;
     const bool answered = wait_for(corr, deadline, [&](const proto::Header& h, proto::Bytes b) {
       if (h.type == FrameType::deliver_region) {
-        got.push_back(mapped_message(b, context));
+        const Message m = mapped_message(b, context);
+        hand_over(detail::Access::view(m.key(), m.bytes(), m.sender(), m.request_id(), &m));
         return (h.flags & proto::kFlagLast) != 0;
       }
       if (h.type == FrameType::error) {
@@ -567,27 +594,35 @@ struct Client::Impl {
       if (h.type != FrameType::deliver || proto::decode_deliver(b, d) != Errc::ok) {
         fail(Errc::protocol_violation, std::string(context) + ": unexpected answer");
       }
-      const std::string_view bytes(reinterpret_cast<const char*>(d.payload.data()),
-                                   d.payload.size());
+      const Sender sender{d.sender_pid, d.sender_uid, d.sender_client_id};
       if ((h.flags & proto::kFlagMore) != 0) {
-        pieces.append(bytes);
+        pieces.append(reinterpret_cast<const char*>(d.payload.data()), d.payload.size());
         in_pieces = true;
         return false;
       }
-      std::string payload;
       if (in_pieces) {
-        pieces.append(bytes);
-        payload = std::move(pieces);
+        pieces.append(reinterpret_cast<const char*>(d.payload.data()), d.payload.size());
+        hand_over(detail::Access::view(d.key, as_bytes(std::string_view(pieces)), sender,
+                                       d.request_id, nullptr));
         pieces.clear();
         in_pieces = false;
       } else {
-        payload.assign(bytes);
+        hand_over(detail::Access::view(d.key, d.payload, sender, d.request_id, nullptr));
       }
-      got.emplace_back(std::string(d.key), std::move(payload),
-                       Sender{d.sender_pid, d.sender_uid, d.sender_client_id}, d.request_id);
       return (h.flags & proto::kFlagLast) != 0;
     });
     if (!answered) fail(Errc::io_error, std::string(context) + ": broker did not answer");
+    if (failed) std::rethrow_exception(failed);
+    return seen;
+  }
+
+  // collect_each() into Messages; `expected` (the batch asked for) sizes the vector.
+  std::vector<Message> collect(std::uint64_t corr, std::chrono::milliseconds timeout,
+                               std::string_view context, std::size_t expected = 1) {
+    std::vector<Message> got;
+    got.reserve(std::min<std::size_t>(expected, 1024));
+    collect_each(corr, timeout, context,
+                 [&](const MessageView& v) { got.push_back(v.to_message()); });
     return got;
   }
 
@@ -735,8 +770,10 @@ struct Client::Impl {
     return static_cast<std::uint32_t>(std::min<std::size_t>(max, UINT32_MAX));
   }
 
-  std::vector<Message> receive(std::string_view key, std::size_t max,
-                               std::chrono::milliseconds timeout) {
+  // Asks for up to `max` messages of `key`; returns the correlation and the broker's
+  // timeout to collect them with.
+  std::pair<std::uint64_t, std::chrono::milliseconds> ask_receive(
+      std::string_view key, std::size_t max, std::chrono::milliseconds timeout) {
     check_usable();
     check_key(key);
     proto::Receive r;
@@ -745,7 +782,13 @@ struct Client::Impl {
     r.max_count = batch_size(max);
     const std::uint64_t corr = next_correlation++;
     proto::append_receive(out, corr, r);
-    return collect(corr, std::chrono::milliseconds(r.timeout_ms), "receive");
+    return {corr, std::chrono::milliseconds(r.timeout_ms)};
+  }
+
+  std::vector<Message> receive(std::string_view key, std::size_t max,
+                               std::chrono::milliseconds timeout) {
+    const auto [corr, wire_timeout] = ask_receive(key, max, timeout);
+    return collect(corr, wire_timeout, "receive", max);
   }
 
   std::vector<Message> receive_direct(std::size_t max, std::chrono::milliseconds timeout) {
@@ -761,7 +804,7 @@ struct Client::Impl {
     r.max_count = batch_size(max);
     const std::uint64_t corr = next_correlation++;
     proto::append_receive_direct(out, corr, r);
-    return collect(corr, std::chrono::milliseconds(r.timeout_ms), "receive_direct");
+    return collect(corr, std::chrono::milliseconds(r.timeout_ms), "receive_direct", max);
   }
 
   void send_direct(proto::TargetKind kind, std::uint64_t target, std::uint64_t in_reply_to,
@@ -857,6 +900,14 @@ std::optional<Message> Client::try_receive(std::string_view key) {
 std::vector<Message> Client::receive_batch(std::string_view key, std::size_t max,
                                            std::chrono::milliseconds timeout) {
   return impl_->receive(key, max, timeout);
+}
+
+std::size_t Client::receive_each(std::string_view key, std::size_t max,
+                                 std::chrono::milliseconds timeout,
+                                 const std::function<void(const MessageView&)>& on_message) {
+  if (!on_message) throw Error(Errc::invalid_argument, "receive_each: no callback");
+  const auto [corr, wire_timeout] = impl_->ask_receive(key, max, timeout);
+  return impl_->collect_each(corr, wire_timeout, "receive", on_message);
 }
 
 void Client::send_to_pid(std::uint32_t pid, std::span<const std::byte> payload,
@@ -1045,6 +1096,11 @@ void Client::remove_shared_region(std::string_view key) {
 std::span<const std::byte> Message::bytes() const noexcept {
   if (mapped_) return mapped_->mapping.bytes();
   return std::as_bytes(std::span(payload_.data(), payload_.size()));
+}
+
+Message MessageView::to_message() const {
+  if (const Message* region = detail::Access::region_of(*this)) return *region;
+  return Message(std::string(key_), std::string(text()), sender_, request_id_);
 }
 
 std::string Message::take_payload() {

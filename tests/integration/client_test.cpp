@@ -89,6 +89,62 @@ TEST_F(ClientTest, ReceiveBatchTakesWhatIsQueuedInOrder) {
   EXPECT_TRUE(c.receive_batch("batch", 5, milliseconds(0)).empty());
 }
 
+TEST_F(ClientTest, ReceiveEachSeesTheBatchInPlaceInOrder) {
+  auto producer = connect();
+  auto c = connect();
+  {
+    Client::Batch batch(producer);
+    for (int i = 0; i < 10; ++i)
+      producer.send("each", std::string(100, static_cast<char>('a' + i)));
+  }
+  producer.sync();
+  std::vector<Message> kept;
+  int seen = 0;
+  const auto n = c.receive_each("each", 7, seconds(30), [&](const MessageView& v) {
+    EXPECT_EQ(v.key(), "each");
+    EXPECT_EQ(v.text(), std::string(100, static_cast<char>('a' + seen)));
+    EXPECT_EQ(v.sender().client_id, producer.session().client_id);
+    EXPECT_EQ(v.sender().pid, static_cast<std::uint32_t>(::getpid()));
+    EXPECT_FALSE(v.is_request());
+    EXPECT_FALSE(v.in_shared_memory());
+    if (seen % 2 == 0) kept.push_back(v.to_message());
+    ++seen;
+  });
+  EXPECT_EQ(n, 7u);
+  EXPECT_EQ(seen, 7);
+  // Messages made from views own their bytes after the buffer has moved on.
+  EXPECT_EQ(c.receive_batch("each", 100, seconds(30)).size(), 3u);
+  ASSERT_EQ(kept.size(), 4u);
+  for (std::size_t i = 0; i < kept.size(); ++i) {
+    EXPECT_EQ(kept[i].text(), std::string(100, static_cast<char>('a' + 2 * i)));
+    EXPECT_EQ(kept[i].key(), "each");
+  }
+  // A timeout sees nothing and calls nothing.
+  EXPECT_EQ(c.receive_each("each", 5, milliseconds(0), [](const MessageView&) { FAIL(); }), 0u);
+}
+
+TEST_F(ClientTest, ReceiveEachRethrowsAfterReadingTheWholeBatch) {
+  auto c = connect();
+  for (int i = 0; i < 5; ++i)
+    c.send("throws", std::to_string(i));
+  int calls = 0;
+  try {
+    c.receive_each("throws", 5, seconds(30), [&](const MessageView& v) {
+      ++calls;
+      if (v.text() == "1") throw std::runtime_error("handler failed");
+    });
+    FAIL() << "the handler's exception was swallowed";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "handler failed");
+  }
+  EXPECT_EQ(calls, 2);  // not called after it threw
+  // The connection is in step: the batch was taken whole, the next receive works.
+  c.send("throws", "after");
+  auto m = c.receive("throws", seconds(30));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->text(), "after");
+}
+
 TEST_F(ClientTest, ReceiveTimesOutWithNothing) {
   auto c = connect();
   EXPECT_FALSE(c.receive("empty", milliseconds(50)));

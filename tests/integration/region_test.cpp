@@ -116,6 +116,27 @@ TEST_F(RegionTest, TwoHundredFiftySixMiBCrossProcessesIntactAndZeroCopy) {
   expect_back_to_baseline(fds);
 }
 
+TEST_F(RegionTest, ReceiveEachViewsARegionMessageWithoutCopying) {
+  auto producer = connect();
+  auto consumer = connect();
+  auto r = producer.allocate_region(1 << 20);
+  fill_pattern(r.data(), 7);
+  producer.send("each.bulk", std::move(r));
+  producer.sync();
+  std::optional<Message> kept;
+  const auto n = consumer.receive_each("each.bulk", 1, seconds(30), [&](const MessageView& v) {
+    EXPECT_TRUE(v.in_shared_memory());
+    ASSERT_EQ(v.size(), 1u << 20);
+    EXPECT_EQ(hash_bytes(v.bytes()), expected_hash(1 << 20, 7));
+    kept = v.to_message();
+  });
+  EXPECT_EQ(n, 1u);
+  ASSERT_TRUE(kept);
+  // The kept Message shares the mapping rather than copying it.
+  EXPECT_TRUE(kept->in_shared_memory());
+  EXPECT_EQ(hash_bytes(kept->bytes()), expected_hash(1 << 20, 7));
+}
+
 TEST_F(RegionTest, SlicesOfOneRegionArriveAsSeparateMessages) {
   auto producer = connect();
   auto consumer = connect();

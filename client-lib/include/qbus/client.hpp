@@ -22,6 +22,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -103,6 +104,36 @@ class QBUS_API Message {
   Sender sender_;
   std::uint64_t request_id_ = 0;
   std::shared_ptr<const detail::MappedPayload> mapped_;
+};
+
+// A received message read in place, for Client::receive_each(): the key and payload point
+// into the Client's receive buffer (or, for a region message, its mapping), so seeing it
+// costs no copy and no allocation. Valid only during the receive_each() callback that was
+// given it; to_message() makes a Message to keep.
+class QBUS_API MessageView {
+ public:
+  std::string_view key() const noexcept { return key_; }
+  bool is_direct() const noexcept { return key_.empty(); }
+  bool is_request() const noexcept { return request_id_ != 0; }
+  std::uint64_t request_id() const noexcept { return request_id_; }
+  std::span<const std::byte> bytes() const noexcept { return bytes_; }
+  std::string_view text() const noexcept {
+    return {reinterpret_cast<const char*>(bytes_.data()), bytes_.size()};
+  }
+  std::size_t size() const noexcept { return bytes_.size(); }
+  bool in_shared_memory() const noexcept { return region_ != nullptr; }
+  const Sender& sender() const noexcept { return sender_; }
+  // A Message owning a copy of the payload, or sharing the mapping of a region message.
+  Message to_message() const;
+
+ private:
+  friend struct detail::Access;
+  MessageView() = default;
+  std::string_view key_;
+  std::span<const std::byte> bytes_;
+  Sender sender_;
+  std::uint64_t request_id_ = 0;
+  const Message* region_ = nullptr;  // the region message viewed, alive during the call
 };
 
 // A shared-memory region the broker made for this process: fill data() and send it, and
@@ -287,6 +318,14 @@ class QBUS_API Client {
   // arrive within `timeout`. Empty when the timeout passed.
   std::vector<Message> receive_batch(std::string_view key, std::size_t max,
                                      std::chrono::milliseconds timeout);
+  // receive_batch() without building Messages: each message is handed to `on_message` in
+  // place, in order, with no copy and no allocation per message; the fastest way to drain
+  // a queue. Returns how many messages it saw (0: the timeout passed). `on_message` must
+  // not use this Client (the view points into its buffer). If it throws, the rest of the
+  // batch is still read from the connection, without calling it, and then the exception
+  // propagates: those messages were taken from the queue and are dropped.
+  std::size_t receive_each(std::string_view key, std::size_t max, std::chrono::milliseconds timeout,
+                           const std::function<void(const MessageView&)>& on_message);
 
   // Direct messages to a process's inbox, by the pid the kernel reported for it (a process
   // with several connections receives them on the connection that claimed the inbox most
