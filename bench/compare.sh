@@ -18,7 +18,8 @@ and redis-tools from Debian if missing (as root; otherwise prints the apt-get co
 fails), then measures:
   raw socketpair ping-pong RTT, raw one-way batched throughput, the bare-relay ceiling
   (bench/relay.cpp); redis-benchmark LPUSH/RPOP, 64 B, -P 64 and -P 1 -c 1, on a private
-  Unix socket; qbus-bench throughput and latency with 64 B payloads.
+  Unix socket; qbus-bench throughput and latency with 64 B payloads; qbus-bench bulk (4 KiB
+  and 64 MiB), memory (idle, 1,000,000 queued messages) and connections (10,000 idle).
 Every figure is the median of --runs runs (default 3). QBUS_BENCH_BUILD_DIR overrides the
 build tree. Writes bench/RESULTS.md unless
 --no-results is given. --no-build uses the binaries already in build-bench/ as they are.
@@ -42,6 +43,10 @@ REDIS_UNPIPELINED_N=100000
 QBUS_THROUGHPUT_MESSAGES=2000000
 QBUS_LATENCY_REQUESTS=100000
 RELAY_MESSAGES=10000000
+BULK_RUNS=5
+MEMORY_MESSAGES=1000000
+IDLE_CONNECTIONS=10000
+IDLE_SECONDS=10
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -244,6 +249,65 @@ run_qbus() {
   INRUN_RAW_P50=$(json_sub_num "$TMP/qbus-latency.json" raw_socketpair p50_us)
 }
 
+# json_nums FILE KEY: every numeric value of "KEY": in the file, one per line, in order.
+json_nums() {
+  grep -o "\"$2\":[-0-9.eE+]*" "$1" | cut -d: -f2
+}
+
+mib() { calc "$1 / 1048576"; }
+
+# Bulk, memory and connections: one qbus-bench run each (bulk takes the median of its own
+# --runs). A failure leaves the figures n/a and says why in the log, never aborts the rest.
+run_qbus_resources() {
+  BULK_H4K=n/a BULK_H64M=n/a BULK_H_RATIO=n/a BULK_E2E_64M=n/a BULK_INLINE_64M=n/a BULK_E2E_RATIO=n/a
+  local sizes=4K,64M
+  local cmd=("$QBUS_BENCH" bulk --sizes "$sizes" --runs "$BULK_RUNS" --json)
+  record "${cmd[@]#"$REPO/"}"
+  log "qbus-bench bulk"
+  if "${cmd[@]}" >"$TMP/qbus-bulk.json" 2>"$TMP/qbus-bulk.err"; then
+    BULK_H4K=$(json_nums "$TMP/qbus-bulk.json" handoff_us | sed -n 1p)
+    BULK_H64M=$(json_nums "$TMP/qbus-bulk.json" handoff_us | sed -n 2p)
+    BULK_H_RATIO=$(calc "$BULK_H64M / $BULK_H4K")
+    # end_to_end_us: region then inline, per size; the 64 MiB ones are the third and fourth.
+    BULK_E2E_64M=$(json_nums "$TMP/qbus-bulk.json" end_to_end_us | sed -n 3p)
+    BULK_INLINE_64M=$(json_nums "$TMP/qbus-bulk.json" end_to_end_us | sed -n 4p)
+    BULK_E2E_RATIO=$(calc "$BULK_INLINE_64M / $BULK_E2E_64M")
+  else
+    log "qbus-bench bulk failed: $(tail -n 3 "$TMP/qbus-bulk.err")"
+  fi
+
+  MEM_IDLE=n/a MEM_ADDED=n/a MEM_PER_MSG=n/a MEM_DRAINED=n/a
+  cmd=("$QBUS_BENCH" memory --messages "$MEMORY_MESSAGES" --size "$SIZE" --json)
+  record "${cmd[@]#"$REPO/"}"
+  log "qbus-bench memory"
+  if "${cmd[@]}" >"$TMP/qbus-memory.json" 2>"$TMP/qbus-memory.err"; then
+    MEM_IDLE=$(mib "$(json_num "$TMP/qbus-memory.json" daemon_rss_idle_bytes)")
+    MEM_ADDED=$(mib "$(json_num "$TMP/qbus-memory.json" queued_added_bytes)")
+    MEM_PER_MSG=$(json_num "$TMP/qbus-memory.json" bytes_per_queued_message)
+    MEM_DRAINED=$(mib "$(json_num "$TMP/qbus-memory.json" daemon_rss_drained_bytes)")
+  else
+    log "qbus-bench memory failed: $(tail -n 3 "$TMP/qbus-memory.err")"
+  fi
+
+  CONN_ADDED=n/a CONN_IDLE_CPU=n/a
+  cmd=("$QBUS_BENCH" connections --connections "$IDLE_CONNECTIONS" --idle-seconds "$IDLE_SECONDS" --json)
+  record "${cmd[@]#"$REPO/"}"
+  log "qbus-bench connections ($IDLE_CONNECTIONS idle for ${IDLE_SECONDS}s)"
+  if "${cmd[@]}" >"$TMP/qbus-connections.json" 2>"$TMP/qbus-connections.err"; then
+    CONN_ADDED=$(mib "$(calc "$(json_num "$TMP/qbus-connections.json" daemon_rss_after_bytes) - $(json_num "$TMP/qbus-connections.json" daemon_rss_before_bytes)")")
+    CONN_IDLE_CPU=$(json_num "$TMP/qbus-connections.json" daemon_idle_cpu_ms)
+  else
+    log "qbus-bench connections failed: $(tail -n 3 "$TMP/qbus-connections.err")"
+  fi
+}
+
+fmt_mib() { case "$1" in n/a) echo "n/a" ;; *) awk -v x="$1" 'BEGIN { printf "%.2f MiB\n", x }' ;; esac; }
+fmt_ms() { case "$1" in n/a) echo "n/a" ;; *) awk -v x="$1" 'BEGIN { printf "%.2f ms\n", x }' ;; esac; }
+fmt_us_or_ms() {
+  case "$1" in n/a) echo "n/a" ;; *) awk -v x="$1" 'BEGIN {
+    if (x >= 1000) printf "%.2f ms\n", x / 1000; else printf "%.1f µs\n", x }' ;; esac
+}
+
 # ---- (e) the table ----------------------------------------------------------------------
 
 machine() {
@@ -302,6 +366,13 @@ table() {
     "$(fmt_ratio "$(calc "$QBUS_P50 / (1e6 / $REDIS_LPUSH_P1)")") of LPUSH -P1 time" \
     "$(fmt_ratio "$rr_ratio") of in-run raw, $(fmt_ratio "$rr_ratio_relay") of relay raw" \
     "in-run raw p50 $(fmt_us "$INRUN_RAW_P50") (qbus-bench latency)"
+  row "qbus region hand-over 4 KiB / 64 MiB" "$(fmt_us_or_ms "$BULK_H4K") / $(fmt_us_or_ms "$BULK_H64M")" "" "" \
+    "send() until the receiver holds the mapping (qbus-bench bulk)"
+  row "qbus 64 MiB end to end: region / inline" "$(fmt_us_or_ms "$BULK_E2E_64M") / $(fmt_us_or_ms "$BULK_INLINE_64M")" "" "" \
+    "until the receiver has read every byte; inline to a TCP receiver"
+  row "qbusd RSS idle / +1M queued / drained" "$(fmt_mib "$MEM_IDLE") / +$(fmt_mib "$MEM_ADDED") / $(fmt_mib "$MEM_DRAINED")" "" "" \
+    "$MEMORY_MESSAGES x $SIZE B, $(awk -v x="$MEM_PER_MSG" 'BEGIN { printf "%.0f", x }') B per queued message (qbus-bench memory)"
+  row "qbusd with $IDLE_CONNECTIONS idle connections" "+$(fmt_mib "$CONN_ADDED"), $(fmt_ms "$CONN_IDLE_CPU") CPU in ${IDLE_SECONDS}s" "" "" "qbus-bench connections"
   echo
   echo "### Targets (issue 6)"
   echo
@@ -319,6 +390,17 @@ table() {
     "$(fmt_ratio "$rr_ratio")" "$(verdict "$rr_ratio" '<=' 2.4)"
   row "... against compare.sh's own raw RTT" "≤ 2.4x $(fmt_us "$RAW_P50")" "$(fmt_us "$QBUS_P50")" \
     "$(fmt_ratio "$rr_ratio_relay")" "$(verdict "$rr_ratio_relay" '<=' 2.4) (informative)"
+  row "bulk: 64 MiB region hand-over" "≤ 2x the 4 KiB one ($(fmt_us_or_ms "$BULK_H4K"))" "$(fmt_us_or_ms "$BULK_H64M")" \
+    "$(fmt_ratio "$BULK_H_RATIO")" "$(verdict "$BULK_H_RATIO" '<=' 2)"
+  row "bulk: 64 MiB end to end, region vs inline" "≥ 5x faster" "$(fmt_us_or_ms "$BULK_E2E_64M")" \
+    "$(fmt_ratio "$BULK_E2E_RATIO")" "$(verdict "$BULK_E2E_RATIO" '>=' 5)"
+  row "memory: idle daemon RSS" "≤ 8 MiB" "$(fmt_mib "$MEM_IDLE")" "" "$(verdict "$MEM_IDLE" '<=' 8)"
+  row "memory: 1,000,000 queued 64 B messages" "≤ 128 MiB added" "$(fmt_mib "$MEM_ADDED")" "" \
+    "$(verdict "$MEM_ADDED" '<=' 128)"
+  row "memory: $IDLE_CONNECTIONS idle connections" "≤ 100 MiB added" "$(fmt_mib "$CONN_ADDED")" "" \
+    "$(verdict "$CONN_ADDED" '<=' 100)"
+  row "idle CPU (connections open)" "< 10 ms in ${IDLE_SECONDS} s" "$(fmt_ms "$CONN_IDLE_CPU")" "" \
+    "$(verdict "$CONN_IDLE_CPU" '<' 10)"
 }
 
 write_results() {
@@ -369,6 +451,7 @@ main() {
   REDIS_PID=""
   run_relay
   run_qbus
+  run_qbus_resources
   ELAPSED=$((SECONDS - start))
 
   table >"$TMP/table.md"

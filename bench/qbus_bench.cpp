@@ -1,7 +1,8 @@
 // qbus-bench: measures qbus end to end with real processes and the real daemon.
 //
 //   qbus-bench throughput [--producers P] [--consumers C] [--queues K] [--messages N]
-//                         [--duration S] [--size BYTES] [--batch N] [--send-batch N]
+//                         [--duration S] [--size BYTES] [--batch N] [--receive each|batch]
+//                         [--send-batch N]
 //                         [--phase both|enqueue|drain] [--runs R] [--address ADDR] [--json]
 //   qbus-bench latency [--requests N] [--warmup N] [--size BYTES] [--runs R] [--rate R]
 //                      [--address ADDR] [--json]
@@ -103,7 +104,8 @@ struct Options {
   long long messages = 1'000'000;
   double duration = 0;  // > 0: producers send for this many seconds instead of `messages`
   std::size_t size = 64;
-  std::size_t batch = 256;   // receive_batch size
+  std::size_t batch = 256;   // messages per receive round trip
+  bool views = true;         // consumers use receive_each (else receive_batch)
   long long send_batch = 0;  // sends per Client::Batch; 0: one Batch around all of them
   Phase phase = Phase::both;
   int runs = 3;
@@ -221,11 +223,20 @@ long long produce(qbus::Client& c, const Options& o, const std::string& queue, l
 long long consume(qbus::Client& c, const Options& o, const std::string& queue) {
   long long taken = 0;
   while (true) {
-    const auto got = c.receive_batch(queue, o.batch, seconds(120));
-    if (got.empty()) throw std::runtime_error("consumer starved for 120 s: messages were lost");
-    const auto stops = std::count_if(got.begin(), got.end(),
-                                     [](const qbus::Message& m) { return m.text() == kStop; });
-    taken += static_cast<long long>(got.size()) - stops;
+    long long got = 0;
+    long stops = 0;
+    if (o.views) {
+      got = static_cast<long long>(
+          c.receive_each(queue, o.batch, seconds(120),
+                         [&](const qbus::MessageView& m) { stops += m.text() == kStop ? 1 : 0; }));
+    } else {
+      const auto batch = c.receive_batch(queue, o.batch, seconds(120));
+      got = static_cast<long long>(batch.size());
+      stops = std::count_if(batch.begin(), batch.end(),
+                            [](const qbus::Message& m) { return m.text() == kStop; });
+    }
+    if (got == 0) throw std::runtime_error("consumer starved for 120 s: messages were lost");
+    taken += got - stops;
     if (stops == 0) continue;
     // The stops come last; one batch may hold other consumers' stops: hand them back.
     for (long extra = 1; extra < stops; ++extra)
@@ -414,10 +425,12 @@ int throughput(const Options& o) {
     std::printf(
         "{\"benchmark\":\"throughput\",\"phase\":\"%s\",\"producers\":%d,\"consumers\":%d,"
         "\"queues\":%d,\"messages\":%lld,\"duration\":%.3f,\"size\":%zu,\"batch\":%zu,"
+        "\"receive\":\"%s\","
         "\"send_batch\":%lld,\"runs\":%d,\"median_seconds\":%.6f,\"messages_per_second\":%.0f,"
         "\"mb_per_second\":%.2f,\"daemon_cpu_ns_per_message\":%.1f,\"run_messages_per_second\":[",
         phase_name(o.phase), producers, consumers, o.queues, med.messages, o.duration, o.size,
-        o.batch, o.send_batch, o.runs, med.seconds, rate, mbps, cpu_ns);
+        o.batch, o.views ? "receive_each" : "receive_batch", o.send_batch, o.runs, med.seconds,
+        rate, mbps, cpu_ns);
     for (std::size_t i = 0; i < runs.size(); ++i)
       std::printf("%s%.0f", i ? "," : "", runs[i].rate());
     std::printf("]}\n");
@@ -447,9 +460,10 @@ int throughput(const Options& o) {
       break;
   }
   std::printf(
-      "\n  %lld x %zu B in the median run%s; sends: %s; receive batch %zu; median of %d "
+      "\n  %lld x %zu B in the median run%s; sends: %s; receives: %s of %zu; median of %d "
       "run(s)\n",
-      med.messages, o.size, sending_for, send_window.c_str(), o.batch, o.runs);
+      med.messages, o.size, sending_for, send_window.c_str(),
+      o.views ? "receive_each" : "receive_batch", o.batch, o.runs);
   std::printf("  %-28s %12.0f\n", "messages/s", rate);
   std::printf("  %-28s %12.2f\n", "MB/s (payload)", mbps);
   std::printf("  %-28s %12.3f\n", "median run (s)", med.seconds);
@@ -1798,8 +1812,12 @@ int main(int argc, char** argv) {
                  "Seconds the producers send for, instead of --messages (0: off; not with drain)")
       ->check(CLI::Range(0.0, 3600.0));
   tp->add_option("--size", o.size, "Payload bytes")->check(CLI::Range(0, 1 << 20));
-  tp->add_option("--batch", o.batch, "Messages per receive_batch round trip")
-      ->check(CLI::Range(1, 4096));
+  std::string receive_api = "each";
+  tp->add_option("--receive", receive_api,
+                 "Consumers take messages with receive_each (in place, no copy) or "
+                 "receive_batch (a vector of Messages)")
+      ->check(CLI::IsMember({"each", "batch"}));
+  tp->add_option("--batch", o.batch, "Messages per receive round trip")->check(CLI::Range(1, 4096));
   tp->add_option("--send-batch", o.send_batch,
                  "Sends per Client::Batch window (0: one Batch around all; 1: no Batch, one write "
                  "per send)")
@@ -1922,6 +1940,7 @@ int main(int argc, char** argv) {
     if (*con) return connections(co);
     if (*mem) return memory(mo);
     o.phase = phase == "enqueue" ? Phase::enqueue : phase == "drain" ? Phase::drain : Phase::both;
+    o.views = receive_api == "each";
     return throughput(o);
   } catch (const std::exception& e) {
     std::cerr << "qbus-bench: " << e.what() << "\n";
