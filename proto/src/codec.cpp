@@ -1,6 +1,7 @@
 #include "qbus/proto/codec.hpp"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstring>
 
@@ -129,12 +130,23 @@ std::string_view frame_type_name(FrameType t) noexcept {
   return is_known_type(v) ? kTypeNames[v - 1] : std::string_view("unknown");
 }
 
+namespace {
+// Every key of every SEND is checked: a table beats the chain of comparisons.
+constexpr std::array<bool, 256> kKeyChars = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    t[static_cast<std::size_t>(c)] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                     (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
+                                     c == '/' || c == '-';
+  }
+  return t;
+}();
+}  // namespace
+
 bool is_valid_key(std::string_view key) noexcept {
   if (key.empty() || key.size() > kMaxKeySize) return false;
-  return std::all_of(key.begin(), key.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-           c == '_' || c == ':' || c == '/' || c == '-';
-  });
+  return std::all_of(key.begin(), key.end(),
+                     [](char c) { return kKeyChars[static_cast<unsigned char>(c)]; });
 }
 
 HeaderResult decode_header(Bytes in, std::uint32_t max_body) noexcept {

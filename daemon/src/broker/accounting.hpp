@@ -15,17 +15,26 @@ struct UidUsage {
 
 class Accounting {
  public:
-  UidUsage& of(std::uint32_t uid) { return usage_[uid]; }
+  // Every message is charged and released: the uid looked up last is remembered (entries
+  // are nodes, so the pointer is stable until erased).
+  UidUsage& of(std::uint32_t uid) {
+    if (last_ && last_uid_ == uid) return *last_;
+    UidUsage& u = usage_[uid];
+    last_uid_ = uid;
+    last_ = &u;
+    return u;
+  }
   const UidUsage* find(std::uint32_t uid) const {
+    if (last_ && last_uid_ == uid) return last_;
     auto it = usage_.find(uid);
     return it == usage_.end() ? nullptr : &it->second;
   }
   // Drops the entry once a uid holds nothing, so the table tracks only live users.
   void forget_if_unused(std::uint32_t uid) {
-    auto it = usage_.find(uid);
-    if (it != usage_.end() && it->second.connections == 0 && it->second.queued_messages == 0) {
-      usage_.erase(it);
-    }
+    const UidUsage* u = find(uid);
+    if (!u || u->connections != 0 || u->queued_messages != 0) return;
+    if (u == last_) last_ = nullptr;
+    usage_.erase(uid);
   }
   template <typename F>
   void for_each(F&& f) const {
@@ -35,6 +44,8 @@ class Accounting {
 
  private:
   std::unordered_map<std::uint32_t, UidUsage> usage_;
+  std::uint32_t last_uid_ = 0;
+  UidUsage* last_ = nullptr;
 };
 
 }  // namespace qbus::broker

@@ -91,8 +91,12 @@ void Broker::disconnect(PeerId peer) {
 }
 
 Queue* Broker::find_mutable(std::string_view key) {
+  // A producer sends runs of messages to one queue: compare the key before hashing it.
+  if (last_queue_ && last_queue_->key() == key) return last_queue_;
   auto it = queues_.find(key);
-  return it == queues_.end() ? nullptr : it->second.get();
+  if (it == queues_.end()) return nullptr;
+  last_queue_ = it->second.get();
+  return last_queue_;
 }
 
 const Queue* Broker::find(std::string_view key) const {
@@ -389,6 +393,7 @@ void Broker::collect_if_idle(Queue& q) {
 }
 
 void Broker::erase_queue(QueueMap::iterator it) {
+  if (last_queue_ == it->second.get()) last_queue_ = nullptr;
   // A queue that comes and goes with each message (a reply queue, a consumer that keeps
   // up) is created again from the stash without allocating.
   spare_queues_.keep(queues_.extract(it));

@@ -256,6 +256,7 @@ class Broker {
   RegionTable regions_;
   // Heterogeneous lookup: the key of an incoming frame is looked up without a copy.
   QueueMap queues_;
+  Queue* last_queue_ = nullptr;  // find_mutable()'s cache; erase_queue() clears it
   std::unordered_map<PeerId, Peer> peers_;
   std::unordered_map<Inbox*, std::unique_ptr<Inbox>> inboxes_;
   std::unordered_map<std::uint32_t, Inbox*> newest_by_pid_;

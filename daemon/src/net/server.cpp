@@ -262,8 +262,13 @@ std::uint32_t Server::auth_failed(const std::string& address) {
 }
 
 Connection* Server::find(broker::PeerId id) {
+  // Deliveries come in runs to one receiver: remember the last one found.
+  if (id == last_found_id_ && last_found_) return last_found_;
   auto it = conns_.find(id);
-  return it == conns_.end() ? nullptr : it->second.get();
+  if (it == conns_.end()) return nullptr;
+  last_found_id_ = id;
+  last_found_ = it->second.get();
+  return last_found_;
 }
 
 void Server::mark_dirty(broker::PeerId id) {
@@ -302,6 +307,7 @@ void Server::arm_deadline_timer() {
 void Server::forget(broker::PeerId id) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
+  if (last_found_id_ == id) last_found_ = nullptr;
   if (it->second->identity().tcp && !it->second->authenticated()) {
     end_preauth(it->second->remote_ip());
   }

@@ -117,6 +117,9 @@ class Server final : public broker::Sink {
   broker::Clock::time_point armed_for_{};
   asio::steady_timer drain_timer_;
   std::unordered_map<broker::PeerId, std::shared_ptr<Connection>> conns_;
+  // find()'s cache; forget() clears it with the entry.
+  broker::PeerId last_found_id_ = 0;
+  Connection* last_found_ = nullptr;
   std::vector<broker::PeerId> dirty_;
   std::vector<std::byte> scratch_;
   std::unordered_map<std::string, AuthFailures> auth_failures_;
