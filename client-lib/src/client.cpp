@@ -620,7 +620,7 @@ struct Client::Impl {
   std::vector<Message> collect(std::uint64_t corr, std::chrono::milliseconds timeout,
                                std::string_view context, std::size_t expected = 1) {
     std::vector<Message> got;
-    got.reserve(std::min<std::size_t>(expected, 1024));
+    got.reserve(std::min<std::size_t>(expected, 64));  // more would be waste for a short batch
     collect_each(corr, timeout, context,
                  [&](const MessageView& v) { got.push_back(v.to_message()); });
     return got;
