@@ -178,6 +178,7 @@ Config from_json(const json& root) {
     o.number("uid_max_region_bytes", c.uid_max_region_bytes, 1, 1ull << 50);
     o.number("uid_max_regions", c.uid_max_regions, 1, 1'000'000);
     o.number("max_regions", c.max_regions, 1, 1'000'000);
+    o.number("region_pool_bytes", c.region_pool_bytes, 0, 1ull << 40);
     o.finish();
   }
 
@@ -345,7 +346,8 @@ std::string to_json_text(const Config& c, const std::string& socket_path,
         {"max_region_bytes", c.max_region_bytes},
         {"uid_max_region_bytes", c.uid_max_region_bytes},
         {"uid_max_regions", c.uid_max_regions},
-        {"max_regions", c.max_regions}}},
+        {"max_regions", c.max_regions},
+        {"region_pool_bytes", c.region_pool_bytes}}},
       {"queue_defaults", settings_json(c.queue_defaults)},
       {"inbox", settings_json(c.inbox)},
       {"queues", std::move(queues)}};

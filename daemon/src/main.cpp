@@ -75,6 +75,7 @@ qbus::daemon::ServerOptions server_options(const Config& c) {
   o.max_body = c.max_payload_bytes + 1024;
   o.max_outbound_bytes = c.max_outbound_bytes;
   o.handshake_timeout_ms = c.handshake_timeout_ms;
+  o.region_pool_bytes = c.region_pool_bytes;
   return o;
 }
 
@@ -102,7 +103,8 @@ void raise_fd_limit(const Config& c) {
     lim.rlim_cur = lim.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &lim);
   }
-  const std::uint64_t wanted = std::uint64_t{c.max_connections} + c.max_regions + 64;
+  const std::uint64_t wanted =
+      std::uint64_t{c.max_connections} + c.max_regions + 64 + qbus::daemon::MemfdBacking::kMaxReady;
   if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < wanted) {
     // Only debug: the defaults are generous and most hosts never get near them; a broker
     // that does run out logs each refused region or connection.

@@ -131,7 +131,11 @@ proto::ByteBuffer frame(proto::FrameType type, std::uint64_t corr, std::string_v
 class BadInputTest : public ::testing::Test {
  protected:
   BadInputTest()
-      : daemon_(DaemonOptions{.config_json = R"({"limits": {"handshake_timeout_ms": 300}})"}) {}
+      // No region pool: RegionRequestsFromAPeerThatNeverReadsHoldFewFdsInTheDaemon counts
+      // the daemon's memfds.
+      : daemon_(DaemonOptions{
+            .config_json =
+                R"({"limits": {"handshake_timeout_ms": 300, "region_pool_bytes": 0}})"}) {}
 
   void SetUp() override {
     keeper_.emplace(ClientOptions{daemon_.address(), "keeper", seconds(30)});

@@ -80,6 +80,8 @@ TEST(ConfigTest, EmptyObjectGivesAllDefaults) {
   EXPECT_EQ(c.inbox.overflow, Overflow::reject);
   EXPECT_EQ(c.max_pending_requests, 1'024u);
   EXPECT_EQ(c.max_parked_sends, 64u);
+  EXPECT_EQ(c.region_pool_bytes, d.region_pool_bytes);
+  EXPECT_EQ(c.region_pool_bytes, 64ull << 20);
 }
 
 TEST(ConfigTest, EmptySectionsKeepTheirDefaults) {
@@ -100,7 +102,14 @@ TEST(ConfigTest, EmptySectionsKeepTheirDefaults) {
   EXPECT_EQ(c.inbox.overflow, d.inbox.overflow);
   EXPECT_EQ(c.max_pending_requests, d.max_pending_requests);
   EXPECT_EQ(c.max_parked_sends, d.max_parked_sends);
+  EXPECT_EQ(c.region_pool_bytes, d.region_pool_bytes);
   EXPECT_TRUE(c.queues.empty());
+}
+
+TEST(ConfigTest, RegionPoolBytesTakesZeroToTurnThePoolOffAndUpToTwoToTheForty) {
+  EXPECT_EQ(parse_ok(R"({"limits": {"region_pool_bytes": 0}})").region_pool_bytes, 0u);
+  EXPECT_EQ(parse_ok(R"({"limits": {"region_pool_bytes": 1099511627776}})").region_pool_bytes,
+            1ull << 40);
 }
 
 TEST(ConfigTest, FullConfigParsesToTheGivenValues) {
@@ -336,6 +345,12 @@ const BadInput kBadInputs[] = {
      "limits.uid_max_regions: must be at most 1000000"},
     {"MaxRegionsString", R"({"limits": {"max_regions": "many"}})",
      "limits.max_regions: must be an integer, not string"},
+    {"RegionPoolOverMax", R"({"limits": {"region_pool_bytes": 1099511627777}})",
+     "limits.region_pool_bytes: must be at most 1099511627776"},
+    {"RegionPoolNegative", R"({"limits": {"region_pool_bytes": -1}})",
+     "limits.region_pool_bytes: must be at least 0"},
+    {"RegionPoolString", R"({"limits": {"region_pool_bytes": "64M"}})",
+     "limits.region_pool_bytes: must be an integer, not string"},
     // Log
     {"LogLevelInvalid", R"({"log": {"level": "verbose"}})",
      "log.level: must be one of trace, debug, info, warn, error"},
@@ -710,7 +725,8 @@ TEST(ConfigTest, LoadTokenRefusesATokenLongerThan1024Bytes) {
 
 TEST(ConfigTest, EffectiveConfigJsonReadsBackAsTheSameConfig) {
   const auto c = parse_ok(R"({"admin": {"group": "qbus-admin", "mode": "0640"},
-                              "limits": {"max_region_bytes": 4096, "max_queues": 7},
+                              "limits": {"max_region_bytes": 4096, "max_queues": 7,
+                                         "region_pool_bytes": 12288},
                               "queues": [{"key": "jobs", "max_messages": 3}]})");
   const std::string text = to_json_text(c, "/run/x/q.sock", "/run/x/admin.sock");
   const auto again = parse_ok(text);
@@ -718,6 +734,7 @@ TEST(ConfigTest, EffectiveConfigJsonReadsBackAsTheSameConfig) {
   EXPECT_EQ(again.admin_socket_mode, 0640u);
   EXPECT_EQ(again.max_region_bytes, 4096u);
   EXPECT_EQ(again.max_queues, 7u);
+  EXPECT_EQ(again.region_pool_bytes, 12288u);
   ASSERT_EQ(again.queues.size(), 1u);
   EXPECT_EQ(again.queues[0].settings.max_messages, 3u);
   EXPECT_EQ(again.socket_path, "/run/x/q.sock");

@@ -46,7 +46,7 @@ std::string source_key(const asio::ip::address& a) {
 Server::Server(asio::io_context& io, ServerOptions options)
     : io_(io),
       options_(std::move(options)),
-      backing_(options_.limits.regions.max_region_bytes),
+      backing_(options_.limits.regions.max_region_bytes, options_.region_pool_bytes),
       broker_(options_.limits, *this, backing_),
       acceptor_(io),
       tcp_acceptor_(io),

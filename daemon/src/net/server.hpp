@@ -27,6 +27,7 @@ struct ServerOptions {
   std::uint32_t max_body = 1u << 20;          // announced in WELCOME; > max_payload + fixed
   std::size_t max_outbound_bytes = 4u << 20;  // per connection, before its reads pause
   std::uint32_t handshake_timeout_ms = 5'000;
+  std::uint64_t region_pool_bytes = MemfdBacking::kDefaultPoolBytes;  // limits.region_pool_bytes
 };
 
 class Server final : public broker::Sink {
@@ -44,6 +45,9 @@ class Server final : public broker::Sink {
   // per-connection output bound and handshake timeout. Nothing admitted is dropped.
   void set_limits(const broker::Limits& limits, std::size_t max_outbound_bytes,
                   std::uint32_t handshake_timeout_ms);
+  // A configuration reload of limits.region_pool_bytes (see MemfdBacking).
+  void set_region_pool_bytes(std::uint64_t bytes) { backing_.set_pool_bytes(bytes); }
+  const MemfdBacking& backing() const { return backing_; }
   // Stops accepting, fails waiting receives, flushes what can be flushed and closes every
   // connection; `done` runs once all are gone (or the drain deadline passed).
   void stop(std::function<void()> done);

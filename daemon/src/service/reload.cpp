@@ -89,6 +89,11 @@ void apply_limits(const Config& running, const Config& effective, Server& server
     server.set_limits(broker_limits(effective), effective.max_outbound_bytes,
                       effective.handshake_timeout_ms);
   }
+  if (running.region_pool_bytes != effective.region_pool_bytes) {
+    spdlog::info("limits.region_pool_bytes: {} -> {}", running.region_pool_bytes,
+                 effective.region_pool_bytes);
+    server.set_region_pool_bytes(effective.region_pool_bytes);
+  }
 }
 
 void apply_queues(const Config& running, const Config& effective, Server& server) {
