@@ -249,6 +249,9 @@ void Connection::on_readable() {
 
 std::size_t Connection::process(std::span<const std::byte> in) {
   std::size_t used = 0;
+  // One clock read per batch of frames, not per message: the frames of one read arrived
+  // together, and deadlines and ages need no finer grain.
+  now_ = broker::Clock::now();
   while (!closing_ && !closed_ && !blocked_ && !held_) {
     if (backed_up()) {
       paused_output_ = true;  // flush() resumes us once the peer has read enough
@@ -309,7 +312,7 @@ Connection::Step Connection::answer(const proto::Header& h, const broker::SendOu
 Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
   if (!welcomed_) return handle_hello(h, body);
   auto& broker = server_.broker();
-  const auto now = broker::Clock::now();
+  const auto now = now_;
   const bool confirm = (h.flags & proto::kFlagConfirm) != 0;
   if ((h.flags & ~allowed_flags(h.type)) != 0) {
     bad_request(h.correlation, Errc::malformed_frame, "unknown flag bits set");
@@ -446,7 +449,7 @@ Connection::Step Connection::handle_region(const proto::Header& h, proto::Bytes 
       rs.correlation = h.correlation;
       rs.confirm = confirm;
       rs.release = m.release;
-      return answer(h, broker.send_region(id_, rs, broker::Clock::now()), confirm);
+      return answer(h, broker.send_region(id_, rs, now_), confirm);
     }
     case FrameType::region_release: {
       std::uint64_t rid = 0;

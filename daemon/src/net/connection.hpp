@@ -148,6 +148,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint64_t misbehaviours_ = 0;
   std::uint64_t refusals_ = 0;
   bool welcomed_ = false;
+  broker::Clock::time_point now_;  // when the frames being processed were read
   bool reading_ = false;
   bool writing_ = false;
   bool blocked_ = false;        // a producer waiting for room in a full queue
