@@ -7,7 +7,7 @@
 namespace qbus::broker {
 
 void MessageStore::ChunkRelease::operator()(std::byte* p) const noexcept {
-  if (size >= kMaxChunk) {
+  if (size >= kMapChunk) {
     ::munmap(p, size);
   } else {
     delete[] p;
@@ -16,7 +16,7 @@ void MessageStore::ChunkRelease::operator()(std::byte* p) const noexcept {
 
 MessageStore::Chunk MessageStore::make_chunk(std::size_t capacity) {
   std::byte* p = nullptr;
-  if (capacity >= kMaxChunk) {
+  if (capacity >= kMapChunk) {
     void* m = ::mmap(nullptr, capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) throw std::bad_alloc();
     p = static_cast<std::byte*>(m);

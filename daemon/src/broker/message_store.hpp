@@ -126,9 +126,9 @@ class MessageStore {
       chunks_.pop_front();
       return r.payload_size;
     }
-    // Empty: the chunk stays for the next messages, unless it was one record's own
-    // oversized chunk. An idle queue keeps at most kMaxChunk this way.
-    if (c.capacity > kMaxChunk) {
+    // Empty: a chunk of up to kKeepChunk stays for the next messages; a larger one (a deep
+    // queue's, or one record's own) goes, so an idle queue keeps at most kKeepChunk.
+    if (c.capacity > kKeepChunk) {
       chunks_.clear();
     } else {
       c.head = c.tail = 0;
@@ -150,7 +150,7 @@ class MessageStore {
     std::uint32_t payload_size;
     std::uint32_t flags;
   };
-  // Chunks of kMaxChunk and more are mapped directly rather than taken from malloc: a
+  // Chunks of kMapChunk and more are mapped directly rather than taken from malloc: a
   // drained burst then goes back to the kernel instead of staying in the heap's free lists.
   struct ChunkRelease {
     std::size_t size;
@@ -168,10 +168,13 @@ class MessageStore {
   static constexpr std::size_t kRequestSize = 2 * sizeof(std::uint64_t);
   static constexpr std::size_t kRegionSize = 3 * sizeof(std::uint64_t);
   static constexpr std::uint32_t kTcp = 1, kRequest = 2, kRegion = 4;
-  // Chunks start small (most queues hold a few messages) and double up to kMaxChunk; a
-  // record larger than that gets a chunk of its own size.
+  // Chunks start small (most queues hold a few messages) and double up to kMaxChunk, so
+  // a deep queue maps and unmaps memory once per ~9,000 small messages rather than per
+  // ~600; a record larger than that gets a chunk of its own size.
   static constexpr std::size_t kMinChunk = 1024;
-  static constexpr std::size_t kMaxChunk = 64 * 1024;
+  static constexpr std::size_t kMaxChunk = 1024 * 1024;
+  static constexpr std::size_t kKeepChunk = 64 * 1024;
+  static constexpr std::size_t kMapChunk = 64 * 1024;
 
   static constexpr std::size_t round_up(std::size_t n) { return (n + kAlign - 1) & ~(kAlign - 1); }
 
