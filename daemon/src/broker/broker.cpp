@@ -81,6 +81,7 @@ void Broker::disconnect(PeerId peer) {
   leave_inbox(peer, p);
   regions_.disconnect(peer);
   const auto uid = p.id.uid;
+  if (last_peer_ == &p) last_peer_ = nullptr;
   peers_.erase(pit);
   --accounting_.of(uid).connections;
   accounting_.forget_if_unused(uid);
@@ -202,13 +203,23 @@ void Broker::hand_over(PeerId to, std::uint64_t correlation, bool last, const De
   sink_.deliver(to, correlation, last, d);
 }
 
+Broker::Peer* Broker::find_peer(PeerId peer) {
+  // A producer's frames come in runs: remember the last one (nodes do not move).
+  if (last_peer_ && last_peer_id_ == peer) return last_peer_;
+  auto it = peers_.find(peer);
+  if (it == peers_.end()) return nullptr;
+  last_peer_id_ = peer;
+  last_peer_ = &it->second;
+  return last_peer_;
+}
+
 SendOutcome Broker::send(PeerId from, std::string_view key, Bytes payload, Clock::time_point now) {
-  auto pit = peers_.find(from);
-  if (pit == peers_.end()) return rejected(Errc::internal_error, "unknown peer");
+  Peer* p = find_peer(from);
+  if (!p) return rejected(Errc::internal_error, "unknown peer");
   SendOutcome out;
   Queue* q = get_or_create(key, &out);
   if (!q) return out;
-  out = enqueue(*q, from, pit->second, payload, now);
+  out = enqueue(*q, from, *p, payload, now);
   collect_if_idle(*q);
   return out;
 }

@@ -236,6 +236,7 @@ class Broker {
   void drop_oldest(Queue& q, Errc code = Errc::queue_full,
                    std::string_view why = "the request was dropped to make room in the queue");
   void collect_if_idle(Queue& q);
+  Peer* find_peer(PeerId peer);
   void erase_queue(QueueMap::iterator it);
   WaiterList::iterator add_waiter(Queue& q, const Waiter& w);
   DeadlineIndex::iterator add_deadline(Clock::time_point when, const Deadline& d);
@@ -257,6 +258,8 @@ class Broker {
   // Heterogeneous lookup: the key of an incoming frame is looked up without a copy.
   QueueMap queues_;
   Queue* last_queue_ = nullptr;  // find_mutable()'s cache; erase_queue() clears it
+  PeerId last_peer_id_ = 0;      // find_peer()'s cache; disconnect() clears it
+  Peer* last_peer_ = nullptr;
   std::unordered_map<PeerId, Peer> peers_;
   std::unordered_map<Inbox*, std::unique_ptr<Inbox>> inboxes_;
   std::unordered_map<std::uint32_t, Inbox*> newest_by_pid_;
