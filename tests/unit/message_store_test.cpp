@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <deque>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -108,6 +109,57 @@ TEST(MessageStore, AKeptChunkTooSmallForTheNextRecordIsNotReadAgain) {
   expect_same(store.front(), Model{meta_for(2), big});
   store.pop();
   EXPECT_TRUE(store.empty());
+}
+
+// Quotas count payload bytes: what a store holds beyond its records must stay small.
+TEST(MessageStore, AFewRecordsLeftOfABurstMoveToASmallChunk) {
+  MessageStore store;
+  const auto p = payload_for(1, 64);
+  for (int i = 0; i < 20'000; ++i)
+    store.push(meta_for(static_cast<std::uint64_t>(i)), p);
+  EXPECT_GE(store.capacity(), 2'000'000u);
+  for (int i = 0; i < 19'999; ++i)
+    store.pop();
+  ASSERT_EQ(store.size(), 1u);
+  // At most a 16 KiB chunk and a 16 KiB spare (the latter within the thread's budget).
+  EXPECT_LE(store.capacity(), 32u * 1024);
+  expect_same(store.front(), Model{meta_for(19'999), p});
+  store.pop();
+  EXPECT_LE(store.capacity(), 16u * 1024);
+}
+
+TEST(MessageStore, ChunksFollowWhatTheStoreHoldsNotHowLongItWasUsed) {
+  MessageStore store;
+  const auto p = payload_for(2, 64);
+  // Always one message behind: 100,000 messages through, never more than two held.
+  store.push(meta_for(0), p);
+  for (int i = 1; i < 100'000; ++i) {
+    store.push(meta_for(static_cast<std::uint64_t>(i)), p);
+    store.pop();
+  }
+  EXPECT_LE(store.capacity(), 4096u);
+}
+
+TEST(MessageStore, WhatEmptyStoresKeepIsBoundedInAll) {
+  std::vector<std::unique_ptr<MessageStore>> stores;
+  const auto p = payload_for(3, 64);
+  std::size_t kept = 0;
+  for (int s = 0; s < 3000; ++s) {
+    auto& store = *stores.emplace_back(std::make_unique<MessageStore>());
+    for (int i = 0; i < 100; ++i)  // ~11 KB: a 16 KiB chunk, small enough to be kept
+      store.push(meta_for(static_cast<std::uint64_t>(i)), p);
+    while (!store.empty())
+      store.pop();
+    kept += store.capacity();
+  }
+  EXPECT_GT(kept, 0u);
+  EXPECT_LE(kept, 16u * 1024 * 1024);
+  stores.clear();
+  // The budget is given back with the stores: a new one may keep its chunk again.
+  MessageStore again;
+  again.push(meta_for(1), p);
+  again.pop();
+  EXPECT_GT(again.capacity(), 0u);
 }
 
 TEST(MessageStore, PayloadIsReadInPlaceUntilPopped) {

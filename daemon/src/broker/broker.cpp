@@ -1,6 +1,7 @@
 #include "broker/broker.hpp"
 
 #include <algorithm>
+#include <new>
 
 namespace qbus::broker {
 namespace {
@@ -191,10 +192,17 @@ SendOutcome Broker::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
   if (region) {
     if (auto s = regions_.add_message_ref(region.id); !s.ok()) return rejected(s.error, s.text);
   }
+  try {
+    q.push(MessageMeta{sender.id, now, request_id, request_seq, region}, payload);
+  } catch (const std::bad_alloc&) {
+    // Out of memory (or of mappings, vm.max_map_count): this send fails, nothing else.
+    if (region) regions_.drop_message_ref(region.id);
+    ++q.counters().rejected_total;
+    return rejected(Errc::internal_error, "the broker has no memory left to queue this message");
+  }
   charge(sender.id, size);
   ++totals_.messages_in;
   totals_.bytes_in += moved;
-  q.push(MessageMeta{sender.id, now, request_id, request_seq, region}, payload);
   return {};
 }
 

@@ -29,4 +29,80 @@ MessageStore::Chunk MessageStore::make_chunk(std::size_t capacity) {
   return c;
 }
 
+std::size_t& MessageStore::kept_budget() {
+  // Per thread: the broker's stores all live on its one thread.
+  thread_local std::size_t used = 0;
+  return used;
+}
+
+void MessageStore::unkeep_empty_chunk() {
+  kept_budget() -= kept_chunk_;
+  kept_chunk_ = 0;
+}
+
+MessageStore::Chunk& MessageStore::grow(std::size_t size) {
+  const std::size_t capacity =
+      std::max(std::clamp(std::bit_ceil(2 * (used_ + size)), kMinChunk, kMaxChunk), size);
+  Chunk next;
+  if (spare_.data && spare_.capacity >= capacity) {
+    kept_budget() -= spare_.capacity;
+    next = std::move(spare_);
+    spare_ = Chunk{};
+  } else {
+    next = make_chunk(capacity);  // may throw: nothing has changed yet
+  }
+  if (count_ == 0) {
+    // The chunk kept while empty is too small; reading starts at the front chunk, so it
+    // must not stay there empty.
+    unkeep_empty_chunk();
+    chunks_.clear();
+  }
+  chunks_.push_back(std::move(next));
+  return chunks_.back();
+}
+
+void MessageStore::keep_spare(Chunk&& c) {
+  if (c.capacity > kKeepChunk || (spare_.data && spare_.capacity >= c.capacity)) return;
+  if (kept_budget() - spare_.capacity + c.capacity > kKeepBudget) return;
+  kept_budget() += c.capacity - spare_.capacity;
+  spare_ = std::move(c);
+  spare_.head = spare_.tail = 0;
+}
+
+void MessageStore::drained_front() {
+  if (chunks_.size() > 1) {
+    // Not the one being written: the writer may want it next.
+    keep_spare(std::move(chunks_.front()));
+    chunks_.pop_front();
+    return;
+  }
+  // Empty: one small chunk stays for the next messages while the budget allows; the
+  // spare goes, as does a chunk that held a burst.
+  Chunk& c = chunks_.front();
+  kept_budget() -= spare_.capacity;
+  spare_ = Chunk{};
+  if (c.capacity <= kKeepChunk && kept_budget() + c.capacity <= kKeepBudget) {
+    c.head = c.tail = 0;
+    kept_chunk_ = c.capacity;
+    kept_budget() += kept_chunk_;
+  } else {
+    chunks_.clear();
+  }
+}
+
+void MessageStore::compact() {
+  Chunk& c = chunks_.front();
+  const std::size_t live = c.tail - c.head;
+  Chunk small;
+  try {
+    small = make_chunk(std::clamp(std::bit_ceil(2 * live), kMinChunk, kMaxChunk));
+  } catch (const std::bad_alloc&) {
+    return;  // pop() must not fail: the records stay where they are
+  }
+  // Records start 8-aligned in any chunk, so moving them to offset 0 keeps them aligned.
+  std::memcpy(small.data.get(), c.data.get() + c.head, live);
+  small.tail = live;
+  c = std::move(small);
+}
+
 }  // namespace qbus::broker

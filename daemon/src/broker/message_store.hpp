@@ -2,8 +2,16 @@
 // costs one memcpy of its payload into the chunk and nothing from the heap in steady state
 // (a drained chunk is reused), and a 64-byte message takes 112 bytes instead of a node plus
 // a separately allocated payload. Owned by its Queue; not thread-safe.
+//
+// Memory beyond the records themselves is bounded, since quotas count payload bytes only:
+// a new chunk is sized from the bytes the store holds (so a shallow queue keeps small
+// chunks), a store keeps at most one spare and, when empty, one chunk of up to kKeepChunk,
+// both within a budget shared by the thread's stores (kKeepBudget), and a large chunk left
+// holding a few records (at most 1/16 of it) has them moved to a small one.
 #pragma once
 
+#include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -34,12 +42,21 @@ struct StoredMessage {
 class MessageStore {
  public:
   MessageStore() = default;
-  MessageStore(MessageStore&&) noexcept = default;
-  MessageStore& operator=(MessageStore&&) noexcept = default;
+  ~MessageStore() { kept_budget() -= kept_chunk_ + spare_.capacity; }
+  MessageStore(const MessageStore&) = delete;
+  MessageStore& operator=(const MessageStore&) = delete;
 
   std::size_t size() const { return count_; }
   bool empty() const { return count_ == 0; }
+  // Bytes of memory held: every chunk's capacity and the spare's.
+  std::size_t capacity() const {
+    std::size_t n = spare_.capacity;
+    for (const auto& c : chunks_)
+      n += c.capacity;
+    return n;
+  }
 
+  // Throws std::bad_alloc, with nothing changed, when no memory is left for a new chunk.
   void push(const MessageMeta& meta, Bytes payload) {
     const std::size_t extras =
         (meta.request_id != 0 ? kRequestSize : 0) + (meta.region ? kRegionSize : 0);
@@ -70,6 +87,7 @@ class MessageStore {
     }
     if (!payload.empty()) std::memcpy(at + pos, payload.data(), payload.size());
     c.tail += size;
+    used_ += size;
     ++count_;
   }
 
@@ -108,32 +126,22 @@ class MessageStore {
   }
 
   // Removes the oldest message and returns its payload size; the store must not be empty.
+  // Never throws.
   std::size_t pop() {
     Chunk& c = chunks_.front();
     Record r;
     std::memcpy(&r, c.data.get() + c.head, sizeof r);
     const std::size_t extras =
         ((r.flags & kRequest) ? kRequestSize : 0) + ((r.flags & kRegion) ? kRegionSize : 0);
-    c.head += round_up(sizeof r + extras + r.payload_size);
+    const std::size_t size = round_up(sizeof r + extras + r.payload_size);
+    c.head += size;
+    used_ -= size;
     --count_;
-    if (c.head < c.tail) return r.payload_size;
-    if (chunks_.size() > 1) {
-      // Drained and not the one being written: keep it for the writer's next chunk.
-      if (!spare_.data && c.capacity <= kMaxChunk) {
-        spare_ = std::move(c);
-        spare_.head = spare_.tail = 0;
-      }
-      chunks_.pop_front();
-      return r.payload_size;
+    if (c.head == c.tail) {
+      drained_front();
+    } else if (chunks_.size() == 1 && c.capacity > kKeepChunk && used_ * 16 <= c.capacity) {
+      compact();
     }
-    // Empty: a chunk of up to kKeepChunk stays for the next messages; a larger one (a deep
-    // queue's, or one record's own) goes, so an idle queue keeps at most kKeepChunk.
-    if (c.capacity > kKeepChunk) {
-      chunks_.clear();
-    } else {
-      c.head = c.tail = 0;
-    }
-    spare_ = Chunk{};
     return r.payload_size;
   }
 
@@ -168,38 +176,40 @@ class MessageStore {
   static constexpr std::size_t kRequestSize = 2 * sizeof(std::uint64_t);
   static constexpr std::size_t kRegionSize = 3 * sizeof(std::uint64_t);
   static constexpr std::uint32_t kTcp = 1, kRequest = 2, kRegion = 4;
-  // Chunks start small (most queues hold a few messages) and double up to kMaxChunk, so
-  // a deep queue maps and unmaps memory once per ~9,000 small messages rather than per
-  // ~600; a record larger than that gets a chunk of its own size.
+  // A new chunk holds twice what the store holds, between these two; a record larger than
+  // kMaxChunk gets a chunk of its own size. A deep queue thus maps and unmaps memory once
+  // per ~9,000 small messages.
   static constexpr std::size_t kMinChunk = 1024;
   static constexpr std::size_t kMaxChunk = 1024 * 1024;
-  static constexpr std::size_t kKeepChunk = 64 * 1024;
+  // The largest chunk kept as a spare or by an empty store (a burst of ~140 small
+  // messages), and what all stores of a thread may keep that way together.
+  static constexpr std::size_t kKeepChunk = 16 * 1024;
+  static constexpr std::size_t kKeepBudget = 16 * 1024 * 1024;
   static constexpr std::size_t kMapChunk = 64 * 1024;
 
   static constexpr std::size_t round_up(std::size_t n) { return (n + kAlign - 1) & ~(kAlign - 1); }
+  static std::size_t& kept_budget();
 
   Chunk& room_for(std::size_t size) {
     if (!chunks_.empty() && chunks_.back().capacity - chunks_.back().tail >= size) {
+      if (count_ == 0) unkeep_empty_chunk();  // in use again
       return chunks_.back();
     }
-    const std::size_t grown =
-        chunks_.empty() ? kMinChunk : std::min(2 * chunks_.back().capacity, kMaxChunk);
-    // The chunk an empty store kept is too small: reading starts at the front chunk, so
-    // it must not stay there empty.
-    if (count_ == 0) chunks_.clear();
-    const std::size_t capacity = std::max(grown, size);
-    if (spare_.data && spare_.capacity >= capacity) {
-      chunks_.push_back(std::move(spare_));
-      spare_ = Chunk{};
-    } else {
-      chunks_.push_back(make_chunk(capacity));
-    }
-    return chunks_.back();
+    return grow(size);
   }
+
+  Chunk& grow(std::size_t size);  // a new back chunk with room for `size`
+  void drained_front();           // the front chunk has no record left
+  void compact();                 // moves the few records left into a smaller chunk
+  void keep_spare(Chunk&& c);
+  void unkeep_empty_chunk();
 
   std::deque<Chunk> chunks_;
   Chunk spare_;
   std::size_t count_ = 0;
+  std::size_t used_ = 0;        // record bytes stored
+  std::size_t kept_chunk_ = 0;  // the capacity of the chunk kept while empty, if any
+                                // (in kept_budget(), as is spare_.capacity)
 };
 
 }  // namespace qbus::broker

@@ -94,9 +94,10 @@ class Queue {
   // A payload larger than max_bytes can never fit, whatever is drained.
   bool could_ever_fit(std::size_t payload) const { return payload <= options_.max_bytes; }
 
+  // Throws std::bad_alloc, with nothing changed, when memory for it cannot be had.
   void push(const MessageMeta& meta, Bytes payload) {
-    bytes_ += payload.size();
     messages_.push(meta, payload);
+    bytes_ += payload.size();
     ++counters_.enqueued_total;
   }
   // The oldest message, read in place: valid until the queue is next modified.
