@@ -498,7 +498,8 @@ struct Client::Impl {
   // Flushes, then handles frames until `handler` returns true for a frame carrying `corr`.
   // Returns false when `deadline` passed first.
   template <typename Handler>
-  bool wait_for(std::uint64_t corr, std::optional<Clock::time_point> deadline,
+  // `deadline` is read on every wait, so a handler may lift it (it refers to the caller's).
+  bool wait_for(std::uint64_t corr, const std::optional<Clock::time_point>& deadline,
                 const Handler& handler) {
     write_all();
     while (true) {
@@ -577,6 +578,9 @@ struct Client::Impl {
     std::string pieces;  // a payload arriving in DELIVER pieces flagged MORE (TCP)
     bool in_pieces = false;
     const bool answered = wait_for(corr, deadline, [&](const proto::Header& h, proto::Bytes b) {
+      // The broker is answering: the rest of the answer follows whatever time on_view
+      // takes, so only the wait for its start is bounded.
+      deadline.reset();
       if (h.type == FrameType::deliver_region) {
         const Message m = mapped_message(b, context);
         hand_over(detail::Access::view(m.key(), m.bytes(), m.sender(), m.request_id(), &m));
@@ -588,6 +592,7 @@ struct Client::Impl {
             e.code == static_cast<std::uint16_t>(Errc::timeout)) {
           return true;
         }
+        if (failed) std::rethrow_exception(failed);  // the caller's own error comes first
         throw_error_frame(b, context);
       }
       proto::Deliver d;

@@ -103,8 +103,9 @@ void raise_fd_limit(const Config& c) {
     lim.rlim_cur = lim.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &lim);
   }
-  const std::uint64_t wanted =
-      std::uint64_t{c.max_connections} + c.max_regions + 64 + qbus::daemon::MemfdBacking::kMaxReady;
+  const std::uint64_t wanted = std::uint64_t{c.max_connections} + c.max_regions + 64 +
+                               qbus::daemon::MemfdBacking::kMaxReady +
+                               qbus::daemon::MemfdBacking::kMaxPendingCloses;
   if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < wanted) {
     // Only debug: the defaults are generous and most hosts never get near them; a broker
     // that does run out logs each refused region or connection.

@@ -17,6 +17,9 @@ class NodeStash {
  public:
   using Node = typename Container::node_type;
 
+  // Room for every node up front: keep() runs on erase paths, which must not throw.
+  NodeStash() { nodes_.reserve(Max); }
+
   // Erases the element at `it`, keeping its node.
   void erase(Container& c, typename Container::const_iterator it) { keep(c.extract(it)); }
   void keep(Node&& node) {

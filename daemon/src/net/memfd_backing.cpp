@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "qbus/proto/shm.hpp"
@@ -166,19 +167,30 @@ void MemfdBacking::run() {
       const std::uint64_t size = making_;
       busy_ = true;
       lk.unlock();
-      // `size` was served by create() already, so it is within every limit.
-      auto fd = proto::shm::create_region(static_cast<std::size_t>(size), kPoolName,
-                                          static_cast<std::size_t>(size));
+      // `size` was served by create() already, so it is within every limit. Out of
+      // memory here (an exception would end the daemon) is one more way to fail.
+      proto::UniqueFd made;
+      try {
+        auto fd = proto::shm::create_region(static_cast<std::size_t>(size), kPoolName,
+                                            static_cast<std::size_t>(size));
+        if (fd.ok()) made = std::move(fd).value();
+      } catch (const std::bad_alloc&) {
+      }
       lk.lock();
       busy_ = false;
       making_ = 0;
       // A failure (tmpfs full, say) only means no head start: create() meets the same
       // condition itself and reports it to the peer.
-      if (fd.ok()) {
-        ready_.push_back(Ready{size, std::move(fd).value().release(), Clock::now()});
-      } else {
-        reserved_ -= charge(size);
+      bool kept = false;
+      if (made) {
+        try {
+          ready_.push_back(Ready{size, made.get(), Clock::now()});
+          made.release();
+          kept = true;
+        } catch (const std::bad_alloc&) {
+        }
       }
+      if (!kept) reserved_ -= charge(size);
       continue;  // over budget after a reload, or stopping: closed on the next round
     }
     idle_cv_.notify_all();

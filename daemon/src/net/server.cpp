@@ -307,7 +307,6 @@ void Server::arm_deadline_timer() {
 void Server::forget(broker::PeerId id) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
-  if (last_found_id_ == id) last_found_ = nullptr;
   if (it->second->identity().tcp && !it->second->authenticated()) {
     end_preauth(it->second->remote_ip());
   }
@@ -315,6 +314,7 @@ void Server::forget(broker::PeerId id) {
   // The connection may be mid-call up the stack; let it die after this handler returns.
   // The disconnect may also have answered other peers (failed requests): flush them.
   asio::post(io_, [this, keep = std::move(it->second)] { end_of_batch(); });
+  if (last_found_id_ == id) last_found_ = nullptr;
   conns_.erase(it);
   if (stopping_ && conns_.empty() && on_stopped_) {
     drain_timer_.cancel();
