@@ -1,7 +1,8 @@
-// Reuse of the nodes of node-based standard containers (map, set, unordered_map, list):
+// Reuse of the nodes of node-based standard containers (map, multimap, set, unordered_map):
 // the broker's per-message bookkeeping (a waiting receive, its deadline, a pending request)
 // is inserted and erased at message rate, and recycling the extracted node makes that cost
-// no allocation once the stash has warmed up. Not thread-safe.
+// no allocation once the stash has warmed up (std::list nodes are recycled by splicing
+// instead; see Broker::add_waiter). Not thread-safe.
 #pragma once
 
 #include <cstddef>
