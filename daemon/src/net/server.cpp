@@ -78,13 +78,15 @@ void Server::listen_on(int unix_fd) {
 }
 
 void Server::set_limits(const broker::Limits& limits, std::size_t max_outbound_bytes,
-                        std::uint32_t handshake_timeout_ms) {
+                        std::uint32_t handshake_timeout_ms, std::uint64_t region_pool_bytes) {
   broker::Limits l = limits;
   l.max_payload = options_.limits.max_payload;
   options_.limits = l;
   options_.max_outbound_bytes = max_outbound_bytes;
   options_.handshake_timeout_ms = handshake_timeout_ms;
+  options_.region_pool_bytes = region_pool_bytes;
   backing_.set_max_region_bytes(l.regions.max_region_bytes);
+  backing_.set_pool_bytes(region_pool_bytes);
   broker_.set_limits(l);
 }
 

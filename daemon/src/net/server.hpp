@@ -42,11 +42,10 @@ class Server final : public broker::Sink {
   // is left in place at shutdown (it belongs to systemd).
   void start(UniqueFd inherited_unix);
   // A configuration reload: new broker limits (max_payload stays: clients were told it),
-  // per-connection output bound and handshake timeout. Nothing admitted is dropped.
+  // per-connection output bound, handshake timeout and region pool budget. Nothing
+  // admitted is dropped.
   void set_limits(const broker::Limits& limits, std::size_t max_outbound_bytes,
-                  std::uint32_t handshake_timeout_ms);
-  // A configuration reload of limits.region_pool_bytes (see MemfdBacking).
-  void set_region_pool_bytes(std::uint64_t bytes) { backing_.set_pool_bytes(bytes); }
+                  std::uint32_t handshake_timeout_ms, std::uint64_t region_pool_bytes);
   const MemfdBacking& backing() const { return backing_; }
   // Stops accepting, fails waiting receives, flushes what can be flushed and closes every
   // connection; `done` runs once all are gone (or the drain deadline passed).

@@ -40,7 +40,8 @@ std::vector<std::pair<const char*, std::uint64_t>> live_limits(const Config& c) 
           {"limits.max_region_bytes", c.max_region_bytes},
           {"limits.uid_max_region_bytes", c.uid_max_region_bytes},
           {"limits.uid_max_regions", c.uid_max_regions},
-          {"limits.max_regions", c.max_regions}};
+          {"limits.max_regions", c.max_regions},
+          {"limits.region_pool_bytes", c.region_pool_bytes}};
 }
 
 // Fields read once at startup: a change is logged and `effective` keeps the running value.
@@ -87,12 +88,7 @@ void apply_limits(const Config& running, const Config& effective, Server& server
   }
   if (any) {
     server.set_limits(broker_limits(effective), effective.max_outbound_bytes,
-                      effective.handshake_timeout_ms);
-  }
-  if (running.region_pool_bytes != effective.region_pool_bytes) {
-    spdlog::info("limits.region_pool_bytes: {} -> {}", running.region_pool_bytes,
-                 effective.region_pool_bytes);
-    server.set_region_pool_bytes(effective.region_pool_bytes);
+                      effective.handshake_timeout_ms, effective.region_pool_bytes);
   }
 }
 
