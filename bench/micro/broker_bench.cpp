@@ -51,11 +51,25 @@ struct Fixture {
     if (broker.declare(kKey, broker::QueueOptions{}, text) != Errc::ok)
       throw std::runtime_error("declare failed: " + text);
   }
-  // The sink saw exactly `messages` deliveries and no failure.
-  bool check(benchmark::State& state, std::uint64_t messages) {
-    if (sink.failed == 0 && sink.delivered == messages) return true;
-    state.SkipWithError("the broker failed or lost a message");
-    return false;
+  // Times `round` (which delivers `per_round` messages) after three warm-up rounds (the
+  // queue's chunk, the stashed nodes and the peers' maps exist then), and reports the
+  // rate and the allocations per message; skips if the broker failed or lost a message.
+  template <typename Round>
+  void run(benchmark::State& state, std::uint64_t per_round, Round&& round) {
+    for (int i = 0; i < 3; ++i)
+      round();
+    const auto warm = sink.delivered;
+    const auto allocs = allocations();
+    for (auto _ : state)
+      round();
+    const auto messages = static_cast<std::uint64_t>(state.iterations()) * per_round;
+    report_allocations(state, allocs, messages);
+    if (sink.failed != 0 || sink.delivered != warm + messages) {
+      state.SkipWithError("the broker failed or lost a message");
+      return;
+    }
+    state.SetItemsProcessed(static_cast<std::int64_t>(messages));
+    state.SetBytesProcessed(static_cast<std::int64_t>(messages * kPayload));
   }
 
   static constexpr PeerId kProducer = 1;
@@ -81,17 +95,7 @@ void BM_Broker_EnqueueThenReceive(benchmark::State& state) {
     }
     f.broker.receive(Fixture::kConsumer, ++corr, kKey, batch, 0, f.now);
   };
-  for (int i = 0; i < 3; ++i)
-    round();  // warm: the deque's blocks and the peers' maps exist
-  const auto warm = f.sink.delivered;
-  const auto allocs = allocations();
-  for (auto _ : state)
-    round();
-  const auto messages = static_cast<std::uint64_t>(state.iterations()) * batch;
-  report_allocations(state, allocs, messages);
-  if (!f.check(state, warm + messages)) return;
-  state.SetItemsProcessed(static_cast<std::int64_t>(messages));
-  state.SetBytesProcessed(static_cast<std::int64_t>(messages * kPayload));
+  f.run(state, batch, round);
 }
 BENCHMARK(BM_Broker_EnqueueThenReceive)->Arg(1)->Arg(64)->Arg(1000);
 
@@ -108,18 +112,8 @@ void BM_Broker_HandoffToWaiter(benchmark::State& state) {
     auto r = f.broker.send(Fixture::kProducer, kKey, f.payload, f.now);
     benchmark::DoNotOptimize(r);
   };
-  for (int i = 0; i < 3; ++i)
-    round();
-  const auto warm = f.sink.delivered;
-  const auto allocs = allocations();
-  for (auto _ : state)
-    round();
-  const auto messages = static_cast<std::uint64_t>(state.iterations());
-  report_allocations(state, allocs, messages);
-  if (!f.check(state, warm + messages)) return;
   state.SetLabel(declared ? "declared queue" : "implicit queue");
-  state.SetItemsProcessed(static_cast<std::int64_t>(messages));
-  state.SetBytesProcessed(static_cast<std::int64_t>(messages * kPayload));
+  f.run(state, 1, round);
 }
 BENCHMARK(BM_Broker_HandoffToWaiter)->Arg(1)->Arg(0);
 
@@ -139,17 +133,7 @@ void BM_Broker_SendDirect(benchmark::State& state) {
     }
     f.broker.receive_direct(Fixture::kConsumer, ++corr, batch, 0, f.now);
   };
-  for (int i = 0; i < 3; ++i)
-    round();
-  const auto warm = f.sink.delivered;
-  const auto allocs = allocations();
-  for (auto _ : state)
-    round();
-  const auto messages = static_cast<std::uint64_t>(state.iterations()) * batch;
-  report_allocations(state, allocs, messages);
-  if (!f.check(state, warm + messages)) return;
-  state.SetItemsProcessed(static_cast<std::int64_t>(messages));
-  state.SetBytesProcessed(static_cast<std::int64_t>(messages * kPayload));
+  f.run(state, batch, round);
 }
 BENCHMARK(BM_Broker_SendDirect)->Arg(1)->Arg(64)->Arg(1000);
 
