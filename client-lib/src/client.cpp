@@ -496,9 +496,9 @@ struct Client::Impl {
   }
 
   // Flushes, then handles frames until `handler` returns true for a frame carrying `corr`.
-  // Returns false when `deadline` passed first.
+  // Returns false when `deadline` passed first. `deadline` is read before every wait, so a
+  // handler may lift it (it refers to the caller's).
   template <typename Handler>
-  // `deadline` is read on every wait, so a handler may lift it (it refers to the caller's).
   bool wait_for(std::uint64_t corr, const std::optional<Clock::time_point>& deadline,
                 const Handler& handler) {
     write_all();
