@@ -16,6 +16,7 @@
 
 #include "daemon.hpp"
 #include "qbus/proto/buffer.hpp"
+#include "raw_peer.hpp"
 
 namespace qbus::testing {
 namespace {
@@ -23,110 +24,6 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
-
-struct Frame {
-  proto::FrameType type{};
-  std::uint16_t flags = 0;
-  std::uint64_t correlation = 0;
-  std::vector<std::byte> body;
-
-  Errc error_code() const {
-    proto::ErrorBody e;
-    if (type != proto::FrameType::error || proto::decode_error(body, e) != Errc::ok)
-      return Errc::ok;
-    return static_cast<Errc>(e.code);
-  }
-};
-
-// A client speaking raw bytes, for what libqbus would never send.
-class RawPeer {
- public:
-  explicit RawPeer(const std::string& path) {
-    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::strncpy(sa.sun_path, path.c_str(), sizeof(sa.sun_path) - 1);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-      throw std::runtime_error("connect failed");
-    }
-  }
-  ~RawPeer() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-
-  void write(std::span<const std::byte> bytes) {
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-      const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
-      if (n <= 0) throw std::runtime_error("write failed");
-      done += static_cast<std::size_t>(n);
-    }
-  }
-  void write(const proto::ByteBuffer& b) { write(b.readable()); }
-  void hello() {
-    proto::ByteBuffer b;
-    proto::append_hello(b, 1, proto::Hello{1, 1, "raw", ""});
-    write(b);
-    auto f = next();
-    if (!f || f->type != proto::FrameType::welcome) throw std::runtime_error("no WELCOME");
-  }
-
-  // The next frame, or nullopt once the broker closed the connection.
-  std::optional<Frame> next(milliseconds timeout = seconds(30)) {
-    const auto deadline = Clock::now() + timeout;
-    while (true) {
-      auto hr = proto::decode_header(in_.readable(), proto::kMaxBodyCeiling);
-      if (hr.status == proto::HeaderStatus::bad) throw std::runtime_error("broker sent garbage");
-      if (hr.status == proto::HeaderStatus::complete &&
-          in_.size() >= proto::kHeaderSize + hr.header.body_size) {
-        Frame f{hr.header.type, hr.header.flags, hr.header.correlation, {}};
-        auto body = in_.readable().subspan(proto::kHeaderSize, hr.header.body_size);
-        f.body.assign(body.begin(), body.end());
-        in_.consume(proto::kHeaderSize + hr.header.body_size);
-        return f;
-      }
-      if (eof_) return std::nullopt;
-      const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) throw std::runtime_error("no frame within the timeout");
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-      auto dst = in_.prepare(65536);
-      const ssize_t n = ::recv(fd_, dst.data(), dst.size(), 0);
-      if (n <= 0) {
-        eof_ = true;
-      } else {
-        in_.commit(static_cast<std::size_t>(n));
-      }
-    }
-  }
-
-  // True when the broker closed the connection (after any frames still pending).
-  bool closed_by_broker() {
-    while (next()) {
-    }
-    return true;
-  }
-
- private:
-  int fd_ = -1;
-  proto::ByteBuffer in_;
-  bool eof_ = false;
-};
-
-std::vector<std::byte> bytes_of(std::string_view s) {
-  auto b = std::as_bytes(std::span(s.data(), s.size()));
-  return {b.begin(), b.end()};
-}
-
-proto::ByteBuffer frame(proto::FrameType type, std::uint64_t corr, std::string_view body,
-                        std::uint16_t flags = 0) {
-  proto::ByteBuffer b;
-  auto s = b.append(proto::kHeaderSize + body.size());
-  proto::encode_header(s,
-                       proto::Header{type, flags, corr, static_cast<std::uint32_t>(body.size())});
-  std::memcpy(s.data() + proto::kHeaderSize, body.data(), body.size());
-  return b;
-}
 
 class BadInputTest : public ::testing::Test {
  protected:
