@@ -692,6 +692,11 @@ struct Client::Impl {
       fail(Errc::protocol_violation, "broker granted a region of " + std::to_string(g.size) +
                                          " bytes for " + std::to_string(size));
     }
+    // The broker made the memfd but allocated none of it: the pages are ours, charged to
+    // this process's memory cgroup, and a shortage is an error here, not a SIGBUS later.
+    if (auto r = proto::shm::reserve(region_fd.get(), st->size); !r) {
+      throw Error(r.error().code, "allocate_region: " + r.error().text);
+    }
     auto map = proto::shm::map_writable(region_fd.get(), st->size);
     if (!map) throw Error(map.error().code, "allocate_region: " + map.error().text);
     st->mapping = std::move(map).value();
@@ -1059,6 +1064,10 @@ SharedRegion Client::create_shared_region(std::string_view key, std::size_t size
   st->size = static_cast<std::size_t>(g.size);
   st->writable = true;
   st->key = std::string(key);
+  // The creator pays for the pages (see allocate_region); attachers share them.
+  if (auto r = proto::shm::reserve(fd.get(), st->size); !r) {
+    throw Error(r.error().code, "create_shared_region: " + r.error().text);
+  }
   auto map = proto::shm::map_writable(fd.get(), st->size);
   if (!map) throw Error(map.error().code, "create_shared_region: " + map.error().text);
   st->mapping = std::move(map).value();

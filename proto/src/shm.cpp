@@ -135,23 +135,25 @@ Result<UniqueFd> create_region(std::size_t size, std::string_view name, std::siz
     return sys_error(is_quota_errno(err) ? Errc::quota_exceeded : Errc::io_error, err,
                      "cannot size shared-memory region to " + bytes_text(size));
   }
-  // Without the reservation, pages are allocated at first touch and a failure there is
-  // a SIGBUS in whichever process touches them first.
-  int rc;
-  do {
-    rc = ::fallocate(fd.get(), 0, 0, length);
-  } while (rc != 0 && errno == EINTR);
-  if (rc != 0) {
-    const int err = errno;
-    return sys_error(is_quota_errno(err) ? Errc::quota_exceeded : Errc::io_error, err,
-                     "cannot reserve " + bytes_text(size) + " for a shared-memory region");
-  }
   // Not F_SEAL_SEAL yet: seal_write must still be able to add F_SEAL_WRITE.
   if (::fcntl(fd.get(), F_ADD_SEALS, static_cast<int>(kSizeSeals)) != 0) {
     const int err = errno;  // read before the message is built: allocation may touch it
     return sys_error(Errc::io_error, err, "cannot seal shared-memory region against resizing");
   }
   return fd;
+}
+
+Result<void> reserve(int fd, std::size_t size) {
+  int rc;
+  do {
+    rc = ::fallocate(fd, 0, 0, static_cast<off_t>(size));
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) {
+    const int err = errno;
+    return sys_error(is_quota_errno(err) ? Errc::quota_exceeded : Errc::io_error, err,
+                     "cannot reserve " + bytes_text(size) + " for a shared-memory region");
+  }
+  return {};
 }
 
 Result<void> seal_write(int fd) {

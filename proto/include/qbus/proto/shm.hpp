@@ -1,8 +1,8 @@
 // Shared-memory regions as sealed memfds (DESIGN.md, principle 5): the OS layer only.
 //
-// Lifecycle of a region: the creator calls create_region (sized, pages reserved, sealed
-// against shrink and grow), fills it through map_writable, drops that mapping, calls
-// seal_write and passes the fd on with SCM_RIGHTS. A receiver never trusts the sender:
+// Lifecycle of a region: the creator calls create_region (sized, sealed against shrink and
+// grow), the writer reserve()s its pages and fills it through map_writable, drops that mapping,
+// calls seal_write and passes the fd on with SCM_RIGHTS. A receiver never trusts the sender:
 // map_readonly re-checks the seals and the bounds itself, so what it maps can neither
 // change under it nor SIGBUS.
 //
@@ -158,13 +158,19 @@ class Mapping {
   bool writable_ = false;
 };
 
-// Creates a close-on-exec memfd of exactly `size` bytes whose pages are already reserved,
-// sealed against shrink and grow but still writable and still sealable (the creator adds
-// F_SEAL_WRITE with seal_write when handing the bytes over). `name` only labels the fd in
+// Creates a close-on-exec memfd of exactly `size` bytes, sealed against shrink and grow but
+// still writable and still sealable (the creator adds F_SEAL_WRITE with seal_write when
+// handing the bytes over). No page is allocated here: a page is charged to the memory
+// cgroup of the process that first writes it (or reserve()s it), so qbusd, which creates
+// regions for its clients, never pays for their contents. `name` only labels the fd in
 // /proc (as "memfd:NAME"); at most kMaxNameSize bytes and no NUL. Size 0 and sizes above
-// `max_size` are refused before any system call. Reserving up front turns a full tmpfs or
-// an exhausted memory cgroup into quota_exceeded here instead of a SIGBUS at first touch.
+// `max_size` are refused before any system call.
 Result<UniqueFd> create_region(std::size_t size, std::string_view name, std::size_t max_size);
+
+// Allocates every page of the first `size` bytes now, charged to the calling process:
+// a full tmpfs or an exhausted memory cgroup becomes quota_exceeded here instead of a
+// SIGBUS at first touch. The writer of a region calls it before filling the region.
+Result<void> reserve(int fd, std::size_t size);
 
 // Adds F_SEAL_WRITE and then F_SEAL_SEAL, making the region immutable for everyone for
 // good. Fails with invalid_argument (sys_errno EBUSY) while any writable shared mapping of
