@@ -171,6 +171,8 @@ Config from_json(const json& root) {
     o.number("max_waiting_receives", c.max_waiting_receives, 1, 65'536);
     o.number("max_receive_batch", c.max_receive_batch, 1, 1'000'000);
     o.number("max_outbound_bytes", c.max_outbound_bytes, 4096, 1ull << 32);
+    o.number("uid_max_outbound_bytes", c.uid_max_outbound_bytes, 4096, 1ull << 40);
+    o.number("uid_max_pending_fds", c.uid_max_pending_fds, 1, 1'000'000);
     o.number("handshake_timeout_ms", c.handshake_timeout_ms, 1, 3'600'000);
     o.number("max_pending_requests", c.max_pending_requests, 1, 1'000'000);
     o.number("max_parked_sends", c.max_parked_sends, 1, 65'536);
@@ -340,6 +342,8 @@ std::string to_json_text(const Config& c, const std::string& socket_path,
         {"max_waiting_receives", c.max_waiting_receives},
         {"max_receive_batch", c.max_receive_batch},
         {"max_outbound_bytes", c.max_outbound_bytes},
+        {"uid_max_outbound_bytes", c.uid_max_outbound_bytes},
+        {"uid_max_pending_fds", c.uid_max_pending_fds},
         {"handshake_timeout_ms", c.handshake_timeout_ms},
         {"max_pending_requests", c.max_pending_requests},
         {"max_parked_sends", c.max_parked_sends},

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -76,6 +77,13 @@ qbus::daemon::ServerOptions server_options(const Config& c) {
   o.max_outbound_bytes = c.max_outbound_bytes;
   o.handshake_timeout_ms = c.handshake_timeout_ms;
   o.region_pool_bytes = c.region_pool_bytes;
+  // A quarter of the open-file limit (raised by raise_fd_limit before this) may be region
+  // fds on their way to clients; the rest stays for connections, regions and accept.
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
+    o.max_fds_in_flight =
+        static_cast<std::uint32_t>(std::clamp<rlim_t>(lim.rlim_cur / 4, 16, 1u << 20));
+  }
   return o;
 }
 

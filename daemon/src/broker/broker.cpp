@@ -145,9 +145,18 @@ SendOutcome Broker::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
     return rejected(Errc::payload_too_large, "payload of " + std::to_string(size) +
                                                  " bytes exceeds the max_bytes of " + q.key());
   }
-  if (!q.waiters().empty()) {
-    // Invariant: waiters exist only while the queue is empty, so FIFO order holds.
-    auto it = q.waiters().begin();
+  // Straight to a waiting receiver when nothing is queued ahead (FIFO) and the receiver
+  // reads what it is given; otherwise the message is stored and counts against the queue
+  // and the sender's quota like any other, so a receiver that does not read makes nothing
+  // grow but its queue.
+  auto it = q.waiters().begin();
+  if (q.depth() == 0) {
+    while (it != q.waiters().end() && !sink_.wants_more(it->peer))
+      ++it;
+  } else {
+    it = q.waiters().end();
+  }
+  if (it != q.waiters().end()) {
     const PeerId to = it->peer;
     const std::uint64_t corr = it->correlation;
     remove_waiter(q, it);
@@ -253,14 +262,21 @@ void Broker::receive(PeerId peer, std::uint64_t correlation, std::string_view ke
 
 void Broker::receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation,
                           std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now) {
-  if (q.depth() > 0) {
+  // A receiver whose unread output is at its bound waits like one on an empty queue: it is
+  // served when the edge reports it ready (output_ready), and until then the messages stay
+  // queued, charged to the queue.
+  const bool ready = q.depth() > 0 && sink_.wants_more(peer);
+  if (ready) {
     serve_now(q, peer, correlation,
               std::clamp<std::uint32_t>(max_count, 1, limits_.max_receive_batch));
     space_freed(q);
     return;
   }
   if (timeout_ms == 0) {
-    sink_.fail(peer, correlation, Errc::timeout, "no message");
+    sink_.fail(peer, correlation, Errc::timeout,
+               q.depth() == 0 ? "no message"
+                              : "no message could be handed over now: this connection's (or "
+                                "its uid's) unread output is at its limit; read it first");
     return;
   }
   if (p.waiting >= limits_.max_waiting_receives) {
@@ -310,6 +326,37 @@ void Broker::serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::ui
     q.pop();
     if (last) break;
   }
+}
+
+void Broker::output_ready(PeerId peer) {
+  Peer* p = find_peer(peer);
+  if (!p || p->waiting_in.empty()) return;
+  // Copied: serving edits waiting_in, and may collect a queue once it is idle.
+  std::vector<Queue*> queues;
+  queues.reserve(p->waiting_in.size());
+  for (const auto& w : p->waiting_in)
+    if (w.first->depth() > 0) queues.push_back(w.first);
+  for (Queue* q : queues)
+    serve_waiters(*q);
+}
+
+void Broker::serve_waiters(Queue& q) {
+  bool served = false;
+  for (auto it = q.waiters().begin(); it != q.waiters().end() && q.depth() > 0;) {
+    const auto next = std::next(it);
+    if (sink_.wants_more(it->peer)) {
+      const PeerId to = it->peer;
+      const std::uint64_t corr = it->correlation;
+      const std::uint32_t max = it->max_count;
+      remove_waiter(q, it);
+      serve_now(q, to, corr, max);
+      served = true;
+    }
+    it = next;
+  }
+  if (!served) return;
+  space_freed(q);
+  if (!q.is_inbox()) collect_if_idle(q);
 }
 
 WaiterList::iterator Broker::add_waiter(Queue& q, const Waiter& w) {

@@ -133,6 +133,10 @@ class Broker {
   // by use adopts the declared options.
   Errc declare(std::string_view key, const QueueOptions& requested, std::string& text);
 
+  // The edge reports that `peer` reads its output again (Sink::wants_more would now say
+  // true): its receives that wait on queues holding messages are served now.
+  void output_ready(PeerId peer);
+
   // Fails everything whose deadline is at or before `now`.
   void expire(Clock::time_point now);
   std::optional<Clock::time_point> next_deadline() const;
@@ -225,6 +229,9 @@ class Broker {
                     std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now);
   // Moves up to `max` messages to `peer`, stopping early when its output is backed up.
   void serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::uint32_t max);
+  // Serves the waiters of a queue that holds messages, in arrival order, skipping those
+  // whose output is still backed up.
+  void serve_waiters(Queue& q);
   void remove_waiter(Queue& q, WaiterList::iterator it);
   void fail_waiters(Queue& q, Errc code, std::string_view text);
   // The refusal when queuing `bytes` more would exceed the sender's uid quota.

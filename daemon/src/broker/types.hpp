@@ -71,6 +71,11 @@ struct Limits {
   // waiting for their target process to connect.
   std::uint32_t max_pending_requests = 1'024;
   std::uint32_t max_parked_sends = 64;
+  // Enforced by the edge through Sink::wants_more: what all connections of one uid may
+  // have written for them and not yet read (bytes, and region fds in flight). A delivery
+  // that would go past either waits, queued, until the uid's peers read.
+  std::uint64_t uid_max_outbound_bytes = 64ull << 20;
+  std::uint32_t uid_max_pending_fds = 256;
   RegionLimits regions{};
 };
 
@@ -106,8 +111,9 @@ class Sink {
   virtual void confirm(PeerId to, std::uint64_t correlation) = 0;
   // A producer that was told `blocked` may now retry its send.
   virtual void resume(PeerId producer) = 0;
-  // False while `peer` has more unsent output than the edge wants buffered; the core then
-  // ends receive batches early instead of piling more onto a slow reader.
+  // False while `peer` (or its uid) has more unsent output than the edge wants buffered.
+  // The core then hands it nothing more: receive batches end early, and messages for it
+  // stay queued (its receives wait) until the edge calls Broker::output_ready(peer).
   virtual bool wants_more(PeerId peer) = 0;
 };
 

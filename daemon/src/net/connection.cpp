@@ -3,9 +3,12 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <vector>
 
 #include "net/memfd_backing.hpp"
 #include "net/server.hpp"
@@ -64,8 +67,18 @@ Connection::Connection(Server& server, Socket socket, broker::PeerId id, broker:
       description_(std::move(description)),
       remote_ip_(std::move(remote_ip)),
       handshake_timer_(socket_.get_executor()) {
+  uid_out_ = &server.attach_output(identity_.uid);
   asio::error_code ec;
   socket_.non_blocking(true, ec);
+}
+
+void Connection::note_output() {
+  if (!uid_out_) return;
+  std::uint64_t now = out_.size();
+  for (const auto& q : queued_)
+    if (const auto* b = std::get_if<proto::ByteBuffer>(&q)) now += b->size();
+  uid_out_->bytes = uid_out_->bytes - accounted_ + now;
+  accounted_ = now;
 }
 
 void Connection::start() {
@@ -93,10 +106,12 @@ proto::ByteBuffer& Connection::out() {
 void Connection::pass_fd(proto::UniqueFd fd) {
   // Unix connections never stream, so the next frame starts at the end of out_.
   fds_.push_back(PendingFd{flushed_ + out_.size(), std::move(fd)});
+  server_.fds_in_flight(*this, 1);
 }
 
 void Connection::stream_inline(broker::RegionId region, std::uint64_t correlation, bool last,
-                               const proto::Deliver& fields, proto::shm::Mapping mapping) {
+                               const proto::Deliver& fields, std::uint64_t offset,
+                               std::uint64_t length) {
   InlineStream st;
   st.region = region;
   st.correlation = correlation;
@@ -106,7 +121,8 @@ void Connection::stream_inline(broker::RegionId region, std::uint64_t correlatio
   st.sender_client_id = fields.sender_client_id;
   st.request_id = fields.request_id;
   st.key = std::string(fields.key);
-  st.mapping = std::move(mapping);
+  st.offset = offset;
+  st.length = length;
   queued_.emplace_back(std::move(st));
   server_.mark_dirty(id_);
 }
@@ -119,18 +135,37 @@ bool Connection::refill() {
     return true;
   }
   auto& st = std::get<InlineStream>(queued_.front());
-  const auto bytes = st.mapping.bytes();
   // Pieces leave room for the DELIVER fields (at most 280 bytes) under max_body.
   const std::size_t max_body = server_.options().max_body;
   const std::size_t piece_max = max_body > 2048 ? max_body - 1024 : max_body / 2;
-  const std::size_t n = std::min(piece_max, bytes.size() - st.sent);
-  const bool more = st.sent + n < bytes.size();
+  const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(piece_max, st.length - st.sent));
+  const bool more = st.sent + n < st.length;
+  std::vector<std::byte> piece(n);  // per piece of up to ~1 MiB: nothing kept between streams
+  const int fd = server_.broker().regions().backing_handle(st.region);
+  std::size_t got = 0;
+  while (got < n) {
+    const ssize_t r =
+        ::pread(fd, piece.data() + got, n - got, static_cast<off_t>(st.offset + st.sent + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      // Sealed and range-checked, so only a broken fd gets here: the message is lost and
+      // the peer must learn that.
+      spdlog::error("client {} ({}): cannot read region {} to send it inline: {}", id_,
+                    description_, st.region, r < 0 ? std::strerror(errno) : "end of file");
+      queued_.clear();
+      proto::append_error(out_, 0, Errc::internal_error,
+                          "the broker could not read a region message for you");
+      drain_and_close();
+      return true;
+    }
+    got += static_cast<std::size_t>(r);
+  }
   const proto::Deliver d{st.sender_pid,
                          st.sender_uid,
                          st.sender_client_id,
                          st.request_id,
                          std::string_view(st.key),
-                         bytes.subspan(st.sent, n)};
+                         std::span<const std::byte>(piece)};
   const std::uint16_t flags = more ? proto::kFlagMore : (st.last ? proto::kFlagLast : 0);
   proto::append_deliver(out_, st.correlation, flags, d);
   st.sent += n;
@@ -188,6 +223,7 @@ std::size_t Connection::write_out(asio::error_code& ec) {
   // The receiving socket holds its own references now; ours close.
   for (std::size_t i = 0; i < nfds; ++i)
     fds_.pop_front();
+  if (nfds > 0) server_.fds_in_flight(*this, -static_cast<int>(nfds));
   return static_cast<std::size_t>(n);
 }
 
@@ -436,6 +472,16 @@ Connection::Step Connection::handle_region(const proto::Header& h, proto::Bytes 
     }
     return Step::next;
   };
+  // Each grant passes an fd: a uid whose connections do not read their answers gets an
+  // error instead of more open files in qbusd.
+  if (h.type == FrameType::region_alloc || h.type == FrameType::region_create ||
+      h.type == FrameType::region_attach) {
+    if (auto why = server_.fd_budget_refusal(*this)) {
+      log_refusal(true, proto::frame_type_name(h.type), *why);
+      error(h.correlation, Errc::quota_exceeded, *why);
+      return Step::next;
+    }
+  }
   switch (h.type) {
     case FrameType::region_alloc: {
       proto::RegionAlloc m;
@@ -650,6 +696,8 @@ void Connection::flush() {
     asio::error_code ec;
     const std::size_t n = write_out(ec);
     if (would_block(ec)) {
+      note_output();
+      server_.output_drained(*this);
       wait_writable();
       return;
     }
@@ -664,6 +712,8 @@ void Connection::flush() {
     flushed_ += n;
   }
   if (out_.capacity() > 16 * kReadChunk) out_.shrink_to(kReadChunk);
+  note_output();
+  server_.output_drained(*this);
   if (closing_) {
     close();
     return;
@@ -700,8 +750,13 @@ void Connection::close() {
   if (closed_) return;
   closed_ = true;
   handshake_timer_.cancel();
+  server_.fds_in_flight(*this, -static_cast<int>(fds_.size()));
   fds_.clear();
   queued_.clear();
+  out_.clear();
+  note_output();
+  uid_out_ = nullptr;
+  server_.detach_output(identity_.uid);
   asio::error_code ec;
   socket_.shutdown(Socket::shutdown_both, ec);
   socket_.close(ec);

@@ -14,6 +14,7 @@
 #include <variant>
 
 #include "broker/broker.hpp"
+#include "net/uid_output.hpp"
 #include "qbus/proto/buffer.hpp"
 #include "qbus/proto/shm.hpp"
 #include "qbus/proto/unique_fd.hpp"
@@ -46,13 +47,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Unix sockets: `fd` travels (SCM_RIGHTS) with the next frame appended to out().
   void pass_fd(proto::UniqueFd fd);
   // TCP: a region message's bytes as DELIVER pieces flagged MORE, produced as the output
-  // drains so that only one piece at a time is buffered. `mapping` keeps the bytes alive.
+  // drains so that only one piece at a time is buffered. The bytes are read with pread from
+  // the region's memfd, which this connection's handle on `region` keeps open: reading
+  // never allocates a hole's page (a mapping would, charged to qbusd).
   void stream_inline(broker::RegionId region, std::uint64_t correlation, bool last,
-                     const proto::Deliver& fields, proto::shm::Mapping mapping);
+                     const proto::Deliver& fields, std::uint64_t offset, std::uint64_t length);
   // True while the output is over its bound, an inline region is still being streamed, or
   // many fds wait to be written: then reads pause and receive batches end early.
   bool backed_up() const;
   bool closing() const { return closing_ || closed_; }
+  // Brings the uid's count of buffered output up to date after answers were appended (or
+  // written). Cheap: the server calls it for every frame it appends.
+  void note_output();
+  // Fds and output bytes this connection's uid has waiting, shared by its connections;
+  // null once closed.
+  UidOutput* uid_output() const { return uid_out_; }
+  std::size_t pending_fds() const { return fds_.size(); }
   void flush();
   void unblock();  // a queue this producer was blocked on has room again
 
@@ -76,6 +86,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void mark_authenticated() { authenticated_ = true; }
   bool closed() const { return closed_; }
   bool flush_pending = false;  // on the server's dirty list
+  bool starved = false;        // on its uid's starved list (Server::wants_more)
 
  private:
   enum class Step { next, stop };
@@ -126,7 +137,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     proto::UniqueFd fd;
   };
   std::deque<PendingFd> fds_;
-  std::uint64_t flushed_ = 0;  // bytes of output written so far
+  UidOutput* uid_out_ = nullptr;  // the Server's entry for identity_.uid, until close()
+  std::uint64_t accounted_ = 0;   // output bytes counted in uid_out_->bytes
+  std::uint64_t flushed_ = 0;     // bytes of output written so far
   struct InlineStream {
     broker::RegionId region = 0;  // this connection's handle, released when all is written
     std::uint64_t correlation = 0;
@@ -136,8 +149,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::uint64_t sender_client_id = 0;
     std::uint64_t request_id = 0;
     std::string key;
-    proto::shm::Mapping mapping;
-    std::size_t sent = 0;
+    std::uint64_t offset = 0;  // of the slice in the region
+    std::uint64_t length = 0;
+    std::uint64_t sent = 0;
   };
   // Output behind a stream, in order (TCP only; empty when nothing is being streamed).
   std::deque<std::variant<InlineStream, proto::ByteBuffer>> queued_;

@@ -1,8 +1,12 @@
 #include "net/server.hpp"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <stdexcept>
@@ -71,6 +75,7 @@ void Server::start(UniqueFd inherited_unix) {
 }
 
 void Server::listen_on(int unix_fd) {
+  reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   acceptor_.assign(asio::local::stream_protocol(), unix_fd);
   if (!options_.tcp_listen.empty()) start_tcp();
   accept_unix();
@@ -131,6 +136,24 @@ std::string Server::tcp_endpoint() const {
   return (ep.address().is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(ep.port());
 }
 
+void Server::shed_connection(int listener) {
+  if (!reserve_fd_) return;
+  reserve_fd_.reset();
+  pollfd p{listener, POLLIN, 0};
+  if (::poll(&p, 1, 0) == 1) {
+    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd >= 0) {
+      proto::ByteBuffer b;
+      proto::append_error(b, 0, Errc::too_many_connections,
+                          "qbusd is at its limit of open files; try again later");
+      const auto bytes = b.readable();
+      (void)!::send(fd, bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      ::close(fd);
+    }
+  }
+  reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+}
+
 void Server::retry_accept(asio::steady_timer& timer, std::function<void()> again,
                           const asio::error_code& ec) {
   spdlog::error("accept failed: {}; retrying in 100 ms", ec.message());
@@ -144,9 +167,12 @@ void Server::accept_unix() {
   acceptor_.async_accept([this](const asio::error_code& ec,
                                 asio::local::stream_protocol::socket sock) {
     if (stopping_ || ec == asio::error::operation_aborted) return;
-    if (ec)
+    if (ec) {
+      if (ec == asio::error::no_descriptors || ec.value() == ENFILE)
+        shed_connection(acceptor_.native_handle());
       return retry_accept(
           unix_retry_, [this] { accept_unix(); }, ec);
+    }
     PeerCredentials cred;
     if (!read_peer_credentials(sock.native_handle(), cred)) {
       spdlog::error("SO_PEERCRED failed on a new connection: {}", std::strerror(errno));
@@ -168,9 +194,12 @@ void Server::accept_unix() {
 void Server::accept_tcp() {
   tcp_acceptor_.async_accept([this](const asio::error_code& ec, asio::ip::tcp::socket sock) {
     if (stopping_ || ec == asio::error::operation_aborted) return;
-    if (ec)
+    if (ec) {
+      if (ec == asio::error::no_descriptors || ec.value() == ENFILE)
+        shed_connection(tcp_acceptor_.native_handle());
       return retry_accept(
           tcp_retry_, [this] { accept_tcp(); }, ec);
+    }
     asio::error_code ignored;
     sock.set_option(asio::ip::tcp::no_delay(true), ignored);
     sock.set_option(asio::socket_base::keep_alive(true), ignored);
@@ -274,7 +303,11 @@ Connection* Server::find(broker::PeerId id) {
 }
 
 void Server::mark_dirty(broker::PeerId id) {
-  if (Connection* c = find(id); c && !c->flush_pending) {
+  Connection* c = find(id);
+  if (!c) return;
+  // Every append is followed by mark_dirty: the uid's count stays exact frame by frame.
+  c->note_output();
+  if (!c->flush_pending) {
     c->flush_pending = true;
     dirty_.push_back(id);
   }
@@ -377,16 +410,8 @@ void Server::deliver_region(Connection& c, std::uint64_t correlation, bool last,
                             const proto::Deliver& fields, const broker::RegionRef& ref) {
   const int handle = broker_.regions().backing_handle(ref.id);
   if (c.identity().tcp) {
-    // No fds over TCP: the bytes go inline, read from a mapping of our own.
-    auto map = proto::shm::map_readonly(handle, ref.offset, ref.length);
-    if (!map) {
-      spdlog::error("client {} ({}): cannot map region {} to send it inline: {}", c.id(),
-                    c.description(), ref.id, map.error().text);
-      c.reject(Errc::internal_error, "the broker could not read a region message for you");
-      c.drain_and_close();
-      return;
-    }
-    c.stream_inline(ref.id, correlation, last, fields, std::move(map).value());
+    // No fds over TCP: the bytes go inline, read from the region as the output drains.
+    c.stream_inline(ref.id, correlation, last, fields, ref.offset, ref.length);
     return;
   }
   std::string why;
@@ -438,7 +463,89 @@ void Server::resume(broker::PeerId producer) {
 bool Server::wants_more(broker::PeerId peer) {
   Connection* c = find(peer);
   // A closing connection takes nothing more: what it would be given would be lost.
-  return c && !c->closing() && !c->backed_up();
+  if (!c || c->closing()) return false;
+  if (!c->backed_up() && uid_has_room(*c->uid_output()) &&
+      fds_in_flight_ < options_.max_fds_in_flight) {
+    return true;
+  }
+  if (fds_in_flight_ >= options_.max_fds_in_flight) fd_starved_ = true;
+  if (!c->starved) {
+    c->starved = true;
+    c->uid_output()->starved.push_back(peer);
+  }
+  return false;
+}
+
+bool Server::uid_has_room(const UidOutput& u) const {
+  const auto& l = broker_.limits();
+  return u.bytes <= l.uid_max_outbound_bytes && u.fds < l.uid_max_pending_fds;
+}
+
+UidOutput& Server::attach_output(std::uint32_t uid) {
+  UidOutput& u = uid_output_[uid];
+  ++u.connections;
+  return u;
+}
+
+void Server::detach_output(std::uint32_t uid) {
+  auto it = uid_output_.find(uid);
+  if (it != uid_output_.end() && --it->second.connections == 0) uid_output_.erase(it);
+}
+
+void Server::fds_in_flight(Connection& c, int delta) {
+  if (delta == 0) return;
+  if (UidOutput* u = c.uid_output()) u->fds += static_cast<std::uint32_t>(delta);
+  fds_in_flight_ += static_cast<std::uint64_t>(static_cast<std::int64_t>(delta));
+}
+
+std::optional<std::string> Server::fd_budget_refusal(const Connection& c) const {
+  const UidOutput* u = c.uid_output();
+  if (u && u->fds >= broker_.limits().uid_max_pending_fds) {
+    return "uid " + std::to_string(c.identity().uid) + " has " + std::to_string(u->fds) +
+           " region fds waiting to be read by its connections (limit " +
+           std::to_string(broker_.limits().uid_max_pending_fds) + "); read your answers first";
+  }
+  if (fds_in_flight_ >= options_.max_fds_in_flight) {
+    return "the broker has " + std::to_string(fds_in_flight_) +
+           " region fds waiting to be read by clients (its limit); try again later";
+  }
+  return std::nullopt;
+}
+
+void Server::output_drained(Connection& c) {
+  UidOutput* u = c.uid_output();
+  if (!u || fds_in_flight_ >= options_.max_fds_in_flight) return;
+  const auto wake_from = [this](UidOutput& uo) {
+    if (uo.starved.empty() || !uid_has_room(uo)) return;
+    std::erase_if(uo.starved, [this](broker::PeerId id) {
+      Connection* s = find(id);
+      if (!s || s->closing()) return true;
+      if (s->backed_up()) return false;  // its own backlog: it wakes when it has written
+      s->starved = false;
+      wake_.push_back(id);
+      return true;
+    });
+  };
+  if (fd_starved_) {
+    // Rare: the broker-wide fd budget was spent. Anyone may have been refused for it.
+    fd_starved_ = false;
+    for (auto& [uid, uo] : uid_output_)
+      wake_from(uo);
+  } else {
+    wake_from(*u);
+  }
+  if (wake_.empty() || wake_posted_) return;
+  wake_posted_ = true;
+  // Posted: output_drained runs inside flush(), which may run inside another connection's
+  // batch, and serving delivers to (and flushes) other connections.
+  asio::post(io_, [this] {
+    wake_posted_ = false;
+    std::vector<broker::PeerId> ids;
+    ids.swap(wake_);
+    for (const broker::PeerId id : ids)
+      broker_.output_ready(id);
+    end_of_batch();
+  });
 }
 
 }  // namespace qbus::daemon

@@ -12,6 +12,7 @@
 
 #include "broker/broker.hpp"
 #include "net/memfd_backing.hpp"
+#include "net/uid_output.hpp"
 #include "net/unix_socket.hpp"
 
 namespace qbus::daemon {
@@ -28,6 +29,10 @@ struct ServerOptions {
   std::size_t max_outbound_bytes = 4u << 20;  // per connection, before its reads pause
   std::uint32_t handshake_timeout_ms = 5'000;
   std::uint64_t region_pool_bytes = MemfdBacking::kDefaultPoolBytes;  // limits.region_pool_bytes
+  // Region fds waiting to be passed, over all connections: each is an open file of qbusd,
+  // so this keeps room under RLIMIT_NOFILE for connections and regions (qbusd sets it to a
+  // quarter of that limit).
+  std::uint32_t max_fds_in_flight = 4096;
 };
 
 class Server final : public broker::Sink {
@@ -78,6 +83,18 @@ class Server final : public broker::Sink {
   // registered before, so unauthenticated connections hold no quota, inbox or id).
   Errc authenticated(Connection& c);
 
+  // Output accounting per uid (uid_output.hpp). A connection attaches to its uid's entry
+  // when made and detaches when closed; the entry lives while any connection uses it.
+  UidOutput& attach_output(std::uint32_t uid);
+  void detach_output(std::uint32_t uid);
+  // `c` queued (delta > 0) or passed/dropped (delta < 0) region fds.
+  void fds_in_flight(Connection& c, int delta);
+  // Why `c` may not be handed another fd now (its uid's or the broker's fd budget is
+  // spent), or nullopt when it may.
+  std::optional<std::string> fd_budget_refusal(const Connection& c) const;
+  // `c` wrote some of its output: receivers refused more output that now fit are served.
+  void output_drained(Connection& c);
+
   // broker::Sink
   void deliver(broker::PeerId to, std::uint64_t correlation, bool last,
                const broker::Delivery& d) override;
@@ -107,6 +124,11 @@ class Server final : public broker::Sink {
   void deliver_region(Connection& c, std::uint64_t correlation, bool last,
                       const proto::Deliver& fields, const broker::RegionRef& ref);
   Connection* find(broker::PeerId id);
+  bool uid_has_room(const UidOutput& u) const;
+  // Accepts one pending connection on `listener` and refuses it with an ERROR, using the
+  // fd kept in reserve for this: qbusd at its fd limit still answers, instead of leaving
+  // clients to time out in the backlog.
+  void shed_connection(int listener);
 
   asio::io_context& io_;
   ServerOptions options_;
@@ -120,6 +142,12 @@ class Server final : public broker::Sink {
   broker::Clock::time_point armed_for_{};
   asio::steady_timer drain_timer_;
   std::unordered_map<broker::PeerId, std::shared_ptr<Connection>> conns_;
+  std::unordered_map<std::uint32_t, UidOutput> uid_output_;
+  std::uint64_t fds_in_flight_ = 0;
+  bool fd_starved_ = false;           // someone was refused for the broker-wide fd budget
+  std::vector<broker::PeerId> wake_;  // to be served by the posted output_ready round
+  bool wake_posted_ = false;
+  UniqueFd reserve_fd_;  // /dev/null, closed to make room for shed_connection()
   // find()'s cache; forget() clears it with the entry.
   broker::PeerId last_found_id_ = 0;
   Connection* last_found_ = nullptr;

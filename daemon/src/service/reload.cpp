@@ -34,6 +34,8 @@ std::vector<std::pair<const char*, std::uint64_t>> live_limits(const Config& c) 
           {"limits.max_waiting_receives", c.max_waiting_receives},
           {"limits.max_receive_batch", c.max_receive_batch},
           {"limits.max_outbound_bytes", c.max_outbound_bytes},
+          {"limits.uid_max_outbound_bytes", c.uid_max_outbound_bytes},
+          {"limits.uid_max_pending_fds", c.uid_max_pending_fds},
           {"limits.handshake_timeout_ms", c.handshake_timeout_ms},
           {"limits.max_pending_requests", c.max_pending_requests},
           {"limits.max_parked_sends", c.max_parked_sends},
@@ -142,6 +144,8 @@ broker::Limits broker_limits(const Config& c) {
   l.inbox = {c.inbox.max_messages, c.inbox.max_bytes, c.inbox.overflow};
   l.max_pending_requests = c.max_pending_requests;
   l.max_parked_sends = c.max_parked_sends;
+  l.uid_max_outbound_bytes = c.uid_max_outbound_bytes;
+  l.uid_max_pending_fds = c.uid_max_pending_fds;
   l.regions = {c.max_region_bytes, c.uid_max_region_bytes, c.uid_max_regions, c.max_regions};
   return l;
 }

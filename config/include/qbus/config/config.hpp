@@ -49,6 +49,10 @@ struct Config {
   std::uint32_t max_waiting_receives = 64;
   std::uint32_t max_receive_batch = 4'096;
   std::uint64_t max_outbound_bytes = 4ull << 20;
+  // What all connections of one uid may have waiting to be read by their peers: answer
+  // bytes, and region fds (each an open file in qbusd until the peer reads it).
+  std::uint64_t uid_max_outbound_bytes = 64ull << 20;
+  std::uint32_t uid_max_pending_fds = 256;
   std::uint32_t handshake_timeout_ms = 5'000;
   std::uint32_t max_pending_requests = 1'024;
   std::uint32_t max_parked_sends = 64;
