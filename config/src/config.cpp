@@ -215,6 +215,12 @@ Config from_json(const json& root) {
     }
   }
   top.finish();
+  // Startup declares every queue in a broker that holds at most max_queues.
+  if (c.queues.size() > c.max_queues) {
+    bad("queues", "declares " + std::to_string(c.queues.size()) +
+                      " queues, more than limits.max_queues (" + std::to_string(c.max_queues) +
+                      ")");
+  }
   return c;
 }
 

@@ -442,6 +442,16 @@ INSTANTIATE_TEST_SUITE_P(Config, ConfigBadInputTest, ::testing::ValuesIn(kBadInp
                            return std::string(param_info.param.name);
                          });
 
+TEST(ConfigTest, MoreDeclaredQueuesThanMaxQueuesIsRejected) {
+  const std::string queues = R"("queues": [{"key": "a"}, {"key": "b"}, {"key": "c"}])";
+  parse_ok(R"({"limits": {"max_queues": 3}, )" + queues + "}");
+
+  auto r = parse(R"({"limits": {"max_queues": 2}, )" + queues + "}");
+
+  EXPECT_FALSE(r.config.has_value());
+  EXPECT_EQ(r.error, "queues: declares 3 queues, more than limits.max_queues (2)");
+}
+
 TEST(ConfigTest, OverlongQueueKeyIsRejected) {
   const std::string key(256, 'k');
   auto r = parse(R"({"queues": [{"key": ")" + key + R"("}]})");
