@@ -299,23 +299,26 @@ int run(Startup startup, const Flags& flags) {
     admin.update(c.admin_group,
                  qbus::config::to_json_text(c, server.options().socket_path, admin.socket_path()));
   }};
-  const auto reload = [&] {
-    if (config_path.empty()) {
-      spdlog::info("SIGHUP: no configuration file in use; the built-in defaults stay");
-      return;
-    }
-    spdlog::info("SIGHUP: reloading {}", config_path);
-    auto r = qbus::config::load_file(config_path);
-    if (!r.config) {
-      spdlog::error("reload failed, the running configuration stays: {}", r.error);
-      status_note = "; last reload failed: " + r.error;
-      return;
-    }
-    apply_flags(*r.config, flags);
-    config = qbus::daemon::apply_reload(config, *r.config, server, hooks);
-    status_note.clear();
-    spdlog::info("configuration reloaded from {}", config_path);
-  };
+  // The file is read and parsed off this thread (a FIFO or a slow file system at the
+  // path must not stall the broker); what it gave is applied here, where the broker lives.
+  qbus::daemon::ConfigReloader reloader(
+      io, config_path,
+      [&] {
+        notifier.reloading();
+        spdlog::info("SIGHUP: reloading {}", config_path);
+      },
+      [&](qbus::config::LoadResult r) {
+        if (!r.config) {
+          spdlog::error("reload failed, the running configuration stays: {}", r.error);
+          status_note = "; last reload failed: " + r.error;
+        } else {
+          apply_flags(*r.config, flags);
+          config = qbus::daemon::apply_reload(config, *r.config, server, hooks);
+          status_note.clear();
+          spdlog::info("configuration reloaded from {}", config_path);
+        }
+        notifier.ready();
+      });
 
   asio::signal_set stop_signals(io, SIGINT, SIGTERM);
   asio::signal_set hup(io, SIGHUP);
@@ -324,15 +327,20 @@ int run(Startup startup, const Flags& flags) {
     spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
     notifier.stopping();
     hup.cancel();
+    reloader.stop();
     admin.stop();
     server.stop([&] { io.stop(); });
   });
   std::function<void()> wait_hup = [&] {
     hup.async_wait([&](const asio::error_code& ec, int) {
       if (ec) return;
-      notifier.reloading();
-      reload();
-      notifier.ready();
+      if (config_path.empty()) {
+        notifier.reloading();
+        spdlog::info("SIGHUP: no configuration file in use; the built-in defaults stay");
+        notifier.ready();
+      } else if (!reloader.request()) {
+        spdlog::info("SIGHUP: a reload is in progress; {} is read again after it", config_path);
+      }
       wait_hup();
     });
   };
