@@ -2,15 +2,16 @@
 
 #include "qbus/proto/address.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
-#include <filesystem>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
-#include <fstream>
+#include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 #include <stdexcept>
 
 namespace qbus::config {
@@ -216,35 +217,120 @@ Config from_json(const json& root) {
     }
   }
   top.finish();
+  // Startup declares every queue in a broker that holds at most max_queues.
+  if (c.queues.size() > c.max_queues) {
+    bad("queues", "declares " + std::to_string(c.queues.size()) +
+                      " queues, more than limits.max_queues (" + std::to_string(c.max_queues) +
+                      ")");
+  }
   return c;
 }
 
 }  // namespace
 
+namespace {
+
+// Owns one file descriptor.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+const char* file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a plain file";
+}
+
+// Opens `path` (`what` names it in errors: "config file", "token file") and checks what
+// was opened, not what the path named a moment before. O_NONBLOCK: opening a FIFO with no
+// writer would otherwise wait forever. Returns the fd, or -1 with `error` set.
+int open_regular(const std::string& what, const std::string& path, struct stat& st,
+                 std::string& error) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    error = errno == ENOENT ? what + " " + path + " is missing"
+                            : "cannot open " + what + " " + path + ": " + std::strerror(errno);
+    return -1;
+  }
+  if (::fstat(fd, &st) != 0) {
+    error = "cannot inspect " + what + " " + path + ": " + std::strerror(errno);
+    ::close(fd);
+    return -1;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    error = what + " " + path + " is not a regular file (" + file_kind(st.st_mode) + ")";
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Reads the whole of an opened regular file, refusing one over `max_bytes`; never more than
+// `max_bytes` + 1 bytes are read, whatever the file claims its size is or becomes.
+bool read_bounded(int fd, const std::string& what, const std::string& path, const struct stat& st,
+                  std::size_t max_bytes, std::string& out, std::string& error) {
+  const auto too_large = [&] {
+    error = what + " " + path + " is larger than " + std::to_string(max_bytes) + " bytes";
+    return false;
+  };
+  if (st.st_size < 0 || static_cast<std::uint64_t>(st.st_size) > max_bytes) return too_large();
+  out.clear();
+  char buf[16384];
+  while (true) {
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      error = "cannot read " + what + " " + path + ": " + std::strerror(errno);
+      return false;
+    }
+    if (n == 0) return true;
+    if (out.size() + static_cast<std::size_t>(n) > max_bytes) return too_large();
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+}  // namespace
+
 std::optional<std::string> load_token(const std::string& path, std::string& error) {
+  const std::string what = "token file";
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    error = "token file " + path + " is missing or not a regular file";
+  const Fd fd(open_regular(what, path, st, error));
+  if (fd.get() < 0) return std::nullopt;
+  // sshd's rule for keys: a file another uid owns could be rewritten by that uid, whatever
+  // its mode says now.
+  const uid_t self = ::geteuid();
+  if (st.st_uid != self && st.st_uid != 0) {
+    error = what + " " + path + " is owned by uid " + std::to_string(st.st_uid) +
+            "; it must be owned by root or by the uid qbusd runs as (" + std::to_string(self) + ")";
     return std::nullopt;
   }
   if (st.st_mode & 0077) {
     char mode[8];
     std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    error = "token file " + path + " is accessible to group or others (mode " + mode +
-            "); chmod 600 it";
+    error =
+        what + " " + path + " is accessible to group or others (mode " + mode + "); chmod 600 it";
     return std::nullopt;
   }
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  if (!f) {
-    error = "cannot read token file " + path;
+  std::string token;
+  if (!read_bounded(fd.get(), what, path, st, kMaxTokenFileBytes, token, error)) {
     return std::nullopt;
   }
-  std::string token = ss.str();
   const auto first = token.find_first_not_of(" \t\r\n");
   if (first == std::string::npos) {
-    error = "token file " + path + " is empty";
+    error = what + " " + path + " is empty";
     return std::nullopt;
   }
   token = token.substr(first, token.find_last_not_of(" \t\r\n") - first + 1);
@@ -288,16 +374,14 @@ LoadResult parse(std::string_view json_text) {
 }
 
 LoadResult load_file(const std::string& path) {
-  std::error_code ec;
-  std::ifstream f(path);
-  if (!f || std::filesystem::is_directory(path, ec)) {
-    LoadResult r;
-    r.error = "cannot read config file " + path;
-    return r;
-  }
-  std::stringstream ss;
-  ss << f.rdbuf();
-  auto r = parse(ss.str());
+  const std::string what = "config file";
+  LoadResult r;
+  struct stat st {};
+  const Fd fd(open_regular(what, path, st, r.error));
+  if (fd.get() < 0) return r;
+  std::string text;
+  if (!read_bounded(fd.get(), what, path, st, kMaxConfigFileBytes, text, r.error)) return r;
+  r = parse(text);
   if (!r.error.empty()) r.error = path + ": " + r.error;
   return r;
 }

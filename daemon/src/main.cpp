@@ -1,9 +1,12 @@
 // qbusd: the qbus broker daemon. Runs in the foreground, logs to stderr, and exits
 // non-zero with one clear line when it cannot start.
 #include <grp.h>
+#include <netdb.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -13,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string_view>
 
 #include "admin/admin_server.hpp"
@@ -122,8 +126,114 @@ void raise_fd_limit(const Config& c) {
   }
 }
 
-// `config_path`: the file read at startup (empty: none), read again on SIGHUP.
-int run(Config config, std::string tcp_token, const std::string& config_path, const Flags& flags) {
+// What startup settled before it binds anything.
+struct Startup {
+  Config config;  // the file (or the defaults) with the flags applied
+  std::string tcp_token;
+  std::string config_path;  // the file read, read again on SIGHUP; empty: none
+  std::string source;       // for messages: the file, or "built-in defaults"
+};
+
+// The socket paths the daemon binds when the service manager passes none.
+std::string client_socket_path(const Config& c) {
+  return c.socket_path.empty() ? default_socket_path() : c.socket_path;
+}
+std::string admin_socket_path(const Config& c, const std::string& client_path) {
+  // By default beside the client socket, wherever that is: two daemons on two sockets
+  // never share an admin socket.
+  return c.admin_socket_path.empty()
+             ? (std::filesystem::path(client_path).parent_path() / "admin.sock").string()
+             : c.admin_socket_path;
+}
+
+// The lookup the TCP listener makes (asio's resolver: getaddrinfo with AI_ADDRCONFIG),
+// without binding: a tcp.listen host that does not resolve would otherwise stop startup
+// only once the Unix socket is bound, and --check-config would not see it at all.
+bool host_resolves(const std::string& host) {
+  asio::error_code ec;
+  asio::ip::make_address(host, ec);
+  if (!ec) return true;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_ADDRCONFIG;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) return false;
+  ::freeaddrinfo(found);
+  return true;
+}
+
+// Every check startup makes before it binds a socket. `--check-config` runs exactly this
+// and startup runs it first, so the two cannot disagree about a configuration. On failure
+// prints one line "qbusd: ..." and sets `exit_code` (2: a bad flag, 1: a bad
+// configuration), as startup always has.
+std::optional<Startup> prepare(std::string config_path, const Flags& flags, int& exit_code) {
+  const auto fail = [&](int code, const std::string& line) -> std::optional<Startup> {
+    std::cerr << "qbusd: " << line << "\n";
+    exit_code = code;
+    return std::nullopt;
+  };
+  if (!flags.socket_path.empty() && flags.socket_path.front() != '/') {
+    return fail(2, "--socket must be an absolute path");
+  }
+  if (!flags.admin_socket_path.empty() && flags.admin_socket_path.front() != '/') {
+    return fail(2, "--admin-socket must be an absolute path");
+  }
+  if (!flags.tcp_listen.empty()) {
+    std::string why;
+    if (!qbus::proto::parse_address("tcp:" + flags.tcp_listen, why, true)) {
+      return fail(2, "--tcp: " + why);
+    }
+  }
+
+  Startup s;
+  s.source = "built-in defaults";
+  if (config_path.empty() && system_instance() &&
+      std::filesystem::exists(qbus::config::kSystemConfigPath)) {
+    config_path = qbus::config::kSystemConfigPath;
+  }
+  if (!config_path.empty()) {
+    auto r = qbus::config::load_file(config_path);
+    if (!r.config) return fail(1, r.error);
+    s.config = std::move(*r.config);
+    s.source = config_path;
+  }
+  s.config_path = config_path;
+  Config& c = s.config;
+  apply_flags(c, flags);
+
+  if (!c.tcp_listen.empty()) {
+    if (c.tcp_token_file.empty()) {
+      return fail(1, "TCP needs a token: set tcp.token_file in the config file");
+    }
+    std::string why;
+    auto t = qbus::config::load_token(c.tcp_token_file, why);
+    if (!t) return fail(1, why);
+    s.tcp_token = std::move(*t);
+    auto addr = qbus::proto::parse_address("tcp:" + c.tcp_listen, why, true);
+    if (addr && !host_resolves(addr->host)) {
+      return fail(1, "tcp.listen: cannot resolve '" + addr->host + "'");
+    }
+  }
+  // The admin socket's start would refuse it, but only after the client socket is bound.
+  if (!c.admin_group.empty() && ::getgrnam(c.admin_group.c_str()) == nullptr) {
+    return fail(1, "admin.group: no group named '" + c.admin_group + "'");
+  }
+  // A path the kernel cannot bind (sun_path is 108 bytes with its NUL). The service
+  // manager's sockets take their place when it passes them, but a file that only works
+  // under socket activation is still a broken file.
+  const auto client_path = client_socket_path(c);
+  for (const auto& path : {client_path, admin_socket_path(c, client_path)}) {
+    if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+      return fail(1, "socket path " + path + " is longer than " +
+                         std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes");
+    }
+  }
+  return s;
+}
+
+int run(Startup startup, const Flags& flags) {
+  Config config = std::move(startup.config);
+  const std::string& config_path = startup.config_path;
   setup_logging(config.log_level);
   raise_fd_limit(config);
   qbus::daemon::InheritedSockets inherited;
@@ -135,7 +245,7 @@ int run(Config config, std::string tcp_token, const std::string& config_path, co
   }
   asio::io_context io(1);
   auto options = server_options(config);
-  options.tcp_token = std::move(tcp_token);
+  options.tcp_token = std::move(startup.tcp_token);
   qbus::daemon::Server server(io, std::move(options));
   try {
     if (inherited.main) {
@@ -166,15 +276,8 @@ int run(Config config, std::string tcp_token, const std::string& config_path, co
   if (inherited.admin)
     spdlog::info("admin socket {} passed by the service manager", inherited.admin_path);
   const int inherited_admin_fd = inherited.admin.release();
-  // admin socket: constructed here
   qbus::daemon::AdminOptions admin_options;
-  // By default beside the client socket, wherever that is: two daemons on two sockets
-  // never share an admin socket.
-  admin_options.socket_path =
-      config.admin_socket_path.empty()
-          ? (std::filesystem::path(server.options().socket_path).parent_path() / "admin.sock")
-                .string()
-          : config.admin_socket_path;
+  admin_options.socket_path = admin_socket_path(config, server.options().socket_path);
   if (inherited_admin_fd >= 0 && !inherited.admin_path.empty()) {
     admin_options.socket_path = inherited.admin_path;
   }
@@ -204,23 +307,26 @@ int run(Config config, std::string tcp_token, const std::string& config_path, co
     admin.update(c.admin_group,
                  qbus::config::to_json_text(c, server.options().socket_path, admin.socket_path()));
   }};
-  const auto reload = [&] {
-    if (config_path.empty()) {
-      spdlog::info("SIGHUP: no configuration file in use; the built-in defaults stay");
-      return;
-    }
-    spdlog::info("SIGHUP: reloading {}", config_path);
-    auto r = qbus::config::load_file(config_path);
-    if (!r.config) {
-      spdlog::error("reload failed, the running configuration stays: {}", r.error);
-      status_note = "; last reload failed: " + r.error;
-      return;
-    }
-    apply_flags(*r.config, flags);
-    config = qbus::daemon::apply_reload(config, *r.config, server, hooks);
-    status_note.clear();
-    spdlog::info("configuration reloaded from {}", config_path);
-  };
+  // The file is read and parsed off this thread (a FIFO or a slow file system at the
+  // path must not stall the broker); what it gave is applied here, where the broker lives.
+  qbus::daemon::ConfigReloader reloader(
+      io, config_path,
+      [&] {
+        notifier.reloading();
+        spdlog::info("SIGHUP: reloading {}", config_path);
+      },
+      [&](qbus::config::LoadResult r) {
+        if (!r.config) {
+          spdlog::error("reload failed, the running configuration stays: {}", r.error);
+          status_note = "; last reload failed: " + r.error;
+        } else {
+          apply_flags(*r.config, flags);
+          config = qbus::daemon::apply_reload(config, *r.config, server, hooks);
+          status_note.clear();
+          spdlog::info("configuration reloaded from {}", config_path);
+        }
+        notifier.ready();
+      });
 
   asio::signal_set stop_signals(io, SIGINT, SIGTERM);
   asio::signal_set hup(io, SIGHUP);
@@ -229,15 +335,20 @@ int run(Config config, std::string tcp_token, const std::string& config_path, co
     spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
     notifier.stopping();
     hup.cancel();
+    reloader.stop();
     admin.stop();
     server.stop([&] { io.stop(); });
   });
   std::function<void()> wait_hup = [&] {
     hup.async_wait([&](const asio::error_code& ec, int) {
       if (ec) return;
-      notifier.reloading();
-      reload();
-      notifier.ready();
+      if (config_path.empty()) {
+        notifier.reloading();
+        spdlog::info("SIGHUP: no configuration file in use; the built-in defaults stay");
+        notifier.ready();
+      } else if (!reloader.request()) {
+        spdlog::info("SIGHUP: a reload is in progress; {} is read again after it", config_path);
+      }
       wait_hup();
     });
   };
@@ -281,56 +392,12 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
 
-  if (!flags.socket_path.empty() && flags.socket_path.front() != '/') {
-    std::cerr << "qbusd: --socket must be an absolute path\n";
-    return 2;
-  }
-  if (!flags.admin_socket_path.empty() && flags.admin_socket_path.front() != '/') {
-    std::cerr << "qbusd: --admin-socket must be an absolute path\n";
-    return 2;
-  }
-  if (!flags.tcp_listen.empty()) {
-    std::string why;
-    if (!qbus::proto::parse_address("tcp:" + flags.tcp_listen, why, true)) {
-      std::cerr << "qbusd: --tcp: " << why << "\n";
-      return 2;
-    }
-  }
-
-  Config config;
-  std::string source = "built-in defaults";
-  if (config_path.empty() && system_instance() &&
-      std::filesystem::exists(qbus::config::kSystemConfigPath)) {
-    config_path = qbus::config::kSystemConfigPath;
-  }
-  if (!config_path.empty()) {
-    auto r = qbus::config::load_file(config_path);
-    if (!r.config) {
-      std::cerr << "qbusd: " << r.error << "\n";
-      return 1;
-    }
-    config = std::move(*r.config);
-    source = config_path;
-  }
-  apply_flags(config, flags);
-  std::string token;
-  if (!config.tcp_listen.empty()) {
-    if (config.tcp_token_file.empty()) {
-      std::cerr << "qbusd: TCP needs a token: set tcp.token_file in the config file\n";
-      return 1;
-    }
-    std::string why;
-    auto t = qbus::config::load_token(config.tcp_token_file, why);
-    if (!t) {
-      std::cerr << "qbusd: " << why << "\n";
-      return 1;
-    }
-    token = std::move(*t);
-  }
-
+  int exit_code = 0;
+  auto startup = prepare(config_path, flags, exit_code);
+  if (!startup) return exit_code;
   if (check_config) {
-    std::cout << "configuration OK (" << source << ")\n";
+    std::cout << "configuration OK (" << startup->source << ")\n";
     return 0;
   }
-  return run(std::move(config), std::move(token), config_path, flags);
+  return run(std::move(*startup), flags);
 }

@@ -442,6 +442,16 @@ INSTANTIATE_TEST_SUITE_P(Config, ConfigBadInputTest, ::testing::ValuesIn(kBadInp
                            return std::string(param_info.param.name);
                          });
 
+TEST(ConfigTest, MoreDeclaredQueuesThanMaxQueuesIsRejected) {
+  const std::string queues = R"("queues": [{"key": "a"}, {"key": "b"}, {"key": "c"}])";
+  parse_ok(R"({"limits": {"max_queues": 3}, )" + queues + "}");
+
+  auto r = parse(R"({"limits": {"max_queues": 2}, )" + queues + "}");
+
+  EXPECT_FALSE(r.config.has_value());
+  EXPECT_EQ(r.error, "queues: declares 3 queues, more than limits.max_queues (2)");
+}
+
 TEST(ConfigTest, OverlongQueueKeyIsRejected) {
   const std::string key(256, 'k');
   auto r = parse(R"({"queues": [{"key": ")" + key + R"("}]})");
@@ -463,22 +473,65 @@ TEST(ConfigTest, InvalidJsonIsReportedAsSuch) {
 
 // ---- load_file ---------------------------------------------------------------------------
 
-TEST(ConfigTest, LoadFileOnAMissingPathSaysItCannotRead) {
+TEST(ConfigTest, LoadFileOnAMissingPathSaysItIsMissing) {
   const std::string path = ::testing::TempDir() + "qbus_config_test_does_not_exist.json";
 
   auto r = load_file(path);
 
   EXPECT_FALSE(r.config.has_value());
-  EXPECT_EQ(r.error, "cannot read config file " + path);
+  EXPECT_EQ(r.error, "config file " + path + " is missing");
 }
 
-TEST(ConfigTest, LoadFileOnADirectorySaysItCannotRead) {
+TEST(ConfigTest, LoadFileOnADirectorySaysItIsNotARegularFile) {
   const std::string dir = ::testing::TempDir();
 
   auto r = load_file(dir);
 
   EXPECT_FALSE(r.config.has_value());
-  EXPECT_EQ(r.error, "cannot read config file " + dir);
+  EXPECT_EQ(r.error, "config file " + dir + " is not a regular file (a directory)");
+}
+
+TEST(ConfigTest, LoadFileRefusesAFifoWithoutWaitingForAWriter) {
+  const std::string path = temp_path("fifo.json");
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0) << path;
+
+  auto r = load_file(path);  // a blocking open would wait here forever
+
+  EXPECT_FALSE(r.config.has_value());
+  EXPECT_EQ(r.error, "config file " + path + " is not a regular file (a FIFO)");
+  std::remove(path.c_str());
+}
+
+TEST(ConfigTest, LoadFileRefusesALinkToADeviceAndFollowsALinkToAFile) {
+  const std::string to_zero = temp_path("zero.json");
+  ASSERT_EQ(::symlink("/dev/zero", to_zero.c_str()), 0) << to_zero;
+  auto r = load_file(to_zero);
+  EXPECT_FALSE(r.config.has_value());
+  EXPECT_EQ(r.error, "config file " + to_zero + " is not a regular file (a character device)");
+  std::remove(to_zero.c_str());
+
+  TempFile target("link_target.json", R"({"log": {"level": "warn"}})");
+  const std::string to_file = temp_path("link.json");
+  ASSERT_EQ(::symlink(target.path().c_str(), to_file.c_str()), 0) << to_file;
+  auto ok = load_file(to_file);
+  ASSERT_TRUE(ok.config.has_value()) << ok.error;
+  EXPECT_EQ(ok.config->log_level, "warn");
+  std::remove(to_file.c_str());
+}
+
+TEST(ConfigTest, LoadFileTakesUpToOneMiBAndRefusesMoreNamingTheBound) {
+  const std::string json = R"({"log": {"level": "error"}})";
+  ASSERT_EQ(kMaxConfigFileBytes, 1u << 20);
+  TempFile largest("largest.json", json + std::string(kMaxConfigFileBytes - json.size(), ' '));
+  auto ok = load_file(largest.path());
+  ASSERT_TRUE(ok.config.has_value()) << ok.error;
+  EXPECT_EQ(ok.config->log_level, "error");
+
+  TempFile too_large("too_large.json",
+                     json + std::string(kMaxConfigFileBytes - json.size() + 1, ' '));
+  auto r = load_file(too_large.path());
+  EXPECT_FALSE(r.config.has_value());
+  EXPECT_EQ(r.error, "config file " + too_large.path() + " is larger than 1048576 bytes");
 }
 
 TEST(ConfigTest, LoadFileReadsAValidFile) {
@@ -662,6 +715,50 @@ TEST(ConfigTest, LoadTokenOnADirectoryIsAnError) {
   EXPECT_NE(error.find(dir), std::string::npos) << error;
   EXPECT_NE(error.find("not a regular file"), std::string::npos) << error;
   ::rmdir(dir.c_str());
+}
+
+TEST(ConfigTest, LoadTokenRefusesAFifoWithoutWaitingForAWriter) {
+  const std::string path = temp_path("token_fifo");
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0) << path;
+  std::string error;
+
+  auto t = load_token(path, error);
+
+  EXPECT_FALSE(t.has_value());
+  EXPECT_EQ(error, "token file " + path + " is not a regular file (a FIFO)");
+  std::remove(path.c_str());
+}
+
+TEST(ConfigTest, LoadTokenRefusesAFileOwnedByAnotherUidEvenAtMode0600) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give the file to uid 65534";
+  TempFile f("token_nobody", "s3cr3t\n", 0600);
+  ASSERT_EQ(::chown(f.path().c_str(), 65534, 65534), 0);
+  std::string error;
+
+  auto t = load_token(f.path(), error);
+
+  EXPECT_FALSE(t.has_value());
+  EXPECT_EQ(error, "token file " + f.path() +
+                       " is owned by uid 65534; it must be owned by root or by the uid qbusd "
+                       "runs as (0)");
+}
+
+TEST(ConfigTest, LoadTokenChecksTheOwnerBeforeTheMode) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give the file to uid 65534";
+  TempFile f("token_nobody_0644", "s3cr3t\n", 0644);
+  ASSERT_EQ(::chown(f.path().c_str(), 65534, 65534), 0);
+  std::string error;
+
+  EXPECT_FALSE(load_token(f.path(), error).has_value());
+  EXPECT_NE(error.find("owned by uid 65534"), std::string::npos) << error;
+}
+
+TEST(ConfigTest, LoadTokenRefusesAFileOverItsBound) {
+  TempFile f("token_huge", std::string(kMaxTokenFileBytes + 1, ' ') + "s3cr3t", 0600);
+  std::string error;
+
+  EXPECT_FALSE(load_token(f.path(), error).has_value());
+  EXPECT_EQ(error, "token file " + f.path() + " is larger than 65536 bytes");
 }
 
 TEST(ConfigTest, LoadTokenRefusesAFileOthersCanReadAndSaysHowToFixIt) {

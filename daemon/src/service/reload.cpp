@@ -2,7 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <mutex>
 #include <string>
+#include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -179,6 +182,82 @@ Config apply_reload(const Config& running, const Config& next, Server& server,
     }
   }
   return effective;
+}
+
+// What the reader thread and the reloader share. `owner` is only touched on the
+// io_context's thread; `io` is cleared under `mutex` by stop(), so a reader finishing late
+// never posts to an io_context that is gone.
+struct ConfigReloader::Shared {
+  std::mutex mutex;
+  asio::io_context* io = nullptr;
+  ConfigReloader* owner = nullptr;
+};
+
+ConfigReloader::ConfigReloader(asio::io_context& io, std::string path,
+                               std::function<void()> starting,
+                               std::function<void(config::LoadResult)> done)
+    : io_(io),
+      path_(std::move(path)),
+      starting_(std::move(starting)),
+      done_(std::move(done)),
+      shared_(std::make_shared<Shared>()) {
+  shared_->io = &io_;
+  shared_->owner = this;
+}
+
+ConfigReloader::~ConfigReloader() {
+  stop();
+}
+
+bool ConfigReloader::request() {
+  if (stopped_) return false;
+  if (in_flight_) {
+    again_ = true;
+    return false;
+  }
+  start_read();
+  return true;
+}
+
+void ConfigReloader::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  again_ = false;
+  shared_->owner = nullptr;
+  const std::lock_guard lock(shared_->mutex);
+  shared_->io = nullptr;
+}
+
+void ConfigReloader::start_read() {
+  in_flight_ = true;
+  if (starting_) starting_();
+  try {
+    // Detached (see the class comment): the thread owns copies of everything it uses.
+    std::thread([shared = shared_, path = path_] {
+      auto result = config::load_file(path);
+      const std::lock_guard lock(shared->mutex);
+      if (!shared->io) return;
+      asio::post(*shared->io, [shared, result = std::move(result)]() mutable {
+        if (shared->owner) shared->owner->finish(std::move(result));
+      });
+    }).detach();
+  } catch (const std::system_error& e) {
+    // Out of threads: this reload fails like an unreadable file, and the next may work.
+    config::LoadResult failed;
+    failed.error = "cannot start a thread to read " + path_ + ": " + e.what();
+    asio::post(io_, [shared = shared_, failed = std::move(failed)]() mutable {
+      if (shared->owner) shared->owner->finish(std::move(failed));
+    });
+  }
+}
+
+void ConfigReloader::finish(config::LoadResult result) {
+  in_flight_ = false;
+  if (done_) done_(std::move(result));
+  if (again_ && !stopped_) {
+    again_ = false;
+    start_read();
+  }
 }
 
 }  // namespace qbus::daemon

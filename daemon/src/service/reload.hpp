@@ -6,7 +6,10 @@
 // admin.path, admin.mode, tcp.*, limits.max_payload_bytes. config/README.md says the same.
 #pragma once
 
+#include <asio.hpp>
 #include <functional>
+#include <memory>
+#include <string>
 
 #include "broker/types.hpp"
 #include "qbus/config/config.hpp"
@@ -31,5 +34,47 @@ struct ReloadHooks {
 // Returns the configuration now in effect: `next`'s live fields, `running`'s others.
 config::Config apply_reload(const config::Config& running, const config::Config& next,
                             Server& server, const ReloadHooks& hooks);
+
+// Runs SIGHUP reloads of one file: reads and parses it (config::load_file) on a thread of
+// its own, so that whatever sits at the path cannot stall the broker, and hands the result
+// to `done` on the io_context's thread, where the broker's state may be touched.
+//
+// One read at a time: a request() while one is in flight is remembered, and however many
+// came, one more read runs after it (a reload reads the file as it is by then anyway).
+//
+// Thread-safety: request(), stop() and the destructor on the io_context's thread (or once
+// it no longer runs); `starting` and `done` are called there. The reader thread is
+// detached and shares only a small state block with this object, never `this`: a read
+// stuck in the kernel (a hung network file system) cannot hang shutdown, and its late
+// result is dropped once stop() ran. It logs nothing (the logger is not thread-safe).
+class ConfigReloader {
+ public:
+  // `starting` runs when a read begins (RELOADING=1, a log line); `done` gets its result.
+  ConfigReloader(asio::io_context& io, std::string path, std::function<void()> starting,
+                 std::function<void(config::LoadResult)> done);
+  ~ConfigReloader();
+  ConfigReloader(const ConfigReloader&) = delete;
+  ConfigReloader& operator=(const ConfigReloader&) = delete;
+
+  // Starts a read, or remembers one for when the current read is done. Returns false when
+  // the request was folded into a read still to come (nothing started now).
+  bool request();
+  // No more reads start, and a result still on its way is dropped. Idempotent.
+  void stop();
+
+ private:
+  struct Shared;
+  void start_read();
+  void finish(config::LoadResult result);
+
+  asio::io_context& io_;
+  std::string path_;
+  std::function<void()> starting_;
+  std::function<void(config::LoadResult)> done_;
+  std::shared_ptr<Shared> shared_;
+  bool in_flight_ = false;
+  bool again_ = false;
+  bool stopped_ = false;
+};
 
 }  // namespace qbus::daemon

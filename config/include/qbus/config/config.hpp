@@ -2,6 +2,7 @@
 // broker never sees it. Every field has a built-in default (config/README.md lists them).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -80,14 +81,25 @@ struct LoadResult {
   std::string error;  // one line: "FIELD.PATH: problem" (or the file/JSON problem)
 };
 
+// The largest config file qbusd reads; a larger one is refused, not truncated.
+inline constexpr std::size_t kMaxConfigFileBytes = 1u << 20;
+// The largest token file (the token itself is at most proto::kMaxTokenSize bytes).
+inline constexpr std::size_t kMaxTokenFileBytes = 64u << 10;
+
 // Parses and validates JSON text. Unknown keys, wrong types and out-of-range values are
 // errors naming the field path, e.g. "limits.max_payload_bytes: must be at most 67108864".
 LoadResult parse(std::string_view json_text);
+// Reads and parses the file at `path` (a symlink is followed). Anything but a regular file
+// (a FIFO, a device, a directory) is refused without blocking on it, and so is a file over
+// kMaxConfigFileBytes; at most that many bytes are ever read. Thread-safe: it touches no
+// shared state (qbusd calls it off the broker's thread on reload).
 LoadResult load_file(const std::string& path);
 
-// Reads the TCP token: the file must be a regular file that neither group nor others can
-// read or write, and hold a non-empty token (surrounding whitespace is ignored). On failure
-// returns nullopt and sets `error` to one line naming the file and the problem.
+// Reads the TCP token. The file must be a regular file (no FIFO or device, never blocked
+// on), owned by root or by the daemon's effective uid (sshd's rule for keys: someone else
+// could rewrite it), that neither group nor others can read or write, of at most
+// kMaxTokenFileBytes, holding a non-empty token (surrounding whitespace is ignored). On
+// failure returns nullopt and sets `error` to one line naming the file and the problem.
 std::optional<std::string> load_token(const std::string& path, std::string& error);
 
 bool is_valid_log_level(std::string_view level);
