@@ -201,8 +201,15 @@ class RawTcp {
       throw std::system_error(errno, std::system_category(), "connect from " + source);
     }
   }
-  RawTcp(RawTcp&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  RawTcp& operator=(RawTcp&&) = delete;
+  RawTcp(RawTcp&& o) noexcept : fd_(std::exchange(o.fd_, -1)), in_(std::move(o.in_)) {}
+  RawTcp& operator=(RawTcp&& o) noexcept {
+    if (this != &o) {
+      if (fd_ >= 0) ::close(fd_);
+      fd_ = std::exchange(o.fd_, -1);
+      in_ = std::move(o.in_);
+    }
+    return *this;
+  }
   ~RawTcp() {
     if (fd_ >= 0) ::close(fd_);
   }
@@ -215,6 +222,7 @@ class RawTcp {
       throw std::system_error(errno, std::system_category(), "send HELLO");
     }
   }
+  int fd() const { return fd_; }
   // Whether the daemon has sent anything (or closed) by now.
   bool answered() const {
     pollfd p{fd_, POLLIN, 0};
@@ -320,6 +328,46 @@ TEST_F(TcpTest, TokenComesFromTheEnvironmentForQbusctl) {
   r = run({qbusctl_path(), "--address", daemon_.tcp_address(), "send", "env", "x"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("QBUS_TOKEN"), std::string::npos) << r.err;
+}
+
+TEST_F(TcpTest, WaitingRefusalsBoundTheGuessesOneSourceHasInFlight) {
+  const auto port = tcp_port(daemon_);
+  fail_logins(port, 5);
+  // Eight guesses fill the address's unauthenticated slots; their refusals wait 1 s, 2 s,
+  // 4 s, 8 s, then 10 s.
+  std::vector<RawTcp> guesses;
+  for (int i = 0; i < 8; ++i)
+    guesses.emplace_back(port).hello("guess");
+  // The three quickest refusals free their slots, which three more guesses take (10 s
+  // each): every slot is then held for seconds to come.
+  std::vector<bool> refused(guesses.size(), false);
+  for (int n = 0; n < 3;) {
+    std::vector<pollfd> polls;
+    for (const auto& g : guesses)
+      polls.push_back(pollfd{g.fd(), POLLIN, 0});
+    ASSERT_GT(::poll(polls.data(), polls.size(), 30'000), 0) << "no refusal came";
+    for (std::size_t i = 0; i < polls.size(); ++i) {
+      if (polls[i].revents == 0 || refused[i]) continue;
+      expect_refused(guesses[i], Errc::auth_failed);
+      refused[i] = true;
+      ++n;
+    }
+  }
+  for (std::size_t i = 0; i < guesses.size(); ++i) {
+    if (refused[i]) guesses[i] = RawTcp(port);
+  }
+  for (std::size_t i = 0; i < guesses.size(); ++i) {
+    if (refused[i]) guesses[i].hello("guess");
+  }
+  // A ninth connection from the address gets no slot while the refusals wait.
+  RawTcp ninth(port);
+  expect_refused(ninth, Errc::too_many_connections);
+  // Another source is not affected.
+  RawTcp other(port, "127.0.0.2");
+  other.hello(kToken);
+  const auto r = other.reply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->type, proto::FrameType::welcome) << r->text;
 }
 
 TEST(TcpPreauth, AFullTableMakesRoomByClosingTheOldestConnectionOfTheBusiestSource) {
