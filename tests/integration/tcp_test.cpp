@@ -401,6 +401,7 @@ TEST(TcpPreauth, AFullTableMakesRoomByClosingTheOldestConnectionOfTheBusiestSour
   EXPECT_NE(r->text.find("make room"), std::string::npos) << r->text;
   for (std::size_t i = 1; i < idle.size(); ++i)
     EXPECT_FALSE(idle[i].answered()) << "idle connection " << i;
+  EXPECT_TRUE(d.wait_for_log("to make room for client"));
 }
 
 TEST(TcpStartup, TokenFileProblemsStopTheDaemonWithOneLine) {
