@@ -28,6 +28,8 @@ constexpr std::size_t kMaxFdsPerWrite = 16;
 // is an open file in qbusd, and a peer that does not read must not collect thousands.
 constexpr std::size_t kMaxPendingFds = 32;
 
+constexpr std::string_view kAuthFailedText = "TCP clients must present the broker's token";
+
 bool would_block(const asio::error_code& ec) {
   return ec == asio::error::would_block || ec == asio::error::try_again;
 }
@@ -577,7 +579,7 @@ Connection::Step Connection::handle_hello(const proto::Header& h, proto::Bytes b
     return Step::next;
   }
   if (identity_.tcp) {
-    authenticate(h.correlation, std::string(m.token), std::string(m.client_name));
+    authenticate(h.correlation, m.token, m.client_name);
     return Step::next;
   }
   welcome(h.correlation, m.client_name);
@@ -601,38 +603,56 @@ void Connection::welcome(std::uint64_t correlation, std::string_view name) {
   spdlog::debug("client {} connected: {} name '{}'", id_, description_, name);
 }
 
-void Connection::authenticate(std::uint64_t correlation, std::string token, std::string name) {
-  const auto delay = server_.auth_delay(remote_ip_);
-  if (delay.count() > 0 && !held_) {
-    // Hold the HELLO itself, not only the refusal: every guess from a failing address
-    // waits, however many connections it opens.
-    held_ = true;
-    handshake_timer_.expires_after(delay);
-    handshake_timer_.async_wait([self = shared_from_this(), correlation, token = std::move(token),
-                                 name = std::move(name)](const asio::error_code& ec) mutable {
-      if (ec || self->closed_) return;
-      self->authenticate(correlation, std::move(token), std::move(name));
-      self->held_ = false;
-      self->resume();  // frames that arrived behind the HELLO, then reading
-    });
-    return;
-  }
-  if (!token_matches(token, server_.options().tcp_token)) {
-    const std::uint32_t failures = server_.auth_failed(remote_ip_);
-    // Logged per address, sparingly: a remote host must not be able to flood the log.
-    if (failures <= 3 || failures % 100 == 0) {
-      spdlog::warn("client {} ({}): auth_failed: {} ({} failures from this address)", id_,
-                   description_, token.empty() ? "no token presented" : "wrong token", failures);
+void Connection::authenticate(std::uint64_t correlation, std::string_view token,
+                              std::string_view name) {
+  if (token_matches(token, server_.options().tcp_token)) {
+    // At once, however often this address failed: the delay below slows guessing, and the
+    // right answer is not a guess.
+    if (const Errc e = server_.authenticated(*this); e != Errc::ok) {
+      spdlog::warn("refusing client {} ({}): {}", id_, description_, errc_name(e));
+      reject(e, "connection limit reached for TCP clients");
+      return;
     }
-    reject(Errc::auth_failed, "TCP clients must present the broker's token");
+    welcome(correlation, name);
     return;
   }
-  if (const Errc e = server_.authenticated(*this); e != Errc::ok) {
-    spdlog::warn("refusing client {} ({}): {}", id_, description_, errc_name(e));
-    reject(e, "connection limit reached for TCP clients");
+  // The delay follows the failures before this one, so the first few are answered at once.
+  const auto delay = server_.auth_delay(remote_ip_);
+  const std::uint32_t failures = server_.auth_failed(remote_ip_);
+  // Logged per address, sparingly: a remote host must not be able to flood the log.
+  if (failures <= 3 || failures % 100 == 0) {
+    spdlog::warn("client {} ({}): auth_failed: {} ({} failures from this address)", id_,
+                 description_, token.empty() ? "no token presented" : "wrong token", failures);
+  }
+  if (delay.count() == 0) {
+    reject(Errc::auth_failed, kAuthFailedText);
     return;
   }
-  welcome(correlation, name);
+  // A guesser sees no WELCOME and knows at once that it guessed wrong; what slows it down
+  // is that the connection keeps one of its address's few unauthenticated slots until the
+  // refusal goes out. Nothing more is read meanwhile, so not even closing frees the slot.
+  held_ = true;
+  handshake_timer_.expires_after(delay);
+  handshake_timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+    if (ec || self->closed_) return;
+    self->reject(Errc::auth_failed, kAuthFailedText);
+    self->server_.end_of_batch();
+  });
+}
+
+void Connection::preauth_expired() {
+  if (closed_) return;
+  if (!closing_) {
+    // Only reached when this connection's own timers did not end it first (a refusal's
+    // delay always runs out before this bound).
+    if (held_) {
+      reject(Errc::auth_failed, kAuthFailedText);
+    } else {
+      reject(Errc::handshake_timeout, "not authenticated in time");
+    }
+  }
+  flush();
+  close();
 }
 
 void Connection::error(std::uint64_t correlation, Errc code, std::string_view text) {

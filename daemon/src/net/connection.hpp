@@ -84,6 +84,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const std::string& remote_ip() const { return remote_ip_; }
   bool authenticated() const { return authenticated_; }
   void mark_authenticated() { authenticated_ = true; }
+  // TCP: the server's bound on unauthenticated time ran out. Refuses (if nothing was sent
+  // yet) and closes now, whatever the connection was waiting for.
+  void preauth_expired();
   bool closed() const { return closed_; }
   bool flush_pending = false;  // on the server's dirty list
   bool starved = false;        // on its uid's starved list (Server::wants_more)
@@ -107,8 +110,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Answers a frame the peer should not have sent (the connection goes on) and logs it.
   void bad_request(std::uint64_t correlation, Errc code, std::string_view text);
   bool can_read() const { return !closed_ && !closing_ && !blocked_ && !held_ && !backed_up(); }
-  // Checks a TCP peer's token, after holding the HELLO when its address failed often.
-  void authenticate(std::uint64_t correlation, std::string token, std::string name);
+  // Checks a TCP peer's token: welcomes the right one at once; refuses a wrong one, late
+  // when its address has failed often.
+  void authenticate(std::uint64_t correlation, std::string_view token, std::string_view name);
   void welcome(std::uint64_t correlation, std::string_view name);
   void wait_writable();
   void resume();  // processes held-back frames, then reads again if allowed
@@ -155,8 +159,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   };
   // Output behind a stream, in order (TCP only; empty when nothing is being streamed).
   std::deque<std::variant<InlineStream, proto::ByteBuffer>> queued_;
-  // One timer per connection, used in turn for the handshake timeout, a held TCP HELLO
-  // and the grace before a closing connection is cut.
+  // One timer per connection, used in turn for the handshake timeout, a delayed TCP
+  // refusal and the grace before a closing connection is cut.
   asio::steady_timer handshake_timer_;
   Stats stats_;
   std::uint64_t misbehaviours_ = 0;
@@ -166,7 +170,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool reading_ = false;
   bool writing_ = false;
   bool blocked_ = false;        // a producer waiting for room in a full queue
-  bool held_ = false;           // a HELLO is held back (repeated failed logins)
+  bool held_ = false;           // a wrong token's refusal is being delayed
   bool authenticated_ = false;  // TCP: presented the token (and became a broker peer)
   bool paused_output_ = false;  // reads paused until the peer reads its answers
   bool closing_ = false;

@@ -24,7 +24,8 @@ constexpr std::size_t kMaxTrackedAuthAddresses = 4096;
 constexpr std::uint32_t kFreeAuthFailures = 3;
 constexpr auto kMaxAuthDelay = std::chrono::seconds(10);
 constexpr auto kAuthMemory = std::chrono::minutes(15);
-// Unauthenticated TCP connections: from one address, and in all.
+// Unauthenticated TCP connections: from one source, and in all. A source's cap is what
+// bounds its guesses in flight, each held until its refusal goes out.
 constexpr std::uint32_t kMaxPreauthPerAddress = 8;
 constexpr std::uint32_t kMaxPreauthTotal = 256;
 // A TCP peer that vanishes without a FIN is noticed within about two minutes.
@@ -58,7 +59,8 @@ Server::Server(asio::io_context& io, ServerOptions options)
       tcp_retry_(io),
       deadline_timer_(io),
       drain_timer_(io),
-      scratch_(kScratchSize) {}
+      scratch_(kScratchSize),
+      preauth_timer_(io) {}
 
 Server::~Server() = default;
 
@@ -228,36 +230,117 @@ void Server::admit(asio::generic::stream_protocol::socket socket, broker::Identi
   conn->set_comm(std::move(comm));
   conns_.emplace(id, conn);
   Errc e = Errc::ok;
+  std::string_view why;
   if (who.tcp) {
-    auto& from_ip = preauth_by_ip_[remote_ip];
-    if (from_ip >= kMaxPreauthPerAddress || preauth_total_ >= kMaxPreauthTotal) {
-      e = Errc::too_many_connections;
-    }
-    ++from_ip;  // counted either way; forget() gives it back
-    ++preauth_total_;
+    why = admit_preauth(id, remote_ip);
+    if (!why.empty()) e = Errc::too_many_connections;
   } else {
     e = broker_.connect(id, who, broker::Clock::now());
+    why = "connection limit reached for this uid or broker";
   }
   if (e != Errc::ok) {
     spdlog::warn("refusing client {} ({}): {}", id, conn->description(), errc_name(e));
-    conn->reject(e, who.tcp ? "too many unauthenticated connections"
-                            : "connection limit reached for this uid or broker");
+    conn->reject(e, why);
   } else {
     conn->start();
   }
   end_of_batch();
 }
 
-void Server::end_preauth(const std::string& address) {
-  auto it = preauth_by_ip_.find(address);
-  if (it == preauth_by_ip_.end()) return;
-  if (--it->second == 0) preauth_by_ip_.erase(it);
-  --preauth_total_;
+std::string_view Server::admit_preauth(broker::PeerId id, const std::string& source) {
+  if (auto it = preauth_by_source_.find(source);
+      it != preauth_by_source_.end() && it->second >= kMaxPreauthPerAddress) {
+    return "too many unauthenticated connections from your address";
+  }
+  if (preauth_.size() >= kMaxPreauthTotal) {
+    // Full. Whoever holds the most gives up its oldest: a newcomer from a quieter source
+    // always gets in, and no source can hold the table against the others.
+    std::uint32_t most = 0;
+    for (const auto& [s, n] : preauth_by_source_)
+      most = std::max(most, n);
+    const auto victim = std::find_if(preauth_.begin(), preauth_.end(), [&](const Preauth& p) {
+      return preauth_by_source_.at(p.source) == most;
+    });
+    if (victim->source == source) {
+      return "too many unauthenticated connections, and your address holds the most";
+    }
+    const auto c = conns_.at(victim->id);  // a copy: closing it erases the entry
+    end_preauth(c->id());
+    if (++preauth_evictions_ <= 3 || preauth_evictions_ % 100 == 0) {
+      spdlog::warn(
+          "closing unauthenticated client {} ({}) to make room for client {}: {} TCP "
+          "connections are waiting to authenticate ({} evictions so far)",
+          c->id(), c->description(), id, kMaxPreauthTotal, preauth_evictions_);
+    }
+    if (c->closing()) {
+      c->close();  // going anyway
+    } else {
+      c->reject(Errc::too_many_connections,
+                "closed to make room for a newer connection: the broker's table of "
+                "unauthenticated TCP connections was full, and your address held the most "
+                "of them");
+    }
+  }
+  // Bounded whatever the connection waits for: the handshake timeout for its HELLO, then
+  // at most the longest refusal delay.
+  const auto deadline = broker::Clock::now() +
+                        std::chrono::milliseconds(options_.handshake_timeout_ms) + kMaxAuthDelay;
+  preauth_.push_back(Preauth{id, source, deadline});
+  ++preauth_by_source_[source];
+  arm_preauth_timer();
+  return {};
+}
+
+void Server::end_preauth(broker::PeerId id) {
+  const auto it =
+      std::find_if(preauth_.begin(), preauth_.end(), [&](const Preauth& p) { return p.id == id; });
+  if (it == preauth_.end()) return;
+  if (auto n = preauth_by_source_.find(it->source); --n->second == 0) {
+    preauth_by_source_.erase(n);
+  }
+  preauth_.erase(it);
+}
+
+void Server::arm_preauth_timer() {
+  if (preauth_.empty()) return;
+  const auto next =
+      std::min_element(preauth_.begin(), preauth_.end(), [](const Preauth& x, const Preauth& y) {
+        return x.deadline < y.deadline;
+      })->deadline;
+  // Armed for an earlier one already: that wake-up re-arms for the rest.
+  if (preauth_armed_for_ != broker::Clock::time_point{} && preauth_armed_for_ <= next) return;
+  preauth_armed_for_ = next;
+  preauth_timer_.expires_at(next);
+  preauth_timer_.async_wait([this](const asio::error_code& ec) {
+    if (ec) return;  // re-armed for an earlier deadline
+    preauth_armed_for_ = {};
+    expire_preauth();
+  });
+}
+
+void Server::expire_preauth() {
+  const auto now = broker::Clock::now();
+  std::vector<std::shared_ptr<Connection>> due;
+  for (const auto& p : preauth_) {
+    if (p.deadline > now) continue;
+    if (auto it = conns_.find(p.id); it != conns_.end()) due.push_back(it->second);
+  }
+  for (const auto& c : due) {
+    end_preauth(c->id());
+    spdlog::warn(
+        "client {} ({}): closed: still unauthenticated after the handshake timeout "
+        "plus the longest refusal delay",
+        c->id(), c->description());
+    c->preauth_expired();
+  }
+  end_of_batch();
+  arm_preauth_timer();
 }
 
 Errc Server::authenticated(Connection& c) {
-  auth_failures_.erase(c.remote_ip());
-  end_preauth(c.remote_ip());
+  // The address's failure count stays: it delays only wrong tokens now, and a client that
+  // got in must not give a guesser behind the same address fresh free attempts.
+  end_preauth(c.id());
   c.mark_authenticated();
   return broker_.connect(c.id(), c.identity(), broker::Clock::now());
 }
@@ -342,9 +425,7 @@ void Server::arm_deadline_timer() {
 void Server::forget(broker::PeerId id) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
-  if (it->second->identity().tcp && !it->second->authenticated()) {
-    end_preauth(it->second->remote_ip());
-  }
+  if (it->second->identity().tcp && !it->second->authenticated()) end_preauth(id);
   broker_.disconnect(id);
   // The connection may be mid-call up the stack; let it die after this handler returns.
   // The disconnect may also have answered other peers (failed requests): flush them.

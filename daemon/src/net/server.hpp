@@ -74,8 +74,9 @@ class Server final : public broker::Sink {
   void mark_dirty(broker::PeerId id);
   void end_of_batch();  // flush dirty connections, re-arm the deadline timer
   void forget(broker::PeerId id);
-  // How long to hold a TCP HELLO from `address` before its token is even compared:
-  // nothing after few failures, then growing, so that guessing tokens is slow.
+  // How long to hold the refusal of a wrong TCP token from `address` (a source key):
+  // nothing after few failures, then growing, so that guessing tokens is slow. A right
+  // token is never held.
   std::chrono::milliseconds auth_delay(const std::string& address) const;
   // Records a failed TCP authentication; returns the address's failure count.
   std::uint32_t auth_failed(const std::string& address);
@@ -109,6 +110,12 @@ class Server final : public broker::Sink {
     std::uint32_t count = 0;
     broker::Clock::time_point last;
   };
+  // An unauthenticated TCP connection.
+  struct Preauth {
+    broker::PeerId id = 0;
+    std::string source;                  // source_key() of its remote address
+    broker::Clock::time_point deadline;  // closed then, whatever it is waiting for
+  };
 
   void listen_on(int unix_fd);
   void start_tcp();
@@ -119,7 +126,13 @@ class Server final : public broker::Sink {
                     const asio::error_code& ec);
   void admit(asio::generic::stream_protocol::socket socket, broker::Identity who,
              std::string description, std::string remote_ip, std::string comm = {});
-  void end_preauth(const std::string& address);
+  // Gives a new TCP connection an unauthenticated slot, closing another source's oldest
+  // connection when the table is full; returns why it gets none (empty: it got one).
+  std::string_view admit_preauth(broker::PeerId id, const std::string& source);
+  // Frees connection `id`'s unauthenticated slot, if it holds one.
+  void end_preauth(broker::PeerId id);
+  void arm_preauth_timer();
+  void expire_preauth();
   void arm_deadline_timer();
   void deliver_region(Connection& c, std::uint64_t correlation, bool last,
                       const proto::Deliver& fields, const broker::RegionRef& ref);
@@ -154,9 +167,13 @@ class Server final : public broker::Sink {
   std::vector<broker::PeerId> dirty_;
   std::vector<std::byte> scratch_;
   std::unordered_map<std::string, AuthFailures> auth_failures_;
-  // TCP connections that have not authenticated yet, per remote address and in all.
-  std::unordered_map<std::string, std::uint32_t> preauth_by_ip_;
-  std::uint32_t preauth_total_ = 0;
+  // TCP connections that have not authenticated yet, oldest first, and how many each
+  // source holds.
+  std::vector<Preauth> preauth_;
+  std::unordered_map<std::string, std::uint32_t> preauth_by_source_;
+  asio::steady_timer preauth_timer_;  // for the earliest Preauth::deadline
+  broker::Clock::time_point preauth_armed_for_{};
+  std::uint64_t preauth_evictions_ = 0;  // for sampling their log lines
   broker::PeerId next_id_ = 1;
   BoundSocket bound_;
   bool stopping_ = false;
