@@ -108,6 +108,12 @@ class Broker {
   void receive_direct(PeerId peer, std::uint64_t correlation, std::uint32_t max_count,
                       std::int32_t timeout_ms, Clock::time_point now);
   void claim_inbox(PeerId peer);
+  // The process of `peer`'s connection has exited, while its connections may still be open
+  // (inherited by other processes). Its inbox is no longer routed by pid: sends by pid get
+  // no_such_peer or wait for a new process with that pid (section 8.5), and producers
+  // blocked on the inbox retry. The connections keep the inbox, with what is in it and
+  // what is sent to them by client id. Parked sends are not affected. Idempotent.
+  void process_exited(PeerId peer);
 
   // Queues `payload` with the sender's identity and request id `correlation`; the reply
   // (a direct send with in_reply_to == correlation) is delivered to the requester under
@@ -242,6 +248,8 @@ class Broker {
   DeadlineIndex::iterator add_deadline(Clock::time_point when, const Deadline& d);
 
   Inbox* inbox_for(const DirectSend& d);
+  // Stops routing the pid `it` names to its inbox (its process has exited).
+  void retire_inbox(std::unordered_map<std::uint32_t, Inbox*>::iterator it);
   void join_inbox(PeerId peer, Peer& p, Clock::time_point now);
   void leave_inbox(PeerId peer, Peer& p);
   void deliver_parked(Inbox& inbox, Clock::time_point now);

@@ -109,6 +109,12 @@ class Sink {
   // False while `peer` has more unsent output than the edge wants buffered; the core then
   // ends receive batches early instead of piling more onto a slow reader.
   virtual bool wants_more(PeerId peer) = 0;
+  // True once the process of `peer`'s connection is known to have exited, though the
+  // connection may live on in a process that inherited it; false when the edge cannot
+  // tell. Asked when a message is routed by pid, so that a process that has exited never
+  // takes what is meant for its pid even before the edge reports the exit (see
+  // Broker::process_exited); it must be cheap and exact.
+  virtual bool has_exited(PeerId peer) = 0;
 };
 
 }  // namespace qbus::broker
