@@ -1,5 +1,5 @@
 // What qbusd does when a client process exits while a connection it made lives on (inherited
-// by its parent).
+// by its parent) or while the daemon is not reading it (a producer paused by backpressure).
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "daemon.hpp"
+#include "eventually.hpp"
 #include "process.hpp"
 #include "qbus/proto/buffer.hpp"
 
@@ -201,6 +202,47 @@ TEST_F(LivenessTest, DirectSendToAnExitedPidDoesNotReachTheConnectionItLeftBehin
   EXPECT_EQ(send_to_pid_error(sender, child, "for-the-new-process"), Errc::ok);
   EXPECT_EQ(wait_exit(*reuser), 0);
   EXPECT_EQ(take_direct(inherited, 9), std::nullopt);
+}
+
+class BlockedProducerTest : public LivenessTest {
+ protected:
+  std::string ctl_json(const std::string& what) {
+    auto r = run({qbusctl_path(), "--address", daemon_.address(), "--json", what});
+    if (r.exit_code != 0) throw std::runtime_error("qbusctl " + what + ": " + r.err);
+    return r.out;
+  }
+  static bool lists_pid(const std::string& json, pid_t pid) {
+    const std::string p = std::to_string(pid);
+    return json.find("\"pid\":" + p + ",") != std::string::npos ||
+           json.find("\"pid\": " + p + ",") != std::string::npos;
+  }
+};
+
+TEST_F(BlockedProducerTest, ProducerKilledWhileBlockedIsForgotten) {
+  auto c = connect("observer");
+  c.declare("tiny", QueueOptions{1, 4096, Overflow::block});
+  const pid_t producer = spawn([&] {
+    auto p = connect("producer");
+    p.send_confirmed("tiny", "fills-it");
+    p.send_confirmed("tiny", "blocks");  // never answered: the queue stays full
+    return 0;
+  });
+  // The producer is blocked once the queue shows it.
+  ASSERT_TRUE(eventually([&] {
+    const auto q = ctl_json("queues");
+    return q.find("\"blocked_producers\":1") != std::string::npos ||
+           q.find("\"blocked_producers\": 1") != std::string::npos;
+  })) << ctl_json("queues");
+  ASSERT_TRUE(lists_pid(ctl_json("clients"), producer));
+  ::kill(producer, SIGKILL);
+  EXPECT_EQ(wait_exit(producer), 100 + SIGKILL);
+  EXPECT_TRUE(eventually([&] { return !lists_pid(ctl_json("clients"), producer); }))
+      << ctl_json("clients");
+  EXPECT_EQ(send_to_pid_error(c, producer, "to-the-dead"), Errc::no_such_peer);
+  // Its blocked send never went in; the queue still holds the first message.
+  auto m = c.receive("tiny", milliseconds(0));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->text(), "fills-it");
 }
 
 }  // namespace
