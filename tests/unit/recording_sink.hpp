@@ -66,7 +66,7 @@ class RecordingSink : public Sink {
     return it == wants_more_.end() || it->second;
   }
 
-  bool has_exited(PeerId peer) override {
+  bool has_exited(PeerId peer, Clock::time_point) override {
     ++exit_checks;
     return exited_.count(peer) != 0;
   }

@@ -247,7 +247,7 @@ class Broker {
   WaiterList::iterator add_waiter(Queue& q, const Waiter& w);
   DeadlineIndex::iterator add_deadline(Clock::time_point when, const Deadline& d);
 
-  Inbox* inbox_for(const DirectSend& d);
+  Inbox* inbox_for(const DirectSend& d, Clock::time_point now);
   // Stops routing the pid `it` names to its inbox (its process has exited).
   void retire_inbox(std::unordered_map<std::uint32_t, Inbox*>::iterator it);
   void join_inbox(PeerId peer, Peer& p, Clock::time_point now);

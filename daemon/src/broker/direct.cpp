@@ -5,13 +5,13 @@
 
 namespace qbus::broker {
 
-Broker::Inbox* Broker::inbox_for(const DirectSend& d) {
+Broker::Inbox* Broker::inbox_for(const DirectSend& d, Clock::time_point now) {
   if (d.kind == proto::TargetKind::pid) {
     auto it = newest_by_pid_.find(static_cast<std::uint32_t>(d.target));
     if (it == newest_by_pid_.end()) return nullptr;
     // The edge may not have handled the process's exit yet: ask now, or a message meant for
     // a later process with this pid could land with a connection the old one left behind.
-    if (sink_.has_exited(it->second->members.front())) {
+    if (sink_.has_exited(it->second->members.front(), now)) {
       retire_inbox(it);
       return nullptr;
     }
@@ -58,7 +58,7 @@ void Broker::join_inbox(PeerId peer, Peer& p, Clock::time_point now) {
       if (p.id.process_token == 0) by_pid = false;
     }
   }
-  if (by_pid && sink_.has_exited(peer)) by_pid = false;
+  if (by_pid && sink_.has_exited(peer, now)) by_pid = false;
   const std::string name =
       by_pid ? "pid:" + std::to_string(p.id.pid) : "client:" + std::to_string(p.id.client_id);
   auto inbox = std::make_unique<Inbox>(name, limits_.inbox, p.id);
@@ -174,7 +174,7 @@ SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
     return {};
   }
 
-  if (Inbox* inbox = inbox_for(d)) {
+  if (Inbox* inbox = inbox_for(d, now)) {
     return enqueue(inbox->queue, from, sender, payload, now, 0, 0, region);
   }
 

@@ -323,7 +323,7 @@ void Server::on_process_exit(const ProcessKey& key) {
   end_of_batch();
 }
 
-bool Server::has_exited(broker::PeerId peer) {
+bool Server::has_exited(broker::PeerId peer, broker::Clock::time_point as_of) {
   Connection* c = find(peer);
   if (!c) return false;
   const auto& who = c->identity();
@@ -332,10 +332,14 @@ bool Server::has_exited(broker::PeerId peer) {
   if (it == processes_.end()) return false;
   ProcessWatch& w = *it->second;
   if (w.exited) return true;
+  // `as_of` was read after the frame being handled: a poll made later covers it.
+  if (as_of <= w.alive_after) return false;
   // The exit may be known to the kernel and not yet to us: a pidfd is readable from the
   // moment its process has exited (a zombie included).
+  const auto before_poll = broker::Clock::now();
   pollfd p{w.pidfd.native_handle(), POLLIN, 0};
   w.exited = ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+  if (!w.exited) w.alive_after = before_poll;
   return w.exited;
 }
 

@@ -87,7 +87,7 @@ class Server final : public broker::Sink {
   void confirm(broker::PeerId to, std::uint64_t correlation) override;
   void resume(broker::PeerId producer) override;
   bool wants_more(broker::PeerId peer) override;
-  bool has_exited(broker::PeerId peer) override;
+  bool has_exited(broker::PeerId peer, broker::Clock::time_point as_of) override;
 
  private:
   // One pidfd per peer process (pid and process token), shared by its connections and
@@ -98,6 +98,9 @@ class Server final : public broker::Sink {
     asio::posix::stream_descriptor pidfd;
     std::vector<broker::PeerId> conns;  // the process's open connections
     bool exited = false;
+    // The process was alive at a poll made after this time: frames read before it need
+    // no new poll (a sender of many direct messages pays one per read, not one each).
+    broker::Clock::time_point alive_after{};
   };
   using ProcessKey = std::pair<std::uint32_t, std::uint64_t>;  // pid, process token
   struct ProcessKeyHash {
