@@ -97,10 +97,11 @@ class Broker {
   void receive(PeerId peer, std::uint64_t correlation, std::string_view key,
                std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now);
 
-  // Direct messages. A pid names the newest process with that pid (an older one that had
-  // the same pid has exited, so it can never receive what is meant for the new one); a
-  // client id names one connection's process (for TCP peers, the connection itself). A
-  // reply (in_reply_to != 0) goes to the request waiting on the named connection.
+  // Direct messages. A pid names the newest process with that pid as long as it has not
+  // exited (Sink::has_exited is asked): an older or exited one can never receive what is
+  // meant for the pid, even through connections it left open. A client id names one
+  // connection's process (for TCP peers, the connection itself). A reply
+  // (in_reply_to != 0) goes to the request waiting on the named connection.
   SendOutcome send_direct(PeerId from, const DirectSend& d, Bytes payload, Clock::time_point now,
                           RegionRef region = {});
   // Takes from the inbox of the peer's process; only the inbox's owner may (the
