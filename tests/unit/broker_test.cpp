@@ -1441,6 +1441,89 @@ TEST_F(BrokerTest, PidRoutingNeverFallsBackToAnOlderInstanceOfThePid) {
   EXPECT_EQ(broker().inbox_depth(old_instance), 1u);
 }
 
+TEST_F(BrokerTest, AnExitedProcessIsNoLongerReachableByPidButKeepsItsInbox) {
+  const PeerId left_behind = connect_process(777, 1);  // inherited by another process
+  const PeerId sender = connect();
+  EXPECT_EQ(send_to_pid(sender, 777, "before").result, SendResult::accepted);
+
+  sink_.set_exited(left_behind);
+  broker().process_exited(left_behind);
+
+  auto out = send_to_pid(sender, 777, "after", 0, true);
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_EQ(out.error, Errc::no_such_peer);
+  // A send that may wait waits for a process with the pid, not for the old one.
+  EXPECT_EQ(send_to_pid(sender, 777, "parked", 1000, true).result, SendResult::deferred);
+  EXPECT_EQ(broker().inbox_depth(left_behind), 1u);
+  // The connection keeps what was in the inbox and what is sent to it by client id.
+  EXPECT_EQ(send_to_client(sender, left_behind, "by id").result, SendResult::accepted);
+  receive_direct_now(left_behind, 10);
+  EXPECT_EQ(payloads_to(left_behind), (std::vector<std::string>{"before", "by id"}));
+
+  // A new process with the pid gets the parked send, and later ones.
+  const PeerId fresh = connect_process(777, 2);
+  EXPECT_EQ(broker().inbox_depth(fresh), 1u);
+  EXPECT_EQ(send_to_pid(sender, 777, "for the new one").result, SendResult::accepted);
+  EXPECT_EQ(broker().inbox_depth(fresh), 2u);
+  // A late exit report for the old process leaves the new one routed.
+  broker().process_exited(left_behind);
+  EXPECT_EQ(send_to_pid(sender, 777, "still new").result, SendResult::accepted);
+  EXPECT_EQ(broker().inbox_depth(fresh), 3u);
+}
+
+TEST_F(BrokerTest, RoutingByPidAsksWhetherTheProcessExitedBeforeTheEdgeSaysSo) {
+  const PeerId left_behind = connect_process(777, 1);
+  const PeerId sender = connect();
+  EXPECT_EQ(send_to_pid(sender, 777, "alive").result, SendResult::accepted);
+  EXPECT_GE(sink_.exit_checks, 1u);
+
+  // Exited, but process_exited() has not been called yet.
+  sink_.set_exited(left_behind);
+  const auto out = send_to_pid(sender, 777, "too late", 0, true);
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_EQ(out.error, Errc::no_such_peer);
+  EXPECT_EQ(broker().inbox_depth(left_behind), 1u);
+  // Retired on the spot: it stays retired without asking again.
+  const std::size_t checks = sink_.exit_checks;
+  EXPECT_EQ(send_to_pid(sender, 777, "again").error, Errc::no_such_peer);
+  EXPECT_EQ(sink_.exit_checks, checks);
+  // Sends by client id do not ask at all.
+  EXPECT_EQ(send_to_client(sender, left_behind, "by id").result, SendResult::accepted);
+  EXPECT_EQ(sink_.exit_checks, checks);
+}
+
+TEST_F(BrokerTest, AConnectionWhoseProcessExitedBeforeItJoinedIsNotReachableByPid) {
+  const PeerId sender = connect();
+  std::uint64_t corr = 0;
+  ASSERT_EQ(send_to_pid(sender, 777, "parked", 1000, true, &corr).result, SendResult::deferred);
+  // The edge learned at accept that the process is gone (its connection lives on).
+  const PeerId peer = next_peer_;
+  sink_.set_exited(peer);
+  EXPECT_EQ(connect_process(777, 0), peer);
+
+  EXPECT_EQ(broker().inbox_depth(peer), 0u);  // the parked send was not handed to it
+  EXPECT_TRUE(sink_.confirms.empty());
+  EXPECT_EQ(send_to_pid(sender, 777, "x").error, Errc::no_such_peer);
+  EXPECT_EQ(send_to_client(sender, peer, "by id").result, SendResult::accepted);
+}
+
+TEST_F(BrokerTest, ProducersBlockedOnAnInboxRetryWhenItsProcessExits) {
+  limits_.inbox = options(1, 1000, Overflow::block);
+  const PeerId target = connect_process(777, 1);
+  const PeerId by_pid = connect();
+  const PeerId by_id = connect();
+  EXPECT_EQ(send_to_pid(by_pid, 777, "fills it").result, SendResult::accepted);
+  EXPECT_EQ(send_to_pid(by_pid, 777, "blocks").result, SendResult::blocked);
+  EXPECT_EQ(send_to_client(by_id, target, "blocks too").result, SendResult::blocked);
+
+  sink_.set_exited(target);
+  broker().process_exited(target);
+  EXPECT_EQ(sink_.resumes, (std::vector<PeerId>{by_pid, by_id}));
+  // Retried: by pid there is no such process any more; by client id the inbox is full.
+  EXPECT_EQ(send_to_pid(by_pid, 777, "blocks").error, Errc::no_such_peer);
+  EXPECT_EQ(send_to_client(by_id, target, "blocks too").result, SendResult::blocked);
+}
+
 TEST_F(BrokerTest, DirectSendByClientIdReachesThatConnectionsProcessInbox) {
   const PeerId a = connect_process(777);
   const PeerId b = connect_process(777);

@@ -22,6 +22,7 @@ class CountingSink : public Sink {
   void confirm(PeerId, std::uint64_t) override {}
   void resume(PeerId) override {}
   bool wants_more(PeerId) override { return true; }
+  bool has_exited(PeerId, Clock::time_point) override { return false; }
 
   std::uint64_t delivered = 0;
   std::uint64_t batches = 0;

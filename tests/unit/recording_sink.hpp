@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -40,7 +41,8 @@ struct Confirmation {
   bool operator==(const Confirmation&) const = default;
 };
 
-// Records everything the core says; wants_more answers per peer (true unless set).
+// Records everything the core says; wants_more answers per peer (true unless set), and
+// has_exited is false until set_exited.
 class RecordingSink : public Sink {
  public:
   RecordingSink() = default;
@@ -64,16 +66,25 @@ class RecordingSink : public Sink {
     return it == wants_more_.end() || it->second;
   }
 
+  bool has_exited(PeerId peer, Clock::time_point) override {
+    ++exit_checks;
+    return exited_.count(peer) != 0;
+  }
+
   void set_wants_more(PeerId peer, bool value) { wants_more_[peer] = value; }
+  // From now on has_exited(peer) is true, as when the edge saw the process exit.
+  void set_exited(PeerId peer) { exited_.insert(peer); }
 
   std::vector<Delivered> deliveries;
   std::vector<Failure> failures;
   std::vector<Confirmation> confirms;
   std::vector<PeerId> resumes;
+  std::size_t exit_checks = 0;
 
  private:
   const FakeBacking* backing_ = nullptr;
   std::map<PeerId, bool> wants_more_;
+  std::set<PeerId> exited_;
 };
 
 inline Bytes bytes_of(std::string_view s) {

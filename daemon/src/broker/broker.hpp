@@ -97,10 +97,11 @@ class Broker {
   void receive(PeerId peer, std::uint64_t correlation, std::string_view key,
                std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now);
 
-  // Direct messages. A pid names the newest process with that pid (an older one that had
-  // the same pid has exited, so it can never receive what is meant for the new one); a
-  // client id names one connection's process (for TCP peers, the connection itself). A
-  // reply (in_reply_to != 0) goes to the request waiting on the named connection.
+  // Direct messages. A pid names the newest process with that pid as long as it has not
+  // exited (Sink::has_exited is asked): an older or exited one can never receive what is
+  // meant for the pid, even through connections it left open. A client id names one
+  // connection's process (for TCP peers, the connection itself). A reply
+  // (in_reply_to != 0) goes to the request waiting on the named connection.
   SendOutcome send_direct(PeerId from, const DirectSend& d, Bytes payload, Clock::time_point now,
                           RegionRef region = {});
   // Takes from the inbox of the peer's process; only the inbox's owner may (the
@@ -108,6 +109,12 @@ class Broker {
   void receive_direct(PeerId peer, std::uint64_t correlation, std::uint32_t max_count,
                       std::int32_t timeout_ms, Clock::time_point now);
   void claim_inbox(PeerId peer);
+  // The process of `peer`'s connection has exited, while its connections may still be open
+  // (inherited by other processes). Its inbox is no longer routed by pid: sends by pid get
+  // no_such_peer or wait for a new process with that pid (section 8.5), and producers
+  // blocked on the inbox retry. The connections keep the inbox, with what is in it and
+  // what is sent to them by client id. Parked sends are not affected. Idempotent.
+  void process_exited(PeerId peer);
 
   // Queues `payload` with the sender's identity and request id `correlation`; the reply
   // (a direct send with in_reply_to == correlation) is delivered to the requester under
@@ -248,7 +255,9 @@ class Broker {
   WaiterList::iterator add_waiter(Queue& q, const Waiter& w);
   DeadlineIndex::iterator add_deadline(Clock::time_point when, const Deadline& d);
 
-  Inbox* inbox_for(const DirectSend& d);
+  Inbox* inbox_for(const DirectSend& d, Clock::time_point now);
+  // Stops routing the pid `it` names to its inbox (its process has exited).
+  void retire_inbox(std::unordered_map<std::uint32_t, Inbox*>::iterator it);
   void join_inbox(PeerId peer, Peer& p, Clock::time_point now);
   void leave_inbox(PeerId peer, Peer& p);
   void deliver_parked(Inbox& inbox, Clock::time_point now);

@@ -5,19 +5,44 @@
 
 namespace qbus::broker {
 
-Broker::Inbox* Broker::inbox_for(const DirectSend& d) {
+Broker::Inbox* Broker::inbox_for(const DirectSend& d, Clock::time_point now) {
   if (d.kind == proto::TargetKind::pid) {
     auto it = newest_by_pid_.find(static_cast<std::uint32_t>(d.target));
-    return it == newest_by_pid_.end() ? nullptr : it->second;
+    if (it == newest_by_pid_.end()) return nullptr;
+    // The edge may not have handled the process's exit yet: ask now, or a message meant for
+    // a later process with this pid could land with a connection the old one left behind.
+    if (sink_.has_exited(it->second->members.front(), now)) {
+      retire_inbox(it);
+      return nullptr;
+    }
+    return it->second;
   }
   auto it = peers_.find(d.target);
   return it == peers_.end() ? nullptr : it->second.inbox;
 }
 
+void Broker::retire_inbox(std::unordered_map<std::uint32_t, Inbox*>::iterator it) {
+  Inbox* inbox = it->second;
+  newest_by_pid_.erase(it);
+  // Producers blocked on the inbox retry: routed afresh, those that named the pid learn
+  // it is gone (those that named a client id block again if it is still full).
+  space_freed(inbox->queue);
+}
+
+void Broker::process_exited(PeerId peer) {
+  Peer* p = find_peer(peer);
+  if (!p || !p->inbox) return;
+  if (auto it = newest_by_pid_.find(p->inbox->pid);
+      it != newest_by_pid_.end() && it->second == p->inbox) {
+    retire_inbox(it);
+  }
+}
+
 void Broker::join_inbox(PeerId peer, Peer& p, Clock::time_point now) {
   // Connections whose process cannot be named by pid get an inbox of their own, reachable
-  // by client id only: TCP peers, peers in a pid namespace we cannot see (pid 0), and a
-  // connection whose process we could not verify while a verified one holds the pid.
+  // by client id only: TCP peers, peers in a pid namespace we cannot see (pid 0), a
+  // connection whose process we could not verify while a verified one holds the pid, and
+  // one whose process had exited by the time it was accepted.
   bool by_pid = !p.id.tcp && p.id.pid != 0;
   if (by_pid) {
     auto it = newest_by_pid_.find(p.id.pid);
@@ -33,6 +58,7 @@ void Broker::join_inbox(PeerId peer, Peer& p, Clock::time_point now) {
       if (p.id.process_token == 0) by_pid = false;
     }
   }
+  if (by_pid && sink_.has_exited(peer, now)) by_pid = false;
   const std::string name =
       by_pid ? "pid:" + std::to_string(p.id.pid) : "client:" + std::to_string(p.id.client_id);
   auto inbox = std::make_unique<Inbox>(name, limits_.inbox, p.id);
@@ -148,7 +174,7 @@ SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
     return {};
   }
 
-  if (Inbox* inbox = inbox_for(d)) {
+  if (Inbox* inbox = inbox_for(d, now)) {
     return enqueue(inbox->queue, from, sender, payload, now, 0, 0, region);
   }
 

@@ -115,6 +115,14 @@ class Sink {
   // The core then hands it nothing more: receive batches end early, and messages for it
   // stay queued (its receives wait) until the edge calls Broker::output_ready(peer).
   virtual bool wants_more(PeerId peer) = 0;
+  // True once the process of `peer`'s connection is known to have exited, though the
+  // connection may live on in a process that inherited it; false when the edge cannot
+  // tell. Asked when a message is routed by pid, so that a process that has exited never
+  // takes what is meant for its pid even before the edge reports the exit (see
+  // Broker::process_exited). `as_of` is the `now` of the call being handled (when its
+  // frame was read): the answer must account for every exit before it, so the edge may
+  // reuse a check it made after `as_of` instead of asking the kernel again.
+  virtual bool has_exited(PeerId peer, Clock::time_point as_of) = 0;
 };
 
 }  // namespace qbus::broker

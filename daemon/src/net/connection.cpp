@@ -1,5 +1,6 @@
 #include "net/connection.hpp"
 
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
@@ -230,12 +231,41 @@ std::size_t Connection::write_out(asio::error_code& ec) {
 }
 
 void Connection::wait_readable() {
-  if (reading_ || !can_read()) return;
+  if (reading_) return;
+  if (!can_read()) {
+    watch_hangup();
+    return;
+  }
   reading_ = true;
   socket_.async_wait(Socket::wait_read, [self = shared_from_this()](const asio::error_code& ec) {
     self->reading_ = false;
     if (ec || self->closed_) return;
     self->on_readable();
+  });
+}
+
+void Connection::watch_hangup() {
+  if (watching_hangup_ || closed_ || closing_) return;
+  // The reactor reports a hang-up once, as it happens: one that came while we were
+  // reading has been reported already, so look before waiting.
+  pollfd p{socket_.native_handle(), 0, 0};
+  if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0) {
+    spdlog::debug("client {} ({}) hung up while its reads were paused", id_, description_);
+    close();
+    return;
+  }
+  watching_hangup_ = true;
+  // wait_error completes on EPOLLERR or EPOLLHUP (and EPOLLPRI, which only TCP urgent
+  // data raises); close() cancels it.
+  socket_.async_wait(Socket::wait_error, [self = shared_from_this()](const asio::error_code& ec) {
+    self->watching_hangup_ = false;
+    if (ec || self->closed_) return;
+    if (self->can_read()) {
+      // Reading again: the read path takes what is left and then the end of the stream.
+      if (!self->reading_) self->on_readable();
+      return;
+    }
+    self->watch_hangup();  // closes on a hang-up or error; waits again after urgent data
   });
 }
 

@@ -95,6 +95,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   enum class Step { next, stop };
 
   void wait_readable();
+  // While reads are paused, a peer that hangs up would go unnoticed (nothing reads its
+  // EOF): wait for the socket's hang-up or error instead, and close on it.
+  void watch_hangup();
   void on_readable();
   // Handles every complete frame in `in`; returns how many bytes were used.
   std::size_t process(std::span<const std::byte> in);
@@ -168,6 +171,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool welcomed_ = false;
   broker::Clock::time_point now_;  // when the frames being processed were read
   bool reading_ = false;
+  bool watching_hangup_ = false;  // a wait_error is pending on the socket
   bool writing_ = false;
   bool blocked_ = false;        // a producer waiting for room in a full queue
   bool held_ = false;           // a wrong token's refusal is being delayed

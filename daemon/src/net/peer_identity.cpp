@@ -60,15 +60,23 @@ bool read_peer_credentials(int fd, PeerCredentials& out) {
   out.gid = cred.gid;
   out.comm = read_comm(cred.pid);
   out.process_token = 0;
-  const int pidfd = peer_pidfd(fd, cred.pid);
-  if (pidfd < 0) return true;
+  out.pidfd.reset();
+  out.exited = false;
+  proto::UniqueFd pidfd(peer_pidfd(fd, cred.pid));
+  if (!pidfd) {
+    // pidfd_open's ESRCH: no process has the peer's pid any more.
+    out.exited = errno == ESRCH && cred.pid != 0;
+    return true;
+  }
   const std::uint64_t token = start_time(cred.pid);
   // Read first, verify after: if the pidfd's process still lives, /proc/<pid> was its own.
   // (EPERM: alive, but not ours to signal; ESRCH: exited.)
-  if (::syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) == 0 || errno == EPERM) {
+  if (::syscall(SYS_pidfd_send_signal, pidfd.get(), 0, nullptr, 0) == 0 || errno == EPERM) {
     out.process_token = token;
+    if (token != 0) out.pidfd = std::move(pidfd);
+  } else if (errno == ESRCH) {
+    out.exited = true;
   }
-  ::close(pidfd);
   return true;
 }
 

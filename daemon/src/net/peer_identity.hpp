@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "qbus/proto/unique_fd.hpp"
+
 namespace qbus::daemon {
 
 struct PeerCredentials {
@@ -14,13 +16,20 @@ struct PeerCredentials {
   // process instance; 0 when it cannot be established (see process_token()).
   std::uint64_t process_token = 0;
   std::string comm;
+  // The pidfd the token was verified through, kept when the token is known: it becomes
+  // readable when the process exits, which is how the server learns that the pid no longer
+  // names this process (PROTOCOL.md section 8.2).
+  proto::UniqueFd pidfd;
+  // The process had already exited when it was accepted (its connection may live on in
+  // another process that inherited it): it must not be reachable by pid.
+  bool exited = false;
 };
 
 // SO_PEERCRED for identity. The process token is read from /proc/<pid>/stat and then
 // checked against a pidfd for the peer: SO_PEERPIDFD (Linux 6.5+) names exactly the process
 // that connected; older kernels fall back to pidfd_open(pid), which is exact unless the peer
-// already exited before the accept. If the pidfd shows the process gone, the token is 0.
-// Returns false when SO_PEERCRED itself fails.
+// already exited before the accept. If the pidfd shows the process gone, the token is 0
+// and `exited` is set. Returns false when SO_PEERCRED itself fails.
 bool read_peer_credentials(int fd, PeerCredentials& out);
 
 }  // namespace qbus::daemon

@@ -185,6 +185,11 @@ void Server::accept_unix() {
     broker::Identity who{cred.pid, cred.uid, cred.gid, id, cred.process_token, false};
     std::string description = "pid " + std::to_string(cred.pid) + " uid " +
                               std::to_string(cred.uid) + " comm '" + cred.comm + "'";
+    if (cred.pidfd) {
+      watch_process(id, who, std::move(cred.pidfd));
+    } else if (cred.exited) {
+      exited_at_accept_.insert(id);
+    }
     const int fd = sock.release();
     admit(
         asio::generic::stream_protocol::socket(io_, asio::generic::stream_protocol(AF_UNIX, 0), fd),
@@ -385,6 +390,70 @@ Connection* Server::find(broker::PeerId id) {
   return last_found_;
 }
 
+void Server::watch_process(broker::PeerId id, const broker::Identity& who, proto::UniqueFd pidfd) {
+  const ProcessKey key{who.pid, who.process_token};
+  auto& w = processes_[key];
+  if (!w) {
+    auto fresh = std::make_unique<ProcessWatch>(io_);
+    asio::error_code ec;
+    fresh->pidfd.assign(pidfd.get(), ec);
+    if (ec) {
+      // The connection is then routed by pid as before watching: until its last
+      // connection closes.
+      spdlog::warn("cannot watch pid {} for its exit: {}", who.pid, ec.message());
+      processes_.erase(key);
+      return;
+    }
+    (void)pidfd.release();
+    fresh->pidfd.async_wait(asio::posix::stream_descriptor::wait_read,
+                            [this, key](const asio::error_code& e) {
+                              if (!e) on_process_exit(key);
+                            });
+    w = std::move(fresh);
+  }
+  w->conns.push_back(id);
+}
+
+void Server::unwatch_process(broker::PeerId id, const broker::Identity& who) {
+  auto it = processes_.find(ProcessKey{who.pid, who.process_token});
+  if (it == processes_.end()) return;
+  std::erase(it->second->conns, id);
+  // Closing the pidfd cancels the wait, whose handler then touches nothing.
+  if (it->second->conns.empty()) processes_.erase(it);
+}
+
+void Server::on_process_exit(const ProcessKey& key) {
+  auto it = processes_.find(key);
+  if (it == processes_.end()) return;
+  it->second->exited = true;
+  // Copy: the broker's answers (resumed producers) do not close connections now, but the
+  // list must not change under the loop whatever they do.
+  const auto conns = it->second->conns;
+  for (broker::PeerId id : conns)
+    broker_.process_exited(id);
+  end_of_batch();
+}
+
+bool Server::has_exited(broker::PeerId peer, broker::Clock::time_point as_of) {
+  Connection* c = find(peer);
+  if (!c) return false;
+  const auto& who = c->identity();
+  if (who.process_token == 0) return exited_at_accept_.count(peer) != 0;
+  auto it = processes_.find(ProcessKey{who.pid, who.process_token});
+  if (it == processes_.end()) return false;
+  ProcessWatch& w = *it->second;
+  if (w.exited) return true;
+  // `as_of` was read after the frame being handled: a poll made later covers it.
+  if (as_of <= w.alive_after) return false;
+  // The exit may be known to the kernel and not yet to us: a pidfd is readable from the
+  // moment its process has exited (a zombie included).
+  const auto before_poll = broker::Clock::now();
+  pollfd p{w.pidfd.native_handle(), POLLIN, 0};
+  w.exited = ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+  if (!w.exited) w.alive_after = before_poll;
+  return w.exited;
+}
+
 void Server::mark_dirty(broker::PeerId id) {
   Connection* c = find(id);
   if (!c) return;
@@ -427,6 +496,10 @@ void Server::forget(broker::PeerId id) {
   if (it == conns_.end()) return;
   if (it->second->identity().tcp && !it->second->authenticated()) end_preauth(id);
   broker_.disconnect(id);
+  if (!it->second->identity().tcp) {
+    unwatch_process(id, it->second->identity());
+    exited_at_accept_.erase(id);
+  }
   // The connection may be mid-call up the stack; let it die after this handler returns.
   // The disconnect may also have answered other peers (failed requests): flush them.
   asio::post(io_, [this, keep = std::move(it->second)] { end_of_batch(); });

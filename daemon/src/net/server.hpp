@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "broker/broker.hpp"
@@ -104,8 +105,28 @@ class Server final : public broker::Sink {
   void confirm(broker::PeerId to, std::uint64_t correlation) override;
   void resume(broker::PeerId producer) override;
   bool wants_more(broker::PeerId peer) override;
+  bool has_exited(broker::PeerId peer, broker::Clock::time_point as_of) override;
 
  private:
+  // One pidfd per peer process (pid and process token), shared by its connections and
+  // closed with the last of them: it turns readable when the process exits, which is when
+  // its pid stops naming it (PROTOCOL.md section 8.2).
+  struct ProcessWatch {
+    explicit ProcessWatch(asio::io_context& io) : pidfd(io) {}
+    asio::posix::stream_descriptor pidfd;
+    std::vector<broker::PeerId> conns;  // the process's open connections
+    bool exited = false;
+    // The process was alive at a poll made after this time: frames read before it need
+    // no new poll (a sender of many direct messages pays one per read, not one each).
+    broker::Clock::time_point alive_after{};
+  };
+  using ProcessKey = std::pair<std::uint32_t, std::uint64_t>;  // pid, process token
+  struct ProcessKeyHash {
+    std::size_t operator()(const ProcessKey& k) const noexcept {
+      return std::hash<std::uint64_t>{}(k.second * 0x9E3779B97F4A7C15ull ^ k.first);
+    }
+  };
+
   struct AuthFailures {
     std::uint32_t count = 0;
     broker::Clock::time_point last;
@@ -142,6 +163,10 @@ class Server final : public broker::Sink {
   // fd kept in reserve for this: qbusd at its fd limit still answers, instead of leaving
   // clients to time out in the backlog.
   void shed_connection(int listener);
+  // Adds connection `id` to its process's watch, taking `pidfd` when it is the first.
+  void watch_process(broker::PeerId id, const broker::Identity& who, proto::UniqueFd pidfd);
+  void unwatch_process(broker::PeerId id, const broker::Identity& who);
+  void on_process_exit(const ProcessKey& key);
 
   asio::io_context& io_;
   ServerOptions options_;
@@ -165,6 +190,9 @@ class Server final : public broker::Sink {
   broker::PeerId last_found_id_ = 0;
   Connection* last_found_ = nullptr;
   std::vector<broker::PeerId> dirty_;
+  std::unordered_map<ProcessKey, std::unique_ptr<ProcessWatch>, ProcessKeyHash> processes_;
+  // Unix connections whose process had exited before they were accepted.
+  std::unordered_set<broker::PeerId> exited_at_accept_;
   std::vector<std::byte> scratch_;
   std::unordered_map<std::string, AuthFailures> auth_failures_;
   // TCP connections that have not authenticated yet, oldest first, and how many each
