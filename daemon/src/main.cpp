@@ -146,7 +146,7 @@ int run(Config config, std::string tcp_token, const std::string& config_path, co
   }
   for (const auto& q : config.queues) {
     std::string text;
-    const auto e = server.broker().declare(
+    const auto e = server.broker().declare_configured(
         q.key, {q.settings.max_messages, q.settings.max_bytes, q.settings.overflow}, text);
     if (e != qbus::Errc::ok) {
       std::cerr << "qbusd: cannot declare queue " << q.key << ": " << text << "\n";

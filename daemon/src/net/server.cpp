@@ -312,7 +312,7 @@ void Server::forget(broker::PeerId id) {
   if (it->second->identity().tcp && !it->second->authenticated()) {
     end_preauth(it->second->remote_ip());
   }
-  broker_.disconnect(id);
+  broker_.disconnect(id, broker::Clock::now());
   // The connection may be mid-call up the stack; let it die after this handler returns.
   // The disconnect may also have answered other peers (failed requests): flush them.
   asio::post(io_, [this, keep = std::move(it->second)] { end_of_batch(); });
