@@ -14,7 +14,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <csignal>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -334,6 +337,19 @@ TEST_F(QueueLimitsTest, QueuesDeclaredByAProcessThatLeftAreCollectedAfterTheGrac
   // The configuration's queue is nobody's to lose.
   const auto keys = queue_keys();
   EXPECT_NE(std::find(keys.begin(), keys.end(), "configured"), keys.end());
+}
+
+TEST_F(QueueLimitsTest, QueueDroppedFromTheConfigurationGoesAfterTheGrace) {
+  auto keys = queue_keys();
+  ASSERT_NE(std::find(keys.begin(), keys.end(), "configured"), keys.end());
+  std::ofstream(daemon_.config_path()) << R"({"limits": {"declared_queue_grace_ms": 200}})";
+  ASSERT_EQ(::kill(daemon_.pid(), SIGHUP), 0);
+  ASSERT_TRUE(daemon_.wait_for_log("queue 'configured' is no longer in the configuration"))
+      << daemon_.log();
+  EXPECT_TRUE(eventually([&] {
+    keys = queue_keys();
+    return std::find(keys.begin(), keys.end(), "configured") == keys.end();
+  }));
 }
 
 }  // namespace

@@ -121,8 +121,8 @@ void apply_queues(const Config& running, const Config& effective, Server& server
       kept = kept || q.key == old.key;
     if (!kept && broker.release_configured(old.key, broker::Clock::now())) {
       spdlog::info(
-          "queue '{}' is no longer in the configuration; it goes once it has been idle for "
-          "limits.declared_queue_grace_ms ({} ms), or at 'qbusctl delete {}'",
+          "queue '{}' is no longer in the configuration; after limits.declared_queue_grace_ms "
+          "({} ms) it goes once idle, or at 'qbusctl delete {}'",
           old.key, effective.declared_queue_grace_ms, old.key);
     }
   }
