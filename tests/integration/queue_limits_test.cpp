@@ -151,7 +151,14 @@ class TallyPipe {
   }
   ~TallyPipe() {
     ::close(fds_[0]);
+    if (fds_[1] >= 0) ::close(fds_[1]);
+  }
+  TallyPipe(const TallyPipe&) = delete;
+  TallyPipe& operator=(const TallyPipe&) = delete;
+  // In the parent once the child has its copy: a child that dies unreported ends get().
+  void close_writer() {
     ::close(fds_[1]);
+    fds_[1] = -1;
   }
   void put(const Tally& t) {
     const std::string line = json{{"ok", t.ok},
@@ -215,28 +222,49 @@ class QueueLimitsTest : public ::testing::Test {
     return n;
   }
 
-  // Runs `body` as uid 65534 in a child that reports its tally, then holds its
-  // connections until `release` opens.
-  template <typename F>
-  pid_t hostile(TallyPipe& report, Gate& release, F&& body) {
-    return spawn([&, body] {
-      if (::setgid(kNobody) != 0 || ::setuid(kNobody) != 0) return 10;
-      Tally t;
-      auto held = body(t);  // the connections stay open until released
-      report.put(t);
-      release.wait();
-      return 0;
-    });
-  }
-
   Daemon daemon_;
 };
 
+// `body` run as uid 65534 in a child that reports its tally, then holds its connections
+// until finish() (or the end of the test, whatever failed before) lets it go.
+class Hostile {
+ public:
+  template <typename F>
+  explicit Hostile(F body) {
+    pid_ = spawn([&] {
+      if (::setgid(kNobody) != 0 || ::setuid(kNobody) != 0) return 10;
+      Tally t;
+      auto held = body(t);  // the connections stay open until released
+      report_.put(t);
+      release_.wait();
+      return 0;
+    });
+    report_.close_writer();
+  }
+  ~Hostile() {
+    if (pid_ > 0) finish();
+  }
+  Hostile(const Hostile&) = delete;
+  Hostile& operator=(const Hostile&) = delete;
+
+  Tally tally() { return report_.get(); }
+  // Lets the child go and returns its exit code.
+  int finish() {
+    release_.open();
+    const int code = wait_exit(pid_);
+    pid_ = -1;
+    return code;
+  }
+
+ private:
+  TallyPipe report_;
+  Gate release_;
+  pid_t pid_ = -1;
+};
+
 TEST_F(QueueLimitsTest, PipelinedDeclaresOfOneUidStopAtItsOwnLimit) {
-  TallyPipe report;
-  Gate release;
   const std::string path = daemon_.socket_path();
-  const pid_t child = hostile(report, release, [path](Tally& t) {
+  Hostile child([path](Tally& t) {
     auto peer = std::make_unique<RawPeer>(path);
     proto::ByteBuffer b;
     // More than the whole table: before per-uid limits this took every slot.
@@ -249,7 +277,7 @@ TEST_F(QueueLimitsTest, PipelinedDeclaresOfOneUidStopAtItsOwnLimit) {
     peer->tally_until_pong(t);
     return peer;
   });
-  const Tally t = report.get();
+  const Tally t = child.tally();
   EXPECT_EQ(t.ok, kUidMaxQueues);
   EXPECT_EQ(t.too_many_queues, kMaxQueues + 500 - kUidMaxQueues);
   EXPECT_EQ(t.other, 0);
@@ -262,17 +290,14 @@ TEST_F(QueueLimitsTest, PipelinedDeclaresOfOneUidStopAtItsOwnLimit) {
   const Result got = ctl({"recv", "jobs", "--timeout", "30000"});
   EXPECT_EQ(got.exit_code, 0) << got.err;
   EXPECT_EQ(got.out, "x\n");
-  release.open();
-  EXPECT_EQ(wait_exit(child), 0);
+  EXPECT_EQ(child.finish(), 0);
 }
 
 TEST_F(QueueLimitsTest, WaitingReceivesOfOneUidStopAtItsOwnLimit) {
   constexpr int kConnections = 40;  // 40 x 64 waiting receives: more than max_queues
   constexpr int kPerConnection = 64;
-  TallyPipe report;
-  Gate release;
   const std::string path = daemon_.socket_path();
-  const pid_t child = hostile(report, release, [path](Tally& t) {
+  Hostile child([path](Tally& t) {
     std::vector<std::unique_ptr<RawPeer>> peers;
     for (int c = 0; c < kConnections; ++c) {
       peers.push_back(std::make_unique<RawPeer>(path));
@@ -286,7 +311,7 @@ TEST_F(QueueLimitsTest, WaitingReceivesOfOneUidStopAtItsOwnLimit) {
     }
     return peers;
   });
-  const Tally t = report.get();
+  const Tally t = child.tally();
   // Nothing waits beyond the uid's allowance; the rest are refused, none lost.
   EXPECT_EQ(t.too_many_receives, kConnections * kPerConnection - kUidMaxWaiting);
   EXPECT_EQ(t.too_many_queues, 0);
@@ -297,18 +322,15 @@ TEST_F(QueueLimitsTest, WaitingReceivesOfOneUidStopAtItsOwnLimit) {
 
   const Result sent = ctl({"send", "jobs", "x"});
   EXPECT_EQ(sent.exit_code, 0) << sent.err;
-  release.open();
-  EXPECT_EQ(wait_exit(child), 0);
+  EXPECT_EQ(child.finish(), 0);
   // The waits went with their connections, and their implicit queues with them.
   EXPECT_TRUE(eventually([&] { return count_with_prefix("hostile.r.") == 0; }));
 }
 
 TEST_F(QueueLimitsTest, QueuesDeclaredByAProcessThatLeftAreCollectedAfterTheGrace) {
   constexpr int kDeclared = 100;
-  TallyPipe report;
-  Gate release;
   const std::string path = daemon_.socket_path();
-  const pid_t child = hostile(report, release, [path](Tally& t) {
+  Hostile child([path](Tally& t) {
     auto peer = std::make_unique<RawPeer>(path);
     proto::ByteBuffer b;
     for (int i = 0; i < kDeclared; ++i) {
@@ -322,12 +344,11 @@ TEST_F(QueueLimitsTest, QueuesDeclaredByAProcessThatLeftAreCollectedAfterTheGrac
     peer->tally_until_pong(t);
     return peer;
   });
-  const Tally t = report.get();
+  const Tally t = child.tally();
   ASSERT_EQ(t.ok, kDeclared + 1) << t.last_error;
   // Declared queues outlive emptiness while their declarer is connected.
   EXPECT_EQ(count_with_prefix("hostile.g."), static_cast<std::size_t>(kDeclared));
-  release.open();
-  EXPECT_EQ(wait_exit(child), 0);
+  EXPECT_EQ(child.finish(), 0);
 
   EXPECT_TRUE(eventually([&] { return count_with_prefix("hostile.g.") == 1; }))
       << count_with_prefix("hostile.g.") << " of its queues are left";
