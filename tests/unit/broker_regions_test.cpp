@@ -1210,5 +1210,21 @@ TEST_F(BrokerRegionsTest, TotalsCountRegionLengthsInAndOut) {
   EXPECT_EQ(broker().totals().bytes_in, 3 * kMiB + 1007);
 }
 
+TEST_F(BrokerRegionsTest, RegionSendToANewKeyIsChargedToTheSendersUid) {
+  limits_.uid_max_queues = 1;
+  const PeerId a = connect(1000);
+  const PeerId c = connect(2000);
+  const RegionId id = allocate(a, 64);
+  put_region(a, {id, 0, 8}, "first");
+  EXPECT_EQ(usage_of(1000).queues, 1u);
+  const SendOutcome out = send_region(a, {id, 0, 8}, "second");
+  EXPECT_EQ(out.error, Errc::too_many_queues);
+  EXPECT_NE(out.text.find("uid 1000"), std::string::npos) << out.text;
+  EXPECT_EQ(broker().find("second"), nullptr);
+  receive_now(c, "first");  // drained: the queue and its charge go
+  EXPECT_EQ(usage_of(1000).queues, 0u);
+  put_region(a, {id, 0, 8}, "second");
+}
+
 }  // namespace
 }  // namespace qbus::broker
