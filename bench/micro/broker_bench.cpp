@@ -48,7 +48,7 @@ struct Fixture {
   // Declared queues stay when they drain; undeclared ones are collected when idle.
   void declare() {
     std::string text;
-    if (broker.declare(kKey, broker::QueueOptions{}, text) != Errc::ok)
+    if (broker.declare_configured(kKey, broker::QueueOptions{}, text) != Errc::ok)
       throw std::runtime_error("declare failed: " + text);
   }
   // Times `round` (which delivers `per_round` messages) after three warm-up rounds (the

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -163,6 +164,16 @@ Config from_json(const json& root) {
     Object o(*l, "limits");
     o.number("max_payload_bytes", c.max_payload_bytes, 1, proto::kMaxBodyCeiling - 1024);
     o.number("max_queues", c.max_queues, 1, 10'000'000);
+    if (o.get("uid_max_queues")) {
+      o.number("uid_max_queues", c.uid_max_queues, 1, 10'000'000);
+      if (c.uid_max_queues > c.max_queues) {
+        bad("limits.uid_max_queues",
+            "must be at most limits.max_queues (" + std::to_string(c.max_queues) + ")");
+      }
+    } else {
+      // A small table is not an error for a setting left out.
+      c.uid_max_queues = std::min(c.uid_max_queues, c.max_queues);
+    }
     o.number("max_connections", c.max_connections, 1, 1'000'000);
     o.number("uid_max_connections", c.uid_max_connections, 1, 1'000'000);
     o.number("uid_max_queued_bytes", c.uid_max_queued_bytes, 1,
@@ -170,6 +181,8 @@ Config from_json(const json& root) {
     o.number("uid_max_queued_messages", c.uid_max_queued_messages, 1,
              std::numeric_limits<std::uint64_t>::max() / 2);
     o.number("max_waiting_receives", c.max_waiting_receives, 1, 65'536);
+    o.number("uid_max_waiting_receives", c.uid_max_waiting_receives, 1, 1'000'000);
+    o.number("declared_queue_grace_ms", c.declared_queue_grace_ms, 0, 86'400'000);
     o.number("max_receive_batch", c.max_receive_batch, 1, 1'000'000);
     o.number("max_outbound_bytes", c.max_outbound_bytes, 4096, 1ull << 32);
     o.number("uid_max_outbound_bytes", c.uid_max_outbound_bytes, 4096, 1ull << 40);
@@ -419,11 +432,14 @@ std::string to_json_text(const Config& c, const std::string& socket_path,
       {"limits",
        {{"max_payload_bytes", c.max_payload_bytes},
         {"max_queues", c.max_queues},
+        {"uid_max_queues", c.uid_max_queues},
         {"max_connections", c.max_connections},
         {"uid_max_connections", c.uid_max_connections},
         {"uid_max_queued_bytes", c.uid_max_queued_bytes},
         {"uid_max_queued_messages", c.uid_max_queued_messages},
         {"max_waiting_receives", c.max_waiting_receives},
+        {"uid_max_waiting_receives", c.uid_max_waiting_receives},
+        {"declared_queue_grace_ms", c.declared_queue_grace_ms},
         {"max_receive_batch", c.max_receive_batch},
         {"max_outbound_bytes", c.max_outbound_bytes},
         {"uid_max_outbound_bytes", c.uid_max_outbound_bytes},

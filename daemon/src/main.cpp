@@ -264,7 +264,7 @@ int run(Startup startup, const Flags& flags) {
   }
   for (const auto& q : config.queues) {
     std::string text;
-    const auto e = server.broker().declare(
+    const auto e = server.broker().declare_configured(
         q.key, {q.settings.max_messages, q.settings.max_bytes, q.settings.overflow}, text);
     if (e != qbus::Errc::ok) {
       std::cerr << "qbusd: cannot declare queue " << q.key << ": " << text << "\n";

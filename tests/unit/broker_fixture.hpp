@@ -82,9 +82,18 @@ class BrokerFixture : public ::testing::Test {
   std::uint64_t receive_now(PeerId peer, std::string_view key, std::uint32_t max_count = 1) {
     return receive(peer, key, max_count, 0);
   }
+  // Declares as the configuration does: the queue is nobody's and stays.
   Errc declare(std::string_view key, const QueueOptions& o, std::string* text = nullptr) {
     std::string t;
-    const Errc e = broker().declare(key, o, t);
+    const Errc e = broker().declare_configured(key, o, t);
+    if (text) *text = t;
+    return e;
+  }
+  // Declares as a client's DECLARE does: `peer` becomes the declarer.
+  Errc declare_by(PeerId peer, std::string_view key, const QueueOptions& o = {},
+                  std::string* text = nullptr) {
+    std::string t;
+    const Errc e = broker().declare(peer, key, o, t);
     if (text) *text = t;
     return e;
   }

@@ -408,7 +408,7 @@ TEST_F(BrokerRegionsTest, DisconnectOfTheAllocatorDestroysAnUnsentRegion) {
   const int h = regions().backing_handle(id);
   const int h2 = regions().backing_handle(id2);
 
-  broker().disconnect(a);
+  broker().disconnect(a, now_);
   EXPECT_FALSE(alive(id));
   EXPECT_FALSE(alive(id2));
   EXPECT_EQ(destroy_count(h), 1u);
@@ -423,7 +423,7 @@ TEST_F(BrokerRegionsTest, AQueuedRegionMessageOutlivesItsSendersConnection) {
   const RegionId id = allocate(sender, 4096);
   put_region(sender, slice(id, 0, 1), "jobs");
 
-  broker().disconnect(sender);
+  broker().disconnect(sender, now_);
   EXPECT_TRUE(alive(id));
   EXPECT_EQ(message_refs(id), 1u);
 
@@ -447,7 +447,7 @@ TEST_F(BrokerRegionsTest, DisconnectOfAReceiverHoldingADeliveredRegionDestroysIt
   EXPECT_EQ(handles(receiver, id), 2u);
   EXPECT_EQ(message_refs(id), 0u);
   EXPECT_TRUE(alive(id));
-  broker().disconnect(receiver);
+  broker().disconnect(receiver, now_);
   EXPECT_FALSE(alive(id));
   EXPECT_EQ(destroy_count(h), 1u);
 }
@@ -521,10 +521,10 @@ TEST_F(BrokerRegionsTest, InboxOfAProcessWhoseLastConnectionClosesDropsItsRegion
   EXPECT_EQ(broker().inbox_depth(r1), 1u);
   EXPECT_EQ(message_refs(id), 1u);
 
-  broker().disconnect(r1);
+  broker().disconnect(r1, now_);
   EXPECT_TRUE(alive(id));  // the process still has a connection
   EXPECT_EQ(broker().inbox_depth(r2), 1u);
-  broker().disconnect(r2);
+  broker().disconnect(r2, now_);
   EXPECT_FALSE(alive(id));
   EXPECT_EQ(destroy_count(h), 1u);
   EXPECT_EQ(usage_of(1000).queued_messages, 0u);
@@ -584,7 +584,7 @@ TEST_F(BrokerRegionsTest, ReleasedRegionToAWaitingTcpReceiverLivesUntilTheStream
   EXPECT_TRUE(same_ref(sink_.deliveries[0].region, slice(id, 0, 4096)));
   EXPECT_TRUE(alive(id));
   EXPECT_EQ(regions().uid_usage(1000).regions, 1u) << "still charged while streamed";
-  broker().disconnect(tcp);  // the stream ends with the connection
+  broker().disconnect(tcp, now_);  // the stream ends with the connection
   EXPECT_FALSE(alive(id));
   EXPECT_EQ(destroy_count(h), 1u);
 }
@@ -749,7 +749,7 @@ TEST_F(BrokerRegionsTest, DisconnectOfTheSenderDropsItsParkedRegionSend) {
   ASSERT_EQ(send_region_to(sender, proto::RegionTarget::pid, 4242, slice(id, 0, 8), 1000).result,
             SendResult::deferred);
 
-  broker().disconnect(sender);
+  broker().disconnect(sender, now_);
   EXPECT_FALSE(alive(id));
   EXPECT_EQ(destroy_count(h), 1u);
   const PeerId receiver = connect_process(4242);
@@ -1156,7 +1156,7 @@ TEST_F(BrokerRegionsTest, ANamedRegionWithoutHandlesLivesUntilItIsRemoved) {
   ASSERT_TRUE(g.ok());
   const int h = regions().backing_handle(g.id);
 
-  broker().disconnect(owner);
+  broker().disconnect(owner, now_);
   EXPECT_TRUE(alive(g.id));
   EXPECT_EQ(regions().find(g.id)->handles, 0u);
   const PeerId later = connect(1000);
@@ -1208,6 +1208,22 @@ TEST_F(BrokerRegionsTest, TotalsCountRegionLengthsInAndOut) {
   EXPECT_EQ(send_region(sender, slice(id, 0, 5 * kMiB), "jobs").error, Errc::malformed_frame);
   EXPECT_EQ(broker().totals().messages_in, 3u);
   EXPECT_EQ(broker().totals().bytes_in, 3 * kMiB + 1007);
+}
+
+TEST_F(BrokerRegionsTest, RegionSendToANewKeyIsChargedToTheSendersUid) {
+  limits_.uid_max_queues = 1;
+  const PeerId a = connect(1000);
+  const PeerId c = connect(2000);
+  const RegionId id = allocate(a, 64);
+  put_region(a, {id, 0, 8}, "first");
+  EXPECT_EQ(usage_of(1000).queues, 1u);
+  const SendOutcome out = send_region(a, {id, 0, 8}, "second");
+  EXPECT_EQ(out.error, Errc::too_many_queues);
+  EXPECT_NE(out.text.find("uid 1000"), std::string::npos) << out.text;
+  EXPECT_EQ(broker().find("second"), nullptr);
+  receive_now(c, "first");  // drained: the queue and its charge go
+  EXPECT_EQ(usage_of(1000).queues, 0u);
+  put_region(a, {id, 0, 8}, "second");
 }
 
 }  // namespace

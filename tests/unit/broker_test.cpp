@@ -681,7 +681,7 @@ TEST_F(BrokerTest, ConnectionsPerUidAreLimited) {
   EXPECT_EQ(broker().accounting().find(1000)->connections, 2u);
   EXPECT_EQ(try_connect(2000), Errc::ok);  // other uids are unaffected
 
-  broker().disconnect(first);
+  broker().disconnect(first, now_);
   EXPECT_EQ(try_connect(1000), Errc::ok);
   EXPECT_EQ(broker().peer_count(), 3u);
 }
@@ -695,7 +695,7 @@ TEST_F(BrokerTest, TotalConnectionsAreLimited) {
   EXPECT_EQ(broker().peer_count(), 2u);
   EXPECT_EQ(broker().accounting().find(3000), nullptr);
 
-  broker().disconnect(second);
+  broker().disconnect(second, now_);
   EXPECT_EQ(try_connect(3000), Errc::ok);
 }
 
@@ -853,6 +853,333 @@ TEST_F(BrokerTest, ImplicitlyCreatedQueueAdoptsDeclaredOptions) {
   EXPECT_EQ(broker().queue_count(), 1u);  // declared now, so it stays
 }
 
+// ---- per-uid queue and waiting-receive limits --------------------------------------------
+
+TEST_F(BrokerTest, EveryWayOfCreatingAQueueIsChargedToTheCreatorsUid) {
+  limits_.uid_max_queues = 4;
+  const PeerId p = connect(1000);
+  const PeerId other = connect(2000);
+  put(p, "by.send", "1");
+  receive(p, "by.receive");
+  ASSERT_EQ(declare_by(p, "by.declare"), Errc::ok);
+  ASSERT_EQ(request(p, 1, "by.request", "1").result, SendResult::accepted);
+  EXPECT_EQ(usage_of(1000).queues, 4u);
+
+  const auto out = send(p, "one.more", "1");
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_EQ(out.error, Errc::too_many_queues);
+  EXPECT_NE(out.text.find("uid 1000"), std::string::npos) << out.text;
+  EXPECT_NE(out.text.find("limit 4"), std::string::npos) << out.text;
+  const auto corr = receive(p, "one.more");
+  ASSERT_EQ(failures_to(p).size(), 1u);
+  EXPECT_EQ(failures_to(p)[0].correlation, corr);
+  EXPECT_EQ(failures_to(p)[0].code, Errc::too_many_queues);
+  std::string text;
+  EXPECT_EQ(declare_by(p, "one.more", {}, &text), Errc::too_many_queues);
+  EXPECT_NE(text.find("uid 1000"), std::string::npos) << text;
+  EXPECT_EQ(request(p, 2, "one.more", "1").error, Errc::too_many_queues);
+  EXPECT_EQ(broker().find("one.more"), nullptr);
+
+  // Nothing else changed: its queues still work, and another uid has its own allowance.
+  put(p, "by.send", "2");
+  EXPECT_EQ(depth("by.send"), 2u);
+  put(other, "one.more", "1");
+  EXPECT_EQ(usage_of(2000).queues, 1u);
+  EXPECT_EQ(usage_of(1000).queues, 4u);
+}
+
+TEST_F(BrokerTest, QueueChargeIsGivenBackWhenTheQueueGoes) {
+  limits_.uid_max_queues = 1;
+  const PeerId p = connect(1000);
+  const PeerId c = connect(2000);
+  put(p, "a", "1");
+  EXPECT_EQ(send(p, "b", "1").error, Errc::too_many_queues);
+  receive_now(c, "a");  // drained: collected
+  EXPECT_EQ(usage_of(1000).queues, 0u);
+  put(p, "b", "1");
+  ASSERT_TRUE(broker().remove("b").has_value());  // deleted by an operator
+  EXPECT_EQ(usage_of(1000).queues, 0u);
+  receive(p, "c", 1, 100);  // a waiting receive's queue goes with its timeout
+  EXPECT_EQ(usage_of(1000).queues, 1u);
+  advance(100ms);
+  broker().expire(now_);
+  EXPECT_EQ(usage_of(1000).queues, 0u);
+  put(p, "d", "1");
+  EXPECT_EQ(usage_of(1000).queues, 1u);
+}
+
+TEST_F(BrokerTest, ConfiguredQueuesAreChargedToNobody) {
+  limits_.uid_max_queues = 1;
+  ASSERT_EQ(declare("cfg", QueueOptions{}), Errc::ok);
+  const PeerId p = connect(1000);
+  ASSERT_EQ(declare_by(p, "cfg"), Errc::ok);  // re-declaring takes nothing over
+  put(p, "cfg", "1");
+  put(p, "mine", "1");
+  EXPECT_EQ(usage_of(1000).queues, 1u);
+  // A queue a client made and the configuration then declares is charged to nobody.
+  const PeerId q = connect(2000);
+  put(q, "adopted", "1");
+  EXPECT_EQ(usage_of(2000).queues, 1u);
+  ASSERT_EQ(declare("adopted", QueueOptions{}), Errc::ok);
+  EXPECT_EQ(usage_of(2000).queues, 0u);
+}
+
+TEST_F(BrokerTest, RedeclaringMovesTheChargeToTheNewDeclarerWithinItsLimit) {
+  limits_.uid_max_queues = 1;
+  const PeerId a = connect(1000);
+  const PeerId b = connect(2000);
+  ASSERT_EQ(declare_by(a, "shared"), Errc::ok);
+  put(b, "bs", "1");  // uid 2000 holds its one queue
+  std::string text;
+  EXPECT_EQ(declare_by(b, "shared", {}, &text), Errc::too_many_queues);
+  EXPECT_NE(text.find("uid 2000"), std::string::npos) << text;
+  EXPECT_EQ(usage_of(1000).queues, 1u);
+  broker().purge("bs");
+  EXPECT_EQ(usage_of(2000).queues, 0u);
+  ASSERT_EQ(declare_by(b, "shared"), Errc::ok);
+  EXPECT_EQ(usage_of(1000).queues, 0u);
+  EXPECT_EQ(usage_of(2000).queues, 1u);
+  // The former declarer leaving changes nothing: b declares it now.
+  broker().disconnect(a, now_);
+  advance(1h);
+  broker().expire(now_);
+  EXPECT_NE(broker().find("shared"), nullptr);
+}
+
+TEST_F(BrokerTest, WaitingReceivesPerUidAreLimitedOverItsConnections) {
+  limits_.uid_max_waiting_receives = 3;
+  const PeerId a = connect(1000);
+  const PeerId b = connect(1000);
+  const PeerId other = connect(2000);
+  receive(a, "x");
+  receive(a, "y");
+  receive_direct(b);  // inbox receives count too
+  const auto corr = receive(b, "z");
+  ASSERT_EQ(failures_to(b).size(), 1u);
+  EXPECT_EQ(failures_to(b)[0].correlation, corr);
+  EXPECT_EQ(failures_to(b)[0].code, Errc::too_many_receives);
+  EXPECT_NE(failures_to(b)[0].text.find("uid 1000"), std::string::npos);
+  EXPECT_NE(failures_to(b)[0].text.find("limit 3"), std::string::npos);
+  EXPECT_EQ(broker().find("z"), nullptr);  // its queue was not kept
+  EXPECT_EQ(usage_of(1000).waiting_receives, 3u);
+  EXPECT_EQ(usage_of(1000).queues, 2u);
+
+  receive(other, "z");  // another uid has its own allowance
+  EXPECT_TRUE(failures_to(other).empty());
+  put(other, "x", "1");  // serves a's first receive: a slot comes free
+  receive(b, "z");
+  EXPECT_EQ(failures_to(b).size(), 1u);
+  EXPECT_EQ(usage_of(1000).waiting_receives, 3u);
+}
+
+TEST_F(BrokerTest, WaitingReceiveCountReturnsToZeroOnEveryPath) {
+  const PeerId p = connect(1000);
+  const PeerId w = connect(1000);
+  const auto count = [&] { return usage_of(1000).waiting_receives; };
+
+  receive(w, "served");  // a message arrives
+  put(p, "served", "1");
+  EXPECT_EQ(count(), 0u);
+
+  receive(w, "timed", 1, 10);  // the timeout runs out
+  advance(10ms);
+  broker().expire(now_);
+  EXPECT_EQ(count(), 0u);
+
+  receive(w, "deleted");  // an operator deletes the queue
+  broker().remove("deleted");
+  EXPECT_EQ(count(), 0u);
+
+  receive(w, "stopping");  // the broker stops
+  receive_direct(w);
+  EXPECT_EQ(count(), 2u);
+  broker().fail_all_waiters(Errc::shutting_down, "stopping");
+  EXPECT_EQ(count(), 0u);
+
+  const PeerId first = connect_process(4242, 1, 1000);  // another connection claims the inbox
+  const PeerId second = connect_process(4242, 1, 1000);
+  receive_direct(first);
+  EXPECT_EQ(count(), 1u);
+  broker().claim_inbox(second);
+  EXPECT_EQ(count(), 0u);
+
+  receive_direct(second);  // the process's inbox goes with its last connection
+  receive(second, "gone");
+  receive(w, "gone", 1, 1000);
+  EXPECT_EQ(count(), 3u);
+  broker().disconnect(first, now_);
+  broker().disconnect(second, now_);
+  EXPECT_EQ(count(), 1u);
+  broker().disconnect(w, now_);
+  broker().disconnect(p, now_);
+  EXPECT_EQ(broker().accounting().find(1000), nullptr);
+  EXPECT_EQ(broker().queue_count(), 0u);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+}
+
+// ---- declared queues whose declarer has gone ----------------------------------------------
+
+TEST_F(BrokerTest, DeclaredQueueStaysWhileItsDeclarerIsConnected) {
+  const PeerId d = connect();
+  ASSERT_EQ(declare_by(d, "jobs"), Errc::ok);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  advance(24h);
+  broker().expire(now_);
+  ASSERT_NE(broker().find("jobs"), nullptr);
+  EXPECT_TRUE(broker().find("jobs")->declared());
+}
+
+TEST_F(BrokerTest, EmptyDeclaredQueueGoesAfterTheGraceOnceItsDeclarerLeft) {
+  limits_.declared_queue_grace_ms = 1000;
+  const PeerId d = connect(1000);
+  ASSERT_EQ(declare_by(d, "jobs"), Errc::ok);
+  broker().disconnect(d, now_);
+  EXPECT_EQ(broker().next_deadline(), now_ + 1000ms);
+  advance(999ms);
+  broker().expire(now_);
+  ASSERT_NE(broker().find("jobs"), nullptr);
+  EXPECT_TRUE(broker().find("jobs")->declared());
+  EXPECT_EQ(usage_of(1000).queues, 1u);  // charged until it goes
+  advance(1ms);
+  broker().expire(now_);
+  EXPECT_EQ(broker().find("jobs"), nullptr);
+  EXPECT_EQ(broker().accounting().find(1000), nullptr);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+}
+
+TEST_F(BrokerTest, WithNoGraceADeclaredQueueGoesWithItsDeclarer) {
+  limits_.declared_queue_grace_ms = 0;
+  const PeerId d = connect();
+  ASSERT_EQ(declare_by(d, "jobs"), Errc::ok);
+  ASSERT_EQ(declare_by(d, "busy"), Errc::ok);
+  put(d, "busy", "1");
+  broker().disconnect(d, now_);
+  EXPECT_EQ(broker().find("jobs"), nullptr);
+  ASSERT_NE(broker().find("busy"), nullptr);  // lives until drained
+  EXPECT_FALSE(broker().find("busy")->declared());
+  const PeerId c = connect();
+  receive_now(c, "busy");
+  EXPECT_EQ(broker().queue_count(), 0u);
+}
+
+TEST_F(BrokerTest, QueueInUseAtTheEndOfTheGraceGoesOnceIdle) {
+  limits_.declared_queue_grace_ms = 1000;
+  const PeerId d = connect();
+  const PeerId p = connect();
+  const PeerId c = connect();
+  ASSERT_EQ(declare_by(d, "held"), Errc::ok);
+  ASSERT_EQ(declare_by(d, "waited"), Errc::ok);
+  ASSERT_EQ(declare_by(d, "used"), Errc::ok);
+  broker().disconnect(d, now_);
+  put(p, "held", "1");   // a message is still queued when the grace ends
+  receive(c, "waited");  // a receive still waits
+  put(p, "used", "1");   // used and drained within the grace: nothing keeps it
+  receive_now(c, "used");
+  advance(1s);
+  broker().expire(now_);
+  EXPECT_EQ(broker().find("used"), nullptr);
+  ASSERT_NE(broker().find("held"), nullptr);
+  ASSERT_NE(broker().find("waited"), nullptr);
+  EXPECT_FALSE(broker().find("held")->declared());
+
+  receive_now(c, "held");
+  EXPECT_EQ(broker().find("held"), nullptr);
+  put(p, "waited", "1");  // served to the waiter: idle now
+  EXPECT_EQ(broker().find("waited"), nullptr);
+  EXPECT_EQ(broker().queue_count(), 0u);
+}
+
+TEST_F(BrokerTest, RedeclaringDuringTheGraceKeepsTheQueueForTheNewDeclarer) {
+  limits_.declared_queue_grace_ms = 1000;
+  const PeerId first = connect(1000);
+  const PeerId second = connect(2000);
+  ASSERT_EQ(declare_by(first, "jobs", options(5, 100, Overflow::reject)), Errc::ok);
+  broker().disconnect(first, now_);
+  advance(500ms);
+  std::string text;  // the declaration still holds during the grace
+  EXPECT_EQ(declare_by(second, "jobs", options(6, 100, Overflow::reject), &text),
+            Errc::queue_conflict);
+  ASSERT_EQ(declare_by(second, "jobs", options(5, 100, Overflow::reject)), Errc::ok);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  EXPECT_EQ(usage_of(2000).queues, 1u);
+  EXPECT_EQ(broker().accounting().find(1000), nullptr);
+  advance(1h);
+  broker().expire(now_);
+  ASSERT_NE(broker().find("jobs"), nullptr);
+
+  broker().disconnect(second, now_);  // a new grace from this disconnect
+  advance(999ms);
+  broker().expire(now_);
+  EXPECT_NE(broker().find("jobs"), nullptr);
+  advance(1ms);
+  broker().expire(now_);
+  EXPECT_EQ(broker().find("jobs"), nullptr);
+}
+
+TEST_F(BrokerTest, ConfiguredQueueIsNeverCollected) {
+  limits_.declared_queue_grace_ms = 10;
+  ASSERT_EQ(declare("cfg", QueueOptions{}), Errc::ok);
+  const PeerId d = connect();
+  ASSERT_EQ(declare_by(d, "cfg"), Errc::ok);
+  // A client's queue that the configuration declares is the configuration's from then on.
+  ASSERT_EQ(declare_by(d, "taken"), Errc::ok);
+  ASSERT_EQ(declare("taken", QueueOptions{}), Errc::ok);
+  broker().disconnect(d, now_);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  advance(24h);
+  broker().expire(now_);
+  EXPECT_NE(broker().find("cfg"), nullptr);
+  EXPECT_NE(broker().find("taken"), nullptr);
+}
+
+TEST_F(BrokerTest, QueueDroppedFromTheConfigurationGoesAfterTheGrace) {
+  limits_.declared_queue_grace_ms = 1000;
+  ASSERT_EQ(declare("cfg", QueueOptions{}), Errc::ok);
+  ASSERT_EQ(declare("busy", QueueOptions{}), Errc::ok);
+  const PeerId p = connect();
+  put(p, "busy", "1");
+  EXPECT_FALSE(broker().release_configured("nope", now_));
+  put(p, "implicit", "1");
+  EXPECT_FALSE(broker().release_configured("implicit", now_));
+  EXPECT_TRUE(broker().release_configured("cfg", now_));
+  EXPECT_TRUE(broker().release_configured("busy", now_));
+  EXPECT_FALSE(broker().release_configured("cfg", now_));  // once only
+  advance(1s);
+  broker().expire(now_);
+  EXPECT_EQ(broker().find("cfg"), nullptr);
+  ASSERT_NE(broker().find("busy"), nullptr);
+  receive_now(p, "busy");
+  EXPECT_EQ(broker().find("busy"), nullptr);
+}
+
+TEST_F(BrokerTest, DeletingAQueueInItsGraceEndsTheGrace) {
+  limits_.declared_queue_grace_ms = 1000;
+  const PeerId d = connect();
+  ASSERT_EQ(declare_by(d, "jobs"), Errc::ok);
+  broker().disconnect(d, now_);
+  ASSERT_TRUE(broker().remove("jobs").has_value());
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  // The collected queue is made again (from the stash) under the same key, in use.
+  const PeerId c = connect();
+  receive(c, "jobs");
+  advance(1s);
+  broker().expire(now_);
+  ASSERT_NE(broker().find("jobs"), nullptr);
+  EXPECT_TRUE(failures_to(c).empty());
+}
+
+TEST_F(BrokerTest, DeclarerLeavingAfterItsQueueWasDeletedLeavesNothingBehind) {
+  const PeerId d = connect(1000);
+  ASSERT_EQ(declare_by(d, "jobs"), Errc::ok);
+  ASSERT_TRUE(broker().remove("jobs").has_value());
+  const PeerId other = connect(2000);
+  put(other, "reused", "1");  // may take the deleted queue's node
+  broker().disconnect(d, now_);
+  EXPECT_FALSE(broker().next_deadline().has_value());
+  EXPECT_EQ(depth("reused"), 1u);
+  EXPECT_EQ(broker().accounting().find(1000), nullptr);
+}
+
 // ---- disconnect --------------------------------------------------------------------------
 
 TEST_F(BrokerTest, DisconnectedReceiverIsSkippedForTheNextWaiter) {
@@ -862,7 +1189,7 @@ TEST_F(BrokerTest, DisconnectedReceiverIsSkippedForTheNextWaiter) {
   receive(gone, "jobs", 1, 500);
   const auto corr = receive(stays, "jobs");
 
-  broker().disconnect(gone);
+  broker().disconnect(gone, now_);
   EXPECT_EQ(broker().peer_count(), 2u);
   EXPECT_FALSE(broker().next_deadline().has_value());
 
@@ -880,7 +1207,7 @@ TEST_F(BrokerTest, SendAfterTheOnlyWaiterDisconnectedIsQueued) {
   receive(gone, "jobs");
   receive(gone, "jobs");
 
-  broker().disconnect(gone);
+  broker().disconnect(gone, now_);
   EXPECT_EQ(broker().queue_count(), 0u);  // nothing refers to the auto-created queue any more
 
   put(p, "jobs", "m");
@@ -897,7 +1224,7 @@ TEST_F(BrokerTest, DisconnectedBlockedProducerIsNotResumed) {
   ASSERT_EQ(send(gone, "jobs", "2").result, SendResult::blocked);
   ASSERT_EQ(send(p, "jobs", "3").result, SendResult::blocked);
 
-  broker().disconnect(gone);
+  broker().disconnect(gone, now_);
 
   receive_now(c, "jobs");
   EXPECT_EQ(sink_.resumes, std::vector<PeerId>{p});
@@ -910,7 +1237,7 @@ TEST_F(BrokerTest, AutoCreatedQueueGoesWhenItsOnlyBlockedProducerDisconnects) {
   put(p, "jobs", "1");
   ASSERT_EQ(send(p, "jobs", "2").result, SendResult::blocked);
 
-  broker().disconnect(p);
+  broker().disconnect(p, now_);
   EXPECT_EQ(broker().queue_count(), 1u);  // its message is still queued
   receive_now(c, "jobs");
 
@@ -922,7 +1249,7 @@ TEST_F(BrokerTest, MessagesOfADisconnectedSenderAreStillDelivered) {
   const PeerId p = connect(1000);
   const PeerId c = connect(2000);
   put(p, "jobs", "orphan");
-  broker().disconnect(p);
+  broker().disconnect(p, now_);
   EXPECT_EQ(broker().accounting().find(1000)->connections, 0u);
   EXPECT_EQ(broker().accounting().find(1000)->queued_bytes, 6u);
 
@@ -1054,7 +1381,7 @@ TEST_F(BrokerTest, HandlerLeavingFailsTheRequestsItTookWithNoSuchPeer) {
   receive(worker, "svc", 1, -1);
   ASSERT_EQ(request(requester, 41, "svc", "job", -1).result, SendResult::accepted);
   ASSERT_EQ(sink_.deliveries.size(), 1u);
-  broker().disconnect(worker);
+  broker().disconnect(worker, now_);
   ASSERT_EQ(sink_.failures.size(), 1u);
   EXPECT_EQ(sink_.failures[0].to, requester);
   EXPECT_EQ(sink_.failures[0].correlation, 41u);
@@ -1117,7 +1444,7 @@ TEST_F(BrokerTest, AccountingIsEmptyAfterEverythingIsDrainedAndEveryoneLeft) {
   receive_now(c, "blocking");
   broker().expire(t0_ + 1s);
   for (PeerId p : {a1, a2, b, c})
-    broker().disconnect(p);
+    broker().disconnect(p, now_);
 
   EXPECT_EQ(accounting_entries(), 0u);
   EXPECT_EQ(broker().peer_count(), 0u);
@@ -1363,7 +1690,7 @@ TEST_F(BrokerTest, WhenTheOwnerDisconnectsOwnershipFallsBackToTheNextOldest) {
   const PeerId sender = connect();
   EXPECT_EQ(send_to_pid(sender, 777, "kept").result, SendResult::accepted);
 
-  broker().disconnect(a);
+  broker().disconnect(a, now_);
 
   EXPECT_EQ(broker().inbox_count(), 2u);
   EXPECT_EQ(broker().inbox_depth(b), 1u);  // the messages stay with the process
@@ -1384,7 +1711,7 @@ TEST_F(BrokerTest, WhenTheClaimerDisconnectsOwnershipReturnsToTheOldest) {
   ASSERT_EQ(sink_.failures.size(), 1u);
   EXPECT_EQ(sink_.failures[0].code, Errc::not_inbox_owner);
 
-  broker().disconnect(c);
+  broker().disconnect(c, now_);
 
   receive_direct_now(a);  // the owner again: an empty inbox times out
   receive_direct_now(b);
@@ -1414,7 +1741,7 @@ TEST_F(BrokerTest, ANewProcessWithTheSamePidGetsItsOwnInboxAndPidRoutingGoesToIt
   EXPECT_EQ(broker().inbox_count(), 3u);
   EXPECT_EQ(broker().inbox_depth(fresh2), 1u);
 
-  broker().disconnect(old_instance);
+  broker().disconnect(old_instance, now_);
   EXPECT_EQ(broker().inbox_count(), 2u);
   EXPECT_EQ(usage_of(2000).queued_messages, 1u);  // the old instance's message was dropped
 
@@ -1430,7 +1757,7 @@ TEST_F(BrokerTest, PidRoutingNeverFallsBackToAnOlderInstanceOfThePid) {
   const PeerId fresh = connect_process(777, 2);
   const PeerId sender = connect();
 
-  broker().disconnect(fresh);
+  broker().disconnect(fresh, now_);
 
   const auto out = send_to_pid(sender, 777, "x");
   EXPECT_EQ(out.result, SendResult::rejected);
@@ -1580,7 +1907,7 @@ TEST_F(BrokerTest, TcpPeersEachHaveTheirOwnInboxAddressedByClientId) {
   const auto out = send_to_pid(local, 0, "x");
   EXPECT_EQ(out.error, Errc::no_such_peer);
 
-  broker().disconnect(t1);
+  broker().disconnect(t1, now_);
   EXPECT_EQ(broker().inbox_count(), 2u);
   EXPECT_EQ(send_to_client(local, t1, "gone").error, Errc::no_such_peer);
 }
@@ -1724,7 +2051,7 @@ TEST_F(BrokerTest, ParkedSendsAreDroppedWhenTheSenderDisconnects) {
   const PeerId s = connect(1000);
   ASSERT_EQ(send_to_pid(s, 4242, "x", 1000, true).result, SendResult::deferred);
 
-  broker().disconnect(s);
+  broker().disconnect(s, now_);
 
   EXPECT_FALSE(broker().next_deadline().has_value());
   EXPECT_EQ(accounting_entries(), 0u);
@@ -1831,7 +2158,7 @@ TEST_F(BrokerTest, ProducerBlockedOnAnInboxIsResumedWhenItsProcessLeaves) {
   EXPECT_EQ(send_to_pid(p, pid_of(target), "1").result, SendResult::accepted);
   ASSERT_EQ(send_to_pid(p, pid_of(target), "2").result, SendResult::blocked);
 
-  broker().disconnect(target);
+  broker().disconnect(target, now_);
 
   EXPECT_EQ(sink_.resumes, std::vector<PeerId>{p});
   EXPECT_EQ(usage_of(1000).queued_bytes, 0u);
@@ -1848,7 +2175,7 @@ TEST_F(BrokerTest, DisconnectedProducerBlockedOnAnInboxIsNotResumed) {
   ASSERT_EQ(send_to_pid(gone, pid_of(target), "2").result, SendResult::blocked);
   ASSERT_EQ(send_to_pid(p, pid_of(target), "3").result, SendResult::blocked);
 
-  broker().disconnect(gone);
+  broker().disconnect(gone, now_);
   receive_direct_now(target);
 
   EXPECT_EQ(sink_.resumes, std::vector<PeerId>{p});
@@ -1863,11 +2190,11 @@ TEST_F(BrokerTest, InboxIsDroppedWithItsMessagesWhenTheLastConnectionOfItsProces
   EXPECT_EQ(usage_of(1000).queued_bytes, 5u);
   EXPECT_EQ(broker().inbox_count(), 2u);
 
-  broker().disconnect(a);
+  broker().disconnect(a, now_);
   EXPECT_EQ(broker().inbox_count(), 2u);
   EXPECT_EQ(broker().inbox_depth(b), 2u);
 
-  broker().disconnect(b);
+  broker().disconnect(b, now_);
   EXPECT_EQ(broker().inbox_count(), 1u);
   EXPECT_EQ(usage_of(1000).queued_bytes, 0u);
   EXPECT_EQ(usage_of(1000).queued_messages, 0u);
@@ -1876,7 +2203,7 @@ TEST_F(BrokerTest, InboxIsDroppedWithItsMessagesWhenTheLastConnectionOfItsProces
   EXPECT_TRUE(sink_.deliveries.empty());
   EXPECT_EQ(send_to_pid(s, 777, "late").error, Errc::no_such_peer);
 
-  broker().disconnect(s);
+  broker().disconnect(s, now_);
   EXPECT_EQ(broker().inbox_count(), 0u);
   EXPECT_EQ(broker().peer_count(), 0u);
   EXPECT_EQ(accounting_entries(), 0u);
@@ -1887,7 +2214,7 @@ TEST_F(BrokerTest, ProcessLeavingWhileItsReceiveDirectWaitsLeavesNothingBehind) 
   receive_direct(b, 1, 1000);
   receive(b, "jobs", 1, 500);
 
-  broker().disconnect(b);
+  broker().disconnect(b, now_);
 
   EXPECT_EQ(broker().inbox_count(), 0u);
   EXPECT_EQ(broker().queue_count(), 0u);
@@ -2101,7 +2428,7 @@ TEST_F(BrokerTest, RequesterDisconnectDropsItsPendingRequests) {
   ASSERT_EQ(request(requester, 7, "svc", "ping", 1000).result, SendResult::accepted);
   ASSERT_EQ(request(requester, 8, "svc", "ping", -1).result, SendResult::accepted);
 
-  broker().disconnect(requester);
+  broker().disconnect(requester, now_);
 
   EXPECT_FALSE(broker().next_deadline().has_value());
   EXPECT_TRUE(sink_.failures.empty());

@@ -62,6 +62,9 @@ TEST(ConfigTest, EmptyObjectGivesAllDefaults) {
   EXPECT_EQ(c.max_payload_bytes, d.max_payload_bytes);
   EXPECT_EQ(c.max_payload_bytes, 1u << 20);
   EXPECT_EQ(c.max_queues, 65'536u);
+  EXPECT_EQ(c.uid_max_queues, 4'096u);
+  EXPECT_EQ(c.uid_max_waiting_receives, 4'096u);
+  EXPECT_EQ(c.declared_queue_grace_ms, 60'000u);
   EXPECT_EQ(c.max_connections, 16'384u);
   EXPECT_EQ(c.uid_max_connections, 1'024u);
   EXPECT_EQ(c.uid_max_queued_bytes, 1ull << 30);
@@ -164,6 +167,18 @@ TEST(ConfigTest, FullConfigParsesToTheGivenValues) {
   EXPECT_EQ(c.queues[2].settings.max_messages, 9u);
   EXPECT_EQ(c.queues[2].settings.max_bytes, 99u);
   EXPECT_EQ(c.queues[2].settings.overflow, Overflow::block);
+}
+
+TEST(ConfigTest, PerUidQueueLimitsAndTheGraceParse) {
+  const Config c = parse_ok(R"({"limits": {"max_queues": 2000, "uid_max_queues": 2000,
+                                           "uid_max_waiting_receives": 9,
+                                           "declared_queue_grace_ms": 0}})");
+  EXPECT_EQ(c.uid_max_queues, 2'000u);
+  EXPECT_EQ(c.uid_max_waiting_receives, 9u);
+  EXPECT_EQ(c.declared_queue_grace_ms, 0u);
+  // Left out, the per-uid bound follows a table smaller than its default.
+  EXPECT_EQ(parse_ok(R"({"limits": {"max_queues": 10}})").uid_max_queues, 10u);
+  EXPECT_EQ(parse_ok(R"({"limits": {"uid_max_queues": 5}})").uid_max_queues, 5u);
 }
 
 TEST(ConfigTest, QueuesInheritQueueDefaultsWrittenAfterThem) {
@@ -304,6 +319,20 @@ const BadInput kBadInputs[] = {
      "limits.uid_max_queued_bytes: must be at most 9223372036854775807"},
     {"WaitingReceivesOverMax", R"({"limits": {"max_waiting_receives": 65537}})",
      "limits.max_waiting_receives: must be at most 65536"},
+    {"UidQueuesOverTheTable", R"({"limits": {"max_queues": 100, "uid_max_queues": 101}})",
+     "limits.uid_max_queues: must be at most limits.max_queues (100)"},
+    {"UidQueuesOverTheDefaultTable", R"({"limits": {"uid_max_queues": 65537}})",
+     "limits.uid_max_queues: must be at most limits.max_queues (65536)"},
+    {"ZeroUidQueues", R"({"limits": {"uid_max_queues": 0}})",
+     "limits.uid_max_queues: must be at least 1"},
+    {"ZeroUidWaitingReceives", R"({"limits": {"uid_max_waiting_receives": 0}})",
+     "limits.uid_max_waiting_receives: must be at least 1"},
+    {"UidWaitingReceivesOverMax", R"({"limits": {"uid_max_waiting_receives": 1000001}})",
+     "limits.uid_max_waiting_receives: must be at most 1000000"},
+    {"NegativeGrace", R"({"limits": {"declared_queue_grace_ms": -1}})",
+     "limits.declared_queue_grace_ms: must be at least 0"},
+    {"GraceOverMax", R"({"limits": {"declared_queue_grace_ms": 86400001}})",
+     "limits.declared_queue_grace_ms: must be at most 86400000"},
     {"BatchOverMax", R"({"limits": {"max_receive_batch": 1000001}})",
      "limits.max_receive_batch: must be at most 1000000"},
     {"OutboundUnderMin", R"({"limits": {"max_outbound_bytes": 4095}})",
@@ -823,7 +852,9 @@ TEST(ConfigTest, LoadTokenRefusesATokenLongerThan1024Bytes) {
 TEST(ConfigTest, EffectiveConfigJsonReadsBackAsTheSameConfig) {
   const auto c = parse_ok(R"({"admin": {"group": "qbus-admin", "mode": "0640"},
                               "limits": {"max_region_bytes": 4096, "max_queues": 7,
-                                         "region_pool_bytes": 12288},
+                                         "region_pool_bytes": 12288,
+                                         "uid_max_waiting_receives": 11,
+                                         "declared_queue_grace_ms": 250},
                               "queues": [{"key": "jobs", "max_messages": 3}]})");
   const std::string text = to_json_text(c, "/run/x/q.sock", "/run/x/admin.sock");
   const auto again = parse_ok(text);
@@ -831,6 +862,9 @@ TEST(ConfigTest, EffectiveConfigJsonReadsBackAsTheSameConfig) {
   EXPECT_EQ(again.admin_socket_mode, 0640u);
   EXPECT_EQ(again.max_region_bytes, 4096u);
   EXPECT_EQ(again.max_queues, 7u);
+  EXPECT_EQ(again.uid_max_queues, 7u);
+  EXPECT_EQ(again.uid_max_waiting_receives, 11u);
+  EXPECT_EQ(again.declared_queue_grace_ms, 250u);
   EXPECT_EQ(again.region_pool_bytes, 12288u);
   ASSERT_EQ(again.queues.size(), 1u);
   EXPECT_EQ(again.queues[0].settings.max_messages, 3u);

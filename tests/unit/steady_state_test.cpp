@@ -59,7 +59,7 @@ class SteadyState : public ::testing::Test {
 
 TEST_F(SteadyState, BatchesThroughADeclaredQueue) {
   std::string text;
-  ASSERT_EQ(broker_.declare(kKey, QueueOptions{}, text), Errc::ok) << text;
+  ASSERT_EQ(broker_.declare_configured(kKey, QueueOptions{}, text), Errc::ok) << text;
   expect_no_allocations(64, [&] {
     for (int i = 0; i < 64; ++i)
       EXPECT_EQ(broker_.send(kProducer, kKey, payload_, now_).result, SendResult::accepted);

@@ -11,6 +11,10 @@ struct UidUsage {
   std::uint32_t connections = 0;
   std::uint64_t queued_messages = 0;
   std::uint64_t queued_bytes = 0;
+  // Queues charged to this uid (it created them, or declared them last).
+  std::uint32_t queues = 0;
+  // Receives of its connections waiting for a message, over queues and inboxes.
+  std::uint32_t waiting_receives = 0;
 };
 
 class Accounting {
@@ -32,7 +36,10 @@ class Accounting {
   // Drops the entry once a uid holds nothing, so the table tracks only live users.
   void forget_if_unused(std::uint32_t uid) {
     const UidUsage* u = find(uid);
-    if (!u || u->connections != 0 || u->queued_messages != 0) return;
+    if (!u || u->connections != 0 || u->queued_messages != 0 || u->queues != 0 ||
+        u->waiting_receives != 0) {
+      return;
+    }
     if (u == last_) last_ = nullptr;
     usage_.erase(uid);
   }

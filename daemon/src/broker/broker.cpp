@@ -41,7 +41,7 @@ Errc Broker::connect(PeerId peer, const Identity& id, Clock::time_point now) {
   return Errc::ok;
 }
 
-void Broker::disconnect(PeerId peer) {
+void Broker::disconnect(PeerId peer, Clock::time_point now) {
   auto pit = peers_.find(peer);
   if (pit == peers_.end()) return;
   Peer& p = pit->second;
@@ -49,6 +49,13 @@ void Broker::disconnect(PeerId peer) {
   std::vector<Queue*> touched;
   for (const auto& w : p.waiting_in)
     touched.push_back(w.first);
+  // Whatever it declared is kept only through the grace now, unless declared again.
+  for (Queue* q : p.declared) {
+    q->keeper().declarer = 0;
+    start_grace(*q, now);
+    if (!q->declared()) touched.push_back(q);
+  }
+  p.declared.clear();
   for (Queue* q : touched) {
     auto& ws = q->waiters();
     for (auto it = ws.begin(); it != ws.end();) {
@@ -106,7 +113,7 @@ const Queue* Broker::find(std::string_view key) const {
   return it == queues_.end() ? nullptr : it->second.get();
 }
 
-Queue* Broker::get_or_create(std::string_view key, SendOutcome* why) {
+Queue* Broker::get_or_create(std::string_view key, SendOutcome* why, const Identity* creator) {
   if (Queue* q = find_mutable(key)) return q;
   if (queues_.size() >= limits_.max_queues) {
     if (why) {
@@ -115,17 +122,48 @@ Queue* Broker::get_or_create(std::string_view key, SendOutcome* why) {
     }
     return nullptr;
   }
+  if (creator) {
+    if (auto refusal = over_queue_quota(creator->uid)) {
+      if (why) *why = std::move(*refusal);
+      return nullptr;
+    }
+  }
+  Queue* raw = nullptr;
   if (auto node = spare_queues_.take()) {
-    Queue* raw = node.mapped().get();
+    raw = node.mapped().get();
     raw->reuse(key, limits_.queue_defaults);
     node.key().assign(key);
     queues_.insert(std::move(node));
-    return raw;
+  } else {
+    auto q = std::make_unique<Queue>(std::string(key), limits_.queue_defaults, false);
+    raw = q.get();
+    queues_.emplace(raw->key(), std::move(q));
   }
-  auto q = std::make_unique<Queue>(std::string(key), limits_.queue_defaults, false);
-  Queue* raw = q.get();
-  queues_.emplace(raw->key(), std::move(q));
+  if (creator) charge_queue(*raw, creator->uid);
   return raw;
+}
+
+std::optional<SendOutcome> Broker::over_queue_quota(std::uint32_t uid) const {
+  const UidUsage* usage = accounting_.find(uid);
+  const std::uint32_t held = usage ? usage->queues : 0;
+  if (held < limits_.uid_max_queues) return std::nullopt;
+  return rejected(Errc::too_many_queues, "uid " + std::to_string(uid) + " already holds " +
+                                             std::to_string(held) + " queues (limit " +
+                                             std::to_string(limits_.uid_max_queues) + ")");
+}
+
+void Broker::charge_queue(Queue& q, std::uint32_t uid) {
+  ++accounting_.of(uid).queues;
+  q.keeper().charged = true;
+  q.keeper().uid = uid;
+}
+
+void Broker::uncharge_queue(Queue& q) {
+  QueueKeeper& k = q.keeper();
+  if (!k.charged) return;
+  k.charged = false;
+  --accounting_.of(k.uid).queues;
+  accounting_.forget_if_unused(k.uid);
 }
 
 SendOutcome Broker::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
@@ -234,7 +272,7 @@ SendOutcome Broker::send(PeerId from, std::string_view key, Bytes payload, Clock
   Peer* p = find_peer(from);
   if (!p) return rejected(Errc::internal_error, "unknown peer");
   SendOutcome out;
-  Queue* q = get_or_create(key, &out);
+  Queue* q = get_or_create(key, &out, &p->id);
   if (!q) return out;
   out = enqueue(*q, from, *p, payload, now);
   collect_if_idle(*q);
@@ -251,7 +289,7 @@ void Broker::receive(PeerId peer, std::uint64_t correlation, std::string_view ke
     return;
   }
   SendOutcome why;
-  if (!q) q = get_or_create(key, &why);
+  if (!q) q = get_or_create(key, &why, &pit->second.id);
   if (!q) {
     sink_.fail(peer, correlation, why.error, why.text);
     return;
@@ -286,6 +324,16 @@ void Broker::receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlat
                    ")");
     return;
   }
+  // The peer is connected, so its uid has an entry.
+  UidUsage& usage = accounting_.of(p.id.uid);
+  if (usage.waiting_receives >= limits_.uid_max_waiting_receives) {
+    sink_.fail(peer, correlation, Errc::too_many_receives,
+               "uid " + std::to_string(p.id.uid) + " already has " +
+                   std::to_string(usage.waiting_receives) +
+                   " receives waiting over its connections (limit " +
+                   std::to_string(limits_.uid_max_waiting_receives) + ")");
+    return;
+  }
   const std::uint32_t max = std::clamp<std::uint32_t>(max_count, 1, limits_.max_receive_batch);
   auto it = add_waiter(q, Waiter{peer, correlation, max, false, {}});
   if (timeout_ms > 0) {
@@ -297,6 +345,7 @@ void Broker::receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlat
     it->deadline = add_deadline(now + std::chrono::milliseconds(timeout_ms), d);
   }
   ++p.waiting;
+  ++usage.waiting_receives;
   auto w = std::find_if(p.waiting_in.begin(), p.waiting_in.end(),
                         [&](const auto& e) { return e.first == &q; });
   if (w == p.waiting_in.end()) {
@@ -378,6 +427,7 @@ void Broker::remove_waiter(Queue& q, WaiterList::iterator it) {
   if (pit != peers_.end()) {
     Peer& p = pit->second;
     --p.waiting;
+    --accounting_.of(p.id.uid).waiting_receives;
     auto w = std::find_if(p.waiting_in.begin(), p.waiting_in.end(),
                           [&](const auto& e) { return e.first == &q; });
     if (w != p.waiting_in.end() && --w->second == 0) {
@@ -459,24 +509,46 @@ void Broker::collect_if_idle(Queue& q) {
 }
 
 void Broker::erase_queue(QueueMap::iterator it) {
-  if (last_queue_ == it->second.get()) last_queue_ = nullptr;
+  Queue& q = *it->second;
+  stop_grace(q);
+  drop_declarer(q);
+  uncharge_queue(q);
+  if (last_queue_ == &q) last_queue_ = nullptr;
   // A queue that comes and goes with each message (a reply queue, a consumer that keeps
   // up) is created again from the stash without allocating.
   spare_queues_.keep(queues_.extract(it));
 }
 
-Errc Broker::declare(std::string_view key, const QueueOptions& requested, std::string& text) {
+Errc Broker::check_declared(const Queue& q, const QueueOptions& wanted, std::string& text) const {
+  const auto& have = q.options();
+  if (have.max_messages != wanted.max_messages || have.max_bytes != wanted.max_bytes ||
+      have.overflow != wanted.overflow) {
+    text = "queue '" + q.key() + "' is already declared with " + describe(have);
+    return Errc::queue_conflict;
+  }
+  return Errc::ok;
+}
+
+Errc Broker::declare(PeerId from, std::string_view key, const QueueOptions& requested,
+                     std::string& text) {
+  Peer* p = find_peer(from);
+  if (!p) {
+    text = "unknown peer";
+    return Errc::internal_error;
+  }
   const QueueOptions wanted = fill_defaults(requested, limits_.queue_defaults);
-  if (Queue* q = find_mutable(key)) {
-    if (q->declared()) {
-      const auto& have = q->options();
-      if (have.max_messages != wanted.max_messages || have.max_bytes != wanted.max_bytes ||
-          have.overflow != wanted.overflow) {
-        text = "queue '" + q->key() + "' is already declared with " + describe(have);
-        return Errc::queue_conflict;
-      }
-      return Errc::ok;
+  Queue* q = find_mutable(key);
+  if (q && q->declared()) {
+    if (const Errc e = check_declared(*q, wanted, text); e != Errc::ok) return e;
+  }
+  if (q && !q->keeper().permanent) {
+    if (auto refusal = adopt(*q, from, *p)) {
+      text = std::move(refusal->text);
+      return refusal->error;
     }
+  }
+  if (q) {
+    if (q->declared()) return Errc::ok;
     q->set_options(wanted);
     q->mark_declared();
     // Looser limits may make room for blocked producers.
@@ -484,14 +556,98 @@ Errc Broker::declare(std::string_view key, const QueueOptions& requested, std::s
     return Errc::ok;
   }
   SendOutcome why;
-  Queue* q = get_or_create(key, &why);
+  q = get_or_create(key, &why, &p->id);
   if (!q) {
     text = why.text;
     return why.error;
   }
   q->set_options(wanted);
   q->mark_declared();
+  q->keeper().declarer = from;
+  p->declared.push_back(q);
   return Errc::ok;
+}
+
+Errc Broker::declare_configured(std::string_view key, const QueueOptions& requested,
+                                std::string& text) {
+  const QueueOptions wanted = fill_defaults(requested, limits_.queue_defaults);
+  Queue* q = find_mutable(key);
+  if (q) {
+    if (q->declared()) {
+      if (const Errc e = check_declared(*q, wanted, text); e != Errc::ok) return e;
+    } else {
+      q->set_options(wanted);
+      q->mark_declared();
+      if (q->has_room_for(0)) space_freed(*q);
+    }
+  } else {
+    SendOutcome why;
+    q = get_or_create(key, &why, nullptr);
+    if (!q) {
+      text = why.text;
+      return why.error;
+    }
+    q->set_options(wanted);
+    q->mark_declared();
+  }
+  stop_grace(*q);
+  drop_declarer(*q);
+  uncharge_queue(*q);
+  q->keeper().permanent = true;
+  return Errc::ok;
+}
+
+bool Broker::release_configured(std::string_view key, Clock::time_point now) {
+  Queue* q = find_mutable(key);
+  if (!q || !q->keeper().permanent) return false;
+  q->keeper().permanent = false;
+  start_grace(*q, now);
+  collect_if_idle(*q);
+  return true;
+}
+
+std::optional<SendOutcome> Broker::adopt(Queue& q, PeerId peer, Peer& p) {
+  QueueKeeper& k = q.keeper();
+  if (!k.charged || k.uid != p.id.uid) {
+    if (auto refusal = over_queue_quota(p.id.uid)) return refusal;
+    uncharge_queue(q);
+    charge_queue(q, p.id.uid);
+  }
+  stop_grace(q);
+  if (k.declarer != peer) {
+    drop_declarer(q);
+    k.declarer = peer;
+    p.declared.push_back(&q);
+  }
+  return std::nullopt;
+}
+
+void Broker::drop_declarer(Queue& q) {
+  QueueKeeper& k = q.keeper();
+  if (k.declarer == 0) return;
+  if (auto it = peers_.find(k.declarer); it != peers_.end()) std::erase(it->second.declared, &q);
+  k.declarer = 0;
+}
+
+void Broker::start_grace(Queue& q, Clock::time_point now) {
+  stop_grace(q);
+  if (limits_.declared_queue_grace_ms == 0) {
+    q.mark_undeclared();
+    return;
+  }
+  Deadline d;
+  d.kind = Deadline::Kind::collect;
+  d.queue = &q;
+  q.keeper().grace =
+      add_deadline(now + std::chrono::milliseconds(limits_.declared_queue_grace_ms), d);
+  q.keeper().grace_running = true;
+}
+
+void Broker::stop_grace(Queue& q) {
+  QueueKeeper& k = q.keeper();
+  if (!k.grace_running) return;
+  k.grace_running = false;
+  spare_deadlines_.erase(deadlines_, k.grace);
 }
 
 void Broker::expire(Clock::time_point now) {
@@ -510,6 +666,13 @@ void Broker::expire(Clock::time_point now) {
         Peer& p = peers_.at(d.peer);
         end_request(p, p.requests.find(d.request_id));
         sink_.fail(d.peer, d.request_id, Errc::timeout, "no reply within the timeout");
+        break;
+      }
+      case Deadline::Kind::collect: {
+        // The grace is over: from now on the queue lives only while it is in use.
+        stop_grace(*d.queue);
+        d.queue->mark_undeclared();
+        collect_if_idle(*d.queue);
         break;
       }
       case Deadline::Kind::parked: {

@@ -88,7 +88,8 @@ class Broker {
   Errc connect(PeerId peer, const Identity& id, Clock::time_point now);
   // Forgets a peer: its waiting receives, pending requests, parked sends and its place
   // among blocked producers go too; its process's inbox goes with its last connection.
-  void disconnect(PeerId peer);
+  // The queues it declared start their grace at `now` (see declare).
+  void disconnect(PeerId peer, Clock::time_point now);
 
   SendOutcome send(PeerId from, std::string_view key, Bytes payload, Clock::time_point now);
 
@@ -135,10 +136,31 @@ class Broker {
   RegionStatus remove_named_region(PeerId peer, std::string_view key);
   const RegionTable& regions() const { return regions_; }
 
-  // Creates or configures a queue. Options of zero mean "the default". A queue that was
-  // declared before with different options answers queue_conflict; one created implicitly
-  // by use adopts the declared options.
-  Errc declare(std::string_view key, const QueueOptions& requested, std::string& text);
+  // Queue lifetime and charges. A queue is charged to the uid whose frame created it
+  // (SEND, RECEIVE, REQUEST, SEND_REGION, DECLARE), and a uid may be charged
+  // limits.uid_max_queues at most: beyond it, creating one more fails with too_many_queues
+  // and nothing changes. The charge is given back when the queue is erased. A queue
+  // created by use is erased as soon as it is idle (empty, nobody waiting on it or blocked
+  // on it).
+  //
+  // declare creates or configures a queue on behalf of `from`, which becomes its declarer
+  // (the last live connection to declare it wins), and the queue's charge moves to the
+  // declarer's uid (too_many_queues when that uid holds its limit already). Options of zero
+  // mean "the default". A queue declared before with different options answers
+  // queue_conflict; one created implicitly by use adopts the declared options. A declared
+  // queue stays while its declarer is connected, even when idle. When the declarer
+  // disconnects, the grace (limits.declared_queue_grace_ms) starts; at its end the queue
+  // stops being declared and goes like a queue created by use: at once if it is idle, or
+  // once it is (drained, its last waiter gone). A new declaration by a live connection
+  // during the grace ends the grace and makes that connection the declarer.
+  Errc declare(PeerId from, std::string_view key, const QueueOptions& requested, std::string& text);
+  // Declares a queue of the configuration: charged to nobody and never collected; a
+  // queue that exists is taken over (its declarer and charge go). Otherwise as declare.
+  Errc declare_configured(std::string_view key, const QueueOptions& requested, std::string& text);
+  // The configuration no longer lists `key`: its queue becomes a declared queue whose
+  // declarer has gone, so its grace starts at `now`. False when `key` names no queue of
+  // the configuration.
+  bool release_configured(std::string_view key, Clock::time_point now);
 
   // The edge reports that `peer` reads its output again (Sink::wants_more would now say
   // true): its receives that wait on queues holding messages are served now.
@@ -216,10 +238,28 @@ class Broker {
     HandlingSet handling;
     // This peer's sends waiting for their process to connect (at most max_parked_sends).
     std::vector<ParkedList::iterator> parked;
+    // Queues whose declarer this peer is (their QueueKeeper::declarer).
+    std::vector<Queue*> declared;
   };
 
   Queue* find_mutable(std::string_view key);
-  Queue* get_or_create(std::string_view key, SendOutcome* why);
+  // Creates a queue charged to `creator`'s uid (nullptr: to nobody) unless it exists.
+  Queue* get_or_create(std::string_view key, SendOutcome* why, const Identity* creator);
+  // The refusal when `uid` may not be charged one more queue.
+  std::optional<SendOutcome> over_queue_quota(std::uint32_t uid) const;
+  void charge_queue(Queue& q, std::uint32_t uid);
+  void uncharge_queue(Queue& q);
+  // Makes `peer` the declarer of `q`, moving the charge to its uid; the refusal when that
+  // uid holds its limit of queues (nothing changed then).
+  std::optional<SendOutcome> adopt(Queue& q, PeerId peer, Peer& p);
+  // Takes `q` off its declarer's list; the queue has no declarer after.
+  void drop_declarer(Queue& q);
+  // `q` has lost its declarer (or its place in the configuration): its grace starts at
+  // `now`. With no grace it is undeclared at once; the caller then collects it if idle.
+  void start_grace(Queue& q, Clock::time_point now);
+  void stop_grace(Queue& q);
+  // Whether `q`'s declaration is kept with `wanted`; queue_conflict with `text` otherwise.
+  Errc check_declared(const Queue& q, const QueueOptions& wanted, std::string& text) const;
   // Hands `payload` to the first waiter of `q` or stores it, applying q's limits, the
   // sender's uid quota and q's overflow policy.
   // request_id/request_seq: nonzero for a request's message.

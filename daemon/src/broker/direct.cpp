@@ -267,7 +267,7 @@ SendOutcome Broker::request(PeerId from, std::uint64_t correlation, std::string_
                     "request id " + std::to_string(correlation) + " is already waiting");
   }
   SendOutcome out;
-  Queue* q = get_or_create(key, &out);
+  Queue* q = get_or_create(key, &out, &p.id);
   if (!q) return out;
   // Registered first: a waiting receiver may take the message inside enqueue().
   const std::uint64_t seq = next_request_seq_++;

@@ -36,12 +36,12 @@ struct Parked {
 };
 using ParkedList = std::list<Parked>;
 
-// Something that fails when its time runs out: a waiting receive, a request waiting for
-// its reply, or a parked direct send.
+// Something that ends when its time runs out: a waiting receive, a request waiting for
+// its reply, a parked direct send, or the grace of a declared queue whose declarer left.
 struct Deadline {
-  enum class Kind { receive, request, parked };
+  enum class Kind { receive, request, parked, collect };
   Kind kind = Kind::receive;
-  Queue* queue = nullptr;        // receive
+  Queue* queue = nullptr;        // receive, collect
   WaiterList::iterator waiter;   // receive
   PeerId peer = 0;               // request
   std::uint64_t request_id = 0;  // request
@@ -64,6 +64,22 @@ struct QueueCounters {
   std::uint64_t rejected_total = 0;
 };
 
+// Who a queue counts against and what keeps it declared. Kept by the Broker, which also
+// keeps the per-uid counts and the peers' lists of what they declared in step with it.
+struct QueueKeeper {
+  // Counts against `uid`'s uid_max_queues (false for a queue of the configuration).
+  bool charged = false;
+  std::uint32_t uid = 0;
+  // Declared by the configuration: never collected, charged to nobody.
+  bool permanent = false;
+  // The live connection that declared it last; 0 when none (never declared, declared by
+  // the configuration, or its declarer has gone).
+  PeerId declarer = 0;
+  // While its declarer is gone and the grace runs: the Deadline::Kind::collect entry.
+  bool grace_running = false;
+  DeadlineIndex::iterator grace;
+};
+
 class Queue {
  public:
   Queue(std::string key, QueueOptions options, bool declared, bool inbox = false)
@@ -83,8 +99,14 @@ class Queue {
     options_ = options;
     declared_ = false;
     counters_ = {};
+    keeper_ = {};
   }
   void mark_declared() { declared_ = true; }
+  // Once the grace after its declarer left has run out: collected when idle, like a queue
+  // that was never declared (its options stay while it lives).
+  void mark_undeclared() { declared_ = false; }
+  QueueKeeper& keeper() { return keeper_; }
+  const QueueKeeper& keeper() const { return keeper_; }
 
   std::size_t depth() const { return messages_.size(); }
   std::uint64_t bytes() const { return bytes_; }
@@ -114,7 +136,9 @@ class Queue {
   QueueCounters& counters() { return counters_; }
   const QueueCounters& counters() const { return counters_; }
 
-  // Removable when nothing refers to it and no operator declared it (never an inbox).
+  // Removable when nothing refers to it and it is not declared (never an inbox). A queue
+  // stays declared while the configuration or a live declarer holds it, and through the
+  // grace after its declarer left (see Broker::declare).
   bool idle() const {
     return !declared_ && !inbox_ && messages_.empty() && waiters_.empty() && blocked_.empty();
   }
@@ -130,6 +154,7 @@ class Queue {
   WaiterList waiters_;  // a list: a waiter leaves from anywhere when it times out
   std::vector<PeerId> blocked_;
   QueueCounters counters_;
+  QueueKeeper keeper_;
 };
 
 }  // namespace qbus::broker

@@ -67,7 +67,7 @@ SendOutcome Broker::route_region(PeerId from, const RegionSend& s, Clock::time_p
   }
   if (s.kind == proto::RegionTarget::queue) {
     SendOutcome out;
-    Queue* q = get_or_create(s.key, &out);
+    Queue* q = get_or_create(s.key, &out, &pit->second.id);
     if (!q) return out;
     out = enqueue(*q, from, pit->second, {}, now, 0, 0, s.ref);
     collect_if_idle(*q);

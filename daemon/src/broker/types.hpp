@@ -53,6 +53,10 @@ struct Limits {
   std::uint32_t max_payload = 1u << 20;
   QueueOptions queue_defaults{};
   std::uint32_t max_queues = 65'536;
+  // Queues one uid may have created and not yet seen collected, however many connections
+  // it has: one uid cannot take the whole table. Queues of the configuration count against
+  // no uid.
+  std::uint32_t uid_max_queues = 4'096;
   // Bytes of queued payload one uid may hold across all queues, however many connections.
   std::uint64_t uid_max_queued_bytes = 1ull << 30;
   // Messages one uid may have queued: bounds the per-message bookkeeping that payload
@@ -63,6 +67,12 @@ struct Limits {
   // Receives one connection may have waiting at once; with max_payload this bounds how
   // much a receiver that stops reading can make the broker buffer for it.
   std::uint32_t max_waiting_receives = 64;
+  // Receives one uid may have waiting over all its connections: each one waiting on a
+  // fresh key holds a queue.
+  std::uint32_t uid_max_waiting_receives = 4'096;
+  // How long an empty queue declared by a connection that has gone stays before it is
+  // collected (Broker::declare); 0: at once.
+  std::uint32_t declared_queue_grace_ms = 60'000;
   // Largest batch one receive may ask for; bigger requests are clamped.
   std::uint32_t max_receive_batch = 4'096;
   // Every process (every TCP connection) has one inbox for direct messages.

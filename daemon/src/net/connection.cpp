@@ -415,7 +415,7 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
       proto::Declare m;
       if (auto e = proto::decode_declare(body, m); e != Errc::ok) return bad_body(e);
       std::string text;
-      const auto e = broker.declare(m.key, {m.max_messages, m.max_bytes, m.overflow}, text);
+      const auto e = broker.declare(id_, m.key, {m.max_messages, m.max_bytes, m.overflow}, text);
       if (e != Errc::ok) {
         error(h.correlation, e, text);
       } else {

@@ -495,7 +495,7 @@ void Server::forget(broker::PeerId id) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
   if (it->second->identity().tcp && !it->second->authenticated()) end_preauth(id);
-  broker_.disconnect(id);
+  broker_.disconnect(id, broker::Clock::now());
   if (!it->second->identity().tcp) {
     unwatch_process(id, it->second->identity());
     exited_at_accept_.erase(id);

@@ -30,6 +30,9 @@ bool same(const QueueSettings& a, const QueueSettings& b) {
 // The numeric limits that apply live, by their config path.
 std::vector<std::pair<const char*, std::uint64_t>> live_limits(const Config& c) {
   return {{"limits.max_queues", c.max_queues},
+          {"limits.uid_max_queues", c.uid_max_queues},
+          {"limits.uid_max_waiting_receives", c.uid_max_waiting_receives},
+          {"limits.declared_queue_grace_ms", c.declared_queue_grace_ms},
           {"limits.max_connections", c.max_connections},
           {"limits.uid_max_connections", c.uid_max_connections},
           {"limits.uid_max_queued_bytes", c.uid_max_queued_bytes},
@@ -103,7 +106,7 @@ void apply_queues(const Config& running, const Config& effective, Server& server
     const auto& q = effective.queues[i];
     const bool existed = broker.find(q.key) != nullptr;
     std::string text;
-    const auto e = broker.declare(
+    const auto e = broker.declare_configured(
         q.key, {q.settings.max_messages, q.settings.max_bytes, q.settings.overflow}, text);
     if (e == Errc::queue_conflict) {
       // A declared queue keeps its options: other clients rely on what they declared.
@@ -121,13 +124,14 @@ void apply_queues(const Config& running, const Config& effective, Server& server
     bool kept = false;
     for (const auto& q : effective.queues)
       kept = kept || q.key == old.key;
-    if (!kept && broker.find(old.key)) {
+    if (!kept && broker.release_configured(old.key, broker::Clock::now())) {
       spdlog::info(
-          "queue '{}' is no longer in the configuration; it stays until 'qbusctl delete {}' "
-          "or a restart",
-          old.key, old.key);
+          "queue '{}' is no longer in the configuration; after limits.declared_queue_grace_ms "
+          "({} ms) it goes once idle, or at 'qbusctl delete {}'",
+          old.key, effective.declared_queue_grace_ms, old.key);
     }
   }
+  server.end_of_batch();  // a grace may have started: re-arm the deadline timer
 }
 
 }  // namespace
@@ -138,11 +142,14 @@ broker::Limits broker_limits(const Config& c) {
   l.queue_defaults = {c.queue_defaults.max_messages, c.queue_defaults.max_bytes,
                       c.queue_defaults.overflow};
   l.max_queues = c.max_queues;
+  l.uid_max_queues = c.uid_max_queues;
   l.max_connections = c.max_connections;
   l.uid_max_connections = c.uid_max_connections;
   l.uid_max_queued_bytes = c.uid_max_queued_bytes;
   l.uid_max_queued_messages = c.uid_max_queued_messages;
   l.max_waiting_receives = c.max_waiting_receives;
+  l.uid_max_waiting_receives = c.uid_max_waiting_receives;
+  l.declared_queue_grace_ms = c.declared_queue_grace_ms;
   l.max_receive_batch = c.max_receive_batch;
   l.inbox = {c.inbox.max_messages, c.inbox.max_bytes, c.inbox.overflow};
   l.max_pending_requests = c.max_pending_requests;

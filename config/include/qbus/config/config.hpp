@@ -43,11 +43,17 @@ struct Config {
   // Limits
   std::uint32_t max_payload_bytes = 1u << 20;
   std::uint32_t max_queues = 65'536;
+  // Queues one uid may hold; when the file leaves it out, the smaller of 4096 and
+  // max_queues. More than max_queues is an error.
+  std::uint32_t uid_max_queues = 4'096;
   std::uint32_t max_connections = 16'384;
   std::uint32_t uid_max_connections = 1'024;
   std::uint64_t uid_max_queued_bytes = 1ull << 30;
   std::uint64_t uid_max_queued_messages = 1'000'000;
   std::uint32_t max_waiting_receives = 64;
+  std::uint32_t uid_max_waiting_receives = 4'096;
+  // How long an empty queue whose declarer disconnected stays; 0: it goes at once.
+  std::uint32_t declared_queue_grace_ms = 60'000;
   std::uint32_t max_receive_batch = 4'096;
   std::uint64_t max_outbound_bytes = 4ull << 20;
   // What all connections of one uid may have waiting to be read by their peers: answer
