@@ -441,4 +441,17 @@ bool Server::wants_more(broker::PeerId peer) {
   return c && !c->closing() && !c->backed_up();
 }
 
+bool Server::disconnect(broker::PeerId id, Errc code, std::string_view text) {
+  Connection* c = find(id);
+  if (c == nullptr) return false;
+  // Already on its way out (a framing error, a refused handshake): it is closing anyway.
+  if (c->closing()) return true;
+  // reject() closes by itself only for fatal codes and before WELCOME; an operator's
+  // disconnect closes a welcomed connection too.
+  c->reject(code, text);
+  c->drain_and_close();
+  end_of_batch();
+  return true;
+}
+
 }  // namespace qbus::daemon
