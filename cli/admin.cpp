@@ -307,6 +307,72 @@ void print_stats(const json& s) {
                 {"rss", human_bytes(number(s, "rss_bytes"))}});
 }
 
+// `delete --pattern`: the broker deletes a bounded number of queues per request and says
+// how many matching ones remain, so ask until none do (or a round makes no progress).
+// The rounds' answers are summed into one of the same shape.
+json delete_matching(const std::string& path, const AdminCommand& cmd) {
+  const json request{{"request", "delete"}, {"pattern", cmd.pattern}};
+  json total;
+  while (true) {
+    json answer = ask_admin(path, request);
+    if (!answer.is_object() || !member(answer, "ok").is_boolean() ||
+        !member(answer, "ok").get<bool>()) {
+      return answer;
+    }
+    if (total.is_null()) {
+      total = answer;
+    } else {
+      // Counts are summed as the integers they are (number() is a double).
+      for (const char* count : {"deleted", "dropped"}) {
+        const json& n = member(answer, count);
+        total[count] = total[count].get<std::uint64_t>() +
+                       (n.is_number_unsigned() ? n.get<std::uint64_t>() : 0);
+      }
+      for (const auto& k : member(answer, "keys"))
+        total["keys"].push_back(k);
+      total["remaining"] = member(answer, "remaining");
+    }
+    if (number(answer, "remaining") == 0 || number(answer, "deleted") == 0) return total;
+  }
+}
+
+void print_done(const AdminCommand& cmd, const json& answer) {
+  const auto plural = [](double n, const char* one, const char* many) {
+    return text_of(json(static_cast<std::uint64_t>(n))) + " " + (n == 1 ? one : many);
+  };
+  if (cmd.request == "region-remove") {
+    std::cout << "removed named region '" << printable(cmd.key) << "'";
+    if (member(answer, "freed").is_boolean() && member(answer, "freed").get<bool>()) {
+      std::cout << ": freed\n";
+    } else {
+      // The key is gone; the memory goes when its last holder lets go.
+      std::cout << ": still held by " << plural(number(answer, "handles"), "handle", "handles")
+                << " and "
+                << plural(number(answer, "message_refs"), "queued message", "queued messages")
+                << ", freed when they are released\n";
+    }
+  } else if (cmd.request == "disconnect") {
+    std::cout << "disconnected client " << cmd.id << "\n";
+  } else if (cmd.request == "delete" && !cmd.pattern.empty()) {
+    if (number(answer, "deleted") == 0) {
+      std::cout << "no queue matches '" << printable(cmd.pattern) << "': nothing deleted\n";
+    } else {
+      std::cout << "deleted " << plural(number(answer, "deleted"), "queue", "queues")
+                << " matching '" << printable(cmd.pattern)
+                << "': " << plural(number(answer, "dropped"), "message", "messages")
+                << " dropped\n";
+    }
+    if (number(answer, "remaining") != 0) {
+      std::cout << plural(number(answer, "remaining"), "matching queue", "matching queues")
+                << " remain; run the command again\n";
+    }
+  } else {
+    std::cout << (cmd.request == "purge" ? "purged '" : "deleted '") << cmd.key
+              << "': " << text_of(member(answer, "dropped"))
+              << (number(answer, "dropped") == 1 ? " message" : " messages") << " dropped\n";
+  }
+}
+
 }  // namespace
 
 int run_admin(const AdminCommand& cmd) {
@@ -314,7 +380,9 @@ int run_admin(const AdminCommand& cmd) {
     const std::string path = resolve_admin_path(cmd);
     json request{{"request", cmd.request}};
     if (!cmd.key.empty()) request["key"] = cmd.key;
-    const json answer = ask_admin(path, request);
+    if (cmd.request == "disconnect") request["id"] = cmd.id;
+    const json answer = cmd.request == "delete" && !cmd.pattern.empty() ? delete_matching(path, cmd)
+                                                                        : ask_admin(path, request);
     if (!answer.is_object() || !member(answer, "ok").is_boolean() ||
         !member(answer, "ok").get<bool>()) {
       const json& e = member(answer, "error");
@@ -326,8 +394,11 @@ int run_admin(const AdminCommand& cmd) {
         std::cerr << "qbusctl: access denied by the admin socket " << path << ": " << message
                   << "\n";
       } else {
-        std::cerr << "qbusctl: " << cmd.request << (cmd.key.empty() ? "" : " " + cmd.key) << ": "
-                  << code << ": " << message << "\n";
+        std::string what = cmd.request;
+        if (!cmd.key.empty()) what += " " + cmd.key;
+        if (!cmd.pattern.empty()) what += " --pattern " + cmd.pattern;
+        if (cmd.request == "disconnect") what += " " + std::to_string(cmd.id);
+        std::cerr << "qbusctl: " << printable(what) << ": " << code << ": " << message << "\n";
       }
       return 1;
     }
@@ -344,9 +415,7 @@ int run_admin(const AdminCommand& cmd) {
     } else if (cmd.request == "stats") {
       print_stats(member(answer, "stats"));
     } else {
-      std::cout << (cmd.request == "purge" ? "purged '" : "deleted '") << cmd.key
-                << "': " << text_of(member(answer, "dropped"))
-                << (number(answer, "dropped") == 1 ? " message" : " messages") << " dropped\n";
+      print_done(cmd, answer);
     }
     return std::cout.flush() ? 0 : 1;
   } catch (const Failure& e) {

@@ -2,6 +2,7 @@
 // table (or the raw JSON answer with --json). docs/admin.md documents the protocol.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace qbusctl {
@@ -10,8 +11,11 @@ struct AdminCommand {
   std::string address;         // --admin-address; empty: $QBUS_ADMIN_ADDRESS, then the defaults
   std::string client_address;  // --address, whose directory holds the admin socket too
   bool json = false;
-  std::string request;  // queues, queue, clients, regions, stats, purge, delete
-  std::string key;      // queue, purge, delete
+  // queues, queue, clients, regions, stats, purge, delete, region-remove, disconnect
+  std::string request;
+  std::string key;       // queue, purge, delete, region-remove
+  std::string pattern;   // delete --pattern (instead of key)
+  std::uint64_t id = 0;  // disconnect
 };
 
 // Runs the command; returns the exit code (0, or 1 with one line on stderr).

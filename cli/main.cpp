@@ -247,13 +247,31 @@ int main(int argc, char** argv) {
   for (const auto& [name, help] : std::vector<std::pair<std::string, std::string>>{
            {"queue", "Show one queue in detail (admin socket)"},
            {"purge", "Drop every message queued in KEY (admin socket)"},
-           {"delete",
-            "Delete queue KEY: its messages go, its waiting receivers are told "
-            "(admin socket)"}}) {
+           {"region-remove",
+            "Remove the named shared-memory region KEY: the key is forgotten now, the memory "
+            "when its last holder lets go (admin socket)"}}) {
     auto* sub = app.add_subcommand(name, help);
-    sub->add_option("KEY", admin.key, "Queue key")->required();
+    sub->add_option("KEY", admin.key, name == "region-remove" ? "Named region key" : "Queue key")
+        ->required();
     admin_commands.push_back(sub);
   }
+  auto* del = app.add_subcommand(
+      "delete",
+      "Delete queue KEY, or every queue whose key matches --pattern: their messages go, "
+      "their waiting receivers are told (admin socket)");
+  auto* del_key = del->add_option("KEY", admin.key, "Queue key");
+  del->add_option("--pattern", admin.pattern,
+                  "Delete every queue whose key matches this glob (*, ?, [...]; quote it "
+                  "from the shell)")
+      ->option_text("GLOB")
+      ->excludes(del_key);
+  admin_commands.push_back(del);
+  auto* disconnect = app.add_subcommand(
+      "disconnect",
+      "Disconnect client ID (as qbusctl clients shows it): it is told why, and everything it "
+      "held is released (admin socket)");
+  disconnect->add_option("ID", admin.id, "Client id")->required();
+  admin_commands.push_back(disconnect);
   // `qbusctl queues --json` as well as `qbusctl --json queues`.
   for (auto* sub : admin_commands)
     sub->fallthrough();
@@ -273,6 +291,11 @@ int main(int argc, char** argv) {
 
   for (auto* sub : admin_commands) {
     if (!sub->parsed()) continue;
+    if (sub == del && admin.key.empty() && admin.pattern.empty()) {
+      std::cerr << "qbusctl: delete: give a queue KEY or --pattern GLOB\nRun 'qbusctl --help' "
+                   "for usage.\n";
+      return kExitUsage;
+    }
     admin.request = sub->get_name();
     admin.address = g.admin_address;
     admin.client_address =

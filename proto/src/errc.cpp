@@ -37,6 +37,7 @@ constexpr Entry kTable[] = {
     {Errc::too_many_requests, "too_many_requests"},
     {Errc::no_such_region, "no_such_region"},
     {Errc::permission_denied, "permission_denied"},
+    {Errc::disconnected_by_operator, "disconnected_by_operator"},
     {Errc::internal_error, "internal_error"},
     {Errc::shutting_down, "shutting_down"},
     {Errc::connect_failed, "connect_failed"},

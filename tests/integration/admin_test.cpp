@@ -14,6 +14,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <thread>
 
 #include "daemon.hpp"
@@ -207,6 +208,177 @@ TEST_F(AdminTest, PurgeAndDeleteDropMessagesAndTellWaiters) {
   EXPECT_NE(missing.err.find("no_such_queue"), std::string::npos) << missing.err;
 }
 
+TEST_F(AdminTest, DeleteByPatternRemovesExactlyTheMatchingQueues) {
+  auto c = connect();
+  for (const char* key :
+       {"jobs.a", "jobs.a", "jobs.b", "jobs", "jobsx", "other.jobs.a", "log.1", "log.2", "log.x"})
+    c.send(key, "m");
+  c.sync();
+  const auto keys = [&] {
+    std::set<std::string> out;
+    const json a = AdminConn(admin_path()).ask({{"request", "queues"}});
+    for (const auto& q : a["queues"])
+      out.insert(q["key"].get<std::string>());
+    return out;
+  };
+  auto r = ctl({"delete", "--pattern", "jobs.*"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "deleted 2 queues matching 'jobs.*': 3 messages dropped\n");
+  EXPECT_EQ(keys(),
+            (std::set<std::string>{"jobs", "jobsx", "other.jobs.a", "log.1", "log.2", "log.x"}));
+  auto j = ctl({"--json", "delete", "--pattern", "log.[0-9]"});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  const json a = json::parse(j.out);
+  EXPECT_EQ(a["deleted"], 2);
+  EXPECT_EQ(a["dropped"], 2);
+  EXPECT_EQ(a["remaining"], 0);
+  EXPECT_EQ(a["keys"].get<std::set<std::string>>(), (std::set<std::string>{"log.1", "log.2"}));
+  EXPECT_EQ(keys(), (std::set<std::string>{"jobs", "jobsx", "other.jobs.a", "log.x"}));
+  // `?` is one byte, `[!...]` a negated set, a backslash quotes.
+  auto q = ctl({"delete", "--pattern", "job?[!.]"});
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  EXPECT_EQ(q.out, "deleted 1 queue matching 'job?[!.]': 1 message dropped\n");
+  EXPECT_EQ(keys(), (std::set<std::string>{"jobs", "other.jobs.a", "log.x"}));
+  // No match is not an error, but says so.
+  auto none = ctl({"delete", "--pattern", "nothing*"});
+  EXPECT_EQ(none.exit_code, 0) << none.err;
+  EXPECT_EQ(none.out, "no queue matches 'nothing*': nothing deleted\n");
+  EXPECT_EQ(keys().size(), 3u);
+  // Bad patterns and bad usage.
+  auto bad = ctl({"delete", "--pattern", "log.[0-9"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("invalid_argument"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("no closing ']'"), std::string::npos) << bad.err;
+  EXPECT_EQ(ctl({"delete"}).exit_code, 2);
+  EXPECT_EQ(ctl({"delete", "jobs", "--pattern", "j*"}).exit_code, 2);
+  AdminConn admin(admin_path());
+  const json both = admin.ask({{"request", "delete"}, {"key", "jobs"}, {"pattern", "j*"}});
+  EXPECT_EQ(both["error"]["code"], "malformed_request") << both.dump();
+  const json trailing = admin.ask({{"request", "delete"}, {"pattern", "jobs\\"}});
+  EXPECT_EQ(trailing["error"]["code"], "invalid_argument") << trailing.dump();
+  EXPECT_EQ(keys().size(), 3u);
+  // `delete KEY` is as it was (keys cannot hold *, ? or [, so it never means a pattern).
+  auto one = ctl({"delete", "jobs"});
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_EQ(one.out, "deleted 'jobs': 1 message dropped\n");
+  EXPECT_EQ(keys(), (std::set<std::string>{"other.jobs.a", "log.x"}));
+}
+
+TEST_F(AdminTest, DeleteByPatternIsBoundedPerRequestAndQbusctlFinishesTheJob) {
+  auto c = connect();
+  constexpr int kQueues = 1100;  // over the 1000 queues one request may delete
+  for (int i = 0; i < kQueues; ++i)
+    c.send("bulk." + std::to_string(i), "m");
+  c.send("keep", "m");
+  c.sync();
+  AdminConn admin(admin_path());
+  const json first = admin.ask({{"request", "delete"}, {"pattern", "bulk.*"}});
+  ASSERT_TRUE(first["ok"].get<bool>()) << first.dump();
+  EXPECT_EQ(first["deleted"], 1000);
+  EXPECT_EQ(first["keys"].size(), 1000u);
+  EXPECT_EQ(first["remaining"], kQueues - 1000);
+  c.send("bulk.late", "m");  // one more appears between the requests
+  c.sync();
+  auto r = ctl({"delete", "--pattern", "bulk.*"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "deleted 101 queues matching 'bulk.*': 101 messages dropped\n");
+  const json left = admin.ask({{"request", "queues"}});
+  ASSERT_EQ(left["queues"].size(), 1u) << left.dump();
+  EXPECT_EQ(left["queues"][0]["key"], "keep");
+}
+
+TEST_F(AdminTest, RegionRemoveForgetsTheKeyWhileHoldersKeepTheirMapping) {
+  auto owner = connect("owner");
+  auto area = owner.create_shared_region("frames", 4096, 0666);
+  std::memcpy(area.data().data(), "before", 6);
+  auto r = ctl({"region-remove", "frames"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "removed named region 'frames': still held by 1 handle and 0 queued messages, "
+            "freed when they are released\n");
+  EXPECT_TRUE(daemon_.wait_for_log("admin: removed named region 'frames'")) << daemon_.log();
+  // Nobody can attach it any more, whoever asks.
+  auto other = connect("other");
+  try {
+    other.attach_shared_region("frames", false);
+    ADD_FAILURE() << "attached a region the operator removed";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::no_such_region) << e.what();
+  }
+  // The holder's mapping is untouched and the key is free for a new region.
+  std::memcpy(area.data().data(), "after", 5);
+  EXPECT_EQ(std::memcmp(area.bytes().data(), "after", 5), 0);
+  auto fresh = owner.create_shared_region("frames", 8192);
+  EXPECT_EQ(fresh.size(), 8192u);
+  // The old region goes with its last holder.
+  AdminConn admin(admin_path());
+  const auto region_count = [&] { return admin.ask({{"request", "regions"}})["regions"].size(); };
+  EXPECT_EQ(region_count(), 2u);
+  area = SharedRegion();
+  owner.sync();  // the release goes out with the next request
+  EXPECT_TRUE(eventually([&] { return region_count() == 1u; }));
+  // A region nobody holds is freed at once.
+  fresh = SharedRegion();
+  owner.sync();
+  const json j = admin.ask({{"request", "region-remove"}, {"key", "frames"}});
+  ASSERT_TRUE(j["ok"].get<bool>()) << j.dump();
+  EXPECT_EQ(j["freed"], true);
+  EXPECT_EQ(region_count(), 0u);
+  // Unknown and invalid keys.
+  auto missing = ctl({"region-remove", "frames"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("no_such_region"), std::string::npos) << missing.err;
+  EXPECT_EQ(admin.ask({{"request", "region-remove"}, {"key", "bad key!"}})["error"]["code"],
+            "invalid_key");
+  EXPECT_EQ(admin.ask({{"request", "region-remove"}})["error"]["code"], "malformed_request");
+}
+
+TEST_F(AdminTest, DisconnectTellsTheClientWhyAndReleasesWhatItHeld) {
+  auto victim = connect("victim");
+  victim.send("kept", "queued before the disconnect");
+  auto region = victim.allocate_region(4096);
+  auto named = victim.create_shared_region("victim-area", 4096);
+  victim.sync();
+  const std::uint64_t id = victim.session().client_id;
+  AdminConn admin(admin_path());
+  EXPECT_EQ(admin.ask({{"request", "stats"}})["stats"]["regions"], 2);
+  auto r = ctl({"disconnect", std::to_string(id)});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "disconnected client " + std::to_string(id) + "\n");
+  EXPECT_TRUE(daemon_.wait_for_log("admin: disconnected client " + std::to_string(id)))
+      << daemon_.log();
+  // The client learns why on its next call, and stays unusable.
+  try {
+    victim.receive("anything", seconds(30));
+    ADD_FAILURE() << "a disconnected client could still receive";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::disconnected_by_operator) << e.what();
+    EXPECT_NE(std::string(e.what()).find("operator"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(victim.sync(), Error);
+  // What it held is released: its anonymous region and handle; the named region stays
+  // declared, as after any disconnect, and its queued message stays queued.
+  const auto clients = [&] { return admin.ask({{"request", "clients"}})["clients"]; };
+  EXPECT_TRUE(eventually([&] { return clients().empty(); })) << clients().dump();
+  EXPECT_TRUE(eventually([&] {
+    const json regions = admin.ask({{"request", "regions"}})["regions"];
+    return regions.size() == 1u && regions[0]["key"] == "victim-area" && regions[0]["handles"] == 0;
+  })) << admin.ask({{"request", "regions"}}).dump();
+  auto after = connect("after");
+  const auto m = after.receive("kept", seconds(30));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->text(), "queued before the disconnect");
+  // Unknown and malformed ids.
+  auto missing = ctl({"disconnect", std::to_string(id)});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("no_such_client"), std::string::npos) << missing.err;
+  EXPECT_EQ(ctl({"disconnect", "not-a-number"}).exit_code, 2);
+  EXPECT_EQ(admin.ask({{"request", "disconnect"}, {"id", "7"}})["error"]["code"],
+            "malformed_request");
+  EXPECT_EQ(admin.ask({{"request", "disconnect"}, {"id", -1}})["error"]["code"],
+            "malformed_request");
+}
+
 TEST_F(AdminTest, MalformedRequestsGetAnErrorAndTheConnectionStaysUsable) {
   AdminConn admin(admin_path());
   const auto code = [&](const std::string& text) {
@@ -344,6 +516,27 @@ TEST_F(AdminAccessTest, OtherUidIsRefusedByCredentialsEvenWhenTheFileModeAllows)
     return r.exit_code == 1 && r.err.find("access denied") != std::string::npos ? 0 : 1;
   });
   EXPECT_EQ(wait_exit(cli), 0);
+  // The operator's actions are refused the same way, and change nothing.
+  auto c = connect("bystander");
+  c.send("safe.queue", "m");
+  auto area = c.create_shared_region("safe-area", 4096);
+  c.sync();
+  const std::string id = std::to_string(c.session().client_id);
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"disconnect", id},
+                                               {"region-remove", "safe-area"},
+                                               {"delete", "--pattern", "safe.*"}}) {
+    const pid_t actor = spawn([&] {
+      if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 10;
+      std::vector<std::string> argv{qbusctl_path(), "--admin-address", "unix:" + admin_path()};
+      argv.insert(argv.end(), args.begin(), args.end());
+      auto r = run(argv);
+      return r.exit_code == 1 && r.err.find("access denied") != std::string::npos ? 0 : 1;
+    });
+    EXPECT_EQ(wait_exit(actor), 0) << args[0];
+  }
+  Client checker(ClientOptions{daemon_.address(), "checker", seconds(30)});
+  EXPECT_NO_THROW(checker.attach_shared_region("safe-area", false));
+  EXPECT_TRUE(c.receive("safe.queue", seconds(30)));  // still connected, queue intact
 }
 
 class AdminPoolTest : public AdminTest {

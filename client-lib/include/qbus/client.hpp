@@ -8,6 +8,12 @@
 // and receive_direct() takes from it. request() sends to a queue and waits for the
 // receiver's reply(), which travels back directly.
 //
+// Delivery today is at most once: a message leaves its queue when the broker hands it to
+// a receiver, and is lost if that receiver dies before processing it (there are no
+// acknowledgements or redelivery yet). Queues live in the daemon's memory only, so a
+// restart of qbusd loses every queued message. Both hold until acknowledgements and
+// durable queues land.
+//
 // Errors: every failure throws qbus::Error, whose code() is a qbus::Errc (see
 // <qbus/errc.hpp> and proto/PROTOCOL.md for the table). A receive that times out is not
 // a failure: it returns an empty optional or vector. After connection_closed,

@@ -26,6 +26,14 @@ constexpr std::size_t kMaxLine = 64 * 1024;
 constexpr std::size_t kMaxSessions = 64;
 constexpr auto kSampleEvery = std::chrono::seconds(1);
 constexpr std::size_t kRateWindow = 5;  // seconds
+// `delete` by pattern runs on the broker's thread: one request deletes at most this many
+// queues, and starts no further queue once it dropped this many messages. The answer's
+// `remaining` tells the caller to ask again (qbusctl does).
+constexpr std::size_t kMaxPatternDeletes = 1000;
+constexpr std::size_t kMaxPatternDrops = 1'000'000;
+// Matching costs up to key length x pattern length per queue: a pattern is no longer than
+// a key.
+constexpr std::size_t kMaxPatternSize = proto::kMaxKeySize;
 
 // Client names, process names and request text may hold any bytes: never let invalid
 // UTF-8 make dump() throw (it would end the event loop), replace it.
@@ -74,6 +82,108 @@ json queue_json(const broker::Queue& q, SteadyClock::time_point now) {
               {"dropped_total", c.dropped_total},
               {"rejected_total", c.rejected_total},
               {"oldest_age_ms", oldest_ms}};
+}
+
+// Glob patterns on queue keys, as fnmatch(3) without flags: `*` any run of bytes (dots
+// included), `?` one byte, `[...]` one byte of a set (`a-z` ranges, `!` or `^` negates, a
+// leading `]` is literal), a backslash quotes the next byte. A matcher of our own rather
+// than fnmatch(3), so that its cost is known: at most key length x pattern length steps.
+
+// The index just past the bracket expression opening at p[i] == '['; npos when unclosed.
+std::size_t class_end(std::string_view p, std::size_t i) {
+  std::size_t j = i + 1;
+  if (j < p.size() && (p[j] == '!' || p[j] == '^')) ++j;
+  if (j < p.size() && p[j] == ']') ++j;
+  while (j < p.size() && p[j] != ']')
+    j += p[j] == '\\' ? 2 : 1;
+  return j < p.size() ? j + 1 : std::string_view::npos;
+}
+
+// Whether byte c is in the bracket expression p[i, end).
+bool class_matches(std::string_view p, std::size_t i, std::size_t end, unsigned char c) {
+  std::size_t j = i + 1;
+  const bool negate = p[j] == '!' || p[j] == '^';
+  if (negate) ++j;
+  const std::size_t close = end - 1;
+  bool found = false;
+  while (j < close) {
+    if (p[j] == '\\') ++j;
+    const auto lo = static_cast<unsigned char>(p[j++]);
+    auto hi = lo;
+    // `a-z`; a `-` first or last is literal.
+    if (j + 1 < close && p[j] == '-') {
+      std::size_t k = j + 1;
+      if (p[k] == '\\') ++k;
+      hi = static_cast<unsigned char>(p[k]);
+      j = k + 1;
+    }
+    if (c >= lo && c <= hi) found = true;
+  }
+  return found != negate;
+}
+
+// One sentence about what is wrong with `pattern`, or empty when it is usable.
+std::string pattern_problem(std::string_view p) {
+  if (p.empty()) return "the pattern is empty";
+  if (p.size() > kMaxPatternSize) {
+    return "the pattern is longer than " + std::to_string(kMaxPatternSize) + " bytes";
+  }
+  for (std::size_t i = 0; i < p.size();) {
+    if (p[i] == '\\') {
+      if (i + 1 == p.size()) return "the pattern ends in a lone backslash";
+      i += 2;
+    } else if (p[i] == '[') {
+      const std::size_t end = class_end(p, i);
+      if (end == std::string_view::npos) {
+        return "'[' at byte " + std::to_string(i) + " has no closing ']'";
+      }
+      i = end;
+    } else {
+      ++i;
+    }
+  }
+  return {};
+}
+
+// `p` must have passed pattern_problem(). A star remembers where to resume: on a mismatch
+// the last star takes one byte more, which is enough for globs (every other element
+// matches exactly one byte).
+bool glob_matches(std::string_view p, std::string_view s) {
+  constexpr auto npos = std::string_view::npos;
+  std::size_t pi = 0, si = 0, star = npos, star_si = 0;
+  while (si < s.size()) {
+    if (pi < p.size() && p[pi] == '*') {
+      star = ++pi;
+      star_si = si;
+      continue;
+    }
+    if (pi < p.size()) {
+      std::size_t next = pi + 1;
+      bool ok = false;
+      if (p[pi] == '?') {
+        ok = true;
+      } else if (p[pi] == '[') {
+        next = class_end(p, pi);
+        ok = class_matches(p, pi, next, static_cast<unsigned char>(s[si]));
+      } else if (p[pi] == '\\') {
+        next = pi + 2;
+        ok = p[pi + 1] == s[si];
+      } else {
+        ok = p[pi] == s[si];
+      }
+      if (ok) {
+        pi = next;
+        ++si;
+        continue;
+      }
+    }
+    if (star == npos) return false;
+    pi = star;
+    si = ++star_si;
+  }
+  while (pi < p.size() && p[pi] == '*')
+    ++pi;
+  return pi == p.size();
 }
 
 }  // namespace
@@ -366,6 +476,7 @@ json AdminServer::handle(const std::string& line) {
     return json{{"ok", true}, {"regions", std::move(list)}};
   }
   if (what == "stats") return stats_json();
+  if (what == "delete" && req.contains("pattern")) return delete_matching(req);
   if (what == "purge" || what == "delete") {
     std::string key;
     if (auto bad = key_of(key)) return *bad;
@@ -374,6 +485,44 @@ json AdminServer::handle(const std::string& line) {
     spdlog::info("admin: {} '{}' dropped {} messages", what, key, *dropped);
     server_.end_of_batch();  // waiters told queue_deleted, producers resumed: flush now
     return json{{"ok", true}, {"key", key}, {"dropped", *dropped}};
+  }
+  if (what == "region-remove") {
+    std::string key;
+    if (auto bad = key_of(key)) return *bad;
+    // What holds the region now, to tell the operator whether it is freed at once.
+    std::optional<broker::RegionInfo> region;
+    broker.regions().for_each([&](const broker::RegionInfo& r) {
+      if (r.declared && r.key == key) region = r;
+    });
+    const auto status = broker.remove_named_region_as_operator(key);
+    if (!status.ok()) return error_answer(errc_name(status.error), status.text);
+    const broker::RegionInfo* left = region ? broker.regions().find(region->id) : nullptr;
+    spdlog::info("admin: removed named region '{}' (region {}){}", key, region ? region->id : 0,
+                 left ? "; it lives on while clients hold it" : "; freed");
+    return json{{"ok", true},
+                {"key", key},
+                {"id", region ? region->id : 0},
+                {"freed", left == nullptr},
+                {"handles", left ? left->handles : 0},
+                {"message_refs", left ? left->message_refs : 0}};
+  }
+  if (what == "disconnect") {
+    if (!req.contains("id") || !req["id"].is_number_unsigned()) {
+      return error_answer("malformed_request",
+                          "\"disconnect\" needs a client id, a non-negative integer \"id\"");
+    }
+    const auto id = req["id"].get<std::uint64_t>();
+    std::string who;
+    server_.for_each_connection([&](const Connection& c) {
+      if (c.id() == id) who = c.description();
+    });
+    if (!server_.disconnect(id, Errc::disconnected_by_operator,
+                            "an operator disconnected this client through the admin socket")) {
+      return error_answer("no_such_client", "no client with id " + std::to_string(id) +
+                                                " is connected (see qbusctl clients)");
+    }
+    spdlog::info("admin: disconnected client {} ({})", id, who);
+    return json{{"ok", true}, {"id", id}};
   }
   if (what == "config") {
     return json{{"ok", true}, {"config", json::parse(options_.config_json)}};
@@ -398,6 +547,51 @@ json AdminServer::handle(const std::string& line) {
   }
   return error_answer("unknown_request",
                       "unknown request '" + what.substr(0, 64) + "'; see docs/admin.md");
+}
+
+json AdminServer::delete_matching(const json& req) {
+  if (req.contains("key")) {
+    return error_answer("malformed_request",
+                        "\"delete\" takes a \"key\" or a \"pattern\", not both");
+  }
+  if (!req["pattern"].is_string()) {
+    return error_answer("malformed_request", "\"delete\" needs a string \"pattern\"");
+  }
+  const std::string pattern = req["pattern"];
+  if (auto problem = pattern_problem(pattern); !problem.empty()) {
+    return error_answer("invalid_argument",
+                        "bad pattern '" + pattern.substr(0, 64) + "': " + problem);
+  }
+  auto& broker = server_.broker();
+  // Keys first: deleting while visiting would invalidate the visit.
+  std::vector<std::string> matching;
+  broker.for_each_queue([&](const broker::Queue& q) {
+    if (glob_matches(pattern, q.key())) matching.push_back(q.key());
+  });
+  json keys = json::array();
+  std::size_t dropped = 0;
+  std::size_t deleted = 0;
+  for (const auto& key : matching) {
+    if (deleted == kMaxPatternDeletes || dropped >= kMaxPatternDrops) break;
+    // A queue collected by an earlier deletion's side effects is simply gone already.
+    if (const auto n = broker.remove(key)) {
+      dropped += *n;
+      ++deleted;
+      keys.push_back(key);
+    }
+  }
+  // The rest of the matches, for the caller to ask again; recounted, since deleting one
+  // queue never creates another.
+  std::size_t remaining = 0;
+  broker.for_each_queue([&](const broker::Queue& q) {
+    if (glob_matches(pattern, q.key())) ++remaining;
+  });
+  spdlog::info("admin: delete pattern '{}' deleted {} queues, dropped {} messages{}", pattern,
+               deleted, dropped,
+               remaining ? ", " + std::to_string(remaining) + " matching queues left" : "");
+  server_.end_of_batch();  // waiters told queue_deleted, producers resumed: flush now
+  return json{{"ok", true},         {"pattern", pattern},      {"deleted", deleted},
+              {"dropped", dropped}, {"keys", std::move(keys)}, {"remaining", remaining}};
 }
 
 json AdminServer::stats_json() const {

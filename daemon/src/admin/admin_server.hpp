@@ -1,6 +1,7 @@
 // The admin socket: newline-delimited JSON requests and answers about queues, clients,
-// regions and counters, plus the operator's actions (purge, delete, log level). The
-// request/answer shapes are documented in docs/admin.md; JSON exists only in this module.
+// regions and counters, plus the operator's actions (purge, delete, removing a named
+// region, disconnecting a client, log level). The request/answer shapes are documented in
+// docs/admin.md; JSON exists only in this module.
 //
 // Access is decided per connection by the kernel's view of the peer (SO_PEERCRED and
 // SO_PEERGROUPS), not only by the socket file's mode: root, qbusd's own uid and members of
@@ -63,6 +64,8 @@ class AdminServer {
   nlohmann::json handle(const std::string& line);
   void sample();
   nlohmann::json stats_json() const;
+  // `delete` with a glob "pattern" instead of a key.
+  nlohmann::json delete_matching(const nlohmann::json& req);
 
   Server& server_;
   AdminOptions options_;

@@ -742,4 +742,10 @@ void Broker::fail_all_waiters(Errc code, std::string_view text) {
   }
 }
 
+RegionStatus Broker::remove_named_region_as_operator(std::string_view key) {
+  Identity root;  // uid 0: the same right root has over REGION_REMOVE
+  root.uid = 0;
+  return regions_.remove_named(key, root);
+}
+
 }  // namespace qbus::broker

@@ -134,6 +134,10 @@ class Broker {
                                   std::uint32_t mode);
   RegionGrant attach_named_region(PeerId peer, std::string_view key, bool writable);
   RegionStatus remove_named_region(PeerId peer, std::string_view key);
+  // The operator's REGION_REMOVE (the admin socket), with root's right to remove any
+  // named region: the key is forgotten at once and the region lives on while handles or
+  // queued messages refer to it. kNoSuchRegion for an unknown key.
+  RegionStatus remove_named_region_as_operator(std::string_view key);
   const RegionTable& regions() const { return regions_; }
 
   // Queue lifetime and charges. A queue is charged to the uid whose frame created it

@@ -702,4 +702,17 @@ void Server::output_drained(Connection& c) {
   });
 }
 
+bool Server::disconnect(broker::PeerId id, Errc code, std::string_view text) {
+  Connection* c = find(id);
+  if (c == nullptr) return false;
+  // Already on its way out (a framing error, a refused handshake): it is closing anyway.
+  if (c->closing()) return true;
+  // reject() closes by itself only for fatal codes and before WELCOME; an operator's
+  // disconnect closes a welcomed connection too.
+  c->reject(code, text);
+  c->drain_and_close();
+  end_of_batch();
+  return true;
+}
+
 }  // namespace qbus::daemon

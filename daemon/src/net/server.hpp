@@ -84,6 +84,10 @@ class Server final : public broker::Sink {
   // A TCP peer presented the token: it becomes a broker peer now (TCP peers are not
   // registered before, so unauthenticated connections hold no quota, inbox or id).
   Errc authenticated(Connection& c);
+  // An operator's disconnect (the admin socket): the connection gets an ERROR with
+  // correlation 0, `code` and `text`, is flushed and closed, and the broker forgets the
+  // peer as on any disconnect. False when no connection has that id.
+  bool disconnect(broker::PeerId id, Errc code, std::string_view text);
 
   // Output accounting per uid (uid_output.hpp). A connection attaches to its uid's entry
   // when made and detaches when closed; the entry lives while any connection uses it.

@@ -47,6 +47,7 @@ enum class Errc : std::uint16_t {
   too_many_requests = 35,
   no_such_region = 36,
   permission_denied = 37,
+  disconnected_by_operator = 38,
   internal_error = 50,
   shutting_down = 51,
 
