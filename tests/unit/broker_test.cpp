@@ -171,7 +171,7 @@ TEST_F(BrokerTest, BatchStopsAtTheEndOfTheQueueAndFlagsLast) {
   EXPECT_TRUE(sink_.failures.empty());
 }
 
-TEST_F(BrokerTest, BatchEndsEarlyWhenReceiverOutputIsBackedUpButDeliversAtLeastOne) {
+TEST_F(BrokerTest, ReceiveOfABackedUpConnectionIsNotServedAndWithNoTimeoutFails) {
   const PeerId p = connect();
   const PeerId c = connect();
   for (const char* m : {"1", "2", "3", "4"})
@@ -180,10 +180,78 @@ TEST_F(BrokerTest, BatchEndsEarlyWhenReceiverOutputIsBackedUpButDeliversAtLeastO
 
   receive_now(c, "jobs", 4);
 
-  ASSERT_EQ(sink_.deliveries.size(), 1u);
-  EXPECT_EQ(sink_.deliveries[0].payload, "1");
-  EXPECT_TRUE(sink_.deliveries[0].last);
-  EXPECT_EQ(depth("jobs"), 3u);
+  EXPECT_TRUE(sink_.deliveries.empty());
+  ASSERT_EQ(failures_to(c).size(), 1u);
+  EXPECT_EQ(failures_to(c)[0].code, Errc::timeout);
+  EXPECT_EQ(depth("jobs"), 4u);
+}
+
+TEST_F(BrokerTest, ReceiveOfABackedUpConnectionWaitsAndIsServedWhenItsOutputIsRead) {
+  const PeerId p = connect();
+  const PeerId c = connect();
+  for (const char* m : {"1", "2", "3", "4"})
+    put(p, "jobs", m);
+  sink_.set_wants_more(c, false);
+
+  receive(c, "jobs", 3);
+  EXPECT_TRUE(sink_.deliveries.empty());
+  EXPECT_EQ(depth("jobs"), 4u);
+
+  sink_.set_wants_more(c, true);
+  broker().output_ready(c);
+
+  EXPECT_EQ(payloads_to(c), (std::vector<std::string>{"1", "2", "3"}));
+  EXPECT_EQ(depth("jobs"), 1u);
+}
+
+TEST_F(BrokerTest, AMessageForAWaiterThatDoesNotReadIsQueuedAndChargedToItsSender) {
+  const PeerId p = connect(1000);
+  const PeerId slow = connect(2000);
+  receive(slow, "jobs");
+  sink_.set_wants_more(slow, false);
+
+  put(p, "jobs", "kept");
+
+  EXPECT_TRUE(sink_.deliveries.empty());
+  EXPECT_EQ(depth("jobs"), 1u);
+  EXPECT_EQ(usage_of(1000).queued_bytes, 4u);
+
+  sink_.set_wants_more(slow, true);
+  broker().output_ready(slow);
+  EXPECT_EQ(payloads_to(slow), (std::vector<std::string>{"kept"}));
+  EXPECT_EQ(depth("jobs"), 0u);
+  EXPECT_EQ(usage_of(1000).queued_bytes, 0u);
+}
+
+TEST_F(BrokerTest, HandOverSkipsAWaiterThatDoesNotReadForOneThatDoes) {
+  const PeerId p = connect();
+  const PeerId slow = connect();
+  const PeerId fast = connect();
+  receive(slow, "jobs");
+  receive(fast, "jobs");
+  sink_.set_wants_more(slow, false);
+
+  put(p, "jobs", "a");
+
+  EXPECT_EQ(payloads_to(fast), (std::vector<std::string>{"a"}));
+  EXPECT_TRUE(payloads_to(slow).empty());
+}
+
+TEST_F(BrokerTest, WhileMessagesAreQueuedANewOneQueuesBehindThemEvenWithAReadyWaiter) {
+  const PeerId p = connect();
+  const PeerId slow = connect();
+  receive(slow, "jobs");
+  sink_.set_wants_more(slow, false);
+  put(p, "jobs", "first");
+  const PeerId fast = connect();
+  receive(fast, "jobs");  // served from the queue at once: FIFO
+  put(p, "jobs", "second");
+
+  EXPECT_EQ(payloads_to(fast), (std::vector<std::string>{"first"}));
+  EXPECT_EQ(depth("jobs"), 1u);
+  sink_.set_wants_more(slow, true);
+  broker().output_ready(slow);
+  EXPECT_EQ(payloads_to(slow), (std::vector<std::string>{"second"}));
 }
 
 TEST_F(BrokerTest, BackedUpOutputOfOnePeerDoesNotShortenAnothersBatch) {

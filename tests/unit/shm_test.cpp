@@ -183,11 +183,15 @@ TEST(ShmCreate, RegionIsNotExecutableWhereTheKernelOffersNoexecSeal) {
   EXPECT_EQ(st.st_mode & 0111, 0u);
 }
 
-TEST(ShmCreate, PagesAreReservedAtCreation) {
+TEST(ShmCreate, CreatingAllocatesNoPageAndReservingAllocatesEveryOne) {
   constexpr std::size_t kSize = 8 * kMiB;
   auto fd = create_region(kSize, "qbus-test", kMax);
   ASSERT_TRUE(fd.ok()) << fd.error().text;
   struct stat st {};
+  ASSERT_EQ(::fstat(fd->get(), &st), 0);
+  EXPECT_EQ(st.st_blocks, 0) << "the creator (qbusd) must not pay for the pages";
+  auto reserved = reserve(fd->get(), kSize);
+  ASSERT_TRUE(reserved.ok()) << reserved.error().text;
   ASSERT_EQ(::fstat(fd->get(), &st), 0);
   EXPECT_GE(static_cast<std::size_t>(st.st_blocks) * 512, kSize);
 }
