@@ -277,7 +277,9 @@ TEST_F(HostileTest, ReceiversThatNeverReadHoldNoMoreThanTheirUidsOutputBound) {
       kUidOutbound + kQueued + kReceivers * (kOutbound + 64 * 1024) + 16 * kMiB;
   std::printf("qbusd RSS grew by %.1f MiB; bound %.1f MiB (without it: 75 MiB handed over)\n",
               static_cast<double>(grown) / kMiB, static_cast<double>(bound) / kMiB);
-  if (kRssMeansSomething) EXPECT_LT(static_cast<std::uint64_t>(std::max(grown, 0L)), bound);
+  if (kRssMeansSomething) {
+    EXPECT_LT(static_cast<std::uint64_t>(std::max(grown, 0L)), bound);
+  }
   auto q = run({qbusctl_path(), "--address", daemon_->address(), "--json", "queue", "sink"});
   ASSERT_EQ(q.exit_code, 0) << q.err;
   EXPECT_GT(nlohmann::json::parse(q.out)["queue"]["depth"].get<int>(), 0)
@@ -567,7 +569,9 @@ TEST_F(HostileTest, OneUidAtAllItsLimitsAtOnceHurtsOnlyItself) {
       static_cast<double>(rss_idle) / kMiB, peaks.fds, fds_bound, fds_idle,
       static_cast<double>(peaks.shmem) / kMiB, static_cast<double>(shmem_bound) / kMiB,
       static_cast<double>(shmem_idle) / kMiB);
-  if (kRssMeansSomething) EXPECT_LE(static_cast<std::uint64_t>(peaks.rss), rss_bound);
+  if (kRssMeansSomething) {
+    EXPECT_LE(static_cast<std::uint64_t>(peaks.rss), rss_bound);
+  }
   EXPECT_LE(peaks.fds, fds_bound);
   EXPECT_LE(peaks.shmem, shmem_bound);
   release.open();
