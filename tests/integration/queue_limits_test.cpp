@@ -25,6 +25,7 @@
 #include "eventually.hpp"
 #include "process.hpp"
 #include "qbus/proto/buffer.hpp"
+#include "raw_peer.hpp"
 
 namespace qbus::testing {
 namespace {
@@ -48,100 +49,45 @@ struct Tally {
   std::string last_error;  // the text of the last ERROR, for the messages
 };
 
-// A client speaking frames directly, so that it can pipeline thousands of them.
-class RawPeer {
- public:
-  explicit RawPeer(const std::string& path) {
-    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::strncpy(sa.sun_path, path.c_str(), sizeof(sa.sun_path) - 1);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-      throw std::runtime_error("cannot connect to " + path + ": " + std::strerror(errno));
-    }
-    proto::ByteBuffer b;
-    proto::append_hello(b, 1, proto::Hello{1, 1, "hostile", ""});
-    write(b);
-    const auto f = next();
-    if (f.type != proto::FrameType::welcome) throw std::runtime_error("no WELCOME");
-  }
-  ~RawPeer() { ::close(fd_); }
-  RawPeer(const RawPeer&) = delete;
-  RawPeer& operator=(const RawPeer&) = delete;
+// A raw connection that said HELLO, so that it can pipeline thousands of frames.
+std::unique_ptr<RawPeer> raw_peer(const std::string& path) {
+  auto p = std::make_unique<RawPeer>(path);
+  p->hello();
+  return p;
+}
 
-  void write(const proto::ByteBuffer& b) {
-    const auto bytes = b.readable();
-    for (std::size_t done = 0; done < bytes.size();) {
-      const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
-      if (n <= 0) throw std::runtime_error("write failed");
-      done += static_cast<std::size_t>(n);
+// Reads answers up to the PONG of a PING sent after everything else, counting them.
+void tally_until_pong(RawPeer& peer, Tally& t) {
+  constexpr std::uint64_t kPing = 0xFFFF'FFFF;
+  proto::ByteBuffer b;
+  proto::append_empty(b, proto::FrameType::ping, kPing);
+  peer.write(b);
+  while (true) {
+    const auto f = peer.next();
+    if (!f) throw std::runtime_error("the broker closed the connection");
+    if (f->type == proto::FrameType::pong && f->correlation == kPing) return;
+    if (f->type == proto::FrameType::ok) {
+      ++t.ok;
+      continue;
     }
-  }
-
-  struct Frame {
-    proto::FrameType type{};
-    std::uint64_t correlation = 0;
-    std::vector<std::byte> body;
-  };
-  Frame next() {
-    const auto deadline = Clock::now() + seconds(30);
-    while (true) {
-      auto hr = proto::decode_header(in_.readable(), proto::kMaxBodyCeiling);
-      if (hr.status == proto::HeaderStatus::bad) throw std::runtime_error("broker sent garbage");
-      if (hr.status == proto::HeaderStatus::complete &&
-          in_.size() >= proto::kHeaderSize + hr.header.body_size) {
-        auto body = in_.readable().subspan(proto::kHeaderSize, hr.header.body_size);
-        Frame f{hr.header.type, hr.header.correlation, {body.begin(), body.end()}};
-        in_.consume(proto::kHeaderSize + hr.header.body_size);
-        return f;
-      }
-      const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) throw std::runtime_error("no frame within the timeout");
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-      auto dst = in_.prepare(65536);
-      const ssize_t n = ::recv(fd_, dst.data(), dst.size(), 0);
-      if (n <= 0) throw std::runtime_error("the broker closed the connection");
-      in_.commit(static_cast<std::size_t>(n));
+    proto::ErrorBody e;
+    if (f->type != proto::FrameType::error || proto::decode_error(f->body, e) != Errc::ok) {
+      ++t.other;
+      continue;
     }
-  }
-
-  // Reads answers up to the PONG of a PING sent after everything else, counting them.
-  void tally_until_pong(Tally& t) {
-    proto::ByteBuffer b;
-    proto::append_empty(b, proto::FrameType::ping, kPing);
-    write(b);
-    while (true) {
-      const Frame f = next();
-      if (f.type == proto::FrameType::pong && f.correlation == kPing) return;
-      if (f.type == proto::FrameType::ok) {
-        ++t.ok;
-        continue;
-      }
-      proto::ErrorBody e;
-      if (f.type != proto::FrameType::error || proto::decode_error(f.body, e) != Errc::ok) {
+    t.last_error = std::string(e.text);
+    switch (static_cast<Errc>(e.code)) {
+      case Errc::too_many_queues:
+        ++t.too_many_queues;
+        break;
+      case Errc::too_many_receives:
+        ++t.too_many_receives;
+        break;
+      default:
         ++t.other;
-        continue;
-      }
-      t.last_error = std::string(e.text);
-      switch (static_cast<Errc>(e.code)) {
-        case Errc::too_many_queues:
-          ++t.too_many_queues;
-          break;
-        case Errc::too_many_receives:
-          ++t.too_many_receives;
-          break;
-        default:
-          ++t.other;
-      }
     }
   }
-
- private:
-  static constexpr std::uint64_t kPing = 0xFFFF'FFFF;
-  int fd_ = -1;
-  proto::ByteBuffer in_;
-};
+}
 
 // A pipe the hostile child reports its tally through.
 class TallyPipe {
@@ -265,7 +211,7 @@ class Hostile {
 TEST_F(QueueLimitsTest, PipelinedDeclaresOfOneUidStopAtItsOwnLimit) {
   const std::string path = daemon_.socket_path();
   Hostile child([path](Tally& t) {
-    auto peer = std::make_unique<RawPeer>(path);
+    auto peer = raw_peer(path);
     proto::ByteBuffer b;
     // More than the whole table: before per-uid limits this took every slot.
     for (int i = 0; i < kMaxQueues + 500; ++i) {
@@ -274,7 +220,7 @@ TEST_F(QueueLimitsTest, PipelinedDeclaresOfOneUidStopAtItsOwnLimit) {
           proto::Declare{0, 0, proto::Overflow::use_default, "hostile.d." + std::to_string(i)});
     }
     peer->write(b);
-    peer->tally_until_pong(t);
+    tally_until_pong(*peer, t);
     return peer;
   });
   const Tally t = child.tally();
@@ -300,14 +246,14 @@ TEST_F(QueueLimitsTest, WaitingReceivesOfOneUidStopAtItsOwnLimit) {
   Hostile child([path](Tally& t) {
     std::vector<std::unique_ptr<RawPeer>> peers;
     for (int c = 0; c < kConnections; ++c) {
-      peers.push_back(std::make_unique<RawPeer>(path));
+      peers.push_back(raw_peer(path));
       proto::ByteBuffer b;
       for (int i = 0; i < kPerConnection; ++i) {
         const std::string key = "hostile.r." + std::to_string(c) + "." + std::to_string(i);
         proto::append_receive(b, 100 + static_cast<std::uint64_t>(i), proto::Receive{-1, 1, key});
       }
       peers.back()->write(b);
-      peers.back()->tally_until_pong(t);  // a waiting receive is not answered
+      tally_until_pong(*peers.back(), t);  // a waiting receive is not answered
     }
     return peers;
   });
@@ -331,7 +277,7 @@ TEST_F(QueueLimitsTest, QueuesDeclaredByAProcessThatLeftAreCollectedAfterTheGrac
   constexpr int kDeclared = 100;
   const std::string path = daemon_.socket_path();
   Hostile child([path](Tally& t) {
-    auto peer = std::make_unique<RawPeer>(path);
+    auto peer = raw_peer(path);
     proto::ByteBuffer b;
     for (int i = 0; i < kDeclared; ++i) {
       proto::append_declare(
@@ -341,7 +287,7 @@ TEST_F(QueueLimitsTest, QueuesDeclaredByAProcessThatLeftAreCollectedAfterTheGrac
     // One of them holds a message: it stays until that is taken.
     proto::append_send(b, 7, proto::kFlagConfirm, "hostile.g.0", {});
     peer->write(b);
-    peer->tally_until_pong(t);
+    tally_until_pong(*peer, t);
     return peer;
   });
   const Tally t = child.tally();
