@@ -274,7 +274,10 @@ class QBUS_API Client {
  public:
   // Connects and completes the handshake; throws Error (connect_failed, bad_address, ...).
   explicit Client(ClientOptions options = {});
-  // Writes sends still buffered by a Batch (best effort) and closes the connection.
+  // Writes sends still buffered by a Batch (best effort) and closes the connection. It
+  // does not wait for the broker: sends it has not read yet (a producer paused by a full
+  // queue with overflow=block, say) are lost when the connection closes. Call sync()
+  // first to know every send was taken.
   ~Client();
   Client(Client&&) noexcept;
   Client& operator=(Client&&) noexcept;
