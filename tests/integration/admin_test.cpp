@@ -162,8 +162,7 @@ TEST_F(AdminTest, RegionsAndStatsAnswersHaveTheirShapes) {
   expect_keys(s["stats"],
               {"uptime_s", "connections", "queues", "messages_in_total", "messages_out_total",
                "bytes_in_total", "bytes_out_total", "messages_in_per_s", "messages_out_per_s",
-               "bytes_in_per_s", "bytes_out_per_s", "rss_bytes", "regions", "region_bytes",
-               "region_pool_bytes", "region_pool_hits", "region_pool_misses"});
+               "bytes_in_per_s", "bytes_out_per_s", "rss_bytes", "regions", "region_bytes"});
   EXPECT_EQ(s["stats"]["connections"], 1);
   EXPECT_EQ(s["stats"]["regions"], 2);
   EXPECT_GT(s["stats"]["rss_bytes"].get<long>(), 0);
@@ -449,7 +448,7 @@ TEST_F(AdminTest, QbusctlPrintsAlignedTablesAndJson) {
   auto st = ctl({"stats"});
   EXPECT_EQ(st.exit_code, 0);
   EXPECT_NE(st.out.find("connections:"), std::string::npos);
-  EXPECT_NE(st.out.find("region pool:"), std::string::npos) << st.out;
+  EXPECT_NE(st.out.find("regions:"), std::string::npos) << st.out;
 }
 
 TEST_F(AdminTest, HostileNamesAndBytesNeitherCrashTheDaemonNorReachTheTerminal) {
@@ -537,52 +536,6 @@ TEST_F(AdminAccessTest, OtherUidIsRefusedByCredentialsEvenWhenTheFileModeAllows)
   Client checker(ClientOptions{daemon_.address(), "checker", seconds(30)});
   EXPECT_NO_THROW(checker.attach_shared_region("safe-area", false));
   EXPECT_TRUE(c.receive("safe.queue", seconds(30)));  // still connected, queue intact
-}
-
-class AdminPoolTest : public AdminTest {
- protected:
-  AdminPoolTest()
-      : AdminTest(DaemonOptions{.config_json = R"({"limits": {"region_pool_bytes": 8388608}})"}) {}
-  json stats() {
-    const json a = admin_.ask({{"request", "stats"}});
-    EXPECT_TRUE(a["ok"].get<bool>()) << a.dump();
-    return a["stats"];
-  }
-  AdminConn admin_{admin_path()};
-};
-
-TEST_F(AdminPoolTest, SecondAllocationOfASizeIsServedFromTheRegionPool) {
-  auto c = connect();
-  EXPECT_EQ(stats()["region_pool_bytes"], 0);  // nothing is made before it is asked for
-  auto first = c.allocate_region(1 << 20);
-  ASSERT_TRUE(eventually([&] { return stats()["region_pool_bytes"] == 1 << 20; }))
-      << stats().dump();
-  json s = stats();
-  EXPECT_EQ(s["region_pool_misses"], 1);
-  EXPECT_EQ(s["region_pool_hits"], 0);
-  EXPECT_EQ(s["region_bytes"], 1 << 20);  // pooled memory is not a region of anyone's
-  auto second = c.allocate_region(1 << 20);
-  s = stats();
-  EXPECT_EQ(s["region_pool_hits"], 1);
-  EXPECT_EQ(s["region_pool_misses"], 1);
-  EXPECT_EQ(s["region_bytes"], 2 << 20);
-  // Larger than the budget: never pooled.
-  auto big = c.allocate_region(16 << 20);
-  EXPECT_EQ(stats()["region_pool_misses"], 2);
-  EXPECT_TRUE(eventually([&] { return stats()["region_pool_bytes"] == 1 << 20; }));
-}
-
-TEST_F(AdminPoolTest, ReloadWithAZeroBudgetEmptiesThePool) {
-  auto c = connect();
-  auto r = c.allocate_region(1 << 20);
-  ASSERT_TRUE(eventually([&] { return stats()["region_pool_bytes"] == 1 << 20; }));
-  std::ofstream(daemon_.config_path(), std::ios::trunc)
-      << R"({"limits": {"region_pool_bytes": 0}})";
-  ::kill(daemon_.pid(), SIGHUP);
-  EXPECT_TRUE(daemon_.wait_for_log("limits.region_pool_bytes: 8388608 -> 0")) << daemon_.log();
-  EXPECT_TRUE(eventually([&] { return stats()["region_pool_bytes"] == 0; })) << stats().dump();
-  auto again = c.allocate_region(1 << 20);
-  EXPECT_EQ(stats()["region_pool_misses"], 2);
 }
 
 class AdminGroupTest : public AdminTest {
