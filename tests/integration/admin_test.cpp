@@ -538,6 +538,55 @@ TEST_F(AdminAccessTest, OtherUidIsRefusedByCredentialsEvenWhenTheFileModeAllows)
   EXPECT_TRUE(c.receive("safe.queue", seconds(30)));  // still connected, queue intact
 }
 
+// A file from before the region pool went: it must still start qbusd (a config in /etc
+// survives upgrades), and qbusd must say the key does nothing, at startup and at reloads.
+class ObsoleteRegionPoolKeyTest : public AdminTest {
+ protected:
+  ObsoleteRegionPoolKeyTest()
+      : AdminTest(DaemonOptions{.config_json = R"({"limits": {"region_pool_bytes": 8388608}})"}) {}
+  int count_in_log(const std::string& needle) const {
+    const std::string log = daemon_.log();
+    int n = 0;
+    for (auto at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1))
+      ++n;
+    return n;
+  }
+  static constexpr char kWarning[] =
+      "limits.region_pool_bytes is obsolete and ignored: qbusd no longer allocates region "
+      "memory";
+};
+
+TEST_F(ObsoleteRegionPoolKeyTest, LoadsWithOneWarningAtStartupAndAtEachReloadThatSetsIt) {
+  auto c = connect();
+  auto r = c.allocate_region(1 << 20);  // regions work as ever
+  EXPECT_EQ(count_in_log(kWarning), 1) << daemon_.log();
+  AdminConn admin(admin_path());
+  const json s = admin.ask({{"request", "stats"}});
+  ASSERT_TRUE(s["ok"].get<bool>()) << s.dump();
+  EXPECT_EQ(s["stats"]["regions"], 1);
+  for (const char* gone : {"region_pool_bytes", "region_pool_hits", "region_pool_misses"})
+    EXPECT_FALSE(s["stats"].contains(gone)) << s.dump();
+  const json cfg = admin.ask({{"request", "config"}});
+  ASSERT_TRUE(cfg["ok"].get<bool>()) << cfg.dump();
+  EXPECT_FALSE(cfg["config"]["limits"].contains("region_pool_bytes")) << cfg.dump();
+
+  // The same file again: warned again. Then a file with 0: loaded silently, and not logged
+  // as a limit that changed, since nothing uses it.
+  ::kill(daemon_.pid(), SIGHUP);
+  ASSERT_TRUE(eventually([&] { return count_in_log("configuration reloaded from") == 1; }))
+      << daemon_.log();
+  EXPECT_EQ(count_in_log(kWarning), 2) << daemon_.log();
+  std::ofstream(daemon_.config_path(), std::ios::trunc)
+      << R"({"limits": {"region_pool_bytes": 0}})";
+  ::kill(daemon_.pid(), SIGHUP);
+  ASSERT_TRUE(eventually([&] { return count_in_log("configuration reloaded from") == 2; }))
+      << daemon_.log();
+  EXPECT_EQ(count_in_log(kWarning), 2) << daemon_.log();
+  EXPECT_EQ(count_in_log("limits.region_pool_bytes: "), 0) << daemon_.log();
+  auto again = c.allocate_region(1 << 20);
+  EXPECT_EQ(again.size(), 1u << 20);
+}
+
 class AdminGroupTest : public AdminTest {
  protected:
   AdminGroupTest()
