@@ -26,9 +26,6 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 constexpr char kToken[] = "region-test-token";
-// Memfds made ahead of demand would show in the daemon's fd counts these tests compare
-// with a baseline: off, unless a test is about the pool.
-constexpr char kNoPool[] = R"({"limits": {"region_pool_bytes": 0}})";
 
 // Deterministic bytes from a seed, so producer and checker agree without sharing memory.
 void fill_pattern(std::span<std::byte> out, std::uint64_t seed) {
@@ -67,7 +64,7 @@ std::uint64_t expected_hash(std::size_t size, std::uint64_t seed) {
 
 class RegionTest : public ::testing::Test {
  protected:
-  explicit RegionTest(DaemonOptions o = {.config_json = kNoPool}) : daemon_(std::move(o)) {}
+  explicit RegionTest(DaemonOptions o = {}) : daemon_(std::move(o)) {}
   Client connect() { return Client(ClientOptions{daemon_.address(), "region-test", seconds(30)}); }
   // No region memfd left, and the daemon's fds back to `fds`, counted when the test's
   // long-lived clients were connected and no region existed yet.
@@ -369,7 +366,7 @@ class RegionQuotaTest : public RegionTest {
   RegionQuotaTest()
       : RegionTest(DaemonOptions{
             .config_json = R"({"limits": {"uid_max_regions": 2, "uid_max_region_bytes": 1048576,
-                               "max_region_bytes": 4194304, "region_pool_bytes": 0}})"}) {}
+                               "max_region_bytes": 4194304}})"}) {}
 };
 
 TEST_F(RegionQuotaTest, AllocationsBeyondTheUidQuotaAreRefusedAndLogged) {
@@ -423,9 +420,9 @@ std::string write_token(const TempDir& dir) {
 class RegionTcpTest : public RegionTest {
  protected:
   RegionTcpTest()
-      : RegionTest(DaemonOptions{
-            .config_json = R"({"tcp": {"listen": "127.0.0.1:0", "token_file": ")" +
-                           write_token(secrets_) + R"("}, "limits": {"region_pool_bytes": 0}})"}) {}
+      : RegionTest(
+            DaemonOptions{.config_json = R"({"tcp": {"listen": "127.0.0.1:0", "token_file": ")" +
+                                         write_token(secrets_) + R"("}})"}) {}
   static inline TempDir secrets_;
 };
 
