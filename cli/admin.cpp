@@ -295,9 +295,6 @@ void print_stats(const json& s) {
                 {"inboxes", text_of(member(s, "inboxes"))},
                 {"regions", text_of(member(s, "regions")) + " (" +
                                 human_bytes(number(s, "region_bytes")) + ")"},
-                {"region pool", human_bytes(number(s, "region_pool_bytes")) + " ready, " +
-                                    text_of(member(s, "region_pool_hits")) + " hits, " +
-                                    text_of(member(s, "region_pool_misses")) + " misses"},
                 {"messages in", text_of(member(s, "messages_in_total")) + " (" +
                                     human_bytes(number(s, "bytes_in_total")) + ")"},
                 {"messages out", text_of(member(s, "messages_out_total")) + " (" +

@@ -80,7 +80,6 @@ qbus::daemon::ServerOptions server_options(const Config& c) {
   o.max_body = c.max_payload_bytes + 1024;
   o.max_outbound_bytes = c.max_outbound_bytes;
   o.handshake_timeout_ms = c.handshake_timeout_ms;
-  o.region_pool_bytes = c.region_pool_bytes;
   // A quarter of the open-file limit (raised by raise_fd_limit before this) may be region
   // fds on their way to clients; the rest stays for connections, regions and accept.
   rlimit lim{};
@@ -105,6 +104,16 @@ void setup_logging(const std::string& level) {
   spdlog::set_default_logger(logger);
 }
 
+// A key older files may carry: it still loads, so that a configuration in /etc never stops
+// an upgraded qbusd from starting, but it does nothing, and every load says so.
+void warn_obsolete_keys(const Config& c) {
+  if (c.region_pool_bytes != 0) {
+    spdlog::warn(
+        "limits.region_pool_bytes is obsolete and ignored: qbusd no longer allocates region "
+        "memory");
+  }
+}
+
 // Every connection and every live region holds an fd; the soft limit of 1024 most systems
 // start us with is far below max_connections + max_regions. (The fds we pass to clients
 // go through select()-free code only, so a high limit costs nothing.)
@@ -116,7 +125,6 @@ void raise_fd_limit(const Config& c) {
     ::setrlimit(RLIMIT_NOFILE, &lim);
   }
   const std::uint64_t wanted = std::uint64_t{c.max_connections} + c.max_regions + 64 +
-                               qbus::daemon::MemfdBacking::kMaxReady +
                                qbus::daemon::MemfdBacking::kMaxPendingCloses;
   if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < wanted) {
     // Only debug: the defaults are generous and most hosts never get near them; a broker
@@ -235,6 +243,7 @@ int run(Startup startup, const Flags& flags) {
   Config config = std::move(startup.config);
   const std::string& config_path = startup.config_path;
   setup_logging(config.log_level);
+  warn_obsolete_keys(config);
   raise_fd_limit(config);
   qbus::daemon::InheritedSockets inherited;
   try {
@@ -321,6 +330,7 @@ int run(Startup startup, const Flags& flags) {
           status_note = "; last reload failed: " + r.error;
         } else {
           apply_flags(*r.config, flags);
+          warn_obsolete_keys(*r.config);
           config = qbus::daemon::apply_reload(config, *r.config, server, hooks);
           status_note.clear();
           spdlog::info("configuration reloaded from {}", config_path);

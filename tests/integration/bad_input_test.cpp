@@ -28,11 +28,7 @@ using Clock = std::chrono::steady_clock;
 class BadInputTest : public ::testing::Test {
  protected:
   BadInputTest()
-      // No region pool: RegionRequestsFromAPeerThatNeverReadsHoldFewFdsInTheDaemon counts
-      // the daemon's memfds.
-      : daemon_(DaemonOptions{
-            .config_json =
-                R"({"limits": {"handshake_timeout_ms": 300, "region_pool_bytes": 0}})"}) {}
+      : daemon_(DaemonOptions{.config_json = R"({"limits": {"handshake_timeout_ms": 300}})"}) {}
 
   void SetUp() override {
     keeper_.emplace(ClientOptions{daemon_.address(), "keeper", seconds(30)});

@@ -151,8 +151,7 @@ class HostileTest : public ::testing::Test {
 // after releasing the region kept pages charged to qbusd, beyond its uid's quota. qbusd
 // now makes memfds without pages; whoever writes them pays.
 TEST_F(HostileTest, RegionFdsKeptAfterReleaseHoldNoMemoryOfTheDaemon) {
-  start(R"({"max_region_bytes": 16777216, "uid_max_region_bytes": 67108864,
-            "region_pool_bytes": 0})");
+  start(R"({"max_region_bytes": 16777216, "uid_max_region_bytes": 67108864})");
   Gate kept, done;
   EarlyEnd early;
   const std::uint64_t shmem_before = shmem_bytes();
@@ -199,8 +198,7 @@ TEST_F(HostileTest, RegionFdsKeptAfterReleaseHoldNoMemoryOfTheDaemon) {
 // nothing is allocated there: a PING pipelined behind 12 allocations of 512 MiB is
 // answered, and no granted region holds a page.
 TEST_F(HostileTest, RegionAllocationsAllocateNothingOnTheBrokerThread) {
-  start(R"({"max_region_bytes": 1073741824, "uid_max_region_bytes": 8589934592,
-            "region_pool_bytes": 0})");
+  start(R"({"max_region_bytes": 1073741824, "uid_max_region_bytes": 8589934592})");
   const std::uint64_t shmem_before = shmem_bytes();
   RawPeer p(daemon_->socket_path());
   p.hello();
@@ -296,7 +294,7 @@ TEST_F(HostileTest, ReceiversThatNeverReadHoldNoMoreThanTheirUidsOutputBound) {
 // and that uid's further grants are refused with a clear error.
 TEST_F(HostileTest, RegionDeliveriesToReceiversThatNeverReadStopAtTheUidsFdBound) {
   constexpr int kUidFds = 16, kReceivers = 8, kRegions = 300;
-  start(R"({"uid_max_pending_fds": 16, "region_pool_bytes": 0})");
+  start(R"({"uid_max_pending_fds": 16})");
   const int fds_before = daemon_->open_fds();
   Gate sent, measured;
   EarlyEnd early;
@@ -351,7 +349,7 @@ TEST_F(HostileTest, RegionDeliveriesToReceiversThatNeverReadStopAtTheUidsFdBound
 TEST_F(HostileTest, AtItsOpenFileLimitQbusdRefusesNewClientsWithAnError) {
   DaemonOptions o;
   o.wrapper = {"/usr/bin/prlimit", "--nofile=48:48", "--"};
-  start(R"({"region_pool_bytes": 0})", std::move(o));
+  start("{}", std::move(o));
   std::vector<std::unique_ptr<RawPeer>> peers;
   std::optional<Frame> refusal;
   for (int i = 0; i < 64 && !refusal; ++i) {
@@ -430,7 +428,7 @@ TEST_F(HostileTest, OneUidAtAllItsLimitsAtOnceHurtsOnlyItself) {
             "max_queues": 4000, "uid_max_queues": 300, "uid_max_waiting_receives": 300,
             "max_region_bytes": 16777216, "uid_max_region_bytes": 67108864,
             "uid_max_regions": 64, "uid_max_connections": 48,
-            "declared_queue_grace_ms": 200, "region_pool_bytes": 0})");
+            "declared_queue_grace_ms": 200})");
   const long rss_idle = daemon_->rss_bytes();
   const int fds_idle = daemon_->open_fds();
   const std::uint64_t shmem_idle = shmem_bytes();

@@ -26,9 +26,6 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 constexpr char kToken[] = "region-test-token";
-// Memfds made ahead of demand would show in the daemon's fd counts these tests compare
-// with a baseline: off, unless a test is about the pool.
-constexpr char kNoPool[] = R"({"limits": {"region_pool_bytes": 0}})";
 
 // Deterministic bytes from a seed, so producer and checker agree without sharing memory.
 void fill_pattern(std::span<std::byte> out, std::uint64_t seed) {
@@ -67,7 +64,7 @@ std::uint64_t expected_hash(std::size_t size, std::uint64_t seed) {
 
 class RegionTest : public ::testing::Test {
  protected:
-  explicit RegionTest(DaemonOptions o = {.config_json = kNoPool}) : daemon_(std::move(o)) {}
+  explicit RegionTest(DaemonOptions o = {}) : daemon_(std::move(o)) {}
   Client connect() { return Client(ClientOptions{daemon_.address(), "region-test", seconds(30)}); }
   // No region memfd left, and the daemon's fds back to `fds`, counted when the test's
   // long-lived clients were connected and no region existed yet.
@@ -369,7 +366,7 @@ class RegionQuotaTest : public RegionTest {
   RegionQuotaTest()
       : RegionTest(DaemonOptions{
             .config_json = R"({"limits": {"uid_max_regions": 2, "uid_max_region_bytes": 1048576,
-                               "max_region_bytes": 4194304, "region_pool_bytes": 0}})"}) {}
+                               "max_region_bytes": 4194304}})"}) {}
 };
 
 TEST_F(RegionQuotaTest, AllocationsBeyondTheUidQuotaAreRefusedAndLogged) {
@@ -423,9 +420,9 @@ std::string write_token(const TempDir& dir) {
 class RegionTcpTest : public RegionTest {
  protected:
   RegionTcpTest()
-      : RegionTest(DaemonOptions{
-            .config_json = R"({"tcp": {"listen": "127.0.0.1:0", "token_file": ")" +
-                           write_token(secrets_) + R"("}, "limits": {"region_pool_bytes": 0}})"}) {}
+      : RegionTest(
+            DaemonOptions{.config_json = R"({"tcp": {"listen": "127.0.0.1:0", "token_file": ")" +
+                                         write_token(secrets_) + R"("}})"}) {}
   static inline TempDir secrets_;
 };
 
@@ -555,38 +552,10 @@ TEST_F(RegionTest, OtherUidIsRefusedByAPrivateNamedRegion) {
   EXPECT_EQ(wait_exit(other), 0);
 }
 
-class RegionPoolTest : public RegionTest {
- protected:
-  RegionPoolTest()
-      : RegionTest(
-            DaemonOptions{.config_json = R"({"limits": {"region_pool_bytes": 268435456}})"}) {}
-};
-
-TEST_F(RegionPoolTest, RepeatedAllocationsOfOneSizeAreServedAndReclaimed) {
-  auto producer = connect();
-  auto consumer = connect();
-  const int fds = daemon_.open_fds();
-  for (int i = 0; i < 20; ++i) {
-    auto r = producer.allocate_region(4u << 20);
-    fill_pattern(r.data(), static_cast<std::uint64_t>(i));
-    producer.send("pooled", std::move(r));
-    auto m = consumer.receive("pooled", seconds(30));
-    ASSERT_TRUE(m);
-    ASSERT_TRUE(m->in_shared_memory());
-    EXPECT_EQ(hash_bytes(m->bytes()), expected_hash(4u << 20, static_cast<std::uint64_t>(i)));
-  }
-  consumer.sync();
-  producer.sync();
-  // Every region went; what stays is the pool's own: at most two of the one size used.
-  EXPECT_TRUE(eventually([&] { return daemon_.open_regions() <= 2; }))
-      << daemon_.open_regions() << " region memfds open";
-  EXPECT_TRUE(eventually([&] { return daemon_.open_fds() <= fds + 2; }));
-}
-
-TEST_F(RegionPoolTest, DaemonStopsCleanlyWhileItsPoolWorkerIsBusy) {
+TEST_F(RegionTest, DaemonStopsCleanlyWhileItsCloseWorkerIsBusy) {
   auto c = connect();
-  // Each allocation has the worker make a replacement of up to 64 MiB, and each release
-  // queues a close: stop while that is still going on.
+  // Each release has qbusd close its fd on its close worker, after the client's own close:
+  // the last close frees the pages libqbus reserved. Stop while that may still go on.
   for (const std::size_t size : {64u << 20, 48u << 20, 32u << 20, 64u << 20}) {
     auto r = c.allocate_region(size);
     r = Region();

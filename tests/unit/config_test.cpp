@@ -84,7 +84,7 @@ TEST(ConfigTest, EmptyObjectGivesAllDefaults) {
   EXPECT_EQ(c.max_pending_requests, 1'024u);
   EXPECT_EQ(c.max_parked_sends, 64u);
   EXPECT_EQ(c.region_pool_bytes, d.region_pool_bytes);
-  EXPECT_EQ(c.region_pool_bytes, 64ull << 20);
+  EXPECT_EQ(c.region_pool_bytes, 0u);  // obsolete: qbusd warns about anything else
 }
 
 TEST(ConfigTest, EmptySectionsKeepTheirDefaults) {
@@ -109,8 +109,11 @@ TEST(ConfigTest, EmptySectionsKeepTheirDefaults) {
   EXPECT_TRUE(c.queues.empty());
 }
 
-TEST(ConfigTest, RegionPoolBytesTakesZeroToTurnThePoolOffAndUpToTwoToTheForty) {
+// Obsolete, but a file from an older qbusd that sets it must still load.
+TEST(ConfigTest, ObsoleteRegionPoolBytesStillLoadsFromZeroUpToTwoToTheForty) {
   EXPECT_EQ(parse_ok(R"({"limits": {"region_pool_bytes": 0}})").region_pool_bytes, 0u);
+  EXPECT_EQ(parse_ok(R"({"limits": {"region_pool_bytes": 67108864}})").region_pool_bytes,
+            64ull << 20);
   EXPECT_EQ(parse_ok(R"({"limits": {"region_pool_bytes": 1099511627776}})").region_pool_bytes,
             1ull << 40);
 }
@@ -865,7 +868,9 @@ TEST(ConfigTest, EffectiveConfigJsonReadsBackAsTheSameConfig) {
   EXPECT_EQ(again.uid_max_queues, 7u);
   EXPECT_EQ(again.uid_max_waiting_receives, 11u);
   EXPECT_EQ(again.declared_queue_grace_ms, 250u);
-  EXPECT_EQ(again.region_pool_bytes, 12288u);
+  // Ignored, so not part of the effective configuration.
+  EXPECT_EQ(text.find("region_pool_bytes"), std::string::npos) << text;
+  EXPECT_EQ(again.region_pool_bytes, 0u);
   ASSERT_EQ(again.queues.size(), 1u);
   EXPECT_EQ(again.queues[0].settings.max_messages, 3u);
   EXPECT_EQ(again.socket_path, "/run/x/q.sock");

@@ -1,28 +1,30 @@
-// MemfdBacking's pool of memfds made ahead of demand and its worker thread: what create()
-// takes from the pool, the budget and per-size bounds, expiry of unused memfds, destroy
-// handing fds to the worker, and shutdown while the worker is busy. Real memfds, counted
-// in this process's /proc/self/fd.
+// MemfdBacking: what create() makes (exact size, size seals only, zero-filled, no page
+// allocated), the handover seal check, destroy handing fds to the worker thread that
+// closes them, shutdown with closes still queued, and the fds made for peers. Real memfds,
+// counted in this process's /proc/self/fd.
 #include "net/memfd_backing.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <functional>
+#include <cerrno>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
-#include "eventually.hpp"
 #include "qbus/proto/shm.hpp"
 
 namespace qbus::daemon {
 namespace {
 
-using qbus::testing::eventually;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
@@ -30,9 +32,8 @@ constexpr std::uint64_t kMiB = 1ull << 20;
 constexpr std::uint64_t kMaxRegion = 1ull << 30;
 constexpr milliseconds kIdleWait = seconds(30);
 
-// Memfds this process holds, all of them or only those named `name` ("qbus-region" for
-// pooled ones: the memfds the tests ask for themselves are named "test-region").
-int open_memfds(const std::string& name = {}) {
+// Memfds this process holds.
+int open_memfds() {
   int n = 0;
   DIR* d = ::opendir("/proc/self/fd");
   if (!d) return -1;
@@ -42,19 +43,21 @@ int open_memfds(const std::string& name = {}) {
     const std::string link = std::string("/proc/self/fd/") + e->d_name;
     const auto len = ::readlink(link.c_str(), target, sizeof(target) - 1);
     const std::string_view t(target, len > 0 ? static_cast<std::size_t>(len) : 0);
-    if (!t.starts_with("/memfd:")) continue;
-    if (name.empty() || t.substr(7).starts_with(name + " ")) ++n;
+    if (t.starts_with("/memfd:")) ++n;
   }
   ::closedir(d);
   return n;
 }
 
-int pooled_memfds() {
-  return open_memfds("qbus-region");
-}
-
 bool is_open(int fd) {
   return ::fcntl(fd, F_GETFD) != -1;
+}
+
+std::string fd_target(int fd) {
+  char target[256] = {};
+  const std::string link = "/proc/self/fd/" + std::to_string(fd);
+  const auto len = ::readlink(link.c_str(), target, sizeof(target) - 1);
+  return std::string(target, len > 0 ? static_cast<std::size_t>(len) : 0);
 }
 
 int create_ok(MemfdBacking& b, std::uint64_t size) {
@@ -63,155 +66,135 @@ int create_ok(MemfdBacking& b, std::uint64_t size) {
   return h.handle;
 }
 
-TEST(MemfdBackingTest, SecondAllocationOfASizeIsServedFromThePool) {
+TEST(MemfdBackingTest, CreateMakesANewZeroFilledRegionOfExactlyTheSizeWithSizeSealsOnly) {
   MemfdBacking b(kMaxRegion);
-  const int first = create_ok(b, kMiB);
-  ASSERT_TRUE(b.wait_idle(kIdleWait));
-  auto s = b.pool_stats();
-  EXPECT_EQ(s.misses, 1u);
-  EXPECT_EQ(s.hits, 0u);
-  EXPECT_EQ(s.ready, 1u);
-  EXPECT_EQ(s.ready_bytes, kMiB);
-  EXPECT_EQ(pooled_memfds(), 1);
-
-  const int second = create_ok(b, kMiB);
-  s = b.pool_stats();
-  EXPECT_EQ(s.hits, 1u);
-  EXPECT_EQ(s.misses, 1u);
-
-  // A pooled region is what create() would have made: exact size, sealed against resizing
-  // only, writable, zero-filled.
-  auto seals = proto::shm::seals(second);
+  const int fd = create_ok(b, kMiB + 4096);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(fd_target(fd).starts_with("/memfd:test-region")) << fd_target(fd);
+  auto seals = proto::shm::seals(fd);
   ASSERT_TRUE(seals.ok());
   // (F_SEAL_EXEC may be set too, by MFD_NOEXEC_SEAL on kernels that have it.)
   EXPECT_EQ(*seals & (proto::shm::kReadSeals | F_SEAL_SEAL), proto::shm::kSizeSeals);
-  auto size = proto::shm::region_size(second);
+  auto size = proto::shm::region_size(fd);
   ASSERT_TRUE(size.ok());
-  EXPECT_EQ(*size, kMiB);
-  auto map = proto::shm::map_writable(second, kMiB);
+  EXPECT_EQ(*size, kMiB + 4096);
+  auto map = proto::shm::map_writable(fd, kMiB + 4096);
   ASSERT_TRUE(map.ok()) << map.error().text;
   const auto bytes = map->bytes();
   EXPECT_TRUE(
       std::all_of(bytes.begin(), bytes.end(), [](std::byte x) { return x == std::byte{0}; }));
-
-  // Serving from the pool asks for the next one at once.
-  ASSERT_TRUE(b.wait_idle(kIdleWait));
-  EXPECT_EQ(b.pool_stats().ready, 1u);
-  b.destroy(first);
-  b.destroy(second);
-}
-
-TEST(MemfdBackingTest, OtherSizesAreNotServedFromThePool) {
-  MemfdBacking b(kMaxRegion);
-  b.destroy(create_ok(b, kMiB));
-  ASSERT_TRUE(b.wait_idle(kIdleWait));
-  b.destroy(create_ok(b, kMiB + 4096));
-  const auto s = b.pool_stats();
-  EXPECT_EQ(s.hits, 0u);
-  EXPECT_EQ(s.misses, 2u);
-}
-
-TEST(MemfdBackingTest, PoolNeverExceedsItsBudgetNorTwoPerSize) {
-  constexpr std::uint64_t kBudget = 3 * kMiB;
-  MemfdBacking b(kMaxRegion, kBudget);
-  std::vector<int> held;
-  // Bursts without waiting, so that several replacements of one size are asked for while
-  // earlier ones are still being made.
-  for (const std::uint64_t size : {kMiB, kMiB, kMiB, kMiB, 2 * kMiB, 2 * kMiB, kMiB / 2, kMiB / 2,
-                                   kMiB / 2, 3 * kMiB, 5 * kMiB, 5 * kMiB}) {
-    held.push_back(create_ok(b, size));
-    const auto s = b.pool_stats();
-    EXPECT_LE(s.ready_bytes, kBudget);
-  }
-  ASSERT_TRUE(b.wait_idle(kIdleWait));
-  const auto s = b.pool_stats();
-  EXPECT_LE(s.ready_bytes, kBudget);
-  EXPECT_LE(s.ready, 2u * 4);  // four sizes fit the budget at all
-  EXPECT_GT(s.ready, 0u);
-  // 5 MiB is over the budget: never pooled, so both of its allocations were misses.
-  b.destroy(create_ok(b, 5 * kMiB));
-  const auto after = b.pool_stats();
-  EXPECT_EQ(after.misses, s.misses + 1);
-  for (const int fd : held)
-    b.destroy(fd);
-  ASSERT_TRUE(b.wait_idle(kIdleWait));
-  EXPECT_LE(b.pool_stats().ready_bytes, kBudget);
-}
-
-TEST(MemfdBackingTest, AtMostTwoReadyOfOneSize) {
-  MemfdBacking b(kMaxRegion);
-  std::vector<int> held;
-  for (int i = 0; i < 6; ++i) {
-    held.push_back(create_ok(b, 64 * 1024));
-    ASSERT_TRUE(b.wait_idle(kIdleWait));
-    EXPECT_LE(b.pool_stats().ready, 2u);
-  }
-  EXPECT_GE(b.pool_stats().hits, 5u);  // every allocation after the first
-  for (const int fd : held)
-    b.destroy(fd);
-}
-
-TEST(MemfdBackingTest, ReadyMemfdsUnusedForTheIdleTimeAreClosed) {
-  const int baseline = pooled_memfds();
-  MemfdBacking b(kMaxRegion, 64 * kMiB, milliseconds(100));
-  b.destroy(create_ok(b, kMiB));
-  ASSERT_TRUE(b.wait_idle(kIdleWait));
-  EXPECT_TRUE(eventually([&] { return b.pool_stats().ready == 0; })) << "never expired";
-  EXPECT_TRUE(eventually([&] { return pooled_memfds() == baseline; }));
-  // Expired means forgotten, not broken: the next allocation is a miss and refills.
-  b.destroy(create_ok(b, kMiB));
-  EXPECT_EQ(b.pool_stats().misses, 2u);
-}
-
-TEST(MemfdBackingTest, ZeroBudgetMakesNothingAheadAndStillClosesOnTheWorker) {
-  MemfdBacking b(kMaxRegion, 0);
-  const int fd = create_ok(b, kMiB);
-  ASSERT_TRUE(b.wait_idle(kIdleWait));
-  EXPECT_EQ(b.pool_stats().ready, 0u);
-  EXPECT_EQ(pooled_memfds(), 0);
   b.destroy(fd);
-  ASSERT_TRUE(b.wait_idle(kIdleWait));
-  EXPECT_FALSE(is_open(fd));
 }
 
-TEST(MemfdBackingTest, ASmallerBudgetClosesWhatNoLongerFits) {
-  MemfdBacking b(kMaxRegion, 64 * kMiB);
-  b.destroy(create_ok(b, 4 * kMiB));
-  b.destroy(create_ok(b, kMiB));
-  ASSERT_TRUE(b.wait_idle(kIdleWait));
-  ASSERT_EQ(b.pool_stats().ready_bytes, 5 * kMiB);
-  b.set_pool_bytes(2 * kMiB);
-  ASSERT_TRUE(b.wait_idle(kIdleWait));
-  EXPECT_LE(b.pool_stats().ready_bytes, 2 * kMiB);
-  b.set_pool_bytes(0);
-  ASSERT_TRUE(b.wait_idle(kIdleWait));
-  EXPECT_EQ(b.pool_stats().ready, 0u);
-  EXPECT_EQ(pooled_memfds(), 0);
-  b.destroy(create_ok(b, kMiB));
-  ASSERT_TRUE(b.wait_idle(kIdleWait));
-  EXPECT_EQ(b.pool_stats().ready, 0u);  // disabled: nothing made ahead
+TEST(MemfdBackingTest, CreateAllocatesNoPage) {
+  // The pages belong to whoever reserves them (libqbus), never to the broker's cgroup.
+  MemfdBacking b(kMaxRegion);
+  const int fd = create_ok(b, 64 * kMiB);
+  struct stat st {};
+  ASSERT_EQ(::fstat(fd, &st), 0);
+  EXPECT_EQ(st.st_blocks, 0);
+  b.destroy(fd);
 }
 
-TEST(MemfdBackingTest, DestroyingTheBackingWhileItsWorkerIsBusyClosesEverything) {
-  const int baseline = open_memfds();
-  auto b = std::make_unique<MemfdBacking>(kMaxRegion, 512 * kMiB);
+TEST(MemfdBackingTest, CreateRefusesASizeAboveTheMaximumAndObeysANewOne) {
+  MemfdBacking b(4 * kMiB);
+  const int before = open_memfds();
+  auto h = b.create(4 * kMiB + 1, "test-region");
+  EXPECT_EQ(h.error, Errc::payload_too_large);
+  EXPECT_EQ(h.handle, -1);
+  EXPECT_NE(h.text.find("4194305"), std::string::npos) << h.text;
+  EXPECT_EQ(open_memfds(), before);
+  b.set_max_region_bytes(8 * kMiB);
+  b.destroy(create_ok(b, 4 * kMiB + 1));
+  b.set_max_region_bytes(kMiB);
+  EXPECT_EQ(b.create(kMiB + 1, "test-region").error, Errc::payload_too_large);
+}
+
+TEST(MemfdBackingTest, SealForHandoverRefusesAnUnsealedRegionAndFreezesASealedOne) {
+  MemfdBacking b(kMaxRegion);
+  const int fd = create_ok(b, kMiB);
+  const auto refused = b.seal_for_handover(fd);
+  EXPECT_EQ(refused.error, Errc::unexpected_frame);
+  EXPECT_NE(refused.text.find("F_SEAL_WRITE"), std::string::npos) << refused.text;
+  auto seals = proto::shm::seals(fd);
+  ASSERT_TRUE(seals.ok());
+  EXPECT_EQ(*seals & F_SEAL_SEAL, 0) << "a refusal changes nothing";
+
+  ASSERT_EQ(::fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE), 0);
+  const auto ok = b.seal_for_handover(fd);
+  EXPECT_EQ(ok.error, Errc::ok) << ok.text;
+  seals = proto::shm::seals(fd);
+  ASSERT_TRUE(seals.ok());
+  EXPECT_NE(*seals & F_SEAL_SEAL, 0);
+  EXPECT_EQ(b.seal_for_handover(fd).error, Errc::ok);  // twice is fine
+  b.destroy(fd);
+}
+
+TEST(MemfdBackingTest, DestroyClosesOnTheWorker) {
+  MemfdBacking b(kMaxRegion);
   std::vector<int> fds;
-  // Each asks the worker for a replacement of up to 64 MiB; the destroys queue closes.
-  for (const std::uint64_t size : {64 * kMiB, 32 * kMiB, 16 * kMiB, 64 * kMiB, 8 * kMiB})
-    fds.push_back(create_ok(*b, size));
+  for (int i = 0; i < 8; ++i)
+    fds.push_back(create_ok(b, kMiB));
+  for (const int fd : fds)
+    b.destroy(fd);
+  ASSERT_TRUE(b.wait_idle(kIdleWait));
+  for (const int fd : fds)
+    EXPECT_FALSE(is_open(fd)) << fd;
+}
+
+TEST(MemfdBackingTest, DestroyFarBehindTheWorkerClosesInlineAndLosesNothing) {
+  // Needs more fds open at once than the queue holds; the soft limit is often 1024.
+  constexpr rlim_t kNeeded = MemfdBacking::kMaxPendingCloses + 1024;
+  rlimit lim{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &lim), 0);
+  if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < kNeeded) {
+    GTEST_SKIP() << "RLIMIT_NOFILE hard limit " << lim.rlim_max << " is below " << kNeeded;
+  }
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < kNeeded) {
+    lim.rlim_cur = kNeeded;
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lim), 0) << std::strerror(errno);
+  }
+  const int baseline = open_memfds();
+  MemfdBacking b(kMaxRegion);
+  std::vector<int> fds;
+  // More than the queue holds, handed over without a pause: whatever the worker has not
+  // taken yet, the rest closes inline. Every fd ends closed either way.
+  for (std::size_t i = 0; i < MemfdBacking::kMaxPendingCloses + 64; ++i) {
+    const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    fds.push_back(fd);
+  }
+  for (const int fd : fds)
+    b.destroy(fd);
+  ASSERT_TRUE(b.wait_idle(kIdleWait));
+  for (const int fd : fds)
+    EXPECT_FALSE(is_open(fd)) << fd;
+  EXPECT_EQ(open_memfds(), baseline);
+}
+
+TEST(MemfdBackingTest, DestroyingTheBackingClosesWhatIsStillQueued) {
+  const int baseline = open_memfds();
+  auto b = std::make_unique<MemfdBacking>(kMaxRegion);
+  std::vector<int> fds;
+  for (const std::uint64_t size : {64 * kMiB, 32 * kMiB, 16 * kMiB, 64 * kMiB, 8 * kMiB}) {
+    const int fd = create_ok(*b, size);
+    // Pages for the close to free, as a client's reservation would leave them.
+    ASSERT_TRUE(proto::shm::reserve(fd, static_cast<std::size_t>(size)).ok());
+    fds.push_back(fd);
+  }
   for (const int fd : fds)
     b->destroy(fd);
-  b.reset();
+  b.reset();  // no wait_idle: the destructor itself must close them
   EXPECT_EQ(open_memfds(), baseline);
   for (const int fd : fds)
     EXPECT_FALSE(is_open(fd)) << fd;
 }
 
 TEST(MemfdBackingTest, AnIdleWorkerDoesNotWakeUp) {
-  MemfdBacking b(kMaxRegion, 64 * kMiB, milliseconds(50));
+  MemfdBacking b(kMaxRegion);
   b.destroy(create_ok(b, kMiB));
-  ASSERT_TRUE(eventually([&] { return b.pool_stats().ready == 0; }));
-  // With nothing ready the worker waits without a timeout: its CPU time stays put.
+  ASSERT_TRUE(b.wait_idle(kIdleWait));
+  // With nothing to close the worker waits without a timeout: its CPU time stays put.
   const auto cpu = [] {
     timespec ts{};
     ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
@@ -220,6 +203,39 @@ TEST(MemfdBackingTest, AnIdleWorkerDoesNotWakeUp) {
   const auto before = cpu();
   std::this_thread::sleep_for(milliseconds(300));
   EXPECT_LT(cpu() - before, 20'000'000ll);  // 20 ms: generous, a spinning thread takes 300
+}
+
+TEST(MemfdBackingTest, RegionFdForPeerDuplicatesOrReopensReadOnly) {
+  MemfdBacking b(kMaxRegion);
+  const int fd = create_ok(b, kMiB);
+  std::string why;
+  auto rw = region_fd_for_peer(fd, false, why);
+  ASSERT_TRUE(rw) << why;
+  EXPECT_NE(rw.get(), fd);
+  EXPECT_EQ(::fcntl(rw.get(), F_GETFL) & O_ACCMODE, O_RDWR);
+  EXPECT_NE(::fcntl(rw.get(), F_GETFD) & FD_CLOEXEC, 0);
+
+  auto ro = region_fd_for_peer(fd, true, why);
+  ASSERT_TRUE(ro) << why;
+  EXPECT_EQ(::fcntl(ro.get(), F_GETFL) & O_ACCMODE, O_RDONLY);
+  EXPECT_NE(::fcntl(ro.get(), F_GETFD) & FD_CLOEXEC, 0);
+  EXPECT_FALSE(proto::shm::map_writable(ro.get(), kMiB).ok()) << "a read-only fd maps writable";
+  EXPECT_EQ(::fcntl(fd, F_GETFL) & O_ACCMODE, O_RDWR) << "the broker's own fd changed";
+
+  // The peer's fds outlive the broker's: the region stays readable through them.
+  b.destroy(fd);
+  ASSERT_TRUE(b.wait_idle(kIdleWait));
+  auto size = proto::shm::region_size(ro.get());
+  ASSERT_TRUE(size.ok());
+  EXPECT_EQ(*size, kMiB);
+
+  // A handle that is no fd: an error naming the operation.
+  why.clear();
+  EXPECT_FALSE(region_fd_for_peer(-1, false, why));
+  EXPECT_NE(why.find("dup"), std::string::npos) << why;
+  why.clear();
+  EXPECT_FALSE(region_fd_for_peer(-1, true, why));
+  EXPECT_NE(why.find("reopen"), std::string::npos) << why;
 }
 
 }  // namespace

@@ -600,16 +600,12 @@ json AdminServer::stats_json() const {
   const auto now = SteadyClock::now();
   std::uint64_t region_bytes = 0;
   broker.regions().for_each([&](const broker::RegionInfo& r) { region_bytes += r.size; });
-  const RegionPoolStats pool = server_.backing().pool_stats();
   json stats{{"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(now - started_).count()},
              {"connections", server_.connection_count()},
              {"queues", broker.queue_count()},
              {"inboxes", broker.inbox_count()},
              {"regions", broker.regions().count()},
              {"region_bytes", region_bytes},
-             {"region_pool_bytes", pool.ready_bytes},
-             {"region_pool_hits", pool.hits},
-             {"region_pool_misses", pool.misses},
              {"messages_in_total", t.messages_in},
              {"messages_out_total", t.messages_out},
              {"bytes_in_total", t.bytes_in},

@@ -7,30 +7,14 @@
 
 #include <cerrno>
 #include <cstring>
-#include <new>
 #include <string>
 
 #include "qbus/proto/shm.hpp"
 
 namespace qbus::daemon {
-namespace {
 
-// The label of memfds made ahead: their region id is not known yet.
-constexpr std::string_view kPoolName = "qbus-region";
-
-// What a memfd costs in tmpfs, so that the budget bounds memory, not requested bytes.
-std::uint64_t charge(std::uint64_t size) {
-  static const std::uint64_t kPage = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-  return (size + kPage - 1) / kPage * kPage;
-}
-
-}  // namespace
-
-MemfdBacking::MemfdBacking(std::uint64_t max_region_bytes, std::uint64_t pool_bytes,
-                           std::chrono::milliseconds idle_ttl)
-    : max_(max_region_bytes), idle_ttl_(idle_ttl), budget_(pool_bytes) {
+MemfdBacking::MemfdBacking(std::uint64_t max_region_bytes) : max_(max_region_bytes) {
   to_close_.reserve(kMaxPendingCloses);
-  wanted_.reserve(kMaxReady);
   // Signals belong to the broker's loop (asio::signal_set); the worker must never be the
   // thread that takes one, so it starts with all of them blocked.
   sigset_t all, old;
@@ -55,26 +39,9 @@ MemfdBacking::~MemfdBacking() {
 }
 
 broker::BackingHandle MemfdBacking::create(std::uint64_t size, std::string_view name) {
-  if (size <= max_) {
-    std::lock_guard lk(mu_);
-    for (auto it = ready_.begin(); it != ready_.end(); ++it) {
-      if (it->size != size) continue;
-      const int fd = it->fd;
-      reserved_ -= charge(size);
-      ready_.erase(it);
-      ++hits_;
-      want(size);
-      return broker::BackingHandle{Errc::ok, {}, fd};
-    }
-  }
   auto fd = proto::shm::create_region(static_cast<std::size_t>(size), name,
                                       static_cast<std::size_t>(max_));
-  if (fd.ok()) {
-    std::lock_guard lk(mu_);
-    ++misses_;
-    want(size);
-    return broker::BackingHandle{Errc::ok, {}, std::move(fd).value().release()};
-  }
+  if (fd.ok()) return broker::BackingHandle{Errc::ok, {}, std::move(fd).value().release()};
   const auto& e = fd.error();
   // Only wire codes may reach the peer: a full tmpfs or memory cgroup is its quota,
   // anything else (EMFILE, say) is the broker's own trouble.
@@ -83,50 +50,8 @@ broker::BackingHandle MemfdBacking::create(std::uint64_t size, std::string_view 
   return broker::BackingHandle{code, e.text, -1};
 }
 
-void MemfdBacking::want(std::uint64_t size) {
-  const std::uint64_t cost = charge(size);
-  if (stop_ || cost > budget_ || reserved_ > budget_ - cost) return;
-  if (ready_.size() + wanted_.size() + (making_ != 0 ? 1 : 0) >= kMaxReady) return;
-  if (pooled_of(size) >= kMaxReadyPerSize) return;
-  wanted_.push_back(size);  // within the capacity reserved for kMaxReady
-  reserved_ += cost;
-  wake_.notify_one();
-}
-
-std::size_t MemfdBacking::pooled_of(std::uint64_t size) const {
-  std::size_t n = making_ == size ? 1 : 0;
-  for (const auto& r : ready_)
-    n += r.size == size ? 1 : 0;
-  for (const auto s : wanted_)
-    n += s == size ? 1 : 0;
-  return n;
-}
-
-void MemfdBacking::set_pool_bytes(std::uint64_t bytes) {
-  std::lock_guard lk(mu_);
-  budget_ = bytes;
-  // Not made yet: simply forgotten. Ready ones beyond the budget the worker closes.
-  while (reserved_ > budget_ && !wanted_.empty()) {
-    reserved_ -= charge(wanted_.back());
-    wanted_.pop_back();
-  }
-  wake_.notify_one();
-}
-
-RegionPoolStats MemfdBacking::pool_stats() const {
-  std::lock_guard lk(mu_);
-  RegionPoolStats s;
-  s.budget_bytes = budget_;
-  s.ready = ready_.size();
-  for (const auto& r : ready_)
-    s.ready_bytes += r.size;
-  s.hits = hits_;
-  s.misses = misses_;
-  return s;
-}
-
 bool MemfdBacking::idle() const {
-  return wanted_.empty() && making_ == 0 && to_close_.empty() && !busy_ && reserved_ <= budget_;
+  return to_close_.empty() && !busy_;
 }
 
 bool MemfdBacking::wait_idle(std::chrono::milliseconds timeout) const {
@@ -138,19 +63,11 @@ void MemfdBacking::run() {
   // Reserved up front so that the worker never allocates (an exception here would end the
   // daemon): every fd it may have to close at once.
   std::vector<int> closing;
-  closing.reserve(kMaxPendingCloses + kMaxReady);
+  closing.reserve(kMaxPendingCloses);
   std::unique_lock lk(mu_);
   for (;;) {
-    const auto now = Clock::now();
-    while (!ready_.empty() &&
-           (stop_ || reserved_ > budget_ || ready_.front().since + idle_ttl_ <= now)) {
-      closing.push_back(ready_.front().fd);
-      reserved_ -= charge(ready_.front().size);
-      ready_.pop_front();
-    }
-    closing.insert(closing.end(), to_close_.begin(), to_close_.end());
-    to_close_.clear();
-    if (!closing.empty()) {
+    if (!to_close_.empty()) {
+      closing.swap(to_close_);  // both keep a capacity of kMaxPendingCloses
       busy_ = true;
       lk.unlock();
       for (const int fd : closing)
@@ -161,45 +78,10 @@ void MemfdBacking::run() {
       continue;
     }
     if (stop_) break;
-    if (!wanted_.empty()) {
-      making_ = wanted_.front();
-      wanted_.erase(wanted_.begin());
-      const std::uint64_t size = making_;
-      busy_ = true;
-      lk.unlock();
-      // `size` was served by create() already, so it is within every limit. Out of
-      // memory here (an exception would end the daemon) is one more way to fail.
-      proto::UniqueFd made;
-      try {
-        auto fd = proto::shm::create_region(static_cast<std::size_t>(size), kPoolName,
-                                            static_cast<std::size_t>(size));
-        if (fd.ok()) made = std::move(fd).value();
-      } catch (const std::bad_alloc&) {
-      }
-      lk.lock();
-      busy_ = false;
-      making_ = 0;
-      // A failure (tmpfs full, say) only means no head start: create() meets the same
-      // condition itself and reports it to the peer.
-      bool kept = false;
-      if (made) {
-        try {
-          ready_.push_back(Ready{size, made.get(), Clock::now()});
-          made.release();
-          kept = true;
-        } catch (const std::bad_alloc&) {
-        }
-      }
-      if (!kept) reserved_ -= charge(size);
-      continue;  // over budget after a reload, or stopping: closed on the next round
-    }
     idle_cv_.notify_all();
-    if (ready_.empty()) {
-      wake_.wait(lk);
-    } else {
-      wake_.wait_until(lk, ready_.front().since + idle_ttl_);
-    }
+    wake_.wait(lk);
   }
+  idle_cv_.notify_all();
 }
 
 broker::RegionStatus MemfdBacking::seal_for_handover(int handle) {

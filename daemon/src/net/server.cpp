@@ -51,7 +51,7 @@ std::string source_key(const asio::ip::address& a) {
 Server::Server(asio::io_context& io, ServerOptions options)
     : io_(io),
       options_(std::move(options)),
-      backing_(options_.limits.regions.max_region_bytes, options_.region_pool_bytes),
+      backing_(options_.limits.regions.max_region_bytes),
       broker_(options_.limits, *this, backing_),
       acceptor_(io),
       tcp_acceptor_(io),
@@ -85,15 +85,13 @@ void Server::listen_on(int unix_fd) {
 }
 
 void Server::set_limits(const broker::Limits& limits, std::size_t max_outbound_bytes,
-                        std::uint32_t handshake_timeout_ms, std::uint64_t region_pool_bytes) {
+                        std::uint32_t handshake_timeout_ms) {
   broker::Limits l = limits;
   l.max_payload = options_.limits.max_payload;
   options_.limits = l;
   options_.max_outbound_bytes = max_outbound_bytes;
   options_.handshake_timeout_ms = handshake_timeout_ms;
-  options_.region_pool_bytes = region_pool_bytes;
   backing_.set_max_region_bytes(l.regions.max_region_bytes);
-  backing_.set_pool_bytes(region_pool_bytes);
   broker_.set_limits(l);
 }
 

@@ -29,7 +29,6 @@ struct ServerOptions {
   std::uint32_t max_body = 1u << 20;          // announced in WELCOME; > max_payload + fixed
   std::size_t max_outbound_bytes = 4u << 20;  // per connection, before its reads pause
   std::uint32_t handshake_timeout_ms = 5'000;
-  std::uint64_t region_pool_bytes = MemfdBacking::kDefaultPoolBytes;  // limits.region_pool_bytes
   // Region fds waiting to be passed, over all connections: each is an open file of qbusd,
   // so this keeps room under RLIMIT_NOFILE for connections and regions (qbusd sets it to a
   // quarter of that limit).
@@ -48,11 +47,9 @@ class Server final : public broker::Sink {
   // is left in place at shutdown (it belongs to systemd).
   void start(UniqueFd inherited_unix);
   // A configuration reload: new broker limits (max_payload stays: clients were told it),
-  // per-connection output bound, handshake timeout and region pool budget. Nothing
-  // admitted is dropped.
+  // per-connection output bound and handshake timeout. Nothing admitted is dropped.
   void set_limits(const broker::Limits& limits, std::size_t max_outbound_bytes,
-                  std::uint32_t handshake_timeout_ms, std::uint64_t region_pool_bytes);
-  const MemfdBacking& backing() const { return backing_; }
+                  std::uint32_t handshake_timeout_ms);
   // Stops accepting, fails waiting receives, flushes what can be flushed and closes every
   // connection; `done` runs once all are gone (or the drain deadline passed).
   void stop(std::function<void()> done);

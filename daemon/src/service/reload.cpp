@@ -48,8 +48,7 @@ std::vector<std::pair<const char*, std::uint64_t>> live_limits(const Config& c) 
           {"limits.max_region_bytes", c.max_region_bytes},
           {"limits.uid_max_region_bytes", c.uid_max_region_bytes},
           {"limits.uid_max_regions", c.uid_max_regions},
-          {"limits.max_regions", c.max_regions},
-          {"limits.region_pool_bytes", c.region_pool_bytes}};
+          {"limits.max_regions", c.max_regions}};
 }
 
 // Fields read once at startup: a change is logged and `effective` keeps the running value.
@@ -96,7 +95,7 @@ void apply_limits(const Config& running, const Config& effective, Server& server
   }
   if (any) {
     server.set_limits(broker_limits(effective), effective.max_outbound_bytes,
-                      effective.handshake_timeout_ms, effective.region_pool_bytes);
+                      effective.handshake_timeout_ms);
   }
 }
 

@@ -69,9 +69,10 @@ struct Config {
   std::uint64_t uid_max_region_bytes = 4ull << 30;
   std::uint32_t uid_max_regions = 1'024;
   std::uint32_t max_regions = 65'536;
-  // Memfds made ahead of demand, so that allocating a region of a size asked for before
-  // does not wait for the kernel to reserve its pages; 0: no pool.
-  std::uint64_t region_pool_bytes = 64ull << 20;
+  // Obsolete and ignored (qbusd warns when it is not 0): the budget of a pool of regions
+  // made ahead of demand, which ended when qbusd stopped allocating region memory. Still
+  // parsed so that an older file keeps loading.
+  std::uint64_t region_pool_bytes = 0;
 
   QueueSettings queue_defaults;
   // Each process's inbox for direct messages.
