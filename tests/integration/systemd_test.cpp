@@ -168,20 +168,43 @@ TEST(SystemdUnits, SystemServiceFilterAllowsEverySyscallQbusdNeeds) {
   expand_filter(analyze, "@system-service", allowed);
   // Regions (memfd, seals, read-only reopen through /proc/self/fd, mappings), peer identity
   // (SO_PEERCRED, SO_PEERPIDFD, pidfd_open, pidfd_send_signal(0)), the fd limit, the
-  // socket calls and the event loop, the admin socket's group, and the region pool's
-  // worker thread (glibc's pthread_create uses clone3 and fails when it is refused).
-  for (const char* call : {"memfd_create",  "fcntl",           "ftruncate",
-                           "fallocate",     "openat",          "mmap",
-                           "munmap",        "pidfd_open",      "pidfd_send_signal",
-                           "getsockopt",    "setsockopt",      "prlimit64",
-                           "setrlimit",     "socket",          "bind",
-                           "listen",        "accept4",         "connect",
-                           "getsockname",   "sendmsg",         "recvmsg",
-                           "writev",        "epoll_wait",      "epoll_ctl",
-                           "eventfd2",      "timerfd_settime", "rt_sigaction",
-                           "clock_gettime", "chown",           "fchown",
-                           "chmod",         "unlink",          "mkdir",
-                           "clone3",        "futex",           "set_robust_list"}) {
+  // socket calls and the event loop, the admin socket's group, and the thread that
+  // closes regions (glibc's pthread_create uses clone3 and fails when it is refused).
+  for (const char* call : {"memfd_create",
+                           "fcntl",
+                           "ftruncate",
+                           "openat",
+                           "mmap",
+                           "munmap",
+                           "pidfd_open",
+                           "pidfd_send_signal",
+                           "getsockopt",
+                           "setsockopt",
+                           "prlimit64",
+                           "setrlimit",
+                           "socket",
+                           "bind",
+                           "listen",
+                           "accept4",
+                           "connect",
+                           "getsockname",
+                           "sendmsg",
+                           "recvmsg",
+                           "writev",
+                           "epoll_wait",
+                           "epoll_ctl",
+                           "eventfd2",
+                           "timerfd_settime",
+                           "rt_sigaction",
+                           "clock_gettime",
+                           "chown",
+                           "fchown",
+                           "chmod",
+                           "unlink",
+                           "mkdir",
+                           "clone3",
+                           "futex",
+                           "set_robust_list"}) {
     EXPECT_TRUE(allowed.count(call)) << call << " is not in @system-service";
   }
 }

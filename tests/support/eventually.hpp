@@ -1,5 +1,5 @@
 // Polls, with a generous deadline, for what happens where no answer can be waited on: the
-// daemon reading a peer's EOF, its region pool worker closing or making memfds.
+// daemon reading a peer's EOF, its worker thread closing memfds.
 #pragma once
 
 #include <chrono>

@@ -343,12 +343,6 @@ std::size_t Connection::process(std::span<const std::byte> in) {
       break;  // the frame stays unconsumed and is retried on unblock()
     }
     used += frame;
-    // Making a region's memory can take milliseconds (fallocate when the pool has none):
-    // the deadlines of the frames after it start from now, not from the read.
-    if (hr.header.type == proto::FrameType::region_alloc ||
-        hr.header.type == proto::FrameType::region_create) {
-      now_ = broker::Clock::now();
-    }
   }
   return used;
 }
