@@ -2,6 +2,7 @@
 // non-zero with one clear line when it cannot start.
 #include <grp.h>
 #include <netdb.h>
+#include <signal.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -366,6 +367,17 @@ int run(Startup startup, const Flags& flags) {
   return 0;
 }
 
+// Sends SIGHUP to the qbusd at `pid`. Only the signal: the daemon reports the reload itself
+// (RELOADING=1 ... READY=1, and its log).
+int send_reload(pid_t pid) {
+  if (::kill(pid, SIGHUP) != 0) {
+    std::cerr << "qbusd: cannot send SIGHUP to process " << pid << ": " << std::strerror(errno)
+              << "\n";
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -374,6 +386,7 @@ int main(int argc, char** argv) {
   std::string config_path;
   Flags flags;
   bool check_config = false;
+  pid_t reload_pid = 0;
   app.add_option("--config", config_path, "Configuration file (JSON)")->option_text("FILE");
   app.add_option("--socket", flags.socket_path, "Path of the client socket")->option_text("PATH");
   app.add_option("--admin-socket", flags.admin_socket_path, "Path of the admin socket")
@@ -385,11 +398,31 @@ int main(int argc, char** argv) {
       ->option_text("LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   app.add_flag("--check-config", check_config, "Validate the configuration and exit");
+  // ExecReload= of qbusd.service: a minimal system has no /bin/kill (procps), and the
+  // unit must not depend on anything the package does not bring.
+  auto* reload_opt =
+      app.add_option("--reload", reload_pid,
+                     "Ask the qbusd with process ID PID to re-read its configuration "
+                     "(sends SIGHUP) and exit")
+          ->type_name("PID");
+  for (auto* other :
+       {"--config", "--socket", "--admin-socket", "--tcp", "--log-level", "--check-config"}) {
+    reload_opt->excludes(other);
+  }
   app.set_version_flag("--version", std::string("qbusd ") + QBUS_VERSION);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  }
+
+  if (reload_opt->count() > 0) {
+    // 0 and negative numbers would signal process groups.
+    if (reload_pid <= 0) {
+      std::cerr << "qbusd: --reload: " << reload_pid << " is not a process ID\n";
+      return 2;
+    }
+    return send_reload(reload_pid);
   }
 
   int exit_code = 0;
