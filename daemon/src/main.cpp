@@ -3,6 +3,7 @@
 #include <grp.h>
 #include <netdb.h>
 #include <signal.h>
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -96,11 +97,46 @@ std::string plural(std::size_t n, const char* what) {
   return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
 }
 
+// "%*": the line's syslog priority as journald reads it from the start of a stderr line
+// ("<4>" for a warning). Only a number is parsed: "<warning>" would stay in the message and
+// every line would get the stream's default priority, info.
+class SyslogPriority final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    char digit = '6';
+    switch (msg.level) {
+      case spdlog::level::trace:
+      case spdlog::level::debug:
+        digit = '7';
+        break;
+      case spdlog::level::warn:
+        digit = '4';
+        break;
+      case spdlog::level::err:
+        digit = '3';
+        break;
+      case spdlog::level::critical:
+        digit = '2';
+        break;
+      default:
+        break;
+    }
+    dest.push_back(digit);
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<SyslogPriority>();
+  }
+};
+
 void setup_logging(const std::string& level) {
   auto logger =
       std::make_shared<spdlog::logger>("qbusd", std::make_shared<spdlog::sinks::stderr_sink_st>());
-  // journald adds its own timestamps; elsewhere we add ours.
-  logger->set_pattern(std::getenv("JOURNAL_STREAM") ? "<%l> %v" : "%Y-%m-%d %H:%M:%S.%e %l %v");
+  // journald adds its own timestamps and shows the priority; elsewhere we add both.
+  auto formatter = std::make_unique<spdlog::pattern_formatter>();
+  formatter->add_flag<SyslogPriority>('*').set_pattern(
+      std::getenv("JOURNAL_STREAM") ? "<%*>%v" : "%Y-%m-%d %H:%M:%S.%e %l %v");
+  logger->set_formatter(std::move(formatter));
   logger->set_level(spdlog::level::from_str(level));
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(logger);

@@ -415,6 +415,34 @@ TEST(Notify, StoppingIsAnnouncedOnSigterm) {
   EXPECT_TRUE(d.wait_for_notify("STOPPING=1"));
 }
 
+// ---- journald -------------------------------------------------------------------------
+
+// Under systemd stderr goes to journald (JOURNAL_STREAM set), which takes a line's priority
+// from a leading "<N>". A level name there ("<warning>") stayed in the message and left
+// every line at the default priority, info.
+TEST(Journal, LinesStartWithTheirSyslogPriority) {
+  DaemonOptions o;
+  o.config_json = "{}";
+  o.keep_notify = true;
+  o.env = {"JOURNAL_STREAM=8:12345"};
+  Daemon d(o);
+  EXPECT_TRUE(d.wait_for_log("<6>qbusd ")) << d.log();
+  write_file(d.config_path(), R"({"socket": {"mode": "0600"}})");
+  const auto from = d.notifications().size();
+  ASSERT_EQ(::kill(d.pid(), SIGHUP), 0);
+  const auto reloading = d.wait_for_notify("RELOADING=1", from);
+  ASSERT_TRUE(reloading);
+  ASSERT_TRUE(d.wait_for_notify("READY=1", *reloading + 1));
+  EXPECT_TRUE(d.wait_for_log("<4>socket.mode changed; restart qbusd to apply")) << d.log();
+  // Every line starts with a priority journald understands, and nothing else.
+  std::istringstream lines(d.log());
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_TRUE(line.size() > 3 && line[0] == '<' && line[1] >= '0' && line[1] <= '7' &&
+                line[2] == '>')
+        << line;
+  }
+}
+
 // ---- SIGHUP reload --------------------------------------------------------------------
 
 class Reload : public ::testing::Test {
