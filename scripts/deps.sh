@@ -10,6 +10,9 @@ QBUS_PACKAGES=(
   # cpack -G DEB (dpkg-shlibdeps computes Depends); python3: the install test's sd_notify
   # receiver.
   dpkg-dev file python3
+  # The container test (tests/container): a minimal Debian root to boot the .deb in under
+  # systemd as PID 1, with systemd-nspawn.
+  debootstrap systemd-container
 )
 
 qbus_missing_packages() {

@@ -2,6 +2,8 @@
 // non-zero with one clear line when it cannot start.
 #include <grp.h>
 #include <netdb.h>
+#include <signal.h>
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -94,11 +96,46 @@ std::string plural(std::size_t n, const char* what) {
   return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
 }
 
+// "%*": the line's syslog priority as journald reads it from the start of a stderr line
+// ("<4>" for a warning). Only a number is parsed: "<warning>" would stay in the message and
+// every line would get the stream's default priority, info.
+class SyslogPriority final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    char digit = '6';
+    switch (msg.level) {
+      case spdlog::level::trace:
+      case spdlog::level::debug:
+        digit = '7';
+        break;
+      case spdlog::level::warn:
+        digit = '4';
+        break;
+      case spdlog::level::err:
+        digit = '3';
+        break;
+      case spdlog::level::critical:
+        digit = '2';
+        break;
+      default:
+        break;
+    }
+    dest.push_back(digit);
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<SyslogPriority>();
+  }
+};
+
 void setup_logging(const std::string& level) {
   auto logger =
       std::make_shared<spdlog::logger>("qbusd", std::make_shared<spdlog::sinks::stderr_sink_st>());
-  // journald adds its own timestamps; elsewhere we add ours.
-  logger->set_pattern(std::getenv("JOURNAL_STREAM") ? "<%l> %v" : "%Y-%m-%d %H:%M:%S.%e %l %v");
+  // journald adds its own timestamps and shows the priority; elsewhere we add both.
+  auto formatter = std::make_unique<spdlog::pattern_formatter>();
+  formatter->add_flag<SyslogPriority>('*').set_pattern(
+      std::getenv("JOURNAL_STREAM") ? "<%*>%v" : "%Y-%m-%d %H:%M:%S.%e %l %v");
+  logger->set_formatter(std::move(formatter));
   logger->set_level(spdlog::level::from_str(level));
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(logger);
@@ -376,6 +413,17 @@ int run(Startup startup, const Flags& flags) {
   return 0;
 }
 
+// Sends SIGHUP to the qbusd at `pid`. Only the signal: the daemon reports the reload itself
+// (RELOADING=1 ... READY=1, and its log).
+int send_reload(pid_t pid) {
+  if (::kill(pid, SIGHUP) != 0) {
+    std::cerr << "qbusd: cannot send SIGHUP to process " << pid << ": " << std::strerror(errno)
+              << "\n";
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -384,6 +432,7 @@ int main(int argc, char** argv) {
   std::string config_path;
   Flags flags;
   bool check_config = false;
+  pid_t reload_pid = 0;
   app.add_option("--config", config_path, "Configuration file (JSON)")->option_text("FILE");
   app.add_option("--socket", flags.socket_path, "Path of the client socket")->option_text("PATH");
   app.add_option("--admin-socket", flags.admin_socket_path, "Path of the admin socket")
@@ -395,11 +444,31 @@ int main(int argc, char** argv) {
       ->option_text("LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   app.add_flag("--check-config", check_config, "Validate the configuration and exit");
+  // ExecReload= of qbusd.service: a minimal system has no /bin/kill (procps), and the
+  // unit must not depend on anything the package does not bring.
+  auto* reload_opt =
+      app.add_option("--reload", reload_pid,
+                     "Ask the qbusd with process ID PID to re-read its configuration "
+                     "(sends SIGHUP) and exit")
+          ->type_name("PID");
+  for (auto* other :
+       {"--config", "--socket", "--admin-socket", "--tcp", "--log-level", "--check-config"}) {
+    reload_opt->excludes(other);
+  }
   app.set_version_flag("--version", std::string("qbusd ") + QBUS_VERSION);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  }
+
+  if (reload_opt->count() > 0) {
+    // 0 and negative numbers would signal process groups.
+    if (reload_pid <= 0) {
+      std::cerr << "qbusd: --reload: " << reload_pid << " is not a process ID\n";
+      return 2;
+    }
+    return send_reload(reload_pid);
   }
 
   int exit_code = 0;

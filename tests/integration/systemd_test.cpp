@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <qbus/client.hpp>
@@ -437,6 +438,34 @@ TEST(Notify, StoppingIsAnnouncedOnSigterm) {
   EXPECT_TRUE(d.wait_for_notify("STOPPING=1"));
 }
 
+// ---- journald -------------------------------------------------------------------------
+
+// Under systemd stderr goes to journald (JOURNAL_STREAM set), which takes a line's priority
+// from a leading "<N>". A level name there ("<warning>") stayed in the message and left
+// every line at the default priority, info.
+TEST(Journal, LinesStartWithTheirSyslogPriority) {
+  DaemonOptions o;
+  o.config_json = "{}";
+  o.keep_notify = true;
+  o.env = {"JOURNAL_STREAM=8:12345"};
+  Daemon d(o);
+  EXPECT_TRUE(d.wait_for_log("<6>qbusd ")) << d.log();
+  write_file(d.config_path(), R"({"socket": {"mode": "0600"}})");
+  const auto from = d.notifications().size();
+  ASSERT_EQ(::kill(d.pid(), SIGHUP), 0);
+  const auto reloading = d.wait_for_notify("RELOADING=1", from);
+  ASSERT_TRUE(reloading);
+  ASSERT_TRUE(d.wait_for_notify("READY=1", *reloading + 1));
+  EXPECT_TRUE(d.wait_for_log("<4>socket.mode changed; restart qbusd to apply")) << d.log();
+  // Every line starts with a priority journald understands, and nothing else.
+  std::istringstream lines(d.log());
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_TRUE(line.size() > 3 && line[0] == '<' && line[1] >= '0' && line[1] <= '7' &&
+                line[2] == '>')
+        << line;
+  }
+}
+
 // ---- SIGHUP reload --------------------------------------------------------------------
 
 class Reload : public ::testing::Test {
@@ -577,6 +606,67 @@ TEST_F(Reload, AMissingAdminGroupKeepsTheRunningOne) {
   EXPECT_TRUE(logged("no group named 'qbus-test-no-such-group'; keeping admin.group ''"))
       << daemon_->log();
   expect_serves(daemon_->address());
+}
+
+// The unit's ExecReload= command line, word by word, with the installed qbusd replaced by the
+// one we built and $MAINPID by `pid`.
+std::vector<std::string> exec_reload_argv(pid_t pid) {
+  const auto unit = read_file(kUnitDir + "/qbusd.service");
+  const auto at = unit.find("\nExecReload=");
+  if (at == std::string::npos) return {};
+  const auto start = at + std::strlen("\nExecReload=");
+  std::istringstream line(unit.substr(start, unit.find('\n', start) - start));
+  std::vector<std::string> argv;
+  for (std::string word; line >> word;) {
+    if (word == "/usr/sbin/qbusd") word = qbusd_path();
+    if (word == "$MAINPID") word = std::to_string(pid);
+    argv.push_back(word);
+  }
+  return argv;
+}
+
+// A minimal Debian has no /bin/kill (procps): `systemctl reload qbusd` failed there with
+// 203/EXEC. The unit's own command line must reload a running qbusd with nothing but what
+// the package installs, and with no PATH at all.
+TEST_F(Reload, TheUnitsExecReloadNeedsOnlyQbusd) {
+  start("{}");
+  const auto argv = exec_reload_argv(daemon_->pid());
+  ASSERT_FALSE(argv.empty()) << "no ExecReload= in qbusd.service";
+  ASSERT_EQ(argv[0], qbusd_path())
+      << "ExecReload= runs " << argv[0] << ", which the qbus package does not install";
+  write_file(daemon_->config_path(), R"({"limits": {"uid_max_connections": 1}})");
+  const auto from = daemon_->notifications().size();
+  const auto r = run(argv, {}, {"PATH=/nonexistent"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  const auto reloading = daemon_->wait_for_notify("RELOADING=1", from);
+  ASSERT_TRUE(reloading) << ::testing::PrintToString(daemon_->notifications());
+  EXPECT_TRUE(daemon_->wait_for_notify("READY=1", *reloading + 1));
+  EXPECT_TRUE(daemon_->wait_for_log("limits.uid_max_connections: 1024 -> 1")) << daemon_->log();
+}
+
+TEST(ReloadCommand, ABadOrGonePidIsNamed) {
+  // A pid that no longer exists: a child that has been reaped.
+  const pid_t gone = ::fork();
+  if (gone == 0) ::_exit(0);
+  ASSERT_GT(gone, 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(gone, &status, 0), gone);
+  const auto r = run({qbusd_path(), "--reload", std::to_string(gone)});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err,
+            "qbusd: cannot send SIGHUP to process " + std::to_string(gone) + ": No such process\n");
+
+  // 0 and negative numbers would signal process groups; an empty $MAINPID is no pid.
+  for (const std::string bad : {"0", "-1", "", "qbusd"}) {
+    const auto b = run({qbusd_path(), "--reload", bad});
+    EXPECT_NE(b.exit_code, 0) << "--reload '" << bad << "'";
+    EXPECT_NE(b.err.find("--reload"), std::string::npos) << b.err;
+  }
+  // --reload only signals: it takes no daemon options.
+  const auto mixed = run({qbusd_path(), "--reload", "1", "--config", "/dev/null"});
+  EXPECT_NE(mixed.exit_code, 0);
+  EXPECT_NE(mixed.err.find("excludes"), std::string::npos) << mixed.err;
 }
 
 TEST(ReloadWithoutFile, BuiltInDefaultsStay) {
