@@ -75,13 +75,11 @@ Connection::Connection(Server& server, Socket socket, broker::PeerId id, broker:
   socket_.non_blocking(true, ec);
 }
 
-void Connection::note_output() {
-  if (!uid_out_) return;
-  std::uint64_t now = out_.size();
+std::uint64_t Connection::output_with_queued() const {
+  std::uint64_t n = out_.size();
   for (const auto& q : queued_)
-    if (const auto* b = std::get_if<proto::ByteBuffer>(&q)) now += b->size();
-  uid_out_->bytes = uid_out_->bytes - accounted_ + now;
-  accounted_ = now;
+    if (const auto* b = std::get_if<proto::ByteBuffer>(&q)) n += b->size();
+  return n;
 }
 
 void Connection::start() {

@@ -57,8 +57,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool backed_up() const;
   bool closing() const { return closing_ || closed_; }
   // Brings the uid's count of buffered output up to date after answers were appended (or
-  // written). Cheap: the server calls it for every frame it appends.
-  void note_output();
+  // written). Inline: the server calls it for every frame it appends.
+  void note_output() {
+    if (!uid_out_) return;
+    // queued_ holds output only while a region streams to a TCP peer.
+    const std::uint64_t now = queued_.empty() ? out_.size() : output_with_queued();
+    uid_out_->bytes = uid_out_->bytes - accounted_ + now;
+    accounted_ = now;
+  }
   // Fds and output bytes this connection's uid has waiting, shared by its connections;
   // null once closed.
   UidOutput* uid_output() const { return uid_out_; }
@@ -93,6 +99,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   enum class Step { next, stop };
+
+  std::uint64_t output_with_queued() const;
 
   void wait_readable();
   // While reads are paused, a peer that hangs up would go unnoticed (nothing reads its

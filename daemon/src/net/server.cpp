@@ -378,9 +378,7 @@ std::uint32_t Server::auth_failed(const std::string& address) {
   return f.count;
 }
 
-Connection* Server::find(broker::PeerId id) {
-  // Deliveries come in runs to one receiver: remember the last one found.
-  if (id == last_found_id_ && last_found_) return last_found_;
+Connection* Server::find_and_remember(broker::PeerId id) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return nullptr;
   last_found_id_ = id;

@@ -158,7 +158,12 @@ class Server final : public broker::Sink {
   void arm_deadline_timer();
   void deliver_region(Connection& c, std::uint64_t correlation, bool last,
                       const proto::Deliver& fields, const broker::RegionRef& ref);
-  Connection* find(broker::PeerId id);
+  // Deliveries come in runs to one receiver: the last one found is remembered, and that
+  // check stays inline on the per-message path.
+  Connection* find(broker::PeerId id) {
+    return id == last_found_id_ && last_found_ ? last_found_ : find_and_remember(id);
+  }
+  Connection* find_and_remember(broker::PeerId id);
   bool uid_has_room(const UidOutput& u) const;
   // Accepts one pending connection on `listener` and refuses it with an ERROR, using the
   // fd kept in reserve for this: qbusd at its fd limit still answers, instead of leaving
