@@ -1,7 +1,7 @@
 // One hostile local uid against the real qbusd, with limits scaled down: what it can make
 // the daemon hold is bounded by that uid's own limits, and another uid keeps being
-// served. Each test reproduces a finding of the hardening review (docs/architecture.md
-// lists them); the hostile side runs as uid 65534 (nobody), so these tests need root.
+// served. Each test reproduces one finding of the hardening review, named by its number
+// above the test; the hostile side runs as uid 65534 (nobody), so these tests need root.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
