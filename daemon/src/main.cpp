@@ -63,7 +63,7 @@ bool system_instance() {
 
 // Where qbusd puts its sockets when neither flags nor config name them: the directory
 // systemd made for it (RuntimeDirectory=, /run/qbus for the system service), else the
-// per-user default of DESIGN.md.
+// per-user default of docs/architecture.md.
 std::string default_socket_path() {
   if (const char* dirs = std::getenv("RUNTIME_DIRECTORY"); dirs && *dirs == '/') {
     const std::string_view first = std::string_view(dirs).substr(0, std::strcspn(dirs, ":"));

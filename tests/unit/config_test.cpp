@@ -632,7 +632,7 @@ TEST(ConfigTest, TcpListenThatIsNotHostColonPortIsRejectedNamingTheField) {
 }
 
 TEST(ConfigTest, TcpListenWithAnAddressPrefixIsRejected) {
-  // tcp.listen is HOST:PORT (DESIGN.md); "tcp:HOST:PORT" must not pass as host "tcp:HOST".
+  // tcp.listen is HOST:PORT (config/README.md); "tcp:HOST:PORT" must not pass as host "tcp:HOST".
   auto r = parse(R"({"tcp": {"listen": "tcp:127.0.0.1:7878", "token_file": "/etc/qbus/token"}})");
   EXPECT_FALSE(r.config.has_value());
   EXPECT_EQ(r.error.rfind("tcp.listen: ", 0), 0u) << r.error;

@@ -1,5 +1,5 @@
-// Bookkeeping of shared-memory regions (DESIGN.md, principle 5): which regions exist, who
-// holds them, what they cost their owner's uid, and when the last reference is gone so the
+// Bookkeeping of shared-memory regions (docs/architecture.md, principle 5): which regions exist,
+// who holds them, what they cost their owner's uid, and when the last reference is gone so the
 // region can be reclaimed. The memory itself lives behind a RegionBacking (sealed memfds at
 // the edge, a recording fake in tests); this module does no I/O of its own.
 //
@@ -13,10 +13,8 @@
 // When the count of all three reaches zero the backing is destroyed, exactly once, and the
 // owner's uid gets its charge back. The id is never handed out again.
 //
-// Error codes: this module answers with codes that travel in ERROR frames. errc.hpp has no
-// exact code yet for "no such region" or "permission denied"; the constants below name the
-// nearest existing ones so that the change wiring regions into the protocol (which adds the
-// region frames to PROTOCOL.md anyway) can give them their own values in one place.
+// Error codes: this module answers with codes that travel in ERROR frames (PROTOCOL.md,
+// section 11); the constants below name the two it uses for refusals.
 //
 // Thread-safety: none. One thread (the broker's) owns a RegionTable, and the backing is
 // called synchronously on that thread; the backing must not call back into the table.

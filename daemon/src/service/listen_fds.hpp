@@ -1,8 +1,8 @@
 // Sockets handed to qbusd by its service manager (systemd socket activation, or
 // systemd-socket-activate): LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES, read through
-// sd_listen_fds_with_names(). The names are fixed by DESIGN.md: "qbus" for the client
-// socket, "admin" for the admin socket; a single socket with another name (or none, which
-// libsystemd reports as "unknown") is the client socket.
+// sd_listen_fds_with_names(). The names are fixed by docs/architecture.md ("Names users rely on"):
+// "qbus" for the client socket, "admin" for the admin socket; a single socket with another name (or
+// none, which libsystemd reports as "unknown") is the client socket.
 #pragma once
 
 #include <string>

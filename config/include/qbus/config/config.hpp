@@ -26,10 +26,10 @@ struct QueueDeclaration {
 
 struct Config {
   // Listener
-  std::string socket_path;  // empty: the default for this user (DESIGN.md)
+  std::string socket_path;  // empty: the default for this user (docs/architecture.md)
   std::uint32_t socket_mode = 0666;
   // Admin socket: root, the daemon's own uid and members of admin_group may use it.
-  std::string admin_socket_path;  // empty: the default for this user (DESIGN.md)
+  std::string admin_socket_path;  // empty: the default for this user (docs/architecture.md)
   std::uint32_t admin_socket_mode = 0660;
   std::string admin_group;  // a group name; empty: no group
 

@@ -1,5 +1,6 @@
 // Broker addresses ("unix:/path" or "tcp:HOST:PORT") and the default socket locations
-// from DESIGN.md, shared by qbusd, libqbus and qbusctl so all three agree.
+// from docs/architecture.md ("Names users rely on"), shared by qbusd, libqbus and qbusctl so all
+// three agree.
 #pragma once
 
 #include <cstdint>

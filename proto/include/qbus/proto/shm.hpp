@@ -1,4 +1,4 @@
-// Shared-memory regions as sealed memfds (DESIGN.md, principle 5): the OS layer only.
+// Shared-memory regions as sealed memfds (docs/architecture.md, principle 5): the OS layer only.
 //
 // Lifecycle of a region: the creator calls create_region (sized, sealed against shrink and
 // grow), the writer reserve()s its pages and fills it through map_writable, drops that mapping,
