@@ -104,6 +104,20 @@ pid_t spawn_hostile(Gate& ready, EarlyEnd& early, F&& body) {
       FAIL() << "the hostile child failed with exit code " << wait_exit(child); \
   } while (0)
 
+// Says HELLO and returns the broker's answer: WELCOME, or the ERROR of a refusal. A
+// connection refused at accept may be closed before the HELLO is written (EPIPE); its
+// ERROR is still there to read.
+std::optional<Frame> hello_answer(RawPeer& p, std::string_view name,
+                                  milliseconds timeout = seconds(30)) {
+  proto::ByteBuffer b;
+  proto::append_hello(b, 1, proto::Hello{1, 1, name, ""});
+  try {
+    p.write(b);
+  } catch (const std::runtime_error&) {
+  }
+  return p.next(timeout);
+}
+
 class HostileTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -359,14 +373,7 @@ TEST_F(HostileTest, AtItsOpenFileLimitQbusdRefusesNewClientsWithAnError) {
   std::optional<Frame> refusal;
   for (int i = 0; i < 64 && !refusal; ++i) {
     auto p = std::make_unique<RawPeer>(daemon_->socket_path());
-    proto::ByteBuffer b;
-    proto::append_hello(b, 1, proto::Hello{1, 1, "filler", ""});
-    try {
-      p->write(b);
-    } catch (const std::runtime_error&) {
-      // Refused at accept and closed already (EPIPE): its ERROR is still there to read.
-    }
-    auto f = p->next(seconds(20));
+    auto f = hello_answer(*p, "filler", seconds(20));
     ASSERT_TRUE(f) << "connection " << i << " closed without an answer";
     if (f->type == proto::FrameType::error) refusal = f;
     peers.push_back(std::move(p));
@@ -523,14 +530,7 @@ TEST_F(HostileTest, OneUidAtAllItsLimitsAtOnceHurtsOnlyItself) {
     bool conn_refused = false;
     while (!conn_refused && conns.size() < 200) {
       auto p = std::make_unique<RawPeer>(daemon_->socket_path());
-      proto::ByteBuffer h;
-      proto::append_hello(h, 1, proto::Hello{1, 1, "extra", ""});
-      try {
-        p->write(h);
-      } catch (const std::runtime_error&) {
-        // Refused at accept and closed already (EPIPE): its ERROR is still there to read.
-      }
-      auto f = p->next();
+      auto f = hello_answer(*p, "extra");
       if (!f) return 27;
       if (f->type == proto::FrameType::error) {
         if (f->error_code() != Errc::too_many_connections) return 28;
