@@ -167,82 +167,148 @@ int receive_loop(long long timeout_ms, long long count, const std::string& what,
   return 0;
 }
 
-}  // namespace
+struct SendArgs {
+  std::vector<std::string> args;  // KEY MESSAGE, KEY, MESSAGE (with --pid) or nothing
+  long long pid = 0;              // 0: to a queue
+  long long wait_ms = 0;
+  std::string file;
+};
 
-int main(int argc, char** argv) {
-  CLI::App app{"qbusctl: send, receive and inspect qbus queues", "qbusctl"};
-  app.require_subcommand(1);
-  Globals g;
-  app.add_option("--address", g.address,
-                 "Broker address, unix:/path or tcp:HOST:PORT (default: $QBUS_ADDRESS, then the "
-                 "default socket)")
-      ->option_text("ADDR");
-  app.add_option("--admin-address", g.admin_address,
-                 "Admin socket, unix:/path (default: $QBUS_ADMIN_ADDRESS, then admin.sock beside "
-                 "the broker's socket)")
-      ->option_text("ADDR");
-  app.add_flag("--json", g.json, "Admin commands print the broker's JSON answer");
-
+CLI::App* add_send(CLI::App& app, SendArgs& a) {
   auto* send = app.add_subcommand(
       "send", "Send MESSAGE (stdin when omitted) to queue KEY, or with --pid to a process");
-  std::vector<std::string> send_args;
-  long long send_pid = 0;
-  long long send_wait = 0;
-  send->add_option("KEY MESSAGE", send_args, "Queue key, then the message (stdin when omitted)")
+  send->add_option("KEY MESSAGE", a.args, "Queue key, then the message (stdin when omitted)")
       ->expected(0, 2);
-  send->add_option("--pid", send_pid, "Send directly to the process with this pid")
+  send->add_option("--pid", a.pid, "Send directly to the process with this pid")
       ->option_text("PID")
       ->check(CLI::Range(1LL, 4'294'967'295LL));
-  std::string send_file_path;
-  send->add_option("--file", send_file_path,
+  send->add_option("--file", a.file,
                    "Send the bytes of this file (a shared-memory region when over the inline "
                    "limit)")
       ->option_text("PATH");
-  send->add_option("--wait", send_wait,
+  send->add_option("--wait", a.wait_ms,
                    "With --pid: wait up to MS for the process to connect (default: 0)")
       ->option_text("MS")
       ->check(CLI::Range(0LL, 2'000'000'000LL));
+  return send;
+}
 
+int run_send(const Globals& g, const SendArgs& a) {
+  const bool to_pid = a.pid != 0;
+  if (!to_pid && a.args.empty()) throw UsageError("send: give a queue KEY or --pid PID");
+  if (to_pid && a.args.size() > 1) throw UsageError("send --pid takes one MESSAGE, not a KEY");
+  if (!to_pid && a.wait_ms != 0) throw UsageError("send: --wait goes with --pid");
+  const std::size_t message_at = to_pid ? 0 : 1;
+  const auto pid = static_cast<std::uint32_t>(a.pid);
+  if (!a.file.empty()) {
+    if (a.args.size() > message_at) throw UsageError("send: give a MESSAGE or --file, not both");
+    auto client = connect(g);
+    send_file(client, a.file, to_pid ? nullptr : &a.args[0], pid, milliseconds(a.wait_ms));
+    return 0;
+  }
+  const std::string payload = a.args.size() > message_at ? a.args[message_at] : read_stdin();
+  auto client = connect(g);
+  if (to_pid) {
+    client.send_to_pid(pid, payload, qbus::DirectOptions{milliseconds(a.wait_ms), true});
+  } else {
+    client.send_confirmed(a.args[0], payload);
+  }
+  return 0;
+}
+
+struct RecvArgs {
+  std::vector<std::string> key;  // empty with --direct
+  bool direct = false;
+  long long timeout_ms = -1;  // -1: forever
+  long long count = 1;        // 0: no limit
+  std::string out;            // empty: stdout
+};
+
+CLI::App* add_recv(CLI::App& app, RecvArgs& a) {
   auto* recv = app.add_subcommand(
       "recv", "Receive from queue KEY, or with --direct this process's direct messages");
-  std::vector<std::string> recv_args;
-  bool direct = false;
-  long long timeout_ms = -1;
-  long long count = 1;
-  recv->add_option("KEY", recv_args, "Queue key")->expected(0, 1);
-  std::string recv_out;
-  recv->add_option("--out", recv_out, "Write the message's bytes to this file instead of stdout")
+  recv->add_option("KEY", a.key, "Queue key")->expected(0, 1);
+  recv->add_option("--out", a.out, "Write the message's bytes to this file instead of stdout")
       ->option_text("PATH");
-  recv->add_flag("--direct", direct, "Receive messages sent to this process's pid");
-  recv->add_option("--timeout", timeout_ms, "Milliseconds to wait in all (default: forever)")
+  recv->add_flag("--direct", a.direct, "Receive messages sent to this process's pid");
+  recv->add_option("--timeout", a.timeout_ms, "Milliseconds to wait in all (default: forever)")
       ->option_text("MS")
       ->check(CLI::Range(-1LL, 2'000'000'000LL));
-  recv->add_option("--count", count, "Messages to receive; 0 keeps receiving (default: 1)")
+  recv->add_option("--count", a.count, "Messages to receive; 0 keeps receiving (default: 1)")
       ->option_text("N")
       ->check(CLI::NonNegativeNumber);
+  return recv;
+}
 
+int run_recv(const Globals& g, const RecvArgs& a) {
+  if (a.direct && !a.key.empty()) throw UsageError("recv --direct takes no KEY");
+  if (!a.direct && a.key.empty()) throw UsageError("recv: give a queue KEY or --direct");
+  if (!a.out.empty() && a.count != 1) throw UsageError("recv --out takes one message (--count 1)");
+  const auto output = [&](const qbus::Message& m) {
+    if (!a.out.empty()) {
+      if (write_file(a.out, m)) return true;
+      std::cerr << "qbusctl: " << file_error("cannot write", a.out) << "\n";
+      return false;
+    }
+    if (print(m)) return true;
+    std::cerr << "qbusctl: cannot write to stdout\n";
+    return false;
+  };
+  auto client = connect(g);
+  if (a.direct) {
+    return receive_loop(
+        a.timeout_ms, a.count, "recv --direct",
+        [&](std::size_t n, milliseconds t) { return client.receive_direct_batch(n, t); }, output);
+  }
+  return receive_loop(
+      a.timeout_ms, a.count, "recv " + a.key[0],
+      [&](std::size_t n, milliseconds t) { return client.receive_batch(a.key[0], n, t); }, output);
+}
+
+struct RequestArgs {
+  std::string key;
+  std::optional<std::string> message;  // none: stdin
+  long long timeout_ms = 30'000;
+};
+
+CLI::App* add_request(CLI::App& app, RequestArgs& a) {
   auto* request = app.add_subcommand(
       "request", "Send MESSAGE (stdin when omitted) to queue KEY and print the direct reply");
-  std::string request_key;
-  std::optional<std::string> request_message;
-  long long request_timeout = 30'000;
-  request->add_option("KEY", request_key, "Queue key")->required();
-  request->add_option("MESSAGE", request_message, "Request text; read from stdin when omitted");
+  request->add_option("KEY", a.key, "Queue key")->required();
+  request->add_option("MESSAGE", a.message, "Request text; read from stdin when omitted");
   request
-      ->add_option("--timeout", request_timeout,
-                   "Milliseconds to wait for the reply (default: 30000)")
+      ->add_option("--timeout", a.timeout_ms, "Milliseconds to wait for the reply (default: 30000)")
       ->option_text("MS")
       ->check(CLI::Range(-1LL, 2'000'000'000LL));
+  return request;
+}
 
-  // Admin commands: each is one request to the admin socket.
-  qbusctl::AdminCommand admin;
-  std::vector<CLI::App*> admin_commands;
+int run_request(const Globals& g, const RequestArgs& a) {
+  const std::string payload = a.message ? *a.message : read_stdin();
+  auto client = connect(g);
+  auto reply = client.request(a.key, payload, milliseconds(a.timeout_ms));
+  if (!reply) {
+    std::cerr << "qbusctl: request " << a.key << ": no reply within the timeout\n";
+    return kExitTimeout;
+  }
+  return print(*reply) ? 0 : kExitError;
+}
+
+// The admin subcommands: each is one request to the admin socket.
+struct AdminArgs {
+  qbusctl::AdminCommand command;  // filled by the parser, completed by run_admin_command
+  std::vector<CLI::App*> subcommands;
+  CLI::App* del = nullptr;  // `delete`, which needs a KEY or a --pattern
+};
+
+void add_admin_commands(CLI::App& app, AdminArgs& a) {
+  qbusctl::AdminCommand& admin = a.command;
   for (const auto& [name, help] : std::vector<std::pair<std::string, std::string>>{
            {"queues", "List the queues: depth, bytes, limits, counters (admin socket)"},
            {"clients", "List the connected clients (admin socket)"},
            {"regions", "List the shared-memory regions (admin socket)"},
            {"stats", "Broker-wide counters and rates (admin socket)"}}) {
-    admin_commands.push_back(app.add_subcommand(name, help));
+    a.subcommands.push_back(app.add_subcommand(name, help));
   }
   for (const auto& [name, help] : std::vector<std::pair<std::string, std::string>>{
            {"queue", "Show one queue in detail (admin socket)"},
@@ -253,28 +319,73 @@ int main(int argc, char** argv) {
     auto* sub = app.add_subcommand(name, help);
     sub->add_option("KEY", admin.key, name == "region-remove" ? "Named region key" : "Queue key")
         ->required();
-    admin_commands.push_back(sub);
+    a.subcommands.push_back(sub);
   }
-  auto* del = app.add_subcommand(
+  a.del = app.add_subcommand(
       "delete",
       "Delete queue KEY, or every queue whose key matches --pattern: their messages go, "
       "their waiting receivers are told (admin socket)");
-  auto* del_key = del->add_option("KEY", admin.key, "Queue key");
-  del->add_option("--pattern", admin.pattern,
-                  "Delete every queue whose key matches this glob (*, ?, [...]; quote it "
-                  "from the shell)")
+  auto* del_key = a.del->add_option("KEY", admin.key, "Queue key");
+  a.del
+      ->add_option("--pattern", admin.pattern,
+                   "Delete every queue whose key matches this glob (*, ?, [...]; quote it "
+                   "from the shell)")
       ->option_text("GLOB")
       ->excludes(del_key);
-  admin_commands.push_back(del);
+  a.subcommands.push_back(a.del);
   auto* disconnect = app.add_subcommand(
       "disconnect",
       "Disconnect client ID (as qbusctl clients shows it): it is told why, and everything it "
       "held is released (admin socket)");
   disconnect->add_option("ID", admin.id, "Client id")->required();
-  admin_commands.push_back(disconnect);
+  a.subcommands.push_back(disconnect);
   // `qbusctl queues --json` as well as `qbusctl --json queues`.
-  for (auto* sub : admin_commands)
+  for (auto* sub : a.subcommands)
     sub->fallthrough();
+}
+
+int run_admin_command(const Globals& g, AdminArgs& a, CLI::App& sub) {
+  qbusctl::AdminCommand& admin = a.command;
+  if (&sub == a.del && admin.key.empty() && admin.pattern.empty()) {
+    std::cerr << "qbusctl: delete: give a queue KEY or --pattern GLOB\nRun 'qbusctl --help' "
+                 "for usage.\n";
+    return kExitUsage;
+  }
+  admin.request = sub.get_name();
+  admin.address = g.admin_address;
+  admin.client_address =
+      g.address.empty() && std::getenv("QBUS_ADDRESS") ? std::getenv("QBUS_ADDRESS") : g.address;
+  admin.json = g.json;
+  return qbusctl::run_admin(admin);
+}
+
+void add_globals(CLI::App& app, Globals& g) {
+  app.add_option("--address", g.address,
+                 "Broker address, unix:/path or tcp:HOST:PORT (default: $QBUS_ADDRESS, then the "
+                 "default socket)")
+      ->option_text("ADDR");
+  app.add_option("--admin-address", g.admin_address,
+                 "Admin socket, unix:/path (default: $QBUS_ADMIN_ADDRESS, then admin.sock beside "
+                 "the broker's socket)")
+      ->option_text("ADDR");
+  app.add_flag("--json", g.json, "Admin commands print the broker's JSON answer");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"qbusctl: send, receive and inspect qbus queues", "qbusctl"};
+  app.require_subcommand(1);
+  Globals g;
+  add_globals(app, g);
+  SendArgs send_args;
+  CLI::App* send = add_send(app, send_args);
+  RecvArgs recv_args;
+  CLI::App* recv = add_recv(app, recv_args);
+  RequestArgs request_args;
+  CLI::App* request = add_request(app, request_args);
+  AdminArgs admin;
+  add_admin_commands(app, admin);
 
   try {
     app.parse(argc, argv);
@@ -289,85 +400,13 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
 
-  for (auto* sub : admin_commands) {
-    if (!sub->parsed()) continue;
-    if (sub == del && admin.key.empty() && admin.pattern.empty()) {
-      std::cerr << "qbusctl: delete: give a queue KEY or --pattern GLOB\nRun 'qbusctl --help' "
-                   "for usage.\n";
-      return kExitUsage;
-    }
-    admin.request = sub->get_name();
-    admin.address = g.admin_address;
-    admin.client_address =
-        g.address.empty() && std::getenv("QBUS_ADDRESS") ? std::getenv("QBUS_ADDRESS") : g.address;
-    admin.json = g.json;
-    return qbusctl::run_admin(admin);
+  for (auto* sub : admin.subcommands) {
+    if (sub->parsed()) return run_admin_command(g, admin, *sub);
   }
-
   try {
-    if (send->parsed()) {
-      const bool to_pid = send_pid != 0;
-      if (!to_pid && send_args.empty()) throw UsageError("send: give a queue KEY or --pid PID");
-      if (to_pid && send_args.size() > 1)
-        throw UsageError("send --pid takes one MESSAGE, not a KEY");
-      if (!to_pid && send_wait != 0) throw UsageError("send: --wait goes with --pid");
-      const std::size_t message_at = to_pid ? 0 : 1;
-      if (!send_file_path.empty()) {
-        if (send_args.size() > message_at)
-          throw UsageError("send: give a MESSAGE or --file, not both");
-        auto client = connect(g);
-        send_file(client, send_file_path, to_pid ? nullptr : &send_args[0],
-                  static_cast<std::uint32_t>(send_pid), milliseconds(send_wait));
-        return 0;
-      }
-      const std::string payload =
-          send_args.size() > message_at ? send_args[message_at] : read_stdin();
-      auto client = connect(g);
-      if (to_pid) {
-        client.send_to_pid(static_cast<std::uint32_t>(send_pid), payload,
-                           qbus::DirectOptions{milliseconds(send_wait), true});
-      } else {
-        client.send_confirmed(send_args[0], payload);
-      }
-      return 0;
-    }
-    if (recv->parsed()) {
-      if (direct && !recv_args.empty()) throw UsageError("recv --direct takes no KEY");
-      if (!direct && recv_args.empty()) throw UsageError("recv: give a queue KEY or --direct");
-      if (!recv_out.empty() && count != 1)
-        throw UsageError("recv --out takes one message (--count 1)");
-      const auto output = [&](const qbus::Message& m) {
-        if (!recv_out.empty()) {
-          if (write_file(recv_out, m)) return true;
-          std::cerr << "qbusctl: " << file_error("cannot write", recv_out) << "\n";
-          return false;
-        }
-        if (print(m)) return true;
-        std::cerr << "qbusctl: cannot write to stdout\n";
-        return false;
-      };
-      auto client = connect(g);
-      if (direct) {
-        return receive_loop(
-            timeout_ms, count, "recv --direct",
-            [&](std::size_t n, milliseconds t) { return client.receive_direct_batch(n, t); },
-            output);
-      }
-      return receive_loop(
-          timeout_ms, count, "recv " + recv_args[0],
-          [&](std::size_t n, milliseconds t) { return client.receive_batch(recv_args[0], n, t); },
-          output);
-    }
-    if (request->parsed()) {
-      const std::string payload = request_message ? *request_message : read_stdin();
-      auto client = connect(g);
-      auto reply = client.request(request_key, payload, milliseconds(request_timeout));
-      if (!reply) {
-        std::cerr << "qbusctl: request " << request_key << ": no reply within the timeout\n";
-        return kExitTimeout;
-      }
-      return print(*reply) ? 0 : kExitError;
-    }
+    if (send->parsed()) return run_send(g, send_args);
+    if (recv->parsed()) return run_recv(g, recv_args);
+    if (request->parsed()) return run_request(g, request_args);
   } catch (const UsageError& e) {
     std::cerr << "qbusctl: " << e.what() << "\nRun 'qbusctl --help' for usage.\n";
     return kExitUsage;

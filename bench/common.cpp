@@ -1,0 +1,110 @@
+#include "common.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace qbus::bench {
+
+// CPU time of a process in seconds: the sum of its threads' run times from
+// /proc/<pid>/task/*/schedstat (nanoseconds), else utime + stime from /proc/<pid>/stat
+// (clock ticks, usually 10 ms: too coarse for an idle daemon).
+double cpu_seconds(pid_t pid) {
+  const std::string proc = "/proc/" + std::to_string(pid);
+  std::error_code ec;
+  unsigned long long ns = 0;
+  bool have_schedstat = false;
+  for (const auto& task : std::filesystem::directory_iterator(proc + "/task", ec)) {
+    std::ifstream f(task.path() / "schedstat");
+    unsigned long long run = 0;
+    if (!(f >> run)) continue;
+    ns += run;
+    have_schedstat = true;
+  }
+  if (have_schedstat) return static_cast<double>(ns) / 1e9;
+  std::ifstream f(proc + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+qbus::Client connect(const std::string& address) {
+  return qbus::Client(qbus::ClientOptions{address, "qbus-bench", seconds(30)});
+}
+
+int sync_and_check(qbus::Client& c, const char* who) {
+  c.sync();
+  if (c.send_failures().count == 0) return 0;
+  std::fprintf(stderr, "qbus-bench: %s: %llu send(s) failed: %s\n", who,
+               static_cast<unsigned long long>(c.send_failures().count),
+               c.send_failures().last_message.c_str());
+  return 1;
+}
+
+long long now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+double us(double ns) {
+  return ns / 1e3;
+}
+double ratio(double a, double b) {
+  return b > 0 ? a / b : 0;
+}
+
+long cpus_online() {
+  return ::sysconf(_SC_NPROCESSORS_ONLN);
+}
+
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+Pipe make_pipe() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  return {Fd(p[0]), Fd(p[1])};
+}
+
+namespace {
+
+// Moves `n` bytes with `io` (::read or ::write), resuming after EINTR and short transfers;
+// false on an error, or on end of file before all of them.
+template <typename Io, typename Byte>
+bool transfer_all(Io io, int fd, Byte* p, std::size_t n) {
+  while (n > 0) {
+    const ssize_t done = io(fd, p, n);
+    if (done < 0 && errno == EINTR) continue;
+    if (done <= 0) return false;
+    p += done;
+    n -= static_cast<std::size_t>(done);
+  }
+  return true;
+}
+
+}  // namespace
+
+bool write_all(int fd, const void* data, std::size_t n) {
+  return transfer_all(::write, fd, static_cast<const char*>(data), n);
+}
+
+bool read_all(int fd, void* data, std::size_t n) {
+  return transfer_all(::read, fd, static_cast<char*>(data), n);
+}
+
+}  // namespace qbus::bench

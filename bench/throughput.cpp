@@ -1,0 +1,459 @@
+// qbus-bench throughput.
+//
+// throughput: producers and consumers are separate processes released together from a
+// barrier; the time runs until every consumer has its share (--phase both), until every
+// producer's sync() returned (enqueue), or, after an untimed fill, until the consumers have
+// drained the queues (drain). The queues are declared deep enough never to bind.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common.hpp"
+#include "daemon.hpp"
+#include "modes.hpp"
+
+namespace qbus::bench {
+namespace {
+
+enum class Phase { both, enqueue, drain };
+
+// Indexed by Phase; also the --phase values.
+constexpr const char* kPhaseNames[] = {"both", "enqueue", "drain"};
+
+const char* phase_name(Phase p) {
+  return kPhaseNames[static_cast<int>(p)];
+}
+
+struct Options {
+  int producers = 1;
+  int consumers = 1;
+  int queues = 1;
+  long long messages = 1'000'000;
+  double duration = 0;  // > 0: producers send for this many seconds instead of `messages`
+  std::size_t size = 64;
+  std::size_t batch = 256;   // messages per receive round trip
+  bool views = true;         // consumers use receive_each (else receive_batch)
+  long long send_batch = 0;  // sends per Client::Batch; 0: one Batch around all of them
+  Phase phase = Phase::both;
+  int runs = 3;
+  std::string address;
+  bool json = false;
+  std::string phase_arg = "both";    // --phase, as given
+  std::string receive_arg = "each";  // --receive, as given
+};
+
+void add_options(CLI::App& cmd, Options& o) {
+  cmd.add_option("--producers", o.producers,
+                 "Producer processes (with --phase drain: the ones that pre-fill)")
+      ->check(CLI::Range(1, 64));
+  cmd.add_option("--consumers", o.consumers, "Consumer processes")->check(CLI::Range(1, 64));
+  cmd.add_option("--queues", o.queues,
+                 "Queues; producer i and consumer i use queue i mod K (K <= producers, consumers)")
+      ->check(CLI::Range(1, 64));
+  cmd.add_option("--messages", o.messages, "Messages in all, split over the producers")
+      ->check(CLI::Range(1LL, 1'000'000'000LL));
+  cmd.add_option("--duration", o.duration,
+                 "Seconds the producers send for, instead of --messages (0: off; not with drain)")
+      ->check(CLI::Range(0.0, 3600.0));
+  cmd.add_option("--size", o.size, "Payload bytes")->check(CLI::Range(0, 1 << 20));
+  cmd.add_option("--receive", o.receive_arg,
+                 "Consumers take messages with receive_each (in place, no copy) or "
+                 "receive_batch (a vector of Messages)")
+      ->check(CLI::IsMember({"each", "batch"}));
+  cmd.add_option("--batch", o.batch, "Messages per receive round trip")->check(CLI::Range(1, 4096));
+  cmd.add_option("--send-batch", o.send_batch,
+                 "Sends per Client::Batch window (0: one Batch around all; 1: no Batch, one write "
+                 "per send)")
+      ->check(CLI::Range(0LL, 1'000'000'000LL));
+  cmd.add_option("--phase", o.phase_arg,
+                 "both: producers and consumers together; enqueue: producers only, until their "
+                 "sync(); drain: the queue pre-filled (not timed), then consumers only")
+      ->check(CLI::IsMember({"both", "enqueue", "drain"}));
+  cmd.add_option("--runs", o.runs, "Runs; the median is reported")->check(CLI::Range(1, 99));
+  cmd.add_option("--address", o.address, "Use a running broker instead of a private one");
+  cmd.add_flag("--json", o.json, "One JSON object instead of the table");
+}
+
+struct RunResult {
+  double seconds = 0;
+  long long messages = 0;          // accepted by the broker (and received, unless enqueue)
+  double daemon_cpu_seconds = -1;  // unknown with --address
+  double rate() const { return seconds > 0 ? static_cast<double>(messages) / seconds : 0; }
+};
+
+// Blocks until the parent closes the barrier's write end, releasing every worker at once.
+void wait_barrier(const int (&barrier)[2]) {
+  char c;
+  if (::read(barrier[0], &c, 1) < 0) throw std::runtime_error("barrier read failed");
+}
+
+template <typename F>
+pid_t spawn(const int (&barrier)[2], F&& body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(barrier[1]);
+    int code = 1;
+    try {
+      code = body();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "qbus-bench: worker: %s\n", e.what());
+    }
+    ::_exit(code);
+  }
+  return pid;
+}
+
+std::string queue_name(const Options& o, int worker) {
+  return o.queues == 1 ? std::string(kQueue)
+                       : std::string(kQueue) + "." + std::to_string(worker % o.queues);
+}
+
+// Workers on queue `q` when `workers` are spread round robin over the queues.
+int workers_on(const Options& o, int workers, int q) {
+  return workers / o.queues + (q < workers % o.queues ? 1 : 0);
+}
+
+// A producer's share of --messages: the remainder goes to the first ones.
+long long producer_quota(const Options& o, int producer) {
+  return o.messages / o.producers + (producer < o.messages % o.producers ? 1 : 0);
+}
+
+// Sends `quota` messages (or until --duration has passed) in Client::Batch windows of
+// --send-batch, then sync(); returns how many the broker accepted.
+long long produce(qbus::Client& c, const Options& o, const std::string& queue, long long quota) {
+  const std::string payload(o.size, 'm');
+  const bool timed = o.duration > 0;
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(o.duration));
+  std::optional<qbus::Client::Batch> all;
+  if (o.send_batch == 0) all.emplace(c);
+  long long sent = 0;
+  while (timed ? Clock::now() < deadline : sent < quota) {
+    // Timed runs look at the clock every window (256 sends without --send-batch).
+    const long long window = o.send_batch > 0 ? o.send_batch : (timed ? 256 : quota);
+    const long long n = timed ? window : std::min(window, quota - sent);
+    std::optional<qbus::Client::Batch> one;
+    if (o.send_batch > 1) one.emplace(c);
+    for (long long i = 0; i < n; ++i)
+      c.send(queue, payload);
+    sent += n;
+  }
+  all.reset();
+  c.sync();
+  const auto& failures = c.send_failures();
+  if (failures.count != 0) {
+    std::fprintf(stderr, "qbus-bench: producer: %llu send(s) refused: %s\n",
+                 static_cast<unsigned long long>(failures.count), failures.last_message.c_str());
+  }
+  return sent - static_cast<long long>(failures.count);
+}
+
+// Takes messages until a stop; returns how many data messages it took.
+long long consume(qbus::Client& c, const Options& o, const std::string& queue) {
+  long long taken = 0;
+  while (true) {
+    long long got = 0;
+    long stops = 0;
+    if (o.views) {
+      got = static_cast<long long>(
+          c.receive_each(queue, o.batch, seconds(120),
+                         [&](const qbus::MessageView& m) { stops += m.text() == kStop ? 1 : 0; }));
+    } else {
+      const auto batch = c.receive_batch(queue, o.batch, seconds(120));
+      got = static_cast<long long>(batch.size());
+      stops = std::count_if(batch.begin(), batch.end(),
+                            [](const qbus::Message& m) { return m.text() == kStop; });
+    }
+    if (got == 0) throw std::runtime_error("consumer starved for 120 s: messages were lost");
+    taken += got - stops;
+    if (stops == 0) continue;
+    // The stops come last; one batch may hold other consumers' stops: hand them back.
+    for (long extra = 1; extra < stops; ++extra)
+      c.send(queue, kStop);
+    c.sync();
+    return taken;
+  }
+}
+
+// One stop per consumer of each queue, queued behind all the data.
+void send_stops(const Options& o, const std::string& address) {
+  auto c = connect(address);
+  for (int q = 0; q < o.queues; ++q) {
+    for (int i = 0; i < workers_on(o, o.consumers, q); ++i)
+      c.send(queue_name(o, q), kStop);
+  }
+  c.sync();
+}
+
+// Waits for `pids`; returns the sum of the counts the successful ones wrote to `reports`.
+long long reap(const std::vector<pid_t>& pids, int reports, int& failed) {
+  int ok = 0;
+  for (const pid_t pid : pids) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    const bool good = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    ok += good;
+    failed += !good;
+  }
+  long long sum = 0;
+  for (int i = 0; i < ok; ++i) {
+    long long n = 0;
+    if (::read(reports, &n, sizeof n) != static_cast<ssize_t>(sizeof n)) break;
+    sum += n;
+  }
+  return sum;
+}
+
+class Pipe2 {
+ public:
+  Pipe2() {
+    if (::pipe(fds) != 0) throw std::runtime_error("pipe failed");
+  }
+  ~Pipe2() {
+    for (const int fd : fds) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+  Pipe2(const Pipe2&) = delete;
+  Pipe2& operator=(const Pipe2&) = delete;
+  void close(int end) {
+    if (fds[end] >= 0) ::close(fds[end]);
+    fds[end] = -1;
+  }
+  int fds[2];
+};
+
+// Producers (unless drain) and consumers (unless enqueue) are forked and connected before the
+// barrier opens, so connecting is not measured. Each writes its count to `reports`.
+RunResult run_throughput(const Options& o, const std::string& address, pid_t daemon_pid) {
+  Pipe2 barrier, fill_barrier, reports;
+  const auto report = [&](long long n) {
+    return ::write(reports.fds[1], &n, sizeof n) == static_cast<ssize_t>(sizeof n) ? 0 : 1;
+  };
+  const auto spawn_producers = [&](Pipe2& gate) {
+    std::vector<pid_t> pids;
+    for (int i = 0; i < o.producers; ++i) {
+      pids.push_back(spawn(gate.fds, [&] {
+        auto c = connect(address);
+        wait_barrier(gate.fds);
+        return report(produce(c, o, queue_name(o, i), producer_quota(o, i)));
+      }));
+    }
+    return pids;
+  };
+  int failed = 0;
+  long long accepted = 0;
+  if (o.phase == Phase::drain) {  // the fill is not measured
+    const auto fillers = spawn_producers(fill_barrier);
+    fill_barrier.close(0);
+    fill_barrier.close(1);
+    accepted = reap(fillers, reports.fds[0], failed);
+    if (failed) throw std::runtime_error(std::to_string(failed) + " producer(s) failed");
+    send_stops(o, address);
+  }
+  std::vector<pid_t> consumers, producers;
+  if (o.phase != Phase::enqueue) {
+    for (int i = 0; i < o.consumers; ++i) {
+      consumers.push_back(spawn(barrier.fds, [&] {
+        auto c = connect(address);
+        wait_barrier(barrier.fds);
+        return report(consume(c, o, queue_name(o, i)));
+      }));
+    }
+  }
+  if (o.phase != Phase::drain) producers = spawn_producers(barrier);
+  barrier.close(0);
+  const double cpu_before = daemon_pid > 0 ? cpu_seconds(daemon_pid) : 0;
+  const auto start = Clock::now();
+  barrier.close(1);
+  long long received = 0;
+  if (o.phase != Phase::drain) {
+    accepted = reap(producers, reports.fds[0], failed);
+    if (o.phase == Phase::both) send_stops(o, address);
+  }
+  if (o.phase != Phase::enqueue) received = reap(consumers, reports.fds[0], failed);
+  RunResult r;
+  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (daemon_pid > 0) r.daemon_cpu_seconds = cpu_seconds(daemon_pid) - cpu_before;
+  r.messages = accepted;
+  if (failed) throw std::runtime_error(std::to_string(failed) + " worker(s) failed");
+  if (o.phase != Phase::enqueue && received != accepted) {
+    throw std::runtime_error("consumers took " + std::to_string(received) + " of " +
+                             std::to_string(accepted) + " messages");
+  }
+  if (o.phase == Phase::enqueue) {  // empty the queues for the next run, unmeasured
+    auto c = connect(address);
+    for (int q = 0; q < o.queues; ++q) {
+      while (!c.receive_batch(queue_name(o, q), 4096, std::chrono::milliseconds(0)).empty()) {
+      }
+    }
+  }
+  return r;
+}
+
+// Queue bounds that never limit the run: room for every message (4294967295 with
+// --duration) and 1 TiB, blocking the sender rather than refusing should one be reached.
+qbus::QueueOptions throughput_queue(const Options& o) {
+  constexpr long long kMaxMessages = std::numeric_limits<std::uint32_t>::max();
+  const long long wanted = o.duration > 0 ? kMaxMessages : o.messages + o.consumers + 1024;
+  return {static_cast<std::uint32_t>(std::min(wanted, kMaxMessages)), std::uint64_t{1} << 40,
+          qbus::Overflow::block};
+}
+
+void check_options(const Options& o) {
+  if (o.queues > o.producers && o.phase != Phase::drain) {
+    throw std::runtime_error("--queues exceeds --producers: a queue would have no producer");
+  }
+  if (o.queues > o.consumers && o.phase != Phase::enqueue) {
+    throw std::runtime_error("--queues exceeds --consumers: a queue would have no consumer");
+  }
+  if (o.duration > 0 && o.phase == Phase::drain) {
+    throw std::runtime_error("--phase drain needs --messages, not --duration");
+  }
+}
+
+// Declares the queues deep enough and empties what an interrupted run on a shared broker left.
+void prepare_queues(const Options& o, const std::string& address) {
+  auto admin = connect(address);
+  for (int q = 0; q < o.queues; ++q) {
+    const std::string key = queue_name(o, q);
+    try {
+      admin.declare(key, throughput_queue(o));
+    } catch (const qbus::Error& e) {
+      if (e.code() != qbus::Errc::queue_conflict) throw;
+      std::fprintf(stderr, "qbus-bench: %s; using the queue as it is\n", e.what());
+    }
+    while (!admin.receive_batch(key, 4096, std::chrono::milliseconds(0)).empty()) {
+    }  // leftovers of an interrupted run on a shared broker
+  }
+}
+
+// The median run's figures, as both reports print them.
+struct Figures {
+  RunResult med;
+  double rate = 0;
+  double mbps = 0;
+  double cpu_ns = -1;  // daemon CPU per message; -1: unknown
+};
+
+Figures median_figures(const Options& o, const std::vector<RunResult>& runs) {
+  std::vector<RunResult> by_rate = runs;
+  std::sort(by_rate.begin(), by_rate.end(),
+            [](const RunResult& a, const RunResult& b) { return a.rate() < b.rate(); });
+  Figures f;
+  f.med = by_rate[by_rate.size() / 2];
+  f.rate = f.med.rate();
+  f.mbps = f.rate * static_cast<double>(o.size) / 1e6;
+  f.cpu_ns = f.med.daemon_cpu_seconds < 0 || f.med.messages == 0
+                 ? -1
+                 : f.med.daemon_cpu_seconds * 1e9 / static_cast<double>(f.med.messages);
+  return f;
+}
+
+void print_json(const Options& o, const std::vector<RunResult>& runs, const Figures& f) {
+  const int producers = o.producers;  // with drain: the ones that filled the queues
+  const int consumers = o.phase == Phase::enqueue ? 0 : o.consumers;
+  std::printf(
+      "{\"benchmark\":\"throughput\",\"phase\":\"%s\",\"producers\":%d,\"consumers\":%d,"
+      "\"queues\":%d,\"messages\":%lld,\"duration\":%.3f,\"size\":%zu,\"batch\":%zu,"
+      "\"receive\":\"%s\","
+      "\"send_batch\":%lld,\"runs\":%d,\"median_seconds\":%.6f,\"messages_per_second\":%.0f,"
+      "\"mb_per_second\":%.2f,\"daemon_cpu_ns_per_message\":%.1f,\"run_messages_per_second\":[",
+      phase_name(o.phase), producers, consumers, o.queues, f.med.messages, o.duration, o.size,
+      o.batch, o.views ? "receive_each" : "receive_batch", o.send_batch, o.runs, f.med.seconds,
+      f.rate, f.mbps, f.cpu_ns);
+  for (std::size_t i = 0; i < runs.size(); ++i)
+    std::printf("%s%.0f", i ? "," : "", runs[i].rate());
+  std::printf("]}\n");
+}
+
+void print_table(const Options& o, const std::vector<RunResult>& runs, const Figures& f) {
+  const std::string send_window = o.send_batch == 0 ? "one Client::Batch"
+                                  : o.send_batch == 1
+                                      ? "no Batch (one write per send)"
+                                      : "Client::Batch of " + std::to_string(o.send_batch);
+  char sending_for[64] = "";
+  if (o.duration > 0)
+    std::snprintf(sending_for, sizeof sending_for, ", sending for %g s", o.duration);
+  switch (o.phase) {
+    case Phase::both:
+      std::printf("throughput: %d producer(s) -> %d queue(s) -> %d consumer(s), concurrently",
+                  o.producers, o.queues, o.consumers);
+      break;
+    case Phase::enqueue:
+      std::printf("throughput, enqueue only: %d producer(s) -> %d queue(s), until sync()",
+                  o.producers, o.queues);
+      break;
+    case Phase::drain:
+      std::printf(
+          "throughput, drain only: %d queue(s) pre-filled by %d producer(s) (not timed) -> %d "
+          "consumer(s)",
+          o.queues, o.producers, o.consumers);
+      break;
+  }
+  std::printf(
+      "\n  %lld x %zu B in the median run%s; sends: %s; receives: %s of %zu; median of %d "
+      "run(s)\n",
+      f.med.messages, o.size, sending_for, send_window.c_str(),
+      o.views ? "receive_each" : "receive_batch", o.batch, o.runs);
+  std::printf("  %-28s %12.0f\n", "messages/s", f.rate);
+  std::printf("  %-28s %12.2f\n", "MB/s (payload)", f.mbps);
+  std::printf("  %-28s %12.3f\n", "median run (s)", f.med.seconds);
+  if (f.cpu_ns >= 0) std::printf("  %-28s %12.1f\n", "daemon CPU ns/message", f.cpu_ns);
+  for (const auto& r : runs)
+    std::printf("  run: %lld messages in %.3f s, %.0f/s\n", r.messages, r.seconds, r.rate());
+}
+
+int throughput(const Options& o) {
+  check_options(o);
+  std::optional<qbus::testing::Daemon> daemon;
+  std::string address = o.address;
+  if (address.empty()) {
+    qbus::testing::DaemonOptions d;
+    d.log_level = "warn";
+    // The uid's quotas of queued bytes and messages must not bind before the queues' bounds.
+    d.config_json = R"({"limits": {"uid_max_queued_bytes": 1099511627776,
+                                   "uid_max_queued_messages": 1000000000000}})";
+    daemon.emplace(d);
+    address = daemon->address();
+  }
+  prepare_queues(o, address);
+  std::vector<RunResult> runs;
+  for (int i = 0; i < o.runs; ++i)
+    runs.push_back(run_throughput(o, address, daemon ? daemon->pid() : -1));
+  const Figures f = median_figures(o, runs);
+  if (o.json) {
+    print_json(o, runs, f);
+  } else {
+    print_table(o, runs, f);
+  }
+  return 0;
+}
+
+// Turns the checked --phase and --receive names into what the run reads.
+int run(const Options& given) {
+  Options o = given;
+  o.phase =
+      static_cast<Phase>(std::find(std::begin(kPhaseNames), std::end(kPhaseNames), o.phase_arg) -
+                         std::begin(kPhaseNames));
+  o.views = o.receive_arg == "each";
+  return throughput(o);
+}
+
+}  // namespace
+
+Mode throughput_mode(CLI::App& cmd) {
+  return bind_mode<Options>(cmd, add_options, run);
+}
+
+}  // namespace qbus::bench

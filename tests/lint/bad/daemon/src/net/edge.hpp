@@ -1,0 +1,4 @@
+// Stands for a header of the network edge.
+#pragma once
+
+struct Edge {};
