@@ -35,17 +35,6 @@ bool would_block(const asio::error_code& ec) {
   return ec == asio::error::would_block || ec == asio::error::try_again;
 }
 
-// Compares in time that depends only on the expected token's length, so a client cannot
-// learn a prefix from how fast it is refused.
-bool token_matches(std::string_view given, std::string_view expected) {
-  unsigned diff = given.size() != expected.size() ? 1u : 0u;
-  for (std::size_t i = 0; i < expected.size(); ++i) {
-    const char g = i < given.size() ? given[i] : '\0';
-    diff |= static_cast<unsigned char>(g ^ expected[i]);
-  }
-  return diff == 0;
-}
-
 std::uint16_t allowed_flags(FrameType t) {
   switch (t) {
     case FrameType::send:
@@ -627,7 +616,8 @@ void Connection::welcome(std::uint64_t correlation, std::string_view name) {
 
 void Connection::authenticate(std::uint64_t correlation, std::string_view token,
                               std::string_view name) {
-  if (token_matches(token, server_.options().tcp_token)) {
+  const auto verdict = server_.tcp_auth().check(token, remote_ip_);
+  if (verdict.ok) {
     // At once, however often this address failed: the delay below slows guessing, and the
     // right answer is not a guess.
     if (const Errc e = server_.authenticated(*this); e != Errc::ok) {
@@ -638,15 +628,13 @@ void Connection::authenticate(std::uint64_t correlation, std::string_view token,
     welcome(correlation, name);
     return;
   }
-  // The delay follows the failures before this one, so the first few are answered at once.
-  const auto delay = server_.auth_delay(remote_ip_);
-  const std::uint32_t failures = server_.auth_failed(remote_ip_);
   // Logged per address, sparingly: a remote host must not be able to flood the log.
-  if (failures <= 3 || failures % 100 == 0) {
+  if (verdict.failures <= 3 || verdict.failures % 100 == 0) {
     spdlog::warn("client {} ({}): auth_failed: {} ({} failures from this address)", id_,
-                 description_, token.empty() ? "no token presented" : "wrong token", failures);
+                 description_, token.empty() ? "no token presented" : "wrong token",
+                 verdict.failures);
   }
-  if (delay.count() == 0) {
+  if (verdict.delay.count() == 0) {
     reject(Errc::auth_failed, kAuthFailedText);
     return;
   }
@@ -654,7 +642,7 @@ void Connection::authenticate(std::uint64_t correlation, std::string_view token,
   // is that the connection keeps one of its address's few unauthenticated slots until the
   // refusal goes out. Nothing more is read meanwhile, so not even closing frees the slot.
   held_ = true;
-  handshake_timer_.expires_after(delay);
+  handshake_timer_.expires_after(verdict.delay);
   handshake_timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
     if (ec || self->closed_) return;
     self->reject(Errc::auth_failed, kAuthFailedText);

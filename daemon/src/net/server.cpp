@@ -20,31 +20,10 @@ namespace qbus::daemon {
 namespace {
 
 constexpr std::size_t kScratchSize = 256 * 1024;
-constexpr std::size_t kMaxTrackedAuthAddresses = 4096;
-constexpr std::uint32_t kFreeAuthFailures = 3;
-constexpr auto kMaxAuthDelay = std::chrono::seconds(10);
-constexpr auto kAuthMemory = std::chrono::minutes(15);
-// Unauthenticated TCP connections: from one source, and in all. A source's cap is what
-// bounds its guesses in flight, each held until its refusal goes out.
-constexpr std::uint32_t kMaxPreauthPerAddress = 8;
-constexpr std::uint32_t kMaxPreauthTotal = 256;
 // A TCP peer that vanishes without a FIN is noticed within about two minutes.
 constexpr int kKeepIdleSeconds = 60;
 constexpr int kKeepIntervalSeconds = 10;
 constexpr int kKeepCount = 6;
-
-// Who failed logins and pre-auth connections are counted against: the IPv4 address, or
-// the /64 of an IPv6 address (one host can use a whole /64, so one address would be free).
-std::string source_key(const asio::ip::address& a) {
-  if (a.is_v6()) {
-    const auto v6 = a.to_v6();
-    if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_string();
-    auto bytes = v6.to_bytes();
-    std::fill(bytes.begin() + 8, bytes.end(), static_cast<unsigned char>(0));
-    return asio::ip::address_v6(bytes).to_string() + "/64";
-  }
-  return a.to_string();
-}
 
 }  // namespace
 
@@ -60,7 +39,7 @@ Server::Server(asio::io_context& io, ServerOptions options)
       deadline_timer_(io),
       drain_timer_(io),
       scratch_(kScratchSize),
-      preauth_timer_(io) {}
+      tcp_auth_(io, *this, options_.tcp_token) {}
 
 Server::~Server() = default;
 
@@ -220,7 +199,8 @@ void Server::accept_tcp() {
     const int fd = sock.release();
     admit(asio::generic::stream_protocol::socket(
               io_, asio::generic::stream_protocol(family, IPPROTO_TCP), fd),
-          who, "tcp " + ip + ":" + std::to_string(remote.port()), source_key(remote.address()));
+          who, "tcp " + ip + ":" + std::to_string(remote.port()),
+          TcpAuth::source_key(remote.address()));
     accept_tcp();
   });
 }
@@ -235,7 +215,7 @@ void Server::admit(asio::generic::stream_protocol::socket socket, broker::Identi
   Errc e = Errc::ok;
   std::string_view why;
   if (who.tcp) {
-    why = admit_preauth(id, remote_ip);
+    why = tcp_auth_.admit(*conn, std::chrono::milliseconds(options_.handshake_timeout_ms));
     if (!why.empty()) e = Errc::too_many_connections;
   } else {
     e = broker_.connect(id, who, broker::Clock::now());
@@ -250,132 +230,17 @@ void Server::admit(asio::generic::stream_protocol::socket socket, broker::Identi
   end_of_batch();
 }
 
-std::string_view Server::admit_preauth(broker::PeerId id, const std::string& source) {
-  if (auto it = preauth_by_source_.find(source);
-      it != preauth_by_source_.end() && it->second >= kMaxPreauthPerAddress) {
-    return "too many unauthenticated connections from your address";
-  }
-  if (preauth_.size() >= kMaxPreauthTotal) {
-    // Full. Whoever holds the most gives up its oldest: a newcomer from a quieter source
-    // always gets in, and no source can hold the table against the others.
-    std::uint32_t most = 0;
-    for (const auto& [s, n] : preauth_by_source_)
-      most = std::max(most, n);
-    const auto victim = std::find_if(preauth_.begin(), preauth_.end(), [&](const Preauth& p) {
-      return preauth_by_source_.at(p.source) == most;
-    });
-    if (victim->source == source) {
-      return "too many unauthenticated connections, and your address holds the most";
-    }
-    const auto c = conns_.at(victim->id);  // a copy: closing it erases the entry
-    end_preauth(c->id());
-    if (++preauth_evictions_ <= 3 || preauth_evictions_ % 100 == 0) {
-      spdlog::warn(
-          "closing unauthenticated client {} ({}) to make room for client {}: {} TCP "
-          "connections are waiting to authenticate ({} evictions so far)",
-          c->id(), c->description(), id, kMaxPreauthTotal, preauth_evictions_);
-    }
-    if (c->closing()) {
-      c->close();  // going anyway
-    } else {
-      c->reject(Errc::too_many_connections,
-                "closed to make room for a newer connection: the broker's table of "
-                "unauthenticated TCP connections was full, and your address held the most "
-                "of them");
-    }
-  }
-  // Bounded whatever the connection waits for: the handshake timeout for its HELLO, then
-  // at most the longest refusal delay.
-  const auto deadline = broker::Clock::now() +
-                        std::chrono::milliseconds(options_.handshake_timeout_ms) + kMaxAuthDelay;
-  preauth_.push_back(Preauth{id, source, deadline});
-  ++preauth_by_source_[source];
-  arm_preauth_timer();
-  return {};
-}
-
-void Server::end_preauth(broker::PeerId id) {
-  const auto it =
-      std::find_if(preauth_.begin(), preauth_.end(), [&](const Preauth& p) { return p.id == id; });
-  if (it == preauth_.end()) return;
-  if (auto n = preauth_by_source_.find(it->source); --n->second == 0) {
-    preauth_by_source_.erase(n);
-  }
-  preauth_.erase(it);
-}
-
-void Server::arm_preauth_timer() {
-  if (preauth_.empty()) return;
-  const auto next =
-      std::min_element(preauth_.begin(), preauth_.end(), [](const Preauth& x, const Preauth& y) {
-        return x.deadline < y.deadline;
-      })->deadline;
-  // Armed for an earlier one already: that wake-up re-arms for the rest.
-  if (preauth_armed_for_ != broker::Clock::time_point{} && preauth_armed_for_ <= next) return;
-  preauth_armed_for_ = next;
-  preauth_timer_.expires_at(next);
-  preauth_timer_.async_wait([this](const asio::error_code& ec) {
-    if (ec) return;  // re-armed for an earlier deadline
-    preauth_armed_for_ = {};
-    expire_preauth();
-  });
-}
-
-void Server::expire_preauth() {
-  const auto now = broker::Clock::now();
-  std::vector<std::shared_ptr<Connection>> due;
-  for (const auto& p : preauth_) {
-    if (p.deadline > now) continue;
-    if (auto it = conns_.find(p.id); it != conns_.end()) due.push_back(it->second);
-  }
-  for (const auto& c : due) {
-    end_preauth(c->id());
-    spdlog::warn(
-        "client {} ({}): closed: still unauthenticated after the handshake timeout "
-        "plus the longest refusal delay",
-        c->id(), c->description());
-    c->preauth_expired();
-  }
-  end_of_batch();
-  arm_preauth_timer();
-}
-
 Errc Server::authenticated(Connection& c) {
   // The address's failure count stays: it delays only wrong tokens now, and a client that
   // got in must not give a guesser behind the same address fresh free attempts.
-  end_preauth(c.id());
+  tcp_auth_.release(c.id());
   c.mark_authenticated();
   return broker_.connect(c.id(), c.identity(), broker::Clock::now());
 }
 
-std::chrono::milliseconds Server::auth_delay(const std::string& address) const {
-  auto it = auth_failures_.find(address);
-  // After kFreeAuthFailures failures, each further attempt waits 250 ms, then doubling.
-  if (it == auth_failures_.end() || it->second.count < kFreeAuthFailures ||
-      broker::Clock::now() - it->second.last > kAuthMemory) {
-    return std::chrono::milliseconds(0);
-  }
-  const auto shift = std::min<std::uint32_t>(it->second.count - kFreeAuthFailures, 16);
-  return std::min<std::chrono::milliseconds>(std::chrono::milliseconds(250LL << shift),
-                                             kMaxAuthDelay);
-}
-
-std::uint32_t Server::auth_failed(const std::string& address) {
-  const auto now = broker::Clock::now();
-  if (auth_failures_.size() >= kMaxTrackedAuthAddresses && !auth_failures_.count(address)) {
-    std::erase_if(auth_failures_, [&](const auto& e) { return now - e.second.last > kAuthMemory; });
-    if (auth_failures_.size() >= kMaxTrackedAuthAddresses) {
-      // Still full: forget the address heard from least recently, not an arbitrary one.
-      auth_failures_.erase(std::min_element(
-          auth_failures_.begin(), auth_failures_.end(),
-          [](const auto& x, const auto& y) { return x.second.last < y.second.last; }));
-    }
-  }
-  auto& f = auth_failures_[address];
-  if (now - f.last > kAuthMemory) f.count = 0;
-  ++f.count;
-  f.last = now;
-  return f.count;
+std::shared_ptr<Connection> Server::connection(broker::PeerId id) const {
+  auto it = conns_.find(id);
+  return it == conns_.end() ? nullptr : it->second;
 }
 
 Connection* Server::find_and_remember(broker::PeerId id) {
@@ -490,7 +355,7 @@ void Server::arm_deadline_timer() {
 void Server::forget(broker::PeerId id) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
-  if (it->second->identity().tcp && !it->second->authenticated()) end_preauth(id);
+  if (it->second->identity().tcp && !it->second->authenticated()) tcp_auth_.release(id);
   broker_.disconnect(id, broker::Clock::now());
   if (!it->second->identity().tcp) {
     unwatch_process(id, it->second->identity());

@@ -1,6 +1,6 @@
 // The daemon's network edge: listeners (Unix, optionally TCP), connections, the deadline
-// timer, and the Sink through which the broker core answers. Everything runs on one
-// io_context thread.
+// timer, and the Sink through which the broker core answers. TCP authentication is
+// TcpAuth's (tcp_auth.hpp). Everything runs on one io_context thread.
 #pragma once
 
 #include <asio.hpp>
@@ -13,6 +13,7 @@
 
 #include "broker/broker.hpp"
 #include "net/memfd_backing.hpp"
+#include "net/tcp_auth.hpp"
 #include "net/uid_output.hpp"
 #include "net/unix_socket.hpp"
 
@@ -63,6 +64,8 @@ class Server final : public broker::Sink {
       f(*c);
   }
   std::size_t connection_count() const { return conns_.size(); }
+  // The connection with this id (a strong reference, for closing it), or null.
+  std::shared_ptr<Connection> connection(broker::PeerId id) const;
   const ServerOptions& options() const { return options_; }
   std::span<std::byte> scratch() { return scratch_; }
   // "host:port" the TCP listener is bound to (the real port when 0 was asked for).
@@ -72,12 +75,7 @@ class Server final : public broker::Sink {
   void mark_dirty(broker::PeerId id);
   void end_of_batch();  // flush dirty connections, re-arm the deadline timer
   void forget(broker::PeerId id);
-  // How long to hold the refusal of a wrong TCP token from `address` (a source key):
-  // nothing after few failures, then growing, so that guessing tokens is slow. A right
-  // token is never held.
-  std::chrono::milliseconds auth_delay(const std::string& address) const;
-  // Records a failed TCP authentication; returns the address's failure count.
-  std::uint32_t auth_failed(const std::string& address);
+  TcpAuth& tcp_auth() { return tcp_auth_; }
   // A TCP peer presented the token: it becomes a broker peer now (TCP peers are not
   // registered before, so unauthenticated connections hold no quota, inbox or id).
   Errc authenticated(Connection& c);
@@ -128,17 +126,6 @@ class Server final : public broker::Sink {
     }
   };
 
-  struct AuthFailures {
-    std::uint32_t count = 0;
-    broker::Clock::time_point last;
-  };
-  // An unauthenticated TCP connection.
-  struct Preauth {
-    broker::PeerId id = 0;
-    std::string source;                  // source_key() of its remote address
-    broker::Clock::time_point deadline;  // closed then, whatever it is waiting for
-  };
-
   void listen_on(int unix_fd);
   void start_tcp();
   void accept_unix();
@@ -148,13 +135,6 @@ class Server final : public broker::Sink {
                     const asio::error_code& ec);
   void admit(asio::generic::stream_protocol::socket socket, broker::Identity who,
              std::string description, std::string remote_ip, std::string comm = {});
-  // Gives a new TCP connection an unauthenticated slot, closing another source's oldest
-  // connection when the table is full; returns why it gets none (empty: it got one).
-  std::string_view admit_preauth(broker::PeerId id, const std::string& source);
-  // Frees connection `id`'s unauthenticated slot, if it holds one.
-  void end_preauth(broker::PeerId id);
-  void arm_preauth_timer();
-  void expire_preauth();
   void arm_deadline_timer();
   void deliver_region(Connection& c, std::uint64_t correlation, bool last,
                       const proto::Deliver& fields, const broker::RegionRef& ref);
@@ -200,14 +180,7 @@ class Server final : public broker::Sink {
   // Unix connections whose process had exited before they were accepted.
   std::unordered_set<broker::PeerId> exited_at_accept_;
   std::vector<std::byte> scratch_;
-  std::unordered_map<std::string, AuthFailures> auth_failures_;
-  // TCP connections that have not authenticated yet, oldest first, and how many each
-  // source holds.
-  std::vector<Preauth> preauth_;
-  std::unordered_map<std::string, std::uint32_t> preauth_by_source_;
-  asio::steady_timer preauth_timer_;  // for the earliest Preauth::deadline
-  broker::Clock::time_point preauth_armed_for_{};
-  std::uint64_t preauth_evictions_ = 0;  // for sampling their log lines
+  TcpAuth tcp_auth_;
   broker::PeerId next_id_ = 1;
   BoundSocket bound_;
   bool stopping_ = false;
