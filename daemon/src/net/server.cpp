@@ -315,25 +315,11 @@ bool Server::has_exited(broker::PeerId peer, broker::Clock::time_point as_of) {
   return w.exited;
 }
 
-void Server::mark_dirty(broker::PeerId id) {
-  Connection* c = find(id);
-  if (!c) return;
-  // Every append is followed by mark_dirty: the uid's count stays exact frame by frame.
-  c->note_output();
-  if (!c->flush_pending) {
-    c->flush_pending = true;
-    dirty_.push_back(id);
-  }
-}
-
 void Server::end_of_batch() {
   // flush() can close a connection; what that close answers others is flushed by the
   // end_of_batch() forget() posts.
   for (std::size_t i = 0; i < dirty_.size(); ++i) {
-    if (Connection* c = find(dirty_[i])) {
-      c->flush_pending = false;
-      c->flush();
-    }
+    if (Connection* c = find(dirty_[i])) c->flush_batch();
   }
   dirty_.clear();
   arm_deadline_timer();
@@ -408,65 +394,15 @@ void Server::stop(std::function<void()> done) {
 
 void Server::deliver(broker::PeerId to, std::uint64_t correlation, bool last,
                      const broker::Delivery& d) {
-  Connection* c = find(to);
-  if (!c) return;
-  c->count_received();
-  proto::Deliver frame{d.sender.pid, d.sender.uid, d.sender.client_id,
-                       d.request_id, d.key,        d.payload};
-  if (d.region) {
-    deliver_region(*c, correlation, last, frame, d.region);
-    return;
-  }
-  proto::append_deliver(c->out(), correlation, last ? proto::kFlagLast : 0, frame);
-  mark_dirty(to);
-}
-
-void Server::deliver_region(Connection& c, std::uint64_t correlation, bool last,
-                            const proto::Deliver& fields, const broker::RegionRef& ref) {
-  const int handle = broker_.regions().backing_handle(ref.id);
-  if (c.identity().tcp) {
-    // No fds over TCP: the bytes go inline, read from the region as the output drains.
-    c.stream_inline(ref.id, correlation, last, fields, ref.offset, ref.length);
-    return;
-  }
-  std::string why;
-  auto fd = region_fd_for_peer(handle, false, why);
-  if (!fd) {
-    // The message is gone from its queue already; the peer must learn it lost one.
-    spdlog::error("client {} ({}): cannot pass region {}: {}", c.id(), c.description(), ref.id,
-                  why);
-    c.reject(Errc::internal_error, "the broker could not pass a region message's fd");
-    c.drain_and_close();
-    return;
-  }
-  c.pass_fd(std::move(fd));
-  const auto* info = broker_.regions().find(ref.id);
-  proto::DeliverRegion m;
-  m.sender_pid = fields.sender_pid;
-  m.sender_uid = fields.sender_uid;
-  m.sender_client_id = fields.sender_client_id;
-  m.request_id = fields.request_id;
-  m.region_id = ref.id;
-  m.region_size = info->size;
-  m.offset = ref.offset;
-  m.length = ref.length;
-  m.key = fields.key;
-  proto::append_deliver_region(c.out(), correlation, last ? proto::kFlagLast : 0, m);
-  mark_dirty(c.id());
+  if (Connection* c = find(to)) c->deliver(correlation, last, d);
 }
 
 void Server::fail(broker::PeerId to, std::uint64_t correlation, Errc code, std::string_view text) {
-  Connection* c = find(to);
-  if (!c) return;
-  proto::append_error(c->out(), correlation, code, text);
-  mark_dirty(to);
+  if (Connection* c = find(to)) c->error(correlation, code, text);
 }
 
 void Server::confirm(broker::PeerId to, std::uint64_t correlation) {
-  Connection* c = find(to);
-  if (!c) return;
-  proto::append_empty(c->out(), proto::FrameType::ok, correlation);
-  mark_dirty(to);
+  if (Connection* c = find(to)) c->ok(correlation);
 }
 
 void Server::resume(broker::PeerId producer) {
@@ -484,10 +420,7 @@ bool Server::wants_more(broker::PeerId peer) {
     return true;
   }
   if (fds_in_flight_ >= options_.max_fds_in_flight) fd_starved_ = true;
-  if (!c->starved) {
-    c->starved = true;
-    c->uid_output()->starved.push_back(peer);
-  }
+  if (c->starve()) c->uid_output()->starved.push_back(peer);
   return false;
 }
 
@@ -536,7 +469,7 @@ void Server::output_drained(Connection& c) {
       Connection* s = find(id);
       if (!s || s->closing()) return true;
       if (s->backed_up()) return false;  // its own backlog: it wakes when it has written
-      s->starved = false;
+      s->unstarve();
       wake_.push_back(id);
       return true;
     });

@@ -1,6 +1,11 @@
-// The daemon's network edge: listeners (Unix, optionally TCP), connections, the deadline
-// timer, and the Sink through which the broker core answers. TCP authentication is
-// TcpAuth's (tcp_auth.hpp). Everything runs on one io_context thread.
+// The daemon's network edge: the acceptor (Unix, optionally TCP), the registry of
+// connections, the per-uid output accounting, the deadline timer, and the Sink through
+// which the broker core answers: each Sink call is a route to one Connection, which does
+// the encoding and fd passing itself. TCP authentication is TcpAuth's (tcp_auth.hpp).
+//
+// Ownership: the Server owns the Broker, every Connection and the TcpAuth, and lives as
+// long as the io_context runs. Thread-safety: none; everything runs on one io_context
+// thread (docs/architecture.md, principle 1).
 #pragma once
 
 #include <asio.hpp>
@@ -72,7 +77,9 @@ class Server final : public broker::Sink {
   std::string tcp_endpoint() const;
 
   // Called by connections.
-  void mark_dirty(broker::PeerId id);
+  // Connection `id` has output to write: it is flushed at the end of the batch. Each
+  // connection asks once per batch (Connection::mark_dirty).
+  void flush_at_end_of_batch(broker::PeerId id) { dirty_.push_back(id); }
   void end_of_batch();  // flush dirty connections, re-arm the deadline timer
   void forget(broker::PeerId id);
   TcpAuth& tcp_auth() { return tcp_auth_; }
@@ -136,8 +143,6 @@ class Server final : public broker::Sink {
   void admit(asio::generic::stream_protocol::socket socket, broker::Identity who,
              std::string description, std::string remote_ip, std::string comm = {});
   void arm_deadline_timer();
-  void deliver_region(Connection& c, std::uint64_t correlation, bool last,
-                      const proto::Deliver& fields, const broker::RegionRef& ref);
   // Deliveries come in runs to one receiver: the last one found is remembered, and that
   // check stays inline on the per-message path.
   Connection* find(broker::PeerId id) {
