@@ -2,16 +2,10 @@
 
 #include <poll.h>
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
 
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
 #include <optional>
-#include <vector>
 
-#include "net/memfd_backing.hpp"
 #include "net/server.hpp"
 
 namespace qbus::daemon {
@@ -19,32 +13,11 @@ namespace {
 
 using proto::FrameType;
 
-constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr int kReadRoundsPerWakeup = 8;  // then yield to other connections
 constexpr auto kCloseGrace = std::chrono::seconds(2);
 constexpr std::uint64_t kLoggedMisbehaviours = 10;
-// fds per sendmsg; PROTOCOL.md section 16.1 promises clients no more.
-constexpr std::size_t kMaxFdsPerWrite = 16;
-// fds a connection may have waiting to be written before it counts as backed up: every one
-// is an open file in qbusd, and a peer that does not read must not collect thousands.
-constexpr std::size_t kMaxPendingFds = 32;
 
 constexpr std::string_view kAuthFailedText = "TCP clients must present the broker's token";
-
-bool would_block(const asio::error_code& ec) {
-  return ec == asio::error::would_block || ec == asio::error::try_again;
-}
-
-// Compares in time that depends only on the expected token's length, so a client cannot
-// learn a prefix from how fast it is refused.
-bool token_matches(std::string_view given, std::string_view expected) {
-  unsigned diff = given.size() != expected.size() ? 1u : 0u;
-  for (std::size_t i = 0; i < expected.size(); ++i) {
-    const char g = i < given.size() ? given[i] : '\0';
-    diff |= static_cast<unsigned char>(g ^ expected[i]);
-  }
-  return diff == 0;
-}
 
 std::uint16_t allowed_flags(FrameType t) {
   switch (t) {
@@ -75,13 +48,6 @@ Connection::Connection(Server& server, Socket socket, broker::PeerId id, broker:
   socket_.non_blocking(true, ec);
 }
 
-std::uint64_t Connection::output_with_queued() const {
-  std::uint64_t n = out_.size();
-  for (const auto& q : queued_)
-    if (const auto* b = std::get_if<proto::ByteBuffer>(&q)) n += b->size();
-  return n;
-}
-
 void Connection::start() {
   handshake_timer_.expires_after(std::chrono::milliseconds(server_.options().handshake_timeout_ms));
   handshake_timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
@@ -91,141 +57,6 @@ void Connection::start() {
     self->server_.end_of_batch();
   });
   wait_readable();
-}
-
-bool Connection::backed_up() const {
-  return out_.size() > server_.options().max_outbound_bytes || !queued_.empty() ||
-         fds_.size() >= kMaxPendingFds;
-}
-
-proto::ByteBuffer& Connection::out() {
-  if (queued_.empty()) return out_;
-  if (auto* b = std::get_if<proto::ByteBuffer>(&queued_.back())) return *b;
-  return std::get<proto::ByteBuffer>(queued_.emplace_back(proto::ByteBuffer{}));
-}
-
-void Connection::pass_fd(proto::UniqueFd fd) {
-  // Unix connections never stream, so the next frame starts at the end of out_.
-  fds_.push_back(PendingFd{flushed_ + out_.size(), std::move(fd)});
-  server_.fds_in_flight(*this, 1);
-}
-
-void Connection::stream_inline(broker::RegionId region, std::uint64_t correlation, bool last,
-                               const proto::Deliver& fields, std::uint64_t offset,
-                               std::uint64_t length) {
-  InlineStream st;
-  st.region = region;
-  st.correlation = correlation;
-  st.last = last;
-  st.sender_pid = fields.sender_pid;
-  st.sender_uid = fields.sender_uid;
-  st.sender_client_id = fields.sender_client_id;
-  st.request_id = fields.request_id;
-  st.key = std::string(fields.key);
-  st.offset = offset;
-  st.length = length;
-  queued_.emplace_back(std::move(st));
-  server_.mark_dirty(id_);
-}
-
-bool Connection::refill() {
-  if (queued_.empty()) return false;
-  if (auto* b = std::get_if<proto::ByteBuffer>(&queued_.front())) {
-    out_.swap(*b);
-    queued_.pop_front();
-    return true;
-  }
-  auto& st = std::get<InlineStream>(queued_.front());
-  // Pieces leave room for the DELIVER fields (at most 280 bytes) under max_body.
-  const std::size_t max_body = server_.options().max_body;
-  const std::size_t piece_max = max_body > 2048 ? max_body - 1024 : max_body / 2;
-  const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(piece_max, st.length - st.sent));
-  const bool more = st.sent + n < st.length;
-  std::vector<std::byte> piece(n);  // per piece of up to ~1 MiB: nothing kept between streams
-  const int fd = server_.broker().regions().backing_handle(st.region);
-  std::size_t got = 0;
-  while (got < n) {
-    const ssize_t r =
-        ::pread(fd, piece.data() + got, n - got, static_cast<off_t>(st.offset + st.sent + got));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      // Sealed and range-checked, so only a broken fd gets here: the message is lost and
-      // the peer must learn that.
-      spdlog::error("client {} ({}): cannot read region {} to send it inline: {}", id_,
-                    description_, st.region, r < 0 ? std::strerror(errno) : "end of file");
-      queued_.clear();
-      proto::append_error(out_, 0, Errc::internal_error,
-                          "the broker could not read a region message for you");
-      drain_and_close();
-      return true;
-    }
-    got += static_cast<std::size_t>(r);
-  }
-  const proto::Deliver d{st.sender_pid,
-                         st.sender_uid,
-                         st.sender_client_id,
-                         st.request_id,
-                         std::string_view(st.key),
-                         std::span<const std::byte>(piece)};
-  const std::uint16_t flags = more ? proto::kFlagMore : (st.last ? proto::kFlagLast : 0);
-  proto::append_deliver(out_, st.correlation, flags, d);
-  st.sent += n;
-  if (!more) {
-    const broker::RegionId region = st.region;
-    queued_.pop_front();
-    // Every byte is in out_ now: the region may go (a closing connection's handles go with
-    // its disconnect instead).
-    (void)server_.broker().release_region(id_, region);
-  }
-  return true;
-}
-
-std::size_t Connection::write_out(asio::error_code& ec) {
-  auto data = out_.readable();
-  if (fds_.empty()) return socket_.write_some(asio::buffer(data.data(), data.size()), ec);
-
-  // Every fd goes with a sendmsg whose data starts at its frame's first byte (or earlier),
-  // so the client has it by the time it decodes the frame; the kernel attaches the fds to
-  // the first bytes of the call.
-  std::size_t len = data.size();
-  int fds[kMaxFdsPerWrite];
-  std::size_t nfds = 0;
-  if (fds_.front().at > flushed_) {
-    len = std::min<std::uint64_t>(len, fds_.front().at - flushed_);
-  } else {
-    for (const auto& p : fds_) {
-      if (p.at >= flushed_ + len) break;
-      if (nfds == kMaxFdsPerWrite) {
-        len = p.at - flushed_;
-        break;
-      }
-      fds[nfds++] = p.fd.get();
-    }
-  }
-  iovec iov{const_cast<std::byte*>(data.data()), len};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerWrite)];
-  if (nfds > 0) {
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    std::memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-  }
-  const ssize_t n = ::sendmsg(socket_.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-  if (n < 0) {
-    ec = asio::error_code(errno, asio::system_category());
-    return 0;
-  }
-  // The receiving socket holds its own references now; ours close.
-  for (std::size_t i = 0; i < nfds; ++i)
-    fds_.pop_front();
-  if (nfds > 0) server_.fds_in_flight(*this, -static_cast<int>(nfds));
-  return static_cast<std::size_t>(n);
 }
 
 void Connection::wait_readable() {
@@ -352,10 +183,7 @@ Connection::Step Connection::answer(const proto::Header& h, const broker::SendOu
   }
   switch (r.result) {
     case broker::SendResult::accepted:
-      if (ok_on_success) {
-        proto::append_empty(out(), FrameType::ok, h.correlation);
-        server_.mark_dirty(id_);
-      }
+      if (ok_on_success) ok(h.correlation);
       return Step::next;
     case broker::SendResult::rejected:
       if (r.error == Errc::malformed_frame) {
@@ -411,8 +239,7 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
       if (e != Errc::ok) {
         error(h.correlation, e, text);
       } else {
-        proto::append_empty(out(), FrameType::ok, h.correlation);
-        server_.mark_dirty(id_);
+        ok(h.correlation);
       }
       return Step::next;
     }
@@ -432,8 +259,7 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
     case FrameType::claim_inbox:
       if (!body.empty()) return bad_body(Errc::malformed_frame);
       broker.claim_inbox(id_);
-      proto::append_empty(out(), FrameType::ok, h.correlation);
-      server_.mark_dirty(id_);
+      ok(h.correlation);
       return Step::next;
     case FrameType::request: {
       proto::Request m;
@@ -445,7 +271,7 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
     case FrameType::ping:
       if (!body.empty()) return bad_body(Errc::malformed_frame);
       proto::append_empty(out(), FrameType::pong, h.correlation);
-      server_.mark_dirty(id_);
+      mark_dirty();
       return Step::next;
     case FrameType::region_alloc:
     case FrameType::send_region:
@@ -491,8 +317,7 @@ Connection::Step Connection::handle_region(const proto::Header& h, proto::Bytes 
       log_refusal(false, proto::frame_type_name(h.type), st.text);
       error(h.correlation, st.error, st.text);
     } else if (confirm || h.type == FrameType::region_remove) {
-      proto::append_empty(out(), FrameType::ok, h.correlation);
-      server_.mark_dirty(id_);
+      ok(h.correlation);
     }
     return Step::next;
   };
@@ -565,18 +390,16 @@ void Connection::grant(std::uint64_t correlation, const broker::RegionGrant& g,
     return;
   }
   std::string why;
-  auto fd = region_fd_for_peer(broker.regions().backing_handle(g.id), !g.writable, why);
-  if (!fd) {
+  const auto size = pass_region_fd(g.id, !g.writable, why);
+  if (!size) {
     log_refusal(true, what, why);
     if (!created_key.empty()) (void)broker.remove_named_region(id_, created_key);
     (void)broker.release_region(id_, g.id);
     error(correlation, Errc::internal_error, "the broker could not pass the region: " + why);
     return;
   }
-  pass_fd(std::move(fd));
-  proto::append_region_grant(out(), correlation,
-                             {g.id, broker.regions().find(g.id)->size, g.writable});
-  server_.mark_dirty(id_);
+  proto::append_region_grant(out(), correlation, {g.id, *size, g.writable});
+  mark_dirty();
 }
 
 Connection::Step Connection::handle_hello(const proto::Header& h, proto::Bytes body) {
@@ -621,13 +444,14 @@ void Connection::welcome(std::uint64_t correlation, std::string_view name) {
   w.gid = identity_.gid;
   w.client_id = identity_.client_id;
   proto::append_welcome(out(), correlation, w);
-  server_.mark_dirty(id_);
+  mark_dirty();
   spdlog::debug("client {} connected: {} name '{}'", id_, description_, name);
 }
 
 void Connection::authenticate(std::uint64_t correlation, std::string_view token,
                               std::string_view name) {
-  if (token_matches(token, server_.options().tcp_token)) {
+  const auto verdict = server_.tcp_auth().check(token, remote_ip_);
+  if (verdict.ok) {
     // At once, however often this address failed: the delay below slows guessing, and the
     // right answer is not a guess.
     if (const Errc e = server_.authenticated(*this); e != Errc::ok) {
@@ -638,15 +462,13 @@ void Connection::authenticate(std::uint64_t correlation, std::string_view token,
     welcome(correlation, name);
     return;
   }
-  // The delay follows the failures before this one, so the first few are answered at once.
-  const auto delay = server_.auth_delay(remote_ip_);
-  const std::uint32_t failures = server_.auth_failed(remote_ip_);
   // Logged per address, sparingly: a remote host must not be able to flood the log.
-  if (failures <= 3 || failures % 100 == 0) {
+  if (verdict.failures <= 3 || verdict.failures % 100 == 0) {
     spdlog::warn("client {} ({}): auth_failed: {} ({} failures from this address)", id_,
-                 description_, token.empty() ? "no token presented" : "wrong token", failures);
+                 description_, token.empty() ? "no token presented" : "wrong token",
+                 verdict.failures);
   }
-  if (delay.count() == 0) {
+  if (verdict.delay.count() == 0) {
     reject(Errc::auth_failed, kAuthFailedText);
     return;
   }
@@ -654,7 +476,7 @@ void Connection::authenticate(std::uint64_t correlation, std::string_view token,
   // is that the connection keeps one of its address's few unauthenticated slots until the
   // refusal goes out. Nothing more is read meanwhile, so not even closing frees the slot.
   held_ = true;
-  handshake_timer_.expires_after(delay);
+  handshake_timer_.expires_after(verdict.delay);
   handshake_timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
     if (ec || self->closed_) return;
     self->reject(Errc::auth_failed, kAuthFailedText);
@@ -675,11 +497,6 @@ void Connection::preauth_expired() {
   }
   flush();
   close();
-}
-
-void Connection::error(std::uint64_t correlation, Errc code, std::string_view text) {
-  proto::append_error(out(), correlation, code, text);
-  server_.mark_dirty(id_);
 }
 
 void Connection::bad_request(std::uint64_t correlation, Errc code, std::string_view text) {
@@ -723,56 +540,11 @@ void Connection::reject(Errc code, std::string_view text) {
 void Connection::drain_and_close() {
   if (closing_ || closed_) return;
   closing_ = true;
-  server_.mark_dirty(id_);
+  mark_dirty();
   // A peer that never reads must not keep a closing connection alive.
   handshake_timer_.expires_after(kCloseGrace);
   handshake_timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
     if (!ec) self->close();
-  });
-}
-
-void Connection::flush() {
-  if (closed_ || writing_) return;
-  while (!out_.empty() || refill()) {
-    if (out_.empty()) continue;
-    asio::error_code ec;
-    const std::size_t n = write_out(ec);
-    if (would_block(ec)) {
-      note_output();
-      server_.output_drained(*this);
-      wait_writable();
-      return;
-    }
-    if (ec) {
-      if (ec != asio::error::broken_pipe && ec != asio::error::connection_reset) {
-        spdlog::debug("client {} ({}): write failed: {}", id_, description_, ec.message());
-      }
-      close();
-      return;
-    }
-    out_.consume(n);
-    flushed_ += n;
-  }
-  if (out_.capacity() > 16 * kReadChunk) out_.shrink_to(kReadChunk);
-  note_output();
-  server_.output_drained(*this);
-  if (closing_) {
-    close();
-    return;
-  }
-  if (paused_output_) {
-    paused_output_ = false;
-    // Posted: flush() runs inside other connections' batches, which must not nest.
-    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->resume(); });
-  }
-}
-
-void Connection::wait_writable() {
-  writing_ = true;
-  socket_.async_wait(Socket::wait_write, [self = shared_from_this()](const asio::error_code& ec) {
-    self->writing_ = false;
-    if (ec || self->closed_) return;
-    self->flush();
   });
 }
 

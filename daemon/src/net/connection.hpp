@@ -1,5 +1,14 @@
 // One client connection: decodes frames, feeds the broker, buffers answers.
 //
+// A Connection owns every byte and fd qbusd sends its peer: the Server routes the broker's
+// answers to it (deliver, error, ok) and never encodes a frame itself. The input side is in
+// connection.cpp, the output side (encoding, fd passing, inline regions, writing) in
+// connection_output.cpp.
+//
+// Ownership and lifetime: the Server's registry holds it from accept to close(); a pending
+// asynchronous operation holds it too (shared_from_this). Thread-safety: none; everything
+// runs on the broker thread.
+//
 // Reads are reactor-style (wait for readability, then read non-blocking) so an idle
 // connection holds no read buffer; complete frames are decoded straight from the server's
 // scratch buffer and only a trailing partial frame is copied. Output is coalesced into one
@@ -10,6 +19,7 @@
 #include <asio.hpp>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <variant>
 
@@ -41,35 +51,40 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Flushes what it can; closes once everything is written.
   void drain_and_close();
 
-  // Where the next answer frame goes: the end of the output, behind any inline region
-  // still being streamed.
-  proto::ByteBuffer& out();
-  // Unix sockets: `fd` travels (SCM_RIGHTS) with the next frame appended to out().
-  void pass_fd(proto::UniqueFd fd);
-  // TCP: a region message's bytes as DELIVER pieces flagged MORE, produced as the output
-  // drains so that only one piece at a time is buffered. The bytes are read with pread from
-  // the region's memfd, which this connection's handle on `region` keeps open: reading
-  // never allocates a hole's page (a mapping would, charged to qbusd).
-  void stream_inline(broker::RegionId region, std::uint64_t correlation, bool last,
-                     const proto::Deliver& fields, std::uint64_t offset, std::uint64_t length);
+  // The broker core's answers for this connection (routed here by the Server's Sink), each
+  // encoded into the output and written at the end of the batch. deliver() stays inline:
+  // it is the per-message path.
+  void deliver(std::uint64_t correlation, bool last, const broker::Delivery& d) {
+    ++stats_.received_total;
+    if (d.region) {
+      deliver_region(correlation, last, d);
+      return;
+    }
+    proto::append_deliver(out(), correlation, last ? proto::kFlagLast : 0,
+                          proto::Deliver{d.sender.pid, d.sender.uid, d.sender.client_id,
+                                         d.request_id, d.key, d.payload});
+    mark_dirty();
+  }
+  void error(std::uint64_t correlation, Errc code, std::string_view text);
+  void ok(std::uint64_t correlation);
+
   // True while the output is over its bound, an inline region is still being streamed, or
   // many fds wait to be written: then reads pause and receive batches end early.
   bool backed_up() const;
   bool closing() const { return closing_ || closed_; }
-  // Brings the uid's count of buffered output up to date after answers were appended (or
-  // written). Inline: the server calls it for every frame it appends.
-  void note_output() {
-    if (!uid_out_) return;
-    // queued_ holds output only while a region streams to a TCP peer.
-    const std::uint64_t now = queued_.empty() ? out_.size() : output_with_queued();
-    uid_out_->bytes = uid_out_->bytes - accounted_ + now;
-    accounted_ = now;
-  }
   // Fds and output bytes this connection's uid has waiting, shared by its connections;
   // null once closed.
   UidOutput* uid_output() const { return uid_out_; }
-  std::size_t pending_fds() const { return fds_.size(); }
-  void flush();
+  // The end of a batch (Server::end_of_batch) for a connection that asked to be flushed
+  // then: writes what it can.
+  void flush_batch() {
+    flush_pending_ = false;
+    flush();
+  }
+  // The Server's bookkeeping of its uid's starved list (UidOutput::starved), which holds
+  // each connection at most once. starve() is true when it was not on the list yet.
+  bool starve() { return !std::exchange(starved_, true); }
+  void unstarve() { starved_ = false; }
   void unblock();  // a queue this producer was blocked on has room again
 
   // What the admin socket shows about a connection.
@@ -82,7 +97,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   };
   const Stats& stats() const { return stats_; }
   void set_comm(std::string comm) { stats_.comm = std::move(comm); }
-  void count_received() { ++stats_.received_total; }
 
   broker::PeerId id() const { return id_; }
   const broker::Identity& identity() const { return identity_; }
@@ -93,14 +107,51 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // TCP: the server's bound on unauthenticated time ran out. Refuses (if nothing was sent
   // yet) and closes now, whatever the connection was waiting for.
   void preauth_expired();
-  bool closed() const { return closed_; }
-  bool flush_pending = false;  // on the server's dirty list
-  bool starved = false;        // on its uid's starved list (Server::wants_more)
 
  private:
   enum class Step { next, stop };
 
+  static constexpr std::size_t kReadChunk = 64 * 1024;
+  static bool would_block(const asio::error_code& ec) {
+    return ec == asio::error::would_block || ec == asio::error::try_again;
+  }
+
+  // Where the next answer frame goes: the end of the output, behind any inline region
+  // still being streamed.
+  proto::ByteBuffer& out();
+  // After every append to out(): brings the uid's count of buffered output up to date and
+  // has the connection flushed at the end of the batch. Inline: once per message.
+  void mark_dirty() {
+    note_output();
+    if (!flush_pending_) request_flush();
+  }
+  void request_flush();  // joins the Server's list of connections to flush
+  // Brings the uid's count of buffered output up to date after answers were appended (or
+  // written).
+  void note_output() {
+    if (!uid_out_) return;
+    // queued_ holds output only while a region streams to a TCP peer.
+    const std::uint64_t now = queued_.empty() ? out_.size() : output_with_queued();
+    uid_out_->bytes = uid_out_->bytes - accounted_ + now;
+    accounted_ = now;
+  }
   std::uint64_t output_with_queued() const;
+  void flush();
+  // A region message: to a Unix peer its fd passes with a DELIVER_REGION; to a TCP peer its
+  // bytes go inline (stream_inline).
+  void deliver_region(std::uint64_t correlation, bool last, const broker::Delivery& d);
+  // Unix sockets: `fd` travels (SCM_RIGHTS) with the next frame appended to out().
+  void pass_fd(proto::UniqueFd fd);
+  // Unix sockets: a new fd for region `id` (region_fd_for_peer: a duplicate, or reopened
+  // read-only) travels with the next frame appended. Returns the region's size, or nullopt
+  // and `why` when no fd could be made.
+  std::optional<std::uint64_t> pass_region_fd(broker::RegionId id, bool read_only,
+                                              std::string& why);
+  // TCP: a region message's bytes as DELIVER pieces flagged MORE, produced as the output
+  // drains so that only one piece at a time is buffered. The bytes are read with pread from
+  // the region's memfd, which this connection's handle on the region keeps open: reading
+  // never allocates a hole's page (a mapping would, charged to qbusd).
+  void stream_inline(std::uint64_t correlation, bool last, const broker::Delivery& d);
 
   void wait_readable();
   // While reads are paused, a peer that hangs up would go unnoticed (nothing reads its
@@ -113,7 +164,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Step handle_hello(const proto::Header& h, proto::Bytes body);
   // Turns the broker's verdict on a send into frames: OK (when asked), ERROR, or a pause.
   Step answer(const proto::Header& h, const broker::SendOutcome& r, bool ok_on_success);
-  void error(std::uint64_t correlation, Errc code, std::string_view text);
   void misbehaved(Errc code, std::string_view text);  // logs, rate-limited
   // Logs a refused region request, rate-limited like misbehaved(): refusals can come in
   // floods and the log must not.
@@ -187,6 +237,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool paused_output_ = false;  // reads paused until the peer reads its answers
   bool closing_ = false;
   bool closed_ = false;
+  bool flush_pending_ = false;  // on the Server's list of connections to flush
+  bool starved_ = false;        // on its uid's starved list (Server::wants_more)
 };
 
 }  // namespace qbus::daemon

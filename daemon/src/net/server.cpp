@@ -20,31 +20,10 @@ namespace qbus::daemon {
 namespace {
 
 constexpr std::size_t kScratchSize = 256 * 1024;
-constexpr std::size_t kMaxTrackedAuthAddresses = 4096;
-constexpr std::uint32_t kFreeAuthFailures = 3;
-constexpr auto kMaxAuthDelay = std::chrono::seconds(10);
-constexpr auto kAuthMemory = std::chrono::minutes(15);
-// Unauthenticated TCP connections: from one source, and in all. A source's cap is what
-// bounds its guesses in flight, each held until its refusal goes out.
-constexpr std::uint32_t kMaxPreauthPerAddress = 8;
-constexpr std::uint32_t kMaxPreauthTotal = 256;
 // A TCP peer that vanishes without a FIN is noticed within about two minutes.
 constexpr int kKeepIdleSeconds = 60;
 constexpr int kKeepIntervalSeconds = 10;
 constexpr int kKeepCount = 6;
-
-// Who failed logins and pre-auth connections are counted against: the IPv4 address, or
-// the /64 of an IPv6 address (one host can use a whole /64, so one address would be free).
-std::string source_key(const asio::ip::address& a) {
-  if (a.is_v6()) {
-    const auto v6 = a.to_v6();
-    if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_string();
-    auto bytes = v6.to_bytes();
-    std::fill(bytes.begin() + 8, bytes.end(), static_cast<unsigned char>(0));
-    return asio::ip::address_v6(bytes).to_string() + "/64";
-  }
-  return a.to_string();
-}
 
 }  // namespace
 
@@ -60,7 +39,7 @@ Server::Server(asio::io_context& io, ServerOptions options)
       deadline_timer_(io),
       drain_timer_(io),
       scratch_(kScratchSize),
-      preauth_timer_(io) {}
+      tcp_auth_(io, *this, options_.tcp_token) {}
 
 Server::~Server() = default;
 
@@ -220,7 +199,8 @@ void Server::accept_tcp() {
     const int fd = sock.release();
     admit(asio::generic::stream_protocol::socket(
               io_, asio::generic::stream_protocol(family, IPPROTO_TCP), fd),
-          who, "tcp " + ip + ":" + std::to_string(remote.port()), source_key(remote.address()));
+          who, "tcp " + ip + ":" + std::to_string(remote.port()),
+          TcpAuth::source_key(remote.address()));
     accept_tcp();
   });
 }
@@ -235,7 +215,7 @@ void Server::admit(asio::generic::stream_protocol::socket socket, broker::Identi
   Errc e = Errc::ok;
   std::string_view why;
   if (who.tcp) {
-    why = admit_preauth(id, remote_ip);
+    why = tcp_auth_.admit(*conn, std::chrono::milliseconds(options_.handshake_timeout_ms));
     if (!why.empty()) e = Errc::too_many_connections;
   } else {
     e = broker_.connect(id, who, broker::Clock::now());
@@ -250,132 +230,17 @@ void Server::admit(asio::generic::stream_protocol::socket socket, broker::Identi
   end_of_batch();
 }
 
-std::string_view Server::admit_preauth(broker::PeerId id, const std::string& source) {
-  if (auto it = preauth_by_source_.find(source);
-      it != preauth_by_source_.end() && it->second >= kMaxPreauthPerAddress) {
-    return "too many unauthenticated connections from your address";
-  }
-  if (preauth_.size() >= kMaxPreauthTotal) {
-    // Full. Whoever holds the most gives up its oldest: a newcomer from a quieter source
-    // always gets in, and no source can hold the table against the others.
-    std::uint32_t most = 0;
-    for (const auto& [s, n] : preauth_by_source_)
-      most = std::max(most, n);
-    const auto victim = std::find_if(preauth_.begin(), preauth_.end(), [&](const Preauth& p) {
-      return preauth_by_source_.at(p.source) == most;
-    });
-    if (victim->source == source) {
-      return "too many unauthenticated connections, and your address holds the most";
-    }
-    const auto c = conns_.at(victim->id);  // a copy: closing it erases the entry
-    end_preauth(c->id());
-    if (++preauth_evictions_ <= 3 || preauth_evictions_ % 100 == 0) {
-      spdlog::warn(
-          "closing unauthenticated client {} ({}) to make room for client {}: {} TCP "
-          "connections are waiting to authenticate ({} evictions so far)",
-          c->id(), c->description(), id, kMaxPreauthTotal, preauth_evictions_);
-    }
-    if (c->closing()) {
-      c->close();  // going anyway
-    } else {
-      c->reject(Errc::too_many_connections,
-                "closed to make room for a newer connection: the broker's table of "
-                "unauthenticated TCP connections was full, and your address held the most "
-                "of them");
-    }
-  }
-  // Bounded whatever the connection waits for: the handshake timeout for its HELLO, then
-  // at most the longest refusal delay.
-  const auto deadline = broker::Clock::now() +
-                        std::chrono::milliseconds(options_.handshake_timeout_ms) + kMaxAuthDelay;
-  preauth_.push_back(Preauth{id, source, deadline});
-  ++preauth_by_source_[source];
-  arm_preauth_timer();
-  return {};
-}
-
-void Server::end_preauth(broker::PeerId id) {
-  const auto it =
-      std::find_if(preauth_.begin(), preauth_.end(), [&](const Preauth& p) { return p.id == id; });
-  if (it == preauth_.end()) return;
-  if (auto n = preauth_by_source_.find(it->source); --n->second == 0) {
-    preauth_by_source_.erase(n);
-  }
-  preauth_.erase(it);
-}
-
-void Server::arm_preauth_timer() {
-  if (preauth_.empty()) return;
-  const auto next =
-      std::min_element(preauth_.begin(), preauth_.end(), [](const Preauth& x, const Preauth& y) {
-        return x.deadline < y.deadline;
-      })->deadline;
-  // Armed for an earlier one already: that wake-up re-arms for the rest.
-  if (preauth_armed_for_ != broker::Clock::time_point{} && preauth_armed_for_ <= next) return;
-  preauth_armed_for_ = next;
-  preauth_timer_.expires_at(next);
-  preauth_timer_.async_wait([this](const asio::error_code& ec) {
-    if (ec) return;  // re-armed for an earlier deadline
-    preauth_armed_for_ = {};
-    expire_preauth();
-  });
-}
-
-void Server::expire_preauth() {
-  const auto now = broker::Clock::now();
-  std::vector<std::shared_ptr<Connection>> due;
-  for (const auto& p : preauth_) {
-    if (p.deadline > now) continue;
-    if (auto it = conns_.find(p.id); it != conns_.end()) due.push_back(it->second);
-  }
-  for (const auto& c : due) {
-    end_preauth(c->id());
-    spdlog::warn(
-        "client {} ({}): closed: still unauthenticated after the handshake timeout "
-        "plus the longest refusal delay",
-        c->id(), c->description());
-    c->preauth_expired();
-  }
-  end_of_batch();
-  arm_preauth_timer();
-}
-
 Errc Server::authenticated(Connection& c) {
   // The address's failure count stays: it delays only wrong tokens now, and a client that
   // got in must not give a guesser behind the same address fresh free attempts.
-  end_preauth(c.id());
+  tcp_auth_.release(c.id());
   c.mark_authenticated();
   return broker_.connect(c.id(), c.identity(), broker::Clock::now());
 }
 
-std::chrono::milliseconds Server::auth_delay(const std::string& address) const {
-  auto it = auth_failures_.find(address);
-  // After kFreeAuthFailures failures, each further attempt waits 250 ms, then doubling.
-  if (it == auth_failures_.end() || it->second.count < kFreeAuthFailures ||
-      broker::Clock::now() - it->second.last > kAuthMemory) {
-    return std::chrono::milliseconds(0);
-  }
-  const auto shift = std::min<std::uint32_t>(it->second.count - kFreeAuthFailures, 16);
-  return std::min<std::chrono::milliseconds>(std::chrono::milliseconds(250LL << shift),
-                                             kMaxAuthDelay);
-}
-
-std::uint32_t Server::auth_failed(const std::string& address) {
-  const auto now = broker::Clock::now();
-  if (auth_failures_.size() >= kMaxTrackedAuthAddresses && !auth_failures_.count(address)) {
-    std::erase_if(auth_failures_, [&](const auto& e) { return now - e.second.last > kAuthMemory; });
-    if (auth_failures_.size() >= kMaxTrackedAuthAddresses) {
-      // Still full: forget the address heard from least recently, not an arbitrary one.
-      auth_failures_.erase(std::min_element(
-          auth_failures_.begin(), auth_failures_.end(),
-          [](const auto& x, const auto& y) { return x.second.last < y.second.last; }));
-    }
-  }
-  auto& f = auth_failures_[address];
-  if (now - f.last > kAuthMemory) f.count = 0;
-  ++f.count;
-  f.last = now;
-  return f.count;
+std::shared_ptr<Connection> Server::connection(broker::PeerId id) const {
+  auto it = conns_.find(id);
+  return it == conns_.end() ? nullptr : it->second;
 }
 
 Connection* Server::find_and_remember(broker::PeerId id) {
@@ -450,25 +315,11 @@ bool Server::has_exited(broker::PeerId peer, broker::Clock::time_point as_of) {
   return w.exited;
 }
 
-void Server::mark_dirty(broker::PeerId id) {
-  Connection* c = find(id);
-  if (!c) return;
-  // Every append is followed by mark_dirty: the uid's count stays exact frame by frame.
-  c->note_output();
-  if (!c->flush_pending) {
-    c->flush_pending = true;
-    dirty_.push_back(id);
-  }
-}
-
 void Server::end_of_batch() {
   // flush() can close a connection; what that close answers others is flushed by the
   // end_of_batch() forget() posts.
   for (std::size_t i = 0; i < dirty_.size(); ++i) {
-    if (Connection* c = find(dirty_[i])) {
-      c->flush_pending = false;
-      c->flush();
-    }
+    if (Connection* c = find(dirty_[i])) c->flush_batch();
   }
   dirty_.clear();
   arm_deadline_timer();
@@ -490,7 +341,7 @@ void Server::arm_deadline_timer() {
 void Server::forget(broker::PeerId id) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
-  if (it->second->identity().tcp && !it->second->authenticated()) end_preauth(id);
+  if (it->second->identity().tcp && !it->second->authenticated()) tcp_auth_.release(id);
   broker_.disconnect(id, broker::Clock::now());
   if (!it->second->identity().tcp) {
     unwatch_process(id, it->second->identity());
@@ -543,65 +394,15 @@ void Server::stop(std::function<void()> done) {
 
 void Server::deliver(broker::PeerId to, std::uint64_t correlation, bool last,
                      const broker::Delivery& d) {
-  Connection* c = find(to);
-  if (!c) return;
-  c->count_received();
-  proto::Deliver frame{d.sender.pid, d.sender.uid, d.sender.client_id,
-                       d.request_id, d.key,        d.payload};
-  if (d.region) {
-    deliver_region(*c, correlation, last, frame, d.region);
-    return;
-  }
-  proto::append_deliver(c->out(), correlation, last ? proto::kFlagLast : 0, frame);
-  mark_dirty(to);
-}
-
-void Server::deliver_region(Connection& c, std::uint64_t correlation, bool last,
-                            const proto::Deliver& fields, const broker::RegionRef& ref) {
-  const int handle = broker_.regions().backing_handle(ref.id);
-  if (c.identity().tcp) {
-    // No fds over TCP: the bytes go inline, read from the region as the output drains.
-    c.stream_inline(ref.id, correlation, last, fields, ref.offset, ref.length);
-    return;
-  }
-  std::string why;
-  auto fd = region_fd_for_peer(handle, false, why);
-  if (!fd) {
-    // The message is gone from its queue already; the peer must learn it lost one.
-    spdlog::error("client {} ({}): cannot pass region {}: {}", c.id(), c.description(), ref.id,
-                  why);
-    c.reject(Errc::internal_error, "the broker could not pass a region message's fd");
-    c.drain_and_close();
-    return;
-  }
-  c.pass_fd(std::move(fd));
-  const auto* info = broker_.regions().find(ref.id);
-  proto::DeliverRegion m;
-  m.sender_pid = fields.sender_pid;
-  m.sender_uid = fields.sender_uid;
-  m.sender_client_id = fields.sender_client_id;
-  m.request_id = fields.request_id;
-  m.region_id = ref.id;
-  m.region_size = info->size;
-  m.offset = ref.offset;
-  m.length = ref.length;
-  m.key = fields.key;
-  proto::append_deliver_region(c.out(), correlation, last ? proto::kFlagLast : 0, m);
-  mark_dirty(c.id());
+  if (Connection* c = find(to)) c->deliver(correlation, last, d);
 }
 
 void Server::fail(broker::PeerId to, std::uint64_t correlation, Errc code, std::string_view text) {
-  Connection* c = find(to);
-  if (!c) return;
-  proto::append_error(c->out(), correlation, code, text);
-  mark_dirty(to);
+  if (Connection* c = find(to)) c->error(correlation, code, text);
 }
 
 void Server::confirm(broker::PeerId to, std::uint64_t correlation) {
-  Connection* c = find(to);
-  if (!c) return;
-  proto::append_empty(c->out(), proto::FrameType::ok, correlation);
-  mark_dirty(to);
+  if (Connection* c = find(to)) c->ok(correlation);
 }
 
 void Server::resume(broker::PeerId producer) {
@@ -619,10 +420,7 @@ bool Server::wants_more(broker::PeerId peer) {
     return true;
   }
   if (fds_in_flight_ >= options_.max_fds_in_flight) fd_starved_ = true;
-  if (!c->starved) {
-    c->starved = true;
-    c->uid_output()->starved.push_back(peer);
-  }
+  if (c->starve()) c->uid_output()->starved.push_back(peer);
   return false;
 }
 
@@ -671,7 +469,7 @@ void Server::output_drained(Connection& c) {
       Connection* s = find(id);
       if (!s || s->closing()) return true;
       if (s->backed_up()) return false;  // its own backlog: it wakes when it has written
-      s->starved = false;
+      s->unstarve();
       wake_.push_back(id);
       return true;
     });

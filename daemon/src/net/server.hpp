@@ -1,6 +1,11 @@
-// The daemon's network edge: listeners (Unix, optionally TCP), connections, the deadline
-// timer, and the Sink through which the broker core answers. Everything runs on one
-// io_context thread.
+// The daemon's network edge: the acceptor (Unix, optionally TCP), the registry of
+// connections, the per-uid output accounting, the deadline timer, and the Sink through
+// which the broker core answers: each Sink call is a route to one Connection, which does
+// the encoding and fd passing itself. TCP authentication is TcpAuth's (tcp_auth.hpp).
+//
+// Ownership: the Server owns the Broker, every Connection and the TcpAuth, and lives as
+// long as the io_context runs. Thread-safety: none; everything runs on one io_context
+// thread (docs/architecture.md, principle 1).
 #pragma once
 
 #include <asio.hpp>
@@ -13,6 +18,7 @@
 
 #include "broker/broker.hpp"
 #include "net/memfd_backing.hpp"
+#include "net/tcp_auth.hpp"
 #include "net/uid_output.hpp"
 #include "net/unix_socket.hpp"
 
@@ -63,21 +69,20 @@ class Server final : public broker::Sink {
       f(*c);
   }
   std::size_t connection_count() const { return conns_.size(); }
+  // The connection with this id (a strong reference, for closing it), or null.
+  std::shared_ptr<Connection> connection(broker::PeerId id) const;
   const ServerOptions& options() const { return options_; }
   std::span<std::byte> scratch() { return scratch_; }
   // "host:port" the TCP listener is bound to (the real port when 0 was asked for).
   std::string tcp_endpoint() const;
 
   // Called by connections.
-  void mark_dirty(broker::PeerId id);
+  // Connection `id` has output to write: it is flushed at the end of the batch. Each
+  // connection asks once per batch (Connection::mark_dirty).
+  void flush_at_end_of_batch(broker::PeerId id) { dirty_.push_back(id); }
   void end_of_batch();  // flush dirty connections, re-arm the deadline timer
   void forget(broker::PeerId id);
-  // How long to hold the refusal of a wrong TCP token from `address` (a source key):
-  // nothing after few failures, then growing, so that guessing tokens is slow. A right
-  // token is never held.
-  std::chrono::milliseconds auth_delay(const std::string& address) const;
-  // Records a failed TCP authentication; returns the address's failure count.
-  std::uint32_t auth_failed(const std::string& address);
+  TcpAuth& tcp_auth() { return tcp_auth_; }
   // A TCP peer presented the token: it becomes a broker peer now (TCP peers are not
   // registered before, so unauthenticated connections hold no quota, inbox or id).
   Errc authenticated(Connection& c);
@@ -128,17 +133,6 @@ class Server final : public broker::Sink {
     }
   };
 
-  struct AuthFailures {
-    std::uint32_t count = 0;
-    broker::Clock::time_point last;
-  };
-  // An unauthenticated TCP connection.
-  struct Preauth {
-    broker::PeerId id = 0;
-    std::string source;                  // source_key() of its remote address
-    broker::Clock::time_point deadline;  // closed then, whatever it is waiting for
-  };
-
   void listen_on(int unix_fd);
   void start_tcp();
   void accept_unix();
@@ -148,16 +142,7 @@ class Server final : public broker::Sink {
                     const asio::error_code& ec);
   void admit(asio::generic::stream_protocol::socket socket, broker::Identity who,
              std::string description, std::string remote_ip, std::string comm = {});
-  // Gives a new TCP connection an unauthenticated slot, closing another source's oldest
-  // connection when the table is full; returns why it gets none (empty: it got one).
-  std::string_view admit_preauth(broker::PeerId id, const std::string& source);
-  // Frees connection `id`'s unauthenticated slot, if it holds one.
-  void end_preauth(broker::PeerId id);
-  void arm_preauth_timer();
-  void expire_preauth();
   void arm_deadline_timer();
-  void deliver_region(Connection& c, std::uint64_t correlation, bool last,
-                      const proto::Deliver& fields, const broker::RegionRef& ref);
   // Deliveries come in runs to one receiver: the last one found is remembered, and that
   // check stays inline on the per-message path.
   Connection* find(broker::PeerId id) {
@@ -200,14 +185,7 @@ class Server final : public broker::Sink {
   // Unix connections whose process had exited before they were accepted.
   std::unordered_set<broker::PeerId> exited_at_accept_;
   std::vector<std::byte> scratch_;
-  std::unordered_map<std::string, AuthFailures> auth_failures_;
-  // TCP connections that have not authenticated yet, oldest first, and how many each
-  // source holds.
-  std::vector<Preauth> preauth_;
-  std::unordered_map<std::string, std::uint32_t> preauth_by_source_;
-  asio::steady_timer preauth_timer_;  // for the earliest Preauth::deadline
-  broker::Clock::time_point preauth_armed_for_{};
-  std::uint64_t preauth_evictions_ = 0;  // for sampling their log lines
+  TcpAuth tcp_auth_;
   broker::PeerId next_id_ = 1;
   BoundSocket bound_;
   bool stopping_ = false;
