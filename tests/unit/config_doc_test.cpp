@@ -9,6 +9,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "qbus/config/config.hpp"
@@ -92,6 +93,24 @@ TEST(ConfigDoc, ReadmeReloadTableNamesTheRestartOnlyLimits) {
   EXPECT_NE(read_source("config/README.md").find("| every `limits.*` except " + except + " |"),
             std::string::npos)
       << "the reload table should say: every `limits.*` except " << except;
+}
+
+// The queue and inbox bounds are not rows of limits.def, but their defaults are one constant
+// each (kQueueDefaults, kInboxDefaults), which the README's rows must show.
+TEST(ConfigDoc, ReadmeShowsTheBuiltInQueueAndInboxBounds) {
+  const std::string readme = read_source("config/README.md");
+  for (const auto& [section, bounds] :
+       {std::pair{"queue_defaults", kQueueDefaults}, std::pair{"inbox", kInboxDefaults}}) {
+    const std::string field = std::string("| `") + section + ".";
+    for (const std::string& row :
+         {field + "max_messages` | integer ≥ 1 | " + std::to_string(bounds.max_messages) + " |",
+          field + "max_bytes` | integer ≥ 1 | " + std::to_string(bounds.max_bytes) + " (" +
+              std::to_string(bounds.max_bytes >> 20) + " MiB) |",
+          field + "overflow` | `reject` `drop_oldest` `block` | `" +
+              std::string(proto::overflow_name(bounds.overflow)) + "` |"}) {
+      EXPECT_NE(readme.find(row), std::string::npos) << "config/README.md should have " << row;
+    }
+  }
 }
 
 // The example claims to show every setting with its default; obsolete ones are left out.
