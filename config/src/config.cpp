@@ -96,6 +96,17 @@ void read_queue_settings(Object& o, QueueSettings& s) {
   }
 }
 
+// Reads the object at top-level key `name`, when the file has one, and then refuses any
+// key of it that `read` did not ask for.
+template <typename Read>
+void read_section(Object& top, const char* name, Read&& read) {
+  if (const json* j = top.get(name)) {
+    Object o(*j, name);
+    read(o);
+    o.finish();
+  }
+}
+
 // "path" (absolute) and "mode" (an octal string) of a socket file.
 void read_socket_file(Object& o, const std::string& section, std::string& path,
                       std::uint32_t& mode) {
@@ -112,123 +123,88 @@ void read_socket_file(Object& o, const std::string& section, std::string& path,
   mode = static_cast<std::uint32_t>(m);
 }
 
+void read_tcp(Object& o, Config& c) {
+  o.string("listen", c.tcp_listen);
+  o.string("token_file", c.tcp_token_file);
+  if (!c.tcp_listen.empty()) {
+    std::string why;
+    if (c.tcp_listen.starts_with("tcp:") || c.tcp_listen.starts_with("unix:") ||
+        c.tcp_listen.find(':') == std::string::npos) {
+      bad("tcp.listen", "must be HOST:PORT, such as \"127.0.0.1:7878\"");
+    }
+    if (!proto::parse_address("tcp:" + c.tcp_listen, why, true)) bad("tcp.listen", why);
+    if (c.tcp_token_file.empty()) bad("tcp.token_file", "is required when tcp.listen is set");
+  }
+  if (!c.tcp_token_file.empty() && c.tcp_token_file.front() != '/') {
+    bad("tcp.token_file", "must be an absolute path");
+  }
+}
+
+// Every row of limits.def, in its order, so that of several bad values the same one is
+// named every time.
+void read_limits(Object& o, Config& c) {
+  for_each_limit(
+      [&](const LimitSpec& spec, auto& value) {
+        const std::string key(spec.key);
+        // The one limit bounded by another: uid_max_queues never exceeds max_queues (read
+        // before it). A small table is not an error for a setting left out.
+        const bool per_uid_queues = key == "uid_max_queues";
+        if (per_uid_queues && !o.get(key)) {
+          c.uid_max_queues = std::min(c.uid_max_queues, c.max_queues);
+          return;
+        }
+        o.number(key, value, spec.min, spec.max);
+        if (per_uid_queues && c.uid_max_queues > c.max_queues) {
+          bad("limits.uid_max_queues",
+              "must be at most limits.max_queues (" + std::to_string(c.max_queues) + ")");
+        }
+      },
+      c);
+}
+
+void read_queues(const json& qs, Config& c) {
+  if (!qs.is_array()) bad("queues", "must be an array, not " + type_name(qs));
+  std::set<std::string> keys;
+  for (std::size_t i = 0; i < qs.size(); ++i) {
+    const std::string path = "queues[" + std::to_string(i) + "]";
+    Object o(qs[i], path);
+    QueueDeclaration q;
+    q.settings = c.queue_defaults;
+    o.string("key", q.key);
+    if (!o.get("key")) bad(path + ".key", "is required");
+    if (!proto::is_valid_key(q.key)) {
+      bad(path + ".key", "must be 1-255 characters of A-Z a-z 0-9 . _ : / -");
+    }
+    if (!keys.insert(q.key).second) bad(path + ".key", "'" + q.key + "' is declared twice");
+    read_queue_settings(o, q.settings);
+    o.finish();
+    c.queues.push_back(std::move(q));
+  }
+}
+
 Config from_json(const json& root) {
   Config c;
   Object top(root, "");
-
-  if (const json* s = top.get("socket")) {
-    Object o(*s, "socket");
-    read_socket_file(o, "socket", c.socket_path, c.socket_mode);
-    o.finish();
-  }
-
-  if (const json* a = top.get("admin")) {
-    Object o(*a, "admin");
+  read_section(top, "socket",
+               [&](Object& o) { read_socket_file(o, "socket", c.socket_path, c.socket_mode); });
+  read_section(top, "admin", [&](Object& o) {
     read_socket_file(o, "admin", c.admin_socket_path, c.admin_socket_mode);
     o.string("group", c.admin_group);
     if (!c.admin_group.empty() && c.admin_group.find_first_of(" :/\n") != std::string::npos) {
       bad("admin.group", "must be a group name");
     }
-    o.finish();
-  }
-
-  if (const json* t = top.get("tcp")) {
-    Object o(*t, "tcp");
-    o.string("listen", c.tcp_listen);
-    o.string("token_file", c.tcp_token_file);
-    if (!c.tcp_listen.empty()) {
-      std::string why;
-      if (c.tcp_listen.starts_with("tcp:") || c.tcp_listen.starts_with("unix:") ||
-          c.tcp_listen.find(':') == std::string::npos) {
-        bad("tcp.listen", "must be HOST:PORT, such as \"127.0.0.1:7878\"");
-      }
-      if (!proto::parse_address("tcp:" + c.tcp_listen, why, true)) bad("tcp.listen", why);
-      if (c.tcp_token_file.empty()) bad("tcp.token_file", "is required when tcp.listen is set");
-    }
-    if (!c.tcp_token_file.empty() && c.tcp_token_file.front() != '/') {
-      bad("tcp.token_file", "must be an absolute path");
-    }
-    o.finish();
-  }
-
-  if (const json* l = top.get("log")) {
-    Object o(*l, "log");
+  });
+  read_section(top, "tcp", [&](Object& o) { read_tcp(o, c); });
+  read_section(top, "log", [&](Object& o) {
     o.string("level", c.log_level);
     if (!is_valid_log_level(c.log_level)) {
       bad("log.level", "must be one of trace, debug, info, warn, error");
     }
-    o.finish();
-  }
-
-  if (const json* l = top.get("limits")) {
-    Object o(*l, "limits");
-    o.number("max_payload_bytes", c.max_payload_bytes, 1, proto::kMaxBodyCeiling - 1024);
-    o.number("max_queues", c.max_queues, 1, 10'000'000);
-    if (o.get("uid_max_queues")) {
-      o.number("uid_max_queues", c.uid_max_queues, 1, 10'000'000);
-      if (c.uid_max_queues > c.max_queues) {
-        bad("limits.uid_max_queues",
-            "must be at most limits.max_queues (" + std::to_string(c.max_queues) + ")");
-      }
-    } else {
-      // A small table is not an error for a setting left out.
-      c.uid_max_queues = std::min(c.uid_max_queues, c.max_queues);
-    }
-    o.number("max_connections", c.max_connections, 1, 1'000'000);
-    o.number("uid_max_connections", c.uid_max_connections, 1, 1'000'000);
-    o.number("uid_max_queued_bytes", c.uid_max_queued_bytes, 1,
-             std::numeric_limits<std::uint64_t>::max() / 2);
-    o.number("uid_max_queued_messages", c.uid_max_queued_messages, 1,
-             std::numeric_limits<std::uint64_t>::max() / 2);
-    o.number("max_waiting_receives", c.max_waiting_receives, 1, 65'536);
-    o.number("uid_max_waiting_receives", c.uid_max_waiting_receives, 1, 1'000'000);
-    o.number("declared_queue_grace_ms", c.declared_queue_grace_ms, 0, 86'400'000);
-    o.number("max_receive_batch", c.max_receive_batch, 1, 1'000'000);
-    o.number("max_outbound_bytes", c.max_outbound_bytes, 4096, 1ull << 32);
-    o.number("uid_max_outbound_bytes", c.uid_max_outbound_bytes, 4096, 1ull << 40);
-    o.number("uid_max_pending_fds", c.uid_max_pending_fds, 1, 1'000'000);
-    o.number("handshake_timeout_ms", c.handshake_timeout_ms, 1, 3'600'000);
-    o.number("max_pending_requests", c.max_pending_requests, 1, 1'000'000);
-    o.number("max_parked_sends", c.max_parked_sends, 1, 65'536);
-    o.number("max_region_bytes", c.max_region_bytes, 1, 1ull << 40);
-    o.number("uid_max_region_bytes", c.uid_max_region_bytes, 1, 1ull << 50);
-    o.number("uid_max_regions", c.uid_max_regions, 1, 1'000'000);
-    o.number("max_regions", c.max_regions, 1, 1'000'000);
-    o.number("region_pool_bytes", c.region_pool_bytes, 0, 1ull << 40);
-    o.finish();
-  }
-
-  if (const json* d = top.get("queue_defaults")) {
-    Object o(*d, "queue_defaults");
-    read_queue_settings(o, c.queue_defaults);
-    o.finish();
-  }
-
-  if (const json* d = top.get("inbox")) {
-    Object o(*d, "inbox");
-    read_queue_settings(o, c.inbox);
-    o.finish();
-  }
-
-  if (const json* qs = top.get("queues")) {
-    if (!qs->is_array()) bad("queues", "must be an array, not " + type_name(*qs));
-    std::set<std::string> keys;
-    for (std::size_t i = 0; i < qs->size(); ++i) {
-      const std::string path = "queues[" + std::to_string(i) + "]";
-      Object o((*qs)[i], path);
-      QueueDeclaration q;
-      q.settings = c.queue_defaults;
-      o.string("key", q.key);
-      if (!o.get("key")) bad(path + ".key", "is required");
-      if (!proto::is_valid_key(q.key)) {
-        bad(path + ".key", "must be 1-255 characters of A-Z a-z 0-9 . _ : / -");
-      }
-      if (!keys.insert(q.key).second) bad(path + ".key", "'" + q.key + "' is declared twice");
-      read_queue_settings(o, q.settings);
-      o.finish();
-      c.queues.push_back(std::move(q));
-    }
-  }
+  });
+  read_section(top, "limits", [&](Object& o) { read_limits(o, c); });
+  read_section(top, "queue_defaults", [&](Object& o) { read_queue_settings(o, c.queue_defaults); });
+  read_section(top, "inbox", [&](Object& o) { read_queue_settings(o, c.inbox); });
+  if (const json* qs = top.get("queues")) read_queues(*qs, c);
   top.finish();
   // Startup declares every queue in a broker that holds at most max_queues.
   if (c.queues.size() > c.max_queues) {
@@ -423,34 +399,20 @@ std::string to_json_text(const Config& c, const std::string& socket_path,
     entry["key"] = q.key;
     queues.push_back(std::move(entry));
   }
+  json limits = json::object();
+  for_each_limit(
+      [&](const LimitSpec& spec, const auto& value) {
+        // Ignored, so not part of the effective configuration.
+        if (spec.apply != Apply::obsolete) limits[std::string(spec.key)] = value;
+      },
+      c);
   json root{
       {"socket", {{"path", socket_path}, {"mode", octal(c.socket_mode)}}},
       {"admin",
        {{"path", admin_path}, {"mode", octal(c.admin_socket_mode)}, {"group", c.admin_group}}},
       {"tcp", {{"listen", c.tcp_listen}, {"token_file", c.tcp_token_file}}},
       {"log", {{"level", c.log_level}}},
-      {"limits",
-       {{"max_payload_bytes", c.max_payload_bytes},
-        {"max_queues", c.max_queues},
-        {"uid_max_queues", c.uid_max_queues},
-        {"max_connections", c.max_connections},
-        {"uid_max_connections", c.uid_max_connections},
-        {"uid_max_queued_bytes", c.uid_max_queued_bytes},
-        {"uid_max_queued_messages", c.uid_max_queued_messages},
-        {"max_waiting_receives", c.max_waiting_receives},
-        {"uid_max_waiting_receives", c.uid_max_waiting_receives},
-        {"declared_queue_grace_ms", c.declared_queue_grace_ms},
-        {"max_receive_batch", c.max_receive_batch},
-        {"max_outbound_bytes", c.max_outbound_bytes},
-        {"uid_max_outbound_bytes", c.uid_max_outbound_bytes},
-        {"uid_max_pending_fds", c.uid_max_pending_fds},
-        {"handshake_timeout_ms", c.handshake_timeout_ms},
-        {"max_pending_requests", c.max_pending_requests},
-        {"max_parked_sends", c.max_parked_sends},
-        {"max_region_bytes", c.max_region_bytes},
-        {"uid_max_region_bytes", c.uid_max_region_bytes},
-        {"uid_max_regions", c.uid_max_regions},
-        {"max_regions", c.max_regions}}},
+      {"limits", std::move(limits)},
       {"queue_defaults", settings_json(c.queue_defaults)},
       {"inbox", settings_json(c.inbox)},
       {"queues", std::move(queues)}};

@@ -14,50 +14,57 @@
 
 namespace qbus {
 
+// Every code, once: QBUS_ERRC(X) calls X(name, value) for each, in order of value. The
+// enum below, errc_name() and errc_is_known() come from it, and a unit test checks
+// proto/PROTOCOL.md's table of codes against it. A new code is one line here (and its row
+// in PROTOCOL.md). Values never change once published.
+#define QBUS_ERRC(X)                                                                 \
+  X(ok, 0)                                                                           \
+  /* Framing: the byte stream cannot be trusted any more; the sender closes the      \
+     connection. */                                                                  \
+  X(bad_magic, 1)                                                                    \
+  X(unsupported_version, 2)                                                          \
+  X(frame_too_large, 3)                                                              \
+  X(malformed_header, 4)                                                             \
+  /* Request errors: the frame is answered with ERROR and the connection goes on. */ \
+  X(malformed_frame, 10)                                                             \
+  X(unknown_frame_type, 11)                                                          \
+  X(handshake_required, 12)                                                          \
+  X(handshake_timeout, 13)                                                           \
+  X(unexpected_frame, 14)                                                            \
+  X(invalid_key, 20)                                                                 \
+  X(payload_too_large, 21)                                                           \
+  X(queue_full, 22)                                                                  \
+  X(timeout, 23)                                                                     \
+  X(quota_exceeded, 24)                                                              \
+  X(too_many_receives, 25)                                                           \
+  X(queue_conflict, 26)                                                              \
+  X(too_many_queues, 27)                                                             \
+  X(too_many_connections, 28)                                                        \
+  X(queue_deleted, 29)                                                               \
+  X(no_such_peer, 30)                                                                \
+  X(peer_busy, 31)                                                                   \
+  X(reply_expired, 32)                                                               \
+  X(not_inbox_owner, 33)                                                             \
+  X(auth_failed, 34)                                                                 \
+  X(too_many_requests, 35)                                                           \
+  X(no_such_region, 36)                                                              \
+  X(permission_denied, 37)                                                           \
+  X(disconnected_by_operator, 38)                                                    \
+  X(internal_error, 50)                                                              \
+  X(shutting_down, 51)                                                               \
+  /* Local to libqbus, never on the wire. */                                         \
+  X(connect_failed, 200)                                                             \
+  X(connection_closed, 201)                                                          \
+  X(protocol_violation, 202)                                                         \
+  X(invalid_argument, 203)                                                           \
+  X(io_error, 204)                                                                   \
+  X(bad_address, 205)
+
 enum class Errc : std::uint16_t {
-  ok = 0,
-
-  // Framing: the byte stream cannot be trusted any more; the sender closes the connection.
-  bad_magic = 1,
-  unsupported_version = 2,
-  frame_too_large = 3,
-  malformed_header = 4,
-
-  // Request errors: the frame is answered with ERROR and the connection goes on.
-  malformed_frame = 10,
-  unknown_frame_type = 11,
-  handshake_required = 12,
-  handshake_timeout = 13,
-  unexpected_frame = 14,
-  invalid_key = 20,
-  payload_too_large = 21,
-  queue_full = 22,
-  timeout = 23,
-  quota_exceeded = 24,
-  too_many_receives = 25,
-  queue_conflict = 26,
-  too_many_queues = 27,
-  too_many_connections = 28,
-  queue_deleted = 29,
-  no_such_peer = 30,
-  peer_busy = 31,
-  reply_expired = 32,
-  not_inbox_owner = 33,
-  auth_failed = 34,
-  too_many_requests = 35,
-  no_such_region = 36,
-  permission_denied = 37,
-  disconnected_by_operator = 38,
-  internal_error = 50,
-  shutting_down = 51,
-
-  // Local to libqbus, never on the wire.
-  connect_failed = 200,
-  connection_closed = 201,
-  protocol_violation = 202,
-  invalid_argument = 203,
-  io_error = 204,
-  bad_address = 205,
+#define QBUS_ERRC_ENUMERATOR(name, value) name = value,
+  QBUS_ERRC(QBUS_ERRC_ENUMERATOR)
+#undef QBUS_ERRC_ENUMERATOR
 };
 
 // Stable snake_case name of a code ("queue_full"); "unknown" for values not listed above.

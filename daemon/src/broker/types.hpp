@@ -8,6 +8,7 @@
 #include <span>
 #include <string_view>
 
+#include "qbus/config/limits.hpp"
 #include "qbus/errc.hpp"
 #include "qbus/proto/codec.hpp"
 
@@ -34,58 +35,62 @@ struct Identity {
 // TCP peers have no kernel identity; they share this uid for accounting.
 inline constexpr std::uint32_t kTcpUid = 0xFFFFFFFEu;
 
+// The defaults of QueueOptions, RegionLimits and Limits come from config's table of limits
+// (qbus/config/limits.def), so that a Broker built without a configuration (the unit tests,
+// the benchmarks) has qbusd's built-in values.
 struct QueueOptions {
-  std::uint32_t max_messages = 100'000;
-  std::uint64_t max_bytes = 64ull << 20;
-  Overflow overflow = Overflow::block;
+  std::uint32_t max_messages = config::kQueueDefaults.max_messages;
+  std::uint64_t max_bytes = config::kQueueDefaults.max_bytes;
+  Overflow overflow = config::kQueueDefaults.overflow;
 };
 
 struct RegionLimits {
-  std::uint64_t max_region_bytes = 1ull << 30;
+  std::uint64_t max_region_bytes = config::kLimitDefaults.max_region_bytes;
   // Per uid, however many connections it has: the bytes and the number of regions it owns.
-  std::uint64_t uid_max_region_bytes = 4ull << 30;
-  std::uint32_t uid_max_regions = 1024;
+  std::uint64_t uid_max_region_bytes = config::kLimitDefaults.uid_max_region_bytes;
+  std::uint32_t uid_max_regions = config::kLimitDefaults.uid_max_regions;
   // Across all uids: bounds the table itself and the broker's open file descriptors.
-  std::uint32_t max_regions = 65536;
+  std::uint32_t max_regions = config::kLimitDefaults.max_regions;
 };
 
 struct Limits {
-  std::uint32_t max_payload = 1u << 20;
+  std::uint32_t max_payload = config::kLimitDefaults.max_payload_bytes;
   QueueOptions queue_defaults{};
-  std::uint32_t max_queues = 65'536;
+  std::uint32_t max_queues = config::kLimitDefaults.max_queues;
   // Queues one uid may have created and not yet seen collected, however many connections
   // it has: one uid cannot take the whole table. Queues of the configuration count against
   // no uid.
-  std::uint32_t uid_max_queues = 4'096;
+  std::uint32_t uid_max_queues = config::kLimitDefaults.uid_max_queues;
   // Bytes of queued payload one uid may hold across all queues, however many connections.
-  std::uint64_t uid_max_queued_bytes = 1ull << 30;
+  std::uint64_t uid_max_queued_bytes = config::kLimitDefaults.uid_max_queued_bytes;
   // Messages one uid may have queued: bounds the per-message bookkeeping that payload
   // bytes do not count (a flood of empty messages).
-  std::uint64_t uid_max_queued_messages = 1'000'000;
-  std::uint32_t uid_max_connections = 1'024;
-  std::uint32_t max_connections = 16'384;
+  std::uint64_t uid_max_queued_messages = config::kLimitDefaults.uid_max_queued_messages;
+  std::uint32_t uid_max_connections = config::kLimitDefaults.uid_max_connections;
+  std::uint32_t max_connections = config::kLimitDefaults.max_connections;
   // Receives one connection may have waiting at once; with max_payload this bounds how
   // much a receiver that stops reading can make the broker buffer for it.
-  std::uint32_t max_waiting_receives = 64;
+  std::uint32_t max_waiting_receives = config::kLimitDefaults.max_waiting_receives;
   // Receives one uid may have waiting over all its connections: each one waiting on a
   // fresh key holds a queue.
-  std::uint32_t uid_max_waiting_receives = 4'096;
+  std::uint32_t uid_max_waiting_receives = config::kLimitDefaults.uid_max_waiting_receives;
   // How long an empty queue declared by a connection that has gone stays before it is
   // collected (Broker::declare); 0: at once.
-  std::uint32_t declared_queue_grace_ms = 60'000;
+  std::uint32_t declared_queue_grace_ms = config::kLimitDefaults.declared_queue_grace_ms;
   // Largest batch one receive may ask for; bigger requests are clamped.
-  std::uint32_t max_receive_batch = 4'096;
+  std::uint32_t max_receive_batch = config::kLimitDefaults.max_receive_batch;
   // Every process (every TCP connection) has one inbox for direct messages.
-  QueueOptions inbox{10'000, 16ull << 20, Overflow::reject};
+  QueueOptions inbox{config::kInboxDefaults.max_messages, config::kInboxDefaults.max_bytes,
+                     config::kInboxDefaults.overflow};
   // Requests one connection may have waiting for replies, and direct sends it may have
   // waiting for their target process to connect.
-  std::uint32_t max_pending_requests = 1'024;
-  std::uint32_t max_parked_sends = 64;
+  std::uint32_t max_pending_requests = config::kLimitDefaults.max_pending_requests;
+  std::uint32_t max_parked_sends = config::kLimitDefaults.max_parked_sends;
   // Enforced by the edge through Sink::wants_more: what all connections of one uid may
   // have written for them and not yet read (bytes, and region fds in flight). A delivery
   // that would go past either waits, queued, until the uid's peers read.
-  std::uint64_t uid_max_outbound_bytes = 64ull << 20;
-  std::uint32_t uid_max_pending_fds = 256;
+  std::uint64_t uid_max_outbound_bytes = config::kLimitDefaults.uid_max_outbound_bytes;
+  std::uint32_t uid_max_pending_fds = config::kLimitDefaults.uid_max_pending_fds;
   RegionLimits regions{};
 };
 

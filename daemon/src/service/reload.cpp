@@ -7,7 +7,6 @@
 #include <system_error>
 #include <thread>
 #include <utility>
-#include <vector>
 
 #include "net/server.hpp"
 
@@ -27,63 +26,40 @@ bool same(const QueueSettings& a, const QueueSettings& b) {
   return a.max_messages == b.max_messages && a.max_bytes == b.max_bytes && a.overflow == b.overflow;
 }
 
-// The numeric limits that apply live, by their config path.
-std::vector<std::pair<const char*, std::uint64_t>> live_limits(const Config& c) {
-  return {{"limits.max_queues", c.max_queues},
-          {"limits.uid_max_queues", c.uid_max_queues},
-          {"limits.uid_max_waiting_receives", c.uid_max_waiting_receives},
-          {"limits.declared_queue_grace_ms", c.declared_queue_grace_ms},
-          {"limits.max_connections", c.max_connections},
-          {"limits.uid_max_connections", c.uid_max_connections},
-          {"limits.uid_max_queued_bytes", c.uid_max_queued_bytes},
-          {"limits.uid_max_queued_messages", c.uid_max_queued_messages},
-          {"limits.max_waiting_receives", c.max_waiting_receives},
-          {"limits.max_receive_batch", c.max_receive_batch},
-          {"limits.max_outbound_bytes", c.max_outbound_bytes},
-          {"limits.uid_max_outbound_bytes", c.uid_max_outbound_bytes},
-          {"limits.uid_max_pending_fds", c.uid_max_pending_fds},
-          {"limits.handshake_timeout_ms", c.handshake_timeout_ms},
-          {"limits.max_pending_requests", c.max_pending_requests},
-          {"limits.max_parked_sends", c.max_parked_sends},
-          {"limits.max_region_bytes", c.max_region_bytes},
-          {"limits.uid_max_region_bytes", c.uid_max_region_bytes},
-          {"limits.uid_max_regions", c.uid_max_regions},
-          {"limits.max_regions", c.max_regions}};
-}
-
 // Fields read once at startup: a change is logged and `effective` keeps the running value.
 void keep_restart_only(const Config& running, const Config& next, Config& effective) {
-  const auto changed = [](const char* field) {
-    spdlog::warn("{} changed; restart qbusd to apply", field);
+  const auto keep = [](const char* field, auto& kept, const auto& was, const auto& asked) {
+    if (asked != was) spdlog::warn("{} changed; restart qbusd to apply", field);
+    kept = was;
   };
-  if (next.socket_path != running.socket_path) changed("socket.path");
-  if (next.socket_mode != running.socket_mode) changed("socket.mode");
-  if (next.admin_socket_path != running.admin_socket_path) changed("admin.path");
-  if (next.admin_socket_mode != running.admin_socket_mode) changed("admin.mode");
-  if (next.tcp_listen != running.tcp_listen) changed("tcp.listen");
-  if (next.tcp_token_file != running.tcp_token_file) changed("tcp.token_file");
-  // Announced to every client in WELCOME and used to size frames: clients already
-  // connected would disagree with the broker about what fits.
-  if (next.max_payload_bytes != running.max_payload_bytes) changed("limits.max_payload_bytes");
-  effective.socket_path = running.socket_path;
-  effective.socket_mode = running.socket_mode;
-  effective.admin_socket_path = running.admin_socket_path;
-  effective.admin_socket_mode = running.admin_socket_mode;
-  effective.tcp_listen = running.tcp_listen;
-  effective.tcp_token_file = running.tcp_token_file;
-  effective.max_payload_bytes = running.max_payload_bytes;
+  keep("socket.path", effective.socket_path, running.socket_path, next.socket_path);
+  keep("socket.mode", effective.socket_mode, running.socket_mode, next.socket_mode);
+  keep("admin.path", effective.admin_socket_path, running.admin_socket_path,
+       next.admin_socket_path);
+  keep("admin.mode", effective.admin_socket_mode, running.admin_socket_mode,
+       next.admin_socket_mode);
+  keep("tcp.listen", effective.tcp_listen, running.tcp_listen, next.tcp_listen);
+  keep("tcp.token_file", effective.tcp_token_file, running.tcp_token_file, next.tcp_token_file);
+  // The limits limits.def marks `restart` (max_payload_bytes: announced to every client in
+  // WELCOME and used to size frames, so clients already connected would disagree with the
+  // broker about what fits).
+  config::for_each_limit(
+      [&](const config::LimitSpec& spec, auto& kept, const auto& was, const auto& asked) {
+        if (spec.apply != config::Apply::restart) return;
+        keep(("limits." + std::string(spec.key)).c_str(), kept, was, asked);
+      },
+      effective, running, next);
 }
 
 void apply_limits(const Config& running, const Config& effective, Server& server) {
   bool any = false;
-  const auto before = live_limits(running);
-  const auto after = live_limits(effective);
-  for (std::size_t i = 0; i < before.size(); ++i) {
-    if (before[i].second != after[i].second) {
-      spdlog::info("{}: {} -> {}", before[i].first, before[i].second, after[i].second);
-      any = true;
-    }
-  }
+  config::for_each_limit(
+      [&](const config::LimitSpec& spec, const auto& before, const auto& after) {
+        if (spec.apply != config::Apply::live || before == after) return;
+        spdlog::info("limits.{}: {} -> {}", spec.key, before, after);
+        any = true;
+      },
+      running, effective);
   if (!same(running.queue_defaults, effective.queue_defaults)) {
     spdlog::info("queue_defaults: {} (queues created from now on)",
                  describe(effective.queue_defaults));
@@ -137,25 +113,20 @@ void apply_queues(const Config& running, const Config& effective, Server& server
 
 broker::Limits broker_limits(const Config& c) {
   broker::Limits l;
-  l.max_payload = c.max_payload_bytes;
   l.queue_defaults = {c.queue_defaults.max_messages, c.queue_defaults.max_bytes,
                       c.queue_defaults.overflow};
-  l.max_queues = c.max_queues;
-  l.uid_max_queues = c.uid_max_queues;
-  l.max_connections = c.max_connections;
-  l.uid_max_connections = c.uid_max_connections;
-  l.uid_max_queued_bytes = c.uid_max_queued_bytes;
-  l.uid_max_queued_messages = c.uid_max_queued_messages;
-  l.max_waiting_receives = c.max_waiting_receives;
-  l.uid_max_waiting_receives = c.uid_max_waiting_receives;
-  l.declared_queue_grace_ms = c.declared_queue_grace_ms;
-  l.max_receive_batch = c.max_receive_batch;
   l.inbox = {c.inbox.max_messages, c.inbox.max_bytes, c.inbox.overflow};
-  l.max_pending_requests = c.max_pending_requests;
-  l.max_parked_sends = c.max_parked_sends;
-  l.uid_max_outbound_bytes = c.uid_max_outbound_bytes;
-  l.uid_max_pending_fds = c.uid_max_pending_fds;
-  l.regions = {c.max_region_bytes, c.uid_max_region_bytes, c.uid_max_regions, c.max_regions};
+  // The rows of limits.def whose owner is the broker, each into its member of Limits.
+#define QBUS_COPY_broker(member, key) l.member = c.key;
+#define QBUS_COPY_edge(member, key)
+#define QBUS_COPY_none(member, key)
+#define QBUS_LIMIT(key, type, min, max, def, apply, owner, member, doc) \
+  QBUS_COPY_##owner(member, key)
+#include "qbus/config/limits.def"
+#undef QBUS_LIMIT
+#undef QBUS_COPY_none
+#undef QBUS_COPY_edge
+#undef QBUS_COPY_broker
   return l;
 }
 

@@ -1,9 +1,10 @@
 // Configuration reload (SIGHUP): what changes live and what waits for a restart.
 //
-// Live: log.level, every limit except limits.max_payload_bytes (announced to clients at
-// their handshake), queue_defaults and inbox (for queues and inboxes created from now on),
-// new predeclared queues, admin.group. Needs a restart, and is logged as such: socket.*,
-// admin.path, admin.mode, tcp.*, limits.max_payload_bytes. config/README.md says the same.
+// Live: log.level, every limit that qbus/config/limits.def marks `live` (all but
+// limits.max_payload_bytes, announced to clients at their handshake), queue_defaults and
+// inbox (for queues and inboxes created from now on), new predeclared queues, admin.group.
+// Needs a restart, and is logged as such: socket.*, admin.path, admin.mode, tcp.*, and the
+// limits marked `restart` (limits.max_payload_bytes). config/README.md says the same.
 #pragma once
 
 #include <asio.hpp>
@@ -18,7 +19,8 @@ namespace qbus::daemon {
 
 class Server;
 
-// The broker's limits as configured.
+// The broker's limits as configured: every row of limits.def whose owner is the broker,
+// and the queue and inbox defaults.
 broker::Limits broker_limits(const config::Config& c);
 
 struct ReloadHooks {

@@ -1,5 +1,6 @@
 // qbusd's configuration: a plain, validated struct. JSON exists only at this edge; the
-// broker never sees it. Every field has a built-in default (config/README.md lists them).
+// broker never sees it. Every field has a built-in default (config/README.md lists them);
+// the limits are described once, in limits.def.
 #pragma once
 
 #include <cstddef>
@@ -9,14 +10,15 @@
 #include <string_view>
 #include <vector>
 
+#include "qbus/config/limits.hpp"
 #include "qbus/proto/codec.hpp"
 
 namespace qbus::config {
 
 struct QueueSettings {
-  std::uint32_t max_messages = 100'000;
-  std::uint64_t max_bytes = 64ull << 20;
-  proto::Overflow overflow = proto::Overflow::block;
+  std::uint32_t max_messages = kQueueDefaults.max_messages;
+  std::uint64_t max_bytes = kQueueDefaults.max_bytes;
+  proto::Overflow overflow = kQueueDefaults.overflow;
 };
 
 struct QueueDeclaration {
@@ -24,7 +26,8 @@ struct QueueDeclaration {
   QueueSettings settings;
 };
 
-struct Config {
+// The limits (max_queues, ...) are the members of LimitValues, one per row of limits.def.
+struct Config : LimitValues {
   // Listener
   std::string socket_path;  // empty: the default for this user (docs/architecture.md)
   std::uint32_t socket_mode = 0666;
@@ -40,43 +43,10 @@ struct Config {
   // Logging: trace, debug, info, warn or error.
   std::string log_level = "info";
 
-  // Limits
-  std::uint32_t max_payload_bytes = 1u << 20;
-  std::uint32_t max_queues = 65'536;
-  // Queues one uid may hold; when the file leaves it out, the smaller of 4096 and
-  // max_queues. More than max_queues is an error.
-  std::uint32_t uid_max_queues = 4'096;
-  std::uint32_t max_connections = 16'384;
-  std::uint32_t uid_max_connections = 1'024;
-  std::uint64_t uid_max_queued_bytes = 1ull << 30;
-  std::uint64_t uid_max_queued_messages = 1'000'000;
-  std::uint32_t max_waiting_receives = 64;
-  std::uint32_t uid_max_waiting_receives = 4'096;
-  // How long an empty queue whose declarer disconnected stays; 0: it goes at once.
-  std::uint32_t declared_queue_grace_ms = 60'000;
-  std::uint32_t max_receive_batch = 4'096;
-  std::uint64_t max_outbound_bytes = 4ull << 20;
-  // What all connections of one uid may have waiting to be read by their peers: answer
-  // bytes, and region fds (each an open file in qbusd until the peer reads it).
-  std::uint64_t uid_max_outbound_bytes = 64ull << 20;
-  std::uint32_t uid_max_pending_fds = 256;
-  std::uint32_t handshake_timeout_ms = 5'000;
-  std::uint32_t max_pending_requests = 1'024;
-  std::uint32_t max_parked_sends = 64;
-  // Shared-memory regions: the largest one, what one uid may own, and the broker's total
-  // (each live region holds one fd in the daemon).
-  std::uint64_t max_region_bytes = 1ull << 30;
-  std::uint64_t uid_max_region_bytes = 4ull << 30;
-  std::uint32_t uid_max_regions = 1'024;
-  std::uint32_t max_regions = 65'536;
-  // Obsolete and ignored (qbusd warns when it is not 0): the budget of a pool of regions
-  // made ahead of demand, which ended when qbusd stopped allocating region memory. Still
-  // parsed so that an older file keeps loading.
-  std::uint64_t region_pool_bytes = 0;
-
   QueueSettings queue_defaults;
   // Each process's inbox for direct messages.
-  QueueSettings inbox{10'000, 16ull << 20, proto::Overflow::reject};
+  QueueSettings inbox{kInboxDefaults.max_messages, kInboxDefaults.max_bytes,
+                      kInboxDefaults.overflow};
   std::vector<QueueDeclaration> queues;
 };
 
