@@ -19,10 +19,13 @@ root=${1:-"$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"}
 cd "$root"
 
 # The layer a source path belongs to. <qbus/errc.hpp> is proto's, though it lives with
-# libqbus's public headers (proto/CMakeLists.txt says why).
+# libqbus's public headers (proto/CMakeLists.txt says why). The table of limits
+# (qbus_config_limits: limits.hpp, limits.def) is data only, below config and the core
+# alike, so that both take the defaults from one place without the core using config.
 layer_of() {
   case $1 in
     client-lib/include/qbus/errc.hpp) echo proto ;;
+    config/include/qbus/config/limits.hpp | config/include/qbus/config/limits.def) echo limits ;;
     proto/*) echo proto ;;
     config/*) echo config ;;
     daemon/src/broker/*) echo broker ;;
@@ -42,15 +45,16 @@ layer_of() {
 # docs/architecture.md, closed over (a layer may use everything below it).
 declare -A may_use=(
   [proto]=""
-  [config]="proto"
-  [broker]="proto"
-  [net]="broker proto"
-  [admin]="net broker config proto"
-  [service]="net broker config proto"
-  [qbusd]="admin service net broker config proto"
+  [limits]="proto"
+  [config]="limits proto"
+  [broker]="limits proto"
+  [net]="broker limits proto"
+  [admin]="net broker config limits proto"
+  [service]="net broker config limits proto"
+  [qbusd]="admin service net broker config limits proto"
   [libqbus]="proto"
   [qbusctl]="libqbus proto"
-  [bench]="libqbus broker proto tests"
+  [bench]="libqbus broker limits proto tests"
 )
 
 # Third-party headers a layer must not include (extended regular expressions over the
@@ -58,6 +62,7 @@ declare -A may_use=(
 third_party='^(asio|nlohmann|spdlog|fmt|CLI|systemd)[/.]'
 declare -A forbidden=(
   [proto]="$third_party"
+  [limits]="$third_party"
   [libqbus]="$third_party"
   [broker]="$third_party|^sys/socket\.h$|^netinet/|^arpa/"
   [config]='^(asio|spdlog|fmt|CLI|systemd)[/.]'
