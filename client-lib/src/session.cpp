@@ -77,21 +77,6 @@ void Session::uncork() noexcept {
   }
 }
 
-bool Session::write_some() {
-  while (!out_.empty()) {
-    std::size_t written = 0;
-    try {
-      written = transport_.write_some(out_.readable());
-    } catch (const Error& e) {
-      if (e.code() == Errc::connection_closed) fail_write_to_closed_broker(e.what());
-      fail(e.code(), e.what());
-    }
-    if (written == 0) return false;
-    out_.consume(written);
-  }
-  return true;
-}
-
 void Session::flush() {
   while (!write_some()) {
     short revents = 0;
@@ -104,22 +89,6 @@ void Session::flush() {
       read_some();
       drain_unsolicited();
     }
-  }
-}
-
-bool Session::read_some() {
-  try {
-    return transport_.read_some(in_);
-  } catch (const Error& e) {
-    fail(e.code(), e.what());
-  }
-}
-
-void Session::wait_readable(int timeout_ms) {
-  try {
-    transport_.wait(false, timeout_ms);
-  } catch (const Error& e) {
-    fail(e.code(), e.what());
   }
 }
 
@@ -193,6 +162,11 @@ void Session::fail_closed_by_broker(proto::Bytes body) {
       ok && errc_is_known(e.code) ? static_cast<Errc>(e.code) : Errc::protocol_violation;
   fail(code, "broker closed the connection: " + std::string(errc_name(code)) +
                  (ok && !e.text.empty() ? ": " + std::string(e.text) : std::string()));
+}
+
+void Session::fail_write(const Error& e) {
+  if (e.code() == Errc::connection_closed) fail_write_to_closed_broker(e.what());
+  fail(e.code(), e.what());
 }
 
 // A write found the broker gone. When it closed on purpose its reason (a correlation-0

@@ -107,7 +107,19 @@ class Session {
   // writing to us can never deadlock with us blocked writing to it.
   void flush();
   // Writes what the socket takes now; true once out() is empty.
-  bool write_some();
+  bool write_some() {
+    while (!out_.empty()) {
+      std::size_t written = 0;
+      try {
+        written = transport_.write_some(out_.readable());
+      } catch (const Error& e) {
+        fail_write(e);
+      }
+      if (written == 0) return false;
+      out_.consume(written);
+    }
+    return true;
+  }
   // flush(), unless corked and less than a chunk is buffered.
   void flush_unless_corked() {
     if (corked_ == 0 || out_.size() >= kBatchFlushBytes) flush();
@@ -119,7 +131,13 @@ class Session {
   // ---- Answers in ----------------------------------------------------------------------
 
   // Reads what is available; false when nothing was there.
-  bool read_some();
+  bool read_some() {
+    try {
+      return transport_.read_some(in_);
+    } catch (const Error& e) {
+      fail(e.code(), e.what());
+    }
+  }
 
   // What a frame handler made of a frame.
   enum class Handled {
@@ -173,7 +191,14 @@ class Session {
     for (std::uint64_t id : releases_->take())
       proto::append_region_release(out_, next_correlation_++, 0, id);
   }
-  void wait_readable(int timeout_ms);
+  void wait_readable(int timeout_ms) {
+    try {
+      transport_.wait(false, timeout_ms);
+    } catch (const Error& e) {
+      fail(e.code(), e.what());
+    }
+  }
+  [[noreturn]] void fail_write(const Error& e);
   void drain_unsolicited();
   void unsolicited(const proto::Header& header, proto::Bytes body);
   void record_failure(proto::Bytes body);

@@ -147,11 +147,13 @@ void Transport::connect_tcp(const proto::Address& addr, Clock::time_point deadli
   throw Error(Errc::connect_failed, "cannot connect to " + shown + ": " + last_error);
 }
 
-std::size_t Transport::write_some(std::span<const std::byte> data) {
+std::size_t Transport::write_failed(ssize_t n, std::span<const std::byte> data) {
   while (true) {
-    const ssize_t n = ::send(fd_.get(), data.data(), data.size(), MSG_NOSIGNAL);
     if (n > 0) return static_cast<std::size_t>(n);
-    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EINTR) {
+      n = ::send(fd_.get(), data.data(), data.size(), MSG_NOSIGNAL);
+      continue;
+    }
     if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
       throw Error(Errc::connection_closed, sys_error("write to broker"));
     }

@@ -13,6 +13,9 @@
 // time.
 #pragma once
 
+#include <sys/socket.h>
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstddef>
 #include <deque>
@@ -53,7 +56,10 @@ class Transport {
   // Writes what the socket takes now of `data`; returns the bytes written, 0 when it would
   // block (wait() for POLLOUT). Throws Error(connection_closed) when the broker is gone,
   // Error(io_error) on any other failure.
-  std::size_t write_some(std::span<const std::byte> data);
+  std::size_t write_some(std::span<const std::byte> data) {
+    const ssize_t n = ::send(fd_.get(), data.data(), data.size(), MSG_NOSIGNAL);
+    return n > 0 ? static_cast<std::size_t>(n) : write_failed(n, data);
+  }
 
   // Reads what is available (up to 64 KiB) into `in`, queueing the fds that came with it;
   // false when nothing was there. Throws Error(connection_closed) at end of stream,
@@ -80,6 +86,9 @@ class Transport {
   }
 
  private:
+  // send() returned `n` <= 0: retries after a signal, 0 when the socket would block,
+  // throws on failure. Kept out of line so that the common write is one call.
+  std::size_t write_failed(ssize_t n, std::span<const std::byte> data);
   void connect_unix(const std::string& path, const std::string& shown);
   void connect_tcp(const proto::Address& address, std::chrono::steady_clock::time_point deadline,
                    const std::string& shown);
