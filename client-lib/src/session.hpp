@@ -106,7 +106,8 @@ class Session {
   // Writes all of out(), handling incoming frames meanwhile so that a broker blocked
   // writing to us can never deadlock with us blocked writing to it.
   void flush();
-  // Writes what the socket takes now; true once out() is empty.
+  // Writes what the socket takes now; true once out() is empty. Like read_some(), a
+  // transport failure breaks the session and throws.
   bool write_some() {
     while (!out_.empty()) {
       std::size_t written = 0;
