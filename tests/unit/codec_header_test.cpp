@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -228,6 +230,55 @@ TEST(codec_header, KnownTypesAreOneToTwentyTwoWithStableNames) {
   EXPECT_EQ(expected_value, 23);
   EXPECT_FALSE(is_known_type(0));
   EXPECT_FALSE(is_known_type(23));
+}
+
+// PROTOCOL.md section 3's table and the fixed parts of sections 3.x and 16.x, written out
+// here so that a row or a field description that drifts from the specification fails.
+TEST(codec_header, FrameTraitsMatchTheProtocolTable) {
+  constexpr auto in = Direction::to_broker;
+  constexpr auto out = Direction::to_client;
+  struct Row {
+    FrameType type;
+    Direction direction;
+    std::uint16_t flags;
+    std::size_t fixed;
+  };
+  const Row rows[] = {
+      {FrameType::hello, in, 0, 8},
+      {FrameType::welcome, out, 0, 32},
+      {FrameType::error, out, 0, 4},
+      {FrameType::ok, out, 0, 0},
+      {FrameType::send, in, kFlagConfirm, 1},
+      {FrameType::receive, in, 0, 9},
+      {FrameType::deliver, out, kFlagLast | kFlagMore, 25},
+      {FrameType::declare, in, kFlagConfirm, 14},
+      {FrameType::ping, in, 0, 0},
+      {FrameType::pong, out, 0, 0},
+      {FrameType::send_direct, in, kFlagConfirm, 24},
+      {FrameType::receive_direct, in, 0, 8},
+      {FrameType::claim_inbox, in, 0, 0},
+      {FrameType::request, in, 0, 5},
+      {FrameType::region_alloc, in, 0, 8},
+      {FrameType::region, out, 0, 24},
+      {FrameType::send_region, in, kFlagConfirm, 41},
+      {FrameType::deliver_region, out, kFlagLast, 57},
+      {FrameType::region_release, in, kFlagConfirm, 8},
+      {FrameType::region_create, in, 0, 11},
+      {FrameType::region_attach, in, 0, 2},
+      {FrameType::region_remove, in, 0, 1},
+  };
+  ASSERT_EQ(std::size(rows), std::size(kFrameTraits));
+  for (const auto& want : rows) {
+    const FrameTraits* row = frame_traits(want.type);
+    ASSERT_NE(row, nullptr) << static_cast<int>(want.type);
+    EXPECT_EQ(row->type, want.type);
+    EXPECT_EQ(row->direction, want.direction) << row->name;
+    EXPECT_EQ(row->flags, want.flags) << row->name;
+    EXPECT_EQ(row->fixed_size, want.fixed) << row->name;
+    EXPECT_EQ(row->carries_fd, carries_fd(want.type)) << row->name;
+  }
+  EXPECT_EQ(frame_traits(static_cast<FrameType>(0)), nullptr);
+  EXPECT_EQ(frame_traits(static_cast<FrameType>(23)), nullptr);
 }
 
 TEST(codec_header, FlagBitsHaveTheirPublishedValues) {

@@ -92,7 +92,7 @@ TEST(codec_round_trip, SendRegionToQueueRoundTripsWithConfirmAndRelease) {
   EXPECT_EQ(static_cast<int>(f.header.type), 17);
   EXPECT_EQ(f.header.flags, kFlagConfirm);
   EXPECT_EQ(f.header.correlation, 17u);
-  EXPECT_EQ(f.body.size(), send_region_size("jobs.high"));
+  EXPECT_EQ(f.body.size(), kSendRegionFixed + 9);
   EXPECT_EQ(f.body.size(), 41u + 9);
   SendRegion out;
   out.target = 99;  // stale, must be overwritten
@@ -121,7 +121,7 @@ TEST(codec_round_trip, SendRegionToPidRoundTripsWithWait) {
     const Frame f = only_frame(buf);
     EXPECT_EQ(f.header.flags, 0);
     EXPECT_EQ(f.body.size(), kSendRegionFixed);
-    EXPECT_EQ(send_region_size({}), kSendRegionFixed);
+    EXPECT_EQ(body_size(in), kSendRegionFixed);
     SendRegion out;
     out.key = "stale";
     ASSERT_EQ(decode_send_region(f.body, out), Errc::ok) << wait;
@@ -224,7 +224,7 @@ TEST(codec_round_trip, DeliverRegionRoundTripsEveryFieldAndLastFlag) {
   EXPECT_EQ(static_cast<int>(f.header.type), 18);
   EXPECT_EQ(f.header.flags, kFlagLast);
   EXPECT_EQ(f.header.correlation, 18u);
-  EXPECT_EQ(f.body.size(), deliver_region_size("jobs"));
+  EXPECT_EQ(f.body.size(), kDeliverRegionFixed + 4);
   EXPECT_EQ(f.body.size(), 57u + 4);
   DeliverRegion out;
   out.request_id = 9;  // stale, must be overwritten
@@ -254,7 +254,7 @@ TEST(codec_round_trip, DirectDeliverRegionHasAnEmptyKey) {
   const Frame f = only_frame(buf);
   EXPECT_EQ(f.header.flags, 0);
   EXPECT_EQ(f.body.size(), kDeliverRegionFixed);
-  EXPECT_EQ(deliver_region_size({}), kDeliverRegionFixed);
+  EXPECT_EQ(body_size(in), kDeliverRegionFixed);
   EXPECT_EQ(f.body[kDeliverRegionFixed - 1], std::byte{0});  // key_len
   DeliverRegion out;
   out.key = "stale";
@@ -357,7 +357,7 @@ TEST(codec_round_trip, RegionCreateRoundTripsSizeModeAndKey) {
     EXPECT_EQ(static_cast<int>(f.header.type), 20);
     EXPECT_EQ(f.header.flags, 0);
     EXPECT_EQ(f.header.correlation, 20u);
-    EXPECT_EQ(f.body.size(), region_create_size("work/area"));
+    EXPECT_EQ(f.body.size(), body_size(RegionCreate{1, 0, "work/area"}));
     EXPECT_EQ(f.body.size(), 11u + 9);
     RegionCreate out;
     ASSERT_EQ(decode_region_create(f.body, out), Errc::ok) << mode;
@@ -399,7 +399,7 @@ TEST(codec_round_trip, RegionAttachRoundTripsWritableAndReadOnly) {
     EXPECT_EQ(static_cast<int>(f.header.type), 21);
     EXPECT_EQ(f.header.flags, 0);
     EXPECT_EQ(f.header.correlation, 21u);
-    EXPECT_EQ(f.body.size(), region_attach_size("work/area"));
+    EXPECT_EQ(f.body.size(), body_size(RegionAttach{false, "work/area"}));
     EXPECT_EQ(f.body.size(), 2u + 9);
     RegionAttach out;
     out.writable = !writable;  // stale, must be overwritten
@@ -429,7 +429,7 @@ TEST(codec_round_trip, RegionRemoveRoundTripsItsKey) {
     EXPECT_EQ(static_cast<int>(f.header.type), 22);
     EXPECT_EQ(f.header.flags, 0);
     EXPECT_EQ(f.header.correlation, 22u);
-    EXPECT_EQ(f.body.size(), region_remove_size(key));
+    EXPECT_EQ(f.body.size(), body_size(RegionRemove{key}));
     EXPECT_EQ(f.body.size(), kRegionRemoveFixed + key.size());
     std::string_view out = "stale";
     ASSERT_EQ(decode_region_remove(f.body, out), Errc::ok) << key;
