@@ -46,17 +46,11 @@ bool token_matches(std::string_view given, std::string_view expected) {
   return diff == 0;
 }
 
+// The flags a client may set: those PROTOCOL.md allows on frames a client sends. A frame
+// only the broker sends (a DELIVER flagged LAST, say) is refused for its flags first.
 std::uint16_t allowed_flags(FrameType t) {
-  switch (t) {
-    case FrameType::send:
-    case FrameType::declare:
-    case FrameType::send_direct:
-    case FrameType::send_region:
-    case FrameType::region_release:
-      return proto::kFlagConfirm;
-    default:
-      return 0;
-  }
+  const auto* row = proto::frame_traits(t);
+  return row && row->direction == proto::Direction::to_broker ? row->flags : 0;
 }
 
 }  // namespace
