@@ -83,65 +83,36 @@ inline constexpr std::size_t kRegionCreateFixed = fixed_size<RegionCreate>;
 inline constexpr std::size_t kRegionAttachFixed = fixed_size<RegionAttach>;
 inline constexpr std::size_t kRegionRemoveFixed = fixed_size<RegionRemove>;
 
-inline Errc decode_hello(Bytes b, Hello& m) noexcept {
-  return decode_body(b, m);
-}
-inline Errc decode_welcome(Bytes b, Welcome& m) noexcept {
-  return decode_body(b, m);
-}
-inline Errc decode_error(Bytes b, ErrorBody& m) noexcept {
-  return decode_body(b, m);
-}
-inline Errc decode_send(Bytes b, Send& m) noexcept {
-  return decode_body(b, m);
-}
-inline Errc decode_receive(Bytes b, Receive& m) noexcept {
-  return decode_body(b, m);
-}
-inline Errc decode_deliver(Bytes b, Deliver& m) noexcept {
-  return decode_body(b, m);
-}
-inline Errc decode_declare(Bytes b, Declare& m) noexcept {
-  return decode_body(b, m);
-}
-inline Errc decode_send_direct(Bytes b, SendDirect& m) noexcept {
-  return decode_body(b, m);
-}
-inline Errc decode_receive_direct(Bytes b, ReceiveDirect& m) noexcept {
-  return decode_body(b, m);
-}
-inline Errc decode_request(Bytes b, Request& m) noexcept {
-  return decode_body(b, m);
-}
-inline Errc decode_region_alloc(Bytes b, RegionAlloc& m) noexcept {
-  return decode_body(b, m);
-}
-inline Errc decode_region_grant(Bytes b, RegionGrantBody& m) noexcept {
-  return decode_body(b, m);
-}
-inline Errc decode_send_region(Bytes b, SendRegion& m) noexcept {
-  return decode_body(b, m);
-}
-inline Errc decode_deliver_region(Bytes b, DeliverRegion& m) noexcept {
-  return decode_body(b, m);
+inline constexpr auto& decode_hello = decode_body<Hello>;
+inline constexpr auto& decode_welcome = decode_body<Welcome>;
+inline constexpr auto& decode_error = decode_body<ErrorBody>;
+inline constexpr auto& decode_send = decode_body<Send>;
+inline constexpr auto& decode_receive = decode_body<Receive>;
+inline constexpr auto& decode_deliver = decode_body<Deliver>;
+inline constexpr auto& decode_declare = decode_body<Declare>;
+inline constexpr auto& decode_send_direct = decode_body<SendDirect>;
+inline constexpr auto& decode_receive_direct = decode_body<ReceiveDirect>;
+inline constexpr auto& decode_request = decode_body<Request>;
+inline constexpr auto& decode_region_alloc = decode_body<RegionAlloc>;
+inline constexpr auto& decode_region_grant = decode_body<RegionGrantBody>;
+inline constexpr auto& decode_send_region = decode_body<SendRegion>;
+inline constexpr auto& decode_deliver_region = decode_body<DeliverRegion>;
+inline constexpr auto& decode_region_create = decode_body<RegionCreate>;
+inline constexpr auto& decode_region_attach = decode_body<RegionAttach>;
+
+// REGION_RELEASE and REGION_REMOVE carry one field, which these decode into directly.
+template <typename T, typename V>
+Errc decode_only(Bytes b, V T::*field, V& out) noexcept {
+  T m;
+  const Errc e = decode_body(b, m);
+  out = m.*field;
+  return e;
 }
 inline Errc decode_region_release(Bytes b, std::uint64_t& region_id) noexcept {
-  RegionRelease m;
-  const Errc e = decode_body(b, m);
-  region_id = m.region_id;
-  return e;
-}
-inline Errc decode_region_create(Bytes b, RegionCreate& m) noexcept {
-  return decode_body(b, m);
-}
-inline Errc decode_region_attach(Bytes b, RegionAttach& m) noexcept {
-  return decode_body(b, m);
+  return decode_only(b, &RegionRelease::region_id, region_id);
 }
 inline Errc decode_region_remove(Bytes b, std::string_view& key) noexcept {
-  RegionRemove m;
-  const Errc e = decode_body(b, m);
-  key = m.key;
-  return e;
+  return decode_only(b, &RegionRemove::key, key);
 }
 
 }  // namespace qbus::proto

@@ -71,6 +71,13 @@ enum class RegionTarget : std::uint8_t { queue = 0, pid = 1, client_id = 2 };
 
 // ---- bodies -----------------------------------------------------------------------------
 
+// What a Layout derives from: the frame type a body travels in and its fields in wire order.
+template <FrameType kT, typename... Fs>
+struct Described {
+  static constexpr FrameType kType = kT;
+  using Fields = field::List<Fs...>;
+};
+
 // 3.1
 struct Hello {
   std::uint8_t min_version = kMinVersion;
@@ -79,12 +86,11 @@ struct Hello {
   std::string_view token;  // empty on Unix sockets; TCP authentication
 };
 template <>
-struct Layout<Hello> {
-  static constexpr FrameType kType = FrameType::hello;
-  using Fields = field::List<field::Int<&Hello::min_version>, field::Int<&Hello::max_version>,
-                             field::Str<&Hello::client_name, std::uint16_t, kMaxClientNameSize>,
-                             field::Str<&Hello::token, std::uint16_t, kMaxTokenSize>,
-                             field::Zero<std::uint16_t>>;
+struct Layout<Hello>
+    : Described<FrameType::hello, field::Int<&Hello::min_version>, field::Int<&Hello::max_version>,
+                field::Str<&Hello::client_name, std::uint16_t, kMaxClientNameSize>,
+                field::Str<&Hello::token, std::uint16_t, kMaxTokenSize>,
+                field::Zero<std::uint16_t>> {
   static Errc check(const Hello& m) noexcept {
     return m.min_version != 0 && m.min_version <= m.max_version ? Errc::ok : Errc::malformed_frame;
   }
@@ -101,14 +107,12 @@ struct Welcome {
   std::uint64_t client_id = 0;
 };
 template <>
-struct Layout<Welcome> {
-  static constexpr FrameType kType = FrameType::welcome;
-  using Fields = field::List<field::IntAtLeast<&Welcome::version, kMinVersion>,
-                             field::Zero<std::uint8_t>, field::Zero<std::uint16_t>,
-                             field::Int<&Welcome::max_body>, field::Int<&Welcome::max_payload>,
-                             field::Int<&Welcome::pid>, field::Int<&Welcome::uid>,
-                             field::Int<&Welcome::gid>, field::Int<&Welcome::client_id>>;
-};
+struct Layout<Welcome>
+    : Described<FrameType::welcome, field::IntAtLeast<&Welcome::version, kMinVersion>,
+                field::Zero<std::uint8_t>, field::Zero<std::uint16_t>,
+                field::Int<&Welcome::max_body>, field::Int<&Welcome::max_payload>,
+                field::Int<&Welcome::pid>, field::Int<&Welcome::uid>, field::Int<&Welcome::gid>,
+                field::Int<&Welcome::client_id>> {};
 
 // 3.3
 struct ErrorBody {
@@ -116,12 +120,9 @@ struct ErrorBody {
   std::string_view text;   // cut to kMaxErrorTextSize when encoded
 };
 template <>
-struct Layout<ErrorBody> {
-  static constexpr FrameType kType = FrameType::error;
-  using Fields = field::List<field::Int<&ErrorBody::code>,
-                             field::Str<&ErrorBody::text, std::uint16_t, kMaxErrorTextSize,
-                                        field::Check::none, /*kTruncate=*/true>>;
-};
+struct Layout<ErrorBody> : Described<FrameType::error, field::Int<&ErrorBody::code>,
+                                     field::Str<&ErrorBody::text, std::uint16_t, kMaxErrorTextSize,
+                                                field::Check::none, /*kTruncate=*/true>> {};
 
 // 3.4
 struct Send {
@@ -129,10 +130,8 @@ struct Send {
   Bytes payload;
 };
 template <>
-struct Layout<Send> {
-  static constexpr FrameType kType = FrameType::send;
-  using Fields = field::List<field::Key<&Send::key>, field::Payload<&Send::payload>>;
-};
+struct Layout<Send>
+    : Described<FrameType::send, field::Key<&Send::key>, field::Payload<&Send::payload>> {};
 
 // 3.5
 struct Receive {
@@ -141,10 +140,8 @@ struct Receive {
   std::string_view key;
 };
 template <>
-struct Layout<Receive> {
-  static constexpr FrameType kType = FrameType::receive;
-  using Fields = field::List<field::Int<&Receive::timeout_ms>, field::Int<&Receive::max_count>,
-                             field::Key<&Receive::key>>;
+struct Layout<Receive> : Described<FrameType::receive, field::Int<&Receive::timeout_ms>,
+                                   field::Int<&Receive::max_count>, field::Key<&Receive::key>> {
   static Errc check(const Receive& m) noexcept {
     return m.timeout_ms < -1 || m.max_count == 0 ? Errc::malformed_frame : Errc::ok;
   }
@@ -160,13 +157,11 @@ struct Deliver {
   Bytes payload;
 };
 template <>
-struct Layout<Deliver> {
-  static constexpr FrameType kType = FrameType::deliver;
-  using Fields =
-      field::List<field::Int<&Deliver::sender_pid>, field::Int<&Deliver::sender_uid>,
-                  field::Int<&Deliver::sender_client_id>, field::Int<&Deliver::request_id>,
-                  field::KeyOrEmpty<&Deliver::key>, field::Payload<&Deliver::payload>>;
-};
+struct Layout<Deliver>
+    : Described<FrameType::deliver, field::Int<&Deliver::sender_pid>,
+                field::Int<&Deliver::sender_uid>, field::Int<&Deliver::sender_client_id>,
+                field::Int<&Deliver::request_id>, field::KeyOrEmpty<&Deliver::key>,
+                field::Payload<&Deliver::payload>> {};
 
 // 3.7
 struct Declare {
@@ -176,13 +171,11 @@ struct Declare {
   std::string_view key;
 };
 template <>
-struct Layout<Declare> {
-  static constexpr FrameType kType = FrameType::declare;
-  using Fields =
-      field::List<field::Int<&Declare::max_messages>, field::Int<&Declare::max_bytes>,
-                  field::Enum<&Declare::overflow, Overflow::use_default, Overflow::block>,
-                  field::Key<&Declare::key>>;
-};
+struct Layout<Declare>
+    : Described<FrameType::declare, field::Int<&Declare::max_messages>,
+                field::Int<&Declare::max_bytes>,
+                field::Enum<&Declare::overflow, Overflow::use_default, Overflow::block>,
+                field::Key<&Declare::key>> {};
 
 // 3.8
 struct SendDirect {
@@ -193,13 +186,12 @@ struct SendDirect {
   Bytes payload;
 };
 template <>
-struct Layout<SendDirect> {
-  static constexpr FrameType kType = FrameType::send_direct;
-  using Fields =
-      field::List<field::Enum<&SendDirect::kind, TargetKind::pid, TargetKind::client_id>,
-                  field::Zero<std::uint8_t>, field::Zero<std::uint16_t>,
-                  field::Int<&SendDirect::wait_ms>, field::Int<&SendDirect::target>,
-                  field::Int<&SendDirect::in_reply_to>, field::Payload<&SendDirect::payload>>;
+struct Layout<SendDirect>
+    : Described<FrameType::send_direct,
+                field::Enum<&SendDirect::kind, TargetKind::pid, TargetKind::client_id>,
+                field::Zero<std::uint8_t>, field::Zero<std::uint16_t>,
+                field::Int<&SendDirect::wait_ms>, field::Int<&SendDirect::target>,
+                field::Int<&SendDirect::in_reply_to>, field::Payload<&SendDirect::payload>> {
   static Errc check(const SendDirect& m) noexcept {
     if (m.wait_ms < 0 || m.target == 0) return Errc::malformed_frame;
     if (m.kind == TargetKind::pid && m.target > 0xFFFFFFFFu) return Errc::malformed_frame;
@@ -215,10 +207,9 @@ struct ReceiveDirect {
   std::uint32_t max_count = 1;
 };
 template <>
-struct Layout<ReceiveDirect> {
-  static constexpr FrameType kType = FrameType::receive_direct;
-  using Fields =
-      field::List<field::Int<&ReceiveDirect::timeout_ms>, field::Int<&ReceiveDirect::max_count>>;
+struct Layout<ReceiveDirect>
+    : Described<FrameType::receive_direct, field::Int<&ReceiveDirect::timeout_ms>,
+                field::Int<&ReceiveDirect::max_count>> {
   static Errc check(const ReceiveDirect& m) noexcept {
     return m.timeout_ms < -1 || m.max_count == 0 ? Errc::malformed_frame : Errc::ok;
   }
@@ -230,23 +221,18 @@ struct Request {
   std::string_view key;
   Bytes payload;
 };
+// The timeout is refused as it is read, before the key is looked at (unlike RECEIVE's).
 template <>
-struct Layout<Request> {
-  static constexpr FrameType kType = FrameType::request;
-  // The timeout is checked before the key (PROTOCOL.md 3.10).
-  using Fields = field::List<field::IntAtLeast<&Request::timeout_ms, -1>, field::Key<&Request::key>,
-                             field::Payload<&Request::payload>>;
-};
+struct Layout<Request> : Described<FrameType::request, field::IntAtLeast<&Request::timeout_ms, -1>,
+                                   field::Key<&Request::key>, field::Payload<&Request::payload>> {};
 
 // 16.2
 struct RegionAlloc {
   std::uint64_t size = 0;
 };
 template <>
-struct Layout<RegionAlloc> {
-  static constexpr FrameType kType = FrameType::region_alloc;
-  using Fields = field::List<field::IntAtLeast<&RegionAlloc::size, 1>>;
-};
+struct Layout<RegionAlloc>
+    : Described<FrameType::region_alloc, field::IntAtLeast<&RegionAlloc::size, 1>> {};
 
 // 16.2: the broker's answer to REGION_ALLOC, REGION_CREATE and REGION_ATTACH; the region's
 // fd travels with the frame.
@@ -256,13 +242,11 @@ struct RegionGrantBody {
   bool writable = false;
 };
 template <>
-struct Layout<RegionGrantBody> {
-  static constexpr FrameType kType = FrameType::region;
-  using Fields = field::List<field::IntAtLeast<&RegionGrantBody::region_id, 1>,
-                             field::IntAtLeast<&RegionGrantBody::size, 1>,
-                             field::Bool<&RegionGrantBody::writable>, field::Zero<std::uint8_t>,
-                             field::Zero<std::uint16_t>, field::Zero<std::uint32_t>>;
-};
+struct Layout<RegionGrantBody>
+    : Described<FrameType::region, field::IntAtLeast<&RegionGrantBody::region_id, 1>,
+                field::IntAtLeast<&RegionGrantBody::size, 1>,
+                field::Bool<&RegionGrantBody::writable>, field::Zero<std::uint8_t>,
+                field::Zero<std::uint16_t>, field::Zero<std::uint32_t>> {};
 
 // 16.3
 struct SendRegion {
@@ -276,15 +260,13 @@ struct SendRegion {
   std::string_view key;      // queue targets only
 };
 template <>
-struct Layout<SendRegion> {
-  static constexpr FrameType kType = FrameType::send_region;
-  using Fields = field::List<
-      field::IntAtLeast<&SendRegion::region_id, 1>, field::Int<&SendRegion::offset>,
-      field::IntAtLeast<&SendRegion::length, 1>,
-      field::Enum<&SendRegion::target_kind, RegionTarget::queue, RegionTarget::client_id>,
-      field::Bool<&SendRegion::release>, field::Zero<std::uint16_t>,
-      field::IntAtLeast<&SendRegion::wait_ms, 0>, field::Int<&SendRegion::target>,
-      field::KeyBytes<&SendRegion::key>>;
+struct Layout<SendRegion>
+    : Described<FrameType::send_region, field::IntAtLeast<&SendRegion::region_id, 1>,
+                field::Int<&SendRegion::offset>, field::IntAtLeast<&SendRegion::length, 1>,
+                field::Enum<&SendRegion::target_kind, RegionTarget::queue, RegionTarget::client_id>,
+                field::Bool<&SendRegion::release>, field::Zero<std::uint16_t>,
+                field::IntAtLeast<&SendRegion::wait_ms, 0>, field::Int<&SendRegion::target>,
+                field::KeyBytes<&SendRegion::key>> {
   // Whether the key must be a valid key or absent depends on the target kind.
   static Errc check(const SendRegion& m) noexcept {
     if (m.target_kind == RegionTarget::queue) {
@@ -311,14 +293,13 @@ struct DeliverRegion {
   std::string_view key;  // empty for a direct message
 };
 template <>
-struct Layout<DeliverRegion> {
-  static constexpr FrameType kType = FrameType::deliver_region;
-  using Fields =
-      field::List<field::Int<&DeliverRegion::sender_pid>, field::Int<&DeliverRegion::sender_uid>,
-                  field::Int<&DeliverRegion::sender_client_id>,
-                  field::Int<&DeliverRegion::request_id>, field::Int<&DeliverRegion::region_id>,
-                  field::Int<&DeliverRegion::region_size>, field::Int<&DeliverRegion::offset>,
-                  field::Int<&DeliverRegion::length>, field::KeyBytes<&DeliverRegion::key>>;
+struct Layout<DeliverRegion>
+    : Described<FrameType::deliver_region, field::Int<&DeliverRegion::sender_pid>,
+                field::Int<&DeliverRegion::sender_uid>,
+                field::Int<&DeliverRegion::sender_client_id>,
+                field::Int<&DeliverRegion::request_id>, field::Int<&DeliverRegion::region_id>,
+                field::Int<&DeliverRegion::region_size>, field::Int<&DeliverRegion::offset>,
+                field::Int<&DeliverRegion::length>, field::KeyBytes<&DeliverRegion::key>> {
   // The key is checked after the trailing bytes here, unlike in the other bodies.
   static Errc check(const DeliverRegion& m) noexcept {
     if (!m.key.empty() && !is_valid_key(m.key)) return Errc::invalid_key;
@@ -336,10 +317,8 @@ struct RegionRelease {
   std::uint64_t region_id = 0;
 };
 template <>
-struct Layout<RegionRelease> {
-  static constexpr FrameType kType = FrameType::region_release;
-  using Fields = field::List<field::IntAtLeast<&RegionRelease::region_id, 1>>;
-};
+struct Layout<RegionRelease>
+    : Described<FrameType::region_release, field::IntAtLeast<&RegionRelease::region_id, 1>> {};
 
 // 16.6
 struct RegionCreate {
@@ -348,10 +327,9 @@ struct RegionCreate {
   std::string_view key;
 };
 template <>
-struct Layout<RegionCreate> {
-  static constexpr FrameType kType = FrameType::region_create;
-  using Fields = field::List<field::Int<&RegionCreate::size>, field::Int<&RegionCreate::mode>,
-                             field::Key<&RegionCreate::key>>;
+struct Layout<RegionCreate>
+    : Described<FrameType::region_create, field::Int<&RegionCreate::size>,
+                field::Int<&RegionCreate::mode>, field::Key<&RegionCreate::key>> {
   static Errc check(const RegionCreate& m) noexcept {
     return m.size == 0 || (m.mode & ~0666u) != 0 ? Errc::malformed_frame : Errc::ok;
   }
@@ -363,19 +341,16 @@ struct RegionAttach {
   std::string_view key;
 };
 template <>
-struct Layout<RegionAttach> {
-  static constexpr FrameType kType = FrameType::region_attach;
-  using Fields = field::List<field::Bool<&RegionAttach::writable>, field::Key<&RegionAttach::key>>;
-};
+struct Layout<RegionAttach>
+    : Described<FrameType::region_attach, field::Bool<&RegionAttach::writable>,
+                field::Key<&RegionAttach::key>> {};
 
 // 16.6
 struct RegionRemove {
   std::string_view key;
 };
 template <>
-struct Layout<RegionRemove> {
-  static constexpr FrameType kType = FrameType::region_remove;
-  using Fields = field::List<field::Key<&RegionRemove::key>>;
+struct Layout<RegionRemove> : Described<FrameType::region_remove, field::Key<&RegionRemove::key>> {
 };
 
 // Every body type, for code that handles each in turn (tests, the fuzz target).
