@@ -14,28 +14,12 @@
 #include <type_traits>
 #include <vector>
 
-#include "qbus/errc.hpp"
-#include "qbus/proto/buffer.hpp"
-#include "qbus/proto/codec.hpp"
+#include "codec_test_support.hpp"
 
 namespace qbus::proto {
 namespace {
 
-Bytes bytes_of(std::string_view s) {
-  return std::as_bytes(std::span(s.data(), s.size()));
-}
-
-std::string hex(Bytes b) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (std::byte x : b) {
-    const auto v = std::to_integer<unsigned>(x);
-    if (!out.empty()) out += ' ';
-    out += kDigits[v >> 4];
-    out += kDigits[v & 0xF];
-  }
-  return out;
-}
+using namespace codec_test;
 
 struct Golden {
   FrameType type;
