@@ -282,6 +282,15 @@ template <typename... Fs>
 struct List {
   static constexpr std::size_t kFixed = (Fs::kFixed + ... + 0);
   static constexpr bool kEndsInPayload = (Fs::kRest || ... || false);
+  static_assert(
+      [] {
+        const bool rest[] = {Fs::kRest..., false};
+        for (std::size_t i = 0; i + 1 < sizeof...(Fs); ++i) {
+          if (rest[i]) return false;
+        }
+        return true;
+      }(),
+      "only the last field may take the rest of the body");
   // Where each field's fixed bytes start.
   static constexpr std::array<std::size_t, sizeof...(Fs)> kOffsets = [] {
     std::array<std::size_t, sizeof...(Fs)> out{};
