@@ -56,7 +56,7 @@ void BM_AppendSend(benchmark::State& state) {
   ByteBuffer out;
   proto::append_send(out, 1, 0, kKey, payload);  // warm: the buffer reaches its size
   out.clear();
-  const auto frame = proto::kHeaderSize + proto::send_size(kKey, payload.size());
+  const auto frame = proto::kHeaderSize + proto::body_size(proto::Send{kKey, payload});
   std::uint64_t corr = 0;
   const auto allocs = allocations();
   for (auto _ : state) {
@@ -104,7 +104,7 @@ void BM_DeliverRoundTrip(benchmark::State& state) {
   ByteBuffer buf;
   proto::append_deliver(buf, 1, proto::kFlagLast, d);
   buf.clear();
-  const auto frame = proto::kHeaderSize + proto::deliver_size(kKey, payload.size());
+  const auto frame = proto::kHeaderSize + proto::body_size(d);
   std::uint64_t corr = 0;
   const auto allocs = allocations();
   for (auto _ : state) {

@@ -19,17 +19,11 @@ constexpr std::uint64_t kLoggedMisbehaviours = 10;
 
 constexpr std::string_view kAuthFailedText = "TCP clients must present the broker's token";
 
+// The flags a client may set: those PROTOCOL.md allows on frames a client sends. A frame
+// only the broker sends (a DELIVER flagged LAST, say) is refused for its flags first.
 std::uint16_t allowed_flags(FrameType t) {
-  switch (t) {
-    case FrameType::send:
-    case FrameType::declare:
-    case FrameType::send_direct:
-    case FrameType::send_region:
-    case FrameType::region_release:
-      return proto::kFlagConfirm;
-    default:
-      return 0;
-  }
+  const auto* row = proto::frame_traits(t);
+  return row && row->direction == proto::Direction::to_broker ? row->flags : 0;
 }
 
 }  // namespace

@@ -60,33 +60,56 @@ class ByteBuffer {
   std::size_t write_ = 0;
 };
 
-// Frame builders: each appends one complete frame (header and body) to `out`.
-void append_empty(ByteBuffer& out, FrameType type, std::uint64_t correlation,
-                  std::uint16_t flags = 0);
-void append_hello(ByteBuffer& out, std::uint64_t correlation, const Hello& m);
-void append_welcome(ByteBuffer& out, std::uint64_t correlation, const Welcome& m);
-void append_error(ByteBuffer& out, std::uint64_t correlation, Errc code, std::string_view text);
-void append_send(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
-                 std::string_view key, std::span<const std::byte> payload);
-void append_receive(ByteBuffer& out, std::uint64_t correlation, const Receive& m);
-void append_deliver(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
-                    const Deliver& m);
-void append_declare(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
-                    const Declare& m);
-void append_send_direct(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
-                        const SendDirect& m);
-void append_receive_direct(ByteBuffer& out, std::uint64_t correlation, const ReceiveDirect& m);
-void append_request(ByteBuffer& out, std::uint64_t correlation, const Request& m);
-void append_region_alloc(ByteBuffer& out, std::uint64_t correlation, const RegionAlloc& m);
-void append_region_grant(ByteBuffer& out, std::uint64_t correlation, const RegionGrantBody& m);
-void append_send_region(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
-                        const SendRegion& m);
-void append_deliver_region(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
-                           const DeliverRegion& m);
-void append_region_release(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
-                           std::uint64_t region_id);
-void append_region_create(ByteBuffer& out, std::uint64_t correlation, const RegionCreate& m);
-void append_region_attach(ByteBuffer& out, std::uint64_t correlation, const RegionAttach& m);
-void append_region_remove(ByteBuffer& out, std::uint64_t correlation, std::string_view key);
+// Frame builders: each appends one complete frame (header and body) to `out`, growing it
+// only when it lacks room. append_frame is generated from the body's description
+// (frames.hpp); the named builders below are its instances under the names callers use.
+template <typename T>
+void append_frame(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags, const T& m) {
+  const std::size_t body = body_size(m);
+  const auto s = out.append(kHeaderSize + body);
+  encode_header(s, Header{Layout<T>::kType, flags, correlation, static_cast<std::uint32_t>(body)});
+  encode_body(s.subspan(kHeaderSize), m);
+}
+
+inline void append_empty(ByteBuffer& out, FrameType type, std::uint64_t correlation,
+                         std::uint16_t flags = 0) {
+  encode_header(out.append(kHeaderSize), Header{type, flags, correlation, 0});
+}
+// Frames whose type allows no flag.
+template <typename T>
+void append_unflagged(ByteBuffer& out, std::uint64_t correlation, const T& m) {
+  append_frame(out, correlation, 0, m);
+}
+inline constexpr auto& append_hello = append_unflagged<Hello>;
+inline constexpr auto& append_welcome = append_unflagged<Welcome>;
+inline constexpr auto& append_receive = append_unflagged<Receive>;
+inline constexpr auto& append_receive_direct = append_unflagged<ReceiveDirect>;
+inline constexpr auto& append_request = append_unflagged<Request>;
+inline constexpr auto& append_region_alloc = append_unflagged<RegionAlloc>;
+inline constexpr auto& append_region_grant = append_unflagged<RegionGrantBody>;
+inline constexpr auto& append_region_create = append_unflagged<RegionCreate>;
+inline constexpr auto& append_region_attach = append_unflagged<RegionAttach>;
+inline constexpr auto& append_deliver = append_frame<Deliver>;
+inline constexpr auto& append_declare = append_frame<Declare>;
+inline constexpr auto& append_send_direct = append_frame<SendDirect>;
+inline constexpr auto& append_send_region = append_frame<SendRegion>;
+inline constexpr auto& append_deliver_region = append_frame<DeliverRegion>;
+
+// Bodies passed as their parts.
+inline void append_error(ByteBuffer& out, std::uint64_t correlation, Errc code,
+                         std::string_view text) {
+  append_frame(out, correlation, 0, ErrorBody{static_cast<std::uint16_t>(code), text});
+}
+inline void append_send(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
+                        std::string_view key, std::span<const std::byte> payload) {
+  append_frame(out, correlation, flags, Send{key, payload});
+}
+inline void append_region_release(ByteBuffer& out, std::uint64_t correlation, std::uint16_t flags,
+                                  std::uint64_t region_id) {
+  append_frame(out, correlation, flags, RegionRelease{region_id});
+}
+inline void append_region_remove(ByteBuffer& out, std::uint64_t correlation, std::string_view key) {
+  append_frame(out, correlation, 0, RegionRemove{key});
+}
 
 }  // namespace qbus::proto
