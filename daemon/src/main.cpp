@@ -276,23 +276,27 @@ std::optional<Startup> prepare(std::string config_path, const Flags& flags, int&
   return s;
 }
 
-int run(Startup startup, const Flags& flags) {
-  Config config = std::move(startup.config);
-  const std::string& config_path = startup.config_path;
-  setup_logging(config.log_level);
-  warn_obsolete_keys(config);
-  raise_fd_limit(config);
-  qbus::daemon::InheritedSockets inherited;
+// Startup's failures after logging is set up still print one "qbusd: ..." line on stderr,
+// like prepare()'s: the service manager shows it whatever the log level.
+bool startup_failed(const std::string& line) {
+  std::cerr << "qbusd: " << line << "\n";
+  return false;
+}
+
+// The sockets the service manager passed, or none; false (after its line) when one of
+// them is unusable.
+bool take_inherited(qbus::daemon::InheritedSockets& inherited) {
   try {
     inherited = qbus::daemon::take_inherited_sockets();
   } catch (const std::exception& e) {
-    std::cerr << "qbusd: " << e.what() << "\n";
-    return 1;
+    return startup_failed(e.what());
   }
-  asio::io_context io(1);
-  auto options = server_options(config);
-  options.tcp_token = std::move(startup.tcp_token);
-  qbus::daemon::Server server(io, std::move(options));
+  return true;
+}
+
+// Binds (or takes over) the client socket and the TCP listener.
+bool start_server(qbus::daemon::Server& server, qbus::daemon::InheritedSockets& inherited,
+                  const Config& config) {
   try {
     if (inherited.main) {
       server.start(std::move(inherited.main));
@@ -305,112 +309,190 @@ int run(Startup startup, const Flags& flags) {
       server.start();
     }
   } catch (const std::exception& e) {
-    std::cerr << "qbusd: " << e.what() << "\n";
-    return 1;
+    return startup_failed(e.what());
   }
+  return true;
+}
+
+// The queues the configuration declares exist before the first client can connect.
+bool declare_queues(qbus::daemon::Server& server, const Config& config) {
   for (const auto& q : config.queues) {
     std::string text;
     const auto e = server.broker().declare_configured(
         q.key, {q.settings.max_messages, q.settings.max_bytes, q.settings.overflow}, text);
-    if (e != qbus::Errc::ok) {
-      std::cerr << "qbusd: cannot declare queue " << q.key << ": " << text << "\n";
-      return 1;
-    }
+    if (e != qbus::Errc::ok) return startup_failed("cannot declare queue " + q.key + ": " + text);
   }
+  return true;
+}
 
-  // The admin socket systemd passed (FileDescriptorName=admin), or -1: bind our own.
-  if (inherited.admin)
-    spdlog::info("admin socket {} passed by the service manager", inherited.admin_path);
-  const int inherited_admin_fd = inherited.admin.release();
-  qbus::daemon::AdminOptions admin_options;
-  admin_options.socket_path = admin_socket_path(config, server.options().socket_path);
-  if (inherited_admin_fd >= 0 && !inherited.admin_path.empty()) {
-    admin_options.socket_path = inherited.admin_path;
-  }
-  admin_options.socket_mode = config.admin_socket_mode;
-  admin_options.group = config.admin_group;
-  admin_options.config_json =
-      qbus::config::to_json_text(config, server.options().socket_path, admin_options.socket_path);
-  qbus::daemon::AdminServer admin(io, server, admin_options);
+// `inherited_admin_fd`: the admin socket systemd passed (FileDescriptorName=admin), or -1.
+qbus::daemon::AdminOptions admin_options(const Config& config, const qbus::daemon::Server& server,
+                                         int inherited_admin_fd,
+                                         const std::string& inherited_path) {
+  qbus::daemon::AdminOptions o;
+  o.socket_path = admin_socket_path(config, server.options().socket_path);
+  if (inherited_admin_fd >= 0 && !inherited_path.empty()) o.socket_path = inherited_path;
+  o.socket_mode = config.admin_socket_mode;
+  o.group = config.admin_group;
+  o.config_json = qbus::config::to_json_text(config, server.options().socket_path, o.socket_path);
+  return o;
+}
+
+bool start_admin(qbus::daemon::AdminServer& admin, int inherited_admin_fd) {
   try {
     admin.start(inherited_admin_fd);
   } catch (const std::exception& e) {
-    std::cerr << "qbusd: " << e.what() << "\n";
-    return 1;
+    return startup_failed(e.what());
+  }
+  return true;
+}
+
+// The started daemon as its event loop sees it: what systemd is told (READY, RELOADING,
+// STOPPING and the status line), SIGHUP reloads of the configuration file, and the orderly
+// stop on SIGINT or SIGTERM. Lives on run()'s stack while the loop runs; the server and
+// admin socket it refers to were built before it and outlive it. Members are declared in
+// the order they must be built (and torn down in reverse): the notifier's status line
+// reads listening_ and status_note_, the reloader's callbacks use the notifier and the
+// hooks, and the signal handlers use all of them.
+class Service {
+ public:
+  Service(asio::io_context& io, qbus::daemon::Server& server, qbus::daemon::AdminServer& admin,
+          Config config, std::string config_path, const Flags& flags)
+      : io_(io),
+        server_(server),
+        admin_(admin),
+        config_(std::move(config)),
+        config_path_(std::move(config_path)),
+        flags_(flags),
+        listening_(listening_text(server, admin)),
+        notifier_(io, [this] { return status(); }),
+        hooks_{[this](const Config& c) {
+          admin_.update(c.admin_group, qbus::config::to_json_text(c, server_.options().socket_path,
+                                                                  admin_.socket_path()));
+        }},
+        // The file is read and parsed off this thread (a FIFO or a slow file system at the
+        // path must not stall the broker); what it gave is applied here, where the broker
+        // lives.
+        reloader_(
+            io, config_path_,
+            [this] {
+              notifier_.reloading();
+              spdlog::info("SIGHUP: reloading {}", config_path_);
+            },
+            [this](qbus::config::LoadResult r) { reloaded(std::move(r)); }),
+        stop_signals_(io, SIGINT, SIGTERM),
+        hup_(io, SIGHUP) {
+    stop_signals_.async_wait([this](const asio::error_code& ec, int sig) {
+      if (!ec) stop(sig);
+    });
+    wait_hup();
+  }
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  // Runs the event loop until the daemon stopped; the process's exit code.
+  int run() {
+    spdlog::info("qbusd {} listening on {}", QBUS_VERSION, listening_);
+    notifier_.ready();
+    try {
+      io_.run();
+    } catch (const std::exception& e) {
+      spdlog::critical("internal error in the event loop: {}", e.what());
+      return 1;
+    }
+    spdlog::info("qbusd stopped");
+    return 0;
   }
 
-  std::string listening = server.options().socket_path;
-  if (const auto tcp = server.tcp_endpoint(); !tcp.empty()) listening += " and tcp " + tcp;
-  listening += " (admin " + admin.socket_path() + ")";
-  std::string status_note;  // the outcome of the last reload, while it matters
-  qbus::daemon::ServiceNotifier notifier(io, [&] {
-    const auto& b = server.broker();
-    return "listening on " + listening + "; " + plural(b.peer_count(), "connection") + ", " +
-           plural(b.queue_count(), "queue") + status_note;
-  });
+ private:
+  static std::string listening_text(const qbus::daemon::Server& server,
+                                    const qbus::daemon::AdminServer& admin) {
+    std::string text = server.options().socket_path;
+    if (const auto tcp = server.tcp_endpoint(); !tcp.empty()) text += " and tcp " + tcp;
+    return text + " (admin " + admin.socket_path() + ")";
+  }
 
-  const qbus::daemon::ReloadHooks hooks{[&](const Config& c) {
-    admin.update(c.admin_group,
-                 qbus::config::to_json_text(c, server.options().socket_path, admin.socket_path()));
-  }};
-  // The file is read and parsed off this thread (a FIFO or a slow file system at the
-  // path must not stall the broker); what it gave is applied here, where the broker lives.
-  qbus::daemon::ConfigReloader reloader(
-      io, config_path,
-      [&] {
-        notifier.reloading();
-        spdlog::info("SIGHUP: reloading {}", config_path);
-      },
-      [&](qbus::config::LoadResult r) {
-        if (!r.config) {
-          spdlog::error("reload failed, the running configuration stays: {}", r.error);
-          status_note = "; last reload failed: " + r.error;
-        } else {
-          apply_flags(*r.config, flags);
-          warn_obsolete_keys(*r.config);
-          config = qbus::daemon::apply_reload(config, *r.config, server, hooks);
-          status_note.clear();
-          spdlog::info("configuration reloaded from {}", config_path);
-        }
-        notifier.ready();
-      });
+  std::string status() const {
+    const auto& b = server_.broker();
+    return "listening on " + listening_ + "; " + plural(b.peer_count(), "connection") + ", " +
+           plural(b.queue_count(), "queue") + status_note_;
+  }
 
-  asio::signal_set stop_signals(io, SIGINT, SIGTERM);
-  asio::signal_set hup(io, SIGHUP);
-  stop_signals.async_wait([&](const asio::error_code& ec, int sig) {
-    if (ec) return;
-    spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    notifier.stopping();
-    hup.cancel();
-    reloader.stop();
-    admin.stop();
-    server.stop([&] { io.stop(); });
-  });
-  std::function<void()> wait_hup = [&] {
-    hup.async_wait([&](const asio::error_code& ec, int) {
+  void reloaded(qbus::config::LoadResult r) {
+    if (!r.config) {
+      spdlog::error("reload failed, the running configuration stays: {}", r.error);
+      status_note_ = "; last reload failed: " + r.error;
+    } else {
+      apply_flags(*r.config, flags_);
+      warn_obsolete_keys(*r.config);
+      config_ = qbus::daemon::apply_reload(config_, *r.config, server_, hooks_);
+      status_note_.clear();
+      spdlog::info("configuration reloaded from {}", config_path_);
+    }
+    notifier_.ready();
+  }
+
+  void wait_hup() {
+    hup_.async_wait([this](const asio::error_code& ec, int) {
       if (ec) return;
-      if (config_path.empty()) {
-        notifier.reloading();
+      if (config_path_.empty()) {
+        notifier_.reloading();
         spdlog::info("SIGHUP: no configuration file in use; the built-in defaults stay");
-        notifier.ready();
-      } else if (!reloader.request()) {
-        spdlog::info("SIGHUP: a reload is in progress; {} is read again after it", config_path);
+        notifier_.ready();
+      } else if (!reloader_.request()) {
+        spdlog::info("SIGHUP: a reload is in progress; {} is read again after it", config_path_);
       }
       wait_hup();
     });
-  };
-  wait_hup();
-
-  spdlog::info("qbusd {} listening on {}", QBUS_VERSION, listening);
-  notifier.ready();
-  try {
-    io.run();
-  } catch (const std::exception& e) {
-    spdlog::critical("internal error in the event loop: {}", e.what());
-    return 1;
   }
-  spdlog::info("qbusd stopped");
-  return 0;
+
+  // Stops taking work first (signals, reloads, the admin socket), then lets the server
+  // close its connections; the loop ends once it has.
+  void stop(int sig) {
+    spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    notifier_.stopping();
+    hup_.cancel();
+    reloader_.stop();
+    admin_.stop();
+    server_.stop([this] { io_.stop(); });
+  }
+
+  asio::io_context& io_;
+  qbus::daemon::Server& server_;
+  qbus::daemon::AdminServer& admin_;
+  Config config_;                  // the configuration in effect; each reload replaces it
+  const std::string config_path_;  // the file SIGHUP reads again; empty: none
+  const Flags& flags_;             // they win over the file at every reload too
+  const std::string listening_;
+  std::string status_note_;  // the outcome of the last reload, while it matters
+  qbus::daemon::ServiceNotifier notifier_;
+  const qbus::daemon::ReloadHooks hooks_;
+  qbus::daemon::ConfigReloader reloader_;
+  asio::signal_set stop_signals_;
+  asio::signal_set hup_;
+};
+
+int run(Startup startup, const Flags& flags) {
+  Config config = std::move(startup.config);
+  setup_logging(config.log_level);
+  warn_obsolete_keys(config);
+  raise_fd_limit(config);
+  qbus::daemon::InheritedSockets inherited;
+  if (!take_inherited(inherited)) return 1;
+  asio::io_context io(1);
+  auto options = server_options(config);
+  options.tcp_token = std::move(startup.tcp_token);
+  qbus::daemon::Server server(io, std::move(options));
+  if (!start_server(server, inherited, config) || !declare_queues(server, config)) return 1;
+  if (inherited.admin) {
+    spdlog::info("admin socket {} passed by the service manager", inherited.admin_path);
+  }
+  const int inherited_admin_fd = inherited.admin.release();
+  qbus::daemon::AdminServer admin(
+      io, server, admin_options(config, server, inherited_admin_fd, inherited.admin_path));
+  if (!start_admin(admin, inherited_admin_fd)) return 1;
+  Service service(io, server, admin, std::move(config), std::move(startup.config_path), flags);
+  return service.run();
 }
 
 // Sends SIGHUP to the qbusd at `pid`. Only the signal: the daemon reports the reload itself

@@ -10,7 +10,10 @@
 #include <ctime>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "net/connection.hpp"
@@ -82,6 +85,55 @@ json queue_json(const broker::Queue& q, SteadyClock::time_point now) {
               {"dropped_total", c.dropped_total},
               {"rejected_total", c.rejected_total},
               {"oldest_age_ms", oldest_ms}};
+}
+
+json client_json(const Connection& c, std::size_t inbox_depth) {
+  const auto& id = c.identity();
+  const auto& st = c.stats();
+  json entry{{"id", c.id()},
+             {"pid", id.pid},
+             {"uid", id.uid},
+             {"gid", id.gid},
+             {"comm", st.comm},
+             {"name", st.name},
+             {"transport", id.tcp ? "tcp" : "unix"},
+             {"connected_at", iso8601(st.connected_at)},
+             {"connected_for_s", std::chrono::duration_cast<std::chrono::seconds>(
+                                     std::chrono::system_clock::now() - st.connected_at)
+                                     .count()},
+             {"sent_total", st.sent_total},
+             {"received_total", st.received_total},
+             {"inbox_depth", inbox_depth}};
+  if (id.tcp) {
+    entry["remote"] = c.description().substr(4);  // "tcp HOST:PORT"
+    entry["authenticated"] = c.authenticated();
+  }
+  return entry;
+}
+
+json region_json(const broker::RegionInfo& r) {
+  return json{{"id", r.id},
+              {"size", r.size},
+              {"owner_pid", r.owner_pid},
+              {"owner_uid", r.owner_uid},
+              {"refs", r.handles + r.message_refs + (r.declared ? 1 : 0)},
+              {"handles", r.handles},
+              {"message_refs", r.message_refs},
+              {"sealed", r.sealed},
+              {"named", r.named},
+              {"key", r.named ? json(r.key) : json(nullptr)}};
+}
+
+// The valid queue key of a `what` request into `key`, or the error answer when there is none.
+std::optional<json> read_key(const std::string& what, const json& req, std::string& key) {
+  if (!req.contains("key") || !req["key"].is_string()) {
+    return error_answer("malformed_request", "\"" + what + "\" needs a string \"key\"");
+  }
+  key = req["key"];
+  if (!proto::is_valid_key(key)) {
+    return error_answer("invalid_key", "invalid queue key '" + key.substr(0, 64) + "'");
+  }
+  return std::nullopt;
 }
 
 // Glob patterns on queue keys, as fnmatch(3) without flags: `*` any run of bytes (dots
@@ -406,147 +458,140 @@ json AdminServer::handle(const std::string& line) {
     return error_answer("malformed_request",
                         "a request is a JSON object with a string \"request\" member");
   }
-  const std::string what = req["request"];
-  auto& broker = server_.broker();
-  const auto now = SteadyClock::now();
-  const auto key_of = [&](std::string& key) -> std::optional<json> {
-    if (!req.contains("key") || !req["key"].is_string()) {
-      return error_answer("malformed_request", "\"" + what + "\" needs a string \"key\"");
-    }
-    key = req["key"];
-    if (!proto::is_valid_key(key)) {
-      return error_answer("invalid_key", "invalid queue key '" + key.substr(0, 64) + "'");
-    }
-    return std::nullopt;
+  // docs/admin.md's requests, one member function each.
+  static constexpr std::pair<std::string_view, json (AdminServer::*)(const json&)> kCommands[] = {
+      {"queues", &AdminServer::list_queues},
+      {"queue", &AdminServer::show_queue},
+      {"clients", &AdminServer::list_clients},
+      {"regions", &AdminServer::list_regions},
+      {"stats", &AdminServer::show_stats},
+      {"delete", &AdminServer::delete_queues},
+      {"purge", &AdminServer::purge_queue},
+      {"region-remove", &AdminServer::remove_region},
+      {"disconnect", &AdminServer::disconnect_client},
+      {"config", &AdminServer::show_config},
+      {"set-log-level", &AdminServer::set_log_level},
   };
-
-  if (what == "queues") {
-    json list = json::array();
-    broker.for_each_queue([&](const broker::Queue& q) { list.push_back(queue_json(q, now)); });
-    return json{{"ok", true}, {"queues", std::move(list)}};
-  }
-  if (what == "queue") {
-    std::string key;
-    if (auto bad = key_of(key)) return *bad;
-    const auto* q = broker.find(key);
-    if (!q) return error_answer("no_such_queue", "no queue '" + key + "'");
-    return json{{"ok", true}, {"queue", queue_json(*q, now)}};
-  }
-  if (what == "clients") {
-    json list = json::array();
-    server_.for_each_connection([&](const Connection& c) {
-      const auto& id = c.identity();
-      const auto& st = c.stats();
-      json entry{{"id", c.id()},
-                 {"pid", id.pid},
-                 {"uid", id.uid},
-                 {"gid", id.gid},
-                 {"comm", st.comm},
-                 {"name", st.name},
-                 {"transport", id.tcp ? "tcp" : "unix"},
-                 {"connected_at", iso8601(st.connected_at)},
-                 {"connected_for_s", std::chrono::duration_cast<std::chrono::seconds>(
-                                         std::chrono::system_clock::now() - st.connected_at)
-                                         .count()},
-                 {"sent_total", st.sent_total},
-                 {"received_total", st.received_total},
-                 {"inbox_depth", broker.inbox_depth(c.id())}};
-      if (id.tcp) {
-        entry["remote"] = c.description().substr(4);  // "tcp HOST:PORT"
-        entry["authenticated"] = c.authenticated();
-      }
-      list.push_back(std::move(entry));
-    });
-    return json{{"ok", true}, {"clients", std::move(list)}};
-  }
-  if (what == "regions") {
-    json list = json::array();
-    broker.regions().for_each([&](const broker::RegionInfo& r) {
-      list.push_back(json{{"id", r.id},
-                          {"size", r.size},
-                          {"owner_pid", r.owner_pid},
-                          {"owner_uid", r.owner_uid},
-                          {"refs", r.handles + r.message_refs + (r.declared ? 1 : 0)},
-                          {"handles", r.handles},
-                          {"message_refs", r.message_refs},
-                          {"sealed", r.sealed},
-                          {"named", r.named},
-                          {"key", r.named ? json(r.key) : json(nullptr)}});
-    });
-    return json{{"ok", true}, {"regions", std::move(list)}};
-  }
-  if (what == "stats") return stats_json();
-  if (what == "delete" && req.contains("pattern")) return delete_matching(req);
-  if (what == "purge" || what == "delete") {
-    std::string key;
-    if (auto bad = key_of(key)) return *bad;
-    const auto dropped = what == "purge" ? broker.purge(key) : broker.remove(key);
-    if (!dropped) return error_answer("no_such_queue", "no queue '" + key + "'");
-    spdlog::info("admin: {} '{}' dropped {} messages", what, key, *dropped);
-    server_.end_of_batch();  // waiters told queue_deleted, producers resumed: flush now
-    return json{{"ok", true}, {"key", key}, {"dropped", *dropped}};
-  }
-  if (what == "region-remove") {
-    std::string key;
-    if (auto bad = key_of(key)) return *bad;
-    // What holds the region now, to tell the operator whether it is freed at once.
-    std::optional<broker::RegionInfo> region;
-    broker.regions().for_each([&](const broker::RegionInfo& r) {
-      if (r.declared && r.key == key) region = r;
-    });
-    const auto status = broker.remove_named_region_as_operator(key);
-    if (!status.ok()) return error_answer(errc_name(status.error), status.text);
-    const broker::RegionInfo* left = region ? broker.regions().find(region->id) : nullptr;
-    spdlog::info("admin: removed named region '{}' (region {}){}", key, region ? region->id : 0,
-                 left ? "; it lives on while clients hold it" : "; freed");
-    return json{{"ok", true},
-                {"key", key},
-                {"id", region ? region->id : 0},
-                {"freed", left == nullptr},
-                {"handles", left ? left->handles : 0},
-                {"message_refs", left ? left->message_refs : 0}};
-  }
-  if (what == "disconnect") {
-    if (!req.contains("id") || !req["id"].is_number_unsigned()) {
-      return error_answer("malformed_request",
-                          "\"disconnect\" needs a client id, a non-negative integer \"id\"");
-    }
-    const auto id = req["id"].get<std::uint64_t>();
-    std::string who;
-    server_.for_each_connection([&](const Connection& c) {
-      if (c.id() == id) who = c.description();
-    });
-    if (!server_.disconnect(id, Errc::disconnected_by_operator,
-                            "an operator disconnected this client through the admin socket")) {
-      return error_answer("no_such_client", "no client with id " + std::to_string(id) +
-                                                " is connected (see qbusctl clients)");
-    }
-    spdlog::info("admin: disconnected client {} ({})", id, who);
-    return json{{"ok", true}, {"id", id}};
-  }
-  if (what == "config") {
-    return json{{"ok", true}, {"config", json::parse(options_.config_json)}};
-  }
-  if (what == "set-log-level") {
-    if (!req.contains("level") || !req["level"].is_string()) {
-      return error_answer("malformed_request", "\"set-log-level\" needs a string \"level\"");
-    }
-    const std::string level = req["level"];
-    const auto parsed = spdlog::level::from_str(level);
-    if (level != "trace" && level != "debug" && level != "info" && level != "warn" &&
-        level != "error") {
-      return error_answer("invalid_argument",
-                          "level must be one of trace, debug, info, warn, error");
-    }
-    const auto previous = spdlog::level::to_string_view(spdlog::get_level());
-    spdlog::set_level(parsed);
-    spdlog::info("admin: log level set to {}", level);
-    return json{{"ok", true},
-                {"level", level},
-                {"previous", std::string(previous.data(), previous.size())}};
+  const std::string what = req["request"];
+  for (const auto& [name, command] : kCommands) {
+    if (name == what) return (this->*command)(req);
   }
   return error_answer("unknown_request",
                       "unknown request '" + what.substr(0, 64) + "'; see docs/admin.md");
+}
+
+json AdminServer::list_queues(const json&) {
+  const auto now = SteadyClock::now();
+  json list = json::array();
+  server_.broker().for_each_queue(
+      [&](const broker::Queue& q) { list.push_back(queue_json(q, now)); });
+  return json{{"ok", true}, {"queues", std::move(list)}};
+}
+
+json AdminServer::show_queue(const json& req) {
+  std::string key;
+  if (auto bad = read_key("queue", req, key)) return *bad;
+  const auto* q = server_.broker().find(key);
+  if (!q) return error_answer("no_such_queue", "no queue '" + key + "'");
+  return json{{"ok", true}, {"queue", queue_json(*q, SteadyClock::now())}};
+}
+
+json AdminServer::list_clients(const json&) {
+  const auto& broker = server_.broker();
+  json list = json::array();
+  server_.for_each_connection(
+      [&](const Connection& c) { list.push_back(client_json(c, broker.inbox_depth(c.id()))); });
+  return json{{"ok", true}, {"clients", std::move(list)}};
+}
+
+json AdminServer::list_regions(const json&) {
+  json list = json::array();
+  server_.broker().regions().for_each(
+      [&](const broker::RegionInfo& r) { list.push_back(region_json(r)); });
+  return json{{"ok", true}, {"regions", std::move(list)}};
+}
+
+json AdminServer::delete_queues(const json& req) {
+  if (req.contains("pattern")) return delete_matching(req);
+  return drop_queue("delete", req);
+}
+
+json AdminServer::purge_queue(const json& req) {
+  return drop_queue("purge", req);
+}
+
+// `purge` keeps the queue and drops its messages; `delete` drops both.
+json AdminServer::drop_queue(const std::string& what, const json& req) {
+  std::string key;
+  if (auto bad = read_key(what, req, key)) return *bad;
+  auto& broker = server_.broker();
+  const auto dropped = what == "purge" ? broker.purge(key) : broker.remove(key);
+  if (!dropped) return error_answer("no_such_queue", "no queue '" + key + "'");
+  spdlog::info("admin: {} '{}' dropped {} messages", what, key, *dropped);
+  server_.end_of_batch();  // waiters told queue_deleted, producers resumed: flush now
+  return json{{"ok", true}, {"key", key}, {"dropped", *dropped}};
+}
+
+json AdminServer::remove_region(const json& req) {
+  std::string key;
+  if (auto bad = read_key("region-remove", req, key)) return *bad;
+  auto& broker = server_.broker();
+  // What holds the region now, to tell the operator whether it is freed at once.
+  std::optional<broker::RegionInfo> region;
+  broker.regions().for_each([&](const broker::RegionInfo& r) {
+    if (r.declared && r.key == key) region = r;
+  });
+  const auto status = broker.remove_named_region_as_operator(key);
+  if (!status.ok()) return error_answer(errc_name(status.error), status.text);
+  const broker::RegionInfo* left = region ? broker.regions().find(region->id) : nullptr;
+  spdlog::info("admin: removed named region '{}' (region {}){}", key, region ? region->id : 0,
+               left ? "; it lives on while clients hold it" : "; freed");
+  return json{{"ok", true},
+              {"key", key},
+              {"id", region ? region->id : 0},
+              {"freed", left == nullptr},
+              {"handles", left ? left->handles : 0},
+              {"message_refs", left ? left->message_refs : 0}};
+}
+
+json AdminServer::disconnect_client(const json& req) {
+  if (!req.contains("id") || !req["id"].is_number_unsigned()) {
+    return error_answer("malformed_request",
+                        "\"disconnect\" needs a client id, a non-negative integer \"id\"");
+  }
+  const auto id = req["id"].get<std::uint64_t>();
+  std::string who;
+  server_.for_each_connection([&](const Connection& c) {
+    if (c.id() == id) who = c.description();
+  });
+  if (!server_.disconnect(id, Errc::disconnected_by_operator,
+                          "an operator disconnected this client through the admin socket")) {
+    return error_answer("no_such_client", "no client with id " + std::to_string(id) +
+                                              " is connected (see qbusctl clients)");
+  }
+  spdlog::info("admin: disconnected client {} ({})", id, who);
+  return json{{"ok", true}, {"id", id}};
+}
+
+json AdminServer::show_config(const json&) {
+  return json{{"ok", true}, {"config", json::parse(options_.config_json)}};
+}
+
+json AdminServer::set_log_level(const json& req) {
+  if (!req.contains("level") || !req["level"].is_string()) {
+    return error_answer("malformed_request", "\"set-log-level\" needs a string \"level\"");
+  }
+  const std::string level = req["level"];
+  const auto parsed = spdlog::level::from_str(level);
+  if (level != "trace" && level != "debug" && level != "info" && level != "warn" &&
+      level != "error") {
+    return error_answer("invalid_argument", "level must be one of trace, debug, info, warn, error");
+  }
+  const auto previous = spdlog::level::to_string_view(spdlog::get_level());
+  spdlog::set_level(parsed);
+  spdlog::info("admin: log level set to {}", level);
+  return json{
+      {"ok", true}, {"level", level}, {"previous", std::string(previous.data(), previous.size())}};
 }
 
 json AdminServer::delete_matching(const json& req) {
@@ -594,7 +639,7 @@ json AdminServer::delete_matching(const json& req) {
               {"dropped", dropped}, {"keys", std::move(keys)}, {"remaining", remaining}};
 }
 
-json AdminServer::stats_json() const {
+json AdminServer::show_stats(const json&) {
   const auto& broker = server_.broker();
   const auto& t = broker.totals();
   const auto now = SteadyClock::now();

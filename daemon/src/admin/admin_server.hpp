@@ -61,9 +61,25 @@ class AdminServer {
   void accept();
   // Whether the peer on `fd` may use the admin socket; `who` describes it for the log.
   bool permitted(int fd, std::string& who) const;
+  // Answers one request line: parses it and hands it to the member function that its
+  // "request" names.
   nlohmann::json handle(const std::string& line);
   void sample();
-  nlohmann::json stats_json() const;
+  // The requests of docs/admin.md, one each; `req` is the parsed request object. Not
+  // const, even the ones that only read: handle() keeps them in one table of one type.
+  nlohmann::json list_queues(const nlohmann::json& req);
+  nlohmann::json show_queue(const nlohmann::json& req);
+  nlohmann::json list_clients(const nlohmann::json& req);
+  nlohmann::json list_regions(const nlohmann::json& req);
+  nlohmann::json show_stats(const nlohmann::json& req);
+  nlohmann::json delete_queues(const nlohmann::json& req);
+  nlohmann::json purge_queue(const nlohmann::json& req);
+  nlohmann::json remove_region(const nlohmann::json& req);
+  nlohmann::json disconnect_client(const nlohmann::json& req);
+  nlohmann::json show_config(const nlohmann::json& req);
+  nlohmann::json set_log_level(const nlohmann::json& req);
+  // `purge` or `delete` (`what`) of the one queue named by "key".
+  nlohmann::json drop_queue(const std::string& what, const nlohmann::json& req);
   // `delete` with a glob "pattern" instead of a key.
   nlohmann::json delete_matching(const nlohmann::json& req);
 
