@@ -135,7 +135,8 @@ Queue* Broker::get_or_create(std::string_view key, SendOutcome* why, const Ident
     node.key().assign(key);
     queues_.insert(std::move(node));
   } else {
-    auto q = std::make_unique<Queue>(std::string(key), limits_.queue_defaults, false);
+    auto q =
+        std::make_unique<Queue>(std::string(key), limits_.queue_defaults, chunk_budget_, false);
     raw = q.get();
     queues_.emplace(raw->key(), std::move(q));
   }

@@ -206,8 +206,8 @@ class Broker {
   };
 
   struct Inbox {
-    Inbox(std::string name, const QueueOptions& o, const Identity& id)
-        : queue(std::move(name), o, true, true), pid(id.pid), token(id.process_token) {}
+    Inbox(std::string name, const QueueOptions& o, const Identity& id, KeptChunkBudget& budget)
+        : queue(std::move(name), o, budget, true, true), pid(id.pid), token(id.process_token) {}
     Queue queue;
     std::uint32_t pid;
     std::uint64_t token;
@@ -315,6 +315,9 @@ class Broker {
   Limits limits_;
   Sink& sink_;
   RegionTable regions_;
+  // What the empty stores of every queue and inbox may keep; before them, as it must
+  // outlive them.
+  KeptChunkBudget chunk_budget_;
   // Heterogeneous lookup: the key of an incoming frame is looked up without a copy.
   QueueMap queues_;
   Queue* last_queue_ = nullptr;  // find_mutable()'s cache; erase_queue() clears it

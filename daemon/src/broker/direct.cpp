@@ -61,7 +61,7 @@ void Broker::join_inbox(PeerId peer, Peer& p, Clock::time_point now) {
   if (by_pid && sink_.has_exited(peer, now)) by_pid = false;
   const std::string name =
       by_pid ? "pid:" + std::to_string(p.id.pid) : "client:" + std::to_string(p.id.client_id);
-  auto inbox = std::make_unique<Inbox>(name, limits_.inbox, p.id);
+  auto inbox = std::make_unique<Inbox>(name, limits_.inbox, p.id, chunk_budget_);
   Inbox* raw = inbox.get();
   inboxes_.emplace(raw, std::move(inbox));
   raw->members.push_back(peer);

@@ -82,8 +82,14 @@ struct QueueKeeper {
 
 class Queue {
  public:
-  Queue(std::string key, QueueOptions options, bool declared, bool inbox = false)
-      : key_(std::move(key)), options_(options), declared_(declared), inbox_(inbox) {}
+  // `budget` (shared by the owner's stores) must outlive the queue.
+  Queue(std::string key, QueueOptions options, KeptChunkBudget& budget, bool declared,
+        bool inbox = false)
+      : key_(std::move(key)),
+        options_(options),
+        declared_(declared),
+        inbox_(inbox),
+        messages_(budget) {}
 
   // For a queue its key; for an inbox a display name such as "pid:42".
   const std::string& key() const { return key_; }
