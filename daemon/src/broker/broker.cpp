@@ -20,9 +20,9 @@ Errc Broker::connect(PeerId peer, const Identity& id, Clock::time_point now) {
 void Broker::disconnect(PeerId peer, Clock::time_point now) {
   Peer* p = core_.peers.find(peer);
   if (!p) return;
-  // Each registry forgets the peer. The order keeps the answers of the single class this
-  // replaced: requesters learn their handler left before producers blocked on its
-  // process's inbox are resumed.
+  // Each registry forgets the peer. The order is what peers observe: requesters learn
+  // their handler left before producers blocked on its process's inbox are resumed, and
+  // its queues and requests are gone before its inbox drops what it did not take.
   queues_.forget(peer, *p, now);
   requests_.forget(peer, *p);
   inboxes_.forget(peer, *p);
@@ -166,7 +166,8 @@ std::optional<Clock::time_point> Broker::next_deadline() const {
 }
 
 void Broker::fail_all_waiters(Errc code, std::string_view text) {
-  // In the order the single class this replaced answered them.
+  // The order of the answers is observable on a connection that waits in several ways:
+  // receives on queues, then on inboxes, then requests, then parked sends.
   queues_.fail_all(code, text);
   inboxes_.fail_waiters(code, text);
   requests_.fail_all(code, text);
