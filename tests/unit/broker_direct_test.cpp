@@ -2,16 +2,10 @@
 // inbox ownership, parked direct sends, inbox limits and lifetime.
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <chrono>
-#include <map>
-#include <optional>
-#include <set>
+#include <cstdint>
 #include <string>
-#include <string_view>
 #include <vector>
 
-#include "broker/broker.hpp"
 #include "broker_fixture.hpp"
 
 namespace qbus::broker {
@@ -19,13 +13,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-using fakes::BrokerTest;
-using fakes::bytes_of;
-using fakes::Confirmation;
-using fakes::Delivered;
-using fakes::Failure;
-using fakes::options;
-using fakes::RecordingSink;
+using namespace fakes;  // the fixture, the recording sink and their helpers
 
 // ---- direct messages and inboxes ---------------------------------------------------------
 

@@ -3,16 +3,9 @@
 // recording fake; time is a value the tests pass in.
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cstdint>
-#include <map>
-#include <optional>
-#include <string>
-#include <string_view>
 #include <vector>
 
-#include "broker/broker.hpp"
 #include "broker_regions_fixture.hpp"
 
 namespace qbus::broker {
@@ -20,16 +13,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-using fakes::BrokerRegionsTest;
-using fakes::bytes_of;
-using fakes::Confirmation;
-using fakes::Delivered;
-using fakes::Failure;
-using fakes::kMiB;
-using fakes::options;
-using fakes::RecordingSink;
+using namespace fakes;  // the fixture, the recording sink and their helpers
 using fakes::same_ref;
-using fakes::slice;
 
 // ---- direct region messages -------------------------------------------------------------
 

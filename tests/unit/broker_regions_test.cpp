@@ -5,33 +5,17 @@
 // recording fake; time is a value the tests pass in.
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cstdint>
-#include <map>
 #include <optional>
 #include <string>
-#include <string_view>
-#include <vector>
 
-#include "broker/broker.hpp"
 #include "broker_regions_fixture.hpp"
 
 namespace qbus::broker {
 namespace {
 
-using namespace std::chrono_literals;
-
-using fakes::BrokerRegionsTest;
-using fakes::bytes_of;
-using fakes::Confirmation;
-using fakes::Delivered;
-using fakes::Failure;
-using fakes::kMiB;
-using fakes::options;
-using fakes::RecordingSink;
+using namespace fakes;  // the fixture, the recording sink and their helpers
 using fakes::same_ref;
-using fakes::slice;
 
 // ---- allocation and quotas -------------------------------------------------------------
 

@@ -2,16 +2,11 @@
 // and shutdown across every registry.
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <chrono>
-#include <map>
-#include <optional>
+#include <cstdint>
 #include <set>
 #include <string>
-#include <string_view>
 #include <vector>
 
-#include "broker/broker.hpp"
 #include "broker_fixture.hpp"
 
 namespace qbus::broker {
@@ -19,13 +14,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-using fakes::BrokerTest;
-using fakes::bytes_of;
-using fakes::Confirmation;
-using fakes::Delivered;
-using fakes::Failure;
-using fakes::options;
-using fakes::RecordingSink;
+using namespace fakes;  // the fixture, the recording sink and their helpers
 
 // ---- requests and replies ----------------------------------------------------------------
 
