@@ -33,23 +33,10 @@ void Broker::disconnect(PeerId peer, Clock::time_point now) {
   core_.accounting.forget_if_unused(uid);
 }
 
-SendOutcome Broker::send(PeerId from, std::string_view key, Bytes payload, Clock::time_point now) {
-  Peer* p = core_.peers.lookup(from);
-  if (!p) return rejected(Errc::internal_error, "unknown peer");
-  return queues_.send(from, *p, key, payload, now);
-}
-
-void Broker::receive(PeerId peer, std::uint64_t correlation, std::string_view key,
-                     std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now) {
-  if (Peer* p = core_.peers.find(peer)) {
-    queues_.receive(peer, *p, correlation, key, max_count, timeout_ms, now);
-  }
-}
-
 SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
                                 Clock::time_point now, RegionRef region) {
   Peer* sender = core_.peers.find(from);
-  if (!sender) return rejected(Errc::internal_error, "unknown peer");
+  if (!sender) return unknown_peer();
   if (payload.size() > core_.limits.max_payload) {
     return rejected(Errc::payload_too_large, "payload of " + std::to_string(payload.size()) +
                                                  " bytes exceeds the inline limit of " +
@@ -59,14 +46,10 @@ SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
     if (region) return rejected(Errc::unexpected_frame, "a reply carries its payload inline");
     return requests_.reply(from, *sender, d, payload);
   }
-  return inboxes_.send(from, *sender, d, payload, now, region);
-}
-
-void Broker::receive_direct(PeerId peer, std::uint64_t correlation, std::uint32_t max_count,
-                            std::int32_t timeout_ms, Clock::time_point now) {
-  if (Peer* p = core_.peers.find(peer)) {
-    inboxes_.receive(peer, *p, correlation, max_count, timeout_ms, now);
+  if (Inbox* inbox = inboxes_.route(d, now)) {
+    return queues_.enqueue(inbox->queue, from, *sender, payload, now, 0, 0, region);
   }
+  return inboxes_.park(from, *sender, d, payload, now, region);
 }
 
 void Broker::claim_inbox(PeerId peer) {
@@ -85,7 +68,7 @@ std::size_t Broker::inbox_depth(PeerId peer) const {
 SendOutcome Broker::request(PeerId from, std::uint64_t correlation, std::string_view key,
                             Bytes payload, std::int32_t timeout_ms, Clock::time_point now) {
   Peer* p = core_.peers.find(from);
-  if (!p) return rejected(Errc::internal_error, "unknown peer");
+  if (!p) return unknown_peer();
   if (auto refusal = requests_.check_new(*p, correlation)) return *refusal;
   SendOutcome out;
   Queue* q = queues_.get_or_create(key, &out, &p->id);

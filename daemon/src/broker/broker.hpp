@@ -62,12 +62,22 @@ class Broker {
   // The queues it declared start their grace at `now` (see declare).
   void disconnect(PeerId peer, Clock::time_point now);
 
-  SendOutcome send(PeerId from, std::string_view key, Bytes payload, Clock::time_point now);
+  // Inline, as are receive and receive_direct: on the per-message path the edge calls the
+  // registry with no router call between.
+  SendOutcome send(PeerId from, std::string_view key, Bytes payload, Clock::time_point now) {
+    Peer* p = core_.peers.lookup(from);
+    if (!p) return unknown_peer();
+    return queues_.send(from, *p, key, payload, now);
+  }
 
   // Serves up to max_count messages now; otherwise waits (timeout_ms -1: forever) or,
   // with timeout 0, fails with Errc::timeout. Answers always arrive through the Sink.
   void receive(PeerId peer, std::uint64_t correlation, std::string_view key,
-               std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now);
+               std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now) {
+    if (Peer* p = core_.peers.find(peer)) {
+      queues_.receive(peer, *p, correlation, key, max_count, timeout_ms, now);
+    }
+  }
 
   // Direct messages. A pid names the newest process with that pid as long as it has not
   // exited (Sink::has_exited is asked): an older or exited one can never receive what is
@@ -79,7 +89,11 @@ class Broker {
   // Takes from the inbox of the peer's process; only the inbox's owner may (the
   // connection that claimed it last, else the process's oldest connection).
   void receive_direct(PeerId peer, std::uint64_t correlation, std::uint32_t max_count,
-                      std::int32_t timeout_ms, Clock::time_point now);
+                      std::int32_t timeout_ms, Clock::time_point now) {
+    if (Peer* p = core_.peers.find(peer)) {
+      inboxes_.receive(peer, *p, correlation, max_count, timeout_ms, now);
+    }
+  }
   void claim_inbox(PeerId peer);
   // The process of `peer`'s connection has exited, while its connections may still be open
   // (inherited by other processes). Its inbox is no longer routed by pid: sends by pid get

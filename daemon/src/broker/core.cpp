@@ -6,6 +6,10 @@ SendOutcome rejected(Errc code, std::string text) {
   return SendOutcome{SendResult::rejected, code, std::move(text)};
 }
 
+SendOutcome unknown_peer() {
+  return rejected(Errc::internal_error, "unknown peer");
+}
+
 SendOutcome Core::quota_refusal(std::uint32_t uid, const UidUsage& usage, std::size_t bytes) const {
   if (usage.queued_bytes + bytes > limits.uid_max_queued_bytes) {
     return rejected(Errc::quota_exceeded, "uid " + std::to_string(uid) + " already has " +

@@ -8,7 +8,7 @@
 
 namespace qbus::broker {
 
-Inbox* Inboxes::inbox_for(const DirectSend& d, Clock::time_point now) {
+Inbox* Inboxes::route(const DirectSend& d, Clock::time_point now) {
   if (d.kind == proto::TargetKind::pid) {
     auto it = newest_by_pid_.find(static_cast<std::uint32_t>(d.target));
     if (it == newest_by_pid_.end()) return nullptr;
@@ -135,21 +135,13 @@ void Inboxes::drop_parked(ParkedList::iterator it) {
   if (list->second.empty()) parked_by_pid_.erase(list);
 }
 
-SendOutcome Inboxes::send(PeerId from, Peer& sender, const DirectSend& d, Bytes payload,
+SendOutcome Inboxes::park(PeerId from, Peer& sender, const DirectSend& d, Bytes payload,
                           Clock::time_point now, RegionRef region) {
-  if (Inbox* inbox = inbox_for(d, now)) {
-    return queues_.enqueue(inbox->queue, from, sender, payload, now, 0, 0, region);
-  }
   const std::string who =
       (d.kind == proto::TargetKind::pid ? "process " : "client ") + std::to_string(d.target);
   if (d.kind != proto::TargetKind::pid || d.wait_ms <= 0) {
     return rejected(Errc::no_such_peer, "no " + who + " is connected");
   }
-  return park(from, sender, d, payload, now, region);
-}
-
-SendOutcome Inboxes::park(PeerId from, Peer& sender, const DirectSend& d, Bytes payload,
-                          Clock::time_point now, RegionRef region) {
   std::vector<ParkedList::iterator>& parked = sender.inbox.parked;
   if (parked.size() >= core_.limits.max_parked_sends) {
     return rejected(Errc::too_many_requests, "this connection already has " +

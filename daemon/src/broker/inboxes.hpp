@@ -81,8 +81,12 @@ class Inboxes {
   void forget(PeerId peer, Peer& p);
   void process_exited(Peer& p);
 
-  // A direct send (not a reply) into the target's inbox, or parked for a pid to connect.
-  SendOutcome send(PeerId from, Peer& sender, const DirectSend& d, Bytes payload,
+  // The inbox a direct send (not a reply) goes to; nullptr when its target is not
+  // connected (then park decides).
+  Inbox* route(const DirectSend& d, Clock::time_point now);
+  // A direct send whose target is not connected: parked for its pid to connect when it
+  // may wait (deferred), else refused with no_such_peer.
+  SendOutcome park(PeerId from, Peer& sender, const DirectSend& d, Bytes payload,
                    Clock::time_point now, RegionRef region);
   void receive(PeerId peer, Peer& p, std::uint64_t correlation, std::uint32_t max_count,
                std::int32_t timeout_ms, Clock::time_point now);
@@ -95,21 +99,15 @@ class Inboxes {
 
   std::size_t count() const { return inboxes_.size(); }
 
-  std::optional<Clock::time_point> next_deadline() const {
-    if (deadlines_.empty()) return std::nullopt;
-    return deadlines_.begin()->first;
-  }
+  std::optional<Clock::time_point> next_deadline() const { return earliest(deadlines_); }
   void expire_first();
 
  private:
   using PidIndex = std::unordered_map<std::uint32_t, Inbox*>;
 
-  Inbox* inbox_for(const DirectSend& d, Clock::time_point now);
   // Stops routing the pid `it` names to its inbox (its process has exited).
   void retire(PidIndex::iterator it);
   void leave(PeerId peer, Peer& p);
-  SendOutcome park(PeerId from, Peer& sender, const DirectSend& d, Bytes payload,
-                   Clock::time_point now, RegionRef region);
   void deliver_parked(Inbox& inbox, Clock::time_point now);
   void drop_parked(ParkedList::iterator it);
 

@@ -24,6 +24,9 @@ struct SendOutcome {
 
 // A refusal with its reason.
 SendOutcome rejected(Errc code, std::string text);
+// The refusal of a frame from a peer the core does not know (a bug at the edge); out of
+// line, so that inline callers carry no string construction.
+SendOutcome unknown_peer();
 
 struct BrokerTotals {
   std::uint64_t messages_in = 0;

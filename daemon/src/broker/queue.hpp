@@ -29,6 +29,13 @@ struct QueueDeadline {
 };
 using QueueDeadlineIndex = std::multimap<Clock::time_point, QueueDeadline>;
 
+// When the earliest entry of a registry's deadline index (time -> what ends) is due.
+template <typename Index>
+std::optional<Clock::time_point> earliest(const Index& index) {
+  if (index.empty()) return std::nullopt;
+  return index.begin()->first;
+}
+
 struct Waiter {
   PeerId peer = 0;
   std::uint64_t correlation = 0;

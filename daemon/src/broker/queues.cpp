@@ -120,27 +120,22 @@ SendOutcome Queues::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
   } else {
     it = q.waiters().end();
   }
-  if (it == q.waiters().end()) {
-    return store(q, from, sender, payload, now, request_id, request_seq, region);
-  }
-  const PeerId to = it->peer;
-  const std::uint64_t corr = it->correlation;
-  remove_waiter(q, it);
-  ++q.counters().enqueued_total;
-  ++q.counters().dequeued_total;
   BrokerTotals& totals = core_.totals;
-  ++totals.messages_in;
-  totals.bytes_in += moved;
-  ++totals.messages_out;
-  totals.bytes_out += moved;
-  if (request_id != 0) requests_.note_delivery(sender.id.client_id, request_id, request_seq, to);
-  hand_over(to, corr, true, Delivery{q.delivery_key(), sender.id, request_id, payload, region});
-  return {};
-}
+  if (it != q.waiters().end()) {
+    const PeerId to = it->peer;
+    const std::uint64_t corr = it->correlation;
+    remove_waiter(q, it);
+    ++q.counters().enqueued_total;
+    ++q.counters().dequeued_total;
+    ++totals.messages_in;
+    totals.bytes_in += moved;
+    ++totals.messages_out;
+    totals.bytes_out += moved;
+    if (request_id != 0) requests_.note_delivery(sender.id.client_id, request_id, request_seq, to);
+    hand_over(to, corr, true, Delivery{q.delivery_key(), sender.id, request_id, payload, region});
+    return {};
+  }
 
-SendOutcome Queues::store(Queue& q, PeerId from, Peer& sender, Bytes payload, Clock::time_point now,
-                          std::uint64_t request_id, std::uint64_t request_seq, RegionRef region) {
-  const std::size_t size = payload.size();
   if (auto refusal = core_.over_quota(sender.id, size)) {
     ++q.counters().rejected_total;
     return *refusal;
@@ -180,8 +175,8 @@ SendOutcome Queues::store(Queue& q, PeerId from, Peer& sender, Bytes payload, Cl
     return rejected(Errc::internal_error, "the broker has no memory left to queue this message");
   }
   core_.charge(sender.id, size);
-  ++core_.totals.messages_in;
-  core_.totals.bytes_in += region ? region.length : size;
+  ++totals.messages_in;
+  totals.bytes_in += moved;
   return {};
 }
 
@@ -208,11 +203,6 @@ void Queues::receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlat
                                      "its uid's) unread output is at its limit; read it first");
     return;
   }
-  wait(q, peer, p, correlation, max, timeout_ms, now);
-}
-
-bool Queues::wait(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation, std::uint32_t max,
-                  std::int32_t timeout_ms, Clock::time_point now) {
   const Limits& limits = core_.limits;
   QueuePeer& qp = p.queues;
   if (qp.waiting >= limits.max_waiting_receives) {
@@ -220,7 +210,7 @@ bool Queues::wait(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation, std
                     "this connection already has " + std::to_string(qp.waiting) +
                         " receives waiting (limit " + std::to_string(limits.max_waiting_receives) +
                         ")");
-    return false;
+    return;
   }
   // The peer is connected, so its uid has an entry.
   UidUsage& usage = core_.accounting.of(p.id.uid);
@@ -230,7 +220,7 @@ bool Queues::wait(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation, std
                         std::to_string(usage.waiting_receives) +
                         " receives waiting over its connections (limit " +
                         std::to_string(limits.uid_max_waiting_receives) + ")");
-    return false;
+    return;
   }
   auto it = add_waiter(q, Waiter{peer, correlation, max, false, {}});
   if (timeout_ms > 0) {
@@ -247,7 +237,6 @@ bool Queues::wait(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation, std
   } else {
     ++w->second;
   }
-  return true;
 }
 
 void Queues::serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::uint32_t max) {

@@ -108,10 +108,7 @@ class Queues {
   // Shutdown: every waiter on a keyed queue is answered with `code`.
   void fail_all(Errc code, std::string_view text);
 
-  std::optional<Clock::time_point> next_deadline() const {
-    if (deadlines_.empty()) return std::nullopt;
-    return deadlines_.begin()->first;
-  }
+  std::optional<Clock::time_point> next_deadline() const { return earliest(deadlines_); }
   // Ends what the earliest deadline guards (there must be one).
   void expire_first();
 
@@ -143,9 +140,6 @@ class Queues {
   Errc check_declared(const Queue& q, const QueueOptions& wanted, std::string& text) const;
   // Applies `wanted` to an existing undeclared queue and declares it.
   void declare_existing(Queue& q, const QueueOptions& wanted);
-  // Stores the message `enqueue` could not hand over, or applies the overflow policy.
-  SendOutcome store(Queue& q, PeerId from, Peer& sender, Bytes payload, Clock::time_point now,
-                    std::uint64_t request_id, std::uint64_t request_seq, RegionRef region);
   // Hands a message to `to`, giving it a handle on a region message's region first.
   void hand_over(PeerId to, std::uint64_t correlation, bool last, const Delivery& d);
   // Moves up to `max` messages to `peer`, stopping early when its output is backed up.
@@ -153,9 +147,6 @@ class Queues {
   // Serves the waiters of a queue that holds messages, in arrival order, skipping those
   // whose output is still backed up.
   void serve_waiters(Queue& q);
-  // Makes `p` wait on `q`; false (and the receive answered) when a limit forbids it.
-  bool wait(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation, std::uint32_t max,
-            std::int32_t timeout_ms, Clock::time_point now);
   WaiterList::iterator add_waiter(Queue& q, const Waiter& w);
   void remove_waiter(Queue& q, WaiterList::iterator it);
   void drop_oldest(Queue& q, Errc code = Errc::queue_full,

@@ -75,10 +75,7 @@ class Requests {
   // Shutdown: every pending request is answered with `code`.
   void fail_all(Errc code, std::string_view text);
 
-  std::optional<Clock::time_point> next_deadline() const {
-    if (deadlines_.empty()) return std::nullopt;
-    return deadlines_.begin()->first;
-  }
+  std::optional<Clock::time_point> next_deadline() const { return earliest(deadlines_); }
   void expire_first();
 
  private:
