@@ -10,6 +10,9 @@
 
 namespace qbus::broker {
 
+Queues::Queues(Core& core, Requests& requests)
+    : core_(core), sink_(core.sink), requests_(requests) {}
+
 SendOutcome Queues::send(PeerId from, Peer& sender, std::string_view key, Bytes payload,
                          Clock::time_point now) {
   SendOutcome out;
@@ -24,13 +27,13 @@ void Queues::receive(PeerId peer, Peer& p, std::uint64_t correlation, std::strin
                      std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now) {
   Queue* q = find_mutable(key);
   if (!q && timeout_ms == 0) {
-    core_.sink.fail(peer, correlation, Errc::timeout, "no message");
+    sink_.fail(peer, correlation, Errc::timeout, "no message");
     return;
   }
   SendOutcome why;
-  if (!q) q = get_or_create(key, &why, &p.id);
+  if (!q) q = create(key, &why, &p.id);  // find_mutable has just missed: no second lookup
   if (!q) {
-    core_.sink.fail(peer, correlation, why.error, why.text);
+    sink_.fail(peer, correlation, why.error, why.text);
     return;
   }
   receive_from(*q, peer, p, correlation, max_count, timeout_ms, now);
@@ -39,6 +42,10 @@ void Queues::receive(PeerId peer, Peer& p, std::uint64_t correlation, std::strin
 
 Queue* Queues::get_or_create(std::string_view key, SendOutcome* why, const Identity* creator) {
   if (Queue* q = find_mutable(key)) return q;
+  return create(key, why, creator);
+}
+
+Queue* Queues::create(std::string_view key, SendOutcome* why, const Identity* creator) {
   const Limits& limits = core_.limits;
   if (queues_.size() >= limits.max_queues) {
     if (why) {
@@ -115,7 +122,7 @@ SendOutcome Queues::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
   // grow but its queue.
   auto it = q.waiters().begin();
   if (q.depth() == 0) {
-    while (it != q.waiters().end() && !core_.sink.wants_more(it->peer))
+    while (it != q.waiters().end() && !sink_.wants_more(it->peer))
       ++it;
   } else {
     it = q.waiters().end();
@@ -182,7 +189,7 @@ SendOutcome Queues::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
 
 void Queues::hand_over(PeerId to, std::uint64_t correlation, bool last, const Delivery& d) {
   if (d.region) core_.regions.hold(to, d.region.id);
-  core_.sink.deliver(to, correlation, last, d);
+  sink_.deliver(to, correlation, last, d);
 }
 
 void Queues::receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation,
@@ -191,35 +198,34 @@ void Queues::receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlat
   // served when the edge reports it ready (output_ready), and until then the messages stay
   // queued, charged to the queue.
   const std::uint32_t max = std::clamp<std::uint32_t>(max_count, 1, core_.limits.max_receive_batch);
-  if (q.depth() > 0 && core_.sink.wants_more(peer)) {
+  if (q.depth() > 0 && sink_.wants_more(peer)) {
     serve_now(q, peer, correlation, max);
     space_freed(q);
     return;
   }
   if (timeout_ms == 0) {
-    core_.sink.fail(peer, correlation, Errc::timeout,
-                    q.depth() == 0 ? "no message"
-                                   : "no message could be handed over now: this connection's (or "
-                                     "its uid's) unread output is at its limit; read it first");
+    sink_.fail(peer, correlation, Errc::timeout,
+               q.depth() == 0 ? "no message"
+                              : "no message could be handed over now: this connection's (or "
+                                "its uid's) unread output is at its limit; read it first");
     return;
   }
   const Limits& limits = core_.limits;
   QueuePeer& qp = p.queues;
   if (qp.waiting >= limits.max_waiting_receives) {
-    core_.sink.fail(peer, correlation, Errc::too_many_receives,
-                    "this connection already has " + std::to_string(qp.waiting) +
-                        " receives waiting (limit " + std::to_string(limits.max_waiting_receives) +
-                        ")");
+    sink_.fail(peer, correlation, Errc::too_many_receives,
+               "this connection already has " + std::to_string(qp.waiting) +
+                   " receives waiting (limit " + std::to_string(limits.max_waiting_receives) + ")");
     return;
   }
   // The peer is connected, so its uid has an entry.
   UidUsage& usage = core_.accounting.of(p.id.uid);
   if (usage.waiting_receives >= limits.uid_max_waiting_receives) {
-    core_.sink.fail(peer, correlation, Errc::too_many_receives,
-                    "uid " + std::to_string(p.id.uid) + " already has " +
-                        std::to_string(usage.waiting_receives) +
-                        " receives waiting over its connections (limit " +
-                        std::to_string(limits.uid_max_waiting_receives) + ")");
+    sink_.fail(peer, correlation, Errc::too_many_receives,
+               "uid " + std::to_string(p.id.uid) + " already has " +
+                   std::to_string(usage.waiting_receives) +
+                   " receives waiting over its connections (limit " +
+                   std::to_string(limits.uid_max_waiting_receives) + ")");
     return;
   }
   auto it = add_waiter(q, Waiter{peer, correlation, max, false, {}});
@@ -243,7 +249,7 @@ void Queues::serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::ui
   for (std::uint32_t n = 0;; ++n) {
     // Read in place, handed over, then popped: the payload is never copied in the core.
     const StoredMessage m = q.front();
-    const bool last = n + 1 >= max || q.depth() == 1 || !core_.sink.wants_more(peer);
+    const bool last = n + 1 >= max || q.depth() == 1 || !sink_.wants_more(peer);
     ++q.counters().dequeued_total;
     ++core_.totals.messages_out;
     core_.totals.bytes_out += m.meta.region ? m.meta.region.length : m.payload.size();
@@ -276,7 +282,7 @@ void Queues::serve_waiters(Queue& q) {
   bool served = false;
   for (auto it = q.waiters().begin(); it != q.waiters().end() && q.depth() > 0;) {
     const auto next = std::next(it);
-    if (core_.sink.wants_more(it->peer)) {
+    if (sink_.wants_more(it->peer)) {
       const PeerId to = it->peer;
       const std::uint64_t corr = it->correlation;
       const std::uint32_t max = it->max_count;
@@ -329,7 +335,7 @@ void Queues::fail_waiters(Queue& q, Errc code, std::string_view text, PeerId kee
       const PeerId peer = it->peer;
       const std::uint64_t corr = it->correlation;
       remove_waiter(q, it);
-      core_.sink.fail(peer, corr, code, text);
+      sink_.fail(peer, corr, code, text);
     }
     it = next;
   }
@@ -356,7 +362,7 @@ void Queues::space_freed(Queue& q) {
   resumed.swap(q.blocked());
   for (PeerId id : resumed) {
     if (Peer* p = core_.peers.find(id)) p->queues.blocked_on = nullptr;
-    core_.sink.resume(id);
+    sink_.resume(id);
   }
 }
 
@@ -431,7 +437,7 @@ void Queues::expire_first() {
   const PeerId peer = d.waiter->peer;
   const std::uint64_t corr = d.waiter->correlation;
   remove_waiter(*d.queue, d.waiter);
-  core_.sink.fail(peer, corr, Errc::timeout, "no message within the timeout");
+  sink_.fail(peer, corr, Errc::timeout, "no message within the timeout");
   if (!d.queue->is_inbox()) collect_if_idle(*d.queue);
 }
 

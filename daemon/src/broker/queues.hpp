@@ -39,7 +39,7 @@ struct QueuePeer {
 
 class Queues {
  public:
-  Queues(Core& core, Requests& requests) : core_(core), requests_(requests) {}
+  Queues(Core& core, Requests& requests);
   Queues(const Queues&) = delete;
   Queues& operator=(const Queues&) = delete;
 
@@ -123,6 +123,8 @@ class Queues {
   using QueueMap =
       std::unordered_map<std::string, std::unique_ptr<Queue>, KeyHash, std::equal_to<>>;
 
+  // get_or_create for a key known to name no queue.
+  Queue* create(std::string_view key, SendOutcome* why, const Identity* creator);
   // The refusal when `uid` may not be charged one more queue.
   std::optional<SendOutcome> over_queue_quota(std::uint32_t uid) const;
   void charge_queue(Queue& q, std::uint32_t uid);
@@ -154,6 +156,9 @@ class Queues {
   void erase_queue(QueueMap::iterator it);
 
   Core& core_;
+  // The Core's Sink, held directly: asked (wants_more) and told (deliver) for every
+  // message, so one load, not two, stands between a message and the edge.
+  Sink& sink_;
   Requests& requests_;
   QueueMap queues_;
   Queue* last_queue_ = nullptr;  // find_mutable()'s cache; erase_queue() clears it
