@@ -129,4 +129,80 @@ class BrokerFixture : public ::testing::Test {
   std::optional<Broker> broker_;
 };
 
+// The fixture of the broker_*_test.cpp files (one test suite, BrokerTest, over the files
+// that split it by concern): direct sends, replies, requests and what the sink recorded.
+class BrokerTest : public BrokerFixture {
+ protected:
+  Errc try_connect(std::uint32_t uid) {
+    const PeerId peer = next_peer_++;
+    return broker().connect(peer, identity_for(peer, uid), now_);
+  }
+
+  // Direct messages. The correlation of a send is returned through `corr` when asked for.
+  SendOutcome send_to_pid(PeerId from, std::uint32_t pid, std::string_view payload,
+                          std::int32_t wait_ms = 0, bool confirm = false,
+                          std::uint64_t* corr = nullptr) {
+    DirectSend d;
+    d.kind = proto::TargetKind::pid;
+    d.target = pid;
+    d.wait_ms = wait_ms;
+    d.confirm = confirm;
+    d.correlation = next_correlation_++;
+    if (corr) *corr = d.correlation;
+    return broker().send_direct(from, d, bytes_of(payload), now_);
+  }
+  SendOutcome send_to_client(PeerId from, std::uint64_t client_id, std::string_view payload,
+                             std::int32_t wait_ms = 0) {
+    DirectSend d;
+    d.kind = proto::TargetKind::client_id;
+    d.target = client_id;
+    d.wait_ms = wait_ms;
+    d.correlation = next_correlation_++;
+    return broker().send_direct(from, d, bytes_of(payload), now_);
+  }
+  // A reply as a receiver sends it: to the requester's client id, naming the request.
+  SendOutcome reply(PeerId from, std::uint64_t requester, std::uint64_t request_id,
+                    std::string_view payload) {
+    DirectSend d;
+    d.kind = proto::TargetKind::client_id;
+    d.target = requester;
+    d.in_reply_to = request_id;
+    d.correlation = next_correlation_++;
+    return broker().send_direct(from, d, bytes_of(payload), now_);
+  }
+  std::uint64_t receive_direct(PeerId peer, std::uint32_t max_count = 1,
+                               std::int32_t timeout_ms = -1) {
+    const std::uint64_t corr = next_correlation_++;
+    broker().receive_direct(peer, corr, max_count, timeout_ms, now_);
+    return corr;
+  }
+  std::uint64_t receive_direct_now(PeerId peer, std::uint32_t max_count = 1) {
+    return receive_direct(peer, max_count, 0);
+  }
+  SendOutcome request(PeerId from, std::uint64_t request_id, std::string_view key,
+                      std::string_view payload, std::int32_t timeout_ms = -1) {
+    return broker().request(from, request_id, key, bytes_of(payload), timeout_ms, now_);
+  }
+
+  std::vector<std::string> payloads_to(PeerId peer) const {
+    std::vector<std::string> out;
+    for (const auto& d : sink_.deliveries) {
+      if (d.to == peer) out.push_back(d.payload);
+    }
+    return out;
+  }
+  std::vector<std::string> all_payloads() const {
+    std::vector<std::string> out;
+    for (const auto& d : sink_.deliveries)
+      out.push_back(d.payload);
+    return out;
+  }
+
+  std::size_t accounting_entries() {
+    std::size_t n = 0;
+    broker().accounting().for_each([&](std::uint32_t, const UidUsage&) { ++n; });
+    return n;
+  }
+};
+
 }  // namespace qbus::broker::fakes

@@ -64,7 +64,8 @@ TEST(MessageStore, RandomPushesAndPopsMatchAPlainDeque) {
   std::mt19937_64 rng(6);
   // Mostly small payloads, some around a chunk's size, a few far above it.
   std::vector<std::size_t> sizes = {0, 1, 7, 8, 63, 64, 65, 500, 1000, 4000, 70'000, 200'000};
-  MessageStore store;
+  KeptChunkBudget budget;
+  MessageStore store(budget);
   std::deque<Model> model;
   std::uint64_t n = 0;
   for (int step = 0; step < 60'000; ++step) {
@@ -100,7 +101,8 @@ TEST(MessageStore, RandomPushesAndPopsMatchAPlainDeque) {
 // An empty store keeps a small chunk; a record too big for it must not be written behind
 // that empty chunk, or the next read would find the old bytes there.
 TEST(MessageStore, AKeptChunkTooSmallForTheNextRecordIsNotReadAgain) {
-  MessageStore store;
+  KeptChunkBudget budget;
+  MessageStore store(budget);
   const auto small = payload_for(1, 1);
   store.push(meta_for(1), small);
   store.pop();
@@ -113,7 +115,8 @@ TEST(MessageStore, AKeptChunkTooSmallForTheNextRecordIsNotReadAgain) {
 
 // Quotas count payload bytes: what a store holds beyond its records must stay small.
 TEST(MessageStore, AFewRecordsLeftOfABurstMoveToASmallChunk) {
-  MessageStore store;
+  KeptChunkBudget budget;
+  MessageStore store(budget);
   const auto p = payload_for(1, 64);
   for (int i = 0; i < 20'000; ++i)
     store.push(meta_for(static_cast<std::uint64_t>(i)), p);
@@ -121,7 +124,7 @@ TEST(MessageStore, AFewRecordsLeftOfABurstMoveToASmallChunk) {
   for (int i = 0; i < 19'999; ++i)
     store.pop();
   ASSERT_EQ(store.size(), 1u);
-  // At most a 16 KiB chunk and a 16 KiB spare (the latter within the thread's budget).
+  // At most a 16 KiB chunk and a 16 KiB spare (the latter within the budget).
   EXPECT_LE(store.capacity(), 32u * 1024);
   expect_same(store.front(), Model{meta_for(19'999), p});
   store.pop();
@@ -129,7 +132,8 @@ TEST(MessageStore, AFewRecordsLeftOfABurstMoveToASmallChunk) {
 }
 
 TEST(MessageStore, ChunksFollowWhatTheStoreHoldsNotHowLongItWasUsed) {
-  MessageStore store;
+  KeptChunkBudget budget;
+  MessageStore store(budget);
   const auto p = payload_for(2, 64);
   // Always one message behind: 100,000 messages through, never more than two held.
   store.push(meta_for(0), p);
@@ -141,11 +145,12 @@ TEST(MessageStore, ChunksFollowWhatTheStoreHoldsNotHowLongItWasUsed) {
 }
 
 TEST(MessageStore, WhatEmptyStoresKeepIsBoundedInAll) {
+  KeptChunkBudget budget;
   std::vector<std::unique_ptr<MessageStore>> stores;
   const auto p = payload_for(3, 64);
   std::size_t kept = 0;
   for (int s = 0; s < 3000; ++s) {
-    auto& store = *stores.emplace_back(std::make_unique<MessageStore>());
+    auto& store = *stores.emplace_back(std::make_unique<MessageStore>(budget));
     for (int i = 0; i < 100; ++i)  // ~11 KB: a 16 KiB chunk, small enough to be kept
       store.push(meta_for(static_cast<std::uint64_t>(i)), p);
     while (!store.empty())
@@ -154,16 +159,19 @@ TEST(MessageStore, WhatEmptyStoresKeepIsBoundedInAll) {
   }
   EXPECT_GT(kept, 0u);
   EXPECT_LE(kept, 16u * 1024 * 1024);
+  EXPECT_EQ(budget.used(), kept);
   stores.clear();
+  EXPECT_EQ(budget.used(), 0u);
   // The budget is given back with the stores: a new one may keep its chunk again.
-  MessageStore again;
+  MessageStore again(budget);
   again.push(meta_for(1), p);
   again.pop();
   EXPECT_GT(again.capacity(), 0u);
 }
 
 TEST(MessageStore, PayloadIsReadInPlaceUntilPopped) {
-  MessageStore store;
+  KeptChunkBudget budget;
+  MessageStore store(budget);
   const std::string text = "in place";
   store.push(meta_for(3), std::as_bytes(std::span(text.data(), text.size())));
   const auto a = store.front();

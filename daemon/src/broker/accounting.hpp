@@ -1,5 +1,5 @@
 // Per-uid resource usage. Everything a peer holds is charged to its uid, so opening more
-// connections never grants a fresh quota. Not thread-safe (owned by the Broker).
+// connections never grants a fresh quota. Not thread-safe (owned by the Broker's Core).
 #pragma once
 
 #include <cstdint>

@@ -1,55 +1,23 @@
-// The broker core: keyed queues, per-process inboxes for direct messages, requests waiting
-// for replies, waiting receivers, blocked producers, per-uid accounting and deadlines.
+// The broker core's router: the one entry point the edge calls. Each concern is a registry
+// with its own state and deadlines (docs/architecture.md, "The broker core"): keyed queues
+// with their waiters and blocked producers (queues.hpp), per-process inboxes and parked
+// direct sends (inboxes.hpp), requests waiting for replies (requests.hpp) and shared-memory
+// regions (regions.hpp); what they share (limits, Sink, peers, per-uid usage, totals) is the
+// Core (core.hpp). The Broker owns all of them and routes each call to the registry that
+// handles it; a peer's disconnect is every registry forgetting it.
 // No sockets, no clocks of its own (callers pass `now`), no JSON: everything here is
 // exercised directly by tests/unit.
 //
 // Thread-safety: none. One thread (the daemon's io_context thread) owns a Broker.
 #pragma once
 
-#include <memory>
 #include <optional>
-#include <set>
 #include <string>
-#include <unordered_map>
+#include <string_view>
 
-#include "broker/accounting.hpp"
-#include "broker/node_stash.hpp"
-#include "broker/queue.hpp"
-#include "broker/regions.hpp"
+#include "broker/core.hpp"
 
 namespace qbus::broker {
-
-enum class SendResult {
-  accepted,  // queued, or handed to a waiting receiver
-  rejected,  // the Errc says why; nothing was stored
-  blocked,   // the target is full and applies backpressure: retry after Sink::resume
-  deferred,  // a direct send waits for its target to connect; answered through the Sink
-};
-
-struct SendOutcome {
-  SendResult result = SendResult::accepted;
-  Errc error = Errc::ok;
-  std::string text;  // for rejected: a sentence for the ERROR frame
-};
-
-struct BrokerTotals {
-  std::uint64_t messages_in = 0;
-  std::uint64_t messages_out = 0;
-  std::uint64_t bytes_in = 0;
-  std::uint64_t bytes_out = 0;
-};
-
-// A refusal with its reason.
-SendOutcome rejected(Errc code, std::string text);
-
-struct DirectSend {
-  proto::TargetKind kind = proto::TargetKind::pid;
-  std::uint64_t target = 0;
-  std::uint64_t in_reply_to = 0;
-  std::int32_t wait_ms = 0;
-  std::uint64_t correlation = 0;
-  bool confirm = false;
-};
 
 // A message whose payload is a slice of a region the sender holds (SEND_REGION).
 struct RegionSend {
@@ -69,18 +37,21 @@ class Broker {
  public:
   // `backing` (the memory behind shared-memory regions) must outlive the broker.
   Broker(Limits limits, Sink& sink, RegionBacking& backing)
-      : limits_(limits), sink_(sink), regions_(limits.regions, backing) {}
+      : core_(limits, sink, backing),
+        requests_(core_),
+        queues_(core_, requests_),
+        inboxes_(core_, queues_) {}
   Broker(const Broker&) = delete;
   Broker& operator=(const Broker&) = delete;
 
-  const Limits& limits() const { return limits_; }
+  const Limits& limits() const { return core_.limits; }
   // Replaces the limits (a configuration reload). Nothing already admitted is dropped when
   // a limit shrinks below current use: connections, queued messages, waiting receives and
   // regions stay, and only new work over the new limit is refused. Existing queues and
   // inboxes keep their options; queue_defaults and inbox apply to those created later.
   void set_limits(const Limits& limits) {
-    limits_ = limits;
-    regions_.set_limits(limits.regions);
+    core_.limits = limits;
+    core_.regions.set_limits(limits.regions);
   }
 
   // Registers a peer; fails with too_many_connections when a global or per-uid limit is hit.
@@ -91,12 +62,22 @@ class Broker {
   // The queues it declared start their grace at `now` (see declare).
   void disconnect(PeerId peer, Clock::time_point now);
 
-  SendOutcome send(PeerId from, std::string_view key, Bytes payload, Clock::time_point now);
+  // Inline, as are receive and receive_direct: on the per-message path the edge calls the
+  // registry with no router call between.
+  SendOutcome send(PeerId from, std::string_view key, Bytes payload, Clock::time_point now) {
+    Peer* p = core_.peers.lookup(from);
+    if (!p) return unknown_peer();
+    return queues_.send(from, *p, key, payload, now);
+  }
 
   // Serves up to max_count messages now; otherwise waits (timeout_ms -1: forever) or,
   // with timeout 0, fails with Errc::timeout. Answers always arrive through the Sink.
   void receive(PeerId peer, std::uint64_t correlation, std::string_view key,
-               std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now);
+               std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now) {
+    if (Peer* p = core_.peers.find(peer)) {
+      queues_.receive(peer, *p, correlation, key, max_count, timeout_ms, now);
+    }
+  }
 
   // Direct messages. A pid names the newest process with that pid as long as it has not
   // exited (Sink::has_exited is asked): an older or exited one can never receive what is
@@ -108,7 +89,11 @@ class Broker {
   // Takes from the inbox of the peer's process; only the inbox's owner may (the
   // connection that claimed it last, else the process's oldest connection).
   void receive_direct(PeerId peer, std::uint64_t correlation, std::uint32_t max_count,
-                      std::int32_t timeout_ms, Clock::time_point now);
+                      std::int32_t timeout_ms, Clock::time_point now) {
+    if (Peer* p = core_.peers.find(peer)) {
+      inboxes_.receive(peer, *p, correlation, max_count, timeout_ms, now);
+    }
+  }
   void claim_inbox(PeerId peer);
   // The process of `peer`'s connection has exited, while its connections may still be open
   // (inherited by other processes). Its inbox is no longer routed by pid: sends by pid get
@@ -138,7 +123,7 @@ class Broker {
   // named region: the key is forgotten at once and the region lives on while handles or
   // queued messages refer to it. kNoSuchRegion for an unknown key.
   RegionStatus remove_named_region_as_operator(std::string_view key);
-  const RegionTable& regions() const { return regions_; }
+  const RegionTable& regions() const { return core_.regions; }
 
   // Queue lifetime and charges. A queue is charged to the uid whose frame created it
   // (SEND, RECEIVE, REQUEST, SEND_REGION, DECLARE), and a uid may be charged
@@ -183,160 +168,28 @@ class Broker {
   // Answers every waiting receive and request with `code` (the daemon is shutting down).
   void fail_all_waiters(Errc code, std::string_view text);
 
-  const Queue* find(std::string_view key) const;
+  const Queue* find(std::string_view key) const { return queues_.find(key); }
   template <typename F>
   void for_each_queue(F&& f) const {
-    for (const auto& [k, q] : queues_)
-      f(*q);
+    queues_.for_each(std::forward<F>(f));
   }
-  std::size_t queue_count() const { return queues_.size(); }
-  std::size_t peer_count() const { return peers_.size(); }
-  std::size_t inbox_count() const { return inboxes_.size(); }
+  std::size_t queue_count() const { return queues_.count(); }
+  std::size_t peer_count() const { return core_.peers.size(); }
+  std::size_t inbox_count() const { return inboxes_.count(); }
   // Depth of the inbox a peer's direct messages go to; 0 for unknown peers.
   std::size_t inbox_depth(PeerId peer) const;
-  const BrokerTotals& totals() const { return totals_; }
-  const Accounting& accounting() const { return accounting_; }
+  const BrokerTotals& totals() const { return core_.totals; }
+  const Accounting& accounting() const { return core_.accounting; }
 
  private:
-  struct KeyHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view k) const noexcept {
-      return std::hash<std::string_view>{}(k);
-    }
-  };
-
-  struct Inbox {
-    Inbox(std::string name, const QueueOptions& o, const Identity& id)
-        : queue(std::move(name), o, true, true), pid(id.pid), token(id.process_token) {}
-    Queue queue;
-    std::uint32_t pid;
-    std::uint64_t token;
-    std::vector<PeerId> members;  // the process's connections, oldest first
-    PeerId claimed_by = 0;
-    PeerId owner() const { return claimed_by ? claimed_by : members.front(); }
-  };
-
-  struct Request {
-    bool has_deadline = false;
-    DeadlineIndex::iterator deadline;
-    std::uint64_t seq = 0;  // matches Message::request_seq
-    // The connection the request message was handed to: the only one that may reply.
-    PeerId delivered_to = 0;
-  };
-
-  using RequestMap = std::unordered_map<std::uint64_t, Request>;
-  using HandlingSet = std::set<std::pair<PeerId, std::uint64_t>>;
-  using QueueMap =
-      std::unordered_map<std::string, std::unique_ptr<Queue>, KeyHash, std::equal_to<>>;
-
-  struct Peer {
-    Identity id;
-    Inbox* inbox = nullptr;
-    std::uint32_t waiting = 0;
-    // Queues this peer waits on, with how many receives each: a few, so a vector that
-    // keeps its capacity beats a map's node per receive.
-    std::vector<std::pair<Queue*, std::uint32_t>> waiting_in;
-    Queue* blocked_on = nullptr;
-    RequestMap requests;
-    // (requester, request id) of requests handed to this peer and not yet answered.
-    HandlingSet handling;
-    // This peer's sends waiting for their process to connect (at most max_parked_sends).
-    std::vector<ParkedList::iterator> parked;
-    // Queues whose declarer this peer is (their QueueKeeper::declarer).
-    std::vector<Queue*> declared;
-  };
-
-  Queue* find_mutable(std::string_view key);
-  // Creates a queue charged to `creator`'s uid (nullptr: to nobody) unless it exists.
-  Queue* get_or_create(std::string_view key, SendOutcome* why, const Identity* creator);
-  // The refusal when `uid` may not be charged one more queue.
-  std::optional<SendOutcome> over_queue_quota(std::uint32_t uid) const;
-  void charge_queue(Queue& q, std::uint32_t uid);
-  void uncharge_queue(Queue& q);
-  // Makes `peer` the declarer of `q`, moving the charge to its uid; the refusal when that
-  // uid holds its limit of queues (nothing changed then).
-  std::optional<SendOutcome> adopt(Queue& q, PeerId peer, Peer& p);
-  // Takes `q` off its declarer's list; the queue has no declarer after.
-  void drop_declarer(Queue& q);
-  // `q` has lost its declarer (or its place in the configuration): its grace starts at
-  // `now`. With no grace it is undeclared at once; the caller then collects it if idle.
-  void start_grace(Queue& q, Clock::time_point now);
-  void stop_grace(Queue& q);
-  // Whether `q`'s declaration is kept with `wanted`; queue_conflict with `text` otherwise.
-  Errc check_declared(const Queue& q, const QueueOptions& wanted, std::string& text) const;
-  // Hands `payload` to the first waiter of `q` or stores it, applying q's limits, the
-  // sender's uid quota and q's overflow policy.
-  // request_id/request_seq: nonzero for a request's message.
-  // region: the payload is that slice (`payload` is then empty).
-  SendOutcome enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload, Clock::time_point now,
-                      std::uint64_t request_id = 0, std::uint64_t request_seq = 0,
-                      RegionRef region = {});
-  // Gives `to` a handle on a region message's region, then hands the delivery to the sink.
-  // (For a TCP peer the edge streams the bytes and releases that handle when done.)
-  void hand_over(PeerId to, std::uint64_t correlation, bool last, const Delivery& d);
   // send_region without the release flag's effect.
   SendOutcome route_region(PeerId from, const RegionSend& s, Clock::time_point now);
-  void receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation,
-                    std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now);
-  // Moves up to `max` messages to `peer`, stopping early when its output is backed up.
-  void serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::uint32_t max);
-  // Serves the waiters of a queue that holds messages, in arrival order, skipping those
-  // whose output is still backed up.
-  void serve_waiters(Queue& q);
-  void remove_waiter(Queue& q, WaiterList::iterator it);
-  void fail_waiters(Queue& q, Errc code, std::string_view text);
-  // The refusal when queuing `bytes` more would exceed the sender's uid quota.
-  std::optional<SendOutcome> over_quota(const Identity& sender, std::size_t bytes);
-  void charge(const Identity& sender, std::size_t bytes);
-  // Gives back what a stored message was charged (its uid's usage, its region reference).
-  void release(const MessageMeta& m, std::size_t payload_size);
-  void space_freed(Queue& q);
-  void drop_oldest(Queue& q, Errc code = Errc::queue_full,
-                   std::string_view why = "the request was dropped to make room in the queue");
-  void collect_if_idle(Queue& q);
-  Peer* find_peer(PeerId peer);
-  void erase_queue(QueueMap::iterator it);
-  WaiterList::iterator add_waiter(Queue& q, const Waiter& w);
-  DeadlineIndex::iterator add_deadline(Clock::time_point when, const Deadline& d);
 
-  Inbox* inbox_for(const DirectSend& d, Clock::time_point now);
-  // Stops routing the pid `it` names to its inbox (its process has exited).
-  void retire_inbox(std::unordered_map<std::uint32_t, Inbox*>::iterator it);
-  void join_inbox(PeerId peer, Peer& p, Clock::time_point now);
-  void leave_inbox(PeerId peer, Peer& p);
-  void deliver_parked(Inbox& inbox, Clock::time_point now);
-  void drop_parked(ParkedList::iterator it);
-  void end_request(Peer& p, RequestMap::iterator it);
-  // Notes which connection received a request message, so that only it can answer.
-  void note_delivery(PeerId requester, std::uint64_t request_id, std::uint64_t seq, PeerId to);
-  // A request whose message was dropped unread can never be answered: end it with `code`.
-  void abandon_request(const MessageMeta& m, Errc code, std::string_view text);
-
-  Limits limits_;
-  Sink& sink_;
-  RegionTable regions_;
-  // Heterogeneous lookup: the key of an incoming frame is looked up without a copy.
-  QueueMap queues_;
-  Queue* last_queue_ = nullptr;  // find_mutable()'s cache; erase_queue() clears it
-  PeerId last_peer_id_ = 0;      // find_peer()'s cache; disconnect() clears it
-  Peer* last_peer_ = nullptr;
-  std::unordered_map<PeerId, Peer> peers_;
-  std::unordered_map<Inbox*, std::unique_ptr<Inbox>> inboxes_;
-  std::unordered_map<std::uint32_t, Inbox*> newest_by_pid_;
-  // Parked sends by target pid, each list in arrival order: a connecting process finds its
-  // own at once, never scanning everyone else's.
-  std::unordered_map<std::uint32_t, ParkedList> parked_by_pid_;
-  DeadlineIndex deadlines_;
-  Accounting accounting_;
-  BrokerTotals totals_;
-  std::uint64_t next_request_seq_ = 1;
-  // Recycled nodes (node_stash.hpp): collected queues with their allocations, waiting
-  // receives, deadlines and requests, so that steady traffic allocates nothing.
-  NodeStash<QueueMap, 64> spare_queues_;
-  WaiterList spare_waiters_;
-  NodeStash<DeadlineIndex, 4096> spare_deadlines_;
-  NodeStash<RequestMap, 4096> spare_requests_;
-  NodeStash<HandlingSet, 4096> spare_handling_;
+  // Members in this order: each registry refers to those before it, which outlive it.
+  Core core_;
+  Requests requests_;
+  Queues queues_;
+  Inboxes inboxes_;
 };
 
 }  // namespace qbus::broker

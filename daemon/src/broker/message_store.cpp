@@ -29,12 +29,6 @@ MessageStore::Chunk MessageStore::make_chunk(std::size_t capacity) {
   return c;
 }
 
-std::size_t& MessageStore::kept_budget() {
-  // Per thread: the broker's stores all live on its one thread.
-  thread_local std::size_t used = 0;
-  return used;
-}
-
 void MessageStore::unkeep_empty_chunk() {
   kept_budget() -= kept_chunk_;
   kept_chunk_ = 0;

@@ -6,8 +6,8 @@
 // Memory beyond the records themselves is bounded, since quotas count payload bytes only:
 // a new chunk is sized from the bytes the store holds (so a shallow queue keeps small
 // chunks), a store keeps at most one spare and, when empty, one chunk of up to kKeepChunk,
-// both within a budget shared by the thread's stores (kKeepBudget), and a large chunk left
-// holding a few records (at most 1/16 of it) has them moved to a small one.
+// both within a budget shared by the stores of one broker (KeptChunkBudget), and a large
+// chunk left holding a few records (at most 1/16 of it) has them moved to a small one.
 #pragma once
 
 #include <algorithm>
@@ -39,10 +39,24 @@ struct StoredMessage {
   Bytes payload;
 };
 
+// What empty stores and spare chunks may keep in all, over the stores that share it. Owned
+// by whoever owns the stores (the Broker) and handed to each by reference, so it must
+// outlive them; not thread-safe, like the stores.
+class KeptChunkBudget {
+ public:
+  static constexpr std::size_t kMax = 16 * 1024 * 1024;
+  std::size_t used() const { return used_; }
+
+ private:
+  friend class MessageStore;
+  std::size_t used_ = 0;
+};
+
 class MessageStore {
  public:
-  MessageStore() = default;
-  ~MessageStore() { kept_budget() -= kept_chunk_ + spare_.capacity; }
+  // `budget` must outlive the store.
+  explicit MessageStore(KeptChunkBudget& budget) : budget_(budget) {}
+  ~MessageStore() { budget_.used_ -= kept_chunk_ + spare_.capacity; }
   MessageStore(const MessageStore&) = delete;
   MessageStore& operator=(const MessageStore&) = delete;
 
@@ -182,13 +196,13 @@ class MessageStore {
   static constexpr std::size_t kMinChunk = 1024;
   static constexpr std::size_t kMaxChunk = 1024 * 1024;
   // The largest chunk kept as a spare or by an empty store (a burst of ~140 small
-  // messages), and what all stores of a thread may keep that way together.
+  // messages); what all stores sharing a budget keep that way is KeptChunkBudget::kMax.
   static constexpr std::size_t kKeepChunk = 16 * 1024;
-  static constexpr std::size_t kKeepBudget = 16 * 1024 * 1024;
+  static constexpr std::size_t kKeepBudget = KeptChunkBudget::kMax;
   static constexpr std::size_t kMapChunk = 64 * 1024;
 
   static constexpr std::size_t round_up(std::size_t n) { return (n + kAlign - 1) & ~(kAlign - 1); }
-  static std::size_t& kept_budget();
+  std::size_t& kept_budget() { return budget_.used_; }
 
   Chunk& room_for(std::size_t size) {
     if (!chunks_.empty() && chunks_.back().capacity - chunks_.back().tail >= size) {
@@ -204,12 +218,13 @@ class MessageStore {
   void keep_spare(Chunk&& c);
   void unkeep_empty_chunk();
 
+  KeptChunkBudget& budget_;
   std::deque<Chunk> chunks_;
   Chunk spare_;
   std::size_t count_ = 0;
   std::size_t used_ = 0;        // record bytes stored
   std::size_t kept_chunk_ = 0;  // the capacity of the chunk kept while empty, if any
-                                // (in kept_budget(), as is spare_.capacity)
+                                // (in budget_, as is spare_.capacity)
 };
 
 }  // namespace qbus::broker

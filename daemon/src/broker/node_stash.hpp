@@ -2,7 +2,7 @@
 // the broker's per-message bookkeeping (a waiting receive, its deadline, a pending request)
 // is inserted and erased at message rate, and recycling the extracted node makes that cost
 // no allocation once the stash has warmed up (std::list nodes are recycled by splicing
-// instead; see Broker::add_waiter). Not thread-safe.
+// instead; see Queues::add_waiter). Not thread-safe.
 #pragma once
 
 #include <cstddef>

@@ -1,6 +1,8 @@
-// One keyed queue: its messages in FIFO order, its limits and counters, the receivers
-// waiting on it (in arrival order) and the producers blocked on it. Owned by the Broker,
-// which keeps the cross-queue invariants (accounting, deadlines); not thread-safe.
+// One keyed queue (or a process's inbox): its messages in FIFO order, its limits and
+// counters, the receivers waiting on it (in arrival order) and the producers blocked on it.
+// Owned by the queue registry (queues.hpp) or, for an inbox, the inbox registry
+// (inboxes.hpp); the queue registry keeps the cross-queue invariants (accounting, waiters,
+// deadlines) for both. Not thread-safe.
 #pragma once
 
 #include <list>
@@ -14,47 +16,32 @@
 
 namespace qbus::broker {
 
-// A direct send parked until its target connects: held apart from any queue, so it owns its
-// payload.
-struct Message {
-  MessageMeta meta;
-  std::vector<std::byte> payload;
-};
-
 class Queue;
 struct Waiter;
 using WaiterList = std::list<Waiter>;
 
-// A direct send waiting for its target process to connect.
-struct Parked {
-  PeerId from = 0;
-  std::uint64_t correlation = 0;
-  bool confirm = false;
-  std::uint32_t pid = 0;
-  Clock::time_point deadline;
-  Message message;
+// A deadline of the queue registry (queues.hpp): a waiting receive's timeout, or the end of
+// the grace of a declared queue whose declarer left.
+struct QueueDeadline {
+  Queue* queue = nullptr;
+  bool grace = false;           // else a waiting receive
+  WaiterList::iterator waiter;  // a receive's
 };
-using ParkedList = std::list<Parked>;
+using QueueDeadlineIndex = std::multimap<Clock::time_point, QueueDeadline>;
 
-// Something that ends when its time runs out: a waiting receive, a request waiting for
-// its reply, a parked direct send, or the grace of a declared queue whose declarer left.
-struct Deadline {
-  enum class Kind { receive, request, parked, collect };
-  Kind kind = Kind::receive;
-  Queue* queue = nullptr;        // receive, collect
-  WaiterList::iterator waiter;   // receive
-  PeerId peer = 0;               // request
-  std::uint64_t request_id = 0;  // request
-  ParkedList::iterator parked;   // parked
-};
-using DeadlineIndex = std::multimap<Clock::time_point, Deadline>;
+// When the earliest entry of a registry's deadline index (time -> what ends) is due.
+template <typename Index>
+std::optional<Clock::time_point> earliest(const Index& index) {
+  if (index.empty()) return std::nullopt;
+  return index.begin()->first;
+}
 
 struct Waiter {
   PeerId peer = 0;
   std::uint64_t correlation = 0;
   std::uint32_t max_count = 1;
   bool has_deadline = false;
-  DeadlineIndex::iterator deadline;  // valid when has_deadline
+  QueueDeadlineIndex::iterator deadline;  // valid when has_deadline
 };
 
 struct QueueCounters {
@@ -64,8 +51,9 @@ struct QueueCounters {
   std::uint64_t rejected_total = 0;
 };
 
-// Who a queue counts against and what keeps it declared. Kept by the Broker, which also
-// keeps the per-uid counts and the peers' lists of what they declared in step with it.
+// Who a queue counts against and what keeps it declared. Kept by the queue registry
+// (queues.hpp), which also keeps the per-uid counts and the peers' lists of what they
+// declared in step with it.
 struct QueueKeeper {
   // Counts against `uid`'s uid_max_queues (false for a queue of the configuration).
   bool charged = false;
@@ -75,15 +63,21 @@ struct QueueKeeper {
   // The live connection that declared it last; 0 when none (never declared, declared by
   // the configuration, or its declarer has gone).
   PeerId declarer = 0;
-  // While its declarer is gone and the grace runs: the Deadline::Kind::collect entry.
+  // While its declarer is gone and the grace runs: its QueueDeadline (grace = true).
   bool grace_running = false;
-  DeadlineIndex::iterator grace;
+  QueueDeadlineIndex::iterator grace;
 };
 
 class Queue {
  public:
-  Queue(std::string key, QueueOptions options, bool declared, bool inbox = false)
-      : key_(std::move(key)), options_(options), declared_(declared), inbox_(inbox) {}
+  // `budget` (shared by the owner's stores) must outlive the queue.
+  Queue(std::string key, QueueOptions options, KeptChunkBudget& budget, bool declared,
+        bool inbox = false)
+      : key_(std::move(key)),
+        options_(options),
+        declared_(declared),
+        inbox_(inbox),
+        messages_(budget) {}
 
   // For a queue its key; for an inbox a display name such as "pid:42".
   const std::string& key() const { return key_; }
@@ -138,7 +132,7 @@ class Queue {
 
   // Removable when nothing refers to it and it is not declared (never an inbox). A queue
   // stays declared while the configuration or a live declarer holds it, and through the
-  // grace after its declarer left (see Broker::declare).
+  // grace after its declarer left (see Queues::declare).
   bool idle() const {
     return !declared_ && !inbox_ && messages_.empty() && waiters_.empty() && blocked_.empty();
   }

@@ -13,64 +13,64 @@ RegionGrant no_peer_grant() {
 }  // namespace
 
 RegionGrant Broker::allocate_region(PeerId peer, std::uint64_t size) {
-  auto pit = peers_.find(peer);
-  if (pit == peers_.end()) return no_peer_grant();
-  return regions_.allocate(peer, pit->second.id, size);
+  const Peer* p = core_.peers.find(peer);
+  if (!p) return no_peer_grant();
+  return core_.regions.allocate(peer, p->id, size);
 }
 
 RegionStatus Broker::release_region(PeerId peer, RegionId id) {
-  return regions_.release(peer, id);
+  return core_.regions.release(peer, id);
 }
 
 RegionGrant Broker::create_named_region(PeerId peer, std::string_view key, std::uint64_t size,
                                         std::uint32_t mode) {
-  auto pit = peers_.find(peer);
-  if (pit == peers_.end()) return no_peer_grant();
-  return regions_.create_named(key, peer, pit->second.id, size, mode);
+  const Peer* p = core_.peers.find(peer);
+  if (!p) return no_peer_grant();
+  return core_.regions.create_named(key, peer, p->id, size, mode);
 }
 
 RegionGrant Broker::attach_named_region(PeerId peer, std::string_view key, bool writable) {
-  auto pit = peers_.find(peer);
-  if (pit == peers_.end()) return no_peer_grant();
-  return regions_.attach(key, peer, pit->second.id, writable);
+  const Peer* p = core_.peers.find(peer);
+  if (!p) return no_peer_grant();
+  return core_.regions.attach(key, peer, p->id, writable);
 }
 
 RegionStatus Broker::remove_named_region(PeerId peer, std::string_view key) {
-  auto pit = peers_.find(peer);
-  if (pit == peers_.end()) return RegionStatus{Errc::internal_error, "unknown peer"};
-  return regions_.remove_named(key, pit->second.id);
+  const Peer* p = core_.peers.find(peer);
+  if (!p) return RegionStatus{Errc::internal_error, "unknown peer"};
+  return core_.regions.remove_named(key, p->id);
 }
 
 SendOutcome Broker::send_region(PeerId from, const RegionSend& s, Clock::time_point now) {
   SendOutcome out = route_region(from, s, now);
   // The sender gave the handle up with the frame, whatever became of it; only a blocked
   // send is retried as a whole later and keeps it until then.
-  if (s.release && out.result != SendResult::blocked) (void)regions_.release(from, s.ref.id);
+  if (s.release && out.result != SendResult::blocked) (void)core_.regions.release(from, s.ref.id);
   return out;
 }
 
 SendOutcome Broker::route_region(PeerId from, const RegionSend& s, Clock::time_point now) {
-  auto pit = peers_.find(from);
-  if (pit == peers_.end()) return rejected(Errc::internal_error, "unknown peer");
-  if (regions_.handles_of(from, s.ref.id) == 0) {
+  Peer* p = core_.peers.find(from);
+  if (!p) return unknown_peer();
+  if (core_.regions.handles_of(from, s.ref.id) == 0) {
     return rejected(Errc::no_such_region, "this connection holds no region " +
                                               std::to_string(s.ref.id) +
                                               " (unknown, freed, or never received)");
   }
-  if (auto c = regions_.check_slice(s.ref.id, s.ref.offset, s.ref.length); !c.ok()) {
+  if (auto c = core_.regions.check_slice(s.ref.id, s.ref.offset, s.ref.length); !c.ok()) {
     return rejected(c.error, c.text);
   }
   // Sealed before anything can be queued: from here on no process can change the bytes a
   // receiver will validate and read.
-  if (auto sealed = regions_.seal_for_handover(from, s.ref.id); !sealed.ok()) {
+  if (auto sealed = core_.regions.seal_for_handover(from, s.ref.id); !sealed.ok()) {
     return rejected(sealed.error, sealed.text);
   }
   if (s.kind == proto::RegionTarget::queue) {
     SendOutcome out;
-    Queue* q = get_or_create(s.key, &out, &pit->second.id);
+    Queue* q = queues_.get_or_create(s.key, &out, &p->id);
     if (!q) return out;
-    out = enqueue(*q, from, pit->second, {}, now, 0, 0, s.ref);
-    collect_if_idle(*q);
+    out = queues_.enqueue(*q, from, *p, {}, now, 0, 0, s.ref);
+    queues_.collect_if_idle(*q);
     return out;
   }
   DirectSend d;
@@ -81,6 +81,12 @@ SendOutcome Broker::route_region(PeerId from, const RegionSend& s, Clock::time_p
   d.correlation = s.correlation;
   d.confirm = s.confirm;
   return send_direct(from, d, {}, now, s.ref);
+}
+
+RegionStatus Broker::remove_named_region_as_operator(std::string_view key) {
+  Identity root;  // uid 0: the same right root has over REGION_REMOVE
+  root.uid = 0;
+  return core_.regions.remove_named(key, root);
 }
 
 }  // namespace qbus::broker

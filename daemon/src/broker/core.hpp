@@ -1,0 +1,64 @@
+// The state every registry of the broker core shares: the limits, the Sink, the peers, the
+// region table, per-uid usage, the totals and the stores' kept-chunk budget, with the
+// per-uid message charges that queues and parked sends both take. Owned by the Broker
+// (its first member, so it outlives the registries); each registry holds a reference.
+//
+// Thread-safety: none; the Broker's one thread.
+#pragma once
+
+#include <optional>
+
+#include "broker/accounting.hpp"
+#include "broker/message_store.hpp"
+#include "broker/outcome.hpp"
+#include "broker/peer.hpp"
+#include "broker/regions.hpp"
+
+namespace qbus::broker {
+
+struct Core {
+  // `backing` must outlive the Core.
+  Core(const Limits& l, Sink& s, RegionBacking& backing)
+      : limits(l), sink(s), regions(l.regions, backing) {}
+  Core(const Core&) = delete;
+  Core& operator=(const Core&) = delete;
+
+  // The refusal when queuing `bytes` more would exceed the sender's uid quota.
+  std::optional<SendOutcome> over_quota(const Identity& sender, std::size_t bytes) const {
+    const UidUsage* usage = accounting.find(sender.uid);
+    if (!usage) return std::nullopt;
+    if (usage->queued_bytes + bytes > limits.uid_max_queued_bytes ||
+        usage->queued_messages >= limits.uid_max_queued_messages) {
+      return quota_refusal(sender.uid, *usage, bytes);
+    }
+    return std::nullopt;
+  }
+  void charge(const Identity& sender, std::size_t bytes) {
+    UidUsage& usage = accounting.of(sender.uid);
+    usage.queued_bytes += bytes;
+    ++usage.queued_messages;
+  }
+  // Gives back what a stored message was charged (its uid's usage, its region reference).
+  void release(const MessageMeta& m, std::size_t payload_size) {
+    UidUsage& usage = accounting.of(m.sender.uid);
+    usage.queued_bytes -= payload_size;
+    --usage.queued_messages;
+    accounting.forget_if_unused(m.sender.uid);
+    if (m.region) regions.drop_message_ref(m.region.id);
+  }
+
+  Limits limits;
+  Sink& sink;
+  RegionTable regions;
+  PeerTable peers;
+  Accounting accounting;
+  BrokerTotals totals;
+  // What the empty stores of every queue and inbox may keep; the registries holding the
+  // stores are destroyed before the Core.
+  KeptChunkBudget chunk_budget;
+
+ private:
+  SendOutcome quota_refusal(std::uint32_t uid, const UidUsage& usage, std::size_t bytes) const;
+};
+
+}  // namespace qbus::broker

@@ -1,0 +1,150 @@
+// The queue registry's lifetime rules: declarations (by a connection or the configuration),
+// the grace after a declarer leaves, and which uid a queue is charged to.
+#include "broker/core.hpp"
+#include "broker/queues.hpp"
+
+namespace qbus::broker {
+namespace {
+
+QueueOptions fill_defaults(const QueueOptions& requested, const QueueOptions& defaults) {
+  QueueOptions o = requested;
+  if (o.max_messages == 0) o.max_messages = defaults.max_messages;
+  if (o.max_bytes == 0) o.max_bytes = defaults.max_bytes;
+  if (o.overflow == Overflow::use_default) o.overflow = defaults.overflow;
+  return o;
+}
+
+std::string describe(const QueueOptions& o) {
+  return "max_messages=" + std::to_string(o.max_messages) +
+         " max_bytes=" + std::to_string(o.max_bytes) +
+         " overflow=" + std::string(proto::overflow_name(o.overflow));
+}
+
+}  // namespace
+
+Errc Queues::check_declared(const Queue& q, const QueueOptions& wanted, std::string& text) const {
+  const auto& have = q.options();
+  if (have.max_messages != wanted.max_messages || have.max_bytes != wanted.max_bytes ||
+      have.overflow != wanted.overflow) {
+    text = "queue '" + q.key() + "' is already declared with " + describe(have);
+    return Errc::queue_conflict;
+  }
+  return Errc::ok;
+}
+
+void Queues::declare_existing(Queue& q, const QueueOptions& wanted) {
+  q.set_options(wanted);
+  q.mark_declared();
+  // Looser limits may make room for blocked producers.
+  if (q.has_room_for(0)) space_freed(q);
+}
+
+Errc Queues::declare(PeerId from, Peer& p, std::string_view key, const QueueOptions& requested,
+                     std::string& text) {
+  const QueueOptions wanted = fill_defaults(requested, core_.limits.queue_defaults);
+  Queue* q = find_mutable(key);
+  if (q && q->declared()) {
+    if (const Errc e = check_declared(*q, wanted, text); e != Errc::ok) return e;
+  }
+  if (q && !q->keeper().permanent) {
+    if (auto refusal = adopt(*q, from, p)) {
+      text = std::move(refusal->text);
+      return refusal->error;
+    }
+  }
+  if (q) {
+    if (!q->declared()) declare_existing(*q, wanted);
+    return Errc::ok;
+  }
+  SendOutcome why;
+  q = get_or_create(key, &why, &p.id);
+  if (!q) {
+    text = why.text;
+    return why.error;
+  }
+  q->set_options(wanted);
+  q->mark_declared();
+  q->keeper().declarer = from;
+  p.queues.declared.push_back(q);
+  return Errc::ok;
+}
+
+Errc Queues::declare_configured(std::string_view key, const QueueOptions& requested,
+                                std::string& text) {
+  const QueueOptions wanted = fill_defaults(requested, core_.limits.queue_defaults);
+  Queue* q = find_mutable(key);
+  if (q) {
+    if (q->declared()) {
+      if (const Errc e = check_declared(*q, wanted, text); e != Errc::ok) return e;
+    } else {
+      declare_existing(*q, wanted);
+    }
+  } else {
+    SendOutcome why;
+    q = get_or_create(key, &why, nullptr);
+    if (!q) {
+      text = why.text;
+      return why.error;
+    }
+    q->set_options(wanted);
+    q->mark_declared();
+  }
+  stop_grace(*q);
+  drop_declarer(*q);
+  uncharge_queue(*q);
+  q->keeper().permanent = true;
+  return Errc::ok;
+}
+
+bool Queues::release_configured(std::string_view key, Clock::time_point now) {
+  Queue* q = find_mutable(key);
+  if (!q || !q->keeper().permanent) return false;
+  q->keeper().permanent = false;
+  start_grace(*q, now);
+  collect_if_idle(*q);
+  return true;
+}
+
+std::optional<SendOutcome> Queues::adopt(Queue& q, PeerId peer, Peer& p) {
+  QueueKeeper& k = q.keeper();
+  if (!k.charged || k.uid != p.id.uid) {
+    if (auto refusal = over_queue_quota(p.id.uid)) return refusal;
+    uncharge_queue(q);
+    charge_queue(q, p.id.uid);
+  }
+  stop_grace(q);
+  if (k.declarer != peer) {
+    drop_declarer(q);
+    k.declarer = peer;
+    p.queues.declared.push_back(&q);
+  }
+  return std::nullopt;
+}
+
+void Queues::drop_declarer(Queue& q) {
+  QueueKeeper& k = q.keeper();
+  if (k.declarer == 0) return;
+  if (Peer* p = core_.peers.find(k.declarer)) std::erase(p->queues.declared, &q);
+  k.declarer = 0;
+}
+
+void Queues::start_grace(Queue& q, Clock::time_point now) {
+  stop_grace(q);
+  const std::uint32_t grace_ms = core_.limits.declared_queue_grace_ms;
+  if (grace_ms == 0) {
+    q.mark_undeclared();
+    return;
+  }
+  q.keeper().grace = spare_deadlines_.insert_mapped(
+      deadlines_, now + std::chrono::milliseconds(grace_ms), QueueDeadline{&q, true, {}});
+  q.keeper().grace_running = true;
+}
+
+void Queues::stop_grace(Queue& q) {
+  QueueKeeper& k = q.keeper();
+  if (!k.grace_running) return;
+  k.grace_running = false;
+  spare_deadlines_.erase(deadlines_, k.grace);
+}
+
+}  // namespace qbus::broker

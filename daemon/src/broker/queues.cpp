@@ -1,0 +1,463 @@
+// The queue registry: sends, receives and their waits, overflow policies, and what keeps a
+// queue alive (its declarer, the grace, the configuration).
+#include "broker/queues.hpp"
+
+#include <algorithm>
+#include <new>
+
+#include "broker/core.hpp"
+#include "broker/requests.hpp"
+
+namespace qbus::broker {
+
+Queues::Queues(Core& core, Requests& requests)
+    : core_(core), sink_(core.sink), requests_(requests) {}
+
+SendOutcome Queues::send(PeerId from, Peer& sender, std::string_view key, Bytes payload,
+                         Clock::time_point now) {
+  SendOutcome out;
+  Queue* q = get_or_create(key, &out, &sender.id);
+  if (!q) return out;
+  out = enqueue(*q, from, sender, payload, now);
+  collect_if_idle(*q);
+  return out;
+}
+
+void Queues::receive(PeerId peer, Peer& p, std::uint64_t correlation, std::string_view key,
+                     std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now) {
+  Queue* q = find_mutable(key);
+  if (!q && timeout_ms == 0) {
+    sink_.fail(peer, correlation, Errc::timeout, "no message");
+    return;
+  }
+  SendOutcome why;
+  if (!q) q = create(key, &why, &p.id);  // find_mutable has just missed: no second lookup
+  if (!q) {
+    sink_.fail(peer, correlation, why.error, why.text);
+    return;
+  }
+  receive_from(*q, peer, p, correlation, max_count, timeout_ms, now);
+  collect_if_idle(*q);
+}
+
+Queue* Queues::get_or_create(std::string_view key, SendOutcome* why, const Identity* creator) {
+  if (Queue* q = find_mutable(key)) return q;
+  return create(key, why, creator);
+}
+
+Queue* Queues::create(std::string_view key, SendOutcome* why, const Identity* creator) {
+  const Limits& limits = core_.limits;
+  if (queues_.size() >= limits.max_queues) {
+    if (why) {
+      *why = rejected(Errc::too_many_queues, "the broker holds its limit of " +
+                                                 std::to_string(limits.max_queues) + " queues");
+    }
+    return nullptr;
+  }
+  if (creator) {
+    if (auto refusal = over_queue_quota(creator->uid)) {
+      if (why) *why = std::move(*refusal);
+      return nullptr;
+    }
+  }
+  Queue* raw = nullptr;
+  if (auto node = spare_queues_.take()) {
+    raw = node.mapped().get();
+    raw->reuse(key, limits.queue_defaults);
+    node.key().assign(key);
+    queues_.insert(std::move(node));
+  } else {
+    auto q =
+        std::make_unique<Queue>(std::string(key), limits.queue_defaults, core_.chunk_budget, false);
+    raw = q.get();
+    queues_.emplace(raw->key(), std::move(q));
+  }
+  if (creator) charge_queue(*raw, creator->uid);
+  return raw;
+}
+
+std::optional<SendOutcome> Queues::over_queue_quota(std::uint32_t uid) const {
+  const UidUsage* usage = core_.accounting.find(uid);
+  const std::uint32_t held = usage ? usage->queues : 0;
+  if (held < core_.limits.uid_max_queues) return std::nullopt;
+  return rejected(Errc::too_many_queues, "uid " + std::to_string(uid) + " already holds " +
+                                             std::to_string(held) + " queues (limit " +
+                                             std::to_string(core_.limits.uid_max_queues) + ")");
+}
+
+void Queues::charge_queue(Queue& q, std::uint32_t uid) {
+  ++core_.accounting.of(uid).queues;
+  q.keeper().charged = true;
+  q.keeper().uid = uid;
+}
+
+void Queues::uncharge_queue(Queue& q) {
+  QueueKeeper& k = q.keeper();
+  if (!k.charged) return;
+  k.charged = false;
+  --core_.accounting.of(k.uid).queues;
+  core_.accounting.forget_if_unused(k.uid);
+}
+
+SendOutcome Queues::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
+                            Clock::time_point now, std::uint64_t request_id,
+                            std::uint64_t request_seq, RegionRef region) {
+  // `size` is what the queue and the uid are charged; a region's bytes are charged to the
+  // region's owner instead. `moved` is what the message carries, for the totals.
+  const std::size_t size = payload.size();
+  const std::uint64_t moved = region ? region.length : size;
+  if (size > core_.limits.max_payload) {
+    return rejected(Errc::payload_too_large, "payload of " + std::to_string(size) +
+                                                 " bytes exceeds the inline limit of " +
+                                                 std::to_string(core_.limits.max_payload));
+  }
+  if (!q.could_ever_fit(size)) {
+    ++q.counters().rejected_total;
+    return rejected(Errc::payload_too_large, "payload of " + std::to_string(size) +
+                                                 " bytes exceeds the max_bytes of " + q.key());
+  }
+  // Straight to a waiting receiver when nothing is queued ahead (FIFO) and the receiver
+  // reads what it is given; otherwise the message is stored and counts against the queue
+  // and the sender's quota like any other, so a receiver that does not read makes nothing
+  // grow but its queue.
+  auto it = q.waiters().begin();
+  if (q.depth() == 0) {
+    while (it != q.waiters().end() && !sink_.wants_more(it->peer))
+      ++it;
+  } else {
+    it = q.waiters().end();
+  }
+  BrokerTotals& totals = core_.totals;
+  if (it != q.waiters().end()) {
+    const PeerId to = it->peer;
+    const std::uint64_t corr = it->correlation;
+    remove_waiter(q, it);
+    ++q.counters().enqueued_total;
+    ++q.counters().dequeued_total;
+    ++totals.messages_in;
+    totals.bytes_in += moved;
+    ++totals.messages_out;
+    totals.bytes_out += moved;
+    if (request_id != 0) requests_.note_delivery(sender.id.client_id, request_id, request_seq, to);
+    hand_over(to, corr, true, Delivery{q.delivery_key(), sender.id, request_id, payload, region});
+    return {};
+  }
+
+  if (auto refusal = core_.over_quota(sender.id, size)) {
+    ++q.counters().rejected_total;
+    return *refusal;
+  }
+  if (!q.has_room_for(size)) {
+    switch (q.options().overflow) {
+      case Overflow::drop_oldest:
+        while (!q.has_room_for(size) && q.depth() > 0)
+          drop_oldest(q);
+        break;
+      case Overflow::block:
+        if (from != 0) {
+          q.blocked().push_back(from);
+          sender.queues.blocked_on = &q;
+          return SendOutcome{SendResult::blocked, Errc::ok, {}};
+        }
+        [[fallthrough]];  // nobody to pause (a parked send): refuse
+      case Overflow::reject:
+      case Overflow::use_default:
+        ++q.counters().rejected_total;
+        return rejected(q.is_inbox() ? Errc::peer_busy : Errc::queue_full,
+                        std::string(q.is_inbox() ? "inbox of " : "queue ") + "'" + q.key() +
+                            "' is full (" + std::to_string(q.depth()) + " messages, " +
+                            std::to_string(q.bytes()) + " bytes)");
+    }
+  }
+  RegionTable& regions = core_.regions;
+  if (region) {
+    if (auto s = regions.add_message_ref(region.id); !s.ok()) return rejected(s.error, s.text);
+  }
+  try {
+    q.push(MessageMeta{sender.id, now, request_id, request_seq, region}, payload);
+  } catch (const std::bad_alloc&) {
+    // Out of memory (or of mappings, vm.max_map_count): this send fails, nothing else.
+    if (region) regions.drop_message_ref(region.id);
+    ++q.counters().rejected_total;
+    return rejected(Errc::internal_error, "the broker has no memory left to queue this message");
+  }
+  core_.charge(sender.id, size);
+  ++totals.messages_in;
+  totals.bytes_in += moved;
+  return {};
+}
+
+void Queues::hand_over(PeerId to, std::uint64_t correlation, bool last, const Delivery& d) {
+  if (d.region) core_.regions.hold(to, d.region.id);
+  sink_.deliver(to, correlation, last, d);
+}
+
+void Queues::receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation,
+                          std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now) {
+  // A receiver whose unread output is at its bound waits like one on an empty queue: it is
+  // served when the edge reports it ready (output_ready), and until then the messages stay
+  // queued, charged to the queue.
+  const std::uint32_t max = std::clamp<std::uint32_t>(max_count, 1, core_.limits.max_receive_batch);
+  if (q.depth() > 0 && sink_.wants_more(peer)) {
+    serve_now(q, peer, correlation, max);
+    space_freed(q);
+    return;
+  }
+  if (timeout_ms == 0) {
+    sink_.fail(peer, correlation, Errc::timeout,
+               q.depth() == 0 ? "no message"
+                              : "no message could be handed over now: this connection's (or "
+                                "its uid's) unread output is at its limit; read it first");
+    return;
+  }
+  const Limits& limits = core_.limits;
+  QueuePeer& qp = p.queues;
+  if (qp.waiting >= limits.max_waiting_receives) {
+    sink_.fail(peer, correlation, Errc::too_many_receives,
+               "this connection already has " + std::to_string(qp.waiting) +
+                   " receives waiting (limit " + std::to_string(limits.max_waiting_receives) + ")");
+    return;
+  }
+  // The peer is connected, so its uid has an entry.
+  UidUsage& usage = core_.accounting.of(p.id.uid);
+  if (usage.waiting_receives >= limits.uid_max_waiting_receives) {
+    sink_.fail(peer, correlation, Errc::too_many_receives,
+               "uid " + std::to_string(p.id.uid) + " already has " +
+                   std::to_string(usage.waiting_receives) +
+                   " receives waiting over its connections (limit " +
+                   std::to_string(limits.uid_max_waiting_receives) + ")");
+    return;
+  }
+  auto it = add_waiter(q, Waiter{peer, correlation, max, false, {}});
+  if (timeout_ms > 0) {
+    it->has_deadline = true;
+    it->deadline = spare_deadlines_.insert_mapped(
+        deadlines_, now + std::chrono::milliseconds(timeout_ms), QueueDeadline{&q, false, it});
+  }
+  ++qp.waiting;
+  ++usage.waiting_receives;
+  auto w = std::find_if(qp.waiting_in.begin(), qp.waiting_in.end(),
+                        [&](const auto& e) { return e.first == &q; });
+  if (w == qp.waiting_in.end()) {
+    qp.waiting_in.emplace_back(&q, 1);
+  } else {
+    ++w->second;
+  }
+}
+
+void Queues::serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::uint32_t max) {
+  for (std::uint32_t n = 0;; ++n) {
+    // Read in place, handed over, then popped: the payload is never copied in the core.
+    const StoredMessage m = q.front();
+    const bool last = n + 1 >= max || q.depth() == 1 || !sink_.wants_more(peer);
+    ++q.counters().dequeued_total;
+    ++core_.totals.messages_out;
+    core_.totals.bytes_out += m.meta.region ? m.meta.region.length : m.payload.size();
+    if (m.meta.request_id != 0) {
+      requests_.note_delivery(m.meta.sender.client_id, m.meta.request_id, m.meta.request_seq, peer);
+    }
+    hand_over(
+        peer, correlation, last,
+        Delivery{q.delivery_key(), m.meta.sender, m.meta.request_id, m.payload, m.meta.region});
+    // After the hand-over: the message's reference kept the region alive until the
+    // receiver's handle (and the edge's copy of the fd) took over.
+    core_.release(m.meta, m.payload.size());
+    q.pop();
+    if (last) break;
+  }
+}
+
+void Queues::output_ready(Peer& p) {
+  if (p.queues.waiting_in.empty()) return;
+  // Copied: serving edits waiting_in, and may collect a queue once it is idle.
+  std::vector<Queue*> queues;
+  queues.reserve(p.queues.waiting_in.size());
+  for (const auto& w : p.queues.waiting_in)
+    if (w.first->depth() > 0) queues.push_back(w.first);
+  for (Queue* q : queues)
+    serve_waiters(*q);
+}
+
+void Queues::serve_waiters(Queue& q) {
+  bool served = false;
+  for (auto it = q.waiters().begin(); it != q.waiters().end() && q.depth() > 0;) {
+    const auto next = std::next(it);
+    if (sink_.wants_more(it->peer)) {
+      const PeerId to = it->peer;
+      const std::uint64_t corr = it->correlation;
+      const std::uint32_t max = it->max_count;
+      remove_waiter(q, it);
+      serve_now(q, to, corr, max);
+      served = true;
+    }
+    it = next;
+  }
+  if (!served) return;
+  space_freed(q);
+  if (!q.is_inbox()) collect_if_idle(q);
+}
+
+WaiterList::iterator Queues::add_waiter(Queue& q, const Waiter& w) {
+  auto& ws = q.waiters();
+  if (spare_waiters_.empty()) return ws.insert(ws.end(), w);
+  ws.splice(ws.end(), spare_waiters_, spare_waiters_.begin());
+  auto it = std::prev(ws.end());
+  *it = w;
+  return it;
+}
+
+void Queues::remove_waiter(Queue& q, WaiterList::iterator it) {
+  if (it->has_deadline) spare_deadlines_.erase(deadlines_, it->deadline);
+  if (Peer* p = core_.peers.find(it->peer)) {
+    QueuePeer& qp = p->queues;
+    --qp.waiting;
+    --core_.accounting.of(p->id.uid).waiting_receives;
+    auto w = std::find_if(qp.waiting_in.begin(), qp.waiting_in.end(),
+                          [&](const auto& e) { return e.first == &q; });
+    if (w != qp.waiting_in.end() && --w->second == 0) {
+      *w = qp.waiting_in.back();
+      qp.waiting_in.pop_back();
+    }
+  }
+  constexpr std::size_t kMaxSpareWaiters = 4096;
+  if (spare_waiters_.size() < kMaxSpareWaiters) {
+    spare_waiters_.splice(spare_waiters_.end(), q.waiters(), it);
+  } else {
+    q.waiters().erase(it);
+  }
+}
+
+void Queues::fail_waiters(Queue& q, Errc code, std::string_view text, PeerId keep) {
+  auto& ws = q.waiters();
+  for (auto it = ws.begin(); it != ws.end();) {
+    const auto next = std::next(it);
+    if (it->peer != keep) {
+      const PeerId peer = it->peer;
+      const std::uint64_t corr = it->correlation;
+      remove_waiter(q, it);
+      sink_.fail(peer, corr, code, text);
+    }
+    it = next;
+  }
+}
+
+void Queues::drop_oldest(Queue& q, Errc code, std::string_view why) {
+  const MessageMeta m = q.front().meta;
+  core_.release(m, q.front().payload.size());
+  q.pop();
+  ++q.counters().dropped_total;
+  if (m.request_id != 0) requests_.abandon(m, code, why);
+}
+
+std::size_t Queues::drain(Queue& q) {
+  std::size_t n = 0;
+  for (; q.depth() > 0; ++n)
+    drop_oldest(q);
+  return n;
+}
+
+void Queues::space_freed(Queue& q) {
+  if (q.blocked().empty()) return;
+  std::vector<PeerId> resumed;
+  resumed.swap(q.blocked());
+  for (PeerId id : resumed) {
+    if (Peer* p = core_.peers.find(id)) p->queues.blocked_on = nullptr;
+    sink_.resume(id);
+  }
+}
+
+void Queues::collect_if_idle(Queue& q) {
+  if (!q.idle()) return;
+  erase_queue(queues_.find(std::string_view(q.key())));
+}
+
+void Queues::erase_queue(QueueMap::iterator it) {
+  Queue& q = *it->second;
+  stop_grace(q);
+  drop_declarer(q);
+  uncharge_queue(q);
+  if (last_queue_ == &q) last_queue_ = nullptr;
+  // A queue that comes and goes with each message (a reply queue, a consumer that keeps
+  // up) is created again from the stash without allocating.
+  spare_queues_.keep(queues_.extract(it));
+}
+
+void Queues::forget(PeerId peer, Peer& p, Clock::time_point now) {
+  QueuePeer& qp = p.queues;
+  // Copy: remove_waiter edits waiting_in while we walk it.
+  std::vector<Queue*> touched;
+  for (const auto& w : qp.waiting_in)
+    touched.push_back(w.first);
+  // Whatever it declared is kept only through the grace now, unless declared again.
+  for (Queue* q : qp.declared) {
+    q->keeper().declarer = 0;
+    start_grace(*q, now);
+    if (!q->declared()) touched.push_back(q);
+  }
+  qp.declared.clear();
+  for (Queue* q : touched) {
+    auto& ws = q->waiters();
+    for (auto it = ws.begin(); it != ws.end();) {
+      auto next = std::next(it);
+      if (it->peer == peer) remove_waiter(*q, it);
+      it = next;
+    }
+  }
+  // Inboxes are not collected like queues (their registry forgets them).
+  std::erase_if(touched, [](Queue* q) { return q->is_inbox(); });
+  if (Queue* q = qp.blocked_on) {
+    std::erase(q->blocked(), peer);
+    if (!q->is_inbox()) touched.push_back(q);
+  }
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  for (Queue* q : touched)
+    collect_if_idle(*q);
+}
+
+void Queues::fail_all(Errc code, std::string_view text) {
+  std::vector<Queue*> all;
+  for (auto& [k, q] : queues_)
+    all.push_back(q.get());
+  for (Queue* q : all) {
+    fail_waiters(*q, code, text);
+    collect_if_idle(*q);
+  }
+}
+
+void Queues::expire_first() {
+  const QueueDeadline d = deadlines_.begin()->second;
+  if (d.grace) {
+    // The grace is over: from now on the queue lives only while it is in use.
+    stop_grace(*d.queue);
+    d.queue->mark_undeclared();
+    collect_if_idle(*d.queue);
+    return;
+  }
+  const PeerId peer = d.waiter->peer;
+  const std::uint64_t corr = d.waiter->correlation;
+  remove_waiter(*d.queue, d.waiter);
+  sink_.fail(peer, corr, Errc::timeout, "no message within the timeout");
+  if (!d.queue->is_inbox()) collect_if_idle(*d.queue);
+}
+
+std::optional<std::size_t> Queues::purge(std::string_view key) {
+  Queue* q = find_mutable(key);
+  if (!q) return std::nullopt;
+  const std::size_t n = drain(*q);
+  space_freed(*q);
+  collect_if_idle(*q);
+  return n;
+}
+
+std::optional<std::size_t> Queues::remove(std::string_view key) {
+  Queue* q = find_mutable(key);
+  if (!q) return std::nullopt;
+  const std::size_t n = drain(*q);
+  fail_waiters(*q, Errc::queue_deleted, "queue '" + q->key() + "' was deleted");
+  space_freed(*q);
+  erase_queue(queues_.find(std::string_view(q->key())));
+  return n;
+}
+
+}  // namespace qbus::broker

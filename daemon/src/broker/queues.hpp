@@ -1,0 +1,173 @@
+// The queue registry: keyed queues with their waiting receives and blocked producers, the
+// declare/grace lifetime, per-uid queue charges and the deadlines of receives and graces.
+// It also runs the message machinery (enqueue, serve, drop) for the inboxes' queues, which
+// the inbox registry owns and hands in by reference.
+//
+// Ownership: owns every keyed Queue; holds references to the Core and the request registry
+// (to note which connection took a request's message, and to end a request whose message
+// was dropped), both of which outlive it. Thread-safety: none; the Broker's one thread.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "broker/node_stash.hpp"
+#include "broker/outcome.hpp"
+#include "broker/queue.hpp"
+
+namespace qbus::broker {
+
+struct Core;
+struct Peer;
+class Requests;
+
+// A peer's state in the queue registry.
+struct QueuePeer {
+  std::uint32_t waiting = 0;
+  // Queues (and inboxes) this peer waits on, with how many receives each: a few, so a
+  // vector that keeps its capacity beats a map's node per receive.
+  std::vector<std::pair<Queue*, std::uint32_t>> waiting_in;
+  Queue* blocked_on = nullptr;
+  // Queues whose declarer this peer is (their QueueKeeper::declarer).
+  std::vector<Queue*> declared;
+};
+
+class Queues {
+ public:
+  Queues(Core& core, Requests& requests);
+  Queues(const Queues&) = delete;
+  Queues& operator=(const Queues&) = delete;
+
+  // SEND: to the queue `key`, created (charged to the sender's uid) if need be.
+  SendOutcome send(PeerId from, Peer& sender, std::string_view key, Bytes payload,
+                   Clock::time_point now);
+  // RECEIVE on `key` (see Broker::receive).
+  void receive(PeerId peer, Peer& p, std::uint64_t correlation, std::string_view key,
+               std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now);
+
+  Queue* find_mutable(std::string_view key) {
+    // A producer sends runs of messages to one queue: compare the key before hashing it.
+    if (last_queue_ && last_queue_->key() == key) return last_queue_;
+    auto it = queues_.find(key);
+    if (it == queues_.end()) return nullptr;
+    last_queue_ = it->second.get();
+    return last_queue_;
+  }
+  const Queue* find(std::string_view key) const {
+    auto it = queues_.find(key);
+    return it == queues_.end() ? nullptr : it->second.get();
+  }
+  // Creates a queue charged to `creator`'s uid (nullptr: to nobody) unless it exists;
+  // nullptr with the refusal in `why` when a limit forbids it.
+  Queue* get_or_create(std::string_view key, SendOutcome* why, const Identity* creator);
+  template <typename F>
+  void for_each(F&& f) const {
+    for (const auto& [k, q] : queues_)
+      f(*q);
+  }
+  std::size_t count() const { return queues_.size(); }
+
+  // Hands `payload` to the first waiter of `q` (a queue or an inbox) or stores it,
+  // applying q's limits, the sender's uid quota and q's overflow policy. from = 0: a
+  // producer that cannot be paused (a parked send), refused where it would block.
+  // request_id/request_seq: nonzero for a request's message. region: the payload is that
+  // slice (`payload` is then empty).
+  SendOutcome enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload, Clock::time_point now,
+                      std::uint64_t request_id = 0, std::uint64_t request_seq = 0,
+                      RegionRef region = {});
+  // Serves `peer` from `q` now, or makes it wait (timeout_ms -1: forever, 0: fail now).
+  void receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation,
+                    std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now);
+  // The edge reports `p` reads its output again: its waits on queues holding messages are
+  // served now.
+  void output_ready(Peer& p);
+  // Answers every waiter of `q` with `code`; with `keep`, all but that peer's.
+  void fail_waiters(Queue& q, Errc code, std::string_view text, PeerId keep = 0);
+  // Drops every message of `q` (a request's ends with queue_full); returns how many.
+  std::size_t drain(Queue& q);
+  // Room was made in `q` (or its target went away): its blocked producers retry.
+  void space_freed(Queue& q);
+  void collect_if_idle(Queue& q);
+
+  // Declarations and the operator's actions: see Broker.
+  Errc declare(PeerId from, Peer& p, std::string_view key, const QueueOptions& requested,
+               std::string& text);
+  Errc declare_configured(std::string_view key, const QueueOptions& requested, std::string& text);
+  bool release_configured(std::string_view key, Clock::time_point now);
+  std::optional<std::size_t> purge(std::string_view key);
+  std::optional<std::size_t> remove(std::string_view key);
+
+  // The peer disconnects: its waits (on queues and inboxes) and its place among blocked
+  // producers go, and what it declared starts its grace at `now`.
+  void forget(PeerId peer, Peer& p, Clock::time_point now);
+  // Shutdown: every waiter on a keyed queue is answered with `code`.
+  void fail_all(Errc code, std::string_view text);
+
+  std::optional<Clock::time_point> next_deadline() const { return earliest(deadlines_); }
+  // Ends what the earliest deadline guards (there must be one).
+  void expire_first();
+
+ private:
+  struct KeyHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view k) const noexcept {
+      return std::hash<std::string_view>{}(k);
+    }
+  };
+  // Heterogeneous lookup: the key of an incoming frame is looked up without a copy.
+  using QueueMap =
+      std::unordered_map<std::string, std::unique_ptr<Queue>, KeyHash, std::equal_to<>>;
+
+  // get_or_create for a key known to name no queue.
+  Queue* create(std::string_view key, SendOutcome* why, const Identity* creator);
+  // The refusal when `uid` may not be charged one more queue.
+  std::optional<SendOutcome> over_queue_quota(std::uint32_t uid) const;
+  void charge_queue(Queue& q, std::uint32_t uid);
+  void uncharge_queue(Queue& q);
+  // Makes `peer` the declarer of `q`, moving the charge to its uid; the refusal when that
+  // uid holds its limit of queues (nothing changed then).
+  std::optional<SendOutcome> adopt(Queue& q, PeerId peer, Peer& p);
+  // Takes `q` off its declarer's list; the queue has no declarer after.
+  void drop_declarer(Queue& q);
+  // `q` has lost its declarer (or its place in the configuration): its grace starts at
+  // `now`. With no grace it is undeclared at once; the caller then collects it if idle.
+  void start_grace(Queue& q, Clock::time_point now);
+  void stop_grace(Queue& q);
+  // Whether `q`'s declaration is kept with `wanted`; queue_conflict with `text` otherwise.
+  Errc check_declared(const Queue& q, const QueueOptions& wanted, std::string& text) const;
+  // Applies `wanted` to an existing undeclared queue and declares it.
+  void declare_existing(Queue& q, const QueueOptions& wanted);
+  // Hands a message to `to`, giving it a handle on a region message's region first.
+  void hand_over(PeerId to, std::uint64_t correlation, bool last, const Delivery& d);
+  // Moves up to `max` messages to `peer`, stopping early when its output is backed up.
+  void serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::uint32_t max);
+  // Serves the waiters of a queue that holds messages, in arrival order, skipping those
+  // whose output is still backed up.
+  void serve_waiters(Queue& q);
+  WaiterList::iterator add_waiter(Queue& q, const Waiter& w);
+  void remove_waiter(Queue& q, WaiterList::iterator it);
+  void drop_oldest(Queue& q, Errc code = Errc::queue_full,
+                   std::string_view why = "the request was dropped to make room in the queue");
+  void erase_queue(QueueMap::iterator it);
+
+  Core& core_;
+  // The Core's Sink, held directly: asked (wants_more) and told (deliver) for every
+  // message, so one load, not two, stands between a message and the edge.
+  Sink& sink_;
+  Requests& requests_;
+  QueueMap queues_;
+  Queue* last_queue_ = nullptr;  // find_mutable()'s cache; erase_queue() clears it
+  QueueDeadlineIndex deadlines_;
+  // Recycled nodes (node_stash.hpp): collected queues with their allocations, waiting
+  // receives and their deadlines, so that steady traffic allocates nothing.
+  NodeStash<QueueMap, 64> spare_queues_;
+  WaiterList spare_waiters_;
+  NodeStash<QueueDeadlineIndex, 4096> spare_deadlines_;
+};
+
+}  // namespace qbus::broker
