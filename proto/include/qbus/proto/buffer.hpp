@@ -1,7 +1,7 @@
 // A contiguous byte buffer with a read cursor, shared by the broker's connections and the
 // client library for both directions of a stream.
 //
-// Not thread-safe. Memory is reused: consumed bytes are reclaimed by compact(), so a
+// Not thread-safe. Memory is reused: consumed bytes are reclaimed by make_room(), so a
 // steady stream of frames does not allocate once the buffer has reached its working size.
 #pragma once
 
