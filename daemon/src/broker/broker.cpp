@@ -62,7 +62,7 @@ void Broker::process_exited(PeerId peer) {
 
 std::size_t Broker::inbox_depth(PeerId peer) const {
   const Peer* p = core_.peers.find(peer);
-  return !p || !p->inbox.inbox ? 0 : p->inbox.inbox->queue.depth();
+  return p ? Inboxes::depth(*p) : 0;
 }
 
 SendOutcome Broker::request(PeerId from, std::uint64_t correlation, std::string_view key,

@@ -32,6 +32,10 @@ void Inboxes::retire(PidIndex::iterator it) {
   queues_.space_freed(inbox->queue);
 }
 
+std::size_t Inboxes::depth(const Peer& p) {
+  return p.inbox.inbox ? p.inbox.inbox->queue.depth() : 0;
+}
+
 void Inboxes::process_exited(Peer& p) {
   Inbox* inbox = p.inbox.inbox;
   if (!inbox) return;

@@ -98,6 +98,8 @@ class Inboxes {
   void fail_parked(Errc code, std::string_view text);
 
   std::size_t count() const { return inboxes_.size(); }
+  // Messages waiting in the inbox `p`'s direct messages go to; 0 before it has one.
+  static std::size_t depth(const Peer& p);
 
   std::optional<Clock::time_point> next_deadline() const { return earliest(deadlines_); }
   void expire_first();

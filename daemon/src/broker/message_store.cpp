@@ -57,7 +57,7 @@ MessageStore::Chunk& MessageStore::grow(std::size_t size) {
 
 void MessageStore::keep_spare(Chunk&& c) {
   if (c.capacity > kKeepChunk || (spare_.data && spare_.capacity >= c.capacity)) return;
-  if (kept_budget() - spare_.capacity + c.capacity > kKeepBudget) return;
+  if (kept_budget() - spare_.capacity + c.capacity > KeptChunkBudget::kMax) return;
   kept_budget() += c.capacity - spare_.capacity;
   spare_ = std::move(c);
   spare_.head = spare_.tail = 0;
@@ -75,7 +75,7 @@ void MessageStore::drained_front() {
   Chunk& c = chunks_.front();
   kept_budget() -= spare_.capacity;
   spare_ = Chunk{};
-  if (c.capacity <= kKeepChunk && kept_budget() + c.capacity <= kKeepBudget) {
+  if (c.capacity <= kKeepChunk && kept_budget() + c.capacity <= KeptChunkBudget::kMax) {
     c.head = c.tail = 0;
     kept_chunk_ = c.capacity;
     kept_budget() += kept_chunk_;

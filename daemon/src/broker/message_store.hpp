@@ -40,7 +40,7 @@ struct StoredMessage {
 };
 
 // What empty stores and spare chunks may keep in all, over the stores that share it. Owned
-// by whoever owns the stores (the Broker) and handed to each by reference, so it must
+// by whoever owns the stores (the broker's `Core`) and handed to each by reference, so it must
 // outlive them; not thread-safe, like the stores.
 class KeptChunkBudget {
  public:
@@ -198,7 +198,6 @@ class MessageStore {
   // The largest chunk kept as a spare or by an empty store (a burst of ~140 small
   // messages); what all stores sharing a budget keep that way is KeptChunkBudget::kMax.
   static constexpr std::size_t kKeepChunk = 16 * 1024;
-  static constexpr std::size_t kKeepBudget = KeptChunkBudget::kMax;
   static constexpr std::size_t kMapChunk = 64 * 1024;
 
   static constexpr std::size_t round_up(std::size_t n) { return (n + kAlign - 1) & ~(kAlign - 1); }
