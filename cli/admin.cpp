@@ -194,15 +194,23 @@ void print_table(const std::vector<std::string>& header,
     line(r);
 }
 
+// A queue's owner: its creator's uid, or the configuration's (null in the answer); "-"
+// from a qbusd too old to say.
+std::string owner_of(const json& q) {
+  if (!q.is_object() || !q.contains("owner")) return "-";
+  const json& owner = q["owner"];
+  return owner.is_null() ? "config" : text_of(owner);
+}
+
 void print_queues(const json& queues) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& q : queues) {
     rows.push_back({printable(text_of(member(q, "key"))), text_of(member(q, "depth")),
                     human_bytes(number(q, "bytes")), text_of(member(q, "max_messages")),
                     human_bytes(number(q, "max_bytes")), text_of(member(q, "overflow")),
-                    text_of(member(q, "waiting_receivers")), text_of(member(q, "enqueued_total")),
-                    text_of(member(q, "dequeued_total")), text_of(member(q, "dropped_total")),
-                    text_of(member(q, "rejected_total")),
+                    owner_of(q), text_of(member(q, "waiting_receivers")),
+                    text_of(member(q, "enqueued_total")), text_of(member(q, "dequeued_total")),
+                    text_of(member(q, "dropped_total")), text_of(member(q, "rejected_total")),
                     number(q, "depth") == 0
                         ? "-"
                         : human_age_ms(static_cast<std::int64_t>(number(q, "oldest_age_ms")))});
@@ -211,9 +219,10 @@ void print_queues(const json& queues) {
     std::cout << "no queues\n";
     return;
   }
-  print_table({"KEY", "DEPTH", "BYTES", "MAX", "MAX BYTES", "OVERFLOW", "WAITING", "IN", "OUT",
-               "DROPPED", "REJECTED", "OLDEST"},
-              rows, {false, true, true, true, true, false, true, true, true, true, true, true});
+  print_table({"KEY", "DEPTH", "BYTES", "MAX", "MAX BYTES", "OVERFLOW", "OWNER", "WAITING", "IN",
+               "OUT", "DROPPED", "REJECTED", "OLDEST"},
+              rows,
+              {false, true, true, true, true, false, true, true, true, true, true, true, true});
 }
 
 void print_clients(const json& clients) {
@@ -270,6 +279,7 @@ void print_queue(const json& q) {
                 {"max_messages", text_of(member(q, "max_messages"))},
                 {"max_bytes", human_bytes(number(q, "max_bytes"))},
                 {"overflow", text_of(member(q, "overflow"))},
+                {"owner", owner_of(q)},
                 {"declared", text_of(member(q, "declared"))},
                 {"waiting_receivers", text_of(member(q, "waiting_receivers"))},
                 {"blocked_producers", text_of(member(q, "blocked_producers"))},

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -113,6 +114,84 @@ TEST_F(AdminTest, QueuesAnswerHasTheDocumentedShape) {
   const json one = admin.ask({{"request", "queue"}, {"key", "jobs"}});
   ASSERT_TRUE(one["ok"].get<bool>());
   EXPECT_EQ(one["queue"]["depth"], 2);
+}
+
+// Queues with an owner: one the configuration declares (owner null) beside those clients
+// create.
+class QueueOwnerTest : public AdminTest {
+ protected:
+  QueueOwnerTest()
+      : AdminTest(DaemonOptions{.config_json = R"({"queues": [{"key": "configured"}]})"}) {}
+};
+
+TEST_F(QueueOwnerTest, QueuesAnswerNamesEachQueuesOwner) {
+  auto c = connect();
+  c.send_confirmed("made.by.use", "1");
+  AdminConn admin(admin_path());
+  const json a = admin.ask({{"request", "queues"}});
+  ASSERT_TRUE(a["ok"].get<bool>()) << a.dump();
+  std::map<std::string, json> owners;
+  for (const auto& q : a["queues"])
+    owners[q["key"].get<std::string>()] = q["owner"];
+  ASSERT_EQ(owners.size(), 2u) << a.dump();
+  EXPECT_EQ(owners["made.by.use"], ::getuid());
+  EXPECT_TRUE(owners["configured"].is_null()) << a.dump();
+  const json one = admin.ask({{"request", "queue"}, {"key", "made.by.use"}});
+  EXPECT_EQ(one["queue"]["owner"], ::getuid()) << one.dump();
+
+  auto table = ctl({"queues"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find(" OWNER "), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find(" config "), std::string::npos) << table.out;
+}
+
+// The attack of issue 12: another uid re-declares root's live queue as one message with
+// drop_oldest, so root's confirmed sends are all answered OK while all but one are dropped.
+TEST_F(QueueOwnerTest, AnotherUidCannotRedeclareALiveQueueToDropItsOwnersMessages) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another uid";
+  ::chmod(daemon_.dir().path().c_str(), 0755);  // let uid 65534 reach the socket
+  auto owner = connect("orders-owner");
+  owner.send_confirmed("orders", "first");
+  const pid_t other = spawn([&] {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 10;
+    auto c = connect("squatter");
+    try {
+      c.declare("orders", QueueOptions{1, 0, Overflow::drop_oldest});
+      return 1;
+    } catch (const Error& e) {
+      if (e.code() != Errc::permission_denied) return 2;
+      const std::string text = e.what();
+      if (text.find("'orders'") == std::string::npos) return 3;
+      if (text.find("owned by uid 0") == std::string::npos) return 4;
+    }
+    // The queue's current options are still open to it, as before.
+    try {
+      c.declare("orders", QueueOptions{});
+    } catch (const Error&) {
+      return 5;
+    }
+    return 0;
+  });
+  EXPECT_EQ(wait_exit(other), 0);
+
+  for (int i = 0; i < 100; ++i)
+    owner.send_confirmed("orders", "m" + std::to_string(i));
+  AdminConn admin(admin_path());
+  const json q = admin.ask({{"request", "queue"}, {"key", "orders"}});
+  ASSERT_TRUE(q["ok"].get<bool>()) << q.dump();
+  EXPECT_EQ(q["queue"]["depth"], 101) << q.dump();
+  EXPECT_EQ(q["queue"]["dropped_total"], 0) << q.dump();
+  EXPECT_EQ(q["queue"]["owner"], 0) << q.dump();
+  EXPECT_NE(q["queue"]["overflow"], "drop_oldest") << q.dump();
+  // Every message is there, in order.
+  auto m = owner.receive("orders", seconds(30));
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->text(), "first");
+  for (int i = 0; i < 100; ++i) {
+    m = owner.receive("orders", seconds(30));
+    ASSERT_TRUE(m.has_value()) << i;
+    ASSERT_EQ(m->text(), "m" + std::to_string(i));
+  }
 }
 
 TEST_F(AdminTest, ClientsAnswerNamesEachConnectionByKernelIdentity) {

@@ -192,6 +192,15 @@ TEST_F(BrokerRegionsTest, RegionMessageWithoutReceiverIsQueuedWithAMessageRef) {
   EXPECT_EQ(handles(sender, id), 1u);
 }
 
+TEST_F(BrokerRegionsTest, AQueueARegionMessageCreatesIsOwnedByTheSendersUid) {
+  const PeerId sender = connect(1234);
+  const RegionId id = allocate(sender, 4096);
+  put_region(sender, slice(id, 0, 4096), "made.by.region");
+  const Queue* q = broker().find("made.by.region");
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q->keeper().owner, 1234u);
+}
+
 TEST_F(BrokerRegionsTest, ReleaseFlagDropsTheSendersHandleAndTheReceiverKeepsTheRegionAlive) {
   const PeerId sender = connect(1000);
   const PeerId receiver = connect(2000);

@@ -71,7 +71,9 @@ json queue_json(const broker::Queue& q, SteadyClock::time_point now) {
   if (const auto oldest = q.oldest_enqueued()) {
     oldest_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - *oldest).count();
   }
+  const auto& owner = q.keeper().owner;
   return json{{"key", q.key()},
+              {"owner", owner ? json(*owner) : json(nullptr)},
               {"depth", q.depth()},
               {"bytes", q.bytes()},
               {"max_messages", o.max_messages},

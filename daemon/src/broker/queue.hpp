@@ -60,6 +60,10 @@ struct QueueKeeper {
   std::uint32_t uid = 0;
   // Declared by the configuration: never collected, charged to nobody.
   bool permanent = false;
+  // The uid whose frame created the queue; none for a queue the configuration declared
+  // first or took over. Unlike `uid` it stays when the charge or the declarer moves: it
+  // decides who may change the queue's options (Queues::declare).
+  std::optional<std::uint32_t> owner;
   // The live connection that declared it last; 0 when none (never declared, declared by
   // the configuration, or its declarer has gone).
   PeerId declarer = 0;

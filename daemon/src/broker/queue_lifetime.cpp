@@ -20,12 +20,15 @@ std::string describe(const QueueOptions& o) {
          " overflow=" + std::string(proto::overflow_name(o.overflow));
 }
 
+bool same_options(const QueueOptions& a, const QueueOptions& b) {
+  return a.max_messages == b.max_messages && a.max_bytes == b.max_bytes && a.overflow == b.overflow;
+}
+
 }  // namespace
 
 Errc Queues::check_declared(const Queue& q, const QueueOptions& wanted, std::string& text) const {
   const auto& have = q.options();
-  if (have.max_messages != wanted.max_messages || have.max_bytes != wanted.max_bytes ||
-      have.overflow != wanted.overflow) {
+  if (!same_options(have, wanted)) {
     text = "queue '" + q.key() + "' is already declared with " + describe(have);
     return Errc::queue_conflict;
   }
@@ -39,12 +42,26 @@ void Queues::declare_existing(Queue& q, const QueueOptions& wanted) {
   if (q.has_room_for(0)) space_freed(q);
 }
 
+Errc Queues::check_owner(const Queue& q, const QueueOptions& wanted, std::uint32_t uid,
+                         std::string& text) const {
+  const std::optional<std::uint32_t>& owner = q.keeper().owner;
+  if (same_options(q.options(), wanted) || uid == 0 || owner == uid) return Errc::ok;
+  text = "declare of queue '" + q.key() + "' with other options: owned by " +
+         (owner ? "uid " + std::to_string(*owner) : std::string("the configuration"));
+  return Errc::permission_denied;
+}
+
 Errc Queues::declare(PeerId from, Peer& p, std::string_view key, const QueueOptions& requested,
                      std::string& text) {
   const QueueOptions wanted = fill_defaults(requested, core_.limits.queue_defaults);
   Queue* q = find_mutable(key);
   if (q && q->declared()) {
     if (const Errc e = check_declared(*q, wanted, text); e != Errc::ok) return e;
+  } else if (q) {
+    // Adopting other options on a live queue would change what its owner's sends get (a
+    // drop_oldest queue of one answers every confirmed send OK and drops all but one), so
+    // only the owner or root may; asking for the options it has stays open to anyone.
+    if (const Errc e = check_owner(*q, wanted, p.id.uid, text); e != Errc::ok) return e;
   }
   if (q && !q->keeper().permanent) {
     if (auto refusal = adopt(*q, from, p)) {
@@ -93,6 +110,9 @@ Errc Queues::declare_configured(std::string_view key, const QueueOptions& reques
   drop_declarer(*q);
   uncharge_queue(*q);
   q->keeper().permanent = true;
+  // The configuration takes the queue over: only root may change its options later, even
+  // once a reload released it.
+  q->keeper().owner.reset();
   return Errc::ok;
 }
 

@@ -72,7 +72,10 @@ Queue* Queues::create(std::string_view key, SendOutcome* why, const Identity* cr
     raw = q.get();
     queues_.emplace(raw->key(), std::move(q));
   }
-  if (creator) charge_queue(*raw, creator->uid);
+  if (creator) {
+    charge_queue(*raw, creator->uid);
+    raw->keeper().owner = creator->uid;
+  }
   return raw;
 }
 

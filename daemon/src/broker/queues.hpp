@@ -140,6 +140,11 @@ class Queues {
   void stop_grace(Queue& q);
   // Whether `q`'s declaration is kept with `wanted`; queue_conflict with `text` otherwise.
   Errc check_declared(const Queue& q, const QueueOptions& wanted, std::string& text) const;
+  // Whether `uid` may declare the undeclared `q` with `wanted`: asking for its current
+  // options is open to all, changing them takes its owner or root; permission_denied with
+  // `text` otherwise.
+  Errc check_owner(const Queue& q, const QueueOptions& wanted, std::uint32_t uid,
+                   std::string& text) const;
   // Applies `wanted` to an existing undeclared queue and declares it.
   void declare_existing(Queue& q, const QueueOptions& wanted);
   // Hands a message to `to`, giving it a handle on a region message's region first.
