@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fstream>
 #include <iterator>
@@ -42,6 +43,23 @@ std::uint64_t start_time(pid_t pid) {
   }
 }
 
+// The kernel refuses a short buffer with ERANGE and says how much it needs; a process in
+// more than kMaxSupplementaryGroups groups is judged by the first ones only.
+std::vector<std::uint32_t> peer_groups(int fd) {
+  std::vector<gid_t> groups(kMaxSupplementaryGroups);
+  socklen_t len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) != 0) {
+    if (errno != ERANGE) return {};
+    std::vector<gid_t> all(len / sizeof(gid_t));
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, all.data(), &len) != 0) return {};
+    groups.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(
+                                                 std::min(all.size(), kMaxSupplementaryGroups)));
+    return {groups.begin(), groups.end()};
+  }
+  groups.resize(len / sizeof(gid_t));
+  return {groups.begin(), groups.end()};
+}
+
 std::string read_comm(pid_t pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/comm");
   std::string comm;
@@ -59,6 +77,7 @@ bool read_peer_credentials(int fd, PeerCredentials& out) {
   out.uid = cred.uid;
   out.gid = cred.gid;
   out.comm = read_comm(cred.pid);
+  out.groups = peer_groups(fd);
   out.process_token = 0;
   out.pidfd.reset();
   out.exited = false;

@@ -3,10 +3,13 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "qbus/proto/unique_fd.hpp"
 
 namespace qbus::daemon {
+
+inline constexpr std::size_t kMaxSupplementaryGroups = 64;
 
 struct PeerCredentials {
   std::uint32_t pid = 0;
@@ -16,6 +19,9 @@ struct PeerCredentials {
   // process instance; 0 when it cannot be established (see process_token()).
   std::uint64_t process_token = 0;
   std::string comm;
+  // Supplementary groups (SO_PEERGROUPS), for the access policy: at most
+  // kMaxSupplementaryGroups, the rest are not read. Empty when the kernel says none.
+  std::vector<std::uint32_t> groups;
   // The pidfd the token was verified through, kept when the token is known: it becomes
   // readable when the process exits, which is how the server learns that the pid no longer
   // names this process (PROTOCOL.md section 8.2).
@@ -25,11 +31,11 @@ struct PeerCredentials {
   bool exited = false;
 };
 
-// SO_PEERCRED for identity. The process token is read from /proc/<pid>/stat and then
-// checked against a pidfd for the peer: SO_PEERPIDFD (Linux 6.5+) names exactly the process
-// that connected; older kernels fall back to pidfd_open(pid), which is exact unless the peer
-// already exited before the accept. If the pidfd shows the process gone, the token is 0
-// and `exited` is set. Returns false when SO_PEERCRED itself fails.
+// SO_PEERCRED for identity, SO_PEERGROUPS for the supplementary groups. The process token is read
+// from /proc/<pid>/stat and then checked against a pidfd for the peer: SO_PEERPIDFD (Linux 6.5+)
+// names exactly the process that connected; older kernels fall back to pidfd_open(pid), which is
+// exact unless the peer already exited before the accept. If the pidfd shows the process gone, the
+// token is 0 and `exited` is set. Returns false when SO_PEERCRED itself fails.
 bool read_peer_credentials(int fd, PeerCredentials& out);
 
 }  // namespace qbus::daemon
