@@ -40,9 +40,9 @@ constexpr const char* kGroup = R"({"policy": {"default": "allow", "rules": [
   {"allow": "*", "uids": [0], "prefixes": ["secret."]},
   {"allow": ["receive"], "gids": [4242], "keys": ["secret.jobs"]}]}})";
 
-class PolicyTest : public ::testing::Test {
+class DaemonPolicyTest : public ::testing::Test {
  protected:
-  explicit PolicyTest(const char* config = kClosed)
+  explicit DaemonPolicyTest(const char* config = kClosed)
       : daemon_(DaemonOptions{.config_json = config}) {
     // The socket's directory is the test's own: nobody must be able to reach the socket.
     ::chmod(daemon_.dir().path().c_str(), 0755);
@@ -88,7 +88,7 @@ class PolicyTest : public ::testing::Test {
   Daemon daemon_;
 };
 
-TEST_F(PolicyTest, NobodyIsDeniedTheSecretQueueUntilAReloadOpensIt) {
+TEST_F(DaemonPolicyTest, NobodyIsDeniedTheSecretQueueUntilAReloadOpensIt) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another uid";
   auto root = connect();
   root.send_confirmed("secret.jobs", "root-secret");
@@ -123,12 +123,12 @@ TEST_F(PolicyTest, NobodyIsDeniedTheSecretQueueUntilAReloadOpensIt) {
   EXPECT_EQ(wait_exit(allowed), 0);
 }
 
-class PolicyGroupTest : public PolicyTest {
+class DaemonPolicyGroupTest : public DaemonPolicyTest {
  protected:
-  PolicyGroupTest() : PolicyTest(kGroup) {}
+  DaemonPolicyGroupTest() : DaemonPolicyTest(kGroup) {}
 };
 
-TEST_F(PolicyGroupTest, ASupplementaryGroupOpensTheQueue) {
+TEST_F(DaemonPolicyGroupTest, ASupplementaryGroupOpensTheQueue) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another uid";
   auto root = connect();
   root.send_confirmed("secret.jobs", "for the group");
