@@ -11,6 +11,8 @@
 #include <iterator>
 #include <sstream>
 
+#include "broker/peer.hpp"
+
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77
 #endif
@@ -43,18 +45,19 @@ std::uint64_t start_time(pid_t pid) {
   }
 }
 
-// The kernel refuses a short buffer with ERANGE and says how much it needs; a process in
-// more than kMaxSupplementaryGroups groups is judged by the first ones only.
+// The kernel refuses a short buffer with ERANGE and says how much it needs (at most
+// NGROUPS_MAX, 65536); a process in more than kMaxPeerGroups groups is judged by the first
+// ones only, so that no peer costs more than that to keep.
 std::vector<std::uint32_t> peer_groups(int fd) {
-  std::vector<gid_t> groups(kMaxSupplementaryGroups);
+  using broker::kMaxPeerGroups;
+  std::vector<gid_t> groups(kMaxPeerGroups);
   socklen_t len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) != 0) {
     if (errno != ERANGE) return {};
     std::vector<gid_t> all(len / sizeof(gid_t));
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, all.data(), &len) != 0) return {};
-    groups.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(
-                                                 std::min(all.size(), kMaxSupplementaryGroups)));
-    return {groups.begin(), groups.end()};
+    all.resize(std::min(all.size(), kMaxPeerGroups));
+    return {all.begin(), all.end()};
   }
   groups.resize(len / sizeof(gid_t));
   return {groups.begin(), groups.end()};

@@ -9,8 +9,6 @@
 
 namespace qbus::daemon {
 
-inline constexpr std::size_t kMaxSupplementaryGroups = 64;
-
 struct PeerCredentials {
   std::uint32_t pid = 0;
   std::uint32_t uid = 0;
@@ -19,8 +17,9 @@ struct PeerCredentials {
   // process instance; 0 when it cannot be established (see process_token()).
   std::uint64_t process_token = 0;
   std::string comm;
-  // Supplementary groups (SO_PEERGROUPS), for the access policy: at most
-  // kMaxSupplementaryGroups, the rest are not read. Empty when the kernel says none.
+  // Supplementary groups (SO_PEERGROUPS), for the access policy: the first
+  // broker::kMaxPeerGroups of the kernel's list, the rest dropped. Empty when there are none
+  // or the kernel does not tell.
   std::vector<std::uint32_t> groups;
   // The pidfd the token was verified through, kept when the token is known: it becomes
   // readable when the process exits, which is how the server learns that the pid no longer
