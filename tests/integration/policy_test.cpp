@@ -123,6 +123,28 @@ TEST_F(DaemonPolicyTest, NobodyIsDeniedTheSecretQueueUntilAReloadOpensIt) {
   EXPECT_EQ(wait_exit(allowed), 0);
 }
 
+TEST_F(DaemonPolicyTest, ABrokenPolicyIsRefusedByCheckConfigAndByAReloadThatKeepsTheOld) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another uid";
+  const std::string broken = R"({"policy": {"rules": [
+    {"allow": "*", "users": ["no-such-user-qbus"], "keys": ["secret.jobs"]}]}})";
+  rewrite_config(broken);
+  const auto checked = run({qbusd_path(), "--check-config", "--config", daemon_.config_path()});
+  EXPECT_EQ(checked.exit_code, 1);
+  EXPECT_NE(checked.err.find("policy.rules[0].users: unknown user 'no-such-user-qbus'"),
+            std::string::npos)
+      << checked.err;
+
+  ASSERT_EQ(::kill(daemon_.pid(), SIGHUP), 0);
+  ASSERT_TRUE(daemon_.wait_for_log("reload failed, the running configuration stays"))
+      << daemon_.log();
+  // The running policy still refuses nobody.
+  const pid_t denied = as_nobody({}, [&] {
+    auto c = connect();
+    return expect_receive_denied(c);
+  });
+  EXPECT_EQ(wait_exit(denied), 0);
+}
+
 class DaemonPolicyGroupTest : public DaemonPolicyTest {
  protected:
   DaemonPolicyGroupTest() : DaemonPolicyTest(kGroup) {}
