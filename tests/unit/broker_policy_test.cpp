@@ -115,6 +115,20 @@ TEST_F(BrokerPolicyTest, ReplacingThePolicyVoidsCachedDecisions) {
   put(member, "secret.jobs", "open");
 }
 
+TEST_F(BrokerPolicyTest, DecisionsStayRightPastTheCacheBound) {
+  // More keys than a peer's cache holds: it starts over, and every answer is still the
+  // policy's.
+  broker().set_policy(secret_policy());
+  const PeerId nobody = connect(kNobody);
+  for (std::size_t round = 0; round < 2; ++round) {
+    for (std::size_t i = 0; i < PolicyCache::kMaxEntries + 10; ++i) {
+      const std::string n = std::to_string(i);
+      EXPECT_EQ(send(nobody, "secret.k" + n, "x").error, Errc::permission_denied) << n;
+      EXPECT_EQ(send(nobody, "open.k" + n, "x").error, Errc::ok) << n;
+    }
+  }
+}
+
 TEST_F(BrokerPolicyTest, RepliesPassUnderADenyingDefault) {
   // Nothing is allowed but nobody's request on "svc" and root's receive from it; the reply
   // is not a queue operation and is never asked about.
