@@ -3,6 +3,8 @@
 #include "qbus/proto/address.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,10 +12,14 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <stdexcept>
+#include <type_traits>
+#include <vector>
 
 namespace qbus::config {
 namespace {
@@ -182,6 +188,152 @@ void read_queues(const json& qs, Config& c) {
   }
 }
 
+// A list of strings at `key` of a rule; an explicit empty list is an error, since a rule
+// that names nobody or no key can never match.
+std::vector<std::string> strings(Object& o, const std::string& key) {
+  std::vector<std::string> out;
+  const json* v = o.get(key);
+  if (!v) return out;
+  if (!v->is_array()) bad(o.child(key), "must be an array of strings, not " + type_name(*v));
+  if (v->empty()) bad(o.child(key), "must not be empty");
+  for (const auto& item : *v) {
+    if (!item.is_string()) bad(o.child(key), "must hold strings, not " + type_name(item));
+    out.push_back(item.get<std::string>());
+  }
+  return out;
+}
+
+std::vector<std::uint32_t> ids(Object& o, const std::string& key) {
+  std::vector<std::uint32_t> out;
+  const json* v = o.get(key);
+  if (!v) return out;
+  if (!v->is_array()) bad(o.child(key), "must be an array of integers, not " + type_name(*v));
+  if (v->empty()) bad(o.child(key), "must not be empty");
+  for (const auto& item : *v) {
+    if (!item.is_number_unsigned() || item.get<std::uint64_t>() > 0xFFFFFFFEu) {
+      bad(o.child(key), "must hold ids from 0 to 4294967294");
+    }
+    out.push_back(static_cast<std::uint32_t>(item.get<std::uint64_t>()));
+  }
+  return out;
+}
+
+// getpwnam_r/getgrnam_r with a growing buffer (thread-safe: reloads parse off the broker
+// thread).
+template <typename Entry, typename Lookup>
+std::optional<std::uint32_t> lookup_id(const std::string& name, Lookup&& lookup) {
+  std::vector<char> buf(1024);
+  while (buf.size() <= (1u << 20)) {
+    Entry entry{};
+    Entry* found = nullptr;
+    const int e = lookup(name.c_str(), &entry, buf.data(), buf.size(), &found);
+    if (e == ERANGE) {
+      buf.resize(buf.size() * 2);
+      continue;
+    }
+    if (e != 0 || !found) return std::nullopt;
+    if constexpr (std::is_same_v<Entry, struct passwd>) {
+      return found->pw_uid;
+    } else {
+      return found->gr_gid;
+    }
+  }
+  return std::nullopt;
+}
+
+std::uint8_t read_operations(const json& v, const std::string& path) {
+  if (v.is_string() && v.get<std::string>() == "*") return 0x0F;
+  if (!v.is_array() || v.empty()) bad(path, "must be \"*\" or a non-empty array of operations");
+  std::uint8_t ops = 0;
+  for (const auto& item : v) {
+    const auto name = item.is_string() ? item.get<std::string>() : std::string();
+    const auto* it = std::find(std::begin(kPolicyOperations), std::end(kPolicyOperations), name);
+    if (it == std::end(kPolicyOperations)) {
+      bad(path, "unknown operation " + item.dump() + " (send, receive, declare, request)");
+    }
+    ops |= static_cast<std::uint8_t>(1u << (it - std::begin(kPolicyOperations)));
+  }
+  return ops;
+}
+
+// "" when `pattern` is a valid key or pattern: dot-separated tokens, `*` for one whole
+// token, `>` only as the last token.
+std::string pattern_problem(const std::string& pattern) {
+  if (pattern.empty() || pattern.size() > 255) return "must be 1-255 characters";
+  std::size_t start = 0;
+  while (true) {
+    const auto dot = pattern.find('.', start);
+    const bool last = dot == std::string::npos;
+    const auto token = pattern.substr(start, last ? std::string::npos : dot - start);
+    if (token == ">" && !last) return "'>' may only be the last token";
+    const bool wildcard = token == "*" || token == ">";
+    if (!wildcard && token.find_first_of("*>") != std::string::npos) {
+      return "a wildcard must be a whole token ('" + token + "')";
+    }
+    if (!wildcard && !token.empty() && !proto::is_valid_key(token)) {
+      return "must be characters of A-Z a-z 0-9 . _ : / - and the tokens * and >";
+    }
+    if (last) return "";
+    start = dot + 1;
+  }
+}
+
+PolicyRuleSettings read_rule(const json& j, const std::string& path) {
+  Object o(j, path);
+  PolicyRuleSettings r;
+  const json* allow = o.get("allow");
+  const json* deny = o.get("deny");
+  if ((allow != nullptr) == (deny != nullptr)) bad(path, "needs exactly one of allow or deny");
+  r.allow = allow != nullptr;
+  r.operations = read_operations(allow ? *allow : *deny, o.child(allow ? "allow" : "deny"));
+  if (const json* e = o.get("everyone")) {
+    if (!e->is_boolean()) bad(o.child("everyone"), "must be true or false");
+    r.everyone = e->get<bool>();
+  }
+  r.uids = ids(o, "uids");
+  r.gids = ids(o, "gids");
+  for (const auto& user : strings(o, "users")) {
+    auto id = lookup_id<struct passwd>(user, ::getpwnam_r);
+    if (!id) bad(o.child("users"), "unknown user '" + user + "'");
+    r.uids.push_back(*id);
+  }
+  for (const auto& name : strings(o, "groups")) {
+    auto id = lookup_id<struct group>(name, ::getgrnam_r);
+    if (!id) bad(o.child("groups"), "unknown group '" + name + "'");
+    r.gids.push_back(*id);
+  }
+  if (!r.everyone && r.uids.empty() && r.gids.empty()) {
+    bad(path, "names nobody: give users, groups, uids, gids or \"everyone\": true");
+  }
+  r.keys = strings(o, "keys");
+  for (const auto& k : r.keys) {
+    if (auto why = pattern_problem(k); !why.empty()) bad(o.child("keys"), "'" + k + "' " + why);
+  }
+  r.prefixes = strings(o, "prefixes");
+  for (const auto& p : r.prefixes) {
+    if (!proto::is_valid_key(p)) {
+      bad(o.child("prefixes"), "'" + p + "' must be 1-255 characters of A-Z a-z 0-9 . _ : / -");
+    }
+  }
+  if (r.keys.empty() && r.prefixes.empty()) bad(path, "matches no key: give keys or prefixes");
+  o.finish();
+  return r;
+}
+
+void read_policy(Object& o, PolicySettings& p) {
+  p.configured = true;
+  std::string def = "allow";
+  o.string("default", def);
+  if (def != "allow" && def != "deny") bad("policy.default", "must be \"allow\" or \"deny\"");
+  p.default_allow = def == "allow";
+  if (const json* rules = o.get("rules")) {
+    if (!rules->is_array()) bad("policy.rules", "must be an array, not " + type_name(*rules));
+    for (std::size_t i = 0; i < rules->size(); ++i) {
+      p.rules.push_back(read_rule((*rules)[i], "policy.rules[" + std::to_string(i) + "]"));
+    }
+  }
+}
+
 Config from_json(const json& root) {
   Config c;
   Object top(root, "");
@@ -205,6 +357,7 @@ Config from_json(const json& root) {
   read_section(top, "queue_defaults", [&](Object& o) { read_queue_settings(o, c.queue_defaults); });
   read_section(top, "inbox", [&](Object& o) { read_queue_settings(o, c.inbox); });
   if (const json* qs = top.get("queues")) read_queues(*qs, c);
+  read_section(top, "policy", [&](Object& o) { read_policy(o, c.policy); });
   top.finish();
   // Startup declares every queue in a broker that holds at most max_queues.
   if (c.queues.size() > c.max_queues) {
@@ -389,6 +542,25 @@ json settings_json(const QueueSettings& s) {
               {"overflow", proto::overflow_name(s.overflow)}};
 }
 
+// Names resolved: the ids the policy was built with.
+json policy_json(const PolicySettings& p) {
+  json rules = json::array();
+  for (const auto& r : p.rules) {
+    json ops = json::array();
+    for (std::size_t i = 0; i < std::size(kPolicyOperations); ++i) {
+      if (r.operations & (1u << i)) ops.push_back(kPolicyOperations[i]);
+    }
+    json rule{{r.allow ? "allow" : "deny", std::move(ops)}};
+    if (r.everyone) rule["everyone"] = true;
+    if (!r.uids.empty()) rule["uids"] = r.uids;
+    if (!r.gids.empty()) rule["gids"] = r.gids;
+    if (!r.keys.empty()) rule["keys"] = r.keys;
+    if (!r.prefixes.empty()) rule["prefixes"] = r.prefixes;
+    rules.push_back(std::move(rule));
+  }
+  return json{{"default", p.default_allow ? "allow" : "deny"}, {"rules", std::move(rules)}};
+}
+
 }  // namespace
 
 std::string to_json_text(const Config& c, const std::string& socket_path,
@@ -416,6 +588,7 @@ std::string to_json_text(const Config& c, const std::string& socket_path,
       {"queue_defaults", settings_json(c.queue_defaults)},
       {"inbox", settings_json(c.inbox)},
       {"queues", std::move(queues)}};
+  if (c.policy.configured) root["policy"] = policy_json(c.policy);
   return root.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 

@@ -314,13 +314,19 @@ bool start_server(qbus::daemon::Server& server, qbus::daemon::InheritedSockets& 
   return true;
 }
 
-// The queues the configuration declares exist before the first client can connect.
+// The queues the configuration declares, and its access policy, are in place before the
+// first client can connect.
 bool declare_queues(qbus::daemon::Server& server, const Config& config) {
   for (const auto& q : config.queues) {
     std::string text;
     const auto e = server.broker().declare_configured(
         q.key, {q.settings.max_messages, q.settings.max_bytes, q.settings.overflow}, text);
     if (e != qbus::Errc::ok) return startup_failed("cannot declare queue " + q.key + ": " + text);
+  }
+  // Before the first client: no operation is judged by anything but the configured policy.
+  server.broker().set_policy(qbus::daemon::broker_policy(config.policy));
+  if (config.policy.configured) {
+    spdlog::info("policy: {}", qbus::daemon::describe_policy(config.policy));
   }
   return true;
 }

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -635,6 +636,29 @@ TEST_F(BrokerRegionsTest, RegionSendToANewKeyIsChargedToTheSendersUid) {
   receive_now(c, "first");  // drained: the queue and its charge go
   EXPECT_EQ(usage_of(1000).queues, 0u);
   put_region(a, {id, 0, 8}, "second");
+}
+
+// A region sent to a queue is a send under the access policy: refused with the key, the
+// handle given up with the frame as with any other refusal, and no queue made.
+TEST_F(BrokerRegionsTest, ARegionSentToADeniedQueueIsRefusedByThePolicy) {
+  PolicyRule deny;
+  deny.allow = false;
+  deny.operations = operation_bit(Operation::send);
+  deny.uids = {1000};
+  deny.prefixes = {"secret."};
+  broker().set_policy(std::make_unique<Policy>(PolicySpec{true, {deny}}));
+  const PeerId p = connect(1000);
+  const RegionId id = allocate(p, 4096);
+  const auto out = send_region(p, slice(id, 0, 4096), "secret.bulk", /*release=*/true);
+  EXPECT_EQ(out.result, SendResult::rejected);
+  EXPECT_EQ(out.error, Errc::permission_denied);
+  EXPECT_EQ(out.text, "send to queue 'secret.bulk' denied by policy");
+  EXPECT_EQ(broker().find("secret.bulk"), nullptr);
+  EXPECT_EQ(handles(p, id), 0u);
+
+  const RegionId other = allocate(p, 4096);
+  put_region(p, slice(other, 0, 4096), "open.bulk", /*release=*/true);
+  EXPECT_EQ(depth("open.bulk"), 1u);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string_view>
 #include <vector>
 
@@ -58,6 +59,23 @@ class SteadyState : public ::testing::Test {
 };
 
 TEST_F(SteadyState, BatchesThroughADeclaredQueue) {
+  std::string text;
+  ASSERT_EQ(broker_.declare_configured(kKey, QueueOptions{}, text), Errc::ok) << text;
+  expect_no_allocations(64, [&] {
+    for (int i = 0; i < 64; ++i)
+      EXPECT_EQ(broker_.send(kProducer, kKey, payload_, now_).result, SendResult::accepted);
+    broker_.receive(kConsumer, ++corr_, kKey, 64, 0, now_);
+  });
+}
+
+// With an access policy, each peer's decision for the key is cached after the warm-up: the
+// policy costs no allocation per message either.
+TEST_F(SteadyState, BatchesUnderAnAccessPolicy) {
+  PolicyRule rule;
+  rule.operations = kAllOperations;
+  rule.uids = {1000};
+  rule.keys = {"steady.*"};
+  broker_.set_policy(std::make_unique<Policy>(PolicySpec{false, {rule}}));
   std::string text;
   ASSERT_EQ(broker_.declare_configured(kKey, QueueOptions{}, text), Errc::ok) << text;
   expect_no_allocations(64, [&] {

@@ -2,9 +2,12 @@
 // peer's arrival and departure, deadlines, shutdown) is a fixed sequence of calls on them.
 #include "broker/broker.hpp"
 
+#include <algorithm>
+
 namespace qbus::broker {
 
-Errc Broker::connect(PeerId peer, const Identity& id, Clock::time_point now) {
+Errc Broker::connect(PeerId peer, const Identity& id, Clock::time_point now,
+                     std::span<const std::uint32_t> groups) {
   if (core_.peers.contains(peer) || id.client_id != peer) return Errc::internal_error;
   if (core_.peers.size() >= core_.limits.max_connections) return Errc::too_many_connections;
   auto& usage = core_.accounting.of(id.uid);
@@ -13,7 +16,9 @@ Errc Broker::connect(PeerId peer, const Identity& id, Clock::time_point now) {
     return Errc::too_many_connections;
   }
   ++usage.connections;
-  inboxes_.join(peer, core_.peers.add(peer, id), now);
+  Peer& p = core_.peers.add(peer, id);
+  p.groups.assign(groups.begin(), groups.begin() + std::min(groups.size(), kMaxPeerGroups));
+  inboxes_.join(peer, p, now);
   return Errc::ok;
 }
 
@@ -65,10 +70,44 @@ std::size_t Broker::inbox_depth(PeerId peer) const {
   return p ? Inboxes::depth(*p) : 0;
 }
 
+bool Broker::permitted(Peer& p, Operation op, std::string_view key) {
+  PolicyCache& cache = p.policy;
+  if (cache.generation != core_.policy_generation) {
+    cache.decided.clear();
+    cache.generation = core_.policy_generation;
+  }
+  const auto known = static_cast<std::uint8_t>(1u << (2 * static_cast<unsigned>(op)));
+  const auto allowed = static_cast<std::uint8_t>(known << 1);
+  auto it = cache.decided.find(key);
+  if (it != cache.decided.end() && (it->second & known)) return (it->second & allowed) != 0;
+  const Decision d = core_.policy->decide(op, Principal{p.id.uid, p.id.gid, p.groups}, key);
+  if (it == cache.decided.end()) {
+    if (cache.decided.size() >= PolicyCache::kMaxEntries) cache.decided.clear();
+    it = cache.decided.emplace(std::string(key), 0).first;
+  }
+  it->second |= known | (d.allowed ? allowed : 0);
+  return d.allowed;
+}
+
+SendOutcome Broker::denied(Operation op, std::string_view key) {
+  static constexpr std::string_view kPreposition[] = {" to", " from", " of", " to"};
+  return rejected(Errc::permission_denied,
+                  std::string(operation_name(op)) +
+                      std::string(kPreposition[static_cast<unsigned>(op)]) + " queue '" +
+                      std::string(key) + "' denied by policy");
+}
+
+void Broker::refuse_receive(PeerId peer, std::uint64_t correlation, std::string_view key) {
+  core_.sink.fail(peer, correlation, Errc::permission_denied, denied(Operation::receive, key).text);
+}
+
 SendOutcome Broker::request(PeerId from, std::uint64_t correlation, std::string_view key,
                             Bytes payload, std::int32_t timeout_ms, Clock::time_point now) {
   Peer* p = core_.peers.find(from);
   if (!p) return unknown_peer();
+  if (core_.policy && !permitted(*p, Operation::request, key)) {
+    return denied(Operation::request, key);
+  }
   if (auto refusal = requests_.check_new(*p, correlation)) return *refusal;
   SendOutcome out;
   Queue* q = queues_.get_or_create(key, &out, &p->id);
@@ -91,6 +130,10 @@ Errc Broker::declare(PeerId from, std::string_view key, const QueueOptions& requ
   if (!p) {
     text = "unknown peer";
     return Errc::internal_error;
+  }
+  if (core_.policy && !permitted(*p, Operation::declare, key)) {
+    text = denied(Operation::declare, key).text;
+    return Errc::permission_denied;
   }
   return queues_.declare(from, *p, key, requested, text);
 }

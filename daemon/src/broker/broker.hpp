@@ -11,7 +11,9 @@
 // Thread-safety: none. One thread (the daemon's io_context thread) owns a Broker.
 #pragma once
 
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -54,9 +56,19 @@ class Broker {
     core_.regions.set_limits(limits.regions);
   }
 
+  // Replaces the access policy (null: none, everything allowed) for operations from now on;
+  // what is queued or waiting stays. Every peer's cached decisions are voided.
+  void set_policy(std::unique_ptr<const Policy> policy) {
+    core_.policy = std::move(policy);
+    ++core_.policy_generation;
+  }
+  const Policy* policy() const { return core_.policy.get(); }
+
   // Registers a peer; fails with too_many_connections when a global or per-uid limit is hit.
-  // Direct sends parked for the peer's pid are delivered into its inbox now.
-  Errc connect(PeerId peer, const Identity& id, Clock::time_point now);
+  // Direct sends parked for the peer's pid are delivered into its inbox now. `groups` are
+  // its supplementary groups (at most kMaxPeerGroups are kept), for the access policy.
+  Errc connect(PeerId peer, const Identity& id, Clock::time_point now,
+               std::span<const std::uint32_t> groups = {});
   // Forgets a peer: its waiting receives, pending requests, parked sends and its place
   // among blocked producers go too; its process's inbox goes with its last connection.
   // The queues it declared start their grace at `now` (see declare).
@@ -67,6 +79,8 @@ class Broker {
   SendOutcome send(PeerId from, std::string_view key, Bytes payload, Clock::time_point now) {
     Peer* p = core_.peers.lookup(from);
     if (!p) return unknown_peer();
+    // With no policy this is the one extra test on the per-message path.
+    if (core_.policy && !permitted(*p, Operation::send, key)) return denied(Operation::send, key);
     return queues_.send(from, *p, key, payload, now);
   }
 
@@ -75,6 +89,9 @@ class Broker {
   void receive(PeerId peer, std::uint64_t correlation, std::string_view key,
                std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now) {
     if (Peer* p = core_.peers.find(peer)) {
+      if (core_.policy && !permitted(*p, Operation::receive, key)) {
+        return refuse_receive(peer, correlation, key);
+      }
       queues_.receive(peer, *p, correlation, key, max_count, timeout_ms, now);
     }
   }
@@ -182,6 +199,13 @@ class Broker {
   const Accounting& accounting() const { return core_.accounting; }
 
  private:
+  // The policy's answer for `p` (core_.policy is set), from the peer's cache when it holds
+  // one for this policy generation.
+  bool permitted(Peer& p, Operation op, std::string_view key);
+  // permission_denied, with a text naming the operation and the key.
+  static SendOutcome denied(Operation op, std::string_view key);
+  void refuse_receive(PeerId peer, std::uint64_t correlation, std::string_view key);
+
   // send_region without the release flag's effect.
   SendOutcome route_region(PeerId from, const RegionSend& s, Clock::time_point now);
 

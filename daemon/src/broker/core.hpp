@@ -6,6 +6,7 @@
 // Thread-safety: none; the Broker's one thread.
 #pragma once
 
+#include <memory>
 #include <optional>
 
 #include "broker/accounting.hpp"
@@ -56,6 +57,10 @@ struct Core {
   // What the empty stores of every queue and inbox may keep; the registries holding the
   // stores are destroyed before the Core.
   KeptChunkBudget chunk_budget;
+  // The access policy; null when none is configured (everything allowed, nothing asked).
+  // Replacing it bumps the generation, which voids every peer's PolicyCache.
+  std::unique_ptr<const Policy> policy;
+  std::uint64_t policy_generation = 1;
 
  private:
   SendOutcome quota_refusal(std::uint32_t uid, const UidUsage& usage, std::size_t bytes) const;

@@ -7,15 +7,25 @@
 #pragma once
 
 #include <unordered_map>
+#include <vector>
 
 #include "broker/inboxes.hpp"
+#include "broker/policy.hpp"
 #include "broker/queues.hpp"
 #include "broker/requests.hpp"
 
 namespace qbus::broker {
 
+// The supplementary groups kept per peer (SO_PEERGROUPS); a process in more is judged by
+// the first kMaxPeerGroups.
+inline constexpr std::size_t kMaxPeerGroups = 64;
+
 struct Peer {
   Identity id;
+  // Supplementary groups, for the access policy only (Identity is copied into every
+  // message; these are not).
+  std::vector<std::uint32_t> groups;
+  PolicyCache policy;
   QueuePeer queues;
   InboxPeer inbox;
   RequestPeer requests;

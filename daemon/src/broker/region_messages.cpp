@@ -52,6 +52,10 @@ SendOutcome Broker::send_region(PeerId from, const RegionSend& s, Clock::time_po
 SendOutcome Broker::route_region(PeerId from, const RegionSend& s, Clock::time_point now) {
   Peer* p = core_.peers.find(from);
   if (!p) return unknown_peer();
+  if (s.kind == proto::RegionTarget::queue && core_.policy &&
+      !permitted(*p, Operation::send, s.key)) {
+    return denied(Operation::send, s.key);
+  }
   if (core_.regions.handles_of(from, s.ref.id) == 0) {
     return rejected(Errc::no_such_region, "this connection holds no region " +
                                               std::to_string(s.ref.id) +

@@ -5,10 +5,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fstream>
 #include <iterator>
 #include <sstream>
+
+#include "broker/peer.hpp"
 
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77
@@ -42,6 +45,24 @@ std::uint64_t start_time(pid_t pid) {
   }
 }
 
+// The kernel refuses a short buffer with ERANGE and says how much it needs (at most
+// NGROUPS_MAX, 65536); a process in more than kMaxPeerGroups groups is judged by the first
+// ones only, so that no peer costs more than that to keep.
+std::vector<std::uint32_t> peer_groups(int fd) {
+  using broker::kMaxPeerGroups;
+  std::vector<gid_t> groups(kMaxPeerGroups);
+  socklen_t len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) != 0) {
+    if (errno != ERANGE) return {};
+    std::vector<gid_t> all(len / sizeof(gid_t));
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, all.data(), &len) != 0) return {};
+    all.resize(std::min(all.size(), kMaxPeerGroups));
+    return {all.begin(), all.end()};
+  }
+  groups.resize(len / sizeof(gid_t));
+  return {groups.begin(), groups.end()};
+}
+
 std::string read_comm(pid_t pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/comm");
   std::string comm;
@@ -59,6 +80,7 @@ bool read_peer_credentials(int fd, PeerCredentials& out) {
   out.uid = cred.uid;
   out.gid = cred.gid;
   out.comm = read_comm(cred.pid);
+  out.groups = peer_groups(fd);
   out.process_token = 0;
   out.pidfd.reset();
   out.exited = false;

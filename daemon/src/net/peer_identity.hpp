@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "qbus/proto/unique_fd.hpp"
 
@@ -16,6 +17,10 @@ struct PeerCredentials {
   // process instance; 0 when it cannot be established (see process_token()).
   std::uint64_t process_token = 0;
   std::string comm;
+  // Supplementary groups (SO_PEERGROUPS), for the access policy: the first
+  // broker::kMaxPeerGroups of the kernel's list, the rest dropped. Empty when there are none
+  // or the kernel does not tell.
+  std::vector<std::uint32_t> groups;
   // The pidfd the token was verified through, kept when the token is known: it becomes
   // readable when the process exits, which is how the server learns that the pid no longer
   // names this process (PROTOCOL.md section 8.2).
@@ -25,11 +30,11 @@ struct PeerCredentials {
   bool exited = false;
 };
 
-// SO_PEERCRED for identity. The process token is read from /proc/<pid>/stat and then
-// checked against a pidfd for the peer: SO_PEERPIDFD (Linux 6.5+) names exactly the process
-// that connected; older kernels fall back to pidfd_open(pid), which is exact unless the peer
-// already exited before the accept. If the pidfd shows the process gone, the token is 0
-// and `exited` is set. Returns false when SO_PEERCRED itself fails.
+// SO_PEERCRED for identity, SO_PEERGROUPS for the supplementary groups. The process token is read
+// from /proc/<pid>/stat and then checked against a pidfd for the peer: SO_PEERPIDFD (Linux 6.5+)
+// names exactly the process that connected; older kernels fall back to pidfd_open(pid), which is
+// exact unless the peer already exited before the accept. If the pidfd shows the process gone, the
+// token is 0 and `exited` is set. Returns false when SO_PEERCRED itself fails.
 bool read_peer_credentials(int fd, PeerCredentials& out);
 
 }  // namespace qbus::daemon

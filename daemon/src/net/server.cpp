@@ -170,7 +170,7 @@ void Server::accept_unix() {
     const int fd = sock.release();
     admit(
         asio::generic::stream_protocol::socket(io_, asio::generic::stream_protocol(AF_UNIX, 0), fd),
-        who, std::move(description), {}, cred.comm);
+        who, std::move(cred.groups), std::move(description), {}, cred.comm);
     accept_unix();
   });
 }
@@ -199,14 +199,15 @@ void Server::accept_tcp() {
     const int fd = sock.release();
     admit(asio::generic::stream_protocol::socket(
               io_, asio::generic::stream_protocol(family, IPPROTO_TCP), fd),
-          who, "tcp " + ip + ":" + std::to_string(remote.port()),
+          who, {}, "tcp " + ip + ":" + std::to_string(remote.port()),
           TcpAuth::source_key(remote.address()));
     accept_tcp();
   });
 }
 
 void Server::admit(asio::generic::stream_protocol::socket socket, broker::Identity who,
-                   std::string description, std::string remote_ip, std::string comm) {
+                   std::vector<std::uint32_t> groups, std::string description,
+                   std::string remote_ip, std::string comm) {
   const broker::PeerId id = who.client_id;
   auto conn = std::make_shared<Connection>(*this, std::move(socket), id, who,
                                            std::move(description), remote_ip);
@@ -218,7 +219,7 @@ void Server::admit(asio::generic::stream_protocol::socket socket, broker::Identi
     why = tcp_auth_.admit(*conn, std::chrono::milliseconds(options_.handshake_timeout_ms));
     if (!why.empty()) e = Errc::too_many_connections;
   } else {
-    e = broker_.connect(id, who, broker::Clock::now());
+    e = broker_.connect(id, who, broker::Clock::now(), groups);
     why = "connection limit reached for this uid or broker";
   }
   if (e != Errc::ok) {

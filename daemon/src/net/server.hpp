@@ -141,7 +141,8 @@ class Server final : public broker::Sink {
   void retry_accept(asio::steady_timer& timer, std::function<void()> again,
                     const asio::error_code& ec);
   void admit(asio::generic::stream_protocol::socket socket, broker::Identity who,
-             std::string description, std::string remote_ip, std::string comm = {});
+             std::vector<std::uint32_t> groups, std::string description, std::string remote_ip,
+             std::string comm = {});
   void arm_deadline_timer();
   // Deliveries come in runs to one receiver: the last one found is remembered, and that
   // check stays inline on the per-message path.

@@ -130,6 +130,27 @@ broker::Limits broker_limits(const Config& c) {
   return l;
 }
 
+std::unique_ptr<const broker::Policy> broker_policy(const config::PolicySettings& p) {
+  static_assert(broker::operation_bit(broker::Operation::send) == 1 &&
+                    broker::operation_bit(broker::Operation::receive) == 2 &&
+                    broker::operation_bit(broker::Operation::declare) == 4 &&
+                    broker::operation_bit(broker::Operation::request) == 8,
+                "config::PolicyRuleSettings::operations uses broker::Operation's bits");
+  if (!p.configured) return nullptr;
+  broker::PolicySpec spec;
+  spec.default_allow = p.default_allow;
+  for (const auto& r : p.rules) {
+    spec.rules.push_back(
+        broker::PolicyRule{r.allow, r.operations, r.everyone, r.uids, r.gids, r.keys, r.prefixes});
+  }
+  return std::make_unique<broker::Policy>(std::move(spec));
+}
+
+std::string describe_policy(const config::PolicySettings& p) {
+  if (!p.configured) return "none (everything allowed)";
+  return std::to_string(p.rules.size()) + " rules, default " + (p.default_allow ? "allow" : "deny");
+}
+
 Config apply_reload(const Config& running, const Config& next, Server& server,
                     const ReloadHooks& hooks) {
   Config effective = next;
@@ -141,6 +162,12 @@ Config apply_reload(const Config& running, const Config& next, Server& server,
   }
   apply_limits(running, effective, server);
   apply_queues(running, effective, server);
+  if (effective.policy != running.policy) {
+    // Operations from now on are judged by the new policy; what is queued stays.
+    server.broker().set_policy(broker_policy(effective.policy));
+    spdlog::info("policy: {} (was {})", describe_policy(effective.policy),
+                 describe_policy(running.policy));
+  }
 
   if (effective.admin_group != running.admin_group) {
     spdlog::info("admin.group: '{}' -> '{}'", running.admin_group, effective.admin_group);

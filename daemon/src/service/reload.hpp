@@ -2,7 +2,8 @@
 //
 // Live: log.level, every limit that qbus/config/limits.def marks `live` (all but
 // limits.max_payload_bytes, announced to clients at their handshake), queue_defaults and
-// inbox (for queues and inboxes created from now on), new predeclared queues, admin.group.
+// inbox (for queues and inboxes created from now on), new predeclared queues, admin.group,
+// the access policy (for operations from now on).
 // Needs a restart, and is logged as such: socket.*, admin.path, admin.mode, tcp.*, and the
 // limits marked `restart` (limits.max_payload_bytes). config/README.md says the same.
 #pragma once
@@ -12,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "broker/policy.hpp"
 #include "broker/types.hpp"
 #include "qbus/config/config.hpp"
 
@@ -22,6 +24,11 @@ class Server;
 // The broker's limits as configured: every row of limits.def whose owner is the broker,
 // and the queue and inbox defaults.
 broker::Limits broker_limits(const config::Config& c);
+
+// The access policy as configured; null when the configuration has no "policy" section.
+std::unique_ptr<const broker::Policy> broker_policy(const config::PolicySettings& p);
+// "N rules, default allow|deny", or that there is none; for the log.
+std::string describe_policy(const config::PolicySettings& p);
 
 struct ReloadHooks {
   // Hands the effective configuration to the admin socket (its group and its `config`

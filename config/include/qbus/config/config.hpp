@@ -26,6 +26,29 @@ struct QueueDeclaration {
   QueueSettings settings;
 };
 
+// One rule of the access policy (config/README.md, "policy"), validated: user and group
+// names are resolved to ids here, at load time (the broker never looks names up).
+struct PolicyRuleSettings {
+  bool allow = true;
+  // One bit per operation, in broker::Operation's order: send, receive, declare, request.
+  std::uint8_t operations = 0;
+  bool everyone = false;
+  std::vector<std::uint32_t> uids;  // "uids" and the ids of "users"
+  std::vector<std::uint32_t> gids;  // "gids" and the ids of "groups"
+  std::vector<std::string> keys;    // exact keys and patterns
+  std::vector<std::string> prefixes;
+  bool operator==(const PolicyRuleSettings&) const = default;
+};
+
+struct PolicySettings {
+  bool configured = false;  // the file has a "policy" section; without one nothing is asked
+  bool default_allow = true;
+  std::vector<PolicyRuleSettings> rules;
+  bool operator==(const PolicySettings&) const = default;
+};
+
+inline constexpr std::string_view kPolicyOperations[] = {"send", "receive", "declare", "request"};
+
 // The limits (max_queues, ...) are the members of LimitValues, one per row of limits.def.
 struct Config : LimitValues {
   // Listener
@@ -48,6 +71,7 @@ struct Config : LimitValues {
   QueueSettings inbox{kInboxDefaults.max_messages, kInboxDefaults.max_bytes,
                       kInboxDefaults.overflow};
   std::vector<QueueDeclaration> queues;
+  PolicySettings policy;
 };
 
 // The path read when --config is not given and the daemon runs as root.
