@@ -194,6 +194,55 @@ TEST_F(QueueOwnerTest, AnotherUidCannotRedeclareALiveQueueToDropItsOwnersMessage
   }
 }
 
+TEST_F(AdminTest, PolicyCheckWithoutAPolicyAllowsEverything) {
+  AdminConn admin(admin_path());
+  const json a = admin.ask(
+      {{"request", "policy-check"}, {"uid", 65534}, {"op", "receive"}, {"key", "secret.jobs"}});
+  EXPECT_EQ(a, (json{{"ok", true}, {"allowed", true}, {"policy", false}, {"rule", nullptr}}));
+}
+
+class PolicyCheckTest : public AdminTest {
+ protected:
+  PolicyCheckTest()
+      : AdminTest(DaemonOptions{.config_json = R"({"policy": {"default": "deny", "rules": [
+          {"deny": "*", "everyone": true, "prefixes": ["secret"]},
+          {"allow": "*", "uids": [0], "prefixes": ["secret."]},
+          {"allow": ["receive"], "gids": [4242], "keys": ["secret.jobs"]}]}})"}) {}
+  json check(std::uint32_t uid, std::vector<std::uint32_t> gids, const std::string& op,
+             const std::string& key) {
+    AdminConn admin(admin_path());
+    return admin.ask(
+        {{"request", "policy-check"}, {"uid", uid}, {"gids", gids}, {"op", op}, {"key", key}});
+  }
+};
+
+json verdict(bool allowed, json rule) {
+  return json{{"ok", true}, {"allowed", allowed}, {"policy", true}, {"rule", std::move(rule)}};
+}
+
+TEST_F(PolicyCheckTest, PolicyCheckNamesTheRuleOrTheDefaultThatDecides) {
+  EXPECT_EQ(check(0, {}, "send", "secret.jobs"), verdict(true, 1));
+  EXPECT_EQ(check(65534, {65534}, "receive", "secret.jobs"), verdict(false, 0));
+  // A supplementary group (any gid after the first) is a principal too.
+  EXPECT_EQ(check(65534, {65534, 7, 4242}, "receive", "secret.jobs"), verdict(true, 2));
+  EXPECT_EQ(check(65534, {65534, 4242}, "send", "secret.jobs"), verdict(false, 0));
+  EXPECT_EQ(check(65534, {}, "declare", "public.x"), verdict(false, nullptr));
+}
+
+TEST_F(PolicyCheckTest, PolicyCheckNamesABadArgument) {
+  const json op = check(0, {}, "write", "secret.jobs");
+  EXPECT_EQ(op["error"]["code"], "invalid_argument") << op.dump();
+  EXPECT_NE(op["error"]["message"].get<std::string>().find("unknown op 'write'"), std::string::npos)
+      << op.dump();
+  EXPECT_EQ(check(0, {}, "send", "bad key!")["error"]["code"], "invalid_key");
+  AdminConn admin(admin_path());
+  const json uid = admin.ask({{"request", "policy-check"}, {"op", "send"}, {"key", "a"}});
+  EXPECT_EQ(uid["error"]["code"], "malformed_request") << uid.dump();
+  const json gids = admin.ask(
+      {{"request", "policy-check"}, {"uid", 0}, {"gids", {-1}}, {"op", "send"}, {"key", "a"}});
+  EXPECT_EQ(gids["error"]["code"], "malformed_request") << gids.dump();
+}
+
 TEST_F(AdminTest, ClientsAnswerNamesEachConnectionByKernelIdentity) {
   auto c = connect("worker");
   c.send("q", "x");
