@@ -243,6 +243,38 @@ TEST_F(PolicyCheckTest, PolicyCheckNamesABadArgument) {
   EXPECT_EQ(gids["error"]["code"], "malformed_request") << gids.dump();
 }
 
+TEST_F(PolicyCheckTest, QbusctlPolicyCheckPrintsTheVerdictAndExitsByIt) {
+  const auto root = ctl({"policy", "check", "--uid", "0", "--op", "send", "--key", "secret.jobs"});
+  EXPECT_EQ(root.exit_code, 0) << root.err;
+  EXPECT_EQ(root.out, "allow: policy.rules[1]\n");
+  const auto member = ctl({"policy", "check", "--uid", "65534", "--gid", "65534", "--gid", "4242",
+                           "--op", "receive", "--key", "secret.jobs"});
+  EXPECT_EQ(member.exit_code, 0) << member.err;
+  EXPECT_EQ(member.out, "allow: policy.rules[2]\n");
+  const auto nobody =
+      ctl({"policy", "check", "--uid", "65534", "--op", "receive", "--key", "secret.jobs"});
+  EXPECT_EQ(nobody.exit_code, 4) << nobody.err;
+  EXPECT_EQ(nobody.out, "deny: policy.rules[0]\n");
+  const auto by_default =
+      ctl({"policy", "check", "--uid", "65534", "--op", "declare", "--key", "public.x"});
+  EXPECT_EQ(by_default.exit_code, 4) << by_default.err;
+  EXPECT_EQ(by_default.out, "deny: the default\n");
+
+  const auto bad_op = ctl({"policy", "check", "--uid", "0", "--op", "write", "--key", "a"});
+  EXPECT_EQ(bad_op.exit_code, 2);
+  EXPECT_NE(bad_op.err.find("--op"), std::string::npos) << bad_op.err;
+  EXPECT_NE(bad_op.err.find("write"), std::string::npos) << bad_op.err;
+  const auto no_uid = ctl({"policy", "check", "--op", "send", "--key", "a"});
+  EXPECT_EQ(no_uid.exit_code, 2);
+  EXPECT_NE(no_uid.err.find("--uid"), std::string::npos) << no_uid.err;
+}
+
+TEST_F(AdminTest, QbusctlPolicyCheckWithoutAPolicyAllows) {
+  const auto r = ctl({"policy", "check", "--uid", "65534", "--op", "receive", "--key", "a"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "allow: no policy configured\n");
+}
+
 TEST_F(AdminTest, ClientsAnswerNamesEachConnectionByKernelIdentity) {
   auto c = connect("worker");
   c.send("q", "x");
