@@ -1,6 +1,7 @@
 // qbusctl: the command-line face of qbus. Exit codes: 0 success, 1 error (one line on
 // stderr), 2 usage error, 3 recv/request timed out with nothing received.
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <qbus/client.hpp>
@@ -300,6 +301,7 @@ struct AdminArgs {
   std::vector<CLI::App*> subcommands;
   CLI::App* del = nullptr;           // `delete`, which needs a KEY or a --pattern
   CLI::App* policy_check = nullptr;  // `policy check`, the admin request policy-check
+  std::vector<std::string> groups;   // policy check --group, resolved here
 };
 
 void add_admin_commands(CLI::App& app, AdminArgs& a) {
@@ -357,6 +359,10 @@ void add_admin_commands(CLI::App& app, AdminArgs& a) {
       ->add_option("--gid", admin.gids,
                    "A group of the client, repeatable; the first is its primary group")
       ->option_text("GID");
+  a.policy_check
+      ->add_option("--group", a.groups,
+                   "A group of the client by name, repeatable; resolved here, after the --gids")
+      ->option_text("NAME");
   a.policy_check->add_option("--op", admin.op, "The operation")
       ->required()
       ->check(CLI::IsMember({"send", "receive", "declare", "request"}));
@@ -369,6 +375,17 @@ int run_admin_command(const Globals& g, AdminArgs& a, CLI::App& sub) {
     std::cerr << "qbusctl: delete: give a queue KEY or --pattern GLOB\nRun 'qbusctl --help' "
                  "for usage.\n";
     return kExitUsage;
+  }
+  for (const auto& name : a.groups) {
+    // Resolved by qbusctl, as the config resolves names when it is loaded: the answer is
+    // for the ids this machine gives those names now.
+    const group* gr = ::getgrnam(name.c_str());
+    if (!gr) {
+      std::cerr << "qbusctl: policy check: --group: unknown group '" << name
+                << "'\nRun 'qbusctl --help' for usage.\n";
+      return kExitUsage;
+    }
+    admin.gids.push_back(gr->gr_gid);
   }
   admin.request = &sub == a.policy_check ? "policy-check" : sub.get_name();
   admin.address = g.admin_address;

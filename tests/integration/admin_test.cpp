@@ -207,7 +207,7 @@ class PolicyCheckTest : public AdminTest {
       : AdminTest(DaemonOptions{.config_json = R"({"policy": {"default": "deny", "rules": [
           {"deny": "*", "everyone": true, "prefixes": ["secret"]},
           {"allow": "*", "uids": [0], "prefixes": ["secret."]},
-          {"allow": ["receive"], "gids": [4242], "keys": ["secret.jobs"]}]}})"}) {}
+          {"allow": ["receive"], "gids": [4242, 0], "keys": ["secret.jobs"]}]}})"}) {}
   json check(std::uint32_t uid, std::vector<std::uint32_t> gids, const std::string& op,
              const std::string& key) {
     AdminConn admin(admin_path());
@@ -260,6 +260,16 @@ TEST_F(PolicyCheckTest, QbusctlPolicyCheckPrintsTheVerdictAndExitsByIt) {
   EXPECT_EQ(by_default.exit_code, 4) << by_default.err;
   EXPECT_EQ(by_default.out, "deny: the default\n");
 
+  // Group 0 is named root on every Linux system, and rule 2 names gid 0.
+  const auto by_name = ctl({"policy", "check", "--uid", "65534", "--group", "root", "--op",
+                            "receive", "--key", "secret.jobs"});
+  EXPECT_EQ(by_name.exit_code, 0) << by_name.err;
+  EXPECT_EQ(by_name.out, "allow: policy.rules[2]\n");
+  const auto no_group = ctl({"policy", "check", "--uid", "0", "--group", "no-such-group-qbus",
+                             "--op", "send", "--key", "a"});
+  EXPECT_EQ(no_group.exit_code, 2);
+  EXPECT_NE(no_group.err.find("unknown group 'no-such-group-qbus'"), std::string::npos)
+      << no_group.err;
   const auto bad_op = ctl({"policy", "check", "--uid", "0", "--op", "write", "--key", "a"});
   EXPECT_EQ(bad_op.exit_code, 2);
   EXPECT_NE(bad_op.err.find("--op"), std::string::npos) << bad_op.err;
