@@ -424,7 +424,9 @@ int run_admin(const AdminCommand& cmd) {
         if (!member(answer, "policy").get<bool>()) {
           std::cout << "no policy configured\n";
         } else if (rule.is_number_unsigned()) {
-          std::cout << "policy.rules[" << rule.get<std::uint64_t>() << "]\n";
+          std::cout << "policy.rules[" << rule.get<std::uint64_t>() << "]";
+          if (answer.contains("rule_text")) std::cout << " " << answer["rule_text"].dump();
+          std::cout << "\n";
         } else {
           std::cout << "the default\n";
         }

@@ -216,8 +216,16 @@ class PolicyCheckTest : public AdminTest {
   }
 };
 
+// The rules of PolicyCheckTest's config as the config answer shows them.
+const json kRules = json::parse(R"([
+  {"deny": ["send", "receive", "declare", "request"], "everyone": true, "prefixes": ["secret"]},
+  {"allow": ["send", "receive", "declare", "request"], "uids": [0], "prefixes": ["secret."]},
+  {"allow": ["receive"], "gids": [4242, 0], "keys": ["secret.jobs"]}])");
+
 json verdict(bool allowed, json rule) {
-  return json{{"ok", true}, {"allowed", allowed}, {"policy", true}, {"rule", std::move(rule)}};
+  json v{{"ok", true}, {"allowed", allowed}, {"policy", true}, {"rule", rule}};
+  if (rule.is_number()) v["rule_text"] = kRules[rule.get<std::size_t>()];
+  return v;
 }
 
 TEST_F(PolicyCheckTest, PolicyCheckNamesTheRuleOrTheDefaultThatDecides) {
@@ -246,15 +254,15 @@ TEST_F(PolicyCheckTest, PolicyCheckNamesABadArgument) {
 TEST_F(PolicyCheckTest, QbusctlPolicyCheckPrintsTheVerdictAndExitsByIt) {
   const auto root = ctl({"policy", "check", "--uid", "0", "--op", "send", "--key", "secret.jobs"});
   EXPECT_EQ(root.exit_code, 0) << root.err;
-  EXPECT_EQ(root.out, "allow: policy.rules[1]\n");
+  EXPECT_EQ(root.out, "allow: policy.rules[1] " + kRules[1].dump() + "\n");
   const auto member = ctl({"policy", "check", "--uid", "65534", "--gid", "65534", "--gid", "4242",
                            "--op", "receive", "--key", "secret.jobs"});
   EXPECT_EQ(member.exit_code, 0) << member.err;
-  EXPECT_EQ(member.out, "allow: policy.rules[2]\n");
+  EXPECT_EQ(member.out, "allow: policy.rules[2] " + kRules[2].dump() + "\n");
   const auto nobody =
       ctl({"policy", "check", "--uid", "65534", "--op", "receive", "--key", "secret.jobs"});
   EXPECT_EQ(nobody.exit_code, 4) << nobody.err;
-  EXPECT_EQ(nobody.out, "deny: policy.rules[0]\n");
+  EXPECT_EQ(nobody.out, "deny: policy.rules[0] " + kRules[0].dump() + "\n");
   const auto by_default =
       ctl({"policy", "check", "--uid", "65534", "--op", "declare", "--key", "public.x"});
   EXPECT_EQ(by_default.exit_code, 4) << by_default.err;
@@ -264,7 +272,7 @@ TEST_F(PolicyCheckTest, QbusctlPolicyCheckPrintsTheVerdictAndExitsByIt) {
   const auto by_name = ctl({"policy", "check", "--uid", "65534", "--group", "root", "--op",
                             "receive", "--key", "secret.jobs"});
   EXPECT_EQ(by_name.exit_code, 0) << by_name.err;
-  EXPECT_EQ(by_name.out, "allow: policy.rules[2]\n");
+  EXPECT_EQ(by_name.out, "allow: policy.rules[2] " + kRules[2].dump() + "\n");
   const auto no_group = ctl({"policy", "check", "--uid", "0", "--group", "no-such-group-qbus",
                              "--op", "send", "--key", "a"});
   EXPECT_EQ(no_group.exit_code, 2);

@@ -645,10 +645,21 @@ json AdminServer::check_policy(const json& req) {
       gids.empty() ? std::span<const std::uint32_t>() : std::span(gids).subspan(1);
   const auto d =
       policy->decide(*op, broker::Principal{req["uid"].get<std::uint32_t>(), primary, groups}, key);
-  return json{{"ok", true},
+  json answer{{"ok", true},
               {"allowed", d.allowed},
               {"policy", true},
               {"rule", d.rule < 0 ? json(nullptr) : json(d.rule)}};
+  // The rule as the config answer shows it (names resolved), which is the running one: a
+  // reload replaces the policy and this text together.
+  if (d.rule >= 0) {
+    const json config = json::parse(options_.config_json);
+    const auto rule = static_cast<std::size_t>(d.rule);
+    if (config.contains("policy") && config["policy"].contains("rules") &&
+        config["policy"]["rules"].is_array() && rule < config["policy"]["rules"].size()) {
+      answer["rule_text"] = config["policy"]["rules"][rule];
+    }
+  }
+  return answer;
 }
 
 json AdminServer::delete_matching(const json& req) {
