@@ -388,6 +388,11 @@ int run_admin(const AdminCommand& cmd) {
     json request{{"request", cmd.request}};
     if (!cmd.key.empty()) request["key"] = cmd.key;
     if (cmd.request == "disconnect") request["id"] = cmd.id;
+    if (cmd.request == "policy-check") {
+      request["uid"] = cmd.uid;
+      request["gids"] = cmd.gids;
+      request["op"] = cmd.op;
+    }
     const json answer = cmd.request == "delete" && !cmd.pattern.empty() ? delete_matching(path, cmd)
                                                                         : ask_admin(path, request);
     if (!answer.is_object() || !member(answer, "ok").is_boolean() ||
@@ -408,6 +413,26 @@ int run_admin(const AdminCommand& cmd) {
         std::cerr << "qbusctl: " << printable(what) << ": " << code << ": " << message << "\n";
       }
       return 1;
+    }
+    if (cmd.request == "policy-check") {
+      const bool allowed = member(answer, "allowed").get<bool>();
+      if (cmd.json) {
+        std::cout << answer.dump(2) << "\n";
+      } else {
+        const json& rule = member(answer, "rule");
+        std::cout << (allowed ? "allow" : "deny") << ": ";
+        if (!member(answer, "policy").get<bool>()) {
+          std::cout << "no policy configured\n";
+        } else if (rule.is_number_unsigned()) {
+          std::cout << "policy.rules[" << rule.get<std::uint64_t>() << "]";
+          if (answer.contains("rule_text")) std::cout << " " << answer["rule_text"].dump();
+          std::cout << "\n";
+        } else {
+          std::cout << "the default\n";
+        }
+      }
+      if (!std::cout.flush()) return 1;
+      return allowed ? 0 : kExitDenied;
     }
     if (cmd.json) {
       std::cout << answer.dump(2) << "\n";

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace qbusctl {
 
@@ -16,9 +17,15 @@ struct AdminCommand {
   std::string key;       // queue, purge, delete, region-remove
   std::string pattern;   // delete --pattern (instead of key)
   std::uint64_t id = 0;  // disconnect
+  // policy-check (`qbusctl policy check`)
+  std::uint32_t uid = 0;
+  std::vector<std::uint32_t> gids;  // the first is the primary group
+  std::string op;
 };
 
-// Runs the command; returns the exit code (0, or 1 with one line on stderr).
+// Runs the command; returns the exit code (0, or 1 with one line on stderr; policy-check
+// exits kExitDenied when the policy denies).
+inline constexpr int kExitDenied = 4;
 int run_admin(const AdminCommand& cmd);
 
 }  // namespace qbusctl

@@ -1,6 +1,7 @@
 // qbusctl: the command-line face of qbus. Exit codes: 0 success, 1 error (one line on
 // stderr), 2 usage error, 3 recv/request timed out with nothing received.
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <qbus/client.hpp>
@@ -298,7 +299,9 @@ int run_request(const Globals& g, const RequestArgs& a) {
 struct AdminArgs {
   qbusctl::AdminCommand command;  // filled by the parser, completed by run_admin_command
   std::vector<CLI::App*> subcommands;
-  CLI::App* del = nullptr;  // `delete`, which needs a KEY or a --pattern
+  CLI::App* del = nullptr;           // `delete`, which needs a KEY or a --pattern
+  CLI::App* policy_check = nullptr;  // `policy check`, the admin request policy-check
+  std::vector<std::string> groups;   // policy check --group, resolved here
 };
 
 void add_admin_commands(CLI::App& app, AdminArgs& a) {
@@ -342,6 +345,28 @@ void add_admin_commands(CLI::App& app, AdminArgs& a) {
   // `qbusctl queues --json` as well as `qbusctl --json queues`.
   for (auto* sub : a.subcommands)
     sub->fallthrough();
+
+  auto* policy = app.add_subcommand("policy", "Ask the access policy (admin socket)");
+  policy->require_subcommand(1);
+  policy->fallthrough();
+  a.policy_check = policy->add_subcommand(
+      "check",
+      "Explain what the running policy decides for a client, sending nothing: allow or deny, "
+      "and the rule or the default that decided (exit 0 allow, 4 deny)");
+  a.policy_check->fallthrough();
+  a.policy_check->add_option("--uid", admin.uid, "The client's uid")->required();
+  a.policy_check
+      ->add_option("--gid", admin.gids,
+                   "A group of the client, repeatable; the first is its primary group")
+      ->option_text("GID");
+  a.policy_check
+      ->add_option("--group", a.groups,
+                   "A group of the client by name, repeatable; resolved here, after the --gids")
+      ->option_text("NAME");
+  a.policy_check->add_option("--op", admin.op, "The operation")
+      ->required()
+      ->check(CLI::IsMember({"send", "receive", "declare", "request"}));
+  a.policy_check->add_option("--key", admin.key, "The queue key")->required();
 }
 
 int run_admin_command(const Globals& g, AdminArgs& a, CLI::App& sub) {
@@ -351,7 +376,18 @@ int run_admin_command(const Globals& g, AdminArgs& a, CLI::App& sub) {
                  "for usage.\n";
     return kExitUsage;
   }
-  admin.request = sub.get_name();
+  for (const auto& name : a.groups) {
+    // Resolved by qbusctl, as the config resolves names when it is loaded: the answer is
+    // for the ids this machine gives those names now.
+    const group* gr = ::getgrnam(name.c_str());
+    if (!gr) {
+      std::cerr << "qbusctl: policy check: --group: unknown group '" << name
+                << "'\nRun 'qbusctl --help' for usage.\n";
+      return kExitUsage;
+    }
+    admin.gids.push_back(gr->gr_gid);
+  }
+  admin.request = &sub == a.policy_check ? "policy-check" : sub.get_name();
   admin.address = g.admin_address;
   admin.client_address =
       g.address.empty() && std::getenv("QBUS_ADDRESS") ? std::getenv("QBUS_ADDRESS") : g.address;
@@ -403,6 +439,7 @@ int main(int argc, char** argv) {
   for (auto* sub : admin.subcommands) {
     if (sub->parsed()) return run_admin_command(g, admin, *sub);
   }
+  if (admin.policy_check->parsed()) return run_admin_command(g, admin, *admin.policy_check);
   try {
     if (send->parsed()) return run_send(g, send_args);
     if (recv->parsed()) return run_recv(g, recv_args);

@@ -194,6 +194,105 @@ TEST_F(QueueOwnerTest, AnotherUidCannotRedeclareALiveQueueToDropItsOwnersMessage
   }
 }
 
+TEST_F(AdminTest, PolicyCheckWithoutAPolicyAllowsEverything) {
+  AdminConn admin(admin_path());
+  const json a = admin.ask(
+      {{"request", "policy-check"}, {"uid", 65534}, {"op", "receive"}, {"key", "secret.jobs"}});
+  EXPECT_EQ(a, (json{{"ok", true}, {"allowed", true}, {"policy", false}, {"rule", nullptr}}));
+}
+
+class PolicyCheckTest : public AdminTest {
+ protected:
+  PolicyCheckTest()
+      : AdminTest(DaemonOptions{.config_json = R"({"policy": {"default": "deny", "rules": [
+          {"deny": "*", "everyone": true, "prefixes": ["secret"]},
+          {"allow": "*", "uids": [0], "prefixes": ["secret."]},
+          {"allow": ["receive"], "gids": [4242, 0], "keys": ["secret.jobs"]}]}})"}) {}
+  json check(std::uint32_t uid, std::vector<std::uint32_t> gids, const std::string& op,
+             const std::string& key) {
+    AdminConn admin(admin_path());
+    return admin.ask(
+        {{"request", "policy-check"}, {"uid", uid}, {"gids", gids}, {"op", op}, {"key", key}});
+  }
+};
+
+// The rules of PolicyCheckTest's config as the config answer shows them.
+const json kRules = json::parse(R"([
+  {"deny": ["send", "receive", "declare", "request"], "everyone": true, "prefixes": ["secret"]},
+  {"allow": ["send", "receive", "declare", "request"], "uids": [0], "prefixes": ["secret."]},
+  {"allow": ["receive"], "gids": [4242, 0], "keys": ["secret.jobs"]}])");
+
+json verdict(bool allowed, json rule) {
+  json v{{"ok", true}, {"allowed", allowed}, {"policy", true}, {"rule", rule}};
+  if (rule.is_number()) v["rule_text"] = kRules[rule.get<std::size_t>()];
+  return v;
+}
+
+TEST_F(PolicyCheckTest, PolicyCheckNamesTheRuleOrTheDefaultThatDecides) {
+  EXPECT_EQ(check(0, {}, "send", "secret.jobs"), verdict(true, 1));
+  EXPECT_EQ(check(65534, {65534}, "receive", "secret.jobs"), verdict(false, 0));
+  // A supplementary group (any gid after the first) is a principal too.
+  EXPECT_EQ(check(65534, {65534, 7, 4242}, "receive", "secret.jobs"), verdict(true, 2));
+  EXPECT_EQ(check(65534, {65534, 4242}, "send", "secret.jobs"), verdict(false, 0));
+  EXPECT_EQ(check(65534, {}, "declare", "public.x"), verdict(false, nullptr));
+}
+
+TEST_F(PolicyCheckTest, PolicyCheckNamesABadArgument) {
+  const json op = check(0, {}, "write", "secret.jobs");
+  EXPECT_EQ(op["error"]["code"], "invalid_argument") << op.dump();
+  EXPECT_NE(op["error"]["message"].get<std::string>().find("unknown op 'write'"), std::string::npos)
+      << op.dump();
+  EXPECT_EQ(check(0, {}, "send", "bad key!")["error"]["code"], "invalid_key");
+  AdminConn admin(admin_path());
+  const json uid = admin.ask({{"request", "policy-check"}, {"op", "send"}, {"key", "a"}});
+  EXPECT_EQ(uid["error"]["code"], "malformed_request") << uid.dump();
+  const json gids = admin.ask(
+      {{"request", "policy-check"}, {"uid", 0}, {"gids", {-1}}, {"op", "send"}, {"key", "a"}});
+  EXPECT_EQ(gids["error"]["code"], "malformed_request") << gids.dump();
+}
+
+TEST_F(PolicyCheckTest, QbusctlPolicyCheckPrintsTheVerdictAndExitsByIt) {
+  const auto root = ctl({"policy", "check", "--uid", "0", "--op", "send", "--key", "secret.jobs"});
+  EXPECT_EQ(root.exit_code, 0) << root.err;
+  EXPECT_EQ(root.out, "allow: policy.rules[1] " + kRules[1].dump() + "\n");
+  const auto member = ctl({"policy", "check", "--uid", "65534", "--gid", "65534", "--gid", "4242",
+                           "--op", "receive", "--key", "secret.jobs"});
+  EXPECT_EQ(member.exit_code, 0) << member.err;
+  EXPECT_EQ(member.out, "allow: policy.rules[2] " + kRules[2].dump() + "\n");
+  const auto nobody =
+      ctl({"policy", "check", "--uid", "65534", "--op", "receive", "--key", "secret.jobs"});
+  EXPECT_EQ(nobody.exit_code, 4) << nobody.err;
+  EXPECT_EQ(nobody.out, "deny: policy.rules[0] " + kRules[0].dump() + "\n");
+  const auto by_default =
+      ctl({"policy", "check", "--uid", "65534", "--op", "declare", "--key", "public.x"});
+  EXPECT_EQ(by_default.exit_code, 4) << by_default.err;
+  EXPECT_EQ(by_default.out, "deny: the default\n");
+
+  // Group 0 is named root on every Linux system, and rule 2 names gid 0.
+  const auto by_name = ctl({"policy", "check", "--uid", "65534", "--group", "root", "--op",
+                            "receive", "--key", "secret.jobs"});
+  EXPECT_EQ(by_name.exit_code, 0) << by_name.err;
+  EXPECT_EQ(by_name.out, "allow: policy.rules[2] " + kRules[2].dump() + "\n");
+  const auto no_group = ctl({"policy", "check", "--uid", "0", "--group", "no-such-group-qbus",
+                             "--op", "send", "--key", "a"});
+  EXPECT_EQ(no_group.exit_code, 2);
+  EXPECT_NE(no_group.err.find("unknown group 'no-such-group-qbus'"), std::string::npos)
+      << no_group.err;
+  const auto bad_op = ctl({"policy", "check", "--uid", "0", "--op", "write", "--key", "a"});
+  EXPECT_EQ(bad_op.exit_code, 2);
+  EXPECT_NE(bad_op.err.find("--op"), std::string::npos) << bad_op.err;
+  EXPECT_NE(bad_op.err.find("write"), std::string::npos) << bad_op.err;
+  const auto no_uid = ctl({"policy", "check", "--op", "send", "--key", "a"});
+  EXPECT_EQ(no_uid.exit_code, 2);
+  EXPECT_NE(no_uid.err.find("--uid"), std::string::npos) << no_uid.err;
+}
+
+TEST_F(AdminTest, QbusctlPolicyCheckWithoutAPolicyAllows) {
+  const auto r = ctl({"policy", "check", "--uid", "65534", "--op", "receive", "--key", "a"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "allow: no policy configured\n");
+}
+
 TEST_F(AdminTest, ClientsAnswerNamesEachConnectionByKernelIdentity) {
   auto c = connect("worker");
   c.send("q", "x");

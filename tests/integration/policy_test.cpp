@@ -1,6 +1,7 @@
 // The access policy on the real daemon: a client running as another uid (a forked child
 // that drops to nobody) is refused what the policy denies with permission_denied naming
-// the operation and key, keeps its connection and what it may use, reaches a queue
+// the operation and key, keeps its connection and what it may use, is named in the
+// daemon's audit log with the rule that denied it (a bounded number of lines), reaches a queue
 // through a supplementary group (SO_PEERGROUPS), and a SIGHUP that opens the queue lets
 // its next receive take the message that waited there.
 #include <grp.h>
@@ -121,6 +122,50 @@ TEST_F(DaemonPolicyTest, NobodyIsDeniedTheSecretQueueUntilAReloadOpensIt) {
     return m && m->text() == "root-secret" ? 0 : 1;
   });
   EXPECT_EQ(wait_exit(allowed), 0);
+}
+
+// How many lines of `log` contain `needle`.
+std::size_t lines_with(const std::string& log, const std::string& needle) {
+  std::size_t n = 0;
+  for (auto at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1))
+    ++n;
+  return n;
+}
+
+TEST_F(DaemonPolicyTest, EachDenialIsAuditedNamingWhoWhatAndTheRuleButNotWithoutBound) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another uid";
+  // One receive and then sends until the connection's 1000th denial, the first sampled
+  // after the 10 logged in full.
+  constexpr int kSends = 999;
+  const pid_t denied = as_nobody({}, [&] {
+    auto c = connect();
+    if (int r = expect_receive_denied(c); r != 0) return r;
+    for (int i = 0; i < kSends; ++i) {
+      try {
+        c.send_confirmed("secret.jobs", "from nobody");
+        return 4;
+      } catch (const Error& e) {
+        if (e.code() != Errc::permission_denied) return 5;
+      }
+    }
+    return 0;
+  });
+  ASSERT_EQ(wait_exit(denied), 0);
+
+  const std::string who = "(pid " + std::to_string(denied) + " uid 65534 comm '";
+  ASSERT_TRUE(daemon_.wait_for_log("policy: denied send of 'secret.jobs' to client"))
+      << daemon_.log();
+  ASSERT_TRUE(daemon_.wait_for_log("(1000 so far)")) << daemon_.log();
+  const std::string log = daemon_.log();
+  const auto first = log.find("policy: denied receive of 'secret.jobs' to client ");
+  ASSERT_NE(first, std::string::npos) << log;
+  const std::string line = log.substr(first, log.find('\n', first) - first);
+  EXPECT_NE(line.find(who), std::string::npos) << line;
+  EXPECT_NE(line.find("): policy.rules[0] (deny)"), std::string::npos) << line;
+  EXPECT_EQ(lines_with(log, "policy: denied receive of 'secret.jobs'"), 1u) << log;
+  // 9 more in full, then the 1000th saying how many there were; nothing in between.
+  EXPECT_EQ(lines_with(log, "policy: denied send of 'secret.jobs'"), 10u) << log;
+  EXPECT_EQ(lines_with(log, "policy.rules[0] (deny) (1000 so far)"), 1u) << log;
 }
 
 TEST_F(DaemonPolicyTest, ABrokenPolicyIsRefusedByCheckConfigAndByAReloadThatKeepsTheOld) {

@@ -80,6 +80,46 @@ TEST_F(BrokerPolicyTest, EveryQueueOperationIsAskedAndRefusedWithTheKey) {
   EXPECT_EQ(payloads_to(root), std::vector<std::string>{"root-secret"});
 }
 
+TEST_F(BrokerPolicyTest, EachDenialIsReportedOnceWithTheRuleThatDecided) {
+  broker().set_policy(secret_policy());
+  const PeerId root = connect(kOwner);
+  const PeerId nobody = connect(kNobody);
+  put(root, "secret.jobs", "root-secret");
+  put(nobody, "public", "allowed, not reported");
+  EXPECT_TRUE(sink_.denials.empty());
+
+  send(nobody, "secret.jobs", "x");
+  send(nobody, "secret.jobs", "x");  // the verdict from the cache, the rule worked out again
+  receive_now(nobody, "secret.jobs");
+  std::string text;
+  declare_by(nobody, "secret.other", {}, &text);
+  request(nobody, 9, "secret.svc", "ping", 1000);
+  put(root, "secret.jobs", "still allowed, not reported");
+
+  const std::vector<Denial> expected = {
+      {nobody, Operation::send, "secret.jobs", 0},
+      {nobody, Operation::send, "secret.jobs", 0},
+      {nobody, Operation::receive, "secret.jobs", 0},
+      {nobody, Operation::declare, "secret.other", 0},
+      {nobody, Operation::request, "secret.svc", 0},
+  };
+  EXPECT_EQ(sink_.denials, expected);
+}
+
+TEST_F(BrokerPolicyTest, ADenialByTheDefaultIsReportedAsTheDefault) {
+  PolicyRule root;
+  root.operations = kAllOperations;
+  root.uids = {kOwner};
+  root.prefixes = {"jobs."};
+  broker().set_policy(std::make_unique<Policy>(PolicySpec{false, {root}}));
+  const PeerId nobody = connect(kNobody);
+  EXPECT_EQ(send(nobody, "jobs.a", "x").error, Errc::permission_denied);
+  EXPECT_EQ(send(nobody, "jobs.a", "x").error, Errc::permission_denied);
+  const std::vector<Denial> expected = {{nobody, Operation::send, "jobs.a", -1},
+                                        {nobody, Operation::send, "jobs.a", -1}};
+  EXPECT_EQ(sink_.denials, expected);
+}
+
 TEST_F(BrokerPolicyTest, ASupplementaryGroupIsAPrincipal) {
   broker().set_policy(secret_policy(/*open_to_jobs=*/true));
   const PeerId root = connect(kOwner);

@@ -23,11 +23,13 @@ class CountingSink : public Sink {
   void resume(PeerId) override {}
   bool wants_more(PeerId) override { return true; }
   bool has_exited(PeerId, Clock::time_point) override { return false; }
+  void denied(PeerId, Operation, std::string_view, int) override { ++denials; }
 
   std::uint64_t delivered = 0;
   std::uint64_t batches = 0;
   std::uint64_t bytes = 0;
   std::uint64_t failed = 0;
+  std::uint64_t denials = 0;
   std::uint64_t last_correlation = 0;
   std::uint64_t last_request_id = 0;
 };

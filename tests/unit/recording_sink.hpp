@@ -35,6 +35,15 @@ struct Failure {
   std::string text;
 };
 
+// What the core reported through Sink::denied.
+struct Denial {
+  PeerId peer = 0;
+  Operation op{};
+  std::string key;
+  int rule = 0;
+  bool operator==(const Denial&) const = default;
+};
+
 struct Confirmation {
   PeerId to = 0;
   std::uint64_t correlation = 0;
@@ -71,6 +80,10 @@ class RecordingSink : public Sink {
     return exited_.count(peer) != 0;
   }
 
+  void denied(PeerId peer, Operation op, std::string_view key, int rule) override {
+    denials.push_back(Denial{peer, op, std::string(key), rule});
+  }
+
   void set_wants_more(PeerId peer, bool value) { wants_more_[peer] = value; }
   // From now on has_exited(peer) is true, as when the edge saw the process exit.
   void set_exited(PeerId peer) { exited_.insert(peer); }
@@ -79,6 +92,7 @@ class RecordingSink : public Sink {
   std::vector<Failure> failures;
   std::vector<Confirmation> confirms;
   std::vector<PeerId> resumes;
+  std::vector<Denial> denials;
   std::size_t exit_checks = 0;
 
  private:

@@ -473,6 +473,7 @@ json AdminServer::handle(const std::string& line) {
       {"disconnect", &AdminServer::disconnect_client},
       {"config", &AdminServer::show_config},
       {"set-log-level", &AdminServer::set_log_level},
+      {"policy-check", &AdminServer::check_policy},
   };
   const std::string what = req["request"];
   for (const auto& [name, command] : kCommands) {
@@ -594,6 +595,71 @@ json AdminServer::set_log_level(const json& req) {
   spdlog::info("admin: log level set to {}", level);
   return json{
       {"ok", true}, {"level", level}, {"previous", std::string(previous.data(), previous.size())}};
+}
+
+// Asks the running policy what it would decide, as Broker::permitted does, and sends nothing.
+json AdminServer::check_policy(const json& req) {
+  const auto is_id = [](const json& v) {
+    return v.is_number_unsigned() && v.get<std::uint64_t>() <= 0xFFFFFFFFu;
+  };
+  if (!req.contains("uid") || !is_id(req["uid"])) {
+    return error_answer("malformed_request",
+                        "\"policy-check\" needs a uid, an integer 0..4294967295 \"uid\"");
+  }
+  std::vector<std::uint32_t> gids;
+  if (req.contains("gids")) {
+    if (!req["gids"].is_array()) {
+      return error_answer("malformed_request", "\"gids\" must be an array of gids");
+    }
+    for (const auto& g : req["gids"]) {
+      if (!is_id(g)) {
+        return error_answer("malformed_request",
+                            "\"gids\" must hold integers 0..4294967295, not " + g.dump());
+      }
+      gids.push_back(g.get<std::uint32_t>());
+    }
+  }
+  if (!req.contains("op") || !req["op"].is_string()) {
+    return error_answer("malformed_request", "\"policy-check\" needs a string \"op\"");
+  }
+  const std::string op_name = req["op"];
+  std::optional<broker::Operation> op;
+  for (auto o : {broker::Operation::send, broker::Operation::receive, broker::Operation::declare,
+                 broker::Operation::request}) {
+    if (broker::operation_name(o) == op_name) op = o;
+  }
+  if (!op) {
+    return error_answer("invalid_argument", "unknown op '" + op_name.substr(0, 64) +
+                                                "'; one of send, receive, declare, request");
+  }
+  std::string key;
+  if (auto bad = read_key("policy-check", req, key)) return *bad;
+  const broker::Policy* policy = server_.broker().policy();
+  if (!policy) {
+    return json{{"ok", true}, {"allowed", true}, {"policy", false}, {"rule", nullptr}};
+  }
+  // The first gid stands for the primary group, the rest for supplementary ones; with none
+  // given, the primary gid is (gid_t)-1, which no rule can name as a group a client has.
+  const std::uint32_t primary = gids.empty() ? 0xFFFFFFFFu : gids.front();
+  const std::span<const std::uint32_t> groups =
+      gids.empty() ? std::span<const std::uint32_t>() : std::span(gids).subspan(1);
+  const auto d =
+      policy->decide(*op, broker::Principal{req["uid"].get<std::uint32_t>(), primary, groups}, key);
+  json answer{{"ok", true},
+              {"allowed", d.allowed},
+              {"policy", true},
+              {"rule", d.rule < 0 ? json(nullptr) : json(d.rule)}};
+  // The rule as the config answer shows it (names resolved), which is the running one: a
+  // reload replaces the policy and this text together.
+  if (d.rule >= 0) {
+    const json config = json::parse(options_.config_json);
+    const auto rule = static_cast<std::size_t>(d.rule);
+    if (config.contains("policy") && config["policy"].contains("rules") &&
+        config["policy"]["rules"].is_array() && rule < config["policy"]["rules"].size()) {
+      answer["rule_text"] = config["policy"]["rules"][rule];
+    }
+  }
+  return answer;
 }
 
 json AdminServer::delete_matching(const json& req) {

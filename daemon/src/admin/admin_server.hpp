@@ -78,6 +78,7 @@ class AdminServer {
   nlohmann::json disconnect_client(const nlohmann::json& req);
   nlohmann::json show_config(const nlohmann::json& req);
   nlohmann::json set_log_level(const nlohmann::json& req);
+  nlohmann::json check_policy(const nlohmann::json& req);
   // `purge` or `delete` (`what`) of the one queue named by "key".
   nlohmann::json drop_queue(const std::string& what, const nlohmann::json& req);
   // `delete` with a glob "pattern" instead of a key.

@@ -78,14 +78,22 @@ bool Broker::permitted(Peer& p, Operation op, std::string_view key) {
   }
   const auto known = static_cast<std::uint8_t>(1u << (2 * static_cast<unsigned>(op)));
   const auto allowed = static_cast<std::uint8_t>(known << 1);
+  const Principal who{p.id.uid, p.id.gid, p.groups};
   auto it = cache.decided.find(key);
-  if (it != cache.decided.end() && (it->second & known)) return (it->second & allowed) != 0;
-  const Decision d = core_.policy->decide(op, Principal{p.id.uid, p.id.gid, p.groups}, key);
+  if (it != cache.decided.end() && (it->second & known)) {
+    if (it->second & allowed) return true;
+    // The cache keeps only the verdict; a denial is rare, so which rule decided is worked
+    // out again rather than stored for every key.
+    core_.sink.denied(p.id.client_id, op, key, core_.policy->decide(op, who, key).rule);
+    return false;
+  }
+  const Decision d = core_.policy->decide(op, who, key);
   if (it == cache.decided.end()) {
     if (cache.decided.size() >= PolicyCache::kMaxEntries) cache.decided.clear();
     it = cache.decided.emplace(std::string(key), 0).first;
   }
   it->second |= known | (d.allowed ? allowed : 0);
+  if (!d.allowed) core_.sink.denied(p.id.client_id, op, key, d.rule);
   return d.allowed;
 }
 

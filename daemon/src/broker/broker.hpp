@@ -200,7 +200,7 @@ class Broker {
 
  private:
   // The policy's answer for `p` (core_.policy is set), from the peer's cache when it holds
-  // one for this policy generation.
+  // one for this policy generation. A denial is reported to the Sink with its rule.
   bool permitted(Peer& p, Operation op, std::string_view key);
   // permission_denied, with a text naming the operation and the key.
   static SendOutcome denied(Operation op, std::string_view key);

@@ -19,6 +19,7 @@ using PeerId = std::uint64_t;
 using RegionId = std::uint64_t;  // broker-unique, nonzero, never reused
 using Bytes = std::span<const std::byte>;
 using proto::Overflow;
+enum class Operation : std::uint8_t;  // a queue operation the access policy judges (policy.hpp)
 
 // Who a peer is, as the kernel (or, for TCP, the broker) says; never what it claims.
 struct Identity {
@@ -138,6 +139,11 @@ class Sink {
   // frame was read): the answer must account for every exit before it, so the edge may
   // reuse a check it made after `as_of` instead of asking the kernel again.
   virtual bool has_exited(PeerId peer, Clock::time_point as_of) = 0;
+  // The access policy denied `peer` the operation `op` on `key`; `rule` is the index of the
+  // deciding rule in the policy's rules, -1 when its default decided. Called once per
+  // denied operation, before the peer is answered, for the edge's audit log (the core does
+  // no I/O; rate-limiting is the edge's).
+  virtual void denied(PeerId peer, Operation op, std::string_view key, int rule) = 0;
 };
 
 }  // namespace qbus::broker

@@ -524,6 +524,15 @@ void Connection::log_refusal(bool warn, std::string_view what, std::string_view 
   }
 }
 
+void Connection::log_denial(broker::Operation op, std::string_view key, int rule) {
+  if (auto so_far = sampled(denials_)) {
+    const std::string by =
+        rule < 0 ? std::string("the default") : "policy.rules[" + std::to_string(rule) + "]";
+    spdlog::warn("policy: denied {} of '{}' to client {} ({}): {} (deny){}",
+                 broker::operation_name(op), key, id_, description_, by, *so_far);
+  }
+}
+
 void Connection::reject(Errc code, std::string_view text) {
   error(0, code, text);
   if (errc_is_fatal(code) || !welcomed_ || code == Errc::too_many_connections) {

@@ -67,6 +67,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
   void error(std::uint64_t correlation, Errc code, std::string_view text);
   void ok(std::uint64_t correlation);
+  // Writes the audit line for an operation the access policy denied (Sink::denied), naming
+  // the peer, the operation, the key and the deciding rule (-1: the default). Rate-limited
+  // like misbehaved(): a client retrying a denied key must not flood the log.
+  void log_denial(broker::Operation op, std::string_view key, int rule);
 
   // True while the output is over its bound, an inline region is still being streamed, or
   // many fds wait to be written: then reads pause and receive batches end early.
@@ -226,6 +230,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Stats stats_;
   std::uint64_t misbehaviours_ = 0;
   std::uint64_t refusals_ = 0;
+  std::uint64_t denials_ = 0;
   bool welcomed_ = false;
   broker::Clock::time_point now_;  // when the frames being processed were read
   bool reading_ = false;

@@ -402,6 +402,10 @@ void Server::fail(broker::PeerId to, std::uint64_t correlation, Errc code, std::
   if (Connection* c = find(to)) c->error(correlation, code, text);
 }
 
+void Server::denied(broker::PeerId peer, broker::Operation op, std::string_view key, int rule) {
+  if (Connection* c = find(peer)) c->log_denial(op, key, rule);
+}
+
 void Server::confirm(broker::PeerId to, std::uint64_t correlation) {
   if (Connection* c = find(to)) c->ok(correlation);
 }

@@ -112,6 +112,7 @@ class Server final : public broker::Sink {
   void resume(broker::PeerId producer) override;
   bool wants_more(broker::PeerId peer) override;
   bool has_exited(broker::PeerId peer, broker::Clock::time_point as_of) override;
+  void denied(broker::PeerId peer, broker::Operation op, std::string_view key, int rule) override;
 
  private:
   // One pidfd per peer process (pid and process token), shared by its connections and
