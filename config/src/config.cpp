@@ -510,7 +510,8 @@ LoadResult parse(std::string_view json_text) {
   json root;
   try {
     root = json::parse(json_text.begin(), json_text.end(), nullptr, true, /*ignore_comments=*/true);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // Not only parse_error: a number too large for a double is out_of_range.
     r.error = std::string("invalid JSON: ") + e.what();
     return r;
   }
@@ -529,7 +530,8 @@ std::optional<std::vector<PolicyRuleSettings>> parse_policy_rules(std::string_vi
   json root;
   try {
     root = json::parse(json_text.begin(), json_text.end(), nullptr, true, /*ignore_comments=*/true);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // Not only parse_error: a number too large for a double is out_of_range.
     error = std::string("invalid JSON: ") + e.what();
     return std::nullopt;
   }

@@ -125,5 +125,21 @@ TEST_F(DaemonPolicyDropInTest, ABrokenDropInIsRefusedByCheckConfigAndByAReloadTh
   EXPECT_EQ(nobody_receives("kept"), 100);
 }
 
+// Found by the policy fuzz target: a number too large for a double escaped the parser as
+// an exception the reload thread did not catch, and qbusd terminated on SIGHUP.
+TEST_F(DaemonPolicyDropInTest, ADropInWithAHugeNumberFailsTheReloadAndQbusdGoesOn) {
+  write_drop_in("70-huge.json",
+                R"({"rules": [{"allow": ["send"], "uids": [1E400], "keys": ["a"]}]})");
+  ASSERT_EQ(::kill(daemon_.pid(), SIGHUP), 0);
+  ASSERT_TRUE(daemon_.wait_for_log("reload failed, the running configuration stays: " +
+                                   drop_in_path("70-huge.json") + ": invalid JSON: "))
+      << daemon_.log();
+  auto c = connect();
+  c.send_confirmed("public.jobs", "still here");
+  auto m = c.receive("public.jobs", seconds(30));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->text(), "still here");
+}
+
 }  // namespace
 }  // namespace qbus::testing

@@ -213,3 +213,21 @@ TEST_F(ConfigDropInTest, ParsePolicyRulesReadsOneDropIn) {
 
 }  // namespace
 }  // namespace qbus::config
+
+namespace qbus::config {
+namespace {
+
+// Found by the policy fuzz target: nlohmann::json reports a number too large for a double
+// with out_of_range, not parse_error; it escaped both parsers and terminated qbusd (at
+// startup, or on the reload thread at SIGHUP).
+TEST(ConfigHugeNumberTest, ANumberTooLargeForADoubleIsAnErrorNotACrash) {
+  auto r = parse(R"({"limits": {"max_queues": 1E400}})");
+  EXPECT_FALSE(r.config.has_value());
+  EXPECT_EQ(r.error.rfind("invalid JSON: ", 0), 0u) << r.error;
+  std::string why;
+  EXPECT_FALSE(parse_policy_rules(R"({"rules": [1E400]})", why));
+  EXPECT_EQ(why.rfind("invalid JSON: ", 0), 0u) << why;
+}
+
+}  // namespace
+}  // namespace qbus::config
