@@ -560,6 +560,26 @@ std::optional<std::vector<PolicyRuleSettings>> parse_policy_rules(std::string_vi
 
 namespace {
 
+// A file that grants access must be one only qbusd's own uid or root could have written:
+// the token file's rule (load_token), so a policy.d beside a config file in a shared
+// directory cannot be planted by another user.
+bool trusted_for_policy(const std::string& what, const std::string& path, const struct stat& st,
+                        std::string& error) {
+  const uid_t self = ::geteuid();
+  if (st.st_uid != self && st.st_uid != 0) {
+    error = what + " " + path + " is owned by uid " + std::to_string(st.st_uid) +
+            "; it must be owned by root or by the uid qbusd runs as (" + std::to_string(self) + ")";
+    return false;
+  }
+  if (st.st_mode & 0022) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    error = what + " " + path + " is writable by group or others (mode " + mode + ")";
+    return false;
+  }
+  return true;
+}
+
 // The names of the `*.json` entries of `dir`, in byte order; a missing directory has none.
 // Returns false with `error` set when the directory cannot be read or holds too many.
 bool policy_file_names(const std::string& dir, std::vector<std::string>& names,
@@ -568,6 +588,16 @@ bool policy_file_names(const std::string& dir, std::vector<std::string>& names,
   if (!d) {
     if (errno == ENOENT) return true;
     error = "cannot read policy directory " + dir + ": " + std::strerror(errno);
+    return false;
+  }
+  struct stat st {};
+  if (::fstat(::dirfd(d), &st) != 0) {
+    error = "cannot inspect policy directory " + dir + ": " + std::strerror(errno);
+    ::closedir(d);
+    return false;
+  }
+  if (!trusted_for_policy("policy directory", dir, st, error)) {
+    ::closedir(d);
     return false;
   }
   errno = 0;
@@ -605,6 +635,7 @@ bool read_policy_dir(const std::string& dir, PolicySettings& policy, std::string
     struct stat st {};
     const Fd fd(open_regular(what, path, st, error));
     if (fd.get() < 0) return false;
+    if (!trusted_for_policy(what, path, st, error)) return false;
     std::string text;
     if (!read_bounded(fd.get(), what, path, st, kMaxConfigFileBytes, text, error)) return false;
     auto rules = parse_policy_rules(text, error);

@@ -54,6 +54,9 @@ class DaemonPolicyDropInTest : public ::testing::Test {
       std::ofstream f(tmp, std::ios::trunc);
       f << text;
     }
+    // Whatever the umask: qbusd refuses a group- or world-writable drop-in.
+    ASSERT_EQ(::chmod(daemon_.dir().file("policy.d").c_str(), 0755), 0);
+    ASSERT_EQ(::chmod(tmp.c_str(), 0644), 0);
     ASSERT_EQ(::rename(tmp.c_str(), drop_in_path(name).c_str()), 0);
   }
 

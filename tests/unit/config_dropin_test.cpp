@@ -40,6 +40,9 @@ class ConfigDropInTest : public ::testing::Test {
     const fs::path p = fs::path(dir_) / relative;
     fs::create_directories(p.parent_path());
     std::ofstream(p) << text;
+    // Whatever the umask: a group- or world-writable drop-in is refused.
+    fs::permissions(p.parent_path(), fs::perms(0755));
+    fs::permissions(p, fs::perms(0644));
   }
   // A drop-in with one rule allowing send to `key` for uid `uid`.
   void drop_in(const std::string& name, const std::string& key, int uid) {
@@ -148,6 +151,27 @@ TEST_F(ConfigDropInTest, AnUnreadableDirectoryIsAnError) {
   drop_in("a.json", "k", 1);
   fs::permissions(dropins(), fs::perms::none);
   EXPECT_EQ(error(), "cannot read policy directory " + dropins() + ": Permission denied");
+}
+
+TEST_F(ConfigDropInTest, AFileOrDirectoryOthersCanWriteIsRefused) {
+  drop_in("a.json", "k", 1);
+  fs::permissions(dropins() + "/a.json", fs::perms::others_write, fs::perm_options::add);
+  EXPECT_EQ(error(),
+            "policy file " + dropins() + "/a.json is writable by group or others (mode 0646)");
+  fs::permissions(dropins() + "/a.json", fs::perms::others_write, fs::perm_options::remove);
+  ASSERT_TRUE(load().config);
+  fs::permissions(dropins(), fs::perms::group_write, fs::perm_options::add);
+  EXPECT_EQ(error().rfind("policy directory " + dropins() + " is writable by group or others", 0),
+            0u);
+}
+
+TEST_F(ConfigDropInTest, AFileOwnedByAnotherUserIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give a file away";
+  drop_in("a.json", "k", 1);
+  ASSERT_EQ(::chown((dropins() + "/a.json").c_str(), 65534, 65534), 0);
+  EXPECT_EQ(error(), "policy file " + dropins() +
+                         "/a.json is owned by uid 65534; it must be owned by root or by the uid "
+                         "qbusd runs as (0)");
 }
 
 TEST_F(ConfigDropInTest, APolicyDirThatIsAFileIsAnError) {
