@@ -2,6 +2,7 @@
 
 #include "qbus/proto/address.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -328,6 +329,10 @@ void read_policy(Object& o, PolicySettings& p) {
   p.default_allow = def == "allow";
   if (const json* rules = o.get("rules")) {
     if (!rules->is_array()) bad("policy.rules", "must be an array, not " + type_name(*rules));
+    if (rules->size() > kMaxPolicyRules) {
+      bad("policy.rules", "holds " + std::to_string(rules->size()) + " rules, more than " +
+                              std::to_string(kMaxPolicyRules));
+    }
     for (std::size_t i = 0; i < rules->size(); ++i) {
       p.rules.push_back(read_rule((*rules)[i], "policy.rules[" + std::to_string(i) + "]"));
     }
@@ -358,6 +363,10 @@ Config from_json(const json& root) {
   read_section(top, "inbox", [&](Object& o) { read_queue_settings(o, c.inbox); });
   if (const json* qs = top.get("queues")) read_queues(*qs, c);
   read_section(top, "policy", [&](Object& o) { read_policy(o, c.policy); });
+  top.string("policy_dir", c.policy_dir);
+  if (!c.policy_dir.empty() && c.policy_dir.front() != '/') {
+    bad("policy_dir", "must be an absolute path");
+  }
   top.finish();
   // Startup declares every queue in a broker that holds at most max_queues.
   if (c.queues.size() > c.max_queues) {
@@ -501,7 +510,8 @@ LoadResult parse(std::string_view json_text) {
   json root;
   try {
     root = json::parse(json_text.begin(), json_text.end(), nullptr, true, /*ignore_comments=*/true);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // Not only parse_error: a number too large for a double is out_of_range.
     r.error = std::string("invalid JSON: ") + e.what();
     return r;
   }
@@ -515,6 +525,139 @@ LoadResult parse(std::string_view json_text) {
   return r;
 }
 
+std::optional<std::vector<PolicyRuleSettings>> parse_policy_rules(std::string_view json_text,
+                                                                  std::string& error) {
+  json root;
+  try {
+    root = json::parse(json_text.begin(), json_text.end(), nullptr, true, /*ignore_comments=*/true);
+  } catch (const json::exception& e) {
+    // Not only parse_error: a number too large for a double is out_of_range.
+    error = std::string("invalid JSON: ") + e.what();
+    return std::nullopt;
+  }
+  try {
+    std::vector<PolicyRuleSettings> out;
+    Object top(root, "");
+    const json* rules = top.get("rules");
+    if (!rules) bad("rules", "is required");
+    if (!rules->is_array()) bad("rules", "must be an array, not " + type_name(*rules));
+    if (rules->size() > kMaxPolicyRules) {
+      bad("rules", "holds " + std::to_string(rules->size()) + " rules, more than " +
+                       std::to_string(kMaxPolicyRules));
+    }
+    for (std::size_t i = 0; i < rules->size(); ++i) {
+      out.push_back(read_rule((*rules)[i], "rules[" + std::to_string(i) + "]"));
+    }
+    top.finish();
+    return out;
+  } catch (const FieldError& e) {
+    error = e.what();
+  } catch (const json::exception& e) {
+    error = std::string("invalid policy: ") + e.what();
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+// A file that grants access must be one only qbusd's own uid or root could have written:
+// the token file's rule (load_token), so a policy.d beside a config file in a shared
+// directory cannot be planted by another user.
+bool trusted_for_policy(const std::string& what, const std::string& path, const struct stat& st,
+                        std::string& error) {
+  const uid_t self = ::geteuid();
+  if (st.st_uid != self && st.st_uid != 0) {
+    error = what + " " + path + " is owned by uid " + std::to_string(st.st_uid) +
+            "; it must be owned by root or by the uid qbusd runs as (" + std::to_string(self) + ")";
+    return false;
+  }
+  if (st.st_mode & 0022) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    error = what + " " + path + " is writable by group or others (mode " + mode + ")";
+    return false;
+  }
+  return true;
+}
+
+// The names of the `*.json` entries of `dir`, in byte order; a missing directory has none.
+// Returns false with `error` set when the directory cannot be read or holds too many.
+bool policy_file_names(const std::string& dir, std::vector<std::string>& names,
+                       std::string& error) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) {
+    if (errno == ENOENT) return true;
+    error = "cannot read policy directory " + dir + ": " + std::strerror(errno);
+    return false;
+  }
+  struct stat st {};
+  if (::fstat(::dirfd(d), &st) != 0) {
+    error = "cannot inspect policy directory " + dir + ": " + std::strerror(errno);
+    ::closedir(d);
+    return false;
+  }
+  if (!trusted_for_policy("policy directory", dir, st, error)) {
+    ::closedir(d);
+    return false;
+  }
+  errno = 0;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string_view name(e->d_name);
+    if (name.size() > 5 && name.ends_with(".json")) {
+      // Bounded before the list grows: a directory of a million files costs nothing more.
+      if (names.size() == kMaxPolicyFiles) {
+        error = "policy directory " + dir + " holds more than " + std::to_string(kMaxPolicyFiles) +
+                " .json files";
+        ::closedir(d);
+        return false;
+      }
+      names.emplace_back(name);
+    }
+    errno = 0;
+  }
+  const int read_errno = errno;
+  ::closedir(d);
+  if (read_errno != 0) {
+    error = "cannot read policy directory " + dir + ": " + std::strerror(read_errno);
+    return false;
+  }
+  std::sort(names.begin(), names.end());
+  return true;
+}
+
+// Appends the rules of every drop-in file of `dir` to `policy`.
+bool read_policy_dir(const std::string& dir, PolicySettings& policy, std::string& error) {
+  std::vector<std::string> names;
+  if (!policy_file_names(dir, names, error)) return false;
+  const std::string what = "policy file";
+  for (const auto& name : names) {
+    const std::string path = dir + "/" + name;
+    struct stat st {};
+    const Fd fd(open_regular(what, path, st, error));
+    if (fd.get() < 0) return false;
+    if (!trusted_for_policy(what, path, st, error)) return false;
+    std::string text;
+    if (!read_bounded(fd.get(), what, path, st, kMaxConfigFileBytes, text, error)) return false;
+    auto rules = parse_policy_rules(text, error);
+    if (!rules) {
+      error = path + ": " + error;
+      return false;
+    }
+    if (policy.rules.size() + rules->size() > kMaxPolicyRules) {
+      error = path + ": rules: the policy would hold more than " + std::to_string(kMaxPolicyRules) +
+              " rules";
+      return false;
+    }
+    // A drop-in turns the policy on even without a "policy" section, as that section would.
+    policy.configured = true;
+    policy.rules.insert(policy.rules.end(), std::make_move_iterator(rules->begin()),
+                        std::make_move_iterator(rules->end()));
+  }
+  return true;
+}
+
+}  // namespace
+
 LoadResult load_file(const std::string& path) {
   const std::string what = "config file";
   LoadResult r;
@@ -524,7 +667,20 @@ LoadResult load_file(const std::string& path) {
   std::string text;
   if (!read_bounded(fd.get(), what, path, st, kMaxConfigFileBytes, text, r.error)) return r;
   r = parse(text);
-  if (!r.error.empty()) r.error = path + ": " + r.error;
+  if (!r.error.empty()) {
+    r.error = path + ": " + r.error;
+    return r;
+  }
+  std::string dir = r.config->policy_dir;
+  if (dir.empty()) {
+    const auto slash = path.rfind('/');
+    dir = (slash == std::string::npos ? std::string(".") : path.substr(0, slash)) + "/policy.d";
+  }
+  std::string error;
+  if (!read_policy_dir(dir, r.config->policy, error)) {
+    r.config.reset();
+    r.error = error;
+  }
   return r;
 }
 

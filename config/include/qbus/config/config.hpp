@@ -71,7 +71,10 @@ struct Config : LimitValues {
   QueueSettings inbox{kInboxDefaults.max_messages, kInboxDefaults.max_bytes,
                       kInboxDefaults.overflow};
   std::vector<QueueDeclaration> queues;
+  // The config file's rules, then those of each drop-in file (load_file).
   PolicySettings policy;
+  // Where load_file reads drop-in policy files; empty: policy.d beside the config file.
+  std::string policy_dir;
 };
 
 // The path read when --config is not given and the daemon runs as root.
@@ -82,6 +85,11 @@ struct LoadResult {
   std::string error;  // one line: "FIELD.PATH: problem" (or the file/JSON problem)
 };
 
+// Bounds on the policy: drop-in files read from the policy directory, and rules in all
+// (the config file's and every drop-in's). Beyond either, loading fails naming the bound.
+inline constexpr std::size_t kMaxPolicyFiles = 256;
+inline constexpr std::size_t kMaxPolicyRules = 10'000;
+
 // The largest config file qbusd reads; a larger one is refused, not truncated.
 inline constexpr std::size_t kMaxConfigFileBytes = 1u << 20;
 // The largest token file (the token itself is at most proto::kMaxTokenSize bytes).
@@ -90,7 +98,16 @@ inline constexpr std::size_t kMaxTokenFileBytes = 64u << 10;
 // Parses and validates JSON text. Unknown keys, wrong types and out-of-range values are
 // errors naming the field path, e.g. "limits.max_payload_bytes: must be at most 67108864".
 LoadResult parse(std::string_view json_text);
-// Reads and parses the file at `path` (a symlink is followed). Anything but a regular file
+// Parses one drop-in policy file's text, `{"rules": [...]}` and nothing else, into rules
+// validated as the config file's are. On failure returns nullopt and sets `error` to one
+// line, "rules[3].users: unknown user 'x'" (without the file name). Thread-safe.
+std::optional<std::vector<PolicyRuleSettings>> parse_policy_rules(std::string_view json_text,
+                                                                  std::string& error);
+// Reads and parses the file at `path` (a symlink is followed), then the drop-in policy
+// files: every `*.json` in `policy_dir` (default: `policy.d` in the directory of `path`), in
+// byte order of their names, their rules appended to the file's. A missing directory adds
+// nothing; an unreadable one, or a `*.json` entry that is not a readable regular file, is an
+// error naming it. An error in a drop-in names the file and the rule. Anything but a regular file
 // (a FIFO, a device, a directory) is refused without blocking on it, and so is a file over
 // kMaxConfigFileBytes; at most that many bytes are ever read. Thread-safe: it touches no
 // shared state (qbusd calls it off the broker's thread on reload).

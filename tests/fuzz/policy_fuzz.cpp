@@ -1,0 +1,87 @@
+// libFuzzer target for the access policy's parser (config/README.md, "Access policy").
+//
+// The input is read twice: as a drop-in policy file (parse_policy_rules) and as a whole
+// config file (parse), whose "policy" section holds the same rules. Whatever parses must
+// survive a round trip through the effective JSON (to_json_text, as the admin socket's
+// config answer shows it): that JSON parses again, to the same rules. Since the parser
+// validates every rule, the round trip also checks that no rule it accepted is one it
+// would refuse. A violated invariant aborts, for libFuzzer and the replay driver alike.
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qbus/config/config.hpp"
+
+namespace {
+
+using qbus::config::Config;
+using qbus::config::PolicyRuleSettings;
+using qbus::config::PolicySettings;
+
+[[noreturn]] void violated(const char* what, const std::string& detail, int line) {
+  std::fprintf(stderr, "policy_fuzz: invariant violated at line %d: %s: %s\n", line, what,
+               detail.c_str());
+  std::abort();
+}
+#define CHECK(cond, detail) \
+  if (!(cond)) violated(#cond, detail, __LINE__)
+
+// What any rule the parser returns must be, whatever the input was.
+void check_rule(const PolicyRuleSettings& r) {
+  CHECK(r.operations != 0 && r.operations <= 0x0F, std::to_string(r.operations));
+  CHECK(r.everyone || !r.uids.empty() || !r.gids.empty(), "a rule that names nobody");
+  CHECK(!r.keys.empty() || !r.prefixes.empty(), "a rule that matches no key");
+}
+
+// The effective JSON of `policy`, parsed again as a config file and as a drop-in, gives
+// the same policy back.
+void check_round_trip(const PolicySettings& policy) {
+  Config c;
+  c.policy = policy;
+  const std::string text = qbus::config::to_json_text(c, "", "");
+  auto again = qbus::config::parse(text);
+  CHECK(again.config.has_value(), again.error + " in " + text);
+  CHECK(again.config->policy == policy, text);
+
+  const auto root = nlohmann::json::parse(text);
+  const std::string drop_in = nlohmann::json{{"rules", root["policy"]["rules"]}}.dump();
+  std::string why;
+  auto rules = qbus::config::parse_policy_rules(drop_in, why);
+  CHECK(rules.has_value(), why + " in " + drop_in);
+  CHECK(*rules == policy.rules, drop_in);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const std::string_view text(reinterpret_cast<const char*>(data), size);
+
+  std::string why;
+  if (auto rules = qbus::config::parse_policy_rules(text, why)) {
+    CHECK(rules->size() <= qbus::config::kMaxPolicyRules, std::to_string(rules->size()));
+    PolicySettings p;
+    p.configured = true;
+    p.rules = std::move(*rules);
+    for (const auto& r : p.rules)
+      check_rule(r);
+    check_round_trip(p);
+  } else {
+    CHECK(!why.empty() && why.find('\n') == std::string::npos, why);
+  }
+
+  auto whole = qbus::config::parse(text);
+  if (whole.config) {
+    const auto& p = whole.config->policy;
+    for (const auto& r : p.rules)
+      check_rule(r);
+    if (p.configured) check_round_trip(p);
+  } else {
+    CHECK(!whole.error.empty(), "a refusal without a reason");
+  }
+  return 0;
+}
