@@ -99,7 +99,7 @@ json ask_admin(const std::string& path, const json& request) {
   answer.resize(answer.find('\n'));
   try {
     return json::parse(answer);
-  } catch (const json::parse_error&) {
+  } catch (const json::exception&) {
     throw Failure("the admin socket " + path + " answered something that is not JSON");
   }
 }

@@ -574,6 +574,8 @@ TEST_F(AdminTest, MalformedRequestsGetAnErrorAndTheConnectionStaysUsable) {
   EXPECT_EQ(code(R"({"request": "queue", "key": "bad key!"})"), "invalid_key");
   EXPECT_EQ(code(R"({"request": "purge", "key": "nothing-here"})"), "no_such_queue");
   EXPECT_EQ(code(R"({"request": "set-log-level", "level": "loud"})"), "invalid_argument");
+  // A number too large for a double is JSON the parser refuses, not an internal fault.
+  EXPECT_EQ(code(R"({"request": "stats", "n": 1E400})"), "malformed_request");
   // Still usable.
   EXPECT_TRUE(admin.ask({{"request", "stats"}})["ok"].get<bool>());
   // An endless line is cut off with an error, and only that connection closes.

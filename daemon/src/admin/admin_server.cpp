@@ -453,7 +453,8 @@ json AdminServer::handle(const std::string& line) {
   json req;
   try {
     req = json::parse(line);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // Not only parse_error: a number too large for a double is out_of_range.
     return error_answer("malformed_request", std::string("not JSON: ") + e.what());
   }
   if (!req.is_object() || !req.contains("request") || !req["request"].is_string()) {
