@@ -1,6 +1,9 @@
 // Direct messages on the real daemon as several uids (forked children that drop to nobody
-// or another uid): inbox space is shared out per sending uid, so one uid filling root's
-// inbox does not shut out the others.
+// or another uid): under a policy a process may send to its own uid and root to any, other
+// pairs need a send_direct rule (here one naming the receiver's supplementary group), a
+// refusal is permission_denied naming the pid and is audited, a reply always reaches its
+// requester. Without a policy, inbox space is shared out per sending uid, so one uid
+// filling root's inbox does not shut out the others.
 #include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,7 +24,14 @@ namespace {
 using std::chrono::seconds;
 
 constexpr uid_t kNobody = 65534;
+constexpr gid_t kWorkersGid = 4242;
 constexpr uid_t kOther = 65533;  // a second unprivileged uid; needs no passwd entry
+
+// Every key under "svc" is open; nobody may send to members of group 4242; other direct
+// messages only to the sender's own uid, or from root.
+constexpr const char* kDirectRules = R"({"policy": {"default": "deny", "rules": [
+  {"allow": "*", "everyone": true, "prefixes": ["svc"]},
+  {"allow": ["send_direct"], "uids": [65534], "to_gids": [4242]}]}})";
 
 // Small inboxes, so that filling one takes a handful of messages.
 constexpr const char* kSmallInboxes = R"({"inbox": {"max_messages": 5, "overflow": "reject"}})";
@@ -60,6 +70,109 @@ Errc send_direct(Client& c, pid_t pid, const std::string& text, std::string* wha
     if (what) *what = e.what();
     return e.code();
   }
+}
+
+class DaemonDirectPolicyTest : public DirectPolicyTest {
+ protected:
+  DaemonDirectPolicyTest() : DirectPolicyTest(kDirectRules) {}
+};
+
+TEST_F(DaemonDirectPolicyTest, TheSameUidMaySendRootToAnyOtherPairsAreDeniedAndAudited) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run clients as other uids";
+  auto root = connect();
+  root.sync();
+  const pid_t me = ::getpid();
+  Gate ready;
+  const pid_t receiver = as_uid(kNobody, {}, [&] {
+    auto c = connect();
+    c.sync();
+    ready.open();
+    for (const char* text : {"same uid", "still connected"}) {
+      auto m = c.receive_direct(seconds(30));
+      if (!m || m->text() != text || m->sender().uid != kNobody) return 1;
+    }
+    auto m = c.receive_direct(seconds(30));
+    return m && m->text() == "from root" && m->sender().uid == 0 ? 0 : 2;
+  });
+  ready.wait();
+  const pid_t sender = as_uid(kNobody, {}, [&] {
+    auto c = connect();
+    if (send_direct(c, receiver, "same uid") != Errc::ok) return 1;
+    std::string what;
+    if (send_direct(c, me, "to root", &what) != Errc::permission_denied) return 2;
+    const std::string expected = "send_direct to pid " + std::to_string(me) + " denied by policy";
+    if (what.find(expected) == std::string::npos) {
+      std::fprintf(stderr, "unexpected text: %s\n", what.c_str());
+      return 3;
+    }
+    // The connection goes on.
+    return send_direct(c, receiver, "still connected") == Errc::ok ? 0 : 4;
+  });
+  ASSERT_EQ(wait_exit(sender), 0) << daemon_.log();
+  root.send_to_pid(static_cast<std::uint32_t>(receiver), "from root", DirectOptions{{}, true});
+  EXPECT_EQ(wait_exit(receiver), 0);
+  EXPECT_TRUE(daemon_.wait_for_log("policy: denied send_direct to pid " + std::to_string(me) +
+                                   " (uid 0) for client"))
+      << daemon_.log();
+  EXPECT_NE(daemon_.log().find("uid 65534"), std::string::npos) << daemon_.log();
+}
+
+TEST_F(DaemonDirectPolicyTest, AGroupRuleAdmitsThroughTheReceiversSupplementaryGroup) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run clients as other uids";
+  Gate worker_ready, outsider_ready, done;
+  const pid_t worker = as_uid(kOther, {kWorkersGid}, [&] {
+    auto c = connect();
+    c.sync();
+    worker_ready.open();
+    auto m = c.receive_direct(seconds(30));
+    return m && m->text() == "via the group" ? 0 : 1;
+  });
+  const pid_t outsider = as_uid(kOther, {}, [&] {
+    auto c = connect();
+    c.sync();
+    outsider_ready.open();
+    done.wait();
+    return 0;
+  });
+  worker_ready.wait();
+  outsider_ready.wait();
+  const pid_t sender = as_uid(kNobody, {}, [&] {
+    auto c = connect();
+    if (send_direct(c, worker, "via the group") != Errc::ok) return 1;
+    return send_direct(c, outsider, "not a member") == Errc::permission_denied ? 0 : 2;
+  });
+  EXPECT_EQ(wait_exit(sender), 0);
+  done.open();
+  EXPECT_EQ(wait_exit(worker), 0);
+  EXPECT_EQ(wait_exit(outsider), 0);
+}
+
+TEST_F(DaemonDirectPolicyTest, AReplyReachesARequesterThePairMayNotOtherwiseMessage) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run clients as other uids";
+  Gate ready;
+  // 65533 answers nobody's request, though neither may send the other a direct message.
+  const pid_t replier = as_uid(kOther, {}, [&] {
+    auto c = connect();
+    c.sync();
+    ready.open();
+    auto m = c.receive("svc.echo", seconds(30));
+    if (!m || !m->is_request()) return 1;
+    if (send_direct(c, static_cast<pid_t>(m->sender().pid), "x") != Errc::permission_denied) {
+      return 2;
+    }
+    c.reply(*m, "pong");
+    c.sync();
+    return c.send_failures().count == 0 ? 0 : 3;
+  });
+  ready.wait();
+  const pid_t requester = as_uid(kNobody, {}, [&] {
+    auto c = connect();
+    if (send_direct(c, replier, "x") != Errc::permission_denied) return 1;
+    auto answer = c.request("svc.echo", "ping", seconds(30));
+    return answer && answer->text() == "pong" && answer->sender().uid == kOther ? 0 : 2;
+  });
+  EXPECT_EQ(wait_exit(requester), 0);
+  EXPECT_EQ(wait_exit(replier), 0);
 }
 
 class InboxFairnessTest : public DirectPolicyTest {
