@@ -2,8 +2,8 @@
 // or another uid): under a policy a process may send to its own uid and root to any, other
 // pairs need a send_direct rule (here one naming the receiver's supplementary group), a
 // refusal is permission_denied naming the pid and is audited, a reply always reaches its
-// requester. Without a policy, inbox space is shared out per sending uid, so one uid
-// filling root's inbox does not shut out the others.
+// requester, and `qbusctl policy check` explains it. Without a policy, inbox space is
+// shared out per sending uid, so one uid filling root's inbox does not shut out the others.
 #include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -75,6 +75,11 @@ Errc send_direct(Client& c, pid_t pid, const std::string& text, std::string* wha
 class DaemonDirectPolicyTest : public DirectPolicyTest {
  protected:
   DaemonDirectPolicyTest() : DirectPolicyTest(kDirectRules) {}
+
+  Result ctl(std::vector<std::string> args) {
+    args.insert(args.begin(), {qbusctl_path(), "--address", daemon_.address()});
+    return run(args);
+  }
 };
 
 TEST_F(DaemonDirectPolicyTest, TheSameUidMaySendRootToAnyOtherPairsAreDeniedAndAudited) {
@@ -173,6 +178,36 @@ TEST_F(DaemonDirectPolicyTest, AReplyReachesARequesterThePairMayNotOtherwiseMess
   });
   EXPECT_EQ(wait_exit(requester), 0);
   EXPECT_EQ(wait_exit(replier), 0);
+}
+
+TEST_F(DaemonDirectPolicyTest, QbusctlPolicyCheckExplainsADirectMessage) {
+  const auto group = ctl({"policy", "check", "--uid", "65534", "--op", "send_direct", "--to-uid",
+                          "65533", "--to-gid", "65533", "--to-gid", "4242"});
+  EXPECT_EQ(group.exit_code, 0) << group.err;
+  EXPECT_EQ(group.out,
+            R"(allow: policy.rules[1] {"allow":["send_direct"],"to_gids":[4242],"uids":[65534]})"
+            "\n");
+  const auto other =
+      ctl({"policy", "check", "--uid", "65534", "--op", "send_direct", "--to-uid", "65533"});
+  EXPECT_EQ(other.exit_code, 4) << other.err;
+  EXPECT_EQ(other.out, "deny: the default\n");
+  const auto same =
+      ctl({"policy", "check", "--uid", "65533", "--op", "send_direct", "--to-uid", "65533"});
+  EXPECT_EQ(same.exit_code, 0) << same.err;
+  EXPECT_EQ(same.out, "allow: same uid (no send_direct rule matches)\n");
+  const auto root = ctl({"policy", "check", "--uid", "0", "--op", "send_direct", "--to-uid", "7"});
+  EXPECT_EQ(root.out, "allow: root (no send_direct rule matches)\n");
+
+  const auto no_target = ctl({"policy", "check", "--uid", "0", "--op", "send_direct"});
+  EXPECT_EQ(no_target.exit_code, 2);
+  EXPECT_NE(no_target.err.find("--op send_direct needs --to-uid"), std::string::npos)
+      << no_target.err;
+  const auto with_key =
+      ctl({"policy", "check", "--uid", "0", "--op", "send", "--key", "a", "--to-uid", "1"});
+  EXPECT_EQ(with_key.exit_code, 2);
+  EXPECT_NE(with_key.err.find("--to-uid and --to-gid go with --op send_direct only"),
+            std::string::npos)
+      << with_key.err;
 }
 
 class InboxFairnessTest : public DirectPolicyTest {
