@@ -197,6 +197,10 @@ TEST_F(DaemonDirectPolicyTest, QbusctlPolicyCheckExplainsADirectMessage) {
   EXPECT_EQ(same.out, "allow: same uid (no send_direct rule matches)\n");
   const auto root = ctl({"policy", "check", "--uid", "0", "--op", "send_direct", "--to-uid", "7"});
   EXPECT_EQ(root.out, "allow: root (no send_direct rule matches)\n");
+  const auto as_json =
+      ctl({"--json", "policy", "check", "--uid", "0", "--op", "send_direct", "--to-uid", "7"});
+  EXPECT_NE(as_json.out.find(R"("builtin": "root")"), std::string::npos) << as_json.out;
+  EXPECT_NE(as_json.out.find(R"("rule": null)"), std::string::npos) << as_json.out;
 
   const auto no_target = ctl({"policy", "check", "--uid", "0", "--op", "send_direct"});
   EXPECT_EQ(no_target.exit_code, 2);
