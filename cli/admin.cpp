@@ -392,6 +392,10 @@ int run_admin(const AdminCommand& cmd) {
       request["uid"] = cmd.uid;
       request["gids"] = cmd.gids;
       request["op"] = cmd.op;
+      if (cmd.to_uid) {
+        request["to_uid"] = *cmd.to_uid;
+        request["to_gids"] = cmd.to_gids;
+      }
     }
     const json answer = cmd.request == "delete" && !cmd.pattern.empty() ? delete_matching(path, cmd)
                                                                         : ask_admin(path, request);
@@ -427,6 +431,9 @@ int run_admin(const AdminCommand& cmd) {
           std::cout << "policy.rules[" << rule.get<std::uint64_t>() << "]";
           if (answer.contains("rule_text")) std::cout << " " << answer["rule_text"].dump();
           std::cout << "\n";
+        } else if (answer.contains("builtin") && answer["builtin"].is_string()) {
+          // No send_direct rule matched; the sender's own uid or root decided.
+          std::cout << answer["builtin"].get<std::string>() << " (no send_direct rule matches)\n";
         } else {
           std::cout << "the default\n";
         }

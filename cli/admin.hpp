@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,8 @@ struct AdminCommand {
   std::uint32_t uid = 0;
   std::vector<std::uint32_t> gids;  // the first is the primary group
   std::string op;
+  std::optional<std::uint32_t> to_uid;  // send_direct: the receiver
+  std::vector<std::uint32_t> to_gids;   // its groups, the first its primary group
 };
 
 // Runs the command; returns the exit code (0, or 1 with one line on stderr; policy-check

@@ -365,8 +365,14 @@ void add_admin_commands(CLI::App& app, AdminArgs& a) {
       ->option_text("NAME");
   a.policy_check->add_option("--op", admin.op, "The operation")
       ->required()
-      ->check(CLI::IsMember({"send", "receive", "declare", "request"}));
-  a.policy_check->add_option("--key", admin.key, "The queue key")->required();
+      ->check(CLI::IsMember({"send", "receive", "declare", "request", "send_direct"}));
+  a.policy_check->add_option("--key", admin.key, "The queue key (the key operations)");
+  a.policy_check->add_option("--to-uid", admin.to_uid, "The receiver's uid (send_direct)");
+  a.policy_check
+      ->add_option("--to-gid", admin.to_gids,
+                   "A group of the receiver (send_direct), repeatable; the first is its primary "
+                   "group")
+      ->option_text("GID");
 }
 
 int run_admin_command(const Globals& g, AdminArgs& a, CLI::App& sub) {
@@ -375,6 +381,20 @@ int run_admin_command(const Globals& g, AdminArgs& a, CLI::App& sub) {
     std::cerr << "qbusctl: delete: give a queue KEY or --pattern GLOB\nRun 'qbusctl --help' "
                  "for usage.\n";
     return kExitUsage;
+  }
+  if (&sub == a.policy_check) {
+    // send_direct names a receiver, every other operation a key.
+    const bool direct = admin.op == "send_direct";
+    const char* problem = direct && !admin.to_uid        ? "--op send_direct needs --to-uid"
+                          : direct && !admin.key.empty() ? "--op send_direct takes no --key"
+                          : !direct && admin.key.empty() ? "--op needs --key"
+                          : !direct && (admin.to_uid || !admin.to_gids.empty())
+                              ? "--to-uid and --to-gid go with --op send_direct only"
+                              : nullptr;
+    if (problem) {
+      std::cerr << "qbusctl: policy check: " << problem << "\nRun 'qbusctl --help' for usage.\n";
+      return kExitUsage;
+    }
   }
   for (const auto& name : a.groups) {
     // Resolved by qbusctl, as the config resolves names when it is loaded: the answer is

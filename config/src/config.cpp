@@ -250,7 +250,8 @@ std::uint8_t read_operations(const json& v, const std::string& path) {
     const auto name = item.is_string() ? item.get<std::string>() : std::string();
     const auto* it = std::find(std::begin(kPolicyOperations), std::end(kPolicyOperations), name);
     if (it == std::end(kPolicyOperations)) {
-      bad(path, "unknown operation " + item.dump() + " (send, receive, declare, request)");
+      bad(path,
+          "unknown operation " + item.dump() + " (send, receive, declare, request, send_direct)");
     }
     ops |= static_cast<std::uint8_t>(1u << (it - std::begin(kPolicyOperations)));
   }
@@ -279,6 +280,50 @@ std::string pattern_problem(const std::string& pattern) {
   }
 }
 
+// `uids`/`gids` and the ids of `users`/`groups` of a rule, each field's name after
+// `prefix` ("" for the senders, "to_" for a send_direct rule's receivers).
+void read_principals(Object& o, const std::string& prefix, std::vector<std::uint32_t>& uids,
+                     std::vector<std::uint32_t>& gids) {
+  uids = ids(o, prefix + "uids");
+  gids = ids(o, prefix + "gids");
+  for (const auto& user : strings(o, prefix + "users")) {
+    auto id = lookup_id<struct passwd>(user, ::getpwnam_r);
+    if (!id) bad(o.child(prefix + "users"), "unknown user '" + user + "'");
+    uids.push_back(*id);
+  }
+  for (const auto& name : strings(o, prefix + "groups")) {
+    auto id = lookup_id<struct group>(name, ::getgrnam_r);
+    if (!id) bad(o.child(prefix + "groups"), "unknown group '" + name + "'");
+    gids.push_back(*id);
+  }
+}
+
+// The rest of a send_direct rule: its receivers, and no keys.
+void read_targets(Object& o, const std::string& path, PolicyRuleSettings& r) {
+  if (r.operations != kSendDirectBit) {
+    bad(o.child(r.allow ? "allow" : "deny"),
+        "send_direct names receivers, not keys: give it a rule of its own");
+  }
+  for (const char* f : {"keys", "prefixes"}) {
+    if (o.get(f)) {
+      bad(o.child(f),
+          "a send_direct rule names receivers (to_users, to_groups, to_uids, "
+          "to_gids, to_everyone), not keys");
+    }
+  }
+  if (const json* e = o.get("to_everyone")) {
+    if (!e->is_boolean()) bad(o.child("to_everyone"), "must be true or false");
+    r.to_everyone = e->get<bool>();
+  }
+  read_principals(o, "to_", r.to_uids, r.to_gids);
+  if (!r.to_everyone && r.to_uids.empty() && r.to_gids.empty()) {
+    bad(path,
+        "sends to nobody: give to_users, to_groups, to_uids, to_gids or "
+        "\"to_everyone\": true");
+  }
+  o.finish();
+}
+
 PolicyRuleSettings read_rule(const json& j, const std::string& path) {
   Object o(j, path);
   PolicyRuleSettings r;
@@ -291,20 +336,16 @@ PolicyRuleSettings read_rule(const json& j, const std::string& path) {
     if (!e->is_boolean()) bad(o.child("everyone"), "must be true or false");
     r.everyone = e->get<bool>();
   }
-  r.uids = ids(o, "uids");
-  r.gids = ids(o, "gids");
-  for (const auto& user : strings(o, "users")) {
-    auto id = lookup_id<struct passwd>(user, ::getpwnam_r);
-    if (!id) bad(o.child("users"), "unknown user '" + user + "'");
-    r.uids.push_back(*id);
-  }
-  for (const auto& name : strings(o, "groups")) {
-    auto id = lookup_id<struct group>(name, ::getgrnam_r);
-    if (!id) bad(o.child("groups"), "unknown group '" + name + "'");
-    r.gids.push_back(*id);
-  }
+  read_principals(o, "", r.uids, r.gids);
   if (!r.everyone && r.uids.empty() && r.gids.empty()) {
     bad(path, "names nobody: give users, groups, uids, gids or \"everyone\": true");
+  }
+  if (r.operations & kSendDirectBit) {
+    read_targets(o, path, r);
+    return r;
+  }
+  for (const char* f : {"to_users", "to_groups", "to_uids", "to_gids", "to_everyone"}) {
+    if (o.get(f)) bad(o.child(f), "only a send_direct rule names targets; this one names keys");
   }
   r.keys = strings(o, "keys");
   for (const auto& k : r.keys) {
@@ -712,6 +753,9 @@ json policy_json(const PolicySettings& p) {
     if (!r.gids.empty()) rule["gids"] = r.gids;
     if (!r.keys.empty()) rule["keys"] = r.keys;
     if (!r.prefixes.empty()) rule["prefixes"] = r.prefixes;
+    if (r.to_everyone) rule["to_everyone"] = true;
+    if (!r.to_uids.empty()) rule["to_uids"] = r.to_uids;
+    if (!r.to_gids.empty()) rule["to_gids"] = r.to_gids;
     rules.push_back(std::move(rule));
   }
   return json{{"default", p.default_allow ? "allow" : "deny"}, {"rules", std::move(rules)}};

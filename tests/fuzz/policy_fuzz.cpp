@@ -33,9 +33,18 @@ using qbus::config::PolicySettings;
 
 // What any rule the parser returns must be, whatever the input was.
 void check_rule(const PolicyRuleSettings& r) {
-  CHECK(r.operations != 0 && r.operations <= 0x0F, std::to_string(r.operations));
   CHECK(r.everyone || !r.uids.empty() || !r.gids.empty(), "a rule that names nobody");
+  const bool has_receivers = r.to_everyone || !r.to_uids.empty() || !r.to_gids.empty();
+  // A send_direct rule names receivers and no keys; a rule of the key operations the reverse.
+  if (r.operations & qbus::config::kSendDirectBit) {
+    CHECK(r.operations == qbus::config::kSendDirectBit, std::to_string(r.operations));
+    CHECK(r.keys.empty() && r.prefixes.empty(), "a send_direct rule with keys");
+    CHECK(has_receivers, "a send_direct rule that sends to nobody");
+    return;
+  }
+  CHECK(r.operations != 0 && r.operations <= 0x0F, std::to_string(r.operations));
   CHECK(!r.keys.empty() || !r.prefixes.empty(), "a rule that matches no key");
+  CHECK(!has_receivers, "a rule of the key operations with receivers");
 }
 
 // The effective JSON of `policy`, parsed again as a config file and as a drop-in, gives

@@ -249,6 +249,17 @@ TEST_F(PolicyCheckTest, PolicyCheckNamesABadArgument) {
   const json gids = admin.ask(
       {{"request", "policy-check"}, {"uid", 0}, {"gids", {-1}}, {"op", "send"}, {"key", "a"}});
   EXPECT_EQ(gids["error"]["code"], "malformed_request") << gids.dump();
+  // send_direct names a receiver instead of a key: its uid, and its groups as ids.
+  const json no_to = admin.ask({{"request", "policy-check"}, {"uid", 0}, {"op", "send_direct"}});
+  EXPECT_EQ(no_to["error"]["code"], "malformed_request") << no_to.dump();
+  EXPECT_NE(no_to["error"]["message"].get<std::string>().find("\"to_uid\""), std::string::npos)
+      << no_to.dump();
+  const json to_gids = admin.ask({{"request", "policy-check"},
+                                  {"uid", 0},
+                                  {"op", "send_direct"},
+                                  {"to_uid", 1},
+                                  {"to_gids", "4242"}});
+  EXPECT_EQ(to_gids["error"]["code"], "malformed_request") << to_gids.dump();
 }
 
 TEST_F(PolicyCheckTest, QbusctlPolicyCheckPrintsTheVerdictAndExitsByIt) {

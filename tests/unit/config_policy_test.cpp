@@ -73,7 +73,7 @@ TEST(ConfigPolicyTest, EachBadRuleIsNamedByFieldAndIndex) {
        "policy.rules[0]: needs exactly one of allow or deny"},
       {R"({"policy": {"rules": [{"allow": "*", "uids": [1], "keys": ["k"]},
                                 {"allow": ["send", "publish"], "uids": [1], "keys": ["k"]}]}})",
-       R"(policy.rules[1].allow: unknown operation "publish" (send, receive, declare, request))"},
+       R"(policy.rules[1].allow: unknown operation "publish" (send, receive, declare, request, send_direct))"},
       {R"({"policy": {"rules": [{"deny": [], "uids": [1], "keys": ["k"]}]}})",
        R"(policy.rules[0].deny: must be "*" or a non-empty array of operations)"},
       {R"({"policy": {"rules": [{"allow": "*", "users": ["no-such-user-qbus"], "keys": ["k"]}]}})",

@@ -126,6 +126,10 @@ json region_json(const broker::RegionInfo& r) {
               {"key", r.named ? json(r.key) : json(nullptr)}};
 }
 
+bool is_id(const json& v) {
+  return v.is_number_unsigned() && v.get<std::uint64_t>() <= 0xFFFFFFFFu;
+}
+
 // The valid queue key of a `what` request into `key`, or the error answer when there is none.
 std::optional<json> read_key(const std::string& what, const json& req, std::string& key) {
   if (!req.contains("key") || !req["key"].is_string()) {
@@ -598,58 +602,86 @@ json AdminServer::set_log_level(const json& req) {
       {"ok", true}, {"level", level}, {"previous", std::string(previous.data(), previous.size())}};
 }
 
-// Asks the running policy what it would decide, as Broker::permitted does, and sends nothing.
+namespace {
+
+// An id list at `field` of a policy-check request into `out`, or the error answer.
+std::optional<json> read_ids(const json& req, const char* field, std::vector<std::uint32_t>& out) {
+  if (!req.contains(field)) return std::nullopt;
+  if (!req[field].is_array()) {
+    return error_answer("malformed_request",
+                        "\"" + std::string(field) + "\" must be an array of gids");
+  }
+  for (const auto& g : req[field]) {
+    if (!is_id(g)) {
+      return error_answer(
+          "malformed_request",
+          "\"" + std::string(field) + "\" must hold integers 0..4294967295, not " + g.dump());
+    }
+    out.push_back(g.get<std::uint32_t>());
+  }
+  return std::nullopt;
+}
+
+// A principal of a policy-check: the first gid stands for the primary group, the rest for
+// supplementary ones; with none given, the primary gid is (gid_t)-1, which no rule can name
+// as a group a client has. `gids` must outlive the principal.
+broker::Principal principal(std::uint32_t uid, const std::vector<std::uint32_t>& gids) {
+  if (gids.empty()) return broker::Principal{uid, 0xFFFFFFFFu, {}};
+  return broker::Principal{uid, gids.front(), std::span(gids).subspan(1)};
+}
+
+}  // namespace
+
+// Asks the running policy what it would decide, as Broker::permitted (and, for send_direct,
+// Core::direct_permitted) does, and sends nothing.
 json AdminServer::check_policy(const json& req) {
-  const auto is_id = [](const json& v) {
-    return v.is_number_unsigned() && v.get<std::uint64_t>() <= 0xFFFFFFFFu;
-  };
   if (!req.contains("uid") || !is_id(req["uid"])) {
     return error_answer("malformed_request",
                         "\"policy-check\" needs a uid, an integer 0..4294967295 \"uid\"");
   }
   std::vector<std::uint32_t> gids;
-  if (req.contains("gids")) {
-    if (!req["gids"].is_array()) {
-      return error_answer("malformed_request", "\"gids\" must be an array of gids");
-    }
-    for (const auto& g : req["gids"]) {
-      if (!is_id(g)) {
-        return error_answer("malformed_request",
-                            "\"gids\" must hold integers 0..4294967295, not " + g.dump());
-      }
-      gids.push_back(g.get<std::uint32_t>());
-    }
-  }
+  std::vector<std::uint32_t> to_gids;
+  if (auto bad = read_ids(req, "gids", gids)) return *bad;
   if (!req.contains("op") || !req["op"].is_string()) {
     return error_answer("malformed_request", "\"policy-check\" needs a string \"op\"");
   }
   const std::string op_name = req["op"];
   std::optional<broker::Operation> op;
   for (auto o : {broker::Operation::send, broker::Operation::receive, broker::Operation::declare,
-                 broker::Operation::request}) {
+                 broker::Operation::request, broker::Operation::send_direct}) {
     if (broker::operation_name(o) == op_name) op = o;
   }
   if (!op) {
-    return error_answer("invalid_argument", "unknown op '" + op_name.substr(0, 64) +
-                                                "'; one of send, receive, declare, request");
+    return error_answer("invalid_argument",
+                        "unknown op '" + op_name.substr(0, 64) +
+                            "'; one of send, receive, declare, request, send_direct");
   }
+  const bool direct = *op == broker::Operation::send_direct;
   std::string key;
-  if (auto bad = read_key("policy-check", req, key)) return *bad;
+  if (direct) {
+    if (!req.contains("to_uid") || !is_id(req["to_uid"])) {
+      return error_answer("malformed_request",
+                          "\"policy-check\" of send_direct needs the receiver's uid, an integer "
+                          "0..4294967295 \"to_uid\"");
+    }
+    if (auto bad = read_ids(req, "to_gids", to_gids)) return *bad;
+  } else if (auto bad = read_key("policy-check", req, key)) {
+    return *bad;
+  }
   const broker::Policy* policy = server_.broker().policy();
   if (!policy) {
     return json{{"ok", true}, {"allowed", true}, {"policy", false}, {"rule", nullptr}};
   }
-  // The first gid stands for the primary group, the rest for supplementary ones; with none
-  // given, the primary gid is (gid_t)-1, which no rule can name as a group a client has.
-  const std::uint32_t primary = gids.empty() ? 0xFFFFFFFFu : gids.front();
-  const std::span<const std::uint32_t> groups =
-      gids.empty() ? std::span<const std::uint32_t>() : std::span(gids).subspan(1);
+  const auto who = principal(req["uid"].get<std::uint32_t>(), gids);
   const auto d =
-      policy->decide(*op, broker::Principal{req["uid"].get<std::uint32_t>(), primary, groups}, key);
+      direct ? policy->decide_direct(who, principal(req["to_uid"].get<std::uint32_t>(), to_gids))
+             : policy->decide(*op, who, key);
   json answer{{"ok", true},
               {"allowed", d.allowed},
               {"policy", true},
               {"rule", d.rule < 0 ? json(nullptr) : json(d.rule)}};
+  if (d.rule == broker::kDecidedBySameUid) answer["builtin"] = "same uid";
+  if (d.rule == broker::kDecidedByRoot) answer["builtin"] = "root";
   // The rule as the config answer shows it (names resolved), which is the running one: a
   // reload replaces the policy and this text together.
   if (d.rule >= 0) {

@@ -52,6 +52,11 @@ SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
     return requests_.reply(from, *sender, d, payload);
   }
   if (Inbox* inbox = inboxes_.route(d, now)) {
+    // Judged here, once the receiver is known; a send held for its pid is judged when the
+    // process connects (Inboxes::deliver_parked).
+    if (core_.policy && !core_.direct_permitted(*sender, *inbox, d.kind, d.target)) {
+      return Core::direct_denied(d.kind, d.target);
+    }
     return queues_.enqueue(inbox->queue, from, *sender, payload, now, 0, 0, region);
   }
   return inboxes_.park(from, *sender, d, payload, now, region);
@@ -74,6 +79,7 @@ bool Broker::permitted(Peer& p, Operation op, std::string_view key) {
   PolicyCache& cache = p.policy;
   if (cache.generation != core_.policy_generation) {
     cache.decided.clear();
+    cache.direct.clear();
     cache.generation = core_.policy_generation;
   }
   const auto known = static_cast<std::uint8_t>(1u << (2 * static_cast<unsigned>(op)));

@@ -23,4 +23,46 @@ SendOutcome Core::quota_refusal(std::uint32_t uid, const UidUsage& usage, std::s
                                             std::to_string(limits.uid_max_queued_messages) + ")");
 }
 
+namespace {
+
+std::string target_name(proto::TargetKind kind, std::uint64_t target) {
+  return (kind == proto::TargetKind::pid ? "pid " : "client ") + std::to_string(target);
+}
+
+}  // namespace
+
+bool Core::direct_permitted(Peer& from, const Inbox& to, proto::TargetKind kind,
+                            std::uint64_t target) {
+  const PeerId owner = to.owner();
+  PolicyCache& cache = from.policy;
+  if (cache.generation != policy_generation) {
+    cache.decided.clear();
+    cache.direct.clear();
+    cache.generation = policy_generation;
+  }
+  auto it = cache.direct.find(owner);
+  if (it != cache.direct.end() && it->second) return true;
+  // Every member of an inbox is connected, so its owner is a peer.
+  const Peer& receiver = *peers.find(owner);
+  // A denial is worked out again for its rule, as for keys (Broker::permitted): rare.
+  const Decision d =
+      policy->decide_direct(Principal{from.id.uid, from.id.gid, from.groups},
+                            Principal{receiver.id.uid, receiver.id.gid, receiver.groups});
+  if (it == cache.direct.end()) {
+    if (cache.direct.size() >= PolicyCache::kMaxEntries) cache.direct.clear();
+    cache.direct.emplace(owner, d.allowed);
+  }
+  if (!d.allowed) {
+    sink.denied(from.id.client_id, Operation::send_direct,
+                target_name(kind, target) + " (uid " + std::to_string(receiver.id.uid) + ")",
+                d.rule);
+  }
+  return d.allowed;
+}
+
+SendOutcome Core::direct_denied(proto::TargetKind kind, std::uint64_t target) {
+  return rejected(Errc::permission_denied,
+                  "send_direct to " + target_name(kind, target) + " denied by policy");
+}
+
 }  // namespace qbus::broker

@@ -48,6 +48,14 @@ struct Core {
     if (m.region) regions.drop_message_ref(m.region.id);
   }
 
+  // Whether the policy (which must be set) lets `from` send a direct message into `to`,
+  // judged against the inbox's owner (the connection that receives from it), from `from`'s
+  // cache when it holds the answer for this policy generation. A denial is reported to the
+  // Sink with the target as the sender named it (`kind`, `target`) and its uid.
+  bool direct_permitted(Peer& from, const Inbox& to, proto::TargetKind kind, std::uint64_t target);
+  // The permission_denied a denied direct message gets, naming the target.
+  static SendOutcome direct_denied(proto::TargetKind kind, std::uint64_t target);
+
   Limits limits;
   Sink& sink;
   RegionTable regions;

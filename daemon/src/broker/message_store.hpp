@@ -139,12 +139,13 @@ class MessageStore {
     return Clock::time_point(Clock::duration(r.enqueued));
   }
 
-  // Removes the oldest message and returns its payload size; the store must not be empty.
-  // Never throws.
-  std::size_t pop() {
+  // Removes the oldest message and returns its payload size, and its sender's uid in `uid`
+  // when given; the store must not be empty. Never throws.
+  std::size_t pop(std::uint32_t* uid = nullptr) {
     Chunk& c = chunks_.front();
     Record r;
     std::memcpy(&r, c.data.get() + c.head, sizeof r);
+    if (uid) *uid = r.uid;
     const std::size_t extras =
         ((r.flags & kRequest) ? kRequestSize : 0) + ((r.flags & kRegion) ? kRegionSize : 0);
     const std::size_t size = round_up(sizeof r + extras + r.payload_size);

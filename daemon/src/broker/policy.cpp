@@ -20,11 +20,23 @@ bool contains(const std::vector<std::uint32_t>& ids, std::uint32_t id) {
   return std::find(ids.begin(), ids.end(), id) != ids.end();
 }
 
-bool names(const PolicyRule& r, const Principal& who) {
-  if (r.everyone || contains(r.uids, who.uid) || contains(r.gids, who.gid)) return true;
+bool in_groups(const std::vector<std::uint32_t>& gids, const Principal& who) {
+  if (contains(gids, who.gid)) return true;
   for (std::uint32_t g : who.groups)
-    if (contains(r.gids, g)) return true;
+    if (contains(gids, g)) return true;
   return false;
+}
+
+bool names(const PolicyRule& r, const Principal& who) {
+  return r.everyone || contains(r.uids, who.uid) || in_groups(r.gids, who);
+}
+
+// How specifically a send_direct rule names the receiver `to`: 3 by uid, 2 by a group, 1
+// as everyone, 0 not at all.
+unsigned target_rank(const PolicyRule& r, const Principal& to) {
+  if (contains(r.to_uids, to.uid)) return 3;
+  if (in_groups(r.to_gids, to)) return 2;
+  return r.to_everyone ? 1 : 0;
 }
 
 // Wildcards are not key characters (proto::is_valid_key), so they mark a pattern.
@@ -59,6 +71,8 @@ std::string_view operation_name(Operation op) {
       return "declare";
     case Operation::request:
       return "request";
+    case Operation::send_direct:
+      return "send_direct";
   }
   return "?";
 }
@@ -66,6 +80,7 @@ std::string_view operation_name(Operation op) {
 Policy::Policy(PolicySpec spec) : spec_(std::move(spec)), patterns_(std::make_unique<Node>()) {
   for (std::uint32_t i = 0; i < spec_.rules.size(); ++i) {
     const PolicyRule& r = spec_.rules[i];
+    if (r.operations & operation_bit(Operation::send_direct)) direct_.push_back(i);
     for (const auto& k : r.keys) {
       if (is_pattern(k)) {
         add_pattern(k, Entry{i, literal_length(k)});
@@ -158,6 +173,25 @@ Decision Policy::decide(Operation op, const Principal& who, std::string_view key
     }
   }
   walk(*patterns_, key, false, op, who, best, best_specificity, any);
+  return best;
+}
+
+Decision Policy::decide_direct(const Principal& from, const Principal& to) const {
+  Decision best{spec_.default_allow, -1};
+  unsigned best_rank = 0;
+  for (std::uint32_t i : direct_) {
+    const PolicyRule& r = spec_.rules[i];
+    if (!names(r, from)) continue;
+    const unsigned rank = target_rank(r, to);
+    if (rank == 0) continue;
+    if (rank > best_rank || (rank == best_rank && best.allowed && !r.allow)) {
+      best_rank = rank;
+      best = Decision{r.allow, static_cast<int>(i)};
+    }
+  }
+  if (best_rank > 0) return best;
+  if (from.uid == to.uid) return Decision{true, kDecidedBySameUid};
+  if (from.uid == 0) return Decision{true, kDecidedByRoot};
   return best;
 }
 

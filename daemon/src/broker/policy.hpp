@@ -10,6 +10,9 @@
 // tokens `*` and `>`) beats one with fewer. At equal specificity deny wins over allow.
 // When no rule matches, the policy's default decides.
 //
+// Direct messages (send_direct, decide_direct) are judged by rules of their own, which name
+// targets instead of keys; see decide_direct.
+//
 // Thread-safety: a Policy is immutable once built; the Broker's thread uses it.
 #pragma once
 
@@ -24,7 +27,10 @@
 
 namespace qbus::broker {
 
-enum class Operation : std::uint8_t { send, receive, declare, request };
+// The first four are operations on a queue key; send_direct is a direct message to a
+// process (SEND_DIRECT, SEND_REGION to a pid or client), judged by decide_direct.
+enum class Operation : std::uint8_t { send, receive, declare, request, send_direct };
+// The key operations (what `"*"` means in the configuration).
 inline constexpr std::uint8_t kAllOperations = 0x0F;
 constexpr std::uint8_t operation_bit(Operation op) {
   return static_cast<std::uint8_t>(1u << static_cast<unsigned>(op));
@@ -42,6 +48,11 @@ struct PolicyRule {
   std::vector<std::uint32_t> gids;  // primary or supplementary
   std::vector<std::string> keys;
   std::vector<std::string> prefixes;
+  // A send_direct rule names no keys but the processes its principals may (or may not)
+  // send to, by the receiver's uid, by its primary or supplementary gid, or all of them.
+  bool to_everyone = false;
+  std::vector<std::uint32_t> to_uids;
+  std::vector<std::uint32_t> to_gids;
 };
 
 struct PolicySpec {
@@ -57,9 +68,16 @@ struct Principal {
   std::span<const std::uint32_t> groups;
 };
 
+// Who decided a direct message when no send_direct rule matched and the policy's default
+// did not: the sender and the receiver have the same uid, or the sender is root.
+inline constexpr int kDecidedBySameUid = -2;
+inline constexpr int kDecidedByRoot = -3;
+
 struct Decision {
   bool allowed = true;
-  int rule = -1;  // index of the deciding rule, -1 for the default
+  // Index of the deciding rule; -1 for the default (and, for decide_direct, one of the
+  // kDecidedBy values above).
+  int rule = -1;
 };
 
 struct StringHash {
@@ -78,6 +96,13 @@ class Policy {
   Policy& operator=(const Policy&) = delete;
 
   Decision decide(Operation op, const Principal& who, std::string_view key) const;
+  // A direct message from `from` to a process of `to` (the receiving inbox's owner). Of the
+  // send_direct rules that name `from` and match `to`, the most specific decides: one that
+  // names to's uid beats one that names one of its groups, which beats to_everyone; deny
+  // wins ties. When none matches, a sender may send to its own uid and root to any
+  // (kDecidedBySameUid, kDecidedByRoot); the default decides every other pair. Costs a
+  // scan of the send_direct rules only (they are few; callers cache the answer per peer).
+  Decision decide_direct(const Principal& from, const Principal& to) const;
   std::size_t rule_count() const { return spec_.rules.size(); }
   bool default_allow() const { return spec_.default_allow; }
 
@@ -100,6 +125,7 @@ class Policy {
   EntryMap prefixes_;
   std::size_t longest_prefix_ = 0;
   std::unique_ptr<Node> patterns_;
+  std::vector<std::uint32_t> direct_;  // the send_direct rules, by index
 };
 
 // A peer's cached decisions, valid for one policy generation. Bounded: at kMaxEntries keys
@@ -109,6 +135,9 @@ struct PolicyCache {
   std::uint64_t generation = 0;
   // Per key: bit 2*op set when the operation was decided, bit 2*op+1 when it was allowed.
   std::unordered_map<std::string, std::uint8_t, StringHash, std::equal_to<>> decided;
+  // send_direct verdicts by the receiving connection's client id (a connection's identity
+  // never changes, and a client id is never reused); bounded like `decided`.
+  std::unordered_map<std::uint64_t, bool> direct;
 };
 
 }  // namespace qbus::broker

@@ -111,6 +111,25 @@ class Queue {
   bool has_room_for(std::size_t payload) const {
     return messages_.size() < options_.max_messages && bytes_ + payload <= options_.max_bytes;
   }
+  // What one sending uid holds of an inbox. An inbox's limits bind each sending uid on its
+  // own (proto/PROTOCOL.md 8.4): one uid's messages never take the room of another's.
+  struct SenderShare {
+    std::uint32_t uid = 0;
+    std::uint32_t messages = 0;
+    std::uint64_t bytes = 0;
+  };
+  SenderShare share_of(std::uint32_t uid) const {
+    for (const SenderShare& s : shares_)
+      if (s.uid == uid) return s;
+    return SenderShare{uid, 0, 0};
+  }
+  // Whether a message of `sender_uid` fits: in its uid's share for an inbox, else in the
+  // queue.
+  bool has_room_for(std::size_t payload, std::uint32_t sender_uid) const {
+    if (!inbox_) return has_room_for(payload);
+    const SenderShare s = share_of(sender_uid);
+    return s.messages < options_.max_messages && s.bytes + payload <= options_.max_bytes;
+  }
   // A payload larger than max_bytes can never fit, whatever is drained.
   bool could_ever_fit(std::size_t payload) const { return payload <= options_.max_bytes; }
 
@@ -119,10 +138,20 @@ class Queue {
     messages_.push(meta, payload);
     bytes_ += payload.size();
     ++counters_.enqueued_total;
+    if (inbox_) add_to_share(meta.sender.uid, payload.size());
   }
   // The oldest message, read in place: valid until the queue is next modified.
   StoredMessage front() const { return messages_.front(); }
-  void pop() { bytes_ -= messages_.pop(); }
+  void pop() {
+    if (!inbox_) {
+      bytes_ -= messages_.pop();
+      return;
+    }
+    std::uint32_t uid = 0;
+    const std::size_t size = messages_.pop(&uid);
+    bytes_ -= size;
+    take_from_share(uid, size);
+  }
   std::optional<Clock::time_point> oldest_enqueued() const {
     if (messages_.empty()) return std::nullopt;
     return messages_.oldest_enqueued();
@@ -153,6 +182,31 @@ class Queue {
   std::vector<PeerId> blocked_;
   QueueCounters counters_;
   QueueKeeper keeper_;
+  // An inbox's shares, one per uid with messages in it: a few, so a flat vector. At most
+  // one entry per uid that can connect (every TCP client counts as one uid).
+  std::vector<SenderShare> shares_;
+
+  void add_to_share(std::uint32_t uid, std::size_t size) {
+    for (SenderShare& s : shares_) {
+      if (s.uid == uid) {
+        ++s.messages;
+        s.bytes += size;
+        return;
+      }
+    }
+    shares_.push_back(SenderShare{uid, 1, size});
+  }
+  void take_from_share(std::uint32_t uid, std::size_t size) {
+    for (SenderShare& s : shares_) {
+      if (s.uid != uid) continue;
+      s.bytes -= size;
+      if (--s.messages == 0) {
+        s = shares_.back();
+        shares_.pop_back();
+      }
+      return;
+    }
+  }
 };
 
 }  // namespace qbus::broker

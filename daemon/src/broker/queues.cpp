@@ -150,12 +150,18 @@ SendOutcome Queues::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
     ++q.counters().rejected_total;
     return *refusal;
   }
-  if (!q.has_room_for(size)) {
+  const std::uint32_t uid = sender.id.uid;
+  if (!q.has_room_for(size, uid)) {
     switch (q.options().overflow) {
       case Overflow::drop_oldest:
-        while (!q.has_room_for(size) && q.depth() > 0)
+        // An inbox gives up only the sender's uid's own messages, and only from its front:
+        // a message in the middle cannot be taken out of the store cheaply.
+        while (!q.has_room_for(size, uid) && q.depth() > 0 &&
+               (!q.is_inbox() || q.front().meta.sender.uid == uid)) {
           drop_oldest(q);
-        break;
+        }
+        if (q.has_room_for(size, uid)) break;
+        return refuse_full(q, uid);
       case Overflow::block:
         if (from != 0) {
           q.blocked().push_back(from);
@@ -165,11 +171,7 @@ SendOutcome Queues::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
         [[fallthrough]];  // nobody to pause (a parked send): refuse
       case Overflow::reject:
       case Overflow::use_default:
-        ++q.counters().rejected_total;
-        return rejected(q.is_inbox() ? Errc::peer_busy : Errc::queue_full,
-                        std::string(q.is_inbox() ? "inbox of " : "queue ") + "'" + q.key() +
-                            "' is full (" + std::to_string(q.depth()) + " messages, " +
-                            std::to_string(q.bytes()) + " bytes)");
+        return refuse_full(q, uid);
     }
   }
   RegionTable& regions = core_.regions;
@@ -188,6 +190,20 @@ SendOutcome Queues::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
   ++totals.messages_in;
   totals.bytes_in += moved;
   return {};
+}
+
+SendOutcome Queues::refuse_full(Queue& q, std::uint32_t uid) {
+  ++q.counters().rejected_total;
+  if (!q.is_inbox()) {
+    return rejected(Errc::queue_full, "queue '" + q.key() + "' is full (" +
+                                          std::to_string(q.depth()) + " messages, " +
+                                          std::to_string(q.bytes()) + " bytes)");
+  }
+  const Queue::SenderShare s = q.share_of(uid);
+  return rejected(Errc::peer_busy, "inbox of '" + q.key() + "' is full for uid " +
+                                       std::to_string(uid) + " (" + std::to_string(s.messages) +
+                                       " messages, " + std::to_string(s.bytes) +
+                                       " bytes of its own)");
 }
 
 void Queues::hand_over(PeerId to, std::uint64_t correlation, bool last, const Delivery& d) {

@@ -147,6 +147,9 @@ class Queues {
                    std::string& text) const;
   // Applies `wanted` to an existing undeclared queue and declares it.
   void declare_existing(Queue& q, const QueueOptions& wanted);
+  // The refusal of a message of `uid` that `q` has no room for: queue_full, or for an
+  // inbox peer_busy naming the uid's share.
+  SendOutcome refuse_full(Queue& q, std::uint32_t uid);
   // Hands a message to `to`, giving it a handle on a region message's region first.
   void hand_over(PeerId to, std::uint64_t correlation, bool last, const Delivery& d);
   // Moves up to `max` messages to `peer`, stopping early when its output is backed up.

@@ -52,9 +52,21 @@ SendOutcome Broker::send_region(PeerId from, const RegionSend& s, Clock::time_po
 SendOutcome Broker::route_region(PeerId from, const RegionSend& s, Clock::time_point now) {
   Peer* p = core_.peers.find(from);
   if (!p) return unknown_peer();
-  if (s.kind == proto::RegionTarget::queue && core_.policy &&
-      !permitted(*p, Operation::send, s.key)) {
-    return denied(Operation::send, s.key);
+  DirectSend d;
+  d.kind =
+      s.kind == proto::RegionTarget::pid ? proto::TargetKind::pid : proto::TargetKind::client_id;
+  d.target = s.target;
+  d.wait_ms = s.wait_ms;
+  d.correlation = s.correlation;
+  d.confirm = s.confirm;
+  if (core_.policy) {
+    if (s.kind == proto::RegionTarget::queue) {
+      if (!permitted(*p, Operation::send, s.key)) return denied(Operation::send, s.key);
+    } else if (Inbox* inbox = inboxes_.route(d, now);
+               inbox && !core_.direct_permitted(*p, *inbox, d.kind, d.target)) {
+      // Refused before the region is sealed: a denied send changes nothing.
+      return Core::direct_denied(d.kind, d.target);
+    }
   }
   if (core_.regions.handles_of(from, s.ref.id) == 0) {
     return rejected(Errc::no_such_region, "this connection holds no region " +
@@ -77,13 +89,6 @@ SendOutcome Broker::route_region(PeerId from, const RegionSend& s, Clock::time_p
     queues_.collect_if_idle(*q);
     return out;
   }
-  DirectSend d;
-  d.kind =
-      s.kind == proto::RegionTarget::pid ? proto::TargetKind::pid : proto::TargetKind::client_id;
-  d.target = s.target;
-  d.wait_ms = s.wait_ms;
-  d.correlation = s.correlation;
-  d.confirm = s.confirm;
   return send_direct(from, d, {}, now, s.ref);
 }
 

@@ -528,6 +528,12 @@ void Connection::log_denial(broker::Operation op, std::string_view key, int rule
   if (auto so_far = sampled(denials_)) {
     const std::string by =
         rule < 0 ? std::string("the default") : "policy.rules[" + std::to_string(rule) + "]";
+    // A direct message names its target (such as "pid 4242 (uid 1001)") instead of a key.
+    if (op == broker::Operation::send_direct) {
+      spdlog::warn("policy: denied send_direct to {} for client {} ({}): {} (deny){}", key, id_,
+                   description_, by, *so_far);
+      return;
+    }
     spdlog::warn("policy: denied {} of '{}' to client {} ({}): {} (deny){}",
                  broker::operation_name(op), key, id_, description_, by, *so_far);
   }

@@ -134,14 +134,16 @@ std::unique_ptr<const broker::Policy> broker_policy(const config::PolicySettings
   static_assert(broker::operation_bit(broker::Operation::send) == 1 &&
                     broker::operation_bit(broker::Operation::receive) == 2 &&
                     broker::operation_bit(broker::Operation::declare) == 4 &&
-                    broker::operation_bit(broker::Operation::request) == 8,
+                    broker::operation_bit(broker::Operation::request) == 8 &&
+                    broker::operation_bit(broker::Operation::send_direct) == config::kSendDirectBit,
                 "config::PolicyRuleSettings::operations uses broker::Operation's bits");
   if (!p.configured) return nullptr;
   broker::PolicySpec spec;
   spec.default_allow = p.default_allow;
   for (const auto& r : p.rules) {
-    spec.rules.push_back(
-        broker::PolicyRule{r.allow, r.operations, r.everyone, r.uids, r.gids, r.keys, r.prefixes});
+    spec.rules.push_back(broker::PolicyRule{r.allow, r.operations, r.everyone, r.uids, r.gids,
+                                            r.keys, r.prefixes, r.to_everyone, r.to_uids,
+                                            r.to_gids});
   }
   return std::make_unique<broker::Policy>(std::move(spec));
 }

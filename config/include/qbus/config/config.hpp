@@ -30,13 +30,19 @@ struct QueueDeclaration {
 // names are resolved to ids here, at load time (the broker never looks names up).
 struct PolicyRuleSettings {
   bool allow = true;
-  // One bit per operation, in broker::Operation's order: send, receive, declare, request.
+  // One bit per operation, in broker::Operation's order: send, receive, declare, request,
+  // send_direct. A send_direct rule has no other operation.
   std::uint8_t operations = 0;
   bool everyone = false;
   std::vector<std::uint32_t> uids;  // "uids" and the ids of "users"
   std::vector<std::uint32_t> gids;  // "gids" and the ids of "groups"
   std::vector<std::string> keys;    // exact keys and patterns
   std::vector<std::string> prefixes;
+  // send_direct only: the receivers, by uid ("to_uids" and the ids of "to_users"), by gid
+  // ("to_gids" and the ids of "to_groups"), or all of them.
+  bool to_everyone = false;
+  std::vector<std::uint32_t> to_uids;
+  std::vector<std::uint32_t> to_gids;
   bool operator==(const PolicyRuleSettings&) const = default;
 };
 
@@ -47,7 +53,10 @@ struct PolicySettings {
   bool operator==(const PolicySettings&) const = default;
 };
 
-inline constexpr std::string_view kPolicyOperations[] = {"send", "receive", "declare", "request"};
+inline constexpr std::string_view kPolicyOperations[] = {"send", "receive", "declare", "request",
+                                                         "send_direct"};
+// The bit of send_direct in PolicyRuleSettings::operations; `"*"` means the others.
+inline constexpr std::uint8_t kSendDirectBit = 0x10;
 
 // The limits (max_queues, ...) are the members of LimitValues, one per row of limits.def.
 struct Config : LimitValues {
