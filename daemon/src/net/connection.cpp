@@ -526,8 +526,10 @@ void Connection::log_refusal(bool warn, std::string_view what, std::string_view 
 
 void Connection::log_denial(broker::Operation op, std::string_view key, int rule) {
   if (auto so_far = sampled(denials_)) {
+    // Asked during the broker's call that denied, so this is the policy that decided.
+    const broker::Policy* policy = server_.broker().policy();
     const std::string by =
-        rule < 0 ? std::string("the default") : "policy.rules[" + std::to_string(rule) + "]";
+        policy ? policy->describe(rule, identity_.uid) : std::string("the default");
     spdlog::warn("policy: denied {} of '{}' to client {} ({}): {} (deny){}",
                  broker::operation_name(op), key, id_, description_, by, *so_far);
   }
