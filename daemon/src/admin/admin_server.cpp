@@ -644,12 +644,15 @@ json AdminServer::check_policy(const json& req) {
   const std::uint32_t primary = gids.empty() ? 0xFFFFFFFFu : gids.front();
   const std::span<const std::uint32_t> groups =
       gids.empty() ? std::span<const std::uint32_t>() : std::span(gids).subspan(1);
-  const auto d =
-      policy->decide(*op, broker::Principal{req["uid"].get<std::uint32_t>(), primary, groups}, key);
+  const auto uid = req["uid"].get<std::uint32_t>();
+  const auto d = policy->decide(*op, broker::Principal{uid, primary, groups}, key);
+  // `by` names what decided as the denial log line does: a rule by the file and index it
+  // was written at, the system bus's baseline, or the default.
   json answer{{"ok", true},
               {"allowed", d.allowed},
               {"policy", true},
-              {"rule", d.rule < 0 ? json(nullptr) : json(d.rule)}};
+              {"rule", d.rule < 0 ? json(nullptr) : json(d.rule)},
+              {"by", policy->describe(d.rule, uid)}};
   // The rule as the config answer shows it (names resolved), which is the running one: a
   // reload replaces the policy and this text together.
   if (d.rule >= 0) {
