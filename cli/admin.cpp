@@ -427,15 +427,22 @@ int run_admin(const AdminCommand& cmd) {
         std::cout << (allowed ? "allow" : "deny") << ": ";
         if (!member(answer, "policy").get<bool>()) {
           std::cout << "no policy configured\n";
-        } else if (rule.is_number_unsigned()) {
-          std::cout << "policy.rules[" << rule.get<std::uint64_t>() << "]";
-          if (answer.contains("rule_text")) std::cout << " " << answer["rule_text"].dump();
-          std::cout << "\n";
-        } else if (answer.contains("builtin") && answer["builtin"].is_string()) {
-          // No send_direct rule matched; the sender's own uid or root decided.
-          std::cout << answer["builtin"].get<std::string>() << " (no send_direct rule matches)\n";
         } else {
-          std::cout << "the default\n";
+          // `by` (the rule's origin, a baseline rule, the default); an older qbusd sends
+          // only the rule's index.
+          if (answer.contains("by") && answer["by"].is_string()) {
+            std::cout << printable(answer["by"].get<std::string>());
+          } else if (rule.is_number_unsigned()) {
+            std::cout << "policy.rules[" << rule.get<std::uint64_t>() << "]";
+          } else {
+            std::cout << "the default";
+          }
+          if (rule.is_number_unsigned() && answer.contains("rule_text")) {
+            std::cout << " " << answer["rule_text"].dump();
+          }
+          // The sender's own uid or root decided a direct message.
+          if (answer.contains("builtin")) std::cout << " (no send_direct rule matches)";
+          std::cout << "\n";
         }
       }
       if (!std::cout.flush()) return 1;

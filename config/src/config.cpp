@@ -359,15 +359,19 @@ PolicyRuleSettings read_rule(const json& j, const std::string& path) {
   }
   if (r.keys.empty() && r.prefixes.empty()) bad(path, "matches no key: give keys or prefixes");
   o.finish();
+  r.origin = path;
   return r;
 }
 
 void read_policy(Object& o, PolicySettings& p) {
   p.configured = true;
-  std::string def = "allow";
+  std::string def;
   o.string("default", def);
-  if (def != "allow" && def != "deny") bad("policy.default", "must be \"allow\" or \"deny\"");
-  p.default_allow = def == "allow";
+  if (o.get("default")) {
+    if (def != "allow" && def != "deny") bad("policy.default", "must be \"allow\" or \"deny\"");
+    p.default_set = true;
+    p.default_allow = def == "allow";
+  }
   if (const json* rules = o.get("rules")) {
     if (!rules->is_array()) bad("policy.rules", "must be an array, not " + type_name(*rules));
     if (rules->size() > kMaxPolicyRules) {
@@ -407,6 +411,10 @@ Config from_json(const json& root) {
   top.string("policy_dir", c.policy_dir);
   if (!c.policy_dir.empty() && c.policy_dir.front() != '/') {
     bad("policy_dir", "must be an absolute path");
+  }
+  top.string("bus", c.bus);
+  if (c.bus != "auto" && c.bus != "system" && c.bus != "user") {
+    bad("bus", "must be \"auto\", \"system\" or \"user\"");
   }
   top.finish();
   // Startup declares every queue in a broker that holds at most max_queues.
@@ -689,6 +697,9 @@ bool read_policy_dir(const std::string& dir, PolicySettings& policy, std::string
               " rules";
       return false;
     }
+    // Named for the audit by file and index, not by their place among all the rules.
+    for (auto& rule : *rules)
+      rule.origin = path + ": " + rule.origin;
     // A drop-in turns the policy on even without a "policy" section, as that section would.
     policy.configured = true;
     policy.rules.insert(policy.rules.end(), std::make_move_iterator(rules->begin()),
@@ -721,7 +732,9 @@ LoadResult load_file(const std::string& path) {
   if (!read_policy_dir(dir, r.config->policy, error)) {
     r.config.reset();
     r.error = error;
+    return r;
   }
+  r.config->policy_dir = dir;
   return r;
 }
 
@@ -739,8 +752,9 @@ json settings_json(const QueueSettings& s) {
               {"overflow", proto::overflow_name(s.overflow)}};
 }
 
-// Names resolved: the ids the policy was built with.
-json policy_json(const PolicySettings& p) {
+// Names resolved: the ids the policy was built with. The default shown is the one in
+// effect, which on a system bus is deny unless the file says otherwise.
+json policy_json(const PolicySettings& p, bool default_allow) {
   json rules = json::array();
   for (const auto& r : p.rules) {
     json ops = json::array();
@@ -758,7 +772,7 @@ json policy_json(const PolicySettings& p) {
     if (!r.to_gids.empty()) rule["to_gids"] = r.to_gids;
     rules.push_back(std::move(rule));
   }
-  return json{{"default", p.default_allow ? "allow" : "deny"}, {"rules", std::move(rules)}};
+  return json{{"default", default_allow ? "allow" : "deny"}, {"rules", std::move(rules)}};
 }
 
 }  // namespace
@@ -788,7 +802,12 @@ std::string to_json_text(const Config& c, const std::string& socket_path,
       {"queue_defaults", settings_json(c.queue_defaults)},
       {"inbox", settings_json(c.inbox)},
       {"queues", std::move(queues)}};
-  if (c.policy.configured) root["policy"] = policy_json(c.policy);
+  root["bus"] = c.bus;
+  root["policy_dir"] = c.policy_dir;
+  // A system bus always has a policy, if only its baseline and default.
+  if (c.policy.configured || is_system_bus(c)) {
+    root["policy"] = policy_json(c.policy, effective_default_allow(c));
+  }
   return root.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 

@@ -36,18 +36,23 @@ using qbus::config::Config;
 
 // The command-line settings that win over the config file, at startup and at every reload.
 struct Flags {
-  std::string socket_path, admin_socket_path, log_level, tcp_listen;
+  std::string socket_path, admin_socket_path, log_level, tcp_listen, bus;
 };
 
 bool system_instance();
 
-// Flags over the file, then the system service's own default: members of the qbus-admin
-// group its package creates may use the admin socket unless admin.group says otherwise.
+// Flags over the file, then the system service's own defaults: it is a system bus unless
+// `bus` says otherwise, and members of the qbus-admin group its package creates may use the
+// admin socket unless admin.group says otherwise.
 void apply_flags(Config& c, const Flags& f) {
   if (!f.socket_path.empty()) c.socket_path = f.socket_path;
   if (!f.admin_socket_path.empty()) c.admin_socket_path = f.admin_socket_path;
   if (!f.log_level.empty()) c.log_level = f.log_level;
   if (!f.tcp_listen.empty()) c.tcp_listen = f.tcp_listen;
+  if (!f.bus.empty()) c.bus = f.bus;
+  // Every user on the machine can reach a system broker's socket, only its own user a
+  // per-user one's (config/README.md, "bus").
+  if (c.bus == "auto") c.bus = system_instance() ? "system" : "user";
   if (c.admin_group.empty() && system_instance() && ::getgrnam("qbus-admin") != nullptr) {
     c.admin_group = "qbus-admin";
   }
@@ -324,9 +329,9 @@ bool declare_queues(qbus::daemon::Server& server, const Config& config) {
     if (e != qbus::Errc::ok) return startup_failed("cannot declare queue " + q.key + ": " + text);
   }
   // Before the first client: no operation is judged by anything but the configured policy.
-  server.broker().set_policy(qbus::daemon::broker_policy(config.policy));
-  if (config.policy.configured) {
-    spdlog::info("policy: {}", qbus::daemon::describe_policy(config.policy));
+  server.broker().set_policy(qbus::daemon::broker_policy(config));
+  if (server.broker().policy()) {
+    spdlog::info("policy: {}", qbus::daemon::describe_policy(config));
   }
   return true;
 }
@@ -528,6 +533,11 @@ int main(int argc, char** argv) {
   app.add_option("--tcp", flags.tcp_listen,
                  "Also listen on TCP (needs tcp.token_file in the config)")
       ->option_text("HOST:PORT");
+  app.add_option("--bus", flags.bus,
+                 "system (private namespaces and root by default) or user (open); default: "
+                 "system when run as root or by systemd")
+      ->option_text("system|user")
+      ->check(CLI::IsMember({"system", "user"}));
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn or error")
       ->option_text("LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -539,8 +549,8 @@ int main(int argc, char** argv) {
                      "Ask the qbusd with process ID PID to re-read its configuration "
                      "(sends SIGHUP) and exit")
           ->type_name("PID");
-  for (auto* other :
-       {"--config", "--socket", "--admin-socket", "--tcp", "--log-level", "--check-config"}) {
+  for (auto* other : {"--config", "--socket", "--admin-socket", "--tcp", "--bus", "--log-level",
+                      "--check-config"}) {
     reload_opt->excludes(other);
   }
   app.set_version_flag("--version", std::string("qbusd ") + QBUS_VERSION);

@@ -211,6 +211,33 @@ else
   fail admin-socket "$mode; member: exit $admin_rc '$(head -n 1 <<<"$admin_out")'; other: exit $other_rc '$other_out'"
 fi
 
+# --- the system bus's defaults: each uid its private namespace, root everything --------
+mark_journal
+other_uid=$(id -u qbus-test-other)
+own_out=$(runuser -u qbus-test-other -- timeout 30 qbusctl send "user.$other_uid.x" "mine" 2>&1)
+own_rc=$?
+shared_out=$(runuser -u qbus-test-other -- timeout 30 qbusctl send shared.x "squat" 2>&1)
+shared_rc=$?
+if [ $own_rc -eq 0 ] && [ $shared_rc -ne 0 ] && [[ "$shared_out" == *"denied by policy"* ]] &&
+  roundtrip shared.x "root may use any key"; then
+  pass system-bus-defaults "uid $other_uid: send to user.$other_uid.x exit 0; send to shared.x exit $shared_rc, '$shared_out'; root: shared.x round trip"
+else
+  fail system-bus-defaults "uid $other_uid: user.$other_uid.x exit $own_rc '$own_out'; shared.x exit $shared_rc '$shared_out'"
+fi
+# The package made the (empty) drop-in directory; a drop-in there opens shared.x on reload.
+dropin_dir=$(stat -c '%a %U' /etc/qbus/policy.d 2>&1)
+echo '{"rules": [{"allow": ["send"], "users": ["qbus-test-other"], "keys": ["shared.x"]}]}' \
+  >/etc/qbus/policy.d/50-shared.json
+systemctl reload qbusd.service
+if [ "$dropin_dir" = "755 root" ] &&
+  wait_until 15 runuser -u qbus-test-other -- timeout 30 qbusctl send shared.x "opened" 2>/dev/null &&
+  [ "$(qbusctl recv shared.x --timeout 20000)" = opened ]; then
+  pass policy-dropin "/etc/qbus/policy.d ($dropin_dir) from the package; 50-shared.json + reload: uid $other_uid may send to shared.x"
+else
+  fail policy-dropin "/etc/qbus/policy.d: '$dropin_dir'; after the drop-in and reload: $(journal_since -o cat | grep policy | tail -n 3 | tr '\n' ' ')"
+fi
+rm -f /etc/qbus/policy.d/50-shared.json
+
 # --- journalctl -u qbusd: lines with their priority ------------------------------------
 # A reload naming a field that needs a restart logs a warning.
 echo '{"socket": {"mode": "0600"}}' >/etc/qbus/qbusd.json

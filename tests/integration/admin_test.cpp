@@ -225,6 +225,8 @@ const json kRules = json::parse(R"([
 json verdict(bool allowed, json rule) {
   json v{{"ok", true}, {"allowed", allowed}, {"policy", true}, {"rule", rule}};
   if (rule.is_number()) v["rule_text"] = kRules[rule.get<std::size_t>()];
+  // What decided, in the audit log's words: the rule where the config file has it.
+  v["by"] = rule.is_number() ? "policy.rules[" + rule.dump() + "]" : "the default";
   return v;
 }
 

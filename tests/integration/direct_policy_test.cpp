@@ -194,7 +194,7 @@ TEST_F(DaemonDirectPolicyTest, QbusctlPolicyCheckExplainsADirectMessage) {
   const auto same =
       ctl({"policy", "check", "--uid", "65533", "--op", "send_direct", "--to-uid", "65533"});
   EXPECT_EQ(same.exit_code, 0) << same.err;
-  EXPECT_EQ(same.out, "allow: same uid (no send_direct rule matches)\n");
+  EXPECT_EQ(same.out, "allow: the same uid (no send_direct rule matches)\n");
   const auto root = ctl({"policy", "check", "--uid", "0", "--op", "send_direct", "--to-uid", "7"});
   EXPECT_EQ(root.out, "allow: root (no send_direct rule matches)\n");
   const auto as_json =

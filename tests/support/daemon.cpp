@@ -132,6 +132,10 @@ Daemon::Daemon(DaemonOptions options)
     args.push_back("--log-level");
     args.push_back(options.log_level);
   }
+  if (!options.bus.empty()) {
+    args.push_back("--bus");
+    args.push_back(options.bus);
+  }
   if (!options.config_json.empty()) {
     std::ofstream(dir_.file("qbusd.json")) << options.config_json;
     args.push_back("--config");

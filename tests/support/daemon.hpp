@@ -34,6 +34,11 @@ struct DaemonOptions {
   std::vector<std::string> extra_args;
   std::string log_level = "debug";  // empty: no --log-level flag (the config file decides)
   std::string socket_path;          // default: qbus.sock in the daemon's temporary directory
+  // qbusd's --bus flag, which wins over the config file's `bus` at startup and at every
+  // reload. The helper runs qbusd as root, which alone would make it a system bus (each
+  // uid confined to user.<uid>. unless a policy says otherwise); "user" keeps the open bus
+  // most tests are about. Empty: no flag (the file, or qbusd's own choice, decides).
+  std::string bus = "user";
 
   // Service-manager emulation (tests/integration/systemd_test.cpp).
   // More environment entries ("NAME=value") for qbusd.

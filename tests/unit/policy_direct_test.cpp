@@ -53,9 +53,9 @@ TEST(PolicyDirectTest, WithoutARuleTheSameUidAndRootMaySendAndTheDefaultDecidesT
   for (bool default_allow : {false, true}) {
     const Policy p(PolicySpec{default_allow, {}});
     const Principal alice_again{kAlice, kAlice, {}};
-    EXPECT_EQ(p.decide_direct(alice(), alice_again).rule, kDecidedBySameUid);
+    EXPECT_EQ(p.decide_direct(alice(), alice_again).rule, Decision::kSameUid);
     EXPECT_TRUE(p.decide_direct(alice(), alice_again).allowed);
-    EXPECT_EQ(p.decide_direct(root(), bob()).rule, kDecidedByRoot);
+    EXPECT_EQ(p.decide_direct(root(), bob()).rule, Decision::kRoot);
     EXPECT_TRUE(p.decide_direct(root(), bob()).allowed);
     EXPECT_EQ(p.decide_direct(alice(), bob()).rule, -1);
     EXPECT_EQ(p.decide_direct(alice(), bob()).allowed, default_allow);

@@ -158,5 +158,118 @@ TEST(PolicyTest, AnExactRuleForOthersLeavesTheWildcardsToDecide) {
   EXPECT_TRUE(p.decide(Operation::send, bob(), "secret.jobs").allowed);
 }
 
+// The system bus's baseline (PolicySpec::system_bus), below every rule.
+namespace baseline {
+
+constexpr std::uint32_t kNobody = 65534;
+
+Principal as(std::uint32_t uid) {
+  return Principal{uid, uid, {}};
+}
+
+Policy system_bus(std::vector<PolicyRule> rules = {}, bool default_allow = false) {
+  PolicySpec spec;
+  spec.default_allow = default_allow;
+  spec.rules = std::move(rules);
+  spec.system_bus = true;
+  return Policy(std::move(spec));
+}
+
+constexpr Operation kOps[] = {Operation::send, Operation::receive, Operation::declare,
+                              Operation::request};
+
+TEST(PolicyBaselineTest, EachUidMayUseItsPrivateNamespaceOnly) {
+  const Policy p = system_bus();
+  for (Operation op : kOps) {
+    SCOPED_TRACE(operation_name(op));
+    const Decision own = p.decide(op, as(kNobody), "user.65534.x");
+    EXPECT_TRUE(own.allowed);
+    EXPECT_EQ(own.rule, Decision::kPrivateNamespace);
+    EXPECT_TRUE(p.decide(op, as(kNobody), "user.65534.").allowed);
+    EXPECT_TRUE(p.decide(op, as(kNobody), "user.65534.a.b.c").allowed);
+    // Another uid's namespace, one that only starts with the same digits, the namespace's
+    // own name without the dot, and keys elsewhere: the default.
+    for (std::string_view key : {"user.0.x", "user.6553.x", "user.655341.x", "user.65534",
+                                 "user.65534x", "shared.x", "xuser.65534.x"}) {
+      SCOPED_TRACE(std::string(key));
+      const Decision d = p.decide(op, as(kNobody), key);
+      EXPECT_FALSE(d.allowed);
+      EXPECT_EQ(d.rule, Decision::kDefault);
+    }
+  }
+}
+
+TEST(PolicyBaselineTest, RootMayDoEverything) {
+  const Policy p = system_bus();
+  for (Operation op : kOps) {
+    const Decision shared = p.decide(op, as(0), "shared.x");
+    EXPECT_TRUE(shared.allowed);
+    EXPECT_EQ(shared.rule, Decision::kRoot);
+    EXPECT_TRUE(p.decide(op, as(0), "user.65534.x").allowed);
+    EXPECT_EQ(p.decide(op, as(0), "user.0.x").rule, Decision::kPrivateNamespace);
+  }
+}
+
+TEST(PolicyBaselineTest, AnyMatchingRuleBeatsTheBaselineWhateverItsSpecificity) {
+  PolicyRule deny_root = everyone(false, {}, {"s"});
+  deny_root.everyone = false;
+  deny_root.uids = {0};
+  PolicyRule deny_own = everyone(false, {"user.*.locked"});
+  const Policy p = system_bus({deny_root, deny_own});
+  // One literal character denies root what the baseline would allow it.
+  EXPECT_FALSE(p.decide(Operation::send, as(0), "shared.x").allowed);
+  EXPECT_EQ(p.decide(Operation::send, as(0), "shared.x").rule, 0);
+  EXPECT_TRUE(p.decide(Operation::send, as(0), "other").allowed);
+  // A pattern closes a key in every uid's own namespace.
+  EXPECT_FALSE(p.decide(Operation::receive, as(kNobody), "user.65534.locked").allowed);
+  EXPECT_EQ(p.decide(Operation::receive, as(kNobody), "user.65534.locked").rule, 1);
+  EXPECT_TRUE(p.decide(Operation::receive, as(kNobody), "user.65534.open").allowed);
+}
+
+TEST(PolicyBaselineTest, ARuleOpeningOneQueueOpensOnlyThatQueue) {
+  PolicyRule orders = everyone(true, {"orders"});
+  orders.everyone = false;
+  orders.gids = {kJobsGid};
+  orders.operations = operation_bit(Operation::send) | operation_bit(Operation::receive);
+  const Policy p = system_bus({orders});
+  EXPECT_TRUE(p.decide(Operation::send, alice(), "orders").allowed);
+  EXPECT_TRUE(p.decide(Operation::receive, alice(), "orders").allowed);
+  EXPECT_FALSE(p.decide(Operation::declare, alice(), "orders").allowed);
+  EXPECT_FALSE(p.decide(Operation::send, alice(), "orders.x").allowed);
+  EXPECT_FALSE(p.decide(Operation::send, alice(), "shared.x").allowed);
+  EXPECT_FALSE(p.decide(Operation::send, bob(), "orders").allowed);  // not in the group
+}
+
+TEST(PolicyBaselineTest, AnAllowDefaultStillNamesTheBaselineFirst) {
+  const Policy p = system_bus({}, /*default_allow=*/true);
+  EXPECT_EQ(p.decide(Operation::send, as(kNobody), "user.65534.x").rule,
+            Decision::kPrivateNamespace);
+  const Decision d = p.decide(Operation::send, as(kNobody), "shared.x");
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.rule, Decision::kDefault);
+}
+
+TEST(PolicyBaselineTest, AUserBusHasNoBaseline) {
+  PolicySpec spec;
+  spec.default_allow = false;
+  const Policy p(spec);
+  EXPECT_FALSE(p.decide(Operation::send, as(kNobody), "user.65534.x").allowed);
+  EXPECT_FALSE(p.decide(Operation::send, as(0), "shared.x").allowed);
+}
+
+TEST(PolicyBaselineTest, DescribeNamesWhatDecided) {
+  PolicyRule r = everyone(true, {"a"});
+  r.origin = "/etc/qbus/policy.d/20-x.json: rules[3]";
+  PolicyRule unnamed = everyone(true, {"b"});
+  const Policy p = system_bus({r, unnamed});
+  EXPECT_EQ(p.describe(0, kNobody), "/etc/qbus/policy.d/20-x.json: rules[3]");
+  EXPECT_EQ(p.describe(1, kNobody), "rules[1]");
+  EXPECT_EQ(p.describe(Decision::kPrivateNamespace, 1000), "the private namespace user.1000.");
+  EXPECT_EQ(p.describe(Decision::kRoot, 0), "root");
+  EXPECT_EQ(p.describe(Decision::kDefault, kNobody), "the default");
+}
+
+}  // namespace baseline
+
 }  // namespace
 }  // namespace qbus::broker

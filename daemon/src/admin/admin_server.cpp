@@ -672,16 +672,20 @@ json AdminServer::check_policy(const json& req) {
   if (!policy) {
     return json{{"ok", true}, {"allowed", true}, {"policy", false}, {"rule", nullptr}};
   }
-  const auto who = principal(req["uid"].get<std::uint32_t>(), gids);
+  const auto uid = req["uid"].get<std::uint32_t>();
+  const auto who = principal(uid, gids);
   const auto d =
       direct ? policy->decide_direct(who, principal(req["to_uid"].get<std::uint32_t>(), to_gids))
              : policy->decide(*op, who, key);
+  // `by` names what decided as the denial log line does: a rule by the file and index it
+  // was written at, the system bus's baseline, the same-uid or root allowance, or the default.
   json answer{{"ok", true},
               {"allowed", d.allowed},
               {"policy", true},
-              {"rule", d.rule < 0 ? json(nullptr) : json(d.rule)}};
-  if (d.rule == broker::kDecidedBySameUid) answer["builtin"] = "same uid";
-  if (d.rule == broker::kDecidedByRoot) answer["builtin"] = "root";
+              {"rule", d.rule < 0 ? json(nullptr) : json(d.rule)},
+              {"by", policy->describe(d.rule, uid)}};
+  if (direct && d.rule == broker::Decision::kSameUid) answer["builtin"] = "same uid";
+  if (direct && d.rule == broker::Decision::kRoot) answer["builtin"] = "root";
   // The rule as the config answer shows it (names resolved), which is the running one: a
   // reload replaces the policy and this text together.
   if (d.rule >= 0) {

@@ -126,9 +126,11 @@ class Broker {
                       std::int32_t timeout_ms, Clock::time_point now);
 
   // Shared-memory regions (proto/PROTOCOL.md section 16). The peer's identity decides the
-  // uid charged and, for named regions, the access. A queued region message counts as a
-  // message against queue and uid limits but adds no bytes: its memory is the region's,
-  // charged to the region's owner.
+  // uid charged and, for named regions, the access. With a policy, a named-region key is
+  // judged like a queue key: creating it as declare, attaching as receive
+  // (permission_denied); removing it stays the owner's or root's. A queued region message counts as
+  // a message against queue and uid limits but adds no bytes: its memory is the region's, charged
+  // to the region's owner.
   RegionGrant allocate_region(PeerId peer, std::uint64_t size);
   SendOutcome send_region(PeerId from, const RegionSend& s, Clock::time_point now);
   RegionStatus release_region(PeerId peer, RegionId id);

@@ -1,6 +1,7 @@
 #include "broker/policy.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <limits>
 
 namespace qbus::broker {
@@ -159,7 +160,7 @@ void Policy::walk(const Node& n, std::string_view rest, bool at_end, Operation o
 }
 
 Decision Policy::decide(Operation op, const Principal& who, std::string_view key) const {
-  Decision best{spec_.default_allow, -1};
+  Decision best{spec_.default_allow, Decision::kDefault};
   std::uint32_t best_specificity = 0;
   bool any = false;
   if (auto it = exact_.find(key); it != exact_.end()) {
@@ -173,6 +174,10 @@ Decision Policy::decide(Operation op, const Principal& who, std::string_view key
     }
   }
   walk(*patterns_, key, false, op, who, best, best_specificity, any);
+  if (!any && spec_.system_bus) {
+    if (in_private_namespace(who.uid, key)) return Decision{true, Decision::kPrivateNamespace};
+    if (who.uid == 0) return Decision{true, Decision::kRoot};
+  }
   return best;
 }
 
@@ -190,9 +195,30 @@ Decision Policy::decide_direct(const Principal& from, const Principal& to) const
     }
   }
   if (best_rank > 0) return best;
-  if (from.uid == to.uid) return Decision{true, kDecidedBySameUid};
-  if (from.uid == 0) return Decision{true, kDecidedByRoot};
+  if (from.uid == to.uid) return Decision{true, Decision::kSameUid};
+  if (from.uid == 0) return Decision{true, Decision::kRoot};
   return best;
+}
+
+bool Policy::in_private_namespace(std::uint32_t uid, std::string_view key) {
+  if (!key.starts_with(kPrivateNamespacePrefix)) return false;
+  key.remove_prefix(kPrivateNamespacePrefix.size());
+  char digits[16];
+  const auto end = std::to_chars(digits, digits + sizeof(digits), uid).ptr;
+  const std::string_view id(digits, static_cast<std::size_t>(end - digits));
+  return key.size() > id.size() && key.starts_with(id) && key[id.size()] == '.';
+}
+
+std::string Policy::describe(int rule, std::uint32_t uid) const {
+  if (rule == Decision::kPrivateNamespace) {
+    return "the private namespace " + std::string(kPrivateNamespacePrefix) + std::to_string(uid) +
+           ".";
+  }
+  if (rule == Decision::kRoot) return "root";
+  if (rule == Decision::kSameUid) return "the same uid";
+  if (rule < 0 || static_cast<std::size_t>(rule) >= spec_.rules.size()) return "the default";
+  const std::string& origin = spec_.rules[static_cast<std::size_t>(rule)].origin;
+  return origin.empty() ? "rules[" + std::to_string(rule) + "]" : origin;
 }
 
 }  // namespace qbus::broker

@@ -8,7 +8,12 @@
 // the key, the most specific decides: an exact key beats every prefix and pattern, and a
 // prefix or pattern with more literal characters (every character but the wildcard
 // tokens `*` and `>`) beats one with fewer. At equal specificity deny wins over allow.
-// When no rule matches, the policy's default decides.
+// When no rule matches, the baseline decides on a system bus (below), else the default.
+//
+// The baseline of a system bus (PolicySpec::system_bus): each uid may do every operation on
+// the keys of its private namespace `user.<uid>.`, and root may do everything. It is
+// consulted only when no rule matched, so any rule that matches beats it, whatever its
+// specificity: a configured deny can close even a uid's own namespace.
 //
 // Direct messages (send_direct, decide_direct) are judged by rules of their own, which name
 // targets instead of keys; see decide_direct.
@@ -53,11 +58,16 @@ struct PolicyRule {
   bool to_everyone = false;
   std::vector<std::uint32_t> to_uids;
   std::vector<std::uint32_t> to_gids;
+  // Where the rule was written, for the audit line and policy-check: "policy.rules[2]" or
+  // "/etc/qbus/policy.d/20-x.json: rules[3]". Empty: "rules[N]" by its index.
+  std::string origin;
 };
 
 struct PolicySpec {
   bool default_allow = true;
   std::vector<PolicyRule> rules;
+  // A system bus: the baseline (above) decides before the default.
+  bool system_bus = false;
 };
 
 // Who asks. `groups` are the supplementary groups (SO_PEERGROUPS); they must outlive the
@@ -68,16 +78,17 @@ struct Principal {
   std::span<const std::uint32_t> groups;
 };
 
-// Who decided a direct message when no send_direct rule matched and the policy's default
-// did not: the sender and the receiver have the same uid, or the sender is root.
-inline constexpr int kDecidedBySameUid = -2;
-inline constexpr int kDecidedByRoot = -3;
+// The prefix of every private namespace: uid 1000's is `user.1000.`.
+inline constexpr std::string_view kPrivateNamespacePrefix = "user.";
 
 struct Decision {
+  // What decided when no rule did (Decision::rule).
+  static constexpr int kDefault = -1;
+  static constexpr int kPrivateNamespace = -2;  // the baseline: the uid's own `user.<uid>.`
+  static constexpr int kRoot = -3;  // the baseline: root may do everything; send_direct: any pair
+  static constexpr int kSameUid = -4;  // send_direct: sender and receiver have the same uid
   bool allowed = true;
-  // Index of the deciding rule; -1 for the default (and, for decide_direct, one of the
-  // kDecidedBy values above).
-  int rule = -1;
+  int rule = kDefault;  // index of the deciding rule, or one of the constants above
 };
 
 struct StringHash {
@@ -100,11 +111,16 @@ class Policy {
   // send_direct rules that name `from` and match `to`, the most specific decides: one that
   // names to's uid beats one that names one of its groups, which beats to_everyone; deny
   // wins ties. When none matches, a sender may send to its own uid and root to any
-  // (kDecidedBySameUid, kDecidedByRoot); the default decides every other pair. Costs a
+  // (Decision::kSameUid, Decision::kRoot); the default decides every other pair. Costs a
   // scan of the send_direct rules only (they are few; callers cache the answer per peer).
   Decision decide_direct(const Principal& from, const Principal& to) const;
   std::size_t rule_count() const { return spec_.rules.size(); }
   bool default_allow() const { return spec_.default_allow; }
+  bool system_bus() const { return spec_.system_bus; }
+  // What decided, for people: the rule's origin ("policy.rules[2]"), "the private namespace
+  // user.1000." (for `uid`, the asking principal's), "root", "the same uid" or "the default". `rule` as in
+  // Decision. Not for the per-message path: it builds a string.
+  std::string describe(int rule, std::uint32_t uid) const;
 
  private:
   struct Entry {
@@ -117,6 +133,7 @@ class Policy {
   void add_pattern(std::string_view pattern, Entry e);
   void consider(const std::vector<Entry>& entries, Operation op, const Principal& who,
                 Decision& best, std::uint32_t& best_specificity, bool& any) const;
+  static bool in_private_namespace(std::uint32_t uid, std::string_view key);
   void walk(const Node& n, std::string_view rest, bool at_end, Operation op, const Principal& who,
             Decision& best, std::uint32_t& best_specificity, bool& any) const;
 

@@ -10,6 +10,15 @@ RegionGrant no_peer_grant() {
   return RegionGrant{Errc::internal_error, "unknown peer", 0, false};
 }
 
+// A named-region key is judged by the policy as a queue key would be: creating it as
+// declare, attaching to it as receive (config/README.md, "Access policy").
+RegionGrant region_denied(std::string_view what, Operation op, std::string_view key) {
+  return RegionGrant{Errc::permission_denied,
+                     std::string(what) + " of region '" + std::string(key) +
+                         "' denied by policy (judged as " + std::string(operation_name(op)) + ")",
+                     0, false};
+}
+
 }  // namespace
 
 RegionGrant Broker::allocate_region(PeerId peer, std::uint64_t size) {
@@ -24,14 +33,20 @@ RegionStatus Broker::release_region(PeerId peer, RegionId id) {
 
 RegionGrant Broker::create_named_region(PeerId peer, std::string_view key, std::uint64_t size,
                                         std::uint32_t mode) {
-  const Peer* p = core_.peers.find(peer);
+  Peer* p = core_.peers.find(peer);
   if (!p) return no_peer_grant();
+  if (core_.policy && !permitted(*p, Operation::declare, key)) {
+    return region_denied("create", Operation::declare, key);
+  }
   return core_.regions.create_named(key, peer, p->id, size, mode);
 }
 
 RegionGrant Broker::attach_named_region(PeerId peer, std::string_view key, bool writable) {
-  const Peer* p = core_.peers.find(peer);
+  Peer* p = core_.peers.find(peer);
   if (!p) return no_peer_grant();
+  if (core_.policy && !permitted(*p, Operation::receive, key)) {
+    return region_denied("attach", Operation::receive, key);
+  }
   return core_.regions.attach(key, peer, p->id, writable);
 }
 

@@ -140,10 +140,11 @@ class Sink {
   // reuse a check it made after `as_of` instead of asking the kernel again.
   virtual bool has_exited(PeerId peer, Clock::time_point as_of) = 0;
   // The access policy denied `peer` the operation `op` on `key`; `rule` is the index of the
-  // deciding rule in the policy's rules, -1 when its default decided. For send_direct,
-  // `key` names the target instead, as "pid 4242 (uid 1001)" or "client 7 (uid 1001)". Called once
-  // per denied operation, before the peer is answered, for the edge's audit log (the core does no
-  // I/O; rate-limiting is the edge's).
+  // deciding rule in the policy's rules, or what else decided (Decision::kDefault, ...;
+  // Policy::describe names it). For send_direct, `key` names the target instead, as
+  // "pid 4242 (uid 1001)" or "client 7 (uid 1001)". Called once per denied operation, before
+  // the peer is answered, for the edge's audit log (the core does no I/O; rate-limiting is
+  // the edge's).
   virtual void denied(PeerId peer, Operation op, std::string_view key, int rule) = 0;
 };
 

@@ -526,8 +526,10 @@ void Connection::log_refusal(bool warn, std::string_view what, std::string_view 
 
 void Connection::log_denial(broker::Operation op, std::string_view key, int rule) {
   if (auto so_far = sampled(denials_)) {
+    // Asked during the broker's call that denied, so this is the policy that decided.
+    const broker::Policy* policy = server_.broker().policy();
     const std::string by =
-        rule < 0 ? std::string("the default") : "policy.rules[" + std::to_string(rule) + "]";
+        policy ? policy->describe(rule, identity_.uid) : std::string("the default");
     // A direct message names its target (such as "pid 4242 (uid 1001)") instead of a key.
     if (op == broker::Operation::send_direct) {
       spdlog::warn("policy: denied send_direct to {} for client {} ({}): {} (deny){}", key, id_,

@@ -68,7 +68,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void error(std::uint64_t correlation, Errc code, std::string_view text);
   void ok(std::uint64_t correlation);
   // Writes the audit line for an operation the access policy denied (Sink::denied), naming
-  // the peer, the operation, the key and the deciding rule (-1: the default). Rate-limited
+  // the peer, the operation, the key and what decided (a rule by its origin, a baseline rule
+  // of a system bus, or the default; broker::Decision::rule). Rate-limited
   // like misbehaved(): a client retrying a denied key must not flood the log.
   void log_denial(broker::Operation op, std::string_view key, int rule);
 

@@ -130,27 +130,43 @@ broker::Limits broker_limits(const Config& c) {
   return l;
 }
 
-std::unique_ptr<const broker::Policy> broker_policy(const config::PolicySettings& p) {
+std::unique_ptr<const broker::Policy> broker_policy(const Config& c) {
   static_assert(broker::operation_bit(broker::Operation::send) == 1 &&
                     broker::operation_bit(broker::Operation::receive) == 2 &&
                     broker::operation_bit(broker::Operation::declare) == 4 &&
                     broker::operation_bit(broker::Operation::request) == 8 &&
                     broker::operation_bit(broker::Operation::send_direct) == config::kSendDirectBit,
                 "config::PolicyRuleSettings::operations uses broker::Operation's bits");
-  if (!p.configured) return nullptr;
+  // A user bus with no policy asks nothing (the message path's one null test); a system bus
+  // always has its baseline.
+  if (!c.policy.configured && !config::is_system_bus(c)) return nullptr;
   broker::PolicySpec spec;
-  spec.default_allow = p.default_allow;
-  for (const auto& r : p.rules) {
+  spec.default_allow = config::effective_default_allow(c);
+  spec.system_bus = config::is_system_bus(c);
+  for (const auto& r : c.policy.rules) {
     spec.rules.push_back(broker::PolicyRule{r.allow, r.operations, r.everyone, r.uids, r.gids,
                                             r.keys, r.prefixes, r.to_everyone, r.to_uids,
-                                            r.to_gids});
+                                            r.to_gids, r.origin});
   }
   return std::make_unique<broker::Policy>(std::move(spec));
 }
 
-std::string describe_policy(const config::PolicySettings& p) {
-  if (!p.configured) return "none (everything allowed)";
-  return std::to_string(p.rules.size()) + " rules, default " + (p.default_allow ? "allow" : "deny");
+std::string describe_policy(const Config& c) {
+  const bool system = config::is_system_bus(c);
+  if (!c.policy.configured && !system) return "none (everything allowed)";
+  std::string text = std::to_string(c.policy.rules.size()) + " rules, default " +
+                     (config::effective_default_allow(c) ? "allow" : "deny");
+  if (system) text += ", system bus (each uid may use user.<uid>., root everything)";
+  return text;
+}
+
+bool same_policy(const Config& a, const Config& b) {
+  if (a.policy != b.policy || config::is_system_bus(a) != config::is_system_bus(b)) return false;
+  // A rule that moved to another file means the same but is named otherwise in the audit.
+  for (std::size_t i = 0; i < a.policy.rules.size(); ++i) {
+    if (a.policy.rules[i].origin != b.policy.rules[i].origin) return false;
+  }
+  return true;
 }
 
 Config apply_reload(const Config& running, const Config& next, Server& server,
@@ -164,11 +180,11 @@ Config apply_reload(const Config& running, const Config& next, Server& server,
   }
   apply_limits(running, effective, server);
   apply_queues(running, effective, server);
-  if (effective.policy != running.policy) {
+  if (effective.bus != running.bus) spdlog::info("bus: {} -> {}", running.bus, effective.bus);
+  if (!same_policy(effective, running)) {
     // Operations from now on are judged by the new policy; what is queued stays.
-    server.broker().set_policy(broker_policy(effective.policy));
-    spdlog::info("policy: {} (was {})", describe_policy(effective.policy),
-                 describe_policy(running.policy));
+    server.broker().set_policy(broker_policy(effective));
+    spdlog::info("policy: {} (was {})", describe_policy(effective), describe_policy(running));
   }
 
   if (effective.admin_group != running.admin_group) {

@@ -3,7 +3,7 @@
 // Live: log.level, every limit that qbus/config/limits.def marks `live` (all but
 // limits.max_payload_bytes, announced to clients at their handshake), queue_defaults and
 // inbox (for queues and inboxes created from now on), new predeclared queues, admin.group,
-// the access policy (for operations from now on).
+// the access policy and the bus (for operations from now on).
 // Needs a restart, and is logged as such: socket.*, admin.path, admin.mode, tcp.*, and the
 // limits marked `restart` (limits.max_payload_bytes). config/README.md says the same.
 #pragma once
@@ -25,10 +25,14 @@ class Server;
 // and the queue and inbox defaults.
 broker::Limits broker_limits(const config::Config& c);
 
-// The access policy as configured; null when the configuration has no "policy" section.
-std::unique_ptr<const broker::Policy> broker_policy(const config::PolicySettings& p);
-// "N rules, default allow|deny", or that there is none; for the log.
-std::string describe_policy(const config::PolicySettings& p);
+// The access policy as configured, on the bus `c.bus` says (resolved: "system" or
+// "user"); null on a user bus whose configuration has no policy section and no drop-in.
+std::unique_ptr<const broker::Policy> broker_policy(const config::Config& c);
+// "N rules, default allow|deny" (and the system bus's baseline), or that there is none; for
+// the log.
+std::string describe_policy(const config::Config& c);
+// True when `a` and `b` give the same policy, down to where each rule was written.
+bool same_policy(const config::Config& a, const config::Config& b);
 
 struct ReloadHooks {
   // Hands the effective configuration to the admin socket (its group and its `config`

@@ -43,11 +43,21 @@ struct PolicyRuleSettings {
   bool to_everyone = false;
   std::vector<std::uint32_t> to_uids;
   std::vector<std::uint32_t> to_gids;
-  bool operator==(const PolicyRuleSettings&) const = default;
+  // Where the rule was written: "policy.rules[2]" or "/etc/qbus/policy.d/20-x.json:
+  // rules[3]", for the audit line. Not part of what the rule means: == ignores it.
+  std::string origin;
+  bool operator==(const PolicyRuleSettings& o) const {
+    return allow == o.allow && operations == o.operations && everyone == o.everyone &&
+           uids == o.uids && gids == o.gids && keys == o.keys && prefixes == o.prefixes &&
+           to_everyone == o.to_everyone && to_uids == o.to_uids && to_gids == o.to_gids;
+  }
 };
 
 struct PolicySettings {
   bool configured = false;  // the file has a "policy" section; without one nothing is asked
+  // "default" as the file gives it; unset (default_set false), the bus decides: allow on a
+  // user bus, deny on a system bus (effective_default_allow).
+  bool default_set = false;
   bool default_allow = true;
   std::vector<PolicyRuleSettings> rules;
   bool operator==(const PolicySettings&) const = default;
@@ -83,8 +93,21 @@ struct Config : LimitValues {
   // The config file's rules, then those of each drop-in file (load_file).
   PolicySettings policy;
   // Where load_file reads drop-in policy files; empty: policy.d beside the config file.
+  // load_file sets it to the directory it read.
   std::string policy_dir;
+  // "auto", "system" or "user" (config/README.md, "bus"). qbusd resolves "auto" before it
+  // uses a configuration, so the one in effect is always "system" or "user".
+  std::string bus = "auto";
 };
+
+// On a system bus the policy is always on, with its baseline (each uid's private namespace,
+// root), and an unset policy.default is deny.
+inline bool is_system_bus(const Config& c) {
+  return c.bus == "system";
+}
+inline bool effective_default_allow(const Config& c) {
+  return c.policy.default_set ? c.policy.default_allow : !is_system_bus(c);
+}
 
 // The path read when --config is not given and the daemon runs as root.
 inline constexpr std::string_view kSystemConfigPath = "/etc/qbus/qbusd.json";
