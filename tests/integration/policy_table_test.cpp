@@ -5,7 +5,8 @@
 // the row's identity, over a real connection; the users and groups behind the names are
 // created for the run (useradd/groupadd --system) and removed at its end. A denied row
 // must be refused with permission_denied naming the operation and key and leave the queue
-// holding what it held; an allowed row must have its effect.
+// holding what it held; an allowed row must have its effect. Then `qbusctl policy check
+// --user` is asked about the same users.
 #include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
@@ -438,6 +439,70 @@ std::string param_name(const ::testing::TestParamInfo<Row>& p) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Rows, PolicyTableTest, ::testing::ValuesIn(all_rows()), param_name);
+
+// ---- qbusctl policy check --user ----------------------------------------------------------
+
+class PolicyCheckUserTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to create users";
+    ASSERT_TRUE(suite().error.empty()) << suite().error;
+    ASSERT_TRUE(suite().daemon);
+  }
+  static Result check(std::vector<std::string> args) {
+    args.insert(args.begin(),
+                {qbusctl_path(), "--address", suite().daemon->address(), "policy", "check"});
+    return run(args);
+  }
+};
+
+// The index of `r`'s rule in config_for()'s list.
+std::size_t rule_index(const Row& r) {
+  const auto rows = all_rows();
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (row_name(rows[i]) == row_name(r)) return i + 2;
+  }
+  throw std::logic_error("no such row");
+}
+
+TEST_F(PolicyCheckUserTest, AUserNameStandsForItsUidPrimaryGroupAndSupplementaryGroups) {
+  const Accounts& a = *suite().accounts;
+  const Row by_group{Op::send, true, Who::group_name, KeyKind::exact};
+  const Row by_user{Op::receive, true, Who::user_name, KeyKind::star};
+  const Row by_uid{Op::declare, false, Who::uid, KeyKind::prefix};
+  // The user is in its group only through the group database: qbusctl must read it.
+  auto r = check({"--user", a.user, "--op", "send", "--key", row_key(by_group)});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("allow: policy.rules[" + std::to_string(rule_index(by_group)) + "] ", 0),
+            0u)
+      << r.out;
+  r = check({"--user", a.user, "--op", "receive", "--key", row_key(by_user)});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("allow: policy.rules[" + std::to_string(rule_index(by_user)) + "] ", 0), 0u)
+      << r.out;
+  r = check({"--user", a.user, "--op", "declare", "--key", row_key(by_uid)});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_EQ(r.out.rfind("deny: policy.rules[" + std::to_string(rule_index(by_uid)) + "] ", 0), 0u)
+      << r.out;
+  // nobody is not in the group: the default decides.
+  r = check({"--user", "nobody", "--op", "send", "--key", row_key(by_group)});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_EQ(r.out, "deny: the default\n");
+}
+
+TEST_F(PolicyCheckUserTest, AnUnknownUserOrAUserWithAUidIsAUsageError) {
+  const std::string unknown = "no-such-user-" + std::to_string(::getpid());
+  auto r = check({"--user", unknown, "--op", "send", "--key", "ta.x"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--user: unknown user '" + unknown + "'"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  r = check({"--user", "nobody", "--uid", "0", "--op", "send", "--key", "ta.x"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--uid"), std::string::npos) << r.err;
+  r = check({"--op", "send", "--key", "ta.x"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--uid or --user"), std::string::npos) << r.err;
+}
 
 }  // namespace
 }  // namespace qbus::testing
