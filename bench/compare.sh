@@ -18,8 +18,9 @@ and redis-tools from Debian if missing (as root; otherwise prints the apt-get co
 fails), then measures:
   raw socketpair ping-pong RTT, raw one-way batched throughput, the bare-relay ceiling
   (bench/relay.cpp); redis-benchmark LPUSH/RPOP, 64 B, -P 64 and -P 1 -c 1, on a private
-  Unix socket; qbus-bench throughput and latency with 64 B payloads; qbus-bench bulk (4 KiB
-  and 64 MiB), memory (idle, 1,000,000 queued messages) and connections (10,000 idle).
+  Unix socket; qbus-bench throughput and latency with 64 B payloads; the same throughput
+  with a 1,000-rule access policy and without one, alternating run by run; qbus-bench bulk
+  (4 KiB and 64 MiB), memory (idle, 1,000,000 queued messages) and connections (10,000 idle).
 Every figure is the median of --runs runs (default 3). QBUS_BENCH_BUILD_DIR overrides the
 build tree. Writes bench/RESULTS.md unless
 --no-results is given. --no-build uses the binaries already in build-bench/ as they are.
@@ -43,6 +44,8 @@ REDIS_UNPIPELINED_N=100000
 QBUS_THROUGHPUT_MESSAGES=2000000
 QBUS_LATENCY_REQUESTS=100000
 RELAY_MESSAGES=10000000
+# The policy cost (issue 12): rules in the policy measured against none.
+POLICY_RULES=1000
 # The drain target's receive window: Redis -P 64 with its default 50 clients has 3,200
 # RPOPs in flight; one qbus consumer asking for 1,024 messages per round trip has fewer.
 # The default window (256) is measured and shown as well.
@@ -121,8 +124,10 @@ fmt_rate() {
     while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) }
     print s o " msg/s" }' ;; esac
 }
+fmt_count() { fmt_rate "$1" | sed 's/ msg\/s$//'; }
 fmt_us() { case "$1" in n/a) echo "n/a" ;; *) awk -v x="$1" 'BEGIN { printf "%.2f µs\n", x }' ;; esac; }
 fmt_ratio() { case "$1" in n/a) echo "n/a" ;; *) awk -v x="$1" 'BEGIN { printf "%.2fx\n", x }' ;; esac; }
+fmt_ns() { case "$1" in n/a) echo "n/a" ;; *) awk -v x="$1" 'BEGIN { printf "%.0f ns\n", x }' ;; esac; }
 fmt_pct() { case "$1" in n/a) echo "n/a" ;; *) awk -v x="$1" 'BEGIN { printf "%.1f%%\n", 100 * x }' ;; esac; }
 
 # verdict VALUE OP BAR: PASS/FAIL of "VALUE OP BAR" (OP is >= or <=), n/a if VALUE is.
@@ -257,6 +262,44 @@ run_qbus() {
   INRUN_RAW_P50=$(json_sub_num "$TMP/qbus-latency.json" raw_socketpair p50_us)
 }
 
+# The cost of a large access policy (issue 12): producer -> queue -> consumer with a
+# POLICY_RULES-rule policy and with none, one run of each in turn (which goes first
+# alternates too), so that drift on a shared machine hits both alike. Each run is its own
+# private daemon; the figures are the medians of RUNS runs each.
+run_policy() {
+  POLICY_NONE_RATE=n/a POLICY_RATE=n/a POLICY_NONE_CPU_NS=n/a POLICY_CPU_NS=n/a
+  local base=("$QBUS_BENCH" throughput --producers 1 --consumers 1 --size "$SIZE"
+    --messages "$QBUS_THROUGHPUT_MESSAGES" --runs 1 --json)
+  if ! "$QBUS_BENCH" throughput --help 2>&1 | grep -q -- '--policy-rules'; then
+    log "qbus-bench throughput has no --policy-rules: the policy cost is n/a"
+    return 0
+  fi
+  record "${base[@]#"$REPO/"}"
+  record "${base[@]#"$REPO/"}" --policy-rules "$POLICY_RULES"
+  local none=() with=() none_cpu=() with_cpu=() r which order out
+  for r in $(seq "$RUNS"); do
+    order="none with"
+    [ $((r % 2)) -eq 0 ] && order="with none"
+    for which in $order; do
+      out="$TMP/qbus-policy-$which-$r.json"
+      if [ "$which" = with ]; then
+        "${base[@]}" --policy-rules "$POLICY_RULES" >"$out"
+        with+=("$(json_num "$out" messages_per_second)")
+        with_cpu+=("$(json_num "$out" daemon_cpu_ns_per_message)")
+      else
+        "${base[@]}" >"$out"
+        none+=("$(json_num "$out" messages_per_second)")
+        none_cpu+=("$(json_num "$out" daemon_cpu_ns_per_message)")
+      fi
+    done
+    log "policy run $r: none ${none[-1]}/s, $POLICY_RULES rules ${with[-1]}/s"
+  done
+  POLICY_NONE_RATE=$(median "${none[@]}")
+  POLICY_RATE=$(median "${with[@]}")
+  POLICY_NONE_CPU_NS=$(median "${none_cpu[@]}")
+  POLICY_CPU_NS=$(median "${with_cpu[@]}")
+}
+
 # json_nums FILE KEY: every numeric value of "KEY": in the file, one per line, in order.
 json_nums() {
   grep -o "\"$2\":[-0-9.eE+]*" "$1" | cut -d: -f2
@@ -346,12 +389,14 @@ target_verdict() {
 row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
 
 table() {
-  local enq_ratio drain_ratio e2e_frac rr_ratio rr_ratio_relay
+  local enq_ratio drain_ratio e2e_frac rr_ratio rr_ratio_relay policy_ratio policy_cpu_ratio
   enq_ratio=$(calc "$QBUS_ENQUEUE / $REDIS_LPUSH_P64")
   drain_ratio=$(calc "$QBUS_DRAIN_WIDE / $REDIS_RPOP_P64")
   e2e_frac=$(calc "$QBUS_RATE / $RELAY_RATE")
   rr_ratio=$(calc "$QBUS_P50 / $INRUN_RAW_P50")
   rr_ratio_relay=$(calc "$QBUS_P50 / $RAW_P50")
+  policy_ratio=$(calc "$POLICY_RATE / $POLICY_NONE_RATE")
+  policy_cpu_ratio=$(calc "$POLICY_CPU_NS / $POLICY_NONE_CPU_NS")
 
   echo "### Figures (64-byte payloads, median of $RUNS runs)"
   echo
@@ -371,6 +416,10 @@ table() {
     "$(fmt_ratio "$(calc "$QBUS_RATE / $REDIS_LPUSH_P64")") of LPUSH -P64" \
     "$(fmt_pct "$e2e_frac") of relay, $(fmt_pct "$(calc "$QBUS_RATE / $ONEWAY_RATE")") of one-way" \
     "1P/1C, $QBUS_THROUGHPUT_MESSAGES msgs, daemon $(awk -v x="$QBUS_CPU_NS" 'BEGIN { printf "%.0f", x }') ns CPU/msg"
+  row "qbus producer -> queue -> consumer, no policy" "$(fmt_rate "$POLICY_NONE_RATE")" "" "" \
+    "alternated run by run with the next row; daemon $(fmt_ns "$POLICY_NONE_CPU_NS") CPU/msg"
+  row "qbus producer -> queue -> consumer, $(fmt_count "$POLICY_RULES")-rule policy" "$(fmt_rate "$POLICY_RATE")" "" "" \
+    "$(fmt_pct "$policy_ratio") of no policy; daemon $(fmt_ns "$POLICY_CPU_NS") CPU/msg ($(fmt_ratio "$policy_cpu_ratio"))"
   row "qbus request/reply p50 / p99" "$(fmt_us "$QBUS_P50") / $(fmt_us "$QBUS_P99")" \
     "$(fmt_ratio "$(calc "$QBUS_P50 / (1e6 / $REDIS_LPUSH_P1)")") of LPUSH -P1 time" \
     "$(fmt_ratio "$rr_ratio") of in-run raw, $(fmt_ratio "$rr_ratio_relay") of relay raw" \
@@ -383,7 +432,7 @@ table() {
     "$MEMORY_MESSAGES x $SIZE B, $(awk -v x="$MEM_PER_MSG" 'BEGIN { printf "%.0f", x }') B per queued message (qbus-bench memory)"
   row "qbusd with $IDLE_CONNECTIONS idle connections" "+$(fmt_mib "$CONN_ADDED"), $(fmt_ms "$CONN_IDLE_CPU") CPU in ${IDLE_SECONDS}s" "" "" "qbus-bench connections"
   echo
-  echo "### Targets (issue 6)"
+  echo "### Targets (issue 6; the policy's, issue 12)"
   echo
   row "target" "bar" "measured" "ratio" "result"
   row "---" "---" "---:" "---:" "---"
@@ -403,6 +452,8 @@ table() {
     "$(fmt_ratio "$BULK_H_RATIO")" "$(verdict "$BULK_H_RATIO" '<=' 2)"
   row "bulk: 64 MiB end to end, region vs inline" "≥ 5x faster" "$(fmt_us_or_ms "$BULK_E2E_64M")" \
     "$(fmt_ratio "$BULK_E2E_RATIO")" "$(verdict "$BULK_E2E_RATIO" '>=' 5)"
+  row "$(fmt_count "$POLICY_RULES")-rule policy (issue 12)" "within 5% of no policy (≥ 95%)" "$(fmt_rate "$POLICY_RATE")" \
+    "$(fmt_pct "$policy_ratio")" "$(verdict "$policy_ratio" '>=' 0.95)"
   row "memory: idle daemon RSS" "≤ 8 MiB" "$(fmt_mib "$MEM_IDLE")" "" "$(verdict "$MEM_IDLE" '<=' 8)"
   row "memory: 1,000,000 queued 64 B messages" "≤ 128 MiB added" "$(fmt_mib "$MEM_ADDED")" "" \
     "$(verdict "$MEM_ADDED" '<=' 128)"
@@ -460,6 +511,7 @@ main() {
   REDIS_PID=""
   run_relay
   run_qbus
+  run_policy
   run_qbus_resources
   ELAPSED=$((SECONDS - start))
 

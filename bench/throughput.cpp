@@ -45,6 +45,7 @@ struct Options {
   long long send_batch = 0;  // sends per Client::Batch; 0: one Batch around all of them
   Phase phase = Phase::both;
   int runs = 3;
+  int policy_rules = 0;  // > 0: the private daemon enforces a policy of this many rules
   std::string address;
   bool json = false;
   std::string phase_arg = "both";    // --phase, as given
@@ -80,6 +81,11 @@ void add_options(CLI::App& cmd, Options& o) {
       ->check(CLI::IsMember({"both", "enqueue", "drain"}));
   cmd.add_option("--runs", o.runs, "Runs; the median is reported")->check(CLI::Range(1, 99));
   cmd.add_option("--address", o.address, "Use a running broker instead of a private one");
+  cmd.add_option("--policy-rules", o.policy_rules,
+                 "Give the private broker an access policy of this many rules: all but one "
+                 "about other keys (exact keys, prefixes and patterns), one admitting every "
+                 "client to the bench's queues (0: no policy)")
+      ->check(CLI::Range(0, 10000));
   cmd.add_flag("--json", o.json, "One JSON object instead of the table");
 }
 
@@ -320,6 +326,9 @@ void check_options(const Options& o) {
   if (o.duration > 0 && o.phase == Phase::drain) {
     throw std::runtime_error("--phase drain needs --messages, not --duration");
   }
+  if (o.policy_rules > 0 && !o.address.empty()) {
+    throw std::runtime_error("--policy-rules configures the private broker: not with --address");
+  }
 }
 
 // Declares the queues deep enough and empties what an interrupted run on a shared broker left.
@@ -336,6 +345,46 @@ void prepare_queues(const Options& o, const std::string& address) {
     while (!admin.receive_batch(key, 4096, std::chrono::milliseconds(0)).empty()) {
     }  // leftovers of an interrupted run on a shared broker
   }
+}
+
+// The private broker's `policy` section for --policy-rules: `rules` - 1 rules about other
+// keys, among which every decision has to be found (in turn an exact key, a prefix, a `*`
+// and a `>` pattern; for a uid, a gid or everyone; allowing and denying; and every 20th a
+// prefix of the bench's keys for a uid or gid no client has), then the one rule that admits
+// every client to the bench's queues, which the default (deny) would refuse.
+std::string policy_section(int rules) {
+  std::string s = R"("policy": {"default": "deny", "rules": [)";
+  for (int i = 0; i + 1 < rules; ++i) {
+    const std::string n = std::to_string(i);
+    // Ids far above any real account's, so that no rule but the last names the bench.
+    const std::string id = std::to_string(3'000'000 + i);
+    s += i % 2 ? R"({"deny": ["send", "receive"], )" : R"({"allow": "*", )";
+    const int who = i % 3;
+    s += who == 0   ? R"("uids": [)" + id + "], "
+         : who == 1 ? R"("gids": [)" + id + "], "
+                    : std::string(R"("everyone": true, )");
+    if (who != 2 && i % 20 == 19) {
+      s += R"("prefixes": ["b"]}, )";
+      continue;
+    }
+    switch (i % 4) {
+      case 0:
+        s += R"("keys": ["other.)" + n + R"(.jobs"]}, )";
+        break;
+      case 1:
+        s += R"("prefixes": ["other.)" + n + R"(."]}, )";
+        break;
+      case 2:
+        s += R"("keys": ["other.)" + n + R"(.*"]}, )";
+        break;
+      default:
+        s += R"("keys": ["other.)" + n + R"(.>"]}, )";
+        break;
+    }
+  }
+  s += R"({"allow": "*", "everyone": true, "keys": [")" + std::string(kQueue) + R"(", ")" +
+       std::string(kQueue) + R"(.*"]}]})";
+  return s;
 }
 
 // The median run's figures, as both reports print them.
@@ -367,11 +416,12 @@ void print_json(const Options& o, const std::vector<RunResult>& runs, const Figu
       "{\"benchmark\":\"throughput\",\"phase\":\"%s\",\"producers\":%d,\"consumers\":%d,"
       "\"queues\":%d,\"messages\":%lld,\"duration\":%.3f,\"size\":%zu,\"batch\":%zu,"
       "\"receive\":\"%s\","
-      "\"send_batch\":%lld,\"runs\":%d,\"median_seconds\":%.6f,\"messages_per_second\":%.0f,"
+      "\"send_batch\":%lld,\"policy_rules\":%d,\"runs\":%d,\"median_seconds\":%.6f,"
+      "\"messages_per_second\":%.0f,"
       "\"mb_per_second\":%.2f,\"daemon_cpu_ns_per_message\":%.1f,\"run_messages_per_second\":[",
       phase_name(o.phase), producers, consumers, o.queues, f.med.messages, o.duration, o.size,
-      o.batch, o.views ? "receive_each" : "receive_batch", o.send_batch, o.runs, f.med.seconds,
-      f.rate, f.mbps, f.cpu_ns);
+      o.batch, o.views ? "receive_each" : "receive_batch", o.send_batch, o.policy_rules, o.runs,
+      f.med.seconds, f.rate, f.mbps, f.cpu_ns);
   for (std::size_t i = 0; i < runs.size(); ++i)
     std::printf("%s%.0f", i ? "," : "", runs[i].rate());
   std::printf("]}\n");
@@ -406,6 +456,8 @@ void print_table(const Options& o, const std::vector<RunResult>& runs, const Fig
       "run(s)\n",
       f.med.messages, o.size, sending_for, send_window.c_str(),
       o.views ? "receive_each" : "receive_batch", o.batch, o.runs);
+  if (o.policy_rules > 0)
+    std::printf("  the broker enforces a policy of %d rules\n", o.policy_rules);
   std::printf("  %-28s %12.0f\n", "messages/s", f.rate);
   std::printf("  %-28s %12.2f\n", "MB/s (payload)", f.mbps);
   std::printf("  %-28s %12.3f\n", "median run (s)", f.med.seconds);
@@ -423,7 +475,9 @@ int throughput(const Options& o) {
     d.log_level = "warn";
     // The uid's quotas of queued bytes and messages must not bind before the queues' bounds.
     d.config_json = R"({"limits": {"uid_max_queued_bytes": 1099511627776,
-                                   "uid_max_queued_messages": 1000000000000}})";
+                                   "uid_max_queued_messages": 1000000000000})";
+    if (o.policy_rules > 0) d.config_json += ", " + policy_section(o.policy_rules);
+    d.config_json += "}";
     daemon.emplace(d);
     address = daemon->address();
   }

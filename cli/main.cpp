@@ -2,17 +2,20 @@
 // stderr), 2 usage error, 3 recv/request timed out with nothing received.
 #include <fcntl.h>
 #include <grp.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <qbus/client.hpp>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <iterator>
 #include <optional>
+#include <vector>
 
 #include "admin.hpp"
 
@@ -302,6 +305,8 @@ struct AdminArgs {
   CLI::App* del = nullptr;           // `delete`, which needs a KEY or a --pattern
   CLI::App* policy_check = nullptr;  // `policy check`, the admin request policy-check
   std::vector<std::string> groups;   // policy check --group, resolved here
+  std::string user;                  // policy check --user, resolved here
+  CLI::Option* uid = nullptr;        // policy check --uid, to tell it was given
 };
 
 void add_admin_commands(CLI::App& app, AdminArgs& a) {
@@ -354,11 +359,18 @@ void add_admin_commands(CLI::App& app, AdminArgs& a) {
       "Explain what the running policy decides for a client, sending nothing: allow or deny, "
       "and the rule or the default that decided (exit 0 allow, 4 deny)");
   a.policy_check->fallthrough();
-  a.policy_check->add_option("--uid", admin.uid, "The client's uid")->required();
+  a.uid = a.policy_check->add_option("--uid", admin.uid, "The client's uid");
+  auto* gid = a.policy_check
+                  ->add_option("--gid", admin.gids,
+                               "A group of the client, repeatable; the first is its primary group")
+                  ->option_text("GID");
   a.policy_check
-      ->add_option("--gid", admin.gids,
-                   "A group of the client, repeatable; the first is its primary group")
-      ->option_text("GID");
+      ->add_option("--user", a.user,
+                   "The client by user name instead of --uid and --gid: its uid, primary group "
+                   "and supplementary groups as `id NAME` lists them, resolved here")
+      ->option_text("NAME")
+      ->excludes(a.uid)
+      ->excludes(gid);
   a.policy_check
       ->add_option("--group", a.groups,
                    "A group of the client by name, repeatable; resolved here, after the --gids")
@@ -375,6 +387,39 @@ void add_admin_commands(CLI::App& app, AdminArgs& a) {
       ->option_text("GID");
 }
 
+// The uid, primary gid and supplementary groups of user `name` into `admin`, the way
+// `id NAME` finds them (the passwd entry, then every group naming the user); false when
+// this machine does not know the name.
+bool resolve_user(const std::string& name, qbusctl::AdminCommand& admin) {
+  const passwd* pw = ::getpwnam(name.c_str());
+  if (!pw) return false;
+  // Copied before getgrouplist, whose lookups may reuse getpwnam's static entry.
+  const std::string user = pw->pw_name;
+  const uid_t uid = pw->pw_uid;
+  const gid_t primary = pw->pw_gid;
+  // NGROUPS_MAX on Linux: more than the kernel would give a process anyway.
+  constexpr int kMaxGroups = 65536;
+  std::vector<gid_t> groups;
+  int n = 64;
+  while (true) {
+    groups.resize(static_cast<std::size_t>(n));
+    const int room = n;
+    if (::getgrouplist(user.c_str(), primary, groups.data(), &n) >= 0) break;
+    if (room >= kMaxGroups) {
+      n = room;  // the first kMaxGroups are what a login process would get
+      break;
+    }
+    n = std::min(std::max(n, 2 * room), kMaxGroups);
+  }
+  groups.resize(static_cast<std::size_t>(n));
+  admin.uid = uid;
+  admin.gids = {primary};
+  for (gid_t g : groups) {
+    if (g != primary) admin.gids.push_back(g);
+  }
+  return true;
+}
+
 int run_admin_command(const Globals& g, AdminArgs& a, CLI::App& sub) {
   qbusctl::AdminCommand& admin = a.command;
   if (&sub == a.del && admin.key.empty() && admin.pattern.empty()) {
@@ -383,6 +428,17 @@ int run_admin_command(const Globals& g, AdminArgs& a, CLI::App& sub) {
     return kExitUsage;
   }
   if (&sub == a.policy_check) {
+    if (!a.user.empty()) {
+      if (!resolve_user(a.user, admin)) {
+        std::cerr << "qbusctl: policy check: --user: unknown user '" << a.user
+                  << "'\nRun 'qbusctl --help' for usage.\n";
+        return kExitUsage;
+      }
+    } else if (a.uid->count() == 0) {
+      std::cerr << "qbusctl: policy check: give --uid or --user\nRun 'qbusctl --help' for "
+                   "usage.\n";
+      return kExitUsage;
+    }
     // send_direct names a receiver, every other operation a key.
     const bool direct = admin.op == "send_direct";
     const char* problem = direct && !admin.to_uid        ? "--op send_direct needs --to-uid"

@@ -13,6 +13,8 @@ QBUS_PACKAGES=(
   # The container test (tests/container): a minimal Debian root to boot the .deb in under
   # systemd as PID 1, with systemd-nspawn.
   debootstrap systemd-container
+  # useradd, groupadd, userdel, groupdel: the policy table test creates real users and groups.
+  passwd
 )
 
 qbus_missing_packages() {

@@ -169,6 +169,40 @@ TEST_F(BrokerPolicyTest, DecisionsStayRightPastTheCacheBound) {
   }
 }
 
+TEST_F(BrokerPolicyTest, TheKeyAllowedLastIsNeverTakenForAnother) {
+  // A peer's last allowed key is compared with the next before anything is hashed: a key
+  // that differs from it in one byte, at any place in keys of any length up to 20, gets
+  // its own answer, and so does another operation on the same key.
+  PolicyRule deny;
+  deny.allow = false;
+  deny.operations = kAllOperations;
+  deny.everyone = true;
+  std::vector<std::pair<std::string, std::string>> pairs;  // allowed, then denied
+  for (std::size_t len = 1; len <= 20; ++len) {
+    for (std::size_t at = 0; at < len; ++at) {
+      std::string denied(len, 'a');
+      denied[at] = 'b';
+      deny.keys.push_back(denied);
+      pairs.emplace_back(std::string(len, 'a'), denied);
+    }
+  }
+  broker().set_policy(std::make_unique<Policy>(PolicySpec{true, {deny}}));
+  const PeerId nobody = connect(kNobody);
+  for (const auto& [allowed, denied] : pairs) {
+    EXPECT_EQ(send(nobody, allowed, "x").error, Errc::ok) << allowed;
+    EXPECT_EQ(send(nobody, denied, "x").error, Errc::permission_denied) << denied;
+    EXPECT_EQ(send(nobody, allowed, "x").error, Errc::ok) << allowed;
+  }
+
+  broker().set_policy(secret_policy(/*open_to_jobs=*/true));
+  const PeerId root = connect(kOwner);
+  const PeerId member = connect_with_groups(kNobody, {kJobsGid});
+  put(root, "secret.jobs", "for the group");
+  receive_now(member, "secret.jobs");
+  EXPECT_EQ(payloads_to(member), std::vector<std::string>{"for the group"});
+  EXPECT_EQ(send(member, "secret.jobs", "x").error, Errc::permission_denied);
+}
+
 TEST_F(BrokerPolicyTest, RepliesPassUnderADenyingDefault) {
   // Nothing is allowed but nobody's request on "svc" and root's receive from it; the reply
   // is not a queue operation and is never asked about.

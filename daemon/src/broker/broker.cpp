@@ -75,30 +75,37 @@ std::size_t Broker::inbox_depth(PeerId peer) const {
   return p ? Inboxes::depth(*p) : 0;
 }
 
-bool Broker::permitted(Peer& p, Operation op, std::string_view key) {
+bool Broker::decide_and_cache(Peer& p, Operation op, std::string_view key) {
   PolicyCache& cache = p.policy;
   if (cache.generation != core_.policy_generation) {
     cache.decided.clear();
     cache.direct.clear();
+    cache.last = nullptr;
     cache.generation = core_.policy_generation;
   }
   const auto known = static_cast<std::uint8_t>(1u << (2 * static_cast<unsigned>(op)));
   const auto allowed = static_cast<std::uint8_t>(known << 1);
   const Principal who{p.id.uid, p.id.gid, p.groups};
-  auto it = cache.decided.find(key);
-  if (it != cache.decided.end() && (it->second & known)) {
-    if (it->second & allowed) return true;
+  PolicyCache::Map::value_type* entry = cache.last;
+  if (!entry || entry->first != key) {
+    auto it = cache.decided.find(key);
+    entry = it == cache.decided.end() ? nullptr : &*it;
+  }
+  if (entry && (entry->second & known)) {
+    cache.last = entry;
+    if (entry->second & allowed) return true;
     // The cache keeps only the verdict; a denial is rare, so which rule decided is worked
     // out again rather than stored for every key.
     core_.sink.denied(p.id.client_id, op, key, core_.policy->decide(op, who, key).rule);
     return false;
   }
   const Decision d = core_.policy->decide(op, who, key);
-  if (it == cache.decided.end()) {
+  if (!entry) {
     if (cache.decided.size() >= PolicyCache::kMaxEntries) cache.decided.clear();
-    it = cache.decided.emplace(std::string(key), 0).first;
+    entry = &*cache.decided.emplace(std::string(key), 0).first;
   }
-  it->second |= known | (d.allowed ? allowed : 0);
+  entry->second |= known | (d.allowed ? allowed : 0);
+  cache.last = entry;
   if (!d.allowed) core_.sink.denied(p.id.client_id, op, key, d.rule);
   return d.allowed;
 }

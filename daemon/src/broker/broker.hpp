@@ -203,7 +203,12 @@ class Broker {
  private:
   // The policy's answer for `p` (core_.policy is set), from the peer's cache when it holds
   // one for this policy generation. A denial is reported to the Sink with its rule.
-  bool permitted(Peer& p, Operation op, std::string_view key);
+  // Inline for the per-message case, the key the peer was allowed last; the rest is
+  // decide_and_cache's.
+  bool permitted(Peer& p, Operation op, std::string_view key) {
+    return p.policy.allows_again(core_.policy_generation, op, key) || decide_and_cache(p, op, key);
+  }
+  bool decide_and_cache(Peer& p, Operation op, std::string_view key);
   // permission_denied, with a text naming the operation and the key.
   static SendOutcome denied(Operation op, std::string_view key);
   void refuse_receive(PeerId peer, std::uint64_t correlation, std::string_view key);

@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <span>
@@ -151,10 +152,49 @@ struct PolicyCache {
   static constexpr std::size_t kMaxEntries = 1024;
   std::uint64_t generation = 0;
   // Per key: bit 2*op set when the operation was decided, bit 2*op+1 when it was allowed.
-  std::unordered_map<std::string, std::uint8_t, StringHash, std::equal_to<>> decided;
+  using Map = std::unordered_map<std::string, std::uint8_t, StringHash, std::equal_to<>>;
+  Map decided;
   // send_direct verdicts by the receiving connection's client id (a connection's identity
   // never changes, and a client id is never reused); bounded like `decided`.
   std::unordered_map<std::uint64_t, bool> direct;
+  // The entry of the key asked last (nullptr after `decided` is emptied; map nodes do not
+  // move): a producer sends runs of messages to one key, which is compared before it is
+  // hashed.
+  Map::value_type* last = nullptr;
+
+  // True when `key` is the last key asked and `op` on it was allowed under the policy
+  // generation `current`; false means only that the full lookup must answer.
+  bool allows_again(std::uint64_t current, Operation op, std::string_view key) const {
+    const auto allowed = static_cast<std::uint8_t>(2u << (2 * static_cast<unsigned>(op)));
+    return last && generation == current && (last->second & allowed) && same_key(last->first, key);
+  }
+
+  // a == b without a call to memcmp, which costs more than the comparison for the short
+  // keys of the per-message path: 8 bytes at a time, then 4, 2 and 1.
+  static bool same_key(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    const char* x = a.data();
+    const char* y = b.data();
+    std::size_t n = a.size();
+    for (; n >= 8; n -= 8, x += 8, y += 8)
+      if (!same_bytes<std::uint64_t>(x, y)) return false;
+    if (n >= 4) {
+      if (!same_bytes<std::uint32_t>(x, y)) return false;
+      n -= 4, x += 4, y += 4;
+    }
+    if (n >= 2) {
+      if (!same_bytes<std::uint16_t>(x, y)) return false;
+      n -= 2, x += 2, y += 2;
+    }
+    return n == 0 || *x == *y;
+  }
+  template <typename Word>
+  static bool same_bytes(const char* x, const char* y) {
+    Word u, v;
+    std::memcpy(&u, x, sizeof u);
+    std::memcpy(&v, y, sizeof v);
+    return u == v;
+  }
 };
 
 }  // namespace qbus::broker
