@@ -365,7 +365,7 @@ void add_admin_commands(CLI::App& app, AdminArgs& a) {
       ->option_text("NAME");
   a.policy_check->add_option("--op", admin.op, "The operation")
       ->required()
-      ->check(CLI::IsMember({"send", "receive", "declare", "request"}));
+      ->check(CLI::IsMember({"send", "receive", "declare", "request", "manage"}));
   a.policy_check->add_option("--key", admin.key, "The queue key")->required();
 }
 

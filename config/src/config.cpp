@@ -243,14 +243,15 @@ std::optional<std::uint32_t> lookup_id(const std::string& name, Lookup&& lookup)
 }
 
 std::uint8_t read_operations(const json& v, const std::string& path) {
-  if (v.is_string() && v.get<std::string>() == "*") return 0x0F;
+  constexpr auto kEvery = static_cast<std::uint8_t>((1u << std::size(kPolicyOperations)) - 1);
+  if (v.is_string() && v.get<std::string>() == "*") return kEvery;
   if (!v.is_array() || v.empty()) bad(path, "must be \"*\" or a non-empty array of operations");
   std::uint8_t ops = 0;
   for (const auto& item : v) {
     const auto name = item.is_string() ? item.get<std::string>() : std::string();
     const auto* it = std::find(std::begin(kPolicyOperations), std::end(kPolicyOperations), name);
     if (it == std::end(kPolicyOperations)) {
-      bad(path, "unknown operation " + item.dump() + " (send, receive, declare, request)");
+      bad(path, "unknown operation " + item.dump() + " (send, receive, declare, request, manage)");
     }
     ops |= static_cast<std::uint8_t>(1u << (it - std::begin(kPolicyOperations)));
   }

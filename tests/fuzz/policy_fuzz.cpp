@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -33,7 +34,8 @@ using qbus::config::PolicySettings;
 
 // What any rule the parser returns must be, whatever the input was.
 void check_rule(const PolicyRuleSettings& r) {
-  CHECK(r.operations != 0 && r.operations <= 0x0F, std::to_string(r.operations));
+  constexpr unsigned kEvery = (1u << std::size(qbus::config::kPolicyOperations)) - 1;
+  CHECK(r.operations != 0 && r.operations <= kEvery, std::to_string(r.operations));
   CHECK(r.everyone || !r.uids.empty() || !r.gids.empty(), "a rule that names nobody");
   CHECK(!r.keys.empty() || !r.prefixes.empty(), "a rule that matches no key");
 }

@@ -626,18 +626,24 @@ json AdminServer::check_policy(const json& req) {
   const std::string op_name = req["op"];
   std::optional<broker::Operation> op;
   for (auto o : {broker::Operation::send, broker::Operation::receive, broker::Operation::declare,
-                 broker::Operation::request}) {
+                 broker::Operation::request, broker::Operation::manage}) {
     if (broker::operation_name(o) == op_name) op = o;
   }
   if (!op) {
-    return error_answer("invalid_argument", "unknown op '" + op_name.substr(0, 64) +
-                                                "'; one of send, receive, declare, request");
+    return error_answer("invalid_argument",
+                        "unknown op '" + op_name.substr(0, 64) +
+                            "'; one of send, receive, declare, request, manage");
   }
   std::string key;
   if (auto bad = read_key("policy-check", req, key)) return *bad;
   const broker::Policy* policy = server_.broker().policy();
   if (!policy) {
-    return json{{"ok", true}, {"allowed", true}, {"policy", false}, {"rule", nullptr}};
+    // Without a policy every queue operation is open, and nobody is granted manage (only
+    // a queue's owner and root may).
+    return json{{"ok", true},
+                {"allowed", *op != broker::Operation::manage},
+                {"policy", false},
+                {"rule", nullptr}};
   }
   // The first gid stands for the primary group, the rest for supplementary ones; with none
   // given, the primary gid is (gid_t)-1, which no rule can name as a group a client has.

@@ -76,8 +76,8 @@ bool Broker::permitted(Peer& p, Operation op, std::string_view key) {
     cache.decided.clear();
     cache.generation = core_.policy_generation;
   }
-  const auto known = static_cast<std::uint8_t>(1u << (2 * static_cast<unsigned>(op)));
-  const auto allowed = static_cast<std::uint8_t>(known << 1);
+  const auto known = static_cast<std::uint16_t>(1u << (2 * static_cast<unsigned>(op)));
+  const auto allowed = static_cast<std::uint16_t>(known << 1);
   const Principal who{p.id.uid, p.id.gid, p.groups};
   auto it = cache.decided.find(key);
   if (it != cache.decided.end() && (it->second & known)) {
@@ -98,7 +98,7 @@ bool Broker::permitted(Peer& p, Operation op, std::string_view key) {
 }
 
 SendOutcome Broker::denied(Operation op, std::string_view key) {
-  static constexpr std::string_view kPreposition[] = {" to", " from", " of", " to"};
+  static constexpr std::string_view kPreposition[] = {" to", " from", " of", " to", " of"};
   return rejected(Errc::permission_denied,
                   std::string(operation_name(op)) +
                       std::string(kPreposition[static_cast<unsigned>(op)]) + " queue '" +
@@ -143,7 +143,26 @@ Errc Broker::declare(PeerId from, std::string_view key, const QueueOptions& requ
     text = denied(Operation::declare, key).text;
     return Errc::permission_denied;
   }
+  // Adopting other options on a live queue would change what its owner's sends get (a
+  // drop_oldest queue of one answers every confirmed send OK and drops all but one).
+  if (const Queue* q = queues_.changing_options(key, requested); q && !may_manage(*p, *q)) {
+    text = no_manage("declare of queue '" + q->key() + "' with other options", *q);
+    return Errc::permission_denied;
+  }
   return queues_.declare(from, *p, key, requested, text);
+}
+
+bool Broker::may_manage(Peer& p, const Queue& q) {
+  if (p.id.uid == 0 || q.keeper().owner == p.id.uid) return true;
+  return core_.policy && permitted(p, Operation::manage, q.key());
+}
+
+std::string Broker::no_manage(std::string_view what, const Queue& q) const {
+  const std::optional<std::uint32_t>& owner = q.keeper().owner;
+  std::string text = std::string(what) + ": owned by " +
+                     (owner ? "uid " + std::to_string(*owner) : std::string("the configuration"));
+  if (core_.policy) text += "; no policy rule grants manage of it";
+  return text;
 }
 
 Errc Broker::declare_configured(std::string_view key, const QueueOptions& requested,

@@ -153,7 +153,8 @@ class Broker {
   // (the last live connection to declare it wins), and the queue's charge moves to the
   // declarer's uid (too_many_queues when that uid holds its limit already). Options of zero
   // mean "the default". A queue declared before with different options answers
-  // queue_conflict; one created implicitly by use adopts the declared options. A declared
+  // queue_conflict; one created implicitly by use adopts the declared options, if `from`
+  // may manage it (see may_manage; permission_denied otherwise). A declared
   // queue stays while its declarer is connected, even when idle. When the declarer
   // disconnects, the grace (limits.declared_queue_grace_ms) starts; at its end the queue
   // stops being declared and goes like a queue created by use: at once if it is idle, or
@@ -205,6 +206,13 @@ class Broker {
   // permission_denied, with a text naming the operation and the key.
   static SendOutcome denied(Operation op, std::string_view key);
   void refuse_receive(PeerId peer, std::uint64_t correlation, std::string_view key);
+  // Whether `p` may manage queue `q` (re-declare it with other options): root and the
+  // queue's owner may, anyone else needs the policy's manage grant for its key (asked last,
+  // so that only a real refusal is audited). A queue of the configuration has no owner.
+  bool may_manage(Peer& p, const Queue& q);
+  // The permission_denied text for `what` (an operation and what it asked) of `q` by a
+  // peer that may not manage it.
+  std::string no_manage(std::string_view what, const Queue& q) const;
 
   // send_region without the release flag's effect.
   SendOutcome route_region(PeerId from, const RegionSend& s, Clock::time_point now);

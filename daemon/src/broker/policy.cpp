@@ -59,6 +59,8 @@ std::string_view operation_name(Operation op) {
       return "declare";
     case Operation::request:
       return "request";
+    case Operation::manage:
+      return "manage";
   }
   return "?";
 }
@@ -144,7 +146,7 @@ void Policy::walk(const Node& n, std::string_view rest, bool at_end, Operation o
 }
 
 Decision Policy::decide(Operation op, const Principal& who, std::string_view key) const {
-  Decision best{spec_.default_allow, -1};
+  Decision best{spec_.default_allow && op != Operation::manage, -1};
   std::uint32_t best_specificity = 0;
   bool any = false;
   if (auto it = exact_.find(key); it != exact_.end()) {

@@ -1,14 +1,16 @@
 // The access policy over queue keys (config/README.md, "policy"): who may send to, receive
-// from, declare or send requests to which queues, by uid, gid (primary or supplementary)
-// and key. Pure: the configuration layer resolves user and group names and validates
-// patterns; the Broker asks decide() before it routes a queue operation (and caches the
-// answer per peer and key, see PolicyCache).
+// from, declare, send requests to or manage (purge, delete, re-declare with other options)
+// which queues, by uid, gid (primary or supplementary) and key. Pure: the configuration layer
+// resolves user and group names and validates patterns; the Broker asks decide() before it routes a
+// queue operation (and caches the answer per peer and key, see PolicyCache).
 //
 // Evaluation. Of the rules that name the operation, name the asking principal and match
 // the key, the most specific decides: an exact key beats every prefix and pattern, and a
 // prefix or pattern with more literal characters (every character but the wildcard
 // tokens `*` and `>`) beats one with fewer. At equal specificity deny wins over allow.
-// When no rule matches, the policy's default decides.
+// When no rule matches, the policy's default decides, except for `manage`: only a rule
+// grants it (a queue's owner and root need no grant), so a policy whose default is allow
+// does not hand every uid the other uids' queues.
 //
 // Thread-safety: a Policy is immutable once built; the Broker's thread uses it.
 #pragma once
@@ -24,8 +26,8 @@
 
 namespace qbus::broker {
 
-enum class Operation : std::uint8_t { send, receive, declare, request };
-inline constexpr std::uint8_t kAllOperations = 0x0F;
+enum class Operation : std::uint8_t { send, receive, declare, request, manage };
+inline constexpr std::uint8_t kAllOperations = 0x1F;
 constexpr std::uint8_t operation_bit(Operation op) {
   return static_cast<std::uint8_t>(1u << static_cast<unsigned>(op));
 }
@@ -108,7 +110,7 @@ struct PolicyCache {
   static constexpr std::size_t kMaxEntries = 1024;
   std::uint64_t generation = 0;
   // Per key: bit 2*op set when the operation was decided, bit 2*op+1 when it was allowed.
-  std::unordered_map<std::string, std::uint8_t, StringHash, std::equal_to<>> decided;
+  std::unordered_map<std::string, std::uint16_t, StringHash, std::equal_to<>> decided;
 };
 
 }  // namespace qbus::broker

@@ -134,7 +134,9 @@ std::unique_ptr<const broker::Policy> broker_policy(const config::PolicySettings
   static_assert(broker::operation_bit(broker::Operation::send) == 1 &&
                     broker::operation_bit(broker::Operation::receive) == 2 &&
                     broker::operation_bit(broker::Operation::declare) == 4 &&
-                    broker::operation_bit(broker::Operation::request) == 8,
+                    broker::operation_bit(broker::Operation::request) == 8 &&
+                    broker::operation_bit(broker::Operation::manage) == 16 &&
+                    broker::kAllOperations == 0x1F,
                 "config::PolicyRuleSettings::operations uses broker::Operation's bits");
   if (!p.configured) return nullptr;
   broker::PolicySpec spec;

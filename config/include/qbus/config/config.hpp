@@ -30,7 +30,8 @@ struct QueueDeclaration {
 // names are resolved to ids here, at load time (the broker never looks names up).
 struct PolicyRuleSettings {
   bool allow = true;
-  // One bit per operation, in broker::Operation's order: send, receive, declare, request.
+  // One bit per operation, in broker::Operation's order: send, receive, declare, request,
+  // manage (kPolicyOperations).
   std::uint8_t operations = 0;
   bool everyone = false;
   std::vector<std::uint32_t> uids;  // "uids" and the ids of "users"
@@ -47,7 +48,10 @@ struct PolicySettings {
   bool operator==(const PolicySettings&) const = default;
 };
 
-inline constexpr std::string_view kPolicyOperations[] = {"send", "receive", "declare", "request"};
+// In broker::Operation's order: bit i of PolicyRuleSettings::operations is entry i. "*"
+// names every one of them.
+inline constexpr std::string_view kPolicyOperations[] = {"send", "receive", "declare", "request",
+                                                         "manage"};
 
 // The limits (max_queues, ...) are the members of LimitValues, one per row of limits.def.
 struct Config : LimitValues {
