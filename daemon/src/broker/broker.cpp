@@ -165,6 +165,22 @@ std::string Broker::no_manage(std::string_view what, const Queue& q) const {
   return text;
 }
 
+DropOutcome Broker::drop_for(PeerId peer, std::string_view key, bool remove) {
+  const std::string_view what = remove ? "delete" : "purge";
+  Peer* p = core_.peers.lookup(peer);
+  if (!p) return {Errc::internal_error, 0, "unknown peer"};
+  const Queue* q = queues_.find(key);
+  if (!q)
+    return {Errc::no_such_queue, 0, std::string(what) + ": no queue '" + std::string(key) + "'"};
+  if (!may_manage(*p, *q)) {
+    return {Errc::permission_denied, 0,
+            no_manage(std::string(what) + " of queue '" + std::string(key) + "'", *q)};
+  }
+  // The operator's actions themselves: the same effects whoever asks.
+  const auto dropped = remove ? this->remove(key) : purge(key);
+  return {Errc::ok, dropped.value_or(0), {}};
+}
+
 Errc Broker::declare_configured(std::string_view key, const QueueOptions& requested,
                                 std::string& text) {
   return queues_.declare_configured(key, requested, text);
