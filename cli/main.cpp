@@ -377,7 +377,7 @@ void add_admin_commands(CLI::App& app, AdminArgs& a) {
       ->option_text("NAME");
   a.policy_check->add_option("--op", admin.op, "The operation")
       ->required()
-      ->check(CLI::IsMember({"send", "receive", "declare", "request", "send_direct"}));
+      ->check(CLI::IsMember({"send", "receive", "declare", "request", "send_direct", "manage"}));
   a.policy_check->add_option("--key", admin.key, "The queue key (the key operations)");
   a.policy_check->add_option("--to-uid", admin.to_uid, "The receiver's uid (send_direct)");
   a.policy_check

@@ -326,6 +326,37 @@ void Client::declare(std::string_view key, const QueueOptions& options) {
   session.wait_ok(corr, "declare '" + std::string(key) + "'");
 }
 
+std::uint64_t Client::Impl::drop(std::string_view key, bool remove) {
+  session.check_usable();
+  check_key(key);
+  const std::uint64_t corr = session.next_correlation();
+  if (remove) {
+    proto::append_delete(session.out(), corr, key);
+  } else {
+    proto::append_purge(session.out(), corr, key);
+  }
+  const std::string context = (remove ? "delete '" : "purge '") + std::string(key) + "'";
+  std::uint64_t dropped = 0;
+  const bool answered = session.wait_for(
+      corr, detail::Session::kNoDeadline, [&](const proto::Header& h, proto::Bytes b) {
+        if (h.type == FrameType::error) session.throw_error_frame(b, context);
+        if (h.type != FrameType::dropped || proto::decode_dropped(b, dropped) != Errc::ok) {
+          session.fail(Errc::protocol_violation, context + ": unexpected answer");
+        }
+        return true;
+      });
+  if (!answered) session.fail(Errc::io_error, context + ": broker did not answer");
+  return dropped;
+}
+
+std::uint64_t Client::purge(std::string_view key) {
+  return impl_->drop(key, /*remove=*/false);
+}
+
+std::uint64_t Client::delete_queue(std::string_view key) {
+  return impl_->drop(key, /*remove=*/true);
+}
+
 void Client::sync() {
   auto& session = impl_->session;
   session.check_usable();

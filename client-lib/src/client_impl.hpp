@@ -155,6 +155,8 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
                                   std::string_view context, OnView&& on_view);
   inline std::vector<Message> collect(std::uint64_t corr, std::chrono::milliseconds timeout,
                                       std::string_view context, std::size_t expected = 1);
+  // PURGE (or, with `remove`, DELETE) of `key`: the number of messages dropped.
+  std::uint64_t drop(std::string_view key, bool remove);
 
   // ---- Regions (regions.cpp) -----------------------------------------------------------
 

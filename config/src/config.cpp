@@ -243,15 +243,15 @@ std::optional<std::uint32_t> lookup_id(const std::string& name, Lookup&& lookup)
 }
 
 std::uint8_t read_operations(const json& v, const std::string& path) {
-  if (v.is_string() && v.get<std::string>() == "*") return 0x0F;
+  if (v.is_string() && v.get<std::string>() == "*") return kEveryKeyOperation;
   if (!v.is_array() || v.empty()) bad(path, "must be \"*\" or a non-empty array of operations");
   std::uint8_t ops = 0;
   for (const auto& item : v) {
     const auto name = item.is_string() ? item.get<std::string>() : std::string();
     const auto* it = std::find(std::begin(kPolicyOperations), std::end(kPolicyOperations), name);
     if (it == std::end(kPolicyOperations)) {
-      bad(path,
-          "unknown operation " + item.dump() + " (send, receive, declare, request, send_direct)");
+      bad(path, "unknown operation " + item.dump() +
+                    " (send, receive, declare, request, send_direct, manage)");
     }
     ops |= static_cast<std::uint8_t>(1u << (it - std::begin(kPolicyOperations)));
   }
@@ -327,6 +327,7 @@ void read_targets(Object& o, const std::string& path, PolicyRuleSettings& r) {
 PolicyRuleSettings read_rule(const json& j, const std::string& path) {
   Object o(j, path);
   PolicyRuleSettings r;
+  r.origin = path;
   const json* allow = o.get("allow");
   const json* deny = o.get("deny");
   if ((allow != nullptr) == (deny != nullptr)) bad(path, "needs exactly one of allow or deny");
@@ -359,7 +360,6 @@ PolicyRuleSettings read_rule(const json& j, const std::string& path) {
   }
   if (r.keys.empty() && r.prefixes.empty()) bad(path, "matches no key: give keys or prefixes");
   o.finish();
-  r.origin = path;
   return r;
 }
 

@@ -137,6 +137,15 @@ bool holds(const RegionAttach& m) {
 bool holds(const RegionRemove& m) {
   return is_valid_key(m.key);
 }
+bool holds(const Purge& m) {
+  return is_valid_key(m.key);
+}
+bool holds(const DeleteQueue& m) {
+  return is_valid_key(m.key);
+}
+bool holds(const Dropped&) {
+  return true;  // any count
+}
 
 // Decodes `body` as a T. Whatever decodes must hold the specification's invariants, borrow
 // only from `body`, and re-encode (with every flag its type allows) to exactly `body`.

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -42,7 +43,8 @@ void check_rule(const PolicyRuleSettings& r) {
     CHECK(has_receivers, "a send_direct rule that sends to nobody");
     return;
   }
-  CHECK(r.operations != 0 && r.operations <= 0x0F, std::to_string(r.operations));
+  CHECK(r.operations != 0 && (r.operations & ~qbus::config::kEveryKeyOperation) == 0,
+        std::to_string(r.operations));
   CHECK(!r.keys.empty() || !r.prefixes.empty(), "a rule that matches no key");
   CHECK(!has_receivers, "a rule of the key operations with receivers");
 }

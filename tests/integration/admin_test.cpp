@@ -216,10 +216,13 @@ class PolicyCheckTest : public AdminTest {
   }
 };
 
-// The rules of PolicyCheckTest's config as the config answer shows them.
+// The rules of PolicyCheckTest's config as the config answer shows them ("*" is every
+// operation, manage included).
 const json kRules = json::parse(R"([
-  {"deny": ["send", "receive", "declare", "request"], "everyone": true, "prefixes": ["secret"]},
-  {"allow": ["send", "receive", "declare", "request"], "uids": [0], "prefixes": ["secret."]},
+  {"deny": ["send", "receive", "declare", "request", "manage"], "everyone": true,
+   "prefixes": ["secret"]},
+  {"allow": ["send", "receive", "declare", "request", "manage"], "uids": [0],
+   "prefixes": ["secret."]},
   {"allow": ["receive"], "gids": [4242, 0], "keys": ["secret.jobs"]}])");
 
 json verdict(bool allowed, json rule) {

@@ -1,10 +1,12 @@
 // Unit tests of queue owners: which uid a queue records as its creator, and that changing a
-// live queue's options by DECLARE takes that uid or root, while declaring the options it
-// already has stays open to every uid (issue 12, capability 3).
+// live queue's options by DECLARE takes that uid, root or the policy's manage grant, while
+// declaring the options it already has stays open to every uid (issue 12, capability 3).
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "broker_fixture.hpp"
 
@@ -15,6 +17,7 @@ using namespace fakes;  // the fixture, the recording sink and their helpers
 
 constexpr std::uint32_t kRoot = 0;
 constexpr std::uint32_t kNobody = 65534;
+constexpr std::uint32_t kOps = 4242;
 
 std::optional<std::uint32_t> owner_of(const Broker& b, std::string_view key) {
   const Queue* q = b.find(key);
@@ -151,6 +154,37 @@ TEST_F(BrokerTest, AConfiguredQueueTakenFromAUidIsTheConfigurations) {
   ASSERT_EQ(owner_of(broker(), "jobs"), 1000u);
   ASSERT_EQ(declare("jobs", QueueOptions{}), Errc::ok);
   EXPECT_EQ(owner_of(broker(), "jobs"), std::nullopt);
+}
+
+TEST_F(BrokerTest, RedeclaringWithOtherOptionsTakesTheOwnerRootOrAManageGrant) {
+  // Members of `kOps` may manage the `jobs.` queues; the default allows the rest.
+  PolicySpec spec;
+  PolicyRule grant;
+  grant.operations = operation_bit(Operation::manage);
+  grant.gids = {kOps};
+  grant.prefixes = {"jobs."};
+  spec.rules = {grant};
+  broker().set_policy(std::make_unique<Policy>(std::move(spec)));
+  const PeerId owner = connect(kRoot);
+  const PeerId other = connect(kNobody);
+  const PeerId ops = next_peer_++;
+  const std::vector<std::uint32_t> groups = {kOps};
+  ASSERT_EQ(broker().connect(ops, identity_for(ops, kNobody), now_, groups), Errc::ok);
+  put(owner, "jobs.a", "1");
+  std::string text;
+  EXPECT_EQ(declare_by(other, "jobs.a", options(1, 0, Overflow::drop_oldest), &text),
+            Errc::permission_denied);
+  EXPECT_EQ(text,
+            "declare of queue 'jobs.a' with other options: owned by uid 0; no policy rule "
+            "grants manage of it");
+  EXPECT_FALSE(broker().find("jobs.a")->declared());
+  ASSERT_EQ(declare_by(ops, "jobs.a", options(2, 0, Overflow::reject)), Errc::ok);
+  EXPECT_EQ(broker().find("jobs.a")->options().max_messages, 2u);
+  // Asking for the options it has is still open to all, and asks the policy nothing.
+  sink_.denials.clear();
+  put(owner, "jobs.b", "1");
+  EXPECT_EQ(declare_by(other, "jobs.b", broker().find("jobs.b")->options()), Errc::ok);
+  EXPECT_TRUE(sink_.denials.empty());
 }
 
 }  // namespace

@@ -82,6 +82,9 @@ std::vector<BodyCase> valid_bodies() {
       {"read-only region_attach", FrameType::region_attach, BodyBuilder().u8(0).key("work").bytes(),
        6},
       {"region_remove", FrameType::region_remove, BodyBuilder().key("work").bytes(), 5},
+      {"purge", FrameType::purge, BodyBuilder().key("jobs").bytes(), 5},
+      {"delete", FrameType::delete_queue, BodyBuilder().key("jobs").bytes(), 5},
+      {"dropped", FrameType::dropped, BodyBuilder().u64(12).bytes(), 8},
   };
 }
 

@@ -155,6 +155,16 @@ const Golden kGolden[] = {
      [](ByteBuffer& b) { append_region_remove(b, 22, "work"); },
      "51 42 55 53 01 16 00 00 16 00 00 00 00 00 00 00 05 00 00 00 00 00 00 00"
      " 04 77 6f 72 6b"},
+    {FrameType::purge, "purge", [](ByteBuffer& b) { append_purge(b, 23, "jobs"); },
+     "51 42 55 53 01 17 00 00 17 00 00 00 00 00 00 00 05 00 00 00 00 00 00 00"
+     " 04 6a 6f 62 73"},
+    {FrameType::delete_queue, "delete", [](ByteBuffer& b) { append_delete(b, 24, "jobs"); },
+     "51 42 55 53 01 18 00 00 18 00 00 00 00 00 00 00 05 00 00 00 00 00 00 00"
+     " 04 6a 6f 62 73"},
+    {FrameType::dropped, "dropped",
+     [](ByteBuffer& b) { append_dropped(b, 25, 0x0102030405060708); },
+     "51 42 55 53 01 19 00 00 19 00 00 00 00 00 00 00 08 00 00 00 00 00 00 00"
+     " 08 07 06 05 04 03 02 01"},
 };
 
 TEST(codec_golden, EveryFrameTypeEncodesToItsPinnedBytes) {

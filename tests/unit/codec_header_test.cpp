@@ -186,7 +186,7 @@ TEST(codec_header, BodyOverTheCeilingIsTooLargeWhateverTheCallersLimit) {
 }
 
 TEST(codec_header, UnknownFrameTypeStillDecodesAsComplete) {
-  for (int type : {0, 23, 24, 42, 200, 255}) {
+  for (int type : {0, 26, 27, 42, 200, 255}) {
     const auto r = decode_header(header_bytes(static_cast<std::uint8_t>(type), 0, 9, 3), 100);
     ASSERT_EQ(r.status, HeaderStatus::complete) << "type " << type;
     EXPECT_EQ(static_cast<int>(r.header.type), type);
@@ -197,7 +197,7 @@ TEST(codec_header, UnknownFrameTypeStillDecodesAsComplete) {
   }
 }
 
-TEST(codec_header, KnownTypesAreOneToTwentyTwoWithStableNames) {
+TEST(codec_header, KnownTypesAreOneToTwentyFiveWithStableNames) {
   const std::pair<FrameType, std::string_view> names[] = {
       {FrameType::hello, "hello"},
       {FrameType::welcome, "welcome"},
@@ -220,16 +220,19 @@ TEST(codec_header, KnownTypesAreOneToTwentyTwoWithStableNames) {
       {FrameType::region_release, "region_release"},
       {FrameType::region_create, "region_create"},
       {FrameType::region_attach, "region_attach"},
-      {FrameType::region_remove, "region_remove"}};
+      {FrameType::region_remove, "region_remove"},
+      {FrameType::purge, "purge"},
+      {FrameType::delete_queue, "delete"},
+      {FrameType::dropped, "dropped"}};
   int expected_value = 1;
   for (const auto& [type, name] : names) {
     EXPECT_EQ(static_cast<int>(type), expected_value++);
     EXPECT_TRUE(is_known_type(static_cast<std::uint8_t>(type)));
     EXPECT_EQ(frame_type_name(type), name);
   }
-  EXPECT_EQ(expected_value, 23);
+  EXPECT_EQ(expected_value, 26);
   EXPECT_FALSE(is_known_type(0));
-  EXPECT_FALSE(is_known_type(23));
+  EXPECT_FALSE(is_known_type(26));
 }
 
 // PROTOCOL.md section 3's table and the fixed parts of sections 3.x and 16.x, written out
@@ -266,6 +269,9 @@ TEST(codec_header, FrameTraitsMatchTheProtocolTable) {
       {FrameType::region_create, in, 0, 11},
       {FrameType::region_attach, in, 0, 2},
       {FrameType::region_remove, in, 0, 1},
+      {FrameType::purge, in, 0, 1},
+      {FrameType::delete_queue, in, 0, 1},
+      {FrameType::dropped, out, 0, 8},
   };
   ASSERT_EQ(std::size(rows), std::size(kFrameTraits));
   for (const auto& want : rows) {
@@ -278,7 +284,7 @@ TEST(codec_header, FrameTraitsMatchTheProtocolTable) {
     EXPECT_EQ(row->carries_fd, carries_fd(want.type)) << row->name;
   }
   EXPECT_EQ(frame_traits(static_cast<FrameType>(0)), nullptr);
-  EXPECT_EQ(frame_traits(static_cast<FrameType>(23)), nullptr);
+  EXPECT_EQ(frame_traits(static_cast<FrameType>(26)), nullptr);
 }
 
 TEST(codec_header, FlagBitsHaveTheirPublishedValues) {

@@ -33,8 +33,8 @@ TEST(ConfigDirectPolicyTest, ASendDirectRuleNamesReceiversResolvedToIds) {
   EXPECT_EQ(rules[1].to_gids, (std::vector<std::uint32_t>{9, 0}));
   EXPECT_TRUE(rules[2].to_everyone);
   EXPECT_EQ(rules[2].uids, (std::vector<std::uint32_t>{0}));
-  // "*" is the key operations only.
-  EXPECT_EQ(rules[3].operations, 0x0F);
+  // "*" is the key operations (manage included), not send_direct.
+  EXPECT_EQ(rules[3].operations, kEveryKeyOperation);
   const auto text = to_json_text(*r.config, "/s", "/a");
   EXPECT_NE(text.find(R"({"allow":["send_direct"],"to_uids":[7,0],"uids":[1000]})"),
             std::string::npos)

@@ -39,7 +39,7 @@ TEST(ConfigPolicyTest, RulesParseWithNamesResolvedToIds) {
   EXPECT_EQ(p.rules[0].uids, (std::vector<std::uint32_t>{1000, 0}));
   EXPECT_EQ(p.rules[0].keys, (std::vector<std::string>{"a.*", "b"}));
   EXPECT_FALSE(p.rules[1].allow);
-  EXPECT_EQ(p.rules[1].operations, 0x0F);
+  EXPECT_EQ(p.rules[1].operations, 0x2F);  // "*": every key operation, manage included
   EXPECT_EQ(p.rules[1].gids, (std::vector<std::uint32_t>{7, 0}));
   EXPECT_EQ(p.rules[1].prefixes, (std::vector<std::string>{"secret."}));
   EXPECT_TRUE(p.rules[2].everyone);
@@ -54,6 +54,17 @@ TEST(ConfigPolicyTest, TheDefaultIsAllowAndAppearsInTheEffectiveJson) {
   EXPECT_NE(text.find(R"("policy":{"default":"allow","rules":[{"deny":["send"],"keys":["k"],)"
                       R"("uids":[5]}]})"),
             std::string::npos)
+      << text;
+}
+
+TEST(ConfigPolicyTest, ManageIsAnOperationOfItsOwn) {
+  auto r = parse(R"({"policy": {"rules": [
+      {"allow": ["manage"], "groups": ["root"], "prefixes": ["jobs."]}]}})");
+  ASSERT_TRUE(r.config) << r.error;
+  ASSERT_EQ(r.config->policy.rules.size(), 1u);
+  EXPECT_EQ(r.config->policy.rules[0].operations, 16);
+  const auto text = to_json_text(*r.config, "/s", "/a");
+  EXPECT_NE(text.find(R"({"allow":["manage"],"gids":[0],"prefixes":["jobs."]})"), std::string::npos)
       << text;
 }
 
@@ -73,7 +84,7 @@ TEST(ConfigPolicyTest, EachBadRuleIsNamedByFieldAndIndex) {
        "policy.rules[0]: needs exactly one of allow or deny"},
       {R"({"policy": {"rules": [{"allow": "*", "uids": [1], "keys": ["k"]},
                                 {"allow": ["send", "publish"], "uids": [1], "keys": ["k"]}]}})",
-       R"(policy.rules[1].allow: unknown operation "publish" (send, receive, declare, request, send_direct))"},
+       R"(policy.rules[1].allow: unknown operation "publish" (send, receive, declare, request, send_direct, manage))"},
       {R"({"policy": {"rules": [{"deny": [], "uids": [1], "keys": ["k"]}]}})",
        R"(policy.rules[0].deny: must be "*" or a non-empty array of operations)"},
       {R"({"policy": {"rules": [{"allow": "*", "users": ["no-such-user-qbus"], "keys": ["k"]}]}})",

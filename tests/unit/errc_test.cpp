@@ -43,6 +43,7 @@ const std::pair<Errc, std::string_view> kAllCodes[] = {
     {Errc::no_such_region, "no_such_region"},
     {Errc::permission_denied, "permission_denied"},
     {Errc::disconnected_by_operator, "disconnected_by_operator"},
+    {Errc::no_such_queue, "no_such_queue"},
     {Errc::internal_error, "internal_error"},
     {Errc::shutting_down, "shutting_down"},
     {Errc::connect_failed, "connect_failed"},
@@ -84,6 +85,7 @@ TEST(codec_errc, WireCodesKeepTheirPublishedValues) {
       {Errc::no_such_region, 36},
       {Errc::permission_denied, 37},
       {Errc::disconnected_by_operator, 38},
+      {Errc::no_such_queue, 39},
       {Errc::internal_error, 50},
       {Errc::shutting_down, 51},
       {Errc::connect_failed, 200},
@@ -106,7 +108,7 @@ TEST(codec_errc, EveryListedCodeHasItsName) {
 }
 
 TEST(codec_errc, UnlistedCodesAreUnknown) {
-  for (int v : {5, 9, 15, 19, 39, 49, 52, 199, 206, 1000, 65535}) {
+  for (int v : {5, 9, 15, 19, 40, 49, 52, 199, 206, 1000, 65535}) {
     EXPECT_EQ(errc_name(static_cast<Errc>(v)), "unknown") << v;
     EXPECT_FALSE(errc_is_known(static_cast<std::uint16_t>(v))) << v;
   }

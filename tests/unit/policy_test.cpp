@@ -75,6 +75,28 @@ TEST(PolicyTest, NoRuleMeansTheDefault) {
   EXPECT_FALSE(Policy(PolicySpec{false, {}}).decide(Operation::send, bob(), "a").allowed);
 }
 
+TEST(PolicyTest, ManageIsGrantedByARuleNeverByTheDefault) {
+  const Policy p(PolicySpec{true, {rule_for(true, Operation::manage, Who::group, Match::prefix)}});
+  const Decision granted = p.decide(Operation::manage, alice(), "secret.jobs");
+  EXPECT_TRUE(granted.allowed);
+  EXPECT_EQ(granted.rule, 0);
+  // The default allows every other operation, not manage: no rule, no grant.
+  const Decision none = p.decide(Operation::manage, bob(), "secret.jobs");
+  EXPECT_FALSE(none.allowed);
+  EXPECT_EQ(none.rule, -1);
+  EXPECT_TRUE(p.decide(Operation::send, bob(), "secret.jobs").allowed);
+  EXPECT_FALSE(p.decide(Operation::manage, alice(), "public.jobs").allowed);
+}
+
+TEST(PolicyTest, EveryOperationIncludesManage) {
+  PolicyRule r;
+  r.operations = kAllOperations;
+  r.uids = {kBob};
+  r.keys = {"jobs"};
+  EXPECT_TRUE(Policy(PolicySpec{false, {r}}).decide(Operation::manage, bob(), "jobs").allowed);
+  EXPECT_EQ(operation_name(Operation::manage), "manage");
+}
+
 TEST(PolicyTest, PatternsMatchWholeTokens) {
   PolicyRule r;
   r.operations = kAllOperations;

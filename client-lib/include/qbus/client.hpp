@@ -366,6 +366,19 @@ class QBUS_API Client {
   // before with different options.
   void declare(std::string_view key, const QueueOptions& options);
 
+  // Drops every message queued under `key` and returns how many it dropped. The queue
+  // stays, with its options and its waiting receivers, and producers blocked on it go on
+  // (an undeclared queue left idle goes, as it would after its last receive).
+  // Only the queue's owner (the uid whose frame created it), root, or a uid the broker's
+  // access policy grants `manage` of the key may (see config/README.md, "Access policy");
+  // anyone else gets Error(permission_denied) and nothing changes. A key with no queue is
+  // Error(no_such_queue). Waits for the broker's answer.
+  std::uint64_t purge(std::string_view key);
+  // Like purge(), and the queue goes too: receives waiting on it, in any process, end with
+  // Error(queue_deleted), and a later send or receive creates a new queue with the broker's
+  // defaults. Same rights and errors as purge().
+  std::uint64_t delete_queue(std::string_view key);
+
   // Writes buffered sends and waits until the broker has processed everything sent
   // before; afterwards send_failures() is complete for those sends.
   void sync();

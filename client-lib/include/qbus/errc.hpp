@@ -51,6 +51,7 @@ namespace qbus {
   X(no_such_region, 36)                                                              \
   X(permission_denied, 37)                                                           \
   X(disconnected_by_operator, 38)                                                    \
+  X(no_such_queue, 39)                                                               \
   X(internal_error, 50)                                                              \
   X(shutting_down, 51)                                                               \
   /* Local to libqbus, never on the wire. */                                         \

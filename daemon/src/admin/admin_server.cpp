@@ -648,13 +648,14 @@ json AdminServer::check_policy(const json& req) {
   const std::string op_name = req["op"];
   std::optional<broker::Operation> op;
   for (auto o : {broker::Operation::send, broker::Operation::receive, broker::Operation::declare,
-                 broker::Operation::request, broker::Operation::send_direct}) {
+                 broker::Operation::request, broker::Operation::send_direct,
+                 broker::Operation::manage}) {
     if (broker::operation_name(o) == op_name) op = o;
   }
   if (!op) {
     return error_answer("invalid_argument",
                         "unknown op '" + op_name.substr(0, 64) +
-                            "'; one of send, receive, declare, request, send_direct");
+                            "'; one of send, receive, declare, request, send_direct, manage");
   }
   const bool direct = *op == broker::Operation::send_direct;
   std::string key;
@@ -670,7 +671,12 @@ json AdminServer::check_policy(const json& req) {
   }
   const broker::Policy* policy = server_.broker().policy();
   if (!policy) {
-    return json{{"ok", true}, {"allowed", true}, {"policy", false}, {"rule", nullptr}};
+    // Without a policy every queue operation is open, and nobody is granted manage (only
+    // a queue's owner and root may).
+    return json{{"ok", true},
+                {"allowed", *op != broker::Operation::manage},
+                {"policy", false},
+                {"rule", nullptr}};
   }
   const auto uid = req["uid"].get<std::uint32_t>();
   const auto who = principal(uid, gids);

@@ -83,8 +83,8 @@ bool Broker::decide_and_cache(Peer& p, Operation op, std::string_view key) {
     cache.last = nullptr;
     cache.generation = core_.policy_generation;
   }
-  const auto known = static_cast<std::uint8_t>(1u << (2 * static_cast<unsigned>(op)));
-  const auto allowed = static_cast<std::uint8_t>(known << 1);
+  const auto known = static_cast<std::uint16_t>(1u << (2 * static_cast<unsigned>(op)));
+  const auto allowed = static_cast<std::uint16_t>(known << 1);
   const Principal who{p.id.uid, p.id.gid, p.groups};
   PolicyCache::Map::value_type* entry = cache.last;
   if (!entry || entry->first != key) {
@@ -111,7 +111,7 @@ bool Broker::decide_and_cache(Peer& p, Operation op, std::string_view key) {
 }
 
 SendOutcome Broker::denied(Operation op, std::string_view key) {
-  static constexpr std::string_view kPreposition[] = {" to", " from", " of", " to"};
+  static constexpr std::string_view kPreposition[] = {" to", " from", " of", " to", " of"};
   return rejected(Errc::permission_denied,
                   std::string(operation_name(op)) +
                       std::string(kPreposition[static_cast<unsigned>(op)]) + " queue '" +
@@ -156,7 +156,42 @@ Errc Broker::declare(PeerId from, std::string_view key, const QueueOptions& requ
     text = denied(Operation::declare, key).text;
     return Errc::permission_denied;
   }
+  // Adopting other options on a live queue would change what its owner's sends get (a
+  // drop_oldest queue of one answers every confirmed send OK and drops all but one).
+  if (const Queue* q = queues_.changing_options(key, requested); q && !may_manage(*p, *q)) {
+    text = no_manage("declare of queue '" + q->key() + "' with other options", *q);
+    return Errc::permission_denied;
+  }
   return queues_.declare(from, *p, key, requested, text);
+}
+
+bool Broker::may_manage(Peer& p, const Queue& q) {
+  if (p.id.uid == 0 || q.keeper().owner == p.id.uid) return true;
+  return core_.policy && permitted(p, Operation::manage, q.key());
+}
+
+std::string Broker::no_manage(std::string_view what, const Queue& q) const {
+  const std::optional<std::uint32_t>& owner = q.keeper().owner;
+  std::string text = std::string(what) + ": owned by " +
+                     (owner ? "uid " + std::to_string(*owner) : std::string("the configuration"));
+  if (core_.policy) text += "; no policy rule grants manage of it";
+  return text;
+}
+
+DropOutcome Broker::drop_for(PeerId peer, std::string_view key, bool remove) {
+  const std::string_view what = remove ? "delete" : "purge";
+  Peer* p = core_.peers.lookup(peer);
+  if (!p) return {Errc::internal_error, 0, "unknown peer"};
+  const Queue* q = queues_.find(key);
+  if (!q)
+    return {Errc::no_such_queue, 0, std::string(what) + ": no queue '" + std::string(key) + "'"};
+  if (!may_manage(*p, *q)) {
+    return {Errc::permission_denied, 0,
+            no_manage(std::string(what) + " of queue '" + std::string(key) + "'", *q)};
+  }
+  // The operator's actions themselves: the same effects whoever asks.
+  const auto dropped = remove ? this->remove(key) : purge(key);
+  return {Errc::ok, dropped.value_or(0), {}};
 }
 
 Errc Broker::declare_configured(std::string_view key, const QueueOptions& requested,

@@ -35,6 +35,13 @@ struct RegionSend {
   bool release = false;
 };
 
+// What a client's PURGE or DELETE came to (Broker::purge_for, remove_for).
+struct DropOutcome {
+  Errc error = Errc::ok;
+  std::size_t dropped = 0;  // messages dropped, when error is ok
+  std::string text;         // otherwise: why, naming the operation and the key
+};
+
 class Broker {
  public:
   // `backing` (the memory behind shared-memory regions) must outlive the broker.
@@ -155,7 +162,8 @@ class Broker {
   // (the last live connection to declare it wins), and the queue's charge moves to the
   // declarer's uid (too_many_queues when that uid holds its limit already). Options of zero
   // mean "the default". A queue declared before with different options answers
-  // queue_conflict; one created implicitly by use adopts the declared options. A declared
+  // queue_conflict; one created implicitly by use adopts the declared options, if `from`
+  // may manage it (see may_manage; permission_denied otherwise). A declared
   // queue stays while its declarer is connected, even when idle. When the declarer
   // disconnects, the grace (limits.declared_queue_grace_ms) starts; at its end the queue
   // stops being declared and goes like a queue created by use: at once if it is idle, or
@@ -183,6 +191,10 @@ class Broker {
   // when no such queue exists.
   std::optional<std::size_t> purge(std::string_view key);
   std::optional<std::size_t> remove(std::string_view key);
+  // The same asked by a client (PURGE, DELETE), which must be allowed to manage the queue
+  // (may_manage): no_such_queue, or permission_denied with nothing changed, otherwise.
+  DropOutcome purge_for(PeerId peer, std::string_view key) { return drop_for(peer, key, false); }
+  DropOutcome remove_for(PeerId peer, std::string_view key) { return drop_for(peer, key, true); }
 
   // Answers every waiting receive and request with `code` (the daemon is shutting down).
   void fail_all_waiters(Errc code, std::string_view text);
@@ -212,6 +224,14 @@ class Broker {
   // permission_denied, with a text naming the operation and the key.
   static SendOutcome denied(Operation op, std::string_view key);
   void refuse_receive(PeerId peer, std::uint64_t correlation, std::string_view key);
+  // Whether `p` may purge, delete or re-declare with other options queue `q`: root and the
+  // queue's owner may, anyone else needs the policy's manage grant for its key (asked last,
+  // so that only a real refusal is audited). A queue of the configuration has no owner.
+  bool may_manage(Peer& p, const Queue& q);
+  // The permission_denied text for `what` (an operation and what it asked) of `q` by a
+  // peer that may not manage it.
+  std::string no_manage(std::string_view what, const Queue& q) const;
+  DropOutcome drop_for(PeerId peer, std::string_view key, bool remove);
 
   // send_region without the release flag's effect.
   SendOutcome route_region(PeerId from, const RegionSend& s, Clock::time_point now);

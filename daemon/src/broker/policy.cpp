@@ -74,6 +74,8 @@ std::string_view operation_name(Operation op) {
       return "request";
     case Operation::send_direct:
       return "send_direct";
+    case Operation::manage:
+      return "manage";
   }
   return "?";
 }
@@ -160,7 +162,7 @@ void Policy::walk(const Node& n, std::string_view rest, bool at_end, Operation o
 }
 
 Decision Policy::decide(Operation op, const Principal& who, std::string_view key) const {
-  Decision best{spec_.default_allow, Decision::kDefault};
+  Decision best{spec_.default_allow && op != Operation::manage, Decision::kDefault};
   std::uint32_t best_specificity = 0;
   bool any = false;
   if (auto it = exact_.find(key); it != exact_.end()) {

@@ -1,14 +1,16 @@
 // The access policy over queue keys (config/README.md, "policy"): who may send to, receive
-// from, declare or send requests to which queues, by uid, gid (primary or supplementary)
-// and key. Pure: the configuration layer resolves user and group names and validates
-// patterns; the Broker asks decide() before it routes a queue operation (and caches the
-// answer per peer and key, see PolicyCache).
+// from, declare, send requests to or manage (purge, delete, re-declare with other options)
+// which queues, by uid, gid (primary or supplementary) and key. Pure: the configuration layer
+// resolves user and group names and validates patterns; the Broker asks decide() before it routes a
+// queue operation (and caches the answer per peer and key, see PolicyCache).
 //
 // Evaluation. Of the rules that name the operation, name the asking principal and match
 // the key, the most specific decides: an exact key beats every prefix and pattern, and a
 // prefix or pattern with more literal characters (every character but the wildcard
 // tokens `*` and `>`) beats one with fewer. At equal specificity deny wins over allow.
-// When no rule matches, the baseline decides on a system bus (below), else the default.
+// When no rule matches, the baseline decides on a system bus (below), else the default,
+// except for `manage`: only a rule grants it (a queue's owner and root need no grant), so a
+// policy whose default is allow does not hand every uid the other uids' queues.
 //
 // The baseline of a system bus (PolicySpec::system_bus): each uid may do every operation on
 // the keys of its private namespace `user.<uid>.`, and root may do everything. It is
@@ -33,11 +35,12 @@
 
 namespace qbus::broker {
 
-// The first four are operations on a queue key; send_direct is a direct message to a
-// process (SEND_DIRECT, SEND_REGION to a pid or client), judged by decide_direct.
-enum class Operation : std::uint8_t { send, receive, declare, request, send_direct };
-// The key operations (what `"*"` means in the configuration).
-inline constexpr std::uint8_t kAllOperations = 0x0F;
+// send, receive, declare, request and manage are operations on a queue key; send_direct is
+// a direct message to a process (SEND_DIRECT, SEND_REGION to a pid or client), judged by
+// decide_direct.
+enum class Operation : std::uint8_t { send, receive, declare, request, send_direct, manage };
+// The key operations, manage included (what `"*"` means in the configuration).
+inline constexpr std::uint8_t kAllOperations = 0x2F;
 constexpr std::uint8_t operation_bit(Operation op) {
   return static_cast<std::uint8_t>(1u << static_cast<unsigned>(op));
 }
@@ -152,7 +155,7 @@ struct PolicyCache {
   static constexpr std::size_t kMaxEntries = 1024;
   std::uint64_t generation = 0;
   // Per key: bit 2*op set when the operation was decided, bit 2*op+1 when it was allowed.
-  using Map = std::unordered_map<std::string, std::uint8_t, StringHash, std::equal_to<>>;
+  using Map = std::unordered_map<std::string, std::uint16_t, StringHash, std::equal_to<>>;
   Map decided;
   // send_direct verdicts by the receiving connection's client id (a connection's identity
   // never changes, and a client id is never reused); bounded like `decided`.
@@ -165,7 +168,7 @@ struct PolicyCache {
   // True when `key` is the last key asked and `op` on it was allowed under the policy
   // generation `current`; false means only that the full lookup must answer.
   bool allows_again(std::uint64_t current, Operation op, std::string_view key) const {
-    const auto allowed = static_cast<std::uint8_t>(2u << (2 * static_cast<unsigned>(op)));
+    const auto allowed = static_cast<std::uint16_t>(2u << (2 * static_cast<unsigned>(op)));
     return last && generation == current && (last->second & allowed) && same_key(last->first, key);
   }
 

@@ -42,13 +42,12 @@ void Queues::declare_existing(Queue& q, const QueueOptions& wanted) {
   if (q.has_room_for(0)) space_freed(q);
 }
 
-Errc Queues::check_owner(const Queue& q, const QueueOptions& wanted, std::uint32_t uid,
-                         std::string& text) const {
-  const std::optional<std::uint32_t>& owner = q.keeper().owner;
-  if (same_options(q.options(), wanted) || uid == 0 || owner == uid) return Errc::ok;
-  text = "declare of queue '" + q.key() + "' with other options: owned by " +
-         (owner ? "uid " + std::to_string(*owner) : std::string("the configuration"));
-  return Errc::permission_denied;
+const Queue* Queues::changing_options(std::string_view key, const QueueOptions& requested) const {
+  const Queue* q = find(key);
+  if (!q || q->declared()) return nullptr;  // a declared queue answers queue_conflict
+  const bool same =
+      same_options(q->options(), fill_defaults(requested, core_.limits.queue_defaults));
+  return same ? nullptr : q;
 }
 
 Errc Queues::declare(PeerId from, Peer& p, std::string_view key, const QueueOptions& requested,
@@ -57,11 +56,6 @@ Errc Queues::declare(PeerId from, Peer& p, std::string_view key, const QueueOpti
   Queue* q = find_mutable(key);
   if (q && q->declared()) {
     if (const Errc e = check_declared(*q, wanted, text); e != Errc::ok) return e;
-  } else if (q) {
-    // Adopting other options on a live queue would change what its owner's sends get (a
-    // drop_oldest queue of one answers every confirmed send OK and drops all but one), so
-    // only the owner or root may; asking for the options it has stays open to anyone.
-    if (const Errc e = check_owner(*q, wanted, p.id.uid, text); e != Errc::ok) return e;
   }
   if (q && !q->keeper().permanent) {
     if (auto refusal = adopt(*q, from, p)) {

@@ -99,6 +99,10 @@ class Queues {
                std::string& text);
   Errc declare_configured(std::string_view key, const QueueOptions& requested, std::string& text);
   bool release_configured(std::string_view key, Clock::time_point now);
+  // The live, undeclared queue `key` when declaring it with `requested` would make it adopt
+  // other options: the one declaration that takes authority over the queue (Broker::declare
+  // asks for it first). Null otherwise; asking for the options it has stays open to all.
+  const Queue* changing_options(std::string_view key, const QueueOptions& requested) const;
   std::optional<std::size_t> purge(std::string_view key);
   std::optional<std::size_t> remove(std::string_view key);
 
@@ -140,11 +144,6 @@ class Queues {
   void stop_grace(Queue& q);
   // Whether `q`'s declaration is kept with `wanted`; queue_conflict with `text` otherwise.
   Errc check_declared(const Queue& q, const QueueOptions& wanted, std::string& text) const;
-  // Whether `uid` may declare the undeclared `q` with `wanted`: asking for its current
-  // options is open to all, changing them takes its owner or root; permission_denied with
-  // `text` otherwise.
-  Errc check_owner(const Queue& q, const QueueOptions& wanted, std::uint32_t uid,
-                   std::string& text) const;
   // Applies `wanted` to an existing undeclared queue and declares it.
   void declare_existing(Queue& q, const QueueOptions& wanted);
   // The refusal of a message of `uid` that `q` has no room for: queue_full, or for an

@@ -206,13 +206,7 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
     bad_request(h.correlation, Errc::malformed_frame, "unknown flag bits set");
     return Step::next;
   }
-  const auto bad_body = [&](Errc e) {
-    bad_request(h.correlation, e,
-                e == Errc::invalid_key
-                    ? std::string("invalid queue key")
-                    : "malformed " + std::string(proto::frame_type_name(h.type)) + " body");
-    return Step::next;
-  };
+  const auto bad_body = [&](Errc e) { return bad_queue_body(h, e); };
   switch (h.type) {
     case FrameType::send: {
       proto::Send m;
@@ -225,18 +219,10 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
       broker.receive(id_, h.correlation, m.key, m.max_count, m.timeout_ms, now);
       return Step::next;
     }
-    case FrameType::declare: {
-      proto::Declare m;
-      if (auto e = proto::decode_declare(body, m); e != Errc::ok) return bad_body(e);
-      std::string text;
-      const auto e = broker.declare(id_, m.key, {m.max_messages, m.max_bytes, m.overflow}, text);
-      if (e != Errc::ok) {
-        error(h.correlation, e, text);
-      } else {
-        ok(h.correlation);
-      }
-      return Step::next;
-    }
+    case FrameType::declare:
+    case FrameType::purge:
+    case FrameType::delete_queue:
+      return handle_queue_change(h, body);
     case FrameType::send_direct: {
       proto::SendDirect m;
       if (auto e = proto::decode_send_direct(body, m); e != Errc::ok) return bad_body(e);
@@ -282,6 +268,7 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
     case FrameType::pong:
     case FrameType::region:
     case FrameType::deliver_region:
+    case FrameType::dropped:
       bad_request(h.correlation, Errc::unexpected_frame,
                   std::string(proto::frame_type_name(h.type)) + " is not valid from a client here");
       return Step::next;
@@ -372,6 +359,47 @@ Connection::Step Connection::handle_region(const proto::Header& h, proto::Bytes 
     default:
       return Step::next;
   }
+}
+
+Connection::Step Connection::bad_queue_body(const proto::Header& h, Errc e) {
+  bad_request(h.correlation, e,
+              e == Errc::invalid_key
+                  ? std::string("invalid queue key")
+                  : "malformed " + std::string(proto::frame_type_name(h.type)) + " body");
+  return Step::next;
+}
+
+Connection::Step Connection::handle_queue_change(const proto::Header& h, proto::Bytes body) {
+  auto& broker = server_.broker();
+  const auto bad_body = [&](Errc e) { return bad_queue_body(h, e); };
+  if (h.type == FrameType::declare) {
+    proto::Declare m;
+    if (auto e = proto::decode_declare(body, m); e != Errc::ok) return bad_body(e);
+    std::string text;
+    const auto e = broker.declare(id_, m.key, {m.max_messages, m.max_bytes, m.overflow}, text);
+    if (e != Errc::ok) {
+      error(h.correlation, e, text);
+    } else {
+      ok(h.correlation);
+    }
+    return Step::next;
+  }
+  std::string_view key;
+  const bool remove = h.type == FrameType::delete_queue;
+  if (auto e = remove ? proto::decode_delete(body, key) : proto::decode_purge(body, key);
+      e != Errc::ok) {
+    return bad_body(e);
+  }
+  const broker::DropOutcome r = remove ? broker.remove_for(id_, key) : broker.purge_for(id_, key);
+  if (r.error != Errc::ok) {
+    log_refusal(false, proto::frame_type_name(h.type), r.text);
+    error(h.correlation, r.error, r.text);
+    return Step::next;
+  }
+  log_dropped(proto::frame_type_name(h.type), key, r.dropped);
+  proto::append_dropped(out(), h.correlation, r.dropped);
+  mark_dirty();
+  return Step::next;
 }
 
 void Connection::grant(std::uint64_t correlation, const broker::RegionGrant& g,
@@ -538,6 +566,13 @@ void Connection::log_denial(broker::Operation op, std::string_view key, int rule
     }
     spdlog::warn("policy: denied {} of '{}' to client {} ({}): {} (deny){}",
                  broker::operation_name(op), key, id_, description_, by, *so_far);
+  }
+}
+
+void Connection::log_dropped(std::string_view what, std::string_view key, std::size_t dropped) {
+  if (auto so_far = sampled(drops_)) {
+    spdlog::info("client {} ({}): {} of '{}' dropped {} messages{}", id_, description_, what, key,
+                 dropped, *so_far);
   }
 }
 

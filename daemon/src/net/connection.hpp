@@ -173,6 +173,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Logs a refused region request, rate-limited like misbehaved(): refusals can come in
   // floods and the log must not.
   void log_refusal(bool warn, std::string_view what, std::string_view text);
+  // Logs a purge or delete the client made, as the operator's are (they change what every
+  // client of the queue sees), rate-limited like refusals.
+  void log_dropped(std::string_view what, std::string_view key, std::size_t dropped);
   // Answers a frame the peer should not have sent (the connection goes on) and logs it.
   void bad_request(std::uint64_t correlation, Errc code, std::string_view text);
   bool can_read() const { return !closed_ && !closing_ && !blocked_ && !held_ && !backed_up(); }
@@ -192,6 +195,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void grant(std::uint64_t correlation, const broker::RegionGrant& g, std::string_view what,
              std::string_view created_key = {});
   Step handle_region(const proto::Header& h, proto::Bytes body);
+  // Answers a frame whose body (with a queue key) does not decode, with the decoder's
+  // verdict.
+  Step bad_queue_body(const proto::Header& h, Errc e);
+  // DECLARE, PURGE and DELETE: what a client may do to a queue beyond using it.
+  Step handle_queue_change(const proto::Header& h, proto::Bytes body);
 
   Server& server_;
   Socket socket_;
@@ -232,6 +240,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint64_t misbehaviours_ = 0;
   std::uint64_t refusals_ = 0;
   std::uint64_t denials_ = 0;
+  std::uint64_t drops_ = 0;  // purges and deletes, logged like refusals
   bool welcomed_ = false;
   broker::Clock::time_point now_;  // when the frames being processed were read
   bool reading_ = false;

@@ -135,7 +135,9 @@ std::unique_ptr<const broker::Policy> broker_policy(const Config& c) {
                     broker::operation_bit(broker::Operation::receive) == 2 &&
                     broker::operation_bit(broker::Operation::declare) == 4 &&
                     broker::operation_bit(broker::Operation::request) == 8 &&
-                    broker::operation_bit(broker::Operation::send_direct) == config::kSendDirectBit,
+                    broker::operation_bit(broker::Operation::send_direct) == config::kSendDirectBit &&
+                    broker::operation_bit(broker::Operation::manage) == 32 &&
+                    broker::kAllOperations == config::kEveryKeyOperation,
                 "config::PolicyRuleSettings::operations uses broker::Operation's bits");
   // A user bus with no policy asks nothing (the message path's one null test); a system bus
   // always has its baseline.

@@ -31,7 +31,7 @@ struct QueueDeclaration {
 struct PolicyRuleSettings {
   bool allow = true;
   // One bit per operation, in broker::Operation's order: send, receive, declare, request,
-  // send_direct. A send_direct rule has no other operation.
+  // send_direct, manage (kPolicyOperations). A send_direct rule has no other operation.
   std::uint8_t operations = 0;
   bool everyone = false;
   std::vector<std::uint32_t> uids;  // "uids" and the ids of "users"
@@ -63,10 +63,13 @@ struct PolicySettings {
   bool operator==(const PolicySettings&) const = default;
 };
 
-inline constexpr std::string_view kPolicyOperations[] = {"send", "receive", "declare", "request",
-                                                         "send_direct"};
-// The bit of send_direct in PolicyRuleSettings::operations; `"*"` means the others.
+// In broker::Operation's order: bit i of PolicyRuleSettings::operations is entry i.
+inline constexpr std::string_view kPolicyOperations[] = {"send",    "receive",     "declare",
+                                                         "request", "send_direct", "manage"};
+// The bit of send_direct in PolicyRuleSettings::operations.
 inline constexpr std::uint8_t kSendDirectBit = 0x10;
+// What `"*"` names: every operation but send_direct, whose rules name receivers, not keys.
+inline constexpr std::uint8_t kEveryKeyOperation = 0x2F;
 
 // The limits (max_queues, ...) are the members of LimitValues, one per row of limits.def.
 struct Config : LimitValues {

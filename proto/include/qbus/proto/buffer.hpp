@@ -111,5 +111,14 @@ inline void append_region_release(ByteBuffer& out, std::uint64_t correlation, st
 inline void append_region_remove(ByteBuffer& out, std::uint64_t correlation, std::string_view key) {
   append_frame(out, correlation, 0, RegionRemove{key});
 }
+inline void append_purge(ByteBuffer& out, std::uint64_t correlation, std::string_view key) {
+  append_frame(out, correlation, 0, Purge{key});
+}
+inline void append_delete(ByteBuffer& out, std::uint64_t correlation, std::string_view key) {
+  append_frame(out, correlation, 0, DeleteQueue{key});
+}
+inline void append_dropped(ByteBuffer& out, std::uint64_t correlation, std::uint64_t count) {
+  append_frame(out, correlation, 0, Dropped{count});
+}
 
 }  // namespace qbus::proto

@@ -82,6 +82,9 @@ inline constexpr std::size_t kRegionReleaseSize = fixed_size<RegionRelease>;
 inline constexpr std::size_t kRegionCreateFixed = fixed_size<RegionCreate>;
 inline constexpr std::size_t kRegionAttachFixed = fixed_size<RegionAttach>;
 inline constexpr std::size_t kRegionRemoveFixed = fixed_size<RegionRemove>;
+inline constexpr std::size_t kPurgeFixed = fixed_size<Purge>;
+inline constexpr std::size_t kDeleteFixed = fixed_size<DeleteQueue>;
+inline constexpr std::size_t kDroppedSize = fixed_size<Dropped>;
 
 inline constexpr auto& decode_hello = decode_body<Hello>;
 inline constexpr auto& decode_welcome = decode_body<Welcome>;
@@ -100,7 +103,8 @@ inline constexpr auto& decode_deliver_region = decode_body<DeliverRegion>;
 inline constexpr auto& decode_region_create = decode_body<RegionCreate>;
 inline constexpr auto& decode_region_attach = decode_body<RegionAttach>;
 
-// REGION_RELEASE and REGION_REMOVE carry one field, which these decode into directly.
+// REGION_RELEASE, REGION_REMOVE, PURGE, DELETE and DROPPED carry one field, which these
+// decode into directly.
 template <typename T, typename V>
 Errc decode_only(Bytes b, V T::*field, V& out) noexcept {
   T m;
@@ -113,6 +117,15 @@ inline Errc decode_region_release(Bytes b, std::uint64_t& region_id) noexcept {
 }
 inline Errc decode_region_remove(Bytes b, std::string_view& key) noexcept {
   return decode_only(b, &RegionRemove::key, key);
+}
+inline Errc decode_purge(Bytes b, std::string_view& key) noexcept {
+  return decode_only(b, &Purge::key, key);
+}
+inline Errc decode_delete(Bytes b, std::string_view& key) noexcept {
+  return decode_only(b, &DeleteQueue::key, key);
+}
+inline Errc decode_dropped(Bytes b, std::uint64_t& count) noexcept {
+  return decode_only(b, &Dropped::count, count);
 }
 
 }  // namespace qbus::proto

@@ -53,6 +53,9 @@ enum class FrameType : std::uint8_t {
   region_create = 20,
   region_attach = 21,
   region_remove = 22,
+  purge = 23,
+  delete_queue = 24,
+  dropped = 25,
 };
 
 // Header flag bits (section 4). A bit is meaningful only on the frame types kFrameTraits
@@ -353,10 +356,32 @@ template <>
 struct Layout<RegionRemove> : Described<FrameType::region_remove, field::Key<&RegionRemove::key>> {
 };
 
+// 3.11
+struct Purge {
+  std::string_view key;
+};
+template <>
+struct Layout<Purge> : Described<FrameType::purge, field::Key<&Purge::key>> {};
+
+// 3.11
+struct DeleteQueue {
+  std::string_view key;
+};
+template <>
+struct Layout<DeleteQueue> : Described<FrameType::delete_queue, field::Key<&DeleteQueue::key>> {};
+
+// 3.12: the broker's answer to PURGE and DELETE.
+struct Dropped {
+  std::uint64_t count = 0;  // messages dropped
+};
+template <>
+struct Layout<Dropped> : Described<FrameType::dropped, field::Int<&Dropped::count>> {};
+
 // Every body type, for code that handles each in turn (tests, the fuzz target).
 using Bodies = std::tuple<Hello, Welcome, ErrorBody, Send, Receive, Deliver, Declare, SendDirect,
                           ReceiveDirect, Request, RegionAlloc, RegionGrantBody, SendRegion,
-                          DeliverRegion, RegionRelease, RegionCreate, RegionAttach, RegionRemove>;
+                          DeliverRegion, RegionRelease, RegionCreate, RegionAttach, RegionRemove,
+                          Purge, DeleteQueue, Dropped>;
 
 // Calls f(std::type_identity<T>{}) for every body type T.
 template <typename F>
@@ -414,6 +439,9 @@ inline constexpr FrameTraits kFrameTraits[] = {
     detail::row<RegionCreate>("region_create", Direction::to_broker, 0),
     detail::row<RegionAttach>("region_attach", Direction::to_broker, 0),
     detail::row<RegionRemove>("region_remove", Direction::to_broker, 0),
+    detail::row<Purge>("purge", Direction::to_broker, 0),
+    detail::row<DeleteQueue>("delete", Direction::to_broker, 0),
+    detail::row<Dropped>("dropped", Direction::to_client, 0),
 };
 
 static_assert([] {
