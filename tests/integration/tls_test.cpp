@@ -185,6 +185,70 @@ class RawPeer {
   proto::ByteBuffer in_;
 };
 
+// A TLS client whose HELLO leaves in the same send() as its last handshake bytes (memory
+// BIOs hold both until then), as a fast client's can: the broker must read that HELLO
+// although the socket never turns readable for it again. Returns the answer's frame type,
+// or nullopt when none came.
+std::optional<proto::FrameType> hello_with_last_flight(const std::string& address,
+                                                       const std::string& ca) {
+  std::string why;
+  auto addr = proto::parse_address(address, why);
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{30, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(addr->port);
+  ::inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) return std::nullopt;
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  SSL_CTX_load_verify_locations(ctx, ca.c_str(), nullptr);
+  SSL* ssl = SSL_new(ctx);
+  BIO* in = BIO_new(BIO_s_mem());
+  BIO* out = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl, in, out);
+  const auto send_out = [&] {
+    char buf[16384];
+    int n = 0;
+    while ((n = BIO_read(out, buf, sizeof(buf))) > 0)
+      (void)::send(fd, buf, static_cast<std::size_t>(n), MSG_NOSIGNAL);
+  };
+  const auto receive_in = [&] {
+    char buf[16384];
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n > 0) BIO_write(in, buf, static_cast<int>(n));
+    return n > 0;
+  };
+  std::optional<proto::FrameType> answer;
+  int rc = 0;
+  while ((rc = SSL_connect(ssl)) != 1) {
+    if (SSL_get_error(ssl, rc) != SSL_ERROR_WANT_READ) break;
+    send_out();
+    if (!receive_in()) break;
+  }
+  proto::ByteBuffer hello;
+  proto::append_hello(hello, 1, proto::Hello{1, 1, "coalesced", kToken});
+  if (rc == 1 && SSL_write(ssl, hello.readable().data(), static_cast<int>(hello.size())) > 0) {
+    send_out();  // the client's Finished and the HELLO, together
+    proto::ByteBuffer got;
+    while (!answer) {
+      auto dst = got.prepare(4096);
+      const int n = SSL_read(ssl, dst.data(), static_cast<int>(dst.size()));
+      if (n > 0) {
+        got.commit(static_cast<std::size_t>(n));
+        auto hr = proto::decode_header(got.readable(), proto::kMaxBodyCeiling);
+        if (hr.status == proto::HeaderStatus::complete) answer = hr.header.type;
+      } else if (SSL_get_error(ssl, n) != SSL_ERROR_WANT_READ || !receive_in()) {
+        break;
+      }
+    }
+  }
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  ::close(fd);
+  return answer;
+}
+
 class TlsTest : public ::testing::Test {
  protected:
   TlsTest()
@@ -198,7 +262,8 @@ class TlsTest : public ::testing::Test {
         stranger_(pki_.leaf("stranger", ca_, false)) {}
 
   // A daemon serving TLS on 127.0.0.1:0; `client_ca`: client certificates are required.
-  // Uid 4321 (the mapped "alice") may send to tls.ok and nothing else under tls.
+  // Uid 4321 (the mapped "alice") may send to tls.ok and nothing else under tls; root may
+  // use them all.
   void start(bool client_ca) {
     std::string tls = R"("certificate": ")" + server_.cert + R"(", "key": ")" + server_.key + "\"";
     if (client_ca) {
@@ -208,7 +273,8 @@ class TlsTest : public ::testing::Test {
         DaemonOptions{.config_json = R"({"tcp": {"listen": "127.0.0.1:0", "token_file": ")" +
                                      write_token(secrets_) + R"(", "tls": {)" + tls + R"(}},
           "policy": {"default": "allow", "rules": [
-            {"deny": "*", "everyone": true, "prefixes": ["tls."]},
+            {"deny": "*", "everyone": true, "prefixes": ["tls"]},
+            {"allow": "*", "uids": [0], "prefixes": ["tls."]},
             {"allow": ["send"], "uids": [4321], "keys": ["tls.ok"]}]}})"});
     port_address_ = daemon_->tcp_address();
     ASSERT_FALSE(port_address_.empty()) << daemon_->log();
@@ -247,6 +313,13 @@ TEST_F(TlsTest, GoodCertificateExchangesMessagesWithUnixClients) {
   ASSERT_TRUE(m);
   EXPECT_EQ(m->text(), "encrypted hello");
   EXPECT_EQ(m->sender().uid, 4294967294u);
+}
+
+TEST_F(TlsTest, HelloSentWithTheLastHandshakeBytesIsAnswered) {
+  start(false);
+  const auto answer = hello_with_last_flight(port_address_, ca_.cert);
+  ASSERT_TRUE(answer) << daemon_->log();
+  EXPECT_EQ(*answer, proto::FrameType::welcome);
 }
 
 TEST_F(TlsTest, WrongTokenOverTlsIsRefusedAndCounted) {

@@ -599,6 +599,7 @@ void Connection::close() {
   note_output();
   uid_out_ = nullptr;
   server_.detach_output(identity_.uid);
+  if (tls_ && tls_->established()) tls_->close_notify();
   asio::error_code ec;
   socket_.shutdown(Socket::shutdown_both, ec);
   socket_.close(ec);

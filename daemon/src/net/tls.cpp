@@ -119,6 +119,9 @@ TlsChannel::Progress TlsChannel::handshake(std::string& why) {
   stream_.handshake(asio::ssl::stream_base::server, ec);
   if (!ec) {
     established_ = true;
+    // The client's first frames may have come with its last handshake bytes and wait in
+    // the engine already: the socket will not announce them again.
+    input_pending_ = true;
   } else if (!would_block(ec)) {
     why = reason(ec);
     if (peer_spoke_plaintext()) {
@@ -171,6 +174,12 @@ std::size_t TlsChannel::write(std::span<const std::byte> src, asio::error_code& 
   asio::error_code later;  // a full socket now is the next call's would_block
   if (!flush(later) && later) ec = later;
   return taken;
+}
+
+void TlsChannel::close_notify() {
+  asio::error_code ec;
+  stream_.shutdown(ec);  // would_block: the peer's close_notify is not awaited
+  (void)flush(ec);
 }
 
 bool TlsChannel::flush(asio::error_code& ec) {

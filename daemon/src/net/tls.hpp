@@ -124,6 +124,9 @@ class TlsChannel {
   bool output_pending() const { return !carrier().out.empty(); }
   // Writes waiting ciphertext; false while some is left (the socket would block).
   bool flush(asio::error_code& ec);
+  // Ends the session politely before the socket closes: a close_notify, if the socket takes
+  // it now, tells the peer that what it read was all there was.
+  void close_notify();
 
  private:
   const TlsCarrier& carrier() const { return stream_.next_layer(); }
