@@ -416,6 +416,107 @@ TEST_F(TlsTest, StalledHandshakeIsClosedWithinTheHandshakeTimeout) {
   expect_still_serving(nullptr);
 }
 
+// ---- libqbus and qbusctl with tls: addresses -------------------------------------------
+
+class TlsClientTest : public TlsTest {
+ protected:
+  std::string tls_address() const { return "tls:" + port_address_.substr(4); }
+  ClientOptions options(const std::string& ca, const TestPki::Issued* cert = nullptr,
+                        const std::string& token = kToken) const {
+    ClientOptions o{tls_address(), "tls-client", seconds(30)};
+    o.token = token;
+    o.tls_ca = ca;
+    if (cert) {
+      o.tls_cert = cert->cert;
+      o.tls_key = cert->key;
+    }
+    return o;
+  }
+};
+
+TEST_F(TlsClientTest, LibqbusExchangesMessagesOverTls) {
+  start(false);
+  Client tls(options(ca_.cert));
+  EXPECT_EQ(tls.session().address, tls_address());
+  EXPECT_EQ(tls.session().uid, 4294967294u);
+  Client local(ClientOptions{daemon_->address(), "tls-test-local", seconds(30)});
+  tls.send_confirmed("both.ways", "from tls");
+  EXPECT_EQ(local.receive("both.ways", seconds(30))->text(), "from tls");
+  // Larger than one TLS record, so that it arrives in several.
+  const std::string big(200 * 1024, 'x');
+  local.send_confirmed("both.ways", big);
+  auto m = tls.receive("both.ways", seconds(30));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->text(), big);
+}
+
+TEST_F(TlsClientTest, LibqbusRefusesABrokerItsCaDidNotSign) {
+  start(false);
+  try {
+    Client c(options(other_ca_.cert));
+    FAIL() << "connected to a broker whose certificate the CA did not sign";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::connect_failed) << e.what();
+    EXPECT_NE(std::string(e.what()).find("certificate verify failed"), std::string::npos)
+        << e.what();
+  }
+  Client good(options(ca_.cert));
+  good.send_confirmed("after", "refusal");
+}
+
+TEST_F(TlsClientTest, LibqbusTokenOverTlsGoodAndBad) {
+  start(false);
+  try {
+    Client c(options(ca_.cert, nullptr, "wrong token"));
+    FAIL() << "a wrong token was welcomed";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::auth_failed) << e.what();
+  }
+  Client good(options(ca_.cert));
+  good.send_confirmed("token", "ok");
+}
+
+TEST_F(TlsClientTest, LibqbusWithAMappedCertificateIsJudgedAsItsUid) {
+  start(true);
+  Client alice(options(ca_.cert, &alice_));
+  EXPECT_EQ(alice.session().uid, 4321u);
+  alice.send_confirmed("tls.ok", "allowed");
+  try {
+    alice.send_confirmed("tls.other", "denied");
+    FAIL() << "the policy let uid 4321 send to tls.other";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::permission_denied) << e.what();
+  }
+  // Without a certificate the broker ends the session; libqbus says so.
+  EXPECT_THROW(Client{options(ca_.cert)}, Error);
+  Client again(options(ca_.cert, &alice_));
+  again.send_confirmed("tls.ok", "still serving");
+}
+
+TEST_F(TlsClientTest, QbusctlTakesTlsOptionsAndEnvironment) {
+  start(true);
+  const std::vector<std::string> env{"QBUS_TOKEN=" + std::string(kToken)};
+  auto r = run({qbusctl_path(), "--address", tls_address(), "--tls-ca", ca_.cert, "--tls-cert",
+                alice_.cert, "--tls-key", alice_.key, "send", "tls.ok", "by flags"},
+               "", env);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  auto with_env = env;
+  with_env.push_back("QBUS_TLS_CA=" + ca_.cert);
+  with_env.push_back("QBUS_TLS_CERT=" + alice_.cert);
+  with_env.push_back("QBUS_TLS_KEY=" + alice_.key);
+  r = run({qbusctl_path(), "--address", tls_address(), "send", "tls.ok", "by environment"}, "",
+          with_env);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  Client local(ClientOptions{daemon_->address(), "tls-test-local", seconds(30)});
+  EXPECT_EQ(local.receive("tls.ok", seconds(30))->text(), "by flags");
+  EXPECT_EQ(local.receive("tls.ok", seconds(30))->text(), "by environment");
+
+  // Without the CA the broker's certificate is not trusted: one line, exit 1.
+  r = run({qbusctl_path(), "--address", tls_address(), "send", "tls.ok", "x"}, "", env);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("TLS handshake"), std::string::npos) << r.err;
+}
+
 // ---- startup -------------------------------------------------------------------------
 
 Result check_config(const TempDir& dir, const std::string& tcp) {
