@@ -87,6 +87,11 @@ class RawPeer {
   }
 
   const std::string& tls_error() const { return tls_error_; }
+  // Ends the TLS session and the connection at once.
+  void shutdown() {
+    if (ssl_) SSL_shutdown(ssl_);
+    ::shutdown(fd_, SHUT_WR);
+  }
 
   bool send(const proto::ByteBuffer& b) {
     const auto bytes = b.readable();
@@ -320,6 +325,26 @@ TEST_F(TlsTest, HelloSentWithTheLastHandshakeBytesIsAnswered) {
   const auto answer = hello_with_last_flight(port_address_, ca_.cert);
   ASSERT_TRUE(answer) << daemon_->log();
   EXPECT_EQ(*answer, proto::FrameType::welcome);
+}
+
+TEST_F(TlsTest, FramesBeforeTheClientsCloseAreHandled) {
+  start(false);
+  Client local(ClientOptions{daemon_->address(), "tls-test-local", seconds(30)});
+  for (int i = 0; i < 100; ++i) {
+    RawPeer peer(port_address_, true, ca_.cert);
+    ASSERT_EQ(peer.hello(kToken).type, proto::FrameType::welcome);
+    // Unconfirmed, then close_notify and FIN at once: the SEND and the end of the session
+    // reach the broker together, and the SEND must not be lost with the connection.
+    proto::ByteBuffer b;
+    const std::string text = "last words " + std::to_string(i);
+    proto::append_send(b, 2, 0, "last.words",
+                       std::as_bytes(std::span<const char>(text.data(), text.size())));
+    ASSERT_TRUE(peer.send(b));
+    peer.shutdown();
+    auto m = local.receive("last.words", seconds(30));
+    ASSERT_TRUE(m) << "message " << i << " lost";
+    EXPECT_EQ(m->text(), text);
+  }
 }
 
 TEST_F(TlsTest, WrongTokenOverTlsIsRefusedAndCounted) {

@@ -156,7 +156,12 @@ std::size_t TlsChannel::read(std::span<std::byte> dst, asio::error_code& ec) {
   }
   // Stopped on a full buffer: the engine may hold more than the socket will announce.
   input_pending_ = !ec;
-  if (got > 0 && would_block(ec)) ec = {};
+  if (got > 0 && ec) {
+    // The bytes first, as a socket gives them: frames sent just before the peer closed
+    // must be handled. An end or error comes again at the next read, which is made soon.
+    if (!would_block(ec)) input_pending_ = true;
+    ec = {};
+  }
   return got;
 }
 

@@ -111,7 +111,8 @@ class TlsChannel {
   std::string peer_cn() const;
 
   // Decrypts into `dst` until it is full or nothing more is there (ec would_block then,
-  // unless some bytes were read). End of stream and TLS errors come as ec.
+  // unless some bytes were read). End of stream and TLS errors come as ec, after the bytes
+  // before them: a call that read some returns them, and the next one the end.
   std::size_t read(std::span<std::byte> dst, asio::error_code& ec);
   // True when decrypted input may be waiting inside the engine: the socket may not turn
   // readable again, so the reader must read before it waits.
