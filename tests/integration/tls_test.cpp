@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -274,13 +275,13 @@ class TlsTest : public ::testing::Test {
     if (client_ca) {
       tls += R"(, "client_ca": ")" + ca_.cert + R"(", "clients": [{"cn": "alice", "uid": 4321}])";
     }
-    daemon_.emplace(
-        DaemonOptions{.config_json = R"({"tcp": {"listen": "127.0.0.1:0", "token_file": ")" +
-                                     write_token(secrets_) + R"(", "tls": {)" + tls + R"(}},
+    config_ = R"({"tcp": {"listen": "127.0.0.1:0", "token_file": ")" + write_token(secrets_) +
+              R"(", "tls": {)" + tls + R"(}},
           "policy": {"default": "allow", "rules": [
             {"deny": "*", "everyone": true, "prefixes": ["tls"]},
             {"allow": "*", "uids": [0], "prefixes": ["tls."]},
-            {"allow": ["send"], "uids": [4321], "keys": ["tls.ok"]}]}})"});
+            {"allow": ["send"], "uids": [4321], "keys": ["tls.ok"]}]}})";
+    daemon_.emplace(DaemonOptions{.config_json = config_});
     port_address_ = daemon_->tcp_address();
     ASSERT_FALSE(port_address_.empty()) << daemon_->log();
   }
@@ -301,6 +302,7 @@ class TlsTest : public ::testing::Test {
   TempDir secrets_;
   TestPki pki_;
   TestPki::Issued ca_, other_ca_, server_, alice_, mallory_, expired_, stranger_;
+  std::string config_;  // the daemon's config file's text
   std::optional<Daemon> daemon_;
   std::string port_address_;
 };
@@ -540,6 +542,20 @@ TEST_F(TlsClientTest, QbusctlTakesTlsOptionsAndEnvironment) {
   r = run({qbusctl_path(), "--address", tls_address(), "send", "tls.ok", "x"}, "", env);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("TLS handshake"), std::string::npos) << r.err;
+}
+
+TEST_F(TlsClientTest, ReloadKeepsTheTlsSettingsUntilARestart) {
+  start(false);
+  // Another certificate, from a CA the clients do not trust, and a client CA: all restart-only.
+  const auto other = pki_.leaf("127.0.0.1", other_ca_, true);
+  std::string changed = config_;
+  changed.replace(changed.find(server_.cert), server_.cert.size(), other.cert);
+  changed.replace(changed.find(server_.key), server_.key.size(), other.key);
+  std::ofstream(daemon_->config_path()) << changed;
+  ::kill(daemon_->pid(), SIGHUP);
+  EXPECT_TRUE(daemon_->wait_for_log("tcp.tls changed; restart qbusd to apply")) << daemon_->log();
+  Client c(options(ca_.cert));
+  c.send_confirmed("reload.ok", "same certificate as before");
 }
 
 // ---- startup -------------------------------------------------------------------------
