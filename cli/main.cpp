@@ -35,12 +35,17 @@ struct Globals {
   std::string address;
   std::string admin_address;
   bool json = false;
+  // tls: addresses (libqbus falls back to QBUS_TLS_CA, QBUS_TLS_CERT, QBUS_TLS_KEY).
+  std::string tls_ca, tls_cert, tls_key;
 };
 
 qbus::Client connect(const Globals& g) {
   qbus::ClientOptions o;
   o.address = g.address;
   o.name = "qbusctl";
+  o.tls_ca = g.tls_ca;
+  o.tls_cert = g.tls_cert;
+  o.tls_key = g.tls_key;
   return qbus::Client(o);
 }
 
@@ -97,7 +102,8 @@ void send_file(qbus::Client& client, const std::string& path, const std::string*
     }
     return;
   }
-  if (client.session().address.starts_with("tcp:")) {
+  if (client.session().address.starts_with("tcp:") ||
+      client.session().address.starts_with("tls:")) {
     throw qbus::Error(qbus::Errc::payload_too_large,
                       path + " has " + std::to_string(size) + " bytes, over the inline limit of " +
                           std::to_string(client.session().max_payload) +
@@ -473,9 +479,19 @@ int run_admin_command(const Globals& g, AdminArgs& a, CLI::App& sub) {
 
 void add_globals(CLI::App& app, Globals& g) {
   app.add_option("--address", g.address,
-                 "Broker address, unix:/path or tcp:HOST:PORT (default: $QBUS_ADDRESS, then the "
-                 "default socket)")
+                 "Broker address, unix:/path, tcp:HOST:PORT or tls:HOST:PORT (default: "
+                 "$QBUS_ADDRESS, then the default socket)")
       ->option_text("ADDR");
+  app.add_option("--tls-ca", g.tls_ca,
+                 "tls: addresses: CA file the broker's certificate must chain to (default: "
+                 "$QBUS_TLS_CA, then the system's trust store)")
+      ->option_text("FILE");
+  app.add_option("--tls-cert", g.tls_cert,
+                 "tls: addresses: this client's certificate file (default: $QBUS_TLS_CERT)")
+      ->option_text("FILE");
+  app.add_option("--tls-key", g.tls_key,
+                 "tls: addresses: the key of --tls-cert (default: $QBUS_TLS_KEY)")
+      ->option_text("FILE");
   app.add_option("--admin-address", g.admin_address,
                  "Admin socket, unix:/path (default: $QBUS_ADMIN_ADDRESS, then admin.sock beside "
                  "the broker's socket)")

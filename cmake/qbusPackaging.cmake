@@ -40,7 +40,7 @@ if(QBUS_DPKG_SHLIBDEPS AND QBUS_FILE_PROGRAM)
   set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 else()
   set(CPACK_DEBIAN_PACKAGE_DEPENDS
-      "libc6 (>= 2.34), libstdc++6 (>= 12), libgcc-s1, libsystemd0, libspdlog1.10, libfmt9")
+      "libc6 (>= 2.34), libstdc++6 (>= 12), libgcc-s1, libsystemd0, libspdlog1.10, libfmt9, libssl3")
 endif()
 # A shlibs file for libqbus.so.0 (and the ldconfig trigger that comes with it).
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)

@@ -11,7 +11,8 @@
 # include that resolves nowhere is reported too, so a new directory cannot slip past.
 # Third-party headers are checked where a layer must stay free of them (the core has no
 # sockets, no JSON, no logging; libqbus and the codec depend on nothing but the C++
-# library). tests/ is above every layer and is not checked; bench/ sits beside qbusctl
+# library, except that libqbus may use OpenSSL's headers, which are not on the list below:
+# it speaks TLS for tls: addresses itself, without Asio). tests/ is above every layer and is not checked; bench/ sits beside qbusctl
 # and may use the test support (tests/support, tests/unit fakes) it is built with.
 set -euo pipefail
 

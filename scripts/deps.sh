@@ -6,6 +6,9 @@ set -euo pipefail
 QBUS_PACKAGES=(
   g++ cmake make pkg-config
   libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libsystemd-dev
+  # TLS for TCP (qbusd through asio::ssl, libqbus directly); openssl: the CLI, for making
+  # certificates by hand (docs/admin.md).
+  libssl-dev openssl
   libgtest-dev libgmock-dev libbenchmark-dev
   # cpack -G DEB (dpkg-shlibdeps computes Depends); python3: the install test's sd_notify
   # receiver.

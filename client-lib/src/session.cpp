@@ -27,7 +27,9 @@ void Session::connect(const ClientOptions& options) {
   const auto deadline = Clock::now() + options.connect_timeout;
   std::string token;
   if (addr->kind == proto::Address::Kind::tcp) token = resolve_token(options.token);
-  transport_.connect(*addr, deadline);
+  TlsFiles tls;
+  if (addr->tls) tls = resolve_tls_files(options.tls_ca, options.tls_cert, options.tls_key);
+  transport_.connect(*addr, deadline, tls);
   hello(options, token, deadline);
 }
 

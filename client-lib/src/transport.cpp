@@ -81,13 +81,16 @@ std::string resolve_token(const std::string& given) {
               "a tcp: address needs the broker's token: set QBUS_TOKEN or QBUS_TOKEN_FILE");
 }
 
-void Transport::connect(const proto::Address& address, Clock::time_point deadline) {
+void Transport::connect(const proto::Address& address, Clock::time_point deadline,
+                        const TlsFiles& tls) {
   const std::string shown = address.to_string();
   if (address.kind == proto::Address::Kind::unix_socket) {
     unix_socket_ = true;
     connect_unix(address.path, shown);
   } else {
     connect_tcp(address, deadline, shown);
+    if (address.tls)
+      tls_ = std::make_unique<TlsClient>(fd_.get(), address.host, tls, shown, deadline);
   }
 }
 
@@ -165,6 +168,24 @@ std::size_t Transport::write_failed(ssize_t n, std::span<const std::byte> data) 
 }
 
 bool Transport::read_some(proto::ByteBuffer& in) {
+  if (tls_) {
+    // Up to a chunk, record by record: what is left stays in the session (pending()).
+    auto dst = in.prepare(kReadChunk);
+    std::size_t got = 0;
+    while (got < dst.size()) {
+      std::size_t n = 0;
+      try {
+        n = tls_->read_some(dst.subspan(got));
+      } catch (const Error&) {
+        if (got == 0) throw;
+        break;  // the bytes before the end first (the broker's parting ERROR); it throws again
+      }
+      if (n == 0) break;
+      got += n;
+    }
+    in.commit(got);
+    return got > 0;
+  }
   auto dst = in.prepare(kReadChunk);
   iovec iov{dst.data(), dst.size()};
   msghdr msg{};
@@ -188,6 +209,15 @@ bool Transport::read_some(proto::ByteBuffer& in) {
 }
 
 void Transport::read_rest(proto::ByteBuffer& in) {
+  if (tls_) {
+    try {
+      while (read_some(in)) {
+      }
+    } catch (const Error&) {
+      // The parting ERROR, if any, was read before the session ended.
+    }
+    return;
+  }
   while (true) {
     auto dst = in.prepare(kReadChunk);
     const ssize_t n = ::recv(fd_.get(), dst.data(), dst.size(), MSG_DONTWAIT);
@@ -197,6 +227,7 @@ void Transport::read_rest(proto::ByteBuffer& in) {
 }
 
 short Transport::wait(bool writable, int timeout_ms) {
+  if (tls_ && tls_->pending()) return POLLIN;
   pollfd p{fd_.get(), static_cast<short>(writable ? POLLOUT | POLLIN : POLLIN), 0};
   if (::poll(&p, 1, timeout_ms) < 0 && errno != EINTR) {
     throw Error(Errc::io_error, sys_error("poll"));

@@ -19,12 +19,14 @@
 #include <chrono>
 #include <cstddef>
 #include <deque>
+#include <memory>
 #include <span>
 #include <string>
 
 #include "qbus/proto/address.hpp"
 #include "qbus/proto/buffer.hpp"
 #include "qbus/proto/unique_fd.hpp"
+#include "tls.hpp"
 
 namespace qbus::detail {
 
@@ -45,9 +47,11 @@ class Transport {
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
 
-  // Connects to `address`, waiting until `deadline` for a TCP handshake; the socket is
-  // non-blocking afterwards (TCP with TCP_NODELAY). Throws Error(connect_failed).
-  void connect(const proto::Address& address, std::chrono::steady_clock::time_point deadline);
+  // Connects to `address`, waiting until `deadline` for a TCP handshake (and for a tls:
+  // address, the TLS handshake, trusting and presenting `tls`); the socket is non-blocking
+  // afterwards (TCP with TCP_NODELAY). Throws Error(connect_failed).
+  void connect(const proto::Address& address, std::chrono::steady_clock::time_point deadline,
+               const TlsFiles& tls = {});
 
   int fd() const noexcept { return fd_.get(); }
   // True on a Unix socket: file descriptors travel with frames (never over TCP).
@@ -57,6 +61,7 @@ class Transport {
   // block (wait() for POLLOUT). Throws Error(connection_closed) when the broker is gone,
   // Error(io_error) on any other failure.
   std::size_t write_some(std::span<const std::byte> data) {
+    if (tls_) return tls_->write_some(data);
     const ssize_t n = ::send(fd_.get(), data.data(), data.size(), MSG_NOSIGNAL);
     return n > 0 ? static_cast<std::size_t>(n) : write_failed(n, data);
   }
@@ -73,6 +78,8 @@ class Transport {
 
   // Waits until the socket is readable (or also writable, with `writable`) for up to
   // `timeout_ms` (-1: no limit). Returns poll()'s revents; 0 on timeout or a signal.
+  // POLLIN at once when a TLS session holds decrypted bytes (an event-loop client on a
+  // tls: address reads until read_some() is false before it polls fd()).
   // Throws Error(io_error) when poll fails.
   short wait(bool writable, int timeout_ms);
 
@@ -96,6 +103,7 @@ class Transport {
   proto::UniqueFd fd_;
   bool unix_socket_ = false;
   std::deque<proto::UniqueFd> fds_in_;  // received, not yet matched with their frame
+  std::unique_ptr<TlsClient> tls_;      // a tls: address
 };
 
 }  // namespace qbus::detail

@@ -1,6 +1,7 @@
 #include "qbus/config/config.hpp"
 
 #include "qbus/proto/address.hpp"
+#include "tls_config.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -133,6 +134,13 @@ void read_socket_file(Object& o, const std::string& section, std::string& path,
 void read_tcp(Object& o, Config& c) {
   o.string("listen", c.tcp_listen);
   o.string("token_file", c.tcp_token_file);
+  if (const json* v = o.get("allow_plaintext")) {
+    if (!v->is_boolean()) bad("tcp.allow_plaintext", "must be true or false");
+    c.tcp_allow_plaintext = v->get<bool>();
+  }
+  if (const json* t = o.get("tls")) {
+    if (auto why = detail::read_tls(*t, c.tcp_tls); !why.empty()) throw FieldError(why);
+  }
   if (!c.tcp_listen.empty()) {
     std::string why;
     if (c.tcp_listen.starts_with("tcp:") || c.tcp_listen.starts_with("unix:") ||
@@ -502,15 +510,14 @@ bool read_bounded(int fd, const std::string& what, const std::string& path, cons
   }
 }
 
-}  // namespace
-
-std::optional<std::string> load_token(const std::string& path, std::string& error) {
-  const std::string what = "token file";
+// sshd's rule for keys, shared by the token and the TLS key: a regular file that only its
+// owner, root or qbusd's uid, can read or write; a file another uid owns could be rewritten
+// by that uid, whatever its mode says now.
+std::optional<std::string> read_private(const std::string& what, const std::string& path,
+                                        std::string& error) {
   struct stat st {};
   const Fd fd(open_regular(what, path, st, error));
   if (fd.get() < 0) return std::nullopt;
-  // sshd's rule for keys: a file another uid owns could be rewritten by that uid, whatever
-  // its mode says now.
   const uid_t self = ::geteuid();
   if (st.st_uid != self && st.st_uid != 0) {
     error = what + " " + path + " is owned by uid " + std::to_string(st.st_uid) +
@@ -524,17 +531,30 @@ std::optional<std::string> load_token(const std::string& path, std::string& erro
         what + " " + path + " is accessible to group or others (mode " + mode + "); chmod 600 it";
     return std::nullopt;
   }
-  std::string token;
-  if (!read_bounded(fd.get(), what, path, st, kMaxTokenFileBytes, token, error)) {
+  std::string text;
+  if (!read_bounded(fd.get(), what, path, st, kMaxTokenFileBytes, text, error)) {
     return std::nullopt;
   }
-  const auto first = token.find_first_not_of(" \t\r\n");
+  return text;
+}
+
+}  // namespace
+
+std::optional<std::string> load_private_key(const std::string& path, std::string& error) {
+  return read_private("key file", path, error);
+}
+
+std::optional<std::string> load_token(const std::string& path, std::string& error) {
+  const std::string what = "token file";
+  auto token = read_private(what, path, error);
+  if (!token) return std::nullopt;
+  const auto first = token->find_first_not_of(" \t\r\n");
   if (first == std::string::npos) {
     error = what + " " + path + " is empty";
     return std::nullopt;
   }
-  token = token.substr(first, token.find_last_not_of(" \t\r\n") - first + 1);
-  if (token.size() > proto::kMaxTokenSize) {
+  *token = token->substr(first, token->find_last_not_of(" \t\r\n") - first + 1);
+  if (token->size() > proto::kMaxTokenSize) {
     error =
         "token in " + path + " is longer than " + std::to_string(proto::kMaxTokenSize) + " bytes";
     return std::nullopt;
@@ -796,7 +816,11 @@ std::string to_json_text(const Config& c, const std::string& socket_path,
       {"socket", {{"path", socket_path}, {"mode", octal(c.socket_mode)}}},
       {"admin",
        {{"path", admin_path}, {"mode", octal(c.admin_socket_mode)}, {"group", c.admin_group}}},
-      {"tcp", {{"listen", c.tcp_listen}, {"token_file", c.tcp_token_file}}},
+      {"tcp",
+       {{"listen", c.tcp_listen},
+        {"token_file", c.tcp_token_file},
+        {"allow_plaintext", c.tcp_allow_plaintext},
+        {"tls", detail::tls_json(c.tcp_tls)}}},
       {"log", {{"level", c.log_level}}},
       {"limits", std::move(limits)},
       {"queue_defaults", settings_json(c.queue_defaults)},

@@ -180,8 +180,9 @@ void raise_fd_limit(const Config& c) {
 struct Startup {
   Config config;  // the file (or the defaults) with the flags applied
   std::string tcp_token;
-  std::string config_path;  // the file read, read again on SIGHUP; empty: none
-  std::string source;       // for messages: the file, or "built-in defaults"
+  std::shared_ptr<qbus::daemon::TlsServer> tls;  // set: the TCP listener speaks TLS
+  std::string config_path;                       // the file read, read again on SIGHUP; empty: none
+  std::string source;                            // for messages: the file, or "built-in defaults"
 };
 
 // The socket paths the daemon binds when the service manager passes none.
@@ -196,20 +197,57 @@ std::string admin_socket_path(const Config& c, const std::string& client_path) {
              : c.admin_socket_path;
 }
 
-// The lookup the TCP listener makes (asio's resolver: getaddrinfo with AI_ADDRCONFIG),
-// without binding: a tcp.listen host that does not resolve would otherwise stop startup
-// only once the Unix socket is bound, and --check-config would not see it at all.
-bool host_resolves(const std::string& host) {
+// The address the TCP listener binds (Server::start_tcp makes the same lookup: asio's
+// resolver, the first result), without binding: a tcp.listen host that does not resolve
+// would otherwise stop startup only once the Unix socket is bound, and --check-config would
+// not see it at all.
+std::optional<asio::ip::address> listen_address(const std::string& host) {
   asio::error_code ec;
-  asio::ip::make_address(host, ec);
-  if (!ec) return true;
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_ADDRCONFIG;
-  addrinfo* found = nullptr;
-  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) return false;
-  ::freeaddrinfo(found);
-  return true;
+  auto ip = asio::ip::make_address(host, ec);
+  if (!ec) return ip;
+  asio::io_context io;
+  asio::ip::tcp::resolver resolver(io);
+  auto results = resolver.resolve(host, "0", ec);
+  if (ec || results.empty()) return std::nullopt;
+  return results.begin()->endpoint().address();
+}
+
+// tcp.*: the token, the address, plain text only where no other host can listen, and the
+// TLS files (the context is built here, so that --check-config tries them too). "" or the
+// line to fail with.
+std::string prepare_tcp(const Config& c, Startup& s) {
+  if (c.tcp_token_file.empty()) return "TCP needs a token: set tcp.token_file in the config file";
+  std::string why;
+  auto t = qbus::config::load_token(c.tcp_token_file, why);
+  if (!t) return why;
+  s.tcp_token = std::move(*t);
+  auto addr = qbus::proto::parse_address("tcp:" + c.tcp_listen, why, true);
+  if (!addr) return "tcp.listen: " + why;
+  const auto ip = listen_address(addr->host);
+  if (!ip) return "tcp.listen: cannot resolve '" + addr->host + "'";
+  if (!c.tcp_tls.enabled()) {
+    // 0.0.0.0 and :: are every interface, so not loopback either.
+    if (!ip->is_loopback() && !c.tcp_allow_plaintext) {
+      return "tcp.allow_plaintext: tcp.listen " + c.tcp_listen + " is reachable from other " +
+             "hosts and would carry the token and every message in plain text; set " +
+             "tcp.tls.certificate and tcp.tls.key, or tcp.allow_plaintext: true";
+    }
+    return {};
+  }
+  qbus::daemon::TlsServerConfig tls;
+  tls.certificate = c.tcp_tls.certificate;
+  tls.client_ca = c.tcp_tls.client_ca;
+  auto key = qbus::config::load_private_key(c.tcp_tls.key, why);
+  if (!key) return "tcp.tls.key: " + why;
+  tls.key_pem = std::move(*key);
+  for (const auto& m : c.tcp_tls.clients)
+    tls.clients.push_back({m.cn, m.uid, m.gid, m.groups});
+  try {
+    s.tls = std::make_shared<qbus::daemon::TlsServer>(tls);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return {};
 }
 
 // Every check startup makes before it binds a socket. `--check-config` runs exactly this
@@ -252,17 +290,7 @@ std::optional<Startup> prepare(std::string config_path, const Flags& flags, int&
   apply_flags(c, flags);
 
   if (!c.tcp_listen.empty()) {
-    if (c.tcp_token_file.empty()) {
-      return fail(1, "TCP needs a token: set tcp.token_file in the config file");
-    }
-    std::string why;
-    auto t = qbus::config::load_token(c.tcp_token_file, why);
-    if (!t) return fail(1, why);
-    s.tcp_token = std::move(*t);
-    auto addr = qbus::proto::parse_address("tcp:" + c.tcp_listen, why, true);
-    if (addr && !host_resolves(addr->host)) {
-      return fail(1, "tcp.listen: cannot resolve '" + addr->host + "'");
-    }
+    if (auto why = prepare_tcp(c, s); !why.empty()) return fail(1, why);
   }
   // The admin socket's start would refuse it, but only after the client socket is bound.
   if (!c.admin_group.empty() && ::getgrnam(c.admin_group.c_str()) == nullptr) {
@@ -493,6 +521,7 @@ int run(Startup startup, const Flags& flags) {
   asio::io_context io(1);
   auto options = server_options(config);
   options.tcp_token = std::move(startup.tcp_token);
+  options.tls = std::move(startup.tls);
   qbus::daemon::Server server(io, std::move(options));
   if (!start_server(server, inherited, config) || !declare_queues(server, config)) return 1;
   if (inherited.admin) {

@@ -10,7 +10,7 @@ namespace qbus::proto {
 
 std::string Address::to_string() const {
   if (kind == Kind::unix_socket) return "unix:" + path;
-  return "tcp:" + host + ":" + std::to_string(port);
+  return (tls ? "tls:" : "tcp:") + host + ":" + std::to_string(port);
 }
 
 std::optional<Address> parse_address(std::string_view text, std::string& error,
@@ -30,11 +30,13 @@ std::optional<Address> parse_address(std::string_view text, std::string& error,
     }
     return a;
   }
-  if (text.starts_with("tcp:")) {
+  if (text.starts_with("tcp:") || text.starts_with("tls:")) {
+    a.tls = text.starts_with("tls:");
+    const std::string scheme(text.substr(0, 3));
     auto rest = text.substr(4);
     auto colon = rest.rfind(':');
     if (colon == std::string_view::npos || colon == 0) {
-      error = "tcp address must be tcp:HOST:PORT";
+      error = scheme + " address must be " + scheme + ":HOST:PORT";
       return std::nullopt;
     }
     auto host = rest.substr(0, colon);
@@ -42,7 +44,7 @@ std::optional<Address> parse_address(std::string_view text, std::string& error,
       host = host.substr(1, host.size() - 2);
     }
     if (host.empty()) {
-      error = "tcp address has an empty host";
+      error = scheme + " address has an empty host";
       return std::nullopt;
     }
     auto port_text = rest.substr(colon + 1);
@@ -51,7 +53,7 @@ std::optional<Address> parse_address(std::string_view text, std::string& error,
     const unsigned min_port = for_listening ? 0 : 1;
     if (ec != std::errc{} || ptr != port_text.data() + port_text.size() || port < min_port ||
         port > 65535) {
-      error = "tcp port '" + std::string(port_text) + "' is not a number from " +
+      error = scheme + " port '" + std::string(port_text) + "' is not a number from " +
               std::to_string(min_port) + " to 65535";
       return std::nullopt;
     }
@@ -60,7 +62,7 @@ std::optional<Address> parse_address(std::string_view text, std::string& error,
     a.port = static_cast<std::uint16_t>(port);
     return a;
   }
-  error = "address '" + std::string(text) + "' must start with unix: or tcp:";
+  error = "address '" + std::string(text) + "' must start with unix:, tcp: or tls:";
   return std::nullopt;
 }
 

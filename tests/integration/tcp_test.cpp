@@ -464,7 +464,7 @@ TEST(TcpStartup, ListeningBeyondLoopbackWarns) {
   TempDir dir;
   const auto token = write_token(dir, kToken);
   Daemon d(DaemonOptions{.config_json = R"({"tcp": {"listen": "0.0.0.0:0", "token_file": ")" +
-                                        token + R"("}})"});
+                                        token + R"(", "allow_plaintext": true}})"});
   EXPECT_NE(d.log().find("reachable from other hosts"), std::string::npos) << d.log();
 }
 

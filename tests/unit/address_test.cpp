@@ -42,6 +42,24 @@ TEST(codec_address, TcpHostAndPort) {
   EXPECT_EQ(named->port, 65535);
 }
 
+TEST(codec_address, TlsIsATcpAddressWithTls) {
+  std::string error;
+  const auto a = parse_address("tls:127.0.0.1:7878", error);
+  ASSERT_TRUE(a) << error;
+  EXPECT_EQ(a->kind, Address::Kind::tcp);
+  EXPECT_TRUE(a->tls);
+  EXPECT_EQ(a->host, "127.0.0.1");
+  EXPECT_EQ(a->port, 7878);
+  EXPECT_EQ(a->to_string(), "tls:127.0.0.1:7878");
+  EXPECT_FALSE(parse_address("tcp:127.0.0.1:7878", error)->tls);
+  EXPECT_FALSE(parse_address("tls:7878", error));
+  EXPECT_EQ(error, "tls address must be tls:HOST:PORT");
+  EXPECT_FALSE(parse_address("tls:host:0", error));
+  EXPECT_EQ(error, "tls port '0' is not a number from 1 to 65535");
+  EXPECT_FALSE(parse_address("ssl:host:1", error));
+  EXPECT_EQ(error, "address 'ssl:host:1' must start with unix:, tcp: or tls:");
+}
+
 TEST(codec_address, TcpBracketedIpv6HostLosesItsBrackets) {
   std::string error;
   const auto a = parse_address("tcp:[::1]:7878", error);
@@ -72,7 +90,7 @@ TEST(codec_address, MissingSchemeIsRejected) {
   for (std::string_view text : {"", "qbus.sock", "relative/path.sock", "udp:1.2.3.4:5"}) {
     std::string error;
     EXPECT_FALSE(parse_address(text, error)) << text;
-    EXPECT_NE(error.find("unix: or tcp:"), std::string::npos) << text << ": " << error;
+    EXPECT_NE(error.find("unix:, tcp: or tls:"), std::string::npos) << text << ": " << error;
   }
 }
 

@@ -227,8 +227,9 @@ struct QueueOptions {
 };
 
 struct ClientOptions {
-  // "unix:/path/to.sock" or "tcp:HOST:PORT". Empty: $QBUS_ADDRESS, else the per-user
-  // socket when it exists (not for root), else /run/qbus/qbus.sock.
+  // "unix:/path/to.sock", "tcp:HOST:PORT" or "tls:HOST:PORT" (TCP with TLS). Empty:
+  // $QBUS_ADDRESS, else the per-user socket when it exists (not for root), else
+  // /run/qbus/qbus.sock.
   std::string address;
   // Shown to operators in `qbusctl clients`; at most 64 bytes.
   std::string name;
@@ -236,6 +237,14 @@ struct ClientOptions {
   // TCP only: the broker's token. Empty: $QBUS_TOKEN, else the contents of the file named
   // by $QBUS_TOKEN_FILE.
   std::string token;
+  // tls: addresses only, PEM files. tls_ca: the CAs that may sign the broker's certificate
+  // (empty: $QBUS_TLS_CA, else the system's trust store); the certificate must name the
+  // address's host (a name, or an IP address in its subjectAltName). tls_cert and tls_key:
+  // this client's certificate and key, for a broker that requires one (empty:
+  // $QBUS_TLS_CERT and $QBUS_TLS_KEY; none).
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
   // On a Unix socket, payloads sent from memory that are larger than this travel through a
   // shared-memory region (one copy into the region, none through the socket); so do all
   // payloads above the broker's inline limit. When the uid's region quota is used up, a

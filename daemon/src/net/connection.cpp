@@ -46,10 +46,18 @@ void Connection::start() {
   handshake_timer_.expires_after(std::chrono::milliseconds(server_.options().handshake_timeout_ms));
   handshake_timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
     if (ec || self->welcomed_ || self->closed_ || self->held_) return;
+    if (self->tls_pending_handshake()) {
+      self->tls_failed("no TLS handshake within the handshake timeout");
+      return;
+    }
     self->misbehaved(Errc::handshake_timeout, "no HELLO within the handshake timeout");
     self->reject(Errc::handshake_timeout, "no HELLO within the handshake timeout");
     self->server_.end_of_batch();
   });
+  if (tls_) {
+    continue_handshake();
+    return;
+  }
   wait_readable();
 }
 
@@ -60,6 +68,14 @@ void Connection::wait_readable() {
     return;
   }
   reading_ = true;
+  if (tls_ && tls_->input_pending()) {
+    // Decrypted bytes may wait in the engine, which the socket's readiness does not show.
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+      self->reading_ = false;
+      if (!self->closed_) self->on_readable();
+    });
+    return;
+  }
   socket_.async_wait(Socket::wait_read, [self = shared_from_this()](const asio::error_code& ec) {
     self->reading_ = false;
     if (ec || self->closed_) return;
@@ -107,7 +123,7 @@ void Connection::on_readable() {
       }
       dst = in_.prepare(want);
     }
-    const std::size_t n = socket_.read_some(asio::buffer(dst.data(), dst.size()), ec);
+    const std::size_t n = read_bytes(dst, ec);
     if (would_block(ec)) break;
     if (ec || n == 0) {
       if (ec && ec != asio::error::eof && ec != asio::error::connection_reset) {
@@ -134,6 +150,8 @@ void Connection::on_readable() {
     if (n < dst.size()) break;  // the socket is drained
   }
   if (in_.empty() && in_.capacity() > 4 * kReadChunk) in_.shrink_to(kReadChunk);
+  // Reading can make the engine answer (an alert, a key update) with nothing to send.
+  if (tls_output_pending() && !flush_pending_ && !closed_) request_flush();
   server_.end_of_batch();
   wait_readable();
 }
@@ -577,6 +595,13 @@ void Connection::log_dropped(std::string_view what, std::string_view key, std::s
 }
 
 void Connection::reject(Errc code, std::string_view text) {
+  if (tls_pending_handshake()) {
+    // Nothing can reach a peer in the middle of a handshake, nor should anything else.
+    spdlog::debug("client {} ({}): closed before its TLS handshake ended: {}", id_, description_,
+                  text);
+    close();
+    return;
+  }
   error(0, code, text);
   if (errc_is_fatal(code) || !welcomed_ || code == Errc::too_many_connections) {
     drain_and_close();
@@ -617,6 +642,7 @@ void Connection::close() {
   note_output();
   uid_out_ = nullptr;
   server_.detach_output(identity_.uid);
+  if (tls_ && tls_->established()) tls_->close_notify();
   asio::error_code ec;
   socket_.shutdown(Socket::shutdown_both, ec);
   socket_.close(ec);

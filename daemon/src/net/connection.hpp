@@ -24,6 +24,7 @@
 #include <variant>
 
 #include "broker/broker.hpp"
+#include "net/tls.hpp"
 #include "net/uid_output.hpp"
 #include "qbus/proto/buffer.hpp"
 #include "qbus/proto/shm.hpp"
@@ -43,6 +44,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection(Server& server, Socket socket, broker::PeerId id, broker::Identity identity,
              std::string description, std::string remote_ip);
 
+  // A connection of a TLS listener: before start(), which then runs the TLS handshake
+  // first (within the handshake timeout, which also bounds HELLO). `tls` outlives it.
+  void use_tls(TlsServer& tls);
   void start();
   // Sends an ERROR with correlation 0; for framing errors and for refusals before WELCOME
   // the connection then closes once the ERROR is flushed (or after a short grace).
@@ -108,6 +112,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const std::string& description() const { return description_; }
   const std::string& remote_ip() const { return remote_ip_; }
   bool authenticated() const { return authenticated_; }
+  // The supplementary groups of the uid a TLS client certificate mapped this peer to.
+  std::span<const std::uint32_t> mapped_groups() const {
+    return mapped_ ? std::span<const std::uint32_t>(mapped_->groups)
+                   : std::span<const std::uint32_t>();
+  }
   void mark_authenticated() { authenticated_ = true; }
   // TCP: the server's bound on unauthenticated time ran out. Refuses (if nothing was sent
   // yet) and closes now, whatever the connection was waiting for.
@@ -159,6 +168,21 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void stream_inline(std::uint64_t correlation, bool last, const broker::Delivery& d);
 
   void wait_readable();
+  // TLS (connection_tls.cpp): drives the handshake as the socket allows; once it is done,
+  // takes the identity a mapped client certificate gives and starts reading frames.
+  void continue_handshake();
+  void tls_established();
+  // A failed handshake: logged (sampled) and counted against the address like a wrong
+  // token, then closed, late when the address has failed often. A peer that spoke plain
+  // qbus gets a plain ERROR saying the port needs TLS.
+  void tls_failed(std::string_view why);
+  bool tls_pending_handshake() const { return tls_ && !tls_->established(); }
+  bool tls_output_pending() const { return tls_ && tls_->output_pending(); }
+  // Reads from the socket, through TLS when the connection has it.
+  std::size_t read_bytes(std::span<std::byte> dst, asio::error_code& ec) {
+    if (tls_) return tls_->read(dst, ec);
+    return socket_.read_some(asio::buffer(dst.data(), dst.size()), ec);
+  }
   // While reads are paused, a peer that hangs up would go unnoticed (nothing reads its
   // EOF): wait for the socket's hang-up or error instead, and close on it.
   void watch_hangup();
@@ -207,6 +231,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   broker::Identity identity_;
   std::string description_;
   std::string remote_ip_;
+  // TLS connections only: the session, and the mapping their client certificate matched.
+  std::unique_ptr<TlsChannel> tls_;
+  TlsServer* tls_server_ = nullptr;
+  const TlsPeerMapping* mapped_ = nullptr;
   proto::ByteBuffer in_;   // a partial frame (or frames held back by backpressure)
   proto::ByteBuffer out_;  // answers not yet written
   // fds to pass, each with the stream position of the first byte of its frame.

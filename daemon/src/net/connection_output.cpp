@@ -159,6 +159,7 @@ bool Connection::refill() {
 
 std::size_t Connection::write_out(asio::error_code& ec) {
   auto data = out_.readable();
+  if (tls_) return tls_->write(data, ec);
   if (fds_.empty()) return socket_.write_some(asio::buffer(data.data(), data.size()), ec);
 
   // Every fd goes with a sendmsg whose data starts at its frame's first byte (or earlier),
@@ -222,8 +223,9 @@ void Connection::request_flush() {
 
 void Connection::flush() {
   if (closed_ || writing_) return;
-  while (!out_.empty() || refill()) {
-    if (out_.empty()) continue;
+  // A TLS connection is written only once its ciphertext, too, has gone.
+  while (!out_.empty() || refill() || tls_output_pending()) {
+    if (out_.empty() && !tls_output_pending()) continue;
     asio::error_code ec;
     const std::size_t n = write_out(ec);
     if (would_block(ec)) {

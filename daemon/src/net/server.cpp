@@ -100,9 +100,8 @@ void Server::start_tcp() {
   tcp_acceptor_.listen(asio::socket_base::max_listen_connections);
   if (!ip.is_loopback()) {
     spdlog::warn(
-        "TCP listener on {} is reachable from other hosts; clients must present the "
-        "token",
-        tcp_endpoint());
+        "TCP listener on {} is reachable from other hosts{}; clients must present the token",
+        tcp_endpoint(), options_.tls ? " (TLS)" : " in PLAIN TEXT (tcp.allow_plaintext)");
   }
 }
 
@@ -212,6 +211,7 @@ void Server::admit(asio::generic::stream_protocol::socket socket, broker::Identi
   auto conn = std::make_shared<Connection>(*this, std::move(socket), id, who,
                                            std::move(description), remote_ip);
   conn->set_comm(std::move(comm));
+  if (who.tcp && options_.tls) conn->use_tls(*options_.tls);
   conns_.emplace(id, conn);
   Errc e = Errc::ok;
   std::string_view why;
@@ -236,7 +236,7 @@ Errc Server::authenticated(Connection& c) {
   // got in must not give a guesser behind the same address fresh free attempts.
   tcp_auth_.release(c.id());
   c.mark_authenticated();
-  return broker_.connect(c.id(), c.identity(), broker::Clock::now());
+  return broker_.connect(c.id(), c.identity(), broker::Clock::now(), c.mapped_groups());
 }
 
 std::shared_ptr<Connection> Server::connection(broker::PeerId id) const {

@@ -19,6 +19,7 @@
 #include "broker/broker.hpp"
 #include "net/memfd_backing.hpp"
 #include "net/tcp_auth.hpp"
+#include "net/tls.hpp"
 #include "net/uid_output.hpp"
 #include "net/unix_socket.hpp"
 
@@ -31,6 +32,8 @@ struct ServerOptions {
   std::uint32_t socket_mode = 0666;
   std::string tcp_listen;  // "HOST:PORT"; empty: no TCP
   std::string tcp_token;   // required of TCP clients in HELLO
+  // Set: the TCP listener speaks TLS only (PROTOCOL.md section 10), with this context.
+  std::shared_ptr<TlsServer> tls;
   broker::Limits limits;
   std::uint32_t max_body = 1u << 20;          // announced in WELCOME; > max_payload + fixed
   std::size_t max_outbound_bytes = 4u << 20;  // per connection, before its reads pause

@@ -149,6 +149,11 @@ TcpAuth::Verdict TcpAuth::check(std::string_view token, const std::string& sourc
   return Verdict{false, d, failed(source)};
 }
 
+TcpAuth::Verdict TcpAuth::handshake_failed(const std::string& source) {
+  const auto d = delay(source);
+  return Verdict{false, d, failed(source)};
+}
+
 std::chrono::milliseconds TcpAuth::delay(const std::string& source) const {
   auto it = failures_.find(source);
   // After kFreeAuthFailures failures, each further attempt waits 250 ms, then doubling.

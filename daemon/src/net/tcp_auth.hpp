@@ -51,6 +51,9 @@ class TcpAuth {
   // Checks a token presented by `source` (a source_key()), in time that depends only on
   // the expected token's length; a wrong one is recorded against the source.
   Verdict check(std::string_view token, const std::string& source);
+  // A TLS handshake from `source` failed (a wrong or expired certificate, none when one is
+  // required, plain bytes to a TLS port): recorded like a wrong token, with the same delay.
+  Verdict handshake_failed(const std::string& source);
 
  private:
   struct Failures {

@@ -40,6 +40,10 @@ void keep_restart_only(const Config& running, const Config& next, Config& effect
        next.admin_socket_mode);
   keep("tcp.listen", effective.tcp_listen, running.tcp_listen, next.tcp_listen);
   keep("tcp.token_file", effective.tcp_token_file, running.tcp_token_file, next.tcp_token_file);
+  keep("tcp.allow_plaintext", effective.tcp_allow_plaintext, running.tcp_allow_plaintext,
+       next.tcp_allow_plaintext);
+  // The TLS context is built once, with the listener.
+  keep("tcp.tls", effective.tcp_tls, running.tcp_tls, next.tcp_tls);
   // The limits limits.def marks `restart` (max_payload_bytes: announced to every client in
   // WELCOME and used to size frames, so clients already connected would disagree with the
   // broker about what fits).

@@ -63,6 +63,28 @@ struct PolicySettings {
   bool operator==(const PolicySettings&) const = default;
 };
 
+// A client certificate's subject CN mapped to a local uid (config/README.md, "tcp.tls"): a
+// TCP peer presenting it is judged by the policy as that uid, its gid and groups.
+struct TlsClientSettings {
+  std::string cn;
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  std::vector<std::uint32_t> groups;  // supplementary groups of the user, when it has an entry
+  bool operator==(const TlsClientSettings&) const = default;
+};
+
+// TLS on the TCP listener: on when `certificate` (and so `key`) is set. Paths are absolute.
+struct TlsSettings {
+  std::string certificate;  // PEM chain, the server's certificate first
+  std::string key;          // PEM private key; load_private_key's ownership and mode rule
+  std::string client_ca;    // PEM CAs; set: every client must present a certificate they sign
+  std::vector<TlsClientSettings> clients;  // needs client_ca
+  bool enabled() const { return !certificate.empty(); }
+  bool operator==(const TlsSettings&) const = default;
+};
+
+inline constexpr std::size_t kMaxTlsClients = 10'000;
+
 // In broker::Operation's order: bit i of PolicyRuleSettings::operations is entry i.
 inline constexpr std::string_view kPolicyOperations[] = {"send",    "receive",     "declare",
                                                          "request", "send_direct", "manage"};
@@ -84,6 +106,10 @@ struct Config : LimitValues {
   // TCP listener: off unless tcp_listen ("HOST:PORT") is set; then a token file is required.
   std::string tcp_listen;
   std::string tcp_token_file;
+  TlsSettings tcp_tls;
+  // Plain TCP on an address other hosts can reach sends the token and every message in
+  // clear: refused at startup unless this is set.
+  bool tcp_allow_plaintext = false;
 
   // Logging: trace, debug, info, warn or error.
   std::string log_level = "info";
@@ -154,6 +180,11 @@ LoadResult load_file(const std::string& path);
 // kMaxTokenFileBytes, holding a non-empty token (surrounding whitespace is ignored). On
 // failure returns nullopt and sets `error` to one line naming the file and the problem.
 std::optional<std::string> load_token(const std::string& path, std::string& error);
+
+// Reads a TLS private key file under load_token's rule (regular file, owned by root or the
+// daemon's uid, no group or other access, at most kMaxTokenFileBytes). Returns its text, or
+// nullopt with `error` naming the file and the problem.
+std::optional<std::string> load_private_key(const std::string& path, std::string& error);
 
 bool is_valid_log_level(std::string_view level);
 

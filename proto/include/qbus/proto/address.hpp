@@ -1,6 +1,6 @@
-// Broker addresses ("unix:/path" or "tcp:HOST:PORT") and the default socket locations
-// from docs/architecture.md ("Names users rely on"), shared by qbusd, libqbus and qbusctl so all
-// three agree.
+// Broker addresses ("unix:/path", "tcp:HOST:PORT" or "tls:HOST:PORT") and the default socket
+// locations from docs/architecture.md ("Names users rely on"), shared by qbusd, libqbus and qbusctl
+// so all three agree.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +16,7 @@ struct Address {
   std::string path;  // unix
   std::string host;  // tcp
   std::uint16_t port = 0;
+  bool tls = false;  // tcp: a "tls:" address, TLS over the connection (PROTOCOL.md section 10)
 
   std::string to_string() const;
 };
