@@ -133,9 +133,11 @@ if readelf -d "$work/consumer-static/qbus_consumer" | grep -qF libqbus; then
 fi
 
 step "consumer with pkg-config --cflags --libs qbus"
-# Only the staged qbus.pc; SYSROOT maps its /usr paths into the stage, and the ALLOW
-# variables keep pkg-config from dropping -I/usr/include and -L/usr/lib as system paths.
-pc_flags=$(PKG_CONFIG_LIBDIR="$libdir/pkgconfig" PKG_CONFIG_PATH="" PKG_CONFIG_SYSROOT_DIR="$stage" \
+# The staged qbus.pc first, then the system's .pc files for what qbus.pc requires privately
+# (OpenSSL's libssl and libcrypto); SYSROOT maps qbus.pc's /usr paths into the stage, and the
+# ALLOW variables keep pkg-config from dropping -I/usr/include and -L/usr/lib as system paths.
+system_pc=$("$pkg_config" --variable pc_path pkg-config)
+pc_flags=$(PKG_CONFIG_LIBDIR="$libdir/pkgconfig:$system_pc" PKG_CONFIG_PATH="" PKG_CONFIG_SYSROOT_DIR="$stage" \
   PKG_CONFIG_ALLOW_SYSTEM_CFLAGS=1 PKG_CONFIG_ALLOW_SYSTEM_LIBS=1 \
   "$pkg_config" --cflags --libs qbus) || fail "pkg-config --cflags --libs qbus"
 echo "  pkg-config: $pc_flags"

@@ -62,7 +62,7 @@ TEST(ConfigPolicyTest, ManageIsAnOperationOfItsOwn) {
       {"allow": ["manage"], "groups": ["root"], "prefixes": ["jobs."]}]}})");
   ASSERT_TRUE(r.config) << r.error;
   ASSERT_EQ(r.config->policy.rules.size(), 1u);
-  EXPECT_EQ(r.config->policy.rules[0].operations, 16);
+  EXPECT_EQ(r.config->policy.rules[0].operations, 0x20);
   const auto text = to_json_text(*r.config, "/s", "/a");
   EXPECT_NE(text.find(R"({"allow":["manage"],"gids":[0],"prefixes":["jobs."]})"), std::string::npos)
       << text;
