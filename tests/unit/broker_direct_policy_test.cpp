@@ -138,5 +138,18 @@ TEST_F(BrokerDirectPolicyTest, AReloadedPolicyVoidsTheCachedDirectVerdicts) {
   EXPECT_EQ(send_to_pid(alice, pid_of(bob), "x").error, Errc::permission_denied);
 }
 
+// The key fast path remembers the key allowed last; a reload noticed first by a direct
+// message must forget it too, or the next send reads a freed entry and may pass a key the
+// new policy denies (found in review; ASan reported a heap-use-after-free here).
+TEST_F(BrokerDirectPolicyTest, AReloadNoticedByADirectMessageVoidsTheLastAllowedKey) {
+  broker().set_policy(deny_by_default());
+  const PeerId alice = connect(kAlice);
+  const PeerId alice2 = connect(kAlice);
+  EXPECT_EQ(send(alice, "svc.a", "1").result, SendResult::accepted);
+  broker().set_policy(std::make_unique<Policy>(PolicySpec{false, {}}));
+  EXPECT_EQ(send_to_pid(alice, pid_of(alice2), "same uid").result, SendResult::accepted);
+  EXPECT_EQ(send(alice, "svc.a", "2").error, Errc::permission_denied);
+}
+
 }  // namespace
 }  // namespace qbus::broker::fakes

@@ -77,12 +77,7 @@ std::size_t Broker::inbox_depth(PeerId peer) const {
 
 bool Broker::decide_and_cache(Peer& p, Operation op, std::string_view key) {
   PolicyCache& cache = p.policy;
-  if (cache.generation != core_.policy_generation) {
-    cache.decided.clear();
-    cache.direct.clear();
-    cache.last = nullptr;
-    cache.generation = core_.policy_generation;
-  }
+  if (cache.generation != core_.policy_generation) cache.reset(core_.policy_generation);
   const auto known = static_cast<std::uint16_t>(1u << (2 * static_cast<unsigned>(op)));
   const auto allowed = static_cast<std::uint16_t>(known << 1);
   const Principal who{p.id.uid, p.id.gid, p.groups};
@@ -111,7 +106,9 @@ bool Broker::decide_and_cache(Peer& p, Operation op, std::string_view key) {
 }
 
 SendOutcome Broker::denied(Operation op, std::string_view key) {
-  static constexpr std::string_view kPreposition[] = {" to", " from", " of", " to", " of"};
+  // By Operation: send, receive, declare, request, send_direct, manage.
+  static constexpr std::string_view kPreposition[] = {" to", " from", " of", " to", " to", " of"};
+  static_assert(std::size(kPreposition) == static_cast<std::size_t>(Operation::manage) + 1);
   return rejected(Errc::permission_denied,
                   std::string(operation_name(op)) +
                       std::string(kPreposition[static_cast<unsigned>(op)]) + " queue '" +

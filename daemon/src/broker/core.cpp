@@ -35,11 +35,7 @@ bool Core::direct_permitted(Peer& from, const Inbox& to, proto::TargetKind kind,
                             std::uint64_t target) {
   const PeerId owner = to.owner();
   PolicyCache& cache = from.policy;
-  if (cache.generation != policy_generation) {
-    cache.decided.clear();
-    cache.direct.clear();
-    cache.generation = policy_generation;
-  }
+  if (cache.generation != policy_generation) cache.reset(policy_generation);
   auto it = cache.direct.find(owner);
   if (it != cache.direct.end() && it->second) return true;
   // Every member of an inbox is connected, so its owner is a peer.

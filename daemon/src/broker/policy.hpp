@@ -122,8 +122,8 @@ class Policy {
   bool default_allow() const { return spec_.default_allow; }
   bool system_bus() const { return spec_.system_bus; }
   // What decided, for people: the rule's origin ("policy.rules[2]"), "the private namespace
-  // user.1000." (for `uid`, the asking principal's), "root", "the same uid" or "the default". `rule` as in
-  // Decision. Not for the per-message path: it builds a string.
+  // user.1000." (for `uid`, the asking principal's), "root", "the same uid" or "the default".
+  // `rule` as in Decision. Not for the per-message path: it builds a string.
   std::string describe(int rule, std::uint32_t uid) const;
 
  private:
@@ -164,6 +164,15 @@ struct PolicyCache {
   // move): a producer sends runs of messages to one key, which is compared before it is
   // hashed.
   Map::value_type* last = nullptr;
+
+  // Forgets every verdict, for policy generation `current`: `last` points into `decided`, so
+  // the two are emptied together, whichever path notices the new generation first.
+  void reset(std::uint64_t current) {
+    decided.clear();
+    direct.clear();
+    last = nullptr;
+    generation = current;
+  }
 
   // True when `key` is the last key asked and `op` on it was allowed under the policy
   // generation `current`; false means only that the full lookup must answer.
