@@ -113,6 +113,10 @@ TlsClientSettings read_client(const json& j, const std::string& path) {
     }
   }
   if (auto gid = j.find("gid"); gid != j.end()) c.gid = id_field(*gid, path + ".gid");
+  // Root may manage every queue and region and passes the system bus's baseline: a key
+  // file copied off some remote machine must not carry that.
+  if (c.uid == 0)
+    bad(path, "maps '" + c.cn + "' to root (uid 0); a client certificate may not act as root");
   return c;
 }
 

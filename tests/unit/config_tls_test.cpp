@@ -35,7 +35,7 @@ TEST(ConfigTlsTest, OffAndPlaintextRefusedByDefault) {
 TEST(ConfigTlsTest, FilesAndClientMapParse) {
   const Config c = parse_ok(tcp(R"("tls": {"certificate": "/etc/qbus/cert.pem",
       "key": "/etc/qbus/key.pem", "client_ca": "/etc/qbus/ca.pem",
-      "clients": [{"cn": "sensor-1", "uid": 4321}, {"cn": "ops", "user": "root"},
+      "clients": [{"cn": "sensor-1", "uid": 4321}, {"cn": "ops", "user": "nobody"},
                   {"cn": "batch", "uid": 4322, "gid": 77}]})"));
   const auto& t = c.tcp_tls;
   EXPECT_TRUE(t.enabled());
@@ -45,9 +45,9 @@ TEST(ConfigTlsTest, FilesAndClientMapParse) {
   ASSERT_EQ(t.clients.size(), 3u);
   EXPECT_EQ(t.clients[0].cn, "sensor-1");
   EXPECT_EQ(t.clients[0].uid, 4321u);
-  EXPECT_EQ(t.clients[0].gid, 4321u);  // no passwd entry: only itself
-  EXPECT_EQ(t.clients[1].uid, 0u);     // root exists on every system
-  EXPECT_EQ(t.clients[1].gid, 0u);
+  EXPECT_EQ(t.clients[0].gid, 4321u);   // no passwd entry: only itself
+  EXPECT_EQ(t.clients[1].uid, 65534u);  // nobody exists on every Debian system
+  EXPECT_EQ(t.clients[1].gid, 65534u);
   EXPECT_EQ(t.clients[2].gid, 77u);
 }
 
@@ -88,6 +88,9 @@ const Bad kBad[] = {
     {"ClientUserAndUid", tcp(R"("tls": {"certificate": "/c", "key": "/k", "client_ca": "/ca",
                     "clients": [{"cn": "a", "uid": 1, "user": "root"}]})"),
      "tcp.tls.clients[0]: needs exactly one of user or uid"},
+    {"ClientMappedToRoot", tcp(R"("tls": {"certificate": "/c", "key": "/k", "client_ca": "/ca",
+                    "clients": [{"cn": "ops", "user": "root"}]})"),
+     "tcp.tls.clients[0]: maps 'ops' to root (uid 0); a client certificate may not act as root"},
     {"ClientUnknownUser", tcp(R"("tls": {"certificate": "/c", "key": "/k", "client_ca": "/ca",
                     "clients": [{"cn": "a", "user": "no-such-user-qbus"}]})"),
      "tcp.tls.clients[0].user: unknown user 'no-such-user-qbus'"},
