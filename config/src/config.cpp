@@ -557,6 +557,15 @@ LoadResult load_file(const std::string& path) {
   return r;
 }
 
+LoadResult load_dropins(const std::string& dir) {
+  LoadResult r;
+  Config c;
+  if (!read_policy_dir(dir, c.policy, r.error)) return r;
+  c.policy_dir = dir;
+  r.config = std::move(c);
+  return r;
+}
+
 namespace {
 
 std::string octal(std::uint32_t mode) {

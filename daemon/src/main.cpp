@@ -58,12 +58,20 @@ void apply_flags(Config& c, const Flags& f) {
   }
 }
 
-// Under systemd (INVOCATION_ID is set for every unit it starts), or as root, qbusd is the
-// system broker: it reads /etc/qbus/qbusd.json when that exists. The service runs as user
-// qbus, so "root" alone would miss it.
+// Under the system's systemd (INVOCATION_ID is set for every unit it starts, and the system
+// manager is PID 1, the parent of its services), or as root, qbusd is the system broker: it
+// reads /etc/qbus/qbusd.json when that exists. The service runs as user qbus, so "root"
+// alone would miss it; a user's own systemd (`systemctl --user`) also sets INVOCATION_ID but
+// is not PID 1, and starts a per-user bus.
 bool system_instance() {
   const char* invocation = std::getenv("INVOCATION_ID");
-  return ::geteuid() == 0 || (invocation && *invocation);
+  return ::geteuid() == 0 || (invocation && *invocation && ::getppid() == 1);
+}
+
+// A system bus started without a config file reads the system's drop-in policy files at
+// startup and on SIGHUP (the bus as flags and the environment decide it; there is no file).
+bool system_bus_without_file(const Flags& f) {
+  return f.bus == "system" || ((f.bus.empty() || f.bus == "auto") && system_instance());
 }
 
 // Where qbusd puts its sockets when neither flags nor config name them: the directory
@@ -284,6 +292,13 @@ std::optional<Startup> prepare(std::string config_path, const Flags& flags, int&
     if (!r.config) return fail(1, r.error);
     s.config = std::move(*r.config);
     s.source = config_path;
+  } else if (system_bus_without_file(flags)) {
+    // No config file, yet the system's drop-in policy files count: the package ships none,
+    // and a drop-in is how a queue is opened to a group on a fresh install.
+    auto r = qbus::config::load_dropins(std::string(qbus::config::kSystemPolicyDir));
+    if (!r.config) return fail(1, r.error);
+    s.config = std::move(*r.config);
+    s.source = "built-in defaults and " + std::string(qbus::config::kSystemPolicyDir);
   }
   s.config_path = config_path;
   Config& c = s.config;
@@ -416,7 +431,7 @@ class Service {
             io, config_path_,
             [this] {
               notifier_.reloading();
-              spdlog::info("SIGHUP: reloading {}", config_path_);
+              spdlog::info("SIGHUP: reloading {}", reload_source());
             },
             [this](qbus::config::LoadResult r) { reloaded(std::move(r)); }),
         stop_signals_(io, SIGINT, SIGTERM),
@@ -451,6 +466,11 @@ class Service {
     return text + " (admin " + admin.socket_path() + ")";
   }
 
+  // What SIGHUP reads: the config file, or a system bus's drop-ins when it has none.
+  std::string reload_source() const {
+    return config_path_.empty() ? std::string(qbus::config::kSystemPolicyDir) : config_path_;
+  }
+
   std::string status() const {
     const auto& b = server_.broker();
     return "listening on " + listening_ + "; " + plural(b.peer_count(), "connection") + ", " +
@@ -466,7 +486,7 @@ class Service {
       warn_obsolete_keys(*r.config);
       config_ = qbus::daemon::apply_reload(config_, *r.config, server_, hooks_);
       status_note_.clear();
-      spdlog::info("configuration reloaded from {}", config_path_);
+      spdlog::info("configuration reloaded from {}", reload_source());
     }
     notifier_.ready();
   }
@@ -474,12 +494,12 @@ class Service {
   void wait_hup() {
     hup_.async_wait([this](const asio::error_code& ec, int) {
       if (ec) return;
-      if (config_path_.empty()) {
+      if (config_path_.empty() && !system_bus_without_file(flags_)) {
         notifier_.reloading();
         spdlog::info("SIGHUP: no configuration file in use; the built-in defaults stay");
         notifier_.ready();
       } else if (!reloader_.request()) {
-        spdlog::info("SIGHUP: a reload is in progress; {} is read again after it", config_path_);
+        spdlog::info("SIGHUP: a reload is in progress; {} is read again after it", reload_source());
       }
       wait_hup();
     });

@@ -237,6 +237,25 @@ else
   fail policy-dropin "/etc/qbus/policy.d: '$dropin_dir'; after the drop-in and reload: $(journal_since -o cat | grep policy | tail -n 3 | tr '\n' ' ')"
 fi
 rm -f /etc/qbus/policy.d/50-shared.json
+# A fresh install has no /etc/qbus/qbusd.json: the drop-ins count all the same, at startup
+# and on reload (the README's way to open a queue to a group).
+mv /etc/qbus/qbusd.json "$dir/qbusd.json.saved"
+systemctl restart qbusd.service
+closed_out=$(runuser -u qbus-test-other -- timeout 30 qbusctl send shared.x "closed" 2>&1)
+closed_rc=$?
+echo '{"rules": [{"allow": ["send"], "users": ["qbus-test-other"], "keys": ["shared.x"]}]}' \
+  >/etc/qbus/policy.d/50-shared.json
+systemctl reload qbusd.service
+if [ $closed_rc -ne 0 ] && [[ "$closed_out" == *"denied by policy"* ]] &&
+  wait_until 15 runuser -u qbus-test-other -- timeout 30 qbusctl send shared.x "no file" 2>/dev/null &&
+  [ "$(qbusctl recv shared.x --timeout 20000)" = "no file" ]; then
+  pass policy-dropin-without-file "no qbusd.json: shared.x denied ('$closed_out'), then 50-shared.json + reload: uid $other_uid may send to it"
+else
+  fail policy-dropin-without-file "no qbusd.json: before exit $closed_rc '$closed_out'; after the drop-in and reload: $(journal_since -o cat | grep -E 'policy|reload' | tail -n 3 | tr '\n' ' ')"
+fi
+rm -f /etc/qbus/policy.d/50-shared.json
+mv "$dir/qbusd.json.saved" /etc/qbus/qbusd.json
+systemctl restart qbusd.service
 
 # --- journalctl -u qbusd: lines with their priority ------------------------------------
 # A reload naming a field that needs a restart logs a warning.

@@ -95,6 +95,28 @@ TEST_F(ConfigDropInTest, ADropInTurnsThePolicyOnWithoutAPolicySection) {
   EXPECT_EQ(r.config->policy.rules.size(), 1u);
 }
 
+// What a system bus without a config file reads: the defaults and the drop-ins alone.
+TEST_F(ConfigDropInTest, WithoutAConfigFileTheDropInsAloneAreRead) {
+  drop_in("50-a.json", "k", 7);
+  auto r = load_dropins(dropins());
+  ASSERT_TRUE(r.config) << r.error;
+  EXPECT_TRUE(r.config->policy.configured);
+  ASSERT_EQ(r.config->policy.rules.size(), 1u);
+  EXPECT_EQ(r.config->policy.rules[0].origin, dropins() + "/50-a.json: rules[0]");
+  EXPECT_EQ(r.config->policy_dir, dropins());
+  EXPECT_EQ(r.config->log_level, Config{}.log_level);
+
+  auto none = load_dropins(dir_ + "/missing");
+  ASSERT_TRUE(none.config) << none.error;
+  EXPECT_FALSE(none.config->policy.configured);
+  EXPECT_TRUE(none.config->policy.rules.empty());
+
+  write("policy.d/60-bad.json", "{");
+  auto bad = load_dropins(dropins());
+  EXPECT_FALSE(bad.config);
+  EXPECT_NE(bad.error.find("60-bad.json"), std::string::npos) << bad.error;
+}
+
 TEST_F(ConfigDropInTest, FilesNotEndingInJsonAreIgnored) {
   write("policy.d/README", "not json at all");
   write("policy.d/a.json~", "{");

@@ -135,14 +135,15 @@ broker::Limits broker_limits(const Config& c) {
 }
 
 std::unique_ptr<const broker::Policy> broker_policy(const Config& c) {
-  static_assert(broker::operation_bit(broker::Operation::send) == 1 &&
-                    broker::operation_bit(broker::Operation::receive) == 2 &&
-                    broker::operation_bit(broker::Operation::declare) == 4 &&
-                    broker::operation_bit(broker::Operation::request) == 8 &&
-                    broker::operation_bit(broker::Operation::send_direct) == config::kSendDirectBit &&
-                    broker::operation_bit(broker::Operation::manage) == 32 &&
-                    broker::kAllOperations == config::kEveryKeyOperation,
-                "config::PolicyRuleSettings::operations uses broker::Operation's bits");
+  static_assert(
+      broker::operation_bit(broker::Operation::send) == 1 &&
+          broker::operation_bit(broker::Operation::receive) == 2 &&
+          broker::operation_bit(broker::Operation::declare) == 4 &&
+          broker::operation_bit(broker::Operation::request) == 8 &&
+          broker::operation_bit(broker::Operation::send_direct) == config::kSendDirectBit &&
+          broker::operation_bit(broker::Operation::manage) == 32 &&
+          broker::kAllOperations == config::kEveryKeyOperation,
+      "config::PolicyRuleSettings::operations uses broker::Operation's bits");
   // A user bus with no policy asks nothing (the message path's one null test); a system bus
   // always has its baseline.
   if (!c.policy.configured && !config::is_system_bus(c)) return nullptr;
@@ -151,8 +152,8 @@ std::unique_ptr<const broker::Policy> broker_policy(const Config& c) {
   spec.system_bus = config::is_system_bus(c);
   for (const auto& r : c.policy.rules) {
     spec.rules.push_back(broker::PolicyRule{r.allow, r.operations, r.everyone, r.uids, r.gids,
-                                            r.keys, r.prefixes, r.to_everyone, r.to_uids,
-                                            r.to_gids, r.origin});
+                                            r.keys, r.prefixes, r.to_everyone, r.to_uids, r.to_gids,
+                                            r.origin});
   }
   return std::make_unique<broker::Policy>(std::move(spec));
 }
@@ -262,7 +263,9 @@ void ConfigReloader::start_read() {
   try {
     // Detached (see the class comment): the thread owns copies of everything it uses.
     std::thread([shared = shared_, path = path_] {
-      auto result = config::load_file(path);
+      // No file: a system instance's built-in defaults and its drop-in policy files.
+      auto result = path.empty() ? config::load_dropins(std::string(config::kSystemPolicyDir))
+                                 : config::load_file(path);
       const std::lock_guard lock(shared->mutex);
       if (!shared->io) return;
       asio::post(*shared->io, [shared, result = std::move(result)]() mutable {

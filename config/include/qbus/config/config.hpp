@@ -174,6 +174,13 @@ std::optional<std::vector<PolicyRuleSettings>> parse_policy_rules(std::string_vi
 // shared state (qbusd calls it off the broker's thread on reload).
 LoadResult load_file(const std::string& path);
 
+// The drop-in directory a system qbusd reads when it has no config file, so that a file
+// dropped there and a reload open a queue on a fresh install, as the README shows.
+inline constexpr std::string_view kSystemPolicyDir = "/etc/qbus/policy.d";
+// The built-in defaults plus the drop-in policy files of `dir`, read as load_file reads
+// them (a missing directory adds nothing). Thread-safe, like load_file.
+LoadResult load_dropins(const std::string& dir);
+
 // Reads the TCP token. The file must be a regular file (no FIFO or device, never blocked
 // on), owned by root or by the daemon's effective uid (sshd's rule for keys: someone else
 // could rewrite it), that neither group nor others can read or write, of at most
