@@ -78,6 +78,13 @@ class Object {
     out = v->get<std::string>();
   }
 
+  void boolean(const std::string& key, bool& out) {
+    const json* v = get(key);
+    if (!v) return;
+    if (!v->is_boolean()) bad(child(key), "must be true or false, not " + type_name(*v));
+    out = v->get<bool>();
+  }
+
   void finish() const {
     for (auto it = j_.begin(); it != j_.end(); ++it) {
       if (!seen_.count(it.key())) bad(child(it.key()), "unknown setting");
@@ -192,6 +199,20 @@ void read_queues(const json& qs, Config& c) {
     }
     if (!keys.insert(q.key).second) bad(path + ".key", "'" + q.key + "' is declared twice");
     read_queue_settings(o, q.settings);
+    // 0 and "" are off, as the effective configuration shows them.
+    o.number("ack_timeout_ms", q.ack_timeout_ms, 0, 86'400'000u);
+    o.number("max_deliveries", q.max_deliveries, 0, 65'535);
+    o.string("dead_letter", q.dead_letter);
+    o.boolean("dead_letter_overflow", q.dead_letter_overflow);
+    if (!q.dead_letter.empty()) {
+      if (!proto::is_valid_key(q.dead_letter)) {
+        bad(path + ".dead_letter", "must be 1-255 characters of A-Z a-z 0-9 . _ : / -");
+      }
+      if (q.dead_letter == q.key) bad(path + ".dead_letter", "must name another queue");
+    }
+    if (q.dead_letter_overflow && q.dead_letter.empty()) {
+      bad(path + ".dead_letter_overflow", "needs dead_letter, the queue to move them to");
+    }
     o.finish();
     c.queues.push_back(std::move(q));
   }
@@ -611,6 +632,10 @@ std::string to_json_text(const Config& c, const std::string& socket_path,
   for (const auto& q : c.queues) {
     json entry = settings_json(q.settings);
     entry["key"] = q.key;
+    entry["ack_timeout_ms"] = q.ack_timeout_ms;
+    entry["max_deliveries"] = q.max_deliveries;
+    entry["dead_letter"] = q.dead_letter;
+    entry["dead_letter_overflow"] = q.dead_letter_overflow;
     queues.push_back(std::move(entry));
   }
   json limits = json::object();

@@ -367,8 +367,8 @@ bool start_server(qbus::daemon::Server& server, qbus::daemon::InheritedSockets& 
 bool declare_queues(qbus::daemon::Server& server, const Config& config) {
   for (const auto& q : config.queues) {
     std::string text;
-    const auto e = server.broker().declare_configured(
-        q.key, {q.settings.max_messages, q.settings.max_bytes, q.settings.overflow}, text);
+    const auto e =
+        server.broker().declare_configured(q.key, qbus::daemon::declared_options(q), text);
     if (e != qbus::Errc::ok) return startup_failed("cannot declare queue " + q.key + ": " + text);
   }
   // Before the first client: no operation is judged by anything but the configured policy.

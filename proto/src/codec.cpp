@@ -62,7 +62,7 @@ HeaderResult decode_header(Bytes in, std::uint32_t max_body) noexcept {
     r.error = Errc::bad_magic;
     return r;
   }
-  if (load<std::uint8_t>(p + 4) != kVersion) {
+  if (load<std::uint8_t>(p + 4) != kFrameVersion) {
     r.error = Errc::unsupported_version;
     return r;
   }

@@ -146,6 +146,35 @@ bool holds(const DeleteQueue& m) {
 bool holds(const Dropped&) {
   return true;  // any count
 }
+bool holds(const Properties& m) {
+  return m.headers.size() <= kMaxHeadersSize;
+}
+bool holds(const DeliveryInfo& m) {
+  return m.delivery_count >= 1 && m.headers.size() <= kMaxHeadersSize;
+}
+bool holds(const Ack& m) {
+  return m.delivery_tag != 0;
+}
+bool holds(const Nack& m) {
+  return m.delivery_tag != 0 && m.action >= NackAction::requeue &&
+         m.action <= NackAction::dead_letter &&
+         (m.action == NackAction::requeue_after || m.delay_ms == 0);
+}
+bool holds(const Extend& m) {
+  return m.delivery_tag != 0;
+}
+bool holds(const Subscribe& m) {
+  return is_valid_key(m.key);
+}
+bool holds(const Unsubscribe& m) {
+  return m.subscription != 0;
+}
+bool holds(const DeclareEx& m) {
+  return static_cast<std::uint8_t>(m.overflow) <= static_cast<std::uint8_t>(Overflow::block) &&
+         (m.flags & ~kDeclareDeadLetterOverflow) == 0 && is_valid_key(m.key) &&
+         (m.dead_letter.empty() || is_valid_key(m.dead_letter)) && m.dead_letter != m.key &&
+         ((m.flags & kDeclareDeadLetterOverflow) == 0 || !m.dead_letter.empty());
+}
 
 // Decodes `body` as a T. Whatever decodes must hold the specification's invariants, borrow
 // only from `body`, and re-encode (with every flag its type allows) to exactly `body`.

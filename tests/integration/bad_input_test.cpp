@@ -150,7 +150,7 @@ TEST_F(BadInputTest, FrameBeforeHelloIsRefused) {
 TEST_F(BadInputTest, HelloWithNoCommonVersionIsRefused) {
   RawPeer peer(daemon_.socket_path());
   proto::ByteBuffer b;
-  proto::append_hello(b, 1, proto::Hello{2, 3, "future", ""});
+  proto::append_hello(b, 1, proto::Hello{3, 4, "future", ""});
   peer.write(b);
   expect_error_then_close(peer, Errc::unsupported_version);
 }

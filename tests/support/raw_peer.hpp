@@ -71,9 +71,10 @@ class RawPeer {
     }
   }
   void write(const proto::ByteBuffer& b) { write(b.readable()); }
-  void hello() {
+  // Completes the handshake speaking protocol versions 1..max_version.
+  void hello(std::uint8_t max_version = 1) {
     proto::ByteBuffer b;
-    proto::append_hello(b, 1, proto::Hello{1, 1, "raw", ""});
+    proto::append_hello(b, 1, proto::Hello{1, max_version, "raw", ""});
     write(b);
     auto f = next();
     if (!f || f->type != proto::FrameType::welcome) throw std::runtime_error("no WELCOME");

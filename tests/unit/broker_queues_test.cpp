@@ -113,7 +113,7 @@ TEST_F(BrokerTest, ReceiveOfABackedUpConnectionWaitsAndIsServedWhenItsOutputIsRe
   EXPECT_EQ(depth("jobs"), 4u);
 
   sink_.set_wants_more(c, true);
-  broker().output_ready(c);
+  broker().output_ready(c, now_);
 
   EXPECT_EQ(payloads_to(c), (std::vector<std::string>{"1", "2", "3"}));
   EXPECT_EQ(depth("jobs"), 1u);
@@ -132,7 +132,7 @@ TEST_F(BrokerTest, AMessageForAWaiterThatDoesNotReadIsQueuedAndChargedToItsSende
   EXPECT_EQ(usage_of(1000).queued_bytes, 4u);
 
   sink_.set_wants_more(slow, true);
-  broker().output_ready(slow);
+  broker().output_ready(slow, now_);
   EXPECT_EQ(payloads_to(slow), (std::vector<std::string>{"kept"}));
   EXPECT_EQ(depth("jobs"), 0u);
   EXPECT_EQ(usage_of(1000).queued_bytes, 0u);
@@ -165,7 +165,7 @@ TEST_F(BrokerTest, WhileMessagesAreQueuedANewOneQueuesBehindThemEvenWithAReadyWa
   EXPECT_EQ(payloads_to(fast), (std::vector<std::string>{"first"}));
   EXPECT_EQ(depth("jobs"), 1u);
   sink_.set_wants_more(slow, true);
-  broker().output_ready(slow);
+  broker().output_ready(slow, now_);
   EXPECT_EQ(payloads_to(slow), (std::vector<std::string>{"second"}));
 }
 

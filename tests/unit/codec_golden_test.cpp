@@ -30,6 +30,11 @@ struct Golden {
 
 // One frame per type (two where a target kind changes the layout's use), with field values
 // whose bytes differ from one another so a moved or swapped field shows.
+// One header block: "k" = "v".
+constexpr std::byte kHeaderBlock[] = {std::byte{1}, std::byte{'k'}, std::byte{1}, std::byte{0},
+                                      std::byte{'v'}};
+constexpr Bytes kHeaderKV{kHeaderBlock};
+
 const Golden kGolden[] = {
     {FrameType::hello, "hello",
      [](ByteBuffer& b) {
@@ -165,6 +170,55 @@ const Golden kGolden[] = {
      [](ByteBuffer& b) { append_dropped(b, 25, 0x0102030405060708); },
      "51 42 55 53 01 19 00 00 19 00 00 00 00 00 00 00 08 00 00 00 00 00 00 00"
      " 08 07 06 05 04 03 02 01"},
+    // Version 2 (PROTOCOL.md section 17).
+    {FrameType::properties, "properties",
+     [](ByteBuffer& b) { append_frame(b, 26, 0, Properties{kHeaderKV}); },
+     "51 42 55 53 01 1a 00 00 1a 00 00 00 00 00 00 00 11 00 00 00 00 00 00 00"
+     " 00 00 00 00 00 00 00 00 00 00 00 00 01 6b 01 00 76"},
+    {FrameType::delivery_info, "delivery_info",
+     [](ByteBuffer& b) {
+       append_frame(b, 27, 0, DeliveryInfo{0x0102030405060708, 3, true, kHeaderKV});
+     },
+     "51 42 55 53 01 1b 00 00 1b 00 00 00 00 00 00 00 15 00 00 00 00 00 00 00"
+     " 08 07 06 05 04 03 02 01 03 00 00 00 01 00 00 00 01 6b 01 00 76"},
+    {FrameType::ack, "ack",
+     [](ByteBuffer& b) {
+       append_frame(b, 28, kFlagConfirm, Ack{0x0102030405060708, true});
+     },
+     "51 42 55 53 01 1c 01 00 1c 00 00 00 00 00 00 00 10 00 00 00 00 00 00 00"
+     " 08 07 06 05 04 03 02 01 01 00 00 00 00 00 00 00"},
+    {FrameType::nack, "nack",
+     [](ByteBuffer& b) {
+       append_frame(b, 29, 0,
+                    Nack{0x0102030405060708, NackAction::requeue_after, true, 0x01020304});
+     },
+     "51 42 55 53 01 1d 00 00 1d 00 00 00 00 00 00 00 10 00 00 00 00 00 00 00"
+     " 08 07 06 05 04 03 02 01 02 01 00 00 04 03 02 01"},
+    {FrameType::extend, "extend",
+     [](ByteBuffer& b) {
+       append_frame(b, 30, 0, Extend{0x0102030405060708, 0x01020304});
+     },
+     "51 42 55 53 01 1e 00 00 1e 00 00 00 00 00 00 00 10 00 00 00 00 00 00 00"
+     " 08 07 06 05 04 03 02 01 04 03 02 01 00 00 00 00"},
+    {FrameType::subscribe, "subscribe",
+     [](ByteBuffer& b) {
+       append_frame(b, 31, 0, Subscribe{0x01020304, true, "jobs"});
+     },
+     "51 42 55 53 01 1f 00 00 1f 00 00 00 00 00 00 00 0d 00 00 00 00 00 00 00"
+     " 04 03 02 01 01 00 00 00 04 6a 6f 62 73"},
+    {FrameType::unsubscribe, "unsubscribe",
+     [](ByteBuffer& b) { append_frame(b, 32, 0, Unsubscribe{0x0102030405060708}); },
+     "51 42 55 53 01 20 00 00 20 00 00 00 00 00 00 00 08 00 00 00 00 00 00 00"
+     " 08 07 06 05 04 03 02 01"},
+    {FrameType::declare_ex, "declare_ex",
+     [](ByteBuffer& b) {
+       append_frame(b, 33, kFlagConfirm,
+                    DeclareEx{0x01020304, 0x0102030405060708, Overflow::drop_oldest,
+                              kDeclareDeadLetterOverflow, 0x0506, 0x0708090a, "jobs", "dead"});
+     },
+     "51 42 55 53 01 21 01 00 21 00 00 00 00 00 00 00 22 00 00 00 00 00 00 00"
+     " 04 03 02 01 08 07 06 05 04 03 02 01 02 01 06 05 0a 09 08 07 00 00 00 00"
+     " 04 04 6a 6f 62 73 64 65 61 64"},
 };
 
 TEST(codec_golden, EveryFrameTypeEncodesToItsPinnedBytes) {

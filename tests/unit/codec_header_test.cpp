@@ -186,7 +186,7 @@ TEST(codec_header, BodyOverTheCeilingIsTooLargeWhateverTheCallersLimit) {
 }
 
 TEST(codec_header, UnknownFrameTypeStillDecodesAsComplete) {
-  for (int type : {0, 26, 27, 42, 200, 255}) {
+  for (int type : {0, 34, 35, 42, 200, 255}) {
     const auto r = decode_header(header_bytes(static_cast<std::uint8_t>(type), 0, 9, 3), 100);
     ASSERT_EQ(r.status, HeaderStatus::complete) << "type " << type;
     EXPECT_EQ(static_cast<int>(r.header.type), type);
@@ -197,7 +197,7 @@ TEST(codec_header, UnknownFrameTypeStillDecodesAsComplete) {
   }
 }
 
-TEST(codec_header, KnownTypesAreOneToTwentyFiveWithStableNames) {
+TEST(codec_header, KnownTypesAreOneToThirtyThreeWithStableNames) {
   const std::pair<FrameType, std::string_view> names[] = {
       {FrameType::hello, "hello"},
       {FrameType::welcome, "welcome"},
@@ -223,20 +223,28 @@ TEST(codec_header, KnownTypesAreOneToTwentyFiveWithStableNames) {
       {FrameType::region_remove, "region_remove"},
       {FrameType::purge, "purge"},
       {FrameType::delete_queue, "delete"},
-      {FrameType::dropped, "dropped"}};
+      {FrameType::dropped, "dropped"},
+      {FrameType::properties, "properties"},
+      {FrameType::delivery_info, "delivery_info"},
+      {FrameType::ack, "ack"},
+      {FrameType::nack, "nack"},
+      {FrameType::extend, "extend"},
+      {FrameType::subscribe, "subscribe"},
+      {FrameType::unsubscribe, "unsubscribe"},
+      {FrameType::declare_ex, "declare_ex"}};
   int expected_value = 1;
   for (const auto& [type, name] : names) {
     EXPECT_EQ(static_cast<int>(type), expected_value++);
     EXPECT_TRUE(is_known_type(static_cast<std::uint8_t>(type)));
     EXPECT_EQ(frame_type_name(type), name);
   }
-  EXPECT_EQ(expected_value, 26);
+  EXPECT_EQ(expected_value, 34);
   EXPECT_FALSE(is_known_type(0));
-  EXPECT_FALSE(is_known_type(26));
+  EXPECT_FALSE(is_known_type(34));
 }
 
-// PROTOCOL.md section 3's table and the fixed parts of sections 3.x and 16.x, written out
-// here so that a row or a field description that drifts from the specification fails.
+// PROTOCOL.md section 3's and 17's tables and the fixed parts of sections 3.x, 16.x and 17.x,
+// written out here so that a row or a field description that drifts from the specification fails.
 TEST(codec_header, FrameTraitsMatchTheProtocolTable) {
   constexpr auto in = Direction::to_broker;
   constexpr auto out = Direction::to_client;
@@ -245,6 +253,7 @@ TEST(codec_header, FrameTraitsMatchTheProtocolTable) {
     Direction direction;
     std::uint16_t flags;
     std::size_t fixed;
+    std::uint8_t min_version = 1;
   };
   const Row rows[] = {
       {FrameType::hello, in, 0, 8},
@@ -252,7 +261,7 @@ TEST(codec_header, FrameTraitsMatchTheProtocolTable) {
       {FrameType::error, out, 0, 4},
       {FrameType::ok, out, 0, 0},
       {FrameType::send, in, kFlagConfirm, 1},
-      {FrameType::receive, in, 0, 9},
+      {FrameType::receive, in, kFlagAck, 9},
       {FrameType::deliver, out, kFlagLast | kFlagMore, 25},
       {FrameType::declare, in, kFlagConfirm, 14},
       {FrameType::ping, in, 0, 0},
@@ -272,6 +281,15 @@ TEST(codec_header, FrameTraitsMatchTheProtocolTable) {
       {FrameType::purge, in, 0, 1},
       {FrameType::delete_queue, in, 0, 1},
       {FrameType::dropped, out, 0, 8},
+      // Version 2 (section 17).
+      {FrameType::properties, in, 0, 12, 2},
+      {FrameType::delivery_info, out, 0, 16, 2},
+      {FrameType::ack, in, kFlagConfirm, 16, 2},
+      {FrameType::nack, in, kFlagConfirm, 16, 2},
+      {FrameType::extend, in, kFlagConfirm, 16, 2},
+      {FrameType::subscribe, in, 0, 9, 2},
+      {FrameType::unsubscribe, in, 0, 8, 2},
+      {FrameType::declare_ex, in, kFlagConfirm, 26, 2},
   };
   ASSERT_EQ(std::size(rows), std::size(kFrameTraits));
   for (const auto& want : rows) {
@@ -282,15 +300,17 @@ TEST(codec_header, FrameTraitsMatchTheProtocolTable) {
     EXPECT_EQ(row->flags, want.flags) << row->name;
     EXPECT_EQ(row->fixed_size, want.fixed) << row->name;
     EXPECT_EQ(row->carries_fd, carries_fd(want.type)) << row->name;
+    EXPECT_EQ(row->min_version, want.min_version) << row->name;
   }
   EXPECT_EQ(frame_traits(static_cast<FrameType>(0)), nullptr);
-  EXPECT_EQ(frame_traits(static_cast<FrameType>(26)), nullptr);
+  EXPECT_EQ(frame_traits(static_cast<FrameType>(34)), nullptr);
 }
 
 TEST(codec_header, FlagBitsHaveTheirPublishedValues) {
   EXPECT_EQ(kFlagConfirm, 0x0001);
   EXPECT_EQ(kFlagLast, 0x0002);
   EXPECT_EQ(kFlagMore, 0x0004);
+  EXPECT_EQ(kFlagAck, 0x0008);
 }
 
 TEST(codec_header, OnlyRegionAndDeliverRegionCarryAnFd) {

@@ -26,6 +26,11 @@ struct Delivered {
   std::string payload;
   RegionRef region{};
   std::size_t destroyed_before = 0;
+  // From Delivery::extras: 0, 1 and none when the delivery had none.
+  std::uint64_t tag = 0;
+  std::uint32_t count = 1;
+  std::string headers;
+  bool has_extras = false;
 };
 
 struct Failure {
@@ -62,6 +67,14 @@ class RecordingSink : public Sink {
         Delivered{to, correlation, last, std::string(d.key), d.sender, d.request_id,
                   std::string(reinterpret_cast<const char*>(d.payload.data()), d.payload.size()),
                   d.region, backing_ ? backing_->destroyed.size() : 0});
+    if (d.extras) {
+      Delivered& last_one = deliveries.back();
+      last_one.has_extras = true;
+      last_one.tag = d.extras->tag;
+      last_one.count = d.extras->count;
+      last_one.headers.assign(reinterpret_cast<const char*>(d.extras->headers.data()),
+                              d.extras->headers.size());
+    }
   }
   void fail(PeerId to, std::uint64_t correlation, Errc code, std::string_view text) override {
     failures.push_back(Failure{to, correlation, code, std::string(text)});

@@ -52,6 +52,10 @@ namespace qbus {
   X(permission_denied, 37)                                                           \
   X(disconnected_by_operator, 38)                                                    \
   X(no_such_queue, 39)                                                               \
+  X(unknown_delivery, 40)                                                            \
+  X(delivery_timed_out, 41)                                                          \
+  X(too_many_unacked, 42)                                                            \
+  X(no_such_subscription, 43)                                                        \
   X(internal_error, 50)                                                              \
   X(shutting_down, 51)                                                               \
   /* Local to libqbus, never on the wire. */                                         \

@@ -86,7 +86,16 @@ json queue_json(const broker::Queue& q, SteadyClock::time_point now) {
               {"dequeued_total", c.dequeued_total},
               {"dropped_total", c.dropped_total},
               {"rejected_total", c.rejected_total},
-              {"oldest_age_ms", oldest_ms}};
+              {"oldest_age_ms", oldest_ms},
+              {"in_flight", q.held() - q.delayed()},
+              {"delayed", q.delayed()},
+              {"acked_total", c.acked_total},
+              {"redelivered_total", c.redelivered_total},
+              {"dead_lettered_total", c.dead_lettered_total},
+              {"ack_timeout_ms", o.ack_timeout_ms},
+              {"max_deliveries", o.max_deliveries},
+              {"dead_letter", o.dead_letter},
+              {"dead_letter_overflow", o.dead_letter_overflow}};
 }
 
 json client_json(const Connection& c, std::size_t inbox_depth) {
@@ -647,9 +656,9 @@ json AdminServer::check_policy(const json& req) {
   }
   const std::string op_name = req["op"];
   std::optional<broker::Operation> op;
-  for (auto o : {broker::Operation::send, broker::Operation::receive, broker::Operation::declare,
-                 broker::Operation::request, broker::Operation::send_direct,
-                 broker::Operation::manage}) {
+  for (auto o :
+       {broker::Operation::send, broker::Operation::receive, broker::Operation::declare,
+        broker::Operation::request, broker::Operation::send_direct, broker::Operation::manage}) {
     if (broker::operation_name(o) == op_name) op = o;
   }
   if (!op) {

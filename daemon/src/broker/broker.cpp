@@ -57,7 +57,7 @@ SendOutcome Broker::send_direct(PeerId from, const DirectSend& d, Bytes payload,
     if (core_.policy && !core_.direct_permitted(*sender, *inbox, d.kind, d.target)) {
       return Core::direct_denied(d.kind, d.target);
     }
-    return queues_.enqueue(inbox->queue, from, *sender, payload, now, 0, 0, region);
+    return queues_.enqueue(inbox->queue, from, *sender, payload, now, 0, 0, region, d.headers);
   }
   return inboxes_.park(from, *sender, d, payload, now, region);
 }
@@ -120,7 +120,8 @@ void Broker::refuse_receive(PeerId peer, std::uint64_t correlation, std::string_
 }
 
 SendOutcome Broker::request(PeerId from, std::uint64_t correlation, std::string_view key,
-                            Bytes payload, std::int32_t timeout_ms, Clock::time_point now) {
+                            Bytes payload, std::int32_t timeout_ms, Clock::time_point now,
+                            Bytes headers) {
   Peer* p = core_.peers.find(from);
   if (!p) return unknown_peer();
   if (core_.policy && !permitted(*p, Operation::request, key)) {
@@ -132,7 +133,7 @@ SendOutcome Broker::request(PeerId from, std::uint64_t correlation, std::string_
   if (!q) return out;
   // Registered first: a waiting receiver may take the message inside enqueue().
   auto req = requests_.open(*p, correlation);
-  out = queues_.enqueue(*q, from, *p, payload, now, correlation, req->second.seq);
+  out = queues_.enqueue(*q, from, *p, payload, now, correlation, req->second.seq, {}, headers);
   queues_.collect_if_idle(*q);
   if (out.result != SendResult::accepted) {
     requests_.cancel(*p, req);
@@ -151,6 +152,13 @@ Errc Broker::declare(PeerId from, std::string_view key, const QueueOptions& requ
   }
   if (core_.policy && !permitted(*p, Operation::declare, key)) {
     text = denied(Operation::declare, key).text;
+    return Errc::permission_denied;
+  }
+  // The queue's dead letters are sent in the declarer's stead: it must be allowed to send
+  // there itself.
+  const std::string& dlq = requested.dead_letter;
+  if (core_.policy && !dlq.empty() && !permitted(*p, Operation::send, dlq)) {
+    text = "dead-letter queue of '" + std::string(key) + "': " + denied(Operation::send, dlq).text;
     return Errc::permission_denied;
   }
   // Adopting other options on a live queue would change what its owner's sends get (a
@@ -200,8 +208,8 @@ bool Broker::release_configured(std::string_view key, Clock::time_point now) {
   return queues_.release_configured(key, now);
 }
 
-void Broker::output_ready(PeerId peer) {
-  if (Peer* p = core_.peers.lookup(peer)) queues_.output_ready(*p);
+void Broker::output_ready(PeerId peer, Clock::time_point now) {
+  if (Peer* p = core_.peers.lookup(peer)) queues_.output_ready(*p, now);
 }
 
 std::optional<std::size_t> Broker::purge(std::string_view key) {
@@ -228,7 +236,7 @@ void Broker::expire(Clock::time_point now) {
     }
     if (!when || *when > now) return;
     if (which == 0) {
-      queues_.expire_first();
+      queues_.expire_first(now);
     } else if (which == 1) {
       requests_.expire_first();
     } else {
@@ -242,6 +250,41 @@ std::optional<Clock::time_point> Broker::next_deadline() const {
   for (auto other : {requests_.next_deadline(), inboxes_.next_deadline()})
     if (other && (!when || *other < *when)) when = other;
   return when;
+}
+
+Settled Broker::ack(PeerId peer, std::uint64_t tag, bool multiple, Clock::time_point now) {
+  Peer* p = core_.peers.lookup(peer);
+  if (!p) return {Errc::internal_error, "unknown peer"};
+  return queues_.ack(*p, tag, multiple, now);
+}
+
+Settled Broker::nack(PeerId peer, std::uint64_t tag, bool multiple, proto::NackAction action,
+                     std::uint32_t delay_ms, Clock::time_point now) {
+  Peer* p = core_.peers.lookup(peer);
+  if (!p) return {Errc::internal_error, "unknown peer"};
+  return queues_.nack(*p, tag, multiple, action, delay_ms, now);
+}
+
+Settled Broker::extend(PeerId peer, std::uint64_t tag, std::uint32_t extend_ms,
+                       Clock::time_point now) {
+  Peer* p = core_.peers.lookup(peer);
+  if (!p) return {Errc::internal_error, "unknown peer"};
+  return queues_.extend(*p, tag, extend_ms, now);
+}
+
+void Broker::subscribe(PeerId peer, std::uint64_t correlation, std::string_view key,
+                       std::uint32_t prefetch, bool ack, Clock::time_point now) {
+  Peer* p = core_.peers.find(peer);
+  if (!p) return;
+  if (core_.policy && !permitted(*p, Operation::receive, key)) {
+    return refuse_receive(peer, correlation, key);
+  }
+  queues_.subscribe(peer, *p, correlation, key, prefetch, ack, now);
+}
+
+bool Broker::unsubscribe(PeerId peer, std::uint64_t subscription) {
+  Peer* p = core_.peers.find(peer);
+  return p && queues_.unsubscribe(peer, *p, subscription);
 }
 
 void Broker::fail_all_waiters(Errc code, std::string_view text) {

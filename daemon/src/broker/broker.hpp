@@ -33,6 +33,7 @@ struct RegionSend {
   // Drop one of the sender's handles once the frame is done with (unless it is blocked
   // and will be retried), whether or not the send succeeded.
   bool release = false;
+  Bytes headers;  // the message's header block; empty: none
 };
 
 // What a client's PURGE or DELETE came to (Broker::purge_for, remove_for).
@@ -83,25 +84,50 @@ class Broker {
 
   // Inline, as are receive and receive_direct: on the per-message path the edge calls the
   // registry with no router call between.
-  SendOutcome send(PeerId from, std::string_view key, Bytes payload, Clock::time_point now) {
+  // `headers`: the message's header block (proto/headers.hpp), checked by the edge.
+  SendOutcome send(PeerId from, std::string_view key, Bytes payload, Clock::time_point now,
+                   Bytes headers = {}) {
     Peer* p = core_.peers.lookup(from);
     if (!p) return unknown_peer();
     // With no policy this is the one extra test on the per-message path.
     if (core_.policy && !permitted(*p, Operation::send, key)) return denied(Operation::send, key);
-    return queues_.send(from, *p, key, payload, now);
+    return queues_.send(from, *p, key, payload, now, headers);
   }
 
   // Serves up to max_count messages now; otherwise waits (timeout_ms -1: forever) or,
   // with timeout 0, fails with Errc::timeout. Answers always arrive through the Sink.
+  // With `ack`, in acknowledgement mode (proto/PROTOCOL.md 17.3): each message is handed
+  // over with a delivery tag and stays held, charged to its sender, until the peer settles
+  // it (ack, nack), its queue's ack timeout passes, or the peer disconnects; the last two
+  // put it back at the head of its queue. Requests are handed over at most once whatever
+  // the mode. A peer holding limits.max_unacked messages is refused too_many_unacked.
   void receive(PeerId peer, std::uint64_t correlation, std::string_view key,
-               std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now) {
+               std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now,
+               bool ack = false) {
     if (Peer* p = core_.peers.find(peer)) {
       if (core_.policy && !permitted(*p, Operation::receive, key)) {
         return refuse_receive(peer, correlation, key);
       }
-      queues_.receive(peer, *p, correlation, key, max_count, timeout_ms, now);
+      queues_.receive(peer, *p, correlation, key, max_count, timeout_ms, now, ack);
     }
   }
+  // Settling held messages (17.4): `tag`, or with `multiple` every tag up to it that the
+  // peer holds. ack drops them for good; nack puts them back at the head of their queue
+  // (after delay_ms for requeue_after) or moves them to the queue's dead-letter queue;
+  // extend restarts the ack timeout at now + extend_ms (0: the queue's ack_timeout).
+  // unknown_delivery, or delivery_timed_out for a tag taken back at its ack timeout.
+  Settled ack(PeerId peer, std::uint64_t tag, bool multiple, Clock::time_point now);
+  Settled nack(PeerId peer, std::uint64_t tag, bool multiple, proto::NackAction action,
+               std::uint32_t delay_ms, Clock::time_point now);
+  Settled extend(PeerId peer, std::uint64_t tag, std::uint32_t extend_ms, Clock::time_point now);
+  // A subscription (17.5): messages of `key` are pushed to the peer under `correlation`
+  // whenever it has credit (in ack mode at most `prefetch` held at once, 0: the default),
+  // until unsubscribe or an ERROR with that correlation (the queue was deleted). It counts
+  // as a waiting receive against the peer's limits. Judged by the policy as receive.
+  void subscribe(PeerId peer, std::uint64_t correlation, std::string_view key,
+                 std::uint32_t prefetch, bool ack, Clock::time_point now);
+  // False when the peer has no subscription under that correlation.
+  bool unsubscribe(PeerId peer, std::uint64_t subscription);
 
   // Direct messages. A pid names the newest process with that pid as long as it has not
   // exited (Sink::has_exited is asked): an older or exited one can never receive what is
@@ -130,7 +156,7 @@ class Broker {
   // (a direct send with in_reply_to == correlation) is delivered to the requester under
   // that correlation, or Errc::timeout after timeout_ms (-1: no limit).
   SendOutcome request(PeerId from, std::uint64_t correlation, std::string_view key, Bytes payload,
-                      std::int32_t timeout_ms, Clock::time_point now);
+                      std::int32_t timeout_ms, Clock::time_point now, Bytes headers = {});
 
   // Shared-memory regions (proto/PROTOCOL.md section 16). The peer's identity decides the
   // uid charged and, for named regions, the access. With a policy, a named-region key is
@@ -180,7 +206,7 @@ class Broker {
 
   // The edge reports that `peer` reads its output again (Sink::wants_more would now say
   // true): its receives that wait on queues holding messages are served now.
-  void output_ready(PeerId peer);
+  void output_ready(PeerId peer, Clock::time_point now);
 
   // Fails everything whose deadline is at or before `now`.
   void expire(Clock::time_point now);

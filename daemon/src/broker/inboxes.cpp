@@ -114,6 +114,7 @@ void Inboxes::deliver_parked(Inbox& inbox, Clock::time_point now) {
     const std::uint64_t corr = it->correlation;
     const bool confirm = it->confirm;
     const std::vector<std::byte> payload = it->payload;
+    const std::vector<std::byte> headers = it->headers;
     const RegionRef region = it->meta.region;
     // Keeps the region alive between the parked message letting go and the inbox's taking.
     if (region) core_.regions.add_message_ref(region.id);
@@ -124,7 +125,7 @@ void Inboxes::deliver_parked(Inbox& inbox, Clock::time_point now) {
     const auto by_pid = proto::TargetKind::pid;
     auto out = core_.policy && !core_.direct_permitted(sender, inbox, by_pid, inbox.pid)
                    ? Core::direct_denied(by_pid, inbox.pid)
-                   : queues_.enqueue(inbox.queue, 0, sender, payload, now, 0, 0, region);
+                   : queues_.enqueue(inbox.queue, 0, sender, payload, now, 0, 0, region, headers);
     if (region) core_.regions.drop_message_ref(region.id);
     if (out.result == SendResult::accepted) {
       if (confirm) core_.sink.confirm(from, corr);
@@ -171,6 +172,7 @@ SendOutcome Inboxes::park(PeerId from, Peer& sender, const DirectSend& d, Bytes 
   pk.meta.enqueued = now;
   pk.meta.region = region;
   pk.payload.assign(payload.begin(), payload.end());
+  pk.headers.assign(d.headers.begin(), d.headers.end());
   core_.charge(sender.id, payload.size());
   auto& list = parked_by_pid_[pk.pid];
   auto it = list.insert(list.end(), std::move(pk));

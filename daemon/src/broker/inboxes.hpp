@@ -32,6 +32,7 @@ struct DirectSend {
   std::int32_t wait_ms = 0;
   std::uint64_t correlation = 0;
   bool confirm = false;
+  Bytes headers;  // the message's header block; empty: none
 };
 
 struct Inbox {
@@ -58,6 +59,7 @@ struct Parked {
   ParkedDeadlineIndex::iterator deadline;
   MessageMeta meta;
   std::vector<std::byte> payload;
+  std::vector<std::byte> headers;
 };
 
 // A peer's state in the inbox registry.

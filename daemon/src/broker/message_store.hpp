@@ -33,10 +33,51 @@ struct MessageMeta {
   RegionRef region{};  // the payload is empty for a region message
 };
 
-// A stored message, read in place: valid until the store is next modified.
+// A message read in place (from a MessageStore, or a Queue's returned messages): valid
+// until its queue is next modified.
 struct StoredMessage {
   MessageMeta meta;
   Bytes payload;
+  Bytes headers;  // the header block (proto/headers.hpp); empty: none
+  // Times it was handed over in acknowledgement mode and came back (0 for a message never
+  // delivered), and its place in its queue's delivery order (0: never delivered).
+  std::uint32_t deliveries = 0;
+  std::uint64_t order = 0;
+};
+
+// A message owned outside a store: handed over in acknowledgement mode and not settled
+// yet, or back in its queue, waiting for a redelivery. One allocation holds the header
+// block and the payload. Move-only.
+class HeldMessage {
+ public:
+  HeldMessage() = default;
+  // Throws std::bad_alloc with nothing held.
+  explicit HeldMessage(const StoredMessage& m)
+      : meta(m.meta),
+        deliveries(m.deliveries),
+        order(m.order),
+        headers_size_(static_cast<std::uint32_t>(m.headers.size())),
+        payload_size_(static_cast<std::uint32_t>(m.payload.size())) {
+    if (headers_size_ + payload_size_ == 0) return;
+    data_ = std::make_unique_for_overwrite<std::byte[]>(headers_size_ + payload_size_);
+    if (headers_size_ != 0) std::memcpy(data_.get(), m.headers.data(), headers_size_);
+    if (payload_size_ != 0)
+      std::memcpy(data_.get() + headers_size_, m.payload.data(), payload_size_);
+  }
+  Bytes headers() const { return Bytes(data_.get(), headers_size_); }
+  Bytes payload() const { return Bytes(data_.get() + headers_size_, payload_size_); }
+  StoredMessage view() const {
+    return StoredMessage{meta, payload(), headers(), deliveries, order};
+  }
+
+  MessageMeta meta;
+  std::uint32_t deliveries = 0;
+  std::uint64_t order = 0;
+
+ private:
+  std::unique_ptr<std::byte[]> data_;
+  std::uint32_t headers_size_ = 0;
+  std::uint32_t payload_size_ = 0;
 };
 
 // What empty stores and spare chunks may keep in all, over the stores that share it. Owned
@@ -71,9 +112,11 @@ class MessageStore {
   }
 
   // Throws std::bad_alloc, with nothing changed, when no memory is left for a new chunk.
-  void push(const MessageMeta& meta, Bytes payload) {
-    const std::size_t extras =
-        (meta.request_id != 0 ? kRequestSize : 0) + (meta.region ? kRegionSize : 0);
+  // `headers`: the message's header block, checked by the edge.
+  void push(const MessageMeta& meta, Bytes payload, Bytes headers = {}) {
+    const std::size_t extras = (meta.request_id != 0 ? kRequestSize : 0) +
+                               (meta.region ? kRegionSize : 0) +
+                               (headers.empty() ? 0 : kHeadersSize + headers.size());
     const std::size_t size = round_up(sizeof(Record) + extras + payload.size());
     Chunk& c = room_for(size);
     std::byte* at = c.data.get() + c.tail;
@@ -86,7 +129,7 @@ class MessageStore {
     r.gid = meta.sender.gid;
     r.payload_size = static_cast<std::uint32_t>(payload.size());
     r.flags = (meta.sender.tcp ? kTcp : 0) | (meta.request_id != 0 ? kRequest : 0) |
-              (meta.region ? kRegion : 0);
+              (meta.region ? kRegion : 0) | (headers.empty() ? 0 : kHeaders);
     std::memcpy(at, &r, sizeof r);
     std::size_t pos = sizeof r;
     if (meta.request_id != 0) {
@@ -98,6 +141,12 @@ class MessageStore {
       const std::uint64_t ref[3] = {meta.region.id, meta.region.offset, meta.region.length};
       std::memcpy(at + pos, ref, kRegionSize);
       pos += kRegionSize;
+    }
+    if (!headers.empty()) {
+      const auto n = static_cast<std::uint32_t>(headers.size());
+      std::memcpy(at + pos, &n, kHeadersSize);
+      std::memcpy(at + pos + kHeadersSize, headers.data(), n);
+      pos += kHeadersSize + n;
     }
     if (!payload.empty()) std::memcpy(at + pos, payload.data(), payload.size());
     c.tail += size;
@@ -129,6 +178,12 @@ class MessageStore {
       m.meta.region = RegionRef{ref[0], ref[1], ref[2]};
       pos += kRegionSize;
     }
+    if (r.flags & kHeaders) {
+      std::uint32_t n;
+      std::memcpy(&n, at + pos, kHeadersSize);
+      m.headers = Bytes(at + pos + kHeadersSize, n);
+      pos += kHeadersSize + n;
+    }
     m.payload = Bytes(at + pos, r.payload_size);
     return m;
   }
@@ -146,8 +201,13 @@ class MessageStore {
     Record r;
     std::memcpy(&r, c.data.get() + c.head, sizeof r);
     if (uid) *uid = r.uid;
-    const std::size_t extras =
+    std::size_t extras =
         ((r.flags & kRequest) ? kRequestSize : 0) + ((r.flags & kRegion) ? kRegionSize : 0);
+    if (r.flags & kHeaders) {
+      std::uint32_t n;
+      std::memcpy(&n, c.data.get() + c.head + sizeof r + extras, kHeadersSize);
+      extras += kHeadersSize + n;
+    }
     const std::size_t size = round_up(sizeof r + extras + r.payload_size);
     c.head += size;
     used_ -= size;
@@ -162,7 +222,8 @@ class MessageStore {
 
  private:
   // Layout of a record: this, then [request_id, request_seq] when kRequest, then [region
-  // id, offset, length] when kRegion, then the payload, padded to kAlign.
+  // id, offset, length] when kRegion, then [u32 size, header block] when kHeaders, then
+  // the payload, padded to kAlign.
   struct Record {
     std::uint64_t client_id;
     std::uint64_t process_token;
@@ -190,7 +251,8 @@ class MessageStore {
   static constexpr std::size_t kAlign = 8;
   static constexpr std::size_t kRequestSize = 2 * sizeof(std::uint64_t);
   static constexpr std::size_t kRegionSize = 3 * sizeof(std::uint64_t);
-  static constexpr std::uint32_t kTcp = 1, kRequest = 2, kRegion = 4;
+  static constexpr std::size_t kHeadersSize = sizeof(std::uint32_t);
+  static constexpr std::uint32_t kTcp = 1, kRequest = 2, kRegion = 4, kHeaders = 8;
   // A new chunk holds twice what the store holds, between these two; a record larger than
   // kMaxChunk gets a chunk of its own size. A deep queue thus maps and unmaps memory once
   // per ~9,000 small messages.

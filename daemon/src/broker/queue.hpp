@@ -20,12 +20,16 @@ class Queue;
 struct Waiter;
 using WaiterList = std::list<Waiter>;
 
-// A deadline of the queue registry (queues.hpp): a waiting receive's timeout, or the end of
-// the grace of a declared queue whose declarer left.
+// A deadline of the queue registry (queues.hpp): a waiting receive's timeout, the end of
+// the grace of a declared queue whose declarer left, an unsettled message's ack timeout, or
+// the end of a negatively acknowledged message's delay.
 struct QueueDeadline {
+  enum class Kind : std::uint8_t { receive, grace, ack, delayed };
   Queue* queue = nullptr;
-  bool grace = false;           // else a waiting receive
+  Kind kind = Kind::receive;
   WaiterList::iterator waiter;  // a receive's
+  PeerId peer = 0;              // an ack timeout's: the peer holding the message ...
+  std::uint64_t tag = 0;        // ... under this delivery tag
 };
 using QueueDeadlineIndex = std::multimap<Clock::time_point, QueueDeadline>;
 
@@ -36,12 +40,22 @@ std::optional<Clock::time_point> earliest(const Index& index) {
   return index.begin()->first;
 }
 
+// A waiting receive, or a subscription (SUBSCRIBE), which stays among the waiters until it
+// is cancelled and is served whenever it has credit.
 struct Waiter {
   PeerId peer = 0;
   std::uint64_t correlation = 0;
   std::uint32_t max_count = 1;
   bool has_deadline = false;
+  bool ack = false;           // hands messages over in acknowledgement mode
+  bool subscription = false;  // pushed to while it has credit
+  // A subscription in acknowledgement mode: at most `prefetch` unsettled at once, of which
+  // it holds `unacked`.
+  std::uint32_t prefetch = 0;
+  std::uint32_t unacked = 0;
   QueueDeadlineIndex::iterator deadline;  // valid when has_deadline
+
+  bool has_credit() const { return !ack || !subscription || unacked < prefetch; }
 };
 
 struct QueueCounters {
@@ -49,6 +63,9 @@ struct QueueCounters {
   std::uint64_t dequeued_total = 0;
   std::uint64_t dropped_total = 0;
   std::uint64_t rejected_total = 0;
+  std::uint64_t acked_total = 0;
+  std::uint64_t redelivered_total = 0;
+  std::uint64_t dead_lettered_total = 0;
 };
 
 // Who a queue counts against and what keeps it declared. Kept by the queue registry
@@ -98,6 +115,7 @@ class Queue {
     declared_ = false;
     counters_ = {};
     keeper_ = {};
+    next_order_ = 1;
   }
   void mark_declared() { declared_ = true; }
   // Once the grace after its declarer left has run out: collected when idle, like a queue
@@ -106,10 +124,15 @@ class Queue {
   QueueKeeper& keeper() { return keeper_; }
   const QueueKeeper& keeper() const { return keeper_; }
 
-  std::size_t depth() const { return messages_.size(); }
+  // Messages deliverable now: the stored ones and those that came back.
+  std::size_t depth() const { return messages_.size() + returned_.size(); }
   std::uint64_t bytes() const { return bytes_; }
+  // Messages handed over in acknowledgement mode and not settled (in flight, or waiting out
+  // a NACK's delay): they count against their senders' quotas, not against the limits.
+  std::size_t held() const { return held_; }
+  std::size_t delayed() const { return delayed_.size(); }
   bool has_room_for(std::size_t payload) const {
-    return messages_.size() < options_.max_messages && bytes_ + payload <= options_.max_bytes;
+    return depth() < options_.max_messages && bytes_ + payload <= options_.max_bytes;
   }
   // What one sending uid holds of an inbox. An inbox's limits bind each sending uid on its
   // own (proto/PROTOCOL.md 8.4): one uid's messages never take the room of another's.
@@ -134,15 +157,23 @@ class Queue {
   bool could_ever_fit(std::size_t payload) const { return payload <= options_.max_bytes; }
 
   // Throws std::bad_alloc, with nothing changed, when memory for it cannot be had.
-  void push(const MessageMeta& meta, Bytes payload) {
-    messages_.push(meta, payload);
+  void push(const MessageMeta& meta, Bytes payload, Bytes headers = {}) {
+    messages_.push(meta, payload, headers);
     bytes_ += payload.size();
     ++counters_.enqueued_total;
     if (inbox_) add_to_share(meta.sender.uid, payload.size());
   }
-  // The oldest message, read in place: valid until the queue is next modified.
-  StoredMessage front() const { return messages_.front(); }
+  // The oldest message, read in place: valid until the queue is next modified. Messages
+  // that came back are older than any stored one (they were at the head when handed over).
+  StoredMessage front() const {
+    return returned_.empty() ? messages_.front() : returned_.begin()->second.view();
+  }
   void pop() {
+    if (!returned_.empty()) {
+      bytes_ -= returned_.begin()->second.payload().size();
+      returned_.erase(returned_.begin());
+      return;
+    }
     if (!inbox_) {
       bytes_ -= messages_.pop();
       return;
@@ -153,9 +184,38 @@ class Queue {
     take_from_share(uid, size);
   }
   std::optional<Clock::time_point> oldest_enqueued() const {
+    if (!returned_.empty()) return returned_.begin()->second.meta.enqueued;
     if (messages_.empty()) return std::nullopt;
     return messages_.oldest_enqueued();
   }
+
+  // Acknowledgement mode (never for an inbox). The message at the front is handed over and
+  // held: it gets its place in the delivery order now if it has none.
+  std::uint64_t take_order(const StoredMessage& m) {
+    return m.order != 0 ? m.order : next_order_++;
+  }
+  void hold() { ++held_; }
+  void unhold() { --held_; }
+  // A held message comes back, before every stored one and in its first delivery order
+  // among those that came back. Throws std::bad_alloc with nothing changed.
+  void put_back(HeldMessage&& m) {
+    const std::size_t size = m.payload().size();
+    const std::uint64_t order = m.order;
+    returned_.emplace(order, std::move(m));
+    bytes_ += size;
+    --held_;
+  }
+  // A NACKed message waits out its delay here (the registry keeps the deadline).
+  void put_aside(Clock::time_point until, HeldMessage&& m) {
+    delayed_.emplace(until, std::move(m));
+  }
+  // The delayed message due first, taken out.
+  HeldMessage take_delayed() {
+    HeldMessage m = std::move(delayed_.begin()->second);
+    delayed_.erase(delayed_.begin());
+    return m;
+  }
+  std::size_t returned_count() const { return returned_.size(); }
 
   WaiterList& waiters() { return waiters_; }
   const WaiterList& waiters() const { return waiters_; }
@@ -167,7 +227,8 @@ class Queue {
   // stays declared while the configuration or a live declarer holds it, and through the
   // grace after its declarer left (see Queues::declare).
   bool idle() const {
-    return !declared_ && !inbox_ && messages_.empty() && waiters_.empty() && blocked_.empty();
+    return !declared_ && !inbox_ && depth() == 0 && held_ == 0 && delayed_.empty() &&
+           waiters_.empty() && blocked_.empty();
   }
   const std::vector<PeerId>& blocked() const { return blocked_; }
 
@@ -177,6 +238,12 @@ class Queue {
   bool declared_;
   bool inbox_;
   MessageStore messages_;
+  // Acknowledgement mode: messages that came back, by their first delivery order; how
+  // many are held; those waiting out a NACK's delay, by when it ends.
+  std::map<std::uint64_t, HeldMessage> returned_;
+  std::size_t held_ = 0;
+  std::multimap<Clock::time_point, HeldMessage> delayed_;
+  std::uint64_t next_order_ = 1;
   std::uint64_t bytes_ = 0;
   WaiterList waiters_;  // a list: a waiter leaves from anywhere when it times out
   std::vector<PeerId> blocked_;

@@ -15,13 +15,18 @@ QueueOptions fill_defaults(const QueueOptions& requested, const QueueOptions& de
 }
 
 std::string describe(const QueueOptions& o) {
-  return "max_messages=" + std::to_string(o.max_messages) +
-         " max_bytes=" + std::to_string(o.max_bytes) +
-         " overflow=" + std::string(proto::overflow_name(o.overflow));
+  std::string s = "max_messages=" + std::to_string(o.max_messages) +
+                  " max_bytes=" + std::to_string(o.max_bytes) +
+                  " overflow=" + std::string(proto::overflow_name(o.overflow));
+  if (o.ack_timeout_ms != 0) s += " ack_timeout_ms=" + std::to_string(o.ack_timeout_ms);
+  if (o.max_deliveries != 0) s += " max_deliveries=" + std::to_string(o.max_deliveries);
+  if (!o.dead_letter.empty()) s += " dead_letter=" + o.dead_letter;
+  if (o.dead_letter_overflow) s += " dead_letter_overflow";
+  return s;
 }
 
 bool same_options(const QueueOptions& a, const QueueOptions& b) {
-  return a.max_messages == b.max_messages && a.max_bytes == b.max_bytes && a.overflow == b.overflow;
+  return a == b;
 }
 
 }  // namespace
@@ -149,8 +154,9 @@ void Queues::start_grace(Queue& q, Clock::time_point now) {
     q.mark_undeclared();
     return;
   }
-  q.keeper().grace = spare_deadlines_.insert_mapped(
-      deadlines_, now + std::chrono::milliseconds(grace_ms), QueueDeadline{&q, true, {}});
+  q.keeper().grace =
+      spare_deadlines_.insert_mapped(deadlines_, now + std::chrono::milliseconds(grace_ms),
+                                     QueueDeadline{&q, QueueDeadline::Kind::grace, {}, 0, 0});
   q.keeper().grace_running = true;
 }
 

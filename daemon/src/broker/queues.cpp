@@ -14,17 +14,18 @@ Queues::Queues(Core& core, Requests& requests)
     : core_(core), sink_(core.sink), requests_(requests) {}
 
 SendOutcome Queues::send(PeerId from, Peer& sender, std::string_view key, Bytes payload,
-                         Clock::time_point now) {
+                         Clock::time_point now, Bytes headers) {
   SendOutcome out;
   Queue* q = get_or_create(key, &out, &sender.id);
   if (!q) return out;
-  out = enqueue(*q, from, sender, payload, now);
+  out = enqueue(*q, from, sender, payload, now, 0, 0, {}, headers);
   collect_if_idle(*q);
   return out;
 }
 
 void Queues::receive(PeerId peer, Peer& p, std::uint64_t correlation, std::string_view key,
-                     std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now) {
+                     std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now,
+                     bool ack) {
   Queue* q = find_mutable(key);
   if (!q && timeout_ms == 0) {
     sink_.fail(peer, correlation, Errc::timeout, "no message");
@@ -36,7 +37,7 @@ void Queues::receive(PeerId peer, Peer& p, std::uint64_t correlation, std::strin
     sink_.fail(peer, correlation, why.error, why.text);
     return;
   }
-  receive_from(*q, peer, p, correlation, max_count, timeout_ms, now);
+  receive_from(*q, peer, p, correlation, max_count, timeout_ms, now, ack);
   collect_if_idle(*q);
 }
 
@@ -104,7 +105,14 @@ void Queues::uncharge_queue(Queue& q) {
 
 SendOutcome Queues::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
                             Clock::time_point now, std::uint64_t request_id,
-                            std::uint64_t request_seq, RegionRef region) {
+                            std::uint64_t request_seq, RegionRef region, Bytes headers) {
+  return enqueue_as(q, from, sender.id, &sender.queues, payload, now, request_id, request_seq,
+                    region, headers);
+}
+
+SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueuePeer* qp,
+                               Bytes payload, Clock::time_point now, std::uint64_t request_id,
+                               std::uint64_t request_seq, RegionRef region, Bytes headers) {
   // `size` is what the queue and the uid are charged; a region's bytes are charged to the
   // region's owner instead. `moved` is what the message carries, for the totals.
   const std::size_t size = payload.size();
@@ -125,32 +133,38 @@ SendOutcome Queues::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
   // grow but its queue.
   auto it = q.waiters().begin();
   if (q.depth() == 0) {
-    while (it != q.waiters().end() && !sink_.wants_more(it->peer))
+    while (it != q.waiters().end() && !(sink_.wants_more(it->peer) && credit(*it) > 0))
       ++it;
   } else {
     it = q.waiters().end();
   }
   BrokerTotals& totals = core_.totals;
-  if (it != q.waiters().end()) {
-    const PeerId to = it->peer;
-    const std::uint64_t corr = it->correlation;
-    remove_waiter(q, it);
+  if (it != q.waiters().end() && !(it->ack && request_id == 0)) {
+    const Waiter w = *it;
+    if (w.subscription) {
+      q.waiters().splice(q.waiters().end(), q.waiters(), it);
+    } else {
+      remove_waiter(q, it);
+    }
     ++q.counters().enqueued_total;
     ++q.counters().dequeued_total;
     ++totals.messages_in;
     totals.bytes_in += moved;
     ++totals.messages_out;
     totals.bytes_out += moved;
-    if (request_id != 0) requests_.note_delivery(sender.id.client_id, request_id, request_seq, to);
-    hand_over(to, corr, true, Delivery{q.delivery_key(), sender.id, request_id, payload, region});
+    if (request_id != 0) requests_.note_delivery(id.client_id, request_id, request_seq, w.peer);
+    const DeliveryExtras extras{0, 1, headers};
+    hand_over(w.peer, w.correlation, true,
+              Delivery{q.delivery_key(), id, request_id, payload, region,
+                       headers.empty() ? nullptr : &extras});
     return {};
   }
 
-  if (auto refusal = core_.over_quota(sender.id, size)) {
+  if (auto refusal = core_.over_quota(id, size)) {
     ++q.counters().rejected_total;
     return *refusal;
   }
-  const std::uint32_t uid = sender.id.uid;
+  const std::uint32_t uid = id.uid;
   if (!q.has_room_for(size, uid)) {
     switch (q.options().overflow) {
       case Overflow::drop_oldest:
@@ -158,14 +172,18 @@ SendOutcome Queues::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
         // a message in the middle cannot be taken out of the store cheaply.
         while (!q.has_room_for(size, uid) && q.depth() > 0 &&
                (!q.is_inbox() || q.front().meta.sender.uid == uid)) {
-          drop_oldest(q);
+          if (q.options().dead_letter_overflow) {
+            overflow_to_dead_letter(q, now);
+          } else {
+            drop_oldest(q);
+          }
         }
         if (q.has_room_for(size, uid)) break;
         return refuse_full(q, uid);
       case Overflow::block:
-        if (from != 0) {
+        if (from != 0 && qp) {
           q.blocked().push_back(from);
-          sender.queues.blocked_on = &q;
+          qp->blocked_on = &q;
           return SendOutcome{SendResult::blocked, Errc::ok, {}};
         }
         [[fallthrough]];  // nobody to pause (a parked send): refuse
@@ -179,16 +197,19 @@ SendOutcome Queues::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
     if (auto s = regions.add_message_ref(region.id); !s.ok()) return rejected(s.error, s.text);
   }
   try {
-    q.push(MessageMeta{sender.id, now, request_id, request_seq, region}, payload);
+    q.push(MessageMeta{id, now, request_id, request_seq, region}, payload, headers);
   } catch (const std::bad_alloc&) {
     // Out of memory (or of mappings, vm.max_map_count): this send fails, nothing else.
     if (region) regions.drop_message_ref(region.id);
     ++q.counters().rejected_total;
     return rejected(Errc::internal_error, "the broker has no memory left to queue this message");
   }
-  core_.charge(sender.id, size);
+  core_.charge(id, size);
   ++totals.messages_in;
   totals.bytes_in += moved;
+  // A waiter in acknowledgement mode takes the message from the store, which holds the copy
+  // it is redelivered from.
+  if (it != q.waiters().end()) serve_waiters(q, now, false);
   return {};
 }
 
@@ -212,13 +233,22 @@ void Queues::hand_over(PeerId to, std::uint64_t correlation, bool last, const De
 }
 
 void Queues::receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation,
-                          std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now) {
+                          std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now,
+                          bool ack) {
   // A receiver whose unread output is at its bound waits like one on an empty queue: it is
   // served when the edge reports it ready (output_ready), and until then the messages stay
   // queued, charged to the queue.
   const std::uint32_t max = std::clamp<std::uint32_t>(max_count, 1, core_.limits.max_receive_batch);
+  Waiter w{peer, correlation, max, false, ack};
+  if (ack && credit(w) == 0) {
+    sink_.fail(peer, correlation, Errc::too_many_unacked,
+               "this connection holds " + std::to_string(p.queues.held.size()) +
+                   " unacknowledged messages (limit " + std::to_string(core_.limits.max_unacked) +
+                   "); acknowledge some first");
+    return;
+  }
   if (q.depth() > 0 && sink_.wants_more(peer)) {
-    serve_now(q, peer, correlation, max);
+    serve_now(q, w, max, now);
     space_freed(q);
     return;
   }
@@ -229,13 +259,20 @@ void Queues::receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlat
                                 "its uid's) unread output is at its limit; read it first");
     return;
   }
+  add_wait(q, p, w, timeout_ms, now);
+}
+
+bool Queues::add_wait(Queue& q, Peer& p, const Waiter& w, std::int32_t timeout_ms,
+                      Clock::time_point now) {
+  const PeerId peer = w.peer;
+  const std::uint64_t correlation = w.correlation;
   const Limits& limits = core_.limits;
   QueuePeer& qp = p.queues;
   if (qp.waiting >= limits.max_waiting_receives) {
     sink_.fail(peer, correlation, Errc::too_many_receives,
                "this connection already has " + std::to_string(qp.waiting) +
                    " receives waiting (limit " + std::to_string(limits.max_waiting_receives) + ")");
-    return;
+    return false;
   }
   // The peer is connected, so its uid has an entry.
   UidUsage& usage = core_.accounting.of(p.id.uid);
@@ -245,48 +282,73 @@ void Queues::receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlat
                    std::to_string(usage.waiting_receives) +
                    " receives waiting over its connections (limit " +
                    std::to_string(limits.uid_max_waiting_receives) + ")");
-    return;
+    return false;
   }
-  auto it = add_waiter(q, Waiter{peer, correlation, max, false, {}});
+  auto it = add_waiter(q, w);
   if (timeout_ms > 0) {
     it->has_deadline = true;
-    it->deadline = spare_deadlines_.insert_mapped(
-        deadlines_, now + std::chrono::milliseconds(timeout_ms), QueueDeadline{&q, false, it});
+    it->deadline =
+        spare_deadlines_.insert_mapped(deadlines_, now + std::chrono::milliseconds(timeout_ms),
+                                       QueueDeadline{&q, QueueDeadline::Kind::receive, it, 0, 0});
   }
   ++qp.waiting;
   ++usage.waiting_receives;
-  auto w = std::find_if(qp.waiting_in.begin(), qp.waiting_in.end(),
-                        [&](const auto& e) { return e.first == &q; });
-  if (w == qp.waiting_in.end()) {
+  auto in = std::find_if(qp.waiting_in.begin(), qp.waiting_in.end(),
+                         [&](const auto& e) { return e.first == &q; });
+  if (in == qp.waiting_in.end()) {
     qp.waiting_in.emplace_back(&q, 1);
   } else {
-    ++w->second;
+    ++in->second;
   }
+  return true;
 }
 
-void Queues::serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::uint32_t max) {
+bool Queues::serve_now(Queue& q, Waiter& w, std::uint32_t max, Clock::time_point now) {
+  const std::uint32_t room = std::min(max, credit(w));
   for (std::uint32_t n = 0;; ++n) {
-    // Read in place, handed over, then popped: the payload is never copied in the core.
+    // Read in place, handed over, then popped: the payload is never copied in the core
+    // unless it is held for an acknowledgement.
     const StoredMessage m = q.front();
-    const bool last = n + 1 >= max || q.depth() == 1 || !sink_.wants_more(peer);
+    // A subscription's deliveries are each complete (kFlagLast); its turn goes on.
+    const bool end = n + 1 >= room || q.depth() == 1 || !sink_.wants_more(w.peer);
+    const bool last = w.subscription || end;
     ++q.counters().dequeued_total;
     ++core_.totals.messages_out;
     core_.totals.bytes_out += m.meta.region ? m.meta.region.length : m.payload.size();
-    if (m.meta.request_id != 0) {
-      requests_.note_delivery(m.meta.sender.client_id, m.meta.request_id, m.meta.request_seq, peer);
+    if (m.deliveries != 0) ++q.counters().redelivered_total;
+    // A request is handed over at most once: its requester hears if the receiver leaves.
+    if (w.ack && m.meta.request_id == 0) {
+      try {
+        hand_over_acked(q, w, m, last, now);
+      } catch (const std::bad_alloc&) {
+        // Nothing was handed over or taken: the message stays first in the queue.
+        --q.counters().dequeued_total;
+        --core_.totals.messages_out;
+        sink_.fail(w.peer, w.correlation, Errc::internal_error,
+                   "the broker has no memory left to hold a message until it is acknowledged");
+        return false;
+      }
+      q.pop();
+    } else {
+      if (m.meta.request_id != 0) {
+        requests_.note_delivery(m.meta.sender.client_id, m.meta.request_id, m.meta.request_seq,
+                                w.peer);
+      }
+      const DeliveryExtras extras{0, m.deliveries + 1, m.headers};
+      const bool plain = m.deliveries == 0 && m.headers.empty();
+      hand_over(w.peer, w.correlation, last,
+                Delivery{q.delivery_key(), m.meta.sender, m.meta.request_id, m.payload,
+                         m.meta.region, plain ? nullptr : &extras});
+      // After the hand-over: the message's reference kept the region alive until the
+      // receiver's handle (and the edge's copy of the fd) took over.
+      core_.release(m.meta, m.payload.size());
+      q.pop();
     }
-    hand_over(
-        peer, correlation, last,
-        Delivery{q.delivery_key(), m.meta.sender, m.meta.request_id, m.payload, m.meta.region});
-    // After the hand-over: the message's reference kept the region alive until the
-    // receiver's handle (and the edge's copy of the fd) took over.
-    core_.release(m.meta, m.payload.size());
-    q.pop();
-    if (last) break;
+    if (end) return true;
   }
 }
 
-void Queues::output_ready(Peer& p) {
+void Queues::output_ready(Peer& p, Clock::time_point now) {
   if (p.queues.waiting_in.empty()) return;
   // Copied: serving edits waiting_in, and may collect a queue once it is idle.
   std::vector<Queue*> queues;
@@ -294,26 +356,36 @@ void Queues::output_ready(Peer& p) {
   for (const auto& w : p.queues.waiting_in)
     if (w.first->depth() > 0) queues.push_back(w.first);
   for (Queue* q : queues)
-    serve_waiters(*q);
+    serve_waiters(*q, now);
 }
 
-void Queues::serve_waiters(Queue& q) {
+void Queues::serve_waiters(Queue& q, Clock::time_point now, bool collect) {
   bool served = false;
-  for (auto it = q.waiters().begin(); it != q.waiters().end() && q.depth() > 0;) {
-    const auto next = std::next(it);
-    if (sink_.wants_more(it->peer)) {
-      const PeerId to = it->peer;
-      const std::uint64_t corr = it->correlation;
-      const std::uint32_t max = it->max_count;
-      remove_waiter(q, it);
-      serve_now(q, to, corr, max);
-      served = true;
+  auto& ws = q.waiters();
+  // Each turn serves the first waiter that can take something; a subscription goes to the
+  // back after its turn, a receive leaves. Every turn takes at least one message.
+  while (q.depth() > 0) {
+    auto it = ws.begin();
+    while (it != ws.end() && !(sink_.wants_more(it->peer) && credit(*it) > 0))
+      ++it;
+    if (it == ws.end()) break;
+    served = true;
+    if (it->subscription) {
+      ws.splice(ws.end(), ws, it);
+      // A subscription that cannot be served (no memory to hold a message) has been told
+      // so and ends, so that the loop does not try it again.
+      if (!serve_now(q, ws.back(), core_.limits.max_receive_batch, now)) {
+        remove_waiter(q, std::prev(ws.end()));
+      }
+      continue;
     }
-    it = next;
+    Waiter w = *it;
+    remove_waiter(q, it);
+    serve_now(q, w, w.max_count, now);
   }
   if (!served) return;
   space_freed(q);
-  if (!q.is_inbox()) collect_if_idle(q);
+  if (collect && !q.is_inbox()) collect_if_idle(q);
 }
 
 WaiterList::iterator Queues::add_waiter(Queue& q, const Waiter& w) {
@@ -428,10 +500,12 @@ void Queues::forget(PeerId peer, Peer& p, Clock::time_point now) {
     std::erase(q->blocked(), peer);
     if (!q->is_inbox()) touched.push_back(q);
   }
-  std::sort(touched.begin(), touched.end());
-  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-  for (Queue* q : touched)
-    collect_if_idle(*q);
+  // What it held goes back, each to the head of its queue, in the order it was handed over
+  // (give_back sorts them among those already back), and is served to others at once.
+  while (!qp.held.empty()) {
+    if (Queue* q = settle(p, qp.held.begin(), Outcome::requeue, now)) touched.push_back(q);
+  }
+  after_settle(touched, now);
 }
 
 void Queues::fail_all(Errc code, std::string_view text) {
@@ -444,9 +518,18 @@ void Queues::fail_all(Errc code, std::string_view text) {
   }
 }
 
-void Queues::expire_first() {
+void Queues::expire_first(Clock::time_point now) {
   const QueueDeadline d = deadlines_.begin()->second;
-  if (d.grace) {
+  if (d.kind == QueueDeadline::Kind::ack) {
+    expire_ack(d, now);
+    return;
+  }
+  if (d.kind == QueueDeadline::Kind::delayed) {
+    spare_deadlines_.erase(deadlines_, deadlines_.begin());
+    expire_delayed(*d.queue, now);
+    return;
+  }
+  if (d.kind == QueueDeadline::Kind::grace) {
     // The grace is over: from now on the queue lives only while it is in use.
     stop_grace(*d.queue);
     d.queue->mark_undeclared();
@@ -474,6 +557,7 @@ std::optional<std::size_t> Queues::remove(std::string_view key) {
   if (!q) return std::nullopt;
   const std::size_t n = drain(*q);
   fail_waiters(*q, Errc::queue_deleted, "queue '" + q->key() + "' was deleted");
+  orphan_held(*q);
   space_freed(*q);
   erase_queue(queues_.find(std::string_view(q->key())));
   return n;

@@ -8,6 +8,8 @@
 // was dropped), both of which outlive it. Thread-safety: none; the Broker's one thread.
 #pragma once
 
+#include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,8 +28,31 @@ struct Core;
 struct Peer;
 class Requests;
 
+// A message handed over in acknowledgement mode and not settled yet.
+struct InFlight {
+  Queue* queue = nullptr;  // where it came from; null once that queue was deleted
+  HeldMessage message;
+  std::uint64_t subscription = 0;  // the SUBSCRIBE's correlation, if it came through one
+  bool has_deadline = false;
+  QueueDeadlineIndex::iterator deadline;  // its ack timeout, when has_deadline
+};
+
+// What ACK, NACK or EXTEND came to.
+struct Settled {
+  Errc error = Errc::ok;
+  std::string text;  // why, when error is not ok
+};
+
 // A peer's state in the queue registry.
 struct QueuePeer {
+  // Messages it holds in acknowledgement mode, by delivery tag (ascending: the order they
+  // were handed over).
+  std::map<std::uint64_t, InFlight> held;
+  // Tags of the last messages taken back from it because their ack timeout passed (newest
+  // last, at most kRecentTimeouts): a late ACK is told delivery_timed_out, not
+  // unknown_delivery.
+  std::deque<std::uint64_t> timed_out;
+  static constexpr std::size_t kRecentTimeouts = 1024;
   std::uint32_t waiting = 0;
   // Queues (and inboxes) this peer waits on, with how many receives each: a few, so a
   // vector that keeps its capacity beats a map's node per receive.
@@ -45,10 +70,21 @@ class Queues {
 
   // SEND: to the queue `key`, created (charged to the sender's uid) if need be.
   SendOutcome send(PeerId from, Peer& sender, std::string_view key, Bytes payload,
-                   Clock::time_point now);
-  // RECEIVE on `key` (see Broker::receive).
+                   Clock::time_point now, Bytes headers = {});
+  // RECEIVE on `key` (see Broker::receive); `ack`: in acknowledgement mode.
   void receive(PeerId peer, Peer& p, std::uint64_t correlation, std::string_view key,
-               std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now);
+               std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now,
+               bool ack = false);
+
+  // Acknowledgements and subscriptions (proto/PROTOCOL.md section 17; acks.cpp).
+  Settled ack(Peer& p, std::uint64_t tag, bool multiple, Clock::time_point now);
+  Settled nack(Peer& p, std::uint64_t tag, bool multiple, proto::NackAction action,
+               std::uint32_t delay_ms, Clock::time_point now);
+  Settled extend(Peer& p, std::uint64_t tag, std::uint32_t extend_ms, Clock::time_point now);
+  void subscribe(PeerId peer, Peer& p, std::uint64_t correlation, std::string_view key,
+                 std::uint32_t prefetch, bool ack, Clock::time_point now);
+  // Ends the subscription opened with `subscription`; false when there is none.
+  bool unsubscribe(PeerId peer, Peer& p, std::uint64_t subscription);
 
   Queue* find_mutable(std::string_view key) {
     // A producer sends runs of messages to one queue: compare the key before hashing it.
@@ -77,15 +113,17 @@ class Queues {
   // producer that cannot be paused (a parked send), refused where it would block.
   // request_id/request_seq: nonzero for a request's message. region: the payload is that
   // slice (`payload` is then empty).
+  // headers: the message's header block, checked by the edge.
   SendOutcome enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload, Clock::time_point now,
                       std::uint64_t request_id = 0, std::uint64_t request_seq = 0,
-                      RegionRef region = {});
+                      RegionRef region = {}, Bytes headers = {});
   // Serves `peer` from `q` now, or makes it wait (timeout_ms -1: forever, 0: fail now).
   void receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation,
-                    std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now);
+                    std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now,
+                    bool ack = false);
   // The edge reports `p` reads its output again: its waits on queues holding messages are
   // served now.
-  void output_ready(Peer& p);
+  void output_ready(Peer& p, Clock::time_point now);
   // Answers every waiter of `q` with `code`; with `keep`, all but that peer's.
   void fail_waiters(Queue& q, Errc code, std::string_view text, PeerId keep = 0);
   // Drops every message of `q` (a request's ends with queue_full); returns how many.
@@ -106,15 +144,16 @@ class Queues {
   std::optional<std::size_t> purge(std::string_view key);
   std::optional<std::size_t> remove(std::string_view key);
 
-  // The peer disconnects: its waits (on queues and inboxes) and its place among blocked
-  // producers go, and what it declared starts its grace at `now`.
+  // The peer disconnects: its waits (on queues and inboxes), its subscriptions and its
+  // place among blocked producers go, what it declared starts its grace at `now`, and the
+  // messages it held unsettled go back to the heads of their queues, in their order.
   void forget(PeerId peer, Peer& p, Clock::time_point now);
   // Shutdown: every waiter on a keyed queue is answered with `code`.
   void fail_all(Errc code, std::string_view text);
 
   std::optional<Clock::time_point> next_deadline() const { return earliest(deadlines_); }
-  // Ends what the earliest deadline guards (there must be one).
-  void expire_first();
+  // Ends what the earliest deadline guards (there must be one), as of `now`.
+  void expire_first(Clock::time_point now);
 
  private:
   struct KeyHash {
@@ -151,11 +190,59 @@ class Queues {
   SendOutcome refuse_full(Queue& q, std::uint32_t uid);
   // Hands a message to `to`, giving it a handle on a region message's region first.
   void hand_over(PeerId to, std::uint64_t correlation, bool last, const Delivery& d);
-  // Moves up to `max` messages to `peer`, stopping early when its output is backed up.
-  void serve_now(Queue& q, PeerId peer, std::uint64_t correlation, std::uint32_t max);
+  // enqueue for a sender that may be gone (a dead letter): `qp` is the sender's state when
+  // it can be paused (from != 0), else null.
+  SendOutcome enqueue_as(Queue& q, PeerId from, const Identity& id, QueuePeer* qp, Bytes payload,
+                         Clock::time_point now, std::uint64_t request_id, std::uint64_t request_seq,
+                         RegionRef region, Bytes headers);
+  // Makes `w` wait on `q` (a receive with timeout_ms, or a subscription), within the
+  // peer's and its uid's bounds; false, with `w` answered too_many_receives, past them.
+  bool add_wait(Queue& q, Peer& p, const Waiter& w, std::int32_t timeout_ms, Clock::time_point now);
+  // Moves up to `max` messages from `q`'s head to waiter `w`, stopping early when its
+  // output is backed up or, in acknowledgement mode, its credit is used up.
+  // False, with `w` answered internal_error, when nothing could be handed over.
+  bool serve_now(Queue& q, Waiter& w, std::uint32_t max, Clock::time_point now);
   // Serves the waiters of a queue that holds messages, in arrival order, skipping those
-  // whose output is still backed up.
-  void serve_waiters(Queue& q);
+  // whose output is still backed up or that lack credit; a subscription served goes to
+  // the back, so subscribers take turns.
+  // `collect`: collect `q` when this leaves it idle (not for a caller that uses q after).
+  void serve_waiters(Queue& q, Clock::time_point now, bool collect = true);
+  // How many more messages `w` may take now in acknowledgement mode (the rest of its
+  // connection's max_unacked, and of a subscription's prefetch); UINT32_MAX when not.
+  std::uint32_t credit(const Waiter& w) const;
+  // Hands `m` (a message of `q`, read in place, or one handed straight from a sender) to
+  // waiter `w` in acknowledgement mode: held under a new tag until settled. Throws
+  // std::bad_alloc with nothing changed.
+  void hand_over_acked(Queue& q, Waiter& w, const StoredMessage& m, bool last,
+                       Clock::time_point now);
+  // Settles `it`, one of `p`'s held messages: what happens to it is `outcome` (delay: back
+  // after delay_ms). Returns its queue (null when that was deleted); the caller serves or
+  // collects it afterwards (after_settle).
+  enum class Outcome { acked, requeue, delay, dead_letter };
+  Queue* settle(Peer& p, std::map<std::uint64_t, InFlight>::iterator it, Outcome outcome,
+                Clock::time_point now, std::uint32_t delay_ms = 0);
+  // settle for `tag`, or with `multiple` every held tag up to it.
+  Settled settle_tags(Peer& p, std::uint64_t tag, bool multiple, Outcome outcome,
+                      Clock::time_point now, std::uint32_t delay_ms);
+  // Why `tag` cannot be settled by `p`.
+  Settled unsettled(const Peer& p, std::uint64_t tag) const;
+  // Serves (or collects) the queues settling touched.
+  void after_settle(std::vector<Queue*>& touched, Clock::time_point now);
+  // A held message comes back to `q` (after a NACK, a delay, its consumer's departure or
+  // its ack timeout), or goes to the dead-letter queue once it reached max_deliveries.
+  void give_back(Queue& q, HeldMessage&& m, Clock::time_point now);
+  // Moves `m` (taken from `q`) to q's dead-letter queue, with headers saying `reason`, or
+  // drops it when q has none or that queue refuses it. `hops` bounds chains of queues
+  // whose dead letters overflow into each other.
+  void dead_letter(Queue& q, HeldMessage&& m, std::string_view reason, Clock::time_point now);
+  // drop_oldest for a queue whose overflow goes to its dead-letter queue.
+  void overflow_to_dead_letter(Queue& q, Clock::time_point now);
+  // Gives back what a held message was charged, and its region reference.
+  void release_held(const HeldMessage& m);
+  void expire_ack(const QueueDeadline& d, Clock::time_point now);
+  void expire_delayed(Queue& q, Clock::time_point now);
+  // The queue `q` goes (remove): its held and delayed messages are dropped or orphaned.
+  void orphan_held(Queue& q);
   WaiterList::iterator add_waiter(Queue& q, const Waiter& w);
   void remove_waiter(Queue& q, WaiterList::iterator it);
   void drop_oldest(Queue& q, Errc code = Errc::queue_full,
@@ -169,6 +256,11 @@ class Queues {
   Requests& requests_;
   QueueMap queues_;
   Queue* last_queue_ = nullptr;  // find_mutable()'s cache; erase_queue() clears it
+  std::uint64_t next_tag_ = 1;   // delivery tags, broker-unique
+  // Dead letters being moved now: a chain of queues whose overflow dead-letters into one
+  // another ends after kMaxDeadLetterHops.
+  int dead_letter_hops_ = 0;
+  static constexpr int kMaxDeadLetterHops = 4;
   QueueDeadlineIndex deadlines_;
   // Recycled nodes (node_stash.hpp): collected queues with their allocations, waiting
   // receives and their deadlines, so that steady traffic allocates nothing.

@@ -74,6 +74,7 @@ SendOutcome Broker::route_region(PeerId from, const RegionSend& s, Clock::time_p
   d.wait_ms = s.wait_ms;
   d.correlation = s.correlation;
   d.confirm = s.confirm;
+  d.headers = s.headers;
   if (core_.policy) {
     if (s.kind == proto::RegionTarget::queue) {
       if (!permitted(*p, Operation::send, s.key)) return denied(Operation::send, s.key);
@@ -100,7 +101,7 @@ SendOutcome Broker::route_region(PeerId from, const RegionSend& s, Clock::time_p
     SendOutcome out;
     Queue* q = queues_.get_or_create(s.key, &out, &p->id);
     if (!q) return out;
-    out = queues_.enqueue(*q, from, *p, {}, now, 0, 0, s.ref);
+    out = queues_.enqueue(*q, from, *p, {}, now, 0, 0, s.ref, s.headers);
     queues_.collect_if_idle(*q);
     return out;
   }

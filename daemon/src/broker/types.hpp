@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "qbus/config/limits.hpp"
@@ -43,6 +44,12 @@ struct QueueOptions {
   std::uint32_t max_messages = config::kQueueDefaults.max_messages;
   std::uint64_t max_bytes = config::kQueueDefaults.max_bytes;
   Overflow overflow = config::kQueueDefaults.overflow;
+  // Acknowledgements (proto/PROTOCOL.md section 17). Zero or empty: off.
+  std::uint32_t ack_timeout_ms = 0;   // an unsettled message is redelivered after this
+  std::uint16_t max_deliveries = 0;   // dead-lettered (else dropped) at this many deliveries
+  bool dead_letter_overflow = false;  // drop_oldest victims go to dead_letter
+  std::string dead_letter;            // a queue key; empty: none
+  bool operator==(const QueueOptions&) const = default;
 };
 
 struct RegionLimits {
@@ -80,6 +87,10 @@ struct Limits {
   std::uint32_t declared_queue_grace_ms = config::kLimitDefaults.declared_queue_grace_ms;
   // Largest batch one receive may ask for; bigger requests are clamped.
   std::uint32_t max_receive_batch = config::kLimitDefaults.max_receive_batch;
+  // Messages one connection may hold in acknowledgement mode (too_many_unacked past it),
+  // and the prefetch of a subscription that asks for none.
+  std::uint32_t max_unacked = config::kLimitDefaults.max_unacked;
+  std::uint32_t default_prefetch = config::kLimitDefaults.default_prefetch;
   // Every process (every TCP connection) has one inbox for direct messages.
   QueueOptions inbox{config::kInboxDefaults.max_messages, config::kInboxDefaults.max_bytes,
                      config::kInboxDefaults.overflow};
@@ -104,6 +115,13 @@ struct RegionRef {
   explicit operator bool() const { return id != 0; }
 };
 
+// What a delivery carries besides sender and payload (DELIVERY_INFO, 17.2).
+struct DeliveryExtras {
+  std::uint64_t tag = 0;    // nonzero: in acknowledgement mode, settle it with this tag
+  std::uint32_t count = 1;  // deliveries so far, this one included
+  Bytes headers;            // the header block (proto/headers.hpp); empty: none
+};
+
 // What a receiver gets. `key` is empty for direct messages and replies. A region message
 // has an empty payload and names its region; the receiver holds one more handle on it from
 // now on (the edge passes the region's fd on, or, to a TCP peer, streams the bytes and
@@ -114,6 +132,9 @@ struct Delivery {
   std::uint64_t request_id = 0;
   Bytes payload;
   RegionRef region{};
+  // Null for a message delivered for the first time, at most once, without headers (the
+  // edge then sends no DELIVERY_INFO); valid during the deliver call only.
+  const DeliveryExtras* extras = nullptr;
 };
 
 // How the edge hears the core's answers. Calls happen synchronously inside the core's

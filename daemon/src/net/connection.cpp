@@ -19,13 +19,6 @@ constexpr std::uint64_t kLoggedMisbehaviours = 10;
 
 constexpr std::string_view kAuthFailedText = "TCP clients must present the broker's token";
 
-// The flags a client may set: those PROTOCOL.md allows on frames a client sends. A frame
-// only the broker sends (a DELIVER flagged LAST, say) is refused for its flags first.
-std::uint16_t allowed_flags(FrameType t) {
-  const auto* row = proto::frame_traits(t);
-  return row && row->direction == proto::Direction::to_broker ? row->flags : 0;
-}
-
 }  // namespace
 
 Connection::Connection(Server& server, Socket socket, broker::PeerId id, broker::Identity identity,
@@ -217,24 +210,53 @@ Connection::Step Connection::answer(const proto::Header& h, const broker::SendOu
 
 Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
   if (!welcomed_) return handle_hello(h, body);
-  auto& broker = server_.broker();
-  const auto now = now_;
-  const bool confirm = (h.flags & proto::kFlagConfirm) != 0;
-  if ((h.flags & ~allowed_flags(h.type)) != 0) {
+  const proto::FrameTraits* row = proto::frame_traits(h.type);
+  if (row && row->min_version > version_) {
+    bad_request(h.correlation, Errc::unknown_frame_type,
+                std::string(row->name) + " needs protocol version " +
+                    std::to_string(row->min_version) + "; this connection speaks version " +
+                    std::to_string(version_));
+    return Step::next;
+  }
+  // The flags a client may set: those PROTOCOL.md allows on frames a client sends. A frame
+  // only the broker sends (a DELIVER flagged LAST, say) is refused for its flags first.
+  const std::uint16_t allowed =
+      row && row->direction == proto::Direction::to_broker ? row->flags : 0;
+  if ((h.flags & ~allowed) != 0 || (version_ < 2 && (h.flags & proto::kFlagAck) != 0)) {
     bad_request(h.correlation, Errc::malformed_frame, "unknown flag bits set");
     return Step::next;
   }
+  if (!has_properties_) return dispatch(h, body);
+  const bool message = h.type == FrameType::send || h.type == FrameType::request ||
+                       h.type == FrameType::send_direct || h.type == FrameType::send_region;
+  if (!message) {
+    has_properties_ = false;
+    bad_request(properties_correlation_, Errc::unexpected_frame,
+                "PROPERTIES must be followed by SEND, SEND_REGION, REQUEST or SEND_DIRECT, not " +
+                    std::string(proto::frame_type_name(h.type)));
+    return dispatch(h, body);
+  }
+  const Step step = dispatch(h, body);
+  if (step != Step::stop) has_properties_ = false;  // a paused send keeps them for its retry
+  return step;
+}
+
+Connection::Step Connection::dispatch(const proto::Header& h, proto::Bytes body) {
+  auto& broker = server_.broker();
+  const auto now = now_;
+  const bool confirm = (h.flags & proto::kFlagConfirm) != 0;
   const auto bad_body = [&](Errc e) { return bad_queue_body(h, e); };
   switch (h.type) {
     case FrameType::send: {
       proto::Send m;
       if (auto e = proto::decode_send(body, m); e != Errc::ok) return bad_body(e);
-      return answer(h, broker.send(id_, m.key, m.payload, now), confirm);
+      return answer(h, broker.send(id_, m.key, m.payload, now, headers()), confirm);
     }
     case FrameType::receive: {
       proto::Receive m;
       if (auto e = proto::decode_receive(body, m); e != Errc::ok) return bad_body(e);
-      broker.receive(id_, h.correlation, m.key, m.max_count, m.timeout_ms, now);
+      broker.receive(id_, h.correlation, m.key, m.max_count, m.timeout_ms, now,
+                     (h.flags & proto::kFlagAck) != 0);
       return Step::next;
     }
     case FrameType::declare:
@@ -244,8 +266,8 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
     case FrameType::send_direct: {
       proto::SendDirect m;
       if (auto e = proto::decode_send_direct(body, m); e != Errc::ok) return bad_body(e);
-      const broker::DirectSend d{m.kind,    m.target,      m.in_reply_to,
-                                 m.wait_ms, h.correlation, confirm};
+      const broker::DirectSend d{m.kind,        m.target, m.in_reply_to, m.wait_ms,
+                                 h.correlation, confirm,  headers()};
       return answer(h, broker.send_direct(id_, d, m.payload, now), confirm);
     }
     case FrameType::receive_direct: {
@@ -263,8 +285,9 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
       proto::Request m;
       if (auto e = proto::decode_request(body, m); e != Errc::ok) return bad_body(e);
       // Accepted: the answer is the reply (or a timeout) under this correlation, later.
-      return answer(h, broker.request(id_, h.correlation, m.key, m.payload, m.timeout_ms, now),
-                    false);
+      return answer(
+          h, broker.request(id_, h.correlation, m.key, m.payload, m.timeout_ms, now, headers()),
+          false);
     }
     case FrameType::ping:
       if (!body.empty()) return bad_body(Errc::malformed_frame);
@@ -278,6 +301,14 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
     case FrameType::region_attach:
     case FrameType::region_remove:
       return handle_region(h, body);
+    case FrameType::properties:
+    case FrameType::ack:
+    case FrameType::nack:
+    case FrameType::extend:
+    case FrameType::subscribe:
+    case FrameType::unsubscribe:
+    case FrameType::declare_ex:
+      return handle_v2(h, body);
     case FrameType::hello:
     case FrameType::welcome:
     case FrameType::error:
@@ -287,6 +318,7 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
     case FrameType::region:
     case FrameType::deliver_region:
     case FrameType::dropped:
+    case FrameType::delivery_info:
       bad_request(h.correlation, Errc::unexpected_frame,
                   std::string(proto::frame_type_name(h.type)) + " is not valid from a client here");
       return Step::next;
@@ -349,6 +381,7 @@ Connection::Step Connection::handle_region(const proto::Header& h, proto::Bytes 
       rs.correlation = h.correlation;
       rs.confirm = confirm;
       rs.release = m.release;
+      rs.headers = headers();
       return answer(h, broker.send_region(id_, rs, now_), confirm);
     }
     case FrameType::region_release: {
@@ -463,6 +496,7 @@ Connection::Step Connection::handle_hello(const proto::Header& h, proto::Bytes b
     reject(Errc::unsupported_version, text);
     return Step::next;
   }
+  version_ = std::min(m.max_version, proto::kMaxVersion);
   if (identity_.tcp) {
     authenticate(h.correlation, m.token, m.client_name);
     return Step::next;
@@ -476,7 +510,7 @@ void Connection::welcome(std::uint64_t correlation, std::string_view name) {
   stats_.name = std::string(name);
   handshake_timer_.cancel();
   proto::Welcome w;
-  w.version = proto::kVersion;
+  w.version = version_;
   w.max_body = server_.options().max_body;
   w.max_payload = server_.broker().limits().max_payload;
   w.pid = identity_.pid;

@@ -60,6 +60,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // it is the per-message path.
   void deliver(std::uint64_t correlation, bool last, const broker::Delivery& d) {
     ++stats_.received_total;
+    // A version-1 client knows nothing of tags and headers; it never asks for acks.
+    if (d.extras && version_ >= 2) deliver_info(correlation, *d.extras);
     if (d.region) {
       deliver_region(correlation, last, d);
       return;
@@ -190,7 +192,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Handles every complete frame in `in`; returns how many bytes were used.
   std::size_t process(std::span<const std::byte> in);
   Step handle(const proto::Header& h, proto::Bytes body);
+  Step dispatch(const proto::Header& h, proto::Bytes body);
   Step handle_hello(const proto::Header& h, proto::Bytes body);
+  // Version 2 (connection_acks.cpp): PROPERTIES, ACK, NACK, EXTEND, SUBSCRIBE, UNSUBSCRIBE
+  // and DECLARE_EX.
+  Step handle_v2(const proto::Header& h, proto::Bytes body);
+  Step handle_properties(const proto::Header& h, proto::Bytes body);
+  Step answer_settled(const proto::Header& h, const broker::Settled& r);
+  // The header block the last PROPERTIES gave the frame being handled; empty when none.
+  proto::Bytes headers() const {
+    return has_properties_ ? proto::Bytes(properties_) : proto::Bytes();
+  }
+  void deliver_info(std::uint64_t correlation, const broker::DeliveryExtras& e);
   // Turns the broker's verdict on a send into frames: OK (when asked), ERROR, or a pause.
   Step answer(const proto::Header& h, const broker::SendOutcome& r, bool ok_on_success);
   void misbehaved(Errc code, std::string_view text);  // logs, rate-limited
@@ -270,6 +283,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint64_t denials_ = 0;
   std::uint64_t drops_ = 0;  // purges and deletes, logged like refusals
   bool welcomed_ = false;
+  // The protocol version agreed in the handshake (HELLO, WELCOME).
+  std::uint8_t version_ = 1;
+  // A PROPERTIES waiting for the message frame that follows it (17.1).
+  bool has_properties_ = false;
+  std::uint64_t properties_correlation_ = 0;
+  std::vector<std::byte> properties_;
   broker::Clock::time_point now_;  // when the frames being processed were read
   bool reading_ = false;
   bool watching_hangup_ = false;  // a wait_error is pending on the socket

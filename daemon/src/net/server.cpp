@@ -496,7 +496,7 @@ void Server::output_drained(Connection& c) {
     std::vector<broker::PeerId> ids;
     ids.swap(wake_);
     for (const broker::PeerId id : ids)
-      broker_.output_ready(id);
+      broker_.output_ready(id, broker::Clock::now());
     end_of_batch();
   });
 }

@@ -85,8 +85,7 @@ void apply_queues(const Config& running, const Config& effective, Server& server
     const auto& q = effective.queues[i];
     const bool existed = broker.find(q.key) != nullptr;
     std::string text;
-    const auto e = broker.declare_configured(
-        q.key, {q.settings.max_messages, q.settings.max_bytes, q.settings.overflow}, text);
+    const auto e = broker.declare_configured(q.key, declared_options(q), text);
     if (e == Errc::queue_conflict) {
       // A declared queue keeps its options: other clients rely on what they declared.
       spdlog::warn(
@@ -114,6 +113,15 @@ void apply_queues(const Config& running, const Config& effective, Server& server
 }
 
 }  // namespace
+
+broker::QueueOptions declared_options(const config::QueueDeclaration& q) {
+  broker::QueueOptions o{q.settings.max_messages, q.settings.max_bytes, q.settings.overflow};
+  o.ack_timeout_ms = q.ack_timeout_ms;
+  o.max_deliveries = q.max_deliveries;
+  o.dead_letter = q.dead_letter;
+  o.dead_letter_overflow = q.dead_letter_overflow;
+  return o;
+}
 
 broker::Limits broker_limits(const Config& c) {
   broker::Limits l;

@@ -25,6 +25,9 @@ class Server;
 // and the queue and inbox defaults.
 broker::Limits broker_limits(const config::Config& c);
 
+// The options a queue of the configuration is declared with.
+broker::QueueOptions declared_options(const config::QueueDeclaration& q);
+
 // The access policy as configured, on the bus `c.bus` says (resolved: "system" or
 // "user"); null on a user bus whose configuration has no policy section and no drop-in.
 std::unique_ptr<const broker::Policy> broker_policy(const config::Config& c);

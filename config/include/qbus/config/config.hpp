@@ -24,6 +24,11 @@ struct QueueSettings {
 struct QueueDeclaration {
   std::string key;
   QueueSettings settings;
+  // Acknowledgement mode (proto/PROTOCOL.md section 17); zero or empty: off.
+  std::uint32_t ack_timeout_ms = 0;
+  std::uint16_t max_deliveries = 0;
+  std::string dead_letter;
+  bool dead_letter_overflow = false;
 };
 
 // One rule of the access policy (config/README.md, "policy"), validated: user and group

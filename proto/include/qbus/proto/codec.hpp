@@ -50,7 +50,7 @@ HeaderResult decode_header(Bytes in, std::uint32_t max_body) noexcept;
 inline void encode_header(MutableBytes out, const Header& h) noexcept {
   std::byte* p = out.data();
   wire::store<std::uint32_t>(p, kMagic);
-  wire::store<std::uint8_t>(p + 4, kVersion);
+  wire::store<std::uint8_t>(p + 4, kFrameVersion);
   wire::store<std::uint8_t>(p + 5, static_cast<std::uint8_t>(h.type));
   wire::store<std::uint16_t>(p + 6, h.flags);
   wire::store<std::uint64_t>(p + 8, h.correlation);

@@ -1,5 +1,5 @@
-// Wire protocol v1: every frame type and every body, described once (proto/PROTOCOL.md is
-// normative; its section numbers are cited beside each body).
+// Wire protocol (versions 1 and 2): every frame type and every body, described once
+// (proto/PROTOCOL.md is normative; its section numbers are cited beside each body).
 //
 // Each body is a plain struct followed by its Layout: the frame type it travels in, its
 // fields in wire order (field.hpp) and, where fields constrain one another, its rule. The
@@ -22,9 +22,15 @@
 
 namespace qbus::proto {
 
-inline constexpr std::uint8_t kVersion = 1;
+// The newest protocol version, negotiated in HELLO/WELCOME (the highest both ends speak).
+// Version 2 is version 1 plus the frames of section 17 (message headers, acknowledgements,
+// subscriptions); a frame type whose kFrameTraits row says min_version 2 is unknown on a
+// version-1 connection.
+inline constexpr std::uint8_t kVersion = 2;
+// The frame header's version byte (section 4): the framing, which both versions share.
+inline constexpr std::uint8_t kFrameVersion = 1;
 inline constexpr std::uint8_t kMinVersion = 1;
-inline constexpr std::uint8_t kMaxVersion = 1;
+inline constexpr std::uint8_t kMaxVersion = 2;
 inline constexpr std::size_t kMaxKeySize = 255;
 inline constexpr std::size_t kMaxClientNameSize = 64;
 inline constexpr std::size_t kMaxTokenSize = 1024;
@@ -56,6 +62,15 @@ enum class FrameType : std::uint8_t {
   purge = 23,
   delete_queue = 24,
   dropped = 25,
+  // Version 2 (section 17).
+  properties = 26,
+  delivery_info = 27,
+  ack = 28,
+  nack = 29,
+  extend = 30,
+  subscribe = 31,
+  unsubscribe = 32,
+  declare_ex = 33,
 };
 
 // Header flag bits (section 4). A bit is meaningful only on the frame types kFrameTraits
@@ -67,10 +82,20 @@ inline constexpr std::uint16_t kFlagLast = 0x0002;
 // deliver: the payload continues in the next DELIVER with the same correlation (a region
 // message sent inline to a TCP peer, in pieces no larger than max_body).
 inline constexpr std::uint16_t kFlagMore = 0x0004;
+// receive (version 2): hand the messages over in acknowledgement mode (section 17.3).
+inline constexpr std::uint16_t kFlagAck = 0x0008;
 
 enum class Overflow : std::uint8_t { use_default = 0, reject = 1, drop_oldest = 2, block = 3 };
 enum class TargetKind : std::uint8_t { pid = 1, client_id = 2 };
 enum class RegionTarget : std::uint8_t { queue = 0, pid = 1, client_id = 2 };
+// 17.4: what a NACK does with the messages it names.
+enum class NackAction : std::uint8_t { requeue = 1, requeue_after = 2, dead_letter = 3 };
+
+// 17.1: bounds of a message's header block (headers.hpp).
+inline constexpr std::size_t kMaxHeaders = 32;
+inline constexpr std::size_t kMaxHeaderKeySize = 64;
+inline constexpr std::size_t kMaxHeaderValueSize = 1024;
+inline constexpr std::size_t kMaxHeadersSize = 4096;
 
 // ---- bodies -----------------------------------------------------------------------------
 
@@ -377,11 +402,143 @@ struct Dropped {
 template <>
 struct Layout<Dropped> : Described<FrameType::dropped, field::Int<&Dropped::count>> {};
 
+// ---- version 2 (section 17) ---------------------------------------------------------------
+
+// 17.1: the properties of the message in the next frame of the same connection, which must
+// be SEND, SEND_REGION, REQUEST or SEND_DIRECT. The header block is checked by
+// check_headers (headers.hpp) where it is used. The 12 reserved bytes are kept for a
+// message's priority, time to live and delay.
+struct Properties {
+  Bytes headers;  // the header block (headers.hpp); empty: none
+};
+template <>
+struct Layout<Properties>
+    : Described<FrameType::properties, field::Zero<std::uint32_t>, field::Zero<std::uint32_t>,
+                field::Zero<std::uint32_t>, field::Payload<&Properties::headers>> {
+  static Errc check(const Properties& m) noexcept {
+    return m.headers.size() > kMaxHeadersSize ? Errc::malformed_frame : Errc::ok;
+  }
+};
+
+// 17.2: what the DELIVER or DELIVER_REGION that follows with the same correlation carries
+// besides its body. Sent only on version-2 connections, and only when there is something
+// to say (an acknowledgement tag, headers, a redelivery).
+struct DeliveryInfo {
+  std::uint64_t delivery_tag = 0;    // nonzero: settle it with ACK or NACK
+  std::uint32_t delivery_count = 1;  // deliveries of this message so far, this one included
+  bool redelivered = false;
+  Bytes headers;
+};
+template <>
+struct Layout<DeliveryInfo>
+    : Described<FrameType::delivery_info, field::Int<&DeliveryInfo::delivery_tag>,
+                field::IntAtLeast<&DeliveryInfo::delivery_count, 1>,
+                field::Bool<&DeliveryInfo::redelivered>, field::Zero<std::uint8_t>,
+                field::Zero<std::uint16_t>, field::Payload<&DeliveryInfo::headers>> {
+  static Errc check(const DeliveryInfo& m) noexcept {
+    return m.headers.size() > kMaxHeadersSize ? Errc::malformed_frame : Errc::ok;
+  }
+};
+
+// 17.4: settles the message of `delivery_tag`, or with `multiple` every message this
+// connection holds up to and including it.
+struct Ack {
+  std::uint64_t delivery_tag = 0;
+  bool multiple = false;
+};
+template <>
+struct Layout<Ack> : Described<FrameType::ack, field::IntAtLeast<&Ack::delivery_tag, 1>,
+                               field::Bool<&Ack::multiple>, field::Zero<std::uint8_t>,
+                               field::Zero<std::uint16_t>, field::Zero<std::uint32_t>> {};
+
+// 17.4
+struct Nack {
+  std::uint64_t delivery_tag = 0;
+  NackAction action = NackAction::requeue;
+  bool multiple = false;
+  std::uint32_t delay_ms = 0;  // requeue_after only
+};
+template <>
+struct Layout<Nack>
+    : Described<FrameType::nack, field::IntAtLeast<&Nack::delivery_tag, 1>,
+                field::Enum<&Nack::action, NackAction::requeue, NackAction::dead_letter>,
+                field::Bool<&Nack::multiple>, field::Zero<std::uint16_t>,
+                field::Int<&Nack::delay_ms>> {
+  static Errc check(const Nack& m) noexcept {
+    return m.action != NackAction::requeue_after && m.delay_ms != 0 ? Errc::malformed_frame
+                                                                    : Errc::ok;
+  }
+};
+
+// 17.4: the message's ack deadline becomes now + extend_ms (0: now + the queue's
+// ack_timeout).
+struct Extend {
+  std::uint64_t delivery_tag = 0;
+  std::uint32_t extend_ms = 0;
+};
+template <>
+struct Layout<Extend> : Described<FrameType::extend, field::IntAtLeast<&Extend::delivery_tag, 1>,
+                                  field::Int<&Extend::extend_ms>, field::Zero<std::uint32_t>> {};
+
+// 17.5: the broker pushes messages of `key` with this frame's correlation, without a
+// RECEIVE each time, while the subscription has credit: in acknowledgement mode at most
+// `prefetch` unsettled at once; without, while the connection reads its output.
+struct Subscribe {
+  std::uint32_t prefetch = 0;  // 0: limits.default_prefetch; clamped to limits.max_unacked
+  bool ack = true;
+  std::string_view key;
+};
+template <>
+struct Layout<Subscribe> : Described<FrameType::subscribe, field::Int<&Subscribe::prefetch>,
+                                     field::Bool<&Subscribe::ack>, field::Zero<std::uint8_t>,
+                                     field::Zero<std::uint16_t>, field::Key<&Subscribe::key>> {};
+
+// 17.5: ends the subscription SUBSCRIBE opened with correlation `subscription`. Messages
+// it holds in flight stay held until settled or the connection closes.
+struct Unsubscribe {
+  std::uint64_t subscription = 0;
+};
+template <>
+struct Layout<Unsubscribe>
+    : Described<FrameType::unsubscribe, field::IntAtLeast<&Unsubscribe::subscription, 1>> {};
+
+// 17.6: DECLARE with the options of version 2. The reserved bytes are kept for priority
+// levels and a default time to live.
+inline constexpr std::uint8_t kDeclareDeadLetterOverflow = 0x01;  // drop_oldest: to dead_letter
+struct DeclareEx {
+  std::uint32_t max_messages = 0;  // 0: broker default
+  std::uint64_t max_bytes = 0;     // 0: broker default
+  Overflow overflow = Overflow::use_default;
+  std::uint8_t flags = 0;            // kDeclare*
+  std::uint16_t max_deliveries = 0;  // 0: unlimited
+  std::uint32_t ack_timeout_ms = 0;  // 0: none
+  std::string_view key;
+  std::string_view dead_letter;  // empty: none
+};
+template <>
+struct Layout<DeclareEx>
+    : Described<FrameType::declare_ex, field::Int<&DeclareEx::max_messages>,
+                field::Int<&DeclareEx::max_bytes>,
+                field::Enum<&DeclareEx::overflow, Overflow::use_default, Overflow::block>,
+                field::Int<&DeclareEx::flags>, field::Int<&DeclareEx::max_deliveries>,
+                field::Int<&DeclareEx::ack_timeout_ms>, field::Zero<std::uint32_t>,
+                field::Key<&DeclareEx::key>, field::KeyOrEmpty<&DeclareEx::dead_letter>> {
+  static Errc check(const DeclareEx& m) noexcept {
+    if ((m.flags & ~kDeclareDeadLetterOverflow) != 0) return Errc::malformed_frame;
+    // Dead-lettering what overflows needs somewhere to put it.
+    if ((m.flags & kDeclareDeadLetterOverflow) != 0 && m.dead_letter.empty()) {
+      return Errc::malformed_frame;
+    }
+    return m.dead_letter == m.key ? Errc::malformed_frame : Errc::ok;
+  }
+};
+
 // Every body type, for code that handles each in turn (tests, the fuzz target).
-using Bodies = std::tuple<Hello, Welcome, ErrorBody, Send, Receive, Deliver, Declare, SendDirect,
-                          ReceiveDirect, Request, RegionAlloc, RegionGrantBody, SendRegion,
-                          DeliverRegion, RegionRelease, RegionCreate, RegionAttach, RegionRemove,
-                          Purge, DeleteQueue, Dropped>;
+using Bodies =
+    std::tuple<Hello, Welcome, ErrorBody, Send, Receive, Deliver, Declare, SendDirect,
+               ReceiveDirect, Request, RegionAlloc, RegionGrantBody, SendRegion, DeliverRegion,
+               RegionRelease, RegionCreate, RegionAttach, RegionRemove, Purge, DeleteQueue, Dropped,
+               Properties, DeliveryInfo, Ack, Nack, Extend, Subscribe, Unsubscribe, DeclareEx>;
 
 // Calls f(std::type_identity<T>{}) for every body type T.
 template <typename F>
@@ -399,19 +556,24 @@ struct FrameTraits {
   FrameType type{};
   std::string_view name;
   Direction direction{};
-  std::uint16_t flags = 0;     // the header flag bits valid on this type (section 4)
-  std::size_t fixed_size = 0;  // the body's fixed part; 0 for a type whose body is empty
-  bool carries_fd = false;     // travels with exactly one fd (SCM_RIGHTS, Unix sockets only)
+  std::uint16_t flags = 0;       // the header flag bits valid on this type (section 4)
+  std::size_t fixed_size = 0;    // the body's fixed part; 0 for a type whose body is empty
+  bool carries_fd = false;       // travels with exactly one fd (SCM_RIGHTS, Unix sockets only)
+  std::uint8_t min_version = 1;  // unknown (unknown_frame_type) on an older connection
 };
 
 namespace detail {
 template <typename Body>
 constexpr FrameTraits row(std::string_view name, Direction d, std::uint16_t flags,
                           bool fd = false) {
-  return {Layout<Body>::kType, name, d, flags, fixed_size<Body>, fd};
+  return {Layout<Body>::kType, name, d, flags, fixed_size<Body>, fd, 1};
+}
+template <typename Body>
+constexpr FrameTraits row_v2(std::string_view name, Direction d, std::uint16_t flags) {
+  return {Layout<Body>::kType, name, d, flags, fixed_size<Body>, false, 2};
 }
 constexpr FrameTraits empty_row(FrameType t, std::string_view name, Direction d) {
-  return {t, name, d, 0, 0, false};
+  return {t, name, d, 0, 0, false, 1};
 }
 }  // namespace detail
 
@@ -422,7 +584,8 @@ inline constexpr FrameTraits kFrameTraits[] = {
     detail::row<ErrorBody>("error", Direction::to_client, 0),
     detail::empty_row(FrameType::ok, "ok", Direction::to_client),
     detail::row<Send>("send", Direction::to_broker, kFlagConfirm),
-    detail::row<Receive>("receive", Direction::to_broker, 0),
+    // kFlagAck is valid from version 2 on (the edge checks the connection's version).
+    detail::row<Receive>("receive", Direction::to_broker, kFlagAck),
     detail::row<Deliver>("deliver", Direction::to_client, kFlagLast | kFlagMore),
     detail::row<Declare>("declare", Direction::to_broker, kFlagConfirm),
     detail::empty_row(FrameType::ping, "ping", Direction::to_broker),
@@ -442,6 +605,14 @@ inline constexpr FrameTraits kFrameTraits[] = {
     detail::row<Purge>("purge", Direction::to_broker, 0),
     detail::row<DeleteQueue>("delete", Direction::to_broker, 0),
     detail::row<Dropped>("dropped", Direction::to_client, 0),
+    detail::row_v2<Properties>("properties", Direction::to_broker, 0),
+    detail::row_v2<DeliveryInfo>("delivery_info", Direction::to_client, 0),
+    detail::row_v2<Ack>("ack", Direction::to_broker, kFlagConfirm),
+    detail::row_v2<Nack>("nack", Direction::to_broker, kFlagConfirm),
+    detail::row_v2<Extend>("extend", Direction::to_broker, kFlagConfirm),
+    detail::row_v2<Subscribe>("subscribe", Direction::to_broker, 0),
+    detail::row_v2<Unsubscribe>("unsubscribe", Direction::to_broker, 0),
+    detail::row_v2<DeclareEx>("declare_ex", Direction::to_broker, kFlagConfirm),
 };
 
 static_assert([] {
