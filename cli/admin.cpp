@@ -205,12 +205,15 @@ std::string owner_of(const json& q) {
 void print_queues(const json& queues) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& q : queues) {
+    // in_flight: handed over in acknowledgement mode, not settled ("-" from a qbusd
+    // without acknowledgements).
     rows.push_back({printable(text_of(member(q, "key"))), text_of(member(q, "depth")),
-                    human_bytes(number(q, "bytes")), text_of(member(q, "max_messages")),
-                    human_bytes(number(q, "max_bytes")), text_of(member(q, "overflow")),
-                    owner_of(q), text_of(member(q, "waiting_receivers")),
-                    text_of(member(q, "enqueued_total")), text_of(member(q, "dequeued_total")),
-                    text_of(member(q, "dropped_total")), text_of(member(q, "rejected_total")),
+                    text_of(member(q, "in_flight")), human_bytes(number(q, "bytes")),
+                    text_of(member(q, "max_messages")), human_bytes(number(q, "max_bytes")),
+                    text_of(member(q, "overflow")), owner_of(q),
+                    text_of(member(q, "waiting_receivers")), text_of(member(q, "enqueued_total")),
+                    text_of(member(q, "dequeued_total")), text_of(member(q, "dropped_total")),
+                    text_of(member(q, "rejected_total")),
                     number(q, "depth") == 0
                         ? "-"
                         : human_age_ms(static_cast<std::int64_t>(number(q, "oldest_age_ms")))});
@@ -219,10 +222,10 @@ void print_queues(const json& queues) {
     std::cout << "no queues\n";
     return;
   }
-  print_table({"KEY", "DEPTH", "BYTES", "MAX", "MAX BYTES", "OVERFLOW", "OWNER", "WAITING", "IN",
-               "OUT", "DROPPED", "REJECTED", "OLDEST"},
-              rows,
-              {false, true, true, true, true, false, true, true, true, true, true, true, true});
+  print_table(
+      {"KEY", "DEPTH", "INFLIGHT", "BYTES", "MAX", "MAX BYTES", "OVERFLOW", "OWNER", "WAITING",
+       "IN", "OUT", "DROPPED", "REJECTED", "OLDEST"},
+      rows, {false, true, true, true, true, true, false, true, true, true, true, true, true, true});
 }
 
 void print_clients(const json& clients) {
@@ -273,23 +276,41 @@ void print_fields(const std::vector<std::pair<std::string, std::string>>& fields
 }
 
 void print_queue(const json& q) {
-  print_fields({{"key", printable(text_of(member(q, "key")))},
-                {"depth", text_of(member(q, "depth"))},
-                {"bytes", human_bytes(number(q, "bytes"))},
-                {"max_messages", text_of(member(q, "max_messages"))},
-                {"max_bytes", human_bytes(number(q, "max_bytes"))},
-                {"overflow", text_of(member(q, "overflow"))},
-                {"owner", owner_of(q)},
-                {"declared", text_of(member(q, "declared"))},
-                {"waiting_receivers", text_of(member(q, "waiting_receivers"))},
-                {"blocked_producers", text_of(member(q, "blocked_producers"))},
-                {"enqueued_total", text_of(member(q, "enqueued_total"))},
-                {"dequeued_total", text_of(member(q, "dequeued_total"))},
-                {"dropped_total", text_of(member(q, "dropped_total"))},
-                {"rejected_total", text_of(member(q, "rejected_total"))},
-                {"oldest_age", number(q, "depth") == 0 ? "-"
-                                                       : human_age_ms(static_cast<std::int64_t>(
-                                                             number(q, "oldest_age_ms")))}});
+  std::vector<std::pair<std::string, std::string>> fields{
+      {"key", printable(text_of(member(q, "key")))},
+      {"depth", text_of(member(q, "depth"))},
+      {"bytes", human_bytes(number(q, "bytes"))},
+      {"max_messages", text_of(member(q, "max_messages"))},
+      {"max_bytes", human_bytes(number(q, "max_bytes"))},
+      {"overflow", text_of(member(q, "overflow"))},
+      {"owner", owner_of(q)},
+      {"declared", text_of(member(q, "declared"))},
+      {"waiting_receivers", text_of(member(q, "waiting_receivers"))},
+      {"blocked_producers", text_of(member(q, "blocked_producers"))},
+      {"enqueued_total", text_of(member(q, "enqueued_total"))},
+      {"dequeued_total", text_of(member(q, "dequeued_total"))},
+      {"dropped_total", text_of(member(q, "dropped_total"))},
+      {"rejected_total", text_of(member(q, "rejected_total"))},
+      {"oldest_age", number(q, "depth") == 0
+                         ? "-"
+                         : human_age_ms(static_cast<std::int64_t>(number(q, "oldest_age_ms")))}};
+  // Acknowledgements (protocol 2): shown when the qbusd is new enough to report them.
+  for (const char* name :
+       {"in_flight", "acked_total", "redelivered_total", "dead_lettered_total", "max_deliveries"}) {
+    if (q.is_object() && q.contains(name)) fields.emplace_back(name, text_of(member(q, name)));
+  }
+  if (q.is_object() && q.contains("ack_timeout_ms")) {
+    const double ms = number(q, "ack_timeout_ms");
+    fields.emplace_back("ack_timeout",
+                        ms == 0 ? "none" : human_age_ms(static_cast<std::int64_t>(ms)));
+  }
+  if (q.is_object() && q.contains("dead_letter")) {
+    const json& dl = member(q, "dead_letter");
+    fields.emplace_back("dead_letter", dl.is_string() && !dl.get<std::string>().empty()
+                                           ? printable(dl.get<std::string>())
+                                           : "none");
+  }
+  print_fields(fields);
 }
 
 void print_stats(const json& s) {

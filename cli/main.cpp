@@ -14,6 +14,7 @@
 #include <cstring>
 #include <iostream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
 
@@ -76,7 +77,7 @@ std::string file_error(const std::string& what, const std::string& path) {
 // library may still choose a region above its threshold); larger files are read straight
 // into a shared-memory region, so the bytes are copied once, from the page cache.
 void send_file(qbus::Client& client, const std::string& path, const std::string* key,
-               std::uint32_t pid, milliseconds wait) {
+               std::uint32_t pid, milliseconds wait, const qbus::Headers& headers) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw qbus::Error(qbus::Errc::io_error, file_error("cannot open", path));
   struct Closer {
@@ -96,9 +97,9 @@ void send_file(qbus::Client& client, const std::string& path, const std::string*
       throw qbus::Error(qbus::Errc::io_error, file_error("cannot read", path));
     }
     if (key) {
-      client.send_confirmed(*key, bytes);
+      client.send(*key, bytes, qbus::SendOptions{headers, true});
     } else {
-      client.send_to_pid(pid, bytes, qbus::DirectOptions{wait, true});
+      client.send_to_pid(pid, bytes, qbus::DirectOptions{wait, true, headers});
     }
     return;
   }
@@ -108,6 +109,12 @@ void send_file(qbus::Client& client, const std::string& path, const std::string*
                       path + " has " + std::to_string(size) + " bytes, over the inline limit of " +
                           std::to_string(client.session().max_payload) +
                           "; larger payloads need a Unix socket (shared memory)");
+  }
+  if (key && !headers.empty()) {
+    // libqbus sends a Region to a queue without headers; read into memory instead.
+    throw qbus::Error(qbus::Errc::invalid_argument,
+                      "--header with a --file over the inline limit of " +
+                          std::to_string(client.session().max_payload) + " bytes to a queue");
   }
   auto region = client.allocate_region(size);
   if (!read_exactly(fd, region.data())) {
@@ -121,7 +128,7 @@ void send_file(qbus::Client& client, const std::string& path, const std::string*
                         "send to '" + *key + "': " + client.send_failures().last_message);
     }
   } else {
-    client.send_to_pid(pid, std::move(region), qbus::DirectOptions{wait, true});
+    client.send_to_pid(pid, std::move(region), qbus::DirectOptions{wait, true, headers});
   }
 }
 
@@ -144,10 +151,55 @@ bool write_file(const std::string& path, const qbus::Message& m) {
   return ::close(fd) == 0;
 }
 
-bool print(const qbus::Message& m) {
+// The payload and a newline; with `headers` first a "KEY: VALUE" line per header.
+bool print(const qbus::Message& m, bool headers = false) {
+  if (headers) {
+    for (const auto& [k, v] : m.headers()) {
+      std::fwrite(k.data(), 1, k.size(), stdout);
+      std::fputs(": ", stdout);
+      std::fwrite(v.data(), 1, v.size(), stdout);
+      std::fputc('\n', stdout);
+    }
+  }
   std::fwrite(m.text().data(), 1, m.size(), stdout);
   std::fputc('\n', stdout);
   return std::fflush(stdout) == 0;
+}
+
+// One JSON object per line: the payload as text (bytes that are not UTF-8 replaced), who
+// sent it, its headers and, received in acknowledgement mode, how it was delivered.
+bool print_json(const qbus::Message& m, bool ack) {
+  nlohmann::json o{
+      {"key", m.key()},
+      {"payload", std::string(m.text())},
+      {"sender",
+       {{"pid", m.sender().pid}, {"uid", m.sender().uid}, {"client_id", m.sender().client_id}}}};
+  nlohmann::json headers = nlohmann::json::object();
+  for (const auto& [k, v] : m.headers())
+    headers[k] = v;
+  o["headers"] = std::move(headers);
+  if (ack) {
+    o["delivery_tag"] = m.delivery_tag();
+    o["delivery_count"] = m.delivery_count();
+    o["redelivered"] = m.redelivered();
+  }
+  const std::string line = o.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fputc('\n', stdout);
+  return std::fflush(stdout) == 0;
+}
+
+// "KEY=VALUE" arguments of --header.
+qbus::Headers parse_headers(const std::vector<std::string>& args) {
+  qbus::Headers out;
+  for (const auto& a : args) {
+    const auto eq = a.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw UsageError("--header '" + a + "': use KEY=VALUE");
+    }
+    out.emplace_back(a.substr(0, eq), a.substr(eq + 1));
+  }
+  return out;
 }
 
 // Receives until `count` messages (0: no limit) or the overall timeout (-1: none).
@@ -182,6 +234,7 @@ struct SendArgs {
   long long pid = 0;              // 0: to a queue
   long long wait_ms = 0;
   std::string file;
+  std::vector<std::string> headers;  // KEY=VALUE
 };
 
 CLI::App* add_send(CLI::App& app, SendArgs& a) {
@@ -200,6 +253,10 @@ CLI::App* add_send(CLI::App& app, SendArgs& a) {
                    "With --pid: wait up to MS for the process to connect (default: 0)")
       ->option_text("MS")
       ->check(CLI::Range(0LL, 2'000'000'000LL));
+  send->add_option("--header", a.headers,
+                   "A header of the message, KEY=VALUE; repeatable (needs a protocol-2 qbusd)")
+      ->option_text("KEY=VALUE")
+      ->allow_extra_args(false);  // one KEY=VALUE each time; MESSAGE may follow
   return send;
 }
 
@@ -210,18 +267,24 @@ int run_send(const Globals& g, const SendArgs& a) {
   if (!to_pid && a.wait_ms != 0) throw UsageError("send: --wait goes with --pid");
   const std::size_t message_at = to_pid ? 0 : 1;
   const auto pid = static_cast<std::uint32_t>(a.pid);
+  qbus::Headers headers;
+  try {
+    headers = parse_headers(a.headers);
+  } catch (const UsageError& e) {
+    throw UsageError(std::string("send: ") + e.what());
+  }
   if (!a.file.empty()) {
     if (a.args.size() > message_at) throw UsageError("send: give a MESSAGE or --file, not both");
     auto client = connect(g);
-    send_file(client, a.file, to_pid ? nullptr : &a.args[0], pid, milliseconds(a.wait_ms));
+    send_file(client, a.file, to_pid ? nullptr : &a.args[0], pid, milliseconds(a.wait_ms), headers);
     return 0;
   }
   const std::string payload = a.args.size() > message_at ? a.args[message_at] : read_stdin();
   auto client = connect(g);
   if (to_pid) {
-    client.send_to_pid(pid, payload, qbus::DirectOptions{milliseconds(a.wait_ms), true});
+    client.send_to_pid(pid, payload, qbus::DirectOptions{milliseconds(a.wait_ms), true, headers});
   } else {
-    client.send_confirmed(a.args[0], payload);
+    client.send(a.args[0], payload, qbus::SendOptions{headers, true});
   }
   return 0;
 }
@@ -232,6 +295,8 @@ struct RecvArgs {
   long long timeout_ms = -1;  // -1: forever
   long long count = 1;        // 0: no limit
   std::string out;            // empty: stdout
+  bool ack = false;           // acknowledgement mode: each message acked once written
+  bool headers = false;       // print the headers before the payload
 };
 
 CLI::App* add_recv(CLI::App& app, RecvArgs& a) {
@@ -247,6 +312,13 @@ CLI::App* add_recv(CLI::App& app, RecvArgs& a) {
   recv->add_option("--count", a.count, "Messages to receive; 0 keeps receiving (default: 1)")
       ->option_text("N")
       ->check(CLI::NonNegativeNumber);
+  recv->add_flag("--ack", a.ack,
+                 "Receive in acknowledgement mode and acknowledge each message once it is "
+                 "written; one that cannot be written goes back to the queue (needs a "
+                 "protocol-2 qbusd)");
+  recv->fallthrough();  // `qbusctl recv KEY --json` as well as `qbusctl --json recv KEY`
+  recv->add_flag("--headers", a.headers,
+                 "Print the message's headers, one 'KEY: VALUE' line each, before it");
   return recv;
 }
 
@@ -254,17 +326,34 @@ int run_recv(const Globals& g, const RecvArgs& a) {
   if (a.direct && !a.key.empty()) throw UsageError("recv --direct takes no KEY");
   if (!a.direct && a.key.empty()) throw UsageError("recv: give a queue KEY or --direct");
   if (!a.out.empty() && a.count != 1) throw UsageError("recv --out takes one message (--count 1)");
-  const auto output = [&](const qbus::Message& m) {
+  if (a.direct && a.ack) throw UsageError("recv --ack takes a queue KEY, not --direct");
+  if (!a.out.empty() && (g.json || a.headers)) {
+    throw UsageError("recv --out writes the bytes alone: not with --json or --headers");
+  }
+  auto client = connect(g);
+  const auto write = [&](const qbus::Message& m) {
     if (!a.out.empty()) {
       if (write_file(a.out, m)) return true;
       std::cerr << "qbusctl: " << file_error("cannot write", a.out) << "\n";
       return false;
     }
-    if (print(m)) return true;
+    if (g.json ? print_json(m, a.ack) : print(m, a.headers)) return true;
     std::cerr << "qbusctl: cannot write to stdout\n";
     return false;
   };
-  auto client = connect(g);
+  // In acknowledgement mode a message is acked once written (confirmed, so that exit 0
+  // means the broker let go of it), and given back at once when it could not be.
+  const auto output = [&](const qbus::Message& m) {
+    const bool written = write(m);
+    if (m.delivery_tag() != 0) {
+      if (written) {
+        client.ack(m, true);
+      } else {
+        client.nack(m, qbus::NackAction::requeue, {}, true);
+      }
+    }
+    return written;
+  };
   if (a.direct) {
     return receive_loop(
         a.timeout_ms, a.count, "recv --direct",
@@ -272,7 +361,77 @@ int run_recv(const Globals& g, const RecvArgs& a) {
   }
   return receive_loop(
       a.timeout_ms, a.count, "recv " + a.key[0],
-      [&](std::size_t n, milliseconds t) { return client.receive_batch(a.key[0], n, t); }, output);
+      [&](std::size_t n, milliseconds t) {
+        return client.receive_batch(a.key[0], n, t, qbus::ReceiveOptions{a.ack});
+      },
+      output);
+}
+
+struct DeclareArgs {
+  std::string key;
+  long long max_messages = 0;
+  long long max_bytes = 0;
+  std::string overflow;  // empty: the broker's default
+  std::string dead_letter;
+  long long max_deliveries = 0;
+  long long ack_timeout_ms = 0;
+  bool dead_letter_overflow = false;
+};
+
+CLI::App* add_declare(CLI::App& app, DeclareArgs& a) {
+  auto* declare = app.add_subcommand(
+      "declare",
+      "Create queue KEY with these options, or check that it has them (options left "
+      "out take the broker's defaults)");
+  declare->add_option("KEY", a.key, "Queue key")->required();
+  declare->add_option("--max-messages", a.max_messages, "Messages it holds at most")
+      ->option_text("N")
+      ->check(CLI::Range(0LL, 4'294'967'295LL));
+  declare->add_option("--max-bytes", a.max_bytes, "Payload bytes it holds at most")
+      ->option_text("N")
+      ->check(CLI::NonNegativeNumber);
+  declare->add_option("--overflow", a.overflow, "What a send to a full queue does")
+      ->check(CLI::IsMember({"reject", "drop_oldest", "block"}));
+  declare
+      ->add_option("--dead-letter", a.dead_letter,
+                   "Queue that takes this queue's dead letters: messages nacked to it, past "
+                   "--max-deliveries, or (--dead-letter-overflow) pushed out by drop_oldest")
+      ->option_text("KEY");
+  declare
+      ->add_option("--max-deliveries", a.max_deliveries,
+                   "Deliveries after which a message that keeps coming back is dead-lettered "
+                   "(default: 0, no limit)")
+      ->option_text("N")
+      ->check(CLI::Range(0LL, 65'535LL));
+  declare
+      ->add_option("--ack-timeout", a.ack_timeout_ms,
+                   "A message received in acknowledgement mode and not settled within MS goes "
+                   "back to the queue (default: 0, no timeout)")
+      ->option_text("MS")
+      ->check(CLI::Range(0LL, 4'294'967'295LL));
+  declare->add_flag("--dead-letter-overflow", a.dead_letter_overflow,
+                    "With --overflow drop_oldest: dropped messages go to --dead-letter");
+  return declare;
+}
+
+int run_declare(const Globals& g, const DeclareArgs& a) {
+  if (a.dead_letter_overflow && a.dead_letter.empty()) {
+    throw UsageError("declare: --dead-letter-overflow needs --dead-letter KEY");
+  }
+  qbus::QueueOptions o;
+  o.max_messages = static_cast<std::uint32_t>(a.max_messages);
+  o.max_bytes = static_cast<std::uint64_t>(a.max_bytes);
+  o.overflow = a.overflow == "reject"        ? qbus::Overflow::reject
+               : a.overflow == "drop_oldest" ? qbus::Overflow::drop_oldest
+               : a.overflow == "block"       ? qbus::Overflow::block
+                                             : qbus::Overflow::broker_default;
+  o.dead_letter = a.dead_letter;
+  o.max_deliveries = static_cast<std::uint16_t>(a.max_deliveries);
+  o.ack_timeout = milliseconds(a.ack_timeout_ms);
+  o.dead_letter_overflow = a.dead_letter_overflow;
+  auto client = connect(g);
+  client.declare(a.key, o);
+  return 0;
 }
 
 struct RequestArgs {
@@ -496,7 +655,9 @@ void add_globals(CLI::App& app, Globals& g) {
                  "Admin socket, unix:/path (default: $QBUS_ADMIN_ADDRESS, then admin.sock beside "
                  "the broker's socket)")
       ->option_text("ADDR");
-  app.add_flag("--json", g.json, "Admin commands print the broker's JSON answer");
+  app.add_flag("--json", g.json,
+               "Admin commands print the broker's JSON answer; recv prints each message as a "
+               "JSON object on a line of its own");
 }
 
 }  // namespace
@@ -512,6 +673,8 @@ int main(int argc, char** argv) {
   CLI::App* recv = add_recv(app, recv_args);
   RequestArgs request_args;
   CLI::App* request = add_request(app, request_args);
+  DeclareArgs declare_args;
+  CLI::App* declare = add_declare(app, declare_args);
   AdminArgs admin;
   add_admin_commands(app, admin);
 
@@ -536,6 +699,7 @@ int main(int argc, char** argv) {
     if (send->parsed()) return run_send(g, send_args);
     if (recv->parsed()) return run_recv(g, recv_args);
     if (request->parsed()) return run_request(g, request_args);
+    if (declare->parsed()) return run_declare(g, declare_args);
   } catch (const UsageError& e) {
     std::cerr << "qbusctl: " << e.what() << "\nRun 'qbusctl --help' for usage.\n";
     return kExitUsage;

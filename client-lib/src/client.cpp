@@ -26,10 +26,11 @@ inline std::uint32_t batch_size(std::size_t max) {
 
 inline std::uint64_t Client::Impl::append_send(std::string_view key,
                                                std::span<const std::byte> payload,
-                                               std::uint16_t flags) {
+                                               std::uint16_t flags, proto::Bytes headers) {
   session.check_usable();
   check_key(key);
   check_payload(payload.size());
+  append_properties(headers);
   const std::uint64_t corr = session.next_correlation();
   proto::append_send(session.out(), corr, flags, key, payload);
   return corr;
@@ -56,17 +57,19 @@ inline std::size_t Client::Impl::collect_each(std::uint64_t corr, std::chrono::m
       failed = std::current_exception();
     }
   };
-  std::string pieces;  // a payload arriving in DELIVER pieces flagged MORE (TCP)
-  bool in_pieces = false;
+  detail::DeliveryAssembler assembler;
   const bool answered =
       session.wait_for(corr, deadline, [&](const proto::Header& h, proto::Bytes b) {
         // The broker is answering: the rest of the answer follows whatever time on_view
         // takes, so only the wait for its start is bounded.
         deadline = detail::Session::kNoDeadline;
-        if (h.type == FrameType::deliver_region) {
-          const Message m = mapped_message(b, context);
-          hand_over(detail::Access::view(m.key(), m.bytes(), m.sender(), m.request_id(), &m));
-          return (h.flags & proto::kFlagLast) != 0;
+        switch (assemble(assembler, h, b, context, hand_over)) {
+          case Fed::part:
+            return false;
+          case Fed::message:
+            return (h.flags & proto::kFlagLast) != 0;
+          case Fed::other:
+            break;
         }
         if (h.type == FrameType::error) {
           proto::ErrorBody e;
@@ -77,26 +80,7 @@ inline std::size_t Client::Impl::collect_each(std::uint64_t corr, std::chrono::m
           if (failed) std::rethrow_exception(failed);  // the caller's own error comes first
           session.throw_error_frame(b, context);
         }
-        proto::Deliver d;
-        if (h.type != FrameType::deliver || proto::decode_deliver(b, d) != Errc::ok) {
-          session.fail(Errc::protocol_violation, std::string(context) + ": unexpected answer");
-        }
-        const Sender sender{d.sender_pid, d.sender_uid, d.sender_client_id};
-        if ((h.flags & proto::kFlagMore) != 0) {
-          pieces.append(reinterpret_cast<const char*>(d.payload.data()), d.payload.size());
-          in_pieces = true;
-          return false;
-        }
-        if (in_pieces) {
-          pieces.append(reinterpret_cast<const char*>(d.payload.data()), d.payload.size());
-          hand_over(detail::Access::view(d.key, as_bytes(std::string_view(pieces)), sender,
-                                         d.request_id, nullptr));
-          pieces.clear();
-          in_pieces = false;
-        } else {
-          hand_over(detail::Access::view(d.key, d.payload, sender, d.request_id, nullptr));
-        }
-        return (h.flags & proto::kFlagLast) != 0;
+        session.fail(Errc::protocol_violation, std::string(context) + ": unexpected answer");
       });
   if (!answered) session.fail(Errc::io_error, std::string(context) + ": broker did not answer");
   if (failed) std::rethrow_exception(failed);
@@ -117,7 +101,7 @@ inline std::vector<Message> Client::Impl::collect(std::uint64_t corr,
 // Asks for up to `max` messages of `key`; returns the correlation and the broker's
 // timeout to collect them with.
 inline std::pair<std::uint64_t, std::chrono::milliseconds> Client::Impl::ask_receive(
-    std::string_view key, std::size_t max, std::chrono::milliseconds timeout) {
+    std::string_view key, std::size_t max, std::chrono::milliseconds timeout, std::uint16_t flags) {
   session.check_usable();
   check_key(key);
   proto::Receive r;
@@ -125,13 +109,14 @@ inline std::pair<std::uint64_t, std::chrono::milliseconds> Client::Impl::ask_rec
   r.timeout_ms = to_wire_timeout(timeout);
   r.max_count = batch_size(max);
   const std::uint64_t corr = session.next_correlation();
-  proto::append_receive(session.out(), corr, r);
+  proto::append_frame(session.out(), corr, flags, r);
   return {corr, std::chrono::milliseconds(r.timeout_ms)};
 }
 
 inline std::vector<Message> Client::Impl::receive(std::string_view key, std::size_t max,
-                                                  std::chrono::milliseconds timeout) {
-  const auto [corr, wire_timeout] = ask_receive(key, max, timeout);
+                                                  std::chrono::milliseconds timeout,
+                                                  std::uint16_t flags) {
+  const auto [corr, wire_timeout] = ask_receive(key, max, timeout, flags);
   return collect(corr, wire_timeout, "receive", max);
 }
 
@@ -164,6 +149,12 @@ inline void Client::Impl::send_direct(proto::TargetKind kind, std::uint64_t targ
   // kForever: as long as the wire allows (about 24 days).
   d.wait_ms = options.wait.count() < 0 ? INT32_MAX : to_wire_timeout(options.wait);
   d.payload = payload;
+  std::vector<std::byte> headers;
+  if (!options.headers.empty()) {
+    require_v2("direct message with headers");
+    headers = detail::encode_headers(options.headers);
+  }
+  append_properties(headers);
   const std::uint64_t corr = session.next_correlation();
   proto::append_send_direct(session.out(), corr, options.confirm ? proto::kFlagConfirm : 0, d);
   if (options.confirm) {
@@ -177,6 +168,9 @@ inline void Client::Impl::send_direct(proto::TargetKind kind, std::uint64_t targ
 
 Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->region_threshold = options.region_threshold;
+  impl_->session.set_stream_handler([impl = impl_.get()](const proto::Header& h, proto::Bytes b) {
+    return impl->on_stream_frame(h, b);
+  });
   impl_->session.connect(options);
 }
 
@@ -227,6 +221,36 @@ void Client::send_confirmed(std::string_view key, std::string_view payload) {
   send_confirmed(key, as_bytes(payload));
 }
 
+void Client::send(std::string_view key, std::span<const std::byte> payload,
+                  const SendOptions& options) {
+  if (options.headers.empty()) {
+    options.confirm ? send_confirmed(key, payload) : send(key, payload);
+    return;
+  }
+  auto& impl = *impl_;
+  impl.require_v2("send with headers");
+  const auto headers = detail::encode_headers(options.headers);
+  if (impl.via_region(payload.size())) {
+    impl.check_key(key);
+    if (auto r = impl.copy_to_region(payload)) {
+      impl.send_region(*detail::Access::state(*r), proto::RegionTarget::queue, 0, key, 0, r->size(),
+                       true, std::chrono::milliseconds(0), options.confirm, headers);
+      return;
+    }
+  }
+  const auto corr =
+      impl.append_send(key, payload, options.confirm ? proto::kFlagConfirm : 0, headers);
+  if (options.confirm) {
+    impl.session.wait_ok(corr, "send to '" + std::string(key) + "'");
+  } else {
+    impl.session.flush_unless_corked();
+  }
+}
+
+void Client::send(std::string_view key, std::string_view payload, const SendOptions& options) {
+  send(key, as_bytes(payload), options);
+}
+
 std::optional<Message> Client::receive(std::string_view key, std::chrono::milliseconds timeout) {
   auto got = impl_->receive(key, 1, timeout);
   if (got.empty()) return std::nullopt;
@@ -240,6 +264,20 @@ std::optional<Message> Client::try_receive(std::string_view key) {
 std::vector<Message> Client::receive_batch(std::string_view key, std::size_t max,
                                            std::chrono::milliseconds timeout) {
   return impl_->receive(key, max, timeout);
+}
+
+std::optional<Message> Client::receive(std::string_view key, std::chrono::milliseconds timeout,
+                                       const ReceiveOptions& options) {
+  auto got = receive_batch(key, 1, timeout, options);
+  if (got.empty()) return std::nullopt;
+  return std::move(got.front());
+}
+
+std::vector<Message> Client::receive_batch(std::string_view key, std::size_t max,
+                                           std::chrono::milliseconds timeout,
+                                           const ReceiveOptions& options) {
+  if (options.ack) impl_->require_v2("receive in acknowledgement mode");
+  return impl_->receive(key, max, timeout, options.ack ? proto::kFlagAck : 0);
 }
 
 std::size_t Client::receive_each(std::string_view key, std::size_t max,
@@ -284,24 +322,40 @@ std::vector<Message> Client::receive_direct_batch(std::size_t max,
   return impl_->receive_direct(max, timeout);
 }
 
-std::optional<Message> Client::request(std::string_view key, std::string_view payload,
-                                       std::chrono::milliseconds timeout) {
-  auto& impl = *impl_;
-  impl.session.check_usable();
-  impl.check_key(key);
-  impl.check_payload(payload.size());
+std::optional<Message> Client::Impl::request(std::string_view key, std::string_view payload,
+                                             std::chrono::milliseconds timeout,
+                                             const Headers& headers) {
+  session.check_usable();
+  check_key(key);
+  check_payload(payload.size());
+  std::vector<std::byte> block;
+  if (!headers.empty()) {
+    require_v2("request with headers");
+    block = detail::encode_headers(headers);
+  }
   proto::Request r;
   r.key = key;
   r.timeout_ms = to_wire_timeout(timeout);
   r.payload = as_bytes(payload);
-  const std::uint64_t corr = impl.session.next_correlation();
-  proto::append_request(impl.session.out(), corr, r);
+  append_properties(block);
+  const std::uint64_t corr = session.next_correlation();
+  proto::append_request(session.out(), corr, r);
   // No local deadline: the broker starts the request's timeout only once a full `block`
   // queue accepts the message, which may be any time later; a dead broker still shows as
   // connection_closed.
-  auto got = impl.collect(corr, kForever, "request to '" + std::string(key) + "'");
+  auto got = collect(corr, kForever, "request to '" + std::string(key) + "'");
   if (got.empty()) return std::nullopt;
   return std::move(got.front());
+}
+
+std::optional<Message> Client::request(std::string_view key, std::string_view payload,
+                                       std::chrono::milliseconds timeout) {
+  return impl_->request(key, payload, timeout, {});
+}
+
+std::optional<Message> Client::request(std::string_view key, std::string_view payload,
+                                       std::chrono::milliseconds timeout, const Headers& headers) {
+  return impl_->request(key, payload, timeout, headers);
 }
 
 void Client::reply(const Message& request, std::string_view payload) {
@@ -312,17 +366,58 @@ void Client::reply(const Message& request, std::string_view payload) {
                      as_bytes(payload), DirectOptions{{}, false});
 }
 
-void Client::declare(std::string_view key, const QueueOptions& options) {
-  auto& session = impl_->session;
-  session.check_usable();
-  impl_->check_key(key);
-  proto::Declare d;
+namespace {
+
+// DECLARE_EX for the options of protocol 2; nullopt when none is set (plain DECLARE).
+std::optional<proto::DeclareEx> declare_ex(std::string_view key, const QueueOptions& options) {
+  if (options.ack_timeout.count() == 0 && options.max_deliveries == 0 &&
+      options.dead_letter.empty() && !options.dead_letter_overflow) {
+    return std::nullopt;
+  }
+  const std::string what = "declare '" + std::string(key) + "'";
+  if (options.ack_timeout.count() < 0 || options.ack_timeout.count() > UINT32_MAX) {
+    throw Error(Errc::invalid_argument, what + ": ack_timeout must be 0 to 2^32-1 ms");
+  }
+  if (!options.dead_letter.empty() && !proto::is_valid_key(options.dead_letter)) {
+    throw Error(Errc::invalid_key,
+                what + ": invalid dead_letter key '" + options.dead_letter.substr(0, 64) + "'");
+  }
+  if (options.dead_letter == key) {
+    throw Error(Errc::invalid_argument, what + ": a queue cannot be its own dead_letter queue");
+  }
+  if (options.dead_letter_overflow && options.dead_letter.empty()) {
+    throw Error(Errc::invalid_argument, what + ": dead_letter_overflow needs a dead_letter queue");
+  }
+  proto::DeclareEx d;
   d.key = key;
   d.max_messages = options.max_messages;
   d.max_bytes = options.max_bytes;
   d.overflow = static_cast<proto::Overflow>(options.overflow);
+  d.flags = options.dead_letter_overflow ? proto::kDeclareDeadLetterOverflow : 0;
+  d.max_deliveries = options.max_deliveries;
+  d.ack_timeout_ms = static_cast<std::uint32_t>(options.ack_timeout.count());
+  d.dead_letter = options.dead_letter;
+  return d;
+}
+
+}  // namespace
+
+void Client::declare(std::string_view key, const QueueOptions& options) {
+  auto& session = impl_->session;
+  session.check_usable();
+  impl_->check_key(key);
   const std::uint64_t corr = session.next_correlation();
-  proto::append_declare(session.out(), corr, proto::kFlagConfirm, d);
+  if (const auto ex = declare_ex(key, options)) {
+    impl_->require_v2("declare with ack_timeout, max_deliveries or dead_letter");
+    proto::append_frame(session.out(), corr, proto::kFlagConfirm, *ex);
+  } else {
+    proto::Declare d;
+    d.key = key;
+    d.max_messages = options.max_messages;
+    d.max_bytes = options.max_bytes;
+    d.overflow = static_cast<proto::Overflow>(options.overflow);
+    proto::append_declare(session.out(), corr, proto::kFlagConfirm, d);
+  }
   session.wait_ok(corr, "declare '" + std::string(key) + "'");
 }
 
@@ -382,7 +477,40 @@ std::span<const std::byte> Message::bytes() const noexcept {
 
 Message MessageView::to_message() const {
   if (const Message* region = detail::Access::region_of(*this)) return *region;
-  return Message(std::string(key_), std::string(text()), sender_, request_id_);
+  Message m(std::string(key_), std::string(text()), sender_, request_id_);
+  detail::Access::set_delivery(m, header_block_, delivery_tag_, delivery_count_, redelivered_);
+  return m;
+}
+
+void detail::Access::set_delivery(Message& m, proto::Bytes header_block, std::uint64_t tag,
+                                  std::uint32_t count, bool redelivered) {
+  if (!header_block.empty()) m.headers_ = decode_headers(header_block);
+  m.delivery_tag_ = tag;
+  m.delivery_count_ = count;
+  m.redelivered_ = redelivered;
+}
+
+std::optional<std::string_view> Message::header(std::string_view name) const noexcept {
+  for (const auto& [k, v] : headers_) {
+    if (k == name) return std::string_view(v);
+  }
+  return std::nullopt;
+}
+
+Headers MessageView::headers() const {
+  return detail::decode_headers(header_block_);
+}
+
+std::optional<std::string_view> MessageView::header(std::string_view name) const noexcept {
+  return detail::find_header(header_block_, name);
+}
+
+void MessageView::for_each_header(
+    const std::function<void(std::string_view, std::string_view)>& on_header) const {
+  proto::HeaderReader r(header_block_);
+  proto::HeaderEntry e;
+  while (r.next(e))
+    on_header(e.key, e.value);
 }
 
 std::string Message::take_payload() {

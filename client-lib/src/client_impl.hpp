@@ -15,6 +15,8 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -23,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "headers.hpp"
 #include "qbus/client.hpp"
 #include "qbus/proto/codec.hpp"
 #include "qbus/proto/shm.hpp"
@@ -74,19 +77,42 @@ struct SharedRegionState {
   std::shared_ptr<ReleaseQueue> releases;
 };
 
+inline std::span<const std::byte> as_bytes(std::string_view s) {
+  return std::as_bytes(std::span(s.data(), s.size()));
+}
+
+// What a DELIVERY_INFO said about the message that follows it (PROTOCOL.md 17.2); a
+// message without one has these defaults.
+struct DeliveryMeta {
+  std::uint64_t tag = 0;
+  std::uint32_t count = 1;
+  bool redelivered = false;
+  std::string headers;  // the header block, checked
+};
+
 // The library's way into the private parts of the public types.
 struct Access {
   static void set_mapped(Message& m, std::shared_ptr<const MappedPayload> p) {
     m.mapped_ = std::move(p);
   }
+  static void set_delivery(Message& m, proto::Bytes header_block, std::uint64_t tag,
+                           std::uint32_t count, bool redelivered);
+  static void set_delivery(Message& m, const DeliveryMeta& meta) {
+    set_delivery(m, as_bytes(meta.headers), meta.tag, meta.count, meta.redelivered);
+  }
   static MessageView view(std::string_view key, std::span<const std::byte> bytes, Sender sender,
-                          std::uint64_t request_id, const Message* region) {
+                          std::uint64_t request_id, const Message* region,
+                          const DeliveryMeta& meta) {
     MessageView v;
     v.key_ = key;
     v.bytes_ = bytes;
     v.sender_ = sender;
     v.request_id_ = request_id;
     v.region_ = region;
+    v.header_block_ = std::as_bytes(std::span(meta.headers.data(), meta.headers.size()));
+    v.delivery_tag_ = meta.tag;
+    v.delivery_count_ = meta.count;
+    v.redelivered_ = meta.redelivered;
     return v;
   }
   static const Message* region_of(const MessageView& v) { return v.region_; }
@@ -103,14 +129,30 @@ struct Access {
   }
 };
 
-inline std::span<const std::byte> as_bytes(std::string_view s) {
-  return std::as_bytes(std::span(s.data(), s.size()));
-}
-
 inline std::int32_t to_wire_timeout(std::chrono::milliseconds t) {
   if (t.count() < 0) return -1;
   return static_cast<std::int32_t>(std::min<std::int64_t>(t.count(), INT32_MAX));
 }
+
+// The frames of one correlation's messages, as they arrive: DELIVERY_INFO (kept for the
+// message after it), DELIVER (in pieces while flagged MORE, over TCP) and DELIVER_REGION.
+struct DeliveryAssembler {
+  DeliveryMeta meta;
+  std::string pieces;
+  bool in_pieces = false;
+};
+
+// A subscription's side of the Client (see Subscription in client.hpp), kept in
+// Client::Impl under the SUBSCRIBE's correlation for as long as its Subscription lives.
+struct SubscriptionState {
+  std::string key;
+  bool ack = true;
+  DeliveryAssembler assembler;
+  std::deque<Message> ready;   // delivered, not yet handed out by next()
+  std::optional<Error> ended;  // the broker's ERROR that ended it
+  bool cancelled = false;      // the broker answered UNSUBSCRIBE
+  bool orphaned = false;       // its Subscription is gone uncancelled: drop what comes
+};
 
 }  // namespace detail
 
@@ -120,6 +162,24 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
   detail::Session session;
   std::size_t region_threshold = 0;
   bool inbox_claimed = false;
+  // Live subscriptions by their SUBSCRIBE's correlation; std::map, so that a
+  // SubscriptionState& stays valid while others come and go.
+  std::map<std::uint64_t, detail::SubscriptionState> subscriptions;
+
+  // Throws Error(unsupported_version) on a broker that speaks protocol 1.
+  void require_v2(std::string_view what) const {
+    if (session.info().protocol_version < 2) {
+      throw Error(Errc::unsupported_version,
+                  std::string(what) +
+                      ": the broker speaks protocol 1; acknowledgements need 2 (upgrade qbusd)");
+    }
+  }
+  // PROPERTIES for the message frame appended right after it (nothing when `headers` is
+  // empty).
+  void append_properties(proto::Bytes headers) {
+    if (headers.empty()) return;
+    proto::append_frame(session.out(), session.next_correlation(), 0, proto::Properties{headers});
+  }
 
   void check_key(std::string_view key) const {
     if (!proto::is_valid_key(key)) {
@@ -141,15 +201,20 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
   // keeps folding them into send(), receive() and request(); defined in client.cpp, the
   // only file that uses them.
 
+  // `headers`: a block from encode_headers (headers.hpp), sent in PROPERTIES first.
   inline std::uint64_t append_send(std::string_view key, std::span<const std::byte> payload,
-                                   std::uint16_t flags);
+                                   std::uint16_t flags, proto::Bytes headers = {});
+  // `flags`: kFlagAck for acknowledgement mode.
   inline std::pair<std::uint64_t, std::chrono::milliseconds> ask_receive(
-      std::string_view key, std::size_t max, std::chrono::milliseconds timeout);
+      std::string_view key, std::size_t max, std::chrono::milliseconds timeout,
+      std::uint16_t flags = 0);
   inline std::vector<Message> receive(std::string_view key, std::size_t max,
-                                      std::chrono::milliseconds timeout);
+                                      std::chrono::milliseconds timeout, std::uint16_t flags = 0);
   inline std::vector<Message> receive_direct(std::size_t max, std::chrono::milliseconds timeout);
   inline void send_direct(proto::TargetKind kind, std::uint64_t target, std::uint64_t in_reply_to,
                           std::span<const std::byte> payload, const DirectOptions& options);
+  std::optional<Message> request(std::string_view key, std::string_view payload,
+                                 std::chrono::milliseconds timeout, const Headers& headers);
   template <typename OnView>
   inline std::size_t collect_each(std::uint64_t corr, std::chrono::milliseconds timeout,
                                   std::string_view context, OnView&& on_view);
@@ -157,6 +222,25 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
                                       std::string_view context, std::size_t expected = 1);
   // PURGE (or, with `remove`, DELETE) of `key`: the number of messages dropped.
   std::uint64_t drop(std::string_view key, bool remove);
+
+  // ---- Deliveries, acknowledgements, subscriptions (acks.cpp) ---------------------------
+
+  enum class Fed { other, part, message };
+  // Feeds one frame of an answer to `a`; for a message completed by it, calls
+  // on_view(const MessageView&). `other`: not a delivery frame (the caller's to handle).
+  template <typename OnView>
+  Fed assemble(detail::DeliveryAssembler& a, const proto::Header& h, proto::Bytes b,
+               std::string_view context, OnView&& on_view);
+  // A frame carrying a subscription's correlation, into its state; false for a frame no
+  // subscription takes.
+  bool feed(detail::SubscriptionState& st, const proto::Header& h, proto::Bytes b);
+  // The session's stream handler: frames of live subscriptions nobody is waiting for.
+  bool on_stream_frame(const proto::Header& h, proto::Bytes b);
+  // UNSUBSCRIBE, waiting for the OK; nothing when cancelled or ended already.
+  void unsubscribe(std::uint64_t id);
+  // ACK, NACK or EXTEND: pipelined, or with `confirm` waiting for the verdict.
+  template <typename Body>
+  void settle(const Body& body, bool confirm, std::string_view what);
 
   // ---- Regions (regions.cpp) -----------------------------------------------------------
 
@@ -170,10 +254,56 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
   Region allocate_region(std::size_t size);
   void send_region(detail::RegionState& st, proto::RegionTarget kind, std::uint64_t target,
                    std::string_view key, std::size_t offset, std::size_t length, bool release,
-                   std::chrono::milliseconds wait, bool confirm);
+                   std::chrono::milliseconds wait, bool confirm, proto::Bytes headers = {});
   std::pair<proto::RegionGrantBody, proto::UniqueFd> wait_grant(std::uint64_t corr,
                                                                 std::string_view context);
   Message mapped_message(proto::Bytes body, std::string_view context);
 };
+
+// Here rather than in acks.cpp: receives (client.cpp) and subscriptions (acks.cpp) both
+// read deliveries through it.
+template <typename OnView>
+Client::Impl::Fed Client::Impl::assemble(detail::DeliveryAssembler& a, const proto::Header& h,
+                                         proto::Bytes b, std::string_view context,
+                                         OnView&& on_view) {
+  using proto::FrameType;
+  if (h.type == FrameType::delivery_info) {
+    proto::DeliveryInfo info;
+    if (proto::decode_body(b, info) != Errc::ok || !detail::valid_header_block(info.headers)) {
+      session.fail(Errc::protocol_violation, std::string(context) + ": malformed DELIVERY_INFO");
+    }
+    a.meta.tag = info.delivery_tag;
+    a.meta.count = info.delivery_count;
+    a.meta.redelivered = info.redelivered;
+    a.meta.headers.assign(reinterpret_cast<const char*>(info.headers.data()), info.headers.size());
+    return Fed::part;
+  }
+  if (h.type == FrameType::deliver_region) {
+    Message m = mapped_message(b, context);
+    detail::Access::set_delivery(m, a.meta);
+    const detail::DeliveryMeta meta = std::exchange(a.meta, {});
+    on_view(detail::Access::view(m.key(), m.bytes(), m.sender(), m.request_id(), &m, meta));
+    return Fed::message;
+  }
+  if (h.type != FrameType::deliver) return Fed::other;
+  proto::Deliver d;
+  if (proto::decode_deliver(b, d) != Errc::ok) {
+    session.fail(Errc::protocol_violation, std::string(context) + ": malformed DELIVER");
+  }
+  const auto text =
+      std::string_view(reinterpret_cast<const char*>(d.payload.data()), d.payload.size());
+  if ((h.flags & proto::kFlagMore) != 0 || a.in_pieces) {
+    a.pieces.append(text);
+    a.in_pieces = (h.flags & proto::kFlagMore) != 0;
+    if (a.in_pieces) return Fed::part;
+  }
+  // Moved out first: on_view may throw, and the next message must start clean.
+  const detail::DeliveryMeta meta = std::exchange(a.meta, {});
+  const std::string whole = std::exchange(a.pieces, {});
+  const Sender sender{d.sender_pid, d.sender_uid, d.sender_client_id};
+  const auto bytes = whole.empty() ? d.payload : detail::as_bytes(whole);
+  on_view(detail::Access::view(d.key, bytes, sender, d.request_id, nullptr, meta));
+  return Fed::message;
+}
 
 }  // namespace qbus

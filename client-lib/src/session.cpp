@@ -45,10 +45,17 @@ void Session::hello(const ClientOptions& options, const std::string& token,
   wait_for(corr, deadline, [&](const proto::Header& h, proto::Bytes body) {
     if (h.type == FrameType::error) throw_error_frame(body, "handshake refused");
     proto::Welcome w;
-    if (h.type != FrameType::welcome || proto::decode_welcome(body, w) != Errc::ok ||
-        w.version != proto::kVersion) {
+    if (h.type != FrameType::welcome || proto::decode_welcome(body, w) != Errc::ok) {
       fail(Errc::protocol_violation, "broker answered HELLO with something else");
     }
+    // The broker picks a version within the range HELLO offered (kMinVersion..kMaxVersion).
+    if (w.version < proto::kMinVersion || w.version > proto::kMaxVersion) {
+      fail(Errc::unsupported_version, "broker chose protocol version " + std::to_string(w.version) +
+                                          ", outside the " + std::to_string(proto::kMinVersion) +
+                                          ".." + std::to_string(proto::kMaxVersion) +
+                                          " this client speaks");
+    }
+    info_.protocol_version = w.version;
     info_.pid = w.pid;
     info_.uid = w.uid;
     info_.gid = w.gid;
@@ -110,6 +117,7 @@ void Session::drain_unsolicited() {
 }
 
 void Session::unsolicited(const proto::Header& header, proto::Bytes body) {
+  if (header.correlation != 0 && stream_handler_ && stream_handler_(header, body)) return;
   if (header.type != FrameType::error) {
     fail(Errc::protocol_violation, "broker sent an unexpected " +
                                        std::string(proto::frame_type_name(header.type)) + " frame");
@@ -136,6 +144,10 @@ void Session::fail(Errc code, const std::string& text) {
 }
 
 void Session::throw_error_frame(proto::Bytes body, std::string_view context) {
+  throw error_of(body, context);
+}
+
+Error Session::error_of(proto::Bytes body, std::string_view context) {
   proto::ErrorBody e;
   if (proto::decode_error(body, e) != Errc::ok) {
     fail(Errc::protocol_violation, "broker sent a malformed ERROR frame");
@@ -144,7 +156,7 @@ void Session::throw_error_frame(proto::Bytes body, std::string_view context) {
   std::string text = std::string(context) + ": " + std::string(errc_name(code));
   if (!e.text.empty()) text += ": " + std::string(e.text);
   if (errc_is_fatal(code)) fail(code, text);
-  throw Error(code, text);
+  return Error(code, text);
 }
 
 void Session::fail_bad_header(Errc why) {

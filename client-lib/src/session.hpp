@@ -27,6 +27,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -175,6 +176,16 @@ class Session {
   // The fd of the frame being handled (see handle_frames).
   proto::UniqueFd take_frame_fd() noexcept { return std::move(frame_fd_); }
 
+  // Streams: answers that keep coming after the request without anyone waiting for them
+  // (SUBSCRIBE's deliveries). A frame nobody awaits goes to `handler` first, a
+  // bool(const proto::Header&, proto::Bytes) that returns true when it took the frame (it
+  // may take the frame's fd); only the frames it refuses are send failures or violations.
+  // The handler runs inside whatever call is reading, so it must not wait or send, and
+  // throws only through fail().
+  void set_stream_handler(std::function<bool(const proto::Header&, proto::Bytes)> handler) {
+    stream_handler_ = std::move(handler);
+  }
+
   // ---- Failures ------------------------------------------------------------------------
 
   // Breaks the session (keeping the first error) and throws.
@@ -182,6 +193,9 @@ class Session {
   // Throws the ERROR frame `body` as Error, prefixed by `context`; a fatal code breaks the
   // session.
   [[noreturn]] void throw_error_frame(proto::Bytes body, std::string_view context);
+  // The same Error, returned for the caller to keep (a fatal code still breaks the session
+  // and throws).
+  Error error_of(proto::Bytes body, std::string_view context);
 
  private:
   static constexpr std::size_t kBatchFlushBytes = 64 * 1024;
@@ -218,6 +232,7 @@ class Session {
   std::optional<Error> broken_;  // set once the connection cannot be used any more
   std::shared_ptr<ReleaseQueue> releases_ = std::make_shared<ReleaseQueue>();
   proto::UniqueFd frame_fd_;  // the fd of the frame being handled, for its handler to take
+  std::function<bool(const proto::Header&, proto::Bytes)> stream_handler_;
 };
 
 template <typename OnFrame>

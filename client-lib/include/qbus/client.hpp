@@ -8,11 +8,15 @@
 // and receive_direct() takes from it. request() sends to a queue and waits for the
 // receiver's reply(), which travels back directly.
 //
-// Delivery today is at most once: a message leaves its queue when the broker hands it to
-// a receiver, and is lost if that receiver dies before processing it (there are no
-// acknowledgements or redelivery yet). Queues live in the daemon's memory only, so a
-// restart of qbusd loses every queued message. Both hold until acknowledgements and
-// durable queues land.
+// Delivery is at most once by default: a message leaves its queue when the broker hands it
+// to a receiver, and is lost if that receiver dies before processing it. Receiving in
+// acknowledgement mode (ReceiveOptions::ack, subscribe()) makes it at least once: the
+// message stays the broker's until this Client ack()s it, and goes to another receiver
+// when this connection closes, nack()s it or lets the queue's ack timeout pass, so a
+// receiver must cope with seeing a message twice (redelivered()). Acknowledgements,
+// headers and subscriptions need a broker speaking protocol 2 (SessionInfo::
+// protocol_version); on an older one they throw Error(unsupported_version). Queues live in
+// the daemon's memory only, so a restart of qbusd loses every queued message.
 //
 // Errors: every failure throws qbus::Error, whose code() is a qbus::Errc (see
 // <qbus/errc.hpp> and proto/PROTOCOL.md for the table). A receive that times out is not
@@ -35,6 +39,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "qbus/errc.hpp"
@@ -60,6 +65,13 @@ struct Sender {
   std::uint32_t uid = 0;
   std::uint64_t client_id = 0;
 };
+
+// A message's headers: a few key/value properties that travel beside the payload (a
+// content type, a trace id, the reasons the broker adds when it dead-letters a message), in
+// the order they were given. Keys are 1-64 printable ASCII characters without space, '='
+// or ':'; values at most 1024 bytes; at most 32 entries and 4096 bytes encoded in all.
+// Keys starting "qbus-" are the broker's: a sender may not set them.
+using Headers = std::vector<std::pair<std::string, std::string>>;
 
 namespace detail {
 struct MappedPayload;
@@ -103,6 +115,19 @@ class QBUS_API Message {
   // the region released).
   std::string take_payload();
 
+  // The headers the sender (or the broker, when it dead-lettered the message) set.
+  const Headers& headers() const noexcept { return headers_; }
+  // The value of the first header named `name`; valid while this Message lives unchanged.
+  std::optional<std::string_view> header(std::string_view name) const noexcept;
+  // Received in acknowledgement mode: the tag to settle it with (Client::ack, nack,
+  // extend); 0 when it was not, and then there is nothing to settle.
+  std::uint64_t delivery_tag() const noexcept { return delivery_tag_; }
+  // Deliveries of this message so far, this one included (1 the first time).
+  std::uint32_t delivery_count() const noexcept { return delivery_count_; }
+  // True when it was handed over before and came back (the receiver closed, nacked it or
+  // let its ack timeout pass): it may have been processed already.
+  bool redelivered() const noexcept { return redelivered_; }
+
  private:
   friend struct detail::Access;
   std::string key_;
@@ -110,6 +135,10 @@ class QBUS_API Message {
   Sender sender_;
   std::uint64_t request_id_ = 0;
   std::shared_ptr<const detail::MappedPayload> mapped_;
+  Headers headers_;
+  std::uint64_t delivery_tag_ = 0;
+  std::uint32_t delivery_count_ = 1;
+  bool redelivered_ = false;
 };
 
 // A received message read in place, for Client::receive_each(): the key and payload point
@@ -129,8 +158,20 @@ class QBUS_API MessageView {
   std::size_t size() const noexcept { return bytes_.size(); }
   bool in_shared_memory() const noexcept { return region_ != nullptr; }
   const Sender& sender() const noexcept { return sender_; }
-  // A Message owning a copy of the payload, or sharing the mapping of a region message.
+  // A Message owning a copy of the payload (and the headers), or sharing the mapping of a
+  // region message.
   Message to_message() const;
+
+  // As Message's. The headers are read in place from the received header block: headers()
+  // copies them out, header() and for_each_header() do not.
+  Headers headers() const;
+  std::optional<std::string_view> header(std::string_view name) const noexcept;
+  // Calls on_header(key, value) for each header, in order.
+  void for_each_header(
+      const std::function<void(std::string_view key, std::string_view value)>& on_header) const;
+  std::uint64_t delivery_tag() const noexcept { return delivery_tag_; }
+  std::uint32_t delivery_count() const noexcept { return delivery_count_; }
+  bool redelivered() const noexcept { return redelivered_; }
 
  private:
   friend struct detail::Access;
@@ -139,7 +180,11 @@ class QBUS_API MessageView {
   std::span<const std::byte> bytes_;
   Sender sender_;
   std::uint64_t request_id_ = 0;
-  const Message* region_ = nullptr;  // the region message viewed, alive during the call
+  const Message* region_ = nullptr;          // the region message viewed, alive during the call
+  std::span<const std::byte> header_block_;  // the wire's header block, checked
+  std::uint64_t delivery_tag_ = 0;
+  std::uint32_t delivery_count_ = 1;
+  bool redelivered_ = false;
 };
 
 // A shared-memory region the broker made for this process: fill data() and send it, and
@@ -220,10 +265,56 @@ enum class Overflow : std::uint8_t {
 };
 
 // Limits for declare(); zero (or broker_default) takes the broker's configured default.
+// The options from ack_timeout on need a protocol-2 broker; declare() sends them only when
+// one of them is set, so a queue without them can still be declared on an older broker.
 struct QueueOptions {
   std::uint32_t max_messages = 0;
   std::uint64_t max_bytes = 0;
   Overflow overflow = Overflow::broker_default;
+  // A message handed over in acknowledgement mode and not settled within this long goes
+  // back to the queue for another receiver. 0: no timeout (it waits for the receiver's
+  // ack, nack or disconnect). At most about 49 days (the wire's u32 of milliseconds).
+  std::chrono::milliseconds ack_timeout{0};
+  // Deliveries after which a message that keeps coming back goes to `dead_letter` (or is
+  // dropped when there is none) instead of being handed over again. 0: no limit.
+  std::uint16_t max_deliveries = 0;
+  // The queue that takes this queue's dead letters: messages nacked with
+  // NackAction::dead_letter, past max_deliveries, or (dead_letter_overflow) pushed out by
+  // overflow drop_oldest. They arrive with the headers qbus-dead-reason, qbus-dead-queue
+  // and qbus-dead-count. Empty: none (dead letters are dropped).
+  std::string dead_letter;
+  bool dead_letter_overflow = false;
+};
+
+// Client::send() with more to say than a payload.
+struct SendOptions {
+  Headers headers;
+  // Wait for the broker's verdict and throw on refusal, as send_confirmed() does.
+  bool confirm = false;
+};
+
+// Client::receive() and receive_batch() in acknowledgement mode (ack = true): each message
+// stays the broker's, "in flight", until this Client settles it with ack() or nack(), or
+// the connection closes (it then goes to another receiver at once), or the queue's
+// ack_timeout passes. The broker refuses (Error(too_many_unacked)) a receive when this
+// connection already holds its limit of unsettled messages.
+struct ReceiveOptions {
+  bool ack = false;
+};
+
+// What nack() does with a message.
+enum class NackAction : std::uint8_t {
+  requeue = 1,        // back to the head of its queue now
+  requeue_after = 2,  // back to its queue after the given delay
+  dead_letter = 3,    // to the queue's dead-letter queue (dropped if it has none)
+};
+
+struct SubscribeOptions {
+  // In acknowledgement mode: at most this many messages unsettled at once; the broker
+  // pushes the next one when one is acked or nacked. 0: the broker's default.
+  std::uint32_t prefetch = 0;
+  // false: at most once, the broker pushes as fast as this Client reads.
+  bool ack = true;
 };
 
 struct ClientOptions {
@@ -261,6 +352,9 @@ struct SessionInfo {
   std::uint64_t client_id = 0;
   std::uint32_t max_payload = 0;  // largest payload one message may carry
   std::string address;
+  // The protocol version the broker chose (1 or 2): acknowledgements, headers and
+  // subscriptions need 2.
+  std::uint8_t protocol_version = 0;
 };
 
 struct DirectOptions {
@@ -270,6 +364,8 @@ struct DirectOptions {
   // Wait for the broker's verdict and throw no_such_peer, peer_busy, ... on failure;
   // false pipelines the send like send() and counts failures in send_failures().
   bool confirm = true;
+  // Headers of the message (protocol 2).
+  Headers headers;
 };
 
 // Failures of fire-and-forget sends, reported by the broker asynchronously.
@@ -278,6 +374,8 @@ struct SendFailures {
   Errc last_code = Errc::ok;
   std::string last_message;
 };
+
+class Subscription;
 
 class QBUS_API Client {
  public:
@@ -301,6 +399,10 @@ class QBUS_API Client {
   // applies backpressure this call blocks until the broker reads again.
   void send(std::string_view key, std::span<const std::byte> payload);
   void send(std::string_view key, std::string_view payload);
+  // send() with headers, or confirmed (options.confirm, as send_confirmed()). Headers
+  // need protocol 2; bad ones throw Error(invalid_argument) before anything is sent.
+  void send(std::string_view key, std::span<const std::byte> payload, const SendOptions& options);
+  void send(std::string_view key, std::string_view payload, const SendOptions& options);
 
   // Shared-memory regions (Unix sockets only; on TCP they throw unexpected_frame).
   // A writable region of `size` bytes, charged to this process's uid until freed; throws
@@ -344,6 +446,36 @@ class QBUS_API Client {
   // propagates: those messages were taken from the queue and are dropped.
   std::size_t receive_each(std::string_view key, std::size_t max, std::chrono::milliseconds timeout,
                            const std::function<void(const MessageView&)>& on_message);
+  // receive() and receive_batch() in acknowledgement mode when options.ack (see
+  // ReceiveOptions): settle every message received so with ack() or nack().
+  std::optional<Message> receive(std::string_view key, std::chrono::milliseconds timeout,
+                                 const ReceiveOptions& options);
+  std::vector<Message> receive_batch(std::string_view key, std::size_t max,
+                                     std::chrono::milliseconds timeout,
+                                     const ReceiveOptions& options);
+
+  // Settling messages received in acknowledgement mode (delivery_tag() != 0; a message
+  // with tag 0 throws Error(invalid_argument)). Only the Client that received a message
+  // can settle it. Pipelined like send() unless `confirm`: a failure is then counted in
+  // send_failures(); with `confirm` it throws Error(unknown_delivery) for a tag this
+  // connection does not hold, or Error(delivery_timed_out) when the ack timeout passed
+  // and the message went back to its queue (someone else may be processing it now).
+  //
+  // ack: done with it; the broker forgets it.
+  void ack(const Message& message, bool confirm = false);
+  // Acks every message this connection holds with a tag up to and including `tag`
+  // (tags grow with each delivery on a connection).
+  void ack_up_to(std::uint64_t tag, bool confirm = false);
+  // Gives it back: see NackAction. `delay` is for requeue_after only (else it must be 0).
+  void nack(const Message& message, NackAction action = NackAction::requeue,
+            std::chrono::milliseconds delay = {}, bool confirm = false);
+  // Still working on it: its ack deadline becomes now + `by` (0: now + the queue's
+  // ack_timeout).
+  void extend(const Message& message, std::chrono::milliseconds by, bool confirm = false);
+
+  // Has the broker push the messages of `key` to this Client, without a receive each
+  // time; take them with Subscription::next(). See SubscribeOptions and Subscription.
+  Subscription subscribe(std::string_view key, const SubscribeOptions& options = {});
 
   // Direct messages to a process's inbox, by the pid the kernel reported for it (a process
   // with several connections receives them on the connection that claimed the inbox most
@@ -367,12 +499,16 @@ class QBUS_API Client {
   // from when the broker accepts the request: a full queue with overflow=block delays that.
   std::optional<Message> request(std::string_view key, std::string_view payload,
                                  std::chrono::milliseconds timeout);
+  // request() with headers on the request (protocol 2).
+  std::optional<Message> request(std::string_view key, std::string_view payload,
+                                 std::chrono::milliseconds timeout, const Headers& headers);
   // Answers a message for which is_request() is true. Pipelined like send(); a reply that
   // comes too late is counted in send_failures() (reply_expired).
   void reply(const Message& request, std::string_view payload);
 
   // Creates the queue or checks it; throws Error(queue_conflict) when it was declared
-  // before with different options.
+  // before with different options. The dead-letter queue is not declared by this: declare
+  // it too for limits of its own.
   void declare(std::string_view key, const QueueOptions& options);
 
   // Drops every message queued under `key` and returns how many it dropped. The queue
@@ -408,8 +544,57 @@ class QBUS_API Client {
   };
 
  private:
+  friend class Subscription;
   struct Impl;
   std::unique_ptr<Impl> impl_;
+};
+
+// Messages the broker pushes for one queue key (Client::subscribe). Deliveries are read
+// with the Client's other traffic: those that arrive while the Client waits for another
+// answer are kept here for next(), so a subscription may be interleaved with sends,
+// receives and other subscriptions on the same Client. In acknowledgement mode (the
+// default) at most `prefetch` messages are unsettled at once, which also bounds what is
+// kept; without it the broker pushes while the Client reads, and what arrives during
+// other calls is kept without bound.
+//
+// An ERROR from the broker (queue_deleted, permission_denied, ...) ends the subscription:
+// next() hands out what arrived before it, then throws it.
+//
+// Ownership, lifetime, thread-safety: move-only; refers to the Client that made it, which
+// must outlive it (the Client may move meanwhile). Not thread-safe, like the Client, and
+// used from the Client's thread. Destroying it cancels it, best effort, and gives the
+// messages it kept and never handed out back to the queue (nack requeue) in ack mode;
+// messages next() handed out stay this Client's to settle.
+class QBUS_API Subscription {
+ public:
+  Subscription() noexcept = default;
+  ~Subscription();
+  Subscription(Subscription&& other) noexcept;
+  Subscription& operator=(Subscription&& other) noexcept;
+  Subscription(const Subscription&) = delete;
+  Subscription& operator=(const Subscription&) = delete;
+
+  // The next message, waiting up to `timeout` (kForever: no limit; 0: only what has
+  // arrived); nullopt when none came, or once the subscription is cancelled and what it
+  // kept is handed out.
+  std::optional<Message> next(std::chrono::milliseconds timeout);
+  // Asks the broker to stop and waits for its answer; deliveries that arrived before it
+  // remain for next(). Messages in flight stay held until settled or the Client closes.
+  // Does nothing when already cancelled or ended.
+  void cancel();
+  // Subscribed and not cancelled nor ended by an error.
+  bool active() const noexcept;
+  const std::string& key() const noexcept { return key_; }
+
+ private:
+  friend class Client;
+  Subscription(Client::Impl* impl, std::uint64_t id, std::string key) noexcept
+      : impl_(impl), id_(id), key_(std::move(key)) {}
+  void release() noexcept;
+
+  Client::Impl* impl_ = nullptr;
+  std::uint64_t id_ = 0;  // the SUBSCRIBE's correlation
+  std::string key_;
 };
 
 }  // namespace qbus
