@@ -310,6 +310,17 @@ void print_queue(const json& q) {
                                            ? printable(dl.get<std::string>())
                                            : "none");
   }
+  // One line per subscribed connection: its credit and what it holds.
+  if (q.is_object() && q.contains("subscribers") && q["subscribers"].is_array()) {
+    for (const json& sub : q["subscribers"]) {
+      const std::string credit = sub.value("ack", false)
+                                     ? "prefetch " + text_of(member(sub, "prefetch")) + ", " +
+                                           text_of(member(sub, "unacked")) + " unacked"
+                                     : "no acknowledgements";
+      fields.emplace_back("subscriber",
+                          "client " + text_of(member(sub, "client")) + " (" + credit + ")");
+    }
+  }
   print_fields(fields);
 }
 

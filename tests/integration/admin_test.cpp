@@ -194,6 +194,43 @@ TEST_F(QueueOwnerTest, AnotherUidCannotRedeclareALiveQueueToDropItsOwnersMessage
   }
 }
 
+TEST_F(AdminTest, QueueAndClientsShowWhatIsHeldUnacknowledged) {
+  auto producer = connect("producer");
+  for (const char* m : {"1", "2", "3"})
+    producer.send("jobs", m);
+  producer.sync();
+  auto consumer = connect("consumer");
+  auto sub = consumer.subscribe("jobs", SubscribeOptions{2, true});
+  auto first = sub.next(seconds(30));
+  ASSERT_TRUE(first);
+  auto second = sub.next(seconds(30));
+  ASSERT_TRUE(second);
+  AdminConn admin(admin_path());
+  const json q = admin.ask({{"request", "queue"}, {"key", "jobs"}})["queue"];
+  EXPECT_EQ(q["depth"], 1);
+  EXPECT_EQ(q["in_flight"], 2);
+  EXPECT_EQ(q["waiting_receivers"], 0);
+  ASSERT_EQ(q["subscribers"].size(), 1u) << q.dump();
+  EXPECT_EQ(q["subscribers"][0]["client"], consumer.session().client_id);
+  EXPECT_EQ(q["subscribers"][0]["prefetch"], 2);
+  EXPECT_EQ(q["subscribers"][0]["unacked"], 2);
+  const json clients = admin.ask({{"request", "clients"}})["clients"];
+  bool seen = false;
+  for (const auto& c : clients) {
+    if (c["id"] != consumer.session().client_id) continue;
+    seen = true;
+    EXPECT_EQ(c["unacked"], 2);
+  }
+  EXPECT_TRUE(seen) << clients.dump();
+  consumer.ack_up_to(second->delivery_tag(), true);
+  auto third = sub.next(seconds(30));
+  ASSERT_TRUE(third);
+  EXPECT_EQ(third->text(), "3");
+  const json after = admin.ask({{"request", "queue"}, {"key", "jobs"}})["queue"];
+  EXPECT_EQ(after["acked_total"], 2);
+  EXPECT_EQ(after["in_flight"], 1);
+}
+
 TEST_F(AdminTest, PolicyCheckWithoutAPolicyAllowsEverything) {
   AdminConn admin(admin_path());
   const json a = admin.ask(

@@ -317,6 +317,27 @@ TEST_F(BrokerAckTest, MaxUnackedBoundsWhatOneConnectionHolds) {
   EXPECT_EQ(to(c).size(), 3u);
 }
 
+TEST_F(BrokerAckTest, HeldMessagesCountAgainstTheQueueLimitsUntilAcked) {
+  const PeerId p = connect();
+  const PeerId c = connect();
+  QueueOptions o;
+  o.max_messages = 2;
+  o.overflow = Overflow::block;
+  ASSERT_EQ(declare("jobs", o), Errc::ok);
+  put(p, "jobs", "1");
+  put(p, "jobs", "2");
+  receive_acked(c, "jobs", 2);
+  ASSERT_EQ(to(c).size(), 2u);
+  EXPECT_EQ(send(p, "jobs", "3").result, SendResult::blocked)
+      << "taken but not acked: the queue is still full";
+  EXPECT_TRUE(sink_.resumes.empty() || sink_.resumes.back() != p);
+  sink_.resumes.clear();
+  EXPECT_EQ(broker().ack(c, to(c)[0]->tag, false, now_).error, Errc::ok);
+  ASSERT_EQ(sink_.resumes.size(), 1u);
+  EXPECT_EQ(sink_.resumes[0], p);
+  put(p, "jobs", "3");
+}
+
 TEST_F(BrokerAckTest, DeletingAQueueOrphansWhatIsHeldAndTheAckStillSucceeds) {
   const PeerId p = connect(1000);
   const PeerId c = connect(2000);

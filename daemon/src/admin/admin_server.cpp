@@ -1,5 +1,7 @@
 #include "admin/admin_server.hpp"
 
+#include "admin/glob.hpp"
+
 #include <grp.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -72,6 +74,19 @@ json queue_json(const broker::Queue& q, SteadyClock::time_point now) {
     oldest_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - *oldest).count();
   }
   const auto& owner = q.keeper().owner;
+  // Subscriptions stay among the waiters; they are listed apart, with their credit.
+  json subscribers = json::array();
+  std::size_t receives = 0;
+  for (const auto& w : q.waiters()) {
+    if (!w.subscription) {
+      ++receives;
+      continue;
+    }
+    subscribers.push_back(json{{"client", w.peer},
+                               {"ack", w.ack},
+                               {"prefetch", w.ack ? json(w.prefetch) : json(nullptr)},
+                               {"unacked", w.unacked}});
+  }
   return json{{"key", q.key()},
               {"owner", owner ? json(*owner) : json(nullptr)},
               {"depth", q.depth()},
@@ -80,7 +95,8 @@ json queue_json(const broker::Queue& q, SteadyClock::time_point now) {
               {"max_bytes", o.max_bytes},
               {"overflow", proto::overflow_name(o.overflow)},
               {"declared", q.declared()},
-              {"waiting_receivers", q.waiters().size()},
+              {"waiting_receivers", receives},
+              {"subscribers", std::move(subscribers)},
               {"blocked_producers", q.blocked().size()},
               {"enqueued_total", c.enqueued_total},
               {"dequeued_total", c.dequeued_total},
@@ -98,7 +114,7 @@ json queue_json(const broker::Queue& q, SteadyClock::time_point now) {
               {"dead_letter_overflow", o.dead_letter_overflow}};
 }
 
-json client_json(const Connection& c, std::size_t inbox_depth) {
+json client_json(const Connection& c, std::size_t inbox_depth, std::size_t unacked) {
   const auto& id = c.identity();
   const auto& st = c.stats();
   json entry{{"id", c.id()},
@@ -114,7 +130,8 @@ json client_json(const Connection& c, std::size_t inbox_depth) {
                                      .count()},
              {"sent_total", st.sent_total},
              {"received_total", st.received_total},
-             {"inbox_depth", inbox_depth}};
+             {"inbox_depth", inbox_depth},
+             {"unacked", unacked}};
   if (id.tcp) {
     entry["remote"] = c.description().substr(4);  // "tcp HOST:PORT"
     entry["authenticated"] = c.authenticated();
@@ -149,108 +166,6 @@ std::optional<json> read_key(const std::string& what, const json& req, std::stri
     return error_answer("invalid_key", "invalid queue key '" + key.substr(0, 64) + "'");
   }
   return std::nullopt;
-}
-
-// Glob patterns on queue keys, as fnmatch(3) without flags: `*` any run of bytes (dots
-// included), `?` one byte, `[...]` one byte of a set (`a-z` ranges, `!` or `^` negates, a
-// leading `]` is literal), a backslash quotes the next byte. A matcher of our own rather
-// than fnmatch(3), so that its cost is known: at most key length x pattern length steps.
-
-// The index just past the bracket expression opening at p[i] == '['; npos when unclosed.
-std::size_t class_end(std::string_view p, std::size_t i) {
-  std::size_t j = i + 1;
-  if (j < p.size() && (p[j] == '!' || p[j] == '^')) ++j;
-  if (j < p.size() && p[j] == ']') ++j;
-  while (j < p.size() && p[j] != ']')
-    j += p[j] == '\\' ? 2 : 1;
-  return j < p.size() ? j + 1 : std::string_view::npos;
-}
-
-// Whether byte c is in the bracket expression p[i, end).
-bool class_matches(std::string_view p, std::size_t i, std::size_t end, unsigned char c) {
-  std::size_t j = i + 1;
-  const bool negate = p[j] == '!' || p[j] == '^';
-  if (negate) ++j;
-  const std::size_t close = end - 1;
-  bool found = false;
-  while (j < close) {
-    if (p[j] == '\\') ++j;
-    const auto lo = static_cast<unsigned char>(p[j++]);
-    auto hi = lo;
-    // `a-z`; a `-` first or last is literal.
-    if (j + 1 < close && p[j] == '-') {
-      std::size_t k = j + 1;
-      if (p[k] == '\\') ++k;
-      hi = static_cast<unsigned char>(p[k]);
-      j = k + 1;
-    }
-    if (c >= lo && c <= hi) found = true;
-  }
-  return found != negate;
-}
-
-// One sentence about what is wrong with `pattern`, or empty when it is usable.
-std::string pattern_problem(std::string_view p) {
-  if (p.empty()) return "the pattern is empty";
-  if (p.size() > kMaxPatternSize) {
-    return "the pattern is longer than " + std::to_string(kMaxPatternSize) + " bytes";
-  }
-  for (std::size_t i = 0; i < p.size();) {
-    if (p[i] == '\\') {
-      if (i + 1 == p.size()) return "the pattern ends in a lone backslash";
-      i += 2;
-    } else if (p[i] == '[') {
-      const std::size_t end = class_end(p, i);
-      if (end == std::string_view::npos) {
-        return "'[' at byte " + std::to_string(i) + " has no closing ']'";
-      }
-      i = end;
-    } else {
-      ++i;
-    }
-  }
-  return {};
-}
-
-// `p` must have passed pattern_problem(). A star remembers where to resume: on a mismatch
-// the last star takes one byte more, which is enough for globs (every other element
-// matches exactly one byte).
-bool glob_matches(std::string_view p, std::string_view s) {
-  constexpr auto npos = std::string_view::npos;
-  std::size_t pi = 0, si = 0, star = npos, star_si = 0;
-  while (si < s.size()) {
-    if (pi < p.size() && p[pi] == '*') {
-      star = ++pi;
-      star_si = si;
-      continue;
-    }
-    if (pi < p.size()) {
-      std::size_t next = pi + 1;
-      bool ok = false;
-      if (p[pi] == '?') {
-        ok = true;
-      } else if (p[pi] == '[') {
-        next = class_end(p, pi);
-        ok = class_matches(p, pi, next, static_cast<unsigned char>(s[si]));
-      } else if (p[pi] == '\\') {
-        next = pi + 2;
-        ok = p[pi + 1] == s[si];
-      } else {
-        ok = p[pi] == s[si];
-      }
-      if (ok) {
-        pi = next;
-        ++si;
-        continue;
-      }
-    }
-    if (star == npos) return false;
-    pi = star;
-    si = ++star_si;
-  }
-  while (pi < p.size() && p[pi] == '*')
-    ++pi;
-  return pi == p.size();
 }
 
 }  // namespace
@@ -516,8 +431,9 @@ json AdminServer::show_queue(const json& req) {
 json AdminServer::list_clients(const json&) {
   const auto& broker = server_.broker();
   json list = json::array();
-  server_.for_each_connection(
-      [&](const Connection& c) { list.push_back(client_json(c, broker.inbox_depth(c.id()))); });
+  server_.for_each_connection([&](const Connection& c) {
+    list.push_back(client_json(c, broker.inbox_depth(c.id()), broker.unacked(c.id())));
+  });
   return json{{"ok", true}, {"clients", std::move(list)}};
 }
 
@@ -723,7 +639,7 @@ json AdminServer::delete_matching(const json& req) {
     return error_answer("malformed_request", "\"delete\" needs a string \"pattern\"");
   }
   const std::string pattern = req["pattern"];
-  if (auto problem = pattern_problem(pattern); !problem.empty()) {
+  if (auto problem = pattern_problem(pattern, kMaxPatternSize); !problem.empty()) {
     return error_answer("invalid_argument",
                         "bad pattern '" + pattern.substr(0, 64) + "': " + problem);
   }

@@ -59,7 +59,7 @@ void Queues::hand_over_acked(Queue& q, Waiter& w, const StoredMessage& m, bool l
     it->second.has_deadline = true;
   }
   ++next_tag_;
-  q.hold();
+  q.hold(m.payload.size());
   if (w.subscription) ++w.unacked;
   const HeldMessage& h = it->second.message;
   const DeliveryExtras extras{tag, h.deliveries, h.headers()};
@@ -89,7 +89,7 @@ Queue* Queues::settle(Peer& p, HeldMap::iterator it, Outcome outcome, Clock::tim
   switch (outcome) {
     case Outcome::acked:
       ++q->counters().acked_total;
-      q->unhold();
+      q->unhold(m.payload().size());
       release_held(m);
       break;
     case Outcome::requeue:
@@ -106,7 +106,7 @@ Queue* Queues::settle(Peer& p, HeldMap::iterator it, Outcome outcome, Clock::tim
       }
       break;
     case Outcome::dead_letter:
-      q->unhold();
+      q->unhold(m.payload().size());
       dead_letter(*q, std::move(m), proto::kDeadReasonRejected, now);
       break;
   }
@@ -116,14 +116,14 @@ Queue* Queues::settle(Peer& p, HeldMap::iterator it, Outcome outcome, Clock::tim
 void Queues::give_back(Queue& q, HeldMessage&& m, Clock::time_point now) {
   const std::uint16_t max = q.options().max_deliveries;
   if (max != 0 && m.deliveries >= max) {
-    q.unhold();
+    q.unhold(m.payload().size());
     dead_letter(q, std::move(m), proto::kDeadReasonMaxDeliveries, now);
     return;
   }
   try {
     q.put_back(std::move(m));
   } catch (const std::bad_alloc&) {
-    q.unhold();
+    q.unhold(m.payload().size());
     release_held(m);
     ++q.counters().dropped_total;
   }
@@ -211,8 +211,10 @@ Settled Queues::unsettled(const Peer& p, std::uint64_t tag) const {
 void Queues::after_settle(std::vector<Queue*>& touched, Clock::time_point now) {
   unique_queues(touched);
   for (Queue* q : touched) {
-    // Credit came back (a subscription's prefetch, the connection's max_unacked), or a
-    // message did: the waiters may take more. serve_waiters collects what it empties.
+    // Room came back (held messages count against the queue's limits): blocked producers
+    // retry. Credit came back (a subscription's prefetch, the connection's max_unacked),
+    // or a message did: the waiters may take more. serve_waiters collects what it empties.
+    space_freed(*q);
     if (q->depth() > 0) {
       serve_waiters(*q, now);
     } else {
@@ -309,7 +311,7 @@ void Queues::orphan_held(Queue& q) {
       f.queue = nullptr;
       if (f.has_deadline) spare_deadlines_.erase(deadlines_, f.deadline);
       f.has_deadline = false;
-      q.unhold();
+      q.unhold(f.message.payload().size());
     }
   });
   for (auto it = deadlines_.begin(); it != deadlines_.end();) {
@@ -322,7 +324,7 @@ void Queues::orphan_held(Queue& q) {
   while (q.delayed() > 0) {
     const HeldMessage m = q.take_delayed();
     release_held(m);
-    q.unhold();
+    q.unhold(m.payload().size());
     ++q.counters().dropped_total;
   }
 }

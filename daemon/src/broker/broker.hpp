@@ -235,6 +235,11 @@ class Broker {
   std::size_t inbox_count() const { return inboxes_.count(); }
   // Depth of the inbox a peer's direct messages go to; 0 for unknown peers.
   std::size_t inbox_depth(PeerId peer) const;
+  // Messages the peer holds in acknowledgement mode; 0 for unknown peers.
+  std::size_t unacked(PeerId peer) const {
+    const Peer* p = core_.peers.find(peer);
+    return p ? p->queues.held.size() : 0;
+  }
   const BrokerTotals& totals() const { return core_.totals; }
   const Accounting& accounting() const { return core_.accounting; }
 

@@ -128,11 +128,13 @@ class Queue {
   std::size_t depth() const { return messages_.size() + returned_.size(); }
   std::uint64_t bytes() const { return bytes_; }
   // Messages handed over in acknowledgement mode and not settled (in flight, or waiting out
-  // a NACK's delay): they count against their senders' quotas, not against the limits.
+  // a NACK's delay): not deliverable, but they count against the queue's limits as they
+  // do against their senders' quotas.
   std::size_t held() const { return held_; }
   std::size_t delayed() const { return delayed_.size(); }
   bool has_room_for(std::size_t payload) const {
-    return depth() < options_.max_messages && bytes_ + payload <= options_.max_bytes;
+    return depth() + held_ < options_.max_messages &&
+           bytes_ + held_bytes_ + payload <= options_.max_bytes;
   }
   // What one sending uid holds of an inbox. An inbox's limits bind each sending uid on its
   // own (proto/PROTOCOL.md 8.4): one uid's messages never take the room of another's.
@@ -194,8 +196,14 @@ class Queue {
   std::uint64_t take_order(const StoredMessage& m) {
     return m.order != 0 ? m.order : next_order_++;
   }
-  void hold() { ++held_; }
-  void unhold() { --held_; }
+  void hold(std::size_t bytes) {
+    ++held_;
+    held_bytes_ += bytes;
+  }
+  void unhold(std::size_t bytes) {
+    --held_;
+    held_bytes_ -= bytes;
+  }
   // A held message comes back, before every stored one and in its first delivery order
   // among those that came back. Throws std::bad_alloc with nothing changed.
   void put_back(HeldMessage&& m) {
@@ -203,7 +211,7 @@ class Queue {
     const std::uint64_t order = m.order;
     returned_.emplace(order, std::move(m));
     bytes_ += size;
-    --held_;
+    unhold(size);
   }
   // A NACKed message waits out its delay here (the registry keeps the deadline).
   void put_aside(Clock::time_point until, HeldMessage&& m) {
@@ -242,6 +250,7 @@ class Queue {
   // many are held; those waiting out a NACK's delay, by when it ends.
   std::map<std::uint64_t, HeldMessage> returned_;
   std::size_t held_ = 0;
+  std::uint64_t held_bytes_ = 0;
   std::multimap<Clock::time_point, HeldMessage> delayed_;
   std::uint64_t next_order_ = 1;
   std::uint64_t bytes_ = 0;
