@@ -108,6 +108,9 @@ class Child {
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
 
+  // The process's id; -1 once it was waited for.
+  pid_t pid() const { return pid_; }
+
   // Waits for the exit; true when the process exited with status 0.
   bool wait() {
     int status = 0;

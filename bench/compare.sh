@@ -13,13 +13,16 @@ usage() {
   cat <<'EOF'
 usage: bench/compare.sh [--runs N] [--no-build] [--no-results]
 
-Builds the Release tree build-bench/ if needed (qbus-bench and relay), installs redis-server
-and redis-tools from Debian if missing (as root; otherwise prints the apt-get command and
-fails), then measures:
+Builds the Release tree build-bench/ if needed (qbus-bench, relay and redis-streams),
+installs redis-server, redis-tools and libhiredis-dev from Debian if missing (as root;
+otherwise prints the apt-get command and fails), then measures:
   raw socketpair ping-pong RTT, raw one-way batched throughput, the bare-relay ceiling
   (bench/relay.cpp); redis-benchmark LPUSH/RPOP, 64 B, -P 64 and -P 1 -c 1, on a private
   Unix socket; qbus-bench throughput and latency with 64 B payloads; the same throughput
-  with a 1,000-rule access policy and without one, alternating run by run; qbus-bench bulk
+  with a 1,000-rule access policy and without one, alternating run by run; acknowledgement
+  mode (issue 13): qbus-bench throughput plain, --ack and --subscribe 256, alternating run
+  by run, beside Redis Streams XADD/XREADGROUP/XACK (redis-streams), and the redelivery
+  time after a consumer's SIGKILL (qbus-bench redelivery, 200 rounds); qbus-bench bulk
   (4 KiB and 64 MiB), memory (idle, 1,000,000 queued messages) and connections (10,000 idle).
 Every figure is the median of --runs runs (default 3). QBUS_BENCH_BUILD_DIR overrides the
 build tree. Writes bench/RESULTS.md unless
@@ -32,6 +35,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD="${QBUS_BENCH_BUILD_DIR:-$REPO/build-bench}"
 QBUS_BENCH="$BUILD/bench/qbus-bench"
 RELAY="$BUILD/bench/relay"
+REDIS_STREAMS="$BUILD/bench/redis-streams"
 RESULTS="$REPO/bench/RESULTS.md"
 COMMAND_LINE="bench/compare.sh${*:+ $*}"
 
@@ -46,6 +50,11 @@ QBUS_LATENCY_REQUESTS=100000
 RELAY_MESSAGES=10000000
 # The policy cost (issue 12): rules in the policy measured against none.
 POLICY_RULES=1000
+# Acknowledgement mode (issue 13): the subscription's prefetch, and the entries per
+# XREADGROUP of the Redis Streams peer (qbus-bench's default receive window).
+SUBSCRIBE_PREFETCH=256
+STREAMS_COUNT=256
+REDELIVERY_ROUNDS=200
 # The drain target's receive window: Redis -P 64 with its default 50 clients has 3,200
 # RPOPs in flight; one qbus consumer asking for 1,024 messages per round trip has fewer.
 # The default window (256) is measured and shown as well.
@@ -143,20 +152,22 @@ verdict() {
 install_deps() {
   # shellcheck source-path=SCRIPTDIR/.. source=scripts/deps.sh
   source "$REPO/scripts/deps.sh"
-  QBUS_PACKAGES+=(redis-server redis-tools)
+  QBUS_PACKAGES+=(redis-server redis-tools libhiredis-dev)
   qbus_install_deps
 }
 
 build() {
   # Configure only when the tree is missing or not Release: reconfiguring is slow and
   # the incremental build below catches every source change anyway.
-  if ! grep -qs '^CMAKE_BUILD_TYPE:STRING=Release$' "$BUILD/CMakeCache.txt"; then
+  # A tree configured before hiredis was installed lacks redis-streams: configure again.
+  if ! grep -qs '^CMAKE_BUILD_TYPE:STRING=Release$' "$BUILD/CMakeCache.txt" ||
+    ! grep -qs '^HIREDIS_FOUND:INTERNAL=1$' "$BUILD/CMakeCache.txt"; then
     log "configuring $BUILD (Release)"
     cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$TMP/cmake.log" 2>&1 ||
       { cat "$TMP/cmake.log" >&2; exit 1; }
   fi
-  log "building qbus-bench and relay"
-  cmake --build "$BUILD" --target qbus-bench relay -j "$(nproc)" >"$TMP/build.log" 2>&1 ||
+  log "building qbus-bench, relay and redis-streams"
+  cmake --build "$BUILD" --target qbus-bench relay redis-streams -j "$(nproc)" >"$TMP/build.log" 2>&1 ||
     { tail -n 50 "$TMP/build.log" >&2; exit 1; }
 }
 
@@ -201,6 +212,19 @@ redis_run() {
   done
   printf -v "REDIS_LPUSH_$label" '%s' "$(median "${lpush[@]}")"
   printf -v "REDIS_RPOP_$label" '%s' "$(median "${rpop[@]}")"
+}
+
+# Redis Streams doing qbus-bench throughput's acknowledged work (bench/redis_streams.cpp):
+# 1 producer XADDs (pipelined 64), 1 consumer XREADGROUPs COUNT STREAMS_COUNT and XACKs
+# each batch. Sets STREAMS_RATE to the median messages/s of RUNS runs.
+run_redis_streams() {
+  local cmd=("$REDIS_STREAMS" --socket "$REDIS_SOCK" --messages "$QBUS_THROUGHPUT_MESSAGES"
+    --size "$SIZE" --count "$STREAMS_COUNT" --pipeline 64 --runs "$RUNS" --json)
+  record "${cmd[@]#"$REPO/"}"
+  log "redis-streams XADD/XREADGROUP/XACK"
+  redis-cli -s "$REDIS_SOCK" flushall >/dev/null
+  "${cmd[@]}" >"$TMP/redis-streams.json"
+  STREAMS_RATE=$(json_num "$TMP/redis-streams.json" messages_per_second)
 }
 
 # ---- (c) raw sockets and the bare relay -------------------------------------------------
@@ -298,6 +322,69 @@ run_policy() {
   POLICY_RATE=$(median "${with[@]}")
   POLICY_NONE_CPU_NS=$(median "${none_cpu[@]}")
   POLICY_CPU_NS=$(median "${with_cpu[@]}")
+}
+
+# Acknowledgement mode (issue 13): producer -> queue -> consumer plain, with --ack
+# (receive_batch in ack mode, one pipelined ack_up_to per batch) and with --subscribe
+# SUBSCRIBE_PREFETCH (ack_up_to every prefetch/4), one run of each in turn, the order
+# rotating each round, each on its own private broker. Medians of RUNS runs each.
+run_ack() {
+  ACK_PLAIN_RATE=n/a ACK_RATE=n/a SUB_RATE=n/a
+  ACK_PLAIN_CPU_NS=n/a ACK_CPU_NS=n/a SUB_CPU_NS=n/a
+  local base=("$QBUS_BENCH" throughput --producers 1 --consumers 1 --size "$SIZE"
+    --messages "$QBUS_THROUGHPUT_MESSAGES" --runs 1 --json)
+  if ! "$QBUS_BENCH" throughput --help 2>&1 | grep -q -- '--subscribe'; then
+    log "qbus-bench throughput has no --ack/--subscribe: acknowledgement mode is n/a"
+    return 0
+  fi
+  record "${base[@]#"$REPO/"}"
+  record "${base[@]#"$REPO/"}" --ack
+  record "${base[@]#"$REPO/"}" --subscribe "$SUBSCRIBE_PREFETCH"
+  local plain=() ack=() sub=() plain_cpu=() ack_cpu=() sub_cpu=() r which order out extra
+  for r in $(seq "$RUNS"); do
+    case $((r % 3)) in
+      1) order="plain ack sub" ;;
+      2) order="ack sub plain" ;;
+      *) order="sub plain ack" ;;
+    esac
+    for which in $order; do
+      out="$TMP/qbus-ack-$which-$r.json"
+      case "$which" in
+        plain) extra=() ;;
+        ack) extra=(--ack) ;;
+        sub) extra=(--subscribe "$SUBSCRIBE_PREFETCH") ;;
+      esac
+      "${base[@]}" "${extra[@]}" >"$out"
+      case "$which" in
+        plain) plain+=("$(json_num "$out" messages_per_second)")
+          plain_cpu+=("$(json_num "$out" daemon_cpu_ns_per_message)") ;;
+        ack) ack+=("$(json_num "$out" messages_per_second)")
+          ack_cpu+=("$(json_num "$out" daemon_cpu_ns_per_message)") ;;
+        sub) sub+=("$(json_num "$out" messages_per_second)")
+          sub_cpu+=("$(json_num "$out" daemon_cpu_ns_per_message)") ;;
+      esac
+    done
+    log "ack run $r: plain ${plain[-1]}/s, --ack ${ack[-1]}/s, --subscribe ${sub[-1]}/s"
+  done
+  ACK_PLAIN_RATE=$(median "${plain[@]}")
+  ACK_RATE=$(median "${ack[@]}")
+  SUB_RATE=$(median "${sub[@]}")
+  ACK_PLAIN_CPU_NS=$(median "${plain_cpu[@]}")
+  ACK_CPU_NS=$(median "${ack_cpu[@]}")
+  SUB_CPU_NS=$(median "${sub_cpu[@]}")
+
+  # Redelivery after a holder's SIGKILL (no Redis counterpart: Streams only redeliver
+  # through XCLAIM/XAUTOCLAIM after an idle time). A failure leaves it n/a.
+  REDELIVERY_P50=n/a REDELIVERY_P99=n/a
+  local cmd=("$QBUS_BENCH" redelivery --rounds "$REDELIVERY_ROUNDS" --json)
+  record "${cmd[@]#"$REPO/"}"
+  log "qbus-bench redelivery"
+  if "${cmd[@]}" >"$TMP/qbus-redelivery.json" 2>"$TMP/qbus-redelivery.err"; then
+    REDELIVERY_P50=$(json_num "$TMP/qbus-redelivery.json" p50_us)
+    REDELIVERY_P99=$(json_num "$TMP/qbus-redelivery.json" p99_us)
+  else
+    log "qbus-bench redelivery failed: $(tail -n 3 "$TMP/qbus-redelivery.err")"
+  fi
 }
 
 # json_nums FILE KEY: every numeric value of "KEY": in the file, one per line, in order.
@@ -420,6 +507,18 @@ table() {
     "alternated run by run with the next row; daemon $(fmt_ns "$POLICY_NONE_CPU_NS") CPU/msg"
   row "qbus producer -> queue -> consumer, $(fmt_count "$POLICY_RULES")-rule policy" "$(fmt_rate "$POLICY_RATE")" "" "" \
     "$(fmt_pct "$policy_ratio") of no policy; daemon $(fmt_ns "$POLICY_CPU_NS") CPU/msg ($(fmt_ratio "$policy_cpu_ratio"))"
+  row "Redis Streams XADD / XREADGROUP / XACK" "$(fmt_rate "$STREAMS_RATE")" "" "" \
+    "1P/1C, $QBUS_THROUGHPUT_MESSAGES msgs, XADD -P 64, COUNT $STREAMS_COUNT, XACK per batch (redis-streams)"
+  row "qbus producer -> queue -> consumer, plain (ack runs)" "$(fmt_rate "$ACK_PLAIN_RATE")" "" "" \
+    "alternated run by run with the next two rows; daemon $(fmt_ns "$ACK_PLAIN_CPU_NS") CPU/msg"
+  row "qbus ... --ack (ack_up_to per batch)" "$(fmt_rate "$ACK_RATE")" \
+    "$(ratio_cell "$(calc "$ACK_RATE / $STREAMS_RATE")" "of Streams")" "" \
+    "$(fmt_pct "$(calc "$ACK_RATE / $ACK_PLAIN_RATE")") of plain; daemon $(fmt_ns "$ACK_CPU_NS") CPU/msg"
+  row "qbus ... --subscribe $SUBSCRIBE_PREFETCH" "$(fmt_rate "$SUB_RATE")" \
+    "$(ratio_cell "$(calc "$SUB_RATE / $STREAMS_RATE")" "of Streams")" "" \
+    "$(fmt_pct "$(calc "$SUB_RATE / $ACK_PLAIN_RATE")") of plain; ack_up_to every $((SUBSCRIBE_PREFETCH / 4)); daemon $(fmt_ns "$SUB_CPU_NS") CPU/msg"
+  row "qbus redelivery after SIGKILL p50 / p99" "$(fmt_us_or_ms "$REDELIVERY_P50") / $(fmt_us_or_ms "$REDELIVERY_P99")" "" "" \
+    "kill() of a consumer holding one message (ack mode) until a waiting consumer has it; $REDELIVERY_ROUNDS rounds (qbus-bench redelivery)"
   row "qbus request/reply p50 / p99" "$(fmt_us "$QBUS_P50") / $(fmt_us "$QBUS_P99")" \
     "$(fmt_ratio "$(calc "$QBUS_P50 / (1e6 / $REDIS_LPUSH_P1)")") of LPUSH -P1 time" \
     "$(fmt_ratio "$rr_ratio") of in-run raw, $(fmt_ratio "$rr_ratio_relay") of relay raw" \
@@ -461,6 +560,15 @@ table() {
     "$(verdict "$CONN_ADDED" '<=' 100)"
   row "idle CPU (connections open)" "< 10 ms in ${IDLE_SECONDS} s" "$(fmt_ms "$CONN_IDLE_CPU")" "" \
     "$(verdict "$CONN_IDLE_CPU" '<' 10)"
+  echo
+  echo "### Acknowledgement mode (issue 13: acked at least 3x Redis Streams and at least 70% of plain)"
+  echo
+  printf '| %s | %s | %s |\n' "ratio" "--ack" "--subscribe $SUBSCRIBE_PREFETCH"
+  printf '| %s | %s | %s |\n' "---" "---:" "---:"
+  printf '| %s | %s | %s |\n' "qbus acked / Redis Streams XADD+XREADGROUP+XACK" \
+    "$(fmt_ratio "$(calc "$ACK_RATE / $STREAMS_RATE")")" "$(fmt_ratio "$(calc "$SUB_RATE / $STREAMS_RATE")")"
+  printf '| %s | %s | %s |\n' "qbus acked / qbus plain (alternated runs)" \
+    "$(fmt_ratio "$(calc "$ACK_RATE / $ACK_PLAIN_RATE")")" "$(fmt_ratio "$(calc "$SUB_RATE / $ACK_PLAIN_RATE")")"
 }
 
 write_results() {
@@ -505,6 +613,7 @@ main() {
   log "redis-benchmark (Unix socket $REDIS_SOCK)"
   redis_run P64 -n "$REDIS_PIPELINED_N" -P 64
   redis_run P1 -n "$REDIS_UNPIPELINED_N" -P 1 -c 1
+  run_redis_streams
   # Redis is done: stop it so it cannot steal CPU from the runs that follow.
   kill "$REDIS_PID" 2>/dev/null || true
   wait "$REDIS_PID" 2>/dev/null || true
@@ -512,6 +621,7 @@ main() {
   run_relay
   run_qbus
   run_policy
+  run_ack
   run_qbus_resources
   ELAPSED=$((SECONDS - start))
 

@@ -30,5 +30,6 @@ Mode direct_mode(CLI::App& cmd);
 Mode bulk_mode(CLI::App& cmd);
 Mode connections_mode(CLI::App& cmd);
 Mode memory_mode(CLI::App& cmd);
+Mode redelivery_mode(CLI::App& cmd);
 
 }  // namespace qbus::bench

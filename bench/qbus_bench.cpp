@@ -2,7 +2,7 @@
 //
 //   qbus-bench throughput [--producers P] [--consumers C] [--queues K] [--messages N]
 //                         [--duration S] [--size BYTES] [--batch N] [--receive each|batch]
-//                         [--send-batch N]
+//                         [--send-batch N] [--ack] [--subscribe PREFETCH] [--ack-every K]
 //                         [--phase both|enqueue|drain] [--runs R] [--address ADDR] [--json]
 //   qbus-bench latency [--requests N] [--warmup N] [--size BYTES] [--runs R] [--rate R]
 //                      [--address ADDR] [--json]
@@ -12,10 +12,11 @@
 //                   [--tcp-address ADDR] [--json]
 //   qbus-bench connections [--connections N] [--idle-seconds S] [--address ADDR] [--json]
 //   qbus-bench memory [--messages N] [--size BYTES] [--json]
+//   qbus-bench redelivery [--rounds N] [--warmup N] [--address ADDR] [--json]
 //
 // Each mode is described at the top of its file: throughput.cpp, latency.cpp, direct.cpp
-// (and fixed_rate.cpp for --rate), bulk.cpp, connections.cpp, memory.cpp; common.* and
-// ping.* hold what they share.
+// (and fixed_rate.cpp for --rate), bulk.cpp, connections.cpp, memory.cpp, redelivery.cpp;
+// common.* and ping.* hold what they share.
 //
 // Unless --address is given, a private qbusd is started on a temporary socket. With --runs R
 // the figures are the median run (per percentile for the latency tables). Processes
@@ -61,6 +62,10 @@ int main(int argc, char** argv) {
       qbus::bench::memory_mode(*app.add_subcommand(
           "memory",
           "The private daemon's RSS idle, with N messages queued, and after draining them")),
+      qbus::bench::redelivery_mode(*app.add_subcommand(
+          "redelivery",
+          "A consumer holding a message in acknowledgement mode is SIGKILLed: the time until "
+          "a waiting consumer has it (median and p99)")),
   };
 
   try {

@@ -4,6 +4,11 @@
 // barrier; the time runs until every consumer has its share (--phase both), until every
 // producer's sync() returned (enqueue), or, after an untimed fill, until the consumers have
 // drained the queues (drain). The queues are declared deep enough never to bind.
+//
+// Consumers receive in acknowledgement mode with --ack (receive_batch, then one pipelined
+// ack_up_to of the batch's last tag) or through a subscription with --subscribe PREFETCH
+// (ack mode; one pipelined ack_up_to every --ack-every messages, and of whatever is held
+// before next() would wait, so the broker's window never stalls).
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,9 +45,12 @@ struct Options {
   long long messages = 1'000'000;
   double duration = 0;  // > 0: producers send for this many seconds instead of `messages`
   std::size_t size = 64;
-  std::size_t batch = 256;   // messages per receive round trip
-  bool views = true;         // consumers use receive_each (else receive_batch)
-  long long send_batch = 0;  // sends per Client::Batch; 0: one Batch around all of them
+  std::size_t batch = 256;      // messages per receive round trip
+  bool views = true;            // consumers use receive_each (else receive_batch)
+  bool ack = false;             // consumers receive in acknowledgement mode
+  std::uint32_t subscribe = 0;  // > 0: consumers subscribe with this prefetch (ack mode)
+  std::uint32_t ack_every = 0;  // with --subscribe: ack_up_to every this many (0: prefetch/4)
+  long long send_batch = 0;     // sends per Client::Batch; 0: one Batch around all of them
   Phase phase = Phase::both;
   int runs = 3;
   int policy_rules = 0;  // > 0: the private daemon enforces a policy of this many rules
@@ -71,6 +79,17 @@ void add_options(CLI::App& cmd, Options& o) {
                  "receive_batch (a vector of Messages)")
       ->check(CLI::IsMember({"each", "batch"}));
   cmd.add_option("--batch", o.batch, "Messages per receive round trip")->check(CLI::Range(1, 4096));
+  cmd.add_flag("--ack", o.ack,
+               "Consumers receive in acknowledgement mode (receive_batch) and ack each batch with "
+               "one pipelined ack_up_to of its last tag");
+  cmd.add_option("--subscribe", o.subscribe,
+                 "Consumers take messages from a subscription in acknowledgement mode with this "
+                 "prefetch instead of receive calls (0: off)")
+      ->check(CLI::Range(0, 1'000'000));
+  cmd.add_option("--ack-every", o.ack_every,
+                 "With --subscribe: one pipelined ack_up_to every this many messages "
+                 "(0: prefetch/4, at least 1)")
+      ->check(CLI::Range(0, 1'000'000));
   cmd.add_option("--send-batch", o.send_batch,
                  "Sends per Client::Batch window (0: one Batch around all; 1: no Batch, one write "
                  "per send)")
@@ -163,8 +182,73 @@ long long produce(qbus::Client& c, const Options& o, const std::string& queue, l
   return sent - static_cast<long long>(failures.count);
 }
 
+// A consumer that took its stop and `stops` - 1 others hands those back, then syncs.
+void hand_back_stops(qbus::Client& c, const std::string& queue, long stops) {
+  for (long extra = 1; extra < stops; ++extra)
+    c.send(queue, kStop);
+  c.sync();
+}
+
+// --ack: receive_batch in acknowledgement mode, each batch acked with one pipelined
+// ack_up_to of its last tag (the stops included). Returns the data messages it took.
+long long consume_acked(qbus::Client& c, const Options& o, const std::string& queue) {
+  long long taken = 0;
+  while (true) {
+    const auto batch = c.receive_batch(queue, o.batch, seconds(120), qbus::ReceiveOptions{true});
+    if (batch.empty()) throw std::runtime_error("consumer starved for 120 s: messages were lost");
+    const long stops = std::count_if(batch.begin(), batch.end(),
+                                     [](const qbus::Message& m) { return m.text() == kStop; });
+    c.ack_up_to(batch.back().delivery_tag());
+    taken += static_cast<long long>(batch.size()) - stops;
+    if (stops == 0) continue;
+    hand_back_stops(c, queue, stops);
+    return taken;
+  }
+}
+
+// --subscribe: a subscription in acknowledgement mode; one pipelined ack_up_to every
+// `ack_every` messages and of whatever is still held before next() would wait. At its
+// stop the consumer cancels, acks what it kept and hands the other stops back.
+long long consume_subscribed(qbus::Client& c, const Options& o, const std::string& queue) {
+  auto sub = c.subscribe(queue, qbus::SubscribeOptions{o.subscribe, true});
+  const std::uint32_t every = o.ack_every > 0 ? o.ack_every : std::max(1U, o.subscribe / 4);
+  long long taken = 0;
+  std::uint64_t held = 0;  // the last tag not acked yet; 0: none
+  std::uint32_t since_ack = 0;
+  const auto ack_held = [&] {
+    if (held != 0) c.ack_up_to(held);
+    held = 0;
+    since_ack = 0;
+  };
+  while (true) {
+    auto m = sub.next(std::chrono::milliseconds(0));
+    if (!m) {
+      ack_held();
+      m = sub.next(seconds(120));
+    }
+    if (!m) throw std::runtime_error("consumer starved for 120 s: messages were lost");
+    held = m->delivery_tag();
+    if (m->text() != kStop) {
+      ++taken;
+      if (++since_ack >= every) ack_held();
+      continue;
+    }
+    sub.cancel();  // what was pushed before the broker's answer is still handed out below
+    long stops = 1;
+    while (auto rest = sub.next(std::chrono::milliseconds(0))) {
+      held = rest->delivery_tag();
+      stops += rest->text() == kStop ? 1 : 0;  // only stops follow a stop
+    }
+    ack_held();
+    hand_back_stops(c, queue, stops);
+    return taken;
+  }
+}
+
 // Takes messages until a stop; returns how many data messages it took.
 long long consume(qbus::Client& c, const Options& o, const std::string& queue) {
+  if (o.subscribe > 0) return consume_subscribed(c, o, queue);
+  if (o.ack) return consume_acked(c, o, queue);
   long long taken = 0;
   while (true) {
     long long got = 0;
@@ -183,9 +267,7 @@ long long consume(qbus::Client& c, const Options& o, const std::string& queue) {
     taken += got - stops;
     if (stops == 0) continue;
     // The stops come last; one batch may hold other consumers' stops: hand them back.
-    for (long extra = 1; extra < stops; ++extra)
-      c.send(queue, kStop);
-    c.sync();
+    hand_back_stops(c, queue, stops);
     return taken;
   }
 }
@@ -387,6 +469,26 @@ std::string policy_section(int rules) {
   return s;
 }
 
+// How the consumers take messages: the JSON "receive" value.
+const char* receive_name(const Options& o) {
+  if (o.subscribe > 0) return "subscribe";
+  if (o.ack) return "receive_batch_ack";
+  return o.views ? "receive_each" : "receive_batch";
+}
+
+// The same for the table.
+std::string receive_text(const Options& o) {
+  if (o.subscribe > 0) {
+    const std::uint32_t every = o.ack_every > 0 ? o.ack_every : std::max(1U, o.subscribe / 4);
+    return "subscription in ack mode, prefetch " + std::to_string(o.subscribe) +
+           ", ack_up_to every " + std::to_string(every);
+  }
+  if (o.ack) {
+    return "receive_batch in ack mode of " + std::to_string(o.batch) + ", ack_up_to per batch";
+  }
+  return std::string(o.views ? "receive_each" : "receive_batch") + " of " + std::to_string(o.batch);
+}
+
 // The median run's figures, as both reports print them.
 struct Figures {
   RunResult med;
@@ -415,13 +517,13 @@ void print_json(const Options& o, const std::vector<RunResult>& runs, const Figu
   std::printf(
       "{\"benchmark\":\"throughput\",\"phase\":\"%s\",\"producers\":%d,\"consumers\":%d,"
       "\"queues\":%d,\"messages\":%lld,\"duration\":%.3f,\"size\":%zu,\"batch\":%zu,"
-      "\"receive\":\"%s\","
+      "\"receive\":\"%s\",\"ack\":%s,\"prefetch\":%u,"
       "\"send_batch\":%lld,\"policy_rules\":%d,\"runs\":%d,\"median_seconds\":%.6f,"
       "\"messages_per_second\":%.0f,"
       "\"mb_per_second\":%.2f,\"daemon_cpu_ns_per_message\":%.1f,\"run_messages_per_second\":[",
       phase_name(o.phase), producers, consumers, o.queues, f.med.messages, o.duration, o.size,
-      o.batch, o.views ? "receive_each" : "receive_batch", o.send_batch, o.policy_rules, o.runs,
-      f.med.seconds, f.rate, f.mbps, f.cpu_ns);
+      o.batch, receive_name(o), o.ack || o.subscribe > 0 ? "true" : "false", o.subscribe,
+      o.send_batch, o.policy_rules, o.runs, f.med.seconds, f.rate, f.mbps, f.cpu_ns);
   for (std::size_t i = 0; i < runs.size(); ++i)
     std::printf("%s%.0f", i ? "," : "", runs[i].rate());
   std::printf("]}\n");
@@ -452,10 +554,8 @@ void print_table(const Options& o, const std::vector<RunResult>& runs, const Fig
       break;
   }
   std::printf(
-      "\n  %lld x %zu B in the median run%s; sends: %s; receives: %s of %zu; median of %d "
-      "run(s)\n",
-      f.med.messages, o.size, sending_for, send_window.c_str(),
-      o.views ? "receive_each" : "receive_batch", o.batch, o.runs);
+      "\n  %lld x %zu B in the median run%s; sends: %s; receives: %s; median of %d run(s)\n",
+      f.med.messages, o.size, sending_for, send_window.c_str(), receive_text(o).c_str(), o.runs);
   if (o.policy_rules > 0)
     std::printf("  the broker enforces a policy of %d rules\n", o.policy_rules);
   std::printf("  %-28s %12.0f\n", "messages/s", f.rate);
