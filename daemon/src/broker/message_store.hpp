@@ -17,6 +17,7 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <utility>
 
 #include "broker/types.hpp"
 
@@ -52,18 +53,38 @@ class HeldMessage {
  public:
   HeldMessage() = default;
   // Throws std::bad_alloc with nothing held.
-  explicit HeldMessage(const StoredMessage& m)
-      : meta(m.meta),
-        deliveries(m.deliveries),
-        order(m.order),
-        headers_size_(static_cast<std::uint32_t>(m.headers.size())),
-        payload_size_(static_cast<std::uint32_t>(m.payload.size())) {
-    if (headers_size_ + payload_size_ == 0) return;
-    data_ = std::make_unique_for_overwrite<std::byte[]>(headers_size_ + payload_size_);
+  explicit HeldMessage(const StoredMessage& m) { assign(m); }
+  // The moved-from message holds nothing, not even memory.
+  HeldMessage(HeldMessage&& o) noexcept { *this = std::move(o); }
+  HeldMessage& operator=(HeldMessage&& o) noexcept {
+    meta = o.meta;
+    deliveries = o.deliveries;
+    order = o.order;
+    data_ = std::move(o.data_);
+    capacity_ = std::exchange(o.capacity_, 0);
+    headers_size_ = std::exchange(o.headers_size_, 0);
+    payload_size_ = std::exchange(o.payload_size_, 0);
+    return *this;
+  }
+  // Holds a copy of `m`, in the memory held before when it is large enough (a recycled
+  // HeldMessage costs no allocation). Throws std::bad_alloc with nothing changed.
+  void assign(const StoredMessage& m) {
+    const std::size_t size = m.headers.size() + m.payload.size();
+    if (size > capacity_) {
+      data_ = std::make_unique_for_overwrite<std::byte[]>(size);
+      capacity_ = size;
+    }
+    meta = m.meta;
+    deliveries = m.deliveries;
+    order = m.order;
+    headers_size_ = static_cast<std::uint32_t>(m.headers.size());
+    payload_size_ = static_cast<std::uint32_t>(m.payload.size());
     if (headers_size_ != 0) std::memcpy(data_.get(), m.headers.data(), headers_size_);
     if (payload_size_ != 0)
       std::memcpy(data_.get() + headers_size_, m.payload.data(), payload_size_);
   }
+  // Bytes of memory it holds for headers and payload.
+  std::size_t capacity() const { return capacity_; }
   Bytes headers() const { return Bytes(data_.get(), headers_size_); }
   Bytes payload() const { return Bytes(data_.get() + headers_size_, payload_size_); }
   StoredMessage view() const {
@@ -76,6 +97,7 @@ class HeldMessage {
 
  private:
   std::unique_ptr<std::byte[]> data_;
+  std::size_t capacity_ = 0;
   std::uint32_t headers_size_ = 0;
   std::uint32_t payload_size_ = 0;
 };

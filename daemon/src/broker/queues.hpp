@@ -257,6 +257,10 @@ class Queues {
   QueueMap queues_;
   Queue* last_queue_ = nullptr;  // find_mutable()'s cache; erase_queue() clears it
   std::uint64_t next_tag_ = 1;   // delivery tags, broker-unique
+  // Settled nodes of the peers' held maps, each with the memory of a message of up to
+  // kKeptHeldBytes: at most 4096 x 4 KiB kept for the next acknowledged deliveries.
+  NodeStash<std::map<std::uint64_t, InFlight>, 4096> spare_held_;
+  static constexpr std::size_t kKeptHeldBytes = 4096;
   // Dead letters being moved now: a chain of queues whose overflow dead-letters into one
   // another ends after kMaxDeadLetterHops.
   int dead_letter_hops_ = 0;
