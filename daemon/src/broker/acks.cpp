@@ -110,16 +110,25 @@ Queue* Queues::settle(Peer& p, HeldMap::iterator it, Outcome outcome, Clock::tim
     case Outcome::requeue:
       give_back(*q, std::move(m), now);
       break;
-    case Outcome::delay:
+    case Outcome::delay: {
+      // No memory to wait: back at once. (A failed insert leaves `m` as it was.)
+      const auto until = now + std::chrono::milliseconds(delay_ms);
+      QueueDeadlineIndex::iterator d;
       try {
-        const auto until = now + std::chrono::milliseconds(delay_ms);
-        spare_deadlines_.insert_mapped(deadlines_, until,
-                                       QueueDeadline{q, QueueDeadline::Kind::delayed, {}, 0, 0});
+        d = spare_deadlines_.insert_mapped(
+            deadlines_, until, QueueDeadline{q, QueueDeadline::Kind::delayed, {}, 0, 0});
+      } catch (const std::bad_alloc&) {
+        give_back(*q, std::move(m), now);
+        break;
+      }
+      try {
         q->put_aside(until, std::move(m));
       } catch (const std::bad_alloc&) {
-        give_back(*q, std::move(m), now);  // no memory to wait: back at once
+        spare_deadlines_.erase(deadlines_, d);
+        give_back(*q, std::move(m), now);
       }
       break;
+    }
     case Outcome::dead_letter:
       q->unhold(m.payload().size());
       dead_letter(*q, std::move(m), proto::kDeadReasonRejected, now);

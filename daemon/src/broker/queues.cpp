@@ -321,9 +321,12 @@ bool Queues::serve_now(Queue& q, Waiter& w, std::uint32_t max, Clock::time_point
       try {
         hand_over_acked(q, w, m, last, now);
       } catch (const std::bad_alloc&) {
-        // Nothing was handed over or taken: the message stays first in the queue.
+        // Nothing was handed over or taken: the message stays first in the queue. (Those
+        // handed over before it in this batch stay held, and go back when not acked.)
         --q.counters().dequeued_total;
         --core_.totals.messages_out;
+        core_.totals.bytes_out -= m.meta.region ? m.meta.region.length : m.payload.size();
+        if (m.deliveries != 0) --q.counters().redelivered_total;
         sink_.fail(w.peer, w.correlation, Errc::internal_error,
                    "the broker has no memory left to hold a message until it is acknowledged");
         return false;
