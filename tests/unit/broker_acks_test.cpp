@@ -111,6 +111,21 @@ TEST_F(BrokerAckTest, ConsumerLeavingReturnsItsMessagesToTheHeadInOrder) {
   EXPECT_EQ(queue("jobs").counters().redelivered_total, 3u);
 }
 
+TEST_F(BrokerAckTest, AProcessExitingReturnsWhatItsLiveConnectionHeld) {
+  const PeerId p = connect();
+  const PeerId c1 = connect();
+  const PeerId c2 = connect();
+  put(p, "jobs", "a");
+  receive_acked(c1, "jobs");
+  const std::uint64_t tag = last_tag(c1);
+  receive_acked(c2, "jobs", 1, -1);   // waits
+  broker().process_exited(c1, now_);  // its connection lives on, inherited
+  ASSERT_EQ(to(c2).size(), 1u);
+  EXPECT_EQ(to(c2)[0]->payload, "a");
+  EXPECT_EQ(to(c2)[0]->count, 2u);
+  EXPECT_EQ(broker().ack(c1, tag, false, now_).error, Errc::unknown_delivery);
+}
+
 TEST_F(BrokerAckTest, AReturnedMessageGoesStraightToAWaitingReceiver) {
   const PeerId p = connect();
   const PeerId c1 = connect();

@@ -306,7 +306,7 @@ TEST_F(BrokerTest, AnExitedProcessIsNoLongerReachableByPidButKeepsItsInbox) {
   EXPECT_EQ(send_to_pid(sender, 777, "before").result, SendResult::accepted);
 
   sink_.set_exited(left_behind);
-  broker().process_exited(left_behind);
+  broker().process_exited(left_behind, now_);
 
   auto out = send_to_pid(sender, 777, "after", 0, true);
   EXPECT_EQ(out.result, SendResult::rejected);
@@ -325,7 +325,7 @@ TEST_F(BrokerTest, AnExitedProcessIsNoLongerReachableByPidButKeepsItsInbox) {
   EXPECT_EQ(send_to_pid(sender, 777, "for the new one").result, SendResult::accepted);
   EXPECT_EQ(broker().inbox_depth(fresh), 2u);
   // A late exit report for the old process leaves the new one routed.
-  broker().process_exited(left_behind);
+  broker().process_exited(left_behind, now_);
   EXPECT_EQ(send_to_pid(sender, 777, "still new").result, SendResult::accepted);
   EXPECT_EQ(broker().inbox_depth(fresh), 3u);
 }
@@ -376,7 +376,7 @@ TEST_F(BrokerTest, ProducersBlockedOnAnInboxRetryWhenItsProcessExits) {
   EXPECT_EQ(send_to_client(by_id, target, "blocks too").result, SendResult::blocked);
 
   sink_.set_exited(target);
-  broker().process_exited(target);
+  broker().process_exited(target, now_);
   EXPECT_EQ(sink_.resumes, (std::vector<PeerId>{by_pid, by_id}));
   // Retried: by pid there is no such process any more; by client id the inbox is full.
   EXPECT_EQ(send_to_pid(by_pid, 777, "blocks").error, Errc::no_such_peer);

@@ -307,6 +307,16 @@ Settled Queues::extend(Peer& p, std::uint64_t tag, std::uint32_t extend_ms, Cloc
   return {};
 }
 
+void Queues::return_held(Peer& p, Clock::time_point now) {
+  // Each goes to the head of its queue (give_back sorts them among those back already by
+  // their first delivery order); serving them to others waits until all are back.
+  std::vector<Queue*> touched;
+  while (!p.queues.held.empty()) {
+    if (Queue* q = settle(p, p.queues.held.begin(), Outcome::requeue, now)) touched.push_back(q);
+  }
+  after_settle(touched, now);
+}
+
 void Queues::expire_ack(const QueueDeadline& d, Clock::time_point now) {
   Peer* p = core_.peers.find(d.peer);
   auto it = p ? p->queues.held.find(d.tag) : HeldMap::iterator();

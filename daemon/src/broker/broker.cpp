@@ -66,8 +66,11 @@ void Broker::claim_inbox(PeerId peer) {
   if (Peer* p = core_.peers.find(peer)) inboxes_.claim(peer, *p);
 }
 
-void Broker::process_exited(PeerId peer) {
-  if (Peer* p = core_.peers.lookup(peer)) inboxes_.process_exited(*p);
+void Broker::process_exited(PeerId peer, Clock::time_point now) {
+  Peer* p = core_.peers.lookup(peer);
+  if (!p) return;
+  inboxes_.process_exited(*p);
+  queues_.return_held(*p, now);
 }
 
 std::size_t Broker::inbox_depth(PeerId peer) const {

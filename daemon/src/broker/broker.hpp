@@ -149,8 +149,10 @@ class Broker {
   // (inherited by other processes). Its inbox is no longer routed by pid: sends by pid get
   // no_such_peer or wait for a new process with that pid (section 8.5), and producers
   // blocked on the inbox retry. The connections keep the inbox, with what is in it and
-  // what is sent to them by client id. Parked sends are not affected. Idempotent.
-  void process_exited(PeerId peer);
+  // what is sent to them by client id. Parked sends are not affected. The messages the
+  // connection holds in acknowledgement mode go back to their queues at `now`, as when it
+  // closes: the process that took them is gone. Idempotent.
+  void process_exited(PeerId peer, Clock::time_point now);
 
   // Queues `payload` with the sender's identity and request id `correlation`; the reply
   // (a direct send with in_reply_to == correlation) is delivered to the requester under

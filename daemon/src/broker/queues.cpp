@@ -503,12 +503,11 @@ void Queues::forget(PeerId peer, Peer& p, Clock::time_point now) {
     std::erase(q->blocked(), peer);
     if (!q->is_inbox()) touched.push_back(q);
   }
-  // What it held goes back, each to the head of its queue, in the order it was handed over
-  // (give_back sorts them among those already back), and is served to others at once.
-  while (!qp.held.empty()) {
-    if (Queue* q = settle(p, qp.held.begin(), Outcome::requeue, now)) touched.push_back(q);
-  }
-  after_settle(touched, now);
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  for (Queue* q : touched)
+    collect_if_idle(*q);  // not a queue holding its messages: held ones keep it
+  return_held(p, now);
 }
 
 void Queues::fail_all(Errc code, std::string_view text) {

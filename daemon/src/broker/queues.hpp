@@ -83,6 +83,9 @@ class Queues {
   Settled extend(Peer& p, std::uint64_t tag, std::uint32_t extend_ms, Clock::time_point now);
   void subscribe(PeerId peer, Peer& p, std::uint64_t correlation, std::string_view key,
                  std::uint32_t prefetch, bool ack, Clock::time_point now);
+  // Every message `p` holds goes back to the head of its queue, in the order they were
+  // handed over, and is served to others at once (its process is gone; forget does it too).
+  void return_held(Peer& p, Clock::time_point now);
   // Ends the subscription opened with `subscription`; false when there is none.
   bool unsubscribe(PeerId peer, Peer& p, std::uint64_t subscription);
 

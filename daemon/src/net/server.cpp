@@ -292,7 +292,7 @@ void Server::on_process_exit(const ProcessKey& key) {
   // list must not change under the loop whatever they do.
   const auto conns = it->second->conns;
   for (broker::PeerId id : conns)
-    broker_.process_exited(id);
+    broker_.process_exited(id, broker::Clock::now());
   end_of_batch();
 }
 
