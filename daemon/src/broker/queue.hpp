@@ -54,8 +54,6 @@ struct Waiter {
   std::uint32_t prefetch = 0;
   std::uint32_t unacked = 0;
   QueueDeadlineIndex::iterator deadline;  // valid when has_deadline
-
-  bool has_credit() const { return !ack || !subscription || unacked < prefetch; }
 };
 
 struct QueueCounters {
@@ -223,7 +221,6 @@ class Queue {
     delayed_.erase(delayed_.begin());
     return m;
   }
-  std::size_t returned_count() const { return returned_.size(); }
 
   WaiterList& waiters() { return waiters_; }
   const WaiterList& waiters() const { return waiters_; }

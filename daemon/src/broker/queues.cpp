@@ -365,26 +365,37 @@ void Queues::output_ready(Peer& p, Clock::time_point now) {
 void Queues::serve_waiters(Queue& q, Clock::time_point now, bool collect) {
   bool served = false;
   auto& ws = q.waiters();
-  // Each turn serves the first waiter that can take something; a subscription goes to the
-  // back after its turn, a receive leaves. Every turn takes at least one message.
-  while (q.depth() > 0) {
-    auto it = ws.begin();
-    while (it != ws.end() && !(sink_.wants_more(it->peer) && credit(*it) > 0))
-      ++it;
-    if (it == ws.end()) break;
-    served = true;
-    if (it->subscription) {
-      ws.splice(ws.end(), ws, it);
-      // A subscription that cannot be served (no memory to hold a message) has been told
-      // so and ends, so that the loop does not try it again.
-      if (!serve_now(q, ws.back(), core_.limits.max_receive_batch, now)) {
-        remove_waiter(q, std::prev(ws.end()));
+  // In passes, each one walk over the waiters that were there when it began: every one
+  // that can take something is served in arrival order; a receive leaves, a subscription
+  // goes to the back and, if messages are left, is served again in the next pass. A pass
+  // that serves nobody ends it, so a long list of waiters that cannot take anything (their
+  // output backed up) costs one walk, not one per message.
+  while (q.depth() > 0 && !ws.empty()) {
+    bool any = false;
+    const auto last = std::prev(ws.end());
+    for (auto it = ws.begin(); q.depth() > 0;) {
+      const bool final = it == last;
+      const auto next = std::next(it);
+      if (sink_.wants_more(it->peer) && credit(*it) > 0) {
+        any = true;
+        if (it->subscription) {
+          ws.splice(ws.end(), ws, it);
+          // A subscription that cannot be served (no memory to hold a message) has been
+          // told so and ends, so that no pass tries it again.
+          if (!serve_now(q, ws.back(), core_.limits.max_receive_batch, now)) {
+            remove_waiter(q, std::prev(ws.end()));
+          }
+        } else {
+          Waiter w = *it;
+          remove_waiter(q, it);
+          serve_now(q, w, w.max_count, now);
+        }
       }
-      continue;
+      if (final) break;
+      it = next;
     }
-    Waiter w = *it;
-    remove_waiter(q, it);
-    serve_now(q, w, w.max_count, now);
+    if (!any) break;
+    served = true;
   }
   if (!served) return;
   space_freed(q);
