@@ -2,6 +2,7 @@
 
 #include "files.hpp"
 #include "qbus/proto/address.hpp"
+#include "qbus/proto/frames.hpp"
 #include "tls_config.hpp"
 
 #include <fcntl.h>
@@ -204,6 +205,10 @@ void read_queues(const json& qs, Config& c) {
     o.number("max_deliveries", q.max_deliveries, 0, 65'535);
     o.string("dead_letter", q.dead_letter);
     o.boolean("dead_letter_overflow", q.dead_letter_overflow);
+    o.number("ttl_ms", q.ttl_ms, 0, std::numeric_limits<std::uint32_t>::max());
+    o.boolean("dead_letter_expired", q.dead_letter_expired);
+    o.number("priorities", q.priorities, 0, proto::kMaxPriorities);
+    o.boolean("single_active_consumer", q.single_active_consumer);
     if (!q.dead_letter.empty()) {
       if (!proto::is_valid_key(q.dead_letter)) {
         bad(path + ".dead_letter", "must be 1-255 characters of A-Z a-z 0-9 . _ : / -");
@@ -212,6 +217,9 @@ void read_queues(const json& qs, Config& c) {
     }
     if (q.dead_letter_overflow && q.dead_letter.empty()) {
       bad(path + ".dead_letter_overflow", "needs dead_letter, the queue to move them to");
+    }
+    if (q.dead_letter_expired && q.dead_letter.empty()) {
+      bad(path + ".dead_letter_expired", "needs dead_letter, the queue to move them to");
     }
     o.finish();
     c.queues.push_back(std::move(q));
@@ -636,6 +644,10 @@ std::string to_json_text(const Config& c, const std::string& socket_path,
     entry["max_deliveries"] = q.max_deliveries;
     entry["dead_letter"] = q.dead_letter;
     entry["dead_letter_overflow"] = q.dead_letter_overflow;
+    entry["ttl_ms"] = q.ttl_ms;
+    entry["dead_letter_expired"] = q.dead_letter_expired;
+    entry["priorities"] = q.priorities;
+    entry["single_active_consumer"] = q.single_active_consumer;
     queues.push_back(std::move(entry));
   }
   json limits = json::object();

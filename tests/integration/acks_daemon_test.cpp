@@ -91,7 +91,7 @@ TEST_F(AcksDaemonTest, PropertiesMustBeFollowedByAMessage) {
   std::vector<std::byte> headers;
   proto::append_header(headers, "k", "v");
   proto::ByteBuffer b;
-  proto::append_frame(b, 5, 0, proto::Properties{headers});
+  proto::append_frame(b, 5, 0, proto::Properties{0, 0, 0, headers});
   proto::append_empty(b, proto::FrameType::ping, 6);
   peer.write(b);
   auto f = next_skipping_nothing(peer);
@@ -112,8 +112,8 @@ TEST_F(AcksDaemonTest, BrokerHeadersAndOversizedBlocksAreRefused) {
   while (big.size() <= proto::kMaxSenderHeadersSize)
     proto::append_header(big, "k" + std::to_string(big.size()), std::string(200, 'x'));
   proto::ByteBuffer b;
-  proto::append_frame(b, 5, 0, proto::Properties{reserved});
-  proto::append_frame(b, 6, 0, proto::Properties{big});
+  proto::append_frame(b, 5, 0, proto::Properties{0, 0, 0, reserved});
+  proto::append_frame(b, 6, 0, proto::Properties{0, 0, 0, big});
   proto::append_send(b, 7, proto::kFlagConfirm, "jobs", bytes_of("plain"));
   peer.write(b);
   auto f = next_skipping_nothing(peer);

@@ -24,27 +24,11 @@ class BrokerAckTest : public BrokerTest {
     broker().receive(peer, corr, key, max, timeout_ms, now_, true);
     return corr;
   }
-  // The tag of the last delivery to `peer`.
-  std::uint64_t last_tag(PeerId peer) const {
-    for (auto it = sink_.deliveries.rbegin(); it != sink_.deliveries.rend(); ++it)
-      if (it->to == peer) return it->tag;
-    return 0;
-  }
   std::vector<const Delivered*> to(PeerId peer) const {
     std::vector<const Delivered*> out;
     for (const auto& d : sink_.deliveries)
       if (d.to == peer) out.push_back(&d);
     return out;
-  }
-  const Queue& queue(std::string_view key) {
-    const Queue* q = broker().find(key);
-    EXPECT_NE(q, nullptr) << key;
-    return *q;
-  }
-  static std::string header_value(const std::string& block, std::string_view name) {
-    std::string_view v;
-    const auto b = bytes_of(block);
-    return proto::find_header(b, name, v) ? std::string(v) : std::string("<none>");
   }
   QueueOptions with_dead_letter(std::string dlq, std::uint16_t max_deliveries = 0) {
     QueueOptions o;
@@ -247,7 +231,8 @@ TEST_F(BrokerAckTest, NackToDeadLetterMovesItWithHeadersSayingWhy) {
   ASSERT_EQ(declare("jobs", with_dead_letter("jobs.dead")), Errc::ok);
   std::vector<std::byte> headers;
   proto::append_header(headers, "trace", "t-1");
-  ASSERT_EQ(broker().send(p, "jobs", bytes_of("a"), now_, headers).result, SendResult::accepted);
+  ASSERT_EQ(broker().send(p, "jobs", bytes_of("a"), now_, Bytes(headers)).result,
+            SendResult::accepted);
   receive_acked(c, "jobs");
   EXPECT_EQ(header_value(to(c)[0]->headers, "trace"), "t-1");
   EXPECT_EQ(broker().nack(c, last_tag(c), false, proto::NackAction::dead_letter, 0, now_).error,
@@ -383,14 +368,16 @@ TEST_F(BrokerAckTest, HeadersTravelWithAPlainMessage) {
   const PeerId c = connect();
   std::vector<std::byte> headers;
   proto::append_header(headers, "content-type", "text/plain");
-  ASSERT_EQ(broker().send(p, "jobs", bytes_of("a"), now_, headers).result, SendResult::accepted);
+  ASSERT_EQ(broker().send(p, "jobs", bytes_of("a"), now_, Bytes(headers)).result,
+            SendResult::accepted);
   receive_now(c, "jobs");
   ASSERT_TRUE(to(c)[0]->has_extras);
   EXPECT_EQ(to(c)[0]->tag, 0u);
   EXPECT_EQ(header_value(to(c)[0]->headers, "content-type"), "text/plain");
   // Straight to a waiting receiver too.
   receive(c, "jobs");
-  ASSERT_EQ(broker().send(p, "jobs", bytes_of("b"), now_, headers).result, SendResult::accepted);
+  ASSERT_EQ(broker().send(p, "jobs", bytes_of("b"), now_, Bytes(headers)).result,
+            SendResult::accepted);
   EXPECT_EQ(header_value(to(c).back()->headers, "content-type"), "text/plain");
 }
 

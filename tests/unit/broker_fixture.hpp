@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "broker/broker.hpp"
+#include "qbus/proto/headers.hpp"
 #include "recording_sink.hpp"
 
 namespace qbus::broker::fakes {
@@ -182,6 +183,24 @@ class BrokerTest : public BrokerFixture {
   SendOutcome request(PeerId from, std::uint64_t request_id, std::string_view key,
                       std::string_view payload, std::int32_t timeout_ms = -1) {
     return broker().request(from, request_id, key, bytes_of(payload), timeout_ms, now_);
+  }
+
+  // Acknowledgement mode: the tag of the last delivery to `peer`.
+  std::uint64_t last_tag(PeerId peer) const {
+    for (auto it = sink_.deliveries.rbegin(); it != sink_.deliveries.rend(); ++it)
+      if (it->to == peer) return it->tag;
+    return 0;
+  }
+  const Queue& queue(std::string_view key) {
+    const Queue* q = broker().find(key);
+    EXPECT_NE(q, nullptr) << key;
+    return *q;
+  }
+  // The value of header `name` in a delivered header block; "<none>" when absent.
+  static std::string header_value(const std::string& block, std::string_view name) {
+    std::string_view v;
+    const auto b = bytes_of(block);
+    return proto::find_header(b, name, v) ? std::string(v) : std::string("<none>");
   }
 
   std::vector<std::string> payloads_to(PeerId peer) const {

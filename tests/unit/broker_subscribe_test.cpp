@@ -94,8 +94,8 @@ TEST_F(BrokerSubscribeTest, UnsubscribeStopsThePushesAndKeepsWhatIsHeld) {
   const std::uint64_t sub = subscribe(c, "jobs", 10, true);
   put(p, "jobs", "a");
   ASSERT_EQ(to(c).size(), 1u);
-  EXPECT_TRUE(broker().unsubscribe(c, sub));
-  EXPECT_FALSE(broker().unsubscribe(c, sub));
+  EXPECT_TRUE(broker().unsubscribe(c, sub, now_));
+  EXPECT_FALSE(broker().unsubscribe(c, sub, now_));
   put(p, "jobs", "b");
   EXPECT_EQ(to(c).size(), 1u);
   EXPECT_EQ(depth("jobs"), 1u);
@@ -135,7 +135,7 @@ TEST_F(BrokerSubscribeTest, DeletingTheQueueEndsTheSubscription) {
   ASSERT_EQ(failures_to(c).size(), 1u);
   EXPECT_EQ(failures_to(c)[0].correlation, sub);
   EXPECT_EQ(failures_to(c)[0].code, Errc::queue_deleted);
-  EXPECT_FALSE(broker().unsubscribe(c, sub));
+  EXPECT_FALSE(broker().unsubscribe(c, sub, now_));
 }
 
 }  // namespace

@@ -172,9 +172,11 @@ const Golden kGolden[] = {
      " 08 07 06 05 04 03 02 01"},
     // Version 2 (PROTOCOL.md section 17).
     {FrameType::properties, "properties",
-     [](ByteBuffer& b) { append_frame(b, 26, 0, Properties{kHeaderKV}); },
+     [](ByteBuffer& b) {
+       append_frame(b, 26, 0, Properties{0x01020304, 0x05060708, 7, kHeaderKV});
+     },
      "51 42 55 53 01 1a 00 00 1a 00 00 00 00 00 00 00 11 00 00 00 00 00 00 00"
-     " 00 00 00 00 00 00 00 00 00 00 00 00 01 6b 01 00 76"},
+     " 04 03 02 01 08 07 06 05 07 00 00 00 01 6b 01 00 76"},
     {FrameType::delivery_info, "delivery_info",
      [](ByteBuffer& b) {
        append_frame(b, 27, 0, DeliveryInfo{0x0102030405060708, 3, true, kHeaderKV});
@@ -214,11 +216,12 @@ const Golden kGolden[] = {
      [](ByteBuffer& b) {
        append_frame(b, 33, kFlagConfirm,
                     DeclareEx{0x01020304, 0x0102030405060708, Overflow::drop_oldest,
-                              kDeclareDeadLetterOverflow, 0x0506, 0x0708090a, "jobs", "dead"});
+                              kDeclareDeadLetterOverflow | kDeclareSingleActiveConsumer, 0x0506,
+                              0x0708090a, 0x0b0c0d0e, 5, "jobs", "dead"});
      },
-     "51 42 55 53 01 21 01 00 21 00 00 00 00 00 00 00 22 00 00 00 00 00 00 00"
-     " 04 03 02 01 08 07 06 05 04 03 02 01 02 01 06 05 0a 09 08 07 00 00 00 00"
-     " 04 04 6a 6f 62 73 64 65 61 64"},
+     "51 42 55 53 01 21 01 00 21 00 00 00 00 00 00 00 26 00 00 00 00 00 00 00"
+     " 04 03 02 01 08 07 06 05 04 03 02 01 02 05 06 05 0a 09 08 07 0e 0d 0c 0b"
+     " 05 00 00 00 04 04 6a 6f 62 73 64 65 61 64"},
 };
 
 TEST(codec_golden, EveryFrameTypeEncodesToItsPinnedBytes) {

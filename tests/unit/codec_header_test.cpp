@@ -289,7 +289,7 @@ TEST(codec_header, FrameTraitsMatchTheProtocolTable) {
       {FrameType::extend, in, kFlagConfirm, 16, 2},
       {FrameType::subscribe, in, 0, 9, 2},
       {FrameType::unsubscribe, in, 0, 8, 2},
-      {FrameType::declare_ex, in, kFlagConfirm, 26, 2},
+      {FrameType::declare_ex, in, kFlagConfirm, 30, 2},
   };
   ASSERT_EQ(std::size(rows), std::size(kFrameTraits));
   for (const auto& want : rows) {

@@ -77,15 +77,19 @@ json queue_json(const broker::Queue& q, SteadyClock::time_point now) {
   // Subscriptions stay among the waiters; they are listed apart, with their credit.
   json subscribers = json::array();
   std::size_t receives = 0;
+  const broker::Waiter* active = q.active_subscription();
   for (const auto& w : q.waiters()) {
     if (!w.subscription) {
       ++receives;
       continue;
     }
-    subscribers.push_back(json{{"client", w.peer},
-                               {"ack", w.ack},
-                               {"prefetch", w.ack ? json(w.prefetch) : json(nullptr)},
-                               {"unacked", w.unacked}});
+    json s{{"client", w.peer},
+           {"ack", w.ack},
+           {"prefetch", w.ack ? json(w.prefetch) : json(nullptr)},
+           {"unacked", w.unacked}};
+    // A single-active-consumer queue serves one subscription; the others stand by.
+    if (o.single_active_consumer) s["active"] = &w == active;
+    subscribers.push_back(std::move(s));
   }
   return json{{"key", q.key()},
               {"owner", owner ? json(*owner) : json(nullptr)},
@@ -108,10 +112,15 @@ json queue_json(const broker::Queue& q, SteadyClock::time_point now) {
               {"acked_total", c.acked_total},
               {"redelivered_total", c.redelivered_total},
               {"dead_lettered_total", c.dead_lettered_total},
+              {"expired_total", c.expired_total},
               {"ack_timeout_ms", o.ack_timeout_ms},
               {"max_deliveries", o.max_deliveries},
               {"dead_letter", o.dead_letter},
-              {"dead_letter_overflow", o.dead_letter_overflow}};
+              {"dead_letter_overflow", o.dead_letter_overflow},
+              {"ttl_ms", o.default_ttl_ms},
+              {"dead_letter_expired", o.dead_letter_expired},
+              {"priorities", std::max<int>(1, o.priorities)},
+              {"single_active_consumer", o.single_active_consumer}};
 }
 
 json client_json(const Connection& c, std::size_t inbox_depth, std::size_t unacked) {

@@ -188,8 +188,12 @@ void Queues::dead_letter(Queue& q, HeldMessage&& m, std::string_view reason,
   usage.queued_bytes -= m.payload().size();
   --usage.queued_messages;
   ++dead_letter_hops_;
-  const SendOutcome out = enqueue_as(*target, 0, m.meta.sender, nullptr, m.payload(), now, 0, 0,
-                                     m.meta.region, headers);
+  // It keeps its priority; its time to live does not follow it (the dead-letter queue's
+  // own default applies), or an expired message would expire again at once.
+  MessageProps props(headers);
+  props.priority = m.meta.priority;
+  const SendOutcome out =
+      enqueue_as(*target, 0, m.meta.sender, nullptr, m.payload(), now, 0, 0, m.meta.region, props);
   --dead_letter_hops_;
   core_.accounting.forget_if_unused(uid);
   if (m.meta.region) core_.regions.drop_message_ref(m.meta.region.id);
@@ -238,6 +242,7 @@ void Queues::after_settle(std::vector<Queue*>& touched, Clock::time_point now) {
     // Room came back (held messages count against the queue's limits): blocked producers
     // retry. Credit came back (a subscription's prefetch, the connection's max_unacked),
     // or a message did: the waiters may take more. serve_waiters collects what it empties.
+    rearm_expiry(*q);
     space_freed(*q);
     if (q->depth() > 0) {
       serve_waiters(*q, now);
@@ -333,7 +338,19 @@ void Queues::expire_ack(const QueueDeadline& d, Clock::time_point now) {
 }
 
 void Queues::expire_delayed(Queue& q, Clock::time_point now) {
-  give_back(q, q.take_delayed(), now);
+  HeldMessage m = q.take_delayed();
+  if (m.meta.expired(now)) {
+    // Its time to live ended while it waited: it never becomes deliverable.
+    q.unhold(m.payload().size());
+    ++q.counters().expired_total;
+    if (q.options().dead_letter_expired) {
+      dead_letter(q, std::move(m), proto::kDeadReasonExpired, now);
+    } else {
+      release_held(m);
+    }
+  } else {
+    give_back(q, std::move(m), now);
+  }
   std::vector<Queue*> touched{&q};
   after_settle(touched, now);
 }
@@ -381,14 +398,20 @@ void Queues::subscribe(PeerId peer, Peer& p, std::uint64_t correlation, std::str
   }
 }
 
-bool Queues::unsubscribe(PeerId peer, Peer& p, std::uint64_t subscription) {
+bool Queues::unsubscribe(PeerId peer, Peer& p, std::uint64_t subscription, Clock::time_point now) {
   for (const auto& [q, count] : p.queues.waiting_in) {
     auto& ws = q->waiters();
     for (auto it = ws.begin(); it != ws.end(); ++it) {
       if (it->subscription && it->peer == peer && it->correlation == subscription) {
         Queue* queue = q;  // remove_waiter edits waiting_in
         remove_waiter(*queue, it);
-        if (!queue->is_inbox()) collect_if_idle(*queue);
+        if (queue->is_inbox()) return true;
+        // A single-active-consumer queue's next subscription takes over.
+        if (queue->options().single_active_consumer && queue->depth() > 0) {
+          serve_waiters(*queue, now);
+        } else {
+          collect_if_idle(*queue);
+        }
         return true;
       }
     }

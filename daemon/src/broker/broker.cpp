@@ -285,9 +285,9 @@ void Broker::subscribe(PeerId peer, std::uint64_t correlation, std::string_view 
   queues_.subscribe(peer, *p, correlation, key, prefetch, ack, now);
 }
 
-bool Broker::unsubscribe(PeerId peer, std::uint64_t subscription) {
+bool Broker::unsubscribe(PeerId peer, std::uint64_t subscription, Clock::time_point now) {
   Peer* p = core_.peers.find(peer);
-  return p && queues_.unsubscribe(peer, *p, subscription);
+  return p && queues_.unsubscribe(peer, *p, subscription, now);
 }
 
 void Broker::fail_all_waiters(Errc code, std::string_view text) {

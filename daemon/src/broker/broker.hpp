@@ -33,7 +33,9 @@ struct RegionSend {
   // Drop one of the sender's handles once the frame is done with (unless it is blocked
   // and will be retried), whether or not the send succeeded.
   bool release = false;
-  Bytes headers;  // the message's header block; empty: none
+  // The message's header block (empty: none) and, for a queue target, its time to live,
+  // delay and priority.
+  MessageProps props;
 };
 
 // What a client's PURGE or DELETE came to (Broker::purge_for, remove_for).
@@ -84,14 +86,15 @@ class Broker {
 
   // Inline, as are receive and receive_direct: on the per-message path the edge calls the
   // registry with no router call between.
-  // `headers`: the message's header block (proto/headers.hpp), checked by the edge.
+  // `props`: the message's header block (proto/headers.hpp, checked by the edge), time to
+  // live, delay and priority.
   SendOutcome send(PeerId from, std::string_view key, Bytes payload, Clock::time_point now,
-                   Bytes headers = {}) {
+                   const MessageProps& props = {}) {
     Peer* p = core_.peers.lookup(from);
     if (!p) return unknown_peer();
     // With no policy this is the one extra test on the per-message path.
     if (core_.policy && !permitted(*p, Operation::send, key)) return denied(Operation::send, key);
-    return queues_.send(from, *p, key, payload, now, headers);
+    return queues_.send(from, *p, key, payload, now, props);
   }
 
   // Serves up to max_count messages now; otherwise waits (timeout_ms -1: forever) or,
@@ -127,7 +130,7 @@ class Broker {
   void subscribe(PeerId peer, std::uint64_t correlation, std::string_view key,
                  std::uint32_t prefetch, bool ack, Clock::time_point now);
   // False when the peer has no subscription under that correlation.
-  bool unsubscribe(PeerId peer, std::uint64_t subscription);
+  bool unsubscribe(PeerId peer, std::uint64_t subscription, Clock::time_point now);
 
   // Direct messages. A pid names the newest process with that pid as long as it has not
   // exited (Sink::has_exited is asked): an older or exited one can never receive what is

@@ -123,9 +123,10 @@ void Inboxes::deliver_parked(Inbox& inbox, Clock::time_point now) {
     // Its receiver is known only now. from = 0: a parked send cannot pause its producer,
     // so a full inbox refuses it.
     const auto by_pid = proto::TargetKind::pid;
-    auto out = core_.policy && !core_.direct_permitted(sender, inbox, by_pid, inbox.pid)
-                   ? Core::direct_denied(by_pid, inbox.pid)
-                   : queues_.enqueue(inbox.queue, 0, sender, payload, now, 0, 0, region, headers);
+    auto out =
+        core_.policy && !core_.direct_permitted(sender, inbox, by_pid, inbox.pid)
+            ? Core::direct_denied(by_pid, inbox.pid)
+            : queues_.enqueue(inbox.queue, 0, sender, payload, now, 0, 0, region, Bytes(headers));
     if (region) core_.regions.drop_message_ref(region.id);
     if (out.result == SendResult::accepted) {
       if (confirm) core_.sink.confirm(from, corr);

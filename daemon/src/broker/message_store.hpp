@@ -32,6 +32,12 @@ struct MessageMeta {
   // never taken for the request now pending under it.
   std::uint64_t request_seq = 0;
   RegionRef region{};  // the payload is empty for a region message
+  // When it expires (its time to live ends); the epoch: never.
+  Clock::time_point expires{};
+  std::uint8_t priority = 0;  // its level in its queue (0 for a queue without levels)
+  bool expired(Clock::time_point now) const {
+    return expires != Clock::time_point{} && expires <= now;
+  }
 };
 
 // A message read in place (from a MessageStore, or a Queue's returned messages): valid
@@ -125,6 +131,7 @@ class MessageStore {
 
   std::size_t size() const { return count_; }
   bool empty() const { return count_ == 0; }
+  KeptChunkBudget& budget() const { return budget_; }
   // Bytes of memory held: every chunk's capacity and the spare's.
   std::size_t capacity() const {
     std::size_t n = spare_.capacity;
@@ -136,8 +143,9 @@ class MessageStore {
   // Throws std::bad_alloc, with nothing changed, when no memory is left for a new chunk.
   // `headers`: the message's header block, checked by the edge.
   void push(const MessageMeta& meta, Bytes payload, Bytes headers = {}) {
+    const bool expires = meta.expires != Clock::time_point{};
     const std::size_t extras = (meta.request_id != 0 ? kRequestSize : 0) +
-                               (meta.region ? kRegionSize : 0) +
+                               (meta.region ? kRegionSize : 0) + (expires ? kExpiresSize : 0) +
                                (headers.empty() ? 0 : kHeadersSize + headers.size());
     const std::size_t size = round_up(sizeof(Record) + extras + payload.size());
     Chunk& c = room_for(size);
@@ -151,7 +159,8 @@ class MessageStore {
     r.gid = meta.sender.gid;
     r.payload_size = static_cast<std::uint32_t>(payload.size());
     r.flags = (meta.sender.tcp ? kTcp : 0) | (meta.request_id != 0 ? kRequest : 0) |
-              (meta.region ? kRegion : 0) | (headers.empty() ? 0 : kHeaders);
+              (meta.region ? kRegion : 0) | (headers.empty() ? 0 : kHeaders) |
+              (expires ? kExpires : 0) | (std::uint32_t{meta.priority} << kPriorityShift);
     std::memcpy(at, &r, sizeof r);
     std::size_t pos = sizeof r;
     if (meta.request_id != 0) {
@@ -163,6 +172,11 @@ class MessageStore {
       const std::uint64_t ref[3] = {meta.region.id, meta.region.offset, meta.region.length};
       std::memcpy(at + pos, ref, kRegionSize);
       pos += kRegionSize;
+    }
+    if (expires) {
+      const Clock::rep e = meta.expires.time_since_epoch().count();
+      std::memcpy(at + pos, &e, kExpiresSize);
+      pos += kExpiresSize;
     }
     if (!headers.empty()) {
       const auto n = static_cast<std::uint32_t>(headers.size());
@@ -200,6 +214,13 @@ class MessageStore {
       m.meta.region = RegionRef{ref[0], ref[1], ref[2]};
       pos += kRegionSize;
     }
+    if (r.flags & kExpires) {
+      Clock::rep e;
+      std::memcpy(&e, at + pos, kExpiresSize);
+      m.meta.expires = Clock::time_point(Clock::duration(e));
+      pos += kExpiresSize;
+    }
+    m.meta.priority = static_cast<std::uint8_t>(r.flags >> kPriorityShift);
     if (r.flags & kHeaders) {
       std::uint32_t n;
       std::memcpy(&n, at + pos, kHeadersSize);
@@ -223,8 +244,9 @@ class MessageStore {
     Record r;
     std::memcpy(&r, c.data.get() + c.head, sizeof r);
     if (uid) *uid = r.uid;
-    std::size_t extras =
-        ((r.flags & kRequest) ? kRequestSize : 0) + ((r.flags & kRegion) ? kRegionSize : 0);
+    std::size_t extras = ((r.flags & kRequest) ? kRequestSize : 0) +
+                         ((r.flags & kRegion) ? kRegionSize : 0) +
+                         ((r.flags & kExpires) ? kExpiresSize : 0);
     if (r.flags & kHeaders) {
       std::uint32_t n;
       std::memcpy(&n, c.data.get() + c.head + sizeof r + extras, kHeadersSize);
@@ -244,8 +266,9 @@ class MessageStore {
 
  private:
   // Layout of a record: this, then [request_id, request_seq] when kRequest, then [region
-  // id, offset, length] when kRegion, then [u32 size, header block] when kHeaders, then
-  // the payload, padded to kAlign.
+  // id, offset, length] when kRegion, then [expiry] when kExpires, then [u32 size, header
+  // block] when kHeaders, then the payload, padded to kAlign. The flags' bits from
+  // kPriorityShift up hold the message's priority level.
   struct Record {
     std::uint64_t client_id;
     std::uint64_t process_token;
@@ -274,7 +297,9 @@ class MessageStore {
   static constexpr std::size_t kRequestSize = 2 * sizeof(std::uint64_t);
   static constexpr std::size_t kRegionSize = 3 * sizeof(std::uint64_t);
   static constexpr std::size_t kHeadersSize = sizeof(std::uint32_t);
-  static constexpr std::uint32_t kTcp = 1, kRequest = 2, kRegion = 4, kHeaders = 8;
+  static constexpr std::size_t kExpiresSize = sizeof(Clock::rep);
+  static constexpr std::uint32_t kTcp = 1, kRequest = 2, kRegion = 4, kHeaders = 8, kExpires = 16;
+  static constexpr int kPriorityShift = 8;
   // A new chunk holds twice what the store holds, between these two; a record larger than
   // kMaxChunk gets a chunk of its own size. A deep queue thus maps and unmaps memory once
   // per ~9,000 small messages.

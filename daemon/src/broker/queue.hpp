@@ -5,14 +5,18 @@
 // deadlines) for both. Not thread-safe.
 #pragma once
 
+#include <algorithm>
 #include <list>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "broker/message_store.hpp"
 #include "broker/types.hpp"
+#include "qbus/proto/frames.hpp"
 
 namespace qbus::broker {
 
@@ -21,10 +25,11 @@ struct Waiter;
 using WaiterList = std::list<Waiter>;
 
 // A deadline of the queue registry (queues.hpp): a waiting receive's timeout, the end of
-// the grace of a declared queue whose declarer left, an unsettled message's ack timeout, or
-// the end of a negatively acknowledged message's delay.
+// the grace of a declared queue whose declarer left, an unsettled message's ack timeout,
+// the end of a delay (a NACK's, or a delayed send's), or when the message first in line
+// in a queue expires.
 struct QueueDeadline {
-  enum class Kind : std::uint8_t { receive, grace, ack, delayed };
+  enum class Kind : std::uint8_t { receive, grace, ack, delayed, expiry };
   Queue* queue = nullptr;
   Kind kind = Kind::receive;
   WaiterList::iterator waiter;  // a receive's
@@ -56,6 +61,15 @@ struct Waiter {
   QueueDeadlineIndex::iterator deadline;  // valid when has_deadline
 };
 
+// Of a queue's messages, the first in line is the one it hands over next; one that expires
+// is dropped or dead-lettered when it is first in line (at its expiry, or when what was
+// ahead of it leaves), as RabbitMQ does: its expiry deadline is the first one's.
+struct ExpiryDeadline {
+  bool armed = false;
+  Clock::time_point at{};
+  QueueDeadlineIndex::iterator it;
+};
+
 struct QueueCounters {
   std::uint64_t enqueued_total = 0;
   std::uint64_t dequeued_total = 0;
@@ -64,6 +78,7 @@ struct QueueCounters {
   std::uint64_t acked_total = 0;
   std::uint64_t redelivered_total = 0;
   std::uint64_t dead_lettered_total = 0;
+  std::uint64_t expired_total = 0;
 };
 
 // Who a queue counts against and what keeps it declared. Kept by the queue registry
@@ -114,6 +129,7 @@ class Queue {
     counters_ = {};
     keeper_ = {};
     next_order_ = 1;
+    active_ = nullptr;
   }
   void mark_declared() { declared_ = true; }
   // Once the grace after its declarer left has run out: collected when idle, like a queue
@@ -122,8 +138,22 @@ class Queue {
   QueueKeeper& keeper() { return keeper_; }
   const QueueKeeper& keeper() const { return keeper_; }
 
-  // Messages deliverable now: the stored ones and those that came back.
-  std::size_t depth() const { return messages_.size() + returned_.size(); }
+  // Messages deliverable now: the stored ones (of every level) and those that came back.
+  std::size_t depth() const { return messages_.size() + upper_count_ + returned_.size(); }
+  // Stored and returned messages that have an expiry; the registry's deadline for them.
+  std::size_t expiring() const { return expiring_; }
+  ExpiryDeadline& expiry() { return expiry_; }
+  // A single-active-consumer queue's active subscription, among its waiters; null when it
+  // is to be chosen again (Queues::active_consumer).
+  const Waiter*& active() { return active_; }
+  // The subscription served (or to be served) next time: the active one, else the oldest
+  // standing by (they are never served, so they keep their order).
+  const Waiter* active_subscription() const {
+    if (active_) return active_;
+    for (const Waiter& w : waiters_)
+      if (w.subscription) return &w;
+    return nullptr;
+  }
   std::uint64_t bytes() const { return bytes_; }
   // Messages handed over in acknowledgement mode and not settled (in flight, or waiting out
   // a NACK's delay): not deliverable, but they count against the queue's limits as they
@@ -156,22 +186,31 @@ class Queue {
   // A payload larger than max_bytes can never fit, whatever is drained.
   bool could_ever_fit(std::size_t payload) const { return payload <= options_.max_bytes; }
 
-  // Throws std::bad_alloc, with nothing changed, when memory for it cannot be had.
+  // Stores a message at the back of its priority level (meta.priority, clamped to the
+  // queue's levels). Throws std::bad_alloc, with nothing changed, when memory for it cannot
+  // be had.
   void push(const MessageMeta& meta, Bytes payload, Bytes headers = {}) {
-    messages_.push(meta, payload, headers);
-    bytes_ += payload.size();
+    store(meta, payload, headers);
     ++counters_.enqueued_total;
-    if (inbox_) add_to_share(meta.sender.uid, payload.size());
   }
-  // The oldest message, read in place: valid until the queue is next modified. Messages
-  // that came back are older than any stored one (they were at the head when handed over).
+  // The message first in line, read in place: valid until the queue is next modified. The
+  // highest level goes first; within a level, messages that came back go before the stored
+  // ones (they were first when handed over).
   StoredMessage front() const {
-    return returned_.empty() ? messages_.front() : returned_.begin()->second.view();
+    const MessageStore* s = front_store();
+    return s ? s->front() : returned_.begin()->second.view();
   }
   void pop() {
-    if (!returned_.empty()) {
+    if (expiring_ != 0 && front().meta.expires != Clock::time_point{}) --expiring_;
+    MessageStore* s = front_store();
+    if (!s) {
       bytes_ -= returned_.begin()->second.payload().size();
       returned_.erase(returned_.begin());
+      return;
+    }
+    if (s != &messages_) {
+      --upper_count_;
+      bytes_ -= s->pop();
       return;
     }
     if (!inbox_) {
@@ -184,9 +223,13 @@ class Queue {
     take_from_share(uid, size);
   }
   std::optional<Clock::time_point> oldest_enqueued() const {
-    if (!returned_.empty()) return returned_.begin()->second.meta.enqueued;
-    if (messages_.empty()) return std::nullopt;
-    return messages_.oldest_enqueued();
+    std::optional<Clock::time_point> t;
+    const auto older = [&](Clock::time_point e) { t = t ? std::min(*t, e) : e; };
+    if (!returned_.empty()) older(returned_.begin()->second.meta.enqueued);
+    if (!messages_.empty()) older(messages_.oldest_enqueued());
+    for (const auto& u : upper_)
+      if (u && !u->empty()) older(u->oldest_enqueued());
+    return t;
   }
 
   // Acknowledgement mode (never for an inbox). The message at the front is handed over and
@@ -202,16 +245,29 @@ class Queue {
     --held_;
     held_bytes_ -= bytes;
   }
-  // A held message comes back, before every stored one and in its first delivery order
-  // among those that came back. Throws std::bad_alloc with nothing changed.
+  // A held message comes back, before every stored one of its level and in its first
+  // delivery order among those that came back; one never delivered (a delayed send) goes
+  // to the back of its level instead. Throws std::bad_alloc with nothing changed.
   void put_back(HeldMessage&& m) {
     const std::size_t size = m.payload().size();
-    const std::uint64_t order = m.order;
-    returned_.emplace(order, std::move(m));
-    bytes_ += size;
+    restore(std::move(m));
     unhold(size);
   }
-  // A NACKed message waits out its delay here (the registry keeps the deadline).
+  // The message just popped from the front goes back there (it was not handed over after
+  // all). Throws std::bad_alloc with nothing changed.
+  void restore(HeldMessage&& m) {
+    if (m.order == 0) {
+      store(m.meta, m.payload(), m.headers());
+      return;
+    }
+    const bool expires = m.meta.expires != Clock::time_point{};
+    const std::size_t size = m.payload().size();
+    returned_.emplace(returned_key(m.meta.priority, m.order), std::move(m));
+    bytes_ += size;
+    if (expires) ++expiring_;
+  }
+  // A NACKed message, or a delayed send, waits out its delay here (the registry keeps the
+  // deadline); it is held meanwhile (hold()).
   void put_aside(Clock::time_point until, HeldMessage&& m) {
     delayed_.emplace(until, std::move(m));
   }
@@ -243,8 +299,16 @@ class Queue {
   bool declared_;
   bool inbox_;
   MessageStore messages_;
-  // Acknowledgement mode: messages that came back, by their first delivery order; how
-  // many are held; those waiting out a NACK's delay, by when it ends.
+  // Levels 1.. of a queue with priorities (level 0 is messages_), made as they are first
+  // used, and how many messages they hold in all.
+  std::vector<std::unique_ptr<MessageStore>> upper_;
+  std::size_t upper_count_ = 0;
+  std::size_t expiring_ = 0;
+  ExpiryDeadline expiry_;
+  const Waiter* active_ = nullptr;
+  // Acknowledgement mode: messages that came back, by level (highest first) and then their
+  // first delivery order (returned_key); how many are held; those waiting out a delay, by
+  // when it ends.
   std::map<std::uint64_t, HeldMessage> returned_;
   std::size_t held_ = 0;
   std::uint64_t held_bytes_ = 0;
@@ -258,6 +322,54 @@ class Queue {
   // An inbox's shares, one per uid with messages in it: a few, so a flat vector. At most
   // one entry per uid that can connect (every TCP client counts as one uid).
   std::vector<SenderShare> shares_;
+
+  static std::uint64_t returned_key(std::uint8_t level, std::uint64_t order) {
+    return (static_cast<std::uint64_t>(proto::kMaxPriority - level) << 56) | order;
+  }
+  std::uint8_t levels() const {
+    return std::max<std::uint8_t>(1, inbox_ ? 1 : options_.priorities);
+  }
+  // The store the front message is in; null when it is the first of returned_.
+  const MessageStore* front_store() const {
+    const MessageStore* s = &messages_;
+    std::size_t level = 0;
+    if (upper_count_ != 0) {
+      for (std::size_t i = upper_.size(); i-- > 0;) {
+        if (upper_[i] && !upper_[i]->empty()) {
+          s = upper_[i].get();
+          level = i + 1;
+          break;
+        }
+      }
+    }
+    if (returned_.empty()) return s;
+    const std::size_t back = proto::kMaxPriority - (returned_.begin()->first >> 56);
+    return !s->empty() && level > back ? s : nullptr;
+  }
+  MessageStore* front_store() {
+    return const_cast<MessageStore*>(std::as_const(*this).front_store());
+  }
+  void store(const MessageMeta& meta, Bytes payload, Bytes headers) {
+    const std::uint8_t level = std::min<std::uint8_t>(meta.priority, levels() - 1);
+    MessageStore* s = &messages_;
+    if (level != 0) {
+      if (upper_.size() < level) upper_.resize(level);
+      auto& u = upper_[level - 1];
+      if (!u) u = std::make_unique<MessageStore>(messages_.budget());
+      s = u.get();
+    }
+    if (level == meta.priority) {
+      s->push(meta, payload, headers);
+    } else {
+      MessageMeta m = meta;
+      m.priority = level;
+      s->push(m, payload, headers);
+    }
+    if (level != 0) ++upper_count_;
+    bytes_ += payload.size();
+    if (meta.expires != Clock::time_point{}) ++expiring_;
+    if (inbox_) add_to_share(meta.sender.uid, payload.size());
+  }
 
   void add_to_share(std::uint32_t uid, std::size_t size) {
     for (SenderShare& s : shares_) {

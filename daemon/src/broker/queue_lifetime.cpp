@@ -11,6 +11,7 @@ QueueOptions fill_defaults(const QueueOptions& requested, const QueueOptions& de
   if (o.max_messages == 0) o.max_messages = defaults.max_messages;
   if (o.max_bytes == 0) o.max_bytes = defaults.max_bytes;
   if (o.overflow == Overflow::use_default) o.overflow = defaults.overflow;
+  if (o.priorities == 1) o.priorities = 0;  // one level either way
   return o;
 }
 
@@ -22,6 +23,10 @@ std::string describe(const QueueOptions& o) {
   if (o.max_deliveries != 0) s += " max_deliveries=" + std::to_string(o.max_deliveries);
   if (!o.dead_letter.empty()) s += " dead_letter=" + o.dead_letter;
   if (o.dead_letter_overflow) s += " dead_letter_overflow";
+  if (o.default_ttl_ms != 0) s += " ttl_ms=" + std::to_string(o.default_ttl_ms);
+  if (o.dead_letter_expired) s += " dead_letter_expired";
+  if (o.priorities > 1) s += " priorities=" + std::to_string(o.priorities);
+  if (o.single_active_consumer) s += " single_active_consumer";
   return s;
 }
 

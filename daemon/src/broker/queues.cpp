@@ -14,11 +14,11 @@ Queues::Queues(Core& core, Requests& requests)
     : core_(core), sink_(core.sink), requests_(requests) {}
 
 SendOutcome Queues::send(PeerId from, Peer& sender, std::string_view key, Bytes payload,
-                         Clock::time_point now, Bytes headers) {
+                         Clock::time_point now, const MessageProps& props) {
   SendOutcome out;
   Queue* q = get_or_create(key, &out, &sender.id);
   if (!q) return out;
-  out = enqueue(*q, from, sender, payload, now, 0, 0, {}, headers);
+  out = enqueue(*q, from, sender, payload, now, 0, 0, {}, props);
   collect_if_idle(*q);
   return out;
 }
@@ -35,6 +35,12 @@ void Queues::receive(PeerId peer, Peer& p, std::uint64_t correlation, std::strin
   if (!q) q = create(key, &why, &p.id);  // find_mutable has just missed: no second lookup
   if (!q) {
     sink_.fail(peer, correlation, why.error, why.text);
+    return;
+  }
+  if (q->options().single_active_consumer) {
+    sink_.fail(
+        peer, correlation, Errc::single_active_consumer,
+        "queue '" + q->key() + "' has a single active consumer: consume it with a subscription");
     return;
   }
   receive_from(*q, peer, p, correlation, max_count, timeout_ms, now, ack);
@@ -105,14 +111,17 @@ void Queues::uncharge_queue(Queue& q) {
 
 SendOutcome Queues::enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload,
                             Clock::time_point now, std::uint64_t request_id,
-                            std::uint64_t request_seq, RegionRef region, Bytes headers) {
+                            std::uint64_t request_seq, RegionRef region,
+                            const MessageProps& props) {
   return enqueue_as(q, from, sender.id, &sender.queues, payload, now, request_id, request_seq,
-                    region, headers);
+                    region, props);
 }
 
 SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueuePeer* qp,
                                Bytes payload, Clock::time_point now, std::uint64_t request_id,
-                               std::uint64_t request_seq, RegionRef region, Bytes headers) {
+                               std::uint64_t request_seq, RegionRef region,
+                               const MessageProps& props) {
+  const Bytes headers = props.headers;
   // `size` is what the queue and the uid are charged; a region's bytes are charged to the
   // region's owner instead. `moved` is what the message carries, for the totals.
   const std::size_t size = payload.size();
@@ -130,10 +139,12 @@ SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueueP
   // Straight to a waiting receiver when nothing is queued ahead (FIFO) and the receiver
   // reads what it is given; otherwise the message is stored and counts against the queue
   // and the sender's quota like any other, so a receiver that does not read makes nothing
-  // grow but its queue.
+  // grow but its queue. What has expired is not ahead of it.
+  expire_heads(q, now);
   auto it = q.waiters().begin();
-  if (q.depth() == 0) {
-    while (it != q.waiters().end() && !(sink_.wants_more(it->peer) && credit(*it) > 0))
+  if (q.depth() == 0 && props.delay_ms == 0) {
+    while (it != q.waiters().end() &&
+           !(servable(q, *it) && sink_.wants_more(it->peer) && credit(*it) > 0))
       ++it;
   } else {
     it = q.waiters().end();
@@ -164,40 +175,23 @@ SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueueP
     ++q.counters().rejected_total;
     return *refusal;
   }
-  const std::uint32_t uid = id.uid;
-  if (!q.has_room_for(size, uid)) {
-    switch (q.options().overflow) {
-      case Overflow::drop_oldest:
-        // An inbox gives up only the sender's uid's own messages, and only from its front:
-        // a message in the middle cannot be taken out of the store cheaply.
-        while (!q.has_room_for(size, uid) && q.depth() > 0 &&
-               (!q.is_inbox() || q.front().meta.sender.uid == uid)) {
-          if (q.options().dead_letter_overflow) {
-            overflow_to_dead_letter(q, now);
-          } else {
-            drop_oldest(q);
-          }
-        }
-        if (q.has_room_for(size, uid)) break;
-        return refuse_full(q, uid);
-      case Overflow::block:
-        if (from != 0 && qp) {
-          q.blocked().push_back(from);
-          qp->blocked_on = &q;
-          return SendOutcome{SendResult::blocked, Errc::ok, {}};
-        }
-        [[fallthrough]];  // nobody to pause (a parked send): refuse
-      case Overflow::reject:
-      case Overflow::use_default:
-        return refuse_full(q, uid);
-    }
-  }
+  if (auto refusal = make_room(q, from, qp, size, id.uid, now)) return *refusal;
   RegionTable& regions = core_.regions;
   if (region) {
     if (auto s = regions.add_message_ref(region.id); !s.ok()) return rejected(s.error, s.text);
   }
+  MessageMeta meta{id, now, request_id, request_seq, region};
+  meta.priority = props.priority;
+  if (!q.is_inbox()) {
+    const std::uint32_t ttl = props.ttl_ms != 0 ? props.ttl_ms : q.options().default_ttl_ms;
+    if (ttl != 0) meta.expires = now + std::chrono::milliseconds(ttl);
+  }
   try {
-    q.push(MessageMeta{id, now, request_id, request_seq, region}, payload, headers);
+    if (props.delay_ms != 0) {
+      put_delayed(q, meta, payload, headers, now + std::chrono::milliseconds(props.delay_ms));
+    } else {
+      q.push(meta, payload, headers);
+    }
   } catch (const std::bad_alloc&) {
     // Out of memory (or of mappings, vm.max_map_count): this send fails, nothing else.
     if (region) regions.drop_message_ref(region.id);
@@ -207,10 +201,42 @@ SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueueP
   core_.charge(id, size);
   ++totals.messages_in;
   totals.bytes_in += moved;
+  rearm_expiry(q);
   // A waiter in acknowledgement mode takes the message from the store, which holds the copy
   // it is redelivered from.
   if (it != q.waiters().end()) serve_waiters(q, now, false);
   return {};
+}
+
+std::optional<SendOutcome> Queues::make_room(Queue& q, PeerId from, QueuePeer* qp, std::size_t size,
+                                             std::uint32_t uid, Clock::time_point now) {
+  if (q.has_room_for(size, uid)) return std::nullopt;
+  switch (q.options().overflow) {
+    case Overflow::drop_oldest:
+      // An inbox gives up only the sender's uid's own messages, and only from its front:
+      // a message in the middle cannot be taken out of the store cheaply.
+      while (!q.has_room_for(size, uid) && q.depth() > 0 &&
+             (!q.is_inbox() || q.front().meta.sender.uid == uid)) {
+        if (q.options().dead_letter_overflow) {
+          overflow_to_dead_letter(q, now);
+        } else {
+          drop_oldest(q);
+        }
+      }
+      if (q.has_room_for(size, uid)) return std::nullopt;
+      return refuse_full(q, uid);
+    case Overflow::block:
+      if (from != 0 && qp) {
+        q.blocked().push_back(from);
+        qp->blocked_on = &q;
+        return SendOutcome{SendResult::blocked, Errc::ok, {}};
+      }
+      [[fallthrough]];  // nobody to pause (a parked send): refuse
+    case Overflow::reject:
+    case Overflow::use_default:
+      break;
+  }
+  return refuse_full(q, uid);
 }
 
 SendOutcome Queues::refuse_full(Queue& q, std::uint32_t uid) {
@@ -247,6 +273,7 @@ void Queues::receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlat
                    "); acknowledge some first");
     return;
   }
+  expire_heads(q, now);
   if (q.depth() > 0 && sink_.wants_more(peer)) {
     serve_now(q, w, max, now);
     space_freed(q);
@@ -307,10 +334,28 @@ bool Queues::serve_now(Queue& q, Waiter& w, std::uint32_t max, Clock::time_point
   const std::uint32_t room = std::min(max, credit(w));
   for (std::uint32_t n = 0;; ++n) {
     // Read in place, handed over, then popped: the payload is never copied in the core
-    // unless it is held for an acknowledgement.
-    const StoredMessage m = q.front();
+    // unless it is held for an acknowledgement, or the queue holds messages that expire.
+    StoredMessage m = q.front();
+    bool end = n + 1 >= room || !sink_.wants_more(w.peer);
+    bool popped = false;
+    if (!end && q.expiring() != 0) {
+      // Whether a live message follows shows only once this one is off the queue; one that
+      // has expired ends the batch (it goes when the queue is next served: a dead letter
+      // must not be handed over in the middle of a batch). Without memory for the copy the
+      // batch just ends here.
+      try {
+        scratch_.assign(m);
+        m = scratch_.view();
+        q.pop();
+        popped = true;
+        end = q.depth() == 0 || q.front().meta.expired(now);
+      } catch (const std::bad_alloc&) {
+        end = true;
+      }
+    } else if (!end) {
+      end = q.depth() == 1;
+    }
     // A subscription's deliveries are each complete (kFlagLast); its turn goes on.
-    const bool end = n + 1 >= room || q.depth() == 1 || !sink_.wants_more(w.peer);
     const bool last = w.subscription || end;
     ++q.counters().dequeued_total;
     ++core_.totals.messages_out;
@@ -327,11 +372,13 @@ bool Queues::serve_now(Queue& q, Waiter& w, std::uint32_t max, Clock::time_point
         --core_.totals.messages_out;
         core_.totals.bytes_out -= m.meta.region ? m.meta.region.length : m.payload.size();
         if (m.deliveries != 0) --q.counters().redelivered_total;
+        if (popped) unpop(q);
         sink_.fail(w.peer, w.correlation, Errc::internal_error,
                    "the broker has no memory left to hold a message until it is acknowledged");
+        rearm_expiry(q);
         return false;
       }
-      q.pop();
+      if (!popped) q.pop();
     } else {
       if (m.meta.request_id != 0) {
         requests_.note_delivery(m.meta.sender.client_id, m.meta.request_id, m.meta.request_seq,
@@ -345,9 +392,24 @@ bool Queues::serve_now(Queue& q, Waiter& w, std::uint32_t max, Clock::time_point
       // After the hand-over: the message's reference kept the region alive until the
       // receiver's handle (and the edge's copy of the fd) took over.
       core_.release(m.meta, m.payload.size());
-      q.pop();
+      if (!popped) q.pop();
     }
-    if (end) return true;
+    if (end) {
+      rearm_expiry(q);
+      return true;
+    }
+  }
+}
+
+void Queues::unpop(Queue& q) {
+  // Back to the front: among the messages that came back it goes first in its level.
+  if (scratch_.order == 0) scratch_.order = q.take_order(scratch_.view());
+  try {
+    q.restore(std::move(scratch_));
+  } catch (const std::bad_alloc&) {
+    release_held(scratch_);
+    scratch_ = HeldMessage();
+    ++q.counters().dropped_total;
   }
 }
 
@@ -369,14 +431,22 @@ void Queues::serve_waiters(Queue& q, Clock::time_point now, bool collect) {
   // that can take something is served in arrival order; a receive leaves, a subscription
   // goes to the back and, if messages are left, is served again in the next pass. A pass
   // that serves nobody ends it, so a long list of waiters that cannot take anything (their
-  // output backed up) costs one walk, not one per message.
-  while (q.depth() > 0 && !ws.empty()) {
+  // output backed up) costs one walk, not one per message. Expired messages leave between
+  // passes (never during one: a dead letter may be handed to a waiter at once); a pass
+  // that meets one first in line ends early for it.
+  for (;;) {
+    expire_heads(q, now);
+    if (q.depth() == 0 || ws.empty()) break;
     bool any = false;
     const auto last = std::prev(ws.end());
     for (auto it = ws.begin(); q.depth() > 0;) {
       const bool final = it == last;
       const auto next = std::next(it);
-      if (sink_.wants_more(it->peer) && credit(*it) > 0) {
+      if (q.expiring() != 0 && q.front().meta.expired(now)) {
+        any = true;
+        break;
+      }
+      if (servable(q, *it) && sink_.wants_more(it->peer) && credit(*it) > 0) {
         any = true;
         if (it->subscription) {
           ws.splice(ws.end(), ws, it);
@@ -413,6 +483,7 @@ WaiterList::iterator Queues::add_waiter(Queue& q, const Waiter& w) {
 
 void Queues::remove_waiter(Queue& q, WaiterList::iterator it) {
   if (it->has_deadline) spare_deadlines_.erase(deadlines_, it->deadline);
+  if (q.active() == &*it) q.active() = nullptr;  // the next is chosen when needed
   if (Peer* p = core_.peers.find(it->peer)) {
     QueuePeer& qp = p->queues;
     --qp.waiting;
@@ -458,6 +529,7 @@ std::size_t Queues::drain(Queue& q) {
   std::size_t n = 0;
   for (; q.depth() > 0; ++n)
     drop_oldest(q);
+  rearm_expiry(q);
   return n;
 }
 
@@ -479,6 +551,10 @@ void Queues::collect_if_idle(Queue& q) {
 void Queues::erase_queue(QueueMap::iterator it) {
   Queue& q = *it->second;
   stop_grace(q);
+  if (q.expiry().armed) {
+    spare_deadlines_.erase(deadlines_, q.expiry().it);
+    q.expiry().armed = false;
+  }
   drop_declarer(q);
   uncharge_queue(q);
   if (last_queue_ == &q) last_queue_ = nullptr;
@@ -516,8 +592,14 @@ void Queues::forget(PeerId peer, Peer& p, Clock::time_point now) {
   }
   std::sort(touched.begin(), touched.end());
   touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-  for (Queue* q : touched)
-    collect_if_idle(*q);  // not a queue holding its messages: held ones keep it
+  for (Queue* q : touched) {
+    // A single-active-consumer queue whose active subscription this was has a new one.
+    if (q->options().single_active_consumer && q->depth() > 0) {
+      serve_waiters(*q, now);
+    } else {
+      collect_if_idle(*q);  // not a queue holding its messages: held ones keep it
+    }
+  }
   return_held(p, now);
 }
 
@@ -540,6 +622,10 @@ void Queues::expire_first(Clock::time_point now) {
   if (d.kind == QueueDeadline::Kind::delayed) {
     spare_deadlines_.erase(deadlines_, deadlines_.begin());
     expire_delayed(*d.queue, now);
+    return;
+  }
+  if (d.kind == QueueDeadline::Kind::expiry) {
+    on_expiry_deadline(*d.queue, now);
     return;
   }
   if (d.kind == QueueDeadline::Kind::grace) {

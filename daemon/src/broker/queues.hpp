@@ -70,7 +70,7 @@ class Queues {
 
   // SEND: to the queue `key`, created (charged to the sender's uid) if need be.
   SendOutcome send(PeerId from, Peer& sender, std::string_view key, Bytes payload,
-                   Clock::time_point now, Bytes headers = {});
+                   Clock::time_point now, const MessageProps& props = {});
   // RECEIVE on `key` (see Broker::receive); `ack`: in acknowledgement mode.
   void receive(PeerId peer, Peer& p, std::uint64_t correlation, std::string_view key,
                std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now,
@@ -87,7 +87,7 @@ class Queues {
   // handed over, and is served to others at once (its process is gone; forget does it too).
   void return_held(Peer& p, Clock::time_point now);
   // Ends the subscription opened with `subscription`; false when there is none.
-  bool unsubscribe(PeerId peer, Peer& p, std::uint64_t subscription);
+  bool unsubscribe(PeerId peer, Peer& p, std::uint64_t subscription, Clock::time_point now);
 
   Queue* find_mutable(std::string_view key) {
     // A producer sends runs of messages to one queue: compare the key before hashing it.
@@ -116,10 +116,11 @@ class Queues {
   // producer that cannot be paused (a parked send), refused where it would block.
   // request_id/request_seq: nonzero for a request's message. region: the payload is that
   // slice (`payload` is then empty).
-  // headers: the message's header block, checked by the edge.
+  // props: the message's header block (checked by the edge), and for a keyed queue its
+  // time to live, delay and priority.
   SendOutcome enqueue(Queue& q, PeerId from, Peer& sender, Bytes payload, Clock::time_point now,
                       std::uint64_t request_id = 0, std::uint64_t request_seq = 0,
-                      RegionRef region = {}, Bytes headers = {});
+                      RegionRef region = {}, const MessageProps& props = {});
   // Serves `peer` from `q` now, or makes it wait (timeout_ms -1: forever, 0: fail now).
   void receive_from(Queue& q, PeerId peer, Peer& p, std::uint64_t correlation,
                     std::uint32_t max_count, std::int32_t timeout_ms, Clock::time_point now,
@@ -188,6 +189,10 @@ class Queues {
   Errc check_declared(const Queue& q, const QueueOptions& wanted, std::string& text) const;
   // Applies `wanted` to an existing undeclared queue and declares it.
   void declare_existing(Queue& q, const QueueOptions& wanted);
+  // Applies `q`'s overflow policy until a message of `size` bytes from `uid` fits; the
+  // refusal (or, for a producer that can be paused, blocked) when it cannot.
+  std::optional<SendOutcome> make_room(Queue& q, PeerId from, QueuePeer* qp, std::size_t size,
+                                       std::uint32_t uid, Clock::time_point now);
   // The refusal of a message of `uid` that `q` has no room for: queue_full, or for an
   // inbox peer_busy naming the uid's share.
   SendOutcome refuse_full(Queue& q, std::uint32_t uid);
@@ -197,7 +202,7 @@ class Queues {
   // it can be paused (from != 0), else null.
   SendOutcome enqueue_as(Queue& q, PeerId from, const Identity& id, QueuePeer* qp, Bytes payload,
                          Clock::time_point now, std::uint64_t request_id, std::uint64_t request_seq,
-                         RegionRef region, Bytes headers);
+                         RegionRef region, const MessageProps& props);
   // Makes `w` wait on `q` (a receive with timeout_ms, or a subscription), within the
   // peer's and its uid's bounds; false, with `w` answered too_many_receives, past them.
   bool add_wait(Queue& q, Peer& p, const Waiter& w, std::int32_t timeout_ms, Clock::time_point now);
@@ -205,6 +210,9 @@ class Queues {
   // output is backed up or, in acknowledgement mode, its credit is used up.
   // False, with `w` answered internal_error, when nothing could be handed over.
   bool serve_now(Queue& q, Waiter& w, std::uint32_t max, Clock::time_point now);
+  // serve_now could not hand over the message it took off `q` into scratch_: it goes back
+  // first in line (dropped, counted, when even that takes memory there is none of).
+  void unpop(Queue& q);
   // Serves the waiters of a queue that holds messages, in arrival order, skipping those
   // whose output is still backed up or that lack credit; a subscription served goes to
   // the back, so subscribers take turns.
@@ -244,6 +252,31 @@ class Queues {
   void release_held(const HeldMessage& m);
   void expire_ack(const QueueDeadline& d, Clock::time_point now);
   void expire_delayed(Queue& q, Clock::time_point now);
+
+  // Time (queue_time.cpp). A send with a delay waits, held, until `until`. Throws
+  // std::bad_alloc with nothing changed.
+  void put_delayed(Queue& q, const MessageMeta& meta, Bytes payload, Bytes headers,
+                   Clock::time_point until);
+  // Drops or dead-letters the messages first in line in `q` that have expired by `now`.
+  // Not during a batch: a dead letter may be handed to a receiver at once.
+  void expire_heads(Queue& q, Clock::time_point now) {
+    if (q.expiring() != 0) expire_front_while_due(q, now);
+  }
+  void expire_front_while_due(Queue& q, Clock::time_point now);
+  // The message first in line in `q` has expired: dropped, or dead-lettered.
+  void expire_front(Queue& q, Clock::time_point now);
+  // Moves `q`'s expiry deadline to when its first message expires (none when it does not).
+  void rearm_expiry(Queue& q) {
+    if (q.expiring() != 0 || q.expiry().armed) set_expiry_deadline(q);
+  }
+  void set_expiry_deadline(Queue& q);
+  void on_expiry_deadline(Queue& q, Clock::time_point now);
+  // Single active consumer: whether `w` may be served from `q` (only the active
+  // subscription of such a queue may), and which subscription that is.
+  bool servable(Queue& q, const Waiter& w) {
+    return !q.options().single_active_consumer || &w == active_consumer(q);
+  }
+  const Waiter* active_consumer(Queue& q);
   // The queue `q` goes (remove): its held and delayed messages are dropped or orphaned.
   void orphan_held(Queue& q);
   WaiterList::iterator add_waiter(Queue& q, const Waiter& w);
@@ -263,6 +296,9 @@ class Queues {
   // Settled nodes of the peers' held maps, each with the memory of a message of up to
   // kKeptHeldBytes: at most 4096 x 4 KiB kept for the next acknowledged deliveries.
   NodeStash<std::map<std::uint64_t, InFlight>, 4096> spare_held_;
+  // A message being handed over from a queue with expiring messages, copied off the queue
+  // so that the next one can be looked at first (serve_now); keeps its memory.
+  HeldMessage scratch_;
   static constexpr std::size_t kKeptHeldBytes = 4096;
   // Dead letters being moved now: a chain of queues whose overflow dead-letters into one
   // another ends after kMaxDeadLetterHops.

@@ -67,6 +67,13 @@ SendOutcome Broker::send_region(PeerId from, const RegionSend& s, Clock::time_po
 SendOutcome Broker::route_region(PeerId from, const RegionSend& s, Clock::time_point now) {
   Peer* p = core_.peers.find(from);
   if (!p) return unknown_peer();
+  const MessageProps& props = s.props;
+  if (s.kind != proto::RegionTarget::queue &&
+      (props.ttl_ms != 0 || props.delay_ms != 0 || props.priority != 0)) {
+    return rejected(Errc::malformed_frame,
+                    "a time to live, a delay or a priority (PROPERTIES) applies to a message "
+                    "sent to a queue, not to a direct SEND_REGION");
+  }
   DirectSend d;
   d.kind =
       s.kind == proto::RegionTarget::pid ? proto::TargetKind::pid : proto::TargetKind::client_id;
@@ -74,7 +81,7 @@ SendOutcome Broker::route_region(PeerId from, const RegionSend& s, Clock::time_p
   d.wait_ms = s.wait_ms;
   d.correlation = s.correlation;
   d.confirm = s.confirm;
-  d.headers = s.headers;
+  d.headers = s.props.headers;
   if (core_.policy) {
     if (s.kind == proto::RegionTarget::queue) {
       if (!permitted(*p, Operation::send, s.key)) return denied(Operation::send, s.key);
@@ -101,7 +108,7 @@ SendOutcome Broker::route_region(PeerId from, const RegionSend& s, Clock::time_p
     SendOutcome out;
     Queue* q = queues_.get_or_create(s.key, &out, &p->id);
     if (!q) return out;
-    out = queues_.enqueue(*q, from, *p, {}, now, 0, 0, s.ref, s.headers);
+    out = queues_.enqueue(*q, from, *p, {}, now, 0, 0, s.ref, s.props);
     queues_.collect_if_idle(*q);
     return out;
   }

@@ -49,7 +49,25 @@ struct QueueOptions {
   std::uint16_t max_deliveries = 0;   // dead-lettered (else dropped) at this many deliveries
   bool dead_letter_overflow = false;  // drop_oldest victims go to dead_letter
   std::string dead_letter;            // a queue key; empty: none
+  // Time (proto/PROTOCOL.md 17.8). A message that sets no time to live gets this one; 0:
+  // none. An expired message goes to dead_letter when dead_letter_expired, else is dropped.
+  std::uint32_t default_ttl_ms = 0;
+  bool dead_letter_expired = false;
+  // Priority levels, at most proto::kMaxPriorities; 0 and 1: one.
+  std::uint8_t priorities = 0;
+  // Only the oldest subscription is served; the others stand by in subscription order.
+  bool single_active_consumer = false;
   bool operator==(const QueueOptions&) const = default;
+};
+
+// What a sender may say of a queue's message besides its payload (PROPERTIES, 17.1).
+// Implicit from a header block alone: direct messages and requests carry only that.
+struct MessageProps {
+  MessageProps(Bytes h = {}) : headers(h) {}  // NOLINT(google-explicit-constructor)
+  Bytes headers;                              // the header block (proto/headers.hpp); empty: none
+  std::uint32_t ttl_ms = 0;                   // 0: the queue's default_ttl_ms
+  std::uint32_t delay_ms = 0;                 // 0: deliverable at once
+  std::uint8_t priority = 0;                  // clamped to the queue's levels
 };
 
 struct RegionLimits {

@@ -236,6 +236,9 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
                     std::string(proto::frame_type_name(h.type)));
     return dispatch(h, body);
   }
+  if (timed_properties() && (h.type == FrameType::request || h.type == FrameType::send_direct)) {
+    return refuse_timed(h);
+  }
   const Step step = dispatch(h, body);
   if (step != Step::stop) has_properties_ = false;  // a paused send keeps them for its retry
   return step;
@@ -250,7 +253,7 @@ Connection::Step Connection::dispatch(const proto::Header& h, proto::Bytes body)
     case FrameType::send: {
       proto::Send m;
       if (auto e = proto::decode_send(body, m); e != Errc::ok) return bad_body(e);
-      return answer(h, broker.send(id_, m.key, m.payload, now, headers()), confirm);
+      return answer(h, broker.send(id_, m.key, m.payload, now, props()), confirm);
     }
     case FrameType::receive: {
       proto::Receive m;
@@ -381,7 +384,7 @@ Connection::Step Connection::handle_region(const proto::Header& h, proto::Bytes 
       rs.correlation = h.correlation;
       rs.confirm = confirm;
       rs.release = m.release;
-      rs.headers = headers();
+      rs.props = props();
       return answer(h, broker.send_region(id_, rs, now_), confirm);
     }
     case FrameType::region_release: {

@@ -203,6 +203,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
   proto::Bytes headers() const {
     return has_properties_ ? proto::Bytes(properties_) : proto::Bytes();
   }
+  // All the last PROPERTIES gave it: for a queue's message, also its time to live, delay
+  // and priority.
+  broker::MessageProps props() const {
+    if (!has_properties_) return {};
+    broker::MessageProps p = props_;
+    p.headers = proto::Bytes(properties_);
+    return p;
+  }
+  // Whether those ask for what only a queue's message can have.
+  bool timed_properties() const {
+    return has_properties_ && (props_.ttl_ms != 0 || props_.delay_ms != 0 || props_.priority != 0);
+  }
+  // Refuses a message frame whose PROPERTIES gave it a time to live, delay or priority.
+  Step refuse_timed(const proto::Header& h);
   void deliver_info(std::uint64_t correlation, const broker::DeliveryExtras& e);
   // Turns the broker's verdict on a send into frames: OK (when asked), ERROR, or a pause.
   Step answer(const proto::Header& h, const broker::SendOutcome& r, bool ok_on_success);
@@ -289,6 +303,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool has_properties_ = false;
   std::uint64_t properties_correlation_ = 0;
   std::vector<std::byte> properties_;
+  broker::MessageProps props_;     // its times and priority (its headers are properties_)
   broker::Clock::time_point now_;  // when the frames being processed were read
   bool reading_ = false;
   bool watching_hangup_ = false;  // a wait_error is pending on the socket

@@ -47,8 +47,20 @@ Connection::Step Connection::handle_properties(const proto::Header& h, proto::By
       return Step::next;
   }
   properties_.assign(m.headers.begin(), m.headers.end());
+  props_.ttl_ms = m.ttl_ms;
+  props_.delay_ms = m.delay_ms;
+  props_.priority = m.priority;
   properties_correlation_ = h.correlation;
   has_properties_ = true;
+  return Step::next;
+}
+
+Connection::Step Connection::refuse_timed(const proto::Header& h) {
+  has_properties_ = false;
+  bad_request(h.correlation, Errc::malformed_frame,
+              "a time to live, a delay or a priority (PROPERTIES) applies to a message sent to "
+              "a queue (SEND, or SEND_REGION to a queue), not to " +
+                  std::string(proto::frame_type_name(h.type)) + " of a direct message");
   return Step::next;
 }
 
@@ -94,7 +106,7 @@ Connection::Step Connection::handle_v2(const proto::Header& h, proto::Bytes body
     case FrameType::unsubscribe: {
       proto::Unsubscribe m;
       if (auto e = proto::decode_body(body, m); e != Errc::ok) return bad_body(e);
-      if (broker.unsubscribe(id_, m.subscription)) {
+      if (broker.unsubscribe(id_, m.subscription, now_)) {
         ok(h.correlation);
       } else {
         error(h.correlation, Errc::no_such_subscription,
@@ -110,6 +122,10 @@ Connection::Step Connection::handle_v2(const proto::Header& h, proto::Bytes body
       o.max_deliveries = m.max_deliveries;
       o.dead_letter_overflow = (m.flags & proto::kDeclareDeadLetterOverflow) != 0;
       o.dead_letter = std::string(m.dead_letter);
+      o.default_ttl_ms = m.ttl_ms;
+      o.dead_letter_expired = (m.flags & proto::kDeclareDeadLetterExpired) != 0;
+      o.priorities = m.priorities;
+      o.single_active_consumer = (m.flags & proto::kDeclareSingleActiveConsumer) != 0;
       std::string text;
       if (const auto e = broker.declare(id_, m.key, o, text); e != Errc::ok) {
         error(h.correlation, e, text);

@@ -120,6 +120,10 @@ broker::QueueOptions declared_options(const config::QueueDeclaration& q) {
   o.max_deliveries = q.max_deliveries;
   o.dead_letter = q.dead_letter;
   o.dead_letter_overflow = q.dead_letter_overflow;
+  o.default_ttl_ms = q.ttl_ms;
+  o.dead_letter_expired = q.dead_letter_expired;
+  o.priorities = q.priorities;
+  o.single_active_consumer = q.single_active_consumer;
   return o;
 }
 

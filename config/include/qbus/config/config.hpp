@@ -29,6 +29,11 @@ struct QueueDeclaration {
   std::uint16_t max_deliveries = 0;
   std::string dead_letter;
   bool dead_letter_overflow = false;
+  // Time, priorities and consumers (17.8-17.10); zero or false: off.
+  std::uint32_t ttl_ms = 0;
+  bool dead_letter_expired = false;
+  std::uint8_t priorities = 0;
+  bool single_active_consumer = false;
 };
 
 // One rule of the access policy (config/README.md, "policy"), validated: user and group

@@ -406,16 +406,23 @@ struct Layout<Dropped> : Described<FrameType::dropped, field::Int<&Dropped::coun
 
 // 17.1: the properties of the message in the next frame of the same connection, which must
 // be SEND, SEND_REGION, REQUEST or SEND_DIRECT. The header block is checked by
-// check_headers (headers.hpp) where it is used. The 12 reserved bytes are kept for a
-// message's priority, time to live and delay.
+// check_headers (headers.hpp) where it is used. A time to live, a delay and a priority
+// apply to a queue's message (SEND, SEND_REGION) only.
+inline constexpr std::uint8_t kMaxPriority = 9;  // levels 0..9
 struct Properties {
-  Bytes headers;  // the header block (headers.hpp); empty: none
+  std::uint32_t ttl_ms = 0;    // 0: the queue's default_ttl (none when it has none)
+  std::uint32_t delay_ms = 0;  // 0: deliverable at once
+  std::uint8_t priority = 0;   // 0..kMaxPriority; clamped to the queue's levels
+  Bytes headers;               // the header block (headers.hpp); empty: none
 };
 template <>
 struct Layout<Properties>
-    : Described<FrameType::properties, field::Zero<std::uint32_t>, field::Zero<std::uint32_t>,
-                field::Zero<std::uint32_t>, field::Payload<&Properties::headers>> {
+    : Described<FrameType::properties, field::Int<&Properties::ttl_ms>,
+                field::Int<&Properties::delay_ms>, field::Int<&Properties::priority>,
+                field::Zero<std::uint8_t>, field::Zero<std::uint16_t>,
+                field::Payload<&Properties::headers>> {
   static Errc check(const Properties& m) noexcept {
+    if (m.priority > kMaxPriority) return Errc::malformed_frame;
     return m.headers.size() > kMaxHeadersSize ? Errc::malformed_frame : Errc::ok;
   }
 };
@@ -502,9 +509,13 @@ template <>
 struct Layout<Unsubscribe>
     : Described<FrameType::unsubscribe, field::IntAtLeast<&Unsubscribe::subscription, 1>> {};
 
-// 17.6: DECLARE with the options of version 2. The reserved bytes are kept for priority
-// levels and a default time to live.
+// 17.6: DECLARE with the options of version 2.
 inline constexpr std::uint8_t kDeclareDeadLetterOverflow = 0x01;  // drop_oldest: to dead_letter
+inline constexpr std::uint8_t kDeclareDeadLetterExpired = 0x02;   // expired: to dead_letter
+inline constexpr std::uint8_t kDeclareSingleActiveConsumer = 0x04;
+inline constexpr std::uint8_t kDeclareFlags =
+    kDeclareDeadLetterOverflow | kDeclareDeadLetterExpired | kDeclareSingleActiveConsumer;
+inline constexpr std::uint8_t kMaxPriorities = kMaxPriority + 1;
 struct DeclareEx {
   std::uint32_t max_messages = 0;  // 0: broker default
   std::uint64_t max_bytes = 0;     // 0: broker default
@@ -512,6 +523,8 @@ struct DeclareEx {
   std::uint8_t flags = 0;            // kDeclare*
   std::uint16_t max_deliveries = 0;  // 0: unlimited
   std::uint32_t ack_timeout_ms = 0;  // 0: none
+  std::uint32_t ttl_ms = 0;          // a message's time to live when it sets none; 0: none
+  std::uint8_t priorities = 0;       // priority levels, 0..kMaxPriorities; 0 and 1: one
   std::string_view key;
   std::string_view dead_letter;  // empty: none
 };
@@ -521,12 +534,17 @@ struct Layout<DeclareEx>
                 field::Int<&DeclareEx::max_bytes>,
                 field::Enum<&DeclareEx::overflow, Overflow::use_default, Overflow::block>,
                 field::Int<&DeclareEx::flags>, field::Int<&DeclareEx::max_deliveries>,
-                field::Int<&DeclareEx::ack_timeout_ms>, field::Zero<std::uint32_t>,
-                field::Key<&DeclareEx::key>, field::KeyOrEmpty<&DeclareEx::dead_letter>> {
+                field::Int<&DeclareEx::ack_timeout_ms>, field::Int<&DeclareEx::ttl_ms>,
+                field::Int<&DeclareEx::priorities>, field::Zero<std::uint8_t>,
+                field::Zero<std::uint16_t>, field::Key<&DeclareEx::key>,
+                field::KeyOrEmpty<&DeclareEx::dead_letter>> {
   static Errc check(const DeclareEx& m) noexcept {
-    if ((m.flags & ~kDeclareDeadLetterOverflow) != 0) return Errc::malformed_frame;
-    // Dead-lettering what overflows needs somewhere to put it.
-    if ((m.flags & kDeclareDeadLetterOverflow) != 0 && m.dead_letter.empty()) {
+    if ((m.flags & ~kDeclareFlags) != 0 || m.priorities > kMaxPriorities) {
+      return Errc::malformed_frame;
+    }
+    // Dead-lettering what overflows or expires needs somewhere to put it.
+    if ((m.flags & (kDeclareDeadLetterOverflow | kDeclareDeadLetterExpired)) != 0 &&
+        m.dead_letter.empty()) {
       return Errc::malformed_frame;
     }
     return m.dead_letter == m.key ? Errc::malformed_frame : Errc::ok;

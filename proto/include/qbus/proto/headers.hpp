@@ -27,13 +27,14 @@ inline constexpr std::string_view kReservedHeaderPrefix = "qbus-";
 // headers (a dead letter's three take at most 340 bytes).
 inline constexpr std::size_t kMaxSenderHeadersSize = kMaxHeadersSize - 512;
 
-// Headers qbusd adds when it moves a message to a dead-letter queue (17.8).
+// Headers qbusd adds when it moves a message to a dead-letter queue (17.7).
 inline constexpr std::string_view kHeaderDeadReason = "qbus-dead-reason";  // see kDeadReason*
 inline constexpr std::string_view kHeaderDeadQueue = "qbus-dead-queue";    // the queue it left
 inline constexpr std::string_view kHeaderDeadCount = "qbus-dead-count";    // deliveries, decimal
 inline constexpr std::string_view kDeadReasonMaxDeliveries = "max_deliveries";
 inline constexpr std::string_view kDeadReasonRejected = "rejected";  // NACK with dead_letter
 inline constexpr std::string_view kDeadReasonOverflow = "overflow";
+inline constexpr std::string_view kDeadReasonExpired = "expired";  // its time to live ended
 
 struct HeaderEntry {
   std::string_view key;
