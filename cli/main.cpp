@@ -1,5 +1,6 @@
 // qbusctl: the command-line face of qbus. Exit codes: 0 success, 1 error (one line on
-// stderr), 2 usage error, 3 recv/request timed out with nothing received.
+// stderr), 2 usage error, 3 recv/request timed out with nothing received. Here: parsing,
+// send, declare, request and the admin commands; recv is in recv.cpp.
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -14,41 +15,26 @@
 #include <cstring>
 #include <iostream>
 #include <iterator>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
 
 #include "admin.hpp"
+#include "commands.hpp"
 
 namespace {
 
-constexpr int kExitError = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitTimeout = 3;
-
+using qbusctl::add_recv;
+using qbusctl::connect;
+using qbusctl::file_error;
+using qbusctl::Globals;
+using qbusctl::kExitError;
+using qbusctl::kExitTimeout;
+using qbusctl::kExitUsage;
+using qbusctl::print;
+using qbusctl::RecvArgs;
+using qbusctl::run_recv;
+using qbusctl::UsageError;
 using std::chrono::milliseconds;
-
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-struct Globals {
-  std::string address;
-  std::string admin_address;
-  bool json = false;
-  // tls: addresses (libqbus falls back to QBUS_TLS_CA, QBUS_TLS_CERT, QBUS_TLS_KEY).
-  std::string tls_ca, tls_cert, tls_key;
-};
-
-qbus::Client connect(const Globals& g) {
-  qbus::ClientOptions o;
-  o.address = g.address;
-  o.name = "qbusctl";
-  o.tls_ca = g.tls_ca;
-  o.tls_cert = g.tls_cert;
-  o.tls_key = g.tls_key;
-  return qbus::Client(o);
-}
 
 std::string read_stdin() {
   return std::string((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
@@ -69,15 +55,13 @@ bool read_exactly(int fd, std::span<std::byte> out) {
   return true;
 }
 
-std::string file_error(const std::string& what, const std::string& path) {
-  return what + " " + path + ": " + std::strerror(errno);
-}
-
 // A file's bytes as a message. Up to the broker's inline limit they travel inline (the
 // library may still choose a region above its threshold); larger files are read straight
-// into a shared-memory region, so the bytes are copied once, from the page cache.
+// into a shared-memory region, so the bytes are copied once, from the page cache. It goes
+// to queue `*key` with `to_queue`, or without a key to process `pid` with `to_pid`.
 void send_file(qbus::Client& client, const std::string& path, const std::string* key,
-               std::uint32_t pid, milliseconds wait, const qbus::Headers& headers) {
+               const qbus::SendOptions& to_queue, std::uint32_t pid,
+               const qbus::DirectOptions& to_pid) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw qbus::Error(qbus::Errc::io_error, file_error("cannot open", path));
   struct Closer {
@@ -97,9 +81,9 @@ void send_file(qbus::Client& client, const std::string& path, const std::string*
       throw qbus::Error(qbus::Errc::io_error, file_error("cannot read", path));
     }
     if (key) {
-      client.send(*key, bytes, qbus::SendOptions{headers, true});
+      client.send(*key, bytes, to_queue);
     } else {
-      client.send_to_pid(pid, bytes, qbus::DirectOptions{wait, true, headers});
+      client.send_to_pid(pid, bytes, to_pid);
     }
     return;
   }
@@ -110,83 +94,15 @@ void send_file(qbus::Client& client, const std::string& path, const std::string*
                           std::to_string(client.session().max_payload) +
                           "; larger payloads need a Unix socket (shared memory)");
   }
-  if (key && !headers.empty()) {
-    // libqbus sends a Region to a queue without headers; read into memory instead.
-    throw qbus::Error(qbus::Errc::invalid_argument,
-                      "--header with a --file over the inline limit of " +
-                          std::to_string(client.session().max_payload) + " bytes to a queue");
-  }
   auto region = client.allocate_region(size);
   if (!read_exactly(fd, region.data())) {
     throw qbus::Error(qbus::Errc::io_error, file_error("cannot read", path));
   }
   if (key) {
-    client.send(*key, std::move(region));
-    client.sync();  // the verdict on the send is in once the broker answers the sync
-    if (client.send_failures().count > 0) {
-      throw qbus::Error(client.send_failures().last_code,
-                        "send to '" + *key + "': " + client.send_failures().last_message);
-    }
+    client.send(*key, std::move(region), to_queue);
   } else {
-    client.send_to_pid(pid, std::move(region), qbus::DirectOptions{wait, true, headers});
+    client.send_to_pid(pid, std::move(region), to_pid);
   }
-}
-
-bool write_file(const std::string& path, const qbus::Message& m) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  if (fd < 0) return false;
-  auto bytes = m.bytes();
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int err = errno;
-      ::close(fd);
-      errno = err;
-      return false;
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  return ::close(fd) == 0;
-}
-
-// The payload and a newline; with `headers` first a "KEY: VALUE" line per header.
-bool print(const qbus::Message& m, bool headers = false) {
-  if (headers) {
-    for (const auto& [k, v] : m.headers()) {
-      std::fwrite(k.data(), 1, k.size(), stdout);
-      std::fputs(": ", stdout);
-      std::fwrite(v.data(), 1, v.size(), stdout);
-      std::fputc('\n', stdout);
-    }
-  }
-  std::fwrite(m.text().data(), 1, m.size(), stdout);
-  std::fputc('\n', stdout);
-  return std::fflush(stdout) == 0;
-}
-
-// One JSON object per line: the payload as text (bytes that are not UTF-8 replaced), who
-// sent it, its headers and, received in acknowledgement mode, how it was delivered.
-bool print_json(const qbus::Message& m, bool ack) {
-  nlohmann::json o{
-      {"key", m.key()},
-      {"payload", std::string(m.text())},
-      {"sender",
-       {{"pid", m.sender().pid}, {"uid", m.sender().uid}, {"client_id", m.sender().client_id}}}};
-  nlohmann::json headers = nlohmann::json::object();
-  for (const auto& [k, v] : m.headers())
-    headers[k] = v;
-  o["headers"] = std::move(headers);
-  if (ack) {
-    o["delivery_tag"] = m.delivery_tag();
-    o["delivery_count"] = m.delivery_count();
-    o["redelivered"] = m.redelivered();
-  }
-  const std::string line = o.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  std::fwrite(line.data(), 1, line.size(), stdout);
-  std::fputc('\n', stdout);
-  return std::fflush(stdout) == 0;
 }
 
 // "KEY=VALUE" arguments of --header.
@@ -202,39 +118,16 @@ qbus::Headers parse_headers(const std::vector<std::string>& args) {
   return out;
 }
 
-// Receives until `count` messages (0: no limit) or the overall timeout (-1: none).
-template <typename Take, typename Output>
-int receive_loop(long long timeout_ms, long long count, const std::string& what, Take take,
-                 Output output) {
-  using namespace std::chrono;
-  const bool forever = timeout_ms < 0;
-  const auto deadline = steady_clock::now() + milliseconds(forever ? 0 : timeout_ms);
-  long long got = 0;
-  while (count == 0 || got < count) {
-    milliseconds wait = qbus::kForever;
-    if (!forever)
-      wait = std::max(milliseconds(0), duration_cast<milliseconds>(deadline - steady_clock::now()));
-    const std::size_t want = count == 0 ? 1024 : static_cast<std::size_t>(count - got);
-    auto batch = take(want, wait);
-    if (batch.empty()) break;
-    for (const auto& m : batch) {
-      if (!output(m)) return kExitError;
-      ++got;
-    }
-  }
-  if (got == 0) {
-    std::cerr << "qbusctl: " << what << ": timed out with nothing received\n";
-    return kExitTimeout;
-  }
-  return 0;
-}
-
 struct SendArgs {
   std::vector<std::string> args;  // KEY MESSAGE, KEY, MESSAGE (with --pid) or nothing
   long long pid = 0;              // 0: to a queue
   long long wait_ms = 0;
   std::string file;
   std::vector<std::string> headers;  // KEY=VALUE
+  // To a queue only; unset: none (the queue's default ttl, at once, priority 0).
+  std::optional<long long> ttl_ms;
+  std::optional<long long> delay_ms;
+  std::optional<int> priority;
 };
 
 CLI::App* add_send(CLI::App& app, SendArgs& a) {
@@ -257,6 +150,20 @@ CLI::App* add_send(CLI::App& app, SendArgs& a) {
                    "A header of the message, KEY=VALUE; repeatable (needs a protocol-2 qbusd)")
       ->option_text("KEY=VALUE")
       ->allow_extra_args(false);  // one KEY=VALUE each time; MESSAGE may follow
+  send->add_option("--ttl", a.ttl_ms,
+                   "To a queue: once older than MS milliseconds the message is never delivered "
+                   "(dropped, or dead-lettered as the queue says); default: the queue's --ttl")
+      ->option_text("MS")
+      ->check(CLI::Range(0LL, 4'294'967'295LL));
+  send->add_option("--delay", a.delay_ms,
+                   "To a queue: not deliverable before MS milliseconds from now")
+      ->option_text("MS")
+      ->check(CLI::Range(0LL, 4'294'967'295LL));
+  send->add_option("--priority", a.priority,
+                   "To a queue: 0 to 9, higher first, within the queue's levels (declare "
+                   "--priorities); default: 0")
+      ->option_text("N")
+      ->check(CLI::Range(0, 9));
   return send;
 }
 
@@ -265,6 +172,9 @@ int run_send(const Globals& g, const SendArgs& a) {
   if (!to_pid && a.args.empty()) throw UsageError("send: give a queue KEY or --pid PID");
   if (to_pid && a.args.size() > 1) throw UsageError("send --pid takes one MESSAGE, not a KEY");
   if (!to_pid && a.wait_ms != 0) throw UsageError("send: --wait goes with --pid");
+  if (to_pid && (a.ttl_ms || a.delay_ms || a.priority)) {
+    throw UsageError("send --pid: --ttl, --delay and --priority go with a queue KEY only");
+  }
   const std::size_t message_at = to_pid ? 0 : 1;
   const auto pid = static_cast<std::uint32_t>(a.pid);
   qbus::Headers headers;
@@ -273,98 +183,25 @@ int run_send(const Globals& g, const SendArgs& a) {
   } catch (const UsageError& e) {
     throw UsageError(std::string("send: ") + e.what());
   }
+  qbus::SendOptions to_queue{headers, true};
+  to_queue.ttl = milliseconds(a.ttl_ms.value_or(0));
+  to_queue.delay = milliseconds(a.delay_ms.value_or(0));
+  to_queue.priority = static_cast<std::uint8_t>(a.priority.value_or(0));
+  const qbus::DirectOptions direct{milliseconds(a.wait_ms), true, headers};
   if (!a.file.empty()) {
     if (a.args.size() > message_at) throw UsageError("send: give a MESSAGE or --file, not both");
     auto client = connect(g);
-    send_file(client, a.file, to_pid ? nullptr : &a.args[0], pid, milliseconds(a.wait_ms), headers);
+    send_file(client, a.file, to_pid ? nullptr : &a.args[0], to_queue, pid, direct);
     return 0;
   }
   const std::string payload = a.args.size() > message_at ? a.args[message_at] : read_stdin();
   auto client = connect(g);
   if (to_pid) {
-    client.send_to_pid(pid, payload, qbus::DirectOptions{milliseconds(a.wait_ms), true, headers});
+    client.send_to_pid(pid, payload, direct);
   } else {
-    client.send(a.args[0], payload, qbus::SendOptions{headers, true});
+    client.send(a.args[0], payload, to_queue);
   }
   return 0;
-}
-
-struct RecvArgs {
-  std::vector<std::string> key;  // empty with --direct
-  bool direct = false;
-  long long timeout_ms = -1;  // -1: forever
-  long long count = 1;        // 0: no limit
-  std::string out;            // empty: stdout
-  bool ack = false;           // acknowledgement mode: each message acked once written
-  bool headers = false;       // print the headers before the payload
-};
-
-CLI::App* add_recv(CLI::App& app, RecvArgs& a) {
-  auto* recv = app.add_subcommand(
-      "recv", "Receive from queue KEY, or with --direct this process's direct messages");
-  recv->add_option("KEY", a.key, "Queue key")->expected(0, 1);
-  recv->add_option("--out", a.out, "Write the message's bytes to this file instead of stdout")
-      ->option_text("PATH");
-  recv->add_flag("--direct", a.direct, "Receive messages sent to this process's pid");
-  recv->add_option("--timeout", a.timeout_ms, "Milliseconds to wait in all (default: forever)")
-      ->option_text("MS")
-      ->check(CLI::Range(-1LL, 2'000'000'000LL));
-  recv->add_option("--count", a.count, "Messages to receive; 0 keeps receiving (default: 1)")
-      ->option_text("N")
-      ->check(CLI::NonNegativeNumber);
-  recv->add_flag("--ack", a.ack,
-                 "Receive in acknowledgement mode and acknowledge each message once it is "
-                 "written; one that cannot be written goes back to the queue (needs a "
-                 "protocol-2 qbusd)");
-  recv->fallthrough();  // `qbusctl recv KEY --json` as well as `qbusctl --json recv KEY`
-  recv->add_flag("--headers", a.headers,
-                 "Print the message's headers, one 'KEY: VALUE' line each, before it");
-  return recv;
-}
-
-int run_recv(const Globals& g, const RecvArgs& a) {
-  if (a.direct && !a.key.empty()) throw UsageError("recv --direct takes no KEY");
-  if (!a.direct && a.key.empty()) throw UsageError("recv: give a queue KEY or --direct");
-  if (!a.out.empty() && a.count != 1) throw UsageError("recv --out takes one message (--count 1)");
-  if (a.direct && a.ack) throw UsageError("recv --ack takes a queue KEY, not --direct");
-  if (!a.out.empty() && (g.json || a.headers)) {
-    throw UsageError("recv --out writes the bytes alone: not with --json or --headers");
-  }
-  auto client = connect(g);
-  const auto write = [&](const qbus::Message& m) {
-    if (!a.out.empty()) {
-      if (write_file(a.out, m)) return true;
-      std::cerr << "qbusctl: " << file_error("cannot write", a.out) << "\n";
-      return false;
-    }
-    if (g.json ? print_json(m, a.ack) : print(m, a.headers)) return true;
-    std::cerr << "qbusctl: cannot write to stdout\n";
-    return false;
-  };
-  // In acknowledgement mode a message is acked once written (confirmed, so that exit 0
-  // means the broker let go of it), and given back at once when it could not be.
-  const auto output = [&](const qbus::Message& m) {
-    const bool written = write(m);
-    if (m.delivery_tag() != 0) {
-      if (written) {
-        client.ack(m, true);
-      } else {
-        client.nack(m, qbus::NackAction::requeue, {}, true);
-      }
-    }
-    return written;
-  };
-  if (a.direct) {
-    return receive_loop(
-        a.timeout_ms, a.count, "recv --direct",
-        [&](std::size_t n, milliseconds t) { return client.receive_direct_batch(n, t); }, output);
-  }
-  return receive_loop(
-      a.timeout_ms, a.count, "recv " + a.key[0],
-      [&](std::size_t n, milliseconds t) {
-        return client.receive_batch(a.key[0], n, t, qbus::ReceiveOptions{a.ack});
-      },
-      output);
 }
 
 struct DeclareArgs {
@@ -376,6 +213,10 @@ struct DeclareArgs {
   long long max_deliveries = 0;
   long long ack_timeout_ms = 0;
   bool dead_letter_overflow = false;
+  long long ttl_ms = 0;
+  int priorities = 0;
+  bool dead_letter_expired = false;
+  bool single_active_consumer = false;
 };
 
 CLI::App* add_declare(CLI::App& app, DeclareArgs& a) {
@@ -395,7 +236,8 @@ CLI::App* add_declare(CLI::App& app, DeclareArgs& a) {
   declare
       ->add_option("--dead-letter", a.dead_letter,
                    "Queue that takes this queue's dead letters: messages nacked to it, past "
-                   "--max-deliveries, or (--dead-letter-overflow) pushed out by drop_oldest")
+                   "--max-deliveries, (--dead-letter-overflow) pushed out by drop_oldest or "
+                   "(--dead-letter-expired) past their time to live")
       ->option_text("KEY");
   declare
       ->add_option("--max-deliveries", a.max_deliveries,
@@ -411,12 +253,33 @@ CLI::App* add_declare(CLI::App& app, DeclareArgs& a) {
       ->check(CLI::Range(0LL, 4'294'967'295LL));
   declare->add_flag("--dead-letter-overflow", a.dead_letter_overflow,
                     "With --overflow drop_oldest: dropped messages go to --dead-letter");
+  declare
+      ->add_option("--ttl", a.ttl_ms,
+                   "Time to live of the messages sent without one (send --ttl): older than MS, "
+                   "a message is never delivered (default: 0, none)")
+      ->option_text("MS")
+      ->check(CLI::Range(0LL, 4'294'967'295LL));
+  declare
+      ->add_option("--priorities", a.priorities,
+                   "Priority levels, 0 to 10: higher send --priority is delivered first, "
+                   "clamped to the levels (default: 0, one level)")
+      ->option_text("N")
+      ->check(CLI::Range(0, 10));
+  declare->add_flag("--dead-letter-expired", a.dead_letter_expired,
+                    "Messages past their time to live go to --dead-letter instead of being "
+                    "dropped");
+  declare->add_flag("--single-active-consumer", a.single_active_consumer,
+                    "One consumer at a time, through a subscription (recv --ack): plain "
+                    "receives are refused");
   return declare;
 }
 
 int run_declare(const Globals& g, const DeclareArgs& a) {
   if (a.dead_letter_overflow && a.dead_letter.empty()) {
     throw UsageError("declare: --dead-letter-overflow needs --dead-letter KEY");
+  }
+  if (a.dead_letter_expired && a.dead_letter.empty()) {
+    throw UsageError("declare: --dead-letter-expired needs --dead-letter KEY");
   }
   qbus::QueueOptions o;
   o.max_messages = static_cast<std::uint32_t>(a.max_messages);
@@ -429,6 +292,10 @@ int run_declare(const Globals& g, const DeclareArgs& a) {
   o.max_deliveries = static_cast<std::uint16_t>(a.max_deliveries);
   o.ack_timeout = milliseconds(a.ack_timeout_ms);
   o.dead_letter_overflow = a.dead_letter_overflow;
+  o.ttl = milliseconds(a.ttl_ms);
+  o.priorities = static_cast<std::uint8_t>(a.priorities);
+  o.dead_letter_expired = a.dead_letter_expired;
+  o.single_active_consumer = a.single_active_consumer;
   auto client = connect(g);
   client.declare(a.key, o);
   return 0;

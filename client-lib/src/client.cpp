@@ -26,11 +26,12 @@ inline std::uint32_t batch_size(std::size_t max) {
 
 inline std::uint64_t Client::Impl::append_send(std::string_view key,
                                                std::span<const std::byte> payload,
-                                               std::uint16_t flags, proto::Bytes headers) {
+                                               std::uint16_t flags,
+                                               const detail::MessageProperties* props) {
   session.check_usable();
   check_key(key);
   check_payload(payload.size());
-  append_properties(headers);
+  if (props) append_properties(*props, /*queue_message=*/true);
   const std::uint64_t corr = session.next_correlation();
   proto::append_send(session.out(), corr, flags, key, payload);
   return corr;
@@ -149,12 +150,9 @@ inline void Client::Impl::send_direct(proto::TargetKind kind, std::uint64_t targ
   // kForever: as long as the wire allows (about 24 days).
   d.wait_ms = options.wait.count() < 0 ? INT32_MAX : to_wire_timeout(options.wait);
   d.payload = payload;
-  std::vector<std::byte> headers;
-  if (!options.headers.empty()) {
-    require_v2("direct message with headers");
-    headers = detail::encode_headers(options.headers);
-  }
-  append_properties(headers);
+  const auto props = detail::message_properties(options.headers);
+  if (!props.empty()) require_v2("direct message with headers");
+  append_properties(props, /*queue_message=*/false);
   const std::uint64_t corr = session.next_correlation();
   proto::append_send_direct(session.out(), corr, options.confirm ? proto::kFlagConfirm : 0, d);
   if (options.confirm) {
@@ -223,23 +221,23 @@ void Client::send_confirmed(std::string_view key, std::string_view payload) {
 
 void Client::send(std::string_view key, std::span<const std::byte> payload,
                   const SendOptions& options) {
-  if (options.headers.empty()) {
+  const auto props = detail::message_properties(options);
+  if (props.empty()) {
     options.confirm ? send_confirmed(key, payload) : send(key, payload);
     return;
   }
   auto& impl = *impl_;
-  impl.require_v2("send with headers");
-  const auto headers = detail::encode_headers(options.headers);
+  impl.require_v2("send with headers, a ttl, a delay or a priority");
   if (impl.via_region(payload.size())) {
     impl.check_key(key);
     if (auto r = impl.copy_to_region(payload)) {
       impl.send_region(*detail::Access::state(*r), proto::RegionTarget::queue, 0, key, 0, r->size(),
-                       true, std::chrono::milliseconds(0), options.confirm, headers);
+                       true, std::chrono::milliseconds(0), options.confirm, &props);
       return;
     }
   }
   const auto corr =
-      impl.append_send(key, payload, options.confirm ? proto::kFlagConfirm : 0, headers);
+      impl.append_send(key, payload, options.confirm ? proto::kFlagConfirm : 0, &props);
   if (options.confirm) {
     impl.session.wait_ok(corr, "send to '" + std::string(key) + "'");
   } else {
@@ -328,16 +326,13 @@ std::optional<Message> Client::Impl::request(std::string_view key, std::string_v
   session.check_usable();
   check_key(key);
   check_payload(payload.size());
-  std::vector<std::byte> block;
-  if (!headers.empty()) {
-    require_v2("request with headers");
-    block = detail::encode_headers(headers);
-  }
+  const auto props = detail::message_properties(headers);
+  if (!props.empty()) require_v2("request with headers");
   proto::Request r;
   r.key = key;
   r.timeout_ms = to_wire_timeout(timeout);
   r.payload = as_bytes(payload);
-  append_properties(block);
+  append_properties(props, /*queue_message=*/false);
   const std::uint64_t corr = session.next_correlation();
   proto::append_request(session.out(), corr, r);
   // No local deadline: the broker starts the request's timeout only once a full `block`
@@ -366,49 +361,15 @@ void Client::reply(const Message& request, std::string_view payload) {
                      as_bytes(payload), DirectOptions{{}, false});
 }
 
-namespace {
-
-// DECLARE_EX for the options of protocol 2; nullopt when none is set (plain DECLARE).
-std::optional<proto::DeclareEx> declare_ex(std::string_view key, const QueueOptions& options) {
-  if (options.ack_timeout.count() == 0 && options.max_deliveries == 0 &&
-      options.dead_letter.empty() && !options.dead_letter_overflow) {
-    return std::nullopt;
-  }
-  const std::string what = "declare '" + std::string(key) + "'";
-  if (options.ack_timeout.count() < 0 || options.ack_timeout.count() > UINT32_MAX) {
-    throw Error(Errc::invalid_argument, what + ": ack_timeout must be 0 to 2^32-1 ms");
-  }
-  if (!options.dead_letter.empty() && !proto::is_valid_key(options.dead_letter)) {
-    throw Error(Errc::invalid_key,
-                what + ": invalid dead_letter key '" + options.dead_letter.substr(0, 64) + "'");
-  }
-  if (options.dead_letter == key) {
-    throw Error(Errc::invalid_argument, what + ": a queue cannot be its own dead_letter queue");
-  }
-  if (options.dead_letter_overflow && options.dead_letter.empty()) {
-    throw Error(Errc::invalid_argument, what + ": dead_letter_overflow needs a dead_letter queue");
-  }
-  proto::DeclareEx d;
-  d.key = key;
-  d.max_messages = options.max_messages;
-  d.max_bytes = options.max_bytes;
-  d.overflow = static_cast<proto::Overflow>(options.overflow);
-  d.flags = options.dead_letter_overflow ? proto::kDeclareDeadLetterOverflow : 0;
-  d.max_deliveries = options.max_deliveries;
-  d.ack_timeout_ms = static_cast<std::uint32_t>(options.ack_timeout.count());
-  d.dead_letter = options.dead_letter;
-  return d;
-}
-
-}  // namespace
-
 void Client::declare(std::string_view key, const QueueOptions& options) {
   auto& session = impl_->session;
   session.check_usable();
   impl_->check_key(key);
   const std::uint64_t corr = session.next_correlation();
-  if (const auto ex = declare_ex(key, options)) {
-    impl_->require_v2("declare with ack_timeout, max_deliveries or dead_letter");
+  if (const auto ex = detail::declare_ex(key, options)) {
+    impl_->require_v2(
+        "declare with ack_timeout, max_deliveries, dead_letter, ttl, priorities or "
+        "single_active_consumer");
     proto::append_frame(session.out(), corr, proto::kFlagConfirm, *ex);
   } else {
     proto::Declare d;

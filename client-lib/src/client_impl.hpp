@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "headers.hpp"
+#include "properties.hpp"
 #include "qbus/client.hpp"
 #include "qbus/proto/codec.hpp"
 #include "qbus/proto/shm.hpp"
@@ -171,14 +172,20 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
     if (session.info().protocol_version < 2) {
       throw Error(Errc::unsupported_version,
                   std::string(what) +
-                      ": the broker speaks protocol 1; acknowledgements need 2 (upgrade qbusd)");
+                      ": the broker speaks protocol 1; this needs protocol 2 (upgrade qbusd)");
     }
   }
-  // PROPERTIES for the message frame appended right after it (nothing when `headers` is
-  // empty).
-  void append_properties(proto::Bytes headers) {
-    if (headers.empty()) return;
-    proto::append_frame(session.out(), session.next_correlation(), 0, proto::Properties{headers});
+  // PROPERTIES for the message frame appended right after it (nothing when `p` is empty).
+  // `queue_message`: that frame is a SEND or a SEND_REGION to a queue, the only messages a
+  // ttl, a delay or a priority may go with (the broker refuses them on the others).
+  void append_properties(const detail::MessageProperties& p, bool queue_message) {
+    if (p.empty()) return;
+    if (p.timed() && !queue_message) {
+      throw Error(Errc::invalid_argument,
+                  "a ttl, delay or priority goes with a message to a queue only, not with a "
+                  "direct message or a request");
+    }
+    proto::append_frame(session.out(), session.next_correlation(), 0, p.body());
   }
 
   void check_key(std::string_view key) const {
@@ -201,9 +208,10 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
   // keeps folding them into send(), receive() and request(); defined in client.cpp, the
   // only file that uses them.
 
-  // `headers`: a block from encode_headers (headers.hpp), sent in PROPERTIES first.
+  // `props` (when not null): sent in PROPERTIES first.
   inline std::uint64_t append_send(std::string_view key, std::span<const std::byte> payload,
-                                   std::uint16_t flags, proto::Bytes headers = {});
+                                   std::uint16_t flags,
+                                   const detail::MessageProperties* props = nullptr);
   // `flags`: kFlagAck for acknowledgement mode.
   inline std::pair<std::uint64_t, std::chrono::milliseconds> ask_receive(
       std::string_view key, std::size_t max, std::chrono::milliseconds timeout,
@@ -254,7 +262,8 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
   Region allocate_region(std::size_t size);
   void send_region(detail::RegionState& st, proto::RegionTarget kind, std::uint64_t target,
                    std::string_view key, std::size_t offset, std::size_t length, bool release,
-                   std::chrono::milliseconds wait, bool confirm, proto::Bytes headers = {});
+                   std::chrono::milliseconds wait, bool confirm,
+                   const detail::MessageProperties* props = nullptr);
   std::pair<proto::RegionGrantBody, proto::UniqueFd> wait_grant(std::uint64_t corr,
                                                                 std::string_view context);
   Message mapped_message(proto::Bytes body, std::string_view context);

@@ -92,7 +92,7 @@ Region Client::Impl::allocate_region(std::size_t size) {
 void Client::Impl::send_region(detail::RegionState& st, proto::RegionTarget kind,
                                std::uint64_t target, std::string_view key, std::size_t offset,
                                std::size_t length, bool release, std::chrono::milliseconds wait,
-                               bool confirm, proto::Bytes headers) {
+                               bool confirm, const detail::MessageProperties* props) {
   session.check_usable();
   require_unix("sending a region");
   if (st.id == 0 || st.given_up) {
@@ -126,7 +126,7 @@ void Client::Impl::send_region(detail::RegionState& st, proto::RegionTarget kind
   if (kind == proto::RegionTarget::pid) {
     m.wait_ms = wait.count() < 0 ? INT32_MAX : detail::to_wire_timeout(wait);
   }
-  append_properties(headers);
+  if (props) append_properties(*props, /*queue_message=*/kind == proto::RegionTarget::queue);
   const std::uint64_t corr = session.next_correlation();
   proto::append_send_region(session.out(), corr, confirm ? proto::kFlagConfirm : 0, m);
   if (release) st.given_up = true;
@@ -172,6 +172,16 @@ void Client::send(std::string_view key, Region&& region) {
   region = Region();
 }
 
+void Client::send(std::string_view key, Region&& region, const SendOptions& options) {
+  auto* st = detail::Access::state(region);
+  if (st == nullptr) throw Error(Errc::invalid_argument, "send: the Region is empty");
+  const auto props = detail::message_properties(options);
+  if (!props.empty()) impl_->require_v2("send with headers, a ttl, a delay or a priority");
+  impl_->send_region(*st, proto::RegionTarget::queue, 0, key, 0, st->size, true,
+                     std::chrono::milliseconds(0), options.confirm, &props);
+  region = Region();
+}
+
 void Client::send(std::string_view key, Region& region, std::size_t offset, std::size_t length) {
   auto* st = detail::Access::state(region);
   if (st == nullptr) throw Error(Errc::invalid_argument, "send: the Region is empty");
@@ -183,13 +193,10 @@ void Client::send_to_pid(std::uint32_t pid, Region&& region, const DirectOptions
   if (pid == 0) throw Error(Errc::invalid_argument, "send_to_pid: pid 0 names no process");
   auto* st = detail::Access::state(region);
   if (st == nullptr) throw Error(Errc::invalid_argument, "send_to_pid: the Region is empty");
-  std::vector<std::byte> headers;
-  if (!options.headers.empty()) {
-    impl_->require_v2("direct message with headers");
-    headers = detail::encode_headers(options.headers);
-  }
+  const auto props = detail::message_properties(options.headers);
+  if (!props.empty()) impl_->require_v2("direct message with headers");
   impl_->send_region(*st, proto::RegionTarget::pid, pid, {}, 0, st->size, true, options.wait,
-                     options.confirm, headers);
+                     options.confirm, &props);
   region = Region();
 }
 

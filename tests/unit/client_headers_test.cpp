@@ -2,26 +2,17 @@
 // library encodes and decodes with, and a Client against a scripted fake broker that
 // checks the frames the library writes (PROPERTIES before the message frame, RECEIVE with
 // kFlagAck, ACK, NACK, EXTEND, SUBSCRIBE, UNSUBSCRIBE, DECLARE_EX) and feeds it the ones it
-// must read (DELIVERY_INFO, subscription deliveries among other answers, ERRORs).
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
-
+// must read (DELIVERY_INFO, subscription deliveries among other answers, ERRORs). The fake
+// broker is client_fake_broker.hpp; time, delay and priorities are client_time_test.cpp's.
 #include <gtest/gtest.h>
 
-#include <cstring>
-#include <functional>
-#include <future>
 #include <qbus/client.hpp>
-#include <stdexcept>
 #include <string>
-#include <thread>
 
+#include "client_fake_broker.hpp"
 #include "headers.hpp"
-#include "qbus/proto/buffer.hpp"
 #include "qbus/proto/codec.hpp"
 #include "qbus/proto/headers.hpp"
-#include "raw_peer.hpp"
 
 namespace qbus::testing {
 namespace {
@@ -29,15 +20,6 @@ namespace {
 using proto::FrameType;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-
-std::string text_of(proto::Bytes b) {
-  return std::string(reinterpret_cast<const char*>(b.data()), b.size());
-}
-
-Headers headers_of(proto::Bytes block) {
-  EXPECT_EQ(proto::check_headers(block, true), Errc::ok);
-  return detail::decode_headers(block);
-}
 
 // ---- The helpers ------------------------------------------------------------------------
 
@@ -101,136 +83,6 @@ TEST(ClientHeadersTest, BlocksFromTheBrokerMayCarryItsOwnKeys) {
   EXPECT_EQ(detail::decode_headers(block).at(0).first, "qbus-dead-reason");
   block.push_back(std::byte{3});  // a truncated entry
   EXPECT_FALSE(detail::valid_header_block(block));
-}
-
-// ---- A scripted fake broker -------------------------------------------------------------
-
-class FakeBroker {
- public:
-  using Script = std::function<void(RawPeer&)>;
-
-  // Serves one connection: answers HELLO with WELCOME `version`, then runs `script`, then
-  // reads until the client closes.
-  FakeBroker(std::uint8_t version, Script script) : dir_(make_dir()) {
-    path_ = dir_ + "/fake.sock";
-    listener_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::strncpy(sa.sun_path, path_.c_str(), sizeof(sa.sun_path) - 1);
-    if (::bind(listener_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 ||
-        ::listen(listener_, 1) != 0) {
-      throw std::runtime_error("fake broker: cannot listen on " + path_);
-    }
-    thread_ = std::thread([this, version, script = std::move(script)] {
-      try {
-        serve(version, script);
-      } catch (const std::exception& e) {
-        ADD_FAILURE() << "fake broker: " << e.what();
-      }
-    });
-  }
-  ~FakeBroker() {
-    thread_.join();
-    ::close(listener_);
-    ::unlink(path_.c_str());
-    ::rmdir(dir_.c_str());
-  }
-  FakeBroker(const FakeBroker&) = delete;
-  FakeBroker& operator=(const FakeBroker&) = delete;
-
-  ClientOptions options() const {
-    ClientOptions o;
-    o.address = "unix:" + path_;
-    o.name = "unit";
-    o.connect_timeout = seconds(30);
-    return o;
-  }
-
- private:
-  static std::string make_dir() {
-    char tmpl[] = "/tmp/qbus-fake-XXXXXX";
-    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
-    return tmpl;
-  }
-  void serve(std::uint8_t version, const Script& script) {
-    const int fd = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) throw std::runtime_error("accept failed");
-    RawPeer peer("", fd);
-    auto hello = peer.next();
-    if (!hello || hello->type != FrameType::hello) throw std::runtime_error("no HELLO");
-    proto::Hello h;
-    EXPECT_EQ(proto::decode_hello(hello->body, h), Errc::ok);
-    EXPECT_EQ(h.min_version, 1);
-    EXPECT_EQ(h.max_version, 2);
-    proto::Welcome w;
-    w.version = version;
-    w.max_body = 1 << 20;
-    w.max_payload = 1 << 20;
-    w.pid = 1;
-    w.client_id = 7;
-    proto::ByteBuffer out;
-    proto::append_welcome(out, hello->correlation, w);
-    peer.write(out);
-    script(peer);
-    while (peer.next()) {
-    }
-  }
-
-  std::string dir_;
-  std::string path_;
-  int listener_ = -1;
-  std::thread thread_;
-};
-
-// The next frame, which must be of `type`.
-Frame expect_frame(RawPeer& peer, FrameType type) {
-  auto f = peer.next();
-  if (!f)
-    throw std::runtime_error("client closed, expected " +
-                             std::string(proto::frame_type_name(type)));
-  EXPECT_EQ(f->type, type) << proto::frame_type_name(f->type);
-  return *f;
-}
-
-template <typename Body>
-Body body_of(const Frame& f) {
-  Body b;
-  EXPECT_EQ(proto::decode_body(f.body, b), Errc::ok) << proto::frame_type_name(f.type);
-  return b;
-}
-
-void send_ok(RawPeer& peer, std::uint64_t corr) {
-  proto::ByteBuffer b;
-  proto::append_empty(b, FrameType::ok, corr);
-  peer.write(b);
-}
-
-void send_error(RawPeer& peer, std::uint64_t corr, Errc code) {
-  proto::ByteBuffer b;
-  proto::append_error(b, corr, code, "from the fake");
-  peer.write(b);
-}
-
-// DELIVERY_INFO (when `info`) and a DELIVER of `payload` from queue `key`.
-void deliver(RawPeer& peer, std::uint64_t corr, std::string_view key, std::string_view payload,
-             const proto::DeliveryInfo* info = nullptr, bool last = true) {
-  proto::ByteBuffer b;
-  if (info) proto::append_frame(b, corr, 0, *info);
-  proto::Deliver d;
-  d.key = key;
-  d.payload = as_bytes(std::span(payload.data(), payload.size()));
-  d.sender_pid = 42;
-  d.sender_client_id = 9;
-  proto::append_deliver(b, corr, last ? proto::kFlagLast : 0, d);
-  peer.write(b);
-}
-
-// A PING's PONG, for Client::sync().
-void answer_ping(RawPeer& peer) {
-  const Frame ping = expect_frame(peer, FrameType::ping);
-  proto::ByteBuffer b;
-  proto::append_empty(b, FrameType::pong, ping.correlation);
-  peer.write(b);
 }
 
 TEST(ClientFakeBrokerTest, ProtocolOneBrokerRefusesTheNewCallsButNotTheOldOnes) {

@@ -14,9 +14,10 @@
 // message stays the broker's until this Client ack()s it, and goes to another receiver
 // when this connection closes, nack()s it or lets the queue's ack timeout pass, so a
 // receiver must cope with seeing a message twice (redelivered()). Acknowledgements,
-// headers and subscriptions need a broker speaking protocol 2 (SessionInfo::
-// protocol_version); on an older one they throw Error(unsupported_version). Queues live in
-// the daemon's memory only, so a restart of qbusd loses every queued message.
+// headers, subscriptions, a message's ttl, delay and priority, and the queue options that
+// go with them need a broker speaking protocol 2 (SessionInfo::protocol_version); on an
+// older one they throw Error(unsupported_version). Queues live in the daemon's memory
+// only, so a restart of qbusd loses every queued message.
 //
 // Errors: every failure throws qbus::Error, whose code() is a qbus::Errc (see
 // <qbus/errc.hpp> and proto/PROTOCOL.md for the table). A receive that times out is not
@@ -279,18 +280,42 @@ struct QueueOptions {
   // dropped when there is none) instead of being handed over again. 0: no limit.
   std::uint16_t max_deliveries = 0;
   // The queue that takes this queue's dead letters: messages nacked with
-  // NackAction::dead_letter, past max_deliveries, or (dead_letter_overflow) pushed out by
-  // overflow drop_oldest. They arrive with the headers qbus-dead-reason, qbus-dead-queue
-  // and qbus-dead-count. Empty: none (dead letters are dropped).
+  // NackAction::dead_letter, past max_deliveries, (dead_letter_overflow) pushed out by
+  // overflow drop_oldest, or (dead_letter_expired) past their ttl. They arrive with the
+  // headers qbus-dead-reason, qbus-dead-queue and qbus-dead-count. Empty: none (dead
+  // letters are dropped).
   std::string dead_letter;
   bool dead_letter_overflow = false;
+  // The time to live of a message sent without one of its own (SendOptions::ttl). 0:
+  // none, such messages live until taken. At most about 49 days (the wire's u32 of ms).
+  std::chrono::milliseconds ttl{0};
+  // Priority levels, 0 to 10; a message's SendOptions::priority is clamped to them, and
+  // higher levels are delivered first. 0 and 1: one level, first in first out.
+  std::uint8_t priorities = 0;
+  // Expired messages (ttl) go to `dead_letter`, which this needs, instead of being dropped.
+  bool dead_letter_expired = false;
+  // One consumer at a time, so that messages are processed in order: consume the queue
+  // with subscribe(); receive() on it throws Error(single_active_consumer).
+  bool single_active_consumer = false;
 };
 
-// Client::send() with more to say than a payload.
+// Client::send() with more to say than a payload. Everything but `confirm` needs a
+// protocol-2 broker. ttl, delay and priority belong to a queue's messages: direct
+// messages and requests have none. An out-of-range value throws Error(invalid_argument)
+// naming the field before anything is sent.
 struct SendOptions {
   Headers headers;
   // Wait for the broker's verdict and throw on refusal, as send_confirmed() does.
   bool confirm = false;
+  // Time to live: once the message is older than this it is never delivered; it is
+  // dropped, or dead-lettered when its queue says so (QueueOptions::dead_letter_expired).
+  // 0: the queue's default (QueueOptions::ttl). 0 to about 49 days (the wire's u32 of ms).
+  std::chrono::milliseconds ttl{0};
+  // Not deliverable before now + delay. 0: at once. Same range as ttl.
+  std::chrono::milliseconds delay{0};
+  // 0 to 9, higher first; the broker clamps it to the queue's levels
+  // (QueueOptions::priorities), so on a queue of one level it changes nothing.
+  std::uint8_t priority = 0;
 };
 
 // Client::receive() and receive_batch() in acknowledgement mode (ack = true): each message
@@ -399,8 +424,8 @@ class QBUS_API Client {
   // applies backpressure this call blocks until the broker reads again.
   void send(std::string_view key, std::span<const std::byte> payload);
   void send(std::string_view key, std::string_view payload);
-  // send() with headers, or confirmed (options.confirm, as send_confirmed()). Headers
-  // need protocol 2; bad ones throw Error(invalid_argument) before anything is sent.
+  // send() with headers, a ttl, a delay or a priority, or confirmed (options.confirm, as
+  // send_confirmed()); see SendOptions.
   void send(std::string_view key, std::span<const std::byte> payload, const SendOptions& options);
   void send(std::string_view key, std::string_view payload, const SendOptions& options);
 
@@ -411,6 +436,8 @@ class QBUS_API Client {
   // Sends the whole region to queue `key` and gives it up (`region` is empty afterwards).
   // Pipelined like send(); errors are counted in send_failures().
   void send(std::string_view key, Region&& region);
+  // send(key, std::move(region)) with SendOptions, as send(key, payload, options).
+  void send(std::string_view key, Region&& region, const SendOptions& options);
   // Sends bytes [offset, offset + length) of `region`, which stays usable for more slices.
   void send(std::string_view key, Region& region, std::size_t offset, std::size_t length);
   void send_to_pid(std::uint32_t pid, Region&& region, const DirectOptions& options = {});
@@ -431,7 +458,8 @@ class QBUS_API Client {
 
   // Takes the oldest message of `key`, waiting up to `timeout` (kForever: no limit,
   // 0: do not wait). Competing receivers each get different messages, first come first
-  // served. Returns nullopt when the timeout passed with nothing to take.
+  // served. Returns nullopt when the timeout passed with nothing to take. A queue declared
+  // single_active_consumer refuses receives (Error(single_active_consumer)): subscribe().
   std::optional<Message> receive(std::string_view key, std::chrono::milliseconds timeout);
   std::optional<Message> try_receive(std::string_view key);
   // Up to `max` messages in one round trip: whatever is queued now, or the first one to
@@ -508,7 +536,8 @@ class QBUS_API Client {
 
   // Creates the queue or checks it; throws Error(queue_conflict) when it was declared
   // before with different options. The dead-letter queue is not declared by this: declare
-  // it too for limits of its own.
+  // it too for limits of its own. Options out of range throw Error(invalid_argument)
+  // naming the field (a bad dead_letter key invalid_key) before anything is sent.
   void declare(std::string_view key, const QueueOptions& options);
 
   // Drops every message queued under `key` and returns how many it dropped. The queue

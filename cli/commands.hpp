@@ -1,0 +1,69 @@
+// qbusctl's pieces shared by its source files: the global options, the exit codes, the
+// usage error and the connection. main.cpp parses and runs the subcommands; recv.cpp is
+// `recv`, admin.cpp the admin socket's commands.
+#pragma once
+
+#include <qbus/client.hpp>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace qbusctl {
+
+// Exit codes: 0 success, 1 error (one line on stderr), 2 usage error, 3 recv/request timed
+// out with nothing received (admin.hpp adds kExitDenied).
+inline constexpr int kExitError = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitTimeout = 3;
+
+// A command line that parsed but makes no sense; reported with a pointer to --help.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Globals {
+  std::string address;
+  std::string admin_address;
+  bool json = false;
+  // tls: addresses (libqbus falls back to QBUS_TLS_CA, QBUS_TLS_CERT, QBUS_TLS_KEY).
+  std::string tls_ca, tls_cert, tls_key;
+};
+
+inline qbus::Client connect(const Globals& g) {
+  qbus::ClientOptions o;
+  o.address = g.address;
+  o.name = "qbusctl";
+  o.tls_ca = g.tls_ca;
+  o.tls_cert = g.tls_cert;
+  o.tls_key = g.tls_key;
+  return qbus::Client(o);
+}
+
+// "WHAT PATH: the reason" for the errno of a failed file operation.
+inline std::string file_error(const std::string& what, const std::string& path) {
+  return what + " " + path + ": " + std::strerror(errno);
+}
+
+// The payload and a newline on stdout; with `headers` first a "KEY: VALUE" line per header.
+// False when stdout cannot be written.
+bool print(const qbus::Message& m, bool headers = false);
+
+// `qbusctl recv` (recv.cpp).
+struct RecvArgs {
+  std::vector<std::string> key;  // empty with --direct
+  bool direct = false;
+  long long timeout_ms = -1;  // -1: forever
+  long long count = 1;        // 0: no limit
+  std::string out;            // empty: stdout
+  bool ack = false;           // acknowledgement mode: each message acked once written
+  std::string nack;           // --nack ACTION: nacked instead, once all are written
+  bool headers = false;       // print the headers before the payload
+};
+CLI::App* add_recv(CLI::App& app, RecvArgs& a);
+int run_recv(const Globals& g, const RecvArgs& a);
+
+}  // namespace qbusctl
