@@ -20,7 +20,7 @@ otherwise prints the apt-get command and fails), then measures:
   (bench/relay.cpp); redis-benchmark LPUSH/RPOP, 64 B, -P 64 and -P 1 -c 1, on a private
   Unix socket; qbus-bench throughput and latency with 64 B payloads; the same throughput
   with a 1,000-rule access policy and without one, alternating run by run; acknowledgement
-  mode (issue 13): qbus-bench throughput plain, --ack and --subscribe 256, alternating run
+  mode (issue 13): qbus-bench throughput plain, --ack and --subscribe 1024, alternating run
   by run, beside Redis Streams XADD/XREADGROUP/XACK (redis-streams), and the redelivery
   time after a consumer's SIGKILL (qbus-bench redelivery, 200 rounds); qbus-bench bulk
   (4 KiB and 64 MiB), memory (idle, 1,000,000 queued messages) and connections (10,000 idle).
@@ -51,9 +51,9 @@ RELAY_MESSAGES=10000000
 # The policy cost (issue 12): rules in the policy measured against none.
 POLICY_RULES=1000
 # Acknowledgement mode (issue 13): the subscription's prefetch, and the entries per
-# XREADGROUP of the Redis Streams peer (qbus-bench's default receive window).
-SUBSCRIBE_PREFETCH=256
-STREAMS_COUNT=256
+# XREADGROUP of the Redis Streams peer, both 1,024 as the issue's comparison asks.
+SUBSCRIBE_PREFETCH=1024
+STREAMS_COUNT=1024
 REDELIVERY_ROUNDS=200
 # The drain target's receive window: Redis -P 64 with its default 50 clients has 3,200
 # RPOPs in flight; one qbus consumer asking for 1,024 messages per round trip has fewer.
