@@ -296,13 +296,21 @@ void print_queue(const json& q) {
                          : human_age_ms(static_cast<std::int64_t>(number(q, "oldest_age_ms")))}};
   // Acknowledgements (protocol 2): shown when the qbusd is new enough to report them.
   for (const char* name :
-       {"in_flight", "acked_total", "redelivered_total", "dead_lettered_total", "max_deliveries"}) {
+       {"in_flight", "delayed", "acked_total", "redelivered_total", "dead_lettered_total",
+        "expired_total", "max_deliveries", "priorities"}) {
     if (q.is_object() && q.contains(name)) fields.emplace_back(name, text_of(member(q, name)));
+  }
+  if (q.is_object() && q.contains("ttl_ms")) {
+    const double ms = number(q, "ttl_ms");
+    fields.emplace_back("ttl", ms == 0 ? "none" : human_age_ms(static_cast<std::int64_t>(ms)));
   }
   if (q.is_object() && q.contains("ack_timeout_ms")) {
     const double ms = number(q, "ack_timeout_ms");
     fields.emplace_back("ack_timeout",
                         ms == 0 ? "none" : human_age_ms(static_cast<std::int64_t>(ms)));
+  }
+  for (const char* flag : {"dead_letter_expired", "single_active_consumer"}) {
+    if (q.is_object() && q.value(flag, false)) fields.emplace_back(flag, "yes");
   }
   if (q.is_object() && q.contains("dead_letter")) {
     const json& dl = member(q, "dead_letter");
@@ -317,8 +325,11 @@ void print_queue(const json& q) {
                                      ? "prefetch " + text_of(member(sub, "prefetch")) + ", " +
                                            text_of(member(sub, "unacked")) + " unacked"
                                      : "no acknowledgements";
+      // A single-active-consumer queue serves one of them; the others stand by.
+      const std::string role =
+          sub.contains("active") ? (sub.value("active", false) ? ", active" : ", standby") : "";
       fields.emplace_back("subscriber",
-                          "client " + text_of(member(sub, "client")) + " (" + credit + ")");
+                          "client " + text_of(member(sub, "client")) + " (" + credit + role + ")");
     }
   }
   print_fields(fields);
