@@ -237,6 +237,23 @@ TEST_F(BrokerTimeTest, ASingleActiveConsumerQueueServesOnlyItsOldestSubscription
   EXPECT_EQ(sink_.deliveries.back().correlation, standby);
 }
 
+TEST_F(BrokerTimeTest, WhatALeavingActiveConsumerHeldComesBackBeforeTheQueuedMessages) {
+  const PeerId p = connect();
+  const PeerId first = connect();
+  const PeerId second = connect();
+  QueueOptions o;
+  o.single_active_consumer = true;
+  ASSERT_EQ(declare("jobs", o), Errc::ok);
+  subscribe(first, "jobs", 1);
+  subscribe(second, "jobs", 10);
+  for (const char* m : {"a", "b", "c"})
+    put(p, "jobs", m);
+  ASSERT_EQ(payloads_to(first), std::vector<std::string>{"a"});
+  broker().disconnect(first, now_);
+  EXPECT_EQ(payloads_to(second), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(sink_.deliveries[1].count, 2u) << "redelivered";
+}
+
 TEST_F(BrokerTimeTest, ASingleActiveConsumerQueueRefusesPlainReceives) {
   const PeerId c = connect();
   QueueOptions o;

@@ -592,15 +592,21 @@ void Queues::forget(PeerId peer, Peer& p, Clock::time_point now) {
   }
   std::sort(touched.begin(), touched.end());
   touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  // A single-active-consumer queue whose active subscription this was has a new one,
+  // served once what this peer held is back first in line. By key: serving the queues the
+  // held messages return to may collect others.
+  std::vector<std::string> handed_over;
   for (Queue* q : touched) {
-    // A single-active-consumer queue whose active subscription this was has a new one.
-    if (q->options().single_active_consumer && q->depth() > 0) {
-      serve_waiters(*q, now);
+    if (q->options().single_active_consumer && !q->waiters().empty()) {
+      handed_over.push_back(q->key());
     } else {
       collect_if_idle(*q);  // not a queue holding its messages: held ones keep it
     }
   }
   return_held(p, now);
+  for (const std::string& key : handed_over) {
+    if (Queue* q = find_mutable(key); q && q->depth() > 0) serve_waiters(*q, now);
+  }
 }
 
 void Queues::fail_all(Errc code, std::string_view text) {
