@@ -370,6 +370,201 @@ TEST_F(AcksClientTest, QbusctlDeclaresTheNewOptionsAndShowsInFlight) {
   EXPECT_EQ(dead->header("qbus-dead-reason"), "rejected");
 }
 
+// qbusctl's options for time to live, delays, priorities, single-active-consumer queues
+// and recv --nack (proto/PROTOCOL.md 17.8-17.10). Delays are checked as lower bounds (the
+// clock read before the command that sends) or made long enough never to come due.
+
+TEST_F(AcksClientTest, QbusctlSendsPrioritiesHighestFirst) {
+  ASSERT_EQ(ctl({"declare", "cli.prio", "--priorities", "10"}).exit_code, 0);
+  ASSERT_EQ(ctl({"send", "cli.prio", "low"}).exit_code, 0);
+  ASSERT_EQ(ctl({"send", "cli.prio", "mid", "--priority", "4"}).exit_code, 0);
+  ASSERT_EQ(ctl({"send", "cli.prio", "high", "--priority", "9"}).exit_code, 0);
+  auto r = ctl({"recv", "cli.prio", "--count", "3", "--timeout", "30000"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "high\nmid\nlow\n");
+}
+
+TEST_F(AcksClientTest, QbusctlDelaysASend) {
+  // Not due for a long while: a receive that does not wait gets nothing, and the queue
+  // shows it as delayed.
+  ASSERT_EQ(ctl({"send", "cli.parked", "much later", "--delay", "600000"}).exit_code, 0);
+  auto now = ctl({"recv", "cli.parked", "--timeout", "0"});
+  EXPECT_EQ(now.exit_code, 3) << now.out;
+  auto j = ctl({"queue", "cli.parked", "--json"});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  EXPECT_EQ(json::parse(j.out)["queue"]["delayed"], 1);
+  // Due in 300 ms: never received earlier.
+  const auto sent = std::chrono::steady_clock::now();
+  ASSERT_EQ(ctl({"send", "cli.delay", "later", "--delay", "300"}).exit_code, 0);
+  auto r = ctl({"recv", "cli.delay", "--timeout", "30000"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "later\n");
+  EXPECT_GE(std::chrono::steady_clock::now() - sent, milliseconds(300));
+}
+
+TEST_F(AcksClientTest, QbusctlTtlDeadLettersAnExpiredMessage) {
+  ASSERT_EQ(ctl({"declare", "cli.ttl", "--dead-letter", "cli.ttl.dead", "--dead-letter-expired"})
+                .exit_code,
+            0);
+  // Delayed past its own ttl: it can only expire.
+  ASSERT_EQ(ctl({"send", "cli.ttl", "stale", "--ttl", "50", "--delay", "100"}).exit_code, 0);
+  auto dead = ctl({"recv", "cli.ttl.dead", "--headers", "--timeout", "30000"});
+  ASSERT_EQ(dead.exit_code, 0) << dead.err;
+  EXPECT_NE(dead.out.find("qbus-dead-reason: expired"), std::string::npos) << dead.out;
+  EXPECT_NE(dead.out.find("stale"), std::string::npos) << dead.out;
+  EXPECT_FALSE(connect().receive("cli.ttl", milliseconds(100)));
+}
+
+TEST_F(AcksClientTest, QbusctlQueueDefaultTtlApplies) {
+  ASSERT_EQ(ctl({"declare", "cli.dttl", "--ttl", "50", "--dead-letter", "cli.dttl.dead",
+                 "--dead-letter-expired"})
+                .exit_code,
+            0);
+  ASSERT_EQ(ctl({"send", "cli.dttl", "old", "--delay", "100"}).exit_code, 0);
+  auto dead = ctl({"recv", "cli.dttl.dead", "--timeout", "30000"});
+  ASSERT_EQ(dead.exit_code, 0) << dead.err;
+  EXPECT_EQ(dead.out, "old\n");
+}
+
+TEST_F(AcksClientTest, QbusctlRefusesTimeOptionsOutOfPlace) {
+  auto prio = ctl({"send", "cli.bad", "x", "--priority", "10"});
+  EXPECT_EQ(prio.exit_code, 2);
+  EXPECT_NE(prio.err.find("--priority"), std::string::npos) << prio.err;
+  auto ttl = ctl({"send", "cli.bad", "x", "--ttl", "-1"});
+  EXPECT_EQ(ttl.exit_code, 2);
+  EXPECT_NE(ttl.err.find("--ttl"), std::string::npos) << ttl.err;
+  auto direct = ctl({"send", "--pid", "1", "x", "--delay", "5"});
+  EXPECT_EQ(direct.exit_code, 2);
+  EXPECT_NE(direct.err.find("--pid"), std::string::npos) << direct.err;
+  auto levels = ctl({"declare", "cli.bad", "--priorities", "11"});
+  EXPECT_EQ(levels.exit_code, 2);
+  EXPECT_NE(levels.err.find("--priorities"), std::string::npos) << levels.err;
+  auto expired = ctl({"declare", "cli.bad", "--dead-letter-expired"});
+  EXPECT_EQ(expired.exit_code, 2);
+  EXPECT_NE(expired.err.find("--dead-letter"), std::string::npos) << expired.err;
+  EXPECT_FALSE(connect().receive("cli.bad", milliseconds(100)));
+}
+
+TEST_F(AcksClientTest, QbusctlDeclaresTimeOptionsAndChecksThem) {
+  const std::vector<std::string> declare{"declare",
+                                         "cli.timed",
+                                         "--ttl",
+                                         "60000",
+                                         "--priorities",
+                                         "5",
+                                         "--dead-letter",
+                                         "cli.timed.dead",
+                                         "--dead-letter-expired",
+                                         "--single-active-consumer"};
+  auto d = ctl(declare);
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  EXPECT_EQ(ctl(declare).exit_code, 0);  // the same again is fine
+  auto conflict = ctl({"declare", "cli.timed", "--ttl", "1000"});
+  EXPECT_EQ(conflict.exit_code, 1);
+  EXPECT_NE(conflict.err.find("queue_conflict"), std::string::npos) << conflict.err;
+  auto j = ctl({"queue", "cli.timed", "--json"});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  const json qj = json::parse(j.out)["queue"];
+  EXPECT_EQ(qj["ttl_ms"], 60000);
+  EXPECT_EQ(qj["priorities"], 5);
+  EXPECT_EQ(qj["dead_letter_expired"], true);
+  EXPECT_EQ(qj["single_active_consumer"], true);
+}
+
+TEST_F(AcksClientTest, QbusctlRecvNackRequeueGivesEveryMessageBackOnce) {
+  auto c = connect();
+  for (const char* m : {"a", "b", "c"})
+    c.send_confirmed("cli.nack", m);
+  // Three different messages printed (a requeued one is not received again by the same
+  // command), then all three given back.
+  auto r = ctl({"recv", "cli.nack", "--count", "3", "--nack", "requeue", "--timeout", "30000"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "a\nb\nc\n");
+  auto again = c.receive_batch("cli.nack", 3, kLong, kAck);
+  ASSERT_EQ(again.size(), 3u);
+  EXPECT_EQ(again[0].text(), "a");
+  EXPECT_TRUE(again[0].redelivered());
+  EXPECT_EQ(again[0].delivery_count(), 2u);
+  for (const auto& m : again)
+    c.ack(m, true);
+}
+
+TEST_F(AcksClientTest, QbusctlRecvNackDeadLetter) {
+  ASSERT_EQ(ctl({"declare", "cli.nackdl", "--dead-letter", "cli.nackdl.dead"}).exit_code, 0);
+  ASSERT_EQ(ctl({"send", "cli.nackdl", "poison"}).exit_code, 0);
+  auto r = ctl({"recv", "cli.nackdl", "--nack", "dead-letter", "--json", "--timeout", "30000"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["payload"], "poison");
+  auto dead = connect().receive("cli.nackdl.dead", kLong);
+  ASSERT_TRUE(dead);
+  EXPECT_EQ(dead->header("qbus-dead-reason"), "rejected");
+  EXPECT_FALSE(connect().receive("cli.nackdl", milliseconds(100)));
+}
+
+TEST_F(AcksClientTest, QbusctlRecvNackRequeueAfter) {
+  ASSERT_EQ(ctl({"send", "cli.nackafter", "retry"}).exit_code, 0);
+  const auto before = std::chrono::steady_clock::now();  // before the nack
+  auto r = ctl({"recv", "cli.nackafter", "--nack", "requeue-after=300", "--timeout", "30000"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "retry\n");
+  // Aside for 300 ms: back no earlier.
+  auto back = connect().receive("cli.nackafter", kLong);
+  ASSERT_TRUE(back);
+  EXPECT_GE(std::chrono::steady_clock::now() - before, milliseconds(300));
+  EXPECT_EQ(back->text(), "retry");
+  EXPECT_TRUE(back->redelivered());
+}
+
+TEST_F(AcksClientTest, QbusctlRecvNackRefusesABadAction) {
+  for (const char* bad : {"bogus", "requeue-after=", "requeue-after=x", "requeue-after=-1",
+                          "requeue-after=4294967296"}) {
+    auto r = ctl({"recv", "cli.any", "--nack", bad, "--timeout", "0"});
+    EXPECT_EQ(r.exit_code, 2) << bad;
+    EXPECT_NE(r.err.find("--nack"), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(ctl({"recv", "--direct", "--nack", "requeue"}).exit_code, 2);
+}
+
+TEST_F(AcksClientTest, QbusctlOnASingleActiveConsumerQueue) {
+  ASSERT_EQ(ctl({"declare", "cli.sac", "--single-active-consumer"}).exit_code, 0);
+  auto c = connect();
+  c.send_confirmed("cli.sac", "one");
+  c.send_confirmed("cli.sac", "two");
+  c.send_confirmed("cli.sac", "three");
+  EXPECT_EQ(code_of([&] { c.receive("cli.sac", milliseconds(0)); }), Errc::single_active_consumer);
+  // A plain recv explains itself.
+  auto plain = ctl({"recv", "cli.sac", "--timeout", "0"});
+  EXPECT_EQ(plain.exit_code, 1);
+  EXPECT_NE(plain.err.find("single-active-consumer"), std::string::npos) << plain.err;
+  EXPECT_NE(plain.err.find("--ack"), std::string::npos) << plain.err;
+  // --ack goes through a subscription: one message, acked; nothing else taken.
+  auto one = ctl({"recv", "cli.sac", "--ack", "--timeout", "30000"});
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_EQ(one.out, "one\n");
+  // --nack too: both printed, then both back, not redelivered to the same command.
+  auto two = ctl({"recv", "cli.sac", "--count", "2", "--nack", "requeue", "--timeout", "30000"});
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  EXPECT_EQ(two.out, "two\nthree\n");
+  auto sub = c.subscribe("cli.sac", SubscribeOptions{2, true});
+  auto m = sub.next(kLong);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->text(), "two");  // "one" was acked by the first recv
+  EXPECT_TRUE(m->redelivered());
+  c.ack(*m, true);
+}
+
+TEST_F(AcksClientTest, QbusctlSendsALargeFileWithOptions) {
+  const std::string big(3u << 20, 'z');  // over the default 1 MiB inline limit: a region
+  const auto in = daemon_.dir().file("big.in");
+  std::ofstream(in, std::ios::binary) << big;
+  auto s = ctl({"send", "cli.bigopts", "--file", in, "--header", "k=v", "--priority", "3"});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  auto m = connect().receive("cli.bigopts", kLong);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->size(), big.size());
+  EXPECT_EQ(m->header("k"), "v");
+}
+
 // Over TCP a region message arrives inline, in DELIVER pieces: its DELIVERY_INFO still
 // describes the whole message.
 class AcksTcpTest : public ::testing::Test {
