@@ -197,30 +197,16 @@ class Queue {
   // highest level goes first; within a level, messages that came back go before the stored
   // ones (they were first when handed over).
   StoredMessage front() const {
-    const MessageStore* s = front_store();
-    return s ? s->front() : returned_.begin()->second.view();
+    // Most queues have one level and nothing that came back: no choosing.
+    if (upper_count_ == 0 && returned_.empty()) return messages_.front();
+    return front_chosen();
   }
   void pop() {
-    if (expiring_ != 0 && front().meta.expires != Clock::time_point{}) --expiring_;
-    MessageStore* s = front_store();
-    if (!s) {
-      bytes_ -= returned_.begin()->second.payload().size();
-      returned_.erase(returned_.begin());
+    if ((upper_count_ | expiring_) == 0 && returned_.empty()) {
+      pop_first_level();
       return;
     }
-    if (s != &messages_) {
-      --upper_count_;
-      bytes_ -= s->pop();
-      return;
-    }
-    if (!inbox_) {
-      bytes_ -= messages_.pop();
-      return;
-    }
-    std::uint32_t uid = 0;
-    const std::size_t size = messages_.pop(&uid);
-    bytes_ -= size;
-    take_from_share(uid, size);
+    pop_chosen();
   }
   std::optional<Clock::time_point> oldest_enqueued() const {
     std::optional<Clock::time_point> t;
@@ -349,27 +335,32 @@ class Queue {
   MessageStore* front_store() {
     return const_cast<MessageStore*>(std::as_const(*this).front_store());
   }
+  void pop_first_level() {
+    if (!inbox_) {
+      bytes_ -= messages_.pop();
+      return;
+    }
+    std::uint32_t uid = 0;
+    const std::size_t size = messages_.pop(&uid);
+    bytes_ -= size;
+    take_from_share(uid, size);
+  }
   void store(const MessageMeta& meta, Bytes payload, Bytes headers) {
-    const std::uint8_t level = std::min<std::uint8_t>(meta.priority, levels() - 1);
-    MessageStore* s = &messages_;
-    if (level != 0) {
-      if (upper_.size() < level) upper_.resize(level);
-      auto& u = upper_[level - 1];
-      if (!u) u = std::make_unique<MessageStore>(messages_.budget());
-      s = u.get();
+    if (meta.priority != 0) {
+      store_leveled(meta, payload, headers);
+      return;
     }
-    if (level == meta.priority) {
-      s->push(meta, payload, headers);
-    } else {
-      MessageMeta m = meta;
-      m.priority = level;
-      s->push(m, payload, headers);
-    }
-    if (level != 0) ++upper_count_;
+    messages_.push(meta, payload, headers);
     bytes_ += payload.size();
     if (meta.expires != Clock::time_point{}) ++expiring_;
     if (inbox_) add_to_share(meta.sender.uid, payload.size());
   }
+  // The paths of a queue with levels, messages that came back or messages that expire,
+  // kept out of line (queue.cpp) so that the common one inlines where it is used.
+  StoredMessage front_chosen() const;
+  void pop_chosen();
+  // store() of a message with a priority: to its level, clamped to the queue's levels.
+  void store_leveled(const MessageMeta& meta, Bytes payload, Bytes headers);
 
   void add_to_share(std::uint32_t uid, std::size_t size) {
     for (SenderShare& s : shares_) {

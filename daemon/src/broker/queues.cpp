@@ -175,7 +175,9 @@ SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueueP
     ++q.counters().rejected_total;
     return *refusal;
   }
-  if (auto refusal = make_room(q, from, qp, size, id.uid, now)) return *refusal;
+  if (!q.has_room_for(size, id.uid)) {
+    if (auto refusal = make_room(q, from, qp, size, id.uid, now)) return *refusal;
+  }
   RegionTable& regions = core_.regions;
   if (region) {
     if (auto s = regions.add_message_ref(region.id); !s.ok()) return rejected(s.error, s.text);

@@ -189,8 +189,8 @@ class Queues {
   Errc check_declared(const Queue& q, const QueueOptions& wanted, std::string& text) const;
   // Applies `wanted` to an existing undeclared queue and declares it.
   void declare_existing(Queue& q, const QueueOptions& wanted);
-  // Applies `q`'s overflow policy until a message of `size` bytes from `uid` fits; the
-  // refusal (or, for a producer that can be paused, blocked) when it cannot.
+  // `q` has no room for a message of `size` bytes from `uid`: applies its overflow policy
+  // until it fits; the refusal (or, for a producer that can be paused, blocked) when not.
   std::optional<SendOutcome> make_room(Queue& q, PeerId from, QueuePeer* qp, std::size_t size,
                                        std::uint32_t uid, Clock::time_point now);
   // The refusal of a message of `uid` that `q` has no room for: queue_full, or for an
