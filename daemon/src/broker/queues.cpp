@@ -212,7 +212,6 @@ SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueueP
 
 std::optional<SendOutcome> Queues::make_room(Queue& q, PeerId from, QueuePeer* qp, std::size_t size,
                                              std::uint32_t uid, Clock::time_point now) {
-  if (q.has_room_for(size, uid)) return std::nullopt;
   switch (q.options().overflow) {
     case Overflow::drop_oldest:
       // An inbox gives up only the sender's uid's own messages, and only from its front:
