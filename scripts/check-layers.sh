@@ -30,6 +30,7 @@ layer_of() {
     proto/*) echo proto ;;
     config/*) echo config ;;
     daemon/src/broker/*) echo broker ;;
+    daemon/src/storage/*) echo storage ;;
     daemon/src/net/*) echo net ;;
     daemon/src/admin/*) echo admin ;;
     daemon/src/service/*) echo service ;;
@@ -49,10 +50,11 @@ declare -A may_use=(
   [limits]="proto"
   [config]="limits proto"
   [broker]="limits proto"
-  [net]="broker limits proto"
-  [admin]="net broker config limits proto"
-  [service]="net broker config limits proto"
-  [qbusd]="admin service net broker config limits proto"
+  [storage]=""
+  [net]="broker storage limits proto"
+  [admin]="net broker storage config limits proto"
+  [service]="net broker storage config limits proto"
+  [qbusd]="admin service net broker storage config limits proto"
   [libqbus]="proto"
   [qbusctl]="libqbus proto"
   [bench]="libqbus broker limits proto tests"
@@ -66,6 +68,7 @@ declare -A forbidden=(
   [limits]="$third_party"
   [libqbus]="$third_party"
   [broker]="$third_party|^sys/socket\.h$|^netinet/|^arpa/"
+  [storage]="$third_party|^sys/socket\.h$|^netinet/|^arpa/"
   [config]='^(asio|spdlog|fmt|CLI|systemd)[/.]'
 )
 
