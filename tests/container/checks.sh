@@ -30,6 +30,20 @@ active_with_new_pid() {
   [ "$(show qbusd.service ActiveState)" = active ] &&
     [ "$(show qbusd.service MainPID)" != 0 ] && [ "$(show qbusd.service MainPID)" != "$1" ]
 }
+# Whether qbusd.service was restarted since MainPID $1 with NRestarts $2 and is active
+# again: the three read in one `systemctl show`, so that a state caught mid-restart (the old
+# ActiveState beside the new MainPID) cannot pass.
+restarted_since() {
+  local key value state='' main='' restarts=''
+  while IFS='=' read -r key value; do
+    case $key in
+      ActiveState) state=$value ;;
+      MainPID) main=$value ;;
+      NRestarts) restarts=$value ;;
+    esac
+  done < <(systemctl show qbusd.service -p ActiveState -p MainPID -p NRestarts)
+  [ "$state" = active ] && [ "$main" != 0 ] && [ "$main" != "$1" ] && [ "${restarts:-0}" -gt "$2" ]
+}
 # journal lines of qbusd since the cursor file was written ("-o cat": the message only).
 journal_since() { journalctl -u qbusd.service --no-pager --after-cursor="$(cat "$dir/cursor")" "$@"; }
 mark_journal() { journalctl -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p' >"$dir/cursor"; }
@@ -172,7 +186,7 @@ mark_journal
 systemctl kill --kill-who=main --signal=SIGSTOP qbusd.service
 stopped_at=$SECONDS
 # WatchdogSec plus a margin of 20 s for systemd to kill (SIGABRT) and start it again.
-if wait_until 30 active_with_new_pid "$pid" && [ "$(show qbusd.service NRestarts)" -gt "$restarts" ]; then
+if wait_until 30 restarted_since "$pid" "$restarts"; then
   pass watchdog "WatchdogSec $watchdog_usec: stopped MainPID $pid, restarted as $(show qbusd.service MainPID) after $((SECONDS - stopped_at)) s, NRestarts $restarts -> $(show qbusd.service NRestarts)"
 else
   fail watchdog "WatchdogSec $watchdog_usec: stopped MainPID $pid; after $((SECONDS - stopped_at)) s MainPID $(show qbusd.service MainPID), $(show qbusd.service ActiveState), NRestarts $(show qbusd.service NRestarts)"
