@@ -312,6 +312,10 @@ void print_queue(const json& q) {
   for (const char* flag : {"dead_letter_expired", "single_active_consumer"}) {
     if (q.is_object() && q.value(flag, false)) fields.emplace_back(flag, "yes");
   }
+  if (q.is_object() && q.value("durable", false)) {
+    const std::string fsync = q.value("fsync", std::string("default"));
+    fields.emplace_back("durable", "yes (fsync " + printable(fsync) + ")");
+  }
   if (q.is_object() && q.contains("dead_letter")) {
     const json& dl = member(q, "dead_letter");
     fields.emplace_back("dead_letter", dl.is_string() && !dl.get<std::string>().empty()

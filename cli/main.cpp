@@ -217,6 +217,8 @@ struct DeclareArgs {
   int priorities = 0;
   bool dead_letter_expired = false;
   bool single_active_consumer = false;
+  bool durable = false;
+  std::string fsync;  // empty: the daemon's storage.fsync
 };
 
 CLI::App* add_declare(CLI::App& app, DeclareArgs& a) {
@@ -271,6 +273,15 @@ CLI::App* add_declare(CLI::App& app, DeclareArgs& a) {
   declare->add_flag("--single-active-consumer", a.single_active_consumer,
                     "One consumer at a time, through a subscription (recv --ack): plain "
                     "receives are refused");
+  declare->add_flag("--durable", a.durable,
+                    "Journal the queue and its messages in qbusd's state directory: they "
+                    "survive a crash or restart of qbusd");
+  declare
+      ->add_option("--fsync", a.fsync,
+                   "With --durable, when a confirmed send is answered: once on disk (always), "
+                   "after the next periodic fsync (batch), or once written (none) (default: "
+                   "the daemon's storage.fsync)")
+      ->check(CLI::IsMember({"always", "batch", "none"}));
   return declare;
 }
 
@@ -281,6 +292,7 @@ int run_declare(const Globals& g, const DeclareArgs& a) {
   if (a.dead_letter_expired && a.dead_letter.empty()) {
     throw UsageError("declare: --dead-letter-expired needs --dead-letter KEY");
   }
+  if (!a.fsync.empty() && !a.durable) throw UsageError("declare: --fsync needs --durable");
   qbus::QueueOptions o;
   o.max_messages = static_cast<std::uint32_t>(a.max_messages);
   o.max_bytes = static_cast<std::uint64_t>(a.max_bytes);
@@ -296,6 +308,12 @@ int run_declare(const Globals& g, const DeclareArgs& a) {
   o.priorities = static_cast<std::uint8_t>(a.priorities);
   o.dead_letter_expired = a.dead_letter_expired;
   o.single_active_consumer = a.single_active_consumer;
+  o.durable = a.durable;
+  using Fsync = qbus::QueueOptions::Fsync;
+  o.fsync = a.fsync == "always"  ? Fsync::always
+            : a.fsync == "batch" ? Fsync::batch
+            : a.fsync == "none"  ? Fsync::none
+                                 : Fsync::broker_default;
   auto client = connect(g);
   client.declare(a.key, o);
   return 0;

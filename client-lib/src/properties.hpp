@@ -82,7 +82,8 @@ inline MessageProperties message_properties(const Headers& headers) {
 inline bool needs_declare_ex(const QueueOptions& o) noexcept {
   return o.ack_timeout.count() != 0 || o.max_deliveries != 0 || !o.dead_letter.empty() ||
          o.dead_letter_overflow || o.ttl.count() != 0 || o.priorities != 0 ||
-         o.dead_letter_expired || o.single_active_consumer;
+         o.dead_letter_expired || o.single_active_consumer || o.durable ||
+         o.fsync != QueueOptions::Fsync::broker_default;
 }
 
 // DECLARE_EX of queue `key` with `options` (the body points into both); nullopt when none
@@ -114,6 +115,13 @@ inline std::optional<proto::DeclareEx> declare_ex(std::string_view key,
   if (options.dead_letter_expired && options.dead_letter.empty()) {
     throw Error(Errc::invalid_argument, what + "dead_letter_expired needs a dead_letter queue");
   }
+  if (options.fsync != QueueOptions::Fsync::broker_default && !options.durable) {
+    throw Error(Errc::invalid_argument, what + "QueueOptions::fsync needs durable");
+  }
+  if (static_cast<std::uint8_t>(options.fsync) > static_cast<std::uint8_t>(proto::Fsync::none)) {
+    throw Error(Errc::invalid_argument, what + "QueueOptions::fsync out of range");
+  }
+  d.fsync = static_cast<proto::Fsync>(options.fsync);
   d.key = key;
   d.max_messages = options.max_messages;
   d.max_bytes = options.max_bytes;
@@ -121,7 +129,8 @@ inline std::optional<proto::DeclareEx> declare_ex(std::string_view key,
   d.flags = static_cast<std::uint8_t>(
       (options.dead_letter_overflow ? proto::kDeclareDeadLetterOverflow : 0) |
       (options.dead_letter_expired ? proto::kDeclareDeadLetterExpired : 0) |
-      (options.single_active_consumer ? proto::kDeclareSingleActiveConsumer : 0));
+      (options.single_active_consumer ? proto::kDeclareSingleActiveConsumer : 0) |
+      (options.durable ? proto::kDeclareDurable : 0));
   d.max_deliveries = options.max_deliveries;
   d.priorities = options.priorities;
   d.dead_letter = options.dead_letter;

@@ -24,6 +24,20 @@ std::string_view overflow_name(Overflow o) noexcept {
   return "unknown";
 }
 
+std::string_view fsync_name(Fsync f) noexcept {
+  switch (f) {
+    case Fsync::use_default:
+      return "default";
+    case Fsync::always:
+      return "always";
+    case Fsync::batch:
+      return "batch";
+    case Fsync::none:
+      return "none";
+  }
+  return "unknown";
+}
+
 namespace {
 // Every key of every SEND is checked: a table beats the chain of comparisons.
 constexpr std::array<bool, 256> kKeyChars = [] {

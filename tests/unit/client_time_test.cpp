@@ -128,7 +128,27 @@ TEST(ClientTimeTest, EachNewQueueOptionMakesADeclareEx) {
   EXPECT_EQ(ex->dead_letter, "q.dead");
   expired.dead_letter_overflow = true;
   expired.single_active_consumer = true;
+  expired.durable = true;
   EXPECT_EQ(detail::declare_ex("q", expired)->flags, proto::kDeclareFlags);
+  QueueOptions durable;
+  durable.durable = true;
+  durable.fsync = QueueOptions::Fsync::always;
+  const auto d = detail::declare_ex("q", durable);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->flags, proto::kDeclareDurable);
+  EXPECT_EQ(d->fsync, proto::Fsync::always);
+}
+
+TEST(ClientTimeTest, AnFsyncPolicyNeedsADurableQueue) {
+  QueueOptions o;
+  o.fsync = QueueOptions::Fsync::none;
+  try {
+    (void)detail::declare_ex("q", o);
+    FAIL() << "an fsync policy without durable was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("fsync needs durable"), std::string::npos) << e.what();
+  }
 }
 
 TEST(ClientTimeTest, OutOfRangeQueueOptionsAreRefusedNamingTheField) {

@@ -214,14 +214,15 @@ const Golden kGolden[] = {
      " 08 07 06 05 04 03 02 01"},
     {FrameType::declare_ex, "declare_ex",
      [](ByteBuffer& b) {
-       append_frame(b, 33, kFlagConfirm,
-                    DeclareEx{0x01020304, 0x0102030405060708, Overflow::drop_oldest,
-                              kDeclareDeadLetterOverflow | kDeclareSingleActiveConsumer, 0x0506,
-                              0x0708090a, 0x0b0c0d0e, 5, "jobs", "dead"});
+       append_frame(
+           b, 33, kFlagConfirm,
+           DeclareEx{0x01020304, 0x0102030405060708, Overflow::drop_oldest,
+                     kDeclareDeadLetterOverflow | kDeclareSingleActiveConsumer | kDeclareDurable,
+                     0x0506, 0x0708090a, 0x0b0c0d0e, 5, Fsync::always, "jobs", "dead"});
      },
      "51 42 55 53 01 21 01 00 21 00 00 00 00 00 00 00 26 00 00 00 00 00 00 00"
-     " 04 03 02 01 08 07 06 05 04 03 02 01 02 05 06 05 0a 09 08 07 0e 0d 0c 0b"
-     " 05 00 00 00 04 04 6a 6f 62 73 64 65 61 64"},
+     " 04 03 02 01 08 07 06 05 04 03 02 01 02 0d 06 05 0a 09 08 07 0e 0d 0c 0b"
+     " 05 01 00 00 04 04 6a 6f 62 73 64 65 61 64"},
 };
 
 TEST(codec_golden, EveryFrameTypeEncodesToItsPinnedBytes) {

@@ -297,6 +297,16 @@ struct QueueOptions {
   // One consumer at a time, so that messages are processed in order: consume the queue
   // with subscribe(); receive() on it throws Error(single_active_consumer).
   bool single_active_consumer = false;
+  // The queue and its messages outlive qbusd (a crash, a restart): the broker journals
+  // them in its state directory. A send to it that the broker cannot journal (a full
+  // disk) fails with Errc::storage_failed. A region payload is copied into the journal.
+  bool durable = false;
+  // When a confirmed send to a durable queue is answered (needs `durable`): after the
+  // message is on disk (always), after the next periodic fsync (batch), or once written to
+  // the page cache (none: survives a qbusd crash, not a power loss). broker_default: the
+  // daemon's storage.fsync.
+  enum class Fsync : std::uint8_t { broker_default = 0, always = 1, batch = 2, none = 3 };
+  Fsync fsync = Fsync::broker_default;
 };
 
 // Client::send() with more to say than a payload. Everything but `confirm` needs a

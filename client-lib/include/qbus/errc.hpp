@@ -57,6 +57,7 @@ namespace qbus {
   X(too_many_unacked, 42)                                                            \
   X(no_such_subscription, 43)                                                        \
   X(single_active_consumer, 44)                                                      \
+  X(storage_failed, 45)                                                              \
   X(internal_error, 50)                                                              \
   X(shutting_down, 51)                                                               \
   /* Local to libqbus, never on the wire. */                                         \

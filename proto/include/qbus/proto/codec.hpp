@@ -24,6 +24,7 @@ inline constexpr std::size_t kHeaderSize = 24;
 inline constexpr std::uint32_t kMaxBodyCeiling = 64u << 20;
 
 std::string_view overflow_name(Overflow o) noexcept;
+std::string_view fsync_name(Fsync f) noexcept;  // "default", "always", "batch", "none"
 
 struct Header {
   FrameType type{};

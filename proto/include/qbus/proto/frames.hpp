@@ -513,8 +513,12 @@ struct Layout<Unsubscribe>
 inline constexpr std::uint8_t kDeclareDeadLetterOverflow = 0x01;  // drop_oldest: to dead_letter
 inline constexpr std::uint8_t kDeclareDeadLetterExpired = 0x02;   // expired: to dead_letter
 inline constexpr std::uint8_t kDeclareSingleActiveConsumer = 0x04;
-inline constexpr std::uint8_t kDeclareFlags =
-    kDeclareDeadLetterOverflow | kDeclareDeadLetterExpired | kDeclareSingleActiveConsumer;
+inline constexpr std::uint8_t kDeclareDurable = 0x08;  // journaled: outlives qbusd (17.11)
+inline constexpr std::uint8_t kDeclareFlags = kDeclareDeadLetterOverflow |
+                                              kDeclareDeadLetterExpired |
+                                              kDeclareSingleActiveConsumer | kDeclareDurable;
+// A durable queue's fsync policy (17.11); default: the daemon's (storage.fsync).
+enum class Fsync : std::uint8_t { use_default = 0, always = 1, batch = 2, none = 3 };
 inline constexpr std::uint8_t kMaxPriorities = kMaxPriority + 1;
 struct DeclareEx {
   std::uint32_t max_messages = 0;  // 0: broker default
@@ -525,6 +529,7 @@ struct DeclareEx {
   std::uint32_t ack_timeout_ms = 0;  // 0: none
   std::uint32_t ttl_ms = 0;          // a message's time to live when it sets none; 0: none
   std::uint8_t priorities = 0;       // priority levels, 0..kMaxPriorities; 0 and 1: one
+  Fsync fsync = Fsync::use_default;  // only with kDeclareDurable
   std::string_view key;
   std::string_view dead_letter;  // empty: none
 };
@@ -535,12 +540,16 @@ struct Layout<DeclareEx>
                 field::Enum<&DeclareEx::overflow, Overflow::use_default, Overflow::block>,
                 field::Int<&DeclareEx::flags>, field::Int<&DeclareEx::max_deliveries>,
                 field::Int<&DeclareEx::ack_timeout_ms>, field::Int<&DeclareEx::ttl_ms>,
-                field::Int<&DeclareEx::priorities>, field::Zero<std::uint8_t>,
+                field::Int<&DeclareEx::priorities>,
+                field::Enum<&DeclareEx::fsync, Fsync::use_default, Fsync::none>,
                 field::Zero<std::uint16_t>, field::Key<&DeclareEx::key>,
                 field::KeyOrEmpty<&DeclareEx::dead_letter>> {
   static Errc check(const DeclareEx& m) noexcept {
     if ((m.flags & ~kDeclareFlags) != 0 || m.priorities > kMaxPriorities) {
       return Errc::malformed_frame;
+    }
+    if (m.fsync != Fsync::use_default && (m.flags & kDeclareDurable) == 0) {
+      return Errc::malformed_frame;  // a policy for a journal the queue does not have
     }
     // Dead-lettering what overflows or expires needs somewhere to put it.
     if ((m.flags & (kDeclareDeadLetterOverflow | kDeclareDeadLetterExpired)) != 0 &&
