@@ -163,6 +163,23 @@ void read_tcp(Object& o, Config& c) {
   }
 }
 
+std::optional<proto::Fsync> read_fsync(Object& o, const std::string& key) {
+  std::string name;
+  o.string(key, name);
+  if (!o.get(key)) return std::nullopt;
+  auto parsed = parse_fsync(name);
+  if (!parsed) bad(o.child(key), "must be \"always\", \"batch\" or \"none\"");
+  return parsed;
+}
+
+void read_storage(Object& o, StorageSettings& s) {
+  o.string("dir", s.dir);
+  if (!s.dir.empty() && s.dir.front() != '/') bad("storage.dir", "must be an absolute path");
+  if (auto f = read_fsync(o, "fsync")) s.fsync = *f;
+  o.number("batch_ms", s.batch_ms, kMinStorageBatchMs, kMaxStorageBatchMs);
+  o.number("segment_bytes", s.segment_bytes, kMinSegmentBytes, kMaxSegmentBytes);
+}
+
 // Every row of limits.def, in its order, so that of several bad values the same one is
 // named every time.
 void read_limits(Object& o, Config& c) {
@@ -209,6 +226,11 @@ void read_queues(const json& qs, Config& c) {
     o.boolean("dead_letter_expired", q.dead_letter_expired);
     o.number("priorities", q.priorities, 0, proto::kMaxPriorities);
     o.boolean("single_active_consumer", q.single_active_consumer);
+    o.boolean("durable", q.durable);
+    if (auto f = read_fsync(o, "fsync")) {
+      if (!q.durable) bad(path + ".fsync", "needs \"durable\": true");
+      q.fsync = *f;
+    }
     if (!q.dead_letter.empty()) {
       if (!proto::is_valid_key(q.dead_letter)) {
         bad(path + ".dead_letter", "must be 1-255 characters of A-Z a-z 0-9 . _ : / -");
@@ -449,6 +471,7 @@ Config from_json(const json& root) {
   if (!c.policy_dir.empty() && c.policy_dir.front() != '/') {
     bad("policy_dir", "must be an absolute path");
   }
+  read_section(top, "storage", [&](Object& o) { read_storage(o, c.storage); });
   top.string("bus", c.bus);
   if (c.bus != "auto" && c.bus != "system" && c.bus != "user") {
     bad("bus", "must be \"auto\", \"system\" or \"user\"");
@@ -502,6 +525,13 @@ std::optional<proto::Overflow> parse_overflow(std::string_view name) {
   if (name == "reject") return proto::Overflow::reject;
   if (name == "drop_oldest") return proto::Overflow::drop_oldest;
   if (name == "block") return proto::Overflow::block;
+  return std::nullopt;
+}
+
+std::optional<proto::Fsync> parse_fsync(std::string_view name) {
+  if (name == "always") return proto::Fsync::always;
+  if (name == "batch") return proto::Fsync::batch;
+  if (name == "none") return proto::Fsync::none;
   return std::nullopt;
 }
 
@@ -648,6 +678,11 @@ std::string to_json_text(const Config& c, const std::string& socket_path,
     entry["dead_letter_expired"] = q.dead_letter_expired;
     entry["priorities"] = q.priorities;
     entry["single_active_consumer"] = q.single_active_consumer;
+    entry["durable"] = q.durable;
+    if (q.durable) {
+      const auto fsync = q.fsync == proto::Fsync::use_default ? c.storage.fsync : q.fsync;
+      entry["fsync"] = proto::fsync_name(fsync);
+    }
     queues.push_back(std::move(entry));
   }
   json limits = json::object();
@@ -673,6 +708,10 @@ std::string to_json_text(const Config& c, const std::string& socket_path,
       {"queues", std::move(queues)}};
   root["bus"] = c.bus;
   root["policy_dir"] = c.policy_dir;
+  root["storage"] = {{"dir", c.storage.dir},
+                     {"fsync", proto::fsync_name(c.storage.fsync)},
+                     {"batch_ms", c.storage.batch_ms},
+                     {"segment_bytes", c.storage.segment_bytes}};
   // A system bus always has a policy, if only its baseline and default.
   if (c.policy.configured || is_system_bus(c)) {
     root["policy"] = policy_json(c.policy, effective_default_allow(c));

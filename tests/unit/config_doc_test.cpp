@@ -1,6 +1,7 @@
 // The documents that restate the table of limits (config/limits.def) say what it says:
 // config/README.md's rows for limits.* and its reload table, and qbusd.example.json. When
-// a row changes, the failing test prints what the document should hold.
+// a row changes, the failing test prints what the document should hold. The same holds
+// them to the queue, inbox and storage defaults.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -111,6 +112,48 @@ TEST(ConfigDoc, ReadmeShowsTheBuiltInQueueAndInboxBounds) {
       EXPECT_NE(readme.find(row), std::string::npos) << "config/README.md should have " << row;
     }
   }
+}
+
+// The storage section's defaults are StorageSettings' and its bounds constants of config.hpp,
+// which the README's rows must show; it needs a restart, which its reload table must say.
+TEST(ConfigDoc, ReadmeShowsTheStorageDefaultsBoundsAndRestart) {
+  const std::string readme = read_source("config/README.md");
+  const StorageSettings d;
+  const auto range = [](std::uint64_t min, std::uint64_t max) {
+    return "integer, " + std::to_string(min) + ".." + std::to_string(max);
+  };
+  for (const std::string& row :
+       {std::string("| `storage.dir` | string, absolute | "),
+        "| `storage.fsync` | `always` `batch` `none` | `" +
+            std::string(proto::fsync_name(d.fsync)) + "` |",
+        "| `storage.batch_ms` | " + range(kMinStorageBatchMs, kMaxStorageBatchMs) + " | " +
+            std::to_string(d.batch_ms) + " |",
+        "| `storage.segment_bytes` | " + range(kMinSegmentBytes, kMaxSegmentBytes) + " | " +
+            std::to_string(d.segment_bytes) + " (" + std::to_string(d.segment_bytes >> 20) +
+            " MiB) |"}) {
+    EXPECT_NE(readme.find(row), std::string::npos) << "config/README.md should have " << row;
+  }
+  bool in_restart_column = false;
+  std::istringstream in(readme);
+  for (std::string line; std::getline(in, line);) {
+    in_restart_column = in_restart_column || (line.starts_with("| ") &&
+                                              line.find(" | `storage.*`") != std::string::npos);
+  }
+  EXPECT_TRUE(in_restart_column) << "the reload table should list `storage.*` as needing a restart";
+}
+
+TEST(ConfigDoc, ExampleFileShowsTheStorageDefaults) {
+  const std::string example = read_source("config/qbusd.example.json");
+  const StorageSettings d;
+  for (const std::string& entry : {std::string("\"storage\": {"), std::string("\"dir\": \"\""),
+                                   "\"fsync\": \"" + std::string(proto::fsync_name(d.fsync)) + "\"",
+                                   "\"batch_ms\": " + std::to_string(d.batch_ms),
+                                   "\"segment_bytes\": " + std::to_string(d.segment_bytes)}) {
+    EXPECT_NE(example.find(entry), std::string::npos) << "missing " << entry;
+  }
+  const auto r = parse(example);
+  ASSERT_TRUE(r.config) << r.error;
+  EXPECT_EQ(r.config->storage, d);
 }
 
 // The example claims to show every setting with its default; obsolete ones are left out.

@@ -34,6 +34,27 @@ struct QueueDeclaration {
   bool dead_letter_expired = false;
   std::uint8_t priorities = 0;
   bool single_active_consumer = false;
+  // Journaled in the state directory (config/README.md, "Storage"); fsync only with durable,
+  // use_default: storage.fsync.
+  bool durable = false;
+  proto::Fsync fsync = proto::Fsync::use_default;
+};
+
+// Bounds of storage.batch_ms and storage.segment_bytes. A segment holds at least two of the
+// journal's 32 KiB blocks (docs/journal.md).
+inline constexpr std::uint32_t kMinStorageBatchMs = 1;
+inline constexpr std::uint32_t kMaxStorageBatchMs = 1000;
+inline constexpr std::uint64_t kMinSegmentBytes = 64ull << 10;
+inline constexpr std::uint64_t kMaxSegmentBytes = 1ull << 30;
+
+// The journal of durable queues. Read once at startup: a reload keeps the running values.
+struct StorageSettings {
+  std::string dir;  // empty: the default (qbusd --state-dir, XDG_STATE_HOME, /var/lib/qbus)
+  // The policy of durable queues declared without one; never use_default.
+  proto::Fsync fsync = proto::Fsync::batch;
+  std::uint32_t batch_ms = 10;
+  std::uint64_t segment_bytes = 64ull << 20;
+  bool operator==(const StorageSettings&) const = default;
 };
 
 // One rule of the access policy (config/README.md, "policy"), validated: user and group
@@ -137,6 +158,7 @@ struct Config : LimitValues {
   // "auto", "system" or "user" (config/README.md, "bus"). qbusd resolves "auto" before it
   // uses a configuration, so the one in effect is always "system" or "user".
   std::string bus = "auto";
+  StorageSettings storage;
 };
 
 // On a system bus the policy is always on, with its baseline (each uid's private namespace,
@@ -205,11 +227,15 @@ std::optional<std::string> load_private_key(const std::string& path, std::string
 
 bool is_valid_log_level(std::string_view level);
 
-// The configuration as JSON in the file's shape, every field present (defaults filled in).
+// The configuration as JSON in the file's shape, every field present (defaults filled in),
+// so that it parses back: a durable queue shows the fsync policy in effect (storage.fsync
+// when it has none of its own), any other queue no fsync, which it may not have.
 // It holds no secrets: the TCP token lives in its own file, of which only the path shows.
 // `socket_path`/`admin_path` are the resolved paths qbusd uses.
 std::string to_json_text(const Config& c, const std::string& socket_path,
                          const std::string& admin_path);
 std::optional<proto::Overflow> parse_overflow(std::string_view name);
+// "always", "batch" or "none"; anything else, "default" included, is nullopt.
+std::optional<proto::Fsync> parse_fsync(std::string_view name);
 
 }  // namespace qbus::config
