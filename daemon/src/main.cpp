@@ -25,6 +25,7 @@
 #include "net/server.hpp"
 #include "qbus/config/config.hpp"
 #include "qbus/proto/address.hpp"
+#include "service/durable.hpp"
 #include "service/listen_fds.hpp"
 #include "service/notifier.hpp"
 #include "service/reload.hpp"
@@ -36,7 +37,7 @@ using qbus::config::Config;
 
 // The command-line settings that win over the config file, at startup and at every reload.
 struct Flags {
-  std::string socket_path, admin_socket_path, log_level, tcp_listen, bus;
+  std::string socket_path, admin_socket_path, log_level, tcp_listen, bus, state_dir;
 };
 
 bool system_instance();
@@ -53,6 +54,8 @@ void apply_flags(Config& c, const Flags& f) {
   // Every user on the machine can reach a system broker's socket, only its own user a
   // per-user one's (config/README.md, "bus").
   if (c.bus == "auto") c.bus = system_instance() ? "system" : "user";
+  if (!f.state_dir.empty()) c.storage.dir = f.state_dir;
+  if (c.storage.dir.empty()) c.storage.dir = qbus::daemon::default_state_dir(system_instance());
   if (c.admin_group.empty() && system_instance() && ::getgrnam("qbus-admin") != nullptr) {
     c.admin_group = "qbus-admin";
   }
@@ -542,14 +545,27 @@ int run(Startup startup, const Flags& flags) {
   auto options = server_options(config);
   options.tcp_token = std::move(startup.tcp_token);
   options.tls = std::move(startup.tls);
+  qbus::storage::StorageStatus storage{config.storage.dir};
+  // Declared before the server: it is stopped (what is pending written) after the server,
+  // whose broker reports to it, has gone.
+  std::unique_ptr<qbus::storage::Journal> journal;
   qbus::daemon::Server server(io, std::move(options));
-  if (!start_server(server, inherited, config) || !declare_queues(server, config)) return 1;
+  if (!start_server(server, inherited, config)) return 1;
+  // Durable queues come back before the event loop accepts the first client (connections
+  // wait in the listener's backlog meanwhile), and before the configuration declares its
+  // own queues.
+  journal = qbus::daemon::open_journal(config, server, storage);
+  if (journal) {
+    journal->start([&io, &server] { asio::post(io, [&server] { server.on_journal_progress(); }); });
+  }
+  if (!declare_queues(server, config)) return 1;
   if (inherited.admin) {
     spdlog::info("admin socket {} passed by the service manager", inherited.admin_path);
   }
   const int inherited_admin_fd = inherited.admin.release();
-  qbus::daemon::AdminServer admin(
-      io, server, admin_options(config, server, inherited_admin_fd, inherited.admin_path));
+  auto admin_opts = admin_options(config, server, inherited_admin_fd, inherited.admin_path);
+  admin_opts.storage = &storage;
+  qbus::daemon::AdminServer admin(io, server, std::move(admin_opts));
   if (!start_admin(admin, inherited_admin_fd)) return 1;
   Service service(io, server, admin, std::move(config), std::move(startup.config_path), flags);
   return service.run();
@@ -587,6 +603,10 @@ int main(int argc, char** argv) {
                  "system when run as root or by systemd")
       ->option_text("system|user")
       ->check(CLI::IsMember({"system", "user"}));
+  app.add_option("--state-dir", flags.state_dir,
+                 "Directory of the journal of durable queues (default: /var/lib/qbus for the "
+                 "system bus, else $XDG_STATE_HOME/qbus or ~/.local/state/qbus)")
+      ->option_text("DIR");
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn or error")
       ->option_text("LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -598,8 +618,8 @@ int main(int argc, char** argv) {
                      "Ask the qbusd with process ID PID to re-read its configuration "
                      "(sends SIGHUP) and exit")
           ->type_name("PID");
-  for (auto* other : {"--config", "--socket", "--admin-socket", "--tcp", "--bus", "--log-level",
-                      "--check-config"}) {
+  for (auto* other : {"--config", "--socket", "--admin-socket", "--tcp", "--bus", "--state-dir",
+                      "--log-level", "--check-config"}) {
     reload_opt->excludes(other);
   }
   app.set_version_flag("--version", std::string("qbusd ") + QBUS_VERSION);

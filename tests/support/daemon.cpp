@@ -136,6 +136,8 @@ Daemon::Daemon(DaemonOptions options)
     args.push_back("--bus");
     args.push_back(options.bus);
   }
+  args.push_back("--state-dir");
+  args.push_back(options.state_dir.empty() ? dir_.file("state") : options.state_dir);
   if (!options.config_json.empty()) {
     std::ofstream(dir_.file("qbusd.json")) << options.config_json;
     args.push_back("--config");

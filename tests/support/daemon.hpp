@@ -39,6 +39,9 @@ struct DaemonOptions {
   // uid confined to user.<uid>. unless a policy says otherwise); "user" keeps the open bus
   // most tests are about. Empty: no flag (the file, or qbusd's own choice, decides).
   std::string bus = "user";
+  // qbusd's --state-dir (durable queues). Empty: "state" in the daemon's temporary
+  // directory, so that daemons running side by side never share a journal.
+  std::string state_dir;
 
   // Service-manager emulation (tests/integration/systemd_test.cpp).
   // More environment entries ("NAME=value") for qbusd.

@@ -120,7 +120,9 @@ json queue_json(const broker::Queue& q, SteadyClock::time_point now) {
               {"ttl_ms", o.default_ttl_ms},
               {"dead_letter_expired", o.dead_letter_expired},
               {"priorities", std::max<int>(1, o.priorities)},
-              {"single_active_consumer", o.single_active_consumer}};
+              {"single_active_consumer", o.single_active_consumer},
+              {"durable", o.durable},
+              {"fsync", proto::fsync_name(o.fsync)}};
 }
 
 json client_json(const Connection& c, std::size_t inbox_depth, std::size_t unacked) {
@@ -716,6 +718,24 @@ json AdminServer::show_stats(const json&) {
   stats["messages_out_per_s"] = rate(t.messages_out, base.messages_out);
   stats["bytes_in_per_s"] = rate(t.bytes_in, base.bytes_in);
   stats["bytes_out_per_s"] = rate(t.bytes_out, base.bytes_out);
+  if (const storage::StorageStatus* s = options_.storage) {
+    const storage::RecoveryStats& r = s->recovery;
+    const std::string& why = s->journal ? s->journal->unavailable() : s->error;
+    stats["storage"] = json{{"dir", s->dir},
+                            {"available", why.empty()},
+                            {"error", why},
+                            {"disk_bytes", s->journal ? s->journal->disk_bytes() : 0},
+                            {"recovery",
+                             {{"milliseconds", r.milliseconds},
+                              {"segments", r.segments},
+                              {"records", r.records},
+                              {"queues", r.queues},
+                              {"messages", r.messages},
+                              {"redelivered", r.redelivered},
+                              {"bytes", r.bytes},
+                              {"torn_bytes", r.torn_bytes},
+                              {"damaged", r.damaged}}}};
+  }
   return json{{"ok", true}, {"stats", std::move(stats)}};
 }
 

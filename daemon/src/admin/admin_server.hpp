@@ -26,6 +26,8 @@
 namespace qbus::daemon {
 
 struct AdminOptions {
+  // Durable queues, shown by `stats`; owned by qbusd's run(), outliving the AdminServer.
+  const storage::StorageStatus* storage = nullptr;
   std::string socket_path;
   std::uint32_t socket_mode = 0660;
   std::string group;  // group name; empty: none

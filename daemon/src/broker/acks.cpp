@@ -72,6 +72,7 @@ void Queues::hand_over_acked(Queue& q, Waiter& w, const StoredMessage& m, bool l
   ++next_tag_;
   q.hold(m.payload.size());
   if (w.subscription) ++w.unacked;
+  if (m.meta.journal_id != 0 && core_.journal) core_.journal->delivered(m.meta.journal_id);
   const HeldMessage& h = it->second.message;
   const DeliveryExtras extras{tag, h.deliveries, h.headers()};
   hand_over(w.peer, w.correlation, last,

@@ -209,6 +209,16 @@ class Broker {
   // the configuration.
   bool release_configured(std::string_view key, Clock::time_point now);
 
+  // Durable queues: the journal (null: none), and recovery (Queues::recover_queue).
+  void set_journal(Journal* journal) { core_.journal = journal; }
+  Queue* recover_queue(std::string_view key, const QueueOptions& options,
+                       std::optional<std::uint32_t> owner, std::string& text) {
+    return queues_.recover_queue(key, options, owner, text);
+  }
+  void recover_message(Queue& q, const RecoveredMessage& m, Clock::time_point now) {
+    queues_.recover_message(q, m, now);
+  }
+
   // The edge reports that `peer` reads its output again (Sink::wants_more would now say
   // true): its receives that wait on queues holding messages are served now.
   void output_ready(PeerId peer, Clock::time_point now);

@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "broker/accounting.hpp"
+#include "broker/journal.hpp"
 #include "broker/message_store.hpp"
 #include "broker/outcome.hpp"
 #include "broker/peer.hpp"
@@ -46,6 +47,7 @@ struct Core {
     --usage.queued_messages;
     accounting.forget_if_unused(m.sender.uid);
     if (m.region) regions.drop_message_ref(m.region.id);
+    if (m.journal_id != 0 && journal) journal->settled(m.journal_id);
   }
 
   // Whether the policy (which must be set) lets `from` send a direct message into `to`,
@@ -69,6 +71,9 @@ struct Core {
   // Replacing it bumps the generation, which voids every peer's PolicyCache.
   std::unique_ptr<const Policy> policy;
   std::uint64_t policy_generation = 1;
+  // The journal of durable queues (broker/journal.hpp); null: none, and a durable
+  // declaration is refused (storage_failed).
+  Journal* journal = nullptr;
 
  private:
   SendOutcome quota_refusal(std::uint32_t uid, const UidUsage& usage, std::size_t bytes) const;

@@ -35,6 +35,8 @@ struct MessageMeta {
   // When it expires (its time to live ends); the epoch: never.
   Clock::time_point expires{};
   std::uint8_t priority = 0;  // its level in its queue (0 for a queue without levels)
+  // Its number in the journal (broker/journal.hpp), for a durable queue's message; 0: none.
+  std::uint64_t journal_id = 0;
   bool expired(Clock::time_point now) const {
     return expires != Clock::time_point{} && expires <= now;
   }
@@ -146,6 +148,7 @@ class MessageStore {
     const bool expires = meta.expires != Clock::time_point{};
     const std::size_t extras = (meta.request_id != 0 ? kRequestSize : 0) +
                                (meta.region ? kRegionSize : 0) + (expires ? kExpiresSize : 0) +
+                               (meta.journal_id != 0 ? kJournalSize : 0) +
                                (headers.empty() ? 0 : kHeadersSize + headers.size());
     const std::size_t size = round_up(sizeof(Record) + extras + payload.size());
     Chunk& c = room_for(size);
@@ -160,7 +163,8 @@ class MessageStore {
     r.payload_size = static_cast<std::uint32_t>(payload.size());
     r.flags = (meta.sender.tcp ? kTcp : 0) | (meta.request_id != 0 ? kRequest : 0) |
               (meta.region ? kRegion : 0) | (headers.empty() ? 0 : kHeaders) |
-              (expires ? kExpires : 0) | (std::uint32_t{meta.priority} << kPriorityShift);
+              (expires ? kExpires : 0) | (meta.journal_id != 0 ? kJournal : 0) |
+              (std::uint32_t{meta.priority} << kPriorityShift);
     std::memcpy(at, &r, sizeof r);
     std::size_t pos = sizeof r;
     if (meta.request_id != 0) {
@@ -177,6 +181,10 @@ class MessageStore {
       const Clock::rep e = meta.expires.time_since_epoch().count();
       std::memcpy(at + pos, &e, kExpiresSize);
       pos += kExpiresSize;
+    }
+    if (meta.journal_id != 0) {
+      std::memcpy(at + pos, &meta.journal_id, kJournalSize);
+      pos += kJournalSize;
     }
     if (!headers.empty()) {
       const auto n = static_cast<std::uint32_t>(headers.size());
@@ -220,6 +228,10 @@ class MessageStore {
       m.meta.expires = Clock::time_point(Clock::duration(e));
       pos += kExpiresSize;
     }
+    if (r.flags & kJournal) {
+      std::memcpy(&m.meta.journal_id, at + pos, kJournalSize);
+      pos += kJournalSize;
+    }
     m.meta.priority = static_cast<std::uint8_t>(r.flags >> kPriorityShift);
     if (r.flags & kHeaders) {
       std::uint32_t n;
@@ -244,9 +256,9 @@ class MessageStore {
     Record r;
     std::memcpy(&r, c.data.get() + c.head, sizeof r);
     if (uid) *uid = r.uid;
-    std::size_t extras = ((r.flags & kRequest) ? kRequestSize : 0) +
-                         ((r.flags & kRegion) ? kRegionSize : 0) +
-                         ((r.flags & kExpires) ? kExpiresSize : 0);
+    std::size_t extras =
+        ((r.flags & kRequest) ? kRequestSize : 0) + ((r.flags & kRegion) ? kRegionSize : 0) +
+        ((r.flags & kExpires) ? kExpiresSize : 0) + ((r.flags & kJournal) ? kJournalSize : 0);
     if (r.flags & kHeaders) {
       std::uint32_t n;
       std::memcpy(&n, c.data.get() + c.head + sizeof r + extras, kHeadersSize);
@@ -266,7 +278,8 @@ class MessageStore {
 
  private:
   // Layout of a record: this, then [request_id, request_seq] when kRequest, then [region
-  // id, offset, length] when kRegion, then [expiry] when kExpires, then [u32 size, header
+  // id, offset, length] when kRegion, then [expiry] when kExpires, then [journal id] when
+  // kJournal, then [u32 size, header
   // block] when kHeaders, then the payload, padded to kAlign. The flags' bits from
   // kPriorityShift up hold the message's priority level.
   struct Record {
@@ -298,7 +311,9 @@ class MessageStore {
   static constexpr std::size_t kRegionSize = 3 * sizeof(std::uint64_t);
   static constexpr std::size_t kHeadersSize = sizeof(std::uint32_t);
   static constexpr std::size_t kExpiresSize = sizeof(Clock::rep);
-  static constexpr std::uint32_t kTcp = 1, kRequest = 2, kRegion = 4, kHeaders = 8, kExpires = 16;
+  static constexpr std::size_t kJournalSize = sizeof(std::uint64_t);
+  static constexpr std::uint32_t kTcp = 1, kRequest = 2, kRegion = 4, kHeaders = 8, kExpires = 16,
+                                 kJournal = 32;
   static constexpr int kPriorityShift = 8;
   // A new chunk holds twice what the store holds, between these two; a record larger than
   // kMaxChunk gets a chunk of its own size. A deep queue thus maps and unmaps memory once

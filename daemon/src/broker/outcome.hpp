@@ -20,6 +20,9 @@ struct SendOutcome {
   SendResult result = SendResult::accepted;
   Errc error = Errc::ok;
   std::string text;  // for rejected: a sentence for the ERROR frame
+  // For accepted: nonzero when the message was journaled (a durable queue's), the
+  // journal's ticket; the edge confirms the send once the journal reports it durable.
+  std::uint64_t ticket = 0;
 };
 
 // A refusal with its reason.

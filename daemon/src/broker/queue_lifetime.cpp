@@ -27,6 +27,8 @@ std::string describe(const QueueOptions& o) {
   if (o.dead_letter_expired) s += " dead_letter_expired";
   if (o.priorities > 1) s += " priorities=" + std::to_string(o.priorities);
   if (o.single_active_consumer) s += " single_active_consumer";
+  if (o.durable) s += " durable";
+  if (o.fsync != proto::Fsync::use_default) s += " fsync=" + std::string(fsync_name(o.fsync));
   return s;
 }
 
@@ -67,6 +69,9 @@ Errc Queues::declare(PeerId from, Peer& p, std::string_view key, const QueueOpti
   if (q && q->declared()) {
     if (const Errc e = check_declared(*q, wanted, text); e != Errc::ok) return e;
   }
+  if (wanted.durable && !(q && q->declared())) {
+    if (const Errc e = journal_can_declare(key, text); e != Errc::ok) return e;
+  }
   if (q && !q->keeper().permanent) {
     if (auto refusal = adopt(*q, from, p)) {
       text = std::move(refusal->text);
@@ -74,7 +79,10 @@ Errc Queues::declare(PeerId from, Peer& p, std::string_view key, const QueueOpti
     }
   }
   if (q) {
-    if (!q->declared()) declare_existing(*q, wanted);
+    if (!q->declared()) {
+      declare_existing(*q, wanted);
+      journal_declared(*q);
+    }
     return Errc::ok;
   }
   SendOutcome why;
@@ -87,6 +95,7 @@ Errc Queues::declare(PeerId from, Peer& p, std::string_view key, const QueueOpti
   q->mark_declared();
   q->keeper().declarer = from;
   p.queues.declared.push_back(q);
+  journal_declared(*q);
   return Errc::ok;
 }
 
@@ -94,6 +103,9 @@ Errc Queues::declare_configured(std::string_view key, const QueueOptions& reques
                                 std::string& text) {
   const QueueOptions wanted = fill_defaults(requested, core_.limits.queue_defaults);
   Queue* q = find_mutable(key);
+  if (wanted.durable && !(q && q->declared())) {
+    if (const Errc e = journal_can_declare(key, text); e != Errc::ok) return e;
+  }
   if (q) {
     if (q->declared()) {
       if (const Errc e = check_declared(*q, wanted, text); e != Errc::ok) return e;
@@ -117,6 +129,7 @@ Errc Queues::declare_configured(std::string_view key, const QueueOptions& reques
   // The configuration takes the queue over: only root may change its options later, even
   // once a reload released it.
   q->keeper().owner.reset();
+  journal_declared(*q);
   return Errc::ok;
 }
 
@@ -154,6 +167,8 @@ void Queues::drop_declarer(Queue& q) {
 
 void Queues::start_grace(Queue& q, Clock::time_point now) {
   stop_grace(q);
+  // A durable queue outlives its declarer as it outlives qbusd: until it is deleted.
+  if (q.options().durable) return;
   const std::uint32_t grace_ms = core_.limits.declared_queue_grace_ms;
   if (grace_ms == 0) {
     q.mark_undeclared();

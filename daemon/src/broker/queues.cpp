@@ -175,6 +175,10 @@ SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueueP
     ++q.counters().rejected_total;
     return *refusal;
   }
+  Journal* const journal = q.options().durable ? core_.journal : nullptr;
+  if (q.options().durable) {
+    if (auto refusal = journal_refusal(q, region)) return *refusal;
+  }
   if (!q.has_room_for(size, id.uid)) {
     if (auto refusal = make_room(q, from, qp, size, id.uid, now)) return *refusal;
   }
@@ -188,6 +192,7 @@ SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueueP
     const std::uint32_t ttl = props.ttl_ms != 0 ? props.ttl_ms : q.options().default_ttl_ms;
     if (ttl != 0) meta.expires = now + std::chrono::milliseconds(ttl);
   }
+  if (journal) meta.journal_id = journal->next_id();
   try {
     if (props.delay_ms != 0) {
       put_delayed(q, meta, payload, headers, now + std::chrono::milliseconds(props.delay_ms));
@@ -203,11 +208,18 @@ SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueueP
   core_.charge(id, size);
   ++totals.messages_in;
   totals.bytes_in += moved;
+  SendOutcome out;
+  if (journal) {
+    // Journaled before any receiver can take it: its settlement always follows its record.
+    std::optional<Clock::time_point> due;
+    if (props.delay_ms != 0) due = now + std::chrono::milliseconds(props.delay_ms);
+    out.ticket = journal->store(q.key(), meta, 0, payload, headers, due);
+  }
   rearm_expiry(q);
   // A waiter in acknowledgement mode takes the message from the store, which holds the copy
   // it is redelivered from.
   if (it != q.waiters().end()) serve_waiters(q, now, false);
-  return {};
+  return out;
 }
 
 std::optional<SendOutcome> Queues::make_room(Queue& q, PeerId from, QueuePeer* qp, std::size_t size,
@@ -665,6 +677,7 @@ std::optional<std::size_t> Queues::remove(std::string_view key) {
   fail_waiters(*q, Errc::queue_deleted, "queue '" + q->key() + "' was deleted");
   orphan_held(*q);
   space_freed(*q);
+  if (q->options().durable && core_.journal) core_.journal->remove(q->key());
   erase_queue(queues_.find(std::string_view(q->key())));
   return n;
 }

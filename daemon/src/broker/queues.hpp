@@ -37,6 +37,15 @@ struct InFlight {
   QueueDeadlineIndex::iterator deadline;  // its ack timeout, when has_deadline
 };
 
+// A durable queue's message as the journal gives it back after a restart.
+struct RecoveredMessage {
+  MessageMeta meta;  // its sender (pid and ids as they were), priority, expiry, journal_id
+  std::uint32_t deliveries = 0;  // handed over this many times in acknowledgement mode
+  Bytes payload;
+  Bytes headers;
+  std::optional<Clock::time_point> due;  // a delayed send's
+};
+
 // What ACK, NACK or EXTEND came to.
 struct Settled {
   Errc error = Errc::ok;
@@ -155,6 +164,13 @@ class Queues {
   // Shutdown: every waiter on a keyed queue is answered with `code`.
   void fail_all(Errc code, std::string_view text);
 
+  // Recovery (queue_durable.cpp), before any peer connects: durable queue `key` as the
+  // journal had it (null, with `text`, when a limit refuses it), and its messages, in the
+  // order they were stored. Limits and quotas do not refuse what was accepted before.
+  Queue* recover_queue(std::string_view key, const QueueOptions& options,
+                       std::optional<std::uint32_t> owner, std::string& text);
+  void recover_message(Queue& q, const RecoveredMessage& m, Clock::time_point now);
+
   std::optional<Clock::time_point> next_deadline() const { return earliest(deadlines_); }
   // Ends what the earliest deadline guards (there must be one), as of `now`.
   void expire_first(Clock::time_point now);
@@ -203,6 +219,13 @@ class Queues {
   SendOutcome enqueue_as(Queue& q, PeerId from, const Identity& id, QueuePeer* qp, Bytes payload,
                          Clock::time_point now, std::uint64_t request_id, std::uint64_t request_seq,
                          RegionRef region, const MessageProps& props);
+  // Durable queues (queue_durable.cpp). Why a message cannot go to durable queue `q` now
+  // (no journal, a failed disk, a region payload); nullopt when it can.
+  std::optional<SendOutcome> journal_refusal(Queue& q, RegionRef region);
+  // Whether queue `key` may be declared durable now: storage_failed, with `text`, if not.
+  Errc journal_can_declare(std::string_view key, std::string& text) const;
+  // Journals `q`'s declaration when it is durable.
+  void journal_declared(const Queue& q);
   // Makes `w` wait on `q` (a receive with timeout_ms, or a subscription), within the
   // peer's and its uid's bounds; false, with `w` answered too_many_receives, past them.
   bool add_wait(Queue& q, Peer& p, const Waiter& w, std::int32_t timeout_ms, Clock::time_point now);

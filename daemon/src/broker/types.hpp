@@ -57,6 +57,10 @@ struct QueueOptions {
   std::uint8_t priorities = 0;
   // Only the oldest subscription is served; the others stand by in subscription order.
   bool single_active_consumer = false;
+  // Journaled (broker/journal.hpp): the queue and its stored messages outlive qbusd. Its
+  // sends are confirmed per `fsync` (use_default: the journal's default policy).
+  bool durable = false;
+  proto::Fsync fsync = proto::Fsync::use_default;
   bool operator==(const QueueOptions&) const = default;
 };
 

@@ -154,7 +154,7 @@ std::size_t Connection::process(std::span<const std::byte> in) {
   // One clock read per batch of frames, not per message: the frames of one read arrived
   // together, and deadlines and ages need no finer grain.
   now_ = broker::Clock::now();
-  while (!closing_ && !closed_ && !blocked_ && !held_) {
+  while (!closing_ && !closed_ && !blocked_ && !held_ && !journal_full()) {
     if (backed_up()) {
       paused_output_ = true;  // flush() resumes us once the peer has read enough
       break;
@@ -188,7 +188,11 @@ Connection::Step Connection::answer(const proto::Header& h, const broker::SendOu
   }
   switch (r.result) {
     case broker::SendResult::accepted:
-      if (ok_on_success) ok(h.correlation);
+      if (r.ticket != 0) {
+        await_journal(h.correlation, r.ticket, ok_on_success);
+      } else if (ok_on_success) {
+        ok(h.correlation);
+      }
       return Step::next;
     case broker::SendResult::rejected:
       if (r.error == Errc::malformed_frame) {

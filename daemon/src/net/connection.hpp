@@ -29,6 +29,7 @@
 #include "qbus/proto/buffer.hpp"
 #include "qbus/proto/shm.hpp"
 #include "qbus/proto/unique_fd.hpp"
+#include "storage/journal.hpp"
 
 namespace qbus::daemon {
 
@@ -97,6 +98,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool starve() { return !std::exchange(starved_, true); }
   void unstarve() { starved_ = false; }
   void unblock();  // a queue this producer was blocked on has room again
+  // The journal reports `p`: the sends it made durable are confirmed, those it failed are
+  // answered storage_failed (confirmed or not: the send-failure path). True once nothing
+  // of this connection waits for the journal.
+  bool journaled(const storage::JournalProgress& p);
 
   // What the admin socket shows about a connection.
   struct Stats {
@@ -229,7 +234,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void log_dropped(std::string_view what, std::string_view key, std::size_t dropped);
   // Answers a frame the peer should not have sent (the connection goes on) and logs it.
   void bad_request(std::uint64_t correlation, Errc code, std::string_view text);
-  bool can_read() const { return !closed_ && !closing_ && !blocked_ && !held_ && !backed_up(); }
+  bool can_read() const {
+    return !closed_ && !closing_ && !blocked_ && !held_ && !backed_up() && !journal_full();
+  }
+  // Sends to durable queues waiting for the journal: at kMaxUnjournaled the connection
+  // stops reading, so a slow disk holds back its durable producers and nobody else.
+  bool journal_full() const { return unjournaled_.size() >= kMaxUnjournaled; }
+  void await_journal(std::uint64_t correlation, std::uint64_t ticket, bool confirm);
   // Checks a TCP peer's token: welcomes the right one at once; refuses a wrong one, late
   // when its address has failed often.
   void authenticate(std::uint64_t correlation, std::string_view token, std::string_view name);
@@ -308,6 +319,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool reading_ = false;
   bool watching_hangup_ = false;  // a wait_error is pending on the socket
   bool writing_ = false;
+  struct Unjournaled {
+    std::uint64_t ticket = 0;
+    std::uint64_t correlation = 0;
+    bool confirm = false;
+  };
+  std::deque<Unjournaled> unjournaled_;  // in ticket order
+  static constexpr std::size_t kMaxUnjournaled = 65536;
   bool blocked_ = false;        // a producer waiting for room in a full queue
   bool held_ = false;           // a wrong token's refusal is being delayed
   bool authenticated_ = false;  // TCP: presented the token (and became a broker peer)

@@ -126,6 +126,8 @@ Connection::Step Connection::handle_v2(const proto::Header& h, proto::Bytes body
       o.dead_letter_expired = (m.flags & proto::kDeclareDeadLetterExpired) != 0;
       o.priorities = m.priorities;
       o.single_active_consumer = (m.flags & proto::kDeclareSingleActiveConsumer) != 0;
+      o.durable = (m.flags & proto::kDeclareDurable) != 0;
+      o.fsync = m.fsync;
       std::string text;
       if (const auto e = broker.declare(id_, m.key, o, text); e != Errc::ok) {
         error(h.correlation, e, text);
@@ -137,6 +139,31 @@ Connection::Step Connection::handle_v2(const proto::Header& h, proto::Bytes body
     default:
       return Step::next;
   }
+}
+
+void Connection::await_journal(std::uint64_t correlation, std::uint64_t ticket, bool confirm) {
+  if (unjournaled_.empty()) server_.await_journal(id_);
+  unjournaled_.push_back(Unjournaled{ticket, correlation, confirm});
+}
+
+bool Connection::journaled(const storage::JournalProgress& p) {
+  const bool was_full = journal_full();
+  while (!unjournaled_.empty()) {
+    const Unjournaled& u = unjournaled_.front();
+    if (u.ticket <= p.durable_through) {
+      if (u.confirm) ok(u.correlation);
+    } else if (u.ticket <= p.failed_through) {
+      // Not known to be on disk: the sender must not count on it surviving a restart.
+      error(u.correlation, Errc::storage_failed,
+            "the message was not made durable: " +
+                (p.error.empty() ? std::string("the journal failed") : p.error));
+    } else {
+      break;
+    }
+    unjournaled_.pop_front();
+  }
+  if (was_full && !journal_full() && !closed_) resume();
+  return unjournaled_.empty();
 }
 
 }  // namespace qbus::daemon

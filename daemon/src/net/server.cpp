@@ -514,4 +514,25 @@ bool Server::disconnect(broker::PeerId id, Errc code, std::string_view text) {
   return true;
 }
 
+void Server::attach_journal(storage::Journal* journal) {
+  journal_ = journal;
+  broker_.set_journal(journal);
+}
+
+void Server::on_journal_progress() {
+  if (!journal_) return;
+  const storage::JournalProgress p = journal_->progress();
+  // A connection that resumes reading may send again and join the list meanwhile.
+  std::vector<broker::PeerId> waiting;
+  waiting.swap(journal_waiters_);
+  for (const broker::PeerId id : waiting) {
+    Connection* c = find(id);
+    if (c && !c->journaled(p) &&
+        std::find(journal_waiters_.begin(), journal_waiters_.end(), id) == journal_waiters_.end()) {
+      journal_waiters_.push_back(id);
+    }
+  }
+  end_of_batch();
+}
+
 }  // namespace qbus::daemon

@@ -22,6 +22,7 @@
 #include "net/tls.hpp"
 #include "net/uid_output.hpp"
 #include "net/unix_socket.hpp"
+#include "storage/journal.hpp"
 
 namespace qbus::daemon {
 
@@ -62,6 +63,15 @@ class Server final : public broker::Sink {
   // Stops accepting, fails waiting receives, flushes what can be flushed and closes every
   // connection; `done` runs once all are gone (or the drain deadline passed).
   void stop(std::function<void()> done);
+
+  // Durable queues: the journal (null: none), which the Server wakes up for. The caller
+  // stops it before the Server goes.
+  void attach_journal(storage::Journal* journal);
+  // Connection `id` has sends waiting for the journal (Connection::journaled).
+  void await_journal(broker::PeerId id) { journal_waiters_.push_back(id); }
+  // The journal's thread made progress (posted by its wake): the waiting connections
+  // answer their sends.
+  void on_journal_progress();
 
   broker::Broker& broker() { return broker_; }
   const broker::Broker& broker() const { return broker_; }
@@ -166,6 +176,8 @@ class Server final : public broker::Sink {
 
   asio::io_context& io_;
   ServerOptions options_;
+  storage::Journal* journal_ = nullptr;
+  std::vector<broker::PeerId> journal_waiters_;  // each once: added when its first send waits
   MemfdBacking backing_;  // before broker_, which uses it until its last region is gone
   broker::Broker broker_;
   asio::local::stream_protocol::acceptor acceptor_;

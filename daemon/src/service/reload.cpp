@@ -53,6 +53,13 @@ void keep_restart_only(const Config& running, const Config& next, Config& effect
         keep(("limits." + std::string(spec.key)).c_str(), kept, was, asked);
       },
       effective, running, next);
+  // The journal is opened once, at startup.
+  keep("storage.dir", effective.storage.dir, running.storage.dir, next.storage.dir);
+  keep("storage.fsync", effective.storage.fsync, running.storage.fsync, next.storage.fsync);
+  keep("storage.batch_ms", effective.storage.batch_ms, running.storage.batch_ms,
+       next.storage.batch_ms);
+  keep("storage.segment_bytes", effective.storage.segment_bytes, running.storage.segment_bytes,
+       next.storage.segment_bytes);
 }
 
 void apply_limits(const Config& running, const Config& effective, Server& server) {
@@ -124,6 +131,8 @@ broker::QueueOptions declared_options(const config::QueueDeclaration& q) {
   o.dead_letter_expired = q.dead_letter_expired;
   o.priorities = q.priorities;
   o.single_active_consumer = q.single_active_consumer;
+  o.durable = q.durable;
+  o.fsync = q.fsync;  // use_default: storage.fsync
   return o;
 }
 

@@ -4,8 +4,9 @@
 // limits.max_payload_bytes, announced to clients at their handshake), queue_defaults and
 // inbox (for queues and inboxes created from now on), new predeclared queues, admin.group,
 // the access policy and the bus (for operations from now on).
-// Needs a restart, and is logged as such: socket.*, admin.path, admin.mode, tcp.*, and the
-// limits marked `restart` (limits.max_payload_bytes). config/README.md says the same.
+// Needs a restart, and is logged as such: socket.*, admin.path, admin.mode, tcp.*,
+// storage.*, and the limits marked `restart` (limits.max_payload_bytes). config/README.md says the
+// same.
 #pragma once
 
 #include <asio.hpp>

@@ -2,11 +2,13 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 
 namespace qbus::storage {
 namespace {
@@ -131,9 +133,20 @@ class PosixDir final : public Dir {
     return {};
   }
 
+  IoStatus lock() override {
+    const int fd = ::openat(fd_.get(), "qbusd.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return failed("open", "qbusd.lock");
+    lock_ = std::make_unique<Fd>(fd);
+    // flock, not fcntl locks: held by the open file, so no other descriptor of this
+    // process that closes the file drops it.
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) return failed("lock", "qbusd.lock");
+    return {};
+  }
+
  private:
   Fd fd_;
   std::string path_;
+  std::unique_ptr<Fd> lock_;
 };
 
 }  // namespace

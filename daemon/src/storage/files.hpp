@@ -47,6 +47,9 @@ class Dir {
   virtual IoStatus remove(const std::string& name) = 0;
   // Files created or removed so far stay so across a power loss once this returns ok.
   virtual IoStatus sync() = 0;
+  // Takes the directory for this process alone until the Dir is destroyed (the lock file
+  // qbusd.lock); EWOULDBLOCK when another process holds it.
+  virtual IoStatus lock() { return {}; }
 };
 
 // The directory `path`, which must exist. Null, with the reason in `status`, when it
