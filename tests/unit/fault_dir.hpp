@@ -1,9 +1,11 @@
 // A Dir in memory for the storage tests (daemon/src/storage/files.hpp) that models what a
 // disk keeps when the power goes: power_loss() forgets every byte no sync covered (or keeps
 // a prefix of them: a write partly on the platter), and a capacity makes appends fail with
-// ENOSPC, as a full file system does. Not thread-safe.
+// ENOSPC, as a full file system does. Not thread-safe, but for the capacity, which a test
+// may change while a journal's thread writes.
 #pragma once
 
+#include <atomic>
 #include <cerrno>
 #include <map>
 #include <memory>
@@ -57,6 +59,14 @@ class FaultDir final : public Dir {
   // Appends past this many bytes in all fail with ENOSPC (after writing what fits).
   void set_capacity(std::size_t bytes) { capacity_ = bytes; }
   const File& file(const std::string& name) { return files_[name]; }
+  // Changes a file's bytes behind the journal's back (damage, a torn write).
+  std::vector<std::byte>& bytes(const std::string& name) { return files_[name].data; }
+  std::vector<std::string> names() const {
+    std::vector<std::string> v;
+    for (const auto& [n, f] : files_)
+      v.push_back(n);
+    return v;
+  }
 
  private:
   class Handle final : public AppendFile {
@@ -97,7 +107,7 @@ class FaultDir final : public Dir {
   }
 
   std::map<std::string, File> files_;
-  std::size_t capacity_ = SIZE_MAX;
+  std::atomic<std::size_t> capacity_ = SIZE_MAX;
 };
 
 }  // namespace qbus::storage::fakes

@@ -178,6 +178,15 @@ void Journal::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+void Journal::abandon() {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = abandon_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
 // ---- the storage thread's side ----
 
 void Journal::run() {
@@ -199,6 +208,7 @@ void Journal::run() {
       cv_.wait(lk, ready);
     }
     const bool stopping = stop_;
+    if (abandon_) break;
     if (stopping && pending_.empty() && retry.empty() && unsynced_first_ == 0 && !failing) break;
     std::uint64_t first_sync = pending_first_sync_;
     bool always = pending_always_;

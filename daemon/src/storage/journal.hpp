@@ -96,6 +96,9 @@ class Journal final : public broker::Journal {
   void start(std::function<void()> wake);
   // Writes and syncs everything pending, then joins the thread. Idempotent.
   void stop();
+  // Joins the thread without writing what is pending, as a killed process leaves its
+  // journal (the tests' crash).
+  void abandon();
   JournalProgress progress();
 
   // broker::Journal
@@ -184,6 +187,7 @@ class Journal final : public broker::Journal {
   std::uint64_t pending_first_sync_ = 0;  // the first that waits for an fsync; 0: none
   bool pending_always_ = false;
   bool stop_ = false;
+  bool abandon_ = false;
   JournalProgress progress_;
   std::uint64_t disk_bytes_ = 0;
 
