@@ -346,19 +346,37 @@ void print_stats(const json& s) {
                   human_bytes(s[bytes].get<double>()).c_str());
     return std::string(buf);
   };
-  print_fields({{"uptime", human_age_ms(static_cast<std::int64_t>(number(s, "uptime_s")) * 1000)},
-                {"connections", text_of(member(s, "connections"))},
-                {"queues", text_of(member(s, "queues"))},
-                {"inboxes", text_of(member(s, "inboxes"))},
-                {"regions", text_of(member(s, "regions")) + " (" +
-                                human_bytes(number(s, "region_bytes")) + ")"},
-                {"messages in", text_of(member(s, "messages_in_total")) + " (" +
-                                    human_bytes(number(s, "bytes_in_total")) + ")"},
-                {"messages out", text_of(member(s, "messages_out_total")) + " (" +
-                                     human_bytes(number(s, "bytes_out_total")) + ")"},
-                {"rate in", rate("messages_in_per_s", "bytes_in_per_s")},
-                {"rate out", rate("messages_out_per_s", "bytes_out_per_s")},
-                {"rss", human_bytes(number(s, "rss_bytes"))}});
+  std::vector<std::pair<std::string, std::string>> fields{
+      {"uptime", human_age_ms(static_cast<std::int64_t>(number(s, "uptime_s")) * 1000)},
+      {"connections", text_of(member(s, "connections"))},
+      {"queues", text_of(member(s, "queues"))},
+      {"inboxes", text_of(member(s, "inboxes"))},
+      {"regions",
+       text_of(member(s, "regions")) + " (" + human_bytes(number(s, "region_bytes")) + ")"},
+      {"messages in", text_of(member(s, "messages_in_total")) + " (" +
+                          human_bytes(number(s, "bytes_in_total")) + ")"},
+      {"messages out", text_of(member(s, "messages_out_total")) + " (" +
+                           human_bytes(number(s, "bytes_out_total")) + ")"},
+      {"rate in", rate("messages_in_per_s", "bytes_in_per_s")},
+      {"rate out", rate("messages_out_per_s", "bytes_out_per_s")},
+      {"rss", human_bytes(number(s, "rss_bytes"))}};
+  // Durable queues: where the journal is, and what the last start recovered.
+  if (s.is_object() && s.contains("storage") && s["storage"].is_object()) {
+    const json& st = s["storage"];
+    const std::string dir = printable(st.value("dir", std::string()));
+    if (st.value("available", false)) {
+      fields.emplace_back("journal", dir + " (" + human_bytes(number(st, "disk_bytes")) + ")");
+    } else {
+      fields.emplace_back("journal", "off: " + printable(st.value("error", std::string())));
+    }
+    if (st.contains("recovery") && st["recovery"].is_object()) {
+      const json& r = st["recovery"];
+      fields.emplace_back("recovered", text_of(member(r, "messages")) + " messages in " +
+                                           text_of(member(r, "queues")) + " queues, " +
+                                           text_of(member(r, "milliseconds")) + " ms");
+    }
+  }
+  print_fields(fields);
 }
 
 // `delete --pattern`: the broker deletes a bounded number of queues per request and says

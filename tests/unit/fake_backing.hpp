@@ -25,6 +25,12 @@ class FakeBacking : public RegionBacking {
     return {};
   }
   void destroy(int handle) noexcept override { destroyed.push_back(handle); }
+  // The fake's regions hold no bytes: each reads as its offset's low byte.
+  bool read(int, std::uint64_t offset, std::span<std::byte> out) override {
+    for (std::size_t i = 0; i < out.size(); ++i)
+      out[i] = std::byte(static_cast<std::uint8_t>(offset + i));
+    return true;
+  }
 
   struct Created {
     std::uint64_t size;

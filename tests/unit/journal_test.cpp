@@ -409,7 +409,7 @@ TEST_F(JournalTest, AFullDiskFailsDurableSendsOnlyAndRecoversWhenSpaceReturns) {
   EXPECT_NE(failed.error.find("No space left on device"), std::string::npos) << failed.error;
   (void)journal_->progress();
   const auto refused = send(p, "jobs", "refused");
-  EXPECT_EQ(refused.error, Errc::storage_failed);
+  EXPECT_EQ(refused.error, Errc::storage_failed) << refused.text;
   EXPECT_NE(refused.text.find("No space left on device"), std::string::npos) << refused.text;
   EXPECT_EQ(send(p, "plain", "still served").result, SendResult::accepted);
   disk_.set_capacity(SIZE_MAX);
@@ -427,6 +427,40 @@ TEST_F(JournalTest, AFullDiskFailsDurableSendsOnlyAndRecoversWhenSpaceReturns) {
   for (int i = 0; i < 50; ++i)
     EXPECT_EQ(got[static_cast<std::size_t>(i)], "ok" + std::to_string(i));
   EXPECT_EQ(got.back(), "after");
+}
+
+TEST_F(JournalTest, ARegionPayloadIsCopiedIntoTheJournalAndComesBackInline) {
+  open();
+  const auto p = connect();
+  ASSERT_EQ(declare_by(p, "jobs", durable(proto::Fsync::always)), Errc::ok);
+  const broker::RegionGrant g = broker().allocate_region(p, 4096);
+  ASSERT_EQ(g.error, Errc::ok) << g.text;
+  broker::RegionSend rs;
+  rs.ref = broker::RegionRef{g.id, 16, 8};
+  rs.key = "jobs";
+  const auto out = broker().send_region(p, rs, now_);
+  ASSERT_EQ(out.result, SendResult::accepted) << out.text;
+  wait_for(out.ticket);
+  // Over the inline limit: it could not come back inline, so it is refused.
+  limits_.max_payload = 1024;
+  close(true);
+  disk_.power_loss();
+  open();
+  const auto c = connect();
+  sink_.deliveries.clear();
+  receive_now(c, "jobs", 1);
+  ASSERT_EQ(sink_.deliveries.size(), 1u);
+  // FakeBacking's bytes read as their offsets: 16, 17, ... 23.
+  std::string expected;
+  for (int i = 16; i < 24; ++i)
+    expected.push_back(static_cast<char>(i));
+  EXPECT_EQ(sink_.deliveries[0].payload, expected);
+  EXPECT_FALSE(sink_.deliveries[0].region);
+  const broker::RegionGrant big = broker().allocate_region(c, 4096);
+  rs.ref = broker::RegionRef{big.id, 0, 2048};
+  const auto refused = broker().send_region(c, rs, now_);
+  EXPECT_EQ(refused.error, Errc::storage_failed) << refused.text;
+  EXPECT_NE(refused.text.find("over the inline limit of 1024"), std::string::npos) << refused.text;
 }
 
 TEST(JournalLock, AStateDirectoryHeldByAnotherJournalIsRefused) {

@@ -11,13 +11,32 @@ std::optional<SendOutcome> Queues::journal_refusal(Queue& q, RegionRef region) {
     why = "qbusd has no journal";
   } else if (!core_.journal->unavailable().empty()) {
     why = core_.journal->unavailable();
-  } else if (region) {
-    why = "a durable queue takes inline payloads only; send the bytes with send()";
+  } else if (region && region.length > core_.limits.max_payload) {
+    // The journal copies a region's bytes, and they come back inline after a restart.
+    why = "a region payload of " + std::to_string(region.length) +
+          " bytes is over the inline limit of " + std::to_string(core_.limits.max_payload) +
+          " bytes that the journal copies";
   } else {
     return std::nullopt;
   }
   ++q.counters().rejected_total;
   return rejected(Errc::storage_failed, "durable queue '" + q.key() + "': " + why);
+}
+
+std::optional<SendOutcome> Queues::copy_region(Queue& q, RegionRef region) {
+  if (core_.regions.read(region, region_copy_)) return std::nullopt;
+  ++q.counters().rejected_total;
+  return rejected(Errc::storage_failed,
+                  "durable queue '" + q.key() + "': the region's bytes cannot be read");
+}
+
+std::uint64_t Queues::journal_store(Journal& journal, const Queue& q, const MessageMeta& meta,
+                                    Bytes payload, const MessageProps& props,
+                                    Clock::time_point now) {
+  std::optional<Clock::time_point> due;
+  if (props.delay_ms != 0) due = now + std::chrono::milliseconds(props.delay_ms);
+  return journal.store(q.key(), meta, 0, meta.region ? Bytes(region_copy_) : payload, props.headers,
+                       due);
 }
 
 Errc Queues::journal_can_declare(std::string_view key, std::string& text) const {

@@ -183,6 +183,10 @@ SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueueP
     if (auto refusal = make_room(q, from, qp, size, id.uid, now)) return *refusal;
   }
   RegionTable& regions = core_.regions;
+  // Read now, not before make_room: a dead letter it makes may use region_copy_ too.
+  if (journal && region) {
+    if (auto refusal = copy_region(q, region)) return *refusal;
+  }
   if (region) {
     if (auto s = regions.add_message_ref(region.id); !s.ok()) return rejected(s.error, s.text);
   }
@@ -209,12 +213,8 @@ SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueueP
   ++totals.messages_in;
   totals.bytes_in += moved;
   SendOutcome out;
-  if (journal) {
-    // Journaled before any receiver can take it: its settlement always follows its record.
-    std::optional<Clock::time_point> due;
-    if (props.delay_ms != 0) due = now + std::chrono::milliseconds(props.delay_ms);
-    out.ticket = journal->store(q.key(), meta, 0, payload, headers, due);
-  }
+  // Journaled before any receiver can take it: its settlement always follows its record.
+  if (journal) out.ticket = journal_store(*journal, q, meta, payload, props, now);
   rearm_expiry(q);
   // A waiter in acknowledgement mode takes the message from the store, which holds the copy
   // it is redelivered from.

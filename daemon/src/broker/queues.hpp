@@ -25,6 +25,7 @@
 namespace qbus::broker {
 
 struct Core;
+class Journal;
 struct Peer;
 class Requests;
 
@@ -220,8 +221,14 @@ class Queues {
                          Clock::time_point now, std::uint64_t request_id, std::uint64_t request_seq,
                          RegionRef region, const MessageProps& props);
   // Durable queues (queue_durable.cpp). Why a message cannot go to durable queue `q` now
-  // (no journal, a failed disk, a region payload); nullopt when it can.
+  // (no journal, a failed disk, a region payload over max_payload); nullopt when it can.
   std::optional<SendOutcome> journal_refusal(Queue& q, RegionRef region);
+  // A region message's bytes, into region_copy_ for the journal; the refusal when they
+  // cannot be read.
+  std::optional<SendOutcome> copy_region(Queue& q, RegionRef region);
+  // Journals a message just stored in durable queue `q`; its ticket.
+  std::uint64_t journal_store(Journal& journal, const Queue& q, const MessageMeta& meta,
+                              Bytes payload, const MessageProps& props, Clock::time_point now);
   // Whether queue `key` may be declared durable now: storage_failed, with `text`, if not.
   Errc journal_can_declare(std::string_view key, std::string& text) const;
   // Journals `q`'s declaration when it is durable.
@@ -328,6 +335,8 @@ class Queues {
   int dead_letter_hops_ = 0;
   static constexpr int kMaxDeadLetterHops = 4;
   QueueDeadlineIndex deadlines_;
+  // A region message's bytes on their way to the journal (at most max_payload).
+  std::vector<std::byte> region_copy_;
   // Recycled nodes (node_stash.hpp): collected queues with their allocations, waiting
   // receives and their deadlines, so that steady traffic allocates nothing.
   NodeStash<QueueMap, 64> spare_queues_;

@@ -22,9 +22,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "broker/types.hpp"
 
@@ -74,6 +76,9 @@ class RegionBacking {
   virtual RegionStatus seal_for_handover(int handle) = 0;
   // Releases the broker's handle (closes the fd). Called exactly once per created handle.
   virtual void destroy(int handle) noexcept = 0;
+  // Copies bytes [offset, offset + out.size()) of a sealed region into `out` (a durable
+  // queue journals a region message's bytes); false when they cannot be read.
+  virtual bool read(int handle, std::uint64_t offset, std::span<std::byte> out) = 0;
 };
 
 // What the admin socket shows about one region.
@@ -164,6 +169,13 @@ class RegionTable {
   const RegionInfo* find(RegionId id) const;
   // The backing handle of a live region, for the edge to pass on; -1 when unknown.
   int backing_handle(RegionId id) const;
+  // Copies `ref`'s bytes of its region into `out` (resized); false when it cannot.
+  bool read(RegionRef ref, std::vector<std::byte>& out) const {
+    const int h = backing_handle(ref.id);
+    if (h < 0) return false;
+    out.resize(ref.length);
+    return backing_.read(h, ref.offset, out);
+  }
   // How many handles `peer` holds on `id`.
   std::uint64_t handles_of(PeerId peer, RegionId id) const;
   // Visits every live region, in no particular order.

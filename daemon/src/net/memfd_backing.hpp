@@ -48,6 +48,7 @@ class MemfdBacking final : public broker::RegionBacking {
   broker::RegionStatus seal_for_handover(int handle) override;
   // Hands the fd to the worker to close; closes it here when the worker is far behind.
   void destroy(int handle) noexcept override;
+  bool read(int handle, std::uint64_t offset, std::span<std::byte> out) override;
   // The largest region create() makes from now on (a configuration reload).
   void set_max_region_bytes(std::uint64_t max) { max_ = max; }
 
