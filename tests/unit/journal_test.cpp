@@ -429,6 +429,61 @@ TEST_F(JournalTest, AFullDiskFailsDurableSendsOnlyAndRecoversWhenSpaceReturns) {
   EXPECT_EQ(got.back(), "after");
 }
 
+TEST_F(JournalTest, ASegmentThatCouldNotBeBegunIsBegunAgainWhenSpaceReturns) {
+  settings_.segment_bytes = 64 * 1024;
+  open();
+  const auto p = connect();
+  ASSERT_EQ(declare_by(p, "jobs", durable(proto::Fsync::always)), Errc::ok);
+  const std::string kb(1000, 'x');
+  std::vector<std::uint64_t> ok;
+  // The disk fills about where the first segment ends, so the next one cannot begin.
+  disk_.set_capacity(64 * 1024 + 16);
+  JournalProgress p1;
+  for (int i = 0; i < 200 && p1.error.empty(); ++i) {
+    const auto out = send(p, "jobs", std::to_string(i) + kb);
+    if (out.result != SendResult::accepted) break;
+    p1 = wait_for(out.ticket);
+    if (p1.error.empty()) ok.push_back(out.ticket);
+  }
+  ASSERT_FALSE(p1.error.empty()) << "the disk never filled";
+  disk_.set_capacity(SIZE_MAX);
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!journal_->progress().error.empty() && std::chrono::steady_clock::now() < deadline) {
+    std::unique_lock lk(mu_);
+    cv_.wait_for(lk, 50ms);
+  }
+  const auto last = put_durable(p, "jobs", "after");
+  EXPECT_GE(wait_for(last).durable_through, last);
+  close(true);
+  disk_.power_loss();
+  open();
+  ASSERT_TRUE(recovered_) << error_;
+  const auto got = drain("jobs");
+  ASSERT_GE(got.size(), ok.size() + 1);
+  for (std::size_t i = 0; i < ok.size(); ++i)
+    EXPECT_EQ(got[i], std::to_string(i) + kb);
+  EXPECT_EQ(got.back(), "after");
+}
+
+TEST_F(JournalTest, TheConfigurationTakesOverARecoveredQueueWithItsOwnOptions) {
+  open();
+  const auto p = connect();
+  QueueOptions o = durable(proto::Fsync::always);
+  o.max_messages = 10;
+  ASSERT_EQ(declare_by(p, "jobs", o), Errc::ok);
+  wait_for(put_durable(p, "jobs", "kept"));
+  close(true);
+  open();
+  o.max_messages = 20;
+  std::string text;
+  ASSERT_EQ(declare("jobs", o, &text), Errc::ok) << text;
+  EXPECT_EQ(broker().find("jobs")->options().max_messages, 20u);
+  EXPECT_EQ(broker().find("jobs")->depth(), 1u);
+  close();
+  open();  // and the journal has the new options
+  EXPECT_EQ(broker().find("jobs")->options().max_messages, 20u);
+}
+
 TEST_F(JournalTest, ARegionPayloadIsCopiedIntoTheJournalAndComesBackInline) {
   open();
   const auto p = connect();

@@ -106,8 +106,12 @@ Errc Queues::declare_configured(std::string_view key, const QueueOptions& reques
   if (wanted.durable && !(q && q->declared())) {
     if (const Errc e = journal_can_declare(key, text); e != Errc::ok) return e;
   }
+  // A durable queue the journal brought back, or whose declarer has gone, takes the
+  // configuration's options: the configuration is what the operator changes.
+  const bool taken_over = q && q->declared() && q->options().durable && q->keeper().declarer == 0 &&
+                          !q->keeper().permanent;
   if (q) {
-    if (q->declared()) {
+    if (q->declared() && !taken_over) {
       if (const Errc e = check_declared(*q, wanted, text); e != Errc::ok) return e;
     } else {
       declare_existing(*q, wanted);

@@ -284,6 +284,8 @@ std::size_t Journal::write_records(const std::vector<std::byte>& records) {
     flushed = pos;
     return true;
   };
+  // A segment whose beginning failed (a full disk) is begun again before anything else.
+  if (!segment_begun_ && !begin_segment(current_)) return 0;
   while (pos < records.size()) {
     const std::uint32_t n = load_u32(records.data() + pos);
     const Bytes r(records.data() + pos + sizeof n, n);
@@ -393,6 +395,7 @@ bool Journal::begin_segment(std::uint64_t number) {
   if (f->size() != 0) (void)f->truncate(0);  // never written whole: begun again
   file_ = std::move(f);
   current_ = number;
+  segment_begun_ = false;
   segments_[number] = Segment{};
   writer_ = SegmentWriter(kFileHeaderSize);
   out_ = segment_header(number);
@@ -408,6 +411,7 @@ bool Journal::begin_segment(std::uint64_t number) {
     error_ = st.message();
     return false;
   }
+  segment_begun_ = true;
   return true;
 }
 

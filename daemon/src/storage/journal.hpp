@@ -196,6 +196,7 @@ class Journal final : public broker::Journal {
   std::thread thread_;
   std::unique_ptr<AppendFile> file_;
   std::uint64_t current_ = 0;
+  bool segment_begun_ = false;  // the current segment's header and snapshot are written
   SegmentWriter writer_;
   std::vector<std::byte> out_;
   std::map<std::uint64_t, Segment> segments_;
