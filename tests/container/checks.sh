@@ -164,11 +164,21 @@ fi
 journal_since -o short-precise >"$dir/reload.journal"
 
 # --- systemctl restart -----------------------------------------------------------------
+# A durable queue's message outlives the restart, journaled in the unit's StateDirectory.
+qbusctl declare durable.orders --durable --fsync always >"$dir/durable.log" 2>&1
+qbusctl send durable.orders "order 17" >>"$dir/durable.log" 2>&1
 systemctl restart qbusd.service
 if active_with_new_pid "$pid" && roundtrip after.restart "served after restart"; then
   pass restart "MainPID $pid -> $(show qbusd.service MainPID), serving"
 else
   fail restart "MainPID $pid -> $(show qbusd.service MainPID), $(show qbusd.service ActiveState)"
+fi
+durable_got=$(qbusctl recv durable.orders --timeout 20000 2>>"$dir/durable.log")
+journal_files=$(ls /var/lib/qbus 2>&1 | tr '\n' ' ')
+if [ "$durable_got" = "order 17" ] && ls /var/lib/qbus/*.qj >/dev/null 2>&1; then
+  pass durable-restart "durable.orders: 'order 17' back after systemctl restart; /var/lib/qbus: $journal_files"
+else
+  fail durable-restart "got '$durable_got'; /var/lib/qbus: $journal_files; $(tr '\n' ' ' <"$dir/durable.log")"
 fi
 
 # --- the watchdog ----------------------------------------------------------------------
