@@ -210,7 +210,11 @@ class Broker {
   bool release_configured(std::string_view key, Clock::time_point now);
 
   // Durable queues: the journal (null: none), and recovery (Queues::recover_queue).
-  void set_journal(Journal* journal) { core_.journal = journal; }
+  // `why`: the reason durable queues are refused when `journal` is null.
+  void set_journal(Journal* journal, std::string why = {}) {
+    core_.journal = journal;
+    if (!why.empty()) core_.no_journal = std::move(why);
+  }
   Queue* recover_queue(std::string_view key, const QueueOptions& options,
                        std::optional<std::uint32_t> owner, std::string& text) {
     return queues_.recover_queue(key, options, owner, text);

@@ -74,6 +74,8 @@ struct Core {
   // The journal of durable queues (broker/journal.hpp); null: none, and a durable
   // declaration is refused (storage_failed).
   Journal* journal = nullptr;
+  // Why there is no journal (the state directory cannot be used), for the refusals.
+  std::string no_journal = "qbusd has no journal (no state directory)";
 
  private:
   SendOutcome quota_refusal(std::uint32_t uid, const UidUsage& usage, std::size_t bytes) const;

@@ -8,7 +8,7 @@ namespace qbus::broker {
 std::optional<SendOutcome> Queues::journal_refusal(Queue& q, RegionRef region) {
   std::string why;
   if (!core_.journal) {
-    why = "qbusd has no journal";
+    why = core_.no_journal;
   } else if (!core_.journal->unavailable().empty()) {
     why = core_.journal->unavailable();
   } else if (region && region.length > core_.limits.max_payload) {
@@ -40,8 +40,7 @@ std::uint64_t Queues::journal_store(Journal& journal, const Queue& q, const Mess
 }
 
 Errc Queues::journal_can_declare(std::string_view key, std::string& text) const {
-  const std::string why = !core_.journal ? std::string("qbusd has no journal (no state directory)")
-                                         : core_.journal->unavailable();
+  const std::string& why = !core_.journal ? core_.no_journal : core_.journal->unavailable();
   if (why.empty()) return Errc::ok;
   text = "cannot declare durable queue '" + std::string(key) + "': " + why;
   return Errc::storage_failed;

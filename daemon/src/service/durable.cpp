@@ -33,7 +33,7 @@ std::unique_ptr<storage::Journal> open_journal(const config::Config& config, Ser
   const auto off = [&](std::string why) -> std::unique_ptr<storage::Journal> {
     status.error = std::move(why);
     spdlog::warn("durable queues are off: {}", status.error);
-    server.broker().set_journal(nullptr);
+    server.broker().set_journal(nullptr, status.error);
     return nullptr;
   };
   if (status.dir.empty()) return off("no state directory (set storage.dir or --state-dir)");

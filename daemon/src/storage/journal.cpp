@@ -227,9 +227,10 @@ void Journal::run() {
     pending_always_ = false;
     lk.unlock();
 
-    bool ok = true;
+    // A segment that could not be begun (at recovery, or at a rotation) is begun first.
+    bool ok = segment_begun_ || begin_segment(current_);
     if (!work.empty()) {
-      const std::size_t done = write_records(work);
+      const std::size_t done = ok ? write_records(work) : 0;
       if (done != work.size()) {
         ok = false;
         retry.assign(work.begin() + static_cast<std::ptrdiff_t>(done), work.end());
@@ -284,8 +285,6 @@ std::size_t Journal::write_records(const std::vector<std::byte>& records) {
     flushed = pos;
     return true;
   };
-  // A segment whose beginning failed (a full disk) is begun again before anything else.
-  if (!segment_begun_ && !begin_segment(current_)) return 0;
   while (pos < records.size()) {
     const std::uint32_t n = load_u32(records.data() + pos);
     const Bytes r(records.data() + pos + sizeof n, n);
@@ -386,6 +385,10 @@ void Journal::track(Bytes record) {
 }
 
 bool Journal::begin_segment(std::uint64_t number) {
+  // From here on records go to segment `number`, once it is begun (run() retries).
+  current_ = number;
+  segment_begun_ = false;
+  segments_.try_emplace(number);
   const std::string name = segment_name(number);
   std::unique_ptr<AppendFile> f;
   if (const IoStatus st = dir_->open_append(name, f); !st.ok()) {
@@ -394,8 +397,6 @@ bool Journal::begin_segment(std::uint64_t number) {
   }
   if (f->size() != 0) (void)f->truncate(0);  // never written whole: begun again
   file_ = std::move(f);
-  current_ = number;
-  segment_begun_ = false;
   segments_[number] = Segment{};
   writer_ = SegmentWriter(kFileHeaderSize);
   out_ = segment_header(number);

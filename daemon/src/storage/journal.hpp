@@ -148,8 +148,9 @@ class Journal final : public broker::Journal {
   // recover()'s steps (journal_recovery.cpp): what the segments say, read one by one, and
   // then given to the broker.
   struct Replay;
+  // `newest`: the last segment, which qbusd may have been beginning when it stopped.
   bool replay_segment(std::uint64_t number, Replay& replay, RecoveryStats& stats,
-                      std::string& error);
+                      std::string& error, bool newest);
   void restore(broker::Broker& broker, broker::Clock::time_point now, Replay& replay,
                RecoveryStats& stats);
   void run();

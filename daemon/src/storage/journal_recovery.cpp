@@ -90,15 +90,23 @@ bool Journal::recover(broker::Broker& broker, broker::Clock::time_point now, Rec
   Replay replay;
   for (const std::uint64_t number : numbers) {
     std::string why;
-    if (!replay_segment(number, replay, stats, why)) return fail(std::move(why));
+    if (!replay_segment(number, replay, stats, why, number == numbers.back())) {
+      return fail(std::move(why));
+    }
   }
   restore(broker, now, replay, stats);
   next_id_ = replay.max_id + 1;
   next_qid_ = replay.max_qid + 1;
+  // A segment that cannot be begun (a full disk) is tried again by the storage thread, as
+  // any failed write is; meanwhile durable sends are refused, and the rest is served.
   if (!begin_segment(numbers.empty() ? 1 : numbers.back() + 1)) {
-    return fail("cannot begin a journal segment: " + error_);
+    progress_.error = error_;
+    unavailable_ = "the journal cannot be written: " + error_;
+    stats.warnings.push_back("cannot begin a journal segment: " + error_);
   }
   last_sync_ = std::chrono::steady_clock::now();
+  for (const auto& [n, s] : segments_)
+    disk_bytes_ += s.size;
   reclaim();
   stats.milliseconds =
       static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -108,7 +116,7 @@ bool Journal::recover(broker::Broker& broker, broker::Clock::time_point now, Rec
 }
 
 bool Journal::replay_segment(std::uint64_t number, Replay& replay, RecoveryStats& stats,
-                             std::string& error) {
+                             std::string& error, bool newest) {
   auto& [queues, msgs, max_id, max_qid, file] = replay;
   const std::string name = segment_name(number);
   if (const IoStatus st = dir_->read(name, file); !st.ok()) {
@@ -176,6 +184,16 @@ bool Journal::replay_segment(std::uint64_t number, Replay& replay, RecoveryStats
   };
   ReadReport report;
   if (!read_segment(file, on_record, report)) {
+    if (newest && report.header != ReadReport::Header::unknown_version) {
+      // qbusd stopped while it began this segment: its header never reached the disk
+      // whole, and nothing was written after it.
+      segments_.erase(number);
+      const bool removed = dir_->remove(name).ok();
+      stats.warnings.push_back(name + ": a segment begun as qbusd stopped (its header is " +
+                               (file.size() < kFileHeaderSize ? "cut short" : "damaged") +
+                               "): " + (removed ? "removed" : "ignored"));
+      return true;
+    }
     if (report.header == ReadReport::Header::unknown_version) {
       error = name + " is in journal format version " + std::to_string(report.version) +
               ", newer than this qbusd reads (" + std::to_string(kFormatVersion) +
