@@ -212,14 +212,14 @@ SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueueP
   core_.charge(id, size);
   ++totals.messages_in;
   totals.bytes_in += moved;
-  SendOutcome out;
   // Journaled before any receiver can take it: its settlement always follows its record.
-  if (journal) out.ticket = journal_store(*journal, q, meta, payload, props, now);
+  const std::uint64_t ticket = journal ? journal_store(*journal, q, meta, payload, props, now) : 0;
   rearm_expiry(q);
   // A waiter in acknowledgement mode takes the message from the store, which holds the copy
   // it is redelivered from.
   if (it != q.waiters().end()) serve_waiters(q, now, false);
-  return out;
+  // A prvalue, built in the caller's place: a named result would be moved, string and all.
+  return SendOutcome{SendResult::accepted, Errc::ok, {}, ticket};
 }
 
 std::optional<SendOutcome> Queues::make_room(Queue& q, PeerId from, QueuePeer* qp, std::size_t size,

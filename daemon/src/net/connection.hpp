@@ -239,7 +239,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
   // Sends to durable queues waiting for the journal: at kMaxUnjournaled the connection
   // stops reading, so a slow disk holds back its durable producers and nobody else.
-  bool journal_full() const { return unjournaled_.size() >= kMaxUnjournaled; }
+  bool journal_full() const { return journal_full_; }
   void await_journal(std::uint64_t correlation, std::uint64_t ticket, bool confirm);
   // Checks a TCP peer's token: welcomes the right one at once; refuses a wrong one, late
   // when its address has failed often.
@@ -326,6 +326,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   };
   std::deque<Unjournaled> unjournaled_;  // in ticket order
   static constexpr std::size_t kMaxUnjournaled = 65536;
+  bool journal_full_ = false;   // unjournaled_ holds kMaxUnjournaled: a flag, tested per frame
   bool blocked_ = false;        // a producer waiting for room in a full queue
   bool held_ = false;           // a wrong token's refusal is being delayed
   bool authenticated_ = false;  // TCP: presented the token (and became a broker peer)

@@ -144,6 +144,7 @@ Connection::Step Connection::handle_v2(const proto::Header& h, proto::Bytes body
 void Connection::await_journal(std::uint64_t correlation, std::uint64_t ticket, bool confirm) {
   if (unjournaled_.empty()) server_.await_journal(id_);
   unjournaled_.push_back(Unjournaled{ticket, correlation, confirm});
+  journal_full_ = unjournaled_.size() >= kMaxUnjournaled;
 }
 
 bool Connection::journaled(const storage::JournalProgress& p) {
@@ -162,6 +163,7 @@ bool Connection::journaled(const storage::JournalProgress& p) {
     }
     unjournaled_.pop_front();
   }
+  journal_full_ = unjournaled_.size() >= kMaxUnjournaled;
   if (was_full && !journal_full() && !closed_) resume();
   return unjournaled_.empty();
 }
