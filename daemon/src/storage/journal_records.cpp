@@ -11,8 +11,10 @@ class Out {
   explicit Out(std::vector<std::byte>& v) : v_(v) {}
   template <typename T>
   void put(T x) {
+    const std::size_t at = v_.size();
+    v_.resize(at + sizeof(T));
     for (std::size_t i = 0; i < sizeof(T); ++i)
-      v_.push_back(std::byte((static_cast<std::uint64_t>(x) >> (8 * i)) & 0xFF));
+      v_[at + i] = std::byte((static_cast<std::uint64_t>(x) >> (8 * i)) & 0xFF);
   }
   void bytes(Bytes b) { v_.insert(v_.end(), b.begin(), b.end()); }
   void text16(std::string_view s) {
