@@ -151,6 +151,10 @@ class Journal final : public broker::Journal {
   // `newest`: the last segment, which qbusd may have been beginning when it stopped.
   bool replay_segment(std::uint64_t number, Replay& replay, RecoveryStats& stats,
                       std::string& error, bool newest);
+  // A segment whose header read_segment refused: a newest one begun as qbusd stopped is
+  // removed (true); otherwise false, with `error`.
+  bool unreadable_segment(std::uint64_t number, const ReadReport& report, std::size_t size,
+                          bool newest, RecoveryStats& stats, std::string& error);
   void restore(broker::Broker& broker, broker::Clock::time_point now, Replay& replay,
                RecoveryStats& stats);
   void run();

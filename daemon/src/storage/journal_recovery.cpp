@@ -184,26 +184,7 @@ bool Journal::replay_segment(std::uint64_t number, Replay& replay, RecoveryStats
   };
   ReadReport report;
   if (!read_segment(file, on_record, report)) {
-    if (newest && report.header != ReadReport::Header::unknown_version) {
-      // qbusd stopped while it began this segment: its header never reached the disk
-      // whole, and nothing was written after it.
-      segments_.erase(number);
-      const bool removed = dir_->remove(name).ok();
-      stats.warnings.push_back(name + ": a segment begun as qbusd stopped (its header is " +
-                               (file.size() < kFileHeaderSize ? "cut short" : "damaged") +
-                               "): " + (removed ? "removed" : "ignored"));
-      return true;
-    }
-    if (report.header == ReadReport::Header::unknown_version) {
-      error = name + " is in journal format version " + std::to_string(report.version) +
-              ", newer than this qbusd reads (" + std::to_string(kFormatVersion) +
-              "); durable queues are off and the journal is left untouched";
-    } else {
-      error = name +
-              " is not a qbus journal segment (its header is damaged); durable "
-              "queues are off and the journal is left untouched";
-    }
-    return false;
+    return unreadable_segment(number, report, file.size(), newest, stats, error);
   }
   seg.size = report.end + report.torn_bytes;
   if (report.torn_bytes != 0) {
@@ -220,6 +201,31 @@ bool Journal::replay_segment(std::uint64_t number, Replay& replay, RecoveryStats
   }
   ++stats.segments;
   return true;
+}
+
+bool Journal::unreadable_segment(std::uint64_t number, const ReadReport& report, std::size_t size,
+                                 bool newest, RecoveryStats& stats, std::string& error) {
+  const std::string name = segment_name(number);
+  if (newest && report.header != ReadReport::Header::unknown_version) {
+    // qbusd stopped while it began this segment: its header never reached the disk whole,
+    // and nothing was written after it.
+    segments_.erase(number);
+    const bool removed = dir_->remove(name).ok();
+    stats.warnings.push_back(name + ": a segment begun as qbusd stopped (its header is " +
+                             (size < kFileHeaderSize ? "cut short" : "damaged") +
+                             "): " + (removed ? "removed" : "ignored"));
+    return true;
+  }
+  if (report.header == ReadReport::Header::unknown_version) {
+    error = name + " is in journal format version " + std::to_string(report.version) +
+            ", newer than this qbusd reads (" + std::to_string(kFormatVersion) +
+            "); durable queues are off and the journal is left untouched";
+  } else {
+    error = name +
+            " is not a qbus journal segment (its header is damaged); durable queues are off "
+            "and the journal is left untouched";
+  }
+  return false;
 }
 
 void Journal::restore(broker::Broker& broker, broker::Clock::time_point now, Replay& replay,
