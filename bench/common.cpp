@@ -1,11 +1,15 @@
 #include "common.hpp"
 
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -73,6 +77,54 @@ double median_of(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const std::size_t n = v.size();
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+bool in_memory_fs(const std::string& path) {
+  struct statfs st {};
+  if (::statfs(path.c_str(), &st) != 0) return false;
+  return st.f_type == TMPFS_MAGIC || st.f_type == RAMFS_MAGIC;
+}
+
+StateDir::StateDir(const std::string& parent) {
+  std::string base = parent;
+  if (base.empty()) {
+    const char* t = std::getenv("TMPDIR");
+    base = t && *t ? t : "/tmp";
+    if (in_memory_fs(base)) base = "/var/tmp";
+  }
+  std::string tmpl = base + "/qbus-bench-state-XXXXXX";
+  if (!::mkdtemp(tmpl.data())) {
+    throw std::runtime_error("cannot make a state directory under " + base + ": " +
+                             std::strerror(errno));
+  }
+  path_ = tmpl;
+  in_memory_ = in_memory_fs(path_);
+}
+
+StateDir::~StateDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+unsigned long long StateDir::bytes() const {
+  unsigned long long n = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(path_, ec)) {
+    std::error_code size_ec;
+    if (e.is_regular_file(size_ec)) {
+      const auto size = e.file_size(size_ec);
+      if (!size_ec) n += size;
+    }
+  }
+  return n;
+}
+
+qbus::QueueOptions with_durable(qbus::QueueOptions q, const std::string& name) {
+  using F = qbus::QueueOptions::Fsync;
+  if (name == "off") return q;
+  q.durable = true;
+  q.fsync = name == "always" ? F::always : name == "batch" ? F::batch : F::none;
+  return q;
 }
 
 Pipe make_pipe() {

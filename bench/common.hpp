@@ -49,6 +49,35 @@ double ratio(double a, double b);
 long cpus_online();
 double median_of(std::vector<double> v);
 
+// A state directory for a private daemon's journal (durable queues), removed with
+// everything in it when this goes (after the daemon that used it has stopped). It is made
+// under `parent` when given, else under $TMPDIR (or /tmp) unless that is a tmpfs, where an
+// fsync costs nothing and would flatter every durable figure: then under /var/tmp.
+class StateDir {
+ public:
+  explicit StateDir(const std::string& parent = {});
+  ~StateDir();
+  StateDir(const StateDir&) = delete;
+  StateDir& operator=(const StateDir&) = delete;
+  const std::string& path() const { return path_; }
+  // Whether it lies on a tmpfs or ramfs (only when `parent` asked for one).
+  bool in_memory() const { return in_memory_; }
+  // The bytes of the regular files in it (the journal's segments and its lock).
+  unsigned long long bytes() const;
+
+ private:
+  std::string path_;
+  bool in_memory_ = false;
+};
+
+// True when `path` lies on a tmpfs or ramfs.
+bool in_memory_fs(const std::string& path);
+
+// --durable's values: "off" (not durable), or the fsync policy of a durable queue.
+inline constexpr const char* kDurableNames[] = {"off", "always", "batch", "none"};
+// The QueueOptions for --durable `name` (one of kDurableNames) on top of `q`.
+qbus::QueueOptions with_durable(qbus::QueueOptions q, const std::string& name);
+
 // Owns one file descriptor: closed by reset() or the destructor.
 class Fd {
  public:

@@ -23,7 +23,13 @@ otherwise prints the apt-get command and fails), then measures:
   mode (issue 13): qbus-bench throughput plain, --ack and --subscribe 1024, alternating run
   by run, beside Redis Streams XADD/XREADGROUP/XACK (redis-streams), and the redelivery
   time after a consumer's SIGKILL (qbus-bench redelivery, 200 rounds); qbus-bench bulk
-  (4 KiB and 64 MiB), memory (idle, 1,000,000 queued messages) and connections (10,000 idle).
+  (4 KiB and 64 MiB), memory (idle, 1,000,000 queued messages) and connections (10,000 idle);
+  durable queues (issue 14): confirmed sends of 50 producers to a durable queue (fsync
+  always, batch, none) and to a plain one, beside redis-benchmark LPUSH -c 50 on a Redis
+  with appendonly yes (appendfsync always, everysec), with 64 and with 1 send in flight per
+  producer, alternating run by run, journal and AOF on a real disk (/var/tmp when the
+  temporary directory is a tmpfs); and the recovery of 1,000,000 queued messages after
+  qbusd's SIGKILL (qbus-bench recovery).
 Every figure is the median of --runs runs (default 3). QBUS_BENCH_BUILD_DIR overrides the
 build tree. Writes bench/RESULTS.md unless
 --no-results is given. --no-build uses the binaries already in build-bench/ as they are.
@@ -63,6 +69,14 @@ BULK_RUNS=5
 MEMORY_MESSAGES=1000000
 IDLE_CONNECTIONS=10000
 IDLE_SECONDS=10
+# Durable queues (issue 14): confirmed sends from DURABLE_CLIENTS producers (qbus) and
+# clients (redis-benchmark -c), each with W sends in flight for each W in DURABLE_WINDOWS
+# (qbus-bench --confirm W, redis-benchmark -P W: both write W sends and wait for all W
+# answers), and the messages of each run per window.
+DURABLE_CLIENTS=50
+DURABLE_WINDOWS="64 1"
+declare -A DURABLE_MESSAGES=([64]=1000000 [1]=100000)
+RECOVERY_MESSAGES=1000000
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -82,6 +96,11 @@ case "$RUNS" in '' | *[!0-9]* | 0) echo "compare.sh: --runs needs a positive int
 # ---- cleanup: the private redis-server and the temp dir go away however we exit --------
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/qbus-compare.XXXXXX")
+# The journal of durable queues and Redis's AOF must be on a real disk, where an fsync
+# costs what it costs: the temporary directory unless it is a tmpfs, else /var/tmp.
+DISK_BASE="${TMPDIR:-/tmp}"
+case "$(stat -f -c %T "$DISK_BASE" 2>/dev/null)" in tmpfs | ramfs) DISK_BASE=/var/tmp ;; esac
+DISK=$(mktemp -d "$DISK_BASE/qbus-compare-disk.XXXXXX")
 REDIS_PID=""
 # shellcheck disable=SC2317  # reached through the EXIT trap
 cleanup() {
@@ -89,7 +108,7 @@ cleanup() {
     kill "$REDIS_PID" 2>/dev/null || true
     wait "$REDIS_PID" 2>/dev/null || true
   fi
-  rm -rf "$TMP"
+  rm -rf "$TMP" "$DISK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -387,6 +406,148 @@ run_ack() {
   fi
 }
 
+# ---- durable queues (issue 14) ----------------------------------------------------------
+
+# spread VALUES...: "min–max" of the numbers, as rates.
+spread() {
+  local sorted
+  sorted=$(printf '%s\n' "$@" | sort -g)
+  echo "$(fmt_count "$(head -n 1 <<<"$sorted")")–$(fmt_count "$(tail -n 1 <<<"$sorted")")"
+}
+
+# A private redis-server with an append-only file in DIR (on the disk) and appendfsync
+# FSYNC, on a Unix socket of its own; sets REDIS_PID and AOF_SOCK.
+start_redis_aof() {
+  local fsync=$1 dir=$2
+  AOF_SOCK="$TMP/redis-aof.sock"
+  redis-server --port 0 --unixsocket "$AOF_SOCK" --unixsocketperm 700 --save '' \
+    --appendonly yes --appendfsync "$fsync" --dir "$dir" --logfile "$dir/redis.log" \
+    --daemonize no &
+  REDIS_PID=$!
+  local i
+  for i in $(seq 100); do
+    redis-cli -s "$AOF_SOCK" ping >/dev/null 2>&1 && return 0
+    kill -0 "$REDIS_PID" 2>/dev/null || break
+    sleep 0.05
+    : "$i"
+  done
+  log "redis-server (appendfsync $fsync) did not come up:"
+  cat "$dir/redis.log" >&2 || true
+  exit 1
+}
+
+stop_redis() {
+  kill "$REDIS_PID" 2>/dev/null || true
+  wait "$REDIS_PID" 2>/dev/null || true
+  REDIS_PID=""
+}
+
+# Per variant and window ("always_64", "redis_everysec_1", ...): the runs' rates and daemon
+# CPU per message (space-separated), then their medians and spreads.
+declare -A DUR_RUNS=() DUR_CPU_RUNS=() DURABLE=() DURABLE_SPREAD=() DURABLE_CPU=()
+# Per Redis variant: the runs in which Redis started an AOF rewrite; the durable commands.
+declare -A REDIS_REWRITES=()
+DURABLE_COMMANDS=()
+
+# durable_one WHICH WINDOW RUN: one run of one variant, added to DUR_RUNS (and, for qbus, the
+# daemon's CPU per message to DUR_CPU_RUNS). WHICH: qbus-always, qbus-batch, qbus-none,
+# qbus-off (a plain queue, confirmed sends all the same), redis-always, redis-everysec.
+durable_one() {
+  local which=$1 w=$2 r=$3 n=${DURABLE_MESSAGES[$2]} out rate dir key
+  out="$TMP/durable-$which-$w-$r"
+  case "$which" in
+    qbus-*)
+      key="${which#qbus-}_$w"
+      "${DURABLE_QBUS[@]}" --messages "$n" --confirm "$w" --durable "${which#qbus-}" \
+        --state-dir "$DISK" >"$out.json"
+      rate=$(json_num "$out.json" messages_per_second)
+      DUR_CPU_RUNS[$key]+=" $(json_num "$out.json" daemon_cpu_ns_per_message)"
+      ;;
+    redis-*)
+      key="redis_${which#redis-}_$w"
+      dir="$DISK/redis-$which-$w-$r"
+      mkdir -p "$dir"
+      start_redis_aof "${which#redis-}" "$dir"
+      redis-benchmark -s "$AOF_SOCK" -t lpush -d "$SIZE" -c "$DURABLE_CLIENTS" -P "$w" -n "$n" \
+        --csv >"$out.csv" 2>"$out.err" || { cat "$out.err" >&2; exit 1; }
+      stop_redis
+      rate=$(awk -F, '$1 == "\"LPUSH\"" { gsub(/"/, "", $2); print $2 }' "$out.csv")
+      # An AOF rewrite Redis started meanwhile (auto-aof-rewrite at 64 MB, its default).
+      if grep -q 'Background append only file rewriting started' "$dir/redis.log"; then
+        REDIS_REWRITES[$key]=$((${REDIS_REWRITES[$key]:-0} + 1))
+      fi
+      rm -rf "$dir"
+      ;;
+  esac
+  DUR_RUNS[$key]+=" $rate"
+  log "durable window $w run $r: $which $rate/s"
+}
+
+# Confirmed sends to durable queues against Redis with an AOF, for each window in
+# DURABLE_WINDOWS: RUNS rounds, each running every variant once on a fresh daemon or
+# redis-server (the order reversed every other round), so drift on a shared machine hits
+# them all alike. Medians (and spreads) of RUNS runs each.
+run_durable() {
+  DURABLE_QBUS=("$QBUS_BENCH" throughput --phase enqueue --producers "$DURABLE_CLIENTS"
+    --size "$SIZE" --runs 1 --json)
+  if ! "$QBUS_BENCH" throughput --help 2>&1 | grep -q -- '--durable'; then
+    log "qbus-bench throughput has no --durable: durable queues are n/a"
+    DURABLE_WINDOWS=""
+  fi
+  local variants="qbus-always redis-always qbus-batch redis-everysec qbus-none qbus-off"
+  local w r which order n key
+  for w in $DURABLE_WINDOWS; do
+    n=${DURABLE_MESSAGES[$w]}
+    for which in $variants; do
+      case "$which" in
+        qbus-*) DURABLE_COMMANDS+=("${DURABLE_QBUS[*]#"$REPO/"} --messages $n --confirm $w --durable ${which#qbus-} --state-dir DISK") ;;
+        redis-*) DURABLE_COMMANDS+=("redis-benchmark -s SOCKET -t lpush -d $SIZE -c $DURABLE_CLIENTS -P $w -n $n --csv  # appendonly yes, appendfsync ${which#redis-}") ;;
+      esac
+      record "${DURABLE_COMMANDS[-1]}"
+    done
+    for r in $(seq "$RUNS"); do
+      order=$variants
+      [ $((r % 2)) -eq 0 ] && order=$(tr ' ' '\n' <<<"$variants" | tac | tr '\n' ' ')
+      for which in $order; do durable_one "$which" "$w" "$r"; done
+    done
+    for key in "${!DUR_RUNS[@]}"; do
+      # shellcheck disable=SC2086  # the runs, one word each
+      DURABLE[$key]=$(median ${DUR_RUNS[$key]})
+      # shellcheck disable=SC2086
+      DURABLE_SPREAD[$key]=$(spread ${DUR_RUNS[$key]})
+    done
+    for key in "${!DUR_CPU_RUNS[@]}"; do
+      # shellcheck disable=SC2086
+      DURABLE_CPU[$key]=$(median ${DUR_CPU_RUNS[$key]})
+    done
+  done
+
+  # Recovery: 1,000,000 messages in a durable queue, qbusd SIGKILLed and started again.
+  RECOVERY_READY=n/a RECOVERY_ACCEPT=n/a RECOVERY_REPLAY=n/a RECOVERY_EMPTY=n/a
+  RECOVERY_BYTES=n/a RECOVERY_RSS_BEFORE=n/a RECOVERY_RSS=n/a RECOVERY_RUNS=""
+  if "$QBUS_BENCH" recovery --help >/dev/null 2>&1; then
+    local cmd=("$QBUS_BENCH" recovery --messages "$RECOVERY_MESSAGES" --size "$SIZE"
+      --fill-fsync none --runs "$RUNS" --state-dir "$DISK" --json)
+    DURABLE_COMMANDS+=("${cmd[*]#"$REPO/"}")
+    DURABLE_COMMANDS[-1]=${DURABLE_COMMANDS[-1]//$DISK/DISK}
+    record "${DURABLE_COMMANDS[-1]}"
+    log "qbus-bench recovery ($RECOVERY_MESSAGES messages)"
+    if "${cmd[@]}" >"$TMP/qbus-recovery.json" 2>"$TMP/qbus-recovery.err"; then
+      RECOVERY_READY=$(json_num "$TMP/qbus-recovery.json" ready_ms)
+      RECOVERY_ACCEPT=$(json_num "$TMP/qbus-recovery.json" accept_ms)
+      RECOVERY_REPLAY=$(json_num "$TMP/qbus-recovery.json" replay_ms)
+      RECOVERY_EMPTY=$(json_num "$TMP/qbus-recovery.json" empty_ready_ms)
+      RECOVERY_BYTES=$(json_num "$TMP/qbus-recovery.json" journal_bytes)
+      RECOVERY_RSS_BEFORE=$(json_num "$TMP/qbus-recovery.json" daemon_rss_before_kill_bytes)
+      RECOVERY_RSS=$(json_num "$TMP/qbus-recovery.json" daemon_rss_bytes)
+      RECOVERY_RUNS=$(grep -o '"run_ready_ms":\[[^]]*\]' "$TMP/qbus-recovery.json" | cut -d'[' -f2 |
+        tr -d ']' | sed 's/,/ \/ /g')
+    else
+      log "qbus-bench recovery failed: $(tail -n 3 "$TMP/qbus-recovery.err")"
+    fi
+  fi
+}
+
 # json_nums FILE KEY: every numeric value of "KEY": in the file, one per line, in order.
 json_nums() {
   grep -o "\"$2\":[-0-9.eE+]*" "$1" | cut -d: -f2
@@ -569,6 +730,75 @@ table() {
     "$(fmt_ratio "$(calc "$ACK_RATE / $STREAMS_RATE")")" "$(fmt_ratio "$(calc "$SUB_RATE / $STREAMS_RATE")")"
   printf '| %s | %s | %s |\n' "qbus acked / qbus plain (alternated runs)" \
     "$(fmt_ratio "$(calc "$ACK_RATE / $ACK_PLAIN_RATE")")" "$(fmt_ratio "$(calc "$SUB_RATE / $ACK_PLAIN_RATE")")"
+  echo
+  durable_table
+}
+
+# dur KEY, dur_spread KEY, dur_cpu KEY: a durable figure ("always_64", ...), or n/a.
+dur() { echo "${DURABLE[$1]:-n/a}"; }
+dur_spread() { echo "${DURABLE_SPREAD[$1]:-n/a}"; }
+dur_cpu() { echo "${DURABLE_CPU[$1]:-n/a}"; }
+
+durable_table() {
+  echo "### Durable queues (issue 14: confirmed sends ≥ 2x Redis with an AOF)"
+  echo
+  echo "Measured $(date -u '+%Y-%m-%d') in this run. Confirmed sends of $SIZE B to one queue from"
+  echo "$DURABLE_CLIENTS producers: qbus-bench throughput --phase enqueue --producers $DURABLE_CLIENTS"
+  echo "--confirm W (each producer writes W sends, the last one confirmed, and counts them when that"
+  echo "OK is back) on a queue declared durable with the fsync policy shown; redis-benchmark LPUSH"
+  echo "-c $DURABLE_CLIENTS -P W (each client writes W LPUSHes and waits for their W replies) on a"
+  echo "redis-server with appendonly yes. Each run is a fresh daemon or redis-server, every variant"
+  echo "once per round; journal and AOF in $DISK_BASE ($(findmnt -n -o FSTYPE -T "$DISK_BASE" 2>/dev/null ||
+    stat -f -c %T "$DISK_BASE"))."
+  echo "Median of $RUNS runs, with the spread (min–max) of the runs."
+  echo
+  row "figure" "value" "qbus/Redis" "spread" "notes"
+  row "---" "---:" "---:" "---:" "---"
+  local w n
+  for w in $DURABLE_WINDOWS; do
+    n=${DURABLE_MESSAGES[$w]}
+    row "Redis appendfsync always, -P $w" "$(fmt_rate "$(dur "redis_always_$w")")" "" \
+      "$(dur_spread "redis_always_$w")" "-c $DURABLE_CLIENTS -n $n: the reply after the AOF's fsync; an AOF rewrite in ${REDIS_REWRITES[redis_always_$w]:-0} of $RUNS runs"
+    row "qbus durable, fsync always, window $w" "$(fmt_rate "$(dur "always_$w")")" \
+      "$(ratio_cell "$(calc "$(dur "always_$w") / $(dur "redis_always_$w")")" "of always")" \
+      "$(dur_spread "always_$w")" "OK after fdatasync (group commit); daemon $(fmt_ns "$(dur_cpu "always_$w")") CPU/msg"
+    row "Redis appendfsync everysec, -P $w" "$(fmt_rate "$(dur "redis_everysec_$w")")" "" \
+      "$(dur_spread "redis_everysec_$w")" "the reply once written to the AOF (page cache); fsync every second; an AOF rewrite in ${REDIS_REWRITES[redis_everysec_$w]:-0} of $RUNS runs"
+    row "qbus durable, fsync batch, window $w" "$(fmt_rate "$(dur "batch_$w")")" \
+      "$(ratio_cell "$(calc "$(dur "batch_$w") / $(dur "redis_everysec_$w")")" "of everysec")" \
+      "$(dur_spread "batch_$w")" "OK after the next periodic fsync (storage.batch_ms 10): at most $((DURABLE_CLIENTS * w)) in flight per 10 ms, $(fmt_rate "$((DURABLE_CLIENTS * w * 100))"); daemon $(fmt_ns "$(dur_cpu "batch_$w")") CPU/msg"
+    row "qbus durable, fsync none, window $w" "$(fmt_rate "$(dur "none_$w")")" \
+      "$(ratio_cell "$(calc "$(dur "none_$w") / $(dur "redis_everysec_$w")")" "of everysec")" \
+      "$(dur_spread "none_$w")" "OK once written to the journal (page cache), as everysec's; daemon $(fmt_ns "$(dur_cpu "none_$w")") CPU/msg"
+    row "qbus not durable, confirmed, window $w" "$(fmt_rate "$(dur "off_$w")")" "" \
+      "$(dur_spread "off_$w")" "the same sends to a plain queue; durable always / batch: $(fmt_pct "$(calc "$(dur "always_$w") / $(dur "off_$w")")") / $(fmt_pct "$(calc "$(dur "batch_$w") / $(dur "off_$w")")") of it; daemon $(fmt_ns "$(dur_cpu "off_$w")") CPU/msg"
+  done
+  row "qbus recovery of $(fmt_count "$RECOVERY_MESSAGES") queued $SIZE B messages" \
+    "$(fmt_us_or_ms "$(calc "1000 * $RECOVERY_READY")") to READY" "" "${RECOVERY_RUNS:+runs $RECOVERY_RUNS ms}" \
+    "qbusd SIGKILLed, started on its state dir: start -> READY=1; first handshake $(fmt_us_or_ms "$(calc "1000 * $RECOVERY_ACCEPT")"); qbusd's replay (recovery.milliseconds) $(fmt_us_or_ms "$(calc "1000 * $RECOVERY_REPLAY")"); an empty start $(fmt_us_or_ms "$(calc "1000 * $RECOVERY_EMPTY")")"
+  row "qbus journal of those messages on disk" "$(fmt_mib "$(mib "$RECOVERY_BYTES")")" "" "" \
+    "$(awk -v b="$RECOVERY_BYTES" -v n="$RECOVERY_MESSAGES" 'BEGIN { if (b == "n/a") print "n/a"; else printf "%.0f", b / n }') B per message; qbusd RSS $(fmt_mib "$(mib "$RECOVERY_RSS_BEFORE")") before the kill, $(fmt_mib "$(mib "$RECOVERY_RSS")") once recovered"
+  echo
+  echo "Redis ran with its default auto-aof-rewrite (at 64 MB of AOF), qbus with its default"
+  echo "storage settings (segments of 64 MiB, batch_ms 10). Commands (SOCKET: each run's"
+  echo "redis-server, DISK: the directory above):"
+  echo
+  echo '```sh'
+  printf '%s\n' "${DURABLE_COMMANDS[@]}"
+  echo '```'
+  echo
+  row "target" "bar" "measured" "ratio" "result"
+  row "---" "---" "---:" "---:" "---"
+  for w in $DURABLE_WINDOWS; do
+    local note=""
+    [ "$w" = 1 ] && note=" (informative: one send in flight per producer)"
+    row "durable always, window $w$note" "≥ 2x Redis appendfsync always ($(fmt_rate "$(calc "2 * $(dur "redis_always_$w")")"))" \
+      "$(fmt_rate "$(dur "always_$w")")" "$(fmt_ratio "$(calc "$(dur "always_$w") / $(dur "redis_always_$w")")")" \
+      "$(verdict "$(calc "$(dur "always_$w") / $(dur "redis_always_$w")")" '>=' 2)"
+    row "durable batch, window $w$note" "≥ 2x Redis appendfsync everysec ($(fmt_rate "$(calc "2 * $(dur "redis_everysec_$w")")"))" \
+      "$(fmt_rate "$(dur "batch_$w")")" "$(fmt_ratio "$(calc "$(dur "batch_$w") / $(dur "redis_everysec_$w")")")" \
+      "$(verdict "$(calc "$(dur "batch_$w") / $(dur "redis_everysec_$w")")" '>=' 2)"
+  done
 }
 
 write_results() {
@@ -592,10 +822,16 @@ write_results() {
     echo
     echo "Redis ran as \`redis-server --port 0 --unixsocket SOCKET --save '' --appendonly no\` in a"
     echo "temporary directory; SOCKET below is that socket. The list is flushed before each run."
+    echo "For the durable rows each run had a fresh \`redis-server --port 0 --unixsocket SOCKET"
+    echo "--save '' --appendonly yes --appendfsync always|everysec --dir DIR\`, DIR on the disk beside"
+    echo "qbus's state directories (DISK below)."
     echo
     echo '```sh'
     local c
-    for c in "${COMMANDS[@]}"; do echo "${c//$REDIS_SOCK/SOCKET}"; done
+    for c in "${COMMANDS[@]}"; do
+      c=${c//$REDIS_SOCK/SOCKET}
+      echo "${c//$DISK/DISK}"
+    done
     echo '```'
   } >"$RESULTS"
 }
@@ -623,6 +859,7 @@ main() {
   run_policy
   run_ack
   run_qbus_resources
+  run_durable
   ELAPSED=$((SECONDS - start))
 
   table >"$TMP/table.md"

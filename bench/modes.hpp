@@ -31,5 +31,6 @@ Mode bulk_mode(CLI::App& cmd);
 Mode connections_mode(CLI::App& cmd);
 Mode memory_mode(CLI::App& cmd);
 Mode redelivery_mode(CLI::App& cmd);
+Mode recovery_mode(CLI::App& cmd);
 
 }  // namespace qbus::bench

@@ -3,7 +3,8 @@
 //   qbus-bench throughput [--producers P] [--consumers C] [--queues K] [--messages N]
 //                         [--duration S] [--size BYTES] [--batch N] [--receive each|batch]
 //                         [--send-batch N] [--ack] [--subscribe PREFETCH] [--ack-every K]
-//                         [--phase both|enqueue|drain] [--runs R] [--address ADDR] [--json]
+//                         [--phase both|enqueue|drain] [--durable always|batch|none|off]
+//                         [--confirm N] [--state-dir DIR] [--runs R] [--address ADDR] [--json]
 //   qbus-bench latency [--requests N] [--warmup N] [--size BYTES] [--runs R] [--rate R]
 //                      [--address ADDR] [--json]
 //   qbus-bench direct [--messages N] [--warmup N] [--size BYTES] [--runs R]
@@ -13,10 +14,12 @@
 //   qbus-bench connections [--connections N] [--idle-seconds S] [--address ADDR] [--json]
 //   qbus-bench memory [--messages N] [--size BYTES] [--json]
 //   qbus-bench redelivery [--rounds N] [--warmup N] [--address ADDR] [--json]
+//   qbus-bench recovery [--messages N] [--size BYTES] [--fill-fsync always|batch|none]
+//                       [--runs R] [--state-dir DIR] [--drop-caches] [--json]
 //
 // Each mode is described at the top of its file: throughput.cpp, latency.cpp, direct.cpp
-// (and fixed_rate.cpp for --rate), bulk.cpp, connections.cpp, memory.cpp, redelivery.cpp;
-// common.* and ping.* hold what they share.
+// (and fixed_rate.cpp for --rate), bulk.cpp, connections.cpp, memory.cpp, redelivery.cpp,
+// recovery.cpp; common.* and ping.* hold what they share.
 //
 // Unless --address is given, a private qbusd is started on a temporary socket. With --runs R
 // the figures are the median run (per percentile for the latency tables). Processes
@@ -66,6 +69,10 @@ int main(int argc, char** argv) {
           "redelivery",
           "A consumer holding a message in acknowledgement mode is SIGKILLed: the time until "
           "a waiting consumer has it (median and p99)")),
+      qbus::bench::recovery_mode(*app.add_subcommand(
+          "recovery",
+          "N messages in a durable queue, qbusd SIGKILLed and started again: the time until "
+          "it is ready, qbusd's own replay time, and the journal's size on disk")),
   };
 
   try {

@@ -9,6 +9,10 @@
 // ack_up_to of the batch's last tag) or through a subscription with --subscribe PREFETCH
 // (ack mode; one pipelined ack_up_to every --ack-every messages, and of whatever is held
 // before next() would wait, so the broker's window never stalls).
+//
+// Durable queues (--durable always|batch|none) are journaled by the private broker in a
+// state directory on a real disk (StateDir); --confirm N makes the producers count a
+// message only once the broker's confirmation covering it came back.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,8 +58,14 @@ struct Options {
   Phase phase = Phase::both;
   int runs = 3;
   int policy_rules = 0;  // > 0: the private daemon enforces a policy of this many rules
+  // Confirmed sends: 0, pipelined without confirmation (one sync() at the end); N, windows
+  // of N sends written together, the last one confirmed, counted once its OK is back.
+  long long confirm = 0;
+  std::string durable_arg = "off";  // --durable: off, or the queues' fsync policy
+  std::string state_dir;            // --state-dir: where the private broker's journal goes
   std::string address;
   bool json = false;
+  bool state_in_memory = false;      // the private broker's journal is on a tmpfs
   std::string phase_arg = "both";    // --phase, as given
   std::string receive_arg = "each";  // --receive, as given
 };
@@ -100,6 +110,23 @@ void add_options(CLI::App& cmd, Options& o) {
       ->check(CLI::IsMember({"both", "enqueue", "drain"}));
   cmd.add_option("--runs", o.runs, "Runs; the median is reported")->check(CLI::Range(1, 99));
   cmd.add_option("--address", o.address, "Use a running broker instead of a private one");
+  cmd.add_option("--durable", o.durable_arg,
+                 "Declare the queues durable with this fsync policy (always: the OK of a "
+                 "confirmed send after fdatasync; batch: after the next periodic fsync; none: "
+                 "once written to the file), or off (memory only)")
+      ->check(CLI::IsMember(
+          std::vector<std::string>(std::begin(kDurableNames), std::end(kDurableNames))));
+  cmd.add_option("--confirm", o.confirm,
+                 "Confirmed sends: each producer writes windows of N sends at once, the last "
+                 "one with CONFIRM, and counts the N when its OK is back (the broker answers "
+                 "in order, and a durable send's OK only once the journal holds every earlier "
+                 "send of the connection); 1: send_confirmed() one at a time; 0: unconfirmed "
+                 "pipelined sends and one sync() at the end")
+      ->check(CLI::Range(0LL, 1'000'000LL));
+  cmd.add_option("--state-dir", o.state_dir,
+                 "Directory under which the private broker's state directory (the journal of "
+                 "durable queues) is made; default $TMPDIR or /tmp, or /var/tmp when that is a "
+                 "tmpfs");
   cmd.add_option("--policy-rules", o.policy_rules,
                  "Give the private broker an access policy of this many rules: all but one "
                  "about other keys (exact keys, prefixes and patterns), one admitting every "
@@ -112,6 +139,7 @@ struct RunResult {
   double seconds = 0;
   long long messages = 0;          // accepted by the broker (and received, unless enqueue)
   double daemon_cpu_seconds = -1;  // unknown with --address
+  long long journal_bytes = -1;    // the state directory's files after the timed part
   double rate() const { return seconds > 0 ? static_cast<double>(messages) / seconds : 0; }
 };
 
@@ -152,9 +180,42 @@ long long producer_quota(const Options& o, int producer) {
   return o.messages / o.producers + (producer < o.messages % o.producers ? 1 : 0);
 }
 
+// --confirm N: windows of N sends in one write (a Client::Batch), the last one confirmed;
+// the window counts once that OK is back. The broker handles a connection's frames in
+// order and answers a send to a durable queue only once the journal made it durable, with
+// every ticket before it, so the OK covers the window (a refused earlier send is counted in
+// send_failures() before it). Returns how many the broker accepted.
+long long produce_confirmed(qbus::Client& c, const Options& o, const std::string& queue,
+                            long long quota) {
+  const std::string payload(o.size, 'm');
+  const bool timed = o.duration > 0;
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(o.duration));
+  long long sent = 0;
+  while (timed ? Clock::now() < deadline : sent < quota) {
+    const long long n = timed ? o.confirm : std::min(o.confirm, quota - sent);
+    if (n > 1) {
+      qbus::Client::Batch window(c);
+      for (long long i = 1; i < n; ++i)
+        c.send(queue, payload);
+      c.send_confirmed(queue, payload);  // writes the window, then waits for its OK
+    } else {
+      c.send_confirmed(queue, payload);
+    }
+    sent += n;
+  }
+  const auto& failures = c.send_failures();
+  if (failures.count != 0) {
+    std::fprintf(stderr, "qbus-bench: producer: %llu send(s) refused: %s\n",
+                 static_cast<unsigned long long>(failures.count), failures.last_message.c_str());
+  }
+  return sent - static_cast<long long>(failures.count);
+}
+
 // Sends `quota` messages (or until --duration has passed) in Client::Batch windows of
 // --send-batch, then sync(); returns how many the broker accepted.
 long long produce(qbus::Client& c, const Options& o, const std::string& queue, long long quota) {
+  if (o.confirm > 0) return produce_confirmed(c, o, queue, quota);
   const std::string payload(o.size, 'm');
   const bool timed = o.duration > 0;
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
@@ -321,9 +382,23 @@ class Pipe2 {
   int fds[2];
 };
 
+// Between runs on durable queues: the untimed draining journaled a settle record per
+// message. One confirmed send to each queue (and taking it back) waits until the storage
+// thread has written all of them, so the next run does not pay for this one's.
+void settle_journal(const Options& o, const std::string& address) {
+  auto c = connect(address);
+  for (int q = 0; q < o.queues; ++q) {
+    const std::string key = queue_name(o, q);
+    c.send_confirmed(key, "settle");
+    while (!c.receive_batch(key, 4096, std::chrono::milliseconds(0)).empty()) {
+    }
+  }
+}
+
 // Producers (unless drain) and consumers (unless enqueue) are forked and connected before the
 // barrier opens, so connecting is not measured. Each writes its count to `reports`.
-RunResult run_throughput(const Options& o, const std::string& address, pid_t daemon_pid) {
+RunResult run_throughput(const Options& o, const std::string& address, pid_t daemon_pid,
+                         const StateDir* state) {
   Pipe2 barrier, fill_barrier, reports;
   const auto report = [&](long long n) {
     return ::write(reports.fds[1], &n, sizeof n) == static_cast<ssize_t>(sizeof n) ? 0 : 1;
@@ -373,6 +448,7 @@ RunResult run_throughput(const Options& o, const std::string& address, pid_t dae
   RunResult r;
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (daemon_pid > 0) r.daemon_cpu_seconds = cpu_seconds(daemon_pid) - cpu_before;
+  if (state) r.journal_bytes = static_cast<long long>(state->bytes());
   r.messages = accepted;
   if (failed) throw std::runtime_error(std::to_string(failed) + " worker(s) failed");
   if (o.phase != Phase::enqueue && received != accepted) {
@@ -386,16 +462,19 @@ RunResult run_throughput(const Options& o, const std::string& address, pid_t dae
       }
     }
   }
+  if (o.durable_arg != "off") settle_journal(o, address);
   return r;
 }
 
 // Queue bounds that never limit the run: room for every message (4294967295 with
-// --duration) and 1 TiB, blocking the sender rather than refusing should one be reached.
+// --duration) and 1 TiB, blocking the sender rather than refusing should one be reached;
+// durable with --durable.
 qbus::QueueOptions throughput_queue(const Options& o) {
   constexpr long long kMaxMessages = std::numeric_limits<std::uint32_t>::max();
   const long long wanted = o.duration > 0 ? kMaxMessages : o.messages + o.consumers + 1024;
-  return {static_cast<std::uint32_t>(std::min(wanted, kMaxMessages)), std::uint64_t{1} << 40,
-          qbus::Overflow::block};
+  return with_durable({static_cast<std::uint32_t>(std::min(wanted, kMaxMessages)),
+                       std::uint64_t{1} << 40, qbus::Overflow::block},
+                      o.durable_arg);
 }
 
 void check_options(const Options& o) {
@@ -410,6 +489,16 @@ void check_options(const Options& o) {
   }
   if (o.policy_rules > 0 && !o.address.empty()) {
     throw std::runtime_error("--policy-rules configures the private broker: not with --address");
+  }
+  if (!o.state_dir.empty() && !o.address.empty()) {
+    throw std::runtime_error("--state-dir configures the private broker: not with --address");
+  }
+  if (o.confirm > 1 && o.durable_arg != "off" && o.phase == Phase::both) {
+    // A send handed straight to a waiting consumer is not journaled and is answered at
+    // once: its OK would not cover the earlier sends of its window.
+    throw std::runtime_error(
+        "--confirm N > 1 with --durable needs --phase enqueue or drain: a window's last "
+        "send may go straight to a waiting consumer, and its OK then covers nothing");
   }
 }
 
@@ -518,22 +607,28 @@ void print_json(const Options& o, const std::vector<RunResult>& runs, const Figu
       "{\"benchmark\":\"throughput\",\"phase\":\"%s\",\"producers\":%d,\"consumers\":%d,"
       "\"queues\":%d,\"messages\":%lld,\"duration\":%.3f,\"size\":%zu,\"batch\":%zu,"
       "\"receive\":\"%s\",\"ack\":%s,\"prefetch\":%u,"
-      "\"send_batch\":%lld,\"policy_rules\":%d,\"runs\":%d,\"median_seconds\":%.6f,"
+      "\"send_batch\":%lld,\"confirm\":%lld,\"durable\":\"%s\",\"journal_bytes\":%lld,"
+      "\"state_dir_in_memory\":%s,\"policy_rules\":%d,\"runs\":%d,\"median_seconds\":%.6f,"
       "\"messages_per_second\":%.0f,"
       "\"mb_per_second\":%.2f,\"daemon_cpu_ns_per_message\":%.1f,\"run_messages_per_second\":[",
       phase_name(o.phase), producers, consumers, o.queues, f.med.messages, o.duration, o.size,
       o.batch, receive_name(o), o.ack || o.subscribe > 0 ? "true" : "false", o.subscribe,
-      o.send_batch, o.policy_rules, o.runs, f.med.seconds, f.rate, f.mbps, f.cpu_ns);
+      o.send_batch, o.confirm, o.durable_arg.c_str(), f.med.journal_bytes,
+      o.state_in_memory ? "true" : "false", o.policy_rules, o.runs, f.med.seconds, f.rate, f.mbps,
+      f.cpu_ns);
   for (std::size_t i = 0; i < runs.size(); ++i)
     std::printf("%s%.0f", i ? "," : "", runs[i].rate());
   std::printf("]}\n");
 }
 
 void print_table(const Options& o, const std::vector<RunResult>& runs, const Figures& f) {
-  const std::string send_window = o.send_batch == 0 ? "one Client::Batch"
-                                  : o.send_batch == 1
-                                      ? "no Batch (one write per send)"
-                                      : "Client::Batch of " + std::to_string(o.send_batch);
+  const std::string send_window =
+      o.confirm == 1  ? "send_confirmed() one at a time"
+      : o.confirm > 1 ? "confirmed windows of " + std::to_string(o.confirm) +
+                            " (one write, the last send confirmed)"
+      : o.send_batch == 0 ? "one Client::Batch"
+      : o.send_batch == 1 ? "no Batch (one write per send)"
+                          : "Client::Batch of " + std::to_string(o.send_batch);
   char sending_for[64] = "";
   if (o.duration > 0)
     std::snprintf(sending_for, sizeof sending_for, ", sending for %g s", o.duration);
@@ -558,21 +653,34 @@ void print_table(const Options& o, const std::vector<RunResult>& runs, const Fig
       f.med.messages, o.size, sending_for, send_window.c_str(), receive_text(o).c_str(), o.runs);
   if (o.policy_rules > 0)
     std::printf("  the broker enforces a policy of %d rules\n", o.policy_rules);
+  if (o.durable_arg != "off") {
+    std::printf("  durable queues, fsync %s%s\n", o.durable_arg.c_str(),
+                o.state_in_memory ? " (the journal is on a tmpfs: fsync costs nothing)" : "");
+  }
   std::printf("  %-28s %12.0f\n", "messages/s", f.rate);
   std::printf("  %-28s %12.2f\n", "MB/s (payload)", f.mbps);
   std::printf("  %-28s %12.3f\n", "median run (s)", f.med.seconds);
   if (f.cpu_ns >= 0) std::printf("  %-28s %12.1f\n", "daemon CPU ns/message", f.cpu_ns);
+  if (f.med.journal_bytes >= 0 && o.durable_arg != "off") {
+    std::printf("  %-28s %12lld\n", "journal bytes (state dir)", f.med.journal_bytes);
+  }
   for (const auto& r : runs)
     std::printf("  run: %lld messages in %.3f s, %.0f/s\n", r.messages, r.seconds, r.rate());
 }
 
-int throughput(const Options& o) {
+int throughput(const Options& given) {
+  Options o = given;
   check_options(o);
+  // Before the daemon, so that it goes after the daemon has stopped.
+  std::optional<StateDir> state;
   std::optional<qbus::testing::Daemon> daemon;
   std::string address = o.address;
   if (address.empty()) {
+    state.emplace(o.state_dir);
+    o.state_in_memory = state->in_memory();
     qbus::testing::DaemonOptions d;
     d.log_level = "warn";
+    d.state_dir = state->path();
     // The uid's quotas of queued bytes and messages must not bind before the queues' bounds.
     d.config_json = R"({"limits": {"uid_max_queued_bytes": 1099511627776,
                                    "uid_max_queued_messages": 1000000000000})";
@@ -584,7 +692,8 @@ int throughput(const Options& o) {
   prepare_queues(o, address);
   std::vector<RunResult> runs;
   for (int i = 0; i < o.runs; ++i)
-    runs.push_back(run_throughput(o, address, daemon ? daemon->pid() : -1));
+    runs.push_back(
+        run_throughput(o, address, daemon ? daemon->pid() : -1, state ? &*state : nullptr));
   const Figures f = median_figures(o, runs);
   if (o.json) {
     print_json(o, runs, f);
