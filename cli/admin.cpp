@@ -275,6 +275,63 @@ void print_fields(const std::vector<std::pair<std::string, std::string>>& fields
     std::cout << k << ":" << std::string(width - k.size() + 1, ' ') << v << "\n";
 }
 
+// Subject subscriptions (publish/subscribe): one row each, with its buffer in the broker
+// ("BUFFERED" of "MAX", and bytes) and its counters.
+void print_subscriptions(const json& subs) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& s : subs) {
+    const json& group = member(s, "group");
+    rows.push_back(
+        {text_of(member(s, "client")), text_of(member(s, "pid")), text_of(member(s, "uid")),
+         printable(member(s, "comm").is_string() ? member(s, "comm").get<std::string>() : ""),
+         text_of(member(s, "id")), printable(text_of(member(s, "pattern"))),
+         printable(group.is_string() ? group.get<std::string>() : ""), text_of(member(s, "slow")),
+         text_of(member(s, "buffered_messages")) + "/" + text_of(member(s, "max_messages")),
+         human_bytes(number(s, "buffered_bytes")) + "/" + human_bytes(number(s, "max_bytes")),
+         text_of(member(s, "matched")), text_of(member(s, "delivered")),
+         text_of(member(s, "dropped"))});
+  }
+  if (rows.empty()) {
+    std::cout << "no subscriptions\n";
+    return;
+  }
+  print_table({"CLIENT", "PID", "UID", "COMM", "ID", "PATTERN", "GROUP", "SLOW", "BUFFERED",
+               "BYTES", "MATCHED", "DELIVERED", "DROPPED"},
+              rows,
+              {true, true, true, false, true, false, false, false, true, true, true, true, true});
+}
+
+// Publish/subscribe as a whole: the counters, then the subscribed patterns and the
+// retained messages, a table each.
+void print_topics(const json& t) {
+  print_fields({{"subscriptions", text_of(member(t, "subscriptions"))},
+                {"published", text_of(member(t, "published_total"))},
+                {"unmatched", text_of(member(t, "unmatched_total"))},
+                {"delivered", text_of(member(t, "delivered_total"))},
+                {"dropped", text_of(member(t, "dropped_total"))},
+                {"disconnected", text_of(member(t, "disconnected_total"))},
+                {"retained", text_of(member(t, "retained_messages")) + " (" +
+                                 human_bytes(number(t, "retained_bytes")) + ")"}});
+  std::vector<std::vector<std::string>> patterns;
+  for (const auto& p : member(t, "patterns")) {
+    patterns.push_back({printable(text_of(member(p, "pattern"))),
+                        text_of(member(p, "subscriptions")), text_of(member(p, "groups"))});
+  }
+  if (!patterns.empty()) {
+    std::cout << "\n";
+    print_table({"PATTERN", "SUBSCRIPTIONS", "GROUPS"}, patterns, {false, true, true});
+  }
+  std::vector<std::vector<std::string>> retained;
+  for (const auto& r : member(t, "retained")) {
+    retained.push_back({printable(text_of(member(r, "subject"))), human_bytes(number(r, "bytes")),
+                        text_of(member(r, "uid")), text_of(member(r, "pid"))});
+  }
+  if (!retained.empty()) {
+    std::cout << "\n";
+    print_table({"RETAINED SUBJECT", "BYTES", "UID", "PID"}, retained, {false, true, true, true});
+  }
+}
+
 void print_queue(const json& q) {
   std::vector<std::pair<std::string, std::string>> fields{
       {"key", printable(text_of(member(q, "key")))},
@@ -525,6 +582,10 @@ int run_admin(const AdminCommand& cmd) {
       print_regions(member(answer, "regions"));
     } else if (cmd.request == "stats") {
       print_stats(member(answer, "stats"));
+    } else if (cmd.request == "topics") {
+      print_topics(member(answer, "topics"));
+    } else if (cmd.request == "subscriptions") {
+      print_subscriptions(member(answer, "subscriptions"));
     } else {
       print_done(cmd, answer);
     }

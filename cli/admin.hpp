@@ -13,7 +13,8 @@ struct AdminCommand {
   std::string address;         // --admin-address; empty: $QBUS_ADMIN_ADDRESS, then the defaults
   std::string client_address;  // --address, whose directory holds the admin socket too
   bool json = false;
-  // queues, queue, clients, regions, stats, purge, delete, region-remove, disconnect
+  // queues, queue, clients, regions, stats, topics, subscriptions, purge, delete,
+  // region-remove, disconnect
   std::string request;
   std::string key;       // queue, purge, delete, region-remove
   std::string pattern;   // delete --pattern (instead of key)

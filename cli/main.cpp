@@ -1,6 +1,7 @@
 // qbusctl: the command-line face of qbus. Exit codes: 0 success, 1 error (one line on
-// stderr), 2 usage error, 3 recv/request timed out with nothing received. Here: parsing,
-// send, declare, request and the admin commands; recv is in recv.cpp.
+// stderr), 2 usage error, 3 recv/request/sub timed out with nothing received. Here:
+// parsing, send, declare, request and the admin commands; recv is in recv.cpp, pub and sub
+// in pubsub.cpp.
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -30,6 +31,7 @@ using qbusctl::Globals;
 using qbusctl::kExitError;
 using qbusctl::kExitTimeout;
 using qbusctl::kExitUsage;
+using qbusctl::parse_headers;
 using qbusctl::print;
 using qbusctl::RecvArgs;
 using qbusctl::run_recv;
@@ -103,19 +105,6 @@ void send_file(qbus::Client& client, const std::string& path, const std::string*
   } else {
     client.send_to_pid(pid, std::move(region), to_pid);
   }
-}
-
-// "KEY=VALUE" arguments of --header.
-qbus::Headers parse_headers(const std::vector<std::string>& args) {
-  qbus::Headers out;
-  for (const auto& a : args) {
-    const auto eq = a.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      throw UsageError("--header '" + a + "': use KEY=VALUE");
-    }
-    out.emplace_back(a.substr(0, eq), a.substr(eq + 1));
-  }
-  return out;
 }
 
 struct SendArgs {
@@ -365,7 +354,12 @@ void add_admin_commands(CLI::App& app, AdminArgs& a) {
            {"queues", "List the queues: depth, bytes, limits, counters (admin socket)"},
            {"clients", "List the connected clients (admin socket)"},
            {"regions", "List the shared-memory regions (admin socket)"},
-           {"stats", "Broker-wide counters and rates (admin socket)"}}) {
+           {"stats", "Broker-wide counters and rates (admin socket)"},
+           {"topics",
+            "Publish/subscribe: the subscribed patterns, the retained messages and the "
+            "counters (admin socket)"},
+           {"subscriptions",
+            "List the subject subscriptions: pattern, group, buffer, counters (admin socket)"}}) {
     a.subcommands.push_back(app.add_subcommand(name, help));
   }
   for (const auto& [name, help] : std::vector<std::pair<std::string, std::string>>{
@@ -541,14 +535,14 @@ void add_globals(CLI::App& app, Globals& g) {
                  "the broker's socket)")
       ->option_text("ADDR");
   app.add_flag("--json", g.json,
-               "Admin commands print the broker's JSON answer; recv prints each message as a "
-               "JSON object on a line of its own");
+               "Admin commands print the broker's JSON answer; recv and sub print each message "
+               "as a JSON object on a line of its own");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"qbusctl: send, receive and inspect qbus queues", "qbusctl"};
+  CLI::App app{"qbusctl: send, receive, publish and inspect qbus queues and subjects", "qbusctl"};
   app.require_subcommand(1);
   Globals g;
   add_globals(app, g);
@@ -560,6 +554,10 @@ int main(int argc, char** argv) {
   CLI::App* request = add_request(app, request_args);
   DeclareArgs declare_args;
   CLI::App* declare = add_declare(app, declare_args);
+  qbusctl::PubArgs pub_args;
+  CLI::App* pub = qbusctl::add_pub(app, pub_args);
+  qbusctl::SubArgs sub_args;
+  CLI::App* subscribe = qbusctl::add_sub(app, sub_args);
   AdminArgs admin;
   add_admin_commands(app, admin);
 
@@ -585,6 +583,8 @@ int main(int argc, char** argv) {
     if (recv->parsed()) return run_recv(g, recv_args);
     if (request->parsed()) return run_request(g, request_args);
     if (declare->parsed()) return run_declare(g, declare_args);
+    if (pub->parsed()) return qbusctl::run_pub(g, pub_args);
+    if (subscribe->parsed()) return qbusctl::run_sub(g, sub_args);
   } catch (const UsageError& e) {
     std::cerr << "qbusctl: " << e.what() << "\nRun 'qbusctl --help' for usage.\n";
     return kExitUsage;

@@ -41,29 +41,6 @@ bool write_file(const std::string& path, const qbus::Message& m) {
   return ::close(fd) == 0;
 }
 
-// One JSON object per line: the payload as text (bytes that are not UTF-8 replaced), who
-// sent it, its headers and, received in acknowledgement mode, how it was delivered.
-bool print_json(const qbus::Message& m, bool ack) {
-  nlohmann::json o{
-      {"key", m.key()},
-      {"payload", std::string(m.text())},
-      {"sender",
-       {{"pid", m.sender().pid}, {"uid", m.sender().uid}, {"client_id", m.sender().client_id}}}};
-  nlohmann::json headers = nlohmann::json::object();
-  for (const auto& [k, v] : m.headers())
-    headers[k] = v;
-  o["headers"] = std::move(headers);
-  if (ack) {
-    o["delivery_tag"] = m.delivery_tag();
-    o["delivery_count"] = m.delivery_count();
-    o["redelivered"] = m.redelivered();
-  }
-  const std::string line = o.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  std::fwrite(line.data(), 1, line.size(), stdout);
-  std::fputc('\n', stdout);
-  return std::fflush(stdout) == 0;
-}
-
 // Receives until `count` messages (0: no limit) or the overall timeout (-1: none).
 template <typename Take, typename Output>
 int receive_loop(long long timeout_ms, long long count, const std::string& what, Take take,
@@ -226,6 +203,31 @@ bool write_message(const Globals& g, const RecvArgs& a, bool ack, const qbus::Me
 }
 
 }  // namespace
+
+bool print_json(const qbus::Message& m, bool ack, bool subject) {
+  nlohmann::json o{
+      {subject ? "subject" : "key", m.key()},
+      {"payload", std::string(m.text())},
+      {"sender",
+       {{"pid", m.sender().pid}, {"uid", m.sender().uid}, {"client_id", m.sender().client_id}}}};
+  nlohmann::json headers = nlohmann::json::object();
+  for (const auto& [k, v] : m.headers())
+    headers[k] = v;
+  o["headers"] = std::move(headers);
+  if (ack) {
+    o["delivery_tag"] = m.delivery_tag();
+    o["delivery_count"] = m.delivery_count();
+    o["redelivered"] = m.redelivered();
+  }
+  if (subject) {
+    o["retained"] = m.retained();
+    o["dropped_before"] = m.dropped_before();
+  }
+  const std::string line = o.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fputc('\n', stdout);
+  return std::fflush(stdout) == 0;
+}
 
 bool print(const qbus::Message& m, bool headers) {
   if (headers) {

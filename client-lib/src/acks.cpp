@@ -211,8 +211,10 @@ void Subscription::release() noexcept {
   try {
     impl.unsubscribe(id_);
     settled = true;
+    // A subject subscription (ack false) has nothing to give back: its deliveries carry
+    // no tag.
     for (const Message& m : st.ready) {
-      if (m.delivery_tag() == 0) continue;
+      if (!st.ack || m.delivery_tag() == 0) continue;
       proto::Nack n;
       n.delivery_tag = m.delivery_tag();
       impl.settle(n, false, "nack");

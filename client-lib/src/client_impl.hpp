@@ -1,7 +1,8 @@
 // libqbus internals, layer 3 of 3: the operations of Client on top of a Session
 // (session.hpp). Client::Impl adds what only Client needs: argument checks, the inbox
 // claim, the region threshold, and turning answers into Messages and Regions. The queue
-// and direct operations are in client.cpp, the region ones in regions.cpp.
+// and direct operations are in client.cpp, the region ones in regions.cpp, publish and
+// subject subscriptions in pubsub.cpp.
 //
 // Ownership, lifetime, thread-safety: Client owns its Impl through a unique_ptr and is not
 // thread-safe. The handle states below (MappedPayload, RegionState, SharedRegionState)
@@ -146,8 +147,8 @@ struct DeliveryAssembler {
 // A subscription's side of the Client (see Subscription in client.hpp), kept in
 // Client::Impl under the SUBSCRIBE's correlation for as long as its Subscription lives.
 struct SubscriptionState {
-  std::string key;
-  bool ack = true;
+  std::string key;  // the queue key, or a subject subscription's pattern
+  bool ack = true;  // always false for a subject subscription
   DeliveryAssembler assembler;
   std::deque<Message> ready;   // delivered, not yet handed out by next()
   std::optional<Error> ended;  // the broker's ERROR that ended it
@@ -194,6 +195,9 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
                                          "': use 1-255 characters of A-Z a-z 0-9 . _ : / -");
     }
   }
+  // A PUBLISH subject (`pattern` false) or a SUBSCRIBE_SUBJECT pattern: Error(invalid_subject)
+  // naming the rule it breaks (PROTOCOL.md 18.1), as the broker would answer.
+  void check_subject(std::string_view subject, bool pattern) const;
   void check_payload(std::size_t size) const {
     const std::uint32_t max = session.info().max_payload;
     if (size > max) {
@@ -249,6 +253,13 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
   // ACK, NACK or EXTEND: pipelined, or with `confirm` waiting for the verdict.
   template <typename Body>
   void settle(const Body& body, bool confirm, std::string_view what);
+
+  // ---- Publish/subscribe (pubsub.cpp) ---------------------------------------------------
+
+  // PUBLISH of `payload` inline, with PROPERTIES first for headers; pipelined, or with
+  // options.confirm waiting for the OK.
+  void publish_inline(std::string_view subject, std::span<const std::byte> payload,
+                      const PublishOptions& options, const detail::MessageProperties& props);
 
   // ---- Regions (regions.cpp) -----------------------------------------------------------
 

@@ -131,8 +131,9 @@ void Client::Impl::send_region(detail::RegionState& st, proto::RegionTarget kind
   proto::append_send_region(session.out(), corr, confirm ? proto::kFlagConfirm : 0, m);
   if (release) st.given_up = true;
   if (confirm) {
-    session.wait_ok(corr, kind == proto::RegionTarget::queue
-                              ? "send to '" + std::string(key) + "'"
+    session.wait_ok(corr, kind == proto::RegionTarget::queue ? "send to '" + std::string(key) + "'"
+                          : kind == proto::RegionTarget::subject
+                              ? "publish to '" + std::string(key) + "'"
                               : "region send to " + std::to_string(target));
   } else {
     session.flush_unless_corked();

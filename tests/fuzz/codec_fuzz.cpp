@@ -116,6 +116,8 @@ bool holds(const SendRegion& m) {
       return m.target != 0 && m.target <= 0xFFFFFFFFu && m.key.empty();
     case RegionTarget::client_id:
       return m.target != 0 && m.key.empty();
+    case RegionTarget::subject:
+      return m.target == 0 && m.wait_ms == 0 && is_valid_subject(m.key);
   }
   return false;  // an unknown target kind decoded
 }
@@ -171,9 +173,16 @@ bool holds(const Unsubscribe& m) {
 }
 bool holds(const DeclareEx& m) {
   return static_cast<std::uint8_t>(m.overflow) <= static_cast<std::uint8_t>(Overflow::block) &&
-         (m.flags & ~kDeclareDeadLetterOverflow) == 0 && is_valid_key(m.key) &&
+         (m.flags & ~kDeclareFlags) == 0 && is_valid_key(m.key) &&
          (m.dead_letter.empty() || is_valid_key(m.dead_letter)) && m.dead_letter != m.key &&
          ((m.flags & kDeclareDeadLetterOverflow) == 0 || !m.dead_letter.empty());
+}
+bool holds(const Publish& m) {
+  return is_valid_subject(m.subject) && is_valid_key(m.subject);
+}
+bool holds(const SubscribeSubject& m) {
+  return is_valid_pattern(m.pattern) && m.slow <= SlowPolicy::block &&
+         (m.group.empty() || is_valid_key(m.group));
 }
 
 // Decodes `body` as a T. Whatever decodes must hold the specification's invariants, borrow
@@ -184,7 +193,11 @@ void check_as(Bytes body) {
   const Errc e = decode_body(body, m);
   if (e != Errc::ok) {
     // Only a body with a key can have an invalid one.
-    FUZZ_CHECK(e == Errc::malformed_frame || (e == Errc::invalid_key && requires { m.key; }));
+    FUZZ_CHECK(e == Errc::malformed_frame || (e == Errc::invalid_key && requires { m.key; }) ||
+               (e == Errc::invalid_key && requires { m.group; }) ||
+               (e == Errc::invalid_subject &&
+                (std::is_same_v<T, Publish> || std::is_same_v<T, SubscribeSubject> ||
+                 std::is_same_v<T, SendRegion>)));
     return;
   }
   FUZZ_CHECK(holds(m));

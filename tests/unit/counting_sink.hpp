@@ -24,8 +24,10 @@ class CountingSink : public Sink {
   bool wants_more(PeerId) override { return true; }
   bool has_exited(PeerId, Clock::time_point) override { return false; }
   void denied(PeerId, Operation, std::string_view, int) override { ++denials; }
+  void cut_off(PeerId, Errc, std::string_view) override { ++cut; }
 
   std::uint64_t delivered = 0;
+  std::uint64_t cut = 0;
   std::uint64_t batches = 0;
   std::uint64_t bytes = 0;
   std::uint64_t failed = 0;

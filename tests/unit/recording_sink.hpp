@@ -96,6 +96,7 @@ class RecordingSink : public Sink {
   void denied(PeerId peer, Operation op, std::string_view key, int rule) override {
     denials.push_back(Denial{peer, op, std::string(key), rule});
   }
+  void cut_off(PeerId peer, Errc, std::string_view) override { cut.push_back(peer); }
 
   void set_wants_more(PeerId peer, bool value) { wants_more_[peer] = value; }
   // From now on has_exited(peer) is true, as when the edge saw the process exit.
@@ -105,6 +106,7 @@ class RecordingSink : public Sink {
   std::vector<Failure> failures;
   std::vector<Confirmation> confirms;
   std::vector<PeerId> resumes;
+  std::vector<PeerId> cut;  // peers cut_off (slow subject subscribers)
   std::vector<Denial> denials;
   std::size_t exit_checks = 0;
 

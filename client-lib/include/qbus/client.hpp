@@ -6,7 +6,8 @@
 //
 // Besides keyed queues, every process has an inbox: send_to_pid() puts a message there
 // and receive_direct() takes from it. request() sends to a queue and waits for the
-// receiver's reply(), which travels back directly.
+// receiver's reply(), which travels back directly. publish() fans a message out to every
+// subscribe_subject() whose pattern matches its subject (publish/subscribe, protocol 2).
 //
 // Delivery is at most once by default: a message leaves its queue when the broker hands it
 // to a receiver, and is lost if that receiver dies before processing it. Receiving in
@@ -128,6 +129,15 @@ class QBUS_API Message {
   // True when it was handed over before and came back (the receiver closed, nacked it or
   // let its ack timeout pass): it may have been processed already.
   bool redelivered() const noexcept { return redelivered_; }
+
+  // Subject deliveries (Client::subscribe_subject): key() is the message's subject.
+  // Messages the broker dropped from this subscription's buffer since its previous
+  // delivery, because this Client read too slowly (SlowPolicy::drop_oldest): the header
+  // qbus-dropped, else 0 (also for a value that is not a decimal count).
+  std::uint64_t dropped_before() const noexcept;
+  // True for a subject's retained message handed to a new subscription (the header
+  // qbus-retained): published before the subscription began.
+  bool retained() const noexcept;
 
  private:
   friend struct detail::Access;
@@ -352,6 +362,48 @@ struct SubscribeOptions {
   bool ack = true;
 };
 
+// What a subject subscription does when its buffer in the broker is full: the broker
+// writes deliveries while this Client reads its connection and buffers them otherwise
+// (PROTOCOL.md 18.4).
+enum class SlowPolicy : std::uint8_t {
+  broker_default = 0,  // drop_oldest
+  // The oldest buffered message is dropped; the next delivery says how many went
+  // (Message::dropped_before()). Publishers go on at full speed.
+  drop_oldest = 1,
+  // The broker ends the subscription with Error(slow_subscriber) and closes the connection.
+  disconnect = 2,
+  // Publishers of a matching subject wait until the buffer has room. Dangerous: a
+  // subscriber that stops reading stops them all; only between processes that trust each
+  // other.
+  block = 3,
+};
+
+// Client::publish() with more to say than a payload.
+struct PublishOptions {
+  // Headers of the message, as SendOptions' (the same rules).
+  Headers headers;
+  // Also keep the message as its subject's retained message, replacing the one before,
+  // which every later subscription to a matching pattern gets first. An empty payload
+  // clears it (and is not delivered). Not with a Region (Error(invalid_argument)).
+  bool retain = false;
+  // Wait for the broker's OK, given once every matching subscription has the message
+  // (delivered or buffered), and throw its refusal as Error; false pipelines the publish
+  // like send() and counts refusals in send_failures().
+  bool confirm = false;
+};
+
+// Client::subscribe_subject(): the subscription's buffer in the broker and its company.
+struct SubjectOptions {
+  // Queue group: subscriptions with the same pattern and group share its messages, each
+  // going to one member (in turn). A valid key; empty: no group, every message.
+  std::string group;
+  // The buffer's bounds, in messages and payload bytes; 0: the broker's defaults
+  // (limits.subscription_max_messages and _max_bytes), which are also the ceilings.
+  std::uint32_t max_messages = 0;
+  std::uint64_t max_bytes = 0;
+  SlowPolicy slow = SlowPolicy::broker_default;
+};
+
 struct ClientOptions {
   // "unix:/path/to.sock", "tcp:HOST:PORT" or "tls:HOST:PORT" (TCP with TLS). Empty:
   // $QBUS_ADDRESS, else the per-user socket when it exists (not for root), else
@@ -515,6 +567,35 @@ class QBUS_API Client {
   // time; take them with Subscription::next(). See SubscribeOptions and Subscription.
   Subscription subscribe(std::string_view key, const SubscribeOptions& options = {});
 
+  // ---- Publish/subscribe (protocol 2; PROTOCOL.md 18) ----
+  // A subject is 1-255 bytes of 1 to 32 dot-separated tokens of A-Z a-z 0-9 _ : / -
+  // ("sensors.kitchen.temp"); a pattern may have a whole token `*` (one token) and a last
+  // token `>` (one or more): "sensors.*.temp", "sensors.>". A subject or pattern that
+  // breaks a rule throws Error(invalid_subject) naming the rule before anything is sent.
+  //
+  // Publishes `payload` on `subject` to every subscription whose pattern matches it, one
+  // copy each. A message no subscription matches is dropped: not an error. Pipelined
+  // like send() unless options.confirm; a payload over the region threshold goes through
+  // a shared-memory region, as send()'s, unless options.retain. Errors: invalid_subject,
+  // payload_too_large, permission_denied (the access policy judges it as a send to the
+  // subject), quota_exceeded (a retained message over the uid's quota).
+  void publish(std::string_view subject, std::string_view payload,
+               const PublishOptions& options = {});
+  void publish(std::string_view subject, std::span<const std::byte> payload,
+               const PublishOptions& options = {});
+  // Publishes the whole region and gives it up (`region` is empty afterwards): every
+  // subscriber maps the same sealed pages. options.retain throws Error(invalid_argument).
+  void publish(std::string_view subject, Region&& region, const PublishOptions& options = {});
+  // Subscribes to every subject `pattern` matches; take the messages with
+  // Subscription::next() (key() is the pattern, each Message's key() its subject).
+  // Returns once the broker has answered: anything published afterwards reaches the
+  // subscription, after the retained messages of the subjects it matches. Deliveries are
+  // at most once and have nothing to settle. Throws Error(invalid_subject), invalid_key
+  // (the group), too_many_subscriptions (limits.max_subscriptions of the connection or
+  // uid_max_subscriptions of the uid) or permission_denied (the access policy judges it
+  // as a receive of the pattern as written).
+  Subscription subscribe_subject(std::string_view pattern, const SubjectOptions& options = {});
+
   // Direct messages to a process's inbox, by the pid the kernel reported for it (a process
   // with several connections receives them on the connection that claimed the inbox most
   // recently, each Client claiming it on its first receive_direct, else on its oldest).
@@ -588,22 +669,26 @@ class QBUS_API Client {
   std::unique_ptr<Impl> impl_;
 };
 
-// Messages the broker pushes for one queue key (Client::subscribe). Deliveries are read
-// with the Client's other traffic: those that arrive while the Client waits for another
-// answer are kept here for next(), so a subscription may be interleaved with sends,
-// receives and other subscriptions on the same Client. In acknowledgement mode (the
-// default) at most `prefetch` messages are unsettled at once, which also bounds what is
-// kept; without it the broker pushes while the Client reads, and what arrives during
-// other calls is kept without bound.
+// Messages the broker pushes for one queue key (Client::subscribe), or for the subjects
+// one pattern matches (Client::subscribe_subject). Deliveries are read with the Client's
+// other traffic: those that arrive while the Client waits for another answer are kept here
+// for next(), so a subscription may be interleaved with sends, receives, publishes and
+// other subscriptions on the same Client. In acknowledgement mode (the default of a queue
+// subscription) at most `prefetch` messages are unsettled at once, which also bounds what
+// is kept; without it (always, for a subject subscription) the broker pushes while the
+// Client reads, and what arrives during other calls is kept without bound. A subject
+// subscription's own bound is its buffer in the broker (SubjectOptions), which fills only
+// while this Client does not read.
 //
-// An ERROR from the broker (queue_deleted, permission_denied, ...) ends the subscription:
-// next() hands out what arrived before it, then throws it.
+// An ERROR from the broker (queue_deleted, permission_denied, slow_subscriber, ...) ends
+// the subscription: next() hands out what arrived before it, then throws it.
 //
 // Ownership, lifetime, thread-safety: move-only; refers to the Client that made it, which
 // must outlive it (the Client may move meanwhile). Not thread-safe, like the Client, and
-// used from the Client's thread. Destroying it cancels it, best effort, and gives the
-// messages it kept and never handed out back to the queue (nack requeue) in ack mode;
-// messages next() handed out stay this Client's to settle.
+// used from the Client's thread. Destroying it cancels it, best effort. In ack mode the
+// messages it kept and never handed out go back to the queue (nack requeue); messages
+// next() handed out stay this Client's to settle. A subject subscription's kept messages
+// are simply dropped: there is nothing to give back.
 class QBUS_API Subscription {
  public:
   Subscription() noexcept = default;
@@ -623,6 +708,7 @@ class QBUS_API Subscription {
   void cancel();
   // Subscribed and not cancelled nor ended by an error.
   bool active() const noexcept;
+  // The queue key, or a subject subscription's pattern.
   const std::string& key() const noexcept { return key_; }
 
  private:

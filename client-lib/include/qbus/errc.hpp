@@ -58,6 +58,9 @@ namespace qbus {
   X(no_such_subscription, 43)                                                        \
   X(single_active_consumer, 44)                                                      \
   X(storage_failed, 45)                                                              \
+  X(invalid_subject, 46)                                                             \
+  X(too_many_subscriptions, 47)                                                      \
+  X(slow_subscriber, 48)                                                             \
   X(internal_error, 50)                                                              \
   X(shutting_down, 51)                                                               \
   /* Local to libqbus, never on the wire. */                                         \

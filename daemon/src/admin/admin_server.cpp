@@ -414,6 +414,8 @@ json AdminServer::handle(const std::string& line) {
       {"config", &AdminServer::show_config},
       {"set-log-level", &AdminServer::set_log_level},
       {"policy-check", &AdminServer::check_policy},
+      {"subscriptions", &AdminServer::list_subscriptions},
+      {"topics", &AdminServer::show_topics},
   };
   const std::string what = req["request"];
   for (const auto& [name, command] : kCommands) {

@@ -81,6 +81,9 @@ class AdminServer {
   nlohmann::json show_config(const nlohmann::json& req);
   nlohmann::json set_log_level(const nlohmann::json& req);
   nlohmann::json check_policy(const nlohmann::json& req);
+  // Publish/subscribe (topics_json.cpp).
+  nlohmann::json list_subscriptions(const nlohmann::json& req);
+  nlohmann::json show_topics(const nlohmann::json& req);
   // `purge` or `delete` (`what`) of the one queue named by "key".
   nlohmann::json drop_queue(const std::string& what, const nlohmann::json& req);
   // `delete` with a glob "pattern" instead of a key.

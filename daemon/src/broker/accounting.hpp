@@ -15,6 +15,8 @@ struct UidUsage {
   std::uint32_t queues = 0;
   // Receives of its connections waiting for a message, over queues and inboxes.
   std::uint32_t waiting_receives = 0;
+  // Subject subscriptions of its connections.
+  std::uint32_t subscriptions = 0;
 };
 
 class Accounting {
@@ -37,7 +39,7 @@ class Accounting {
   void forget_if_unused(std::uint32_t uid) {
     const UidUsage* u = find(uid);
     if (!u || u->connections != 0 || u->queued_messages != 0 || u->queues != 0 ||
-        u->waiting_receives != 0) {
+        u->waiting_receives != 0 || u->subscriptions != 0) {
       return;
     }
     if (u == last_) last_ = nullptr;

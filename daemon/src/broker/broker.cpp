@@ -29,6 +29,7 @@ void Broker::disconnect(PeerId peer, Clock::time_point now) {
   // their handler left before producers blocked on its process's inbox are resumed, and
   // its queues and requests are gone before its inbox drops what it did not take.
   queues_.forget(peer, *p, now);
+  topics_.forget(*p);
   requests_.forget(peer, *p);
   inboxes_.forget(peer, *p);
   core_.regions.disconnect(peer);
@@ -212,7 +213,10 @@ bool Broker::release_configured(std::string_view key, Clock::time_point now) {
 }
 
 void Broker::output_ready(PeerId peer, Clock::time_point now) {
-  if (Peer* p = core_.peers.lookup(peer)) queues_.output_ready(*p, now);
+  if (Peer* p = core_.peers.lookup(peer)) {
+    queues_.output_ready(*p, now);
+    if (!p->topics.subscriptions.empty()) topics_.output_ready(*p);
+  }
 }
 
 std::optional<std::size_t> Broker::purge(std::string_view key) {
@@ -287,7 +291,31 @@ void Broker::subscribe(PeerId peer, std::uint64_t correlation, std::string_view 
 
 bool Broker::unsubscribe(PeerId peer, std::uint64_t subscription, Clock::time_point now) {
   Peer* p = core_.peers.find(peer);
-  return p && queues_.unsubscribe(peer, *p, subscription, now);
+  return p &&
+         (queues_.unsubscribe(peer, *p, subscription, now) || topics_.unsubscribe(*p, subscription));
+}
+
+SendOutcome Broker::publish(PeerId from, const PublishSend& m, Clock::time_point now) {
+  Peer* p = core_.peers.lookup(from);
+  if (!p) return unknown_peer();
+  if (m.payload.size() > core_.limits.max_payload) {
+    return rejected(Errc::payload_too_large,
+                    "payload of " + std::to_string(m.payload.size()) + " bytes over max_payload " +
+                        std::to_string(core_.limits.max_payload));
+  }
+  if (core_.policy && !permitted(*p, Operation::send, m.subject)) {
+    return denied(Operation::send, m.subject);
+  }
+  return topics_.publish(from, *p, m, now);
+}
+
+SendOutcome Broker::subscribe_subject(PeerId peer, const SubjectSubscribe& s, bool confirm) {
+  Peer* p = core_.peers.find(peer);
+  if (!p) return unknown_peer();
+  if (core_.policy && !permitted(*p, Operation::receive, s.pattern)) {
+    return denied(Operation::receive, s.pattern);
+  }
+  return topics_.subscribe(peer, *p, s, confirm);
 }
 
 void Broker::fail_all_waiters(Errc code, std::string_view text) {

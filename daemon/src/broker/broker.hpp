@@ -52,7 +52,8 @@ class Broker {
       : core_(limits, sink, backing),
         requests_(core_),
         queues_(core_, requests_),
-        inboxes_(core_, queues_) {}
+        inboxes_(core_, queues_),
+        topics_(core_) {}
   Broker(const Broker&) = delete;
   Broker& operator=(const Broker&) = delete;
 
@@ -129,8 +130,19 @@ class Broker {
   // as a waiting receive against the peer's limits. Judged by the policy as receive.
   void subscribe(PeerId peer, std::uint64_t correlation, std::string_view key,
                  std::uint32_t prefetch, bool ack, Clock::time_point now);
-  // False when the peer has no subscription under that correlation.
+  // Ends a queue or a subject subscription; false when the peer has no subscription under
+  // that correlation.
   bool unsubscribe(PeerId peer, std::uint64_t subscription, Clock::time_point now);
+
+  // Publish/subscribe (proto/PROTOCOL.md 18; topics.hpp). publish fans the message out to
+  // every matching subscription (blocked: a subscription of policy block is full; the edge
+  // pauses the producer until Sink::resume and sends the frame again). Judged by the policy
+  // as a send to the subject; a subscription as a receive of its pattern as written.
+  // subscribe_subject answers OK itself when `confirm` (before any retained message) and
+  // returns deferred; otherwise the refusal.
+  SendOutcome publish(PeerId from, const PublishSend& m, Clock::time_point now);
+  SendOutcome subscribe_subject(PeerId peer, const SubjectSubscribe& s, bool confirm);
+  const Topics& topics() const { return topics_; }
 
   // Direct messages. A pid names the newest process with that pid as long as it has not
   // exited (Sink::has_exited is asked): an older or exited one can never receive what is
@@ -291,6 +303,7 @@ class Broker {
   Requests requests_;
   Queues queues_;
   Inboxes inboxes_;
+  Topics topics_;
 };
 
 }  // namespace qbus::broker

@@ -13,6 +13,7 @@
 #include "broker/policy.hpp"
 #include "broker/queues.hpp"
 #include "broker/requests.hpp"
+#include "broker/topics.hpp"
 
 namespace qbus::broker {
 
@@ -29,6 +30,7 @@ struct Peer {
   QueuePeer queues;
   InboxPeer inbox;
   RequestPeer requests;
+  TopicPeer topics;
 };
 
 class PeerTable {

@@ -72,7 +72,7 @@ SendOutcome Broker::route_region(PeerId from, const RegionSend& s, Clock::time_p
       (props.ttl_ms != 0 || props.delay_ms != 0 || props.priority != 0)) {
     return rejected(Errc::malformed_frame,
                     "a time to live, a delay or a priority (PROPERTIES) applies to a message "
-                    "sent to a queue, not to a direct SEND_REGION");
+                    "sent to a queue, not to a SEND_REGION to a process or a subject");
   }
   DirectSend d;
   d.kind =
@@ -83,7 +83,7 @@ SendOutcome Broker::route_region(PeerId from, const RegionSend& s, Clock::time_p
   d.confirm = s.confirm;
   d.headers = s.props.headers;
   if (core_.policy) {
-    if (s.kind == proto::RegionTarget::queue) {
+    if (s.kind == proto::RegionTarget::queue || s.kind == proto::RegionTarget::subject) {
       if (!permitted(*p, Operation::send, s.key)) return denied(Operation::send, s.key);
     } else if (Inbox* inbox = inboxes_.route(d, now);
                inbox && !core_.direct_permitted(*p, *inbox, d.kind, d.target)) {
@@ -103,6 +103,9 @@ SendOutcome Broker::route_region(PeerId from, const RegionSend& s, Clock::time_p
   // receiver will validate and read.
   if (auto sealed = core_.regions.seal_for_handover(from, s.ref.id); !sealed.ok()) {
     return rejected(sealed.error, sealed.text);
+  }
+  if (s.kind == proto::RegionTarget::subject) {
+    return topics_.publish(from, *p, PublishSend{s.key, {}, s.props.headers, s.ref, false}, now);
   }
   if (s.kind == proto::RegionTarget::queue) {
     SendOutcome out;

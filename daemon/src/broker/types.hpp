@@ -113,6 +113,14 @@ struct Limits {
   // and the prefetch of a subscription that asks for none.
   std::uint32_t max_unacked = config::kLimitDefaults.max_unacked;
   std::uint32_t default_prefetch = config::kLimitDefaults.default_prefetch;
+  // Publish/subscribe (proto/PROTOCOL.md 18): subscriptions per connection and per uid,
+  // each subscription's buffer bound (the default and the ceiling of what it may ask),
+  // and the retained messages the broker keeps.
+  std::uint32_t max_subscriptions = config::kLimitDefaults.max_subscriptions;
+  std::uint32_t uid_max_subscriptions = config::kLimitDefaults.uid_max_subscriptions;
+  std::uint32_t subscription_max_messages = config::kLimitDefaults.subscription_max_messages;
+  std::uint64_t subscription_max_bytes = config::kLimitDefaults.subscription_max_bytes;
+  std::uint32_t max_retained = config::kLimitDefaults.max_retained;
   // Every process (every TCP connection) has one inbox for direct messages.
   QueueOptions inbox{config::kInboxDefaults.max_messages, config::kInboxDefaults.max_bytes,
                      config::kInboxDefaults.overflow};
@@ -189,6 +197,11 @@ class Sink {
   // the peer is answered, for the edge's audit log (the core does no I/O; rate-limiting is
   // the edge's).
   virtual void denied(PeerId peer, Operation op, std::string_view key, int rule) = 0;
+  // The core gives up on `peer` (a subject subscriber too slow for its policy disconnect;
+  // it has been told why through fail): the edge logs `code` and `text` and closes the
+  // connection after that ERROR, later than this call (which must not call back into the
+  // Broker); Broker::disconnect follows.
+  virtual void cut_off(PeerId peer, Errc code, std::string_view text) = 0;
 };
 
 }  // namespace qbus::broker

@@ -232,15 +232,18 @@ Connection::Step Connection::handle(const proto::Header& h, proto::Bytes body) {
   }
   if (!has_properties_) return dispatch(h, body);
   const bool message = h.type == FrameType::send || h.type == FrameType::request ||
-                       h.type == FrameType::send_direct || h.type == FrameType::send_region;
+                       h.type == FrameType::send_direct || h.type == FrameType::send_region ||
+                       h.type == FrameType::publish;
   if (!message) {
     has_properties_ = false;
     bad_request(properties_correlation_, Errc::unexpected_frame,
-                "PROPERTIES must be followed by SEND, SEND_REGION, REQUEST or SEND_DIRECT, not " +
+                "PROPERTIES must be followed by SEND, SEND_REGION, REQUEST, SEND_DIRECT or "
+                "PUBLISH, not " +
                     std::string(proto::frame_type_name(h.type)));
     return dispatch(h, body);
   }
-  if (timed_properties() && (h.type == FrameType::request || h.type == FrameType::send_direct)) {
+  if (timed_properties() && (h.type == FrameType::request || h.type == FrameType::send_direct ||
+                             h.type == FrameType::publish)) {
     return refuse_timed(h);
   }
   const Step step = dispatch(h, body);
@@ -316,6 +319,9 @@ Connection::Step Connection::dispatch(const proto::Header& h, proto::Bytes body)
     case FrameType::unsubscribe:
     case FrameType::declare_ex:
       return handle_v2(h, body);
+    case FrameType::publish:
+    case FrameType::subscribe_subject:
+      return handle_pubsub(h, body);
     case FrameType::hello:
     case FrameType::welcome:
     case FrameType::error:
@@ -378,7 +384,10 @@ Connection::Step Connection::handle_region(const proto::Header& h, proto::Bytes 
     }
     case FrameType::send_region: {
       proto::SendRegion m;
-      if (auto e = proto::decode_send_region(body, m); e != Errc::ok) return bad_body(e);
+      if (auto e = proto::decode_send_region(body, m); e != Errc::ok) {
+        if (e == Errc::invalid_subject) return bad_subject(h, "subject", m.key, false);
+        return bad_body(e);
+      }
       broker::RegionSend rs;
       rs.ref = broker::RegionRef{m.region_id, m.offset, m.length};
       rs.kind = m.target_kind;

@@ -22,8 +22,8 @@ Connection::Step Connection::handle_properties(const proto::Header& h, proto::By
   if (proto::decode_body(body, m) != Errc::ok) return bad_queue_body(h, Errc::malformed_frame);
   if (has_properties_) {
     bad_request(properties_correlation_, Errc::unexpected_frame,
-                "PROPERTIES must be followed by SEND, SEND_REGION, REQUEST or SEND_DIRECT, "
-                "not by another PROPERTIES");
+                "PROPERTIES must be followed by SEND, SEND_REGION, REQUEST, SEND_DIRECT or "
+                "PUBLISH, not by another PROPERTIES");
   }
   has_properties_ = false;
   // The broker's own headers (a dead letter's reasons) need room beside the sender's.
@@ -60,7 +60,7 @@ Connection::Step Connection::refuse_timed(const proto::Header& h) {
   bad_request(h.correlation, Errc::malformed_frame,
               "a time to live, a delay or a priority (PROPERTIES) applies to a message sent to "
               "a queue (SEND, or SEND_REGION to a queue), not to " +
-                  std::string(proto::frame_type_name(h.type)) + " of a direct message");
+                  std::string(proto::frame_type_name(h.type)));
   return Step::next;
 }
 

@@ -406,6 +406,20 @@ void Server::denied(broker::PeerId peer, broker::Operation op, std::string_view 
   if (Connection* c = find(peer)) c->log_denial(op, key, rule);
 }
 
+void Server::cut_off(broker::PeerId peer, Errc code, std::string_view text) {
+  Connection* c = find(peer);
+  if (c == nullptr || c->closing()) return;
+  spdlog::warn("client {}: disconnected ({}): {}", peer, errc_name(code), text);
+  // Closed from the loop, not from inside the broker's call; the ERROR already sent goes
+  // out first, within the close grace.
+  asio::post(io_, [this, peer] {
+    if (Connection* conn = find(peer)) {
+      conn->drain_and_close();
+      end_of_batch();
+    }
+  });
+}
+
 void Server::confirm(broker::PeerId to, std::uint64_t correlation) {
   if (Connection* c = find(to)) c->ok(correlation);
 }

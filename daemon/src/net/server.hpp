@@ -126,6 +126,7 @@ class Server final : public broker::Sink {
   bool wants_more(broker::PeerId peer) override;
   bool has_exited(broker::PeerId peer, broker::Clock::time_point as_of) override;
   void denied(broker::PeerId peer, broker::Operation op, std::string_view key, int rule) override;
+  void cut_off(broker::PeerId peer, Errc code, std::string_view text) override;
 
  private:
   // One pidfd per peer process (pid and process token), shared by its connections and

@@ -19,6 +19,7 @@
 
 #include "qbus/errc.hpp"
 #include "qbus/proto/field.hpp"
+#include "qbus/proto/subject.hpp"
 
 namespace qbus::proto {
 
@@ -71,6 +72,9 @@ enum class FrameType : std::uint8_t {
   subscribe = 31,
   unsubscribe = 32,
   declare_ex = 33,
+  // Publish/subscribe (section 18), version 2.
+  publish = 34,
+  subscribe_subject = 35,
 };
 
 // Header flag bits (section 4). A bit is meaningful only on the frame types kFrameTraits
@@ -84,10 +88,14 @@ inline constexpr std::uint16_t kFlagLast = 0x0002;
 inline constexpr std::uint16_t kFlagMore = 0x0004;
 // receive (version 2): hand the messages over in acknowledgement mode (section 17.3).
 inline constexpr std::uint16_t kFlagAck = 0x0008;
+// publish (version 2): keep the message as its subject's retained message (section 18.6).
+inline constexpr std::uint16_t kFlagRetain = 0x0010;
 
 enum class Overflow : std::uint8_t { use_default = 0, reject = 1, drop_oldest = 2, block = 3 };
 enum class TargetKind : std::uint8_t { pid = 1, client_id = 2 };
-enum class RegionTarget : std::uint8_t { queue = 0, pid = 1, client_id = 2 };
+enum class RegionTarget : std::uint8_t { queue = 0, pid = 1, client_id = 2, subject = 3 };
+// 18.4: what a subject subscription does when its buffer is full.
+enum class SlowPolicy : std::uint8_t { use_default = 0, drop_oldest = 1, disconnect = 2, block = 3 };
 // 17.4: what a NACK does with the messages it names.
 enum class NackAction : std::uint8_t { requeue = 1, requeue_after = 2, dead_letter = 3 };
 
@@ -291,7 +299,7 @@ template <>
 struct Layout<SendRegion>
     : Described<FrameType::send_region, field::IntAtLeast<&SendRegion::region_id, 1>,
                 field::Int<&SendRegion::offset>, field::IntAtLeast<&SendRegion::length, 1>,
-                field::Enum<&SendRegion::target_kind, RegionTarget::queue, RegionTarget::client_id>,
+                field::Enum<&SendRegion::target_kind, RegionTarget::queue, RegionTarget::subject>,
                 field::Bool<&SendRegion::release>, field::Zero<std::uint16_t>,
                 field::IntAtLeast<&SendRegion::wait_ms, 0>, field::Int<&SendRegion::target>,
                 field::KeyBytes<&SendRegion::key>> {
@@ -300,6 +308,10 @@ struct Layout<SendRegion>
     if (m.target_kind == RegionTarget::queue) {
       if (m.target != 0 || m.wait_ms != 0) return Errc::malformed_frame;
       return is_valid_key(m.key) ? Errc::ok : Errc::invalid_key;
+    }
+    if (m.target_kind == RegionTarget::subject) {
+      if (m.target != 0 || m.wait_ms != 0) return Errc::malformed_frame;
+      return is_valid_subject(m.key) ? Errc::ok : Errc::invalid_subject;
     }
     if (m.target_kind == RegionTarget::pid && m.target > 0xFFFFFFFFu) {
       return Errc::malformed_frame;
@@ -560,12 +572,49 @@ struct Layout<DeclareEx>
   }
 };
 
+// 18.2: a message for every subscription whose pattern matches `subject`.
+struct Publish {
+  std::string_view subject;
+  Bytes payload;
+};
+template <>
+struct Layout<Publish>
+    : Described<FrameType::publish, field::KeyBytes<&Publish::subject>,
+                field::Payload<&Publish::payload>> {
+  static Errc check(const Publish& m) noexcept {
+    return is_valid_subject(m.subject) ? Errc::ok : Errc::invalid_subject;
+  }
+};
+
+// 18.3: the broker pushes every message published on a subject `pattern` matches, with
+// this frame's correlation, buffering up to the bounds while the connection does not read.
+struct SubscribeSubject {
+  std::uint32_t max_messages = 0;  // 0: limits.subscription_max_messages (also the ceiling)
+  std::uint64_t max_bytes = 0;     // 0: limits.subscription_max_bytes (also the ceiling)
+  SlowPolicy slow = SlowPolicy::use_default;
+  std::string_view pattern;
+  std::string_view group;  // empty: none
+};
+template <>
+struct Layout<SubscribeSubject>
+    : Described<FrameType::subscribe_subject, field::Int<&SubscribeSubject::max_messages>,
+                field::Int<&SubscribeSubject::max_bytes>,
+                field::Enum<&SubscribeSubject::slow, SlowPolicy::use_default, SlowPolicy::block>,
+                field::Zero<std::uint8_t>, field::Zero<std::uint16_t>,
+                field::KeyBytes<&SubscribeSubject::pattern>,
+                field::KeyOrEmpty<&SubscribeSubject::group>> {
+  static Errc check(const SubscribeSubject& m) noexcept {
+    return is_valid_pattern(m.pattern) ? Errc::ok : Errc::invalid_subject;
+  }
+};
+
 // Every body type, for code that handles each in turn (tests, the fuzz target).
 using Bodies =
     std::tuple<Hello, Welcome, ErrorBody, Send, Receive, Deliver, Declare, SendDirect,
                ReceiveDirect, Request, RegionAlloc, RegionGrantBody, SendRegion, DeliverRegion,
                RegionRelease, RegionCreate, RegionAttach, RegionRemove, Purge, DeleteQueue, Dropped,
-               Properties, DeliveryInfo, Ack, Nack, Extend, Subscribe, Unsubscribe, DeclareEx>;
+               Properties, DeliveryInfo, Ack, Nack, Extend, Subscribe, Unsubscribe, DeclareEx,
+               Publish, SubscribeSubject>;
 
 // Calls f(std::type_identity<T>{}) for every body type T.
 template <typename F>
@@ -640,6 +689,8 @@ inline constexpr FrameTraits kFrameTraits[] = {
     detail::row_v2<Subscribe>("subscribe", Direction::to_broker, 0),
     detail::row_v2<Unsubscribe>("unsubscribe", Direction::to_broker, 0),
     detail::row_v2<DeclareEx>("declare_ex", Direction::to_broker, kFlagConfirm),
+    detail::row_v2<Publish>("publish", Direction::to_broker, kFlagConfirm | kFlagRetain),
+    detail::row_v2<SubscribeSubject>("subscribe_subject", Direction::to_broker, kFlagConfirm),
 };
 
 static_assert([] {

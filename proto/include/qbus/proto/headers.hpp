@@ -31,6 +31,10 @@ inline constexpr std::size_t kMaxSenderHeadersSize = kMaxHeadersSize - 512;
 inline constexpr std::string_view kHeaderDeadReason = "qbus-dead-reason";  // see kDeadReason*
 inline constexpr std::string_view kHeaderDeadQueue = "qbus-dead-queue";    // the queue it left
 inline constexpr std::string_view kHeaderDeadCount = "qbus-dead-count";    // deliveries, decimal
+// On a subject delivery (18.4, 18.6): messages the subscription dropped since its
+// previous delivery (decimal), and the mark of a retained message ("1").
+inline constexpr std::string_view kHeaderDropped = "qbus-dropped";
+inline constexpr std::string_view kHeaderRetained = "qbus-retained";
 inline constexpr std::string_view kDeadReasonMaxDeliveries = "max_deliveries";
 inline constexpr std::string_view kDeadReasonRejected = "rejected";  // NACK with dead_letter
 inline constexpr std::string_view kDeadReasonOverflow = "overflow";

@@ -1,0 +1,50 @@
+// Publish/subscribe frames (proto/PROTOCOL.md section 18). A SEND_REGION to a subject is
+// handled with the other region frames (connection.cpp).
+#include <spdlog/spdlog.h>
+
+#include "net/connection.hpp"
+#include "net/server.hpp"
+#include "qbus/proto/subject.hpp"
+
+namespace qbus::daemon {
+
+using proto::FrameType;
+
+Connection::Step Connection::bad_subject(const proto::Header& h, std::string_view what,
+                                         std::string_view s, bool pattern) {
+  // The subject as given, cut short and made printable, and the rule it breaks.
+  std::string shown(s.substr(0, 64));
+  for (char& c : shown)
+    if (c < 0x20 || c > 0x7e) c = '?';
+  bad_request(h.correlation, Errc::invalid_subject,
+              std::string(what) + " \"" + shown + (s.size() > 64 ? "...\"" : "\"") + ": " +
+                  std::string(proto::subject_rule_broken(s, pattern)));
+  return Step::next;
+}
+
+Connection::Step Connection::handle_pubsub(const proto::Header& h, proto::Bytes body) {
+  auto& broker = server_.broker();
+  const bool confirm = (h.flags & proto::kFlagConfirm) != 0;
+  if (h.type == FrameType::publish) {
+    proto::Publish m;
+    if (auto e = proto::decode_body(body, m); e != Errc::ok) {
+      if (e != Errc::invalid_subject) return bad_queue_body(h, e);
+      return bad_subject(h, "subject", m.subject, false);
+    }
+    const broker::PublishSend p{m.subject, m.payload, headers(), {},
+                                (h.flags & proto::kFlagRetain) != 0};
+    return answer(h, broker.publish(id_, p, now_), confirm);
+  }
+  proto::SubscribeSubject m;
+  if (auto e = proto::decode_body(body, m); e != Errc::ok) {
+    if (e == Errc::invalid_subject) return bad_subject(h, "pattern", m.pattern, true);
+    if (e != Errc::invalid_key) return bad_queue_body(h, e);
+    bad_request(h.correlation, e, "invalid queue group name (a key: 1..255 bytes of [A-Za-z0-9._:/-])");
+    return Step::next;
+  }
+  const broker::SubjectSubscribe s{h.correlation, m.pattern,   m.group,
+                                   m.max_messages, m.max_bytes, m.slow};
+  return answer(h, broker.subscribe_subject(id_, s, confirm), confirm);
+}
+
+}  // namespace qbus::daemon
