@@ -57,6 +57,10 @@ void Connection::start() {
 void Connection::wait_readable() {
   if (reading_) return;
   if (!can_read()) {
+    // Output that backed up while the broker pushed deliveries (a subscription, a waiting
+    // receive) stops reading as surely as one that backed up in process(): flush() must
+    // know to resume, or the frames the peer sends meanwhile are never read.
+    if (backed_up()) paused_output_ = true;
     watch_hangup();
     return;
   }
