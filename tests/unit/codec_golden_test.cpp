@@ -223,6 +223,20 @@ const Golden kGolden[] = {
      "51 42 55 53 01 21 01 00 21 00 00 00 00 00 00 00 26 00 00 00 00 00 00 00"
      " 04 03 02 01 08 07 06 05 04 03 02 01 02 0d 06 05 0a 09 08 07 0e 0d 0c 0b"
      " 05 01 00 00 04 04 6a 6f 62 73 64 65 61 64"},
+    {FrameType::publish, "publish",
+     [](ByteBuffer& b) {
+       append_frame(b, 34, kFlagConfirm | kFlagRetain, Publish{"a.b", bytes_of("hi")});
+     },
+     "51 42 55 53 01 22 11 00 22 00 00 00 00 00 00 00 06 00 00 00 00 00 00 00"
+     " 03 61 2e 62 68 69"},
+    {FrameType::subscribe_subject, "subscribe_subject",
+     [](ByteBuffer& b) {
+       append_frame(
+           b, 35, kFlagConfirm,
+           SubscribeSubject{0x01020304, 0x0102030405060708, SlowPolicy::block, "a.*", "g"});
+     },
+     "51 42 55 53 01 23 01 00 23 00 00 00 00 00 00 00 16 00 00 00 00 00 00 00"
+     " 04 03 02 01 08 07 06 05 04 03 02 01 03 00 00 00 03 01 61 2e 2a 67"},
 };
 
 TEST(codec_golden, EveryFrameTypeEncodesToItsPinnedBytes) {

@@ -186,7 +186,7 @@ TEST(codec_header, BodyOverTheCeilingIsTooLargeWhateverTheCallersLimit) {
 }
 
 TEST(codec_header, UnknownFrameTypeStillDecodesAsComplete) {
-  for (int type : {0, 34, 35, 42, 200, 255}) {
+  for (int type : {0, 36, 42, 200, 255}) {
     const auto r = decode_header(header_bytes(static_cast<std::uint8_t>(type), 0, 9, 3), 100);
     ASSERT_EQ(r.status, HeaderStatus::complete) << "type " << type;
     EXPECT_EQ(static_cast<int>(r.header.type), type);
@@ -197,7 +197,7 @@ TEST(codec_header, UnknownFrameTypeStillDecodesAsComplete) {
   }
 }
 
-TEST(codec_header, KnownTypesAreOneToThirtyThreeWithStableNames) {
+TEST(codec_header, KnownTypesAreOneToThirtyFiveWithStableNames) {
   const std::pair<FrameType, std::string_view> names[] = {
       {FrameType::hello, "hello"},
       {FrameType::welcome, "welcome"},
@@ -231,19 +231,22 @@ TEST(codec_header, KnownTypesAreOneToThirtyThreeWithStableNames) {
       {FrameType::extend, "extend"},
       {FrameType::subscribe, "subscribe"},
       {FrameType::unsubscribe, "unsubscribe"},
-      {FrameType::declare_ex, "declare_ex"}};
+      {FrameType::declare_ex, "declare_ex"},
+      {FrameType::publish, "publish"},
+      {FrameType::subscribe_subject, "subscribe_subject"}};
   int expected_value = 1;
   for (const auto& [type, name] : names) {
     EXPECT_EQ(static_cast<int>(type), expected_value++);
     EXPECT_TRUE(is_known_type(static_cast<std::uint8_t>(type)));
     EXPECT_EQ(frame_type_name(type), name);
   }
-  EXPECT_EQ(expected_value, 34);
+  EXPECT_EQ(expected_value, 36);
   EXPECT_FALSE(is_known_type(0));
-  EXPECT_FALSE(is_known_type(34));
+  EXPECT_FALSE(is_known_type(36));
 }
 
-// PROTOCOL.md section 3's and 17's tables and the fixed parts of sections 3.x, 16.x and 17.x,
+// PROTOCOL.md section 3's, 17's and 18's tables and the fixed parts of sections 3.x, 16.x, 17.x
+// and 18.x,
 // written out here so that a row or a field description that drifts from the specification fails.
 TEST(codec_header, FrameTraitsMatchTheProtocolTable) {
   constexpr auto in = Direction::to_broker;
@@ -290,6 +293,9 @@ TEST(codec_header, FrameTraitsMatchTheProtocolTable) {
       {FrameType::subscribe, in, 0, 9, 2},
       {FrameType::unsubscribe, in, 0, 8, 2},
       {FrameType::declare_ex, in, kFlagConfirm, 30, 2},
+      // Section 18.
+      {FrameType::publish, in, kFlagConfirm | kFlagRetain, 1, 2},
+      {FrameType::subscribe_subject, in, kFlagConfirm, 18, 2},
   };
   ASSERT_EQ(std::size(rows), std::size(kFrameTraits));
   for (const auto& want : rows) {
@@ -303,7 +309,7 @@ TEST(codec_header, FrameTraitsMatchTheProtocolTable) {
     EXPECT_EQ(row->min_version, want.min_version) << row->name;
   }
   EXPECT_EQ(frame_traits(static_cast<FrameType>(0)), nullptr);
-  EXPECT_EQ(frame_traits(static_cast<FrameType>(34)), nullptr);
+  EXPECT_EQ(frame_traits(static_cast<FrameType>(36)), nullptr);
 }
 
 TEST(codec_header, FlagBitsHaveTheirPublishedValues) {
@@ -311,6 +317,7 @@ TEST(codec_header, FlagBitsHaveTheirPublishedValues) {
   EXPECT_EQ(kFlagLast, 0x0002);
   EXPECT_EQ(kFlagMore, 0x0004);
   EXPECT_EQ(kFlagAck, 0x0008);
+  EXPECT_EQ(kFlagRetain, 0x0010);
 }
 
 TEST(codec_header, OnlyRegionAndDeliverRegionCarryAnFd) {

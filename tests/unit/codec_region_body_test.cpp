@@ -166,7 +166,8 @@ TEST(codec_body, SendRegionWithNonzeroReservedIsMalformed) {
 }
 
 TEST(codec_body, SendRegionWithAnUnknownTargetKindIsMalformed) {
-  for (std::uint64_t kind : {3ull, 4ull, 0x80ull, 0xFFull}) {
+  // 3 is a subject (PROTOCOL.md 18.7).
+  for (std::uint64_t kind : {4ull, 5ull, 0x80ull, 0xFFull}) {
     EXPECT_EQ(decode_checked(FrameType::send_region, send_region_body(to_peer(kind))),
               Errc::malformed_frame)
         << kind;
