@@ -40,12 +40,16 @@ struct Core {
     usage.queued_bytes += bytes;
     ++usage.queued_messages;
   }
+  // Gives back one message of `bytes` that charge() took from `uid`.
+  void uncharge(std::uint32_t uid, std::size_t bytes) {
+    UidUsage& usage = accounting.of(uid);
+    usage.queued_bytes -= bytes;
+    --usage.queued_messages;
+    accounting.forget_if_unused(uid);
+  }
   // Gives back what a stored message was charged (its uid's usage, its region reference).
   void release(const MessageMeta& m, std::size_t payload_size) {
-    UidUsage& usage = accounting.of(m.sender.uid);
-    usage.queued_bytes -= payload_size;
-    --usage.queued_messages;
-    accounting.forget_if_unused(m.sender.uid);
+    uncharge(m.sender.uid, payload_size);
     if (m.region) regions.drop_message_ref(m.region.id);
     if (m.journal_id != 0 && journal) journal->settled(m.journal_id);
   }

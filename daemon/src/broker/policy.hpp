@@ -33,6 +33,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "broker/types.hpp"
+
 namespace qbus::broker {
 
 // send, receive, declare, request and manage are operations on a queue key; send_direct is
@@ -93,11 +95,6 @@ struct Decision {
   static constexpr int kSameUid = -4;  // send_direct: sender and receiver have the same uid
   bool allowed = true;
   int rule = kDefault;  // index of the deciding rule, or one of the constants above
-};
-
-struct StringHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 
 // The rules compiled to lookups: a hash map of exact keys, one of prefixes (probed once per

@@ -177,15 +177,8 @@ class Queues {
   void expire_first(Clock::time_point now);
 
  private:
-  struct KeyHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view k) const noexcept {
-      return std::hash<std::string_view>{}(k);
-    }
-  };
-  // Heterogeneous lookup: the key of an incoming frame is looked up without a copy.
   using QueueMap =
-      std::unordered_map<std::string, std::unique_ptr<Queue>, KeyHash, std::equal_to<>>;
+      std::unordered_map<std::string, std::unique_ptr<Queue>, StringHash, std::equal_to<>>;
 
   // get_or_create for a key known to name no queue.
   Queue* create(std::string_view key, SendOutcome* why, const Identity* creator);

@@ -194,13 +194,6 @@ class RegionTable {
   };
   using Regions = std::unordered_map<RegionId, Region>;
 
-  struct KeyHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view k) const noexcept {
-      return std::hash<std::string_view>{}(k);
-    }
-  };
-
   // Checks size and quotas, creates the backing, charges who.uid and records the region
   // with one handle of `peer`.
   RegionGrant create(PeerId peer, const Identity& who, std::uint64_t size);
@@ -211,7 +204,7 @@ class RegionTable {
   RegionLimits limits_;
   RegionBacking& backing_;
   Regions regions_;
-  std::unordered_map<std::string, RegionId, KeyHash, std::equal_to<>> named_;
+  std::unordered_map<std::string, RegionId, StringHash, std::equal_to<>> named_;
   // peer -> (region -> handles): makes disconnect proportional to what the peer holds.
   std::unordered_map<PeerId, std::unordered_map<RegionId, std::uint64_t>> held_;
   std::unordered_map<std::uint32_t, RegionUsage> usage_;  // only uids owning a region

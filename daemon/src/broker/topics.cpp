@@ -8,7 +8,6 @@
 
 namespace qbus::broker {
 
-
 Topics::Topics(Core& core) : core_(core), sink_(core.sink) {}
 
 Topics::~Topics() {
@@ -36,9 +35,7 @@ void Topics::match(TopicNode& n, std::string_view rest) {
   if (n.rest) take(*n.rest);  // `>`: one or more tokens remain
   const std::string_view token = proto::next_token(rest);
   if (!n.children.empty()) {
-    // Heterogeneous lookup needs C++20's transparent hashing; one short string is cheaper
-    // than giving every node a transparent hasher.
-    auto it = n.children.find(std::string(token));
+    auto it = n.children.find(token);
     if (it != n.children.end()) match(*it->second, rest);
   }
   if (n.star) match(*n.star, rest);
@@ -71,7 +68,8 @@ TopicSubscription* Topics::full_blocking() const {
 
 SendOutcome Topics::publish(PeerId from, Peer& sender, const PublishSend& m, Clock::time_point) {
   if (m.retain) {
-    if (auto r = retain(sender.id, m); r.result != SendResult::accepted || m.payload.empty()) return r;
+    if (auto r = retain(sender.id, m); r.result != SendResult::accepted || m.payload.empty())
+      return r;
   }
   targets_.clear();
   match(root_, m.subject);
@@ -126,10 +124,7 @@ void Topics::unref(Published* m) {
 SendOutcome Topics::retain(const Identity& sender, const PublishSend& m) {
   auto it = retained_.find(m.subject);
   const auto give_back = [&](Published* old) {
-    UidUsage& u = core_.accounting.of(old->sender.uid);
-    u.queued_bytes -= old->charge();
-    --u.queued_messages;
-    core_.accounting.forget_if_unused(old->sender.uid);
+    core_.uncharge(old->sender.uid, old->charge());
     retained_bytes_ -= old->charge();
     unref(old);
   };
@@ -141,10 +136,9 @@ SendOutcome Topics::retain(const Identity& sender, const PublishSend& m) {
     return SendOutcome{};
   }
   if (it == retained_.end() && retained_.size() >= core_.limits.max_retained) {
-    return rejected(Errc::quota_exceeded,
-                    "the broker keeps its maximum of " +
-                        std::to_string(core_.limits.max_retained) +
-                        " retained messages (limits.max_retained)");
+    return rejected(Errc::quota_exceeded, "the broker keeps its maximum of " +
+                                              std::to_string(core_.limits.max_retained) +
+                                              " retained messages (limits.max_retained)");
   }
   const std::size_t bytes = m.payload.size() + m.headers.size();
   if (auto refusal = core_.over_quota(sender, bytes)) return *refusal;
@@ -220,9 +214,7 @@ TopicSubscription::Entry Topics::pop_front(TopicSubscription& s) {
   s.buffer.pop_front();
   const std::size_t bytes = e.message->charge();
   s.buffered_bytes -= bytes;
-  UidUsage& u = core_.accounting.of(s.subscriber.uid);
-  u.queued_bytes -= bytes;
-  --u.queued_messages;
+  core_.uncharge(s.subscriber.uid, bytes);
   return e;
 }
 
@@ -261,10 +253,9 @@ void Topics::output_ready(Peer& p) {
 void Topics::cut_off(TopicSubscription& s) {
   ++totals_.disconnected;
   const PeerId peer = s.peer;
-  const std::string text = "subscription to '" + s.pattern + "' had " +
-                           std::to_string(s.buffer.size()) + " messages (" +
-                           std::to_string(s.buffered_bytes) +
-                           " bytes) unread and its policy is disconnect";
+  const std::string text =
+      "subscription to '" + s.pattern + "' had " + std::to_string(s.buffer.size()) + " messages (" +
+      std::to_string(s.buffered_bytes) + " bytes) unread and its policy is disconnect";
   sink_.fail(peer, s.id, Errc::slow_subscriber, text);
   // The edge closes the connection later (its other subscriptions go then); this one's
   // buffer goes now, so that no publisher meets it again.
@@ -430,7 +421,8 @@ void Topics::prune(TopicNode* n) {
     } else if (parent->rest.get() == n) {
       parent->rest.reset();
     } else {
-      parent->children.erase(n->token);
+      // By iterator: the key erase(k) would compare lives in the node it destroys.
+      parent->children.erase(parent->children.find(n->token));
     }
     n = parent;
   }

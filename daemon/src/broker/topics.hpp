@@ -69,9 +69,7 @@ struct TopicSubscription {
   TopicNode* node = nullptr;
   TopicGroup* in_group = nullptr;
 
-  bool full() const {
-    return buffer.size() >= max_messages || buffered_bytes >= max_bytes;
-  }
+  bool full() const { return buffer.size() >= max_messages || buffered_bytes >= max_bytes; }
 };
 
 // Subscriptions of one pattern with one group name: each message goes to one of them.
@@ -86,7 +84,7 @@ struct TopicGroup {
 struct TopicNode {
   TopicNode* parent = nullptr;
   std::string token;  // the token leading here from parent
-  std::unordered_map<std::string, std::unique_ptr<TopicNode>> children;
+  std::unordered_map<std::string, std::unique_ptr<TopicNode>, StringHash, std::equal_to<>> children;
   std::unique_ptr<TopicNode> star;  // `*`
   std::unique_ptr<TopicNode> rest;  // `>`: its subscriptions match one or more tokens more
   std::vector<TopicSubscription*> plain;

@@ -22,6 +22,15 @@ using Bytes = std::span<const std::byte>;
 using proto::Overflow;
 enum class Operation : std::uint8_t;  // a queue operation the access policy judges (policy.hpp)
 
+// Hashes a std::string key and a string_view probe alike (with std::equal_to<>), so that a
+// key read from a frame is looked up without a copy.
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept {
+    return std::hash<std::string_view>{}(s);
+  }
+};
+
 // Who a peer is, as the kernel (or, for TCP, the broker) says; never what it claims.
 struct Identity {
   std::uint32_t pid = 0;  // 0 for TCP peers
