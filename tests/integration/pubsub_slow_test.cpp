@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "admin_json.hpp"
 #include "daemon.hpp"
 #include "eventually.hpp"
 
@@ -44,28 +45,9 @@ constexpr auto kLong = seconds(60);  // for what must arrive
 constexpr int kCount = 20000;        // messages of the slow-subscriber tests
 constexpr std::uint32_t kSlowBuffer = 16;
 
-// One request on the daemon's admin socket, answered with one line of JSON.
+// One admin request whose answer must be ok.
 json admin(const Daemon& d, const std::string& request) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  const std::string path = d.dir().file("admin.sock");
-  std::strncpy(sa.sun_path, path.c_str(), sizeof(sa.sun_path) - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-    ::close(fd);
-    throw std::runtime_error("cannot connect to " + path);
-  }
-  const std::string line = json{{"request", request}}.dump() + "\n";
-  (void)!::send(fd, line.data(), line.size(), MSG_NOSIGNAL);
-  std::string in;
-  char buf[65536];
-  while (in.find('\n') == std::string::npos) {
-    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    in.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  const json answer = json::parse(in.substr(0, in.find('\n')));
+  const json answer = admin_answer(d, request);
   if (!answer.value("ok", false)) throw std::runtime_error(request + ": " + answer.dump());
   return answer;
 }

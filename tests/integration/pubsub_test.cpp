@@ -33,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "admin_json.hpp"
 #include "daemon.hpp"
 #include "eventually.hpp"
 #include "process.hpp"
@@ -49,38 +50,14 @@ using std::chrono::seconds;
 constexpr auto kLong = seconds(60);  // for what must arrive
 const PublishOptions kConfirm{.confirm = true};
 
-// One request on the daemon's admin socket, answered with one line of JSON.
-json admin(const Daemon& d, const std::string& request) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  const std::string path = d.dir().file("admin.sock");
-  std::strncpy(sa.sun_path, path.c_str(), sizeof(sa.sun_path) - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-    ::close(fd);
-    throw std::runtime_error("cannot connect to " + path);
-  }
-  const std::string line = json{{"request", request}}.dump() + "\n";
-  (void)!::send(fd, line.data(), line.size(), MSG_NOSIGNAL);
-  std::string in;
-  char buf[65536];
-  while (in.find('\n') == std::string::npos) {
-    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    in.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  return json::parse(in.substr(0, in.find('\n')));
-}
-
 json subscriptions(const Daemon& d) {
-  const json a = admin(d, "subscriptions");
+  const json a = admin_answer(d, "subscriptions");
   if (!a.value("ok", false)) throw std::runtime_error("subscriptions: " + a.dump());
   return a["subscriptions"];
 }
 
 json topics(const Daemon& d) {
-  const json a = admin(d, "topics");
+  const json a = admin_answer(d, "topics");
   if (!a.value("ok", false)) throw std::runtime_error("topics: " + a.dump());
   return a["topics"];
 }
