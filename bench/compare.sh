@@ -200,15 +200,21 @@ start_redis() {
   redis-server --port 0 --unixsocket "$REDIS_SOCK" --unixsocketperm 700 --save '' \
     --appendonly no --dir "$TMP" --logfile "$TMP/redis.log" --daemonize no &
   REDIS_PID=$!
-  local i
+  await_redis "$REDIS_SOCK" "$TMP/redis.log" "redis-server"
+}
+
+# await_redis SOCKET LOG WHAT: waits for the redis-server just started (REDIS_PID) to answer
+# on SOCKET; shows its LOG and exits when it does not come up.
+await_redis() {
+  local sock=$1 logfile=$2 what=$3 i
   for i in $(seq 100); do
-    redis-cli -s "$REDIS_SOCK" ping >/dev/null 2>&1 && return 0
+    redis-cli -s "$sock" ping >/dev/null 2>&1 && return 0
     kill -0 "$REDIS_PID" 2>/dev/null || break
     sleep 0.05
     : "$i"
   done
-  log "redis-server did not come up:"
-  cat "$TMP/redis.log" >&2 || true
+  log "$what did not come up:"
+  cat "$logfile" >&2 || true
   exit 1
 }
 
@@ -424,16 +430,7 @@ start_redis_aof() {
     --appendonly yes --appendfsync "$fsync" --dir "$dir" --logfile "$dir/redis.log" \
     --daemonize no &
   REDIS_PID=$!
-  local i
-  for i in $(seq 100); do
-    redis-cli -s "$AOF_SOCK" ping >/dev/null 2>&1 && return 0
-    kill -0 "$REDIS_PID" 2>/dev/null || break
-    sleep 0.05
-    : "$i"
-  done
-  log "redis-server (appendfsync $fsync) did not come up:"
-  cat "$dir/redis.log" >&2 || true
-  exit 1
+  await_redis "$AOF_SOCK" "$dir/redis.log" "redis-server (appendfsync $fsync)"
 }
 
 stop_redis() {
