@@ -21,16 +21,9 @@ using std::chrono::milliseconds;
 // The subject (or pattern) checked here, before connecting or reading stdin, with the
 // library's words: a bad one is an error whether or not qbusd runs.
 void check_subject(const std::string& s, bool pattern) {
-  const std::string_view rule = qbus::proto::subject_rule_broken(s, pattern);
-  if (rule.empty()) return;
-  std::string shown;
-  for (const char c : std::string_view(s).substr(0, 64)) {
-    const auto u = static_cast<unsigned char>(c);
-    shown += u < 0x20 || u == 0x7f ? '?' : c;
+  if (std::string why = qbus::proto::subject_refusal(s, pattern); !why.empty()) {
+    throw qbus::Error(qbus::Errc::invalid_subject, why);
   }
-  throw qbus::Error(qbus::Errc::invalid_subject,
-                    std::string(pattern ? "invalid subject pattern \"" : "invalid subject \"") +
-                        shown + (s.size() > 64 ? "\"...: " : "\": ") + std::string(rule));
 }
 
 qbus::SlowPolicy slow_policy(const std::string& name) {

@@ -11,26 +11,6 @@
 namespace qbus {
 namespace {
 
-// Subjects and patterns quoted in errors: at most 64 bytes, bytes that are not printable
-// ASCII as \xNN, so that a bad subject cannot garble the message that names it.
-std::string quoted(std::string_view s) {
-  constexpr std::size_t kShown = 64;
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "\"";
-  for (const char c : s.substr(0, kShown)) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u >= 0x20 && u < 0x7f && c != '"' && c != '\\') {
-      out += c;
-    } else {
-      out += "\\x";
-      out += kHex[u >> 4];
-      out += kHex[u & 0xf];
-    }
-  }
-  out += s.size() > kShown ? "\"..." : "\"";
-  return out;
-}
-
 // The wire's SlowPolicy; Error(invalid_argument) for a value outside the enum.
 proto::SlowPolicy wire_policy(SlowPolicy p) {
   if (static_cast<std::uint8_t>(p) > static_cast<std::uint8_t>(SlowPolicy::block)) {
@@ -44,11 +24,9 @@ proto::SlowPolicy wire_policy(SlowPolicy p) {
 }  // namespace
 
 void Client::Impl::check_subject(std::string_view subject, bool pattern) const {
-  const std::string_view rule = proto::subject_rule_broken(subject, pattern);
-  if (rule.empty()) return;
-  throw Error(Errc::invalid_subject,
-              std::string(pattern ? "invalid subject pattern " : "invalid subject ") +
-                  quoted(subject) + ": " + std::string(rule));
+  if (std::string why = proto::subject_refusal(subject, pattern); !why.empty()) {
+    throw Error(Errc::invalid_subject, why);
+  }
 }
 
 void Client::Impl::publish_inline(std::string_view subject, std::span<const std::byte> payload,

@@ -37,6 +37,27 @@ std::string_view subject_rule_broken(std::string_view s, bool pattern) noexcept 
   return {};
 }
 
+std::string subject_refusal(std::string_view s, bool pattern) {
+  const std::string_view rule = subject_rule_broken(s, pattern);
+  if (rule.empty()) return {};
+  constexpr std::size_t kShown = 64;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = pattern ? "invalid subject pattern \"" : "invalid subject \"";
+  for (const char c : s.substr(0, kShown)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7f && c != '"' && c != '\\') {
+      out += c;
+    } else {
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 0xf];
+    }
+  }
+  out += s.size() > kShown ? "\"...: " : "\": ";
+  out += rule;
+  return out;
+}
+
 bool subject_matches(std::string_view pattern, std::string_view subject) noexcept {
   while (!pattern.empty()) {
     const std::string_view want = next_token(pattern);

@@ -389,7 +389,7 @@ Connection::Step Connection::handle_region(const proto::Header& h, proto::Bytes 
     case FrameType::send_region: {
       proto::SendRegion m;
       if (auto e = proto::decode_send_region(body, m); e != Errc::ok) {
-        if (e == Errc::invalid_subject) return bad_subject(h, "subject", m.key, false);
+        if (e == Errc::invalid_subject) return bad_subject(h, m.key, false);
         return bad_body(e);
       }
       broker::RegionSend rs;

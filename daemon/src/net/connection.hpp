@@ -204,9 +204,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Step handle_v2(const proto::Header& h, proto::Bytes body);
   // PUBLISH and SUBSCRIBE_SUBJECT (proto/PROTOCOL.md 18), in connection_pubsub.cpp.
   Step handle_pubsub(const proto::Header& h, proto::Bytes body);
-  // invalid_subject, naming the rule `s` (`what`: "subject" or "pattern") breaks.
-  Step bad_subject(const proto::Header& h, std::string_view what, std::string_view s,
-                   bool pattern);
+  // invalid_subject, naming the rule `s` breaks.
+  Step bad_subject(const proto::Header& h, std::string_view s, bool pattern);
   Step handle_properties(const proto::Header& h, proto::Bytes body);
   Step answer_settled(const proto::Header& h, const broker::Settled& r);
   // The header block the last PROPERTIES gave the frame being handled; empty when none.

@@ -10,15 +10,8 @@ namespace qbus::daemon {
 
 using proto::FrameType;
 
-Connection::Step Connection::bad_subject(const proto::Header& h, std::string_view what,
-                                         std::string_view s, bool pattern) {
-  // The subject as given, cut short and made printable, and the rule it breaks.
-  std::string shown(s.substr(0, 64));
-  for (char& c : shown)
-    if (c < 0x20 || c > 0x7e) c = '?';
-  bad_request(h.correlation, Errc::invalid_subject,
-              std::string(what) + " \"" + shown + (s.size() > 64 ? "...\"" : "\"") + ": " +
-                  std::string(proto::subject_rule_broken(s, pattern)));
+Connection::Step Connection::bad_subject(const proto::Header& h, std::string_view s, bool pattern) {
+  bad_request(h.correlation, Errc::invalid_subject, proto::subject_refusal(s, pattern));
   return Step::next;
 }
 
@@ -29,20 +22,21 @@ Connection::Step Connection::handle_pubsub(const proto::Header& h, proto::Bytes 
     proto::Publish m;
     if (auto e = proto::decode_body(body, m); e != Errc::ok) {
       if (e != Errc::invalid_subject) return bad_queue_body(h, e);
-      return bad_subject(h, "subject", m.subject, false);
+      return bad_subject(h, m.subject, false);
     }
-    const broker::PublishSend p{m.subject, m.payload, headers(), {},
-                                (h.flags & proto::kFlagRetain) != 0};
+    const broker::PublishSend p{
+        m.subject, m.payload, headers(), {}, (h.flags & proto::kFlagRetain) != 0};
     return answer(h, broker.publish(id_, p, now_), confirm);
   }
   proto::SubscribeSubject m;
   if (auto e = proto::decode_body(body, m); e != Errc::ok) {
-    if (e == Errc::invalid_subject) return bad_subject(h, "pattern", m.pattern, true);
+    if (e == Errc::invalid_subject) return bad_subject(h, m.pattern, true);
     if (e != Errc::invalid_key) return bad_queue_body(h, e);
-    bad_request(h.correlation, e, "invalid queue group name (a key: 1..255 bytes of [A-Za-z0-9._:/-])");
+    bad_request(h.correlation, e,
+                "invalid queue group name (a key: 1..255 bytes of [A-Za-z0-9._:/-])");
     return Step::next;
   }
-  const broker::SubjectSubscribe s{h.correlation, m.pattern,   m.group,
+  const broker::SubjectSubscribe s{h.correlation,  m.pattern,   m.group,
                                    m.max_messages, m.max_bytes, m.slow};
   return answer(h, broker.subscribe_subject(id_, s, confirm), confirm);
 }

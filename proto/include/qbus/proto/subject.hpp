@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace qbus::proto {
@@ -16,6 +17,12 @@ inline constexpr std::size_t kMaxSubjectTokens = 32;
 // ("empty token", "'>' before the last token", ...); empty when it is valid. The phrase is
 // a static string.
 std::string_view subject_rule_broken(std::string_view s, bool pattern) noexcept;
+// The refusal of `s` for an error text, such as `invalid subject "a..b": empty token (...)`
+// or `invalid subject pattern "a*": ...`, with at most 64 bytes of `s` shown and bytes that
+// are not printable ASCII as \xNN (a bad subject cannot garble the text that names it);
+// empty when `s` is valid. One wording for the broker, libqbus and qbusctl.
+std::string subject_refusal(std::string_view s, bool pattern);
+
 inline bool is_valid_subject(std::string_view s) noexcept {
   return subject_rule_broken(s, false).empty();
 }
