@@ -327,8 +327,15 @@ TEST_F(PubSubSlowTest, MemoryStaysBoundedByTheBufferWhateverIsPublished) {
   EXPECT_EQ(pub.send_failures().count, 0u);
   // VmHWM: the peak over the whole run, not a sample after it.
   const long peak = status_bytes(daemon_.pid(), "VmHWM");
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan keeps freed memory in quarantine (up to 256 MiB), so RSS bounds nothing here; the
+  // counts below and the leak check at the daemon's exit still hold in this build.
+  (void)peak;
+  (void)kBound;
+#else
   EXPECT_LT(peak - baseline, kBound) << "baseline " << baseline << ", peak " << peak;
   EXPECT_LT(daemon_.rss_bytes() - baseline, kBound);
+#endif
 
   const json s = subscription_of(daemon_, never_id);
   ASSERT_FALSE(s.is_null()) << "client " << never_id << " not in "
