@@ -166,16 +166,70 @@ std::optional<Message> Subscription::next(std::chrono::milliseconds timeout) {
   };
   if (!st.ready.empty() || st.ended || st.cancelled) return take();
   impl.session.check_usable();
-  const auto deadline = timeout.count() < 0 ? detail::Session::kNoDeadline : Clock::now() + timeout;
-  impl.session.wait_for(id_, deadline, [&](const proto::Header& h, proto::Bytes b) {
+  const auto on_frame = [&](const proto::Header& h, proto::Bytes b) {
     if (!impl.feed(st, h, b)) {
       impl.session.fail(Errc::protocol_violation, "subscription to '" + st.key + "': unexpected " +
                                                       std::string(proto::frame_type_name(h.type)) +
                                                       " frame");
     }
     return !st.ready.empty() || st.ended.has_value();
-  });
+  };
+  // A fast subscriber finds its next delivery already read from the socket: taken without
+  // reading the clock for a deadline (a tenth of its time per message otherwise).
+  impl.session.flush();
+  if (impl.session.wait_step(id_, on_frame)) return take();
+  const auto deadline = timeout.count() < 0 ? detail::Session::kNoDeadline : Clock::now() + timeout;
+  impl.session.wait_for(id_, deadline, on_frame);
   return take();
+}
+
+std::size_t Subscription::next_each(std::size_t max, std::chrono::milliseconds timeout,
+                                    const std::function<void(const MessageView&)>& on_message) {
+  if (impl_ == nullptr) throw Error(Errc::invalid_argument, "next_each: an empty Subscription");
+  if (!on_message) throw Error(Errc::invalid_argument, "next_each: no callback");
+  auto& impl = *impl_;
+  auto& st = impl.subscriptions.at(id_);
+  std::size_t seen = 0;
+  // Deliveries kept while the Client waited for something else come first, in order.
+  while (seen < max && !st.ready.empty()) {
+    const Message m = std::move(st.ready.front());
+    st.ready.pop_front();
+    detail::DeliveryMeta meta;
+    ++seen;
+    on_message(detail::Access::view_of(m, meta));
+  }
+  if (seen > 0 || max == 0) return seen;
+  if (st.ended) throw *st.ended;
+  if (st.cancelled) return 0;
+  impl.session.check_usable();
+  const auto on_frame = [&](const proto::Header& h, proto::Bytes b) {
+    if (h.type == FrameType::error) {
+      st.ended = impl.session.error_of(b, "subscription to '" + st.key + "'");
+      return true;
+    }
+    const auto fed = impl.assemble(st.assembler, h, b, "subscription", [&](const MessageView& v) {
+      ++seen;
+      on_message(v);
+    });
+    if (fed == Client::Impl::Fed::other) {
+      impl.session.fail(Errc::protocol_violation, "subscription to '" + st.key + "': unexpected " +
+                                                      std::string(proto::frame_type_name(h.type)) +
+                                                      " frame");
+    }
+    return seen >= max;
+  };
+  impl.session.flush();
+  if (!impl.session.wait_step(id_, on_frame) && seen == 0 && !st.ended) {
+    const auto deadline =
+        timeout.count() < 0 ? detail::Session::kNoDeadline : Clock::now() + timeout;
+    impl.session.wait_for(id_, deadline, [&](const proto::Header& h, proto::Bytes b) {
+      return on_frame(h, b) || seen > 0;
+    });
+    // The rest of what that read brought in.
+    if (seen > 0 && seen < max && !st.ended) impl.session.wait_step(id_, on_frame);
+  }
+  if (seen == 0 && st.ended) throw *st.ended;
+  return seen;
 }
 
 void Client::Impl::unsubscribe(std::uint64_t id) {

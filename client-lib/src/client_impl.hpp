@@ -117,6 +117,17 @@ struct Access {
     v.redelivered_ = meta.redelivered;
     return v;
   }
+  // A view of a kept Message; its header block is encoded again into `meta`, which must
+  // outlive the view.
+  static MessageView view_of(const Message& m, DeliveryMeta& meta) {
+    meta = {m.delivery_tag_, m.delivery_count_, m.redelivered_, {}};
+    std::vector<std::byte> block;
+    for (const auto& [k, v] : m.headers_)
+      proto::append_header(block, k, v);
+    meta.headers.assign(reinterpret_cast<const char*>(block.data()), block.size());
+    return view(m.key_, m.bytes(), m.sender_, m.request_id_, m.in_shared_memory() ? &m : nullptr,
+                meta);
+  }
   static const Message* region_of(const MessageView& v) { return v.region_; }
   static RegionState* state(Region& r) { return r.state_.get(); }
   static Region make_region(std::unique_ptr<RegionState> st) {

@@ -122,8 +122,10 @@ Subscription Client::subscribe_subject(std::string_view pattern, const SubjectOp
 
 // ---- Message ------------------------------------------------------------------------------
 
-std::uint64_t Message::dropped_before() const noexcept {
-  const auto v = header(proto::kHeaderDropped);
+namespace {
+
+// The count in a qbus-dropped header; 0 for none or for a value that is not a decimal count.
+std::uint64_t dropped_count(std::optional<std::string_view> v) noexcept {
   if (!v || v->empty()) return 0;
   std::uint64_t n = 0;
   const auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
@@ -131,7 +133,21 @@ std::uint64_t Message::dropped_before() const noexcept {
   return n;
 }
 
+}  // namespace
+
+std::uint64_t Message::dropped_before() const noexcept {
+  return dropped_count(header(proto::kHeaderDropped));
+}
+
 bool Message::retained() const noexcept {
+  return header(proto::kHeaderRetained).has_value();
+}
+
+std::uint64_t MessageView::dropped_before() const noexcept {
+  return dropped_count(header(proto::kHeaderDropped));
+}
+
+bool MessageView::retained() const noexcept {
   return header(proto::kHeaderRetained).has_value();
 }
 

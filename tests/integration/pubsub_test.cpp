@@ -315,6 +315,40 @@ TEST_F(PubSubTest, EachMatchingSubscriptionOfOneConnectionGetsItsOwnCopy) {
     EXPECT_EQ(rest_after_cancel(subs[i]), std::vector<std::string>{}) << patterns[i];
 }
 
+// next_each() hands the deliveries in place and in order, at most `max` a call, and mixes
+// with next() on the same subscription. 4,000 stay within the default buffer (4,096).
+TEST_F(PubSubTest, NextEachHandsEveryDeliveryInOrderAtMostMaxACall) {
+  auto c = connect();
+  auto pub = connect("publisher");
+  auto sub = c.subscribe_subject("each.>");
+  constexpr int kMessages = 4000;
+  {
+    Client::Batch batch(pub);
+    for (int i = 0; i < kMessages; ++i)
+      pub.publish("each." + std::to_string(i % 7), std::to_string(i));
+  }
+  pub.sync();
+  int want = 0;
+  for (int call = 0; want < kMessages; ++call) {
+    const auto check = [&](const auto& m) {  // a Message or a MessageView
+      EXPECT_EQ(m.key(), "each." + std::to_string(want % 7));
+      EXPECT_EQ(m.text(), std::to_string(want));
+      EXPECT_EQ(m.dropped_before(), 0u);
+      ++want;
+    };
+    if (call % 10 == 9) {
+      auto m = sub.next(seconds(30));
+      ASSERT_TRUE(m);
+      check(*m);
+      continue;
+    }
+    const std::size_t n = sub.next_each(64, seconds(30), check);
+    ASSERT_GE(n, 1u) << "after " << want;
+    ASSERT_LE(n, 64u);
+  }
+  EXPECT_EQ(sub.next_each(64, std::chrono::milliseconds(0), [](const MessageView&) {}), 0u);
+}
+
 // ---- headers, errors, unsubscribing ----
 
 TEST_F(PubSubTest, HeadersArriveAsPublished) {

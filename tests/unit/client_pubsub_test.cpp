@@ -11,6 +11,7 @@
 #include <limits>
 #include <optional>
 #include <qbus/client.hpp>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -388,6 +389,70 @@ TEST(ClientPubsubTest, SlowSubscriberEndsTheSubscriptionAfterWhatCameBefore) {
     EXPECT_FALSE(sub.active());
   }  // ended: destroying it sends nothing
   EXPECT_EQ(c.send_failures().count, 0u);
+}
+
+// next_each() hands out what the Client kept while it waited for something else (views
+// with the headers encoded again), then deliveries in place as they are read, at most
+// `max` a call; a callback that throws loses only its own message; the ERROR that ends the
+// subscription comes after everything delivered before it.
+TEST(ClientPubsubTest, NextEachHandsKeptThenBufferedDeliveriesInOrderAndEndsWithTheError) {
+  FakeBroker broker(2, [](RawPeer& peer) {
+    const Frame sub = expect_frame(peer, FrameType::subscribe_subject);
+    send_ok(peer, sub.correlation);
+    std::vector<std::byte> b1;
+    const auto retained = info_with(b1, {{"qbus-retained", "1"}});
+    deliver(peer, sub.correlation, "s.a", "d1", &retained);
+    std::vector<std::byte> b2;
+    const auto dropped = info_with(b2, {{"unit", "C"}, {"qbus-dropped", "5"}});
+    deliver(peer, sub.correlation, "s.b", "d2", &dropped);
+    answer_ping(peer);
+    expect_frame(peer, FrameType::publish);  // the test's signal for the rest
+    for (const char* d : {"d3", "d4", "d5", "d6"})
+      deliver(peer, sub.correlation, "s.c", d);
+    send_error(peer, sub.correlation, Errc::slow_subscriber);
+  });
+  Client c(broker.options());
+  auto sub = c.subscribe_subject("s.*");
+  c.sync();  // d1 and d2 arrive while the Client waits for the PONG: kept
+  std::vector<std::string> seen;
+  EXPECT_EQ(sub.next_each(1, seconds(30),
+                          [&](const MessageView& v) {
+                            seen.emplace_back(v.text());
+                            EXPECT_EQ(v.key(), "s.a");
+                            EXPECT_TRUE(v.retained());
+                            EXPECT_EQ(v.dropped_before(), 0u);
+                          }),
+            1u);
+  c.publish("go", "now");  // written by next_each's flush
+  EXPECT_EQ(sub.next_each(10, seconds(30),
+                          [&](const MessageView& v) {
+                            seen.emplace_back(v.text());
+                            EXPECT_EQ(v.key(), "s.b");
+                            EXPECT_FALSE(v.retained());
+                            EXPECT_EQ(v.dropped_before(), 5u);
+                            EXPECT_EQ(v.header("unit"), "C");
+                          }),
+            1u);  // only the kept one: it does not wait for more
+  EXPECT_THROW(sub.next_each(10, seconds(30),
+                             [&](const MessageView& v) {
+                               seen.emplace_back(v.text());
+                               throw std::runtime_error("the callback gives up");
+                             }),
+               std::runtime_error);
+  Errc end = Errc::ok;
+  while (end == Errc::ok) {
+    end = code_of([&] {
+      const std::size_t n =
+          sub.next_each(2, seconds(30), [&](const MessageView& v) { seen.emplace_back(v.text()); });
+      EXPECT_GE(n, 1u);
+      EXPECT_LE(n, 2u);
+    });
+  }
+  EXPECT_EQ(end, Errc::slow_subscriber);
+  EXPECT_EQ(seen, (std::vector<std::string>{"d1", "d2", "d3", "d4", "d5", "d6"}));
+  EXPECT_FALSE(sub.active());
+  EXPECT_EQ(code_of([&] { sub.next_each(1, milliseconds(0), [](const MessageView&) {}); }),
+            Errc::slow_subscriber);
 }
 
 }  // namespace
