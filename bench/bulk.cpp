@@ -79,7 +79,7 @@ const char* path_name(BulkPath p) {
 }
 
 // One message's timestamps (CLOCK_MONOTONIC, ns), written by the producer and the consumer
-// into a MAP_SHARED mapping made before the fork; the parent reads them after both exited.
+// into a SharedArray made before the fork; the parent reads them after both exited.
 struct BulkSample {
   long long send_ns = 0;      // just before send()
   long long sent_ns = 0;      // send() returned
@@ -90,52 +90,6 @@ struct BulkSample {
   std::uint64_t size_read = 0;
   int shared_memory = 0;  // Message::in_shared_memory() at the consumer
 };
-
-class SharedSamples {
- public:
-  explicit SharedSamples(std::size_t n) : n_(n), bytes_(n * sizeof(BulkSample)) {
-    void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::runtime_error("mmap of the sample page failed");
-    samples_ = static_cast<BulkSample*>(p);
-    std::uninitialized_value_construct_n(samples_, n_);
-  }
-  ~SharedSamples() { ::munmap(samples_, bytes_); }
-  SharedSamples(const SharedSamples&) = delete;
-  SharedSamples& operator=(const SharedSamples&) = delete;
-  BulkSample& operator[](std::size_t i) { return samples_[i]; }
-
- private:
-  std::size_t n_;
-  std::size_t bytes_;
-  BulkSample* samples_ = nullptr;
-};
-
-// XOR of every 8-byte word (the tail bytes shifted into place): reads each byte once.
-std::uint64_t xor_words(std::span<const std::byte> in) {
-  std::uint64_t x = 0;
-  std::size_t i = 0;
-  for (; i + 8 <= in.size(); i += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, in.data() + i, sizeof w);
-    x ^= w;
-  }
-  for (; i < in.size(); ++i)
-    x ^= static_cast<std::uint64_t>(in[i]) << (8 * (i % 8));
-  return x;
-}
-
-// Fills `out` with a sequence of words depending on `seed`; returns its xor_words().
-std::uint64_t fill_words(std::span<std::byte> out, std::uint64_t seed) {
-  std::uint64_t w = seed;
-  std::size_t i = 0;
-  for (; i + 8 <= out.size(); i += 8) {
-    w = w * 6364136223846793005ULL + 1442695040888963407ULL;
-    std::memcpy(out.data() + i, &w, sizeof w);
-  }
-  for (; i < out.size(); ++i)
-    out[i] = static_cast<std::byte>(seed + i);
-  return xor_words(out);
-}
 
 struct BulkEndpoints {
   std::string unix_address;
@@ -156,7 +110,7 @@ qbus::Client bulk_client(const BulkEndpoints& ep, bool tcp) {
 std::vector<BulkSample> run_bulk(const BulkOptions& o, const BulkEndpoints& ep, std::size_t size,
                                  BulkPath path) {
   const int total = o.warmup + o.runs;
-  SharedSamples samples(static_cast<std::size_t>(total));
+  SharedArray<BulkSample> samples(static_cast<std::size_t>(total));
   Child consumer([&] {
     auto c = bulk_client(ep, path == BulkPath::tcp_receiver);
     for (int i = 0; i < total; ++i) {

@@ -127,36 +127,29 @@ qbus::QueueOptions with_durable(qbus::QueueOptions q, const std::string& name) {
   return q;
 }
 
-Pipe make_pipe() {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
-  return {Fd(p[0]), Fd(p[1])};
-}
-
-namespace {
-
-// Moves `n` bytes with `io` (::read or ::write), resuming after EINTR and short transfers;
-// false on an error, or on end of file before all of them.
-template <typename Io, typename Byte>
-bool transfer_all(Io io, int fd, Byte* p, std::size_t n) {
-  while (n > 0) {
-    const ssize_t done = io(fd, p, n);
-    if (done < 0 && errno == EINTR) continue;
-    if (done <= 0) return false;
-    p += done;
-    n -= static_cast<std::size_t>(done);
+std::uint64_t xor_words(std::span<const std::byte> in) {
+  std::uint64_t x = 0;
+  std::size_t i = 0;
+  for (; i + 8 <= in.size(); i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, in.data() + i, sizeof w);
+    x ^= w;
   }
-  return true;
+  for (; i < in.size(); ++i)
+    x ^= static_cast<std::uint64_t>(in[i]) << (8 * (i % 8));
+  return x;
 }
 
-}  // namespace
-
-bool write_all(int fd, const void* data, std::size_t n) {
-  return transfer_all(::write, fd, static_cast<const char*>(data), n);
-}
-
-bool read_all(int fd, void* data, std::size_t n) {
-  return transfer_all(::read, fd, static_cast<char*>(data), n);
+std::uint64_t fill_words(std::span<std::byte> out, std::uint64_t seed) {
+  std::uint64_t w = seed;
+  std::size_t i = 0;
+  for (; i + 8 <= out.size(); i += 8) {
+    w = w * 6364136223846793005ULL + 1442695040888963407ULL;
+    std::memcpy(out.data() + i, &w, sizeof w);
+  }
+  for (; i < out.size(); ++i)
+    out[i] = static_cast<std::byte>(seed + i);
+  return xor_words(out);
 }
 
 }  // namespace qbus::bench

@@ -13,9 +13,10 @@ usage() {
   cat <<'EOF'
 usage: bench/compare.sh [--runs N] [--no-build] [--no-results]
 
-Builds the Release tree build-bench/ if needed (qbus-bench, relay and redis-streams),
-installs redis-server, redis-tools and libhiredis-dev from Debian if missing (as root;
-otherwise prints the apt-get command and fails), then measures:
+Builds the Release tree build-bench/ if needed (qbus-bench, relay, redis-streams,
+redis-pubsub, nats-pubsub), installs redis-server, redis-tools, libhiredis-dev,
+nats-server and libnats-dev from Debian if missing (as root; otherwise prints the apt-get
+command and fails), then measures:
   raw socketpair ping-pong RTT, raw one-way batched throughput, the bare-relay ceiling
   (bench/relay.cpp); redis-benchmark LPUSH/RPOP, 64 B, -P 64 and -P 1 -c 1, on a private
   Unix socket; qbus-bench throughput and latency with 64 B payloads; the same throughput
@@ -29,7 +30,11 @@ otherwise prints the apt-get command and fails), then measures:
   with appendonly yes (appendfsync always, everysec), with 64 and with 1 send in flight per
   producer, alternating run by run, journal and AOF on a real disk (/var/tmp when the
   temporary directory is a tmpfs); and the recovery of 1,000,000 queued messages after
-  qbusd's SIGKILL (qbus-bench recovery).
+  qbusd's SIGKILL (qbus-bench recovery); publish/subscribe (issue 15, compare_pubsub.sh):
+  fan-out of 64 B from 1 publisher to 8 subscribers on qbus (qbus-bench fanout), Redis
+  PUBLISH/PSUBSCRIBE (redis-pubsub) and NATS (nats-pubsub against a private nats-server),
+  alternated run by run; the publish rate with 10,000 subscriptions that never match
+  against none; a 64 MiB region fanned out to 4 against the same region handed to one.
 Every figure is the median of --runs runs (default 3). QBUS_BENCH_BUILD_DIR overrides the
 build tree. Writes bench/RESULTS.md unless
 --no-results is given. --no-build uses the binaries already in build-bench/ as they are.
@@ -42,6 +47,8 @@ BUILD="${QBUS_BENCH_BUILD_DIR:-$REPO/build-bench}"
 QBUS_BENCH="$BUILD/bench/qbus-bench"
 RELAY="$BUILD/bench/relay"
 REDIS_STREAMS="$BUILD/bench/redis-streams"
+REDIS_PUBSUB="$BUILD/bench/redis-pubsub"
+NATS_PUBSUB="$BUILD/bench/nats-pubsub"
 RESULTS="$REPO/bench/RESULTS.md"
 COMMAND_LINE="bench/compare.sh${*:+ $*}"
 
@@ -104,6 +111,7 @@ DISK=$(mktemp -d "$DISK_BASE/qbus-compare-disk.XXXXXX")
 REDIS_PID=""
 # shellcheck disable=SC2317  # reached through the EXIT trap
 cleanup() {
+  stop_nats
   if [ -n "$REDIS_PID" ] && kill -0 "$REDIS_PID" 2>/dev/null; then
     kill "$REDIS_PID" 2>/dev/null || true
     wait "$REDIS_PID" 2>/dev/null || true
@@ -172,21 +180,24 @@ install_deps() {
   # shellcheck source-path=SCRIPTDIR/.. source=scripts/deps.sh
   source "$REPO/scripts/deps.sh"
   QBUS_PACKAGES+=(redis-server redis-tools libhiredis-dev)
+  QBUS_PACKAGES+=(nats-server libnats-dev)
   qbus_install_deps
 }
 
 build() {
   # Configure only when the tree is missing or not Release: reconfiguring is slow and
   # the incremental build below catches every source change anyway.
-  # A tree configured before hiredis was installed lacks redis-streams: configure again.
+  # A tree configured before hiredis or libnats was installed lacks the Redis or NATS
+  # peers: configure again.
   if ! grep -qs '^CMAKE_BUILD_TYPE:STRING=Release$' "$BUILD/CMakeCache.txt" ||
-    ! grep -qs '^HIREDIS_FOUND:INTERNAL=1$' "$BUILD/CMakeCache.txt"; then
+    ! grep -qs '^HIREDIS_FOUND:INTERNAL=1$' "$BUILD/CMakeCache.txt" ||
+    ! grep -qs '^LIBNATS_FOUND:INTERNAL=1$' "$BUILD/CMakeCache.txt"; then
     log "configuring $BUILD (Release)"
     cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$TMP/cmake.log" 2>&1 ||
       { cat "$TMP/cmake.log" >&2; exit 1; }
   fi
-  log "building qbus-bench, relay and redis-streams"
-  cmake --build "$BUILD" --target qbus-bench relay redis-streams -j "$(nproc)" >"$TMP/build.log" 2>&1 ||
+  log "building qbus-bench, relay, redis-streams, redis-pubsub and nats-pubsub"
+  cmake --build "$BUILD" --target qbus-bench relay redis-streams redis-pubsub nats-pubsub -j "$(nproc)" >"$TMP/build.log" 2>&1 ||
     { tail -n 50 "$TMP/build.log" >&2; exit 1; }
 }
 
@@ -604,6 +615,11 @@ fmt_us_or_ms() {
     if (x >= 1000) printf "%.2f ms\n", x / 1000; else printf "%.1f µs\n", x }' ;; esac
 }
 
+# ---- publish/subscribe (issue 15): bench/compare_pubsub.sh -----------------------------
+
+# shellcheck source-path=SCRIPTDIR source=compare_pubsub.sh
+source "$REPO/bench/compare_pubsub.sh"
+
 # ---- (e) the table ----------------------------------------------------------------------
 
 machine() {
@@ -729,6 +745,8 @@ table() {
     "$(fmt_ratio "$(calc "$ACK_RATE / $ACK_PLAIN_RATE")")" "$(fmt_ratio "$(calc "$SUB_RATE / $ACK_PLAIN_RATE")")"
   echo
   durable_table
+  echo
+  pubsub_table
 }
 
 # dur KEY, dur_spread KEY, dur_cpu KEY: a durable figure ("always_64", ...), or n/a.
@@ -838,8 +856,8 @@ main() {
   install_deps
   if [ "$BUILD_FIRST" = 1 ]; then
     build
-  elif [ ! -x "$QBUS_BENCH" ] || [ ! -x "$RELAY" ]; then
-    log "--no-build, but $QBUS_BENCH or $RELAY is missing"
+  elif [ ! -x "$QBUS_BENCH" ] || [ ! -x "$RELAY" ] || [ ! -x "$REDIS_PUBSUB" ] || [ ! -x "$NATS_PUBSUB" ]; then
+    log "--no-build, but $QBUS_BENCH, $RELAY, $REDIS_PUBSUB or $NATS_PUBSUB is missing"
     exit 1
   fi
   start_redis
@@ -857,6 +875,7 @@ main() {
   run_ack
   run_qbus_resources
   run_durable
+  run_pubsub
   ELAPSED=$((SECONDS - start))
 
   table >"$TMP/table.md"

@@ -32,5 +32,6 @@ Mode connections_mode(CLI::App& cmd);
 Mode memory_mode(CLI::App& cmd);
 Mode redelivery_mode(CLI::App& cmd);
 Mode recovery_mode(CLI::App& cmd);
+Mode fanout_mode(CLI::App& cmd);
 
 }  // namespace qbus::bench

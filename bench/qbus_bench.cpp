@@ -16,10 +16,13 @@
 //   qbus-bench redelivery [--rounds N] [--warmup N] [--address ADDR] [--json]
 //   qbus-bench recovery [--messages N] [--size BYTES] [--fill-fsync always|batch|none]
 //                       [--runs R] [--state-dir DIR] [--drop-caches] [--json]
+//   qbus-bench fanout [--subscribers N] [--messages N] [--size BYTES]
+//                     [--slow block|drop_oldest|disconnect] [--idle-subscriptions K]
+//                     [--region SIZE] [--warmup N] [--runs R] [--address ADDR] [--json]
 //
 // Each mode is described at the top of its file: throughput.cpp, latency.cpp, direct.cpp
 // (and fixed_rate.cpp for --rate), bulk.cpp, connections.cpp, memory.cpp, redelivery.cpp,
-// recovery.cpp; common.* and ping.* hold what they share.
+// recovery.cpp, fanout.cpp; common.*, process.hpp and ping.* hold what they share.
 //
 // Unless --address is given, a private qbusd is started on a temporary socket. With --runs R
 // the figures are the median run (per percentile for the latency tables). Processes
@@ -73,6 +76,11 @@ int main(int argc, char** argv) {
           "recovery",
           "N messages in a durable queue, qbusd SIGKILLed and started again: the time until "
           "it is ready, qbusd's own replay time, and the journal's size on disk")),
+      qbus::bench::fanout_mode(*app.add_subcommand(
+          "fanout",
+          "Publish/subscribe: 1 publisher -> N subscribers, deliveries/s (optionally beside "
+          "subscriptions that never match); or --region SIZE: a region fanned out to N "
+          "subscribers beside the same region handed over to one")),
   };
 
   try {

@@ -15,7 +15,6 @@
 // consumer has read and acked N entries (its last XACK answered); the rate is N / time, the
 // median of --runs runs. Redis keeps acked entries in the stream: a run's entries go with
 // the next run's DEL.
-#include <hiredis/hiredis.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,7 +29,11 @@
 #include <string>
 #include <vector>
 
+#include "redis_client.hpp"
+
 namespace {
+
+using namespace qbus::bench::redis;
 
 using Clock = std::chrono::steady_clock;
 
@@ -46,55 +49,6 @@ struct Options {
   int runs = 3;
   bool json = false;
 };
-
-struct ContextDeleter {
-  void operator()(redisContext* c) const { redisFree(c); }
-};
-using Context = std::unique_ptr<redisContext, ContextDeleter>;
-
-struct ReplyDeleter {
-  void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
-
-Context connect(const std::string& socket) {
-  Context c(redisConnectUnix(socket.c_str()));
-  if (!c) throw std::runtime_error("redisConnectUnix: out of memory");
-  if (c->err) throw std::runtime_error("connect to " + socket + ": " + c->errstr);
-  return c;
-}
-
-// The next pipelined reply; throws on a connection error or an error reply.
-Reply next_reply(redisContext* c, const char* what) {
-  void* raw = nullptr;
-  if (redisGetReply(c, &raw) != REDIS_OK || raw == nullptr) {
-    throw std::runtime_error(std::string(what) + ": " + c->errstr);
-  }
-  Reply r(static_cast<redisReply*>(raw));
-  if (r->type == REDIS_REPLY_ERROR) {
-    throw std::runtime_error(std::string(what) + ": " + std::string(r->str, r->len));
-  }
-  return r;
-}
-
-// Sends one command built from `args` (binary safe) without reading its reply.
-void append(redisContext* c, const std::vector<std::string>& args) {
-  std::vector<const char*> argv;
-  std::vector<std::size_t> lens;
-  for (const auto& a : args) {
-    argv.push_back(a.data());
-    lens.push_back(a.size());
-  }
-  if (redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lens.data()) !=
-      REDIS_OK) {
-    throw std::runtime_error(std::string("redisAppendCommandArgv: ") + c->errstr);
-  }
-}
-
-Reply command(redisContext* c, const std::vector<std::string>& args, const char* what) {
-  append(c, args);
-  return next_reply(c, what);
-}
 
 // XADDs `o.messages` entries, `o.pipeline` commands per round trip.
 void produce(redisContext* c, const Options& o) {
