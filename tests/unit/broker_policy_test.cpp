@@ -45,6 +45,35 @@ class BrokerPolicyTest : public BrokerTest {
   }
 };
 
+// A publish is judged as a send to its subject, a subject subscription as a receive of its
+// pattern as written; the refusals say which, and a refused publish reaches nobody.
+TEST_F(BrokerPolicyTest, PublishAndSubjectSubscriptionsAreJudgedAndRefusedNamingTheSubject) {
+  broker().set_policy(secret_policy());
+  const PeerId root = connect(kOwner);
+  const PeerId nobody = connect(kNobody);
+  SubjectSubscribe all;
+  all.correlation = 5;
+  all.pattern = "secret.>";
+  EXPECT_EQ(broker().subscribe_subject(root, all, false).result, SendResult::deferred);
+
+  PublishSend m;
+  m.subject = "secret.plans";
+  m.payload = bytes_of("x");
+  const auto published = broker().publish(nobody, m, now_);
+  EXPECT_EQ(published.error, Errc::permission_denied);
+  EXPECT_EQ(published.text, "send to subject 'secret.plans' denied by policy");
+  EXPECT_TRUE(payloads_to(root).empty());
+
+  const auto subscribed = broker().subscribe_subject(nobody, all, false);
+  EXPECT_EQ(subscribed.error, Errc::permission_denied);
+  EXPECT_EQ(subscribed.text, "receive from subjects 'secret.>' denied by policy");
+  EXPECT_EQ(broker().topics().subscription_count(), 1u);
+
+  m.payload = bytes_of("root's");
+  EXPECT_EQ(broker().publish(root, m, now_).error, Errc::ok);
+  EXPECT_EQ(payloads_to(root), std::vector<std::string>{"root's"});
+}
+
 TEST_F(BrokerPolicyTest, EveryQueueOperationIsAskedAndRefusedWithTheKey) {
   broker().set_policy(secret_policy());
   const PeerId root = connect(kOwner);

@@ -109,14 +109,14 @@ bool Broker::decide_and_cache(Peer& p, Operation op, std::string_view key) {
   return d.allowed;
 }
 
-SendOutcome Broker::denied(Operation op, std::string_view key) {
+SendOutcome Broker::denied(Operation op, std::string_view key, std::string_view what) {
   // By Operation: send, receive, declare, request, send_direct, manage.
   static constexpr std::string_view kPreposition[] = {" to", " from", " of", " to", " to", " of"};
   static_assert(std::size(kPreposition) == static_cast<std::size_t>(Operation::manage) + 1);
   return rejected(Errc::permission_denied,
                   std::string(operation_name(op)) +
-                      std::string(kPreposition[static_cast<unsigned>(op)]) + " queue '" +
-                      std::string(key) + "' denied by policy");
+                      std::string(kPreposition[static_cast<unsigned>(op)]) + " " +
+                      std::string(what) + " '" + std::string(key) + "' denied by policy");
 }
 
 void Broker::refuse_receive(PeerId peer, std::uint64_t correlation, std::string_view key) {
@@ -291,20 +291,20 @@ void Broker::subscribe(PeerId peer, std::uint64_t correlation, std::string_view 
 
 bool Broker::unsubscribe(PeerId peer, std::uint64_t subscription, Clock::time_point now) {
   Peer* p = core_.peers.find(peer);
-  return p &&
-         (queues_.unsubscribe(peer, *p, subscription, now) || topics_.unsubscribe(*p, subscription));
+  return p && (queues_.unsubscribe(peer, *p, subscription, now) ||
+               topics_.unsubscribe(*p, subscription));
 }
 
 SendOutcome Broker::publish(PeerId from, const PublishSend& m, Clock::time_point now) {
   Peer* p = core_.peers.lookup(from);
   if (!p) return unknown_peer();
   if (m.payload.size() > core_.limits.max_payload) {
-    return rejected(Errc::payload_too_large,
-                    "payload of " + std::to_string(m.payload.size()) + " bytes over max_payload " +
-                        std::to_string(core_.limits.max_payload));
+    return rejected(Errc::payload_too_large, "payload of " + std::to_string(m.payload.size()) +
+                                                 " bytes over max_payload " +
+                                                 std::to_string(core_.limits.max_payload));
   }
   if (core_.policy && !permitted(*p, Operation::send, m.subject)) {
-    return denied(Operation::send, m.subject);
+    return denied(Operation::send, m.subject, "subject");
   }
   return topics_.publish(from, *p, m, now);
 }
@@ -313,7 +313,7 @@ SendOutcome Broker::subscribe_subject(PeerId peer, const SubjectSubscribe& s, bo
   Peer* p = core_.peers.find(peer);
   if (!p) return unknown_peer();
   if (core_.policy && !permitted(*p, Operation::receive, s.pattern)) {
-    return denied(Operation::receive, s.pattern);
+    return denied(Operation::receive, s.pattern, "subjects");
   }
   return topics_.subscribe(peer, *p, s, confirm);
 }

@@ -283,8 +283,9 @@ class Broker {
     return p.policy.allows_again(core_.policy_generation, op, key) || decide_and_cache(p, op, key);
   }
   bool decide_and_cache(Peer& p, Operation op, std::string_view key);
-  // permission_denied, with a text naming the operation and the key.
-  static SendOutcome denied(Operation op, std::string_view key);
+  // permission_denied, with a text naming the operation, what the key names (a queue, a
+  // publish's subject, a subscription's subjects) and the key.
+  static SendOutcome denied(Operation op, std::string_view key, std::string_view what = "queue");
   void refuse_receive(PeerId peer, std::uint64_t correlation, std::string_view key);
   // Whether `p` may purge, delete or re-declare with other options queue `q`: root and the
   // queue's owner may, anyone else needs the policy's manage grant for its key (asked last,
