@@ -281,6 +281,34 @@ rm -f /etc/qbus/policy.d/50-shared.json
 mv "$dir/qbusd.json.saved" /etc/qbus/qbusd.json
 systemctl restart qbusd.service
 
+# --- publish/subscribe under the shipped unit (issue 15) --------------------------------
+# A retained state message reaches a later subscriber first; a user's live subscription to
+# its own namespace gets what root publishes there (ready once `qbusctl subscriptions`
+# lists it); a subscription outside the namespace is refused by the system bus's policy.
+qbusctl pub --retain state.mode "eco" >"$dir/pubsub.log" 2>&1
+retained_got=$(qbusctl sub 'state.>' --count 1 --timeout 20000 2>>"$dir/pubsub.log")
+runuser -u qbus-test-other -- timeout 30 qbusctl sub "user.$other_uid.>" --count 2 --timeout 25000 \
+  >"$dir/sub.out" 2>>"$dir/pubsub.log" &
+sub_pid=$!
+listed=no
+if wait_until 15 sh -c "timeout 30 qbusctl --json subscriptions 2>/dev/null | grep -q '\"user.$other_uid.>\"'"; then
+  listed=yes
+  qbusctl pub "user.$other_uid.a" one >>"$dir/pubsub.log" 2>&1
+  qbusctl pub "user.$other_uid.b" two >>"$dir/pubsub.log" 2>&1
+fi
+wait "$sub_pid"
+sub_rc=$?
+live_got=$(tr '\n' ' ' <"$dir/sub.out")
+denied_out=$(runuser -u qbus-test-other -- timeout 30 qbusctl sub '>' --count 1 --timeout 5000 2>&1)
+denied_rc=$?
+retained_listed=$(qbusctl --json topics 2>/dev/null | grep -o '"retained_messages": *[0-9]*')
+if [ "$retained_got" = eco ] && [ "$listed" = yes ] && [ $sub_rc -eq 0 ] && [ "$live_got" = "one two " ] &&
+  [ $denied_rc -ne 0 ] && [[ "$denied_out" == *"denied by policy"* ]]; then
+  pass pubsub "retained state.mode 'eco' first to a later sub ($retained_listed); uid $other_uid's sub to user.$other_uid.> got '$live_got'; its sub to '>' exit $denied_rc, '$denied_out'"
+else
+  fail pubsub "retained '$retained_got'; listed $listed; live sub exit $sub_rc got '$live_got'; '>' exit $denied_rc '$denied_out'; $(tr '\n' ' ' <"$dir/pubsub.log")"
+fi
+
 # --- journalctl -u qbusd: lines with their priority ------------------------------------
 # A reload naming a field that needs a restart logs a warning.
 echo '{"socket": {"mode": "0600"}}' >/etc/qbus/qbusd.json
