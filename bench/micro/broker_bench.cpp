@@ -137,5 +137,42 @@ void BM_Broker_SendDirect(benchmark::State& state) {
 }
 BENCHMARK(BM_Broker_SendDirect)->Arg(1)->Arg(64)->Arg(1000);
 
+// Publish/subscribe: the consumer's one subscription to `bench.*` matches every publish to
+// `bench.fan`; range(0) more subscriptions (exact, `*` and `>` patterns in turn, 1,000 per
+// connection as the default limits allow) match none. A publish should cost the same with
+// 10,000 of them as with none: the trie visits only the nodes the subject can reach.
+void BM_Broker_PublishBeside(benchmark::State& state) {
+  const auto idle = static_cast<int>(state.range(0));
+  Fixture f;
+  broker::SubjectSubscribe sub;
+  sub.correlation = 1;
+  sub.pattern = "bench.*";
+  if (f.broker.subscribe_subject(Fixture::kConsumer, sub, false).error != Errc::ok)
+    throw std::runtime_error("subscribe failed");
+  for (int i = 0; i < idle; ++i) {
+    const auto peer = static_cast<PeerId>(100 + i / 1000);
+    if (i % 1000 == 0) f.connect(peer, static_cast<std::uint32_t>(30'000 + i / 1000));
+    const std::string id = "n" + std::to_string(i);
+    const std::string pattern = i % 3 == 0   ? "bench." + id
+                                : i % 3 == 1 ? "*." + id
+                                             : "bench." + id + ".>";
+    broker::SubjectSubscribe s;
+    s.correlation = static_cast<std::uint64_t>(i + 1);
+    s.pattern = pattern;
+    if (f.broker.subscribe_subject(peer, s, false).error != Errc::ok)
+      throw std::runtime_error("subscribe failed: " + pattern);
+  }
+  broker::PublishSend m;
+  m.subject = "bench.fan";
+  m.payload = f.payload;
+  auto round = [&] {
+    auto r = f.broker.publish(Fixture::kProducer, m, f.now);
+    benchmark::DoNotOptimize(r);
+  };
+  state.SetLabel(std::to_string(idle) + " subscriptions that never match");
+  f.run(state, 1, round);
+}
+BENCHMARK(BM_Broker_PublishBeside)->Arg(0)->Arg(10'000);
+
 }  // namespace
 }  // namespace qbus::micro
