@@ -295,7 +295,7 @@ bool Broker::unsubscribe(PeerId peer, std::uint64_t subscription, Clock::time_po
                topics_.unsubscribe(*p, subscription));
 }
 
-SendOutcome Broker::publish(PeerId from, const PublishSend& m, Clock::time_point now) {
+SendOutcome Broker::publish(PeerId from, const PublishSend& m, Clock::time_point) {
   Peer* p = core_.peers.lookup(from);
   if (!p) return unknown_peer();
   if (m.payload.size() > core_.limits.max_payload) {
@@ -306,7 +306,7 @@ SendOutcome Broker::publish(PeerId from, const PublishSend& m, Clock::time_point
   if (core_.policy && !permitted(*p, Operation::send, m.subject)) {
     return denied(Operation::send, m.subject, "subject");
   }
-  return topics_.publish(from, *p, m, now);
+  return topics_.publish(from, *p, m);
 }
 
 SendOutcome Broker::subscribe_subject(PeerId peer, const SubjectSubscribe& s, bool confirm) {

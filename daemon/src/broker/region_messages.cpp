@@ -105,7 +105,7 @@ SendOutcome Broker::route_region(PeerId from, const RegionSend& s, Clock::time_p
     return rejected(sealed.error, sealed.text);
   }
   if (s.kind == proto::RegionTarget::subject) {
-    return topics_.publish(from, *p, PublishSend{s.key, {}, s.props.headers, s.ref, false}, now);
+    return topics_.publish(from, *p, PublishSend{s.key, {}, s.props.headers, s.ref, false});
   }
   if (s.kind == proto::RegionTarget::queue) {
     SendOutcome out;

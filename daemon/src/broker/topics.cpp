@@ -58,27 +58,28 @@ TopicSubscription* Topics::pick(TopicGroup& g) {
   return s;
 }
 
-TopicSubscription* Topics::full_blocking() const {
+TopicSubscription* Topics::full_blocking(std::size_t bytes) const {
   for (TopicSubscription* s : targets_)
-    if (s->slow == proto::SlowPolicy::block && s->full()) return s;
+    if (s->slow == proto::SlowPolicy::block && !s->has_room_for(bytes)) return s;
   return nullptr;
 }
 
 // ---- publishing -------------------------------------------------------------------------
 
-SendOutcome Topics::publish(PeerId from, Peer& sender, const PublishSend& m, Clock::time_point) {
-  if (m.retain) {
-    if (auto r = retain(sender.id, m); r.result != SendResult::accepted || m.payload.empty())
-      return r;
-  }
+SendOutcome Topics::publish(PeerId from, Peer& sender, const PublishSend& m) {
+  if (m.retain && m.payload.empty()) return retain(sender.id, m);  // clears, delivers nothing
   targets_.clear();
   match(root_, m.subject);
-  if (TopicSubscription* s = full_blocking()) {
-    // Nothing is delivered until every blocking subscription has room, so that the retry
-    // delivers the message once to each.
+  if (TopicSubscription* s = full_blocking(m.payload.size() + m.headers.size())) {
+    // Nothing is delivered (nor retained) until every blocking subscription has room, so
+    // that the retry carries the message out once.
     s->blocked.push_back(from);
     sender.topics.blocked_on = s;
     return SendOutcome{SendResult::blocked, Errc::ok, {}};
+  }
+  if (m.retain) {
+    // A refused retain refuses the publish as a whole: the publisher hears one answer.
+    if (auto r = retain(sender.id, m); r.result != SendResult::accepted) return r;
   }
   ++totals_.published;
   if (targets_.empty()) {
@@ -183,19 +184,17 @@ void Topics::deliver(TopicSubscription& s, const Published& m, bool retained) {
 
 bool Topics::buffer(TopicSubscription& s, Published& m, bool retained) {
   const std::size_t bytes = m.charge();
-  const auto fits = [&] {
-    return s.buffer.size() < s.max_messages && s.buffered_bytes + bytes <= s.max_bytes &&
-           !core_.over_quota(s.subscriber, bytes);
-  };
+  const auto fits = [&] { return s.has_room_for(bytes) && !core_.over_quota(s.subscriber, bytes); };
   if (!fits()) {
     if (s.slow == proto::SlowPolicy::disconnect) {
       cut_off(s);
       return false;
     }
-    // drop_oldest, and block when the quota rather than the buffer is spent.
+    // drop_oldest, and block when the quota rather than the buffer is spent: waiting for a
+    // quota that other queues and subscriptions of the uid hold could wait forever.
     while (!s.buffer.empty() && !fits())
       drop_front(s);
-    if (!fits()) {  // larger than the whole buffer, or the quota is spent elsewhere
+    if (!fits()) {  // the quota is spent elsewhere
       ++s.dropped;
       ++s.gap;
       ++totals_.dropped;
@@ -251,15 +250,21 @@ void Topics::output_ready(Peer& p) {
 }
 
 void Topics::cut_off(TopicSubscription& s) {
-  ++totals_.disconnected;
   const PeerId peer = s.peer;
+  Peer* p = core_.peers.find(peer);
+  // A second subscription of a connection already cut ends too, but the connection is
+  // counted and closed once.
+  const bool first = p == nullptr || !p->topics.cut;
+  if (p) p->topics.cut = true;
   const std::string text =
       "subscription to '" + s.pattern + "' had " + std::to_string(s.buffer.size()) + " messages (" +
       std::to_string(s.buffered_bytes) + " bytes) unread and its policy is disconnect";
   sink_.fail(peer, s.id, Errc::slow_subscriber, text);
   // The edge closes the connection later (its other subscriptions go then); this one's
   // buffer goes now, so that no publisher meets it again.
-  if (Peer* p = core_.peers.find(peer)) unsubscribe(*p, s.id);
+  if (p) unsubscribe(*p, s.id);
+  if (!first) return;
+  ++totals_.disconnected;
   sink_.cut_off(peer, Errc::slow_subscriber, text);
 }
 

@@ -69,7 +69,14 @@ struct TopicSubscription {
   TopicNode* node = nullptr;
   TopicGroup* in_group = nullptr;
 
-  bool full() const { return buffer.size() >= max_messages || buffered_bytes >= max_bytes; }
+  // Whether the buffer takes a message of `bytes` more. An empty buffer takes any one
+  // message (a payload is bounded by limits.max_payload_bytes), so that a message larger
+  // than max_bytes is buffered alone rather than dropped, and a blocked publisher of one
+  // never waits for room that cannot come.
+  bool has_room_for(std::size_t bytes) const {
+    return buffer.empty() || (buffer.size() < max_messages && buffered_bytes + bytes <= max_bytes);
+  }
+  bool full() const { return !has_room_for(1); }
 };
 
 // Subscriptions of one pattern with one group name: each message goes to one of them.
@@ -98,6 +105,7 @@ struct TopicNode {
 struct TopicPeer {
   std::vector<std::unique_ptr<TopicSubscription>> subscriptions;
   TopicSubscription* blocked_on = nullptr;  // a PUBLISH of its waits for room there
+  bool cut = false;  // cut off (policy disconnect): the edge closes the connection
 };
 
 // What SUBSCRIBE_SUBJECT asks for.
@@ -137,7 +145,7 @@ class Topics {
   Topics(const Topics&) = delete;
   Topics& operator=(const Topics&) = delete;
 
-  SendOutcome publish(PeerId from, Peer& sender, const PublishSend& m, Clock::time_point now);
+  SendOutcome publish(PeerId from, Peer& sender, const PublishSend& m);
   // Deferred once the subscription is live (answered OK here when `confirm`, before the
   // retained messages it gets), else the refusal.
   SendOutcome subscribe(PeerId peer, Peer& p, const SubjectSubscribe& s, bool confirm);
@@ -182,7 +190,7 @@ class Topics {
   void take(TopicNode& n);
   TopicSubscription* pick(TopicGroup& g);
   // A subscription of policy block among targets_ with a full buffer, if any.
-  TopicSubscription* full_blocking() const;
+  TopicSubscription* full_blocking(std::size_t bytes) const;
   SendOutcome retain(const Identity& sender, const PublishSend& m);
   Published* store(const Identity& sender, const PublishSend& m);
   void unref(Published* m);
