@@ -827,7 +827,7 @@ write_results() {
     echo
     echo "## Machine"
     echo
-    machine
+    cat "$TMP/machine.md"
     echo
     echo "## Results"
     echo
@@ -879,9 +879,11 @@ main() {
   ELAPSED=$((SECONDS - start))
 
   table >"$TMP/table.md"
+  # Once, before RESULTS.md is rewritten: git describe would call the tree dirty then.
+  machine >"$TMP/machine.md"
   echo
   echo "## Machine"
-  machine
+  cat "$TMP/machine.md"
   echo
   cat "$TMP/table.md"
   echo
