@@ -384,6 +384,51 @@ TEST_F(BrokerTopicsTest, TheByteBoundBlocksAndAnEmptyBufferTakesAnyOneMessage) {
 
 // A blocked retained publish is not carried out at all: the retained message stays the
 // one before until the publish is sent again and taken.
+// A group's turn passes over a member whose buffer could not take this message by its
+// bytes when another member can: nothing is dropped while a member has room.
+TEST_F(BrokerTopicsTest, AGroupGivesAMessageToAMemberWithRoomForItsBytes) {
+  limits_.subscription_max_bytes = 25;
+  const PeerId p = connect();
+  const PeerId a = connect();
+  const PeerId b = connect();
+  sink_.set_wants_more(a, false);
+  sink_.set_wants_more(b, false);
+  join(a, "g", "workers");
+  join(b, "g", "workers");
+  pub(p, "g", std::string(15, 'a'));  // to a
+  pub(p, "g", std::string(5, 'b'));   // to b
+  pub(p, "g", std::string(15, 'c'));  // a's turn, but 15 + 15 > 25: to b (5 + 15)
+  EXPECT_EQ(totals().dropped, 0u);
+  sink_.set_wants_more(a, true);
+  sink_.set_wants_more(b, true);
+  broker().output_ready(a, now_);
+  broker().output_ready(b, now_);
+  EXPECT_EQ(payloads_to(a), std::vector<std::string>{std::string(15, 'a')});
+  EXPECT_EQ(payloads_to(b), (std::vector<std::string>{std::string(5, 'b'), std::string(15, 'c')}));
+}
+
+// Under block, a spent uid quota drops (18.4); the room those drops make releases a
+// publisher blocked on the buffer, which no drain would do (the subscriber still reads
+// nothing).
+TEST_F(BrokerTopicsTest, DropsForASpentQuotaReleaseABlockedPublisher) {
+  limits_.subscription_max_bytes = 25;
+  limits_.uid_max_queued_bytes = 30;
+  const PeerId waiting = connect(2000);
+  const PeerId other = connect(2000);
+  const PeerId s = connect(1000);
+  const PeerId same_uid = connect(1000);
+  sink_.set_wants_more(s, false);
+  subscribe(s, "t", 0, proto::SlowPolicy::block);
+  const std::string ten(10, 'x');
+  pub(other, "t", ten);
+  pub(other, "t", ten);
+  EXPECT_EQ(publish(waiting, "t", ten).result, SendResult::blocked);  // 30 > 25
+  put(same_uid, "q", ten);  // uid 1000 now holds 30 bytes: its quota
+  pub(other, "t", "abc");   // fits the buffer (23), not the quota: the oldest goes
+  EXPECT_EQ(totals().dropped, 1u);
+  EXPECT_EQ(sink_.resumes, (std::vector<PeerId>{waiting}));
+}
+
 TEST_F(BrokerTopicsTest, ABlockedRetainedPublishDoesNotReplaceTheRetainedMessage) {
   const PeerId p = connect();
   const PeerId s = connect();

@@ -51,7 +51,7 @@ TopicSubscription* Topics::pick(TopicGroup& g) {
       g.next = (g.next + i + 1) % n;
       return s;
     }
-    if (!with_room && !s->full()) with_room = s;
+    if (!with_room && s->has_room_for(matching_bytes_)) with_room = s;
   }
   TopicSubscription* s = with_room ? with_room : g.members[g.next % n];
   g.next = (g.next + 1) % n;
@@ -69,8 +69,9 @@ TopicSubscription* Topics::full_blocking(std::size_t bytes) const {
 SendOutcome Topics::publish(PeerId from, Peer& sender, const PublishSend& m) {
   if (m.retain && m.payload.empty()) return retain(sender.id, m);  // clears, delivers nothing
   targets_.clear();
+  matching_bytes_ = m.payload.size() + m.headers.size();
   match(root_, m.subject);
-  if (TopicSubscription* s = full_blocking(m.payload.size() + m.headers.size())) {
+  if (TopicSubscription* s = full_blocking(matching_bytes_)) {
     // Nothing is delivered (nor retained) until every blocking subscription has room, so
     // that the retry carries the message out once.
     s->blocked.push_back(from);
@@ -192,8 +193,12 @@ bool Topics::buffer(TopicSubscription& s, Published& m, bool retained) {
     }
     // drop_oldest, and block when the quota rather than the buffer is spent: waiting for a
     // quota that other queues and subscriptions of the uid hold could wait forever.
+    const std::size_t before = s.buffer.size();
     while (!s.buffer.empty() && !fits())
       drop_front(s);
+    // Drops make room that no drain announces (the buffer may even be empty now): a
+    // publisher blocked here tries again.
+    if (s.buffer.size() != before && !s.blocked.empty()) release_blocked(s);
     if (!fits()) {  // the quota is spent elsewhere
       ++s.dropped;
       ++s.gap;

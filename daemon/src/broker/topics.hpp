@@ -223,6 +223,7 @@ class Topics {
   std::size_t subscriptions_ = 0;
   TopicTotals totals_;
   std::vector<TopicSubscription*> targets_;  // match's output, kept to reuse its capacity
+  std::size_t matching_bytes_ = 0;           // the size of the message being matched (pick's room)
   std::vector<std::byte> header_scratch_;
 };
 
