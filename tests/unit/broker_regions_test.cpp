@@ -656,6 +656,19 @@ TEST_F(BrokerRegionsTest, ARegionSentToADeniedQueueIsRefusedByThePolicy) {
   EXPECT_EQ(broker().find("secret.bulk"), nullptr);
   EXPECT_EQ(handles(p, id), 0u);
 
+  // Published to a subject, it is refused naming the subject.
+  const RegionId published = allocate(p, 4096);
+  RegionSend to_subject;
+  to_subject.ref = slice(published, 0, 4096);
+  to_subject.kind = proto::RegionTarget::subject;
+  to_subject.key = "secret.frames";
+  to_subject.release = true;
+  to_subject.correlation = next_correlation_++;
+  const auto refused = broker().send_region(p, to_subject, now_);
+  EXPECT_EQ(refused.error, Errc::permission_denied);
+  EXPECT_EQ(refused.text, "send to subject 'secret.frames' denied by policy");
+  EXPECT_EQ(handles(p, published), 0u);
+
   const RegionId other = allocate(p, 4096);
   put_region(p, slice(other, 0, 4096), "open.bulk", /*release=*/true);
   EXPECT_EQ(depth("open.bulk"), 1u);

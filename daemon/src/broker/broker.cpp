@@ -120,7 +120,8 @@ SendOutcome Broker::denied(Operation op, std::string_view key, std::string_view 
 }
 
 void Broker::refuse_receive(PeerId peer, std::uint64_t correlation, std::string_view key) {
-  core_.sink.fail(peer, correlation, Errc::permission_denied, denied(Operation::receive, key).text);
+  core_.sink.fail(peer, correlation, Errc::permission_denied,
+                  denied(Operation::receive, key, "queue").text);
 }
 
 SendOutcome Broker::request(PeerId from, std::uint64_t correlation, std::string_view key,
@@ -129,7 +130,7 @@ SendOutcome Broker::request(PeerId from, std::uint64_t correlation, std::string_
   Peer* p = core_.peers.find(from);
   if (!p) return unknown_peer();
   if (core_.policy && !permitted(*p, Operation::request, key)) {
-    return denied(Operation::request, key);
+    return denied(Operation::request, key, "queue");
   }
   if (auto refusal = requests_.check_new(*p, correlation)) return *refusal;
   SendOutcome out;
@@ -155,14 +156,15 @@ Errc Broker::declare(PeerId from, std::string_view key, const QueueOptions& requ
     return Errc::internal_error;
   }
   if (core_.policy && !permitted(*p, Operation::declare, key)) {
-    text = denied(Operation::declare, key).text;
+    text = denied(Operation::declare, key, "queue").text;
     return Errc::permission_denied;
   }
   // The queue's dead letters are sent in the declarer's stead: it must be allowed to send
   // there itself.
   const std::string& dlq = requested.dead_letter;
   if (core_.policy && !dlq.empty() && !permitted(*p, Operation::send, dlq)) {
-    text = "dead-letter queue of '" + std::string(key) + "': " + denied(Operation::send, dlq).text;
+    text = "dead-letter queue of '" + std::string(key) +
+           "': " + denied(Operation::send, dlq, "queue").text;
     return Errc::permission_denied;
   }
   // Adopting other options on a live queue would change what its owner's sends get (a

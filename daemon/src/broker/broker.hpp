@@ -94,7 +94,8 @@ class Broker {
     Peer* p = core_.peers.lookup(from);
     if (!p) return unknown_peer();
     // With no policy this is the one extra test on the per-message path.
-    if (core_.policy && !permitted(*p, Operation::send, key)) return denied(Operation::send, key);
+    if (core_.policy && !permitted(*p, Operation::send, key))
+      return denied(Operation::send, key, "queue");
     return queues_.send(from, *p, key, payload, now, props);
   }
 
@@ -285,7 +286,7 @@ class Broker {
   bool decide_and_cache(Peer& p, Operation op, std::string_view key);
   // permission_denied, with a text naming the operation, what the key names (a queue, a
   // publish's subject, a subscription's subjects) and the key.
-  static SendOutcome denied(Operation op, std::string_view key, std::string_view what = "queue");
+  static SendOutcome denied(Operation op, std::string_view key, std::string_view what);
   void refuse_receive(PeerId peer, std::uint64_t correlation, std::string_view key);
   // Whether `p` may purge, delete or re-declare with other options queue `q`: root and the
   // queue's owner may, anyone else needs the policy's manage grant for its key (asked last,

@@ -84,7 +84,10 @@ SendOutcome Broker::route_region(PeerId from, const RegionSend& s, Clock::time_p
   d.headers = s.props.headers;
   if (core_.policy) {
     if (s.kind == proto::RegionTarget::queue || s.kind == proto::RegionTarget::subject) {
-      if (!permitted(*p, Operation::send, s.key)) return denied(Operation::send, s.key);
+      if (!permitted(*p, Operation::send, s.key)) {
+        return denied(Operation::send, s.key,
+                      s.kind == proto::RegionTarget::subject ? "subject" : "queue");
+      }
     } else if (Inbox* inbox = inboxes_.route(d, now);
                inbox && !core_.direct_permitted(*p, *inbox, d.kind, d.target)) {
       // Refused before the region is sealed: a denied send changes nothing.
