@@ -38,6 +38,8 @@ constexpr char kRegionQueue[] = "bench.region";
 constexpr char kRegionReady[] = "bench.region.ready";
 // Subscriptions per connection of the idle holder: under the default max_subscriptions.
 constexpr int kIdlePerConnection = 1000;
+// next_each's max: deliveries handed out per call at most.
+constexpr std::size_t kEachMax = 1024;
 // Receivers of one region at most (the samples are a fixed array).
 constexpr int kMaxRegionReceivers = 32;
 
@@ -46,8 +48,7 @@ struct Options {
   long long messages = 1'000'000;
   std::size_t size = 64;
   std::string slow = "block";
-  bool views = true;         // subscribers use next_each (else next)
-  std::size_t batch = 1024;  // next_each's max
+  bool views = true;  // subscribers use next_each (else next)
   int idle_subscriptions = 0;
   std::size_t region = 0;  // > 0: the region mode, regions of this many bytes
   int warmup = 1;          // region mode: unmeasured regions first
@@ -153,7 +154,7 @@ MessageRun run_messages_once(const Options& o, const std::string& address) {
       if (fanout::is_data(m.text(), o.size)) ++n;
     };
     if (o.views) {
-      while (!stopped && sub.next_each(o.batch, fanout::kIdle, count) > 0) {
+      while (!stopped && sub.next_each(kEachMax, fanout::kIdle, count) > 0) {
       }
     } else {
       while (!stopped) {
@@ -193,14 +194,8 @@ int run_messages(const Options& o, const std::string& address, pid_t daemon_pid)
     runs.push_back(run_messages_once(o, address));
     cpu.push_back(daemon_pid > 0 ? cpu_seconds(daemon_pid) - before : -1);
   }
-  // The run with the median rate.
-  std::vector<std::size_t> order(runs.size());
-  for (std::size_t i = 0; i < order.size(); ++i)
-    order[i] = i;
-  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-    return runs[a].result.deliveries_per_second() < runs[b].result.deliveries_per_second();
-  });
-  const std::size_t mid = order[order.size() / 2];
+  const std::size_t mid =
+      fanout::median_run(runs.size(), [&](std::size_t i) { return runs[i].result; });
   const MessageRun& m = runs[mid];
   const double rate = m.result.deliveries_per_second();
   const double publish_rate = static_cast<double>(o.messages) / m.result.seconds;
@@ -408,9 +403,11 @@ int run(const Options& o) {
   if (address.empty()) {
     qbus::testing::DaemonOptions d;
     d.log_level = "warn";
-    // The uid quotas must not bind before the subscriptions' own bounds.
+    // The uid quotas must not bind before the subscriptions' own bounds, nor the uid's
+    // subscriptions before --idle-subscriptions.
     d.config_json = R"({"limits": {"uid_max_queued_bytes": 1099511627776,
-                                   "uid_max_queued_messages": 1000000000000}})";
+                                   "uid_max_queued_messages": 1000000000000,
+                                   "uid_max_subscriptions": 10000000}})";
     daemon = std::make_unique<qbus::testing::Daemon>(d);
     address = daemon->address();
   }

@@ -124,6 +124,19 @@ inline Result run_once(const Spec& spec, const Subscriber& subscriber, const Pub
   return r;
 }
 
+// The index of the run with the median deliveries per second (the upper one of an even
+// count); `result(i)` is run i's Result.
+template <typename ResultOf>
+std::size_t median_run(std::size_t runs, ResultOf result) {
+  std::vector<std::size_t> order(runs);
+  for (std::size_t i = 0; i < runs; ++i)
+    order[i] = i;
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return result(a).deliveries_per_second() < result(b).deliveries_per_second();
+  });
+  return order[runs / 2];
+}
+
 // Whether a received payload is a data message of the spec (not kStop, not foreign).
 inline bool is_data(std::string_view payload, std::size_t size) {
   return payload.size() == size && payload != kStop;

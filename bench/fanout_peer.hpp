@@ -34,13 +34,7 @@ inline void add_peer_options(CLI::App& app, PeerOptions& o) {
 // deliveries. `setup` says in a few words how the system was driven.
 inline int report(const char* system, const Spec& spec, const std::vector<Result>& runs,
                   const std::string& setup, bool json) {
-  std::vector<const Result*> order;
-  for (const auto& r : runs)
-    order.push_back(&r);
-  std::sort(order.begin(), order.end(), [](const Result* a, const Result* b) {
-    return a->deliveries_per_second() < b->deliveries_per_second();
-  });
-  const Result& m = *order[order.size() / 2];
+  const Result& m = runs[median_run(runs.size(), [&](std::size_t i) { return runs[i]; })];
   if (json) {
     std::printf(
         "{\"benchmark\":\"fanout\",\"system\":\"%s\",\"setup\":\"%s\",\"subscribers\":%d,"

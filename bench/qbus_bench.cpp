@@ -16,7 +16,7 @@
 //   qbus-bench redelivery [--rounds N] [--warmup N] [--address ADDR] [--json]
 //   qbus-bench recovery [--messages N] [--size BYTES] [--fill-fsync always|batch|none]
 //                       [--runs R] [--state-dir DIR] [--drop-caches] [--json]
-//   qbus-bench fanout [--subscribers N] [--messages N] [--size BYTES]
+//   qbus-bench fanout [--subscribers N] [--messages N] [--size BYTES] [--receive each|next]
 //                     [--slow block|drop_oldest|disconnect] [--idle-subscriptions K]
 //                     [--region SIZE] [--warmup N] [--runs R] [--address ADDR] [--json]
 //

@@ -9,7 +9,6 @@ namespace qbus {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using proto::FrameType;
 
 std::uint64_t tag_of(const Message& m, std::string_view what) {
   if (m.delivery_tag() == 0) {
@@ -44,14 +43,15 @@ void Client::Impl::settle(const Body& body, bool confirm, std::string_view what)
 }
 
 bool Client::Impl::feed(detail::SubscriptionState& st, const proto::Header& h, proto::Bytes b) {
-  if (h.type == FrameType::error) {
-    st.ended = session.error_of(b, "subscription to '" + st.key + "'");
-    return true;
-  }
-  const Fed fed = assemble(st.assembler, h, b, "subscription", [&](const MessageView& v) {
+  return feed(st, h, b, [&](const MessageView& v) {
     if (!st.orphaned) st.ready.push_back(v.to_message());
   });
-  return fed != Fed::other;
+}
+
+void Client::Impl::unexpected_frame(const detail::SubscriptionState& st, const proto::Header& h) {
+  session.fail(Errc::protocol_violation, "subscription to '" + st.key + "': unexpected " +
+                                             std::string(proto::frame_type_name(h.type)) +
+                                             " frame");
 }
 
 bool Client::Impl::on_stream_frame(const proto::Header& h, proto::Bytes b) {
@@ -167,11 +167,7 @@ std::optional<Message> Subscription::next(std::chrono::milliseconds timeout) {
   if (!st.ready.empty() || st.ended || st.cancelled) return take();
   impl.session.check_usable();
   const auto on_frame = [&](const proto::Header& h, proto::Bytes b) {
-    if (!impl.feed(st, h, b)) {
-      impl.session.fail(Errc::protocol_violation, "subscription to '" + st.key + "': unexpected " +
-                                                      std::string(proto::frame_type_name(h.type)) +
-                                                      " frame");
-    }
+    if (!impl.feed(st, h, b)) impl.unexpected_frame(st, h);
     return !st.ready.empty() || st.ended.has_value();
   };
   // A fast subscriber finds its next delivery already read from the socket: taken without
@@ -203,20 +199,12 @@ std::size_t Subscription::next_each(std::size_t max, std::chrono::milliseconds t
   if (st.cancelled) return 0;
   impl.session.check_usable();
   const auto on_frame = [&](const proto::Header& h, proto::Bytes b) {
-    if (h.type == FrameType::error) {
-      st.ended = impl.session.error_of(b, "subscription to '" + st.key + "'");
-      return true;
-    }
-    const auto fed = impl.assemble(st.assembler, h, b, "subscription", [&](const MessageView& v) {
+    const bool fed = impl.feed(st, h, b, [&](const MessageView& v) {
       ++seen;
       on_message(v);
     });
-    if (fed == Client::Impl::Fed::other) {
-      impl.session.fail(Errc::protocol_violation, "subscription to '" + st.key + "': unexpected " +
-                                                      std::string(proto::frame_type_name(h.type)) +
-                                                      " frame");
-    }
-    return seen >= max;
+    if (!fed) impl.unexpected_frame(st, h);
+    return seen >= max || st.ended.has_value();
   };
   impl.session.flush();
   if (!impl.session.wait_step(id_, on_frame) && seen == 0 && !st.ended) {

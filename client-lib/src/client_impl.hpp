@@ -254,9 +254,22 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
   template <typename OnView>
   Fed assemble(detail::DeliveryAssembler& a, const proto::Header& h, proto::Bytes b,
                std::string_view context, OnView&& on_view);
-  // A frame carrying a subscription's correlation, into its state; false for a frame no
-  // subscription takes.
+  // A frame carrying a subscription's correlation: an ERROR ends it, a delivery completed
+  // by the frame goes to on_view(const MessageView&); false for a frame no subscription
+  // takes.
+  template <typename OnView>
+  bool feed(detail::SubscriptionState& st, const proto::Header& h, proto::Bytes b,
+            OnView&& on_view) {
+    if (h.type == proto::FrameType::error) {
+      st.ended = session.error_of(b, "subscription to '" + st.key + "'");
+      return true;
+    }
+    return assemble(st.assembler, h, b, "subscription", on_view) != Fed::other;
+  }
+  // feed() keeping the message for next() (or dropping it, once orphaned).
   bool feed(detail::SubscriptionState& st, const proto::Header& h, proto::Bytes b);
+  // Breaks the session: a frame under a subscription's correlation that is not one of its.
+  [[noreturn]] void unexpected_frame(const detail::SubscriptionState& st, const proto::Header& h);
   // The session's stream handler: frames of live subscriptions nobody is waiting for.
   bool on_stream_frame(const proto::Header& h, proto::Bytes b);
   // UNSUBSCRIBE, waiting for the OK; nothing when cancelled or ended already.

@@ -708,11 +708,13 @@ class QBUS_API Subscription {
   // next() without building Messages, the fastest way to follow a busy subject: waits up
   // to `timeout` for a delivery, then hands it and every one already read from the
   // connection, up to `max`, to `on_message` in place (no copy and no allocation per
-  // message). Returns how many it handed out; 0 when none came in time or the subscription
-  // is cancelled and drained. A view is valid only during its call, and `on_message` must
-  // not use this Client (the view points into its buffer). If `on_message` throws, the
-  // exception propagates and the deliveries not yet handed out stay for the next call. An
-  // ERROR that ended the subscription is thrown once what came before it is handed out.
+  // message). Deliveries kept while the Client waited for something else are handed out
+  // first, by themselves (the call then reads nothing more). Returns how many it handed
+  // out; 0 when none came in time or the subscription is cancelled and drained. A view is
+  // valid only during its call, and `on_message` must not use this Client (the view points
+  // into its buffer). If `on_message` throws, the exception propagates: the delivery it was
+  // given is consumed, those not yet handed out stay for the next call. An ERROR that
+  // ended the subscription is thrown once what came before it is handed out.
   std::size_t next_each(std::size_t max, std::chrono::milliseconds timeout,
                         const std::function<void(const MessageView&)>& on_message);
   // Asks the broker to stop and waits for its answer; deliveries that arrived before it
