@@ -12,7 +12,15 @@ Topics::Topics(Core& core) : core_(core), sink_(core.sink) {}
 
 Topics::~Topics() {
   // Buffers and retained messages hold region references in the Core's region table,
-  // which outlives this registry: give them back.
+  // which outlives this registry: give them back. The subscriptions belong to the peers,
+  // which outlive this registry too, but their buffered messages are owned here.
+  for (const auto& [peer, tp] : by_peer_) {
+    for (const auto& s : tp->subscriptions) {
+      for (const TopicSubscription::Entry& e : s->buffer)
+        unref(e.message);
+      s->buffer.clear();
+    }
+  }
   for (auto& [subject, m] : retained_)
     unref(m);
   retained_.clear();
