@@ -124,6 +124,28 @@ Subscription Client::subscribe(std::string_view key, const SubscribeOptions& opt
   return Subscription(impl_.get(), corr, std::string(key));
 }
 
+int Client::fd() const noexcept {
+  return impl_ ? impl_->session.fd() : -1;
+}
+
+bool Client::wants_write() const noexcept {
+  return impl_ && impl_->session.has_output();
+}
+
+void Client::process() {
+  auto& session = impl_->session;
+  session.check_usable();
+  session.write_some();
+  // Every frame nobody awaits goes to the session's own handling: a subscription's stream
+  // handler keeps deliveries for next(), a send failure is counted.
+  const auto unsolicited = [](const proto::Header&, proto::Bytes) {
+    return detail::Session::Handled::unsolicited;
+  };
+  do {
+    session.handle_frames(unsolicited);
+  } while (session.read_some());
+}
+
 // ---- Subscription ---------------------------------------------------------------------------
 
 Subscription::~Subscription() {
@@ -143,6 +165,12 @@ Subscription& Subscription::operator=(Subscription&& other) noexcept {
     key_ = std::move(other.key_);
   }
   return *this;
+}
+
+std::size_t Subscription::pending() const noexcept {
+  if (impl_ == nullptr) return 0;
+  const auto it = impl_->subscriptions.find(id_);
+  return it == impl_->subscriptions.end() ? 0 : it->second.ready.size();
 }
 
 bool Subscription::active() const noexcept {

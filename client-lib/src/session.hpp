@@ -104,6 +104,7 @@ class Session {
   std::uint64_t next_correlation() noexcept { return next_correlation_++; }
   // Append frames here (proto::append_*), then flush() or flush_unless_corked().
   proto::ByteBuffer& out() noexcept { return out_; }
+  bool has_output() const noexcept { return !out_.empty(); }
   // Writes all of out(), handling incoming frames meanwhile so that a broker blocked
   // writing to us can never deadlock with us blocked writing to it.
   void flush();

@@ -650,6 +650,23 @@ class QBUS_API Client {
   // Writes buffered sends and waits until the broker has processed everything sent
   // before; afterwards send_failures() is complete for those sends.
   void sync();
+
+  // ---- Driving a Client from an event loop (glib, libuv, epoll, Asio) ----
+  // Every call above blocks until the broker answers (a send until its bytes are written).
+  // A loop that must not block watches fd() for readability (and for writability while
+  // wants_write()), calls process() when it is ready, then takes what arrived with
+  // Subscription::next(0) until it returns nullopt. Deliveries that any other call read
+  // are kept for their subscription as well and do not make fd() readable again, so drain
+  // the subscriptions after every call, not only after readiness.
+  //
+  // The connection's socket; owned by the Client (never close it). -1 once closed.
+  int fd() const noexcept;
+  // Output is buffered (a Batch, or a socket that took only part of it).
+  bool wants_write() const noexcept;
+  // Never blocks: writes what the socket takes, reads what has arrived and files every
+  // delivery with its subscription (and every asynchronous send failure). Throws Error
+  // when the connection failed, as any call would.
+  void process();
   const SendFailures& send_failures() const noexcept;
 
   // While a Batch lives, send() buffers and writes in large chunks (about 64 KiB), which
@@ -723,6 +740,9 @@ class QBUS_API Subscription {
   void cancel();
   // Subscribed and not cancelled nor ended by an error.
   bool active() const noexcept;
+  // Deliveries already read from the connection and kept for next(), which hands them
+  // out without waiting.
+  std::size_t pending() const noexcept;
   // The queue key, or a subject subscription's pattern.
   const std::string& key() const noexcept { return key_; }
 
