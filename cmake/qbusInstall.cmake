@@ -107,8 +107,9 @@ install(FILES ${PROJECT_BINARY_DIR}/cmake/qbusConfig.cmake
 # --- pkg-config. qbus.pc names absolute directories, and the prefix is only known at
 # install time (`cmake --install --prefix`, CPack), so it is written then.
 # `pkg-config --static` adds -pthread: libqbus uses pthread_mutex_* (part of libc since
-# glibc 2.34, of libpthread before); Requires.private brings OpenSSL (tls: addresses).
-set(QBUS_PC_LIBS_PRIVATE -pthread)
+# glibc 2.34, of libpthread before), and -lstdc++: libqbus is C++ inside, which a C
+# program linking libqbus.a must bring; Requires.private brings OpenSSL (tls: addresses).
+set(QBUS_PC_LIBS_PRIVATE -pthread -lstdc++)
 install(CODE "
   set(QBUS_PC_TEMPLATE \"${CMAKE_CURRENT_LIST_DIR}/qbus.pc.in\")
   set(QBUS_PC_WORKDIR \"${PROJECT_BINARY_DIR}/pkgconfig\")

@@ -12,7 +12,7 @@ if [ $# -lt 4 ]; then
   echo "usage: $0 BINARY_DIR CMAKE CXX PKG_CONFIG [SANITIZE]" >&2
   exit 2
 fi
-binary_dir=$1 cmake=$2 cxx=$3 pkg_config=$4 sanitize=${5:-OFF}
+binary_dir=$1 cmake=$2 cxx=$3 pkg_config=$4 sanitize=${5:-OFF} cc=${6:-cc}
 here=$(cd "$(dirname "$0")" && pwd)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/qbus-install-test-XXXXXX")
@@ -80,7 +80,7 @@ if readelf -d "$usr/bin/qbusctl" "$usr/sbin/qbusd" "$shared" | grep -E 'R(UN)?PA
 fi
 
 headers=$(cd "$usr/include" && find . -type f | sort | tr '\n' ' ')
-[ "$headers" = "./qbus/client.hpp ./qbus/errc.hpp ./qbus/ring.hpp " ] ||
+[ "$headers" = "./qbus/client.hpp ./qbus/errc.hpp ./qbus/qbus.h ./qbus/ring.hpp " ] ||
   fail "installed headers are: $headers"
 
 for f in qbusConfig.cmake qbusConfigVersion.cmake qbusTargets.cmake; do
@@ -148,6 +148,11 @@ esac
 # shellcheck disable=SC2086  # the flags are words
 quiet "compile with pkg-config flags" \
   "$cxx" -std=c++20 "${san_flags[@]}" "$here/consumer/main.cpp" $pc_flags -o "$work/consumer-pc"
+# The C API from a C program: the shared library brings the C++ runtime with it.
+# shellcheck disable=SC2086  # the flags are words
+quiet "compile C with pkg-config flags" \
+  "$cc" -std=c11 -Wall -Wextra -Werror "${san_flags[@]}" "$here/consumer/main.c" $pc_flags \
+  -o "$work/consumer-c"
 
 # --- A live daemon ---------------------------------------------------------------------
 step "start the staged qbusd, wait for READY=1"
@@ -191,6 +196,7 @@ esac
 run_consumer shared env LD_LIBRARY_PATH="$libdir" "$work/consumer-shared/qbus_consumer" install.shared
 run_consumer static "$work/consumer-static/qbus_consumer" install.static
 run_consumer pkg-config env LD_LIBRARY_PATH="$libdir" "$work/consumer-pc" install.pkgconfig
+run_consumer C env LD_LIBRARY_PATH="$libdir" "$work/consumer-c" install.c
 
 step "the staged qbusctl"
 LD_LIBRARY_PATH=$libdir "$usr/bin/qbusctl" send install.qbusctl "staged qbusctl" ||

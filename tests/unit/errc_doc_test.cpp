@@ -1,24 +1,31 @@
 // proto/PROTOCOL.md restates the list of error codes (QBUS_ERRC in <qbus/errc.hpp>): its
 // table in section 11 holds every wire code with its name, and its text names the codes
-// local to libqbus. A code added to one and not the other fails here.
+// local to libqbus. So does the C API's enum in <qbus/qbus.h> (QBUS_E_QUEUE_FULL = 22). A
+// code added to one and not the others fails here.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <fstream>
 #include <regex>
 #include <sstream>
 #include <string>
+#include <string_view>
 
 #include "qbus/errc.hpp"
 
 namespace qbus {
 namespace {
 
-std::string protocol_text() {
-  std::ifstream in(std::string(QBUS_SOURCE_DIR) + "/proto/PROTOCOL.md");
-  EXPECT_TRUE(in.good());
+std::string source_text(const std::string& path) {
+  std::ifstream in(std::string(QBUS_SOURCE_DIR) + "/" + path);
+  EXPECT_TRUE(in.good()) << path;
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+std::string protocol_text() {
+  return source_text("proto/PROTOCOL.md");
 }
 
 constexpr std::uint16_t kFirstLocalCode = 200;
@@ -62,6 +69,29 @@ TEST(ErrcDoc, ProtocolNamesTheLocalCodesInOrder) {
   const std::string sentence = "Codes " + std::to_string(first) + "–" + std::to_string(last) +
                                " (" + names + ") are produced inside libqbus";
   EXPECT_NE(text.find(sentence), std::string::npos) << "PROTOCOL.md should say: " << sentence;
+}
+
+TEST(ErrcDoc, TheCApiNamesEveryCodeWithItsValue) {
+  std::string expected;
+  const auto constant = [](std::string_view name) {
+    std::string c = name == "ok" ? "QBUS_OK" : "QBUS_E_";
+    if (name != "ok") {
+      for (const char ch : name)
+        c += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    }
+    return c;
+  };
+#define QBUS_ERRC_CONSTANT(name, value) expected += constant(#name) + " = " #value "\n";
+  QBUS_ERRC(QBUS_ERRC_CONSTANT)
+#undef QBUS_ERRC_CONSTANT
+
+  const std::string text = source_text("client-lib/include/qbus/qbus.h");
+  const std::regex constant_line(R"(\n  (QBUS_(?:OK|E_[A-Z_]+)) = (\d+))");
+  std::string declared;
+  for (std::sregex_iterator it(text.begin(), text.end(), constant_line), end; it != end; ++it) {
+    declared += (*it)[1].str() + " = " + (*it)[2].str() + "\n";
+  }
+  EXPECT_EQ(declared, expected);
 }
 
 }  // namespace

@@ -52,6 +52,7 @@ const std::pair<Errc, std::string_view> kAllCodes[] = {
     {Errc::invalid_argument, "invalid_argument"},
     {Errc::io_error, "io_error"},
     {Errc::bad_address, "bad_address"},
+    {Errc::out_of_memory, "out_of_memory"},
 };
 
 TEST(codec_errc, WireCodesKeepTheirPublishedValues) {
@@ -97,6 +98,7 @@ TEST(codec_errc, WireCodesKeepTheirPublishedValues) {
       {Errc::invalid_argument, 203},
       {Errc::io_error, 204},
       {Errc::bad_address, 205},
+      {Errc::out_of_memory, 206},
   };
   for (const auto& [code, value] : values) {
     EXPECT_EQ(static_cast<int>(code), value) << errc_name(code);
@@ -111,7 +113,7 @@ TEST(codec_errc, EveryListedCodeHasItsName) {
 }
 
 TEST(codec_errc, UnlistedCodesAreUnknown) {
-  for (int v : {5, 9, 15, 19, 49, 52, 199, 206, 1000, 65535}) {
+  for (int v : {5, 9, 15, 19, 49, 52, 199, 207, 1000, 65535}) {
     EXPECT_EQ(errc_name(static_cast<Errc>(v)), "unknown") << v;
     EXPECT_FALSE(errc_is_known(static_cast<std::uint16_t>(v))) << v;
   }

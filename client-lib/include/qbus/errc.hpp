@@ -69,7 +69,8 @@ namespace qbus {
   X(protocol_violation, 202)                                                         \
   X(invalid_argument, 203)                                                           \
   X(io_error, 204)                                                                   \
-  X(bad_address, 205)
+  X(bad_address, 205)                                                                \
+  X(out_of_memory, 206)
 
 enum class Errc : std::uint16_t {
 #define QBUS_ERRC_ENUMERATOR(name, value) name = value,

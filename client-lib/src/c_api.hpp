@@ -1,0 +1,135 @@
+// libqbus internals: what the two files of the C API (<qbus/qbus.h>) share. The C API is a
+// front end over the C++ Client (client.hpp), not a second client: each handle holds the
+// C++ object, and every entry point turns exceptions into a code and a last-error text.
+//
+// Handle checks: every handle the API gives out is recorded in one registry with its kind
+// until it is freed, and every call looks its arguments up there first, so that a NULL,
+// foreign or freed handle is an error code instead of a crash. The registry is a mutex
+// and a hash set (handles are freed on any thread: messages, after their client).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qbus/client.hpp"
+#include "qbus/qbus.h"
+
+struct qbus_client {
+  explicit qbus_client(qbus::Client c) : cpp(std::move(c)) {}
+  qbus::Client cpp;
+  std::string last_error;
+  std::vector<std::unique_ptr<qbus::Client::Batch>> batches;
+  std::vector<qbus_subscription*> subscriptions;  // freed with the client's first
+};
+
+struct qbus_message {
+  qbus::Message cpp;
+};
+
+struct qbus_region {
+  qbus::Region cpp;
+  bool given_up = false;  // sent whole: `cpp` is empty, but the region was sealed by it
+};
+
+struct qbus_shared_region {
+  qbus::SharedRegion cpp;
+};
+
+struct qbus_subscription {
+  qbus::Subscription cpp;
+  qbus_client* owner = nullptr;  // null once the client was freed
+};
+
+namespace qbus::capi {
+
+enum class Kind : std::uint8_t { client, message, region, shared_region, subscription };
+
+void track(const void* handle, Kind kind);
+void untrack(const void* handle);
+// True when `handle` is a live handle of `kind`.
+bool live(const void* handle, Kind kind) noexcept;
+
+// Records the failure (the thread's last error, and the client's when there is one) and
+// returns its code.
+int fail(qbus_client* client, Errc code, const std::string& text) noexcept;
+const char* thread_last_error() noexcept;
+
+// Runs `body`, turning what it throws into a code.
+template <typename F>
+int guarded(qbus_client* client, const char* what, F&& body) noexcept {
+  try {
+    body();
+    return QBUS_OK;
+  } catch (const Error& e) {
+    return fail(client, e.code(), e.what());
+  } catch (const std::bad_alloc&) {
+    return fail(client, Errc::out_of_memory, std::string(what) + ": out of memory");
+  } catch (const std::exception& e) {
+    return fail(client, Errc::internal_error, std::string(what) + ": " + e.what());
+  } catch (...) {
+    return fail(client, Errc::internal_error, std::string(what) + ": unknown failure");
+  }
+}
+
+// Argument checks: each throws Error(invalid_argument) naming the argument.
+qbus_client& client_of(qbus_client* c, const char* what);
+qbus_message& message_of(const qbus_message* m, const char* what);
+qbus_region& region_of(qbus_region* r, const char* what);
+qbus_shared_region& shared_region_of(const qbus_shared_region* r, const char* what);
+qbus_subscription& subscription_of(const qbus_subscription* s, const char* what);
+std::string_view text(const char* s, const char* what, const char* name);
+std::string_view bytes(const void* data, std::size_t len, const char* what);
+template <typename T>
+void out_param(T* p, const char* what, const char* name) {
+  if (p == nullptr) {
+    throw Error(Errc::invalid_argument, std::string(what) + ": " + name + " is NULL");
+  }
+}
+// The first field of every options struct; `min` is the size of its first version.
+void check_size(std::size_t struct_size, std::size_t min, const char* what);
+std::chrono::milliseconds ms(std::int64_t v);
+Headers headers(const qbus_header* h, std::size_t count, const char* what);
+SendOptions send_options(const qbus_send_options* o, const char* what);
+DirectOptions direct_options(const qbus_direct_options* o, const char* what);
+PublishOptions publish_options(const qbus_publish_options* o, const char* what);
+
+// A client call: the handle checked, its failures recorded on it.
+template <typename F>
+int with_client(qbus_client* c, const char* what, F&& body) noexcept {
+  if (!live(c, Kind::client)) {
+    return guarded(nullptr, what, [&] { client_of(c, what); });
+  }
+  return guarded(c, what, [&] { body(c->cpp); });
+}
+
+// An options struct's _init: zeroed, struct_size set, then `defaults(*o)`.
+template <typename T, typename F>
+int init_options(T* o, const char* what, F&& defaults) noexcept {
+  return guarded(nullptr, what, [&] {
+    out_param(o, what, "options");
+    *o = T{};
+    o->struct_size = sizeof(T);
+    defaults(*o);
+  });
+}
+template <typename T>
+int init_options(T* o, const char* what) noexcept {
+  return init_options(o, what, [](T&) {});
+}
+
+// A new handle owning `value`, registered.
+template <typename Handle, typename Value>
+Handle* make(Kind kind, Value&& value) {
+  auto h = std::make_unique<Handle>(Handle{std::forward<Value>(value)});
+  track(h.get(), kind);
+  return h.release();
+}
+
+}  // namespace qbus::capi
