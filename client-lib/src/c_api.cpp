@@ -185,6 +185,19 @@ qbus_message* new_message(qbus::Message m) {
   return make<qbus_message>(Kind::message, std::move(m));
 }
 
+// A batch's messages into the caller's array. Handles made first, so that running out of
+// memory midway leaks nothing: the messages not handed out are dropped with `got`.
+void hand_out(std::vector<qbus::Message> got, qbus_message** messages, size_t* count) {
+  std::vector<std::unique_ptr<qbus_message>> made;
+  made.reserve(got.size());
+  for (auto& m : got)
+    made.push_back(std::make_unique<qbus_message>(qbus_message{std::move(m)}));
+  for (auto& h : made) {
+    track(h.get(), Kind::message);
+    messages[(*count)++] = h.release();
+  }
+}
+
 int receive_flags(int flags, const char* what) {
   if ((flags & ~QBUS_RECEIVE_ACK) != 0) {
     throw Error(Errc::invalid_argument,
@@ -213,8 +226,8 @@ const char* qbus_last_error(void) {
 
 // ---- Connecting ------------------------------------------------------------------------------
 
-int qbus_client_options_init(qbus_client_options* o) {
-  return init_options(o, "qbus_client_options_init", [](qbus_client_options& x) {
+int qbus_client_options_init_size(qbus_client_options* o, size_t size) {
+  return init_options(o, size, "qbus_client_options_init_size", [](qbus_client_options& x) {
     const qbus::ClientOptions d;
     x.connect_timeout_ms = d.connect_timeout.count();
     x.region_threshold = d.region_threshold;
@@ -295,8 +308,8 @@ int qbus_client_process(qbus_client* c) {
 
 // ---- Queues ----------------------------------------------------------------------------------
 
-int qbus_send_options_init(qbus_send_options* o) {
-  return init_options(o, "qbus_send_options_init");
+int qbus_send_options_init_size(qbus_send_options* o, size_t size) {
+  return init_options(o, size, "qbus_send_options_init_size");
 }
 
 int qbus_send(qbus_client* c, const char* key, const void* data, size_t len,
@@ -333,22 +346,12 @@ int qbus_receive_batch(qbus_client* c, const char* key, size_t max, int64_t time
     *count = 0;
     if (max != 0) out_param(messages, what, "messages");
     const qbus::ReceiveOptions opts{(receive_flags(flags, what) & QBUS_RECEIVE_ACK) != 0};
-    auto got = cl.receive_batch(text(key, what, "key"), max, ms(timeout_ms), opts);
-    // Handles made first, so that running out of memory midway leaks nothing: the
-    // messages not handed out are dropped with `got`.
-    std::vector<std::unique_ptr<qbus_message>> made;
-    made.reserve(got.size());
-    for (auto& m : got)
-      made.push_back(std::make_unique<qbus_message>(qbus_message{std::move(m)}));
-    for (auto& h : made) {
-      track(h.get(), Kind::message);
-      messages[(*count)++] = h.release();
-    }
+    hand_out(cl.receive_batch(text(key, what, "key"), max, ms(timeout_ms), opts), messages, count);
   });
 }
 
-int qbus_queue_options_init(qbus_queue_options* o) {
-  return init_options(o, "qbus_queue_options_init");
+int qbus_queue_options_init_size(qbus_queue_options* o, size_t size) {
+  return init_options(o, size, "qbus_queue_options_init_size");
 }
 
 int qbus_declare(qbus_client* c, const char* key, const qbus_queue_options* o) {
@@ -456,8 +459,9 @@ int qbus_extend(qbus_client* c, const qbus_message* m, int64_t by_ms, int confir
 
 // ---- Direct messages and requests ------------------------------------------------------------
 
-int qbus_direct_options_init(qbus_direct_options* o) {
-  return init_options(o, "qbus_direct_options_init", [](qbus_direct_options& x) { x.confirm = 1; });
+int qbus_direct_options_init_size(qbus_direct_options* o, size_t size) {
+  return init_options(o, size, "qbus_direct_options_init_size",
+                      [](qbus_direct_options& x) { x.confirm = 1; });
 }
 
 int qbus_send_to_pid(qbus_client* c, uint32_t pid, const void* data, size_t len,
@@ -486,6 +490,17 @@ int qbus_receive_direct(qbus_client* c, int64_t timeout_ms, qbus_message** messa
   });
 }
 
+int qbus_receive_direct_batch(qbus_client* c, size_t max, int64_t timeout_ms,
+                              qbus_message** messages, size_t* count) {
+  constexpr const char* what = "qbus_receive_direct_batch";
+  return with_client(c, what, [&](qbus::Client& cl) {
+    out_param(count, what, "count");
+    *count = 0;
+    if (max != 0) out_param(messages, what, "messages");
+    hand_out(cl.receive_direct_batch(max, ms(timeout_ms)), messages, count);
+  });
+}
+
 int qbus_request(qbus_client* c, const char* key, const void* data, size_t len, int64_t timeout_ms,
                  const qbus_header* hs, size_t header_count, qbus_message** reply) {
   constexpr const char* what = "qbus_request";
@@ -508,8 +523,8 @@ int qbus_reply(qbus_client* c, const qbus_message* request, const void* data, si
 
 // ---- Messages --------------------------------------------------------------------------------
 
-int qbus_message_info_init(qbus_message_info* info) {
-  return init_options(info, "qbus_message_info_init");
+int qbus_message_info_init_size(qbus_message_info* info, size_t size) {
+  return init_options(info, size, "qbus_message_info_init_size");
 }
 
 int qbus_message_key(const qbus_message* m, const char** key) {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <optional>
@@ -109,19 +110,22 @@ int with_client(qbus_client* c, const char* what, F&& body) noexcept {
   return guarded(c, what, [&] { body(c->cpp); });
 }
 
-// An options struct's _init: zeroed, struct_size set, then `defaults(*o)`.
+// An options struct's _init_size: the caller's `size` bytes zeroed, struct_size set, then
+// `defaults(*o)`. Every field of this version must be within `size`; a later version of
+// the struct keeps this one's size as its minimum and sets only the defaults that fit.
 template <typename T, typename F>
-int init_options(T* o, const char* what, F&& defaults) noexcept {
+int init_options(T* o, std::size_t size, const char* what, F&& defaults) noexcept {
   return guarded(nullptr, what, [&] {
     out_param(o, what, "options");
-    *o = T{};
-    o->struct_size = sizeof(T);
+    check_size(size, sizeof(T), what);
+    std::memset(static_cast<void*>(o), 0, size);
+    o->struct_size = size;
     defaults(*o);
   });
 }
 template <typename T>
-int init_options(T* o, const char* what) noexcept {
-  return init_options(o, what, [](T&) {});
+int init_options(T* o, std::size_t size, const char* what) noexcept {
+  return init_options(o, size, what, [](T&) {});
 }
 
 // A new handle owning `value`, registered.

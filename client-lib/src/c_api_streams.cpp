@@ -30,13 +30,13 @@ extern "C" {
 
 // ---- Subscriptions ---------------------------------------------------------------------------
 
-int qbus_subscribe_options_init(qbus_subscribe_options* o) {
-  return init_options(o, "qbus_subscribe_options_init",
+int qbus_subscribe_options_init_size(qbus_subscribe_options* o, size_t size) {
+  return init_options(o, size, "qbus_subscribe_options_init_size",
                       [](qbus_subscribe_options& x) { x.ack = 1; });
 }
 
-int qbus_subject_options_init(qbus_subject_options* o) {
-  return init_options(o, "qbus_subject_options_init");
+int qbus_subject_options_init_size(qbus_subject_options* o, size_t size) {
+  return init_options(o, size, "qbus_subject_options_init_size");
 }
 
 int qbus_subscribe(qbus_client* c, const char* key, const qbus_subscribe_options* o,
@@ -116,8 +116,8 @@ void qbus_subscription_free(qbus_subscription* s) {
 
 // ---- Publish ---------------------------------------------------------------------------------
 
-int qbus_publish_options_init(qbus_publish_options* o) {
-  return init_options(o, "qbus_publish_options_init");
+int qbus_publish_options_init_size(qbus_publish_options* o, size_t size) {
+  return init_options(o, size, "qbus_publish_options_init_size");
 }
 
 int qbus_publish(qbus_client* c, const char* subject, const void* data, size_t len,

@@ -83,6 +83,20 @@ int qbus_ctest_options(const char* address, char* why, size_t why_len) {
   CHECK_OK(NULL, qbus_message_info_init(&info));
   CHECK_EQ(NULL, info.struct_size, sizeof info);
 
+  /* _init_size is what _init calls with this header's size. A caller built against a later
+   * header, with fields this library does not know, passes more: all of it is zeroed and
+   * its size kept. Less than this library's first version of the struct is refused. */
+  {
+    unsigned char later[sizeof(qbus_send_options) + 16];
+    memset(later, 0xa5, sizeof later);
+    CHECK_OK(NULL, qbus_send_options_init_size((qbus_send_options*)(void*)later, sizeof later));
+    CHECK_EQ(NULL, ((qbus_send_options*)(void*)later)->struct_size, sizeof later);
+    for (size_t i = sizeof(size_t); i < sizeof later; ++i)
+      CHECK_EQ(NULL, later[i], 0);
+    CHECK_INVALID(NULL, qbus_send_options_init_size(&so, sizeof so - 1));
+    CHECK_CONTAINS(NULL, qbus_last_error(), "struct_size");
+  }
+
   /* An options struct nobody initialised (struct_size 0) is refused before anything is
    * sent, whatever its other fields say. */
   memset(&co, 0, sizeof co);
@@ -646,6 +660,29 @@ int qbus_ctest_direct(const char* address, char* why, size_t why_len) {
   m = NULL;
   CHECK_NONE(a, QBUS_OK, m, qbus_receive_direct(a, 0, &m));
   CHECK_NONE(a, QBUS_OK, m, qbus_receive_direct(a, SHORT_MS, &m));
+
+  /* Several in one round trip, in order; then none within the timeout. */
+  {
+    qbus_message* batch[4] = {NULL, NULL, NULL, NULL};
+    size_t got = 99;
+    CHECK_OK(b, qbus_send_to_pid(b, sa.pid, "d1", 2, NULL));
+    CHECK_OK(b, qbus_send_to_pid(b, sa.pid, "d2", 2, NULL));
+    CHECK_OK(b, qbus_send_to_pid(b, sa.pid, "d3", 2, NULL));
+    rc = qbus_receive_direct_batch(a, 4, LONG_MS, batch, &got);
+    if (rc == QBUS_OK && got == 3) {
+      rc = payload_differs(batch[0], "d1", 2, why, why_len) ||
+           payload_differs(batch[1], "d2", 2, why, why_len) ||
+           payload_differs(batch[2], "d3", 2, why, why_len);
+    } else if (rc == QBUS_OK) {
+      snprintf(why, why_len, "qbus_receive_direct_batch took %zu messages, expected 3", got);
+      rc = 1;
+    }
+    for (size_t i = 0; i < 4; ++i)
+      qbus_message_free(batch[i]);
+    if (rc != 0) goto done;
+    CHECK_OK(a, qbus_receive_direct_batch(a, 4, SHORT_MS, batch, &got));
+    CHECK_EQ(a, got, 0);
+  }
 
   /* Confirmed by default: a pid with no connection is refused at once, or after wait_ms. */
   CHECK_RC(a, QBUS_E_NO_SUCH_PEER, qbus_send_to_pid(a, nobody, "anyone?", 7, NULL));

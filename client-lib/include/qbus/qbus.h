@@ -33,9 +33,10 @@
  * the same kind, which no check can tell apart).
  *
  * Thread-safety. A qbus_client is not thread-safe: call it (and the subscriptions and
- * regions it made) from one thread at a time. Separate clients are independent. A
- * qbus_message is an immutable value: read and free it on any thread, also after its
- * client is freed. qbus_strerror and qbus_last_error may be called from any thread.
+ * regions it made, whose _free may talk to the broker: a subscription's cancels it) from
+ * one thread at a time. Separate clients are independent. A qbus_message is an immutable
+ * value: read and free it on any thread, also after its client is freed. qbus_strerror
+ * and qbus_last_error may be called from any thread.
  *
  * Event loops. Calls block the calling thread until the broker answers (a send only until
  * its bytes are written). To drive a client from glib, libuv or epoll: watch
@@ -45,9 +46,13 @@
  * other call happened to read are kept for their subscription too and do not make the fd
  * readable again: drain the subscriptions after every call, not only after readiness.
  *
- * Options structs are extensible: initialise each with its _init function (which sets
- * struct_size and the defaults) before setting fields, or pass NULL for the defaults.
- * Strings are NUL-terminated UTF-8; a NULL string field means "not set". */
+ * Options structs are extensible: initialise each with its _init function before setting
+ * fields, or pass NULL for the defaults. _init is inline: it passes this header's size of
+ * the struct to the library's _init_size, which zeroes that many bytes, sets the defaults
+ * and records the size in struct_size. A later libqbus that has added fields reads only
+ * the first struct_size bytes (the rest take their defaults), so a program built against
+ * this header keeps working with it. Strings are NUL-terminated UTF-8; a NULL string
+ * field means "not set". */
 #ifndef QBUS_QBUS_H
 #define QBUS_QBUS_H
 
@@ -154,7 +159,10 @@ typedef struct qbus_client_options {
    * Default 65536; SIZE_MAX keeps everything it can inline. */
   size_t region_threshold;
 } qbus_client_options;
-QBUS_API int qbus_client_options_init(qbus_client_options* options);
+QBUS_API int qbus_client_options_init_size(qbus_client_options* options, size_t size);
+static inline int qbus_client_options_init(qbus_client_options* options) {
+  return qbus_client_options_init_size(options, sizeof *options);
+}
 
 /* Connects and completes the handshake. `options` NULL: the defaults. On success *client
  * is a new handle the caller owns; on failure it is NULL and qbus_last_error() says why. */
@@ -197,7 +205,10 @@ typedef struct qbus_send_options {
   int64_t delay_ms; /* 0: deliverable at once */
   uint8_t priority; /* 0-9, higher first */
 } qbus_send_options;
-QBUS_API int qbus_send_options_init(qbus_send_options* options);
+QBUS_API int qbus_send_options_init_size(qbus_send_options* options, size_t size);
+static inline int qbus_send_options_init(qbus_send_options* options) {
+  return qbus_send_options_init_size(options, sizeof *options);
+}
 
 /* Queues `len` bytes under `key`. Pipelined unless options->confirm: a refusal the broker
  * reports later is counted in qbus_send_failures(). */
@@ -242,7 +253,10 @@ typedef struct qbus_queue_options {
   int durable;
   int fsync;
 } qbus_queue_options;
-QBUS_API int qbus_queue_options_init(qbus_queue_options* options);
+QBUS_API int qbus_queue_options_init_size(qbus_queue_options* options, size_t size);
+static inline int qbus_queue_options_init(qbus_queue_options* options) {
+  return qbus_queue_options_init_size(options, sizeof *options);
+}
 
 /* Creates the queue or checks it (QBUS_E_QUEUE_CONFLICT when declared with other options). */
 QBUS_API int qbus_declare(qbus_client* client, const char* key, const qbus_queue_options* options);
@@ -279,7 +293,10 @@ typedef struct qbus_direct_options {
   const qbus_header* headers;
   size_t header_count;
 } qbus_direct_options;
-QBUS_API int qbus_direct_options_init(qbus_direct_options* options);
+QBUS_API int qbus_direct_options_init_size(qbus_direct_options* options, size_t size);
+static inline int qbus_direct_options_init(qbus_direct_options* options) {
+  return qbus_direct_options_init_size(options, sizeof *options);
+}
 
 QBUS_API int qbus_send_to_pid(qbus_client* client, uint32_t pid, const void* data, size_t len,
                               const qbus_direct_options* options);
@@ -287,6 +304,9 @@ QBUS_API int qbus_send_to_client(qbus_client* client, uint64_t client_id, const 
                                  size_t len, const qbus_direct_options* options);
 /* Takes a direct message sent to this process; *message NULL when the timeout passed. */
 QBUS_API int qbus_receive_direct(qbus_client* client, int64_t timeout_ms, qbus_message** message);
+/* Up to `max` direct messages in one round trip, as qbus_receive_batch. */
+QBUS_API int qbus_receive_direct_batch(qbus_client* client, size_t max, int64_t timeout_ms,
+                                       qbus_message** messages, size_t* count);
 
 /* Sends a request to queue `key` and waits for the reply: *reply is a new handle, or NULL
  * when none came within `timeout_ms`. `headers` may be NULL (header_count 0). */
@@ -299,7 +319,7 @@ QBUS_API int qbus_reply(qbus_client* client, const qbus_message* request, const 
 
 /* ---- Messages ---- */
 typedef struct qbus_message_info {
-  size_t struct_size;  /* set by the caller (qbus_message_info_init) */
+  size_t struct_size;  /* set by qbus_message_info_init */
   uint32_t sender_pid; /* as the kernel reported it to the broker */
   uint32_t sender_uid;
   uint64_t sender_client_id;
@@ -314,7 +334,10 @@ typedef struct qbus_message_info {
   int retained;
   size_t header_count;
 } qbus_message_info;
-QBUS_API int qbus_message_info_init(qbus_message_info* info);
+QBUS_API int qbus_message_info_init_size(qbus_message_info* info, size_t size);
+static inline int qbus_message_info_init(qbus_message_info* info) {
+  return qbus_message_info_init_size(info, sizeof *info);
+}
 
 /* The queue key (a subject delivery's subject; "" for a direct message or a reply):
  * NUL-terminated, valid while the message lives. */
@@ -337,7 +360,10 @@ typedef struct qbus_subscribe_options {
   uint32_t prefetch; /* ack mode: at most this many unsettled; 0: the broker's default */
   int ack;           /* default 1 */
 } qbus_subscribe_options;
-QBUS_API int qbus_subscribe_options_init(qbus_subscribe_options* options);
+QBUS_API int qbus_subscribe_options_init_size(qbus_subscribe_options* options, size_t size);
+static inline int qbus_subscribe_options_init(qbus_subscribe_options* options) {
+  return qbus_subscribe_options_init_size(options, sizeof *options);
+}
 
 enum {
   QBUS_SLOW_DEFAULT = 0,
@@ -352,7 +378,10 @@ typedef struct qbus_subject_options {
   uint64_t max_bytes;
   int slow;
 } qbus_subject_options;
-QBUS_API int qbus_subject_options_init(qbus_subject_options* options);
+QBUS_API int qbus_subject_options_init_size(qbus_subject_options* options, size_t size);
+static inline int qbus_subject_options_init(qbus_subject_options* options) {
+  return qbus_subject_options_init_size(options, sizeof *options);
+}
 
 /* The broker pushes the messages of queue `key`. *subscription is the caller's to free
  * (which cancels it, best effort); freed after its client, it only frees its memory. */
@@ -382,14 +411,18 @@ typedef struct qbus_publish_options {
   int retain;
   int confirm;
 } qbus_publish_options;
-QBUS_API int qbus_publish_options_init(qbus_publish_options* options);
+QBUS_API int qbus_publish_options_init_size(qbus_publish_options* options, size_t size);
+static inline int qbus_publish_options_init(qbus_publish_options* options) {
+  return qbus_publish_options_init_size(options, sizeof *options);
+}
 QBUS_API int qbus_publish(qbus_client* client, const char* subject, const void* data, size_t len,
                           const qbus_publish_options* options);
 
 /* ---- Shared-memory regions (Unix sockets) ---- */
 /* A writable region of `size` bytes (Region in the C++ API): fill it, then send it. */
 QBUS_API int qbus_region_allocate(qbus_client* client, size_t size, qbus_region** region);
-/* The writable bytes: NULL and 0 once the region was sent. */
+/* The writable bytes: NULL and 0 once the region was sent. Sending it unmaps them, so a
+ * pointer taken before a send must not be used after it. */
 QBUS_API int qbus_region_data(qbus_region* region, void** data, size_t* size);
 /* *id the broker's id (0 once given up by a whole send); *sealed 1 once sent. Either may
  * be NULL. */
