@@ -90,6 +90,13 @@ install(FILES ${PROJECT_SOURCE_DIR}/config/README.md
 install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR}
         COMPONENT runtime)
 
+# --- The Python package (python/qbus, pure Python over libqbus.so.0 with ctypes), where
+# Debian's python3 finds packages of the distribution: the .deb ships it with libqbus, so
+# `import qbus` works once the package is installed; `pip install ./python` is the other
+# way.
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/python/qbus DESTINATION lib/python3/dist-packages
+        COMPONENT runtime FILES_MATCHING PATTERN "*.py" PATTERN "__pycache__" EXCLUDE)
+
 # --- CMake package: find_package(qbus) gives qbus::client (shared) and
 # qbus::client_static.
 install(EXPORT qbusTargets NAMESPACE qbus:: FILE qbusTargets.cmake

@@ -13,6 +13,9 @@ QBUS_PACKAGES=(
   # cpack -G DEB (dpkg-shlibdeps computes Depends); python3: the install test's sd_notify
   # receiver.
   dpkg-dev file python3
+  # The Python package's tests (python/tests), run by Debian's /usr/bin/python3; gcc's C
+  # front end (in g++'s dependencies) compiles the C API's test program.
+  python3-pytest
   # The container test (tests/container): a minimal Debian root to boot the .deb in under
   # systemd as PID 1, with systemd-nspawn.
   debootstrap systemd-container

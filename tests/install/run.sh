@@ -198,6 +198,19 @@ run_consumer static "$work/consumer-static/qbus_consumer" install.static
 run_consumer pkg-config env LD_LIBRARY_PATH="$libdir" "$work/consumer-pc" install.pkgconfig
 run_consumer C env LD_LIBRARY_PATH="$libdir" "$work/consumer-c" install.c
 
+if [ "$sanitize" != ON ] && [ -x /usr/bin/python3 ]; then
+  # The Python package, as the .deb installs it, over the staged libqbus.so.0.
+  step "the staged Python package"
+  pkg=$usr/lib/python3/dist-packages
+  [ -f "$pkg/qbus/__init__.py" ] || fail "no ${pkg#"$stage"}/qbus"
+  got=$(PYTHONPATH=$pkg PYTHONDONTWRITEBYTECODE=1 QBUS_LIBRARY=$libdir/libqbus.so.0 /usr/bin/python3 -c '
+import qbus
+with qbus.Client() as c:
+    c.send("install.python", b"staged python")
+    print(c.receive("install.python", timeout=10).text)') || fail "the staged Python package"
+  [ "$got" = "staged python" ] || fail "the staged Python package received '$got'"
+fi
+
 step "the staged qbusctl"
 LD_LIBRARY_PATH=$libdir "$usr/bin/qbusctl" send install.qbusctl "staged qbusctl" ||
   fail "staged qbusctl send"
