@@ -12,7 +12,10 @@
 # Third-party headers are checked where a layer must stay free of them (the core has no
 # sockets, no JSON, no logging; libqbus and the codec depend on nothing but the C++
 # library, except that libqbus may use OpenSSL's headers, which are not on the list below:
-# it speaks TLS for tls: addresses itself, without Asio). tests/ is above every layer and is not checked; bench/ sits beside qbusctl
+# it speaks TLS for tls: addresses itself, without Asio). <qbus/async_client.hpp> is a
+# layer of its own above libqbus, libqbus-asio: a header compiled into its users' code that
+# adapts the Asio-free AsyncEngine to Asio, the one place beside qbusd where Asio may go.
+# tests/ is above every layer and is not checked; bench/ sits beside qbusctl
 # and may use the test support (tests/support, tests/unit fakes) it is built with.
 set -euo pipefail
 
@@ -35,6 +38,7 @@ layer_of() {
     daemon/src/admin/*) echo admin ;;
     daemon/src/service/*) echo service ;;
     daemon/src/main.cpp | daemon/src/version.hpp.in) echo qbusd ;;
+    client-lib/include/qbus/async_client.hpp) echo libqbus-asio ;;
     client-lib/*) echo libqbus ;;
     cli/*) echo qbusctl ;;
     bench/*) echo bench ;;
@@ -56,8 +60,9 @@ declare -A may_use=(
   [service]="net broker storage config limits proto"
   [qbusd]="admin service net broker storage config limits proto"
   [libqbus]="proto"
+  [libqbus-asio]="libqbus proto"
   [qbusctl]="libqbus proto"
-  [bench]="libqbus broker limits proto tests"
+  [bench]="libqbus-asio libqbus broker limits proto tests"
 )
 
 # Third-party headers a layer must not include (extended regular expressions over the
@@ -67,6 +72,7 @@ declare -A forbidden=(
   [proto]="$third_party"
   [limits]="$third_party"
   [libqbus]="$third_party"
+  [libqbus-asio]='^(nlohmann|spdlog|fmt|CLI|systemd)[/.]'
   [broker]="$third_party|^sys/socket\.h$|^netinet/|^arpa/"
   [storage]="$third_party|^sys/socket\.h$|^netinet/|^arpa/"
   [config]='^(asio|spdlog|fmt|CLI|systemd)[/.]'

@@ -105,6 +105,8 @@ class Session {
   // Append frames here (proto::append_*), then flush() or flush_unless_corked().
   proto::ByteBuffer& out() noexcept { return out_; }
   bool has_output() const noexcept { return !out_.empty(); }
+  // The error that broke the session for good, or null while it is usable.
+  const Error* broken() const noexcept { return broken_ ? &*broken_ : nullptr; }
   // Writes all of out(), handling incoming frames meanwhile so that a broker blocked
   // writing to us can never deadlock with us blocked writing to it.
   void flush();

@@ -80,7 +80,7 @@ if readelf -d "$usr/bin/qbusctl" "$usr/sbin/qbusd" "$shared" | grep -E 'R(UN)?PA
 fi
 
 headers=$(cd "$usr/include" && find . -type f | sort | tr '\n' ' ')
-[ "$headers" = "./qbus/client.hpp ./qbus/errc.hpp ./qbus/qbus.h ./qbus/ring.hpp " ] ||
+[ "$headers" = "./qbus/async_client.hpp ./qbus/async_engine.hpp ./qbus/client.hpp ./qbus/errc.hpp ./qbus/qbus.h ./qbus/ring.hpp " ] ||
   fail "installed headers are: $headers"
 
 for f in qbusConfig.cmake qbusConfigVersion.cmake qbusTargets.cmake; do

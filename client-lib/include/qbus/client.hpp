@@ -80,6 +80,7 @@ struct MappedPayload;
 struct RegionState;
 struct SharedRegionState;
 struct Access;
+class AsyncEngine;
 }  // namespace detail
 
 // A received message. Its payload is inline bytes, or, for a payload that came through a
@@ -685,6 +686,7 @@ class QBUS_API Client {
 
  private:
   friend class Subscription;
+  friend class detail::AsyncEngine;  // AsyncClient's core (async_client.hpp) reuses Impl
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

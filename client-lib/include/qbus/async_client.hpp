@@ -1,0 +1,348 @@
+// libqbus: an asynchronous client on a caller's Asio executor.
+//
+//   asio::io_context io;
+//   qbus::AsyncClient client(io.get_executor());
+//   client.async_request("echo", "ping", std::chrono::seconds(5),
+//                        [](std::error_code ec, std::optional<qbus::Message> reply) { ... });
+//   io.run();
+//
+// Every operation takes an Asio completion token: a callback, asio::use_awaitable in a
+// coroutine, asio::use_future, or any other. Many operations may be outstanding on one
+// connection at once (each is matched to its answer by the protocol's correlation ids),
+// and one thread may run thousands of AsyncClients. Semantics are those of the blocking
+// Client's calls of the same names (client.hpp); this header says what differs.
+//
+// Completion. Handlers get a std::error_code: empty on success, a qbus::Errc (category
+// qbus::error_category(), compare with `ec == qbus::Errc::queue_full`) on failure, or
+// asio::error::operation_aborted when the operation was cancelled or the AsyncClient was
+// destroyed first. A receive or request that times out is not a failure: it completes with
+// an empty error and std::nullopt. Handlers run through their associated executor (by
+// default the AsyncClient's), never inside the call that started the operation.
+//
+// The connection. The constructor connects and completes the handshake before it returns
+// (on a local socket, well under a millisecond; it throws Error as Client's does). When the
+// connection fails (the broker restarts, say), every outstanding operation completes with
+// its error (connection_closed, io_error, shutting_down) and every later one at once: make
+// a new AsyncClient to reconnect.
+//
+// Cancellation. Asio's per-operation cancellation slots (asio::bind_cancellation_slot,
+// the awaitable operators, timeouts through a cancellation signal) complete the operation
+// with operation_aborted at once. The protocol has no cancel request, so the broker may
+// still answer it: a message it hands to a cancelled receive is given back to its queue
+// when the receive was in acknowledgement mode (ReceiveOptions::ack), and lost otherwise,
+// as it would be with a receiver that died holding it; a cancelled request's reply is
+// dropped; a cancelled send was sent.
+//
+// Sends. async_send, async_send_to_pid, async_reply and async_publish without confirm
+// complete as soon as the frame is buffered, unless this connection already has more than
+// kOutputHighWater bytes waiting for the socket: then once it has drained below (the
+// backpressure of a broker that does not read); the broker's refusals are counted in
+// send_failures(). With confirm they complete with the broker's verdict. Payloads go
+// inline, up to the broker's max_payload (bulk data: the blocking Client's regions).
+//
+// Arguments (keys, payloads, headers, options) are copied into the connection's buffer
+// when the operation starts, which a deferred token (asio::use_awaitable, asio::deferred)
+// delays until it is awaited or launched: keep what they refer to alive until then (as
+// `co_await c.async_send(key, payload, asio::use_awaitable)` does in one expression).
+//
+// Thread-safety, ownership: an AsyncClient is not thread-safe. Start operations and
+// destroy it on its executor's thread (when several threads run the io_context, give it a
+// strand). Destroying it completes every outstanding operation with operation_aborted.
+// Move-only. This header needs Asio (Debian's libasio-dev, standalone).
+#pragma once
+
+#include <fcntl.h>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/associated_cancellation_slot.hpp>
+#include <asio/associated_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/error.hpp>
+#include <asio/execution/outstanding_work.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/post.hpp>
+#include <asio/prefer.hpp>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include "qbus/async_engine.hpp"
+#include "qbus/client.hpp"
+#include "qbus/errc.hpp"
+
+namespace qbus {
+
+class AsyncClient {
+ public:
+  using executor_type = asio::any_io_executor;
+  // Output buffered beyond this holds pipelined sends until it drains (see the top).
+  static constexpr std::size_t kOutputHighWater = detail::kAsyncOutputHighWater;
+
+  explicit AsyncClient(const executor_type& executor, ClientOptions options = {})
+      : state_(std::make_shared<State>(executor, std::move(options))) {}
+  ~AsyncClient() {
+    if (state_) state_->shut_down();
+  }
+  AsyncClient(AsyncClient&&) noexcept = default;
+  AsyncClient& operator=(AsyncClient&& other) noexcept {
+    if (this != &other) {
+      if (state_) state_->shut_down();
+      state_ = std::move(other.state_);
+    }
+    return *this;
+  }
+  AsyncClient(const AsyncClient&) = delete;
+  AsyncClient& operator=(const AsyncClient&) = delete;
+
+  executor_type get_executor() const noexcept { return state_->executor; }
+  const SessionInfo& session() const noexcept { return state_->engine.session(); }
+  const SendFailures& send_failures() const noexcept { return state_->engine.send_failures(); }
+
+  // ---- Queues: void(std::error_code) ----
+  template <typename Token>
+  auto async_send(std::string_view key, std::string_view payload, const SendOptions& options,
+                  Token&& token) {
+    return start<void(std::error_code)>(
+        std::forward<Token>(token),
+        [key, payload, options](detail::AsyncEngine& e, detail::AsyncEngine::Op op) {
+          return e.send(key, as_bytes(payload), options, std::move(op));
+        });
+  }
+  template <typename Token>
+  auto async_send(std::string_view key, std::string_view payload, Token&& token) {
+    return async_send(key, payload, SendOptions{}, std::forward<Token>(token));
+  }
+
+  // ---- Receiving: void(std::error_code, std::optional<Message>) ----
+  template <typename Token>
+  auto async_receive(std::string_view key, std::chrono::milliseconds timeout,
+                     const ReceiveOptions& options, Token&& token) {
+    return start<void(std::error_code, std::optional<Message>)>(
+        std::forward<Token>(token),
+        [key, timeout, options](detail::AsyncEngine& e, detail::AsyncEngine::Op op) {
+          return e.receive(key, timeout, options.ack, std::move(op));
+        });
+  }
+  template <typename Token>
+  auto async_receive(std::string_view key, std::chrono::milliseconds timeout, Token&& token) {
+    return async_receive(key, timeout, ReceiveOptions{}, std::forward<Token>(token));
+  }
+  template <typename Token>
+  auto async_receive_direct(std::chrono::milliseconds timeout, Token&& token) {
+    return start<void(std::error_code, std::optional<Message>)>(
+        std::forward<Token>(token), [timeout](detail::AsyncEngine& e, detail::AsyncEngine::Op op) {
+          return e.receive_direct(timeout, std::move(op));
+        });
+  }
+  // Settles a message received with ReceiveOptions::ack; pipelined (a failure is counted
+  // in send_failures()).
+  void ack(const Message& message);
+  void nack(const Message& message);
+
+  // ---- Requests and direct messages ----
+  // void(std::error_code, std::optional<Message>): the reply, or nullopt on timeout.
+  template <typename Token>
+  auto async_request(std::string_view key, std::string_view payload,
+                     std::chrono::milliseconds timeout, const Headers& headers, Token&& token) {
+    return start<void(std::error_code, std::optional<Message>)>(
+        std::forward<Token>(token),
+        [key, payload, timeout, headers](detail::AsyncEngine& e, detail::AsyncEngine::Op op) {
+          return e.request(key, as_bytes(payload), timeout, headers, std::move(op));
+        });
+  }
+  template <typename Token>
+  auto async_request(std::string_view key, std::string_view payload,
+                     std::chrono::milliseconds timeout, Token&& token) {
+    return async_request(key, payload, timeout, Headers{}, std::forward<Token>(token));
+  }
+  // void(std::error_code)
+  template <typename Token>
+  auto async_reply(const Message& request, std::string_view payload, Token&& token) {
+    return start<void(std::error_code)>(
+        std::forward<Token>(token),
+        [&request, payload](detail::AsyncEngine& e, detail::AsyncEngine::Op op) {
+          return e.reply(request, as_bytes(payload), std::move(op));
+        });
+  }
+  template <typename Token>
+  auto async_send_to_pid(std::uint32_t pid, std::string_view payload, const DirectOptions& options,
+                         Token&& token) {
+    return start<void(std::error_code)>(
+        std::forward<Token>(token),
+        [pid, payload, options](detail::AsyncEngine& e, detail::AsyncEngine::Op op) {
+          return e.send_direct(true, pid, as_bytes(payload), options, std::move(op));
+        });
+  }
+  template <typename Token>
+  auto async_send_to_client(std::uint64_t client_id, std::string_view payload,
+                            const DirectOptions& options, Token&& token) {
+    return start<void(std::error_code)>(
+        std::forward<Token>(token),
+        [client_id, payload, options](detail::AsyncEngine& e, detail::AsyncEngine::Op op) {
+          return e.send_direct(false, client_id, as_bytes(payload), options, std::move(op));
+        });
+  }
+
+  // ---- Publish: void(std::error_code) ----
+  template <typename Token>
+  auto async_publish(std::string_view subject, std::string_view payload,
+                     const PublishOptions& options, Token&& token) {
+    return start<void(std::error_code)>(
+        std::forward<Token>(token),
+        [subject, payload, options](detail::AsyncEngine& e, detail::AsyncEngine::Op op) {
+          return e.publish(subject, as_bytes(payload), options, std::move(op));
+        });
+  }
+
+ private:
+  static std::span<const std::byte> as_bytes(std::string_view s) noexcept {
+    return std::as_bytes(std::span(s.data(), s.size()));
+  }
+
+  // The engine and the waits on its socket, shared with the waits' handlers so that they
+  // outlive a destroyed AsyncClient until Asio has run them.
+  struct State : std::enable_shared_from_this<State> {
+    State(const executor_type& ex, ClientOptions options)
+        : executor(ex), engine(std::move(options)), socket(ex, dup_fd(engine.fd())) {}
+
+    static int dup_fd(int fd) {
+      const int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+      if (copy < 0) throw Error(Errc::io_error, "AsyncClient: cannot duplicate the socket");
+      return copy;
+    }
+
+    // Runs an engine call, then waits on the socket for what the engine now needs.
+    template <typename F>
+    auto run(F&& f) {
+      if (closed) throw Error(Errc::invalid_argument, "AsyncClient: used after it was destroyed");
+      struct Rearm {
+        State& s;
+        ~Rearm() { s.arm(); }
+      } rearm{*this};
+      return f(engine);
+    }
+
+    void arm() {
+      if (closed) return;
+      if (!reading && engine.busy()) {
+        reading = true;
+        socket.async_wait(asio::posix::stream_descriptor::wait_read,
+                          [self = shared_from_this()](std::error_code ec) {
+                            self->reading = false;
+                            if (ec || self->closed) return;
+                            self->engine.on_readable();
+                            self->arm();
+                          });
+      }
+      if (!writing && engine.wants_write()) {
+        writing = true;
+        socket.async_wait(asio::posix::stream_descriptor::wait_write,
+                          [self = shared_from_this()](std::error_code ec) {
+                            self->writing = false;
+                            if (ec || self->closed) return;
+                            self->engine.on_writable();
+                            self->arm();
+                          });
+      }
+    }
+
+    void shut_down() {
+      if (closed) return;
+      closed = true;
+      engine.abort_all();
+      std::error_code ignored;
+      socket.cancel(ignored);
+      socket.close(ignored);
+    }
+
+    executor_type executor;
+    detail::AsyncEngine engine;
+    asio::posix::stream_descriptor socket;
+    bool reading = false;
+    bool writing = false;
+    bool closed = false;
+  };
+
+  // One operation's handler, completed through its associated executor.
+  template <typename Signature, typename Handler>
+  class Operation;
+  template <typename Handler, typename... Args>
+  class Operation<void(std::error_code, Args...), Handler> final
+      : public detail::AsyncEngine::Completion {
+   public:
+    Operation(Handler h, const executor_type& io)
+        : handler_(std::move(h)),
+          work_(asio::prefer(asio::get_associated_executor(handler_, io),
+                             asio::execution::outstanding_work.tracked)) {}
+
+    void complete(detail::AsyncEngine::Result&& r) override {
+      auto slot = asio::get_associated_cancellation_slot(handler_);
+      if (slot.is_connected()) slot.clear();
+      std::error_code ec;
+      if (r.aborted) {
+        ec = asio::error::operation_aborted;
+      } else if (r.code != Errc::ok) {
+        ec = make_error_code(r.code);
+      }
+      auto work = std::move(work_);
+      asio::post(work, [h = std::move(handler_), ec, m = std::move(r.message)]() mutable {
+        if constexpr (sizeof...(Args) == 0) {
+          (void)m;
+          std::move(h)(ec);
+        } else {
+          std::move(h)(ec, std::move(m));
+        }
+      });
+    }
+
+   private:
+    Handler handler_;
+    decltype(asio::prefer(std::declval<asio::associated_executor_t<Handler, executor_type>>(),
+                          asio::execution::outstanding_work.tracked)) work_;
+  };
+
+  template <typename Signature, typename Token, typename Start>
+  auto start(Token&& token, Start begin) {
+    return asio::async_initiate<Token, Signature>(
+        [this](auto handler, Start go) {
+          using Handler = std::decay_t<decltype(handler)>;
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          auto op =
+              std::make_unique<Operation<Signature, Handler>>(std::move(handler), state_->executor);
+          const std::uint64_t id =
+              state_->run([&](detail::AsyncEngine& e) { return go(e, std::move(op)); });
+          if (id != 0 && slot.is_connected()) {
+            // Posted: the operation's completion clears this slot, which must not happen
+            // while the slot's own handler runs.
+            slot.assign([weak = std::weak_ptr<State>(state_), id](asio::cancellation_type t) {
+              if (t == asio::cancellation_type::none) return;
+              if (auto s = weak.lock()) {
+                asio::post(s->executor, [weak, id] {
+                  if (auto st = weak.lock(); st && !st->closed)
+                    st->run([&](auto& e) { return e.cancel(id); });
+                });
+              }
+            });
+          }
+        },
+        token, std::move(begin));
+  }
+
+  std::shared_ptr<State> state_;
+};
+
+inline void AsyncClient::ack(const Message& message) {
+  state_->run([&](detail::AsyncEngine& e) { e.ack(message); });
+}
+inline void AsyncClient::nack(const Message& message) {
+  state_->run([&](detail::AsyncEngine& e) { e.nack(message); });
+}
+
+}  // namespace qbus

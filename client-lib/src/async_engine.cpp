@@ -1,0 +1,399 @@
+// AsyncClient's core (async_client.hpp): Client's session driven without waiting. Each
+// operation appends its frames as Client's blocking call would, then, instead of waiting
+// for the answer, registers a Pending under its correlation; on_readable() hands every
+// frame that arrives to the Pending it answers (through Client::Impl::assemble for
+// deliveries, as the blocking receives do) and completes it once whole.
+#include <deque>
+#include <unordered_map>
+
+#include "client_impl.hpp"
+#include "qbus/async_engine.hpp"
+
+namespace qbus {
+namespace {
+
+class QbusCategory final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "qbus"; }
+  std::string message(int code) const override {
+    return std::string(errc_name(static_cast<Errc>(code)));
+  }
+};
+
+}  // namespace
+
+const std::error_category& error_category() noexcept {
+  static const QbusCategory category;
+  return category;
+}
+
+namespace detail {
+
+using Result = AsyncEngine::Result;
+using Handled = Session::Handled;
+
+struct AsyncEngine::Impl {
+  explicit Impl(ClientOptions options) : client(std::move(options)) {}
+
+  // What an answered operation waits for.
+  struct Pending {
+    enum class Kind : std::uint8_t {
+      ok,       // OK (or an ERROR): a confirmed send, a claim
+      messages  // DELIVERs up to LAST, or ERROR timeout: none
+    };
+    Kind kind = Kind::ok;
+    Op done;  // null once cancelled: its answer is still read, and dropped
+    std::string context;
+    DeliveryAssembler assembler;
+    std::optional<Message> message;
+  };
+
+  Client client;
+  std::unordered_map<std::uint64_t, Pending> pending;
+  // Pipelined sends waiting for the output to drain below the high-water mark, in order.
+  std::deque<std::pair<std::uint64_t, Op>> draining;
+  bool inbox_claimed = false;
+
+  Client::Impl& ci() { return *client.impl_; }
+  Session& session() { return client.impl_->session; }
+
+  static void finish(Op& done, Result&& r) {
+    if (done) std::exchange(done, nullptr)->complete(std::move(r));
+  }
+  static Result failure(const Error& e) { return Result{e.code(), false, e.what(), {}}; }
+
+  // Starts an operation: `append` writes its frames and returns the correlation of the one
+  // answered. With `kind` it waits for that answer; without, it is a pipelined send, done
+  // once buffered (or drained below the mark). Errors complete it at once.
+  template <typename Append>
+  std::uint64_t start(Op done, std::optional<Pending::Kind> kind, std::string context,
+                      Append&& append) {
+    std::uint64_t corr = 0;
+    try {
+      session().check_usable();
+      corr = append();
+      if (kind) pending.emplace(corr, Pending{*kind, std::move(done), std::move(context), {}, {}});
+    } catch (const Error& e) {
+      finish(done, failure(e));
+      return 0;
+    }
+    write();
+    if (const Error* broken = session().broken()) {  // the write failed: not sent
+      finish(done, failure(*broken));
+      return 0;
+    }
+    if (!kind) {
+      if (session().has_output() && output_size() > kAsyncOutputHighWater) {
+        draining.emplace_back(corr, std::move(done));
+        return corr;
+      }
+      finish(done, Result{});
+      return 0;
+    }
+    return pending.contains(corr) ? corr : 0;
+  }
+
+  std::size_t output_size() { return session().out().size(); }
+
+  // Writes what the socket takes; a failure ends every operation.
+  void write() {
+    try {
+      session().write_some();
+    } catch (const Error& e) {
+      fail_all(failure(e));
+      return;
+    }
+    while (!draining.empty() && output_size() <= kAsyncOutputHighWater) {
+      Op done = std::move(draining.front().second);
+      draining.pop_front();
+      finish(done, Result{});
+    }
+  }
+
+  Handled on_frame(const proto::Header& h, proto::Bytes b) {
+    const auto it = pending.find(h.correlation);
+    if (it == pending.end()) return Handled::unsolicited;
+    Pending& p = it->second;
+    if (p.kind == Pending::Kind::messages) {
+      const auto fed = ci().assemble(p.assembler, h, b, p.context,
+                                     [&](const MessageView& v) { p.message = v.to_message(); });
+      if (fed == Client::Impl::Fed::part) return Handled::more;
+      if (fed == Client::Impl::Fed::message) {
+        if ((h.flags & proto::kFlagLast) != 0) close(it, Result{Errc::ok, false, {}, {}});
+        return Handled::more;
+      }
+    } else if (h.type == proto::FrameType::ok || h.type == proto::FrameType::pong) {
+      close(it, Result{});
+      return Handled::more;
+    }
+    if (h.type != proto::FrameType::error) {
+      session().fail(Errc::protocol_violation, p.context + ": unexpected answer");
+    }
+    proto::ErrorBody e;
+    if (p.kind == Pending::Kind::messages && proto::decode_error(b, e) == Errc::ok &&
+        e.code == static_cast<std::uint16_t>(Errc::timeout)) {
+      close(it, Result{});  // nothing came in time: not a failure
+      return Handled::more;
+    }
+    close(it, failure(session().error_of(b, p.context)));
+    return Handled::more;
+  }
+
+  // The answer of `it` is whole: complete it, or, cancelled, give back what it brought.
+  void close(std::unordered_map<std::uint64_t, Pending>::iterator it, Result&& r) {
+    Pending p = std::move(it->second);
+    pending.erase(it);
+    if (p.message && !p.done) {
+      // A message handed to a cancelled receive: in acknowledgement mode it goes back to
+      // its queue; without, the broker has let go of it already.
+      if (p.message->delivery_tag() != 0) nack(*p.message);
+      return;
+    }
+    if (r.code == Errc::ok && !r.aborted) r.message = std::move(p.message);
+    finish(p.done, std::move(r));
+  }
+
+  void nack(const Message& m) {
+    proto::Nack n;
+    n.delivery_tag = m.delivery_tag();
+    n.action = proto::NackAction::requeue;
+    proto::append_frame(session().out(), session().next_correlation(), 0, n);
+  }
+
+  void fail_all(const Result& r) {
+    auto all = std::move(pending);
+    pending.clear();
+    auto waiting = std::move(draining);
+    draining.clear();
+    for (auto& [corr, p] : all) {
+      Result copy = r;
+      finish(p.done, std::move(copy));
+    }
+    for (auto& [corr, done] : waiting) {
+      Result copy = r;
+      finish(done, std::move(copy));
+    }
+  }
+};
+
+AsyncEngine::AsyncEngine(ClientOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+AsyncEngine::~AsyncEngine() = default;
+
+const SessionInfo& AsyncEngine::session() const noexcept {
+  return impl_->client.session();
+}
+const SendFailures& AsyncEngine::send_failures() const noexcept {
+  return impl_->client.send_failures();
+}
+int AsyncEngine::fd() const noexcept {
+  return impl_->client.fd();
+}
+bool AsyncEngine::wants_write() const noexcept {
+  return impl_->client.wants_write();
+}
+bool AsyncEngine::busy() const noexcept {
+  return !impl_->pending.empty() || !impl_->draining.empty();
+}
+
+std::uint64_t AsyncEngine::send(std::string_view key, std::span<const std::byte> payload,
+                                const SendOptions& options, Op done) {
+  auto& ci = impl_->ci();
+  std::optional<Impl::Pending::Kind> kind;
+  if (options.confirm) kind = Impl::Pending::Kind::ok;
+  return impl_->start(std::move(done), kind, "send to '" + std::string(key) + "'", [&] {
+    ci.check_key(key);
+    ci.check_payload(payload.size());
+    const auto props = message_properties(options);
+    if (!props.empty()) ci.require_v2("send with headers, a ttl, a delay or a priority");
+    ci.append_properties(props, /*queue_message=*/true);
+    const std::uint64_t corr = ci.session.next_correlation();
+    proto::append_send(ci.session.out(), corr, options.confirm ? proto::kFlagConfirm : 0, key,
+                       payload);
+    return corr;
+  });
+}
+
+std::uint64_t AsyncEngine::receive(std::string_view key, std::chrono::milliseconds timeout,
+                                   bool ack, Op done) {
+  auto& ci = impl_->ci();
+  return impl_->start(std::move(done), Impl::Pending::Kind::messages, "receive", [&] {
+    ci.check_key(key);
+    if (ack) ci.require_v2("receive in acknowledgement mode");
+    proto::Receive r;
+    r.key = key;
+    r.timeout_ms = to_wire_timeout(timeout);
+    r.max_count = 1;
+    const std::uint64_t corr = ci.session.next_correlation();
+    proto::append_frame(ci.session.out(), corr, ack ? proto::kFlagAck : 0, r);
+    return corr;
+  });
+}
+
+std::uint64_t AsyncEngine::request(std::string_view key, std::span<const std::byte> payload,
+                                   std::chrono::milliseconds timeout, const Headers& headers,
+                                   Op done) {
+  auto& ci = impl_->ci();
+  return impl_->start(std::move(done), Impl::Pending::Kind::messages,
+                      "request to '" + std::string(key) + "'", [&] {
+                        ci.check_key(key);
+                        ci.check_payload(payload.size());
+                        const auto props = message_properties(headers);
+                        if (!props.empty()) ci.require_v2("request with headers");
+                        ci.append_properties(props, /*queue_message=*/false);
+                        proto::Request r;
+                        r.key = key;
+                        r.timeout_ms = to_wire_timeout(timeout);
+                        r.payload = payload;
+                        const std::uint64_t corr = ci.session.next_correlation();
+                        proto::append_request(ci.session.out(), corr, r);
+                        return corr;
+                      });
+}
+
+std::uint64_t AsyncEngine::receive_direct(std::chrono::milliseconds timeout, Op done) {
+  auto& ci = impl_->ci();
+  return impl_->start(std::move(done), Impl::Pending::Kind::messages, "receive_direct", [&] {
+    if (!impl_->inbox_claimed) {
+      // Pipelined ahead of the receive, which the broker then serves as the inbox's owner;
+      // a refused claim shows as the receive's not_inbox_owner.
+      const std::uint64_t claim = ci.session.next_correlation();
+      proto::append_empty(ci.session.out(), proto::FrameType::claim_inbox, claim);
+      impl_->pending.emplace(claim,
+                             Impl::Pending{Impl::Pending::Kind::ok, nullptr, "claim", {}, {}});
+      impl_->inbox_claimed = true;
+    }
+    proto::ReceiveDirect r;
+    r.timeout_ms = to_wire_timeout(timeout);
+    r.max_count = 1;
+    const std::uint64_t corr = ci.session.next_correlation();
+    proto::append_receive_direct(ci.session.out(), corr, r);
+    return corr;
+  });
+}
+
+std::uint64_t AsyncEngine::send_direct(bool by_pid, std::uint64_t target,
+                                       std::span<const std::byte> payload,
+                                       const DirectOptions& options, Op done) {
+  auto& ci = impl_->ci();
+  std::optional<Impl::Pending::Kind> kind;
+  if (options.confirm) kind = Impl::Pending::Kind::ok;
+  const std::string context =
+      std::string("direct send to ") + (by_pid ? "pid " : "client ") + std::to_string(target);
+  return impl_->start(std::move(done), kind, context, [&] {
+    ci.check_payload(payload.size());
+    proto::SendDirect d;
+    d.kind = by_pid ? proto::TargetKind::pid : proto::TargetKind::client_id;
+    d.target = target;
+    d.wait_ms = options.wait.count() < 0 ? INT32_MAX : to_wire_timeout(options.wait);
+    d.payload = payload;
+    const auto props = message_properties(options.headers);
+    if (!props.empty()) ci.require_v2("direct message with headers");
+    ci.append_properties(props, /*queue_message=*/false);
+    const std::uint64_t corr = ci.session.next_correlation();
+    proto::append_send_direct(ci.session.out(), corr, options.confirm ? proto::kFlagConfirm : 0, d);
+    return corr;
+  });
+}
+
+std::uint64_t AsyncEngine::reply(const Message& request, std::span<const std::byte> payload,
+                                 Op done) {
+  auto& ci = impl_->ci();
+  return impl_->start(std::move(done), std::nullopt, "reply", [&] {
+    if (!request.is_request()) {
+      throw Error(Errc::invalid_argument, "reply: the message is not a request");
+    }
+    ci.check_payload(payload.size());
+    proto::SendDirect d;
+    d.kind = proto::TargetKind::client_id;
+    d.target = request.sender().client_id;
+    d.in_reply_to = request.request_id();
+    d.payload = payload;
+    const std::uint64_t corr = ci.session.next_correlation();
+    proto::append_send_direct(ci.session.out(), corr, 0, d);
+    return corr;
+  });
+}
+
+std::uint64_t AsyncEngine::publish(std::string_view subject, std::span<const std::byte> payload,
+                                   const PublishOptions& options, Op done) {
+  auto& ci = impl_->ci();
+  std::optional<Impl::Pending::Kind> kind;
+  if (options.confirm) kind = Impl::Pending::Kind::ok;
+  return impl_->start(std::move(done), kind, "publish to '" + std::string(subject) + "'", [&] {
+    ci.require_v2("publish");
+    ci.check_subject(subject, /*pattern=*/false);
+    ci.check_payload(payload.size());
+    ci.append_properties(message_properties(options.headers), /*queue_message=*/false);
+    const std::uint64_t corr = ci.session.next_correlation();
+    const auto flags = static_cast<std::uint16_t>((options.confirm ? proto::kFlagConfirm : 0) |
+                                                  (options.retain ? proto::kFlagRetain : 0));
+    proto::append_frame(ci.session.out(), corr, flags, proto::Publish{subject, payload});
+    return corr;
+  });
+}
+
+void AsyncEngine::ack(const Message& message) {
+  if (message.delivery_tag() == 0) {
+    throw Error(Errc::invalid_argument, "ack: the message was not received in ack mode");
+  }
+  impl_->session().check_usable();
+  proto::append_frame(impl_->session().out(), impl_->session().next_correlation(), 0,
+                      proto::Ack{message.delivery_tag(), false});
+  impl_->write();
+}
+
+void AsyncEngine::nack(const Message& message) {
+  if (message.delivery_tag() == 0) {
+    throw Error(Errc::invalid_argument, "nack: the message was not received in ack mode");
+  }
+  impl_->session().check_usable();
+  impl_->nack(message);
+  impl_->write();
+}
+
+bool AsyncEngine::cancel(std::uint64_t id) {
+  if (const auto it = impl_->pending.find(id); it != impl_->pending.end() && it->second.done) {
+    Impl::finish(it->second.done, Result{Errc::ok, true, {}, {}});
+    return true;
+  }
+  auto& d = impl_->draining;
+  for (auto it = d.begin(); it != d.end(); ++it) {
+    if (it->first == id) {
+      Op done = std::move(it->second);
+      d.erase(it);
+      Impl::finish(done, Result{Errc::ok, true, {}, {}});
+      return true;
+    }
+  }
+  return false;
+}
+
+void AsyncEngine::on_readable() {
+  auto& s = impl_->session();
+  try {
+    do {
+      s.handle_frames(
+          [&](const proto::Header& h, proto::Bytes b) { return impl_->on_frame(h, b); });
+    } while (s.read_some());
+  } catch (const Error& e) {
+    impl_->fail_all(Impl::failure(e));
+    return;
+  } catch (const std::bad_alloc&) {
+    impl_->fail_all(Result{Errc::out_of_memory, false, "out of memory reading answers", {}});
+    return;
+  }
+  impl_->write();
+}
+
+void AsyncEngine::on_writable() {
+  impl_->write();
+}
+
+void AsyncEngine::abort_all() {
+  impl_->fail_all(Result{Errc::ok, true, {}, {}});
+}
+
+}  // namespace detail
+}  // namespace qbus

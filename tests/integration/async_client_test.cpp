@@ -1,0 +1,324 @@
+// qbus::AsyncClient against the real qbusd: completion tokens (callbacks, coroutines,
+// futures), many operations in flight on one connection, many clients on one thread,
+// cancellation, destruction with operations pending, and the broker going away.
+#include <gtest/gtest.h>
+
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/use_future.hpp>
+#include <atomic>
+#include <chrono>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "daemon.hpp"
+#include "qbus/async_client.hpp"
+#include "qbus/client.hpp"
+
+namespace qbus {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Daemon;
+
+constexpr auto kLong = 30s;
+
+ClientOptions at(const Daemon& d) {
+  ClientOptions o;
+  o.address = d.address();
+  return o;
+}
+
+// Answers every request on `key` with its own payload until told to stop (a "stop"
+// payload), from a blocking Client of its own.
+class Echo {
+ public:
+  Echo(const Daemon& d, std::string key)
+      : client_(at(d)), thread_([this, key = std::move(key)] { serve(key); }) {}
+  ~Echo() { thread_.join(); }
+  std::size_t served() const { return served_; }
+
+ private:
+  void serve(const std::string& key) {
+    while (true) {
+      auto batch = client_.receive_batch(key, 256, 30s);
+      if (batch.empty()) return;
+      for (const Message& m : batch) {
+        if (m.text() == "stop") return;
+        client_.reply(m, m.text());
+        ++served_;
+      }
+    }
+  }
+  Client client_;
+  std::atomic<std::size_t> served_{0};
+  std::thread thread_;
+};
+
+TEST(AsyncClientTest, CallbacksSendReceiveAndATimeoutThatIsNotAnError) {
+  Daemon d;
+  asio::io_context io;
+  AsyncClient c(io.get_executor(), at(d));
+  std::error_code sent_ec = Errc::internal_error;
+  std::optional<Message> got;
+  std::error_code got_ec = Errc::internal_error;
+  bool timed_out = false;
+  c.async_send("async.q", "hello", [&](std::error_code ec) { sent_ec = ec; });
+  c.async_receive("async.q", 10s, [&](std::error_code ec, std::optional<Message> m) {
+    got_ec = ec;
+    got = std::move(m);
+    c.async_receive("async.q", 50ms, [&](std::error_code ec2, std::optional<Message> none) {
+      EXPECT_FALSE(ec2) << ec2.message();
+      timed_out = !none.has_value();
+    });
+  });
+  io.run_for(kLong);
+  EXPECT_FALSE(sent_ec) << sent_ec.message();
+  EXPECT_FALSE(got_ec) << got_ec.message();
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->text(), "hello");
+  EXPECT_EQ(got->key(), "async.q");
+  EXPECT_EQ(got->sender().pid, c.session().pid);
+  EXPECT_TRUE(timed_out);
+}
+
+TEST(AsyncClientTest, AThousandConcurrentRequestsOnOneConnectionEachGetTheirOwnReply) {
+  Daemon d;
+  Echo echo(d, "async.echo");
+  asio::io_context io;
+  AsyncClient c(io.get_executor(), at(d));
+  constexpr int kRequests = 1000;
+  std::set<std::string> replies;
+  int errors = 0;
+  int mismatched = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    const std::string payload = "request " + std::to_string(i);
+    c.async_request("async.echo", payload, 30s,
+                    [&, payload](std::error_code ec, std::optional<Message> reply) {
+                      if (ec || !reply) {
+                        ++errors;
+                        return;
+                      }
+                      if (reply->text() != payload) ++mismatched;
+                      replies.insert(std::string(reply->text()));
+                    });
+  }
+  io.run_for(kLong);
+  EXPECT_EQ(errors, 0);
+  EXPECT_EQ(mismatched, 0);
+  EXPECT_EQ(replies.size(), static_cast<std::size_t>(kRequests));
+  EXPECT_EQ(echo.served(), static_cast<std::size_t>(kRequests));
+  Client(at(d)).send("async.echo", "stop");
+}
+
+TEST(AsyncClientTest, CoroutinesAwaitSendRequestAndPublish) {
+  Daemon d;
+  Echo echo(d, "async.coro");
+  asio::io_context io;
+  AsyncClient c(io.get_executor(), at(d));
+  Client subscriber(at(d));
+  auto sub = subscriber.subscribe_subject("async.events.>");
+  bool finished = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        co_await c.async_send("async.coro.q", "one", asio::use_awaitable);
+        auto m = co_await c.async_receive("async.coro.q", 10s, asio::use_awaitable);
+        EXPECT_TRUE(m && m->text() == "one");
+        auto reply = co_await c.async_request("async.coro", "ping", 10s, asio::use_awaitable);
+        EXPECT_TRUE(reply && reply->text() == "ping");
+        PublishOptions confirmed;
+        confirmed.confirm = true;
+        co_await c.async_publish("async.events.a", "event", confirmed, asio::use_awaitable);
+        finished = true;
+      },
+      [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+      });
+  io.run_for(kLong);
+  EXPECT_TRUE(finished);
+  const auto event = sub.next(10s);
+  ASSERT_TRUE(event.has_value());
+  EXPECT_EQ(event->text(), "event");
+  EXPECT_EQ(event->key(), "async.events.a");
+  Client(at(d)).send("async.coro", "stop");
+}
+
+TEST(AsyncClientTest, FuturesCarryTheResultAndErrorsArriveAsErrorCodes) {
+  Daemon d;
+  asio::io_context io;
+  AsyncClient c(io.get_executor(), at(d));
+  std::thread runner;
+  auto sent = c.async_send("async.f", "x", asio::use_future);
+  auto bad = c.async_send("bad key!", "x", asio::use_future);
+  SendOptions confirm;
+  confirm.confirm = true;
+  auto refused =
+      c.async_send("async.f", std::string(2 * 1024 * 1024, 'x'), confirm, asio::use_future);
+  auto got = c.async_receive("async.f", 10s, asio::use_future);
+  runner = std::thread([&] { io.run_for(kLong); });
+  EXPECT_NO_THROW(sent.get());
+  try {
+    bad.get();
+    ADD_FAILURE() << "a bad key was accepted";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), Errc::invalid_key);
+  }
+  try {
+    refused.get();
+    ADD_FAILURE() << "a payload over max_payload was accepted";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), Errc::payload_too_large);
+  }
+  const auto m = got.get();
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->text(), "x");
+  runner.join();
+}
+
+TEST(AsyncClientTest, ACancelledReceiveEndsAtOnceAndInAckModeItsLateMessageGoesBack) {
+  Daemon d;
+  asio::io_context io;
+  AsyncClient c(io.get_executor(), at(d));
+  asio::cancellation_signal plain_cancel;
+  asio::cancellation_signal ack_cancel;
+  std::error_code plain_ec;
+  std::error_code ack_ec;
+  int done = 0;
+  c.async_receive("async.plain", 30s,
+                  asio::bind_cancellation_slot(plain_cancel.slot(),
+                                               [&](std::error_code ec, std::optional<Message>) {
+                                                 plain_ec = ec;
+                                                 ++done;
+                                               }));
+  ReceiveOptions ack;
+  ack.ack = true;
+  c.async_receive("async.acked", 30s, ack,
+                  asio::bind_cancellation_slot(ack_cancel.slot(),
+                                               [&](std::error_code ec, std::optional<Message>) {
+                                                 ack_ec = ec;
+                                                 ++done;
+                                               }));
+  asio::post(io, [&] {
+    plain_cancel.emit(asio::cancellation_type::terminal);
+    ack_cancel.emit(asio::cancellation_type::terminal);
+  });
+  while (done < 2 && io.run_one_for(kLong) != 0) {
+  }
+  EXPECT_EQ(plain_ec, asio::error::operation_aborted);
+  EXPECT_EQ(ack_ec, asio::error::operation_aborted);
+
+  // The broker still holds the cancelled acknowledgement-mode receive: the message it
+  // hands to it comes back to the queue, marked redelivered, for the next receiver.
+  Client producer(at(d));
+  producer.send_confirmed("async.acked", "late");
+  // A ping through the async connection reads the late delivery (and nacks it).
+  bool pinged = false;
+  SendOptions confirm;
+  confirm.confirm = true;
+  c.async_send("async.ping", "p", confirm, [&](std::error_code) { pinged = true; });
+  io.restart();
+  while (!pinged && io.run_one_for(kLong) != 0) {
+  }
+  ASSERT_TRUE(pinged);
+  Client other(at(d));
+  const auto back = other.receive("async.acked", 10s);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->text(), "late");
+}
+
+TEST(AsyncClientTest, DestroyedWithOperationsPendingCompletesThemWithOperationAborted) {
+  Daemon d;
+  asio::io_context io;
+  std::vector<std::error_code> codes;
+  {
+    AsyncClient c(io.get_executor(), at(d));
+    for (int i = 0; i < 10; ++i) {
+      c.async_receive("async.never", 30s, [&](std::error_code ec, std::optional<Message> m) {
+        EXPECT_FALSE(m.has_value());
+        codes.push_back(ec);
+      });
+    }
+  }
+  io.run_for(kLong);
+  ASSERT_EQ(codes.size(), 10u);
+  for (const auto& ec : codes)
+    EXPECT_EQ(ec, asio::error::operation_aborted);
+}
+
+TEST(AsyncClientTest, TheBrokerGoingAwayCompletesEveryPendingOperationWithAnError) {
+  auto d = std::make_unique<Daemon>();
+  asio::io_context io;
+  AsyncClient c(io.get_executor(), at(*d));
+  std::vector<std::error_code> codes;
+  for (int i = 0; i < 50; ++i) {
+    c.async_request("async.nobody", "x", 60s,
+                    [&](std::error_code ec, std::optional<Message>) { codes.push_back(ec); });
+  }
+  // Every request is in the broker's hands once a confirmed send behind them is answered.
+  SendOptions confirm;
+  confirm.confirm = true;
+  bool synced = false;
+  c.async_send("async.sync", "s", confirm, [&](std::error_code ec) {
+    EXPECT_FALSE(ec) << ec.message();
+    synced = true;
+  });
+  while (!synced && io.run_one_for(kLong) != 0) {
+  }
+  ASSERT_TRUE(synced);
+  d->stop();  // SIGTERM: qbusd ends every connection
+  io.restart();
+  io.run_for(kLong);
+  ASSERT_EQ(codes.size(), 50u);
+  for (const auto& ec : codes) {
+    EXPECT_TRUE(ec == Errc::shutting_down || ec == Errc::connection_closed) << ec.message();
+  }
+  // Later operations fail at once; a new AsyncClient on a new broker works.
+  std::error_code after;
+  c.async_send("async.q", "x", [&](std::error_code ec) { after = ec; });
+  io.restart();
+  io.run_for(kLong);
+  EXPECT_TRUE(after == Errc::shutting_down || after == Errc::connection_closed ||
+              after == Errc::io_error)
+      << after.message();
+
+  d = std::make_unique<Daemon>();
+  AsyncClient again(io.get_executor(), at(*d));
+  std::optional<Message> m;
+  again.async_send("async.q", "back", [](std::error_code) {});
+  again.async_receive("async.q", 10s,
+                      [&](std::error_code, std::optional<Message> got) { m = std::move(got); });
+  io.restart();
+  io.run_for(kLong);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->text(), "back");
+}
+
+TEST(AsyncClientTest, OneThreadRunsManyClientsEachWithARequestInFlight) {
+  Daemon d;
+  Echo echo(d, "async.many");
+  asio::io_context io;
+  constexpr int kClients = 300;
+  std::vector<std::unique_ptr<AsyncClient>> clients;
+  int ok = 0;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<AsyncClient>(io.get_executor(), at(d)));
+    const std::string payload = "client " + std::to_string(i);
+    clients.back()->async_request("async.many", payload, 30s,
+                                  [&, payload](std::error_code ec, std::optional<Message> r) {
+                                    if (!ec && r && r->text() == payload) ++ok;
+                                  });
+  }
+  io.run_for(kLong);
+  EXPECT_EQ(ok, kClients);
+  Client(at(d)).send("async.many", "stop");
+}
+
+}  // namespace
+}  // namespace qbus
