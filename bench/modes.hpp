@@ -33,5 +33,6 @@ Mode memory_mode(CLI::App& cmd);
 Mode redelivery_mode(CLI::App& cmd);
 Mode recovery_mode(CLI::App& cmd);
 Mode fanout_mode(CLI::App& cmd);
+Mode async_mode(CLI::App& cmd);
 
 }  // namespace qbus::bench

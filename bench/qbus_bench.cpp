@@ -19,10 +19,12 @@
 //   qbus-bench fanout [--subscribers N] [--messages N] [--size BYTES] [--receive each|next]
 //                     [--slow block|drop_oldest|disconnect] [--idle-subscriptions K]
 //                     [--region SIZE] [--warmup N] [--runs R] [--address ADDR] [--json]
+//   qbus-bench async [--requests N] [--blocking-requests N] [--in-flight K] [--size BYTES]
+//                    [--runs R] [--address ADDR] [--json]
 //
 // Each mode is described at the top of its file: throughput.cpp, latency.cpp, direct.cpp
 // (and fixed_rate.cpp for --rate), bulk.cpp, connections.cpp, memory.cpp, redelivery.cpp,
-// recovery.cpp, fanout.cpp; common.*, process.hpp and ping.* hold what they share.
+// recovery.cpp, fanout.cpp, async.cpp; common.*, process.hpp and ping.* hold what they share.
 //
 // Unless --address is given, a private qbusd is started on a temporary socket. With --runs R
 // the figures are the median run (per percentile for the latency tables). Processes
@@ -81,6 +83,10 @@ int main(int argc, char** argv) {
           "Publish/subscribe: 1 publisher -> N subscribers, deliveries/s (optionally beside "
           "subscriptions that never match); or --region SIZE: a region fanned out to N "
           "subscribers beside the same region handed over to one")),
+      qbus::bench::async_mode(*app.add_subcommand(
+          "async",
+          "AsyncClient request/reply with K requests in flight on one connection, against the "
+          "blocking Client's request() one at a time, alternated in one run")),
   };
 
   try {
