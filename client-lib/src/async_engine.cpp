@@ -38,14 +38,16 @@ struct AsyncEngine::Impl {
   // What an answered operation waits for.
   struct Pending {
     enum class Kind : std::uint8_t {
-      ok,       // OK (or an ERROR): a confirmed send, a claim
-      messages  // DELIVERs up to LAST, or ERROR timeout: none
+      ok,        // OK (or an ERROR): a confirmed send, a claim
+      messages,  // DELIVERs up to LAST, or ERROR timeout: none
+      region     // REGION with its fd: a region of `size` bytes
     };
     Kind kind = Kind::ok;
     Op done;  // null once cancelled: its answer is still read, and dropped
     std::string context;
     DeliveryAssembler assembler;
     std::optional<Message> message;
+    std::size_t size = 0;
   };
 
   Client client;
@@ -60,7 +62,7 @@ struct AsyncEngine::Impl {
   static void finish(Op& done, Result&& r) {
     if (done) std::exchange(done, nullptr)->complete(std::move(r));
   }
-  static Result failure(const Error& e) { return Result{e.code(), false, e.what(), {}}; }
+  static Result failure(const Error& e) { return Result{e.code(), false, e.what(), {}, {}}; }
 
   // Starts an operation: `append` writes its frames and returns the correlation of the one
   // answered. With `kind` it waits for that answer; without, it is a pipelined send, done
@@ -72,7 +74,8 @@ struct AsyncEngine::Impl {
     try {
       session().check_usable();
       corr = append();
-      if (kind) pending.emplace(corr, Pending{*kind, std::move(done), std::move(context), {}, {}});
+      if (kind)
+        pending.emplace(corr, Pending{*kind, std::move(done), std::move(context), {}, {}, 0});
     } catch (const Error& e) {
       finish(done, failure(e));
       return 0;
@@ -119,9 +122,19 @@ struct AsyncEngine::Impl {
                                      [&](const MessageView& v) { p.message = v.to_message(); });
       if (fed == Client::Impl::Fed::part) return Handled::more;
       if (fed == Client::Impl::Fed::message) {
-        if ((h.flags & proto::kFlagLast) != 0) close(it, Result{Errc::ok, false, {}, {}});
+        if ((h.flags & proto::kFlagLast) != 0) close(it, Result{});
         return Handled::more;
       }
+    } else if (p.kind == Pending::Kind::region && h.type == proto::FrameType::region) {
+      proto::RegionGrantBody g;
+      if (proto::decode_region_grant(b, g) != Errc::ok) {
+        session().fail(Errc::protocol_violation, p.context + ": malformed REGION");
+      }
+      Result r;
+      // A region granted to a cancelled allocation is released when `r` goes.
+      r.region = ci().granted_region(g, session().take_frame_fd(), p.size);
+      close(it, std::move(r));
+      return Handled::more;
     } else if (h.type == proto::FrameType::ok || h.type == proto::FrameType::pong) {
       close(it, Result{});
       return Handled::more;
@@ -165,14 +178,11 @@ struct AsyncEngine::Impl {
     pending.clear();
     auto waiting = std::move(draining);
     draining.clear();
-    for (auto& [corr, p] : all) {
-      Result copy = r;
-      finish(p.done, std::move(copy));
-    }
-    for (auto& [corr, done] : waiting) {
-      Result copy = r;
-      finish(done, std::move(copy));
-    }
+    const auto copy = [&] { return Result{r.code, r.aborted, r.text, {}, {}}; };
+    for (auto& [corr, p] : all)
+      finish(p.done, copy());
+    for (auto& [corr, done] : waiting)
+      finish(done, copy());
   }
 };
 
@@ -334,6 +344,52 @@ std::uint64_t AsyncEngine::publish(std::string_view subject, std::span<const std
   });
 }
 
+std::uint64_t AsyncEngine::allocate_region(std::size_t size, Op done) {
+  auto& ci = impl_->ci();
+  const std::string context = "allocate a region of " + std::to_string(size) + " bytes";
+  const std::uint64_t id = impl_->start(std::move(done), Impl::Pending::Kind::region, context,
+                                        [&] { return ci.ask_region(size); });
+  if (const auto it = impl_->pending.find(id); it != impl_->pending.end()) it->second.size = size;
+  return id;
+}
+
+std::uint64_t AsyncEngine::send_region(std::string_view key, Region&& region,
+                                       const SendOptions& options, Op done) {
+  auto& ci = impl_->ci();
+  std::optional<Impl::Pending::Kind> kind;
+  if (options.confirm) kind = Impl::Pending::Kind::ok;
+  Region spent = std::move(region);  // given up by the send, or dropped on a refusal
+  return impl_->start(std::move(done), kind, "send to '" + std::string(key) + "'", [&] {
+    auto* st = Access::state(spent);
+    if (st == nullptr) throw Error(Errc::invalid_argument, "send: the Region is empty");
+    const auto props = message_properties(options);
+    if (!props.empty()) ci.require_v2("send with headers, a ttl, a delay or a priority");
+    return ci.append_region_send(*st, proto::RegionTarget::queue, 0, key, 0, st->size, true,
+                                 std::chrono::milliseconds(0), options.confirm, &props);
+  });
+}
+
+std::uint64_t AsyncEngine::publish_region(std::string_view subject, Region&& region,
+                                          const PublishOptions& options, Op done) {
+  auto& ci = impl_->ci();
+  std::optional<Impl::Pending::Kind> kind;
+  if (options.confirm) kind = Impl::Pending::Kind::ok;
+  Region spent = std::move(region);
+  return impl_->start(std::move(done), kind, "publish to '" + std::string(subject) + "'", [&] {
+    ci.require_v2("publish");
+    ci.check_subject(subject, /*pattern=*/false);
+    if (options.retain) {
+      throw Error(Errc::invalid_argument,
+                  "publish to '" + std::string(subject) + "': a region cannot be retained");
+    }
+    auto* st = Access::state(spent);
+    if (st == nullptr) throw Error(Errc::invalid_argument, "publish: the Region is empty");
+    const auto props = message_properties(options.headers);
+    return ci.append_region_send(*st, proto::RegionTarget::subject, 0, subject, 0, st->size, true,
+                                 std::chrono::milliseconds(0), options.confirm, &props);
+  });
+}
+
 void AsyncEngine::ack(const Message& message) {
   if (message.delivery_tag() == 0) {
     throw Error(Errc::invalid_argument, "ack: the message was not received in ack mode");
@@ -355,7 +411,7 @@ void AsyncEngine::nack(const Message& message) {
 
 bool AsyncEngine::cancel(std::uint64_t id) {
   if (const auto it = impl_->pending.find(id); it != impl_->pending.end() && it->second.done) {
-    Impl::finish(it->second.done, Result{Errc::ok, true, {}, {}});
+    Impl::finish(it->second.done, Result{Errc::ok, true, {}, {}, {}});
     return true;
   }
   auto& d = impl_->draining;
@@ -363,7 +419,7 @@ bool AsyncEngine::cancel(std::uint64_t id) {
     if (it->first == id) {
       Op done = std::move(it->second);
       d.erase(it);
-      Impl::finish(done, Result{Errc::ok, true, {}, {}});
+      Impl::finish(done, Result{Errc::ok, true, {}, {}, {}});
       return true;
     }
   }
@@ -378,10 +434,22 @@ void AsyncEngine::on_readable() {
           [&](const proto::Header& h, proto::Bytes b) { return impl_->on_frame(h, b); });
     } while (s.read_some());
   } catch (const Error& e) {
+    // An answer that could not be taken in (a region that would not map) leaves its
+    // operation unanswered and the stream in doubt: the connection ends as a whole.
+    if (!s.broken()) {
+      try {
+        s.fail(e.code(), e.what());
+      } catch (const Error&) {
+      }
+    }
     impl_->fail_all(Impl::failure(e));
     return;
   } catch (const std::bad_alloc&) {
-    impl_->fail_all(Result{Errc::out_of_memory, false, "out of memory reading answers", {}});
+    try {
+      s.fail(Errc::out_of_memory, "out of memory reading answers");
+    } catch (const Error&) {
+    }
+    impl_->fail_all(Result{Errc::out_of_memory, false, "out of memory reading answers", {}, {}});
     return;
   }
   impl_->write();
@@ -392,7 +460,7 @@ void AsyncEngine::on_writable() {
 }
 
 void AsyncEngine::abort_all() {
-  impl_->fail_all(Result{Errc::ok, true, {}, {}});
+  impl_->fail_all(Result{Errc::ok, true, {}, {}, {}});
 }
 
 }  // namespace detail

@@ -295,10 +295,21 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
   }
   std::optional<Region> copy_to_region(std::span<const std::byte> payload);
   Region allocate_region(std::size_t size);
+  // allocate_region() in two halves, for AsyncEngine: REGION_ALLOC appended (its
+  // correlation), and the Region made of the broker's grant.
+  std::uint64_t ask_region(std::size_t size);
+  Region granted_region(const proto::RegionGrantBody& g, proto::UniqueFd region_fd,
+                        std::size_t size);
   void send_region(detail::RegionState& st, proto::RegionTarget kind, std::uint64_t target,
                    std::string_view key, std::size_t offset, std::size_t length, bool release,
                    std::chrono::milliseconds wait, bool confirm,
                    const detail::MessageProperties* props = nullptr);
+  // send_region() up to its SEND_REGION appended (the region sealed first): its
+  // correlation, for the OK when `confirm`.
+  std::uint64_t append_region_send(detail::RegionState& st, proto::RegionTarget kind,
+                                   std::uint64_t target, std::string_view key, std::size_t offset,
+                                   std::size_t length, bool release, std::chrono::milliseconds wait,
+                                   bool confirm, const detail::MessageProperties* props = nullptr);
   std::pair<proto::RegionGrantBody, proto::UniqueFd> wait_grant(std::uint64_t corr,
                                                                 std::string_view context);
   Message mapped_message(proto::Bytes body, std::string_view context);

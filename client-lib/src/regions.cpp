@@ -65,13 +65,17 @@ std::pair<proto::RegionGrantBody, proto::UniqueFd> Client::Impl::wait_grant(
   return {g, std::move(got_fd)};
 }
 
-Region Client::Impl::allocate_region(std::size_t size) {
+std::uint64_t Client::Impl::ask_region(std::size_t size) {
   session.check_usable();
   require_unix("allocate_region");
   if (size == 0) throw Error(Errc::invalid_argument, "allocate_region: size 0");
   const std::uint64_t corr = session.next_correlation();
   proto::append_region_alloc(session.out(), corr, proto::RegionAlloc{size});
-  auto [g, region_fd] = wait_grant(corr, "allocate a region of " + std::to_string(size) + " bytes");
+  return corr;
+}
+
+Region Client::Impl::granted_region(const proto::RegionGrantBody& g, proto::UniqueFd region_fd,
+                                    std::size_t size) {
   auto st = std::make_unique<detail::RegionState>();
   st->releases = session.releases();
   st->id = g.region_id;  // from here on the destructor releases the handle
@@ -89,10 +93,17 @@ Region Client::Impl::allocate_region(std::size_t size) {
   return detail::Access::make_region(std::move(st));
 }
 
-void Client::Impl::send_region(detail::RegionState& st, proto::RegionTarget kind,
-                               std::uint64_t target, std::string_view key, std::size_t offset,
-                               std::size_t length, bool release, std::chrono::milliseconds wait,
-                               bool confirm, const detail::MessageProperties* props) {
+Region Client::Impl::allocate_region(std::size_t size) {
+  const std::uint64_t corr = ask_region(size);
+  auto [g, region_fd] = wait_grant(corr, "allocate a region of " + std::to_string(size) + " bytes");
+  return granted_region(g, std::move(region_fd), size);
+}
+
+std::uint64_t Client::Impl::append_region_send(detail::RegionState& st, proto::RegionTarget kind,
+                                               std::uint64_t target, std::string_view key,
+                                               std::size_t offset, std::size_t length, bool release,
+                                               std::chrono::milliseconds wait, bool confirm,
+                                               const detail::MessageProperties* props) {
   session.check_usable();
   require_unix("sending a region");
   if (st.id == 0 || st.given_up) {
@@ -130,6 +141,15 @@ void Client::Impl::send_region(detail::RegionState& st, proto::RegionTarget kind
   const std::uint64_t corr = session.next_correlation();
   proto::append_send_region(session.out(), corr, confirm ? proto::kFlagConfirm : 0, m);
   if (release) st.given_up = true;
+  return corr;
+}
+
+void Client::Impl::send_region(detail::RegionState& st, proto::RegionTarget kind,
+                               std::uint64_t target, std::string_view key, std::size_t offset,
+                               std::size_t length, bool release, std::chrono::milliseconds wait,
+                               bool confirm, const detail::MessageProperties* props) {
+  const std::uint64_t corr =
+      append_region_send(st, kind, target, key, offset, length, release, wait, confirm, props);
   if (confirm) {
     session.wait_ok(corr, kind == proto::RegionTarget::queue ? "send to '" + std::string(key) + "'"
                           : kind == proto::RegionTarget::subject

@@ -182,6 +182,62 @@ TEST(AsyncClientTest, FuturesCarryTheResultAndErrorsArriveAsErrorCodes) {
   runner.join();
 }
 
+TEST(AsyncClientTest, RegionsAreAllocatedSentAndPublishedWithoutACopy) {
+  Daemon d;
+  asio::io_context io;
+  AsyncClient c(io.get_executor(), at(d));
+  Client receiver(at(d));
+  auto sub = receiver.subscribe_subject("async.frames");
+  constexpr std::size_t kSize = 1 << 20;
+  int sent = 0;
+  std::error_code first_ec = Errc::internal_error;
+  const auto fill = [](Region& r, char byte) {
+    for (auto& b : r.data())
+      b = std::byte{static_cast<unsigned char>(byte)};
+  };
+  c.async_allocate_region(kSize, [&](std::error_code ec, Region r) {
+    first_ec = ec;
+    if (ec) return;
+    EXPECT_EQ(r.size(), kSize);
+    fill(r, 'q');
+    SendOptions confirm;
+    confirm.confirm = true;
+    c.async_send("async.bulk", std::move(r), confirm, [&](std::error_code sent_ec) {
+      EXPECT_FALSE(sent_ec) << sent_ec.message();
+      ++sent;
+    });
+  });
+  c.async_allocate_region(kSize, [&](std::error_code ec, Region r) {
+    ASSERT_FALSE(ec) << ec.message();
+    fill(r, 's');
+    PublishOptions confirm;
+    confirm.confirm = true;
+    c.async_publish("async.frames", std::move(r), confirm, [&](std::error_code pub_ec) {
+      EXPECT_FALSE(pub_ec) << pub_ec.message();
+      ++sent;
+    });
+  });
+  io.run_for(kLong);
+  EXPECT_FALSE(first_ec) << first_ec.message();
+  ASSERT_EQ(sent, 2);
+  const auto check = [&](const std::optional<Message>& m, char byte) {
+    ASSERT_TRUE(m.has_value());
+    EXPECT_TRUE(m->in_shared_memory());
+    ASSERT_EQ(m->size(), kSize);
+    EXPECT_EQ(m->text().find_first_not_of(byte), std::string_view::npos);
+  };
+  check(receiver.receive("async.bulk", 10s), 'q');
+  check(sub.next(10s), 's');
+
+  // An allocation over the broker's region limits is refused through the handler.
+  std::error_code refused;
+  c.async_allocate_region(std::size_t{1} << 50, [&](std::error_code ec, Region) { refused = ec; });
+  io.restart();
+  io.run_for(kLong);
+  EXPECT_TRUE(refused == Errc::payload_too_large || refused == Errc::quota_exceeded)
+      << refused.message();
+}
+
 TEST(AsyncClientTest, ACancelledReceiveEndsAtOnceAndInAckModeItsLateMessageGoesBack) {
   Daemon d;
   asio::io_context io;

@@ -16,8 +16,9 @@
 // qbus::error_category(), compare with `ec == qbus::Errc::queue_full`) on failure, or
 // asio::error::operation_aborted when the operation was cancelled or the AsyncClient was
 // destroyed first. A receive or request that times out is not a failure: it completes with
-// an empty error and std::nullopt. Handlers run through their associated executor (by
-// default the AsyncClient's), never inside the call that started the operation.
+// an empty error and std::nullopt. Handlers run on the AsyncClient's executor (a handler
+// bound to another executor or strand is not moved there), never inside the call that
+// started the operation.
 //
 // The connection. The constructor connects and completes the handshake before it returns
 // (on a local socket, well under a millisecond; it throws Error as Client's does). When the
@@ -33,12 +34,13 @@
 // as it would be with a receiver that died holding it; a cancelled request's reply is
 // dropped; a cancelled send was sent.
 //
-// Sends. async_send, async_send_to_pid, async_reply and async_publish without confirm
-// complete as soon as the frame is buffered, unless this connection already has more than
-// kOutputHighWater bytes waiting for the socket: then once it has drained below (the
+// Sends. async_send, async_send_to_pid, async_reply and async_publish (bytes or a whole
+// Region) without confirm complete as soon as the frame is buffered, unless this connection already
+// has more than kOutputHighWater bytes waiting for the socket: then once it has drained below (the
 // backpressure of a broker that does not read); the broker's refusals are counted in
-// send_failures(). With confirm they complete with the broker's verdict. Payloads go
-// inline, up to the broker's max_payload (bulk data: the blocking Client's regions).
+// send_failures(). With confirm they complete with the broker's verdict. Byte payloads go
+// inline, up to the broker's max_payload; bulk data goes in a Region
+// (async_allocate_region, then async_send or async_publish of the Region).
 //
 // Arguments (keys, payloads, headers, options) are copied into the connection's buffer
 // when the operation starts, which a deferred token (asio::use_awaitable, asio::deferred)
@@ -58,10 +60,8 @@
 #include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>
 #include <asio/error.hpp>
-#include <asio/execution/outstanding_work.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/post.hpp>
-#include <asio/prefer.hpp>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -71,6 +71,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 
 #include "qbus/async_engine.hpp"
@@ -190,6 +191,40 @@ class AsyncClient {
         });
   }
 
+  // ---- Shared-memory regions (Unix sockets) ----
+  // void(std::error_code, Region): a writable region of `size` bytes, as
+  // Client::allocate_region's.
+  template <typename Token>
+  auto async_allocate_region(std::size_t size, Token&& token) {
+    return start<void(std::error_code, Region)>(
+        std::forward<Token>(token), [size](detail::AsyncEngine& e, detail::AsyncEngine::Op op) {
+          return e.allocate_region(size, std::move(op));
+        });
+  }
+  // void(std::error_code): sends the whole region to queue `key` and gives it up (it is
+  // taken when the operation starts; with a deferred token, when that is launched).
+  template <typename Token>
+  auto async_send(std::string_view key, Region&& region, const SendOptions& options,
+                  Token&& token) {
+    return start<void(std::error_code)>(
+        std::forward<Token>(token),
+        [key, r = std::move(region), options](detail::AsyncEngine& e,
+                                              detail::AsyncEngine::Op op) mutable {
+          return e.send_region(key, std::move(r), options, std::move(op));
+        });
+  }
+  // void(std::error_code): every subscriber maps the same sealed pages.
+  template <typename Token>
+  auto async_publish(std::string_view subject, Region&& region, const PublishOptions& options,
+                     Token&& token) {
+    return start<void(std::error_code)>(
+        std::forward<Token>(token),
+        [subject, r = std::move(region), options](detail::AsyncEngine& e,
+                                                  detail::AsyncEngine::Op op) mutable {
+          return e.publish_region(subject, std::move(r), options, std::move(op));
+        });
+  }
+
   // ---- Publish: void(std::error_code) ----
   template <typename Token>
   auto async_publish(std::string_view subject, std::string_view payload,
@@ -277,10 +312,7 @@ class AsyncClient {
   class Operation<void(std::error_code, Args...), Handler> final
       : public detail::AsyncEngine::Completion {
    public:
-    Operation(Handler h, const executor_type& io)
-        : handler_(std::move(h)),
-          work_(asio::prefer(asio::get_associated_executor(handler_, io),
-                             asio::execution::outstanding_work.tracked)) {}
+    Operation(Handler h, const executor_type& io) : handler_(std::move(h)), io_(io) {}
 
     void complete(detail::AsyncEngine::Result&& r) override {
       auto slot = asio::get_associated_cancellation_slot(handler_);
@@ -291,37 +323,41 @@ class AsyncClient {
       } else if (r.code != Errc::ok) {
         ec = make_error_code(r.code);
       }
-      auto work = std::move(work_);
-      asio::post(work, [h = std::move(handler_), ec, m = std::move(r.message)]() mutable {
-        if constexpr (sizeof...(Args) == 0) {
-          (void)m;
-          std::move(h)(ec);
-        } else {
-          std::move(h)(ec, std::move(m));
-        }
-      });
+      // Posted to the AsyncClient's executor, not the handler's associated one: some
+      // associated executors (use_future's) refer into the handler, which the post moves.
+      if constexpr (sizeof...(Args) == 0) {
+        asio::post(io_, [h = std::move(handler_), ec]() mutable { std::move(h)(ec); });
+      } else if constexpr ((std::is_same_v<Args, Region> && ...)) {
+        asio::post(io_, [h = std::move(handler_), ec, x = std::move(r.region)]() mutable {
+          std::move(h)(ec, std::move(x));
+        });
+      } else {
+        asio::post(io_, [h = std::move(handler_), ec, x = std::move(r.message)]() mutable {
+          std::move(h)(ec, std::move(x));
+        });
+      }
     }
 
    private:
     Handler handler_;
-    decltype(asio::prefer(std::declval<asio::associated_executor_t<Handler, executor_type>>(),
-                          asio::execution::outstanding_work.tracked)) work_;
+    executor_type io_;
   };
 
   template <typename Signature, typename Token, typename Start>
   auto start(Token&& token, Start begin) {
     return asio::async_initiate<Token, Signature>(
-        [this](auto handler, Start go) {
+        [state = state_](auto handler, Start go) {
+          // The state, not `this`: a deferred token may launch after the AsyncClient moved.
           using Handler = std::decay_t<decltype(handler)>;
           auto slot = asio::get_associated_cancellation_slot(handler);
           auto op =
-              std::make_unique<Operation<Signature, Handler>>(std::move(handler), state_->executor);
+              std::make_unique<Operation<Signature, Handler>>(std::move(handler), state->executor);
           const std::uint64_t id =
-              state_->run([&](detail::AsyncEngine& e) { return go(e, std::move(op)); });
+              state->run([&](detail::AsyncEngine& e) { return go(e, std::move(op)); });
           if (id != 0 && slot.is_connected()) {
             // Posted: the operation's completion clears this slot, which must not happen
             // while the slot's own handler runs.
-            slot.assign([weak = std::weak_ptr<State>(state_), id](asio::cancellation_type t) {
+            slot.assign([weak = std::weak_ptr<State>(state), id](asio::cancellation_type t) {
               if (t == asio::cancellation_type::none) return;
               if (auto s = weak.lock()) {
                 asio::post(s->executor, [weak, id] {

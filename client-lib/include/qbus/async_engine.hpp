@@ -50,6 +50,7 @@ class QBUS_API AsyncEngine {
     bool aborted = false;  // cancelled, or the engine was shut down
     std::string text;      // the error's text, for a failure
     std::optional<Message> message;
+    Region region;  // allocate_region's
   };
   // What an operation completes with, exactly once, from within the engine call that
   // finishes it (a start, on_readable(), on_writable(), cancel(), abort_all()).
@@ -85,6 +86,13 @@ class QBUS_API AsyncEngine {
   std::uint64_t reply(const Message& request, std::span<const std::byte> payload, Op done);
   std::uint64_t publish(std::string_view subject, std::span<const std::byte> payload,
                         const PublishOptions& options, Op done);
+  // Shared-memory regions (Unix sockets): a writable region of `size` bytes; a region sent
+  // whole to a queue or published, and given up (its handle is spent when this returns).
+  std::uint64_t allocate_region(std::size_t size, Op done);
+  std::uint64_t send_region(std::string_view key, Region&& region, const SendOptions& options,
+                            Op done);
+  std::uint64_t publish_region(std::string_view subject, Region&& region,
+                               const PublishOptions& options, Op done);
   // Pipelined settlements of messages received in acknowledgement mode.
   void ack(const Message& message);
   void nack(const Message& message);
