@@ -33,10 +33,14 @@ void track(const void* handle, Kind kind) {
   r.live.emplace(handle, kind);
 }
 
-void untrack(const void* handle) {
+bool untrack_if(const void* handle, Kind kind) noexcept {
+  if (handle == nullptr) return false;
   auto& r = registry();
   std::lock_guard lock(r.mutex);
-  r.live.erase(handle);
+  const auto it = r.live.find(handle);
+  if (it == r.live.end() || it->second != kind) return false;
+  r.live.erase(it);
+  return true;
 }
 
 bool live(const void* handle, Kind kind) noexcept {
@@ -259,8 +263,7 @@ int qbus_client_connect(const qbus_client_options* o, qbus_client** client) {
 }
 
 void qbus_client_free(qbus_client* c) {
-  if (!live(c, Kind::client)) return;
-  untrack(c);
+  if (!untrack_if(c, Kind::client)) return;
   // Subscriptions cancel through the client, so they go first; their handles stay valid,
   // empty, until their owner frees them.
   for (qbus_subscription* s : c->subscriptions) {
@@ -599,8 +602,7 @@ int qbus_message_header(const qbus_message* m, const char* name, const void** va
 }
 
 void qbus_message_free(qbus_message* m) {
-  if (!live(m, Kind::message)) return;
-  untrack(m);
+  if (!untrack_if(m, Kind::message)) return;
   delete m;
 }
 

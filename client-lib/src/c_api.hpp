@@ -53,7 +53,9 @@ namespace qbus::capi {
 enum class Kind : std::uint8_t { client, message, region, shared_region, subscription };
 
 void track(const void* handle, Kind kind);
-void untrack(const void* handle);
+// Forgets `handle` if it is a live handle of `kind`, in one step (two threads freeing the
+// same message: one of them frees it); true when it did.
+bool untrack_if(const void* handle, Kind kind) noexcept;
 // True when `handle` is a live handle of `kind`.
 bool live(const void* handle, Kind kind) noexcept;
 

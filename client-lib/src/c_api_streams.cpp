@@ -108,8 +108,7 @@ int qbus_subscription_cancel(qbus_subscription* s) {
 }
 
 void qbus_subscription_free(qbus_subscription* s) {
-  if (!live(s, Kind::subscription)) return;
-  untrack(s);
+  if (!untrack_if(s, Kind::subscription)) return;
   if (s->owner != nullptr) std::erase(s->owner->subscriptions, s);
   delete s;  // cancels it, best effort (Subscription's destructor)
 }
@@ -205,8 +204,7 @@ int qbus_publish_region(qbus_client* c, const char* subject, qbus_region* r,
 }
 
 void qbus_region_free(qbus_region* r) {
-  if (!live(r, Kind::region)) return;
-  untrack(r);
+  if (!untrack_if(r, Kind::region)) return;
   delete r;
 }
 
@@ -261,8 +259,7 @@ int qbus_shared_region_bytes(const qbus_shared_region* r, const void** data, siz
 }
 
 void qbus_shared_region_free(qbus_shared_region* r) {
-  if (!live(r, Kind::shared_region)) return;
-  untrack(r);
+  if (!untrack_if(r, Kind::shared_region)) return;
   delete r;
 }
 

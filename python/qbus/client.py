@@ -138,7 +138,7 @@ class Client:
                 and priority == 0):
             o = None  # the defaults: no options struct at all
         else:
-            o = ctypes.byref(_send_options(headers, confirm, ttl, delay, priority))
+            o = _opt_ref(_send_options(headers, confirm, ttl, delay, priority))
         with self._core as c:
             rc = lib.qbus_send(c, k, ptr, size, o)
             if rc:
