@@ -142,8 +142,9 @@ class AsyncClient {
           return e.receive_direct(timeout, std::move(op));
         });
   }
-  // Settles a message received with ReceiveOptions::ack; pipelined (a failure is counted
-  // in send_failures()).
+  // Settles a message received with ReceiveOptions::ack; pipelined: the broker's refusal
+  // is counted in send_failures(). Throws Error for a message received without ack mode
+  // or on a failed connection.
   void ack(const Message& message);
   void nack(const Message& message);
 
@@ -201,8 +202,8 @@ class AsyncClient {
           return e.allocate_region(size, std::move(op));
         });
   }
-  // void(std::error_code): sends the whole region to queue `key` and gives it up (it is
-  // taken when the operation starts; with a deferred token, when that is launched).
+  // void(std::error_code): sends the whole region to queue `key` and gives it up (the
+  // call itself takes it, also with a deferred token).
   template <typename Token>
   auto async_send(std::string_view key, Region&& region, const SendOptions& options,
                   Token&& token) {
@@ -305,7 +306,7 @@ class AsyncClient {
     bool closed = false;
   };
 
-  // One operation's handler, completed through its associated executor.
+  // One operation's handler, completed on the AsyncClient's executor.
   template <typename Signature, typename Handler>
   class Operation;
   template <typename Handler, typename... Args>
