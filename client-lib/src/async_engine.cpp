@@ -54,7 +54,6 @@ struct AsyncEngine::Impl {
   std::unordered_map<std::uint64_t, Pending> pending;
   // Pipelined sends waiting for the output to drain below the high-water mark, in order.
   std::deque<std::pair<std::uint64_t, Op>> draining;
-  bool inbox_claimed = false;
 
   Client::Impl& ci() { return *client.impl_; }
   Session& session() { return client.impl_->session; }
@@ -265,14 +264,14 @@ std::uint64_t AsyncEngine::request(std::string_view key, std::span<const std::by
 std::uint64_t AsyncEngine::receive_direct(std::chrono::milliseconds timeout, Op done) {
   auto& ci = impl_->ci();
   return impl_->start(std::move(done), Impl::Pending::Kind::messages, "receive_direct", [&] {
-    if (!impl_->inbox_claimed) {
+    if (!ci.inbox_claimed) {
       // Pipelined ahead of the receive, which the broker then serves as the inbox's owner;
       // a refused claim shows as the receive's not_inbox_owner.
       const std::uint64_t claim = ci.session.next_correlation();
       proto::append_empty(ci.session.out(), proto::FrameType::claim_inbox, claim);
       impl_->pending.emplace(claim,
                              Impl::Pending{Impl::Pending::Kind::ok, nullptr, "claim", {}, {}});
-      impl_->inbox_claimed = true;
+      ci.inbox_claimed = true;
     }
     proto::ReceiveDirect r;
     r.timeout_ms = to_wire_timeout(timeout);

@@ -651,6 +651,7 @@ class QBUS_API Client {
   // Writes buffered sends and waits until the broker has processed everything sent
   // before; afterwards send_failures() is complete for those sends.
   void sync();
+  const SendFailures& send_failures() const noexcept;
 
   // ---- Driving a Client from an event loop (glib, libuv, epoll, Asio) ----
   // Every call above blocks until the broker answers (a send until its bytes are written).
@@ -668,7 +669,6 @@ class QBUS_API Client {
   // delivery with its subscription (and every asynchronous send failure). Throws Error
   // when the connection failed, as any call would.
   void process();
-  const SendFailures& send_failures() const noexcept;
 
   // While a Batch lives, send() buffers and writes in large chunks (about 64 KiB), which
   // raises throughput many times over. Destroying the Batch writes what is left; so does
