@@ -31,6 +31,8 @@ set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 # systemd-sysusers and systemd-tmpfiles set the package up; without them postinst falls
 # back to useradd/groupadd (from passwd, which every Debian system has).
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS systemd)
+# The Python package (python3-qbus's part, in dist-packages) needs only the stdlib's ctypes.
+set(CPACK_DEBIAN_PACKAGE_SUGGESTS python3)
 
 # Depends: computed by dpkg-shlibdeps (package dpkg-dev) when it is there, else the
 # libraries qbusd and libqbus link on Debian 12.
