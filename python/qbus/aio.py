@@ -12,7 +12,13 @@ mode, a small prefetch), the loop watches the socket, calls qbus_client_process(
 is readable and hands each delivery to the oldest waiting receive, which acks it. Calls
 that only wait for the broker's answer (send, publish, declare, ...) call the C library
 directly: on a local socket that is microseconds. request() waits for another process,
-so it runs on a second connection in the default executor.
+so it runs on a second connection in the default executor, one request at a time (for
+many requests in flight, use several Clients, or the C++ AsyncClient).
+
+Two limits of this design: a send writes through the blocking client, so while the
+broker does not read this connection (its backpressure on a flood of sends) the send
+holds the loop until the socket drains; and close() cancels the subscriptions with one
+round trip to the broker on the loop.
 
 A message prefetched for a key stays this Client's (unsettled, invisible to other
 consumers) until a receive takes it or the Client closes; `prefetch` bounds how many.

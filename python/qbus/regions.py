@@ -75,14 +75,16 @@ class Region:
     def id(self):
         """The broker's id for the region (0 once given up)."""
         rid = ctypes.c_uint64()
-        check(lib.qbus_region_info(self._ptr(), ctypes.byref(rid), None))
+        with self._client._core.lock:  # a send on another thread changes the handle
+            check(lib.qbus_region_info(self._ptr(), ctypes.byref(rid), None))
         return rid.value
 
     @property
     def sealed(self):
         """True once sent: immutable from then on."""
         flag = ctypes.c_int()
-        check(lib.qbus_region_info(self._ptr(), None, ctypes.byref(flag)))
+        with self._client._core.lock:
+            check(lib.qbus_region_info(self._ptr(), None, ctypes.byref(flag)))
         return bool(flag.value)
 
     def close(self):
