@@ -8,7 +8,7 @@ connection each, a Unix socket each; the figure is N / (time to send and receive
 Prints each run and the median of --runs for both, and their ratio.
 
 The daemons: qbusd at --address, else one started here as the tests start it ($QBUS_DAEMON,
-default /work/main/build/daemon/qbusd); redis-server always started here on a Unix socket
+default the source tree's build/daemon/qbusd); redis-server always started here on a Unix socket
 in a temporary directory, without persistence, and stopped at the end.
 """
 import argparse

@@ -16,7 +16,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-QBUSD = os.environ.get("QBUS_DAEMON", "/work/main/build/daemon/qbusd")
+# Default: the source tree's own build (build/ at the top, as the README's commands make it).
+QBUSD = os.environ.get("QBUS_DAEMON",
+                       str(Path(__file__).resolve().parents[2] / "build" / "daemon" / "qbusd"))
 READY_TIMEOUT = 10.0
 
 
