@@ -44,7 +44,7 @@ void Client::Impl::settle(const Body& body, bool confirm, std::string_view what)
 
 bool Client::Impl::feed(detail::SubscriptionState& st, const proto::Header& h, proto::Bytes b) {
   return feed(st, h, b, [&](const MessageView& v) {
-    if (!st.orphaned) st.ready.push_back(v.to_message());
+    if (!st.orphaned) st.keep(v.to_message());
   });
 }
 
@@ -103,19 +103,30 @@ void Client::extend(const Message& message, std::chrono::milliseconds by, bool c
   impl_->settle(proto::Extend{tag_of(message, "extend"), wire_ms(by, "extend")}, confirm, "extend");
 }
 
-Subscription Client::subscribe(std::string_view key, const SubscribeOptions& options) {
-  auto& impl = *impl_;
-  impl.require_v2("subscribe");
-  impl.session.check_usable();
-  impl.check_key(key);
-  const std::uint64_t corr = impl.session.next_correlation();
+std::uint64_t Client::Impl::open_subscription(std::string_view key,
+                                              const SubscribeOptions& options) {
+  require_v2("subscribe");
+  session.check_usable();
+  check_key(key);
+  const std::uint64_t corr = session.next_correlation();
   // Registered before it is sent: deliveries may come back during the flush.
-  auto& st = impl.subscriptions[corr];
+  auto& st = subscriptions[corr];
   st.key = std::string(key);
   st.ack = options.ack;
   try {
-    proto::append_frame(impl.session.out(), corr, 0,
+    proto::append_frame(session.out(), corr, 0,
                         proto::Subscribe{options.prefetch, options.ack, key});
+  } catch (...) {
+    subscriptions.erase(corr);
+    throw;
+  }
+  return corr;
+}
+
+Subscription Client::subscribe(std::string_view key, const SubscribeOptions& options) {
+  auto& impl = *impl_;
+  const std::uint64_t corr = impl.open_subscription(key, options);
+  try {
     impl.session.flush_unless_corked();
   } catch (...) {
     impl.subscriptions.erase(corr);
@@ -184,11 +195,7 @@ std::optional<Message> Subscription::next(std::chrono::milliseconds timeout) {
   auto& impl = *impl_;
   auto& st = impl.subscriptions.at(id_);
   const auto take = [&]() -> std::optional<Message> {
-    if (!st.ready.empty()) {
-      Message m = std::move(st.ready.front());
-      st.ready.pop_front();
-      return m;
-    }
+    if (!st.ready.empty()) return st.take();
     if (st.ended) throw *st.ended;
     return std::nullopt;
   };
@@ -216,8 +223,7 @@ std::size_t Subscription::next_each(std::size_t max, std::chrono::milliseconds t
   std::size_t seen = 0;
   // Deliveries kept while the Client waited for something else come first, in order.
   while (seen < max && !st.ready.empty()) {
-    const Message m = std::move(st.ready.front());
-    st.ready.pop_front();
+    const Message m = st.take();
     detail::DeliveryMeta meta;
     ++seen;
     on_message(detail::Access::view_of(m, meta));
@@ -248,12 +254,17 @@ std::size_t Subscription::next_each(std::size_t max, std::chrono::milliseconds t
   return seen;
 }
 
-void Client::Impl::unsubscribe(std::uint64_t id) {
-  auto& st = subscriptions.at(id);
-  if (st.cancelled || st.ended) return;
+std::uint64_t Client::Impl::append_unsubscribe(std::uint64_t id) {
   session.check_usable();
   const std::uint64_t corr = session.next_correlation();
   proto::append_frame(session.out(), corr, 0, proto::Unsubscribe{id});
+  return corr;
+}
+
+void Client::Impl::unsubscribe(std::uint64_t id) {
+  auto& st = subscriptions.at(id);
+  if (st.cancelled || st.ended) return;
+  const std::uint64_t corr = append_unsubscribe(id);
   try {
     // Deliveries still on their way arrive before the OK and are kept (the stream
     // handler takes them).
@@ -297,6 +308,7 @@ void Subscription::release() noexcept {
   } else {
     st.orphaned = true;
     st.ready.clear();
+    st.ready_bytes = 0;
   }
 }
 

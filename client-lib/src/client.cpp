@@ -11,31 +11,14 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using detail::as_bytes;
+using detail::batch_size;
 using detail::to_wire_timeout;
 using proto::FrameType;
 
 // The broker enforces receive timeouts; ours only catches a broker that stopped answering.
 constexpr auto kBrokerGrace = std::chrono::seconds(30);
 
-inline std::uint32_t batch_size(std::size_t max) {
-  if (max == 0) throw Error(Errc::invalid_argument, "a batch must take at least 1 message");
-  return static_cast<std::uint32_t>(std::min<std::size_t>(max, UINT32_MAX));
-}
-
 }  // namespace
-
-inline std::uint64_t Client::Impl::append_send(std::string_view key,
-                                               std::span<const std::byte> payload,
-                                               std::uint16_t flags,
-                                               const detail::MessageProperties* props) {
-  session.check_usable();
-  check_key(key);
-  check_payload(payload.size());
-  if (props) append_properties(*props, /*queue_message=*/true);
-  const std::uint64_t corr = session.next_correlation();
-  proto::append_send(session.out(), corr, flags, key, payload);
-  return corr;
-}
 
 // Waits for the DELIVER frames answering `corr` (up to the one flagged LAST), handing
 // each message to on_view(const MessageView&) in place; an ERROR `timeout` ends it with
@@ -101,19 +84,6 @@ inline std::vector<Message> Client::Impl::collect(std::uint64_t corr,
 
 // Asks for up to `max` messages of `key`; returns the correlation and the broker's
 // timeout to collect them with.
-inline std::pair<std::uint64_t, std::chrono::milliseconds> Client::Impl::ask_receive(
-    std::string_view key, std::size_t max, std::chrono::milliseconds timeout, std::uint16_t flags) {
-  session.check_usable();
-  check_key(key);
-  proto::Receive r;
-  r.key = key;
-  r.timeout_ms = to_wire_timeout(timeout);
-  r.max_count = batch_size(max);
-  const std::uint64_t corr = session.next_correlation();
-  proto::append_frame(session.out(), corr, flags, r);
-  return {corr, std::chrono::milliseconds(r.timeout_ms)};
-}
-
 inline std::vector<Message> Client::Impl::receive(std::string_view key, std::size_t max,
                                                   std::chrono::milliseconds timeout,
                                                   std::uint16_t flags) {
@@ -141,20 +111,7 @@ inline std::vector<Message> Client::Impl::receive_direct(std::size_t max,
 inline void Client::Impl::send_direct(proto::TargetKind kind, std::uint64_t target,
                                       std::uint64_t in_reply_to, std::span<const std::byte> payload,
                                       const DirectOptions& options) {
-  session.check_usable();
-  check_payload(payload.size());
-  proto::SendDirect d;
-  d.kind = kind;
-  d.target = target;
-  d.in_reply_to = in_reply_to;
-  // kForever: as long as the wire allows (about 24 days).
-  d.wait_ms = options.wait.count() < 0 ? INT32_MAX : to_wire_timeout(options.wait);
-  d.payload = payload;
-  const auto props = detail::message_properties(options.headers);
-  if (!props.empty()) require_v2("direct message with headers");
-  append_properties(props, /*queue_message=*/false);
-  const std::uint64_t corr = session.next_correlation();
-  proto::append_send_direct(session.out(), corr, options.confirm ? proto::kFlagConfirm : 0, d);
+  const std::uint64_t corr = append_send_direct(kind, target, in_reply_to, payload, options);
   if (options.confirm) {
     session.wait_ok(corr, "direct send to " +
                               std::string(kind == proto::TargetKind::pid ? "pid " : "client ") +
@@ -320,9 +277,9 @@ std::vector<Message> Client::receive_direct_batch(std::size_t max,
   return impl_->receive_direct(max, timeout);
 }
 
-std::optional<Message> Client::Impl::request(std::string_view key, std::string_view payload,
-                                             std::chrono::milliseconds timeout,
-                                             const Headers& headers) {
+std::uint64_t Client::Impl::append_request(std::string_view key, std::span<const std::byte> payload,
+                                           std::chrono::milliseconds timeout,
+                                           const Headers& headers) {
   session.check_usable();
   check_key(key);
   check_payload(payload.size());
@@ -331,10 +288,17 @@ std::optional<Message> Client::Impl::request(std::string_view key, std::string_v
   proto::Request r;
   r.key = key;
   r.timeout_ms = to_wire_timeout(timeout);
-  r.payload = as_bytes(payload);
+  r.payload = payload;
   append_properties(props, /*queue_message=*/false);
   const std::uint64_t corr = session.next_correlation();
   proto::append_request(session.out(), corr, r);
+  return corr;
+}
+
+std::optional<Message> Client::Impl::request(std::string_view key, std::string_view payload,
+                                             std::chrono::milliseconds timeout,
+                                             const Headers& headers) {
+  const std::uint64_t corr = append_request(key, as_bytes(payload), timeout, headers);
   // No local deadline: the broker starts the request's timeout only once a full `block`
   // queue accepts the message, which may be any time later; a dead broker still shows as
   // connection_closed.

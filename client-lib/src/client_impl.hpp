@@ -99,6 +99,7 @@ struct Access {
   }
   static void set_delivery(Message& m, proto::Bytes header_block, std::uint64_t tag,
                            std::uint32_t count, bool redelivered);
+  static void clear_delivery_tag(Message& m) { m.delivery_tag_ = 0; }
   static void set_delivery(Message& m, const DeliveryMeta& meta) {
     set_delivery(m, as_bytes(meta.headers), meta.tag, meta.count, meta.redelivered);
   }
@@ -147,6 +148,11 @@ inline std::int32_t to_wire_timeout(std::chrono::milliseconds t) {
   return static_cast<std::int32_t>(std::min<std::int64_t>(t.count(), INT32_MAX));
 }
 
+inline std::uint32_t batch_size(std::size_t max) {
+  if (max == 0) throw Error(Errc::invalid_argument, "a batch must take at least 1 message");
+  return static_cast<std::uint32_t>(std::min<std::size_t>(max, UINT32_MAX));
+}
+
 // The frames of one correlation's messages, as they arrive: DELIVERY_INFO (kept for the
 // message after it), DELIVER (in pieces while flagged MORE, over TCP) and DELIVER_REGION.
 struct DeliveryAssembler {
@@ -161,10 +167,34 @@ struct SubscriptionState {
   std::string key;  // the queue key, or a subject subscription's pattern
   bool ack = true;  // always false for a subject subscription
   DeliveryAssembler assembler;
-  std::deque<Message> ready;   // delivered, not yet handed out by next()
-  std::optional<Error> ended;  // the broker's ERROR that ended it
-  bool cancelled = false;      // the broker answered UNSUBSCRIBE
-  bool orphaned = false;       // its Subscription is gone uncancelled: drop what comes
+  std::deque<Message> ready;    // delivered, not yet handed out by next()
+  std::size_t ready_bytes = 0;  // their payload bytes
+  std::optional<Error> ended;   // the broker's ERROR that ended it
+  bool cancelled = false;       // the broker answered UNSUBSCRIBE
+  bool orphaned = false;        // its Subscription is gone uncancelled: drop what comes
+  // At most once (ack false), what is kept beyond these bounds drops its oldest, counted in
+  // `dropped`; 0: unbounded (the blocking Subscription, which reads only while it waits).
+  // One message is always kept, however large.
+  std::size_t keep_messages = 0;
+  std::size_t keep_bytes = 0;
+  std::uint64_t dropped = 0;
+
+  void keep(Message m) {
+    ready_bytes += m.size();
+    ready.push_back(std::move(m));
+    if (ack || keep_messages == 0) return;
+    while (ready.size() > 1 && (ready.size() > keep_messages || ready_bytes > keep_bytes)) {
+      ready_bytes -= ready.front().size();
+      dropped += 1 + ready.front().dropped_before();  // and those the broker dropped before it
+      ready.pop_front();
+    }
+  }
+  Message take() {
+    Message m = std::move(ready.front());
+    ready.pop_front();
+    ready_bytes -= m.size();
+    return m;
+  }
 };
 
 }  // namespace detail
@@ -220,8 +250,10 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
 
   // ---- Queues, direct messages, requests (client.cpp) ----------------------------------
   // Declared inline, as they were when all of Impl sat in one class, so that the compiler
-  // keeps folding them into send(), receive() and request(); defined in client.cpp, the
-  // only file that uses them.
+  // keeps folding them into send(), receive() and request(). The append_ and ask_ halves
+  // write the frames and return the correlation of the one answered; the blocking calls
+  // then wait for it, AsyncEngine registers it. Those are defined below (async_engine.cpp
+  // uses them too), the rest in client.cpp.
 
   // `props` (when not null): sent in PROPERTIES first.
   inline std::uint64_t append_send(std::string_view key, std::span<const std::byte> payload,
@@ -231,6 +263,12 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
   inline std::pair<std::uint64_t, std::chrono::milliseconds> ask_receive(
       std::string_view key, std::size_t max, std::chrono::milliseconds timeout,
       std::uint16_t flags = 0);
+  inline std::uint64_t append_send_direct(proto::TargetKind kind, std::uint64_t target,
+                                          std::uint64_t in_reply_to,
+                                          std::span<const std::byte> payload,
+                                          const DirectOptions& options);
+  std::uint64_t append_request(std::string_view key, std::span<const std::byte> payload,
+                               std::chrono::milliseconds timeout, const Headers& headers);
   inline std::vector<Message> receive(std::string_view key, std::size_t max,
                                       std::chrono::milliseconds timeout, std::uint16_t flags = 0);
   inline std::vector<Message> receive_direct(std::size_t max, std::chrono::milliseconds timeout);
@@ -272,6 +310,12 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
   [[noreturn]] void unexpected_frame(const detail::SubscriptionState& st, const proto::Header& h);
   // The session's stream handler: frames of live subscriptions nobody is waiting for.
   bool on_stream_frame(const proto::Header& h, proto::Bytes b);
+  // SUBSCRIBE (SUBSCRIBE_SUBJECT, with CONFIRM) appended and its state registered under
+  // the returned correlation, which the subscription's frames carry; nothing is sent yet.
+  std::uint64_t open_subscription(std::string_view key, const SubscribeOptions& options);
+  std::uint64_t open_subject_subscription(std::string_view pattern, const SubjectOptions& options);
+  // UNSUBSCRIBE of subscription `id` appended: its correlation, answered OK or ERROR.
+  std::uint64_t append_unsubscribe(std::uint64_t id);
   // UNSUBSCRIBE, waiting for the OK; nothing when cancelled or ended already.
   void unsubscribe(std::uint64_t id);
   // ACK, NACK or EXTEND: pipelined, or with `confirm` waiting for the verdict.
@@ -314,6 +358,53 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
                                                                 std::string_view context);
   Message mapped_message(proto::Bytes body, std::string_view context);
 };
+
+inline std::uint64_t Client::Impl::append_send(std::string_view key,
+                                               std::span<const std::byte> payload,
+                                               std::uint16_t flags,
+                                               const detail::MessageProperties* props) {
+  session.check_usable();
+  check_key(key);
+  check_payload(payload.size());
+  if (props) append_properties(*props, /*queue_message=*/true);
+  const std::uint64_t corr = session.next_correlation();
+  proto::append_send(session.out(), corr, flags, key, payload);
+  return corr;
+}
+
+inline std::pair<std::uint64_t, std::chrono::milliseconds> Client::Impl::ask_receive(
+    std::string_view key, std::size_t max, std::chrono::milliseconds timeout, std::uint16_t flags) {
+  session.check_usable();
+  check_key(key);
+  proto::Receive r;
+  r.key = key;
+  r.timeout_ms = detail::to_wire_timeout(timeout);
+  r.max_count = detail::batch_size(max);
+  const std::uint64_t corr = session.next_correlation();
+  proto::append_frame(session.out(), corr, flags, r);
+  return {corr, std::chrono::milliseconds(r.timeout_ms)};
+}
+
+inline std::uint64_t Client::Impl::append_send_direct(proto::TargetKind kind, std::uint64_t target,
+                                                      std::uint64_t in_reply_to,
+                                                      std::span<const std::byte> payload,
+                                                      const DirectOptions& options) {
+  session.check_usable();
+  check_payload(payload.size());
+  proto::SendDirect d;
+  d.kind = kind;
+  d.target = target;
+  d.in_reply_to = in_reply_to;
+  // kForever: as long as the wire allows (about 24 days).
+  d.wait_ms = options.wait.count() < 0 ? INT32_MAX : detail::to_wire_timeout(options.wait);
+  d.payload = payload;
+  const auto props = detail::message_properties(options.headers);
+  if (!props.empty()) require_v2("direct message with headers");
+  append_properties(props, /*queue_message=*/false);
+  const std::uint64_t corr = session.next_correlation();
+  proto::append_send_direct(session.out(), corr, options.confirm ? proto::kFlagConfirm : 0, d);
+  return corr;
+}
 
 // Here rather than in acks.cpp: receives (client.cpp) and subscriptions (acks.cpp) both
 // read deliveries through it.

@@ -89,11 +89,11 @@ void Client::publish(std::string_view subject, Region&& region, const PublishOpt
   region = Region();
 }
 
-Subscription Client::subscribe_subject(std::string_view pattern, const SubjectOptions& options) {
-  auto& impl = *impl_;
-  impl.require_v2("subscribe_subject");
-  impl.session.check_usable();
-  impl.check_subject(pattern, /*pattern=*/true);
+std::uint64_t Client::Impl::open_subject_subscription(std::string_view pattern,
+                                                      const SubjectOptions& options) {
+  require_v2("subscribe_subject");
+  session.check_usable();
+  check_subject(pattern, /*pattern=*/true);
   if (!options.group.empty() && !proto::is_valid_key(options.group)) {
     throw Error(Errc::invalid_key, "invalid queue group name '" + options.group.substr(0, 64) +
                                        "': use 1-255 characters of A-Z a-z 0-9 . _ : / -");
@@ -104,14 +104,25 @@ Subscription Client::subscribe_subject(std::string_view pattern, const SubjectOp
   body.slow = wire_policy(options.slow);
   body.pattern = pattern;
   body.group = options.group;
-  const std::uint64_t corr = impl.session.next_correlation();
+  const std::uint64_t corr = session.next_correlation();
   // Registered before it is sent: the retained messages and the first deliveries may come
   // right behind the OK, and are read with it.
-  auto& st = impl.subscriptions[corr];
+  auto& st = subscriptions[corr];
   st.key = std::string(pattern);
   st.ack = false;
   try {
-    proto::append_frame(impl.session.out(), corr, proto::kFlagConfirm, body);
+    proto::append_frame(session.out(), corr, proto::kFlagConfirm, body);
+  } catch (...) {
+    subscriptions.erase(corr);
+    throw;
+  }
+  return corr;
+}
+
+Subscription Client::subscribe_subject(std::string_view pattern, const SubjectOptions& options) {
+  auto& impl = *impl_;
+  const std::uint64_t corr = impl.open_subject_subscription(pattern, options);
+  try {
     impl.session.wait_ok(corr, "subscribe to subjects '" + std::string(pattern) + "'");
   } catch (...) {
     impl.subscriptions.erase(corr);

@@ -238,7 +238,7 @@ TEST(AsyncClientTest, RegionsAreAllocatedSentAndPublishedWithoutACopy) {
       << refused.message();
 }
 
-TEST(AsyncClientTest, ACancelledReceiveEndsAtOnceAndInAckModeItsLateMessageGoesBack) {
+TEST(AsyncClientTest, ACancelledReceiveEndsAtOnceAndItsLateMessageGoesBack) {
   Daemon d;
   asio::io_context io;
   AsyncClient c(io.get_executor(), at(d));
@@ -270,10 +270,12 @@ TEST(AsyncClientTest, ACancelledReceiveEndsAtOnceAndInAckModeItsLateMessageGoesB
   EXPECT_EQ(plain_ec, asio::error::operation_aborted);
   EXPECT_EQ(ack_ec, asio::error::operation_aborted);
 
-  // The broker still holds the cancelled acknowledgement-mode receive: the message it
-  // hands to it comes back to the queue, marked redelivered, for the next receiver.
+  // The broker still holds both cancelled receives (each made in acknowledgement mode on
+  // the wire): the message it hands to either comes back to its queue, marked
+  // redelivered, for the next receiver.
   Client producer(at(d));
   producer.send_confirmed("async.acked", "late");
+  producer.send_confirmed("async.plain", "late too");
   // A ping through the async connection reads the late delivery (and nacks it).
   bool pinged = false;
   SendOptions confirm;
@@ -287,6 +289,34 @@ TEST(AsyncClientTest, ACancelledReceiveEndsAtOnceAndInAckModeItsLateMessageGoesB
   const auto back = other.receive("async.acked", 10s);
   ASSERT_TRUE(back.has_value());
   EXPECT_EQ(back->text(), "late");
+  EXPECT_TRUE(back->redelivered());
+  const auto plain_back = other.receive("async.plain", 10s);
+  ASSERT_TRUE(plain_back.has_value());
+  EXPECT_EQ(plain_back->text(), "late too");
+  EXPECT_TRUE(plain_back->redelivered());
+
+  // A cancellable plain receive that is not cancelled hands out a plain message, acked
+  // already.
+  producer.send_confirmed("async.plain", "kept");
+  std::optional<Message> got;
+  asio::cancellation_signal never;
+  c.async_receive(
+      "async.plain", 10s,
+      asio::bind_cancellation_slot(
+          never.slot(), [&](std::error_code, std::optional<Message> m) { got = std::move(m); }));
+  io.restart();
+  while (!got && io.run_one_for(kLong) != 0) {
+  }
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->text(), "kept");
+  EXPECT_EQ(got->delivery_tag(), 0u);
+  pinged = false;
+  c.async_send("async.ping", "p", confirm, [&](std::error_code) { pinged = true; });
+  io.restart();
+  while (!pinged && io.run_one_for(kLong) != 0) {
+  }
+  EXPECT_FALSE(other.receive("async.plain", 0ms).has_value());
+  EXPECT_EQ(c.send_failures().count, 0u);
 }
 
 TEST(AsyncClientTest, DestroyedWithOperationsPendingCompletesThemWithOperationAborted) {

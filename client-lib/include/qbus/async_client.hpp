@@ -29,10 +29,14 @@
 // Cancellation. Asio's per-operation cancellation slots (asio::bind_cancellation_slot,
 // the awaitable operators, timeouts through a cancellation signal) complete the operation
 // with operation_aborted at once. The protocol has no cancel request, so the broker may
-// still answer it: a message it hands to a cancelled receive is given back to its queue
-// when the receive was in acknowledgement mode (ReceiveOptions::ack), and lost otherwise,
-// as it would be with a receiver that died holding it; a cancelled request's reply is
-// dropped; a cancelled send was sent.
+// still answer it: a message it hands to a cancelled async_receive goes back to its queue
+// (an async_receive with a cancellation slot, as every one in a coroutine has, is made
+// in acknowledgement mode on the wire: it counts against the broker's
+// limits.max_unacked until its message arrives, which is then acked at once and handed
+// out without a delivery tag; if the connection fails in between, the message is
+// delivered again elsewhere); a message handed to a cancelled async_receive_direct is
+// lost, as with a receiver that died holding it, and so is a receive's on a protocol-1
+// broker; a cancelled request's reply is dropped; a cancelled send was sent.
 //
 // Sends. async_send, async_send_to_pid, async_reply and async_publish (bytes or a whole
 // Region) without confirm complete as soon as the frame is buffered, unless this connection already
@@ -41,6 +45,10 @@
 // send_failures(). With confirm they complete with the broker's verdict. Byte payloads go
 // inline, up to the broker's max_payload; bulk data goes in a Region
 // (async_allocate_region, then async_send or async_publish of the Region).
+//
+// Subscriptions. subscribe() and subscribe_subject() return an AsyncSubscription at once
+// (the request is pipelined); its async_next() takes the pushed messages in order. See
+// AsyncSubscription below.
 //
 // Arguments (keys, payloads, headers, options) are copied into the connection's buffer
 // when the operation starts, which a deferred token (asio::use_awaitable, asio::deferred)
@@ -78,6 +86,8 @@
 #include "qbus/errc.hpp"
 
 namespace qbus {
+
+class AsyncSubscription;
 
 class AsyncClient {
  public:
@@ -225,6 +235,14 @@ class AsyncClient {
         });
   }
 
+  // ---- Subscriptions (protocol 2) ----
+  // Subscribe to queue `key` (Client::subscribe) or to the subjects `pattern` matches
+  // (Client::subscribe_subject) without waiting: a refusal by the broker ends the
+  // subscription and is what its async_next() completes with. Throw Error for a bad key,
+  // pattern or group, a protocol-1 broker, or a failed connection.
+  AsyncSubscription subscribe(std::string_view key, const SubscribeOptions& options = {});
+  AsyncSubscription subscribe_subject(std::string_view pattern, const SubjectOptions& options = {});
+
   // ---- Publish: void(std::error_code) ----
   template <typename Token>
   auto async_publish(std::string_view subject, std::string_view payload,
@@ -271,7 +289,8 @@ class AsyncClient {
         socket.async_wait(asio::posix::stream_descriptor::wait_read,
                           [self = shared_from_this()](std::error_code ec) {
                             self->reading = false;
-                            if (ec || self->closed) return;
+                            if (self->closed) return;
+                            if (ec) return self->failed(ec);
                             self->engine.on_readable();
                             self->arm();
                           });
@@ -281,11 +300,19 @@ class AsyncClient {
         socket.async_wait(asio::posix::stream_descriptor::wait_write,
                           [self = shared_from_this()](std::error_code ec) {
                             self->writing = false;
-                            if (ec || self->closed) return;
+                            if (self->closed) return;
+                            if (ec) return self->failed(ec);
                             self->engine.on_writable();
                             self->arm();
                           });
       }
+    }
+
+    // A wait on the socket failed (not cancelled: the AsyncClient is open): nothing would
+    // ever complete what is outstanding, so the connection ends here.
+    void failed(std::error_code ec) {
+      if (ec == asio::error::operation_aborted) return;
+      engine.fail(Errc::io_error, "AsyncClient: waiting on the socket failed: " + ec.message());
     }
 
     void shut_down() {
@@ -312,7 +339,12 @@ class AsyncClient {
   class Operation<void(std::error_code, Args...), Handler> final
       : public detail::AsyncEngine::Completion {
    public:
-    Operation(Handler h, const executor_type& io) : handler_(std::move(h)), io_(io) {}
+    Operation(Handler h, const executor_type& io)
+        : handler_(std::move(h)),
+          io_(io),
+          cancellable_(asio::get_associated_cancellation_slot(handler_).is_connected()) {}
+
+    bool cancellable() const noexcept override { return cancellable_; }
 
     void complete(detail::AsyncEngine::Result&& r) override {
       auto slot = asio::get_associated_cancellation_slot(handler_);
@@ -341,28 +373,39 @@ class AsyncClient {
    private:
     Handler handler_;
     executor_type io_;
+    bool cancellable_;
   };
 
   template <typename Signature, typename Token, typename Start>
   auto start(Token&& token, Start begin) {
+    return start<Signature>(state_, state_->executor, std::forward<Token>(token), std::move(begin));
+  }
+  // The state is held weakly, not `this`: a deferred token may launch after the AsyncClient
+  // moved, or is gone (then the operation completes with operation_aborted).
+  template <typename Signature, typename Token, typename Start>
+  static auto start(std::weak_ptr<State> state, const executor_type& executor, Token&& token,
+                    Start begin) {
     return asio::async_initiate<Token, Signature>(
-        [state = state_](auto handler, Start go) {
-          // The state, not `this`: a deferred token may launch after the AsyncClient moved.
+        [weak = std::move(state), executor](auto handler, Start go) {
           using Handler = std::decay_t<decltype(handler)>;
           auto slot = asio::get_associated_cancellation_slot(handler);
-          auto op =
-              std::make_unique<Operation<Signature, Handler>>(std::move(handler), state->executor);
+          auto op = std::make_unique<Operation<Signature, Handler>>(std::move(handler), executor);
+          const auto s = weak.lock();
+          if (!s || s->closed) {
+            op->complete(detail::AsyncEngine::Result{Errc::ok, true, {}, {}, {}});
+            return;
+          }
           const std::uint64_t id =
-              state->run([&](detail::AsyncEngine& e) { return go(e, std::move(op)); });
+              s->run([&](detail::AsyncEngine& e) { return go(e, std::move(op)); });
           if (id != 0 && slot.is_connected()) {
             // Posted: the operation's completion clears this slot, which must not happen
             // while the slot's own handler runs.
-            slot.assign([weak = std::weak_ptr<State>(state), id](asio::cancellation_type t) {
+            slot.assign([weak, id](asio::cancellation_type t) {
               if (t == asio::cancellation_type::none) return;
-              if (auto s = weak.lock()) {
-                asio::post(s->executor, [weak, id] {
-                  if (auto st = weak.lock(); st && !st->closed)
-                    st->run([&](auto& e) { return e.cancel(id); });
+              if (auto st = weak.lock()) {
+                asio::post(st->executor, [weak, id] {
+                  if (auto live = weak.lock(); live && !live->closed)
+                    live->run([&](auto& e) { return e.cancel(id); });
                 });
               }
             });
@@ -371,8 +414,127 @@ class AsyncClient {
         token, std::move(begin));
   }
 
+  friend class AsyncSubscription;
   std::shared_ptr<State> state_;
 };
+
+// A subscription of an AsyncClient: the broker pushes its messages (a queue's, PROTOCOL.md
+// 17.5, or the subjects a pattern matches, 18.3) and async_next() takes them in order.
+//
+// What is kept. Deliveries are read from the connection while any operation of the
+// AsyncClient waits (an async_next() among them), and kept here until taken. In
+// acknowledgement mode (SubscribeOptions::ack, a queue subscription's default) the prefetch
+// bounds them; an at-most-once subscription keeps at most detail::kAsyncKeepMessages
+// messages and detail::kAsyncKeepBytes bytes (a subject subscription's
+// SubjectOptions::max_messages and max_bytes instead, when set) and beyond that drops the
+// oldest, counted in dropped(). While nothing waits nothing is read, and the broker's own
+// bounds hold the rest: the prefetch, or a subject subscription's buffer and SlowPolicy.
+//
+// Ending. async_next() completes, once what came before is taken, with the ERROR that ended
+// the subscription (queue_deleted, permission_denied, slow_subscriber, ...), or with an
+// empty error and std::nullopt once async_cancel() was answered, or with the connection's
+// error when it failed.
+//
+// Ownership, lifetime, thread-safety: move-only, used on its AsyncClient's executor like
+// the AsyncClient. It does not keep the AsyncClient alive: once that is destroyed,
+// async_next() and async_cancel() complete with operation_aborted. Destroying it completes
+// its waiting async_next()s with operation_aborted and cancels it; in acknowledgement mode
+// what it kept and never handed out goes back to the queue (what it handed out stays the
+// AsyncClient's to ack() or nack()).
+class AsyncSubscription {
+ public:
+  using executor_type = AsyncClient::executor_type;
+
+  AsyncSubscription() noexcept = default;
+  ~AsyncSubscription() { release(); }
+  AsyncSubscription(AsyncSubscription&& other) noexcept
+      : state_(std::move(other.state_)),
+        executor_(std::move(other.executor_)),
+        id_(std::exchange(other.id_, 0)),
+        key_(std::move(other.key_)) {}
+  AsyncSubscription& operator=(AsyncSubscription&& other) noexcept {
+    if (this != &other) {
+      release();
+      state_ = std::move(other.state_);
+      executor_ = std::move(other.executor_);
+      id_ = std::exchange(other.id_, 0);
+      key_ = std::move(other.key_);
+    }
+    return *this;
+  }
+  AsyncSubscription(const AsyncSubscription&) = delete;
+  AsyncSubscription& operator=(const AsyncSubscription&) = delete;
+
+  // void(std::error_code, std::optional<Message>): the next message. Several may wait at
+  // once; they complete in order. Throws Error(invalid_argument) on an empty subscription.
+  template <typename Token>
+  auto async_next(Token&& token) {
+    check("async_next");
+    return AsyncClient::start<void(std::error_code, std::optional<Message>)>(
+        state_, executor_, std::forward<Token>(token),
+        [id = id_](detail::AsyncEngine& e, detail::AsyncEngine::Op op) {
+          return e.next(id, std::move(op));
+        });
+  }
+  // void(std::error_code): asks the broker to stop, completing on its answer; messages that
+  // came before it remain for async_next(). At once when already cancelled or ended.
+  template <typename Token>
+  auto async_cancel(Token&& token) {
+    check("async_cancel");
+    return AsyncClient::start<void(std::error_code)>(
+        state_, executor_, std::forward<Token>(token),
+        [id = id_](detail::AsyncEngine& e, detail::AsyncEngine::Op op) {
+          return e.unsubscribe(id, std::move(op));
+        });
+  }
+
+  // Subscribed, and neither cancelled nor ended.
+  bool active() const noexcept { return status().active; }
+  // Messages read and kept, which async_next() hands out without waiting.
+  std::size_t pending() const noexcept { return status().pending; }
+  // At most once: messages dropped here because the kept ones were over their bounds.
+  std::uint64_t dropped() const noexcept { return status().dropped; }
+  // The queue key, or a subject subscription's pattern.
+  const std::string& key() const noexcept { return key_; }
+
+ private:
+  friend class AsyncClient;
+  AsyncSubscription(const std::shared_ptr<AsyncClient::State>& state, std::uint64_t id,
+                    std::string key)
+      : state_(state), executor_(state->executor), id_(id), key_(std::move(key)) {}
+
+  void check(const char* what) const {
+    if (id_ == 0)
+      throw Error(Errc::invalid_argument, std::string(what) + ": an empty AsyncSubscription");
+  }
+  detail::AsyncEngine::StreamStatus status() const noexcept {
+    const auto s = state_.lock();
+    return s && !s->closed ? s->engine.status(id_) : detail::AsyncEngine::StreamStatus{};
+  }
+  void release() noexcept {
+    const auto s = std::exchange(state_, {}).lock();
+    if (s && !s->closed) s->run([&](detail::AsyncEngine& e) { e.release(id_); });
+  }
+
+  std::weak_ptr<AsyncClient::State> state_;
+  executor_type executor_;
+  std::uint64_t id_ = 0;  // the SUBSCRIBE's correlation
+  std::string key_;
+};
+
+inline AsyncSubscription AsyncClient::subscribe(std::string_view key,
+                                                const SubscribeOptions& options) {
+  const std::uint64_t id =
+      state_->run([&](detail::AsyncEngine& e) { return e.subscribe(key, options); });
+  return AsyncSubscription(state_, id, std::string(key));
+}
+
+inline AsyncSubscription AsyncClient::subscribe_subject(std::string_view pattern,
+                                                        const SubjectOptions& options) {
+  const std::uint64_t id =
+      state_->run([&](detail::AsyncEngine& e) { return e.subscribe_subject(pattern, options); });
+  return AsyncSubscription(state_, id, std::string(pattern));
+}
 
 inline void AsyncClient::ack(const Message& message) {
   state_->run([&](detail::AsyncEngine& e) { e.ack(message); });

@@ -39,6 +39,10 @@ namespace qbus {
 namespace detail {
 
 inline constexpr std::size_t kAsyncOutputHighWater = 1024 * 1024;
+// What an at-most-once subscription keeps read and not yet taken, at most (a subject
+// subscription's own SubjectOptions bounds, when set, replace these).
+inline constexpr std::size_t kAsyncKeepMessages = 4096;
+inline constexpr std::size_t kAsyncKeepBytes = 16 * 1024 * 1024;
 
 // The non-blocking core under AsyncClient, compiled into libqbus: frames out, answers
 // matched to their operations by correlation, no Asio and no waiting. AsyncClient is its
@@ -53,11 +57,15 @@ class QBUS_API AsyncEngine {
     Region region;  // allocate_region's
   };
   // What an operation completes with, exactly once, from within the engine call that
-  // finishes it (a start, on_readable(), on_writable(), cancel(), abort_all()).
+  // finishes it (its start, on_readable(), on_writable(), cancel(), release(), abort_all(),
+  // fail()).
   class Completion {
    public:
     virtual ~Completion() = default;
     virtual void complete(Result&& result) = 0;
+    // Whether its caller may cancel it (receive() then asks in acknowledgement mode, so
+    // that a message reaching it after a cancel goes back to its queue).
+    virtual bool cancellable() const noexcept { return false; }
   };
   using Op = std::unique_ptr<Completion>;
 
@@ -70,7 +78,7 @@ class QBUS_API AsyncEngine {
   const SendFailures& send_failures() const noexcept;
   int fd() const noexcept;
   bool wants_write() const noexcept;
-  // Operations waiting for an answer or for the output to drain.
+  // Operations waiting for an answer, a delivery, or the output to drain.
   bool busy() const noexcept;
 
   // Each starts an operation and returns its id for cancel(), or 0 when it completed
@@ -97,14 +105,37 @@ class QBUS_API AsyncEngine {
   void ack(const Message& message);
   void nack(const Message& message);
 
+  // Subscriptions, each named by its SUBSCRIBE's correlation. subscribe*() append the
+  // request and return that id (nothing waits: a refusal ends the subscription, and its
+  // next() completes with it); they throw Error for a bad argument or a failed connection.
+  std::uint64_t subscribe(std::string_view key, const SubscribeOptions& options);
+  std::uint64_t subscribe_subject(std::string_view pattern, const SubjectOptions& options);
+  // The subscription's next delivery, in order, as receive()'s; an empty result once it is
+  // cancelled and what it kept is handed out; its ending ERROR once ended.
+  std::uint64_t next(std::uint64_t subscription, Op done);
+  // UNSUBSCRIBE: completes on the broker's answer; at once when cancelled or ended.
+  std::uint64_t unsubscribe(std::uint64_t subscription, Op done);
+  // Its handle is gone: its waiting next()s complete aborted, it is cancelled, and once the
+  // broker has answered, what it kept in acknowledgement mode goes back to the queue.
+  void release(std::uint64_t subscription) noexcept;
+  struct StreamStatus {
+    bool active = false;        // subscribed, not cancelled nor ended
+    std::size_t pending = 0;    // read and kept for next()
+    std::uint64_t dropped = 0;  // at most once: kept ones dropped over the bounds above
+  };
+  StreamStatus status(std::uint64_t subscription) const noexcept;
+
   // Completes operation `id` with aborted; false when it is not outstanding.
   bool cancel(std::uint64_t id);
   // The socket is readable / writable: handles what arrived, writes what it takes. Never
   // block; a connection failure completes every operation with its error.
   void on_readable();
   void on_writable();
-  // Completes every outstanding operation: aborted (shutdown), or with `code`.
+  // Completes every outstanding operation aborted (shutdown).
   void abort_all();
+  // Ends the connection with `code`: every outstanding operation, and every later one,
+  // completes with it (the wait on the socket itself failed).
+  void fail(Errc code, const std::string& text);
 
  private:
   struct Impl;
