@@ -567,6 +567,9 @@ int qbus_message_info_get(const qbus_message* m, qbus_message_info* info) {
     info->dropped_before = msg.dropped_before();
     info->retained = msg.retained() ? 1 : 0;
     info->header_count = msg.headers().size();
+    info->key = msg.key().c_str();
+    info->payload = msg.bytes().data();
+    info->payload_len = msg.size();
   });
 }
 

@@ -121,6 +121,9 @@ class MessageInfo(Structure):
         ("dropped_before", c_uint64),
         ("retained", c_int),
         ("header_count", c_size_t),
+        ("key", c_void_p),
+        ("payload", c_void_p),
+        ("payload_len", c_size_t),
     ]
 
 

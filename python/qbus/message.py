@@ -62,24 +62,20 @@ class Message:
 
     def __init__(self, ptr):
         self._handle = _Owned(ptr, lib.qbus_message_free)
-        key = ctypes.c_char_p()
-        check(lib.qbus_message_key(ptr, ctypes.byref(key)))
-        self.key = key.value.decode("utf-8", "replace")
         # A copy of an _init-ed struct: the same bytes as calling the _init function,
-        # without a call per message.
+        # without a call per message. One call gives the key and the payload too.
         info = self._info = _lib.MessageInfo.from_buffer_copy(_INFO)
         check(lib.qbus_message_info_get(ptr, ctypes.byref(info)))
+        self.key = ctypes.string_at(info.key).decode("utf-8", "replace")
         count = info.header_count
         self.headers = self._read_headers(ptr, count) if count else []
-        data, size = ctypes.c_void_p(), ctypes.c_size_t()
-        check(lib.qbus_message_payload(ptr, ctypes.byref(data), ctypes.byref(size)))
-        n = size.value
+        n = info.payload_len
         if not n:
             self.payload = b""
         elif info.in_shared_memory:
-            self.payload = _view(data.value, n, self._handle, writable=False)
+            self.payload = _view(info.payload, n, self._handle, writable=False)
         else:
-            self.payload = ctypes.string_at(data.value, n)
+            self.payload = ctypes.string_at(info.payload, n)
 
     # Read from the info struct when asked: most receivers look at few of them.
     sender = property(lambda self: Sender(self._info.sender_pid, self._info.sender_uid,

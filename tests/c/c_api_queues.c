@@ -143,6 +143,16 @@ int qbus_ctest_options(const char* address, char* why, size_t why_len) {
   CHECK_INVALID(c, qbus_message_info_get(m, &info));
   CHECK_OK(c, info_of(m, &info));
   CHECK_EQ(c, info.struct_size, sizeof info);
+  /* The info carries the key and the payload, the same as their own calls give. */
+  {
+    const char* key = NULL;
+    const void* data = NULL;
+    size_t len = 0;
+    CHECK_OK(c, qbus_message_key(m, &key));
+    CHECK_OK(c, qbus_message_payload(m, &data, &len));
+    CHECK(c, info.key == key && strcmp(info.key, "c.opts") == 0);
+    CHECK(c, info.payload == data && info.payload_len == 5 && len == 5);
+  }
 done:
   qbus_subscription_free(sub);
   qbus_message_free(m);

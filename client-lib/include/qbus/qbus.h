@@ -333,6 +333,11 @@ typedef struct qbus_message_info {
   uint64_t dropped_before; /* subject deliveries: messages dropped before this one */
   int retained;
   size_t header_count;
+  /* The key and the payload, as qbus_message_key and qbus_message_payload give them (valid
+   * while the message lives): one call reads a whole message. */
+  const char* key;
+  const void* payload;
+  size_t payload_len;
 } qbus_message_info;
 QBUS_API int qbus_message_info_init_size(qbus_message_info* info, size_t size);
 static inline int qbus_message_info_init(qbus_message_info* info) {
