@@ -146,7 +146,7 @@ Headers headers(const qbus_header* h, std::size_t count, const char* what) {
 SendOptions send_options(const qbus_send_options* o, const char* what) {
   SendOptions s;
   if (o == nullptr) return s;
-  check_size(o->struct_size, sizeof(qbus_send_options), what);
+  check_struct(*o, what);
   s.headers = headers(o->headers, o->header_count, what);
   s.confirm = o->confirm != 0;
   s.ttl = std::chrono::milliseconds(o->ttl_ms);
@@ -158,7 +158,7 @@ SendOptions send_options(const qbus_send_options* o, const char* what) {
 DirectOptions direct_options(const qbus_direct_options* o, const char* what) {
   DirectOptions d;
   if (o == nullptr) return d;
-  check_size(o->struct_size, sizeof(qbus_direct_options), what);
+  check_struct(*o, what);
   d.wait = ms(o->wait_ms);
   d.confirm = o->confirm != 0;
   d.headers = headers(o->headers, o->header_count, what);
@@ -168,7 +168,7 @@ DirectOptions direct_options(const qbus_direct_options* o, const char* what) {
 PublishOptions publish_options(const qbus_publish_options* o, const char* what) {
   PublishOptions p;
   if (o == nullptr) return p;
-  check_size(o->struct_size, sizeof(qbus_publish_options), what);
+  check_struct(*o, what);
   p.headers = headers(o->headers, o->header_count, what);
   p.retain = o->retain != 0;
   p.confirm = o->confirm != 0;
@@ -245,7 +245,7 @@ int qbus_client_connect(const qbus_client_options* o, qbus_client** client) {
     *client = nullptr;
     qbus::ClientOptions opts;
     if (o != nullptr) {
-      check_size(o->struct_size, sizeof(qbus_client_options), what);
+      check_struct(*o, what);
       const auto set = [](std::string& field, const char* s) {
         if (s != nullptr) field = s;
       };
@@ -363,7 +363,7 @@ int qbus_declare(qbus_client* c, const char* key, const qbus_queue_options* o) {
     const auto k = text(key, what, "key");
     qbus::QueueOptions q;
     if (o != nullptr) {
-      check_size(o->struct_size, sizeof(qbus_queue_options), what);
+      check_struct(*o, what);
       if (o->overflow < 0 || o->overflow > QBUS_OVERFLOW_BLOCK) {
         throw Error(Errc::invalid_argument,
                     "qbus_declare: unknown overflow " + std::to_string(o->overflow));
@@ -553,7 +553,7 @@ int qbus_message_info_get(const qbus_message* m, qbus_message_info* info) {
   return plain(what, [&] {
     const auto& msg = message_of(m, what).cpp;
     out_param(info, what, "info");
-    check_size(info->struct_size, sizeof(qbus_message_info), what);
+    check_struct(*info, what);
     info->sender_pid = msg.sender().pid;
     info->sender_uid = msg.sender().uid;
     info->sender_client_id = msg.sender().client_id;

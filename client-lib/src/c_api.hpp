@@ -112,14 +112,40 @@ int with_client(qbus_client* c, const char* what, F&& body) noexcept {
   return guarded(c, what, [&] { body(c->cpp); });
 }
 
+// The least struct_size a struct of the C API takes: the end of its last field in QBUS_0,
+// the first version of the ABI. Frozen: a field added later goes after these, is read or
+// written only when the caller's struct_size covers it, and gets its default only then,
+// so that a program built against an older qbus.h keeps working with a later libqbus.
+template <typename T>
+struct Qbus0;
+#define QBUS_0_ENDS_WITH(type, last)                                               \
+  template <>                                                                      \
+  struct Qbus0<type> {                                                             \
+    static constexpr std::size_t size = offsetof(type, last) + sizeof(type::last); \
+  }
+QBUS_0_ENDS_WITH(qbus_client_options, region_threshold);
+QBUS_0_ENDS_WITH(qbus_send_options, priority);
+QBUS_0_ENDS_WITH(qbus_queue_options, fsync);
+QBUS_0_ENDS_WITH(qbus_direct_options, header_count);
+QBUS_0_ENDS_WITH(qbus_publish_options, confirm);
+QBUS_0_ENDS_WITH(qbus_message_info, payload_len);
+QBUS_0_ENDS_WITH(qbus_subscribe_options, ack);
+QBUS_0_ENDS_WITH(qbus_subject_options, slow);
+#undef QBUS_0_ENDS_WITH
+
+// Refuses a struct that is not initialised (struct_size 0) or older than QBUS_0.
+template <typename T>
+void check_struct(const T& o, const char* what) {
+  check_size(o.struct_size, Qbus0<T>::size, what);
+}
+
 // An options struct's _init_size: the caller's `size` bytes zeroed, struct_size set, then
-// `defaults(*o)`. Every field of this version must be within `size`; a later version of
-// the struct keeps this one's size as its minimum and sets only the defaults that fit.
+// `defaults(*o)`, which sets QBUS_0's fields only (see Qbus0).
 template <typename T, typename F>
 int init_options(T* o, std::size_t size, const char* what, F&& defaults) noexcept {
   return guarded(nullptr, what, [&] {
     out_param(o, what, "options");
-    check_size(size, sizeof(T), what);
+    check_size(size, Qbus0<T>::size, what);
     std::memset(static_cast<void*>(o), 0, size);
     o->struct_size = size;
     defaults(*o);

@@ -47,7 +47,7 @@ int qbus_subscribe(qbus_client* c, const char* key, const qbus_subscribe_options
     *subscription = nullptr;
     qbus::SubscribeOptions opts;
     if (o != nullptr) {
-      check_size(o->struct_size, sizeof(qbus_subscribe_options), what);
+      check_struct(*o, what);
       opts.prefetch = o->prefetch;
       opts.ack = o->ack != 0;
     }
@@ -63,7 +63,7 @@ int qbus_subscribe_subject(qbus_client* c, const char* pattern, const qbus_subje
     *subscription = nullptr;
     qbus::SubjectOptions opts;
     if (o != nullptr) {
-      check_size(o->struct_size, sizeof(qbus_subject_options), what);
+      check_struct(*o, what);
       if (o->slow < 0 || o->slow > QBUS_SLOW_BLOCK) {
         throw Error(Errc::invalid_argument,
                     "qbus_subscribe_subject: unknown slow policy " + std::to_string(o->slow));
