@@ -112,40 +112,36 @@ int with_client(qbus_client* c, const char* what, F&& body) noexcept {
   return guarded(c, what, [&] { body(c->cpp); });
 }
 
-// The least struct_size a struct of the C API takes: the end of its last field in QBUS_0,
-// the first version of the ABI. Frozen: a field added later goes after these, is read or
-// written only when the caller's struct_size covers it, and gets its default only then,
-// so that a program built against an older qbus.h keeps working with a later libqbus.
+// The least struct_size a struct of the C API takes: its size in QBUS_0, the first
+// version of the ABI. A field added later goes at or after that offset (not into tail
+// padding, where an older caller's struct_size would seem to cover it), is read or
+// written only when the caller's struct_size covers it, and gets its default only then;
+// a program built against an older qbus.h then keeps working with a later libqbus.
 template <typename T>
-struct Qbus0;
-#define QBUS_0_ENDS_WITH(type, last)                                               \
-  template <>                                                                      \
-  struct Qbus0<type> {                                                             \
-    static constexpr std::size_t size = offsetof(type, last) + sizeof(type::last); \
-  }
-QBUS_0_ENDS_WITH(qbus_client_options, region_threshold);
-QBUS_0_ENDS_WITH(qbus_send_options, priority);
-QBUS_0_ENDS_WITH(qbus_queue_options, fsync);
-QBUS_0_ENDS_WITH(qbus_direct_options, header_count);
-QBUS_0_ENDS_WITH(qbus_publish_options, confirm);
-QBUS_0_ENDS_WITH(qbus_message_info, payload_len);
-QBUS_0_ENDS_WITH(qbus_subscribe_options, ack);
-QBUS_0_ENDS_WITH(qbus_subject_options, slow);
-#undef QBUS_0_ENDS_WITH
+inline constexpr std::size_t kQbus0Size = sizeof(T);
+// Tripwire: QBUS_0's sizes on LP64. A struct that grows must keep its old size above as
+// a literal instead of sizeof.
+static_assert(sizeof(void*) != 8 ||
+                  (kQbus0Size<qbus_client_options> == 72 && kQbus0Size<qbus_send_options> == 56 &&
+                   kQbus0Size<qbus_queue_options> == 96 && kQbus0Size<qbus_direct_options> == 40 &&
+                   kQbus0Size<qbus_publish_options> == 32 && kQbus0Size<qbus_message_info> == 112 &&
+                   kQbus0Size<qbus_subscribe_options> == 16 &&
+                   kQbus0Size<qbus_subject_options> == 40),
+              "a qbus.h struct changed size: keep its QBUS_0 size as the minimum");
 
 // Refuses a struct that is not initialised (struct_size 0) or older than QBUS_0.
 template <typename T>
 void check_struct(const T& o, const char* what) {
-  check_size(o.struct_size, Qbus0<T>::size, what);
+  check_size(o.struct_size, kQbus0Size<T>, what);
 }
 
 // An options struct's _init_size: the caller's `size` bytes zeroed, struct_size set, then
-// `defaults(*o)`, which sets QBUS_0's fields only (see Qbus0).
+// `defaults(*o)`, which sets QBUS_0's fields only (see kQbus0Size).
 template <typename T, typename F>
 int init_options(T* o, std::size_t size, const char* what, F&& defaults) noexcept {
   return guarded(nullptr, what, [&] {
     out_param(o, what, "options");
-    check_size(size, Qbus0<T>::size, what);
+    check_size(size, kQbus0Size<T>, what);
     std::memset(static_cast<void*>(o), 0, size);
     o->struct_size = size;
     defaults(*o);
