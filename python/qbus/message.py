@@ -66,6 +66,9 @@ class Message:
         # without a call per message. One call gives the key and the payload too.
         info = self._info = _lib.MessageInfo.from_buffer_copy(_INFO)
         check(lib.qbus_message_info_get(ptr, ctypes.byref(info)))
+        if info.key is None:  # a libqbus from before the info carried the key
+            raise RuntimeError("qbus: the loaded libqbus.so.0 is older than this package; "
+                               "install the libqbus that came with it")
         self.key = ctypes.string_at(info.key).decode("utf-8", "replace")
         count = info.header_count
         self.headers = self._read_headers(ptr, count) if count else []

@@ -1,5 +1,6 @@
 """Fixtures: a real qbusd in a temporary directory, ready when it says so (sd_notify
 READY=1 on a socket the fixture binds; see daemons.py). Nothing here sleeps or polls."""
+import os
 import re
 import sys
 import uuid
@@ -10,6 +11,10 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the package from the source tree, uninstalled
 sys.path.insert(0, str(HERE))
+# The source tree's own libqbus, beside the qbusd daemons.py takes, unless told otherwise.
+_BUILT = HERE.parents[1] / "build" / "client-lib" / "libqbus.so.0"
+if "QBUS_LIBRARY" not in os.environ and _BUILT.exists():
+    os.environ["QBUS_LIBRARY"] = str(_BUILT)
 
 from daemons import running_qbusd  # noqa: E402
 

@@ -312,19 +312,19 @@ fi
 # --- the Python package from the .deb (issue 16) ---------------------------------------
 # The system's python3 imports qbus from dist-packages, which loads the installed
 # libqbus.so.0, and sends and receives through the shipped unit's socket.
-py_out=$(timeout 30 python3 - 2>&1 <<'PY'
+py_out=$(timeout 30 python3 - 2>"$dir/python.err" <<'PY'
 import qbus
 with qbus.Client() as c:
     c.send("deb.python", b"from the package")
     m = c.receive("deb.python", timeout=10.0)
-    print(qbus.__file__, m.text if m else None)
+    print(qbus.__file__, m.text if m is not None else None)
 PY
 )
 py_rc=$?
-if [ $py_rc -eq 0 ] && [[ "$py_out" == /usr/lib/python3/dist-packages/qbus/__init__.py*"from the package" ]]; then
+if [ $py_rc -eq 0 ] && [ "$py_out" = "/usr/lib/python3/dist-packages/qbus/__init__.py from the package" ]; then
   pass python "python3 imported qbus from the package and sent and received: '$py_out'"
 else
-  fail python "python3 exit $py_rc: '$py_out'"
+  fail python "python3 exit $py_rc: '$py_out'; stderr: $(tr '\n' ' ' <"$dir/python.err")"
 fi
 
 # --- journalctl -u qbusd: lines with their priority ------------------------------------
