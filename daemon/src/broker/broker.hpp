@@ -273,6 +273,7 @@ class Broker {
     return p ? p->queues.held.size() : 0;
   }
   const BrokerTotals& totals() const { return core_.totals; }
+  const RequestCounters& request_counters() const { return requests_.counters(); }
   const Accounting& accounting() const { return core_.accounting; }
 
  private:

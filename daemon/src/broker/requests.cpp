@@ -32,6 +32,7 @@ void Requests::cancel(Peer& p, RequestMap::iterator it) {
 
 void Requests::arm(PeerId requester, RequestMap::iterator it, std::int32_t timeout_ms,
                    Clock::time_point now) {
+  ++counters_.accepted;
   if (timeout_ms < 0) return;
   it->second.has_deadline = true;
   it->second.deadline = spare_deadlines_.insert_mapped(
@@ -56,6 +57,7 @@ void Requests::abandon(const MessageMeta& m, Errc code, std::string_view text) {
   auto req = requester->requests.requests.find(m.request_id);
   if (req == requester->requests.requests.end() || req->second.seq != m.request_seq) return;
   end(*requester, req);
+  ++counters_.abandoned;
   core_.sink.fail(m.sender.client_id, m.request_id, code, text);
 }
 
@@ -76,6 +78,7 @@ SendOutcome Requests::reply(PeerId from, const Peer& sender, const DirectSend& d
     return rejected(Errc::peer_busy, "the requester is not reading its answers; retry later");
   }
   end(*target, req);
+  ++counters_.answered;
   BrokerTotals& totals = core_.totals;
   ++totals.messages_in;
   ++totals.messages_out;
@@ -98,6 +101,7 @@ void Requests::end(Peer& p, RequestMap::iterator it) {
 
 void Requests::forget(PeerId peer, Peer& p) {
   RequestPeer& rp = p.requests;
+  counters_.requester_gone += rp.requests.size();
   while (!rp.requests.empty())
     end(p, rp.requests.begin());
   // Requests this peer took and never answered cannot be answered any more.
@@ -109,6 +113,7 @@ void Requests::forget(PeerId peer, Peer& p) {
     auto req = r->requests.requests.find(request_id);
     if (req == r->requests.requests.end() || req->second.delivered_to != peer) continue;
     end(*r, req);
+    ++counters_.responder_gone;
     core_.sink.fail(requester, request_id, Errc::no_such_peer,
                     "the receiver of this request disconnected without replying");
   }
@@ -120,6 +125,7 @@ void Requests::fail_all(Errc code, std::string_view text) {
     while (!requests.empty()) {
       const std::uint64_t corr = requests.begin()->first;
       end(p, requests.begin());
+      ++counters_.shut_down;
       core_.sink.fail(id, corr, code, text);
     }
   });
@@ -129,6 +135,7 @@ void Requests::expire_first() {
   const auto [requester, request_id] = deadlines_.begin()->second;
   Peer& p = *core_.peers.find(requester);
   end(p, p.requests.requests.find(request_id));
+  ++counters_.timed_out;
   core_.sink.fail(requester, request_id, Errc::timeout, "no reply within the timeout");
 }
 

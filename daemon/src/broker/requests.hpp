@@ -38,6 +38,18 @@ struct Request {
 using RequestMap = std::unordered_map<std::uint64_t, Request>;
 using HandlingSet = std::set<RequestKey>;
 
+// How requests ended, since start: the outcomes an operator watches (qbus_requests_total).
+// `accepted` counts requests whose message was taken; each ends in exactly one other.
+struct RequestCounters {
+  std::uint64_t accepted = 0;
+  std::uint64_t answered = 0;
+  std::uint64_t timed_out = 0;
+  std::uint64_t abandoned = 0;       // the message was dropped unread (queue deleted, expired)
+  std::uint64_t responder_gone = 0;  // the connection it was handed to left without replying
+  std::uint64_t requester_gone = 0;  // the requester left first
+  std::uint64_t shut_down = 0;       // failed at shutdown
+};
+
 // A peer's state in the request registry.
 struct RequestPeer {
   RequestMap requests;  // its own, by request id
@@ -76,6 +88,7 @@ class Requests {
   void fail_all(Errc code, std::string_view text);
 
   std::optional<Clock::time_point> next_deadline() const { return earliest(deadlines_); }
+  const RequestCounters& counters() const { return counters_; }
   void expire_first();
 
  private:
@@ -83,6 +96,7 @@ class Requests {
   void end(Peer& p, RequestMap::iterator it);
 
   Core& core_;
+  RequestCounters counters_;
   std::uint64_t next_seq_ = 1;
   RequestDeadlineIndex deadlines_;
   // Recycled nodes (node_stash.hpp): steady request traffic allocates nothing.

@@ -106,6 +106,7 @@ void Connection::watch_hangup() {
 }
 
 void Connection::on_readable() {
+  const auto started = broker::Clock::now();
   for (int round = 0; round < kReadRoundsPerWakeup && can_read(); ++round) {
     asio::error_code ec;
     std::span<std::byte> dst;
@@ -150,6 +151,7 @@ void Connection::on_readable() {
   // Reading can make the engine answer (an alert, a key update) with nothing to send.
   if (tls_output_pending() && !flush_pending_ && !closed_) request_flush();
   server_.end_of_batch();
+  server_.note_busy(started);
   wait_readable();
 }
 
@@ -180,9 +182,47 @@ std::size_t Connection::process(std::span<const std::byte> in) {
     if (handle(hr.header, rest.subspan(proto::kHeaderSize, hr.header.body_size)) == Step::stop) {
       break;  // the frame stays unconsumed and is retried on unblock()
     }
+    server_.count_frame();
     used += frame;
   }
   return used;
+}
+
+void Connection::tap(TapEvent e, const broker::SendOutcome& r) {
+  if (r.result == broker::SendResult::blocked) return;
+  e.refused = r.result == broker::SendResult::rejected;
+  if (!e.region) e.size = e.payload.size();
+  server_.tap()->on_message(e);
+}
+
+void Connection::tap_direct(const proto::SendDirect& m, const broker::SendOutcome& r) {
+  tap({.kind = TapKind::direct,
+       .client = *this,
+       .target = m.target,
+       .target_is_client = m.kind == proto::TargetKind::client_id,
+       .reply = m.in_reply_to != 0,
+       .payload = m.payload},
+      r);
+}
+
+void Connection::tap_region(const proto::SendRegion& m, const broker::SendOutcome& r) {
+  TapEvent e{
+      .kind = TapKind::send, .client = *this, .key = m.key, .size = m.length, .region = true};
+  switch (m.target_kind) {
+    case proto::RegionTarget::queue:
+      break;
+    case proto::RegionTarget::subject:
+      e.kind = TapKind::publish;
+      break;
+    case proto::RegionTarget::pid:
+    case proto::RegionTarget::client_id:
+      e.kind = TapKind::direct;
+      e.key = {};
+      e.target = m.target;
+      e.target_is_client = m.target_kind == proto::RegionTarget::client_id;
+      break;
+  }
+  tap(e, r);
 }
 
 Connection::Step Connection::answer(const proto::Header& h, const broker::SendOutcome& r,
@@ -264,7 +304,11 @@ Connection::Step Connection::dispatch(const proto::Header& h, proto::Bytes body)
     case FrameType::send: {
       proto::Send m;
       if (auto e = proto::decode_send(body, m); e != Errc::ok) return bad_body(e);
-      return answer(h, broker.send(id_, m.key, m.payload, now, props()), confirm);
+      const auto r = broker.send(id_, m.key, m.payload, now, props());
+      if (server_.tap()) [[unlikely]] {
+        tap({.kind = TapKind::send, .client = *this, .key = m.key, .payload = m.payload}, r);
+      }
+      return answer(h, r, confirm);
     }
     case FrameType::receive: {
       proto::Receive m;
@@ -282,7 +326,10 @@ Connection::Step Connection::dispatch(const proto::Header& h, proto::Bytes body)
       if (auto e = proto::decode_send_direct(body, m); e != Errc::ok) return bad_body(e);
       const broker::DirectSend d{m.kind,        m.target, m.in_reply_to, m.wait_ms,
                                  h.correlation, confirm,  headers()};
-      return answer(h, broker.send_direct(id_, d, m.payload, now), confirm);
+      const auto r = broker.send_direct(id_, d, m.payload, now);
+      if (server_.tap()) [[unlikely]]
+        tap_direct(m, r);
+      return answer(h, r, confirm);
     }
     case FrameType::receive_direct: {
       proto::ReceiveDirect m;
@@ -299,9 +346,12 @@ Connection::Step Connection::dispatch(const proto::Header& h, proto::Bytes body)
       proto::Request m;
       if (auto e = proto::decode_request(body, m); e != Errc::ok) return bad_body(e);
       // Accepted: the answer is the reply (or a timeout) under this correlation, later.
-      return answer(
-          h, broker.request(id_, h.correlation, m.key, m.payload, m.timeout_ms, now, headers()),
-          false);
+      const auto r =
+          broker.request(id_, h.correlation, m.key, m.payload, m.timeout_ms, now, headers());
+      if (server_.tap()) [[unlikely]] {
+        tap({.kind = TapKind::request, .client = *this, .key = m.key, .payload = m.payload}, r);
+      }
+      return answer(h, r, false);
     }
     case FrameType::ping:
       if (!body.empty()) return bad_body(Errc::malformed_frame);
@@ -402,7 +452,10 @@ Connection::Step Connection::handle_region(const proto::Header& h, proto::Bytes 
       rs.confirm = confirm;
       rs.release = m.release;
       rs.props = props();
-      return answer(h, broker.send_region(id_, rs, now_), confirm);
+      const auto r = broker.send_region(id_, rs, now_);
+      if (server_.tap()) [[unlikely]]
+        tap_region(m, r);
+      return answer(h, r, confirm);
     }
     case FrameType::region_release: {
       std::uint64_t rid = 0;

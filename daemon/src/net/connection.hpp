@@ -24,6 +24,7 @@
 #include <variant>
 
 #include "broker/broker.hpp"
+#include "net/tap.hpp"
 #include "net/tls.hpp"
 #include "net/uid_output.hpp"
 #include "qbus/proto/buffer.hpp"
@@ -118,6 +119,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const broker::Identity& identity() const { return identity_; }
   const std::string& description() const { return description_; }
   const std::string& remote_ip() const { return remote_ip_; }
+  // "unix", "tcp" or "tls": how the peer reached qbusd.
+  std::string_view transport() const {
+    if (!identity_.tcp) return "unix";
+    return tls_server_ ? "tls" : "tcp";
+  }
   bool authenticated() const { return authenticated_; }
   // The supplementary groups of the uid a TLS client certificate mapped this peer to.
   std::span<const std::uint32_t> mapped_groups() const {
@@ -227,6 +233,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Refuses a message frame whose PROPERTIES gave it a time to live, delay or priority.
   Step refuse_timed(const proto::Header& h);
   void deliver_info(std::uint64_t correlation, const broker::DeliveryExtras& e);
+  // Reports a message this client sent to the attached monitor (tap.hpp), with whether the
+  // broker took it. A paused send is reported when it is retried. Callers test
+  // server_.tap() first, so that without a monitor a message pays that test only.
+  void tap(TapEvent e, const broker::SendOutcome& r);
+  void tap_direct(const proto::SendDirect& m, const broker::SendOutcome& r);
+  void tap_region(const proto::SendRegion& m, const broker::SendOutcome& r);
   // Turns the broker's verdict on a send into frames: OK (when asked), ERROR, or a pause.
   Step answer(const proto::Header& h, const broker::SendOutcome& r, bool ok_on_success);
   void misbehaved(Errc code, std::string_view text);  // logs, rate-limited

@@ -26,7 +26,11 @@ Connection::Step Connection::handle_pubsub(const proto::Header& h, proto::Bytes 
     }
     const broker::PublishSend p{
         m.subject, m.payload, headers(), {}, (h.flags & proto::kFlagRetain) != 0};
-    return answer(h, broker.publish(id_, p, now_), confirm);
+    const auto r = broker.publish(id_, p, now_);
+    if (server_.tap()) [[unlikely]] {
+      tap({.kind = TapKind::publish, .client = *this, .key = m.subject, .payload = m.payload}, r);
+    }
+    return answer(h, r, confirm);
   }
   proto::SubscribeSubject m;
   if (auto e = proto::decode_body(body, m); e != Errc::ok) {

@@ -54,6 +54,11 @@ bool MemfdBacking::idle() const {
   return to_close_.empty() && !busy_;
 }
 
+std::size_t MemfdBacking::pending_closes() const {
+  std::lock_guard lk(mu_);
+  return to_close_.size() + (busy_ ? 1 : 0);
+}
+
 bool MemfdBacking::wait_idle(std::chrono::milliseconds timeout) const {
   std::unique_lock lk(mu_);
   return idle_cv_.wait_for(lk, timeout, [this] { return idle(); });

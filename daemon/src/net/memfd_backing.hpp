@@ -52,6 +52,9 @@ class MemfdBacking final : public broker::RegionBacking {
   // The largest region create() makes from now on (a configuration reload).
   void set_max_region_bytes(std::uint64_t max) { max_ = max; }
 
+  // How many fds wait for the worker to close them (qbus_region_closes_pending).
+  std::size_t pending_closes() const;
+
   // Waits until the worker has closed every fd handed to it or `timeout` passed; true when
   // idle. For tests.
   bool wait_idle(std::chrono::milliseconds timeout) const;

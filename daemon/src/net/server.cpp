@@ -395,7 +395,25 @@ void Server::stop(std::function<void()> done) {
 
 void Server::deliver(broker::PeerId to, std::uint64_t correlation, bool last,
                      const broker::Delivery& d) {
-  if (Connection* c = find(to)) c->deliver(correlation, last, d);
+  if (Connection* c = find(to)) {
+    c->deliver(correlation, last, d);
+    if (tap_) [[unlikely]] {
+      tap_->on_message(TapEvent{.kind = TapKind::deliver,
+                                .client = *c,
+                                .key = d.key,
+                                .sender = &d.sender,
+                                .size = d.region.id != 0 ? d.region.length : d.payload.size(),
+                                .region = d.region.id != 0,
+                                .payload = d.payload});
+    }
+  }
+}
+
+void Server::note_busy(broker::Clock::time_point started) {
+  loop_.busy += broker::Clock::now() - started;
+  ++loop_.batches;
+  loop_.last_batch_frames = frames_in_batch_;
+  frames_in_batch_ = 0;
 }
 
 void Server::fail(broker::PeerId to, std::uint64_t correlation, Errc code, std::string_view text) {

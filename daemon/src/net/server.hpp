@@ -18,6 +18,7 @@
 
 #include "broker/broker.hpp"
 #include "net/memfd_backing.hpp"
+#include "net/tap.hpp"
 #include "net/tcp_auth.hpp"
 #include "net/tls.hpp"
 #include "net/uid_output.hpp"
@@ -89,13 +90,42 @@ class Server final : public broker::Sink {
   // "host:port" the TCP listener is bound to (the real port when 0 was asked for).
   std::string tcp_endpoint() const;
 
+  // The monitor's tap (tap.hpp): null while no monitor is attached. The listener outlives
+  // its installation; set_tap(nullptr) removes it.
+  TapListener* tap() const { return tap_; }
+  void set_tap(TapListener* listener) { tap_ = listener; }
+
+  // How busy the event loop is with clients' frames (qbus_event_loop_*): the time from a
+  // connection's wake-up to the end of the batch it read, summed; batches; and the frames
+  // of the last one.
+  struct LoopStats {
+    broker::Clock::duration busy{};
+    std::uint64_t batches = 0;
+    std::uint32_t last_batch_frames = 0;
+  };
+  const LoopStats& loop_stats() const { return loop_; }
+  // The output accounting of `uid`'s connections; null when it has none.
+  const UidOutput* uid_output(std::uint32_t uid) const {
+    const auto it = uid_output_.find(uid);
+    return it == uid_output_.end() ? nullptr : &it->second;
+  }
+  // Region fds waiting to be passed, over all connections.
+  std::uint64_t fds_in_flight() const { return fds_in_flight_; }
+  // The memfds handed to the backing's worker and not closed yet.
+  std::size_t region_closes_pending() const { return backing_.pending_closes(); }
+
   // Called by connections.
+  void count_frame() { ++frames_in_batch_; }
+  // A connection's wake-up that began at `started` is done (its batch flushed).
+  void note_busy(broker::Clock::time_point started);
   // Connection `id` has output to write: it is flushed at the end of the batch. Each
   // connection asks once per batch (Connection::mark_dirty).
   void flush_at_end_of_batch(broker::PeerId id) { dirty_.push_back(id); }
   void end_of_batch();  // flush dirty connections, re-arm the deadline timer
   void forget(broker::PeerId id);
   TcpAuth& tcp_auth() { return tcp_auth_; }
+  const TcpAuth::Counters& tcp_auth_counters() const { return tcp_auth_.counters(); }
+  std::size_t tcp_auth_pending() const { return tcp_auth_.pending(); }
   // A TCP peer presented the token: it becomes a broker peer now (TCP peers are not
   // registered before, so unauthenticated connections hold no quota, inbox or id).
   Errc authenticated(Connection& c);
@@ -199,6 +229,9 @@ class Server final : public broker::Sink {
   broker::PeerId last_found_id_ = 0;
   Connection* last_found_ = nullptr;
   std::vector<broker::PeerId> dirty_;
+  TapListener* tap_ = nullptr;
+  LoopStats loop_;
+  std::uint32_t frames_in_batch_ = 0;
   std::unordered_map<ProcessKey, std::unique_ptr<ProcessWatch>, ProcessKeyHash> processes_;
   // Unix connections whose process had exited before they were accepted.
   std::unordered_set<broker::PeerId> exited_at_accept_;

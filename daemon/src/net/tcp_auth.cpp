@@ -79,11 +79,12 @@ std::string_view TcpAuth::evict_for(broker::PeerId newcomer, const std::string& 
   const auto c = server_.connection(victim->id);  // a strong reference: closing it forgets it
   release(victim->id);
   if (!c) return {};
-  if (++evictions_ <= 3 || evictions_ % 100 == 0) {
+  const std::uint64_t evictions = ++counters_.evicted;
+  if (evictions <= 3 || evictions % 100 == 0) {
     spdlog::warn(
         "closing unauthenticated client {} ({}) to make room for client {}: {} TCP "
         "connections are waiting to authenticate ({} evictions so far)",
-        c->id(), c->description(), newcomer, kMaxPreauthTotal, evictions_);
+        c->id(), c->description(), newcomer, kMaxPreauthTotal, evictions);
   }
   if (c->closing()) {
     c->close();  // going anyway
@@ -132,6 +133,7 @@ void TcpAuth::expire() {
   }
   for (const auto& c : due) {
     release(c->id());
+    ++counters_.timed_out;
     spdlog::warn(
         "client {} ({}): closed: still unauthenticated after the handshake timeout "
         "plus the longest refusal delay",
@@ -146,11 +148,13 @@ TcpAuth::Verdict TcpAuth::check(std::string_view token, const std::string& sourc
   if (token_matches(token, token_)) return Verdict{true};
   // The delay follows the failures before this one, so the first few are answered at once.
   const auto d = delay(source);
+  ++counters_.wrong_token;
   return Verdict{false, d, failed(source)};
 }
 
 TcpAuth::Verdict TcpAuth::handshake_failed(const std::string& source) {
   const auto d = delay(source);
+  ++counters_.tls_handshake;
   return Verdict{false, d, failed(source)};
 }
 

@@ -55,6 +55,17 @@ class TcpAuth {
   // required, plain bytes to a TLS port): recorded like a wrong token, with the same delay.
   Verdict handshake_failed(const std::string& source);
 
+  // Failures since start, by reason (qbus_tcp_auth_failures_total).
+  struct Counters {
+    std::uint64_t wrong_token = 0;
+    std::uint64_t tls_handshake = 0;
+    std::uint64_t timed_out = 0;  // no token within the handshake timeout
+    std::uint64_t evicted = 0;    // closed to make room in a full table
+  };
+  const Counters& counters() const { return counters_; }
+  // Unauthenticated connections now.
+  std::size_t pending() const { return preauth_.size(); }
+
  private:
   struct Failures {
     std::uint32_t count = 0;
@@ -84,7 +95,7 @@ class TcpAuth {
   std::unordered_map<std::string, std::uint32_t> preauth_by_source_;
   asio::steady_timer timer_;  // for the earliest Preauth::deadline
   broker::Clock::time_point armed_for_{};
-  std::uint64_t evictions_ = 0;  // for sampling their log lines
+  Counters counters_;  // counters_.evicted also samples the eviction log lines
 };
 
 }  // namespace qbus::daemon
