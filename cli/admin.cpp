@@ -27,7 +27,9 @@ struct Failure : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-std::string resolve_admin_path(const AdminCommand& cmd) {
+}  // namespace
+
+std::string admin_socket_path(const AdminCommand& cmd) {
   std::string text = cmd.address;
   if (text.empty()) {
     if (const char* env = std::getenv("QBUS_ADMIN_ADDRESS"); env && *env) text = env;
@@ -57,25 +59,36 @@ std::string resolve_admin_path(const AdminCommand& cmd) {
   return a->path;
 }
 
-// One request line out, one answer line back.
-json ask_admin(const std::string& path, const json& request) {
+int connect_admin(const std::string& path) {
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw Failure(std::string("socket: ") + std::strerror(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(sa.sun_path)) throw Failure("admin socket path too long: " + path);
+  if (path.size() >= sizeof(sa.sun_path)) {
+    ::close(fd);
+    throw Failure("admin socket path too long: " + path);
+  }
   std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
     const int err = errno;
+    ::close(fd);
     std::string text = "cannot connect to the admin socket " + path + ": " + std::strerror(err);
     if (err == ENOENT || err == ECONNREFUSED) text += " (is qbusd running?)";
     if (err == EACCES) text += " (run as root or as a member of the admin group)";
     throw Failure(text);
   }
+  return fd;
+}
+
+namespace {
+
+// One request line out, one answer line back.
+json ask_admin(const std::string& path, const json& request) {
+  const int fd = connect_admin(path);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
   const std::string line = request.dump() + "\n";
   for (std::size_t done = 0; done < line.size();) {
     const ssize_t n = ::send(fd, line.data() + done, line.size() - done, MSG_NOSIGNAL);
@@ -506,7 +519,7 @@ void print_done(const AdminCommand& cmd, const json& answer) {
 
 int run_admin(const AdminCommand& cmd) {
   try {
-    const std::string path = resolve_admin_path(cmd);
+    const std::string path = admin_socket_path(cmd);
     json request{{"request", cmd.request}};
     if (!cmd.key.empty()) request["key"] = cmd.key;
     if (cmd.request == "disconnect") request["id"] = cmd.id;

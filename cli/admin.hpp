@@ -27,6 +27,21 @@ struct AdminCommand {
   std::vector<std::uint32_t> to_gids;   // its groups, the first its primary group
 };
 
+// The admin socket's path for `cmd`: --admin-address, else $QBUS_ADMIN_ADDRESS, else beside
+// --address's socket, else the defaults. Throws std::runtime_error naming the problem.
+std::string admin_socket_path(const AdminCommand& cmd);
+// A connected socket to the admin socket at `path`, which the caller closes. Throws
+// std::runtime_error with one line naming the problem (and the likely cause).
+int connect_admin(const std::string& path);
+
+// `qbusctl monitor [PATTERN]` (monitor.cpp): live traffic through the admin socket.
+struct MonitorArgs {
+  std::string pattern;               // empty: everything
+  std::uint32_t payload_bytes = 64;  // of each payload shown
+  long long count = 0;               // events to show before exiting; 0: no limit
+};
+int run_monitor(const AdminCommand& where, const MonitorArgs& a);
+
 // Runs the command; returns the exit code (0, or 1 with one line on stderr; policy-check
 // exits kExitDenied when the policy denies).
 inline constexpr int kExitDenied = 4;

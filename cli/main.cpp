@@ -431,6 +431,35 @@ void add_admin_commands(CLI::App& app, AdminArgs& a) {
       ->option_text("GID");
 }
 
+CLI::App* add_monitor(CLI::App& app, qbusctl::MonitorArgs& m) {
+  auto* monitor = app.add_subcommand(
+      "monitor",
+      "Show live traffic as it passes: sends, requests, direct messages, publishes and "
+      "deliveries, with time, process, target, size and the payload's first bytes (admin "
+      "socket). A monitor that reads too slowly loses events, never slows the bus");
+  monitor->add_option("PATTERN", m.pattern,
+                      "Show only messages whose queue key or subject matches this glob (*, ?, "
+                      "[...]); direct messages match @PID of their target, or @client:ID");
+  monitor->add_option("--payload-bytes", m.payload_bytes, "Bytes of each payload to show")
+      ->option_text("N (0..1024, default 64)")
+      ->check(CLI::Range(0u, 1024u));
+  monitor->add_option("--count", m.count, "Exit after N events")
+      ->option_text("N")
+      ->check(CLI::PositiveNumber);
+  monitor->fallthrough();
+  return monitor;
+}
+
+// The monitor's admin socket, found as the admin commands find it.
+int run_monitor_command(const Globals& g, const qbusctl::MonitorArgs& m) {
+  qbusctl::AdminCommand where;
+  where.address = g.admin_address;
+  where.client_address =
+      g.address.empty() && std::getenv("QBUS_ADDRESS") ? std::getenv("QBUS_ADDRESS") : g.address;
+  where.json = g.json;
+  return qbusctl::run_monitor(where, m);
+}
+
 // The uid, primary gid and supplementary groups of user `name` into `admin`, the way
 // `id NAME` finds them (the passwd entry, then every group naming the user); false when
 // this machine does not know the name.
@@ -560,6 +589,8 @@ int main(int argc, char** argv) {
   CLI::App* subscribe = qbusctl::add_sub(app, sub_args);
   AdminArgs admin;
   add_admin_commands(app, admin);
+  qbusctl::MonitorArgs monitor_args;
+  CLI::App* monitor = add_monitor(app, monitor_args);
 
   try {
     app.parse(argc, argv);
@@ -578,6 +609,7 @@ int main(int argc, char** argv) {
     if (sub->parsed()) return run_admin_command(g, admin, *sub);
   }
   if (admin.policy_check->parsed()) return run_admin_command(g, admin, *admin.policy_check);
+  if (monitor->parsed()) return run_monitor_command(g, monitor_args);
   try {
     if (send->parsed()) return run_send(g, send_args);
     if (recv->parsed()) return run_recv(g, recv_args);

@@ -21,6 +21,9 @@ QBUS_PACKAGES=(
   debootstrap systemd-container
   # useradd, groupadd, userdel, groupdel: the policy table test creates real users and groups.
   passwd
+  # The metrics test: promtool checks qbusd's /metrics answer, a real Prometheus scrapes it,
+  # and curl asks Prometheus's HTTP API.
+  prometheus curl
 )
 
 qbus_missing_packages() {

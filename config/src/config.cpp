@@ -180,6 +180,19 @@ void read_storage(Object& o, StorageSettings& s) {
   o.number("segment_bytes", s.segment_bytes, kMinSegmentBytes, kMaxSegmentBytes);
 }
 
+void read_metrics(Object& o, MetricsSettings& m) {
+  o.string("listen", m.listen);
+  o.number("max_queue_series", m.max_queue_series, 0u, kMaxQueueSeriesCeiling);
+  if (m.listen.empty()) return;
+  std::string why;
+  const auto a = proto::parse_address(m.listen, why, true);
+  if (!a) bad("metrics.listen", why);
+  if (a->tls) bad("metrics.listen", "must be unix:/path or tcp:HOST:PORT (no TLS)");
+  if (a->kind == proto::Address::Kind::unix_socket && !m.listen.starts_with("unix:")) {
+    bad("metrics.listen", "must be unix:/path or tcp:HOST:PORT, such as \"tcp:127.0.0.1:9464\"");
+  }
+}
+
 // Every row of limits.def, in its order, so that of several bad values the same one is
 // named every time.
 void read_limits(Object& o, Config& c) {
@@ -472,6 +485,7 @@ Config from_json(const json& root) {
     bad("policy_dir", "must be an absolute path");
   }
   read_section(top, "storage", [&](Object& o) { read_storage(o, c.storage); });
+  read_section(top, "metrics", [&](Object& o) { read_metrics(o, c.metrics); });
   top.string("bus", c.bus);
   if (c.bus != "auto" && c.bus != "system" && c.bus != "user") {
     bad("bus", "must be \"auto\", \"system\" or \"user\"");
@@ -712,6 +726,8 @@ std::string to_json_text(const Config& c, const std::string& socket_path,
                      {"fsync", proto::fsync_name(c.storage.fsync)},
                      {"batch_ms", c.storage.batch_ms},
                      {"segment_bytes", c.storage.segment_bytes}};
+  root["metrics"] = {{"listen", c.metrics.listen},
+                     {"max_queue_series", c.metrics.max_queue_series}};
   // A system bus always has a policy, if only its baseline and default.
   if (c.policy.configured || is_system_bus(c)) {
     root["policy"] = policy_json(c.policy, effective_default_allow(c));

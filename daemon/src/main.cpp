@@ -22,6 +22,7 @@
 #include <string_view>
 
 #include "admin/admin_server.hpp"
+#include "admin/metrics_server.hpp"
 #include "net/server.hpp"
 #include "qbus/config/config.hpp"
 #include "qbus/proto/address.hpp"
@@ -414,14 +415,16 @@ bool start_admin(qbus::daemon::AdminServer& admin, int inherited_admin_fd) {
 class Service {
  public:
   Service(asio::io_context& io, qbus::daemon::Server& server, qbus::daemon::AdminServer& admin,
-          Config config, std::string config_path, const Flags& flags)
+          qbus::daemon::MetricsServer* metrics, Config config, std::string config_path,
+          const Flags& flags)
       : io_(io),
         server_(server),
         admin_(admin),
+        metrics_(metrics),
         config_(std::move(config)),
         config_path_(std::move(config_path)),
         flags_(flags),
-        listening_(listening_text(server, admin)),
+        listening_(listening_text(server, admin, metrics)),
         notifier_(io, [this] { return status(); }),
         hooks_{[this](const Config& c) {
           admin_.update(c.admin_group, qbus::config::to_json_text(c, server_.options().socket_path,
@@ -463,10 +466,13 @@ class Service {
 
  private:
   static std::string listening_text(const qbus::daemon::Server& server,
-                                    const qbus::daemon::AdminServer& admin) {
+                                    const qbus::daemon::AdminServer& admin,
+                                    const qbus::daemon::MetricsServer* metrics) {
     std::string text = server.options().socket_path;
     if (const auto tcp = server.tcp_endpoint(); !tcp.empty()) text += " and tcp " + tcp;
-    return text + " (admin " + admin.socket_path() + ")";
+    text += " (admin " + admin.socket_path();
+    if (metrics) text += ", metrics " + metrics->endpoint();
+    return text + ")";
   }
 
   // What SIGHUP reads: the config file, or a system bus's drop-ins when it has none.
@@ -516,15 +522,17 @@ class Service {
     hup_.cancel();
     reloader_.stop();
     admin_.stop();
+    if (metrics_) metrics_->stop();
     server_.stop([this] { io_.stop(); });
   }
 
   asio::io_context& io_;
   qbus::daemon::Server& server_;
   qbus::daemon::AdminServer& admin_;
-  Config config_;                  // the configuration in effect; each reload replaces it
-  const std::string config_path_;  // the file SIGHUP reads again; empty: none
-  const Flags& flags_;             // they win over the file at every reload too
+  qbus::daemon::MetricsServer* metrics_;  // null: no metrics.listen
+  Config config_;                         // the configuration in effect; each reload replaces it
+  const std::string config_path_;         // the file SIGHUP reads again; empty: none
+  const Flags& flags_;                    // they win over the file at every reload too
   const std::string listening_;
   std::string status_note_;  // the outcome of the last reload, while it matters
   qbus::daemon::ServiceNotifier notifier_;
@@ -567,7 +575,21 @@ int run(Startup startup, const Flags& flags) {
   admin_opts.storage = &storage;
   qbus::daemon::AdminServer admin(io, server, std::move(admin_opts));
   if (!start_admin(admin, inherited_admin_fd)) return 1;
-  Service service(io, server, admin, std::move(config), std::move(startup.config_path), flags);
+  std::optional<qbus::daemon::MetricsServer> metrics;
+  if (!config.metrics.listen.empty()) {
+    metrics.emplace(
+        io, server,
+        qbus::daemon::MetricsOptions{config.metrics.listen, config.metrics.max_queue_series,
+                                     QBUS_VERSION, &storage, &admin.monitor_counters()});
+    try {
+      metrics->start();
+    } catch (const std::exception& e) {
+      startup_failed(e.what());
+      return 1;
+    }
+  }
+  Service service(io, server, admin, metrics ? &*metrics : nullptr, std::move(config),
+                  std::move(startup.config_path), flags);
   return service.run();
 }
 

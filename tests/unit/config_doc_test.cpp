@@ -156,6 +156,19 @@ TEST(ConfigDoc, ExampleFileShowsTheStorageDefaults) {
   EXPECT_EQ(r.config->storage, d);
 }
 
+TEST(ConfigDoc, ExampleFileShowsTheMetricsDefaults) {
+  const std::string example = read_source("config/qbusd.example.json");
+  const MetricsSettings d;
+  for (const std::string& entry :
+       {std::string("\"metrics\": {"), std::string("\"listen\": \"\""),
+        "\"max_queue_series\": " + std::to_string(d.max_queue_series)}) {
+    EXPECT_NE(example.find(entry), std::string::npos) << "missing " << entry;
+  }
+  const auto r = parse(example);
+  ASSERT_TRUE(r.config) << r.error;
+  EXPECT_EQ(r.config->metrics, d);
+}
+
 // The example claims to show every setting with its default; obsolete ones are left out.
 TEST(ConfigDoc, ExampleFileShowsEveryLimitWithItsDefault) {
   const std::string example = read_source("config/qbusd.example.json");

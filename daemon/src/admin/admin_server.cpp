@@ -233,6 +233,13 @@ class AdminServer::Session : public std::enable_shared_from_this<Session> {
             self->out_ = dump(error_answer("internal_error", e.what()));
           }
           self->out_.push_back('\n');
+          if (auto m = std::exchange(self->admin_.pending_monitor_, std::nullopt)) {
+            // From now on the connection is a monitor's stream (monitor.hpp).
+            self->admin_.monitor_.attach(std::move(self->socket_), std::move(m->pattern),
+                                         m->payload_bytes, std::move(self->out_));
+            self->admin_.sessions_.erase(self.get());
+            return;
+          }
           asio::async_write(self->socket_, asio::buffer(self->out_),
                             [self](const asio::error_code& wec, std::size_t) {
                               if (wec) {
@@ -251,7 +258,12 @@ class AdminServer::Session : public std::enable_shared_from_this<Session> {
 };
 
 AdminServer::AdminServer(asio::io_context& io, Server& server, AdminOptions options)
-    : server_(server), options_(std::move(options)), acceptor_(io), sampler_(io), retry_(io) {}
+    : server_(server),
+      options_(std::move(options)),
+      acceptor_(io),
+      sampler_(io),
+      retry_(io),
+      monitor_(server) {}
 
 AdminServer::~AdminServer() {
   stop();
@@ -313,6 +325,7 @@ void AdminServer::stop() {
     if (auto s = weak.lock()) s->close();
   }
   sessions_.clear();
+  monitor_.stop();
   if (own_socket_) unlink_if_ours(options_.socket_path, bound_);
 }
 
@@ -416,6 +429,7 @@ json AdminServer::handle(const std::string& line) {
       {"policy-check", &AdminServer::check_policy},
       {"subscriptions", &AdminServer::list_subscriptions},
       {"topics", &AdminServer::show_topics},
+      {"monitor", &AdminServer::start_monitor},
   };
   const std::string what = req["request"];
   for (const auto& [name, command] : kCommands) {

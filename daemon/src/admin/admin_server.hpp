@@ -20,6 +20,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "admin/monitor.hpp"
 #include "net/server.hpp"
 #include "net/unix_socket.hpp"
 
@@ -52,6 +53,7 @@ class AdminServer {
   void update(const std::string& group, std::string config_json);
 
   const std::string& socket_path() const { return options_.socket_path; }
+  const MonitorCounters& monitor_counters() const { return monitor_.counters(); }
 
  private:
   class Session;
@@ -84,6 +86,9 @@ class AdminServer {
   // Publish/subscribe (topics_json.cpp).
   nlohmann::json list_subscriptions(const nlohmann::json& req);
   nlohmann::json show_topics(const nlohmann::json& req);
+  // `monitor` (monitor.cpp): checks the request and leaves it in pending_monitor_ for the
+  // session, which hands its connection to the Monitor once the answer is written.
+  nlohmann::json start_monitor(const nlohmann::json& req);
   // `purge` or `delete` (`what`) of the one queue named by "key".
   nlohmann::json drop_queue(const std::string& what, const nlohmann::json& req);
   // `delete` with a glob "pattern" instead of a key.
@@ -101,6 +106,12 @@ class AdminServer {
   std::deque<Sample> samples_;  // one a second over the rate window
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;
+  Monitor monitor_;
+  struct MonitorRequest {
+    std::string pattern;
+    std::size_t payload_bytes = Monitor::kDefaultPayloadBytes;
+  };
+  std::optional<MonitorRequest> pending_monitor_;  // set by start_monitor, taken by a Session
 };
 
 }  // namespace qbus::daemon

@@ -60,6 +60,10 @@ void keep_restart_only(const Config& running, const Config& next, Config& effect
        next.storage.batch_ms);
   keep("storage.segment_bytes", effective.storage.segment_bytes, running.storage.segment_bytes,
        next.storage.segment_bytes);
+  // The endpoint is bound once, at startup.
+  keep("metrics.listen", effective.metrics.listen, running.metrics.listen, next.metrics.listen);
+  keep("metrics.max_queue_series", effective.metrics.max_queue_series,
+       running.metrics.max_queue_series, next.metrics.max_queue_series);
 }
 
 void apply_limits(const Config& running, const Config& effective, Server& server) {

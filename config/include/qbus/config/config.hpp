@@ -57,6 +57,16 @@ struct StorageSettings {
   bool operator==(const StorageSettings&) const = default;
 };
 
+// The Prometheus endpoint (config/README.md, "metrics"). Read once at startup: a reload
+// keeps the running values.
+inline constexpr std::uint32_t kMaxQueueSeriesCeiling = 1'000'000;
+struct MetricsSettings {
+  std::string listen;  // "unix:/path" or "tcp:HOST:PORT"; empty: no endpoint
+  // Queues given series of their own; the rest are summed under queue="(other)".
+  std::uint32_t max_queue_series = 1000;
+  bool operator==(const MetricsSettings&) const = default;
+};
+
 // One rule of the access policy (config/README.md, "policy"), validated: user and group
 // names are resolved to ids here, at load time (the broker never looks names up).
 struct PolicyRuleSettings {
@@ -159,6 +169,7 @@ struct Config : LimitValues {
   // uses a configuration, so the one in effect is always "system" or "user".
   std::string bus = "auto";
   StorageSettings storage;
+  MetricsSettings metrics;
 };
 
 // On a system bus the policy is always on, with its baseline (each uid's private namespace,
