@@ -189,6 +189,7 @@ class AdminServer::Session : public std::enable_shared_from_this<Session> {
       : admin_(admin), socket_(std::move(socket)), in_(kMaxLine) {}
 
   void start() { read(); }
+  LogFields peer;  // pid and uid, for the log lines of its requests
   int native_handle() { return socket_.native_handle(); }
   void refuse(std::string line) {
     out_ = std::move(line);
@@ -225,13 +226,16 @@ class AdminServer::Session : public std::enable_shared_from_this<Session> {
             self->read();  // blank lines are harmless
             return;
           }
+          self->admin_.requester_ = self->peer;
           try {
             self->out_ = dump(self->admin_.handle(line));
           } catch (const std::exception& e) {
             // A fault answering one request must not end the broker's event loop.
-            spdlog::error("admin socket: internal error answering a request: {}", e.what());
+            log_with(self->peer, spdlog::level::err,
+                     "admin socket: internal error answering a request: {}", e.what());
             self->out_ = dump(error_answer("internal_error", e.what()));
           }
+          self->admin_.requester_ = {};
           self->out_.push_back('\n');
           if (auto m = std::exchange(self->admin_.pending_monitor_, std::nullopt)) {
             // From now on the connection is a monitor's stream (monitor.hpp).
@@ -339,7 +343,7 @@ void AdminServer::sample() {
   });
 }
 
-bool AdminServer::permitted(int fd, std::string& who) const {
+bool AdminServer::permitted(int fd, LogFields& peer, std::string& who) const {
   ucred cred{};
   socklen_t len = sizeof(cred);
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
@@ -347,6 +351,8 @@ bool AdminServer::permitted(int fd, std::string& who) const {
     return false;
   }
   who = "pid " + std::to_string(cred.pid) + " uid " + std::to_string(cred.uid);
+  peer.pid = cred.pid;
+  peer.uid = cred.uid;
   if (cred.uid == 0 || cred.uid == ::geteuid()) return true;
   if (!group_gid_) return false;
   if (cred.gid == *group_gid_) return true;
@@ -383,18 +389,23 @@ void AdminServer::accept() {
     std::string who;
     // The socket is not the only gate: its mode may be loosened by mistake, and a
     // systemd-made socket is set up elsewhere.
-    if (!permitted(session->native_handle(), who)) {
-      spdlog::warn("admin socket: refused {}: not root, qbusd's uid or in the admin group", who);
+    LogFields& peer = session->peer;
+    if (!permitted(session->native_handle(), peer, who)) {
+      peer.errc = Errc::permission_denied;
+      log_with(peer, spdlog::level::warn,
+               "admin socket: refused {}: not root, qbusd's uid or in the admin group", who);
       session->refuse(dump(error_answer("permission_denied",
                                         "the admin socket is for root, qbusd's user and members "
                                         "of the admin group")) +
                       "\n");
     } else if (sessions_.size() > kMaxSessions) {
-      spdlog::warn("admin socket: refused {}: {} admin connections already", who, kMaxSessions);
+      peer.errc = Errc::too_many_connections;
+      log_with(peer, spdlog::level::warn, "admin socket: refused {}: {} admin connections already",
+               who, kMaxSessions);
       session->refuse(dump(error_answer("too_many_connections", "too many admin connections")) +
                       "\n");
     } else {
-      spdlog::debug("admin socket: {} connected", who);
+      log_with(peer, spdlog::level::debug, "admin socket: {} connected", who);
       session->start();
     }
     accept();
@@ -487,7 +498,8 @@ json AdminServer::drop_queue(const std::string& what, const json& req) {
   auto& broker = server_.broker();
   const auto dropped = what == "purge" ? broker.purge(key) : broker.remove(key);
   if (!dropped) return error_answer("no_such_queue", "no queue '" + key + "'");
-  spdlog::info("admin: {} '{}' dropped {} messages", what, key, *dropped);
+  log_with(LogFields{.pid = requester_.pid, .uid = requester_.uid, .key = key}, spdlog::level::info,
+           "admin: {} '{}' dropped {} messages", what, key, *dropped);
   server_.end_of_batch();  // waiters told queue_deleted, producers resumed: flush now
   return json{{"ok", true}, {"key", key}, {"dropped", *dropped}};
 }
@@ -504,8 +516,9 @@ json AdminServer::remove_region(const json& req) {
   const auto status = broker.remove_named_region_as_operator(key);
   if (!status.ok()) return error_answer(errc_name(status.error), status.text);
   const broker::RegionInfo* left = region ? broker.regions().find(region->id) : nullptr;
-  spdlog::info("admin: removed named region '{}' (region {}){}", key, region ? region->id : 0,
-               left ? "; it lives on while clients hold it" : "; freed");
+  log_with(LogFields{.pid = requester_.pid, .uid = requester_.uid, .key = key}, spdlog::level::info,
+           "admin: removed named region '{}' (region {}){}", key, region ? region->id : 0,
+           left ? "; it lives on while clients hold it" : "; freed");
   return json{{"ok", true},
               {"key", key},
               {"id", region ? region->id : 0},
@@ -521,15 +534,18 @@ json AdminServer::disconnect_client(const json& req) {
   }
   const auto id = req["id"].get<std::uint64_t>();
   std::string who;
+  LogFields fields;  // the client's, not the operator's: the line is about the client
   server_.for_each_connection([&](const Connection& c) {
-    if (c.id() == id) who = c.description();
+    if (c.id() != id) return;
+    who = c.description();
+    fields = c.log_fields(Errc::disconnected_by_operator);
   });
   if (!server_.disconnect(id, Errc::disconnected_by_operator,
                           "an operator disconnected this client through the admin socket")) {
     return error_answer("no_such_client", "no client with id " + std::to_string(id) +
                                               " is connected (see qbusctl clients)");
   }
-  spdlog::info("admin: disconnected client {} ({})", id, who);
+  log_with(fields, spdlog::level::info, "admin: disconnected client {} ({})", id, who);
   return json{{"ok", true}, {"id", id}};
 }
 
@@ -549,7 +565,7 @@ json AdminServer::set_log_level(const json& req) {
   }
   const auto previous = spdlog::level::to_string_view(spdlog::get_level());
   spdlog::set_level(parsed);
-  spdlog::info("admin: log level set to {}", level);
+  log_with(requester_, spdlog::level::info, "admin: log level set to {}", level);
   return json{
       {"ok", true}, {"level", level}, {"previous", std::string(previous.data(), previous.size())}};
 }
@@ -694,9 +710,9 @@ json AdminServer::delete_matching(const json& req) {
   broker.for_each_queue([&](const broker::Queue& q) {
     if (glob_matches(pattern, q.key())) ++remaining;
   });
-  spdlog::info("admin: delete pattern '{}' deleted {} queues, dropped {} messages{}", pattern,
-               deleted, dropped,
-               remaining ? ", " + std::to_string(remaining) + " matching queues left" : "");
+  log_with(requester_, spdlog::level::info,
+           "admin: delete pattern '{}' deleted {} queues, dropped {} messages{}", pattern, deleted,
+           dropped, remaining ? ", " + std::to_string(remaining) + " matching queues left" : "");
   server_.end_of_batch();  // waiters told queue_deleted, producers resumed: flush now
   return json{{"ok", true},         {"pattern", pattern},      {"deleted", deleted},
               {"dropped", dropped}, {"keys", std::move(keys)}, {"remaining", remaining}};

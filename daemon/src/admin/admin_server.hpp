@@ -21,6 +21,7 @@
 #include <unordered_map>
 
 #include "admin/monitor.hpp"
+#include "net/log_fields.hpp"
 #include "net/server.hpp"
 #include "net/unix_socket.hpp"
 
@@ -63,8 +64,9 @@ class AdminServer {
   };
 
   void accept();
-  // Whether the peer on `fd` may use the admin socket; `who` describes it for the log.
-  bool permitted(int fd, std::string& who) const;
+  // Whether the peer on `fd` may use the admin socket; `who` describes it for the log, and
+  // `peer` holds its pid and uid for the log's fields.
+  bool permitted(int fd, LogFields& peer, std::string& who) const;
   // Answers one request line: parses it and hands it to the member function that its
   // "request" names.
   nlohmann::json handle(const std::string& line);
@@ -112,6 +114,9 @@ class AdminServer {
     std::size_t payload_bytes = Monitor::kDefaultPayloadBytes;
   };
   std::optional<MonitorRequest> pending_monitor_;  // set by start_monitor, taken by a Session
+  // The pid and uid of the operator whose request is being answered, for the fields of the
+  // lines its actions log (a purge, a deletion, a new log level).
+  LogFields requester_;
 };
 
 }  // namespace qbus::daemon

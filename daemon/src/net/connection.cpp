@@ -86,7 +86,8 @@ void Connection::watch_hangup() {
   // reading has been reported already, so look before waiting.
   pollfd p{socket_.native_handle(), 0, 0};
   if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0) {
-    spdlog::debug("client {} ({}) hung up while its reads were paused", id_, description_);
+    log_with(log_fields(), spdlog::level::debug,
+             "client {} ({}) hung up while its reads were paused", id_, description_);
     close();
     return;
   }
@@ -125,7 +126,8 @@ void Connection::on_readable() {
     if (would_block(ec)) break;
     if (ec || n == 0) {
       if (ec && ec != asio::error::eof && ec != asio::error::connection_reset) {
-        spdlog::debug("client {} ({}): read failed: {}", id_, description_, ec.message());
+        log_with(log_fields(), spdlog::level::debug, "client {} ({}): read failed: {}", id_,
+                 description_, ec.message());
       }
       if (!in_.empty()) {
         misbehaved(Errc::malformed_frame, "disconnected in the middle of a frame (" +
@@ -242,8 +244,8 @@ Connection::Step Connection::answer(const proto::Header& h, const broker::SendOu
       if (r.error == Errc::malformed_frame) {
         misbehaved(r.error, r.text);  // a broken request, not a full queue
       } else {
-        spdlog::debug("client {} ({}): {} refused: {}", id_, description_,
-                      proto::frame_type_name(h.type), r.text);
+        log_with(log_fields(r.error), spdlog::level::debug, "client {} ({}): {} refused: {}", id_,
+                 description_, proto::frame_type_name(h.type), r.text);
       }
       error(h.correlation, r.error, r.text);
       return Step::next;
@@ -412,7 +414,7 @@ Connection::Step Connection::handle_region(const proto::Header& h, proto::Bytes 
   };
   const auto status = [&](const broker::RegionStatus& st) {
     if (!st.ok()) {
-      log_refusal(false, proto::frame_type_name(h.type), st.text);
+      log_refusal(false, st.error, proto::frame_type_name(h.type), st.text);
       error(h.correlation, st.error, st.text);
     } else if (confirm || h.type == FrameType::region_remove) {
       ok(h.correlation);
@@ -424,7 +426,7 @@ Connection::Step Connection::handle_region(const proto::Header& h, proto::Bytes 
   if (h.type == FrameType::region_alloc || h.type == FrameType::region_create ||
       h.type == FrameType::region_attach) {
     if (auto why = server_.fd_budget_refusal(*this)) {
-      log_refusal(true, proto::frame_type_name(h.type), *why);
+      log_refusal(true, Errc::quota_exceeded, proto::frame_type_name(h.type), *why);
       error(h.correlation, Errc::quota_exceeded, *why);
       return Step::next;
     }
@@ -516,7 +518,7 @@ Connection::Step Connection::handle_queue_change(const proto::Header& h, proto::
   }
   const broker::DropOutcome r = remove ? broker.remove_for(id_, key) : broker.purge_for(id_, key);
   if (r.error != Errc::ok) {
-    log_refusal(false, proto::frame_type_name(h.type), r.text);
+    log_refusal(false, r.error, proto::frame_type_name(h.type), r.text, key);
     error(h.correlation, r.error, r.text);
     return Step::next;
   }
@@ -531,14 +533,14 @@ void Connection::grant(std::uint64_t correlation, const broker::RegionGrant& g,
   auto& broker = server_.broker();
   if (!g.ok()) {
     // A quota refusal is the operator's business: the text names the uid and the limit.
-    log_refusal(g.error == Errc::quota_exceeded, what, g.text);
+    log_refusal(g.error == Errc::quota_exceeded, g.error, what, g.text, created_key);
     error(correlation, g.error, g.text);
     return;
   }
   std::string why;
   const auto size = pass_region_fd(g.id, !g.writable, why);
   if (!size) {
-    log_refusal(true, what, why);
+    log_refusal(true, Errc::internal_error, what, why, created_key);
     if (!created_key.empty()) (void)broker.remove_named_region(id_, created_key);
     (void)broker.release_region(id_, g.id);
     error(correlation, Errc::internal_error, "the broker could not pass the region: " + why);
@@ -592,7 +594,8 @@ void Connection::welcome(std::uint64_t correlation, std::string_view name) {
   w.client_id = identity_.client_id;
   proto::append_welcome(out(), correlation, w);
   mark_dirty();
-  spdlog::debug("client {} connected: {} name '{}'", id_, description_, name);
+  log_with(log_fields(), spdlog::level::debug, "client {} connected: {} name '{}'", id_,
+           description_, name);
 }
 
 void Connection::authenticate(std::uint64_t correlation, std::string_view token,
@@ -602,7 +605,8 @@ void Connection::authenticate(std::uint64_t correlation, std::string_view token,
     // At once, however often this address failed: the delay below slows guessing, and the
     // right answer is not a guess.
     if (const Errc e = server_.authenticated(*this); e != Errc::ok) {
-      spdlog::warn("refusing client {} ({}): {}", id_, description_, errc_name(e));
+      log_with(log_fields(e), spdlog::level::warn, "refusing client {} ({}): {}", id_, description_,
+               errc_name(e));
       reject(e, "connection limit reached for TCP clients");
       return;
     }
@@ -611,9 +615,9 @@ void Connection::authenticate(std::uint64_t correlation, std::string_view token,
   }
   // Logged per address, sparingly: a remote host must not be able to flood the log.
   if (verdict.failures <= 3 || verdict.failures % 100 == 0) {
-    spdlog::warn("client {} ({}): auth_failed: {} ({} failures from this address)", id_,
-                 description_, token.empty() ? "no token presented" : "wrong token",
-                 verdict.failures);
+    log_with(log_fields(Errc::auth_failed), spdlog::level::warn,
+             "client {} ({}): auth_failed: {} ({} failures from this address)", id_, description_,
+             token.empty() ? "no token presented" : "wrong token", verdict.failures);
   }
   if (verdict.delay.count() == 0) {
     reject(Errc::auth_failed, kAuthFailedText);
@@ -666,14 +670,16 @@ std::optional<std::string> sampled(std::uint64_t& count) {
 
 void Connection::misbehaved(Errc code, std::string_view text) {
   if (auto so_far = sampled(misbehaviours_)) {
-    spdlog::warn("client {} ({}): {}: {}{}", id_, description_, errc_name(code), text, *so_far);
+    log_with(log_fields(code), spdlog::level::warn, "client {} ({}): {}: {}{}", id_, description_,
+             errc_name(code), text, *so_far);
   }
 }
 
-void Connection::log_refusal(bool warn, std::string_view what, std::string_view text) {
+void Connection::log_refusal(bool warn, Errc code, std::string_view what, std::string_view text,
+                             std::string_view key) {
   if (auto so_far = sampled(refusals_)) {
-    spdlog::log(warn ? spdlog::level::warn : spdlog::level::debug,
-                "client {} ({}): {} refused: {}{}", id_, description_, what, text, *so_far);
+    log_with(log_fields(code, key), warn ? spdlog::level::warn : spdlog::level::debug,
+             "client {} ({}): {} refused: {}{}", id_, description_, what, text, *so_far);
   }
 }
 
@@ -685,27 +691,30 @@ void Connection::log_denial(broker::Operation op, std::string_view key, int rule
         policy ? policy->describe(rule, identity_.uid) : std::string("the default");
     // A direct message names its target (such as "pid 4242 (uid 1001)") instead of a key.
     if (op == broker::Operation::send_direct) {
-      spdlog::warn("policy: denied send_direct to {} for client {} ({}): {} (deny){}", key, id_,
-                   description_, by, *so_far);
+      log_with(log_fields(Errc::permission_denied), spdlog::level::warn,
+               "policy: denied send_direct to {} for client {} ({}): {} (deny){}", key, id_,
+               description_, by, *so_far);
       return;
     }
-    spdlog::warn("policy: denied {} of '{}' to client {} ({}): {} (deny){}",
-                 broker::operation_name(op), key, id_, description_, by, *so_far);
+    log_with(log_fields(Errc::permission_denied, key), spdlog::level::warn,
+             "policy: denied {} of '{}' to client {} ({}): {} (deny){}", broker::operation_name(op),
+             key, id_, description_, by, *so_far);
   }
 }
 
 void Connection::log_dropped(std::string_view what, std::string_view key, std::size_t dropped) {
   if (auto so_far = sampled(drops_)) {
-    spdlog::info("client {} ({}): {} of '{}' dropped {} messages{}", id_, description_, what, key,
-                 dropped, *so_far);
+    log_with(log_fields(Errc::ok, key), spdlog::level::info,
+             "client {} ({}): {} of '{}' dropped {} messages{}", id_, description_, what, key,
+             dropped, *so_far);
   }
 }
 
 void Connection::reject(Errc code, std::string_view text) {
   if (tls_pending_handshake()) {
     // Nothing can reach a peer in the middle of a handshake, nor should anything else.
-    spdlog::debug("client {} ({}): closed before its TLS handshake ended: {}", id_, description_,
-                  text);
+    log_with(log_fields(code), spdlog::level::debug,
+             "client {} ({}): closed before its TLS handshake ended: {}", id_, description_, text);
     close();
     return;
   }

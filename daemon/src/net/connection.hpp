@@ -24,6 +24,7 @@
 #include <variant>
 
 #include "broker/broker.hpp"
+#include "net/log_fields.hpp"
 #include "net/tap.hpp"
 #include "net/tls.hpp"
 #include "net/uid_output.hpp"
@@ -118,6 +119,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
   broker::PeerId id() const { return id_; }
   const broker::Identity& identity() const { return identity_; }
   const std::string& description() const { return description_; }
+  // The fields of a log line about this peer (net/log_fields.hpp). A TCP peer has no local
+  // process, and its uid is the one all TCP peers share unless a client certificate mapped
+  // it to a local one: both are left out then rather than logged as if they meant a user.
+  LogFields log_fields(Errc code = Errc::ok, std::string_view key = {}) const {
+    LogFields f;
+    if (!identity_.tcp) f.pid = identity_.pid;
+    if (!identity_.tcp || identity_.uid != broker::kTcpUid) f.uid = identity_.uid;
+    f.key = key;
+    f.errc = code;
+    return f;
+  }
   const std::string& remote_ip() const { return remote_ip_; }
   // "unix", "tcp" or "tls": how the peer reached qbusd.
   std::string_view transport() const {
@@ -243,8 +255,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Step answer(const proto::Header& h, const broker::SendOutcome& r, bool ok_on_success);
   void misbehaved(Errc code, std::string_view text);  // logs, rate-limited
   // Logs a refused region request, rate-limited like misbehaved(): refusals can come in
-  // floods and the log must not.
-  void log_refusal(bool warn, std::string_view what, std::string_view text);
+  // floods and the log must not. `key`, when known, goes into the line's fields only.
+  void log_refusal(bool warn, Errc code, std::string_view what, std::string_view text,
+                   std::string_view key = {});
   // Logs a purge or delete the client made, as the operator's are (they change what every
   // client of the queue sees), rate-limited like refusals.
   void log_dropped(std::string_view what, std::string_view key, std::size_t dropped);

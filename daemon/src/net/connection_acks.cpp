@@ -66,8 +66,8 @@ Connection::Step Connection::refuse_timed(const proto::Header& h) {
 
 Connection::Step Connection::answer_settled(const proto::Header& h, const broker::Settled& r) {
   if (r.error != Errc::ok) {
-    spdlog::debug("client {} ({}): {} refused: {}", id_, description_,
-                  proto::frame_type_name(h.type), r.text);
+    log_with(log_fields(r.error), spdlog::level::debug, "client {} ({}): {} refused: {}", id_,
+             description_, proto::frame_type_name(h.type), r.text);
     error(h.correlation, r.error, r.text);
   } else if ((h.flags & proto::kFlagConfirm) != 0) {
     ok(h.correlation);

@@ -70,7 +70,8 @@ void Connection::deliver_region(std::uint64_t correlation, bool last, const brok
   const auto size = pass_region_fd(ref.id, false, why);
   if (!size) {
     // The message is gone from its queue already; the peer must learn it lost one.
-    spdlog::error("client {} ({}): cannot pass region {}: {}", id_, description_, ref.id, why);
+    log_with(log_fields(Errc::internal_error), spdlog::level::err,
+             "client {} ({}): cannot pass region {}: {}", id_, description_, ref.id, why);
     reject(Errc::internal_error, "the broker could not pass a region message's fd");
     drain_and_close();
     return;
@@ -128,8 +129,9 @@ bool Connection::refill() {
     if (r <= 0) {
       // Sealed and range-checked, so only a broken fd gets here: the message is lost and
       // the peer must learn that.
-      spdlog::error("client {} ({}): cannot read region {} to send it inline: {}", id_,
-                    description_, st.region, r < 0 ? std::strerror(errno) : "end of file");
+      log_with(log_fields(Errc::internal_error), spdlog::level::err,
+               "client {} ({}): cannot read region {} to send it inline: {}", id_, description_,
+               st.region, r < 0 ? std::strerror(errno) : "end of file");
       queued_.clear();
       proto::append_error(out_, 0, Errc::internal_error,
                           "the broker could not read a region message for you");
@@ -236,7 +238,8 @@ void Connection::flush() {
     }
     if (ec) {
       if (ec != asio::error::broken_pipe && ec != asio::error::connection_reset) {
-        spdlog::debug("client {} ({}): write failed: {}", id_, description_, ec.message());
+        log_with(log_fields(), spdlog::level::debug, "client {} ({}): write failed: {}", id_,
+                 description_, ec.message());
       }
       close();
       return;

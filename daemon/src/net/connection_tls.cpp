@@ -53,7 +53,8 @@ void Connection::tls_established() {
       description_ += " as uid " + std::to_string(m->uid);
     }
   }
-  spdlog::debug("client {} ({}): TLS handshake done", id_, description_);
+  log_with(log_fields(), spdlog::level::debug, "client {} ({}): TLS handshake done", id_,
+           description_);
   wait_readable();
 }
 
@@ -62,9 +63,10 @@ void Connection::tls_failed(std::string_view why) {
   const bool plaintext = tls_->peer_spoke_plaintext();
   // Sampled per address, as wrong tokens are: a remote host must not flood the log.
   if (verdict.failures <= 3 || verdict.failures % 100 == 0) {
-    spdlog::warn("client {} ({}): tls_handshake_failed: {}{} ({} failures from this address)", id_,
-                 description_, why, plaintext ? " (it sent plain qbus, not TLS)" : "",
-                 verdict.failures);
+    log_with(log_fields(Errc::auth_failed), spdlog::level::warn,
+             "client {} ({}): tls_handshake_failed: {}{} ({} failures from this address)", id_,
+             description_, why, plaintext ? " (it sent plain qbus, not TLS)" : "",
+             verdict.failures);
   }
   if (plaintext) {
     // Best effort, one frame into an empty socket buffer: a plain client learns what to do.

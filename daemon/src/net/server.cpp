@@ -223,7 +223,8 @@ void Server::admit(asio::generic::stream_protocol::socket socket, broker::Identi
     why = "connection limit reached for this uid or broker";
   }
   if (e != Errc::ok) {
-    spdlog::warn("refusing client {} ({}): {}", id, conn->description(), errc_name(e));
+    log_with(conn->log_fields(e), spdlog::level::warn, "refusing client {} ({}): {}", id,
+             conn->description(), errc_name(e));
     conn->reject(e, why);
   } else {
     conn->start();
@@ -262,7 +263,8 @@ void Server::watch_process(broker::PeerId id, const broker::Identity& who, proto
     if (ec) {
       // The connection is then routed by pid as before watching: until its last
       // connection closes.
-      spdlog::warn("cannot watch pid {} for its exit: {}", who.pid, ec.message());
+      log_with(LogFields{.pid = who.pid, .uid = who.uid}, spdlog::level::warn,
+               "cannot watch pid {} for its exit: {}", who.pid, ec.message());
       processes_.erase(key);
       return;
     }
@@ -427,7 +429,8 @@ void Server::denied(broker::PeerId peer, broker::Operation op, std::string_view 
 void Server::cut_off(broker::PeerId peer, Errc code, std::string_view text) {
   Connection* c = find(peer);
   if (c == nullptr || c->closing()) return;
-  spdlog::warn("client {}: disconnected ({}): {}", peer, errc_name(code), text);
+  log_with(c->log_fields(code), spdlog::level::warn, "client {}: disconnected ({}): {}", peer,
+           errc_name(code), text);
   // Closed from the loop, not from inside the broker's call; the ERROR already sent goes
   // out first, within the close grace.
   asio::post(io_, [this, peer] {

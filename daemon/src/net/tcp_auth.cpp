@@ -81,10 +81,10 @@ std::string_view TcpAuth::evict_for(broker::PeerId newcomer, const std::string& 
   if (!c) return {};
   const std::uint64_t evictions = ++counters_.evicted;
   if (evictions <= 3 || evictions % 100 == 0) {
-    spdlog::warn(
-        "closing unauthenticated client {} ({}) to make room for client {}: {} TCP "
-        "connections are waiting to authenticate ({} evictions so far)",
-        c->id(), c->description(), newcomer, kMaxPreauthTotal, evictions);
+    log_with(c->log_fields(Errc::too_many_connections), spdlog::level::warn,
+             "closing unauthenticated client {} ({}) to make room for client {}: {} TCP "
+             "connections are waiting to authenticate ({} evictions so far)",
+             c->id(), c->description(), newcomer, kMaxPreauthTotal, evictions);
   }
   if (c->closing()) {
     c->close();  // going anyway
@@ -134,10 +134,10 @@ void TcpAuth::expire() {
   for (const auto& c : due) {
     release(c->id());
     ++counters_.timed_out;
-    spdlog::warn(
-        "client {} ({}): closed: still unauthenticated after the handshake timeout "
-        "plus the longest refusal delay",
-        c->id(), c->description());
+    log_with(c->log_fields(Errc::handshake_timeout), spdlog::level::warn,
+             "client {} ({}): closed: still unauthenticated after the handshake timeout "
+             "plus the longest refusal delay",
+             c->id(), c->description());
     c->preauth_expired();
   }
   server_.end_of_batch();
