@@ -3,8 +3,6 @@
 #include <grp.h>
 #include <netdb.h>
 #include <signal.h>
-#include <spdlog/pattern_formatter.h>
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -28,6 +26,7 @@
 #include "qbus/proto/address.hpp"
 #include "service/durable.hpp"
 #include "service/listen_fds.hpp"
+#include "service/log_sinks.hpp"
 #include "service/notifier.hpp"
 #include "service/reload.hpp"
 #include "version.hpp"
@@ -39,6 +38,7 @@ using qbus::config::Config;
 // The command-line settings that win over the config file, at startup and at every reload.
 struct Flags {
   std::string socket_path, admin_socket_path, log_level, tcp_listen, bus, state_dir;
+  std::string log_format = "auto";  // how lines are written; startup only (not in the file)
 };
 
 bool system_instance();
@@ -113,49 +113,9 @@ std::string plural(std::size_t n, const char* what) {
   return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
 }
 
-// "%*": the line's syslog priority as journald reads it from the start of a stderr line
-// ("<4>" for a warning). Only a number is parsed: "<warning>" would stay in the message and
-// every line would get the stream's default priority, info.
-class SyslogPriority final : public spdlog::custom_flag_formatter {
- public:
-  void format(const spdlog::details::log_msg& msg, const std::tm&,
-              spdlog::memory_buf_t& dest) override {
-    char digit = '6';
-    switch (msg.level) {
-      case spdlog::level::trace:
-      case spdlog::level::debug:
-        digit = '7';
-        break;
-      case spdlog::level::warn:
-        digit = '4';
-        break;
-      case spdlog::level::err:
-        digit = '3';
-        break;
-      case spdlog::level::critical:
-        digit = '2';
-        break;
-      default:
-        break;
-    }
-    dest.push_back(digit);
-  }
-  std::unique_ptr<custom_flag_formatter> clone() const override {
-    return std::make_unique<SyslogPriority>();
-  }
-};
-
-void setup_logging(const std::string& level) {
-  auto logger =
-      std::make_shared<spdlog::logger>("qbusd", std::make_shared<spdlog::sinks::stderr_sink_st>());
-  // journald adds its own timestamps and shows the priority; elsewhere we add both.
-  auto formatter = std::make_unique<spdlog::pattern_formatter>();
-  formatter->add_flag<SyslogPriority>('*').set_pattern(
-      std::getenv("JOURNAL_STREAM") ? "<%*>%v" : "%Y-%m-%d %H:%M:%S.%e %l %v");
-  logger->set_formatter(std::move(formatter));
-  logger->set_level(spdlog::level::from_str(level));
-  logger->flush_on(spdlog::level::trace);
-  spdlog::set_default_logger(logger);
+void setup_logging(const std::string& level, const std::string& format) {
+  spdlog::set_default_logger(qbus::daemon::make_logger(
+      qbus::daemon::parse_log_format(format).value_or(qbus::daemon::LogFormat::automatic), level));
 }
 
 // A key older files may carry: it still loads, so that a configuration in /etc never stops
@@ -544,7 +504,7 @@ class Service {
 
 int run(Startup startup, const Flags& flags) {
   Config config = std::move(startup.config);
-  setup_logging(config.log_level);
+  setup_logging(config.log_level, flags.log_format);
   warn_obsolete_keys(config);
   raise_fd_limit(config);
   qbus::daemon::InheritedSockets inherited;
@@ -632,6 +592,11 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn or error")
       ->option_text("LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.add_option("--log-format", flags.log_format,
+                 "auto (journal when stderr is connected to the journal, else text), text, "
+                 "json (one object per line on stderr) or journal (native, with QBUS_* fields)")
+      ->option_text("FORMAT")
+      ->check(CLI::IsMember({"auto", "text", "json", "journal"}));
   app.add_flag("--check-config", check_config, "Validate the configuration and exit");
   // ExecReload= of qbusd.service: a minimal system has no /bin/kill (procps), and the
   // unit must not depend on anything the package does not bring.
@@ -641,7 +606,7 @@ int main(int argc, char** argv) {
                      "(sends SIGHUP) and exit")
           ->type_name("PID");
   for (auto* other : {"--config", "--socket", "--admin-socket", "--tcp", "--bus", "--state-dir",
-                      "--log-level", "--check-config"}) {
+                      "--log-level", "--log-format", "--check-config"}) {
     reload_opt->excludes(other);
   }
   app.set_version_flag("--version", std::string("qbusd ") + QBUS_VERSION);
