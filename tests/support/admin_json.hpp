@@ -15,9 +15,10 @@
 
 namespace qbus::testing {
 
-// The answer to {"request": request}; throws when the socket cannot be reached or the
-// answer is not JSON (an answer with "ok": false is returned as it is).
-inline nlohmann::json admin_answer(const Daemon& d, const std::string& request) {
+// The answer to `request` (an object with "request" and its arguments); throws when the
+// socket cannot be reached or the answer is not JSON (an answer with "ok": false is
+// returned as it is).
+inline nlohmann::json admin_request(const Daemon& d, const nlohmann::json& request) {
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
@@ -27,7 +28,7 @@ inline nlohmann::json admin_answer(const Daemon& d, const std::string& request) 
     ::close(fd);
     throw std::runtime_error("cannot connect to " + path);
   }
-  const std::string line = nlohmann::json{{"request", request}}.dump() + "\n";
+  const std::string line = request.dump() + "\n";
   (void)!::send(fd, line.data(), line.size(), MSG_NOSIGNAL);
   std::string in;
   char buf[65536];
@@ -38,6 +39,11 @@ inline nlohmann::json admin_answer(const Daemon& d, const std::string& request) 
   }
   ::close(fd);
   return nlohmann::json::parse(in.substr(0, in.find('\n')));
+}
+
+// The answer to {"request": request}, as admin_request().
+inline nlohmann::json admin_answer(const Daemon& d, const std::string& request) {
+  return admin_request(d, nlohmann::json{{"request", request}});
 }
 
 }  // namespace qbus::testing
