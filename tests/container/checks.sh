@@ -345,6 +345,42 @@ else
   fail journal "warning-priority line: '$warning'; info-priority line: '$info'; a level prefix journald did not parse: '$raw'; as stored: $(journal_since -o json | grep 'restart qbusd to apply' | grep -o '"PRIORITY":"[0-9]"\|"MESSAGE":"[^"]*"' | tr '\n' ' ')"
 fi
 
+# --- journald's structured fields: QBUS_PID, QBUS_UID, QBUS_KEY, QBUS_ERRC ---------------
+# Under systemd qbusd's stderr is the journal (JOURNAL_STREAM names it), so --log-format
+# auto sends each line natively with its fields. A peer with a known pid (a python3 process
+# sending HTTP instead of qbus) gets bad_magic; the line about it must be found by its pid.
+# The policy denial of the system-bus-defaults check above must be found by its key.
+journal_entry() { # MATCHES... -> "QBUS_PID=.. QBUS_UID=.. QBUS_KEY=.. QBUS_ERRC=.. PRIORITY=.. CODE_FILE=.." of the first
+  journalctl _SYSTEMD_UNIT=qbusd.service "$@" -o json --no-pager 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    e = json.loads(line)
+    print(" ".join(k + "=" + str(e.get(k, "")) for k in
+                   ("QBUS_PID", "QBUS_UID", "QBUS_KEY", "QBUS_ERRC", "PRIORITY", "SYSLOG_IDENTIFIER", "CODE_FILE")))
+    break'
+}
+peer_pid=$(timeout 30 python3 - 2>"$dir/peer.err" <<'PY'
+import os, socket
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect("/run/qbus/qbus.sock")
+s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+s.recv(4096)
+print(os.getpid())
+PY
+)
+bad_magic=''
+if [ -n "$peer_pid" ] &&
+  wait_until 15 sh -c "journalctl _SYSTEMD_UNIT=qbusd.service QBUS_PID=$peer_pid QBUS_ERRC=bad_magic -o cat --no-pager | grep -q ."; then
+  bad_magic=$(journal_entry "QBUS_PID=$peer_pid" QBUS_ERRC=bad_magic)
+fi
+denial=$(journal_entry QBUS_KEY=shared.x QBUS_ERRC=permission_denied "QBUS_UID=$other_uid")
+if [[ "$bad_magic" == "QBUS_PID=$peer_pid QBUS_UID=0 QBUS_KEY= QBUS_ERRC=bad_magic PRIORITY=4 SYSLOG_IDENTIFIER=qbusd CODE_FILE=/"*connection.cpp ]] &&
+  [[ "$denial" =~ ^QBUS_PID=[1-9][0-9]*\ QBUS_UID=$other_uid\ QBUS_KEY=shared.x\ QBUS_ERRC=permission_denied\ PRIORITY=4\  ]]; then
+  pass journal-fields "python3 pid $peer_pid sent HTTP: '$bad_magic'; uid $other_uid's denied send: '$denial'"
+else
+  fail journal-fields "python3 pid '$peer_pid' ($(tr '\n' ' ' <"$dir/peer.err")): '$bad_magic'; denial: '$denial'; qbusd's last lines: $(journalctl -u qbusd.service --no-pager -o json -n 3 | tr '\n' ' ')"
+fi
+
 # --- systemd-analyze security, no worse than the offline figure ------------------------
 offline=1.6
 exposure=$(systemd-analyze security --no-pager qbusd.service 2>&1 |
