@@ -374,7 +374,7 @@ if [ -n "$peer_pid" ] &&
   bad_magic=$(journal_entry "QBUS_PID=$peer_pid" QBUS_ERRC=bad_magic)
 fi
 denial=$(journal_entry QBUS_KEY=shared.x QBUS_ERRC=permission_denied "QBUS_UID=$other_uid")
-if [[ "$bad_magic" == "QBUS_PID=$peer_pid QBUS_UID=0 QBUS_KEY= QBUS_ERRC=bad_magic PRIORITY=4 SYSLOG_IDENTIFIER=qbusd CODE_FILE=/"*connection.cpp ]] &&
+if [[ "$bad_magic" == "QBUS_PID=$peer_pid QBUS_UID=0 QBUS_KEY= QBUS_ERRC=bad_magic PRIORITY=4 SYSLOG_IDENTIFIER=qbusd CODE_FILE="*daemon/src/net/connection.cpp ]] &&
   [[ "$denial" =~ ^QBUS_PID=[1-9][0-9]*\ QBUS_UID=$other_uid\ QBUS_KEY=shared.x\ QBUS_ERRC=permission_denied\ PRIORITY=4\  ]]; then
   pass journal-fields "python3 pid $peer_pid sent HTTP: '$bad_magic'; uid $other_uid's denied send: '$denial'"
 else

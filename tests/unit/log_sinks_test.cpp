@@ -235,6 +235,7 @@ TEST(JournalFields, MessagePriorityIdentifierCodeAndQbusFields) {
   EXPECT_EQ(f[1], "PRIORITY=3");
   EXPECT_EQ(f[2], "SYSLOG_IDENTIFIER=qbusd");
   EXPECT_TRUE(f[3].starts_with("CODE_FILE=") && f[3].ends_with("log_sinks_test.cpp")) << f[3];
+  EXPECT_EQ(f[3].find("../"), std::string::npos) << f[3];
   EXPECT_EQ(f[4], "CODE_LINE=" + std::to_string(line));
   EXPECT_TRUE(f[5].starts_with("CODE_FUNC=")) << f[5];
   EXPECT_EQ(std::vector<std::string>(f.begin() + 6, f.end()),

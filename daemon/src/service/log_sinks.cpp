@@ -6,6 +6,9 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+// sd-journal.h otherwise makes sd_journal_sendv a macro that adds this file's own
+// CODE_FILE, CODE_LINE and CODE_FUNC beside those of the line's call site.
+#define SD_JOURNAL_SUPPRESS_LOCATION
 #include <systemd/sd-journal.h>
 #include <unistd.h>
 
@@ -286,7 +289,12 @@ std::vector<std::string> journal_fields(const spdlog::details::log_msg& msg,
   out.push_back("PRIORITY=" + std::to_string(syslog_priority(msg.level)));
   out.emplace_back("SYSLOG_IDENTIFIER=qbusd");
   if (!msg.source.empty()) {
-    out.push_back("CODE_FILE=" + std::string(msg.source.filename));
+    // The compiler's path may be relative to the build directory ("../../daemon/src/..."):
+    // from the source tree's top it says the same and reads better.
+    std::string_view file = msg.source.filename;
+    while (file.starts_with("../"))
+      file.remove_prefix(3);
+    out.push_back("CODE_FILE=" + std::string(file));
     out.push_back("CODE_LINE=" + std::to_string(msg.source.line));
     if (msg.source.funcname != nullptr && *msg.source.funcname != '\0') {
       out.push_back("CODE_FUNC=" + std::string(msg.source.funcname));
