@@ -5,10 +5,11 @@
 #   base      nothing watches
 #   scrape    GET /metrics every second (curl), as a Prometheus would
 #   nomatch   one `qbusctl monitor` attached on a pattern no message matches
+#   match     one monitor matching every message, reading all it is sent (to /dev/null)
 #   stuck     one monitor matching every message that never reads (its stdout is a pipe
 #             nobody reads), so qbusd drops and counts its events
 # Prints each condition's median messages/s and its ratio to the base median, and the
-# events the stuck monitor was shown and lost (qbus_monitor_events_total).
+# monitors' events shown and lost (qbus_monitor_events_total, over all runs).
 #
 # Usage: bench/observability.sh [BUILD_DIR (default build)] [ROUNDS (default 5)]
 #        [MESSAGES per run (default 4000000)]
@@ -76,6 +77,10 @@ start_condition() {
       "$qbusctl" --admin-address "$admin" monitor 'nomatch.*' >/dev/null &
       helpers+=($!)
       ;;
+    match)
+      "$qbusctl" --admin-address "$admin" --json monitor >/dev/null &
+      helpers+=($!)
+      ;;
     stuck)
       # sleep holds the pipe's read end and never reads: once the pipe is full, qbusctl
       # blocks in its write and reads no more from qbusd.
@@ -87,7 +92,7 @@ start_condition() {
       helpers+=($!)
       ;;
   esac
-  if [ "$1" = nomatch ] || [ "$1" = stuck ]; then
+  if [ "$1" != base ] && [ "$1" != scrape ]; then
     for _ in $(seq 300); do
       [ "$(grep -c "monitor attached" "$dir/qbusd.log" || true)" -gt "$attached" ] && break
       sleep 0.1
@@ -100,7 +105,7 @@ stop_condition() {
   helpers=()
 }
 
-conditions=(base scrape nomatch stuck)
+conditions=(base scrape nomatch match stuck)
 declare -A results
 for round in $(seq "$rounds"); do
   for c in "${conditions[@]}"; do

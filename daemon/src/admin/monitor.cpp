@@ -178,7 +178,15 @@ class Monitor::Stream : public std::enable_shared_from_this<Stream> {
     }
     append_event_line(pending_, e, payload_bytes_);
     ++monitor_.counters_.events_sent;
-    if (!writing_) write();
+    if (!writing_ && !scheduled_) {
+      // Written after the batch that made the event, with the rest of its events: one
+      // write per batch, not one per message.
+      scheduled_ = true;
+      asio::post(socket_.get_executor(), [self = shared_from_this()] {
+        self->scheduled_ = false;
+        if (!self->writing_) self->write();
+      });
+    }
   }
   void close() {
     if (closed_) return;
@@ -230,6 +238,7 @@ class Monitor::Stream : public std::enable_shared_from_this<Stream> {
   std::string pending_;  // lines not yet handed to the socket, at most about kMaxPendingBytes
   std::string out_;      // the lines being written
   bool writing_ = false;
+  bool scheduled_ = false;  // a write is posted to run after this batch
   bool closed_ = false;
   std::uint64_t dropped_ = 0;  // since the last note
   char in_[256];
