@@ -5,6 +5,7 @@
 #define NCURSES_NOMACROS
 #include <curses.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <cerrno>
 #include <chrono>
 #include <clocale>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -200,12 +202,26 @@ void run_plain(AdminLink& link, double interval, long long iterations, State& s)
 
 // The terminal for the life of the view; ended (the screen given back) before anything is
 // written to stderr, so that a last error line is not lost to the alternate screen.
+// Ctrl-C quits as q does: ncurses's own SIGINT handler would exit at once with status 1.
+volatile std::sig_atomic_t interrupted = 0;
+
+void on_interrupt(int) {
+  interrupted = 1;
+}
+
 class Screen {
  public:
   Screen() {
+    // Installed before newterm, which then leaves SIGINT to us. No SA_RESTART: getch()
+    // returns early.
+    struct sigaction sa {};
+    sa.sa_handler = on_interrupt;
+    ::sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGINT, &sa, &old_sigint_);
     std::setlocale(LC_ALL, "");
     screen_ = ::newterm(nullptr, stdout, stdin);
     if (!screen_) {
+      ::sigaction(SIGINT, &old_sigint_, nullptr);
       const char* term = std::getenv("TERM");
       throw Failure(std::string("cannot draw on this terminal (TERM=") + (term ? term : "") +
                     "); pipe the output for plain text");
@@ -218,12 +234,14 @@ class Screen {
   ~Screen() {
     ::endwin();
     ::delscreen(screen_);
+    ::sigaction(SIGINT, &old_sigint_, nullptr);
   }
   Screen(const Screen&) = delete;
   Screen& operator=(const Screen&) = delete;
 
  private:
   SCREEN* screen_;
+  struct sigaction old_sigint_ {};
 };
 
 // `text` at line `row`, cut to the window's width; `bar` fills the line in reverse video.
@@ -305,8 +323,11 @@ void run_terminal(AdminLink& link, double interval, long long iterations, State&
     }
     const auto wait =
         std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now()).count();
-    ::timeout(static_cast<int>(std::clamp<long long>(wait, 0, 60'000)));
+    // In steps of at most 100 ms, so that an interrupted wait that ncurses resumes is
+    // still noticed soon.
+    ::timeout(static_cast<int>(std::clamp<long long>(wait, 0, 100)));
     const int ch = ::getch();
+    if (interrupted) return;
     if (ch == ERR) continue;
     if (!handle_key(ch, s)) return;
     draw(link.path(), s);

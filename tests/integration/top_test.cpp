@@ -254,6 +254,19 @@ TEST_F(TopTest, OnATerminalADaemonThatStopsIsOneLineOnTheScreenAfterTheView) {
   EXPECT_EQ(last.find("sort: rate"), std::string::npos) << last;
 }
 
+TEST_F(TopTest, OnATerminalCtrlCQuitsLikeQ) {
+  // A long interval: the interrupt is noticed while waiting for the next refresh.
+  ASSERT_NO_FATAL_FAILURE(start_in_tmux("--interval 60"));
+  std::string last;
+  ASSERT_TRUE(screen_until(
+      [](const std::string& s) { return s.find("sort: rate") != std::string::npos; }, last))
+      << last;
+  ASSERT_EQ(tmux({"send-keys", "-t", "top", "C-c"}).exit_code, 0);
+  ASSERT_TRUE(eventually([&] { return read_file(status_path()) == "0\n"; }, seconds(30)))
+      << "status: '" << read_file(status_path()) << "'\n"
+      << screen();
+}
+
 TEST_F(TopTest, WithStdoutAPipeItPrintsPlainSnapshots) {
   fill("jobs", 3);
   const Result r = run({qbusctl_path(), "--admin-address", admin_address(), "top", "--interval",
