@@ -267,12 +267,19 @@ void draw(const std::string& path, const State& s) {
   const std::size_t room = static_cast<std::size_t>(std::max(0, LINES - 6));
   const top::RowSplit split =
       top::split_rows(room, t.queues.size() - 1, t.clients.size() - 1, s.clients_first);
+  // A table cut to fit says, on its title bar, how many rows it does not show.
+  // ("no queues" is a line of the table, not a row.)
+  const auto title = [](const std::vector<std::string>& lines, std::size_t rows,
+                        std::size_t shown) {
+    const std::size_t hidden = rows - std::min(rows, shown);
+    return hidden == 0 ? lines[0] : lines[0] + "   (" + std::to_string(hidden) + " more)";
+  };
   int row = 3;
-  put(row++, t.queues[0], true);
+  put(row++, title(t.queues, s.model.queues().size(), split.queues), true);
   for (std::size_t i = 1; i <= split.queues; ++i)
     put(row++, t.queues[i]);
   ++row;
-  put(row++, t.clients[0], true);
+  put(row++, title(t.clients, s.model.clients().size(), split.clients), true);
   for (std::size_t i = 1; i <= split.clients; ++i)
     put(row++, t.clients[i]);
   ::refresh();
