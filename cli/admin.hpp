@@ -42,6 +42,15 @@ struct MonitorArgs {
 };
 int run_monitor(const AdminCommand& where, const MonitorArgs& a);
 
+// `qbusctl top` (top.cpp): queues and clients with their rates, refreshed; ncurses on a
+// terminal, plain text otherwise.
+struct TopArgs {
+  double interval = 1.0;      // seconds between refreshes, at least 0.1
+  long long iterations = 0;   // refreshes before exiting; 0: until q (or a signal)
+  std::string sort = "rate";  // rate, depth, bytes, key (or name)
+};
+int run_top(const AdminCommand& where, const TopArgs& a);
+
 // Runs the command; returns the exit code (0, or 1 with one line on stderr; policy-check
 // exits kExitDenied when the policy denies).
 inline constexpr int kExitDenied = 4;

@@ -1,6 +1,7 @@
 // qbusctl's pieces shared by its source files: the global options, the exit codes, the
 // usage error and the connection. main.cpp parses and runs the subcommands; recv.cpp is
-// `recv`, pubsub.cpp `pub` and `sub`, admin.cpp the admin socket's commands.
+// `recv`, pubsub.cpp `pub` and `sub`, admin.cpp the admin socket's commands, monitor.cpp
+// `monitor`, top.cpp `top` (its model in top_model.cpp).
 #pragma once
 
 #include <qbus/client.hpp>

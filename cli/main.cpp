@@ -460,6 +460,50 @@ int run_monitor_command(const Globals& g, const qbusctl::MonitorArgs& m) {
   return qbusctl::run_monitor(where, m);
 }
 
+int run_top_command(const Globals& g, const qbusctl::TopArgs& t) {
+  qbusctl::AdminCommand where;
+  where.address = g.admin_address;
+  where.client_address =
+      g.address.empty() && std::getenv("QBUS_ADDRESS") ? std::getenv("QBUS_ADDRESS") : g.address;
+  return qbusctl::run_top(where, t);
+}
+
+CLI::App* add_top(CLI::App& app, qbusctl::TopArgs& t) {
+  auto* top = app.add_subcommand(
+      "top",
+      "A live view of queues and clients, busiest first: depths, bytes and rates in messages "
+      "per second, refreshed every --interval (admin socket). On a terminal, keys sort it (r "
+      "rate, d depth, b bytes, k key, Tab, q quit); otherwise it prints plain text. For "
+      "machines, `qbusctl queues --json` and `qbusctl clients --json`");
+  top->add_option("--interval", t.interval, "Seconds between refreshes")
+      ->option_text("SECONDS (0.1..3600, default 1)")
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            char* end = nullptr;
+            const double v = std::strtod(text.c_str(), &end);
+            if (text.empty() || *end != '\0' || !(v >= 0.1 && v <= 3600)) {
+              return "give 0.1 to 3600 seconds, not '" + text + "'";
+            }
+            return {};
+          },
+          ""));
+  top->add_option("--iterations", t.iterations, "Exit after N refreshes (default 0: no limit)")
+      ->option_text("N")
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos) {
+              return "give a number of refreshes, 0 or more, not '" + text + "'";
+            }
+            return {};
+          },
+          ""));
+  top->add_option("--sort", t.sort, "The first sort order (keys change it on a terminal)")
+      ->option_text("rate|depth|bytes|key (default rate)")
+      ->check(CLI::IsMember({"rate", "depth", "bytes", "key", "name"}));
+  top->fallthrough();
+  return top;
+}
+
 // The uid, primary gid and supplementary groups of user `name` into `admin`, the way
 // `id NAME` finds them (the passwd entry, then every group naming the user); false when
 // this machine does not know the name.
@@ -591,6 +635,8 @@ int main(int argc, char** argv) {
   add_admin_commands(app, admin);
   qbusctl::MonitorArgs monitor_args;
   CLI::App* monitor = add_monitor(app, monitor_args);
+  qbusctl::TopArgs top_args;
+  CLI::App* top = add_top(app, top_args);
 
   try {
     app.parse(argc, argv);
@@ -610,6 +656,7 @@ int main(int argc, char** argv) {
   }
   if (admin.policy_check->parsed()) return run_admin_command(g, admin, *admin.policy_check);
   if (monitor->parsed()) return run_monitor_command(g, monitor_args);
+  if (top->parsed()) return run_top_command(g, top_args);
   try {
     if (send->parsed()) return run_send(g, send_args);
     if (recv->parsed()) return run_recv(g, recv_args);

@@ -24,6 +24,9 @@ QBUS_PACKAGES=(
   # The metrics test: promtool checks qbusd's /metrics answer, a real Prometheus scrapes it,
   # and curl asks Prometheus's HTTP API.
   prometheus curl
+  # ncurses draws `qbusctl top` on a terminal; tmux gives its test a terminal to drive
+  # (send-keys) and read (capture-pane).
+  libncurses-dev tmux
 )
 
 qbus_missing_packages() {
