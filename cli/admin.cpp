@@ -80,41 +80,48 @@ int connect_admin(const std::string& path) {
   return fd;
 }
 
-namespace {
+AdminConnection::AdminConnection(std::string path)
+    : path_(std::move(path)), fd_(connect_admin(path_)) {}
 
-// One request line out, one answer line back.
-json ask_admin(const std::string& path, const json& request) {
-  const int fd = connect_admin(path);
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  const std::string line = request.dump() + "\n";
+AdminConnection::~AdminConnection() {
+  ::close(fd_);
+}
+
+json AdminConnection::ask(const std::string& request_line) {
+  const std::string line = request_line + "\n";
   for (std::size_t done = 0; done < line.size();) {
-    const ssize_t n = ::send(fd, line.data() + done, line.size() - done, MSG_NOSIGNAL);
+    const ssize_t n = ::send(fd_, line.data() + done, line.size() - done, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     // A refused peer may be closed on before it finished writing; read the refusal anyway.
     if (n <= 0) break;
     done += static_cast<std::size_t>(n);
   }
-  std::string answer;
-  char buf[65536];
-  while (answer.find('\n') == std::string::npos) {
-    pollfd p{fd, POLLIN, 0};
+  std::size_t eol;
+  while ((eol = buffer_.find('\n')) == std::string::npos) {
+    pollfd p{fd_, POLLIN, 0};
     const int r = ::poll(&p, 1, kTimeoutMs);
-    if (r == 0) throw Failure("no answer from the admin socket " + path + " within 30 s");
     if (r < 0 && errno == EINTR) continue;
-    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (r == 0) throw Failure("no answer from the admin socket " + path_ + " within 30 s");
+    char chunk[65536];
+    const ssize_t n = ::recv(fd_, chunk, sizeof(chunk), 0);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) throw Failure("the admin socket " + path + " closed without an answer");
-    answer.append(buf, static_cast<std::size_t>(n));
+    if (n <= 0)
+      throw Failure("the admin socket " + path_ + " closed without an answer (qbusd stopped?)");
+    buffer_.append(chunk, static_cast<std::size_t>(n));
   }
-  answer.resize(answer.find('\n'));
+  const std::string answer = buffer_.substr(0, eol);
+  buffer_.erase(0, eol + 1);
   try {
     return json::parse(answer);
   } catch (const json::exception&) {
-    throw Failure("the admin socket " + path + " answered something that is not JSON");
+    throw Failure("the admin socket " + path_ + " answered something that is not JSON");
   }
+}
+
+namespace {
+
+json ask_admin(const std::string& path, const json& request) {
+  return AdminConnection(path).ask(request.dump());
 }
 
 std::string human_bytes(double b) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,6 +34,28 @@ std::string admin_socket_path(const AdminCommand& cmd);
 // A connected socket to the admin socket at `path`, which the caller closes. Throws
 // std::runtime_error with one line naming the problem (and the likely cause).
 int connect_admin(const std::string& path);
+
+// One connection to the admin socket for any number of requests in turn: the socket answers
+// each with one line, in order. Owns its socket; not thread-safe.
+class AdminConnection {
+ public:
+  // Connects (connect_admin); throws std::runtime_error naming the problem.
+  explicit AdminConnection(std::string path);
+  ~AdminConnection();
+  AdminConnection(const AdminConnection&) = delete;
+  AdminConnection& operator=(const AdminConnection&) = delete;
+
+  // Sends `request_line` (one JSON object, no newline) and returns the answer line as it is,
+  // an error answer included. Throws std::runtime_error when the socket closes, stays silent
+  // for 30 s, or answers something that is not JSON.
+  nlohmann::json ask(const std::string& request_line);
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  int fd_;
+  std::string buffer_;  // read past the last answer's newline
+};
 
 // `qbusctl monitor [PATTERN]` (monitor.cpp): live traffic through the admin socket.
 struct MonitorArgs {

@@ -4,13 +4,10 @@
 // Functions, not ncurses's macros: erase(), clear() and move() would break std::string's.
 #define NCURSES_NOMACROS
 #include <curses.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <clocale>
 #include <csignal>
@@ -34,76 +31,25 @@ using json = nlohmann::json;
 using top::Clock;
 using top::SortKey;
 
-constexpr int kTimeoutMs = 30'000;
-
 struct Failure : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// One admin connection for every refresh: the protocol answers requests in order, one line
-// each, and a connection serves any number of them.
-class AdminLink {
- public:
-  explicit AdminLink(std::string path) : path_(std::move(path)), fd_(connect_admin(path_)) {}
-  ~AdminLink() { ::close(fd_); }
-  AdminLink(const AdminLink&) = delete;
-  AdminLink& operator=(const AdminLink&) = delete;
-  const std::string& path() const { return path_; }
-
-  // The answer's object; an error answer throws, naming the request and the reason.
-  json ask(const std::string& request) {
-    const std::string line = json{{"request", request}}.dump() + "\n";
-    for (std::size_t done = 0; done < line.size();) {
-      const ssize_t n = ::send(fd_, line.data() + done, line.size() - done, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) throw Failure("the admin socket " + path_ + " closed (qbusd stopped?)");
-      done += static_cast<std::size_t>(n);
-    }
-    json answer = parse(read_line());
-    const auto ok = answer.find("ok");
-    if (ok != answer.end() && ok->is_boolean() && ok->get<bool>()) return answer;
-    const json error = answer.value("error", json::object());
-    const std::string code = error.value("code", std::string("unknown"));
-    const std::string message = error.value("message", std::string("no message"));
-    if (code == "permission_denied") {
-      throw Failure("access denied by the admin socket " + path_ + ": " + message);
-    }
-    throw Failure("the admin socket " + path_ + " refused " + request + ": " + code + ": " +
-                  message);
+// One admin connection serves every refresh. The answer's object; an error answer throws,
+// naming the request and the reason.
+json ask(AdminConnection& link, const std::string& request) {
+  json answer = link.ask(json{{"request", request}}.dump());
+  const auto ok = answer.find("ok");
+  if (ok != answer.end() && ok->is_boolean() && ok->get<bool>()) return answer;
+  const json error = answer.value("error", json::object());
+  const std::string code = error.value("code", std::string("unknown"));
+  const std::string message = error.value("message", std::string("no message"));
+  if (code == "permission_denied") {
+    throw Failure("access denied by the admin socket " + link.path() + ": " + message);
   }
-
- private:
-  std::string read_line() {
-    std::size_t eol;
-    while ((eol = buffer_.find('\n')) == std::string::npos) {
-      pollfd p{fd_, POLLIN, 0};
-      const int r = ::poll(&p, 1, kTimeoutMs);
-      if (r < 0 && errno == EINTR) continue;
-      if (r == 0) throw Failure("no answer from the admin socket " + path_ + " within 30 s");
-      char chunk[65536];
-      const ssize_t n = ::recv(fd_, chunk, sizeof(chunk), 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) throw Failure("the admin socket " + path_ + " closed (qbusd stopped?)");
-      buffer_.append(chunk, static_cast<std::size_t>(n));
-    }
-    std::string line = buffer_.substr(0, eol);
-    buffer_.erase(0, eol + 1);
-    return line;
-  }
-
-  json parse(const std::string& line) const {
-    try {
-      json j = json::parse(line);
-      if (j.is_object()) return j;
-    } catch (const json::exception&) {
-    }
-    throw Failure("the admin socket " + path_ + " answered something that is not a JSON object");
-  }
-
-  std::string path_;
-  int fd_;
-  std::string buffer_;
-};
+  throw Failure("the admin socket " + link.path() + " refused " + request + ": " + code + ": " +
+                message);
+}
 
 // What one refresh learnt: the model's rows and rates and the daemon's own figures.
 struct State {
@@ -113,11 +59,11 @@ struct State {
   bool clients_first = false;  // the clients' table gets the rows when both do not fit
 };
 
-void take_sample(AdminLink& link, State& s) {
-  const json queues = link.ask("queues");
+void take_sample(AdminConnection& link, State& s) {
+  const json queues = ask(link, "queues");
   const auto at = Clock::now();
-  const json clients = link.ask("clients");
-  s.stats = link.ask("stats").value("stats", json::object());
+  const json clients = ask(link, "clients");
+  s.stats = ask(link, "stats").value("stats", json::object());
   s.model.update(top::parse_sample(queues.value("queues", json::array()),
                                    clients.value("clients", json::array()), at));
 }
@@ -180,7 +126,7 @@ Tables tables(const State& s) {
 }
 
 // Plain text: one snapshot per refresh, a blank line between them, no escape codes.
-void run_plain(AdminLink& link, double interval, long long iterations, State& s) {
+void run_plain(AdminConnection& link, double interval, long long iterations, State& s) {
   const auto step =
       std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(interval));
   auto next = Clock::now();
@@ -314,7 +260,7 @@ bool handle_key(int ch, State& s) {
 }
 
 // The interactive view: refreshed every `interval`, redrawn at once for a key or a resize.
-void run_terminal(AdminLink& link, double interval, long long iterations, State& s) {
+void run_terminal(AdminConnection& link, double interval, long long iterations, State& s) {
   const Screen screen;
   const auto step =
       std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(interval));
@@ -347,7 +293,7 @@ int run_top(const AdminCommand& where, const TopArgs& a) {
   try {
     State s;
     s.sort = top::parse_sort(a.sort).value_or(SortKey::rate);
-    AdminLink link(admin_socket_path(where));
+    AdminConnection link(admin_socket_path(where));
     if (::isatty(STDOUT_FILENO) && ::isatty(STDIN_FILENO)) {
       run_terminal(link, a.interval, a.iterations, s);
     } else {

@@ -1,13 +1,8 @@
 // The Grafana dashboard (docs/grafana/qbus-dashboard.json) held to the metrics: every
 // metric name its queries and template variables use is a family that qbusd's /metrics
 // answer declares, so that a renamed or removed metric fails here instead of leaving an
-// empty panel. Also that the file is a dashboard Grafana can import.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
+// empty panel. Also that every query parses as PromQL, and that the file is a dashboard
+// Grafana can import.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -21,41 +16,12 @@
 #include <vector>
 
 #include "daemon.hpp"
+#include "http_peer.hpp"
 
 namespace qbus::testing {
 namespace {
 
 using json = nlohmann::json;
-
-// GET /metrics from 127.0.0.1:port; the whole response, head and body.
-std::string http_get_metrics(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<std::uint16_t>(port));
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-    const std::string why = std::strerror(errno);
-    ::close(fd);
-    throw std::runtime_error("cannot connect to port " + std::to_string(port) + ": " + why);
-  }
-  const std::string request =
-      "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-  (void)!::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-  // The server closes after its answer; 30 s at most.
-  std::string response;
-  char buf[65536];
-  while (true) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 30'000) <= 0) break;
-    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    response.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  return response;
-}
 
 // The names of the families the exposition text declares ("# TYPE <name> <type>").
 std::set<std::string> typed_families(const std::string& text) {
@@ -179,10 +145,10 @@ class DashboardMetricsTest : public ::testing::Test {
   }
 
   std::string scrape() {
-    const std::string r = http_get_metrics(port_);
-    EXPECT_EQ(r.substr(0, r.find("\r\n")), "HTTP/1.1 200 OK") << r.substr(0, 300);
-    const auto body = r.find("\r\n\r\n");
-    return body == std::string::npos ? std::string() : r.substr(body + 4);
+    const std::string r =
+        exchange(port_, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    EXPECT_EQ(status_line(r), "HTTP/1.1 200 OK") << r.substr(0, 300);
+    return body_of(r);
   }
 
   Daemon daemon_;

@@ -33,7 +33,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -85,11 +84,6 @@ std::array<std::uint8_t, 32> segment_header(std::uint32_t version, std::uint64_t
   put_u64(h.data() + 16, number);
   put_u32(h.data() + 28, crc32c(h.data(), 28));
   return h;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
 // The journal's segment files in `dir`, sorted (their names sort by number).

@@ -25,6 +25,7 @@
 
 #include "daemon.hpp"
 #include "eventually.hpp"
+#include "http_peer.hpp"
 #include "process.hpp"
 
 namespace qbus::testing {
@@ -32,62 +33,6 @@ namespace {
 
 using json = nlohmann::json;
 using std::chrono::seconds;
-
-// A connected socket to 127.0.0.1:port, or to the Unix socket `path`.
-int connect_to(int port, const std::string& path = {}) {
-  if (!path.empty()) {
-    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::strncpy(sa.sun_path, path.c_str(), sizeof(sa.sun_path) - 1);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-      throw std::runtime_error("cannot connect to " + path + ": " + std::strerror(errno));
-    }
-    return fd;
-  }
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<std::uint16_t>(port));
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-    throw std::runtime_error("cannot connect to port " + std::to_string(port) + ": " +
-                             std::strerror(errno));
-  }
-  return fd;
-}
-
-// Everything the peer sends until it closes (30 s at most).
-std::string read_all(int fd) {
-  std::string in;
-  char buf[65536];
-  while (true) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 30'000) <= 0) break;
-    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    in.append(buf, static_cast<std::size_t>(n));
-  }
-  return in;
-}
-
-// Sends `request` as it is and returns the whole response.
-std::string exchange(int port, const std::string& request, const std::string& path = {}) {
-  const int fd = connect_to(port, path);
-  (void)!::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-  std::string r = read_all(fd);
-  ::close(fd);
-  return r;
-}
-
-std::string status_line(const std::string& response) {
-  return response.substr(0, response.find("\r\n"));
-}
-
-std::string body_of(const std::string& response) {
-  const auto end = response.find("\r\n\r\n");
-  return end == std::string::npos ? std::string() : response.substr(end + 4);
-}
 
 // The value of the sample `series` (name and labels exactly as written) in `text`.
 std::optional<double> sample(const std::string& text, const std::string& series) {

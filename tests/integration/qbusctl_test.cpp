@@ -4,8 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
-#include <iterator>
-#include <sstream>
 
 #include "daemon.hpp"
 
@@ -13,11 +11,6 @@ namespace qbus::testing {
 namespace {
 
 using std::chrono::seconds;
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
 
 std::string binary_bytes(std::size_t n) {
   std::string s(n, '\0');

@@ -125,4 +125,7 @@ Result run(const std::vector<std::string>& argv, const std::string& input = {},
 std::string qbusd_path();
 std::string qbusctl_path();
 
+// The bytes of the file at `path`; empty when it cannot be read.
+std::string read_file(const std::string& path);
+
 }  // namespace qbus::testing
