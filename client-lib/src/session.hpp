@@ -270,17 +270,25 @@ bool Session::handle_frames(const OnFrame& on_frame) {
 template <typename Handler>
 bool Session::wait_for(std::uint64_t corr, const Clock::time_point& deadline,
                        const Handler& handler) {
+  // What this call writes cannot have been answered yet: its first wait polls before it
+  // reads, rather than reading nothing (EAGAIN), polling and reading again.
+  bool answer_on_its_way = !out_.empty();
   flush();
   while (true) {
     if (wait_step(corr, handler)) return true;
-    if (read_some()) continue;
+    if (!answer_on_its_way && read_some()) continue;
     int ms = -1;
     if (deadline != kNoDeadline) {
       const auto left =
           std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
-      if (left <= 0) return false;
+      if (left <= 0) {
+        if (!answer_on_its_way) return false;
+        answer_on_its_way = false;  // no time to wait: one read of what is there, as ever
+        continue;
+      }
       ms = static_cast<int>(std::min<std::int64_t>(left, INT_MAX));
     }
+    answer_on_its_way = false;
     wait_readable(ms);
   }
 }
