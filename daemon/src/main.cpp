@@ -385,7 +385,8 @@ class Service {
         config_path_(std::move(config_path)),
         flags_(flags),
         listening_(listening_text(server, admin, metrics)),
-        notifier_(io, [this] { return status(); }),
+        notifier_(
+            io, [this] { return status(); }, [this] { return server_.connection_count() > 0; }),
         hooks_{[this](const Config& c) {
           admin_.update(c.admin_group, qbus::config::to_json_text(c, server_.options().socket_path,
                                                                   admin_.socket_path()));
@@ -402,6 +403,7 @@ class Service {
             [this](qbus::config::LoadResult r) { reloaded(std::move(r)); }),
         stop_signals_(io, SIGINT, SIGTERM),
         hup_(io, SIGHUP) {
+    server_.add_first_client_hook([this] { notifier_.wake(); });
     stop_signals_.async_wait([this](const asio::error_code& ec, int sig) {
       if (!ec) stop(sig);
     });

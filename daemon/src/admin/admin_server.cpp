@@ -287,11 +287,8 @@ void AdminServer::start(int inherited_fd) {
     }
     acceptor_.assign(asio::local::stream_protocol(), bound_.fd.release());
   }
-  samples_.push_back(Sample{SteadyClock::now(), server_.broker().totals()});
-  sampler_.expires_after(kSampleEvery);
-  sampler_.async_wait([this](const asio::error_code& ec) {
-    if (!ec) sample();
-  });
+  server_.add_first_client_hook([this] { wake_sampler(); });
+  wake_sampler();
   accept();
 }
 
@@ -324,6 +321,7 @@ void AdminServer::stop() {
   asio::error_code ec;
   acceptor_.close(ec);
   sampler_.cancel();
+  sampling_ = false;
   retry_.cancel();
   for (auto& [ptr, weak] : std::unordered_map<Session*, std::weak_ptr<Session>>(sessions_)) {
     if (auto s = weak.lock()) s->close();
@@ -334,13 +332,26 @@ void AdminServer::stop() {
 }
 
 void AdminServer::sample() {
-  samples_.push_back(Sample{SteadyClock::now(), server_.broker().totals()});
+  const broker::BrokerTotals totals = server_.broker().totals();
+  samples_.push_back(Sample{SteadyClock::now(), totals});
   while (samples_.size() > kRateWindow + 1)
     samples_.pop_front();
+  // The totals only grow: equal ends mean a window without traffic, whose rates are 0 for
+  // as long as nobody connects.
+  const bool quiet = samples_.size() > 1 && samples_.front().totals == totals;
+  sampling_ = !quiet || server_.connection_count() > 0;
+  if (!sampling_) return;
   sampler_.expires_after(kSampleEvery);
   sampler_.async_wait([this](const asio::error_code& ec) {
     if (!ec) sample();
   });
+}
+
+void AdminServer::wake_sampler() {
+  if (sampling_ || stopped_) return;
+  // The samples before the pause are older than the window: start it again from now.
+  samples_.clear();
+  sample();
 }
 
 bool AdminServer::permitted(int fd, LogFields& peer, std::string& who) const {

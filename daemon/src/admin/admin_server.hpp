@@ -70,7 +70,11 @@ class AdminServer {
   // Answers one request line: parses it and hands it to the member function that its
   // "request" names.
   nlohmann::json handle(const std::string& line);
+  // Takes a sample and arms the next one a second later, unless nothing can change the
+  // totals: with no client connected and no traffic over the window it stops, so that an
+  // idle qbusd has no timer waking it; the next client restarts it (wake_sampler).
   void sample();
+  void wake_sampler();
   // The requests of docs/admin.md, one each; `req` is the parsed request object. Not
   // const, even the ones that only read: handle() keeps them in one table of one type.
   nlohmann::json list_queues(const nlohmann::json& req);
@@ -106,6 +110,7 @@ class AdminServer {
   bool own_socket_ = false;
   bool stopped_ = false;
   std::deque<Sample> samples_;  // one a second over the rate window
+  bool sampling_ = false;       // the sampler's timer is armed
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;
   Monitor monitor_;

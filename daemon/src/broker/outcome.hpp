@@ -36,6 +36,7 @@ struct BrokerTotals {
   std::uint64_t messages_out = 0;
   std::uint64_t bytes_in = 0;
   std::uint64_t bytes_out = 0;
+  bool operator==(const BrokerTotals&) const = default;
 };
 
 }  // namespace qbus::broker

@@ -213,6 +213,10 @@ void Server::admit(asio::generic::stream_protocol::socket socket, broker::Identi
   conn->set_comm(std::move(comm));
   if (who.tcp && options_.tls) conn->use_tls(*options_.tls);
   conns_.emplace(id, conn);
+  if (conns_.size() == 1) {
+    for (const auto& wake : on_first_client_)
+      wake();
+  }
   Errc e = Errc::ok;
   std::string_view why;
   if (who.tcp) {

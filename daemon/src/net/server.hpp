@@ -95,6 +95,11 @@ class Server final : public broker::Sink {
   TapListener* tap() const { return tap_; }
   void set_tap(TapListener* listener) { tap_ = listener; }
 
+  // Called when a client connects to a broker that had none, so that what sleeps while
+  // nobody is connected (the admin socket's rate sampler, the service status) wakes
+  // again. Called on the event loop; what it refers to must live while the loop runs.
+  void add_first_client_hook(std::function<void()> f) { on_first_client_.push_back(std::move(f)); }
+
   // How busy the event loop is with clients' frames (qbus_event_loop_*): the time from a
   // connection's wake-up to the end of the batch it read, summed; batches; and the frames
   // of the last one.
@@ -241,6 +246,7 @@ class Server final : public broker::Sink {
   BoundSocket bound_;
   bool stopping_ = false;
   std::function<void()> on_stopped_;
+  std::vector<std::function<void()>> on_first_client_;
 };
 
 }  // namespace qbus::daemon

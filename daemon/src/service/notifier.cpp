@@ -5,6 +5,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 
 namespace qbus::daemon {
@@ -23,8 +24,13 @@ std::uint64_t monotonic_usec() {
 
 }  // namespace
 
-ServiceNotifier::ServiceNotifier(asio::io_context& io, std::function<std::string()> status)
-    : status_(std::move(status)), watchdog_timer_(io), status_timer_(io) {
+ServiceNotifier::ServiceNotifier(asio::io_context& io, std::function<std::string()> status,
+                                 std::function<bool()> busy)
+    : status_(std::move(status)),
+      busy_(std::move(busy)),
+      watchdog_timer_(io),
+      status_timer_(io),
+      notify_(std::getenv("NOTIFY_SOCKET") != nullptr) {
   std::uint64_t usec = 0;
   // Checks WATCHDOG_PID too: a watchdog meant for another process (our parent) is not ours.
   if (sd_watchdog_enabled(/*unset_environment=*/0, &usec) > 0 && usec > 0) {
@@ -46,7 +52,11 @@ void ServiceNotifier::ready() {
     spdlog::debug("watchdog: pinging every {} ms", watchdog_.count() / 1000);
     ping_watchdog();
   }
-  update_status();
+  if (notify_) update_status();
+}
+
+void ServiceNotifier::wake() {
+  if (started_ && notify_ && !stopping_ && !status_pending_) update_status();
 }
 
 void ServiceNotifier::reloading() {
@@ -70,11 +80,15 @@ void ServiceNotifier::ping_watchdog() {
 }
 
 void ServiceNotifier::update_status() {
+  status_pending_ = false;
   if (stopping_) return;
   if (auto now = status_(); now != last_status_) {
     last_status_ = std::move(now);
     send("STATUS=" + last_status_);
   }
+  // Idle (no clients), the line was just brought up to date and stays so: no more timer.
+  if (!busy_()) return;
+  status_pending_ = true;
   status_timer_.expires_after(kStatusEvery);
   status_timer_.async_wait([this](const asio::error_code& ec) {
     if (!ec) update_status();

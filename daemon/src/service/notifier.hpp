@@ -18,8 +18,11 @@ namespace qbus::daemon {
 class ServiceNotifier {
  public:
   // `status` makes the STATUS= line; it is sent with READY=1 and then every status
-  // interval when it changed.
-  ServiceNotifier(asio::io_context& io, std::function<std::string()> status);
+  // interval when it changed, while `busy` says the line may change (clients are
+  // connected). Once it is idle no timer runs until wake(). Without NOTIFY_SOCKET there
+  // are no status updates at all.
+  ServiceNotifier(asio::io_context& io, std::function<std::string()> status,
+                  std::function<bool()> busy);
   ServiceNotifier(const ServiceNotifier&) = delete;
   ServiceNotifier& operator=(const ServiceNotifier&) = delete;
 
@@ -31,6 +34,9 @@ class ServiceNotifier {
   // STOPPING=1. The watchdog keeps pinging while the daemon drains its connections.
   void stopping();
 
+  // Resumes the status updates after an idle spell (a client connected).
+  void wake();
+
   // The watchdog period systemd asked for; zero when it asked for none.
   std::chrono::microseconds watchdog_interval() const { return watchdog_; }
 
@@ -40,11 +46,14 @@ class ServiceNotifier {
   void send(const std::string& message);
 
   std::function<std::string()> status_;
+  std::function<bool()> busy_;
   asio::steady_timer watchdog_timer_;
   asio::steady_timer status_timer_;
   std::chrono::microseconds watchdog_{0};
   std::string last_status_;
   bool started_ = false;
+  bool notify_ = false;          // NOTIFY_SOCKET is set: a service manager listens
+  bool status_pending_ = false;  // the status timer is armed
   bool stopping_ = false;
 };
 
