@@ -14,12 +14,13 @@ usage() {
 usage: bench/compare.sh [--runs N] [--no-build] [--no-results]
 
 Builds the Release tree build-bench/ if needed (qbus-bench, relay, redis-streams,
-redis-pubsub, nats-pubsub), installs redis-server, redis-tools, libhiredis-dev,
+redis-rr, redis-pubsub, nats-pubsub), installs redis-server, redis-tools, libhiredis-dev,
 nats-server and libnats-dev from Debian if missing (as root; otherwise prints the apt-get
 command and fails), then measures:
   raw socketpair ping-pong RTT, raw one-way batched throughput, the bare-relay ceiling
   (bench/relay.cpp); redis-benchmark LPUSH/RPOP, 64 B, -P 64 and -P 1 -c 1, on a private
-  Unix socket; qbus-bench throughput and latency with 64 B payloads; the same throughput
+  Unix socket; request/reply round trips on Redis lists, LPUSH + BLPOP (redis-rr);
+  qbus-bench throughput and latency with 64 B payloads; the same throughput
   with a 1,000-rule access policy and without one, alternating run by run; acknowledgement
   mode (issue 13): qbus-bench throughput plain, --ack and --subscribe 1024, alternating run
   by run, beside Redis Streams XADD/XREADGROUP/XACK (redis-streams), and the redelivery
@@ -47,6 +48,7 @@ BUILD="${QBUS_BENCH_BUILD_DIR:-$REPO/build-bench}"
 QBUS_BENCH="$BUILD/bench/qbus-bench"
 RELAY="$BUILD/bench/relay"
 REDIS_STREAMS="$BUILD/bench/redis-streams"
+REDIS_RR="$BUILD/bench/redis-rr"
 REDIS_PUBSUB="$BUILD/bench/redis-pubsub"
 NATS_PUBSUB="$BUILD/bench/nats-pubsub"
 RESULTS="$REPO/bench/RESULTS.md"
@@ -59,6 +61,7 @@ SIZE=64
 REDIS_PIPELINED_N=1000000
 REDIS_UNPIPELINED_N=100000
 QBUS_THROUGHPUT_MESSAGES=2000000
+# Request/reply round trips per run, for qbus-bench latency and for its Redis peer redis-rr.
 QBUS_LATENCY_REQUESTS=100000
 RELAY_MESSAGES=10000000
 # The policy cost (issue 12): rules in the policy measured against none.
@@ -196,8 +199,8 @@ build() {
     cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$TMP/cmake.log" 2>&1 ||
       { cat "$TMP/cmake.log" >&2; exit 1; }
   fi
-  log "building qbus-bench, relay, redis-streams, redis-pubsub and nats-pubsub"
-  cmake --build "$BUILD" --target qbus-bench relay redis-streams redis-pubsub nats-pubsub -j "$(nproc)" >"$TMP/build.log" 2>&1 ||
+  log "building qbus-bench, relay, redis-streams, redis-rr, redis-pubsub and nats-pubsub"
+  cmake --build "$BUILD" --target qbus-bench relay redis-streams redis-rr redis-pubsub nats-pubsub -j "$(nproc)" >"$TMP/build.log" 2>&1 ||
     { tail -n 50 "$TMP/build.log" >&2; exit 1; }
 }
 
@@ -263,6 +266,20 @@ run_redis_streams() {
   STREAMS_RATE=$(json_num "$TMP/redis-streams.json" messages_per_second)
 }
 
+# qbus-bench latency's work on Redis (bench/redis_rr.cpp): 1 requester LPUSHes a request
+# and BLPOPs its reply, 1 responder BLPOPs and LPUSHes it back, one request outstanding.
+# Sets REDIS_RR_P50, REDIS_RR_P99 and REDIS_RR_P999 (µs, each the median of RUNS runs).
+run_redis_rr() {
+  local cmd=("$REDIS_RR" --socket "$REDIS_SOCK" --requests "$QBUS_LATENCY_REQUESTS"
+    --size "$SIZE" --runs "$RUNS" --json)
+  record "${cmd[@]#"$REPO/"}"
+  log "redis-rr LPUSH + BLPOP request/reply"
+  "${cmd[@]}" >"$TMP/redis-rr.json"
+  REDIS_RR_P50=$(json_sub_num "$TMP/redis-rr.json" redis_request_reply p50_us)
+  REDIS_RR_P99=$(json_sub_num "$TMP/redis-rr.json" redis_request_reply p99_us)
+  REDIS_RR_P999=$(json_sub_num "$TMP/redis-rr.json" redis_request_reply p99_9_us)
+}
+
 # ---- (c) raw sockets and the bare relay -------------------------------------------------
 
 run_relay() {
@@ -318,6 +335,7 @@ run_qbus() {
   "${cmd[@]}" >"$TMP/qbus-latency.json"
   QBUS_P50=$(json_sub_num "$TMP/qbus-latency.json" qbus_request_reply p50_us)
   QBUS_P99=$(json_sub_num "$TMP/qbus-latency.json" qbus_request_reply p99_us)
+  QBUS_P999=$(json_sub_num "$TMP/qbus-latency.json" qbus_request_reply p99_9_us)
   # qbus-bench's own raw ping-pong, alternated with the qbus runs: noise hits both alike.
   INRUN_RAW_P50=$(json_sub_num "$TMP/qbus-latency.json" raw_socketpair p50_us)
 }
@@ -693,10 +711,12 @@ table() {
     "$(fmt_pct "$(calc "$SUB_RATE / $ACK_PLAIN_RATE")") of plain; ack_up_to every $((SUBSCRIBE_PREFETCH / 4)); daemon $(fmt_ns "$SUB_CPU_NS") CPU/msg"
   row "qbus redelivery after SIGKILL p50 / p99" "$(fmt_us_or_ms "$REDELIVERY_P50") / $(fmt_us_or_ms "$REDELIVERY_P99")" "" "" \
     "kill() of a consumer holding one message (ack mode) until a waiting consumer has it; $REDELIVERY_ROUNDS rounds (qbus-bench redelivery)"
+  row "Redis LPUSH + BLPOP request/reply p50 / p99" "$(fmt_us "$REDIS_RR_P50") / $(fmt_us "$REDIS_RR_P99")" "" "" \
+    "p99.9 $(fmt_us "$REDIS_RR_P999"); 1 requester, 1 responder, one request outstanding, $(fmt_count "$QBUS_LATENCY_REQUESTS") requests (redis-rr)"
   row "qbus request/reply p50 / p99" "$(fmt_us "$QBUS_P50") / $(fmt_us "$QBUS_P99")" \
-    "$(fmt_ratio "$(calc "$QBUS_P50 / (1e6 / $REDIS_LPUSH_P1)")") of LPUSH -P1 time" \
+    "$(fmt_ratio "$(calc "$QBUS_P50 / $REDIS_RR_P50")") / $(fmt_ratio "$(calc "$QBUS_P99 / $REDIS_RR_P99")") of LPUSH+BLPOP p50 / p99" \
     "$(fmt_ratio "$rr_ratio") of in-run raw, $(fmt_ratio "$rr_ratio_relay") of relay raw" \
-    "in-run raw p50 $(fmt_us "$INRUN_RAW_P50") (qbus-bench latency)"
+    "p99.9 $(fmt_us "$QBUS_P999"); in-run raw p50 $(fmt_us "$INRUN_RAW_P50"); p50 $(fmt_ratio "$(calc "$QBUS_P50 / (1e6 / $REDIS_LPUSH_P1)")") of LPUSH -P1 time (qbus-bench latency)"
   row "qbus region hand-over 4 KiB / 64 MiB" "$(fmt_us_or_ms "$BULK_H4K") / $(fmt_us_or_ms "$BULK_H64M")" "" "" \
     "send() until the receiver holds the mapping (qbus-bench bulk)"
   row "qbus 64 MiB end to end: region / inline" "$(fmt_us_or_ms "$BULK_E2E_64M") / $(fmt_us_or_ms "$BULK_INLINE_64M")" "" "" \
@@ -856,8 +876,9 @@ main() {
   install_deps
   if [ "$BUILD_FIRST" = 1 ]; then
     build
-  elif [ ! -x "$QBUS_BENCH" ] || [ ! -x "$RELAY" ] || [ ! -x "$REDIS_PUBSUB" ] || [ ! -x "$NATS_PUBSUB" ]; then
-    log "--no-build, but $QBUS_BENCH, $RELAY, $REDIS_PUBSUB or $NATS_PUBSUB is missing"
+  elif [ ! -x "$QBUS_BENCH" ] || [ ! -x "$RELAY" ] || [ ! -x "$REDIS_RR" ] || [ ! -x "$REDIS_PUBSUB" ] ||
+    [ ! -x "$NATS_PUBSUB" ]; then
+    log "--no-build, but $QBUS_BENCH, $RELAY, $REDIS_RR, $REDIS_PUBSUB or $NATS_PUBSUB is missing"
     exit 1
   fi
   start_redis
@@ -865,6 +886,7 @@ main() {
   redis_run P64 -n "$REDIS_PIPELINED_N" -P 64
   redis_run P1 -n "$REDIS_UNPIPELINED_N" -P 1 -c 1
   run_redis_streams
+  run_redis_rr
   # Redis is done: stop it so it cannot steal CPU from the runs that follow.
   kill "$REDIS_PID" 2>/dev/null || true
   wait "$REDIS_PID" 2>/dev/null || true

@@ -1,7 +1,7 @@
 // Processes released through pipes: what qbus-bench and the peer programs that measure
-// Redis and NATS the same way (redis-pubsub, nats-pubsub) share. Plain POSIX, no qbus.
-// Single-threaded; a forked Child owns nothing of its parent but what it inherits across
-// fork().
+// Redis and NATS the same way (redis-pubsub, redis-rr, nats-pubsub) share. Plain POSIX, no
+// qbus. Single-threaded; a forked Child owns nothing of its parent but what it inherits
+// across fork().
 #pragma once
 
 #include <signal.h>

@@ -1,4 +1,4 @@
-// hiredis with ownership: what the Redis peers of bench/compare.sh (redis-streams,
+// hiredis with ownership: what the Redis peers of bench/compare.sh (redis-streams, redis-rr,
 // redis-pubsub) share. Every call throws std::runtime_error naming what failed. A Context
 // is one connection, used by one thread.
 #pragma once
