@@ -11,13 +11,10 @@ namespace {
 
 using proto::FrameType;
 
-// Reserves the pages of a fresh region (charged to this process's memory cgroup, so a
+// Allocates the pages of a fresh region (charged to this process's memory cgroup, so a
 // shortage is an error here and not a SIGBUS later) and maps them writable.
 proto::shm::Mapping reserve_and_map(int fd, std::size_t size, std::string_view what) {
-  if (auto r = proto::shm::reserve(fd, size); !r) {
-    throw Error(r.error().code, std::string(what) + ": " + r.error().text);
-  }
-  auto map = proto::shm::map_writable(fd, size);
+  auto map = proto::shm::populate_writable(fd, size);
   if (!map) throw Error(map.error().code, std::string(what) + ": " + map.error().text);
   return std::move(map).value();
 }

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -251,6 +252,40 @@ Result<Mapping> map_writable(int fd, std::size_t size) {
                      "cannot map " + bytes_text(size) + " of a shared-memory region");
   }
   return Mapping(base, size, 0, size, true);
+}
+
+Result<Mapping> populate_writable(int fd, std::size_t size) {
+  auto map = map_writable(fd, size);
+  if (!map) return map;
+  void* base = map->mutable_bytes().data();
+  // Advice only: refused (no THP in this kernel) it leaves small pages, which still work.
+  if (size >= kHugePageSize) ::madvise(base, size, MADV_HUGEPAGE);
+  // In steps: populating holds the process's mmap lock, and a thread of the same process
+  // that unmaps (a sender sealing its region while a pool worker populates the next) waits
+  // for it. Measured on a 2-core VM, unmapping 64 MiB beside a worker populating 64 MiB
+  // took 3.3 ms with one call, 1.0 ms in 2 MiB steps and 0.21 ms in 256 KiB steps, against
+  // 0.19 ms with no worker (huge pages on; the steps cost 256 system calls per 64 MiB).
+  constexpr std::size_t kStep = std::size_t{256} << 10;
+  int rc = 0;
+  for (std::size_t done = 0; done < size && rc == 0;) {
+    const std::size_t step = std::min(kStep, size - done);
+    rc = ::madvise(static_cast<std::byte*>(base) + done, step, MADV_POPULATE_WRITE);
+    if (rc == 0) {
+      done += step;
+    } else if (errno == EINTR) {
+      rc = 0;
+    }
+  }
+  if (rc == 0) return map;
+  const int err = errno;
+  if (err == EINVAL) {  // before Linux 5.14: reserve the pages, let the writer fault them in
+    if (auto r = reserve(fd, size); !r) return r.error();
+    return map;
+  }
+  // ENOMEM: the memory cgroup's limit; EFAULT: what would have been a SIGBUS.
+  return sys_error(
+      err == ENOMEM || err == EFAULT || is_quota_errno(err) ? Errc::quota_exceeded : Errc::io_error,
+      err, "cannot allocate the " + bytes_text(size) + " of a shared-memory region");
 }
 
 Result<Mapping> map_readonly(int fd, std::size_t offset, std::size_t length) {

