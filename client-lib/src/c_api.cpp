@@ -257,6 +257,7 @@ int qbus_client_connect(const qbus_client_options* o, qbus_client** client) {
       set(opts.tls_key, o->tls_key);
       opts.connect_timeout = std::chrono::milliseconds(o->connect_timeout_ms);
       opts.region_threshold = o->region_threshold;
+      if (QBUS_CAPI_HAS_FIELD(*o, region_pool_bytes)) opts.region_pool_bytes = o->region_pool_bytes;
     }
     *client = make<qbus_client>(Kind::client, qbus::Client(std::move(opts)));
   });

@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "qbus/client.hpp"
@@ -119,6 +120,13 @@ int with_client(qbus_client* c, const char* what, F&& body) noexcept {
 // a program built against an older qbus.h then keeps working with a later libqbus.
 template <typename T>
 inline constexpr std::size_t kQbus0Size = sizeof(T);
+template <>
+inline constexpr std::size_t kQbus0Size<qbus_client_options> = 72;  // before region_pool_bytes
+static_assert(sizeof(void*) != 8 || offsetof(qbus_client_options, region_pool_bytes) == 72,
+              "a field added after QBUS_0 must start at or after its QBUS_0 size");
+// Whether the caller's struct `o` is recent enough to hold `field` (see kQbus0Size).
+#define QBUS_CAPI_HAS_FIELD(o, field) \
+  ((o).struct_size >= offsetof(std::remove_cvref_t<decltype(o)>, field) + sizeof((o).field))
 // Tripwire: QBUS_0's sizes on LP64. A struct that grows must keep its old size above as
 // a literal instead of sizeof.
 static_assert(sizeof(void*) != 8 ||

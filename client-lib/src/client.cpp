@@ -127,6 +127,10 @@ Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>()) {
     return impl->on_stream_frame(h, b);
   });
   impl_->session.connect(options);
+  if (options.region_pool_bytes != 0 && impl_->session.passes_fds()) {
+    impl_->region_pool =
+        std::make_unique<detail::RegionPool>(options.region_pool_bytes, impl_->session.releases());
+  }
 }
 
 Client::~Client() {

@@ -32,6 +32,7 @@
 #include "qbus/proto/codec.hpp"
 #include "qbus/proto/shm.hpp"
 #include "qbus/proto/unique_fd.hpp"
+#include "region_pool.hpp"
 #include "session.hpp"
 
 namespace qbus {
@@ -204,6 +205,7 @@ struct SubscriptionState {
 struct __attribute__((visibility("hidden"))) Client::Impl {
   detail::Session session;
   std::size_t region_threshold = 0;
+  std::unique_ptr<detail::RegionPool> region_pool;  // null without ClientOptions' pool
   bool inbox_claimed = false;
   // Live subscriptions by their SUBSCRIBE's correlation; std::map, so that a
   // SubscriptionState& stays valid while others come and go.
@@ -339,6 +341,12 @@ struct __attribute__((visibility("hidden"))) Client::Impl {
   }
   std::optional<Region> copy_to_region(std::span<const std::byte> payload);
   Region allocate_region(std::size_t size);
+  // allocate_region() through the pool: a populated region when one is ready, and the
+  // pool's refills asked for in the same round trip.
+  Region allocate_pooled(std::size_t size);
+  // The Region owning a granted region's handle, its fd and its writable mapping.
+  Region writable_region(std::uint64_t id, std::size_t size, proto::UniqueFd fd,
+                         proto::shm::Mapping mapping);
   // allocate_region() in two halves, for AsyncEngine: REGION_ALLOC appended (its
   // correlation), and the Region made of the broker's grant.
   std::uint64_t ask_region(std::size_t size);

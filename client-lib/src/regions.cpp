@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <cstring>
+#include <tuple>
 
 #include "client_impl.hpp"
 
@@ -73,27 +74,78 @@ std::uint64_t Client::Impl::ask_region(std::size_t size) {
 
 Region Client::Impl::granted_region(const proto::RegionGrantBody& g, proto::UniqueFd region_fd,
                                     std::size_t size) {
-  auto st = std::make_unique<detail::RegionState>();
-  st->releases = session.releases();
-  st->id = g.region_id;  // from here on the destructor releases the handle
-  st->size = static_cast<std::size_t>(g.size);
-  if (st->size != size) {
+  if (g.size != size) {
+    session.releases()->push(g.region_id);
     session.fail(Errc::protocol_violation, "broker granted a region of " + std::to_string(g.size) +
                                                " bytes for " + std::to_string(size));
   }
   // The broker made the memfd but allocated none of it: the pages are ours.
-  st->mapping = reserve_and_map(region_fd.get(), st->size, "allocate_region");
+  auto mapping = reserve_and_map(region_fd.get(), size, "allocate_region");
   // A child forked while we fill the region must not inherit a writable mapping: it
   // would keep the broker from sealing the region when we send it.
-  ::madvise(st->mapping.mutable_bytes().data(), st->size, MADV_DONTFORK);
-  st->fd = std::move(region_fd);
+  ::madvise(mapping.mutable_bytes().data(), size, MADV_DONTFORK);
+  return writable_region(g.region_id, size, std::move(region_fd), std::move(mapping));
+}
+
+Region Client::Impl::writable_region(std::uint64_t id, std::size_t size, proto::UniqueFd fd,
+                                     proto::shm::Mapping mapping) {
+  auto st = std::make_unique<detail::RegionState>();
+  st->releases = session.releases();
+  st->id = id;  // from here on the destructor releases the handle
+  st->size = size;
+  st->mapping = std::move(mapping);
+  st->fd = std::move(fd);
   return detail::Access::make_region(std::move(st));
 }
 
 Region Client::Impl::allocate_region(std::size_t size) {
+  if (region_pool && region_pool->poolable(size)) return allocate_pooled(size);
   const std::uint64_t corr = ask_region(size);
   auto [g, region_fd] = wait_grant(corr, "allocate a region of " + std::to_string(size) + " bytes");
   return granted_region(g, std::move(region_fd), size);
+}
+
+Region Client::Impl::allocate_pooled(std::size_t size) {
+  const std::string context = "allocate a region of " + std::to_string(size) + " bytes";
+  auto ready = region_pool->take(size);
+  // The caller's own grant goes first, so the refills never take quota it needs; all of
+  // them travel in one write and one round trip.
+  const std::uint64_t corr = ready ? 0 : ask_region(size);
+  std::uint64_t refills[detail::RegionPool::kDepth] = {};
+  const std::size_t n = region_pool->wanted(size);
+  for (std::size_t i = 0; i < n; ++i)
+    refills[i] = ask_region(size);
+
+  std::optional<Error> refused;
+  proto::RegionGrantBody grant;
+  proto::UniqueFd grant_fd;
+  if (!ready) {
+    try {
+      std::tie(grant, grant_fd) = wait_grant(corr, context);
+    } catch (const Error& e) {
+      if (session.broken()) throw;
+      refused = e;  // answered after the refills below are read
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    try {
+      auto [g, fd] = wait_grant(refills[i], context + " for the pool");
+      region_pool->add(g.region_id, size, std::move(fd));
+    } catch (const Error&) {
+      if (session.broken()) throw;  // a refused refill only leaves the pool short
+    }
+  }
+  if (ready) {
+    return writable_region(ready->id, size, std::move(ready->fd), std::move(ready->mapping));
+  }
+  if (!refused) return granted_region(grant, std::move(grant_fd), size);
+  // The quota is the uid's: regions the pool keeps ready for other sizes give way.
+  if (refused->code() == Errc::quota_exceeded && region_pool->drain() > 0) {
+    const std::uint64_t again = ask_region(size);
+    auto [g, fd] = wait_grant(again, context);
+    return granted_region(g, std::move(fd), size);
+  }
+  throw *refused;
 }
 
 std::uint64_t Client::Impl::append_region_send(detail::RegionState& st, proto::RegionTarget kind,
@@ -180,6 +232,10 @@ Message Client::Impl::mapped_message(proto::Bytes body, std::string_view context
 
 Region Client::allocate_region(std::size_t size) {
   return impl_->allocate_region(size);
+}
+
+RegionPoolStats Client::region_pool_stats() const {
+  return impl_->region_pool ? impl_->region_pool->stats() : RegionPoolStats{};
 }
 
 void Client::send(std::string_view key, Region&& region) {

@@ -50,6 +50,7 @@ class ClientOptions(Structure):
         ("tls_cert", c_char_p),
         ("tls_key", c_char_p),
         ("region_threshold", c_size_t),
+        ("region_pool_bytes", c_size_t),
     ]
 
 

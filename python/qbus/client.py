@@ -83,12 +83,14 @@ class Client:
 
     address: "unix:/path", "tcp:HOST:PORT" or "tls:HOST:PORT"; None uses $QBUS_ADDRESS,
     else the per-user socket, else /run/qbus/qbus.sock. timeout: seconds to connect
-    (None: libqbus's default). name: shown in `qbusctl clients`.
+    (None: libqbus's default). name: shown in `qbusctl clients`. region_pool_bytes:
+    regions kept granted and populated ahead of need (docs/client.md, "Large regions").
     Timeouts of waits are seconds too, None waiting without limit.
     """
 
-    def __init__(self, address=None, name=None, timeout=5.0, token=None):
+    def __init__(self, address=None, name=None, timeout=5.0, token=None, region_pool_bytes=0):
         o = _lib.init(_lib.ClientOptions)
+        o.region_pool_bytes = _args.integer(region_pool_bytes, "region_pool_bytes")
         o.address = _args.optional_text(address, "address")
         o.name = _args.optional_text(name, "name")
         o.token = _args.optional_text(token, "token")

@@ -45,6 +45,24 @@ def test_region_message_is_a_view_of_the_mapping(qbusd, client, key):
     assert bytes(view) == content[10:20]
 
 
+def test_a_pooled_client_sends_fresh_regions(qbusd, key):
+    size = 1 << 20
+    with qbus.Client(qbusd, region_pool_bytes=4 * size) as c:
+        for i in range(4):
+            r = c.allocate_region(size)
+            assert bytes(r.data[:64]) == bytes(64) and bytes(r.data[-64:]) == bytes(64)
+            r.data[:4] = b"pool"
+            r.data[-1:] = bytes([i])
+            c.send_region(key, r)
+            r.close()
+        for i in range(4):
+            m = c.receive(key, T)
+            assert m.in_shared_memory and m.payload[:4] == b"pool" and m.payload[-1] == i
+            m.close()
+    with pytest.raises(TypeError, match="region_pool_bytes"):
+        qbus.Client(qbusd, region_pool_bytes="1M")
+
+
 def test_large_send_goes_through_a_region(client, key):
     payload = b"z" * 200_000  # over the 64 KiB region threshold
     client.send(key, payload)

@@ -1,5 +1,7 @@
 /* The C API from C11 against the real qbusd (c_api_test.cpp starts a daemon per case):
  * Options, queues, batches, acknowledgements, direct messages, requests. */
+#include <stddef.h>
+
 #include "c_api_cases.h"
 #include "c_check.h"
 
@@ -29,6 +31,7 @@ int qbus_ctest_options(const char* address, char* why, size_t why_len) {
   CHECK(NULL, co.tls_ca == NULL && co.tls_cert == NULL && co.tls_key == NULL);
   CHECK_EQ(NULL, co.connect_timeout_ms, 5000);
   CHECK_EQ(NULL, co.region_threshold, 65536);
+  CHECK_EQ(NULL, co.region_pool_bytes, 0);
 
   memset(&so, 0xa5, sizeof so);
   CHECK_OK(NULL, qbus_send_options_init(&so));
@@ -96,6 +99,21 @@ int qbus_ctest_options(const char* address, char* why, size_t why_len) {
     CHECK_INVALID(NULL, qbus_send_options_init_size(&so, sizeof so - 1));
     CHECK_CONTAINS(NULL, qbus_last_error(), "struct_size");
     CHECK_OK(NULL, qbus_send_options_init(&so));
+  }
+
+  /* A caller built before region_pool_bytes existed passes QBUS_0's size: accepted, and
+   * _init writes nothing past it. */
+  {
+    unsigned char older[sizeof(qbus_client_options)];
+    const size_t qbus0 = offsetof(qbus_client_options, region_pool_bytes);
+    qbus_client* oc = NULL;
+    memset(older, 0xa5, sizeof older);
+    CHECK_OK(NULL, qbus_client_options_init_size((qbus_client_options*)(void*)older, qbus0));
+    for (size_t i = qbus0; i < sizeof older; ++i)
+      CHECK_EQ(NULL, older[i], 0xa5);
+    ((qbus_client_options*)(void*)older)->address = address;
+    CHECK_OK(NULL, qbus_client_connect((qbus_client_options*)(void*)older, &oc));
+    qbus_client_free(oc);
   }
 
   /* An options struct nobody initialised (struct_size 0) is refused before anything is

@@ -158,6 +158,9 @@ typedef struct qbus_client_options {
   /* Payloads larger than this travel through a shared-memory region (Unix sockets).
    * Default 65536; SIZE_MAX keeps everything it can inline. */
   size_t region_threshold;
+  /* Added after QBUS_0 (read only when struct_size covers it): bytes of regions kept
+   * granted and populated ahead of need, ClientOptions::region_pool_bytes. Default 0. */
+  size_t region_pool_bytes;
 } qbus_client_options;
 QBUS_API int qbus_client_options_init_size(qbus_client_options* options, size_t size);
 static inline int qbus_client_options_init(qbus_client_options* options) {
