@@ -76,6 +76,8 @@ REDELIVERY_ROUNDS=200
 # The default window (256) is measured and shown as well.
 DRAIN_WINDOW=1024
 BULK_RUNS=5
+# qbus-bench regions' rounds per size and case (its medians are over rounds, not runs).
+REGION_RUNS=15
 MEMORY_MESSAGES=1000000
 IDLE_CONNECTIONS=10000
 IDLE_SECONDS=10
@@ -601,6 +603,25 @@ run_qbus_resources() {
     log "qbus-bench bulk failed: $(tail -n 3 "$TMP/qbus-bulk.err")"
   fi
 
+  REG_COLD_4K=n/a REG_WARM_64M=n/a REG_WARM_RATIO=n/a REG_COLD_ALLOC_64M=n/a REG_PLAIN_64M=n/a
+  REG_COLD_RATIO=n/a REG_PACED_HITS=n/a REG_PACED_MISSES=n/a REG_SHMEM=n/a
+  cmd=("$QBUS_BENCH" regions --sizes "$sizes" --runs "$REGION_RUNS" --paced 50 --interval-ms 10 --json)
+  record "${cmd[@]#"$REPO/"}"
+  log "qbus-bench regions"
+  if "${cmd[@]}" >"$TMP/qbus-regions.json" 2>"$TMP/qbus-regions.err"; then
+    REG_COLD_4K=$(json_nums "$TMP/qbus-regions.json" cold_us | sed -n 1p)
+    REG_WARM_64M=$(json_nums "$TMP/qbus-regions.json" warm_us | sed -n 2p)
+    REG_WARM_RATIO=$(calc "$REG_WARM_64M / $REG_COLD_4K")
+    REG_COLD_ALLOC_64M=$(json_nums "$TMP/qbus-regions.json" cold_alloc_us | sed -n 2p)
+    REG_PLAIN_64M=$(json_nums "$TMP/qbus-regions.json" plain_fallocate_us | sed -n 2p)
+    REG_COLD_RATIO=$(calc "$REG_COLD_ALLOC_64M / $REG_PLAIN_64M")
+    REG_PACED_HITS=$(json_num "$TMP/qbus-regions.json" hits)
+    REG_PACED_MISSES=$(json_num "$TMP/qbus-regions.json" misses)
+    REG_SHMEM=$(grep -o '"shmem_enabled":"[a-z_]*"' "$TMP/qbus-regions.json" | cut -d'"' -f4)
+  else
+    log "qbus-bench regions failed: $(tail -n 3 "$TMP/qbus-regions.err")"
+  fi
+
   MEM_IDLE=n/a MEM_ADDED=n/a MEM_PER_MSG=n/a MEM_DRAINED=n/a
   cmd=("$QBUS_BENCH" memory --messages "$MEMORY_MESSAGES" --size "$SIZE" --json)
   record "${cmd[@]#"$REPO/"}"
@@ -719,6 +740,10 @@ table() {
     "p99.9 $(fmt_us "$QBUS_P999"); in-run raw p50 $(fmt_us "$INRUN_RAW_P50"); p50 $(fmt_ratio "$(calc "$QBUS_P50 / (1e6 / $REDIS_LPUSH_P1)")") of LPUSH -P1 time (qbus-bench latency)"
   row "qbus region hand-over 4 KiB / 64 MiB" "$(fmt_us_or_ms "$BULK_H4K") / $(fmt_us_or_ms "$BULK_H64M")" "" "" \
     "send() until the receiver holds the mapping (qbus-bench bulk)"
+  row "qbus 4 KiB cold / 64 MiB warm-pool allocate + hand-over" "$(fmt_us_or_ms "$REG_COLD_4K") / $(fmt_us_or_ms "$REG_WARM_64M")" "" "" \
+    "allocate_region() + send() until the receiver holds it, fill not timed; shmem_enabled $REG_SHMEM (qbus-bench regions)"
+  row "qbus 64 MiB cold allocate_region / plain memfd+fallocate" "$(fmt_us_or_ms "$REG_COLD_ALLOC_64M") / $(fmt_us_or_ms "$REG_PLAIN_64M")" "" "" \
+    "the cold one allocates and zeroes every page; plain leaves zeroing to the first write"
   row "qbus 64 MiB end to end: region / inline" "$(fmt_us_or_ms "$BULK_E2E_64M") / $(fmt_us_or_ms "$BULK_INLINE_64M")" "" "" \
     "until the receiver has read every byte; inline to a TCP receiver"
   row "qbusd RSS idle / +1M queued / drained" "$(fmt_mib "$MEM_IDLE") / +$(fmt_mib "$MEM_ADDED") / $(fmt_mib "$MEM_DRAINED")" "" "" \
@@ -745,6 +770,12 @@ table() {
     "$(fmt_ratio "$BULK_H_RATIO")" "$(verdict "$BULK_H_RATIO" '<=' 2)"
   row "bulk: 64 MiB end to end, region vs inline" "≥ 5x faster" "$(fmt_us_or_ms "$BULK_E2E_64M")" \
     "$(fmt_ratio "$BULK_E2E_RATIO")" "$(verdict "$BULK_E2E_RATIO" '>=' 5)"
+  row "bulk: 64 MiB allocate + hand-over, pool warm (issue 18)" "≤ 2x 4 KiB cold ($(fmt_us_or_ms "$REG_COLD_4K"))" "$(fmt_us_or_ms "$REG_WARM_64M")" \
+    "$(fmt_ratio "$REG_WARM_RATIO")" "$(verdict "$REG_WARM_RATIO" '<=' 2)"
+  row "bulk: 64 MiB cold allocation (issue 18)" "≤ plain memfd+fallocate ($(fmt_us_or_ms "$REG_PLAIN_64M"))" "$(fmt_us_or_ms "$REG_COLD_ALLOC_64M")" \
+    "$(fmt_ratio "$REG_COLD_RATIO")" "$(verdict "$REG_COLD_RATIO" '<=' 1)"
+  row "bulk: pool warm at one 64 MiB region per 10 ms (issue 18)" "every allocation after the first from the pool" "$REG_PACED_HITS hits, $REG_PACED_MISSES missed" \
+    "" "$(verdict "$REG_PACED_MISSES" '<=' 1)"
   row "$(fmt_count "$POLICY_RULES")-rule policy (issue 12)" "within 5% of no policy (≥ 95%)" "$(fmt_rate "$POLICY_RATE")" \
     "$(fmt_pct "$policy_ratio")" "$(verdict "$policy_ratio" '>=' 0.95)"
   row "memory: idle daemon RSS" "≤ 8 MiB" "$(fmt_mib "$MEM_IDLE")" "" "$(verdict "$MEM_IDLE" '<=' 8)"

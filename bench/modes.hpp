@@ -34,5 +34,6 @@ Mode redelivery_mode(CLI::App& cmd);
 Mode recovery_mode(CLI::App& cmd);
 Mode fanout_mode(CLI::App& cmd);
 Mode async_mode(CLI::App& cmd);
+Mode regions_mode(CLI::App& cmd);
 
 }  // namespace qbus::bench

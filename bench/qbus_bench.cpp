@@ -21,15 +21,19 @@
 //                     [--region SIZE] [--warmup N] [--runs R] [--address ADDR] [--json]
 //   qbus-bench async [--requests N] [--blocking-requests N] [--in-flight K] [--size BYTES]
 //                    [--runs R] [--address ADDR] [--json]
+//   qbus-bench regions [--sizes 4K,1M,64M] [--runs R] [--paced N] [--interval-ms MS]
+//                      [--address ADDR] [--json]
 //
 // Each mode is described at the top of its file: throughput.cpp, latency.cpp, direct.cpp
 // (and fixed_rate.cpp for --rate), bulk.cpp, connections.cpp, memory.cpp, redelivery.cpp,
-// recovery.cpp, fanout.cpp, async.cpp; common.*, process.hpp and ping.* hold what they share.
+// recovery.cpp, fanout.cpp, async.cpp, regions.cpp; common.*, process.hpp and ping.* hold what they
+// share.
 //
 // Unless --address is given, a private qbusd is started on a temporary socket. With --runs R
 // the figures are the median run (per percentile for the latency tables). Processes
 // synchronise through pipes and messages, never sleeps (only the fixed-rate sender waits for
-// each request's due time, and connections idles on purpose); nothing is pinned to a CPU.
+// each request's due time, connections idles on purpose, and regions' paced sender keeps
+// its period); nothing is pinned to a CPU.
 #include <exception>
 #include <iostream>
 
@@ -87,6 +91,10 @@ int main(int argc, char** argv) {
           "async",
           "AsyncClient request/reply with K requests in flight on one connection, against the "
           "blocking Client's request() one at a time, alternated in one run")),
+      qbus::bench::regions_mode(*app.add_subcommand(
+          "regions",
+          "allocate_region() + send() until the receiver holds the region, with and without "
+          "the client's region pool, beside a plain memfd; then a paced pooled sender")),
   };
 
   try {
