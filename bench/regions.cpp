@@ -274,8 +274,10 @@ int regions(RegionsOptions o) {
       const auto p = percentiles(paced->alloc);
       std::printf(
           ",\"paced\":{\"size\":%zu,\"interval_ms\":%d,\"allocations\":%d,\"hits\":%llu,"
-          "\"misses\":%llu,\"alloc_p50_us\":%.3f,\"alloc_p90_us\":%.3f,\"alloc_max_us\":%.3f}",
+          "\"waits\":%llu,\"misses\":%llu,\"alloc_p50_us\":%.3f,\"alloc_p90_us\":%.3f,\"alloc_max_"
+          "us\":%.3f}",
           paced->size, o.interval_ms, o.paced, static_cast<unsigned long long>(paced->stats.hits),
+          static_cast<unsigned long long>(paced->stats.waits),
           static_cast<unsigned long long>(paced->stats.misses), us(p.p50), us(p.p90), us(p.max));
     }
     std::printf("}\n");
@@ -303,10 +305,12 @@ int regions(RegionsOptions o) {
   if (paced) {
     const auto p = percentiles(paced->alloc);
     std::printf(
-        "  paced: one %s region every %d ms, %d allocations: %llu from the pool, %llu "
-        "missed; allocate_region p50 %s, p90 %s, max %s\n",
+        "  paced: one %s region every %d ms, %d allocations: %llu ready in the pool, %llu "
+        "waited for the one being populated, %llu missed; allocate_region p50 %s, p90 %s, "
+        "max %s\n",
         (std::to_string(paced->size >> 10) + " KiB").c_str(), o.interval_ms, o.paced,
         static_cast<unsigned long long>(paced->stats.hits),
+        static_cast<unsigned long long>(paced->stats.waits),
         static_cast<unsigned long long>(paced->stats.misses), ms(p.p50).c_str(), ms(p.p90).c_str(),
         ms(p.max).c_str());
   }

@@ -121,14 +121,13 @@ int with_client(qbus_client* c, const char* what, F&& body) noexcept {
 template <typename T>
 inline constexpr std::size_t kQbus0Size = sizeof(T);
 template <>
-inline constexpr std::size_t kQbus0Size<qbus_client_options> = 72;  // before region_pool_bytes
-static_assert(sizeof(void*) != 8 || offsetof(qbus_client_options, region_pool_bytes) == 72,
-              "a field added after QBUS_0 must start at or after its QBUS_0 size");
+inline constexpr std::size_t kQbus0Size<qbus_client_options> =
+    offsetof(qbus_client_options, region_pool_bytes);  // the first field added after QBUS_0
 // Whether the caller's struct `o` is recent enough to hold `field` (see kQbus0Size).
 #define QBUS_CAPI_HAS_FIELD(o, field) \
   ((o).struct_size >= offsetof(std::remove_cvref_t<decltype(o)>, field) + sizeof((o).field))
-// Tripwire: QBUS_0's sizes on LP64. A struct that grows must keep its old size above as
-// a literal instead of sizeof.
+// Tripwire: QBUS_0's sizes on LP64. A struct that grows must keep its old size above (the
+// offset of its first new field) instead of sizeof.
 static_assert(sizeof(void*) != 8 ||
                   (kQbus0Size<qbus_client_options> == 72 && kQbus0Size<qbus_send_options> == 56 &&
                    kQbus0Size<qbus_queue_options> == 96 && kQbus0Size<qbus_direct_options> == 40 &&

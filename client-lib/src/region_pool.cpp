@@ -1,7 +1,5 @@
 #include "region_pool.hpp"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <utility>
 
@@ -38,6 +36,7 @@ std::size_t RegionPool::held(std::size_t size) const {
 
 std::optional<RegionPool::Ready> RegionPool::take(std::size_t size) {
   std::unique_lock lock(mu_);
+  bool waited = false;
   for (;;) {
     const auto it = std::find_if(ready_.begin(), ready_.end(),
                                  [size](const Entry& e) { return e.size == size; });
@@ -45,7 +44,7 @@ std::optional<RegionPool::Ready> RegionPool::take(std::size_t size) {
       Ready r{it->id, std::move(it->fd), std::move(it->mapping)};
       ready_.erase(it);
       held_bytes_ -= size;
-      ++stats_.hits;
+      ++(waited ? stats_.waits : stats_.hits);
       return r;
     }
     // The worker is populating one of this size, or is about to start on one (it takes
@@ -53,6 +52,7 @@ std::optional<RegionPool::Ready> RegionPool::take(std::size_t size) {
     const bool coming = busy_size_ == size ||
                         (busy_size_ == 0 && !pending_.empty() && pending_.front().size == size);
     if (!coming) break;
+    waited = true;
     populated_.wait(lock);
   }
   ++stats_.misses;
@@ -80,12 +80,17 @@ std::size_t RegionPool::wanted(std::size_t size) {
   return want;
 }
 
-void RegionPool::add(std::uint64_t id, std::size_t size, proto::UniqueFd fd) {
-  {
+void RegionPool::add(std::uint64_t id, std::size_t size, proto::UniqueFd fd) noexcept {
+  Entry e{id, size, std::move(fd), {}};
+  try {
     std::lock_guard lock(mu_);
-    pending_.push_back(Entry{id, size, std::move(fd), {}});
-    held_bytes_ += size;
     if (!worker_.joinable()) worker_ = std::thread([this] { run(); });
+    pending_.push_back(std::move(e));
+    held_bytes_ += size;
+  } catch (...) {
+    // No thread or no memory: the pool stays short, and the grant goes back.
+    release(e);
+    return;
   }
   work_.notify_one();
 }
@@ -124,13 +129,10 @@ void RegionPool::run() {
     pending_.pop_front();
     busy_size_ = e.size;
     lock.unlock();
-    auto map = proto::shm::populate_writable(e.fd.get(), e.size);
-    if (map) {
-      e.mapping = std::move(map).value();
-      // As for any region being filled: a child forked meanwhile must not inherit a
-      // writable mapping, which would keep the region from being sealed.
-      ::madvise(e.mapping.mutable_bytes().data(), e.size, MADV_DONTFORK);
-    }
+    // As for any region being filled: a child forked meanwhile must not inherit a writable
+    // mapping, which would keep the region from being sealed.
+    auto map = proto::shm::populate_writable(e.fd.get(), e.size, /*fork_private=*/true);
+    if (map) e.mapping = std::move(map).value();
     lock.lock();
     busy_size_ = 0;
     if (map) {

@@ -61,8 +61,9 @@ class RegionPool {
   // kDepth of them, within max_bytes once the ready regions of other sizes that are in the
   // way are evicted (which this does).
   std::size_t wanted(std::size_t size);
-  // A region the broker granted for the pool; the worker populates it.
-  void add(std::uint64_t id, std::size_t size, proto::UniqueFd fd);
+  // A region the broker granted for the pool; the worker populates it. When the worker
+  // cannot be started or there is no memory, the region is released instead.
+  void add(std::uint64_t id, std::size_t size, proto::UniqueFd fd) noexcept;
   // Releases every region held, for an allocation the uid's quota refused, after waiting
   // for the one being populated; the count.
   std::size_t drain();

@@ -13,9 +13,11 @@ namespace {
 using proto::FrameType;
 
 // Allocates the pages of a fresh region (charged to this process's memory cgroup, so a
-// shortage is an error here and not a SIGBUS later) and maps them writable.
-proto::shm::Mapping reserve_and_map(int fd, std::size_t size, std::string_view what) {
-  auto map = proto::shm::populate_writable(fd, size);
+// shortage is an error here and not a SIGBUS later) and maps them writable; `fork_private`
+// as proto::shm::populate_writable's.
+proto::shm::Mapping reserve_and_map(int fd, std::size_t size, std::string_view what,
+                                    bool fork_private) {
+  auto map = proto::shm::populate_writable(fd, size, fork_private);
   if (!map) throw Error(map.error().code, std::string(what) + ": " + map.error().text);
   return std::move(map).value();
 }
@@ -79,11 +81,16 @@ Region Client::Impl::granted_region(const proto::RegionGrantBody& g, proto::Uniq
     session.fail(Errc::protocol_violation, "broker granted a region of " + std::to_string(g.size) +
                                                " bytes for " + std::to_string(size));
   }
-  // The broker made the memfd but allocated none of it: the pages are ours.
-  auto mapping = reserve_and_map(region_fd.get(), size, "allocate_region");
-  // A child forked while we fill the region must not inherit a writable mapping: it
-  // would keep the broker from sealing the region when we send it.
-  ::madvise(mapping.mutable_bytes().data(), size, MADV_DONTFORK);
+  // The broker made the memfd but allocated none of it: the pages are ours. A child forked
+  // while we fill the region must not inherit a writable mapping: it would keep us from
+  // sealing the region when we send it.
+  proto::shm::Mapping mapping;
+  try {
+    mapping = reserve_and_map(region_fd.get(), size, "allocate_region", /*fork_private=*/true);
+  } catch (...) {
+    session.releases()->push(g.region_id);  // the grant is ours to give back
+    throw;
+  }
   return writable_region(g.region_id, size, std::move(region_fd), std::move(mapping));
 }
 
@@ -106,13 +113,15 @@ Region Client::Impl::allocate_region(std::size_t size) {
 }
 
 Region Client::Impl::allocate_pooled(std::size_t size) {
+  session.check_usable();
   const std::string context = "allocate a region of " + std::to_string(size) + " bytes";
   auto ready = region_pool->take(size);
-  // The caller's own grant goes first, so the refills never take quota it needs; all of
-  // them travel in one write and one round trip.
+  // Evictions first, so that their releases go out ahead of every REGION_ALLOC; then the
+  // caller's own grant, so the refills never take quota it needs. All of them travel in
+  // one write and one round trip.
+  const std::size_t n = region_pool->wanted(size);
   const std::uint64_t corr = ready ? 0 : ask_region(size);
   std::uint64_t refills[detail::RegionPool::kDepth] = {};
-  const std::size_t n = region_pool->wanted(size);
   for (std::size_t i = 0; i < n; ++i)
     refills[i] = ask_region(size);
 
@@ -296,7 +305,7 @@ SharedRegion Client::create_shared_region(std::string_view key, std::size_t size
   st->writable = true;
   st->key = std::string(key);
   // The creator pays for the pages (see allocate_region); attachers share them.
-  st->mapping = reserve_and_map(fd.get(), st->size, "create_shared_region");
+  st->mapping = reserve_and_map(fd.get(), st->size, "create_shared_region", /*fork_private=*/false);
   return detail::Access::make_shared(std::move(st));
 }
 

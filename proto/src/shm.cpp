@@ -254,10 +254,11 @@ Result<Mapping> map_writable(int fd, std::size_t size) {
   return Mapping(base, size, 0, size, true);
 }
 
-Result<Mapping> populate_writable(int fd, std::size_t size) {
+Result<Mapping> populate_writable(int fd, std::size_t size, bool fork_private) {
   auto map = map_writable(fd, size);
   if (!map) return map;
   void* base = map->mutable_bytes().data();
+  if (fork_private) ::madvise(base, size, MADV_DONTFORK);  // fails only for a bad range
   // Advice only: refused (no THP in this kernel) it leaves small pages, which still work.
   if (size >= kHugePageSize) ::madvise(base, size, MADV_HUGEPAGE);
   // In steps: populating holds the process's mmap lock, and a thread of the same process

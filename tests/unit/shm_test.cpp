@@ -203,7 +203,7 @@ TEST(ShmCreate, PopulatingAllocatesEveryPageZeroedAndMapsItWritable) {
   constexpr std::size_t kSize = 2 * kHugePageSize + 12 * kKiB;
   auto fd = create_region(kSize, "qbus-test", kMax);
   ASSERT_TRUE(fd.ok()) << fd.error().text;
-  auto map = populate_writable(fd->get(), kSize);
+  auto map = populate_writable(fd->get(), kSize, false);
   ASSERT_TRUE(map.ok()) << map.error().text;
   struct stat st {};
   ASSERT_EQ(::fstat(fd->get(), &st), 0);
@@ -222,14 +222,34 @@ TEST(ShmCreate, PopulatingAllocatesEveryPageZeroedAndMapsItWritable) {
   EXPECT_EQ(last, 2);
 }
 
+// A child forked while the writer fills a region must not hold a writable mapping of it,
+// or the writer could not seal it: fork_private keeps the mapping out of the child.
+TEST(ShmCreate, APopulatedForkPrivateMappingIsNotInherited) {
+  constexpr std::size_t kSize = 256 * kKiB;
+  auto fd = create_region(kSize, "qbus-test", kMax);
+  ASSERT_TRUE(fd.ok()) << fd.error().text;
+  auto map = populate_writable(fd->get(), kSize, true);
+  ASSERT_TRUE(map.ok()) << map.error().text;
+  void* base = map->mutable_bytes().data();
+  const int status = run_in_child([base] {
+    unsigned char vec[kSize / 4096];
+    // mincore fails with ENOMEM for an address range that is not mapped.
+    return ::mincore(base, kSize, vec) != 0 && errno == ENOMEM ? 0 : 1;
+  });
+  EXPECT_EQ(status, 0);
+  // And the writer can seal it once its own mapping is gone.
+  map->reset();
+  EXPECT_TRUE(seal_write(fd->get()).ok());
+}
+
 TEST(ShmCreate, PopulatingRefusesWhatMapWritableRefuses) {
   auto fd = create_region(64 * kKiB, "qbus-test", kMax);
   ASSERT_TRUE(fd.ok()) << fd.error().text;
-  auto over = populate_writable(fd->get(), 128 * kKiB);
+  auto over = populate_writable(fd->get(), 128 * kKiB, false);
   ASSERT_FALSE(over.ok());
   EXPECT_EQ(over.error().code, Errc::invalid_argument);
   ASSERT_TRUE(seal_write(fd->get()).ok());
-  auto sealed = populate_writable(fd->get(), 64 * kKiB);
+  auto sealed = populate_writable(fd->get(), 64 * kKiB, true);
   ASSERT_FALSE(sealed.ok());
   EXPECT_EQ(sealed.error().code, Errc::invalid_argument) << sealed.error().text;
 }

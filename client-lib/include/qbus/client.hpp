@@ -435,19 +435,21 @@ struct ClientOptions {
   std::size_t region_threshold = 64 * 1024;
   // Bytes of shared-memory regions this client keeps granted and populated ahead of need
   // (0: none). With a pool, allocate_region() of a size of 256 KiB or more that this client
-  // allocated before takes a region whose pages are already allocated and zeroed, and asks
-  // for its replacement, which a worker thread populates; so do sends from memory above
-  // region_threshold. That takes the kernel's page work (15 ms for 64 MiB, 3 ms with shmem
-  // huge pages) off the caller. The pool holds up to 2 regions of a size, never more than
-  // this many bytes in all; they count against the uid's region quota and this process's
-  // memory until taken or the Client is destroyed. Unix sockets only (ignored on TCP).
+  // allocated before takes a region whose pages are already allocated and zeroed (or waits
+  // for the one a worker thread is populating), and asks for its replacement, which the
+  // worker populates; so do sends from memory above region_threshold. A sender that
+  // allocates no faster than the worker populates (15 ms for 64 MiB, 3 ms with shmem huge
+  // pages) then never waits for the kernel's page work. The pool holds up to 2 regions of a size,
+  // never more than this many bytes in all; they count against the uid's region quota and this
+  // process's memory until taken or the Client is destroyed. Unix sockets only (ignored on TCP).
   std::size_t region_pool_bytes = 0;
 };
 
 // How the region pool has served this client (ClientOptions::region_pool_bytes).
 struct RegionPoolStats {
-  std::uint64_t hits = 0;       // allocations served by a populated region from the pool
-  std::uint64_t misses = 0;     // allocations of a poolable size that found none ready
+  std::uint64_t hits = 0;       // allocations served at once by a region the pool had ready
+  std::uint64_t waits = 0;      // ... that waited for the worker to finish populating one
+  std::uint64_t misses = 0;     // allocations of a poolable size the pool had nothing for
   std::uint64_t failures = 0;   // regions the worker could not populate (memory), released
   std::uint64_t evictions = 0;  // ready regions released to make room for another size
   std::size_t held_bytes = 0;   // being populated or ready now

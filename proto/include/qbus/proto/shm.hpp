@@ -204,8 +204,11 @@ Result<Mapping> map_writable(int fd, std::size_t size);
 // allocations for 64 MiB instead of 16384, about 5x faster to populate and to unmap.
 // Where huge pages are off, or the kernel predates MADV_POPULATE_WRITE (5.14: it falls
 // back to reserve() and lets pages fault in), the result is the same bytes, only slower.
+// `fork_private`: a child forked from now on does not inherit the mapping (MADV_DONTFORK,
+// before any page is populated), for a region its writer must be able to seal: the kernel
+// refuses the write seal while any writable mapping of it exists, a child's included.
 inline constexpr std::size_t kHugePageSize = std::size_t{2} << 20;
-Result<Mapping> populate_writable(int fd, std::size_t size);
+Result<Mapping> populate_writable(int fd, std::size_t size, bool fork_private);
 
 // Maps bytes [offset, offset + length) of a region read-only, after verify_sealed(fd)
 // and a bounds check that cannot overflow. `offset` need not be page-aligned: the mapping
