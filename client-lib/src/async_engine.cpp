@@ -43,6 +43,7 @@ struct AsyncEngine::Impl {
       claim,         // CLAIM_INBOX's OK, or the ERROR that leaves the inbox unclaimed
       messages,      // DELIVERs up to LAST, or ERROR timeout: none
       region,        // REGION with its fd: a region of `size` bytes
+      pool_refill,   // REGION for the region pool, or the ERROR that leaves it short
       subscribed,    // SUBSCRIBE_SUBJECT's OK, or the ERROR that ends it
       unsubscribed,  // UNSUBSCRIBE's OK or ERROR, for subscription `size`
     };
@@ -144,6 +145,18 @@ struct AsyncEngine::Impl {
         if ((h.flags & proto::kFlagLast) != 0) close(it, Result{});
         return Handled::more;
       }
+    } else if (p.kind == Pending::Kind::pool_refill) {
+      if (h.type == proto::FrameType::region) {
+        proto::RegionGrantBody g;
+        if (proto::decode_region_grant(b, g) != Errc::ok || g.size != p.size) {
+          session().fail(Errc::protocol_violation, p.context + ": malformed REGION");
+        }
+        ci().region_pool->add(g.region_id, p.size, session().take_frame_fd());
+      } else if (h.type != proto::FrameType::error) {
+        session().fail(Errc::protocol_violation, p.context + ": unexpected answer");
+      }  // an ERROR (the uid's quota) only leaves the pool short
+      close(it, Result{});
+      return Handled::more;
     } else if (p.kind == Pending::Kind::region && h.type == proto::FrameType::region) {
       proto::RegionGrantBody g;
       if (proto::decode_region_grant(b, g) != Errc::ok) {
@@ -166,6 +179,18 @@ struct AsyncEngine::Impl {
     if (p.kind == Pending::Kind::messages && proto::decode_error(b, e) == Errc::ok &&
         e.code == static_cast<std::uint16_t>(Errc::timeout)) {
       close(it, Result{});  // nothing came in time: not a failure
+      return Handled::more;
+    }
+    if (p.kind == Pending::Kind::region && p.done && ci().region_pool &&
+        proto::decode_error(b, e) == Errc::ok &&
+        e.code == static_cast<std::uint16_t>(Errc::quota_exceeded) &&
+        ci().region_pool->drain() > 0) {
+      // The uid's quota is short: the pool's regions give way (their releases go out
+      // first) and the allocation is asked again, as Client's allocate_pooled does.
+      Pending again = std::move(p);
+      pending.erase(it);
+      const std::uint64_t corr = ci().ask_region(again.size);
+      pending.emplace(corr, std::move(again));
       return Handled::more;
     }
     close(it, failure(session().error_of(b, p.context)));
@@ -434,9 +459,29 @@ std::uint64_t AsyncEngine::publish(std::string_view subject, std::span<const std
 std::uint64_t AsyncEngine::allocate_region(std::size_t size, Op done) {
   auto& ci = impl_->ci();
   const std::string context = "allocate a region of " + std::to_string(size) + " bytes";
-  const std::uint64_t id = impl_->start(std::move(done), Impl::Pending::Kind::region, context,
-                                        [&] { return ci.ask_region(size); });
-  if (const auto it = impl_->pending.find(id); it != impl_->pending.end()) it->second.size = size;
+  const auto ask = [&](Op op, Impl::Pending::Kind kind, const std::string& what) {
+    const std::uint64_t id =
+        impl_->start(std::move(op), kind, what, [&] { return ci.ask_region(size); });
+    if (const auto it = impl_->pending.find(id); it != impl_->pending.end()) it->second.size = size;
+    return id;
+  };
+  detail::RegionPool* pool = ci.region_pool.get();
+  if (pool == nullptr || !pool->poolable(size) || impl_->session().broken()) {
+    return ask(std::move(done), Impl::Pending::Kind::region, context);
+  }
+  // As Client's allocate_pooled, except that a region still being populated is not waited
+  // for (the event loop goes on) and the refills' grants reach the pool as they come.
+  auto ready = pool->take(size, /*wait=*/false);
+  const std::size_t n = pool->wanted(size);  // evictions' releases go out first
+  std::uint64_t id = 0;
+  if (!ready) id = ask(std::move(done), Impl::Pending::Kind::region, context);
+  for (std::size_t i = 0; i < n; ++i)
+    ask(nullptr, Impl::Pending::Kind::pool_refill, context + " for the pool");
+  if (ready) {
+    Result r;
+    r.region = ci.writable_region(ready->id, size, std::move(ready->fd), std::move(ready->mapping));
+    Impl::finish(done, std::move(r));
+  }
   return id;
 }
 

@@ -34,7 +34,7 @@ std::size_t RegionPool::held(std::size_t size) const {
          (busy_size_ == size ? 1 : 0);
 }
 
-std::optional<RegionPool::Ready> RegionPool::take(std::size_t size) {
+std::optional<RegionPool::Ready> RegionPool::take(std::size_t size, bool wait) {
   std::unique_lock lock(mu_);
   bool waited = false;
   for (;;) {
@@ -51,7 +51,7 @@ std::optional<RegionPool::Ready> RegionPool::take(std::size_t size) {
     // pending_ in order): that finishes sooner than a cold allocation would.
     const bool coming = busy_size_ == size ||
                         (busy_size_ == 0 && !pending_.empty() && pending_.front().size == size);
-    if (!coming) break;
+    if (!coming || !wait) break;
     waited = true;
     populated_.wait(lock);
   }

@@ -54,9 +54,9 @@ class RegionPool {
 
   bool poolable(std::size_t size) const noexcept { return size >= kMinSize && size <= max_bytes_; }
   // A populated region of exactly `size`. When none is ready but the worker is populating
-  // one of that size, or is about to, waits for it: it finishes no later than a cold
-  // allocation would.
-  std::optional<Ready> take(std::size_t size);
+  // one of that size, or is about to, waits for it (unless `wait` is false: an event loop
+  // must not block): it finishes no later than a cold allocation would.
+  std::optional<Ready> take(std::size_t size, bool wait = true);
   // How many regions of `size` to ask the broker for now (0 to kDepth): enough to hold
   // kDepth of them, within max_bytes once the ready regions of other sizes that are in the
   // way are evicted (which this does).

@@ -3,6 +3,7 @@
 // cancellation, destruction with operations pending, and the broker going away.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "daemon.hpp"
+#include "eventually.hpp"
 #include "qbus/async_client.hpp"
 #include "qbus/client.hpp"
 
@@ -26,6 +28,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::Daemon;
+using testing::eventually;
 
 constexpr auto kLong = 30s;
 
@@ -180,6 +183,82 @@ TEST(AsyncClientTest, FuturesCarryTheResultAndErrorsArriveAsErrorCodes) {
   ASSERT_TRUE(m.has_value());
   EXPECT_EQ(m->text(), "x");
   runner.join();
+}
+
+// With a region pool the AsyncClient keeps regions granted ahead of need, as Client does:
+// qbusd holds the refills besides the program's own regions, and every region handed out
+// is fresh and zero-filled, whether it came ready from the pool or was allocated cold.
+TEST(AsyncClientTest, APooledClientAllocatesFreshRegionsAndKeepsRefillsGranted) {
+  Daemon d;
+  asio::io_context io;
+  ClientOptions o = at(d);
+  constexpr std::size_t kSize = 1 << 20;
+  o.region_pool_bytes = 4 * kSize;
+  AsyncClient c(io.get_executor(), o);
+  std::vector<Region> held;
+  const auto allocate = [&] {
+    bool done = false;
+    c.async_allocate_region(kSize, [&](std::error_code ec, Region r) {
+      done = true;
+      ASSERT_FALSE(ec) << ec.message();
+      ASSERT_EQ(r.size(), kSize);
+      const auto bytes = r.data();
+      EXPECT_TRUE(
+          std::all_of(bytes.begin(), bytes.end(), [](std::byte b) { return b == std::byte{0}; }));
+      held.push_back(std::move(r));
+    });
+    io.restart();
+    while (!done && io.run_one_for(kLong) != 0) {
+    }
+    ASSERT_TRUE(done);
+  };
+  allocate();
+  // One region of the program's, two refills for the pool.
+  io.restart();
+  EXPECT_TRUE(eventually([&] {
+    io.poll();
+    return d.open_regions() == 3;
+  })) << d.open_regions();
+  allocate();  // ready in the pool or, while it is still being populated, cold
+  io.restart();
+  EXPECT_TRUE(eventually([&] {
+    io.poll();
+    return d.open_regions() == 4;
+  })) << d.open_regions();
+  ASSERT_EQ(held.size(), 2u);
+  held.clear();
+}
+
+// The uid's region quota is short while the pool holds regions: they give way, and the
+// allocation is asked again instead of failing.
+TEST(AsyncClientTest, APooledClientsRegionsGiveWayWhenTheQuotaIsShort) {
+  Daemon d(testing::DaemonOptions{
+      .config_json = R"({"limits": {"uid_max_regions": 3, "uid_max_region_bytes": 4194304}})"});
+  asio::io_context io;
+  ClientOptions o = at(d);
+  o.region_pool_bytes = 4 << 20;
+  AsyncClient c(io.get_executor(), o);
+  std::vector<Region> held;
+  for (const std::size_t size : {std::size_t{1} << 20, std::size_t{512} << 10}) {
+    std::error_code got = Errc::internal_error;
+    c.async_allocate_region(size, [&](std::error_code ec, Region r) {
+      got = ec;
+      if (!ec) held.push_back(std::move(r));
+    });
+    io.restart();
+    while (got == Errc::internal_error && io.run_one_for(kLong) != 0) {
+    }
+    ASSERT_FALSE(got) << "size " << size << ": " << got.message();
+    if (size == std::size_t{1} << 20) {
+      // The program's region and two refills: the uid's 3 regions are all in use.
+      io.restart();
+      ASSERT_TRUE(eventually([&] {
+        io.poll();
+        return d.open_regions() == 3;
+      })) << d.open_regions();
+    }
+  }
+  EXPECT_EQ(held.size(), 2u);
 }
 
 TEST(AsyncClientTest, RegionsAreAllocatedSentAndPublishedWithoutACopy) {
