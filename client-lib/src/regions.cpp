@@ -1,7 +1,5 @@
 // Client's shared-memory operations (regions and shared regions) and the handles they
 // return. The fd work is proto::shm's; the session carries the frames and the fds.
-#include <sys/mman.h>
-
 #include <cstring>
 #include <tuple>
 

@@ -283,10 +283,10 @@ Result<Mapping> populate_writable(int fd, std::size_t size, bool fork_private) {
     if (auto r = reserve(fd, size); !r) return r.error();
     return map;
   }
-  // ENOMEM: the memory cgroup's limit; EFAULT: what would have been a SIGBUS.
-  return sys_error(
-      err == ENOMEM || err == EFAULT || is_quota_errno(err) ? Errc::quota_exceeded : Errc::io_error,
-      err, "cannot allocate the " + bytes_text(size) + " of a shared-memory region");
+  // ENOMEM (among the quota errnos): the memory cgroup's limit; EFAULT: what would have
+  // been a SIGBUS.
+  return sys_error(err == EFAULT || is_quota_errno(err) ? Errc::quota_exceeded : Errc::io_error,
+                   err, "cannot allocate the " + bytes_text(size) + " of a shared-memory region");
 }
 
 Result<Mapping> map_readonly(int fd, std::size_t offset, std::size_t length) {
