@@ -245,5 +245,41 @@ TEST_F(BlockedProducerTest, ProducerKilledWhileBlockedIsForgotten) {
   EXPECT_EQ(m->text(), "fills-it");
 }
 
+// Unblocking resumes reads and drops the hang-up watch; blocking again must watch anew,
+// or a producer killed the second time it blocks is never noticed.
+TEST_F(BlockedProducerTest, ProducerKilledWhenBlockedASecondTimeIsForgotten) {
+  auto c = connect("observer");
+  c.declare("tiny", QueueOptions{1, 4096, Overflow::block});
+  Gate unblocked;
+  const pid_t producer = spawn([&] {
+    auto p = connect("producer");
+    p.send_confirmed("tiny", "first");
+    p.send_confirmed("tiny", "second");  // blocks until the observer takes "first"
+    unblocked.open();
+    p.send_confirmed("tiny", "third");  // blocks for good
+    return 0;
+  });
+  const auto blocked = [&] {
+    const auto q = ctl_json("queues");
+    return q.find("\"blocked_producers\":1") != std::string::npos ||
+           q.find("\"blocked_producers\": 1") != std::string::npos;
+  };
+  ASSERT_TRUE(eventually(blocked)) << ctl_json("queues");
+  auto first = c.receive("tiny", milliseconds(0));
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->text(), "first");
+  unblocked.wait();
+  // "second" is confirmed, so a blocked producer now is the one sending "third".
+  ASSERT_TRUE(eventually(blocked)) << ctl_json("queues");
+  ::kill(producer, SIGKILL);
+  EXPECT_EQ(wait_exit(producer), 100 + SIGKILL);
+  EXPECT_TRUE(eventually([&] { return !lists_pid(ctl_json("clients"), producer); }))
+      << ctl_json("clients");
+  auto second = c.receive("tiny", milliseconds(0));
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->text(), "second");
+  EXPECT_FALSE(c.receive("tiny", milliseconds(0)));
+}
+
 }  // namespace
 }  // namespace qbus::testing

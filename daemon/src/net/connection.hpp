@@ -1,21 +1,24 @@
 // One client connection: decodes frames, feeds the broker, buffers answers.
 //
 // A Connection owns every byte and fd qbusd sends its peer: the Server routes the broker's
-// answers to it (deliver, error, ok) and never encodes a frame itself. The input side is in
-// connection.cpp, the output side (encoding, fd passing, inline regions, writing) in
-// connection_output.cpp.
+// answers to it (deliver, error, ok) and never encodes a frame itself. Reading the socket
+// is in connection_read.cpp, decoding and dispatching frames in connection.cpp, the output
+// side (encoding, fd passing, inline regions, writing) in connection_output.cpp.
 //
 // Ownership and lifetime: the Server's registry holds it from accept to close(); a pending
 // asynchronous operation holds it too (shared_from_this). Thread-safety: none; everything
 // runs on the broker thread.
 //
-// Reads are reactor-style (wait for readability, then read non-blocking) so an idle
-// connection holds no read buffer; complete frames are decoded straight from the server's
-// scratch buffer and only a trailing partial frame is copied. Output is coalesced into one
+// Reads: a connection keeps one small read posted (into wake_), so an idle connection holds
+// 512 bytes and Asio leaves its epoll registration alone (it re-arms epoll with an
+// epoll_ctl for every readiness wait, never for a read). A wake-up that fills wake_ goes on
+// reading into the server's scratch buffer; complete frames are decoded where they were
+// read and only a trailing partial frame is copied. Output is coalesced into one
 // buffer and written once per batch. Reads pause while the connection's output is over its
 // bound or while it is a producer blocked on a full queue: that is the backpressure.
 #pragma once
 
+#include <array>
 #include <asio.hpp>
 #include <deque>
 #include <memory>
@@ -151,6 +154,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   enum class Step { next, stop };
 
   static constexpr std::size_t kReadChunk = 64 * 1024;
+  // A request or a small message fits whole; more than that is read on from scratch.
+  static constexpr std::size_t kWakeRead = 512;
+  enum class Read { more, drained, closed };
   static bool would_block(const asio::error_code& ec) {
     return ec == asio::error::would_block || ec == asio::error::try_again;
   }
@@ -211,7 +217,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // While reads are paused, a peer that hangs up would go unnoticed (nothing reads its
   // EOF): wait for the socket's hang-up or error instead, and close on it.
   void watch_hangup();
+  void stop_watching_hangup();
+  // The posted read into wake_ completed.
+  void on_woken(const asio::error_code& ec, std::size_t n);
   void on_readable();
+  // Reads on while the socket has more and the connection may read, for a few rounds.
+  void read_rounds();
+  void end_reads(broker::Clock::time_point started);
+  // Decodes `n` bytes read into `dst` (read in place into in_'s free space, or elsewhere:
+  // decoded where they are, a trailing partial frame kept in in_), or closes on EOF or an
+  // error. `more` when `dst` was filled, so the socket may hold more.
+  Read took(std::span<std::byte> dst, std::size_t n, const asio::error_code& ec, bool in_place);
   // Handles every complete frame in `in`; returns how many bytes were used.
   std::size_t process(std::span<const std::byte> in);
   Step handle(const proto::Header& h, proto::Bytes body);
@@ -347,6 +363,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   broker::Clock::time_point now_;  // when the frames being processed were read
   bool reading_ = false;
   bool watching_hangup_ = false;  // a wait_error is pending on the socket
+  // Cancels that wait when reads resume: while it is pending, Asio re-arms epoll for
+  // every read. The generation tells a cancelled wait's late completion from a live one.
+  asio::cancellation_signal hangup_cancel_;
+  std::uint32_t hangup_generation_ = 0;
+  std::array<std::byte, kWakeRead> wake_;
   bool writing_ = false;
   struct Unjournaled {
     std::uint64_t ticket = 0;
