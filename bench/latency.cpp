@@ -25,11 +25,16 @@ Summary run_rpc(const PingOptions& o, const std::string& address, Histogram& h) 
     auto c = connect(address);
     const std::string payload(o.size, 'p');
     if (!announce(ready, '\1')) return 1;
-    while (true) {
-      auto m = c.receive(kRpcKey, kIdleTimeout);
-      if (!m) return 1;
-      if (!m->is_request()) break;  // the stop
-      c.reply(*m, payload);
+    {
+      // Each reply waits in the Batch and goes out in one write with the next receive,
+      // as redis-rr's responder writes each LPUSH with its next BLPOP.
+      Client::Batch batch(c);
+      while (true) {
+        auto m = c.receive(kRpcKey, kIdleTimeout);
+        if (!m) return 1;
+        if (!m->is_request()) break;  // the stop
+        c.reply(*m, payload);
+      }
     }
     c.sync();
     return c.send_failures().count == 0 ? 0 : 1;

@@ -649,7 +649,9 @@ class QBUS_API Client {
   std::optional<Message> request(std::string_view key, std::string_view payload,
                                  std::chrono::milliseconds timeout, const Headers& headers);
   // Answers a message for which is_request() is true. Pipelined like send(); a reply that
-  // comes too late is counted in send_failures() (reply_expired).
+  // comes too late is counted in send_failures() (reply_expired). A serving loop that keeps
+  // a Batch open sends each reply in one write with its next receive(), one system call
+  // fewer per request; the reply then waits for that receive().
   void reply(const Message& request, std::string_view payload);
 
   // Creates the queue or checks it; throws Error(queue_conflict) when it was declared
