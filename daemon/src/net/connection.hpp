@@ -11,9 +11,11 @@
 //
 // Reads: a connection keeps one small read posted (into wake_), so an idle connection holds
 // 512 bytes and Asio leaves its epoll registration alone (it re-arms epoll with an
-// epoll_ctl for every readiness wait, never for a read). A wake-up that fills wake_ goes on
-// reading into the server's scratch buffer; complete frames are decoded where they were
-// read and only a trailing partial frame is copied. Output is coalesced into one
+// epoll_ctl for every readiness wait, and for every read while a wait for errors is
+// pending, hence the hang-up watch is cancelled when reads resume). A wake-up that fills
+// wake_ goes on reading into the server's scratch buffer, or behind a partial frame into
+// the connection's own buffer; complete frames are decoded where they are and only a
+// trailing partial frame is copied. Output is coalesced into one
 // buffer and written once per batch. Reads pause while the connection's output is over its
 // bound or while it is a producer blocked on a full queue: that is the backpressure.
 #pragma once
@@ -228,6 +230,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // decoded where they are, a trailing partial frame kept in in_), or closes on EOF or an
   // error. `more` when `dst` was filled, so the socket may hold more.
   Read took(std::span<std::byte> dst, std::size_t n, const asio::error_code& ec, bool in_place);
+  bool starts_with_whole_frame() const;
   // Handles every complete frame in `in`; returns how many bytes were used.
   std::size_t process(std::span<const std::byte> in);
   Step handle(const proto::Header& h, proto::Bytes body);

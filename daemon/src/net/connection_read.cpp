@@ -91,6 +91,9 @@ void Connection::stop_watching_hangup() {
 }
 
 void Connection::on_woken(const asio::error_code& ec, std::size_t n) {
+  // A closing connection reads nothing more, as one paused before the read was posted:
+  // its drain or its grace timer closes it, and a peer's EOF must not cut the drain short.
+  if (closing_) return;
   const auto started = broker::Clock::now();
   if (took(wake_, n, ec, false) == Read::more) read_rounds();
   end_reads(started);
@@ -130,7 +133,7 @@ Connection::Read Connection::took(std::span<std::byte> dst, std::size_t n,
       log_with(log_fields(), spdlog::level::debug, "client {} ({}): read failed: {}", id_,
                description_, ec.message());
     }
-    if (!in_.empty()) {
+    if (!in_.empty() && !starts_with_whole_frame()) {
       misbehaved(Errc::malformed_frame, "disconnected in the middle of a frame (" +
                                             std::to_string(in_.size()) + " bytes pending)");
     }
@@ -153,6 +156,13 @@ Connection::Read Connection::took(std::span<std::byte> dst, std::size_t n,
     in_.consume(process(in_.readable()));
   }
   return n < dst.size() ? Read::drained : Read::more;
+}
+
+bool Connection::starts_with_whole_frame() const {
+  // Frames held back by a pause are whole; only a cut one is the peer's fault.
+  const auto hr = proto::decode_header(in_.readable(), server_.options().max_body);
+  return hr.status == proto::HeaderStatus::complete &&
+         in_.size() >= proto::kHeaderSize + hr.header.body_size;
 }
 
 void Connection::end_reads(broker::Clock::time_point started) {
