@@ -38,6 +38,16 @@ ClientOptions at(const Daemon& d) {
   return o;
 }
 
+// Runs `io`'s ready handlers (a pool's refill grants arrive as handlers) until qbusd holds
+// `n` regions; false when it never does.
+bool open_regions_reach(asio::io_context& io, const Daemon& d, int n) {
+  io.restart();
+  return eventually([&] {
+    io.poll();
+    return d.open_regions() == n;
+  });
+}
+
 // Answers every request on `key` with its own payload until told to stop (a "stop"
 // payload), from a blocking Client of its own.
 class Echo {
@@ -214,17 +224,9 @@ TEST(AsyncClientTest, APooledClientAllocatesFreshRegionsAndKeepsRefillsGranted) 
   };
   allocate();
   // One region of the program's, two refills for the pool.
-  io.restart();
-  EXPECT_TRUE(eventually([&] {
-    io.poll();
-    return d.open_regions() == 3;
-  })) << d.open_regions();
+  EXPECT_TRUE(open_regions_reach(io, d, 3)) << d.open_regions();
   allocate();  // ready in the pool or, while it is still being populated, cold
-  io.restart();
-  EXPECT_TRUE(eventually([&] {
-    io.poll();
-    return d.open_regions() == 4;
-  })) << d.open_regions();
+  EXPECT_TRUE(open_regions_reach(io, d, 4)) << d.open_regions();
   ASSERT_EQ(held.size(), 2u);
   held.clear();
 }
@@ -251,11 +253,7 @@ TEST(AsyncClientTest, APooledClientsRegionsGiveWayWhenTheQuotaIsShort) {
     ASSERT_FALSE(got) << "size " << size << ": " << got.message();
     if (size == std::size_t{1} << 20) {
       // The program's region and two refills: the uid's 3 regions are all in use.
-      io.restart();
-      ASSERT_TRUE(eventually([&] {
-        io.poll();
-        return d.open_regions() == 3;
-      })) << d.open_regions();
+      ASSERT_TRUE(open_regions_reach(io, d, 3)) << d.open_regions();
     }
   }
   EXPECT_EQ(held.size(), 2u);
