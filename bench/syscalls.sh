@@ -25,7 +25,9 @@ EOF
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD="${QBUS_BENCH_BUILD_DIR:-$REPO/build-bench}"
-[ -x "$BUILD/bench/qbus-bench" ] || BUILD="$REPO/build"
+if [ -z "${QBUS_BENCH_BUILD_DIR:-}" ] && [ ! -x "$BUILD/bench/qbus-bench" ]; then
+  BUILD="$REPO/build"
+fi
 QBUS_BENCH="$BUILD/bench/qbus-bench"
 AFTER="$BUILD/daemon/qbusd"
 BEFORE=""
@@ -86,7 +88,7 @@ measure() {
     [ -S "$dir/$run/sock" ] || { echo "syscalls.sh: $qbusd did not start" >&2; exit 1; }
     strace -c -f -p "$DAEMON_PID" -o "$dir/$run/daemon.strace" 2>/dev/null &
     local tracer=$!
-    # strace prints nothing when it has attached; give it until the first traced call.
+    # strace says nothing once attached: wait until the kernel shows qbusd traced.
     for _ in $(seq 200); do
       grep -q "TracerPid:[[:space:]]*[1-9]" "/proc/$DAEMON_PID/status" && break
       sleep 0.05
