@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <qbus/client.hpp>
 
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "daemon.hpp"
@@ -44,6 +46,17 @@ class AcksDaemonTest : public ::testing::Test {
     for (std::size_t at = 0, nl; (nl = all.find('\n', at)) != std::string::npos; at = nl + 1)
       lines.push_back(all.substr(at, nl - at));
     return lines;
+  }
+
+  // Polls `qbusctl queue KEY --json` until its in_flight count is `n` (false after 30 s).
+  bool in_flight_reaches(const std::string& key, int n) const {
+    const auto deadline = std::chrono::steady_clock::now() + seconds(30);
+    do {
+      const auto r = run({qbusctl_path(), "--address", daemon_.address(), "queue", key, "--json"});
+      if (r.exit_code == 0 && nlohmann::json::parse(r.out)["queue"]["in_flight"] == n) return true;
+      std::this_thread::sleep_for(milliseconds(20));
+    } while (std::chrono::steady_clock::now() < deadline);
+    return false;
   }
 
   Daemon daemon_;
@@ -154,6 +167,9 @@ TEST_F(AcksDaemonTest, AKilledConsumersMessagesGoToAnotherAtOnceInOrder) {
   Client survivor(options("survivor"));
   ASSERT_EQ(::kill(victim, SIGKILL), 0);
   EXPECT_EQ(wait_exit(victim), 100 + SIGKILL);
+  // The victim is reaped, but qbusd learns of it only when it reads the hang-up, and a
+  // RECEIVE on another connection can be read first. Wait until the 100 are back.
+  ASSERT_TRUE(in_flight_reaches("jobs", 0));
 
   std::vector<Message> got;
   while (got.size() < 150) {
