@@ -54,6 +54,9 @@ class RawSocket {
       done += static_cast<std::size_t>(n);
     }
   }
+  void shutdown_writing() {
+    if (::shutdown(fd_, SHUT_WR) != 0) throw std::runtime_error("shutdown failed");
+  }
   bool wait_readable() {
     pollfd pf{fd_, POLLIN, 0};
     return ::poll(&pf, 1, 30'000) == 1;
@@ -166,6 +169,43 @@ std::optional<pid_t> spawn_with_pid(pid_t pid, F&& body) {
     wait_exit(child);
   }
   return std::nullopt;
+}
+
+// A peer that shuts down its writing side after its last request, as `nc -N` and many
+// scripts do, still reads every answer. Here one RECEIVE takes 32 messages of 32 KiB, far
+// more than the socket holds, so most of them wait in qbusd when the end of the stream
+// comes; they are no longer in the queue, so closing then would lose them.
+TEST_F(LivenessTest, APeerThatShutsDownItsWritingSideStillGetsEveryAnswer) {
+  constexpr std::uint32_t kMessages = 32;
+  const std::string payload(32 * 1024, 'x');
+  auto producer = connect("producer");
+  for (std::uint32_t i = 0; i < kMessages; ++i)
+    producer.send("half", std::to_string(i) + payload);
+  producer.sync();
+
+  RawSocket s;
+  s.connect(daemon_.socket_path());
+  proto::ByteBuffer b;
+  proto::append_hello(b, 1, proto::Hello{1, 1, "half-closer", ""});
+  proto::append_receive(b, 2, proto::Receive{0, kMessages, "half"});
+  s.write(b);
+  s.shutdown_writing();
+  read_welcome(s);
+  std::vector<std::byte> body;
+  for (std::uint32_t i = 0; i < kMessages; ++i) {
+    auto h = s.next(body);
+    ASSERT_TRUE(h) << "qbusd closed after " << i << " of " << kMessages << " messages";
+    ASSERT_EQ(h->type, proto::FrameType::deliver) << i;
+    EXPECT_EQ(h->correlation, 2u);
+    EXPECT_EQ((h->flags & proto::kFlagLast) != 0, i + 1 == kMessages) << i;
+    proto::Deliver d;
+    ASSERT_EQ(proto::decode_deliver(body, d), Errc::ok) << i;
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(d.payload.data()), d.payload.size()),
+              std::to_string(i) + payload)
+        << i;
+  }
+  EXPECT_FALSE(s.next(body)) << "qbusd closes once everything went out";
+  EXPECT_FALSE(producer.try_receive("half"));
 }
 
 TEST_F(LivenessTest, DirectSendToAnExitedPidDoesNotReachTheConnectionItLeftBehind) {

@@ -137,7 +137,14 @@ Connection::Read Connection::took(std::span<std::byte> dst, std::size_t n,
       misbehaved(Errc::malformed_frame, "disconnected in the middle of a frame (" +
                                             std::to_string(in_.size()) + " bytes pending)");
     }
-    close();
+    if (!ec || ec == asio::error::eof) {
+      // The end of the peer's stream, not of the connection: a peer that shut down only its
+      // writing side still reads what it asked for, messages taken from queues among it.
+      // One that is gone fails the next write; one that never reads meets the close grace.
+      drain_and_close();
+    } else {
+      close();
+    }
     return Read::closed;
   }
   if (in_place) {
