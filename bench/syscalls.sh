@@ -24,6 +24,8 @@ EOF
 }
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/private_qbusd.sh
+. "$REPO/bench/private_qbusd.sh"
 BUILD="${QBUS_BENCH_BUILD_DIR:-$REPO/build-bench}"
 if [ -z "${QBUS_BENCH_BUILD_DIR:-}" ] && [ ! -x "$BUILD/bench/qbus-bench" ]; then
   BUILD="$REPO/build"
@@ -65,10 +67,9 @@ if ! command -v strace >/dev/null; then
 fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/qbus-syscalls.XXXXXX")
-DAEMON_PID=""
 # shellcheck disable=SC2317  # reached through the EXIT trap
 cleanup() {
-  if [ -n "$DAEMON_PID" ]; then kill "$DAEMON_PID" 2>/dev/null || true; fi
+  stop_private_qbusd
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -80,12 +81,7 @@ calls_of() { awk '$1 ~ /^[0-9.]+$/ && $NF != "total" { print $NF, $4 }' "$1"; }
 measure() {
   local qbusd=$2 dir="$TMP/$1" run
   for run in latency throughput; do
-    mkdir -p "$dir/$run"
-    "$qbusd" --bus user --socket "$dir/$run/sock" --admin-socket "$dir/$run/admin" \
-      --state-dir "$dir/$run/state" --log-level warn 2>"$dir/$run/qbusd.log" &
-    DAEMON_PID=$!
-    for _ in $(seq 200); do [ -S "$dir/$run/sock" ] && break; sleep 0.05; done
-    [ -S "$dir/$run/sock" ] || { echo "syscalls.sh: $qbusd did not start" >&2; exit 1; }
+    start_private_qbusd "$qbusd" "$dir/$run"
     strace -c -f -p "$DAEMON_PID" -o "$dir/$run/daemon.strace" 2>/dev/null &
     local tracer=$!
     # strace says nothing once attached: wait until the kernel shows qbusd traced.
@@ -103,9 +99,7 @@ measure() {
     fi
     kill -INT "$tracer"
     wait "$tracer" || true
-    kill "$DAEMON_PID"
-    wait "$DAEMON_PID" || true
-    DAEMON_PID=""
+    stop_private_qbusd
   done
 }
 
