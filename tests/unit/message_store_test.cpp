@@ -136,6 +136,32 @@ TEST(MessageStore, AFewRecordsLeftOfABurstMoveToASmallChunk) {
   EXPECT_LE(store.capacity(), 16u * 1024);
 }
 
+// A backlog that moves (the reader drains chunks while the writer fills new ones) must
+// write into the chunks the reader emptied, still in the cache, rather than map fresh ones;
+// the spare that makes this possible goes once the backlog is gone.
+TEST(MessageStore, ASteadyBacklogWritesIntoTheChunksItsReaderEmptied) {
+  KeptChunkBudget budget;
+  MessageStore store(budget);
+  const auto p = payload_for(4, 64);
+  std::uint64_t pushed = 0, popped = 0;
+  for (; pushed < 30'000; ++pushed)  // ~3.3 MB: chunks of 1 MiB
+    store.push(meta_for(pushed), p);
+  const std::uint64_t made = store.chunks_made();
+  const std::size_t capacity = store.capacity();
+  for (int i = 0; i < 100'000; ++i) {  // ~11 MB through, the backlog the same
+    store.push(meta_for(pushed++), p);
+    EXPECT_EQ(store.front().meta.sender.client_id, popped++ + 7);
+    store.pop();
+  }
+  EXPECT_LE(store.chunks_made(), made + 1) << "the drained chunks were not written again";
+  EXPECT_EQ(budget.used(), 1024u * 1024) << "a 1 MiB spare, within the budget";
+  EXPECT_LE(store.capacity(), capacity + 1024 * 1024);
+  while (!store.empty())
+    store.pop();
+  EXPECT_LE(budget.used(), 16u * 1024);
+  EXPECT_LE(store.capacity(), 16u * 1024);
+}
+
 TEST(MessageStore, ChunksFollowWhatTheStoreHoldsNotHowLongItWasUsed) {
   KeptChunkBudget budget;
   MessageStore store(budget);

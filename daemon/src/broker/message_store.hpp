@@ -5,9 +5,10 @@
 //
 // Memory beyond the records themselves is bounded, since quotas count payload bytes only:
 // a new chunk is sized from the bytes the store holds (so a shallow queue keeps small
-// chunks), a store keeps at most one spare and, when empty, one chunk of up to kKeepChunk,
-// both within a budget shared by the stores of one broker (KeptChunkBudget), and a large
-// chunk left holding a few records (at most 1/16 of it) has them moved to a small one.
+// chunks), a store keeps at most one spare of up to kMaxChunk while it holds records and,
+// when empty, one chunk of up to kKeepChunk, both within a budget shared by the stores of
+// one broker (KeptChunkBudget), and a large chunk left holding a few records (at most 1/16
+// of it) has them moved to a small one, its large spare given up.
 #pragma once
 
 #include <algorithm>
@@ -141,6 +142,9 @@ class MessageStore {
       n += c.capacity;
     return n;
   }
+
+  // Chunks made so far (mapped or allocated), reused ones not counted again.
+  std::uint64_t chunks_made() const { return chunks_made_; }
 
   // Throws std::bad_alloc, with nothing changed, when no memory is left for a new chunk.
   // `headers`: the message's header block, checked by the edge.
@@ -320,8 +324,9 @@ class MessageStore {
   // per ~9,000 small messages.
   static constexpr std::size_t kMinChunk = 1024;
   static constexpr std::size_t kMaxChunk = 1024 * 1024;
-  // The largest chunk kept as a spare or by an empty store (a burst of ~140 small
-  // messages); what all stores sharing a budget keep that way is KeptChunkBudget::kMax.
+  // The largest chunk kept by an empty store (a burst of ~140 small messages), or as a
+  // spare by a store left with a few records; what all stores sharing a budget keep that
+  // way is KeptChunkBudget::kMax.
   static constexpr std::size_t kKeepChunk = 16 * 1024;
   static constexpr std::size_t kMapChunk = 64 * 1024;
 
@@ -346,7 +351,8 @@ class MessageStore {
   std::deque<Chunk> chunks_;
   Chunk spare_;
   std::size_t count_ = 0;
-  std::size_t used_ = 0;        // record bytes stored
+  std::size_t used_ = 0;  // record bytes stored
+  std::uint64_t chunks_made_ = 0;
   std::size_t kept_chunk_ = 0;  // the capacity of the chunk kept while empty, if any
                                 // (in budget_, as is spare_.capacity)
 };
