@@ -20,8 +20,8 @@ command and fails), then measures:
   raw socketpair ping-pong RTT, raw one-way batched throughput, the bare-relay ceiling
   (bench/relay.cpp); redis-benchmark LPUSH/RPOP, 64 B, -P 64 and -P 1 -c 1, on a private
   Unix socket; request/reply round trips on Redis lists, LPUSH + BLPOP (redis-rr);
-  qbus-bench throughput and latency with 64 B payloads; the same throughput
-  with a 1,000-rule access policy and without one, alternating run by run; acknowledgement
+  qbus-bench throughput and latency with 64 B payloads; the same throughput with the
+  queue bounded at 1 MiB (--queue-bytes), and with a 1,000-rule access policy and without one, alternating run by run; acknowledgement
   mode (issue 13): qbus-bench throughput plain, --ack and --subscribe 1024, alternating run
   by run, beside Redis Streams XADD/XREADGROUP/XACK (redis-streams), and the redelivery
   time after a consumer's SIGKILL (qbus-bench redelivery, 200 rounds); qbus-bench bulk
@@ -61,6 +61,9 @@ SIZE=64
 REDIS_PIPELINED_N=1000000
 REDIS_UNPIPELINED_N=100000
 QBUS_THROUGHPUT_MESSAGES=2000000
+# The same run with the queue bounded (producers block there), as a real queue's limit does:
+# the backlog then stays small enough for the store to reuse its chunks (issue 18).
+BOUNDED_QUEUE_BYTES=1048576
 # Request/reply round trips per run, for qbus-bench latency and for its Redis peer redis-rr.
 QBUS_LATENCY_REQUESTS=100000
 RELAY_MESSAGES=10000000
@@ -305,6 +308,12 @@ run_qbus() {
   "${cmd[@]}" >"$TMP/qbus-throughput.json"
   QBUS_RATE=$(json_num "$TMP/qbus-throughput.json" messages_per_second)
   QBUS_CPU_NS=$(json_num "$TMP/qbus-throughput.json" daemon_cpu_ns_per_message)
+  cmd+=(--queue-bytes "$BOUNDED_QUEUE_BYTES")
+  record "${cmd[@]#"$REPO/"}"
+  log "qbus-bench throughput --queue-bytes $BOUNDED_QUEUE_BYTES"
+  "${cmd[@]}" >"$TMP/qbus-throughput-bounded.json"
+  QBUS_BOUNDED_RATE=$(json_num "$TMP/qbus-throughput-bounded.json" messages_per_second)
+  QBUS_BOUNDED_CPU_NS=$(json_num "$TMP/qbus-throughput-bounded.json" daemon_cpu_ns_per_message)
 
   # Enqueue-only and drain-only rates: used when qbus-bench throughput offers them
   # ("--phase enqueue|drain"); otherwise those targets are reported n/a, never guessed.
@@ -719,6 +728,10 @@ table() {
     "$(fmt_ratio "$(calc "$QBUS_RATE / $REDIS_LPUSH_P64")") of LPUSH -P64" \
     "$(fmt_pct "$e2e_frac") of relay, $(fmt_pct "$(calc "$QBUS_RATE / $ONEWAY_RATE")") of one-way" \
     "1P/1C, $QBUS_THROUGHPUT_MESSAGES msgs, daemon $(awk -v x="$QBUS_CPU_NS" 'BEGIN { printf "%.0f", x }') ns CPU/msg"
+  row "qbus producer -> queue -> consumer, queue bounded" "$(fmt_rate "$QBUS_BOUNDED_RATE")" \
+    "$(fmt_ratio "$(calc "$QBUS_BOUNDED_RATE / $REDIS_LPUSH_P64")") of LPUSH -P64" \
+    "$(fmt_pct "$(calc "$QBUS_BOUNDED_RATE / $RELAY_RATE")") of relay" \
+    "the same with --queue-bytes $BOUNDED_QUEUE_BYTES (producers block there); daemon $(fmt_ns "$QBUS_BOUNDED_CPU_NS") CPU/msg"
   row "qbus producer -> queue -> consumer, no policy" "$(fmt_rate "$POLICY_NONE_RATE")" "" "" \
     "alternated run by run with the next row; daemon $(fmt_ns "$POLICY_NONE_CPU_NS") CPU/msg"
   row "qbus producer -> queue -> consumer, $(fmt_count "$POLICY_RULES")-rule policy" "$(fmt_rate "$POLICY_RATE")" "" "" \
@@ -765,6 +778,12 @@ table() {
     "$(fmt_ratio "$(calc "$QBUS_RATE / 2000000")")" "$(verdict "$QBUS_RATE" '>=' 2000000)"
   row "... as a fraction of the bare relay" "aim ≥ 25% of $(fmt_rate "$RELAY_RATE")" "$(fmt_rate "$QBUS_RATE")" \
     "$(fmt_pct "$e2e_frac")" "$(verdict "$e2e_frac" '>=' 0.25) (aim)"
+  row "producer -> queue -> consumer, queue bounded (issue 18)" "≥ 5,000,000 msg/s" \
+    "$(fmt_rate "$QBUS_BOUNDED_RATE")" "$(fmt_ratio "$(calc "$QBUS_BOUNDED_RATE / 5000000")")" \
+    "$(verdict "$QBUS_BOUNDED_RATE" '>=' 5000000)"
+  row "... as a fraction of the bare relay (issue 18)" "≥ 25% of $(fmt_rate "$RELAY_RATE")" \
+    "$(fmt_rate "$QBUS_BOUNDED_RATE")" "$(fmt_pct "$(calc "$QBUS_BOUNDED_RATE / $RELAY_RATE")")" \
+    "$(verdict "$(calc "$QBUS_BOUNDED_RATE / $RELAY_RATE")" '>=' 0.25)"
   row "request/reply p50" "≤ 2.4x raw RTT p50 ($(fmt_us "$INRUN_RAW_P50") in-run)" "$(fmt_us "$QBUS_P50")" \
     "$(fmt_ratio "$rr_ratio")" "$(verdict "$rr_ratio" '<=' 2.4)"
   row "... against compare.sh's own raw RTT" "≤ 2.4x $(fmt_us "$RAW_P50")" "$(fmt_us "$QBUS_P50")" \

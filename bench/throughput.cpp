@@ -3,7 +3,8 @@
 // throughput: producers and consumers are separate processes released together from a
 // barrier; the time runs until every consumer has its share (--phase both), until every
 // producer's sync() returned (enqueue), or, after an untimed fill, until the consumers have
-// drained the queues (drain). The queues are declared deep enough never to bind.
+// drained the queues (drain). The queues are declared deep enough never to bind, unless
+// --queue-bytes bounds them (producers then wait for the consumers, as with a real limit).
 //
 // Consumers receive in acknowledgement mode with --ack (receive_batch, then one pipelined
 // ack_up_to of the batch's last tag) or through a subscription with --subscribe PREFETCH
@@ -62,6 +63,7 @@ struct Options {
   // of N sends written together, the last one confirmed, counted once its OK is back.
   long long confirm = 0;
   std::string durable_arg = "off";  // --durable: off, or the queues' fsync policy
+  std::uint64_t queue_bytes = 0;    // > 0: each queue's max_bytes (producers block there)
   std::string state_dir;            // --state-dir: where the private broker's journal goes
   std::string address;
   bool json = false;
@@ -110,6 +112,10 @@ void add_options(CLI::App& cmd, Options& o) {
       ->check(CLI::IsMember({"both", "enqueue", "drain"}));
   cmd.add_option("--runs", o.runs, "Runs; the median is reported")->check(CLI::Range(1, 99));
   cmd.add_option("--address", o.address, "Use a running broker instead of a private one");
+  cmd.add_option("--queue-bytes", o.queue_bytes,
+                 "Bound each queue at this many payload bytes, producers waiting there "
+                 "(overflow block), instead of deep enough never to bind (0)")
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 40));
   cmd.add_option("--durable", o.durable_arg,
                  "Declare the queues durable with this fsync policy (always: the OK of a "
                  "confirmed send after fdatasync; batch: after the next periodic fsync; none: "
@@ -472,9 +478,10 @@ RunResult run_throughput(const Options& o, const std::string& address, pid_t dae
 qbus::QueueOptions throughput_queue(const Options& o) {
   constexpr long long kMaxMessages = std::numeric_limits<std::uint32_t>::max();
   const long long wanted = o.duration > 0 ? kMaxMessages : o.messages + o.consumers + 1024;
-  return with_durable({static_cast<std::uint32_t>(std::min(wanted, kMaxMessages)),
-                       std::uint64_t{1} << 40, qbus::Overflow::block},
-                      o.durable_arg);
+  return with_durable(
+      {static_cast<std::uint32_t>(std::min(wanted, kMaxMessages)),
+       o.queue_bytes != 0 ? o.queue_bytes : std::uint64_t{1} << 40, qbus::Overflow::block},
+      o.durable_arg);
 }
 
 void check_options(const Options& o) {
@@ -492,6 +499,11 @@ void check_options(const Options& o) {
   }
   if (!o.state_dir.empty() && !o.address.empty()) {
     throw std::runtime_error("--state-dir configures the private broker: not with --address");
+  }
+  if (o.queue_bytes != 0 && o.phase != Phase::both) {
+    throw std::runtime_error(
+        "--queue-bytes needs --phase both: a bounded queue with no "
+        "consumer, or filled before one, would stop its producers");
   }
   if (o.confirm > 1 && o.durable_arg != "off" && o.phase == Phase::both) {
     // A send handed straight to a waiting consumer is not journaled and is answered at
@@ -608,13 +620,15 @@ void print_json(const Options& o, const std::vector<RunResult>& runs, const Figu
       "\"queues\":%d,\"messages\":%lld,\"duration\":%.3f,\"size\":%zu,\"batch\":%zu,"
       "\"receive\":\"%s\",\"ack\":%s,\"prefetch\":%u,"
       "\"send_batch\":%lld,\"confirm\":%lld,\"durable\":\"%s\",\"journal_bytes\":%lld,"
-      "\"state_dir_in_memory\":%s,\"policy_rules\":%d,\"runs\":%d,\"median_seconds\":%.6f,"
+      "\"state_dir_in_memory\":%s,\"policy_rules\":%d,\"queue_bytes\":%llu,\"runs\":%d,"
+      "\"median_seconds\":%.6f,"
       "\"messages_per_second\":%.0f,"
       "\"mb_per_second\":%.2f,\"daemon_cpu_ns_per_message\":%.1f,\"run_messages_per_second\":[",
       phase_name(o.phase), producers, consumers, o.queues, f.med.messages, o.duration, o.size,
       o.batch, receive_name(o), o.ack || o.subscribe > 0 ? "true" : "false", o.subscribe,
       o.send_batch, o.confirm, o.durable_arg.c_str(), f.med.journal_bytes,
-      o.state_in_memory ? "true" : "false", o.policy_rules, o.runs, f.med.seconds, f.rate, f.mbps,
+      o.state_in_memory ? "true" : "false", o.policy_rules,
+      static_cast<unsigned long long>(o.queue_bytes), o.runs, f.med.seconds, f.rate, f.mbps,
       f.cpu_ns);
   for (std::size_t i = 0; i < runs.size(); ++i)
     std::printf("%s%.0f", i ? "," : "", runs[i].rate());
@@ -653,6 +667,10 @@ void print_table(const Options& o, const std::vector<RunResult>& runs, const Fig
       f.med.messages, o.size, sending_for, send_window.c_str(), receive_text(o).c_str(), o.runs);
   if (o.policy_rules > 0)
     std::printf("  the broker enforces a policy of %d rules\n", o.policy_rules);
+  if (o.queue_bytes != 0) {
+    std::printf("  each queue bounded at %llu payload bytes (producers block there)\n",
+                static_cast<unsigned long long>(o.queue_bytes));
+  }
   if (o.durable_arg != "off") {
     std::printf("  durable queues, fsync %s%s\n", o.durable_arg.c_str(),
                 o.state_in_memory ? " (the journal is on a tmpfs: fsync costs nothing)" : "");
