@@ -208,6 +208,75 @@ TEST_F(LivenessTest, APeerThatShutsDownItsWritingSideStillGetsEveryAnswer) {
   EXPECT_FALSE(producer.try_receive("half"));
 }
 
+// A confirmed send to a durable queue is answered once the journal has it: a peer that
+// shut down its writing side right after it still gets that OK before qbusd closes.
+TEST_F(LivenessTest, AHalfClosedPeerGetsTheOkOfItsDurableSend) {
+  {
+    QueueOptions o;
+    o.durable = true;
+    o.fsync = QueueOptions::Fsync::always;
+    connect("declarer").declare("durable.half", o);
+  }
+  RawSocket s;
+  s.connect(daemon_.socket_path());
+  proto::ByteBuffer b;
+  proto::append_hello(b, 1, proto::Hello{1, 1, "half-closer", ""});
+  proto::append_send(b, 2, proto::kFlagConfirm, "durable.half",
+                     std::as_bytes(std::span("kept", 4)));
+  s.write(b);
+  s.shutdown_writing();
+  read_welcome(s);
+  std::vector<std::byte> body;
+  auto h = s.next(body);
+  ASSERT_TRUE(h) << "qbusd closed before the send's OK";
+  EXPECT_EQ(h->type, proto::FrameType::ok);
+  EXPECT_EQ(h->correlation, 2u);
+  EXPECT_FALSE(s.next(body));
+  auto m = connect("reader").receive("durable.half", seconds(30));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->text(), "kept");
+}
+
+// Requests read before the EOF but held back because the peer's answers backed up (a small
+// max_outbound_bytes) are still handled once it reads: 200 RECEIVEs of one 8 KiB message.
+class HalfCloseBackedUpTest : public LivenessTest {
+ protected:
+  HalfCloseBackedUpTest()
+      : LivenessTest(DaemonOptions{.config_json = R"({"limits": {"max_outbound_bytes": 4096}})"}) {}
+};
+
+TEST_F(HalfCloseBackedUpTest, RequestsHeldBackWhenTheEndCameAreAnsweredToo) {
+  constexpr std::uint64_t kRequests = 200;
+  const std::string payload(8192, 'y');
+  auto producer = connect("producer");
+  for (std::uint64_t i = 0; i < kRequests; ++i)
+    producer.send("held", std::to_string(i) + payload);
+  producer.sync();
+
+  RawSocket s;
+  s.connect(daemon_.socket_path());
+  proto::ByteBuffer b;
+  proto::append_hello(b, 1, proto::Hello{1, 1, "half-closer", ""});
+  for (std::uint64_t i = 0; i < kRequests; ++i)
+    proto::append_receive(b, 10 + i, proto::Receive{0, 1, "held"});
+  s.write(b);
+  s.shutdown_writing();
+  read_welcome(s);
+  std::vector<std::byte> body;
+  for (std::uint64_t i = 0; i < kRequests; ++i) {
+    auto h = s.next(body);
+    ASSERT_TRUE(h) << "qbusd closed after answering " << i << " of " << kRequests;
+    ASSERT_EQ(h->type, proto::FrameType::deliver) << i;
+    EXPECT_EQ(h->correlation, 10 + i);
+    proto::Deliver d;
+    ASSERT_EQ(proto::decode_deliver(body, d), Errc::ok) << i;
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(d.payload.data()), d.payload.size()),
+              std::to_string(i) + payload);
+  }
+  EXPECT_FALSE(s.next(body)) << "qbusd closes once everything went out";
+  EXPECT_FALSE(producer.try_receive("held"));
+}
+
 TEST_F(LivenessTest, DirectSendToAnExitedPidDoesNotReachTheConnectionItLeftBehind) {
   RawSocket inherited;
   const pid_t child = hello_and_exit(inherited, daemon_.socket_path());

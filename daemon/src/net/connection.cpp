@@ -637,6 +637,7 @@ void Connection::unblock() {
 void Connection::resume() {
   if (closed_) return;
   if (!in_.empty()) in_.consume(process(in_.readable()));
+  finish_input();
   server_.end_of_batch();
   wait_readable();
 }

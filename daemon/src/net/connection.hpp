@@ -283,8 +283,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Answers a frame the peer should not have sent (the connection goes on) and logs it.
   void bad_request(std::uint64_t correlation, Errc code, std::string_view text);
   bool can_read() const {
-    return !closed_ && !closing_ && !blocked_ && !held_ && !backed_up() && !journal_full();
+    return !closed_ && !closing_ && !input_ended_ && !blocked_ && !held_ && !backed_up() &&
+           !journal_full();
   }
+  // After the peer's EOF: once no whole frame is left in in_ (frames held back by a pause
+  // are handled first), sends what they produced and closes.
+  void finish_input();
   // Sends to durable queues waiting for the journal: at kMaxUnjournaled the connection
   // stops reading, so a slow disk holds back its durable producers and nobody else.
   bool journal_full() const { return journal_full_; }
@@ -384,6 +388,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool held_ = false;           // a wrong token's refusal is being delayed
   bool authenticated_ = false;  // TCP: presented the token (and became a broker peer)
   bool paused_output_ = false;  // reads paused until the peer reads its answers
+  bool input_ended_ = false;    // the peer's EOF was read (it may still read its answers)
   bool closing_ = false;
   bool closed_ = false;
   bool flush_pending_ = false;  // on the Server's list of connections to flush

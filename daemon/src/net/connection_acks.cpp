@@ -165,6 +165,7 @@ bool Connection::journaled(const storage::JournalProgress& p) {
   }
   journal_full_ = unjournaled_.size() >= kMaxUnjournaled;
   if (was_full && !journal_full() && !closed_) resume();
+  if (closing_ && unjournaled_.empty()) mark_dirty();  // flush() closes it now
   return unjournaled_.empty();
 }
 

@@ -251,7 +251,9 @@ void Connection::flush() {
   note_output();
   server_.output_drained(*this);
   if (closing_) {
-    close();
+    // Sends waiting for the journal get their OK or ERROR first (journaled() queues it and
+    // flushes again); the close grace bounds the wait.
+    if (unjournaled_.empty()) close();
     return;
   }
   if (paused_output_) {

@@ -133,18 +133,18 @@ Connection::Read Connection::took(std::span<std::byte> dst, std::size_t n,
       log_with(log_fields(), spdlog::level::debug, "client {} ({}): read failed: {}", id_,
                description_, ec.message());
     }
+    if (!ec || ec == asio::error::eof) {
+      // The end of the peer's stream, not of the connection: a peer that shut down only its
+      // writing side still reads what it asked for, messages taken from queues among it.
+      input_ended_ = true;
+      finish_input();
+      return Read::closed;
+    }
     if (!in_.empty() && !starts_with_whole_frame()) {
       misbehaved(Errc::malformed_frame, "disconnected in the middle of a frame (" +
                                             std::to_string(in_.size()) + " bytes pending)");
     }
-    if (!ec || ec == asio::error::eof) {
-      // The end of the peer's stream, not of the connection: a peer that shut down only its
-      // writing side still reads what it asked for, messages taken from queues among it.
-      // One that is gone fails the next write; one that never reads meets the close grace.
-      drain_and_close();
-    } else {
-      close();
-    }
+    close();
     return Read::closed;
   }
   if (in_place) {
@@ -163,6 +163,18 @@ Connection::Read Connection::took(std::span<std::byte> dst, std::size_t n,
     in_.consume(process(in_.readable()));
   }
   return n < dst.size() ? Read::drained : Read::more;
+}
+
+void Connection::finish_input() {
+  if (!input_ended_ || closing_ || closed_) return;
+  if (!in_.empty() && starts_with_whole_frame()) return;  // resume() handles them first
+  if (!in_.empty()) {
+    misbehaved(Errc::malformed_frame, "disconnected in the middle of a frame (" +
+                                          std::to_string(in_.size()) + " bytes pending)");
+  }
+  // A peer that is gone fails a write (TCP: once its RST is back); one that never reads
+  // meets the close grace.
+  drain_and_close();
 }
 
 bool Connection::starts_with_whole_frame() const {
