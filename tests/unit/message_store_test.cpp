@@ -162,6 +162,36 @@ TEST(MessageStore, ASteadyBacklogWritesIntoTheChunksItsReaderEmptied) {
   EXPECT_LE(store.capacity(), 16u * 1024);
 }
 
+// Backlogs that stall with a 1 MiB spare each take at most half the shared budget: the
+// small chunks other stores keep while empty still have the rest.
+TEST(MessageStore, LargeSparesLeaveHalfTheBudgetToSmallChunks) {
+  KeptChunkBudget budget;
+  std::vector<std::unique_ptr<MessageStore>> stalled;
+  const auto p = payload_for(5, 64);
+  for (int s = 0; s < 12; ++s) {
+    auto& store = *stalled.emplace_back(std::make_unique<MessageStore>(budget));
+    for (int i = 0; i < 20'000; ++i)  // ~2.2 MB: two 1 MiB chunks and more
+      store.push(meta_for(static_cast<std::uint64_t>(i)), p);
+    for (int i = 0; i < 12'000; ++i)  // the first 1 MiB chunk drained: a spare
+      store.pop();
+  }
+  EXPECT_EQ(budget.large_used(), KeptChunkBudget::kMaxLarge);
+  std::size_t small_kept = 0;
+  for (int s = 0; s < 100; ++s) {
+    MessageStore& store = *stalled.emplace_back(std::make_unique<MessageStore>(budget));
+    for (int i = 0; i < 100; ++i)
+      store.push(meta_for(static_cast<std::uint64_t>(i)), p);
+    while (!store.empty())
+      store.pop();
+    small_kept += store.capacity();
+  }
+  EXPECT_EQ(small_kept, 100u * 16 * 1024) << "every empty store kept its 16 KiB chunk";
+  EXPECT_LE(budget.used(), KeptChunkBudget::kMax);
+  stalled.clear();
+  EXPECT_EQ(budget.used(), 0u);
+  EXPECT_EQ(budget.large_used(), 0u);
+}
+
 TEST(MessageStore, ChunksFollowWhatTheStoreHoldsNotHowLongItWasUsed) {
   KeptChunkBudget budget;
   MessageStore store(budget);

@@ -45,7 +45,7 @@ MessageStore::Chunk& MessageStore::grow(std::size_t size) {
       std::max(std::clamp(std::bit_ceil(2 * (used_ + size)), kMinChunk, kMaxChunk), size);
   Chunk next;
   if (spare_.data && spare_.capacity >= capacity) {
-    kept_budget() -= spare_.capacity;
+    give_back_spare_budget();
     next = std::move(spare_);
     spare_ = Chunk{};
   } else {
@@ -69,7 +69,12 @@ void MessageStore::keep_spare(Chunk&& c) {
   // 1 producer, 1 consumer, 64 B, 3 alternated runs each).
   if (c.capacity > kMaxChunk || (spare_.data && spare_.capacity >= c.capacity)) return;
   if (kept_budget() - spare_.capacity + c.capacity > KeptChunkBudget::kMax) return;
-  kept_budget() += c.capacity - spare_.capacity;
+  const std::size_t large_now =
+      budget_.large_used_ - (large(spare_.capacity) ? spare_.capacity : 0);
+  if (large(c.capacity) && large_now + c.capacity > KeptChunkBudget::kMaxLarge) return;
+  drop_spare();
+  kept_budget() += c.capacity;
+  if (large(c.capacity)) budget_.large_used_ += c.capacity;
   spare_ = std::move(c);
   spare_.head = spare_.tail = 0;
 }
@@ -84,8 +89,7 @@ void MessageStore::drained_front() {
   // Empty: one small chunk stays for the next messages while the budget allows; the
   // spare goes, as does a chunk that held a burst.
   Chunk& c = chunks_.front();
-  kept_budget() -= spare_.capacity;
-  spare_ = Chunk{};
+  drop_spare();
   if (c.capacity <= kKeepChunk && kept_budget() + c.capacity <= KeptChunkBudget::kMax) {
     c.head = c.tail = 0;
     kept_chunk_ = c.capacity;
@@ -109,10 +113,7 @@ void MessageStore::compact() {
   std::memcpy(small.data.get(), c.data.get() + c.head, live);
   small.tail = live;
   c = std::move(small);
-  if (spare_.capacity > kKeepChunk) {
-    kept_budget() -= spare_.capacity;  // the backlog it served is gone
-    spare_ = Chunk{};
-  }
+  if (large(spare_.capacity)) drop_spare();  // the backlog it served is gone
 }
 
 }  // namespace qbus::broker

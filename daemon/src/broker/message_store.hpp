@@ -7,8 +7,9 @@
 // a new chunk is sized from the bytes the store holds (so a shallow queue keeps small
 // chunks), a store keeps at most one spare of up to kMaxChunk while it holds records and,
 // when empty, one chunk of up to kKeepChunk, both within a budget shared by the stores of
-// one broker (KeptChunkBudget), and a large chunk left holding a few records (at most 1/16
-// of it) has them moved to a small one, its large spare given up.
+// one broker (KeptChunkBudget; spares above kKeepChunk take at most half of it), and a
+// large chunk left holding a few records (at most 1/16 of it) has them moved to a small
+// one, its large spare given up.
 #pragma once
 
 #include <algorithm>
@@ -117,18 +118,26 @@ class HeldMessage {
 class KeptChunkBudget {
  public:
   static constexpr std::size_t kMax = 16 * 1024 * 1024;
+  // What spares larger than a small chunk may take of it: a few stalled backlogs holding
+  // 1 MiB spares must leave room for every other store's small chunks.
+  static constexpr std::size_t kMaxLarge = kMax / 2;
   std::size_t used() const { return used_; }
+  std::size_t large_used() const { return large_used_; }
 
  private:
   friend class MessageStore;
   std::size_t used_ = 0;
+  std::size_t large_used_ = 0;  // part of used_
 };
 
 class MessageStore {
  public:
   // `budget` must outlive the store.
   explicit MessageStore(KeptChunkBudget& budget) : budget_(budget) {}
-  ~MessageStore() { budget_.used_ -= kept_chunk_ + spare_.capacity; }
+  ~MessageStore() {
+    budget_.used_ -= kept_chunk_;
+    drop_spare();
+  }
   MessageStore(const MessageStore&) = delete;
   MessageStore& operator=(const MessageStore&) = delete;
 
@@ -345,6 +354,15 @@ class MessageStore {
   void drained_front();           // the front chunk has no record left
   void compact();                 // moves the few records left into a smaller chunk
   void keep_spare(Chunk&& c);
+  static bool large(std::size_t capacity) { return capacity > kKeepChunk; }
+  void give_back_spare_budget() {
+    kept_budget() -= spare_.capacity;
+    if (large(spare_.capacity)) budget_.large_used_ -= spare_.capacity;
+  }
+  void drop_spare() {
+    give_back_spare_budget();
+    spare_ = Chunk{};
+  }
   void unkeep_empty_chunk();
 
   KeptChunkBudget& budget_;
