@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # bench/private_qbusd.sh, sourced by bench scripts: a qbusd of their own on a private
-# socket, with its limits raised so that a benchmark's backlog is never refused.
+# socket, with its limits raised so that a benchmark's backlog is never refused, and the
+# build tree and Debian tools they need.
 #
 #   start_private_qbusd QBUSD DIR   # sets DAEMON_PID; the socket is DIR/sock
 #   stop_private_qbusd
@@ -8,6 +9,29 @@
 # The caller's EXIT trap should call stop_private_qbusd, so a failed run leaves no daemon.
 
 DAEMON_PID=""
+
+# The build tree: QBUS_BENCH_BUILD_DIR, else build-bench/ when it has qbus-bench, else build/.
+bench_build_dir() {
+  local repo=$1
+  if [ -n "${QBUS_BENCH_BUILD_DIR:-}" ]; then
+    echo "$QBUS_BENCH_BUILD_DIR"
+  elif [ -x "$repo/build-bench/bench/qbus-bench" ]; then
+    echo "$repo/build-bench"
+  else
+    echo "$repo/build"
+  fi
+}
+
+# need_tool COMMAND PACKAGE: installs PACKAGE from Debian when COMMAND is missing (as root;
+# otherwise prints the apt-get command and exits).
+need_tool() {
+  command -v "$1" >/dev/null && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "$(basename "$0"): $1 is missing; run: sudo apt-get install -y $2" >&2
+    exit 1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >&2
+}
 
 start_private_qbusd() {
   local qbusd=$1 dir=$2

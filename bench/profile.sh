@@ -30,10 +30,7 @@ EOF
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/private_qbusd.sh
 . "$REPO/bench/private_qbusd.sh"
-BUILD="${QBUS_BENCH_BUILD_DIR:-$REPO/build-bench}"
-if [ -z "${QBUS_BENCH_BUILD_DIR:-}" ] && [ ! -x "$BUILD/bench/qbus-bench" ]; then
-  BUILD="$REPO/build"
-fi
+BUILD=$(bench_build_dir "$REPO")
 QBUS_BENCH="$BUILD/bench/qbus-bench"
 QBUSD="$BUILD/daemon/qbusd"
 WORKLOAD=throughput
@@ -68,13 +65,7 @@ OUT=${OUT:-profile-$WORKLOAD}
 for bin in "$QBUS_BENCH" "$QBUSD"; do
   [ -x "$bin" ] || { echo "profile.sh: $bin is not an executable (build first)" >&2; exit 2; }
 done
-if ! command -v perf >/dev/null; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "profile.sh: perf is missing; run: sudo apt-get install -y linux-perf" >&2
-    exit 1
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-perf >&2
-fi
+need_tool perf linux-perf
 
 mkdir -p "$OUT"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/qbus-profile.XXXXXX")

@@ -26,10 +26,7 @@ EOF
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/private_qbusd.sh
 . "$REPO/bench/private_qbusd.sh"
-BUILD="${QBUS_BENCH_BUILD_DIR:-$REPO/build-bench}"
-if [ -z "${QBUS_BENCH_BUILD_DIR:-}" ] && [ ! -x "$BUILD/bench/qbus-bench" ]; then
-  BUILD="$REPO/build"
-fi
+BUILD=$(bench_build_dir "$REPO")
 QBUS_BENCH="$BUILD/bench/qbus-bench"
 AFTER="$BUILD/daemon/qbusd"
 BEFORE=""
@@ -58,13 +55,7 @@ case "$MESSAGES" in '' | *[!0-9]* | ? | ?? | ???) echo "syscalls.sh: --messages 
 for bin in "$QBUS_BENCH" "$AFTER" ${BEFORE:+"$BEFORE"}; do
   [ -x "$bin" ] || { echo "syscalls.sh: $bin is not an executable (build first)" >&2; exit 2; }
 done
-if ! command -v strace >/dev/null; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "syscalls.sh: strace is missing; run: sudo apt-get install -y strace" >&2
-    exit 1
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q strace >&2
-fi
+need_tool strace strace
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/qbus-syscalls.XXXXXX")
 # shellcheck disable=SC2317  # reached through the EXIT trap
