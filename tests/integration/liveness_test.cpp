@@ -154,6 +154,24 @@ std::uint64_t read_welcome(RawSocket& s) {
   return w.client_id;
 }
 
+// Connects, says HELLO, writes `requests` and shuts down its writing side, as a client that
+// has nothing more to ask does; then reads the WELCOME.
+void half_close_after(RawSocket& s, const std::string& path, const proto::ByteBuffer& requests) {
+  s.connect(path);
+  proto::ByteBuffer hello;
+  proto::append_hello(hello, 1, proto::Hello{1, 1, "half-closer", ""});
+  s.write(hello);
+  s.write(requests);
+  s.shutdown_writing();
+  read_welcome(s);
+}
+
+std::string delivered_payload(const std::vector<std::byte>& body) {
+  proto::Deliver d;
+  if (proto::decode_deliver(body, d) != Errc::ok) throw std::runtime_error("bad DELIVER");
+  return std::string(reinterpret_cast<const char*>(d.payload.data()), d.payload.size());
+}
+
 // Forks until a child gets `pid` (with ns_last_pid set just below it), which then runs
 // `body`; nullopt when other processes took the pid first.
 template <typename F>
@@ -183,14 +201,10 @@ TEST_F(LivenessTest, APeerThatShutsDownItsWritingSideStillGetsEveryAnswer) {
     producer.send("half", std::to_string(i) + payload);
   producer.sync();
 
-  RawSocket s;
-  s.connect(daemon_.socket_path());
   proto::ByteBuffer b;
-  proto::append_hello(b, 1, proto::Hello{1, 1, "half-closer", ""});
   proto::append_receive(b, 2, proto::Receive{0, kMessages, "half"});
-  s.write(b);
-  s.shutdown_writing();
-  read_welcome(s);
+  RawSocket s;
+  half_close_after(s, daemon_.socket_path(), b);
   std::vector<std::byte> body;
   for (std::uint32_t i = 0; i < kMessages; ++i) {
     auto h = s.next(body);
@@ -198,11 +212,7 @@ TEST_F(LivenessTest, APeerThatShutsDownItsWritingSideStillGetsEveryAnswer) {
     ASSERT_EQ(h->type, proto::FrameType::deliver) << i;
     EXPECT_EQ(h->correlation, 2u);
     EXPECT_EQ((h->flags & proto::kFlagLast) != 0, i + 1 == kMessages) << i;
-    proto::Deliver d;
-    ASSERT_EQ(proto::decode_deliver(body, d), Errc::ok) << i;
-    EXPECT_EQ(std::string(reinterpret_cast<const char*>(d.payload.data()), d.payload.size()),
-              std::to_string(i) + payload)
-        << i;
+    EXPECT_EQ(delivered_payload(body), std::to_string(i) + payload) << i;
   }
   EXPECT_FALSE(s.next(body)) << "qbusd closes once everything went out";
   EXPECT_FALSE(producer.try_receive("half"));
@@ -217,15 +227,11 @@ TEST_F(LivenessTest, AHalfClosedPeerGetsTheOkOfItsDurableSend) {
     o.fsync = QueueOptions::Fsync::always;
     connect("declarer").declare("durable.half", o);
   }
-  RawSocket s;
-  s.connect(daemon_.socket_path());
   proto::ByteBuffer b;
-  proto::append_hello(b, 1, proto::Hello{1, 1, "half-closer", ""});
   proto::append_send(b, 2, proto::kFlagConfirm, "durable.half",
                      std::as_bytes(std::span("kept", 4)));
-  s.write(b);
-  s.shutdown_writing();
-  read_welcome(s);
+  RawSocket s;
+  half_close_after(s, daemon_.socket_path(), b);
   std::vector<std::byte> body;
   auto h = s.next(body);
   ASSERT_TRUE(h) << "qbusd closed before the send's OK";
@@ -253,25 +259,18 @@ TEST_F(HalfCloseBackedUpTest, RequestsHeldBackWhenTheEndCameAreAnsweredToo) {
     producer.send("held", std::to_string(i) + payload);
   producer.sync();
 
-  RawSocket s;
-  s.connect(daemon_.socket_path());
   proto::ByteBuffer b;
-  proto::append_hello(b, 1, proto::Hello{1, 1, "half-closer", ""});
   for (std::uint64_t i = 0; i < kRequests; ++i)
     proto::append_receive(b, 10 + i, proto::Receive{0, 1, "held"});
-  s.write(b);
-  s.shutdown_writing();
-  read_welcome(s);
+  RawSocket s;
+  half_close_after(s, daemon_.socket_path(), b);
   std::vector<std::byte> body;
   for (std::uint64_t i = 0; i < kRequests; ++i) {
     auto h = s.next(body);
     ASSERT_TRUE(h) << "qbusd closed after answering " << i << " of " << kRequests;
     ASSERT_EQ(h->type, proto::FrameType::deliver) << i;
     EXPECT_EQ(h->correlation, 10 + i);
-    proto::Deliver d;
-    ASSERT_EQ(proto::decode_deliver(body, d), Errc::ok) << i;
-    EXPECT_EQ(std::string(reinterpret_cast<const char*>(d.payload.data()), d.payload.size()),
-              std::to_string(i) + payload);
+    EXPECT_EQ(delivered_payload(body), std::to_string(i) + payload) << i;
   }
   EXPECT_FALSE(s.next(body)) << "qbusd closes once everything went out";
   EXPECT_FALSE(producer.try_receive("held"));
