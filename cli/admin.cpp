@@ -386,7 +386,7 @@ void print_queue(const json& q) {
     fields.emplace_back("ack_timeout",
                         ms == 0 ? "none" : human_age_ms(static_cast<std::int64_t>(ms)));
   }
-  for (const char* flag : {"dead_letter_expired", "single_active_consumer"}) {
+  for (const char* flag : {"dead_letter_expired", "single_active_consumer", "message_ids"}) {
     if (q.is_object() && q.value(flag, false)) fields.emplace_back(flag, "yes");
   }
   if (q.is_object() && q.value("durable", false)) {

@@ -208,6 +208,7 @@ struct DeclareArgs {
   bool single_active_consumer = false;
   bool durable = false;
   std::string fsync;  // empty: the daemon's storage.fsync
+  bool message_ids = false;
 };
 
 CLI::App* add_declare(CLI::App& app, DeclareArgs& a) {
@@ -265,6 +266,9 @@ CLI::App* add_declare(CLI::App& app, DeclareArgs& a) {
   declare->add_flag("--durable", a.durable,
                     "Journal the queue and its messages in qbusd's state directory: they "
                     "survive a crash or restart of qbusd");
+  declare->add_flag("--message-ids", a.message_ids,
+                    "Give every message a broker-unique qbus-id header, the same on each "
+                    "delivery, for consumers that deduplicate");
   declare
       ->add_option("--fsync", a.fsync,
                    "With --durable, when a confirmed send is answered: once on disk (always), "
@@ -298,6 +302,7 @@ int run_declare(const Globals& g, const DeclareArgs& a) {
   o.dead_letter_expired = a.dead_letter_expired;
   o.single_active_consumer = a.single_active_consumer;
   o.durable = a.durable;
+  o.message_ids = a.message_ids;
   using Fsync = qbus::QueueOptions::Fsync;
   o.fsync = a.fsync == "always"  ? Fsync::always
             : a.fsync == "batch" ? Fsync::batch

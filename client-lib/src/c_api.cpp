@@ -386,6 +386,7 @@ int qbus_declare(qbus_client* c, const char* key, const qbus_queue_options* o) {
       q.single_active_consumer = o->single_active_consumer != 0;
       q.durable = o->durable != 0;
       q.fsync = static_cast<qbus::QueueOptions::Fsync>(o->fsync);
+      if (QBUS_CAPI_HAS_FIELD(*o, message_ids)) q.message_ids = o->message_ids != 0;
     }
     cl.declare(k, q);
   });

@@ -123,6 +123,9 @@ inline constexpr std::size_t kQbus0Size = sizeof(T);
 template <>
 inline constexpr std::size_t kQbus0Size<qbus_client_options> =
     offsetof(qbus_client_options, region_pool_bytes);  // the first field added after QBUS_0
+template <>
+inline constexpr std::size_t kQbus0Size<qbus_queue_options> = offsetof(qbus_queue_options,
+                                                                       message_ids);
 // Whether the caller's struct `o` is recent enough to hold `field` (see kQbus0Size).
 #define QBUS_CAPI_HAS_FIELD(o, field) \
   ((o).struct_size >= offsetof(std::remove_cvref_t<decltype(o)>, field) + sizeof((o).field))

@@ -329,6 +329,8 @@ void Client::reply(const Message& request, std::string_view payload) {
                      as_bytes(payload), DirectOptions{{}, false});
 }
 
+static_assert(kHeaderMessageId == proto::kHeaderMessageId);
+
 void Client::declare(std::string_view key, const QueueOptions& options) {
   auto& session = impl_->session;
   session.check_usable();
@@ -336,8 +338,8 @@ void Client::declare(std::string_view key, const QueueOptions& options) {
   const std::uint64_t corr = session.next_correlation();
   if (const auto ex = detail::declare_ex(key, options)) {
     impl_->require_v2(
-        "declare with ack_timeout, max_deliveries, dead_letter, ttl, priorities or "
-        "single_active_consumer");
+        "declare with ack_timeout, max_deliveries, dead_letter, ttl, priorities, "
+        "single_active_consumer, durable or message_ids");
     proto::append_frame(session.out(), corr, proto::kFlagConfirm, *ex);
   } else {
     proto::Declare d;

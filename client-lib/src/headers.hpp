@@ -20,14 +20,15 @@ namespace qbus::detail {
 
 // The header block for `headers`; empty for none. Throws Error(invalid_argument) for a
 // key that is not a valid header key or is the broker's (qbus-...), a value over 1024
-// bytes, more than 32 entries or a block over 4096 bytes.
+// bytes, more than 28 entries or a block over 3584 bytes (the rest of the protocol's 32
+// and 4096 is the broker's, for the headers it adds).
 inline std::vector<std::byte> encode_headers(const Headers& headers) {
   std::vector<std::byte> block;
   if (headers.empty()) return block;
-  if (headers.size() > proto::kMaxHeaders) {
+  if (headers.size() > proto::kMaxSenderHeaders) {
     throw Error(Errc::invalid_argument, std::to_string(headers.size()) +
                                             " headers: a message may carry at most " +
-                                            std::to_string(proto::kMaxHeaders));
+                                            std::to_string(proto::kMaxSenderHeaders));
   }
   for (const auto& [key, value] : headers) {
     const std::string shown = "header '" + std::string(std::string_view(key).substr(0, 64)) + "'";
@@ -46,10 +47,10 @@ inline std::vector<std::byte> encode_headers(const Headers& headers) {
     }
     proto::append_header(block, key, value);
   }
-  if (block.size() > proto::kMaxHeadersSize) {
+  if (block.size() > proto::kMaxSenderHeadersSize) {
     throw Error(Errc::invalid_argument, "headers of " + std::to_string(block.size()) +
                                             " bytes encoded, over the limit of " +
-                                            std::to_string(proto::kMaxHeadersSize));
+                                            std::to_string(proto::kMaxSenderHeadersSize));
   }
   return block;
 }

@@ -82,7 +82,7 @@ inline MessageProperties message_properties(const Headers& headers) {
 inline bool needs_declare_ex(const QueueOptions& o) noexcept {
   return o.ack_timeout.count() != 0 || o.max_deliveries != 0 || !o.dead_letter.empty() ||
          o.dead_letter_overflow || o.ttl.count() != 0 || o.priorities != 0 ||
-         o.dead_letter_expired || o.single_active_consumer || o.durable ||
+         o.dead_letter_expired || o.single_active_consumer || o.durable || o.message_ids ||
          o.fsync != QueueOptions::Fsync::broker_default;
 }
 
@@ -130,7 +130,8 @@ inline std::optional<proto::DeclareEx> declare_ex(std::string_view key,
       (options.dead_letter_overflow ? proto::kDeclareDeadLetterOverflow : 0) |
       (options.dead_letter_expired ? proto::kDeclareDeadLetterExpired : 0) |
       (options.single_active_consumer ? proto::kDeclareSingleActiveConsumer : 0) |
-      (options.durable ? proto::kDeclareDurable : 0));
+      (options.durable ? proto::kDeclareDurable : 0) |
+      (options.message_ids ? proto::kDeclareMessageIds : 0));
   d.max_deliveries = options.max_deliveries;
   d.priorities = options.priorities;
   d.dead_letter = options.dead_letter;

@@ -240,6 +240,7 @@ void read_queues(const json& qs, Config& c) {
     o.number("priorities", q.priorities, 0, proto::kMaxPriorities);
     o.boolean("single_active_consumer", q.single_active_consumer);
     o.boolean("durable", q.durable);
+    o.boolean("message_ids", q.message_ids);
     if (auto f = read_fsync(o, "fsync")) {
       if (!q.durable) bad(path + ".fsync", "needs \"durable\": true");
       q.fsync = *f;
@@ -693,6 +694,7 @@ std::string to_json_text(const Config& c, const std::string& socket_path,
     entry["priorities"] = q.priorities;
     entry["single_active_consumer"] = q.single_active_consumer;
     entry["durable"] = q.durable;
+    entry["message_ids"] = q.message_ids;
     if (q.durable) {
       const auto fsync = q.fsync == proto::Fsync::use_default ? c.storage.fsync : q.fsync;
       entry["fsync"] = proto::fsync_name(fsync);

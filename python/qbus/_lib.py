@@ -93,6 +93,7 @@ class QueueOptions(Structure):
         ("single_active_consumer", c_int),
         ("durable", c_int),
         ("fsync", c_int),
+        ("message_ids", c_int64),
     ]
 
 

@@ -34,6 +34,7 @@ _QUEUE_OPTIONS = {
     "dead_letter_expired": ("dead_letter_expired", _args.flag),
     "single_active_consumer": ("single_active_consumer", _args.flag),
     "durable": ("durable", _args.flag),
+    "message_ids": ("message_ids", _args.flag),
     "fsync": ("fsync", lambda v, n: _args.choice(v, n, _lib.FSYNC)),
 }
 
@@ -182,7 +183,8 @@ class Client:
         otherwise). Options: max_messages, max_bytes, overflow ("reject", "drop_oldest",
         "block"), ack_timeout (s), max_deliveries, dead_letter (a key),
         dead_letter_overflow, ttl (s), priorities, dead_letter_expired,
-        single_active_consumer, durable, fsync ("always", "batch", "none")."""
+        single_active_consumer, durable, fsync ("always", "batch", "none"), message_ids
+        (every message gets a broker-unique "qbus-id" header)."""
         k = _args.text(key, "key")
         o = _lib.init(_lib.QueueOptions)
         for name, value in options.items():

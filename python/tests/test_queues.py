@@ -106,6 +106,17 @@ def test_declare_durable_and_single_active_consumer(client, key):
         client.receive(key + ".sac", 0)
 
 
+def test_declare_message_ids(client, key):
+    client.declare(key, message_ids=True)
+    client.send(key, "a", confirm=True)
+    client.send(key, "b", confirm=True)
+    ids = [client.receive(key, T).header("qbus-id") for _ in range(2)]
+    assert all(i and len(i) > 17 for i in ids)
+    assert ids[0] != ids[1]
+    with pytest.raises(qbus.QueueConflict):
+        client.declare(key)
+
+
 def test_declare_rejects_unknown_and_bad_options(client, key):
     with pytest.raises(TypeError, match="'max_mesages'"):
         client.declare(key, max_mesages=1)

@@ -443,6 +443,22 @@ int qbus_ctest_queues(const char* address, char* why, size_t why_len) {
   qbus_message_free(m);
   m = NULL;
   CHECK_NONE(b, QBUS_E_SINGLE_ACTIVE_CONSUMER, m, qbus_receive(b, "c.single", 0, 0, &m));
+
+  /* message_ids, a field added after QBUS_0: each message carries a qbus-id. */
+  CHECK_OK(a, qbus_queue_options_init(&qo));
+  qo.message_ids = 1;
+  CHECK_OK(a, qbus_declare(a, "c.ids", &qo));
+  qo.message_ids = 0;
+  CHECK_RC(a, QBUS_E_QUEUE_CONFLICT, qbus_declare(a, "c.ids", &qo));
+  CHECK_CONTAINS(a, qbus_last_error(), "message_ids");
+  CHECK_OK(a, qbus_send(a, "c.ids", "x", 1, &confirmed));
+  RECEIVE(b, "c.ids", 0, m);
+  {
+    const void* id = NULL;
+    size_t id_len = 0;
+    CHECK_OK(b, qbus_message_header(m, "qbus-id", &id, &id_len));
+    CHECK(b, id != NULL && id_len > 17);
+  }
 done:
   qbus_message_free(m);
   qbus_client_free(b);

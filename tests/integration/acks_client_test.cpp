@@ -301,6 +301,62 @@ TEST_F(AcksClientTest, HeadersRoundTripThroughAQueue) {
   EXPECT_TRUE(bare->headers().empty());
 }
 
+// The sender's share of the header block (17.1) leaves room for the broker's: a dead letter
+// of a message with as many headers as a sender may give, from a queue that gives message
+// ids, is still a block every client reads.
+TEST_F(AcksClientTest, ASenderKeepsToItsShareOfTheHeadersAndTheBrokersStillFit) {
+  auto c = connect();
+  Headers full;
+  for (int i = 0; i < 28; ++i)
+    full.emplace_back("h" + std::to_string(i), std::string(100, 'v'));
+  Headers over = full;
+  over.emplace_back("h28", "v");
+  try {
+    c.send("hdr.limit", "x", SendOptions{over, true});
+    FAIL() << "29 headers were taken";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("at most 28"), std::string::npos) << e.what();
+  }
+  QueueOptions o;
+  o.message_ids = true;
+  o.dead_letter = "hdr.limit.dead";
+  c.declare("hdr.limit", o);
+  QueueOptions dead;
+  dead.message_ids = true;
+  c.declare("hdr.limit.dead", dead);
+  c.send("hdr.limit", "x", SendOptions{full, true});
+  auto m = c.receive("hdr.limit", kLong, kAck);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->headers().size(), 29u);
+  c.nack(*m, NackAction::dead_letter, {}, true);
+  auto d = c.receive("hdr.limit.dead", kLong);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->headers().size(), 32u);
+  EXPECT_EQ(d->header("qbus-dead-reason"), "rejected");
+  ASSERT_TRUE(d->header(kHeaderMessageId));
+  EXPECT_NE(*d->header(kHeaderMessageId), *m->header(kHeaderMessageId));
+}
+
+TEST_F(AcksClientTest, QbusctlDeclaresAQueueWithMessageIdsAndShowsThem) {
+  auto d = ctl({"declare", "cli.ids", "--message-ids"});
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  auto conflict = ctl({"declare", "cli.ids"});
+  EXPECT_EQ(conflict.exit_code, 1);
+  EXPECT_NE(conflict.err.find("message_ids"), std::string::npos) << conflict.err;
+  ASSERT_EQ(ctl({"send", "cli.ids", "a"}).exit_code, 0);
+  auto r = ctl({"recv", "cli.ids", "--ack", "--json", "--timeout", "30000"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json m = json::parse(r.out);
+  ASSERT_TRUE(m["headers"].contains("qbus-id")) << r.out;
+  EXPECT_EQ(m["headers"]["qbus-id"].get<std::string>().size() > 17, true) << r.out;
+  auto q = ctl({"queue", "cli.ids", "--json"});
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  EXPECT_EQ(json::parse(q.out)["queue"]["message_ids"], true);
+  auto text = ctl({"queue", "cli.ids"});
+  EXPECT_NE(text.out.find("message_ids"), std::string::npos) << text.out;
+}
+
 TEST_F(AcksClientTest, QbusctlSendsHeadersAndReceivesWithAck) {
   auto s = ctl({"send", "cli.acks", "hello", "--header", "a=1", "--header", "b=x=y"});
   ASSERT_EQ(s.exit_code, 0) << s.err;

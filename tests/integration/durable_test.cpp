@@ -386,6 +386,41 @@ TEST_F(DurableTest, UnackedComesBackRedeliveredAckedAndAtMostOnceDoNot) {
   EXPECT_EQ(again->delivery_count(), 3u);
 }
 
+// A consumer or a bridge that deduplicates by qbus-id (17.12) sees a message that comes back
+// after a crash with the id it had before, and a new message of the new incarnation with
+// another.
+TEST_F(DurableTest, MessageIdsSurviveACrashAndTheNextLifeIssuesOthers) {
+  start();
+  std::string held_id;
+  {
+    auto c = connect();
+    QueueOptions o = durable(QueueOptions::Fsync::always);
+    o.message_ids = true;
+    c.declare("work", o);
+    c.send("work", "held", SendOptions{{{"name", "held"}}, true});
+    auto held = c.receive("work", kLong, kAck);
+    ASSERT_TRUE(held);
+    ASSERT_TRUE(held->header(kHeaderMessageId));
+    held_id = std::string(*held->header(kHeaderMessageId));
+    barrier(c);  // the hand-over is journaled: the message comes back redelivered
+    crash();
+  }
+  start();
+  auto c = connect();
+  auto again = c.receive("work", kLong, kAck);
+  ASSERT_TRUE(again) << daemon_->log();
+  EXPECT_TRUE(again->redelivered());
+  ASSERT_TRUE(again->header(kHeaderMessageId));
+  EXPECT_EQ(*again->header(kHeaderMessageId), held_id);
+  EXPECT_EQ(again->header("name"), "held");
+  c.send_confirmed("work", "new");
+  auto fresh = c.receive("work", kLong, kAck);
+  ASSERT_TRUE(fresh);
+  ASSERT_TRUE(fresh->header(kHeaderMessageId));
+  const std::string fresh_id(*fresh->header(kHeaderMessageId));
+  EXPECT_NE(fresh_id.substr(0, 17), held_id.substr(0, 17)) << "another incarnation";
+}
+
 // ---- 4. delays and ttls keep running while qbusd is down ----
 
 TEST_F(DurableTest, ADelayedMessageWaitsItsTimeAndAnExpiredOneIsNotDelivered) {

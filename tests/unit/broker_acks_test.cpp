@@ -389,5 +389,137 @@ TEST_F(BrokerAckTest, DeclaredAckOptionsConflictLikeTheOthers) {
   EXPECT_EQ(declare("jobs", with_dead_letter("jobs.dead", 3)), Errc::ok);
 }
 
+// 17.12: the id is the message's, not the delivery's.
+class BrokerMessageIdTest : public BrokerAckTest {
+ protected:
+  static QueueOptions with_ids(std::string dlq = {}) {
+    QueueOptions o;
+    o.message_ids = true;
+    o.dead_letter = std::move(dlq);
+    return o;
+  }
+  static std::string id_of(const Delivered& d) { return header_value(d.headers, "qbus-id"); }
+};
+
+TEST_F(BrokerMessageIdTest, EachMessageGetsItsOwnIdAfterTheSendersHeaders) {
+  const PeerId p = connect();
+  const PeerId c = connect();
+  ASSERT_EQ(declare("jobs", with_ids()), Errc::ok);
+  std::vector<std::byte> headers;
+  proto::append_header(headers, "trace", "t-1");
+  ASSERT_EQ(broker().send(p, "jobs", bytes_of("a"), now_, Bytes(headers)).result,
+            SendResult::accepted);
+  put(p, "jobs", "b");
+  receive_now(c, "jobs", 2);
+  ASSERT_EQ(to(c).size(), 2u);
+  const std::string a = id_of(*to(c)[0]);
+  const std::string b = id_of(*to(c)[1]);
+  EXPECT_EQ(header_value(to(c)[0]->headers, "trace"), "t-1");
+  EXPECT_EQ(proto::check_headers(bytes_of(to(c)[0]->headers), false), Errc::ok);
+  // 16 hex digits of the incarnation, '-', a decimal count.
+  ASSERT_NE(a, "<none>");
+  ASSERT_GE(a.size(), 18u) << a;
+  EXPECT_EQ(a.find_first_not_of("0123456789abcdef"), 16u) << a;
+  EXPECT_EQ(a[16], '-') << a;
+  EXPECT_EQ(a.substr(0, 17), b.substr(0, 17)) << "one incarnation";
+  EXPECT_NE(a, b);
+}
+
+TEST_F(BrokerMessageIdTest, AMessageHandedStraightToAWaitingReceiverHasOneToo) {
+  const PeerId p = connect();
+  const PeerId c = connect();
+  ASSERT_EQ(declare("jobs", with_ids()), Errc::ok);
+  broker().receive(c, next_correlation_++, "jobs", 1, 1000, now_, false);
+  put(p, "jobs", "a");
+  ASSERT_EQ(to(c).size(), 1u);
+  EXPECT_TRUE(to(c)[0]->has_extras);
+  EXPECT_NE(id_of(*to(c)[0]), "<none>");
+}
+
+TEST_F(BrokerMessageIdTest, ARedeliveryCarriesTheSameId) {
+  const PeerId p = connect();
+  ASSERT_EQ(declare("jobs", with_ids()), Errc::ok);
+  put(p, "jobs", "a");
+  put(p, "jobs", "b");
+  const PeerId c1 = connect();
+  receive_acked(c1, "jobs", 2);
+  ASSERT_EQ(to(c1).size(), 2u);
+  const std::string a = id_of(*to(c1)[0]);
+  const std::string b = id_of(*to(c1)[1]);
+  // One by a nack, the other by the consumer's crash.
+  ASSERT_EQ(broker().nack(c1, to(c1)[0]->tag, false, proto::NackAction::requeue, 0, now_).error,
+            Errc::ok);
+  broker().disconnect(c1, now_);
+  const PeerId c2 = connect();
+  receive_acked(c2, "jobs", 2);
+  ASSERT_EQ(to(c2).size(), 2u);
+  EXPECT_EQ(to(c2)[0]->payload, "a");
+  EXPECT_EQ(to(c2)[0]->count, 2u);
+  EXPECT_EQ(id_of(*to(c2)[0]), a);
+  EXPECT_EQ(id_of(*to(c2)[1]), b);
+}
+
+TEST_F(BrokerMessageIdTest, ADeadLetterGetsANewIdFromAQueueThatGivesThem) {
+  const PeerId p = connect();
+  const PeerId c = connect();
+  ASSERT_EQ(declare("jobs", with_ids("jobs.dead")), Errc::ok);
+  ASSERT_EQ(declare("jobs.dead", with_ids()), Errc::ok);
+  put(p, "jobs", "a");
+  receive_acked(c, "jobs");
+  const std::string first = id_of(*to(c)[0]);
+  ASSERT_EQ(broker().nack(c, last_tag(c), false, proto::NackAction::dead_letter, 0, now_).error,
+            Errc::ok);
+  receive_now(c, "jobs.dead");
+  const Delivered& d = *to(c).back();
+  EXPECT_EQ(header_value(d.headers, "qbus-dead-reason"), "rejected");
+  EXPECT_NE(id_of(d), "<none>");
+  EXPECT_NE(id_of(d), first);
+  std::size_t ids = 0;
+  proto::HeaderReader r(bytes_of(d.headers));
+  for (proto::HeaderEntry e; r.next(e);)
+    ids += e.key == "qbus-id" ? 1 : 0;
+  EXPECT_EQ(ids, 1u) << "the old queue's id is not carried over";
+}
+
+// A message journaled when a sender could give 32 headers still dead-letters into a block
+// of at most 32 entries, which every client reads.
+TEST_F(BrokerMessageIdTest, ADeadLetterKeepsASendersShareOfAnOldMessagesHeaders) {
+  const PeerId p = connect();
+  const PeerId c = connect();
+  ASSERT_EQ(declare("jobs", with_dead_letter("jobs.dead")), Errc::ok);
+  ASSERT_EQ(declare("jobs.dead", with_ids()), Errc::ok);
+  std::vector<std::byte> headers;
+  for (std::size_t i = 0; i < proto::kMaxHeaders; ++i)
+    proto::append_header(headers, "h" + std::to_string(i), "v");
+  ASSERT_EQ(broker().send(p, "jobs", bytes_of("a"), now_, Bytes(headers)).result,
+            SendResult::accepted);
+  receive_acked(c, "jobs");
+  ASSERT_EQ(broker().nack(c, last_tag(c), false, proto::NackAction::dead_letter, 0, now_).error,
+            Errc::ok);
+  receive_now(c, "jobs.dead");
+  const Delivered& d = *to(c).back();
+  EXPECT_EQ(proto::check_headers(bytes_of(d.headers), false), Errc::ok);
+  EXPECT_EQ(header_value(d.headers, "h27"), "v");
+  EXPECT_EQ(header_value(d.headers, "h28"), "<none>");
+  EXPECT_EQ(header_value(d.headers, "qbus-dead-reason"), "rejected");
+  EXPECT_NE(id_of(d), "<none>");
+}
+
+TEST_F(BrokerMessageIdTest, TheOptionConflictsLikeTheOthers) {
+  ASSERT_EQ(declare("jobs", with_ids()), Errc::ok);
+  std::string text;
+  EXPECT_EQ(declare("jobs", QueueOptions{}, &text), Errc::queue_conflict);
+  EXPECT_NE(text.find("message_ids"), std::string::npos) << text;
+}
+
+TEST(MessageIds, SpellTheIncarnationInHexAndCountFromOne) {
+  MessageIds ids(0x0123456789abcdefULL);
+  EXPECT_EQ(ids.next(), "0123456789abcdef-1");
+  EXPECT_EQ(ids.next(), "0123456789abcdef-2");
+  MessageIds max(~0ULL);
+  EXPECT_EQ(max.next(), "ffffffffffffffff-1");
+  EXPECT_NE(MessageIds().incarnation(), MessageIds().incarnation()) << "drawn at random";
+}
+
 }  // namespace
 }  // namespace qbus::broker

@@ -129,7 +129,11 @@ TEST(ClientTimeTest, EachNewQueueOptionMakesADeclareEx) {
   expired.dead_letter_overflow = true;
   expired.single_active_consumer = true;
   expired.durable = true;
+  expired.message_ids = true;
   EXPECT_EQ(detail::declare_ex("q", expired)->flags, proto::kDeclareFlags);
+  QueueOptions ids;
+  ids.message_ids = true;
+  EXPECT_EQ(detail::declare_ex("q", ids)->flags, proto::kDeclareMessageIds);
   QueueOptions durable;
   durable.durable = true;
   durable.fsync = QueueOptions::Fsync::always;

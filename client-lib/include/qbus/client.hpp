@@ -71,7 +71,8 @@ struct Sender {
 // A message's headers: a few key/value properties that travel beside the payload (a
 // content type, a trace id, the reasons the broker adds when it dead-letters a message), in
 // the order they were given. Keys are 1-64 printable ASCII characters without space, '='
-// or ':'; values at most 1024 bytes; at most 32 entries and 4096 bytes encoded in all.
+// or ':'; values at most 1024 bytes; at most 28 entries and 3584 bytes encoded in all (the
+// broker may add a few of its own, up to the protocol's 32 entries and 4096 bytes).
 // Keys starting "qbus-" are the broker's: a sender may not set them.
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
@@ -321,7 +322,14 @@ struct QueueOptions {
   // daemon's storage.fsync.
   enum class Fsync : std::uint8_t { broker_default = 0, always = 1, batch = 2, none = 3 };
   Fsync fsync = Fsync::broker_default;
+  // Every message stored gets a broker-unique id in its header "qbus-id" (kHeaderMessageId),
+  // the same on each delivery and, in a durable queue, after a restart of the broker: what a
+  // consumer that may see a message twice (acknowledgement mode) deduplicates by.
+  bool message_ids = false;
 };
+
+// The header a queue declared with QueueOptions::message_ids gives each message.
+inline constexpr std::string_view kHeaderMessageId = "qbus-id";
 
 // Client::send() with more to say than a payload. Everything but `confirm` needs a
 // protocol-2 broker. ttl, delay and priority belong to a queue's messages: direct

@@ -255,6 +255,10 @@ typedef struct qbus_queue_options {
   int single_active_consumer;
   int durable;
   int fsync;
+  /* Added after QBUS_0 (read only when struct_size covers it; an int64_t, so that it starts
+   * past the older struct's end rather than in its padding). Nonzero: every message gets a
+   * broker-unique "qbus-id" header (QueueOptions::message_ids). */
+  int64_t message_ids;
 } qbus_queue_options;
 QBUS_API int qbus_queue_options_init_size(qbus_queue_options* options, size_t size);
 static inline int qbus_queue_options_init(qbus_queue_options* options) {

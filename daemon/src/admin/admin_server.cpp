@@ -122,7 +122,8 @@ json queue_json(const broker::Queue& q, SteadyClock::time_point now) {
               {"priorities", std::max<int>(1, o.priorities)},
               {"single_active_consumer", o.single_active_consumer},
               {"durable", o.durable},
-              {"fsync", proto::fsync_name(o.fsync)}};
+              {"fsync", proto::fsync_name(o.fsync)},
+              {"message_ids", o.message_ids}};
 }
 
 json client_json(const Connection& c, std::size_t inbox_depth, std::size_t unacked) {

@@ -171,12 +171,16 @@ void Queues::dead_letter(Queue& q, HeldMessage&& m, std::string_view reason,
     ++q.counters().dropped_total;
     return;
   }
-  // The broker's headers replace those of an earlier hop; the sender's stay.
+  // The broker's headers replace those of an earlier hop; the sender's stay, up to a
+  // sender's share (a message journaled before the share was 28 entries may hold more), so
+  // that the block stays one every client reads.
   std::vector<std::byte> headers;
   proto::HeaderReader r(m.headers());
-  for (proto::HeaderEntry e; r.next(e);) {
-    if (!e.key.starts_with(proto::kReservedHeaderPrefix))
-      proto::append_header(headers, e.key, e.value);
+  std::size_t kept = 0;
+  for (proto::HeaderEntry e; r.next(e) && kept < proto::kMaxSenderHeaders;) {
+    if (e.key.starts_with(proto::kReservedHeaderPrefix)) continue;
+    proto::append_header(headers, e.key, e.value);
+    ++kept;
   }
   proto::append_header(headers, proto::kHeaderDeadReason, reason);
   proto::append_header(headers, proto::kHeaderDeadQueue, q.key());

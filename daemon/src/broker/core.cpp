@@ -1,6 +1,28 @@
 #include "broker/core.hpp"
 
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <chrono>
+
 namespace qbus::broker {
+
+namespace {
+
+std::uint64_t random_incarnation() {
+  std::uint64_t v = 0;
+  // Blocking until the pool is ready: a guess that repeats across boots (a clock not set
+  // yet, the same pid) could give a new message the id of a recovered one.
+  if (::getrandom(&v, sizeof v, 0) == static_cast<ssize_t>(sizeof v)) return v;
+  // Only without getrandom (ENOSYS): distinct enough from the broker's earlier lives.
+  const auto now = std::chrono::system_clock::now().time_since_epoch().count();
+  return static_cast<std::uint64_t>(now) * 0x9e3779b97f4a7c15ULL ^
+         static_cast<std::uint64_t>(::getpid());
+}
+
+}  // namespace
+
+MessageIds::MessageIds() : MessageIds(random_incarnation()) {}
 
 SendOutcome rejected(Errc code, std::string text) {
   return SendOutcome{SendResult::rejected, code, std::move(text)};

@@ -11,6 +11,7 @@
 
 #include "broker/accounting.hpp"
 #include "broker/journal.hpp"
+#include "broker/message_ids.hpp"
 #include "broker/message_store.hpp"
 #include "broker/outcome.hpp"
 #include "broker/peer.hpp"
@@ -68,6 +69,8 @@ struct Core {
   PeerTable peers;
   Accounting accounting;
   BrokerTotals totals;
+  // The qbus-id of the next message stored in a queue declared with message_ids.
+  MessageIds message_ids;
   // What the empty stores of every queue and inbox may keep; the registries holding the
   // stores are destroyed before the Core.
   KeptChunkBudget chunk_budget;

@@ -28,6 +28,7 @@ std::string describe(const QueueOptions& o) {
   if (o.priorities > 1) s += " priorities=" + std::to_string(o.priorities);
   if (o.single_active_consumer) s += " single_active_consumer";
   if (o.durable) s += " durable";
+  if (o.message_ids) s += " message_ids";
   if (o.fsync != proto::Fsync::use_default) s += " fsync=" + std::string(fsync_name(o.fsync));
   return s;
 }

@@ -7,6 +7,7 @@
 
 #include "broker/core.hpp"
 #include "broker/requests.hpp"
+#include "qbus/proto/headers.hpp"
 
 namespace qbus::broker {
 
@@ -121,21 +122,11 @@ SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueueP
                                Bytes payload, Clock::time_point now, std::uint64_t request_id,
                                std::uint64_t request_seq, RegionRef region,
                                const MessageProps& props) {
-  const Bytes headers = props.headers;
   // `size` is what the queue and the uid are charged; a region's bytes are charged to the
   // region's owner instead. `moved` is what the message carries, for the totals.
   const std::size_t size = payload.size();
   const std::uint64_t moved = region ? region.length : size;
-  if (size > core_.limits.max_payload) {
-    return rejected(Errc::payload_too_large, "payload of " + std::to_string(size) +
-                                                 " bytes exceeds the inline limit of " +
-                                                 std::to_string(core_.limits.max_payload));
-  }
-  if (!q.could_ever_fit(size)) {
-    ++q.counters().rejected_total;
-    return rejected(Errc::payload_too_large, "payload of " + std::to_string(size) +
-                                                 " bytes exceeds the max_bytes of " + q.key());
-  }
+  if (auto refusal = too_large(q, size)) return *refusal;
   // Straight to a waiting receiver when nothing is queued ahead (FIFO) and the receiver
   // reads what it is given; otherwise the message is stored and counts against the queue
   // and the sender's quota like any other, so a receiver that does not read makes nothing
@@ -164,6 +155,7 @@ SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueueP
     ++totals.messages_out;
     totals.bytes_out += moved;
     if (request_id != 0) requests_.note_delivery(id.client_id, request_id, request_seq, w.peer);
+    const Bytes headers = stored_headers(q, props.headers);
     const DeliveryExtras extras{0, 1, headers};
     hand_over(w.peer, w.correlation, true,
               Delivery{q.delivery_key(), id, request_id, payload, region,
@@ -197,11 +189,14 @@ SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueueP
     if (ttl != 0) meta.expires = now + std::chrono::milliseconds(ttl);
   }
   if (journal) meta.journal_id = journal->next_id();
+  MessageProps stored = props;
+  stored.headers = stored_headers(q, props.headers);
   try {
     if (props.delay_ms != 0) {
-      put_delayed(q, meta, payload, headers, now + std::chrono::milliseconds(props.delay_ms));
+      put_delayed(q, meta, payload, stored.headers,
+                  now + std::chrono::milliseconds(props.delay_ms));
     } else {
-      q.push(meta, payload, headers);
+      q.push(meta, payload, stored.headers);
     }
   } catch (const std::bad_alloc&) {
     // Out of memory (or of mappings, vm.max_map_count): this send fails, nothing else.
@@ -213,13 +208,34 @@ SendOutcome Queues::enqueue_as(Queue& q, PeerId from, const Identity& id, QueueP
   ++totals.messages_in;
   totals.bytes_in += moved;
   // Journaled before any receiver can take it: its settlement always follows its record.
-  const std::uint64_t ticket = journal ? journal_store(*journal, q, meta, payload, props, now) : 0;
+  const std::uint64_t ticket = journal ? journal_store(*journal, q, meta, payload, stored, now) : 0;
   rearm_expiry(q);
   // A waiter in acknowledgement mode takes the message from the store, which holds the copy
   // it is redelivered from.
   if (it != q.waiters().end()) serve_waiters(q, now, false);
   // A prvalue, built in the caller's place: a named result would be moved, string and all.
   return SendOutcome{SendResult::accepted, Errc::ok, {}, ticket};
+}
+
+std::optional<SendOutcome> Queues::too_large(Queue& q, std::size_t size) {
+  if (size > core_.limits.max_payload) {
+    return rejected(Errc::payload_too_large, "payload of " + std::to_string(size) +
+                                                 " bytes exceeds the inline limit of " +
+                                                 std::to_string(core_.limits.max_payload));
+  }
+  if (!q.could_ever_fit(size)) {
+    ++q.counters().rejected_total;
+    return rejected(Errc::payload_too_large, "payload of " + std::to_string(size) +
+                                                 " bytes exceeds the max_bytes of " + q.key());
+  }
+  return std::nullopt;
+}
+
+Bytes Queues::stored_headers(const Queue& q, Bytes sender) {
+  if (!q.options().message_ids) return sender;
+  id_headers_.assign(sender.begin(), sender.end());
+  proto::append_header(id_headers_, proto::kHeaderMessageId, core_.message_ids.next());
+  return id_headers_;
 }
 
 std::optional<SendOutcome> Queues::make_room(Queue& q, PeerId from, QueuePeer* qp, std::size_t size,

@@ -219,6 +219,12 @@ class Queues {
   // A region message's bytes, into region_copy_ for the journal; the refusal when they
   // cannot be read.
   std::optional<SendOutcome> copy_region(Queue& q, RegionRef region);
+  // The refusal of a payload of `size` bytes that the broker or `q` can never take.
+  std::optional<SendOutcome> too_large(Queue& q, std::size_t size);
+  // The header block `q` keeps a message with: the sender's, plus a qbus-id when the queue
+  // gives its messages ids. Valid until the next call, so called just before the block is
+  // used: making room may dead-letter into another queue, which calls it too.
+  Bytes stored_headers(const Queue& q, Bytes sender);
   // Journals a message just stored in durable queue `q`; its ticket.
   std::uint64_t journal_store(Journal& journal, const Queue& q, const MessageMeta& meta,
                               Bytes payload, const MessageProps& props, Clock::time_point now);
@@ -322,6 +328,8 @@ class Queues {
   // A message being handed over from a queue with expiring messages, copied off the queue
   // so that the next one can be looked at first (serve_now); keeps its memory.
   HeldMessage scratch_;
+  // stored_headers()' block: the sender's and a message id.
+  std::vector<std::byte> id_headers_;
   static constexpr std::size_t kKeptHeldBytes = 4096;
   // Dead letters being moved now: a chain of queues whose overflow dead-letters into one
   // another ends after kMaxDeadLetterHops.

@@ -70,6 +70,9 @@ struct QueueOptions {
   // sends are confirmed per `fsync` (use_default: the journal's default policy).
   bool durable = false;
   proto::Fsync fsync = proto::Fsync::use_default;
+  // Every message stored gets a broker-unique qbus-id header (17.12), which a consumer or a
+  // bridge deduplicates by; journaled with the message, so a durable one keeps it.
+  bool message_ids = false;
   bool operator==(const QueueOptions&) const = default;
 };
 

@@ -42,8 +42,9 @@ Connection::Step Connection::handle_properties(const proto::Header& h, proto::By
       return Step::next;
     default:
       bad_request(h.correlation, Errc::malformed_frame,
-                  "malformed header block (at most 32 entries; keys of 1..64 printable "
-                  "characters without space, '=' or ':'; values up to 1024 bytes)");
+                  "malformed header block (at most " + std::to_string(proto::kMaxSenderHeaders) +
+                      " entries; keys of 1..64 printable characters without space, '=' or "
+                      "':'; values up to 1024 bytes)");
       return Step::next;
   }
   properties_.assign(m.headers.begin(), m.headers.end());
@@ -128,6 +129,7 @@ Connection::Step Connection::handle_v2(const proto::Header& h, proto::Bytes body
       o.single_active_consumer = (m.flags & proto::kDeclareSingleActiveConsumer) != 0;
       o.durable = (m.flags & proto::kDeclareDurable) != 0;
       o.fsync = m.fsync;
+      o.message_ids = (m.flags & proto::kDeclareMessageIds) != 0;
       std::string text;
       if (const auto e = broker.declare(id_, m.key, o, text); e != Errc::ok) {
         error(h.correlation, e, text);

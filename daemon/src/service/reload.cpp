@@ -137,6 +137,7 @@ broker::QueueOptions declared_options(const config::QueueDeclaration& q) {
   o.single_active_consumer = q.single_active_consumer;
   o.durable = q.durable;
   o.fsync = q.fsync;  // use_default: storage.fsync
+  o.message_ids = q.message_ids;
   return o;
 }
 

@@ -60,7 +60,8 @@ class In {
   std::size_t pos_ = 0;
 };
 
-constexpr std::uint8_t kDeadLetterOverflow = 1, kDeadLetterExpired = 2, kSingleActive = 4;
+constexpr std::uint8_t kDeadLetterOverflow = 1, kDeadLetterExpired = 2, kSingleActive = 4,
+                       kMessageIds = 8;
 
 bool read_queue_body(In& in, QueueRecord& q) {
   auto& o = q.options;
@@ -81,6 +82,7 @@ bool read_queue_body(In& in, QueueRecord& q) {
   o.dead_letter_overflow = (flags & kDeadLetterOverflow) != 0;
   o.dead_letter_expired = (flags & kDeadLetterExpired) != 0;
   o.single_active_consumer = (flags & kSingleActive) != 0;
+  o.message_ids = (flags & kMessageIds) != 0;
   o.durable = true;
   q.owner = has_owner != 0 ? std::optional(owner) : std::nullopt;
   return true;
@@ -101,7 +103,8 @@ void encode_queue(RecordKind kind, const QueueRecord& q, std::vector<std::byte>&
   w.put(o.max_deliveries);
   w.put(static_cast<std::uint8_t>((o.dead_letter_overflow ? kDeadLetterOverflow : 0) |
                                   (o.dead_letter_expired ? kDeadLetterExpired : 0) |
-                                  (o.single_active_consumer ? kSingleActive : 0)));
+                                  (o.single_active_consumer ? kSingleActive : 0) |
+                                  (o.message_ids ? kMessageIds : 0)));
   w.put(o.default_ttl_ms);
   w.put(o.priorities);
   w.put(static_cast<std::uint8_t>(o.fsync));

@@ -38,6 +38,8 @@ struct QueueDeclaration {
   // use_default: storage.fsync.
   bool durable = false;
   proto::Fsync fsync = proto::Fsync::use_default;
+  // Each message gets a broker-unique qbus-id header (proto/PROTOCOL.md 17.12).
+  bool message_ids = false;
 };
 
 // Bounds of storage.batch_ms and storage.segment_bytes. A segment holds at least two of the

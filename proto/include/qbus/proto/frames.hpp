@@ -525,10 +525,11 @@ struct Layout<Unsubscribe>
 inline constexpr std::uint8_t kDeclareDeadLetterOverflow = 0x01;  // drop_oldest: to dead_letter
 inline constexpr std::uint8_t kDeclareDeadLetterExpired = 0x02;   // expired: to dead_letter
 inline constexpr std::uint8_t kDeclareSingleActiveConsumer = 0x04;
-inline constexpr std::uint8_t kDeclareDurable = 0x08;  // journaled: outlives qbusd (17.11)
-inline constexpr std::uint8_t kDeclareFlags = kDeclareDeadLetterOverflow |
-                                              kDeclareDeadLetterExpired |
-                                              kDeclareSingleActiveConsumer | kDeclareDurable;
+inline constexpr std::uint8_t kDeclareDurable = 0x08;     // journaled: outlives qbusd (17.11)
+inline constexpr std::uint8_t kDeclareMessageIds = 0x10;  // each message gets a qbus-id (17.12)
+inline constexpr std::uint8_t kDeclareFlags =
+    kDeclareDeadLetterOverflow | kDeclareDeadLetterExpired | kDeclareSingleActiveConsumer |
+    kDeclareDurable | kDeclareMessageIds;
 // A durable queue's fsync policy (17.11); default: the daemon's (storage.fsync).
 enum class Fsync : std::uint8_t { use_default = 0, always = 1, batch = 2, none = 3 };
 inline constexpr std::uint8_t kMaxPriorities = kMaxPriority + 1;

@@ -5,8 +5,8 @@
 // Layout, repeated until the block ends: key length (u8, 1..kMaxHeaderKeySize), the key
 // (printable ASCII without space, '=' or ':'), value length (u16 LE, up to
 // kMaxHeaderValueSize), the value (any bytes). At most kMaxHeaders entries and
-// kMaxHeadersSize bytes in all (kMaxSenderHeadersSize from a sender). Keys starting with "qbus-"
-// are the broker's: a sender may not set them.
+// kMaxHeadersSize bytes in all (kMaxSenderHeaders and kMaxSenderHeadersSize from a sender). Keys
+// starting with "qbus-" are the broker's: a sender may not set them.
 //
 // Pure functions over byte spans, like the rest of the codec: no I/O, no allocation but in
 // append_header (which grows the caller's vector).
@@ -23,9 +23,11 @@
 namespace qbus::proto {
 
 inline constexpr std::string_view kReservedHeaderPrefix = "qbus-";
-// What a sender's block may take: the rest of kMaxHeadersSize is room for the broker's
-// headers (a dead letter's three take at most 340 bytes).
+// What a sender's block may take: the rest of kMaxHeadersSize and kMaxHeaders is room for
+// the broker's headers (a message id takes at most 48 bytes, a dead letter's three at most
+// 340), so a message the broker adds them to stays a valid block.
 inline constexpr std::size_t kMaxSenderHeadersSize = kMaxHeadersSize - 512;
+inline constexpr std::size_t kMaxSenderHeaders = kMaxHeaders - 4;
 
 // Headers qbusd adds when it moves a message to a dead-letter queue (17.7).
 inline constexpr std::string_view kHeaderDeadReason = "qbus-dead-reason";  // see kDeadReason*
@@ -35,6 +37,9 @@ inline constexpr std::string_view kHeaderDeadCount = "qbus-dead-count";    // de
 // previous delivery (decimal), and the mark of a retained message ("1").
 inline constexpr std::string_view kHeaderDropped = "qbus-dropped";
 inline constexpr std::string_view kHeaderRetained = "qbus-retained";
+// On every message of a queue declared with message ids (17.12): a broker-unique id, the
+// same on each delivery of the message and, in a durable queue, after a restart.
+inline constexpr std::string_view kHeaderMessageId = "qbus-id";
 inline constexpr std::string_view kDeadReasonMaxDeliveries = "max_deliveries";
 inline constexpr std::string_view kDeadReasonRejected = "rejected";  // NACK with dead_letter
 inline constexpr std::string_view kDeadReasonOverflow = "overflow";
@@ -79,14 +84,15 @@ class HeaderReader {
 };
 
 // Errc::ok, or malformed_frame when the block breaks any rule above. `from_sender`: a key
-// with the reserved prefix is refused too (permission_denied).
+// with the reserved prefix is refused too (permission_denied), and so is an entry past
+// kMaxSenderHeaders (malformed_frame).
 inline Errc check_headers(Bytes block, bool from_sender) noexcept {
   if (block.size() > kMaxHeadersSize) return Errc::malformed_frame;
   HeaderReader r(block);
   HeaderEntry e;
   std::size_t count = 0, used = 0;
   while (r.next(e)) {
-    if (++count > kMaxHeaders || !is_valid_header_key(e.key) ||
+    if (++count > (from_sender ? kMaxSenderHeaders : kMaxHeaders) || !is_valid_header_key(e.key) ||
         e.value.size() > kMaxHeaderValueSize) {
       return Errc::malformed_frame;
     }
