@@ -22,7 +22,7 @@ bool owned_by_us(const std::string& what, const std::string& path, const struct 
   const uid_t self = ::geteuid();
   if (st.st_uid == self || st.st_uid == 0) return true;
   error = what + " " + path + " is owned by uid " + std::to_string(st.st_uid) +
-          "; it must be owned by root or by the uid qbusd runs as (" + std::to_string(self) + ")";
+          "; it must be owned by root or by the uid reading it (" + std::to_string(self) + ")";
   return false;
 }
 
@@ -198,3 +198,12 @@ bool read_policy_dir(const std::string& dir, PolicySettings& policy, std::string
 }
 
 }  // namespace qbus::config::detail
+
+namespace qbus::config {
+
+std::optional<std::string> read_secret_file(const std::string& what, const std::string& path,
+                                            std::string& error) {
+  return detail::read_private(what, path, error);
+}
+
+}  // namespace qbus::config

@@ -193,7 +193,7 @@ TEST_F(ConfigDropInTest, AFileOwnedByAnotherUserIsRefused) {
   ASSERT_EQ(::chown((dropins() + "/a.json").c_str(), 65534, 65534), 0);
   EXPECT_EQ(error(), "policy file " + dropins() +
                          "/a.json is owned by uid 65534; it must be owned by root or by the uid "
-                         "qbusd runs as (0)");
+                         "reading it (0)");
 }
 
 TEST_F(ConfigDropInTest, APolicyDirThatIsAFileIsAnError) {

@@ -771,8 +771,8 @@ TEST(ConfigTest, LoadTokenRefusesAFileOwnedByAnotherUidEvenAtMode0600) {
 
   EXPECT_FALSE(t.has_value());
   EXPECT_EQ(error, "token file " + f.path() +
-                       " is owned by uid 65534; it must be owned by root or by the uid qbusd "
-                       "runs as (0)");
+                       " is owned by uid 65534; it must be owned by root or by the uid reading "
+                       "it (0)");
 }
 
 TEST(ConfigTest, LoadTokenChecksTheOwnerBeforeTheMode) {

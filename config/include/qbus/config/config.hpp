@@ -15,6 +15,12 @@
 
 namespace qbus::config {
 
+// The contents of a file holding a secret (a token, a password): a regular file owned by
+// root or by this process's uid and not accessible to group or others, of at most 64 KiB;
+// nullopt with one line naming `what`, the file and the problem in `error` otherwise.
+std::optional<std::string> read_secret_file(const std::string& what, const std::string& path,
+                                            std::string& error);
+
 struct QueueSettings {
   std::uint32_t max_messages = kQueueDefaults.max_messages;
   std::uint64_t max_bytes = kQueueDefaults.max_bytes;
