@@ -84,6 +84,7 @@ qbus_install_as_qbus_conf(tmpfiles.d ${QBUS_TMPFILESDIR} ${systemd_src}/*tmpfile
 # --- Documentation. The example config is documentation: nothing goes to /etc, the
 # daemon runs on built-in defaults until an operator writes /etc/qbus/qbusd.json.
 install(FILES ${PROJECT_SOURCE_DIR}/config/qbusd.example.json
+              ${PROJECT_SOURCE_DIR}/config/bridge.example.json ${PROJECT_SOURCE_DIR}/docs/bridge.md
         DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT runtime)
 install(FILES ${PROJECT_SOURCE_DIR}/config/README.md
         DESTINATION ${CMAKE_INSTALL_DOCDIR} RENAME config.md COMPONENT runtime)

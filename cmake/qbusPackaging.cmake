@@ -35,14 +35,15 @@ set(CPACK_DEBIAN_PACKAGE_RECOMMENDS systemd)
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS python3)
 
 # Depends: computed by dpkg-shlibdeps (package dpkg-dev) when it is there, else the
-# libraries qbusd, libqbus and qbusctl (ncurses, for `qbusctl top`) link on Debian 12.
+# libraries qbusd, libqbus, qbusctl (ncurses, for `qbusctl top`) and qbus-bridge (libnats)
+# link on Debian 12.
 find_program(QBUS_DPKG_SHLIBDEPS dpkg-shlibdeps)
 find_program(QBUS_FILE_PROGRAM file)
 if(QBUS_DPKG_SHLIBDEPS AND QBUS_FILE_PROGRAM)
   set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 else()
   set(CPACK_DEBIAN_PACKAGE_DEPENDS
-      "libc6 (>= 2.34), libstdc++6 (>= 12), libgcc-s1, libsystemd0, libspdlog1.10, libfmt9, libssl3, libncursesw6, libtinfo6")
+      "libc6 (>= 2.34), libstdc++6 (>= 12), libgcc-s1, libsystemd0, libspdlog1.10, libfmt9, libssl3, libncursesw6, libtinfo6, libnats3.4")
 endif()
 # A shlibs file for libqbus.so.0 (and the ldconfig trigger that comes with it).
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)

@@ -41,6 +41,7 @@ layer_of() {
     client-lib/include/qbus/async_client.hpp) echo libqbus-asio ;;
     client-lib/*) echo libqbus ;;
     cli/*) echo qbusctl ;;
+    bridge/*) echo bridge ;;
     bench/*) echo bench ;;
     tests/*) echo tests ;;
     *) echo unknown ;;
@@ -62,6 +63,7 @@ declare -A may_use=(
   [libqbus]="proto"
   [libqbus-asio]="libqbus proto"
   [qbusctl]="libqbus proto"
+  [bridge]="libqbus config limits proto"
   [bench]="libqbus-asio libqbus broker limits proto tests"
 )
 
@@ -111,7 +113,7 @@ report() {
 }
 
 dirs=()
-for dir in proto config daemon client-lib cli bench; do
+for dir in proto config daemon client-lib cli bridge bench; do
   if [[ -d $dir ]]; then dirs+=("$dir"); fi
 done
 mapfile -t sources < <(find "${dirs[@]}" -type f \

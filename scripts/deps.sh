@@ -27,6 +27,8 @@ QBUS_PACKAGES=(
   # ncurses draws `qbusctl top` on a terminal; tmux gives its test a terminal to drive
   # (send-keys) and read (capture-pane).
   libncurses-dev tmux
+  # qbus-bridge talks to NATS JetStream through libnats; its tests start a real nats-server.
+  libnats-dev nats-server
 )
 
 qbus_missing_packages() {

@@ -1,0 +1,196 @@
+// qbus-bridge: carries chosen qbus queues to and from NATS JetStream, at least once
+// (docs/bridge.md).
+//
+//   qbus-bridge --config FILE [--check-config] [--status]
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "bridge_config.hpp"
+#include "nats_link.hpp"
+#include "routes.hpp"
+
+namespace {
+
+using qbus::bridge::BridgeConfig;
+using qbus::bridge::Direction;
+using qbus::bridge::RouteStats;
+
+std::string this_host(const BridgeConfig& c) {
+  if (!c.host.empty()) return c.host;
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) return "unknown";
+  return name;
+}
+
+nlohmann::json status_json(const BridgeConfig& c, const qbus::bridge::NatsLink& nats,
+                           const std::vector<std::unique_ptr<RouteStats>>& stats) {
+  nlohmann::json routes = nlohmann::json::array();
+  for (std::size_t i = 0; i < c.routes.size(); ++i) {
+    const auto& r = c.routes[i];
+    const RouteStats& s = *stats[i];
+    routes.push_back({{"name", r.name},
+                      {"direction", r.direction == Direction::outbound ? "outbound" : "inbound"},
+                      {"queue", r.queue},
+                      {"qbus_subject", r.qbus_subject},
+                      {"subject", r.subject},
+                      {"stream", r.stream},
+                      {"forwarded", s.forwarded.load()},
+                      {"acked", s.acked.load()},
+                      {"retried", s.retried.load()},
+                      {"failed", s.failed.load()},
+                      {"qbus_connected", s.qbus_connected.load()}});
+  }
+  return {{"pid", ::getpid()},
+          {"updated_unix_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count()},
+          {"nats", {{"url", nats.url()}, {"connected", nats.connected()}}},
+          {"routes", routes}};
+}
+
+// Replaced whole (a rename), so a reader never sees half of it.
+void write_status(const std::string& path, const nlohmann::json& j) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) return;
+    out << j.dump(2) << '\n';
+    if (!out) return;
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    spdlog::warn("cannot write the status file {}: {}", path, std::strerror(errno));
+  }
+}
+
+// --status: the running bridge's last status, refused when it is stale (the bridge writes
+// it every second).
+int print_status(const BridgeConfig& c) {
+  std::ifstream in(c.status_file);
+  if (!in) {
+    std::cerr << "qbus-bridge: no status in " << c.status_file << " (is qbus-bridge running?)\n";
+    return 1;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text.str());
+  } catch (const nlohmann::json::exception&) {
+    std::cerr << "qbus-bridge: the status file " << c.status_file << " is not valid JSON\n";
+    return 1;
+  }
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  const auto age = now - j.value("updated_unix_ms", std::int64_t{0});
+  std::cout << j.dump(2) << '\n';
+  if (age > 10'000 || ::kill(j.value("pid", 0), 0) != 0) {
+    std::cerr << "qbus-bridge: the status in " << c.status_file << " is stale (" << age / 1000
+              << " s old; is qbus-bridge running?)\n";
+    return 1;
+  }
+  return 0;
+}
+
+void run_route(const BridgeConfig& c, const qbus::bridge::Route& r, const std::string& host,
+               qbus::bridge::NatsLink& nats, const std::atomic<bool>& stop, RouteStats& s) {
+  using namespace qbus::bridge;
+  const bool out = r.direction == Direction::outbound;
+  if (!r.queue.empty()) {
+    out ? run_outbound(c, r, host, nats, stop, s) : run_inbound(c, r, nats, stop, s);
+  } else {
+    out ? run_subjects_outbound(c, r, host, nats, stop, s)
+        : run_subjects_inbound(c, r, nats, stop, s);
+  }
+}
+
+int run(const BridgeConfig& c) {
+  // Signals are taken by this thread alone (sigtimedwait); the route threads inherit the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  qbus::bridge::NatsLink nats(c);
+  const std::string host = this_host(c);
+  std::atomic<bool> stop{false};
+  std::vector<std::unique_ptr<RouteStats>> stats;
+  std::vector<std::thread> threads;
+  for (const auto& r : c.routes) {
+    stats.push_back(std::make_unique<RouteStats>());
+    RouteStats& s = *stats.back();
+    threads.emplace_back([&, r] { run_route(c, r, host, nats, stop, s); });
+    const bool out = r.direction == Direction::outbound;
+    const std::string local = r.queue.empty() ? "subjects " + r.qbus_subject : "queue " + r.queue;
+    spdlog::info("route {}: {} {} {} NATS {}", r.name, out ? "from" : "into", local,
+                 out ? "to" : "from", r.subject);
+  }
+  spdlog::info("qbus-bridge running: {} routes, NATS at {}", c.routes.size(), c.nats.url);
+  const timespec second{1, 0};
+  while (true) {
+    write_status(c.status_file, status_json(c, nats, stats));
+    const int sig = sigtimedwait(&signals, nullptr, &second);
+    if (sig == SIGTERM || sig == SIGINT) break;
+  }
+  spdlog::info("stopping: held messages go back to their queues");
+  stop = true;
+  for (auto& t : threads)
+    t.join();
+  write_status(c.status_file, status_json(c, nats, stats));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"qbus-bridge: carries qbus queues to and from NATS JetStream"};
+  std::string config_path = "/etc/qbus/bridge.json";
+  bool check_only = false;
+  bool status = false;
+  app.add_option("--config", config_path, "The configuration (default /etc/qbus/bridge.json)");
+  app.add_flag("--check-config", check_only, "Check the configuration and exit");
+  app.add_flag("--status", status, "Print the running bridge's counts per route and exit");
+  CLI11_PARSE(app, argc, argv);
+
+  auto logger = spdlog::stderr_color_mt("qbus-bridge");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%^%l%$: %v");
+
+  BridgeConfig config;
+  try {
+    config = qbus::bridge::load_bridge_config(config_path);
+  } catch (const qbus::bridge::BridgeConfigError& e) {
+    std::cerr << "qbus-bridge: " << e.what() << '\n';
+    return 1;
+  }
+  if (check_only) {
+    std::cout << config_path << ": OK, " << config.routes.size() << " routes\n";
+    return 0;
+  }
+  if (status) return print_status(config);
+  try {
+    return run(config);
+  } catch (const std::exception& e) {
+    std::cerr << "qbus-bridge: " << e.what() << '\n';
+    return 1;
+  }
+}

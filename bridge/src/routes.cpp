@@ -1,0 +1,379 @@
+#include "routes.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "qbus/client.hpp"
+
+namespace qbus::bridge {
+namespace {
+
+using std::chrono::milliseconds;
+
+// How long a side's wait lasts before the stop flag is looked at again.
+constexpr milliseconds kPoll{500};
+
+// Waits out a failure, doubling from 100 ms to 5 s; false when stopped meanwhile.
+class Backoff {
+ public:
+  bool wait(const std::atomic<bool>& stop) {
+    const auto until = std::chrono::steady_clock::now() + delay_;
+    delay_ = std::min(delay_ * 2, milliseconds(5000));
+    while (!stop && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(milliseconds(20));
+    return !stop;
+  }
+  void reset() { delay_ = milliseconds(100); }
+
+ private:
+  milliseconds delay_{100};
+};
+
+// Runs `session`, one connection's worth of a route's work, again after every failure of
+// either side, waiting out the backoff in between, until `stop` (a session returns once it
+// sees `stop`).
+template <typename Session>
+void keep_running(const Route& route, const std::atomic<bool>& stop, RouteStats& stats,
+                  Session session) {
+  Backoff backoff;
+  while (!stop) {
+    try {
+      session(backoff);
+    } catch (const Error& e) {
+      stats.qbus_connected = false;
+      spdlog::warn("route {}: qbus: {}", route.name, e.what());
+      if (!backoff.wait(stop)) return;
+    } catch (const NatsError& e) {
+      spdlog::warn("route {}: {}", route.name, e.what());
+      if (!backoff.wait(stop)) return;
+    }
+  }
+}
+
+Client connect(const BridgeConfig& config) {
+  ClientOptions o;
+  o.address = config.qbus_address;
+  o.name = config.client_name;
+  return Client(o);
+}
+
+// A NATS header value must be one line of printable text.
+bool printable(std::string_view v) {
+  return std::all_of(v.begin(), v.end(), [](char c) { return c >= ' ' && c <= '~'; });
+}
+
+struct MsgDeleter {
+  void operator()(natsMsg* m) const { natsMsg_Destroy(m); }
+};
+using MsgPtr = std::unique_ptr<natsMsg, MsgDeleter>;
+
+// The NATS message of qbus message `m` for `subject`: its payload, its headers, and where
+// it came from (`queue`: empty for a subject's message).
+MsgPtr to_nats(const Message& m, const std::string& subject, const std::string& queue,
+               const std::string& host) {
+  natsMsg* raw = nullptr;
+  const auto data = m.bytes();
+  if (natsMsg_Create(&raw, subject.c_str(), nullptr, reinterpret_cast<const char*>(data.data()),
+                     static_cast<int>(data.size())) != NATS_OK) {
+    throw NatsError(nats_error_text("cannot make a NATS message", NATS_NO_MEMORY));
+  }
+  MsgPtr msg(raw);
+  for (const auto& [key, value] : m.headers()) {
+    if (key == kHeaderMessageId || !printable(value)) continue;
+    natsMsgHeader_Add(raw, key.c_str(), value.c_str());
+  }
+  natsMsgHeader_Set(raw, kOriginHost, host.c_str());
+  natsMsgHeader_Set(raw, kOriginPid, std::to_string(m.sender().pid).c_str());
+  natsMsgHeader_Set(raw, kOriginUid, std::to_string(m.sender().uid).c_str());
+  if (!queue.empty()) natsMsgHeader_Set(raw, kOriginQueue, queue.c_str());
+  return msg;
+}
+
+// Makes the route's stream with its subject when it does not exist yet.
+void ensure_stream(NatsLink& nats, const Route& route) {
+  if (route.stream.empty()) return;
+  jsStreamInfo* info = nullptr;
+  jsErrCode jerr{};
+  natsStatus s = js_GetStreamInfo(&info, nats.js(), route.stream.c_str(), nullptr, &jerr);
+  if (s == NATS_OK) {
+    jsStreamInfo_Destroy(info);
+    return;
+  }
+  if (s != NATS_NOT_FOUND) throw NatsError(nats_error_text("stream " + route.stream, s));
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = route.stream.c_str();
+  const char* subjects[] = {route.subject.c_str()};
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Storage = js_FileStorage;
+  s = js_AddStream(&info, nats.js(), &cfg, nullptr, &jerr);
+  if (s != NATS_OK) throw NatsError(nats_error_text("cannot make stream " + route.stream, s));
+  jsStreamInfo_Destroy(info);
+  spdlog::info("route {}: made JetStream stream {} for {}", route.name, route.stream,
+               route.subject);
+}
+
+enum class Published { yes, never, stopped };
+
+// Publishes until JetStream acknowledges it. `never` for a message NATS can never take
+// (over the server's max_payload), which retrying would only repeat forever.
+Published publish(NatsLink& nats, const Route& route, const Message& m, const std::string& host,
+                  const std::atomic<bool>& stop, RouteStats& stats) {
+  const auto id = m.header(kHeaderMessageId);
+  const std::string msg_id = id ? std::string(*id) : std::string();
+  Backoff backoff;
+  for (bool first = true;; first = false) {
+    if (!first) ++stats.retried;
+    MsgPtr msg = to_nats(m, route.subject, route.queue, host);
+    jsPubOptions opts;
+    jsPubOptions_Init(&opts);
+    if (!msg_id.empty()) opts.MsgId = msg_id.c_str();
+    jsPubAck* ack = nullptr;
+    jsErrCode jerr{};
+    const natsStatus s = js_PublishMsg(&ack, nats.js(), msg.get(), &opts, &jerr);
+    if (s == NATS_OK) {
+      jsPubAck_Destroy(ack);
+      return Published::yes;
+    }
+    // libnats checks the payload and headers against the server's max_payload itself.
+    if (s == NATS_MAX_PAYLOAD) {
+      spdlog::error(
+          "route {}: a message of {} bytes with its headers exceeds NATS's "
+          "max_payload; sent to the queue's dead letters (dropped if it has none)",
+          route.name, m.size());
+      return Published::never;
+    }
+    if (first) {
+      spdlog::warn("route {}: publish to {} failed, retrying: {}", route.name, route.subject,
+                   nats_error_text("JetStream", s));
+    }
+    if (!backoff.wait(stop)) return Published::stopped;
+  }
+}
+
+}  // namespace
+
+void run_outbound(const BridgeConfig& config, const Route& route, const std::string& host,
+                  NatsLink& nats, const std::atomic<bool>& stop, RouteStats& stats) {
+  bool stream_ready = route.stream.empty();
+  keep_running(route, stop, stats, [&](Backoff& backoff) {
+    if (!stream_ready) {
+      ensure_stream(nats, route);
+      stream_ready = true;
+    }
+    Client c = connect(config);
+    QueueOptions q;
+    q.message_ids = true;  // the Nats-Msg-Id that makes a resend a duplicate
+    q.durable = route.durable_queue;
+    c.declare(route.queue, q);
+    stats.qbus_connected = true;
+    backoff.reset();
+    while (!stop) {
+      auto batch = c.receive_batch(route.queue, route.batch, kPoll, ReceiveOptions{true});
+      if (batch.empty()) continue;
+      std::size_t done = 0;
+      std::uint64_t last = 0;  // the last forwarded message's tag
+      for (const Message& m : batch) {
+        const Published p = publish(nats, route, m, host, stop, stats);
+        // Stopped with messages held: they go back to the queue when the connection closes.
+        if (p == Published::stopped) return;
+        if (p == Published::never) {
+          c.nack(m, NackAction::dead_letter, {}, true);
+          ++stats.failed;
+          continue;
+        }
+        ++stats.forwarded;
+        ++done;
+        last = m.delivery_tag();
+      }
+      if (done == 0) continue;
+      c.ack_up_to(last, true);  // what the nacks above settled is no longer held
+      stats.acked += done;
+    }
+  });
+}
+
+namespace {
+
+struct SubDeleter {
+  void operator()(natsSubscription* s) const { natsSubscription_Destroy(s); }
+};
+using SubPtr = std::unique_ptr<natsSubscription, SubDeleter>;
+
+SubPtr pull_subscribe(NatsLink& nats, const Route& route) {
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = route.stream.c_str();
+  natsSubscription* sub = nullptr;
+  jsErrCode jerr{};
+  const natsStatus s = js_PullSubscribe(&sub, nats.js(), route.subject.c_str(),
+                                        route.consumer.c_str(), nullptr, &so, &jerr);
+  if (s != NATS_OK) {
+    throw NatsError(
+        nats_error_text("consumer " + route.consumer + " of stream " + route.stream, s));
+  }
+  return SubPtr(sub);
+}
+
+// The qbus headers of NATS message `msg`: those qbus can carry (a valid key, not the
+// broker's own, a value within bounds), at most a sender's share.
+Headers to_qbus_headers(natsMsg* msg) {
+  Headers out;
+  const char** keys = nullptr;
+  int count = 0;
+  if (natsMsgHeader_Keys(msg, &keys, &count) != NATS_OK) return out;
+  for (int i = 0; i < count && out.size() < 28; ++i) {
+    const std::string_view key(keys[i]);
+    if (key.empty() || key.size() > 64 || key.starts_with("qbus-") ||
+        key.find_first_of(" =:") != std::string_view::npos || !printable(key)) {
+      continue;
+    }
+    const char* value = nullptr;
+    if (natsMsgHeader_Get(msg, keys[i], &value) != NATS_OK || !value) continue;
+    if (std::string_view(value).size() > 1024) continue;
+    out.emplace_back(std::string(key), value);
+  }
+  free(static_cast<void*>(keys));
+  return out;
+}
+
+}  // namespace
+
+void run_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats,
+                 const std::atomic<bool>& stop, RouteStats& stats) {
+  SubPtr sub;
+  keep_running(route, stop, stats, [&](Backoff& backoff) {
+    if (!sub) sub = pull_subscribe(nats, route);
+    Client c = connect(config);
+    stats.qbus_connected = true;
+    backoff.reset();
+    while (!stop) {
+      natsMsgList list{};
+      jsErrCode jerr{};
+      const natsStatus s = natsSubscription_Fetch(&list, sub.get(), static_cast<int>(route.batch),
+                                                  kPoll.count(), &jerr);
+      if (s == NATS_TIMEOUT) continue;
+      if (s != NATS_OK) throw NatsError(nats_error_text("fetch from " + route.stream, s));
+      struct ListGuard {
+        natsMsgList* l;
+        ~ListGuard() { natsMsgList_Destroy(l); }
+      } guard{&list};
+      const std::uint64_t failures_before = c.send_failures().count;
+      std::vector<natsMsg*> sent;
+      {
+        Client::Batch writes(c);
+        for (int i = 0; i < list.Count; ++i) {
+          natsMsg* m = list.Msgs[i];
+          const auto size = static_cast<std::size_t>(natsMsg_GetDataLength(m));
+          if (size > c.session().max_payload) {
+            // qbus can never take it: dropped from the stream, not redelivered forever.
+            spdlog::error("route {}: a message of {} bytes exceeds qbusd's limit of {}; dropped",
+                          route.name, size, c.session().max_payload);
+            natsMsg_Term(m, nullptr);
+            ++stats.failed;
+            continue;
+          }
+          c.send(route.queue, std::string_view(natsMsg_GetData(m), size),
+                 SendOptions{to_qbus_headers(m), false});
+          sent.push_back(m);
+        }
+      }
+      c.sync();  // every send above answered: refused ones are counted in send_failures
+      if (c.send_failures().count != failures_before) {
+        // Which one was refused is not known: the whole batch comes again (at least once).
+        spdlog::warn("route {}: qbusd refused a send to {}: {}; the batch will come again",
+                     route.name, route.queue, c.send_failures().last_message);
+        for (natsMsg* m : sent)
+          natsMsg_Nak(m, nullptr);
+        stats.retried += sent.size();
+        if (!backoff.wait(stop)) return;
+        continue;
+      }
+      backoff.reset();
+      stats.forwarded += sent.size();
+      for (natsMsg* m : sent)
+        natsMsg_Ack(m, nullptr);
+      stats.acked += sent.size();
+    }
+  });
+}
+
+void run_subjects_outbound(const BridgeConfig& config, const Route& route, const std::string& host,
+                           NatsLink& nats, const std::atomic<bool>& stop, RouteStats& stats) {
+  keep_running(route, stop, stats, [&](Backoff& backoff) {
+    Client c = connect(config);
+    Subscription sub = c.subscribe_subject(route.qbus_subject);
+    stats.qbus_connected = true;
+    backoff.reset();
+    while (!stop) {
+      auto m = sub.next(kPoll);
+      if (!m) {
+        if (!sub.active()) throw Error(Errc::connection_closed, "the subscription ended");
+        continue;
+      }
+      const std::string subject = map_subject(m->key(), route.qbus_subject, route.subject);
+      MsgPtr msg = to_nats(*m, subject, {}, host);
+      const natsStatus s = natsConnection_PublishMsg(nats.connection(), msg.get());
+      if (s == NATS_OK) {
+        ++stats.forwarded;
+      } else {
+        ++stats.failed;
+        spdlog::warn("route {}: publish to {} failed; dropped: {}", route.name, subject,
+                     nats_error_text("NATS", s));
+      }
+    }
+  });
+}
+
+void run_subjects_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats,
+                          const std::atomic<bool>& stop, RouteStats& stats) {
+  natsSubscription* raw = nullptr;
+  if (const natsStatus s =
+          natsConnection_SubscribeSync(&raw, nats.connection(), route.subject.c_str());
+      s != NATS_OK) {
+    spdlog::error("route {}: cannot subscribe to {}: {}", route.name, route.subject,
+                  nats_error_text("NATS", s));
+    return;
+  }
+  const SubPtr sub(raw);
+  keep_running(route, stop, stats, [&](Backoff& backoff) {
+    Client c = connect(config);
+    stats.qbus_connected = true;
+    backoff.reset();
+    std::uint64_t failures = c.send_failures().count;
+    while (!stop) {
+      natsMsg* raw_msg = nullptr;
+      const natsStatus s = natsSubscription_NextMsg(&raw_msg, sub.get(), kPoll.count());
+      if (s == NATS_TIMEOUT) continue;
+      if (s != NATS_OK) {
+        // A slow consumer (libnats dropped messages) is reported, not fatal.
+        spdlog::warn("route {}: {}", route.name, nats_error_text("NATS subscription", s));
+        continue;
+      }
+      const MsgPtr m(raw_msg);
+      const std::string subject =
+          map_subject(natsMsg_GetSubject(m.get()), route.subject, route.qbus_subject);
+      const auto size = static_cast<std::size_t>(natsMsg_GetDataLength(m.get()));
+      c.publish(subject, std::string_view(natsMsg_GetData(m.get()), size),
+                PublishOptions{to_qbus_headers(m.get()), false, false});
+      ++stats.forwarded;
+      // Pipelined: refusals (a subject qbus cannot carry, a payload over its limit) are
+      // counted as they come back.
+      if (const std::uint64_t now = c.send_failures().count; now != failures) {
+        stats.failed += now - failures;
+        stats.forwarded -= now - failures;
+        failures = now;
+        spdlog::warn("route {}: qbusd refused a publish: {}", route.name,
+                     c.send_failures().last_message);
+      }
+    }
+  });
+}
+
+}  // namespace qbus::bridge

@@ -1,0 +1,51 @@
+// The kinds of route, each run by a thread of its own with its own qbus::Client (a
+// Client is not shared between threads), until `stop` is set.
+//
+// At least once across the bridge:
+// - outbound, a message taken from the qbus queue in acknowledgement mode is acked in qbus
+//   only after JetStream acknowledged its publish; it carries its qbus-id as Nats-Msg-Id,
+//   so JetStream's duplicate window drops the resend that follows a crash between the two
+//   acknowledgements;
+// - inbound, a JetStream message is acked only after qbusd accepted the send into the
+//   queue (the batch's sends, then a sync that covers them).
+// A side that is away stops the route until it is back: nothing is taken from the other.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "bridge_config.hpp"
+#include "nats_link.hpp"
+
+namespace qbus::bridge {
+
+// What a route did, read by the status writer on another thread.
+struct RouteStats {
+  std::atomic<std::uint64_t> forwarded{0};  // handed to the other side
+  std::atomic<std::uint64_t> acked{0};      // acknowledged to the side it came from
+  std::atomic<std::uint64_t> retried{0};    // handed over again after a failure
+  std::atomic<std::uint64_t> failed{0};     // given up (the other side can never take it)
+  std::atomic<bool> qbus_connected{false};
+};
+
+// Headers the bridge adds, so that provenance survives the trip.
+inline constexpr const char* kOriginHost = "Qbus-Origin-Host";
+inline constexpr const char* kOriginPid = "Qbus-Origin-Pid";
+inline constexpr const char* kOriginUid = "Qbus-Origin-Uid";
+inline constexpr const char* kOriginQueue = "Qbus-Origin-Queue";
+
+void run_outbound(const BridgeConfig& config, const Route& route, const std::string& host,
+                  NatsLink& nats, const std::atomic<bool>& stop, RouteStats& stats);
+void run_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats,
+                 const std::atomic<bool>& stop, RouteStats& stats);
+
+// Subject routes: at most once, like the subjects on either side. A message that arrives
+// while the other side is away is dropped and counted as failed (libnats buffers what is
+// published while it reconnects, up to its reconnect buffer).
+void run_subjects_outbound(const BridgeConfig& config, const Route& route, const std::string& host,
+                           NatsLink& nats, const std::atomic<bool>& stop, RouteStats& stats);
+void run_subjects_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats,
+                          const std::atomic<bool>& stop, RouteStats& stats);
+
+}  // namespace qbus::bridge
