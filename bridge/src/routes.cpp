@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -119,41 +121,123 @@ void ensure_stream(NatsLink& nats, const Route& route) {
                route.subject);
 }
 
-enum class Published { yes, never, stopped };
+// One outbound route's JetStream context: a batch is published without waiting for each
+// acknowledgement, then its acknowledgements are awaited together, so a batch costs one
+// round trip to the server rather than one per message.
+class Publisher {
+ public:
+  Publisher(NatsLink& nats, std::uint32_t window) {
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.PublishAsync.MaxPending = window;
+    o.PublishAsync.ErrHandler = &Publisher::on_error;
+    o.PublishAsync.ErrHandlerClosure = this;
+    if (const natsStatus s = natsConnection_JetStream(&js_, nats.connection(), &o); s != NATS_OK)
+      throw NatsError(nats_error_text("JetStream context", s));
+  }
+  ~Publisher() { jsCtx_Destroy(js_); }
+  Publisher(const Publisher&) = delete;
+  Publisher& operator=(const Publisher&) = delete;
 
-// Publishes until JetStream acknowledges it. `never` for a message NATS can never take
-// (over the server's max_payload), which retrying would only repeat forever.
-Published publish(NatsLink& nats, const Route& route, const Message& m, const std::string& host,
-                  const std::atomic<bool>& stop, RouteStats& stats) {
-  const auto id = m.header(kHeaderMessageId);
-  const std::string msg_id = id ? std::string(*id) : std::string();
-  Backoff backoff;
-  for (bool first = true;; first = false) {
-    if (!first) ++stats.retried;
-    MsgPtr msg = to_nats(m, route.subject, route.queue, host);
+  // Hands `msg` to libnats, which owns it from then on (on success and on failure).
+  natsStatus publish(MsgPtr msg, std::string_view id) {
     jsPubOptions opts;
     jsPubOptions_Init(&opts);
+    const std::string msg_id(id);
     if (!msg_id.empty()) opts.MsgId = msg_id.c_str();
-    jsPubAck* ack = nullptr;
-    jsErrCode jerr{};
-    const natsStatus s = js_PublishMsg(&ack, nats.js(), msg.get(), &opts, &jerr);
-    if (s == NATS_OK) {
-      jsPubAck_Destroy(ack);
-      return Published::yes;
+    natsMsg* raw = msg.release();
+    const natsStatus s = js_PublishMsgAsync(js_, &raw, &opts);
+    natsMsg_Destroy(raw);  // null once libnats took it
+    return s;
+  }
+
+  // Waits until every publish since the last call is acknowledged; false with `error` set
+  // when one was refused, the wait ran out, or `stop` was set. What is still unanswered
+  // then is forgotten: the caller publishes the whole batch again, and the ids make the
+  // copies JetStream already stored duplicates it drops.
+  bool settle(const std::atomic<bool>& stop, std::string& error) {
+    const auto until = std::chrono::steady_clock::now() + kAckWait;
+    natsStatus s = NATS_TIMEOUT;
+    while (s == NATS_TIMEOUT && !stop && std::chrono::steady_clock::now() < until) {
+      jsPubOptions opts;
+      jsPubOptions_Init(&opts);
+      opts.MaxWait = kPoll.count();
+      s = js_PublishAsyncComplete(js_, &opts);
     }
-    // libnats checks the payload and headers against the server's max_payload itself.
-    if (s == NATS_MAX_PAYLOAD) {
-      spdlog::error(
-          "route {}: a message of {} bytes with its headers exceeds NATS's "
-          "max_payload; sent to the queue's dead letters (dropped if it has none)",
-          route.name, m.size());
-      return Published::never;
+    if (s != NATS_OK) {
+      natsMsgList pending{};
+      if (js_PublishAsyncGetPendingList(&pending, js_) == NATS_OK) natsMsgList_Destroy(&pending);
+      error = stop ? "stopped" : nats_error_text("JetStream acknowledgements", s);
     }
-    if (first) {
-      spdlog::warn("route {}: publish to {} failed, retrying: {}", route.name, route.subject,
-                   nats_error_text("JetStream", s));
+    std::lock_guard lock(mutex_);
+    if (s == NATS_OK && refused_.empty()) return true;
+    if (!refused_.empty()) error = refused_;
+    refused_.clear();
+    return false;
+  }
+
+ private:
+  static constexpr std::chrono::seconds kAckWait{10};
+
+  // On libnats's thread; libnats destroys the message afterwards.
+  static void on_error(jsCtx*, jsPubAckErr* pae, void* closure) {
+    auto* self = static_cast<Publisher*>(closure);
+    std::lock_guard lock(self->mutex_);
+    if (self->refused_.empty()) {
+      self->refused_ = "JetStream refused a publish: " +
+                       std::string(pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
     }
-    if (!backoff.wait(stop)) return Published::stopped;
+  }
+
+  jsCtx* js_ = nullptr;
+  std::mutex mutex_;
+  std::string refused_;  // the first refusal since the last settle
+};
+
+// Publishes `batch` until JetStream acknowledged every message of it that NATS can take;
+// the others (over the server's max_payload: retrying would only repeat forever) are
+// dead-lettered in qbus. The tag of the last message forwarded (0: none), nullopt when
+// stopped first.
+std::optional<std::uint64_t> forward(Client& c, Publisher& pub, const Route& route,
+                                     const std::vector<Message>& batch, const std::string& host,
+                                     const std::atomic<bool>& stop, RouteStats& stats) {
+  std::vector<bool> never(batch.size(), false);
+  Backoff backoff;
+  for (bool first = true;; first = false) {
+    std::string error;
+    bool published = true;
+    for (std::size_t i = 0; i < batch.size() && published; ++i) {
+      if (never[i]) continue;
+      const Message& m = batch[i];
+      const natsStatus s = pub.publish(to_nats(m, route.subject, route.queue, host),
+                                       m.header(kHeaderMessageId).value_or(""));
+      // libnats checks the payload and headers against the server's max_payload itself.
+      if (s == NATS_MAX_PAYLOAD) {
+        spdlog::error(
+            "route {}: a message of {} bytes with its headers exceeds NATS's "
+            "max_payload; sent to the queue's dead letters (dropped if it has none)",
+            route.name, m.size());
+        c.nack(m, NackAction::dead_letter, {}, true);
+        never[i] = true;
+        ++stats.failed;
+      } else if (s != NATS_OK) {
+        error = nats_error_text("publish to " + route.subject, s);
+        published = false;
+      }
+    }
+    if (pub.settle(stop, error) && published) {
+      std::uint64_t last = 0;
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        if (never[i]) continue;
+        ++stats.forwarded;
+        last = batch[i].delivery_tag();
+      }
+      return last;
+    }
+    if (stop) return std::nullopt;
+    if (first) spdlog::warn("route {}: {}; publishing the batch again", route.name, error);
+    stats.retried += static_cast<std::uint64_t>(std::count(never.begin(), never.end(), false));
+    if (!backoff.wait(stop)) return std::nullopt;
   }
 }
 
@@ -162,6 +246,7 @@ Published publish(NatsLink& nats, const Route& route, const Message& m, const st
 void run_outbound(const BridgeConfig& config, const Route& route, const std::string& host,
                   NatsLink& nats, const std::atomic<bool>& stop, RouteStats& stats) {
   bool stream_ready = route.stream.empty();
+  Publisher pub(nats, route.batch);
   keep_running(route, stop, stats, [&](Backoff& backoff) {
     if (!stream_ready) {
       ensure_stream(nats, route);
@@ -177,24 +262,12 @@ void run_outbound(const BridgeConfig& config, const Route& route, const std::str
     while (!stop) {
       auto batch = c.receive_batch(route.queue, route.batch, kPoll, ReceiveOptions{true});
       if (batch.empty()) continue;
-      std::size_t done = 0;
-      std::uint64_t last = 0;  // the last forwarded message's tag
-      for (const Message& m : batch) {
-        const Published p = publish(nats, route, m, host, stop, stats);
-        // Stopped with messages held: they go back to the queue when the connection closes.
-        if (p == Published::stopped) return;
-        if (p == Published::never) {
-          c.nack(m, NackAction::dead_letter, {}, true);
-          ++stats.failed;
-          continue;
-        }
-        ++stats.forwarded;
-        ++done;
-        last = m.delivery_tag();
-      }
-      if (done == 0) continue;
-      c.ack_up_to(last, true);  // what the nacks above settled is no longer held
-      stats.acked += done;
+      const auto last = forward(c, pub, route, batch, host, stop, stats);
+      // Stopped with messages held: they go back to the queue when the connection closes.
+      if (!last) return;
+      if (*last == 0) continue;
+      c.ack_up_to(*last, true);              // what was dead-lettered is no longer held
+      stats.acked = stats.forwarded.load();  // this thread alone counts the route's
     }
   });
 }
