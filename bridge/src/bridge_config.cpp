@@ -68,8 +68,10 @@ class Object {
   std::set<std::string> seen_;
 };
 
-std::string secret(const std::string& field, const std::string& path) {
+// The secret in the file at `path`; with `secrets` skip, only the path is checked.
+std::string secret(const std::string& field, const std::string& path, Secrets secrets) {
   if (path.empty() || path.front() != '/') bad(field, "must be an absolute path");
+  if (secrets == Secrets::skip) return {};
   std::string error;
   auto text = config::read_secret_file("file", path, error);
   if (!text) bad(field, error);
@@ -84,7 +86,7 @@ void absolute_file(const std::string& field, const std::string& path) {
   if (!path.empty() && path.front() != '/') bad(field, "must be an absolute path");
 }
 
-NatsSettings read_nats(const json& j) {
+NatsSettings read_nats(const json& j, Secrets secrets) {
   NatsSettings n;
   Object o(j, "nats");
   o.string("url", n.url);
@@ -99,9 +101,9 @@ NatsSettings read_nats(const json& j) {
   if (ways > 1) bad("nats", "give at most one of user, token_file and creds_file");
   if (!password_file.empty() && n.user.empty()) bad("nats.password_file", "needs nats.user");
   if (!n.user.empty() && password_file.empty()) bad("nats.user", "needs nats.password_file");
-  if (!password_file.empty()) n.password = secret("nats.password_file", password_file);
-  if (!token_file.empty()) n.token = secret("nats.token_file", token_file);
-  if (!n.creds_file.empty()) (void)secret("nats.creds_file", n.creds_file);
+  if (!password_file.empty()) n.password = secret("nats.password_file", password_file, secrets);
+  if (!token_file.empty()) n.token = secret("nats.token_file", token_file, secrets);
+  if (!n.creds_file.empty()) (void)secret("nats.creds_file", n.creds_file, secrets);
   if (const json* tls = o.find("tls")) {
     Object t(*tls, "nats.tls");
     t.string("ca", n.tls_ca);
@@ -113,7 +115,7 @@ NatsSettings read_nats(const json& j) {
     if (n.tls_certificate.empty() != n.tls_key.empty()) {
       bad("nats.tls", "certificate and key go together");
     }
-    if (!n.tls_key.empty()) (void)secret("nats.tls.key", n.tls_key);
+    if (!n.tls_key.empty()) (void)secret("nats.tls.key", n.tls_key, secrets);
   }
   o.number<std::int64_t>("reconnect_wait_ms", n.reconnect_wait_ms, 10, 600'000);
   o.finish();
@@ -289,7 +291,7 @@ std::string map_subject(std::string_view subject, std::string_view from, std::st
   return out;
 }
 
-BridgeConfig parse_bridge_config(std::string_view text) {
+BridgeConfig parse_bridge_config(std::string_view text, Secrets secrets) {
   json j;
   try {
     j = json::parse(text);
@@ -310,7 +312,7 @@ BridgeConfig parse_bridge_config(std::string_view text) {
   absolute_file("status_file", c.status_file);
   if (c.status_file.empty()) bad("status_file", "must not be empty");
   const json* nats = o.find("nats");
-  c.nats = nats ? read_nats(*nats) : NatsSettings{};
+  c.nats = nats ? read_nats(*nats, secrets) : NatsSettings{};
   const json* routes = o.find("routes");
   if (!routes || !routes->is_array() || routes->empty()) {
     bad("routes", "must be a non-empty array of routes");
@@ -327,13 +329,13 @@ BridgeConfig parse_bridge_config(std::string_view text) {
   return c;
 }
 
-BridgeConfig load_bridge_config(const std::string& path) {
+BridgeConfig load_bridge_config(const std::string& path, Secrets secrets) {
   std::ifstream in(path);
   if (!in) throw BridgeConfigError("cannot read the configuration " + path);
   std::stringstream text;
   text << in.rdbuf();
   try {
-    return parse_bridge_config(text.str());
+    return parse_bridge_config(text.str(), secrets);
   } catch (const BridgeConfigError& e) {
     throw BridgeConfigError(path + ": " + e.what());
   }

@@ -71,10 +71,14 @@ struct BridgeConfig {
   std::vector<Route> routes;
 };
 
+// Whether the files holding NATS credentials are read (and checked): `skip` for
+// `--status`, which needs none of them and may be run by another user than the bridge's.
+enum class Secrets { read, skip };
+
 // `text` is the JSON document; secrets are read from the files it names.
-BridgeConfig parse_bridge_config(std::string_view text);
+BridgeConfig parse_bridge_config(std::string_view text, Secrets secrets = Secrets::read);
 // Reads and parses the file at `path` (errors name it).
-BridgeConfig load_bridge_config(const std::string& path);
+BridgeConfig load_bridge_config(const std::string& path, Secrets secrets = Secrets::read);
 
 // Whether `subject` is a NATS subject: dot-separated non-empty tokens of printable ASCII
 // without space; with `wildcards`, a token may be `*` and the last one `>`.

@@ -39,13 +39,23 @@ std::string this_host(const BridgeConfig& c) {
   return name;
 }
 
-nlohmann::json status_json(const BridgeConfig& c, const qbus::bridge::NatsLink& nats,
+// An inbound queue route's backlog in JetStream, as the status shows it; null where the
+// bridge cannot know it (outbound routes: the qbus queue's depth is qbusd's to tell).
+nlohmann::json backlog_json(qbus::bridge::NatsLink& nats, const qbus::bridge::Route& r) {
+  if (r.direction != Direction::inbound || r.queue.empty()) return {{"pending", nullptr}};
+  const auto b = qbus::bridge::inbound_backlog(nats, r);
+  if (!b) return {{"pending", nullptr}, {"unacked", nullptr}};
+  return {{"pending", b->pending}, {"unacked", b->unacked}};
+}
+
+nlohmann::json status_json(const BridgeConfig& c, qbus::bridge::NatsLink& nats,
                            const std::vector<std::unique_ptr<RouteStats>>& stats) {
   nlohmann::json routes = nlohmann::json::array();
   for (std::size_t i = 0; i < c.routes.size(); ++i) {
     const auto& r = c.routes[i];
     const RouteStats& s = *stats[i];
     routes.push_back({{"name", r.name},
+                      {"backlog", backlog_json(nats, r)},
                       {"direction", r.direction == Direction::outbound ? "outbound" : "inbound"},
                       {"queue", r.queue},
                       {"qbus_subject", r.qbus_subject},
@@ -177,7 +187,8 @@ int main(int argc, char** argv) {
 
   BridgeConfig config;
   try {
-    config = qbus::bridge::load_bridge_config(config_path);
+    config = qbus::bridge::load_bridge_config(
+        config_path, status ? qbus::bridge::Secrets::skip : qbus::bridge::Secrets::read);
   } catch (const qbus::bridge::BridgeConfigError& e) {
     std::cerr << "qbus-bridge: " << e.what() << '\n';
     return 1;

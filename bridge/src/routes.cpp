@@ -377,6 +377,21 @@ void run_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats,
   });
 }
 
+std::optional<Backlog> inbound_backlog(NatsLink& nats, const Route& route) {
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Wait = 500;
+  jsConsumerInfo* info = nullptr;
+  jsErrCode jerr{};
+  if (js_GetConsumerInfo(&info, nats.js(), route.stream.c_str(), route.consumer.c_str(), &o,
+                         &jerr) != NATS_OK) {
+    return std::nullopt;
+  }
+  const Backlog b{info->NumPending, info->NumAckPending};
+  jsConsumerInfo_Destroy(info);
+  return b;
+}
+
 void run_subjects_outbound(const BridgeConfig& config, const Route& route, const std::string& host,
                            NatsLink& nats, const std::atomic<bool>& stop, RouteStats& stats) {
   keep_running(route, stop, stats, [&](Backoff& backoff) {

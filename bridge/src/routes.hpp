@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "bridge_config.hpp"
@@ -39,6 +40,15 @@ void run_outbound(const BridgeConfig& config, const Route& route, const std::str
                   NatsLink& nats, const std::atomic<bool>& stop, RouteStats& stats);
 void run_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats,
                  const std::atomic<bool>& stop, RouteStats& stats);
+
+// What JetStream holds for an inbound queue route's consumer: messages not yet delivered
+// to the bridge, and those delivered but not yet acked. nullopt when NATS does not answer
+// within half a second (it is away, or the consumer does not exist yet).
+struct Backlog {
+  std::uint64_t pending = 0;
+  std::int64_t unacked = 0;
+};
+std::optional<Backlog> inbound_backlog(NatsLink& nats, const Route& route);
 
 // Subject routes: at most once, like the subjects on either side. A message that arrives
 // while the other side is away is dropped and counted as failed (libnats buffers what is

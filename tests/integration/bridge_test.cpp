@@ -567,6 +567,12 @@ TEST_F(BridgeTest, RoundTrip) {
   EXPECT_EQ(bridge_b_->counter("orders-in", "forwarded"), static_cast<std::uint64_t>(kN));
   EXPECT_EQ(bridge_b_->counter("orders-in", "retried"), 0u);
   EXPECT_EQ(bridge_b_->counter("orders-in", "failed"), 0u);
+  // JetStream holds nothing more for B; A's backlog is its qbus queue, qbusd's to tell.
+  const json drained = {{"pending", 0}, {"unacked", 0}};
+  EXPECT_TRUE(
+      eventually([&] { return bridge_b_->route("orders-in")["backlog"] == drained; }, kDeadline))
+      << bridge_b_->status().dump();
+  EXPECT_TRUE(out["backlog"]["pending"].is_null()) << out.dump();
 }
 
 // ---- 2. NATS away: messages wait in qbus, and come once it is back ----

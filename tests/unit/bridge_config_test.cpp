@@ -141,6 +141,23 @@ TEST(BridgeConfig, CredentialsComeFromFilesOnlyOthersCannotRead) {
             "nats.tls: certificate and key go together");
 }
 
+// --status reads the status file the config names, not the credentials: an operator who
+// may not read the bridge's secrets can still look at its counts.
+TEST(BridgeConfig, TheStatusReaderSkipsTheSecretsButNotThePathChecks) {
+  SecretFile open_to_all(0644);
+  const std::string text = with_routes(kOut, R"("status_file": "/tmp/s.json", )");
+  const auto with_token = [&](const std::string& file) {
+    std::string t = text;
+    t.replace(t.find(R"("url")"), 0, R"("token_file": ")" + file + R"(", )");
+    return t;
+  };
+  EXPECT_NE(error_of(with_token(open_to_all.path())).find("nats.token_file"), std::string::npos);
+  const BridgeConfig c = parse_bridge_config(with_token(open_to_all.path()), Secrets::skip);
+  EXPECT_EQ(c.status_file, "/tmp/s.json");
+  EXPECT_EQ(c.nats.token, "");
+  EXPECT_THROW((void)parse_bridge_config(with_token("relative"), Secrets::skip), BridgeConfigError);
+}
+
 TEST(BridgeConfig, NotJsonIsOneLine) {
   const std::string e = error_of("{\"routes\": [");
   EXPECT_EQ(e.rfind("not valid JSON: ", 0), 0u) << e;
