@@ -316,6 +316,70 @@ Headers to_qbus_headers(natsMsg* msg) {
   return out;
 }
 
+std::string_view data_of(natsMsg* m) {
+  return {natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m))};
+}
+
+// Sends `msgs` to the queue pipelined and waits for qbusd's answers (sync); true when it
+// took them all. Which one it refused is not known then.
+bool send_pipelined(Client& c, const Route& route, const std::vector<natsMsg*>& msgs) {
+  const std::uint64_t failures_before = c.send_failures().count;
+  {
+    Client::Batch writes(c);
+    for (natsMsg* m : msgs)
+      c.send(route.queue, data_of(m), SendOptions{to_qbus_headers(m), false});
+  }
+  c.sync();
+  if (c.send_failures().count == failures_before) return true;
+  spdlog::warn("route {}: qbusd refused a send to {}: {}; the batch comes again, one at a time",
+               route.name, route.queue, c.send_failures().last_message);
+  return false;
+}
+
+// Sends `msgs` one at a time, each confirmed and then acked in JetStream, so that a queue
+// with room for fewer than a batch still makes progress; at the first refusal the rest
+// goes back to JetStream. How many went.
+std::size_t send_each_confirmed(Client& c, const Route& route, const std::vector<natsMsg*>& msgs,
+                                RouteStats& stats) {
+  for (std::size_t i = 0; i < msgs.size(); ++i) {
+    try {
+      c.send(route.queue, data_of(msgs[i]), SendOptions{to_qbus_headers(msgs[i]), true});
+    } catch (const Error& e) {
+      // The connection failed (a client-side code, or one that closes it): not a refusal.
+      if (errc_is_fatal(e.code()) || static_cast<std::uint16_t>(e.code()) >= 200) throw;
+      spdlog::warn("route {}: qbusd refused a send to {}: {}", route.name, route.queue, e.what());
+      for (std::size_t j = i; j < msgs.size(); ++j)
+        natsMsg_Nak(msgs[j], nullptr);
+      stats.retried += msgs.size() - i;
+      return i;
+    }
+    natsMsg_Ack(msgs[i], nullptr);
+    ++stats.forwarded;
+    ++stats.acked;
+  }
+  return msgs.size();
+}
+
+// The messages of `list` qbus can take; the others (over qbusd's payload limit) are
+// terminated in JetStream rather than redelivered forever.
+std::vector<natsMsg*> deliverable(const Client& c, const Route& route, const natsMsgList& list,
+                                  RouteStats& stats) {
+  std::vector<natsMsg*> out;
+  for (int i = 0; i < list.Count; ++i) {
+    natsMsg* m = list.Msgs[i];
+    const std::size_t size = data_of(m).size();
+    if (size <= c.session().max_payload) {
+      out.push_back(m);
+      continue;
+    }
+    spdlog::error("route {}: a message of {} bytes exceeds qbusd's limit of {}; dropped",
+                  route.name, size, c.session().max_payload);
+    natsMsg_Term(m, nullptr);
+    ++stats.failed;
+  }
+  return out;
+}
+
 }  // namespace
 
 void run_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats,
@@ -326,6 +390,8 @@ void run_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats,
     Client c = connect(config);
     stats.qbus_connected = true;
     backoff.reset();
+    // After a refusal, until a whole batch went: one message at a time.
+    bool careful = false;
     while (!stop) {
       natsMsgList list{};
       jsErrCode jerr{};
@@ -337,42 +403,27 @@ void run_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats,
         natsMsgList* l;
         ~ListGuard() { natsMsgList_Destroy(l); }
       } guard{&list};
-      const std::uint64_t failures_before = c.send_failures().count;
-      std::vector<natsMsg*> sent;
-      {
-        Client::Batch writes(c);
-        for (int i = 0; i < list.Count; ++i) {
-          natsMsg* m = list.Msgs[i];
-          const auto size = static_cast<std::size_t>(natsMsg_GetDataLength(m));
-          if (size > c.session().max_payload) {
-            // qbus can never take it: dropped from the stream, not redelivered forever.
-            spdlog::error("route {}: a message of {} bytes exceeds qbusd's limit of {}; dropped",
-                          route.name, size, c.session().max_payload);
-            natsMsg_Term(m, nullptr);
-            ++stats.failed;
-            continue;
-          }
-          c.send(route.queue, std::string_view(natsMsg_GetData(m), size),
-                 SendOptions{to_qbus_headers(m), false});
-          sent.push_back(m);
-        }
-      }
-      c.sync();  // every send above answered: refused ones are counted in send_failures
-      if (c.send_failures().count != failures_before) {
-        // Which one was refused is not known: the whole batch comes again (at least once).
-        spdlog::warn("route {}: qbusd refused a send to {}: {}; the batch will come again",
-                     route.name, route.queue, c.send_failures().last_message);
-        for (natsMsg* m : sent)
+      const std::vector<natsMsg*> msgs = deliverable(c, route, list, stats);
+      if (careful) {
+        const std::size_t went = send_each_confirmed(c, route, msgs, stats);
+        careful = went < msgs.size();
+        if (went > 0) backoff.reset();  // room is being made: look again soon
+      } else if (send_pipelined(c, route, msgs)) {
+        stats.forwarded += msgs.size();
+        for (natsMsg* m : msgs)
+          natsMsg_Ack(m, nullptr);
+        stats.acked += msgs.size();
+      } else {
+        for (natsMsg* m : msgs)
           natsMsg_Nak(m, nullptr);
-        stats.retried += sent.size();
-        if (!backoff.wait(stop)) return;
-        continue;
+        stats.retried += msgs.size();
+        careful = true;
       }
-      backoff.reset();
-      stats.forwarded += sent.size();
-      for (natsMsg* m : sent)
-        natsMsg_Ack(m, nullptr);
-      stats.acked += sent.size();
+      if (!careful) {
+        backoff.reset();
+      } else if (!backoff.wait(stop)) {
+        return;
+      }
     }
   });
 }

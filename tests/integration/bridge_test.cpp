@@ -575,6 +575,48 @@ TEST_F(BridgeTest, RoundTrip) {
   EXPECT_TRUE(out["backlog"]["pending"].is_null()) << out.dump();
 }
 
+// ---- 1b. a queue at B that refuses: the batch comes again, the backlog shows in JetStream --
+
+TEST_F(BridgeTest, AFullQueueAtBHoldsTheBacklogInJetStream) {
+  constexpr int kN = 100;
+  constexpr std::uint32_t kRoom = 10;
+  ASSERT_NO_FATAL_FAILURE(start_pair());
+  Client receiver = connect(*host_b_, "bridge-test-receiver");
+  QueueOptions small;
+  small.max_messages = kRoom;
+  small.overflow = Overflow::reject;
+  receiver.declare("orders.remote", small);
+  Client sender = connect(*host_a_, "bridge-test-sender");
+  ASSERT_NO_FATAL_FAILURE(send_orders(sender, 0, kN));
+
+  // B fills the queue, is refused, and gives its batches back to JetStream, which keeps
+  // the rest for it: pending or delivered and not acked, never lost.
+  const auto held_in_jetstream = [&] {
+    const json b = bridge_b_->route("orders-in");
+    if (b.is_null() || !b["backlog"]["pending"].is_number()) return std::int64_t{-1};
+    return b["backlog"]["pending"].get<std::int64_t>() +
+           b["backlog"]["unacked"].get<std::int64_t>();
+  };
+  ASSERT_TRUE(eventually(
+      [&] {
+        return bridge_b_->counter("orders-in", "retried") > 0 && held_in_jetstream() > 0 &&
+               bridge_b_->counter("orders-in", "acked") + held_in_jetstream() == kN;
+      },
+      kDeadline))
+      << bridge_b_->status().dump() << "\n"
+      << logs();
+  EXPECT_LE(bridge_b_->counter("orders-in", "acked"), kRoom);
+
+  // Taking from the queue makes room; every order arrives.
+  Arrivals got(*host_b_);
+  EXPECT_TRUE(got.wait_unique(kN)) << got.missing(0, kN) << "\n" << logs();
+  EXPECT_TRUE(got.problems().empty()) << join(got.problems());
+  const json drained = {{"pending", 0}, {"unacked", 0}};
+  EXPECT_TRUE(
+      eventually([&] { return bridge_b_->route("orders-in")["backlog"] == drained; }, kDeadline))
+      << bridge_b_->status().dump();
+}
+
 // ---- 2. NATS away: messages wait in qbus, and come once it is back ----
 
 TEST_F(BridgeTest, Outage) {
