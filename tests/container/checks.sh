@@ -327,6 +327,65 @@ else
   fail python "python3 exit $py_rc: '$py_out'; stderr: $(tr '\n' ' ' <"$dir/python.err")"
 fi
 
+# --- qbus-bridge.service (issue 19): the hardened unit carries a queue to NATS ---------
+# Without /etc/qbus/bridge.json the unit's condition keeps it from starting. Then a
+# nats-server with JetStream on loopback (a transient unit on a port of its own: the
+# nats-server package starts its own server on 4222; the token in a file owned by
+# qbus-bridge, mode 0600), a policy drop-in granting the bridge's user the bridge.* keys,
+# and the unit with an outbound route, bridge.out to JetStream. A second bridge, run by
+# hand as qbus-bridge with an inbound route (one config doing both would be a loop, which
+# --check-config refuses), brings the message back into bridge.in.
+systemctl start qbus-bridge.service
+no_config=$(show qbus-bridge.service ConditionResult)/$(show qbus-bridge.service ActiveState)
+nats_token=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+printf '%s\n' "$nats_token" >/etc/qbus/nats-token
+chown qbus-bridge: /etc/qbus/nats-token
+chmod 600 /etc/qbus/nats-token
+nats_port=14222
+systemd-run --unit=qbus-test-nats --property=DynamicUser=yes --property=StateDirectory=qbus-test-nats \
+  "$(command -v nats-server)" -js -a 127.0.0.1 -p $nats_port --auth "$nats_token" \
+  -sd /var/lib/qbus-test-nats >"$dir/nats-run.log" 2>&1
+echo '{"rules": [{"allow": ["send", "receive", "declare"], "users": ["qbus-bridge"], "prefixes": ["bridge."]}]}' \
+  >/etc/qbus/policy.d/60-bridge.json
+systemctl reload qbusd.service
+bridge_config() { # NAME ROUTE -> a bridge config on stdout
+  printf '{"nats": {"url": "nats://127.0.0.1:%s", "token_file": "/etc/qbus/nats-token"},\n' $nats_port
+  printf ' "status_file": "%s", "routes": [%s]}\n' "$1" "$2"
+}
+bridge_config /run/qbus-bridge/status.json \
+  '{"name": "out", "direction": "outbound", "queue": "bridge.out", "subject": "fleet.deb", "stream": "FLEET"}' \
+  >/etc/qbus/bridge.json
+bridge_config /tmp/qbus-bridge-in.json \
+  '{"name": "in", "direction": "inbound", "queue": "bridge.in", "subject": "fleet.deb", "stream": "FLEET", "consumer": "deb"}' \
+  >"$dir/bridge-in.json"
+chmod 644 "$dir/bridge-in.json"
+acked_one() { timeout 30 /usr/bin/qbus-bridge --config /etc/qbus/bridge.json --status 2>/dev/null | tr -d ' \n' | grep -q '"acked":1,'; }
+bridge_got='' bridge_user='' bridge_status=''
+if wait_until 20 bash -c "echo >/dev/tcp/127.0.0.1/$nats_port" 2>/dev/null; then
+  systemctl start qbus-bridge.service
+  bridge_user=$(stat -c %U "/proc/$(show qbus-bridge.service MainPID)" 2>/dev/null)
+  qbusctl send bridge.out "across NATS"
+  # JetStream acknowledged the publish once the route's acked count is 1.
+  wait_until 20 acked_one
+  bridge_status=$(timeout 30 /usr/bin/qbus-bridge --config /etc/qbus/bridge.json --status 2>&1 | tr -d ' \n')
+  runuser -u qbus-bridge -- timeout 60 /usr/bin/qbus-bridge --config "$dir/bridge-in.json" \
+    >"$dir/bridge-in.log" 2>&1 &
+  inbound_pid=$!
+  bridge_got=$(qbusctl recv bridge.in --timeout 30000)
+  kill "$inbound_pid" 2>/dev/null
+  wait "$inbound_pid"
+fi
+bridge_exposure=$(systemd-analyze security --no-pager qbus-bridge.service 2>&1 |
+  sed -n 's/.*Overall exposure level for qbus-bridge.service: \([0-9.]*\).*/\1/p')
+if [ "$no_config" = "no/inactive" ] && [ "$bridge_user" = qbus-bridge ] &&
+  [[ "$bridge_status" == *'"acked":1,'*'"qbus_connected":true'* ]] && [ "$bridge_got" = "across NATS" ] &&
+  [ -n "$bridge_exposure" ] && awk -v e="$bridge_exposure" 'BEGIN { exit !(e <= 1.5) }'; then
+  pass bridge "no config: $no_config; the unit as user $bridge_user forwarded bridge.out to JetStream ($(grep -o '"routes":.*' <<<"$bridge_status")); the inbound bridge brought back '$bridge_got'; systemd-analyze security: $bridge_exposure (offline 1.5)"
+else
+  fail bridge "no config: '$no_config'; user '$bridge_user'; status: '$bridge_status'; got '$bridge_got'; exposure '$bridge_exposure'; nats: $(cat "$dir/nats-run.log") $(journalctl -u qbus-test-nats.service --no-pager -o cat -n 5 | tr '\n' ' '); bridge: $(journalctl -u qbus-bridge.service --no-pager -o cat -n 10 | tr '\n' ' '); inbound bridge: $(tr '\n' ' ' <"$dir/bridge-in.log" 2>/dev/null)"
+fi
+systemctl stop qbus-bridge.service qbus-test-nats.service
+
 # --- journalctl -u qbusd: lines with their priority ------------------------------------
 # A reload naming a field that needs a restart logs a warning.
 echo '{"socket": {"mode": "0600"}}' >/etc/qbus/qbusd.json
