@@ -311,6 +311,11 @@ BridgeConfig parse_bridge_config(std::string_view text, Secrets secrets) {
   o.string("status_file", c.status_file);
   absolute_file("status_file", c.status_file);
   if (c.status_file.empty()) bad("status_file", "must not be empty");
+  o.string("metrics_file", c.metrics_file);
+  absolute_file("metrics_file", c.metrics_file);
+  if (!c.metrics_file.empty() && !c.metrics_file.ends_with(".prom")) {
+    bad("metrics_file", "must end in .prom (node_exporter's textfile collector reads only those)");
+  }
   const json* nats = o.find("nats");
   c.nats = nats ? read_nats(*nats, secrets) : NatsSettings{};
   const json* routes = o.find("routes");

@@ -67,6 +67,7 @@ struct BridgeConfig {
   std::string client_name = "qbus-bridge";
   std::string host;  // this host's name in the provenance headers; empty: gethostname()
   std::string status_file = "/run/qbus-bridge/status.json";  // qbus-bridge.service's
+  std::string metrics_file;  // Prometheus text for node_exporter's textfile collector; off
   NatsSettings nats;
   std::vector<Route> routes;
 };

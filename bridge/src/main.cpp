@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -13,16 +14,19 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <vector>
 
 #include "bridge_config.hpp"
+#include "metrics_text.hpp"
 #include "nats_link.hpp"
 #include "routes.hpp"
 
@@ -75,17 +79,34 @@ nlohmann::json status_json(const BridgeConfig& c, qbus::bridge::NatsLink& nats,
           {"routes", routes}};
 }
 
-// Replaced whole (a rename), so a reader never sees half of it.
-void write_status(const std::string& path, const nlohmann::json& j) {
+// Replaced whole (a rename), so a reader never sees half of it; `mode` applies to the new
+// file whatever the umask. A failure is logged once, until writing works again. Called by
+// the main thread only.
+void write_atomically(const std::string& path, const std::string& text, mode_t mode) {
+  static std::set<std::string> failing;
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) return;
-    out << j.dump(2) << '\n';
-    if (!out) return;
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  bool ok = fd >= 0 && ::fchmod(fd, mode) == 0 &&
+            ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  if (fd >= 0) ok = ::close(fd) == 0 && ok;
+  ok = ok && std::rename(tmp.c_str(), path.c_str()) == 0;
+  if (ok) {
+    failing.erase(path);
+    return;
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    spdlog::warn("cannot write the status file {}: {}", path, std::strerror(errno));
+  const int error = errno;
+  if (fd >= 0) ::unlink(tmp.c_str());
+  if (failing.insert(path).second) spdlog::warn("cannot write {}: {}", path, std::strerror(error));
+}
+
+// The status file, and the metrics file when there is one, from one snapshot.
+void write_status(const BridgeConfig& c, qbus::bridge::NatsLink& nats,
+                  const std::vector<std::unique_ptr<RouteStats>>& stats) {
+  const nlohmann::json status = status_json(c, nats, stats);
+  write_atomically(c.status_file, status.dump(2) + "\n", 0600);
+  // Counts only, no secret: readable by node_exporter's user.
+  if (!c.metrics_file.empty()) {
+    write_atomically(c.metrics_file, qbus::bridge::metrics_text(status), 0644);
   }
 }
 
@@ -157,7 +178,7 @@ int run(const BridgeConfig& c) {
   spdlog::info("qbus-bridge running: {} routes, NATS at {}", c.routes.size(), c.nats.url);
   const timespec second{1, 0};
   while (true) {
-    write_status(c.status_file, status_json(c, nats, stats));
+    write_status(c, nats, stats);
     const int sig = sigtimedwait(&signals, nullptr, &second);
     if (sig == SIGTERM || sig == SIGINT) break;
   }
@@ -165,7 +186,7 @@ int run(const BridgeConfig& c) {
   stop = true;
   for (auto& t : threads)
     t.join();
-  write_status(c.status_file, status_json(c, nats, stats));
+  write_status(c, nats, stats);
   return 0;
 }
 

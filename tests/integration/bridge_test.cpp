@@ -268,8 +268,10 @@ class Bridge {
   Bridge(const TempDir& dir, const std::string& name, json config)
       : config_path_(dir.file(name + ".json")),
         status_path_(dir.file(name + "-status.json")),
+        metrics_path_(dir.file(name + ".prom")),
         log_path_(dir.file(name + ".log")) {
     config["status_file"] = status_path_;
+    config["metrics_file"] = metrics_path_;
     std::ofstream(config_path_) << config.dump(2) << '\n';
   }
   ~Bridge() {
@@ -291,6 +293,7 @@ class Bridge {
   }
   pid_t pid() const { return pid_; }
   std::string log() const { return read_file(log_path_); }
+  const std::string& metrics_path() const { return metrics_path_; }
   Result status_command() const { return run({kBridgePath, "--config", config_path_, "--status"}); }
 
   // The status this process wrote last; null when there is none yet.
@@ -327,6 +330,7 @@ class Bridge {
  private:
   std::string config_path_;
   std::string status_path_;
+  std::string metrics_path_;
   std::string log_path_;
   pid_t pid_ = -1;
 };
@@ -573,6 +577,28 @@ TEST_F(BridgeTest, RoundTrip) {
       eventually([&] { return bridge_b_->route("orders-in")["backlog"] == drained; }, kDeadline))
       << bridge_b_->status().dump();
   EXPECT_TRUE(out["backlog"]["pending"].is_null()) << out.dump();
+
+  // The same counts for node_exporter's textfile collector, in a file promtool accepts.
+  const std::string forwarded_a =
+      "qbus_bridge_forwarded_total{route=\"orders-out\","
+      "direction=\"outbound\"} " +
+      std::to_string(kN) + "\n";
+  ASSERT_TRUE(eventually(
+      [&] { return read_file(bridge_a_->metrics_path()).find(forwarded_a) != std::string::npos; },
+      kDeadline))
+      << read_file(bridge_a_->metrics_path());
+  const std::string metrics_b = read_file(bridge_b_->metrics_path());
+  EXPECT_NE(metrics_b.find("qbus_bridge_acked_total{route=\"orders-in\",direction=\"inbound\"} "),
+            std::string::npos)
+      << metrics_b;
+  EXPECT_NE(metrics_b.find("qbus_bridge_nats_connected 1\n"), std::string::npos) << metrics_b;
+  struct stat st {};
+  ASSERT_EQ(::stat(bridge_a_->metrics_path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0644u);
+  for (const Bridge* b : {bridge_a_.get(), bridge_b_.get()}) {
+    const Result check = run({"/bin/sh", "-c", "promtool check metrics < " + b->metrics_path()});
+    EXPECT_EQ(check.exit_code, 0) << check.out << check.err << read_file(b->metrics_path());
+  }
 }
 
 // ---- 1b. a queue at B that refuses: the batch comes again, the backlog shows in JetStream --

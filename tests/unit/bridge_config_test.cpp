@@ -1,6 +1,7 @@
 // Unit tests of qbus-bridge's configuration (docs/bridge.md): what a valid file gives, and
 // one line naming the field for everything that must keep the bridge from starting.
 #include "bridge_config.hpp"
+#include "metrics_text.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -246,6 +247,58 @@ TEST(NatsSubjects, ValidityAndMatching) {
   EXPECT_TRUE(patterns_overlap(">", "x"));
   EXPECT_FALSE(patterns_overlap("a.*", "a.b.c"));
   EXPECT_FALSE(patterns_overlap("a.b", "a.c"));
+}
+
+TEST(BridgeConfig, TheMetricsFileIsOptionalAbsoluteAndEndsInProm) {
+  EXPECT_EQ(parse_bridge_config(with_routes(kOut)).metrics_file, "");
+  EXPECT_EQ(
+      parse_bridge_config(with_routes(kOut, R"("metrics_file": "/run/b/m.prom", )")).metrics_file,
+      "/run/b/m.prom");
+  EXPECT_NE(error_of(with_routes(kOut, R"("metrics_file": "m.prom", )")).find("metrics_file"),
+            std::string::npos);
+  EXPECT_EQ(error_of(with_routes(kOut, R"("metrics_file": "/run/b/m.txt", )")),
+            "metrics_file: must end in .prom (node_exporter's textfile collector reads only "
+            "those)");
+}
+
+TEST(BridgeMetrics, EveryRouteHasItsCountsAndAnInboundOneItsBacklog) {
+  const nlohmann::json status = {{"nats", {{"connected", true}, {"url", "nats://x"}}},
+                                 {"routes",
+                                  {{{"name", "out"},
+                                    {"direction", "outbound"},
+                                    {"forwarded", 7},
+                                    {"acked", 6},
+                                    {"retried", 1},
+                                    {"failed", 0},
+                                    {"qbus_connected", true},
+                                    {"backlog", {{"pending", nullptr}}}},
+                                   {{"name", "in\"x"},
+                                    {"direction", "inbound"},
+                                    {"forwarded", 3},
+                                    {"acked", 3},
+                                    {"retried", 0},
+                                    {"failed", 2},
+                                    {"qbus_connected", false},
+                                    {"backlog", {{"pending", 5}, {"unacked", 1}}}}}}};
+  const std::string text = metrics_text(status);
+  for (const char* line : {
+           "# TYPE qbus_bridge_forwarded_total counter\n",
+           "qbus_bridge_forwarded_total{route=\"out\",direction=\"outbound\"} 7\n",
+           "qbus_bridge_acked_total{route=\"out\",direction=\"outbound\"} 6\n",
+           "qbus_bridge_retried_total{route=\"out\",direction=\"outbound\"} 1\n",
+           "qbus_bridge_failed_total{route=\"in\\\"x\",direction=\"inbound\"} 2\n",
+           "qbus_bridge_backlog_messages{route=\"in\\\"x\",direction=\"inbound\",state=\"pending\"}"
+           " 5\n",
+           "qbus_bridge_backlog_messages{route=\"in\\\"x\",direction=\"inbound\",state=\"unacked\"}"
+           " 1\n",
+           "qbus_bridge_qbus_connected{route=\"out\",direction=\"outbound\"} 1\n",
+           "qbus_bridge_qbus_connected{route=\"in\\\"x\",direction=\"inbound\"} 0\n",
+           "qbus_bridge_nats_connected 1\n",
+       }) {
+    EXPECT_NE(text.find(line), std::string::npos) << line << "\nnot in:\n" << text;
+  }
+  // An outbound route's backlog is qbusd's to tell: no sample rather than a made-up 0.
+  EXPECT_EQ(text.find("qbus_bridge_backlog_messages{route=\"out\""), std::string::npos) << text;
 }
 
 }  // namespace
