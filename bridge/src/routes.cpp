@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -320,16 +321,31 @@ std::string_view data_of(natsMsg* m) {
   return {natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m))};
 }
 
+// Gives `msgs` back to JetStream, which delivers them again at once (rather than after
+// its ack wait).
+void give_back(std::span<natsMsg* const> msgs, RouteStats& stats) {
+  for (natsMsg* m : msgs)
+    natsMsg_Nak(m, nullptr);
+  stats.retried += msgs.size();
+}
+
 // Sends `msgs` to the queue pipelined and waits for qbusd's answers (sync); true when it
-// took them all. Which one it refused is not known then.
-bool send_pipelined(Client& c, const Route& route, const std::vector<natsMsg*>& msgs) {
+// took them all. Which one it refused is not known then. When the connection fails, the
+// messages go back to JetStream and the error propagates.
+bool send_pipelined(Client& c, const Route& route, const std::vector<natsMsg*>& msgs,
+                    RouteStats& stats) {
   const std::uint64_t failures_before = c.send_failures().count;
-  {
-    Client::Batch writes(c);
-    for (natsMsg* m : msgs)
-      c.send(route.queue, data_of(m), SendOptions{to_qbus_headers(m), false});
+  try {
+    {
+      Client::Batch writes(c);
+      for (natsMsg* m : msgs)
+        c.send(route.queue, data_of(m), SendOptions{to_qbus_headers(m), false});
+    }
+    c.sync();
+  } catch (const Error&) {
+    give_back(msgs, stats);
+    throw;
   }
-  c.sync();
   if (c.send_failures().count == failures_before) return true;
   spdlog::warn("route {}: qbusd refused a send to {}: {}; the batch comes again, one at a time",
                route.name, route.queue, c.send_failures().last_message);
@@ -345,12 +361,10 @@ std::size_t send_each_confirmed(Client& c, const Route& route, const std::vector
     try {
       c.send(route.queue, data_of(msgs[i]), SendOptions{to_qbus_headers(msgs[i]), true});
     } catch (const Error& e) {
+      give_back(std::span(msgs).subspan(i), stats);
       // The connection failed (a client-side code, or one that closes it): not a refusal.
       if (errc_is_fatal(e.code()) || static_cast<std::uint16_t>(e.code()) >= 200) throw;
       spdlog::warn("route {}: qbusd refused a send to {}: {}", route.name, route.queue, e.what());
-      for (std::size_t j = i; j < msgs.size(); ++j)
-        natsMsg_Nak(msgs[j], nullptr);
-      stats.retried += msgs.size() - i;
       return i;
     }
     natsMsg_Ack(msgs[i], nullptr);
@@ -408,15 +422,13 @@ void run_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats,
         const std::size_t went = send_each_confirmed(c, route, msgs, stats);
         careful = went < msgs.size();
         if (went > 0) backoff.reset();  // room is being made: look again soon
-      } else if (send_pipelined(c, route, msgs)) {
+      } else if (send_pipelined(c, route, msgs, stats)) {
         stats.forwarded += msgs.size();
         for (natsMsg* m : msgs)
           natsMsg_Ack(m, nullptr);
         stats.acked += msgs.size();
       } else {
-        for (natsMsg* m : msgs)
-          natsMsg_Nak(m, nullptr);
-        stats.retried += msgs.size();
+        give_back(msgs, stats);
         careful = true;
       }
       if (!careful) {
