@@ -467,12 +467,25 @@ class BridgeTest : public ::testing::Test {
             {"routes", json::array({route})}};
   }
   // Starts everything, bridge A first (it makes the stream bridge B reads), each ready.
-  void start_pair(int outbound_batch = 64) {
+  // A host's qbusd on a socket and state directory of the test's own, so that a
+  // restart (restart_host) comes back where the bridge and the durable queues expect it.
+  DaemonOptions host_options(const std::string& name) const {
+    DaemonOptions o;
+    o.socket_path = dir_.file(name) + "/qbus.sock";  // the admin socket goes beside it
+    o.state_dir = dir_.file(name) + "/state";
+    return o;
+  }
+  void restart_host(std::unique_ptr<Daemon>& host, const std::string& name) {
+    host.reset();  // SIGTERM, and waits for the exit
+    host = std::make_unique<Daemon>(host_options(name));
+  }
+  void start_pair(int outbound_batch = 64, json outbound = nullptr) {
     nats_ = std::make_unique<NatsServer>(dir_);
-    host_a_ = std::make_unique<Daemon>();
-    host_b_ = std::make_unique<Daemon>();
-    bridge_a_ = std::make_unique<Bridge>(
-        dir_, "bridge-a", config(*host_a_, *nats_, "hosta", outbound_route(outbound_batch)));
+    host_a_ = std::make_unique<Daemon>(host_options("a"));
+    host_b_ = std::make_unique<Daemon>(host_options("b"));
+    if (outbound.is_null()) outbound = outbound_route(outbound_batch);
+    bridge_a_ =
+        std::make_unique<Bridge>(dir_, "bridge-a", config(*host_a_, *nats_, "hosta", outbound));
     bridge_a_->start();
     ASSERT_TRUE(bridge_a_->wait_ready()) << bridge_a_->log();
     bridge_b_ = std::make_unique<Bridge>(dir_, "bridge-b",
@@ -686,6 +699,49 @@ TEST_F(BridgeTest, Outage) {
       << bridge_a_->status().dump();
   RecordProperty("duplicates", static_cast<int>(got.duplicates()));
   std::printf("Outage: %zu received, %zu duplicates\n", got.received(), got.duplicates());
+}
+
+// ---- 2b. qbusd restarts on both sides: the bridges reconnect, durable queues keep the rest --
+
+TEST_F(BridgeTest, QbusdRestartsOnBothSides) {
+  constexpr int kN = 400;
+  json out = outbound_route();
+  out["durable_queue"] = true;
+  ASSERT_NO_FATAL_FAILURE(start_pair(64, out));
+  {
+    Client declarer = connect(*host_b_, "bridge-test-declarer");
+    QueueOptions durable;
+    durable.durable = true;
+    declarer.declare("orders.remote", durable);
+    Client sender = connect(*host_a_, "bridge-test-sender");
+    ASSERT_NO_FATAL_FAILURE(send_orders(sender, 0, kN / 2));
+  }
+  // Both restart right after the first half was sent: what of it still waits in A's queue
+  // (or was held by bridge A) and in B's is journaled; what bridge B held goes back to
+  // JetStream. The second half crosses only if both bridges reconnected.
+  restart_host(host_a_, "a");
+  restart_host(host_b_, "b");
+  {
+    Client sender = connect(*host_a_, "bridge-test-sender");
+    ASSERT_NO_FATAL_FAILURE(send_orders(sender, kN / 2, kN));
+  }
+  Arrivals got(*host_b_);
+  ASSERT_TRUE(got.wait_unique(kN)) << got.missing(0, kN) << "\n" << logs();
+  EXPECT_TRUE(got.problems().empty()) << join(got.problems());
+  ASSERT_TRUE(settled()) << logs();
+  got.drain();
+  EXPECT_EQ(got.missing(0, kN), "");
+  // JetStream stored each message once, whatever bridge A published again.
+  EXPECT_EQ(stream_messages(), kN);
+  EXPECT_TRUE(eventually(
+      [&] {
+        return bridge_a_->route("orders-out").value("qbus_connected", false) &&
+               bridge_b_->route("orders-in").value("qbus_connected", false);
+      },
+      kDeadline));
+  RecordProperty("duplicates", static_cast<int>(got.duplicates()));
+  std::printf("QbusdRestartsOnBothSides: %zu received, %zu duplicates\n", got.received(),
+              got.duplicates());
 }
 
 // ---- 3. bridge A SIGKILLed at random moments under load, and nats-server once ----

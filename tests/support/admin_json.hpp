@@ -22,7 +22,7 @@ inline nlohmann::json admin_request(const Daemon& d, const nlohmann::json& reque
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
-  const std::string path = d.dir().file("admin.sock");
+  const std::string path = d.admin_socket_path();
   std::strncpy(sa.sun_path, path.c_str(), sizeof(sa.sun_path) - 1);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
     ::close(fd);

@@ -73,6 +73,10 @@ class Daemon {
 
   const std::string& socket_path() const { return socket_path_; }
   std::string address() const { return "unix:" + socket_path(); }
+  // Where qbusd puts its admin socket by default: beside the client socket.
+  std::string admin_socket_path() const {
+    return socket_path_.substr(0, socket_path_.rfind('/') + 1) + "admin.sock";
+  }
   pid_t pid() const { return pid_; }
   const TempDir& dir() const { return dir_; }
 
