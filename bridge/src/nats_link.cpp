@@ -32,6 +32,10 @@ NatsLink::NatsLink(const BridgeConfig& config) : url_(config.nats.url) {
     check(natsOptions_SetReconnectWait(opts_, n.reconnect_wait_ms), "nats.reconnect_wait_ms");
     check(natsOptions_SetRetryOnFailedConnect(opts_, true, nullptr, nullptr),
           "nats retry on failed connect");
+    // libnats otherwise holds what is not a request (async publishes, acks, pull requests)
+    // up to 1 ms for more to write with it: that wait was most of a message's trip through
+    // the bridge. Batches are written in one go anyway.
+    check(natsOptions_SetSendAsap(opts_, true), "nats send asap");
     if (!n.user.empty()) {
       check(natsOptions_SetUserInfo(opts_, n.user.c_str(), n.password.c_str()), "nats.user");
     }
