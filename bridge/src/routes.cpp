@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "qbus/client.hpp"
+#include "qbus/proto/headers.hpp"
 
 namespace qbus::bridge {
 namespace {
@@ -302,15 +303,20 @@ Headers to_qbus_headers(natsMsg* msg) {
   const char** keys = nullptr;
   int count = 0;
   if (natsMsgHeader_Keys(msg, &keys, &count) != NATS_OK) return out;
-  for (int i = 0; i < count && out.size() < 28; ++i) {
+  std::size_t encoded = 0;  // as libqbus will encode the block, within a sender's bound
+  for (int i = 0; i < count && out.size() < proto::kMaxSenderHeaders; ++i) {
     const std::string_view key(keys[i]);
-    if (key.empty() || key.size() > 64 || key.starts_with("qbus-") ||
-        key.find_first_of(" =:") != std::string_view::npos || !printable(key)) {
+    if (!proto::is_valid_header_key(key) || key.starts_with(proto::kReservedHeaderPrefix)) {
       continue;
     }
     const char* value = nullptr;
     if (natsMsgHeader_Get(msg, keys[i], &value) != NATS_OK || !value) continue;
-    if (std::string_view(value).size() > 1024) continue;
+    const std::size_t size = std::string_view(value).size();
+    const std::size_t entry = 1 + key.size() + 2 + size;
+    if (size > proto::kMaxHeaderValueSize || encoded + entry > proto::kMaxSenderHeadersSize) {
+      continue;
+    }
+    encoded += entry;
     out.emplace_back(std::string(key), value);
   }
   free(static_cast<void*>(keys));
