@@ -447,6 +447,8 @@ void run_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats,
 }
 
 std::optional<Backlog> inbound_backlog(NatsLink& nats, const Route& route) {
+  // Not a wait per route while NATS is away: the status must come every second.
+  if (!nats.connected()) return std::nullopt;
   jsOptions o;
   jsOptions_Init(&o);
   o.Wait = 500;
