@@ -1,5 +1,8 @@
 #include "nats_link.hpp"
 
+#include <algorithm>
+#include <vector>
+
 namespace qbus::bridge {
 
 std::string nats_error_text(const std::string& what, natsStatus s) {
@@ -25,7 +28,18 @@ NatsLink::NatsLink(const BridgeConfig& config) : url_(config.nats.url) {
   const NatsSettings& n = config.nats;
   try {
     check(natsOptions_Create(&opts_), "nats options");
-    check(natsOptions_SetURL(opts_, n.url.c_str()), "nats.url " + n.url);
+    // natsOptions_SetURL takes one server: a cluster's comma-separated list is a server list.
+    std::vector<std::string> urls;
+    for (std::size_t from = 0; from <= n.url.size();) {
+      const std::size_t comma = std::min(n.url.find(',', from), n.url.size());
+      urls.push_back(n.url.substr(from, comma - from));
+      from = comma + 1;
+    }
+    std::vector<const char*> servers;
+    for (const auto& u : urls)
+      servers.push_back(u.c_str());
+    check(natsOptions_SetServers(opts_, servers.data(), static_cast<int>(servers.size())),
+          "nats.url " + n.url);
     check(natsOptions_SetName(opts_, config.client_name.c_str()), "qbus.name");
     // Forever: a bridge outlives any outage of the server; messages wait in qbus meanwhile.
     check(natsOptions_SetMaxReconnect(opts_, -1), "nats reconnect");
