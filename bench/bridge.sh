@@ -39,6 +39,8 @@ EOF
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=private_qbusd.sh disable=SC1091  # followed with -x
 . "$REPO/bench/private_qbusd.sh"
+# shellcheck source-path=SCRIPTDIR source=nats_server.sh
+. "$REPO/bench/nats_server.sh"
 
 RUNS=5
 MESSAGES_64=100000
@@ -135,8 +137,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A private nats-server with JetStream on a random loopback port (it has no Unix socket),
-# found through its ports file, as compare_pubsub.sh's start_nats.
+# A private nats-server with JetStream (bench/nats_server.sh).
 start_nats_js() {
   cat >"$TMP/nats.conf" <<EOF
 listen: "127.0.0.1:-1"
@@ -144,20 +145,7 @@ jetstream {
   store_dir: "$DISK/jetstream"
 }
 EOF
-  nats-server -js -c "$TMP/nats.conf" --ports_file_dir "$TMP" -l "$TMP/nats.log" &
-  NATS_PID=$!
-  local ports="$TMP/nats-server_$NATS_PID.ports" _
-  for _ in $(seq 100); do
-    if [ -s "$ports" ]; then
-      NATS_URL=$(grep -o 'nats://[0-9.:]*' "$ports" | head -n 1)
-      [ -n "$NATS_URL" ] && return 0
-    fi
-    kill -0 "$NATS_PID" 2>/dev/null || break
-    sleep 0.05
-  done
-  log "nats-server did not come up:"
-  cat "$TMP/nats.log" >&2 || true
-  exit 1
+  launch_nats_server "$TMP/nats.conf" "$TMP" -js
 }
 
 # start_host DIR: a private qbusd as start_private_qbusd's, whose queue defaults also hold

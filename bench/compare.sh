@@ -668,6 +668,8 @@ fmt_us_or_ms() {
 
 # ---- publish/subscribe (issue 15): bench/compare_pubsub.sh -----------------------------
 
+# shellcheck source-path=SCRIPTDIR source=nats_server.sh
+source "$REPO/bench/nats_server.sh"
 # shellcheck source-path=SCRIPTDIR source=compare_pubsub.sh
 source "$REPO/bench/compare_pubsub.sh"
 

@@ -30,21 +30,7 @@ listen: "127.0.0.1:-1"
 max_pending: 1073741824
 write_deadline: "60s"
 EOF
-  nats-server -c "$TMP/nats.conf" --ports_file_dir "$TMP" -l "$TMP/nats.log" &
-  NATS_PID=$!
-  local ports="$TMP/nats-server_$NATS_PID.ports" i
-  for i in $(seq 100); do
-    if [ -s "$ports" ]; then
-      NATS_URL=$(grep -o 'nats://[0-9.:]*' "$ports" | head -n 1)
-      [ -n "$NATS_URL" ] && return 0
-    fi
-    kill -0 "$NATS_PID" 2>/dev/null || break
-    sleep 0.05
-    : "$i"
-  done
-  log "nats-server did not come up:"
-  cat "$TMP/nats.log" >&2 || true
-  exit 1
+  launch_nats_server "$TMP/nats.conf" "$TMP"
 }
 
 stop_nats() {
