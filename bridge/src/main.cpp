@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -141,7 +140,7 @@ int print_status(const BridgeConfig& c) {
 }
 
 void run_route(const BridgeConfig& c, const qbus::bridge::Route& r, const std::string& host,
-               qbus::bridge::NatsLink& nats, const std::atomic<bool>& stop, RouteStats& s) {
+               qbus::bridge::NatsLink& nats, qbus::bridge::StopSignal& stop, RouteStats& s) {
   using namespace qbus::bridge;
   const bool out = r.direction == Direction::outbound;
   if (!r.queue.empty()) {
@@ -163,7 +162,7 @@ int run(const BridgeConfig& c) {
 
   qbus::bridge::NatsLink nats(c);
   const std::string host = this_host(c);
-  std::atomic<bool> stop{false};
+  qbus::bridge::StopSignal stop;
   std::vector<std::unique_ptr<RouteStats>> stats;
   std::vector<std::thread> threads;
   for (const auto& r : c.routes) {
@@ -183,7 +182,7 @@ int run(const BridgeConfig& c) {
     if (sig == SIGTERM || sig == SIGINT) break;
   }
   spdlog::info("stopping: held messages go back to their queues");
-  stop = true;
+  stop.request();
   for (auto& t : threads)
     t.join();
   write_status(c, nats, stats);

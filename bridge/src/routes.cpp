@@ -1,6 +1,7 @@
 #include "routes.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
@@ -9,23 +10,45 @@
 #include <optional>
 #include <span>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "qbus/client.hpp"
 #include "qbus/proto/headers.hpp"
 
 namespace qbus::bridge {
+
+void StopSignal::request() {
+  std::lock_guard lock(mutex_);
+  stopped_ = true;
+  for (const int fd : fds_)
+    ::shutdown(fd, SHUT_RDWR);
+}
+
+StopSignal::Watch::Watch(StopSignal& stop, int fd) : stop_(stop), fd_(fd) {
+  std::lock_guard lock(stop_.mutex_);
+  stop_.fds_.insert(fd_);
+  if (stop_.stopped_) ::shutdown(fd_, SHUT_RDWR);  // request() came before this Watch
+}
+
+StopSignal::Watch::~Watch() {
+  std::lock_guard lock(stop_.mutex_);
+  stop_.fds_.erase(fd_);
+}
+
 namespace {
 
 using std::chrono::milliseconds;
 
 // How long a side's wait lasts before the stop flag is looked at again.
 constexpr milliseconds kPoll{500};
+// How often an idle inbound route asks whether its consumer still exists.
+constexpr milliseconds kConsumerCheck{5000};
 
 // Waits out a failure, doubling from 100 ms to 5 s; false when stopped meanwhile.
 class Backoff {
  public:
-  bool wait(const std::atomic<bool>& stop) {
+  bool wait(StopSignal& stop) {
     const auto until = std::chrono::steady_clock::now() + delay_;
     delay_ = std::min(delay_ * 2, milliseconds(5000));
     while (!stop && std::chrono::steady_clock::now() < until)
@@ -42,14 +65,14 @@ class Backoff {
 // either side, waiting out the backoff in between, until `stop` (a session returns once it
 // sees `stop`).
 template <typename Session>
-void keep_running(const Route& route, const std::atomic<bool>& stop, RouteStats& stats,
-                  Session session) {
+void keep_running(const Route& route, StopSignal& stop, RouteStats& stats, Session session) {
   Backoff backoff;
   while (!stop) {
     try {
       session(backoff);
     } catch (const Error& e) {
       stats.qbus_connected = false;
+      if (stop) return;  // its connection was shut down to end a parked call
       spdlog::warn("route {}: qbus: {}", route.name, e.what());
       if (!backoff.wait(stop)) return;
     } catch (const NatsError& e) {
@@ -59,12 +82,20 @@ void keep_running(const Route& route, const std::atomic<bool>& stop, RouteStats&
   }
 }
 
-Client connect(const BridgeConfig& config) {
+ClientOptions client_options(const BridgeConfig& config) {
   ClientOptions o;
   o.address = config.qbus_address;
   o.name = config.client_name;
-  return Client(o);
+  return o;
 }
+
+// A route's connection to qbusd, watched by the stop signal while it lives.
+struct Connection {
+  Connection(const BridgeConfig& config, StopSignal& stop)
+      : client(client_options(config)), watch(stop, client.fd()) {}
+  Client client;
+  StopSignal::Watch watch;  // after the client: gone before its socket closes
+};
 
 // A NATS header value must be one line of printable text.
 bool printable(std::string_view v) {
@@ -141,23 +172,38 @@ class Publisher {
   Publisher(const Publisher&) = delete;
   Publisher& operator=(const Publisher&) = delete;
 
-  // Hands `msg` to libnats, which owns it from then on (on success and on failure).
-  natsStatus publish(MsgPtr msg, std::string_view id) {
+  // Hands `msg`, the batch's message `index`, to libnats, which owns it from then on (on
+  // success and on failure).
+  natsStatus publish(MsgPtr msg, std::string_view id, std::size_t index) {
     jsPubOptions opts;
     jsPubOptions_Init(&opts);
     const std::string msg_id(id);
     if (!msg_id.empty()) opts.MsgId = msg_id.c_str();
     natsMsg* raw = msg.release();
+    {
+      // Before the publish: its refusal may come before js_PublishMsgAsync returns. An
+      // address libnats freed and reused later in the batch is simply found again: the
+      // earlier message was answered by then.
+      std::lock_guard lock(mutex_);
+      in_flight_.emplace_back(raw, index);
+    }
     const natsStatus s = js_PublishMsgAsync(js_, &raw, &opts);
     natsMsg_Destroy(raw);  // null once libnats took it
     return s;
+  }
+
+  // The batch indexes of the messages the stream refused because of their size since the
+  // last call: publishing them again would be refused again.
+  std::vector<std::size_t> take_unstorable() {
+    std::lock_guard lock(mutex_);
+    return std::exchange(unstorable_, {});
   }
 
   // Waits until every publish since the last call is acknowledged; false with `error` set
   // when one was refused, the wait ran out, or `stop` was set. What is still unanswered
   // then is forgotten: the caller publishes the whole batch again, and the ids make the
   // copies JetStream already stored duplicates it drops.
-  bool settle(const std::atomic<bool>& stop, std::string& error) {
+  bool settle(StopSignal& stop, std::string& error) {
     const auto until = std::chrono::steady_clock::now() + kAckWait;
     natsStatus s = NATS_TIMEOUT;
     while (s == NATS_TIMEOUT && !stop && std::chrono::steady_clock::now() < until) {
@@ -172,6 +218,7 @@ class Publisher {
       error = stop ? "stopped" : nats_error_text("JetStream acknowledgements", s);
     }
     std::lock_guard lock(mutex_);
+    in_flight_.clear();
     if (s == NATS_OK && refused_.empty()) return true;
     if (!refused_.empty()) error = refused_;
     refused_.clear();
@@ -185,6 +232,15 @@ class Publisher {
   static void on_error(jsCtx*, jsPubAckErr* pae, void* closure) {
     auto* self = static_cast<Publisher*>(closure);
     std::lock_guard lock(self->mutex_);
+    if (pae->ErrCode == JSStreamMessageExceedsMaximumErr) {
+      // Latest first: see publish().
+      const auto it = std::find_if(self->in_flight_.rbegin(), self->in_flight_.rend(),
+                                   [&](const auto& f) { return f.first == pae->Msg; });
+      if (it != self->in_flight_.rend()) {
+        self->unstorable_.push_back(it->second);
+        return;
+      }
+    }
     if (self->refused_.empty()) {
       self->refused_ = "JetStream refused a publish: " +
                        std::string(pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
@@ -194,6 +250,10 @@ class Publisher {
   jsCtx* js_ = nullptr;
   std::mutex mutex_;
   std::string refused_;  // the first refusal since the last settle
+  // Since the last settle: what was published (libnats's message, batch index), and the
+  // indexes of those the stream can never store.
+  std::vector<std::pair<const natsMsg*, std::size_t>> in_flight_;
+  std::vector<std::size_t> unstorable_;
 };
 
 // Publishes `batch` until JetStream acknowledged every message of it that NATS can take;
@@ -202,8 +262,17 @@ class Publisher {
 // stopped first.
 std::optional<std::uint64_t> forward(Client& c, Publisher& pub, const Route& route,
                                      const std::vector<Message>& batch, const std::string& host,
-                                     const std::atomic<bool>& stop, RouteStats& stats) {
+                                     StopSignal& stop, RouteStats& stats) {
   std::vector<bool> never(batch.size(), false);
+  const auto dead_letter = [&](std::size_t i, const char* why) {
+    spdlog::error(
+        "route {}: a message of {} bytes with its headers exceeds {}; sent to the "
+        "queue's dead letters (dropped if it has none)",
+        route.name, batch[i].size(), why);
+    c.nack(batch[i], NackAction::dead_letter, {}, true);
+    never[i] = true;
+    ++stats.failed;
+  };
   Backoff backoff;
   for (bool first = true;; first = false) {
     std::string error;
@@ -212,22 +281,20 @@ std::optional<std::uint64_t> forward(Client& c, Publisher& pub, const Route& rou
       if (never[i]) continue;
       const Message& m = batch[i];
       const natsStatus s = pub.publish(to_nats(m, route.subject, route.queue, host),
-                                       m.header(kHeaderMessageId).value_or(""));
+                                       m.header(kHeaderMessageId).value_or(""), i);
       // libnats checks the payload and headers against the server's max_payload itself.
       if (s == NATS_MAX_PAYLOAD) {
-        spdlog::error(
-            "route {}: a message of {} bytes with its headers exceeds NATS's "
-            "max_payload; sent to the queue's dead letters (dropped if it has none)",
-            route.name, m.size());
-        c.nack(m, NackAction::dead_letter, {}, true);
-        never[i] = true;
-        ++stats.failed;
+        dead_letter(i, "NATS's max_payload");
       } else if (s != NATS_OK) {
         error = nats_error_text("publish to " + route.subject, s);
         published = false;
       }
     }
-    if (pub.settle(stop, error) && published) {
+    const bool settled = pub.settle(stop, error);
+    for (const std::size_t i : pub.take_unstorable()) {
+      if (!never[i]) dead_letter(i, "the stream's max_msg_size");
+    }
+    if (settled && published) {
       std::uint64_t last = 0;
       for (std::size_t i = 0; i < batch.size(); ++i) {
         if (never[i]) continue;
@@ -243,27 +310,49 @@ std::optional<std::uint64_t> forward(Client& c, Publisher& pub, const Route& rou
   }
 }
 
+// Declares the route's queue with message ids, the Nats-Msg-Id that makes a resend a
+// duplicate. A queue the operator declared with other options (limits, a dead-letter
+// queue: qbusd.json's `queues`) is used as it is: the bridge must not refuse to carry it.
+void declare_outbound_queue(Client& c, const Route& route) {
+  QueueOptions q;
+  q.message_ids = true;
+  q.durable = route.durable_queue;
+  try {
+    c.declare(route.queue, q);
+  } catch (const Error& e) {
+    if (e.code() != Errc::queue_conflict) throw;
+    spdlog::info("route {}: queue {} is declared with other options; carrying it as it is ({})",
+                 route.name, route.queue, e.what());
+  }
+}
+
 }  // namespace
 
 void run_outbound(const BridgeConfig& config, const Route& route, const std::string& host,
-                  NatsLink& nats, const std::atomic<bool>& stop, RouteStats& stats) {
+                  NatsLink& nats, StopSignal& stop, RouteStats& stats) {
   bool stream_ready = route.stream.empty();
+  bool warned_no_id = false;
   Publisher pub(nats, route.batch);
   keep_running(route, stop, stats, [&](Backoff& backoff) {
     if (!stream_ready) {
       ensure_stream(nats, route);
       stream_ready = true;
     }
-    Client c = connect(config);
-    QueueOptions q;
-    q.message_ids = true;  // the Nats-Msg-Id that makes a resend a duplicate
-    q.durable = route.durable_queue;
-    c.declare(route.queue, q);
+    Connection conn(config, stop);
+    Client& c = conn.client;
+    declare_outbound_queue(c, route);
     stats.qbus_connected = true;
     backoff.reset();
     while (!stop) {
       auto batch = c.receive_batch(route.queue, route.batch, kPoll, ReceiveOptions{true});
       if (batch.empty()) continue;
+      if (!warned_no_id && !batch.front().header(kHeaderMessageId)) {
+        warned_no_id = true;
+        spdlog::warn(
+            "route {}: messages of queue {} carry no qbus-id (declare it with message_ids): "
+            "JetStream cannot drop the copies a crash of the bridge may publish twice",
+            route.name, route.queue);
+      }
       const auto last = forward(c, pub, route, batch, host, stop, stats);
       // Stopped with messages held: they go back to the queue when the connection closes.
       if (!last) return;
@@ -294,6 +383,17 @@ SubPtr pull_subscribe(NatsLink& nats, const Route& route) {
         nats_error_text("consumer " + route.consumer + " of stream " + route.stream, s));
   }
   return SubPtr(sub);
+}
+
+// False when JetStream says the route's consumer (or its stream) does not exist; true too
+// when it does not answer, so that a slow server does not make the route churn.
+bool consumer_exists(NatsLink& nats, const Route& route) {
+  jsConsumerInfo* info = nullptr;
+  jsErrCode jerr{};
+  const natsStatus s = js_GetConsumerInfo(&info, nats.js(), route.stream.c_str(),
+                                          route.consumer.c_str(), nullptr, &jerr);
+  jsConsumerInfo_Destroy(info);
+  return s != NATS_NOT_FOUND;
 }
 
 // The qbus headers of NATS message `msg`: those qbus can carry (a valid key, not the
@@ -402,23 +502,40 @@ std::vector<natsMsg*> deliverable(const Client& c, const Route& route, const nat
 
 }  // namespace
 
-void run_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats,
-                 const std::atomic<bool>& stop, RouteStats& stats) {
+void run_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats, StopSignal& stop,
+                 RouteStats& stats) {
   SubPtr sub;
   keep_running(route, stop, stats, [&](Backoff& backoff) {
     if (!sub) sub = pull_subscribe(nats, route);
-    Client c = connect(config);
+    Connection conn(config, stop);
+    Client& c = conn.client;
     stats.qbus_connected = true;
     backoff.reset();
     // After a refusal, until a whole batch went: one message at a time.
     bool careful = false;
+    auto next_check = std::chrono::steady_clock::now() + kConsumerCheck;
     while (!stop) {
       natsMsgList list{};
       jsErrCode jerr{};
       const natsStatus s = natsSubscription_Fetch(&list, sub.get(), static_cast<int>(route.batch),
                                                   kPoll.count(), &jerr);
-      if (s == NATS_TIMEOUT) continue;
-      if (s != NATS_OK) throw NatsError(nats_error_text("fetch from " + route.stream, s));
+      // The consumer (or its stream) may be gone: subscribing afresh makes it again. A fetch
+      // that was waiting when it went fails; one made after only times out.
+      if (s == NATS_TIMEOUT) {
+        if (const auto now = std::chrono::steady_clock::now(); now >= next_check) {
+          next_check = now + kConsumerCheck;
+          if (!consumer_exists(nats, route)) {
+            sub.reset();
+            throw NatsError("consumer " + route.consumer + " of stream " + route.stream +
+                            " is gone; making it again");
+          }
+        }
+        continue;
+      }
+      if (s != NATS_OK) {
+        sub.reset();
+        throw NatsError(nats_error_text("fetch from " + route.stream, s));
+      }
       struct ListGuard {
         natsMsgList* l;
         ~ListGuard() { natsMsgList_Destroy(l); }
@@ -464,9 +581,10 @@ std::optional<Backlog> inbound_backlog(NatsLink& nats, const Route& route) {
 }
 
 void run_subjects_outbound(const BridgeConfig& config, const Route& route, const std::string& host,
-                           NatsLink& nats, const std::atomic<bool>& stop, RouteStats& stats) {
+                           NatsLink& nats, StopSignal& stop, RouteStats& stats) {
   keep_running(route, stop, stats, [&](Backoff& backoff) {
-    Client c = connect(config);
+    Connection conn(config, stop);
+    Client& c = conn.client;
     Subscription sub = c.subscribe_subject(route.qbus_subject);
     stats.qbus_connected = true;
     backoff.reset();
@@ -491,7 +609,7 @@ void run_subjects_outbound(const BridgeConfig& config, const Route& route, const
 }
 
 void run_subjects_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats,
-                          const std::atomic<bool>& stop, RouteStats& stats) {
+                          StopSignal& stop, RouteStats& stats) {
   natsSubscription* raw = nullptr;
   if (const natsStatus s =
           natsConnection_SubscribeSync(&raw, nats.connection(), route.subject.c_str());
@@ -502,7 +620,8 @@ void run_subjects_inbound(const BridgeConfig& config, const Route& route, NatsLi
   }
   const SubPtr sub(raw);
   keep_running(route, stop, stats, [&](Backoff& backoff) {
-    Client c = connect(config);
+    Connection conn(config, stop);
+    Client& c = conn.client;
     stats.qbus_connected = true;
     backoff.reset();
     std::uint64_t failures = c.send_failures().count;
@@ -519,8 +638,13 @@ void run_subjects_inbound(const BridgeConfig& config, const Route& route, NatsLi
       const std::string subject =
           map_subject(natsMsg_GetSubject(m.get()), route.subject, route.qbus_subject);
       const auto size = static_cast<std::size_t>(natsMsg_GetDataLength(m.get()));
-      c.publish(subject, std::string_view(natsMsg_GetData(m.get()), size),
-                PublishOptions{to_qbus_headers(m.get()), false, false});
+      try {
+        c.publish(subject, std::string_view(natsMsg_GetData(m.get()), size),
+                  PublishOptions{to_qbus_headers(m.get()), false, false});
+      } catch (const Error&) {
+        ++stats.failed;  // at most once: the message in hand is not carried over
+        throw;
+      }
       ++stats.forwarded;
       // Pipelined: refusals (a subject qbus cannot carry, a payload over its limit) are
       // counted as they come back.

@@ -13,7 +13,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "bridge_config.hpp"
@@ -30,6 +32,37 @@ struct RouteStats {
   std::atomic<bool> qbus_connected{false};
 };
 
+// The main thread's request that every route end. Most of a route's waits are bounded and
+// look at it in between; a qbus call is not: qbusd parks a send into a full queue whose
+// overflow is `block` until a receiver makes room. So each route registers its connection
+// (Watch), and request() shuts those sockets down, which ends such a call with
+// connection_closed and lets the route give its batch back and return.
+//
+// Thread-safety: request() on one thread, everything else on any.
+class StopSignal {
+ public:
+  explicit operator bool() const noexcept { return stopped_.load(); }
+  void request();
+
+  // Registers `fd` (a Client's socket) while it lives; destroy it before the Client.
+  class Watch {
+   public:
+    Watch(StopSignal& stop, int fd);
+    ~Watch();
+    Watch(const Watch&) = delete;
+    Watch& operator=(const Watch&) = delete;
+
+   private:
+    StopSignal& stop_;
+    int fd_;
+  };
+
+ private:
+  std::atomic<bool> stopped_{false};
+  std::mutex mutex_;
+  std::set<int> fds_;  // held by mutex_: closed only after their Watch is gone
+};
+
 // Headers the bridge adds, so that provenance survives the trip.
 inline constexpr const char* kOriginHost = "Qbus-Origin-Host";
 inline constexpr const char* kOriginPid = "Qbus-Origin-Pid";
@@ -37,9 +70,9 @@ inline constexpr const char* kOriginUid = "Qbus-Origin-Uid";
 inline constexpr const char* kOriginQueue = "Qbus-Origin-Queue";
 
 void run_outbound(const BridgeConfig& config, const Route& route, const std::string& host,
-                  NatsLink& nats, const std::atomic<bool>& stop, RouteStats& stats);
-void run_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats,
-                 const std::atomic<bool>& stop, RouteStats& stats);
+                  NatsLink& nats, StopSignal& stop, RouteStats& stats);
+void run_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats, StopSignal& stop,
+                 RouteStats& stats);
 
 // What JetStream holds for an inbound queue route's consumer: messages not yet delivered
 // to the bridge, and those delivered but not yet acked. nullopt when NATS does not answer
@@ -54,8 +87,8 @@ std::optional<Backlog> inbound_backlog(NatsLink& nats, const Route& route);
 // while the other side is away is dropped and counted as failed (libnats buffers what is
 // published while it reconnects, up to its reconnect buffer).
 void run_subjects_outbound(const BridgeConfig& config, const Route& route, const std::string& host,
-                           NatsLink& nats, const std::atomic<bool>& stop, RouteStats& stats);
+                           NatsLink& nats, StopSignal& stop, RouteStats& stats);
 void run_subjects_inbound(const BridgeConfig& config, const Route& route, NatsLink& nats,
-                          const std::atomic<bool>& stop, RouteStats& stats);
+                          StopSignal& stop, RouteStats& stats);
 
 }  // namespace qbus::bridge

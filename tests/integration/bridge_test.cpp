@@ -139,16 +139,17 @@ int free_port() {
   return ntohs(a.sin_port);
 }
 
-// One request to the JetStream API of the server on `port`, in NATS's text protocol; the
-// JSON answer, or null when there was none.
-json jetstream_api(int port, const std::string& subject) {
+// One request to the JetStream API of the server on `port`, in NATS's text protocol, with
+// `body` (JSON text, or none); the JSON answer, or null when there was none.
+json jetstream_api(int port, const std::string& subject, const std::string& body = {}) {
   const int fd = connect_tcp(port);
   if (fd < 0) return nullptr;
   const timeval limit{10, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
   const std::string inbox = "_INBOX.bridge_test";
   const std::string request = "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB " + inbox +
-                              " 1\r\nPUB " + subject + " " + inbox + " 0\r\n\r\n";
+                              " 1\r\nPUB " + subject + " " + inbox + " " +
+                              std::to_string(body.size()) + "\r\n" + body + "\r\n";
   (void)!::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
   std::string in;
   json answer = nullptr;
@@ -180,6 +181,35 @@ json jetstream_api(int port, const std::string& subject) {
   }
   ::close(fd);
   return answer.is_discarded() ? json(nullptr) : answer;
+}
+
+// Publishes `payload` with `headers` on `subject` (HPUB), then waits for the server's answer
+// to a PING, so that the server has taken it; false when it did not answer.
+bool nats_publish(int port, const std::string& subject,
+                  const std::vector<std::pair<std::string, std::string>>& headers,
+                  const std::string& payload) {
+  const int fd = connect_tcp(port);
+  if (fd < 0) return false;
+  const timeval limit{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  std::string head = "NATS/1.0\r\n";
+  for (const auto& [k, v] : headers)
+    head += k + ": " + v + "\r\n";
+  head += "\r\n";
+  const std::string out =
+      "CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\nHPUB " + subject + " " +
+      std::to_string(head.size()) + " " + std::to_string(head.size() + payload.size()) + "\r\n" +
+      head + payload + "\r\nPING\r\n";
+  (void)!::send(fd, out.data(), out.size(), MSG_NOSIGNAL);
+  std::string in;
+  char buf[4096];
+  while (in.find("PONG\r\n") == std::string::npos && in.find("-ERR") == std::string::npos) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    in.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return in.find("PONG\r\n") != std::string::npos && in.find("-ERR") == std::string::npos;
 }
 
 // A nats-server with JetStream on 127.0.0.1, its store in `dir`/js and its log in
@@ -656,7 +686,7 @@ TEST_F(BridgeTest, AFullQueueAtBHoldsTheBacklogInJetStream) {
       << bridge_b_->status().dump();
 }
 
-// ---- 2. NATS away: messages wait in qbus, and come once it is back ----
+// ---- 2. NATS away for 10 s: messages wait in qbus, and come once it is back ----
 
 TEST_F(BridgeTest, Outage) {
   constexpr int kN = 100;
@@ -667,6 +697,7 @@ TEST_F(BridgeTest, Outage) {
   ASSERT_TRUE(got.wait_unique(1)) << logs();
 
   nats_->kill(SIGKILL);
+  const auto back_at = Clock::now() + seconds(10);  // the outage's length, not a wait for sync
   ASSERT_TRUE(eventually(
       [&] {
         const json s = bridge_a_->status();
@@ -679,6 +710,8 @@ TEST_F(BridgeTest, Outage) {
   ASSERT_TRUE(
       eventually([&] { return bridge_a_->counter("orders-out", "retried") > 0; }, kDeadline))
       << bridge_a_->log();
+  std::this_thread::sleep_until(back_at);
+  // Ten seconds on, nothing has left qbus.
   EXPECT_EQ(orders_in_qbus(), kN);
   EXPECT_EQ(got.take(milliseconds(0)), 0u);
   EXPECT_EQ(bridge_a_->counter("orders-out", "acked"), 1u);
@@ -1017,6 +1050,126 @@ TEST_F(BridgeTest, SubjectsCrossWithTheirPrefixMapped) {
   EXPECT_TRUE(
       eventually([&] { return bridge_a_->counter("sensors-out", "forwarded") >= 1; }, kDeadline))
       << bridge_a_->status().dump();
+}
+
+// A message the stream refuses for its size (its max_msg_size below NATS's max_payload)
+// goes to the queue's dead letters rather than being published again forever; the one
+// behind it still arrives. The queue, declared by its owner with a dead-letter queue
+// before the bridge came, is carried as it is.
+TEST_F(BridgeTest, AMessageTheStreamRefusesGoesToTheDeadLetters) {
+  nats_ = std::make_unique<NatsServer>(dir_);
+  host_a_ = std::make_unique<Daemon>(host_options("a"));
+  const json made = jetstream_api(
+      nats_->port(), "$JS.API.STREAM.CREATE.FLEET",
+      json{{"name", "FLEET"}, {"subjects", {"fleet.orders"}}, {"max_msg_size", 4096}}.dump());
+  ASSERT_TRUE(made.is_object() && !made.contains("error")) << made.dump();
+  Client owner = connect(*host_a_, "queue-owner");
+  QueueOptions q;
+  q.message_ids = true;
+  q.dead_letter = "orders.dead";
+  owner.declare("orders", q);
+  bridge_a_ = std::make_unique<Bridge>(dir_, "bridge-a",
+                                       config(*host_a_, *nats_, "hosta", outbound_route()));
+  bridge_a_->start();
+  ASSERT_TRUE(bridge_a_->wait_ready()) << bridge_a_->log();
+
+  owner.send_confirmed("orders", std::string(8000, 'x'));
+  ASSERT_NO_FATAL_FAILURE(send_orders(owner, 0, 1));
+  EXPECT_TRUE(eventually([&] { return stream_messages() == 1; }, kDeadline)) << logs();
+  const auto dead = owner.receive("orders.dead", kDeadline);
+  ASSERT_TRUE(dead) << logs();
+  EXPECT_EQ(dead->size(), 8000u);
+  EXPECT_TRUE(dead->header("qbus-dead-reason")) << "dead letters carry their reason";
+  ASSERT_TRUE(eventually(
+      [&] {
+        return bridge_a_->counter("orders-out", "failed") == 1 &&
+               bridge_a_->counter("orders-out", "acked") == 1;
+      },
+      kDeadline))
+      << bridge_a_->status().dump();
+  EXPECT_EQ(orders_in_qbus(), 0);
+  const std::string log = bridge_a_->log();
+  EXPECT_NE(log.find("exceeds the stream's max_msg_size"), std::string::npos) << log;
+  EXPECT_NE(log.find("carrying it as it is"), std::string::npos) << log;
+}
+
+// SIGTERM while bridge B's sends are parked by qbusd (its queue is full and blocks): the
+// bridge still stops at once, and the batch it held goes back to JetStream, so that a
+// bridge started later delivers everything.
+TEST_F(BridgeTest, StopWhileAFullQueueBlocksTheRoute) {
+  constexpr int kN = 100;
+  ASSERT_NO_FATAL_FAILURE(start_pair());
+  Client receiver = connect(*host_b_, "bridge-test-receiver");
+  QueueOptions small;
+  small.max_messages = 5;
+  small.overflow = Overflow::block;
+  receiver.declare("orders.remote", small);
+  Client sender = connect(*host_a_, "bridge-test-sender");
+  ASSERT_NO_FATAL_FAILURE(send_orders(sender, 0, kN));
+  // Full, with bridge B holding a batch it cannot finish.
+  ASSERT_TRUE(eventually(
+      [&] {
+        const json q =
+            admin_request(*host_b_, {{"request", "queue"}, {"key", "orders.remote"}})["queue"];
+        const json c = jetstream_api(nats_->port(), "$JS.API.CONSUMER.INFO.FLEET.hostb");
+        return q.is_object() && q.value("depth", 0) == 5 && c.is_object() &&
+               c.value("num_ack_pending", 0) > 0;
+      },
+      kDeadline))
+      << logs();
+  EXPECT_EQ(bridge_b_->stop(seconds(20)), std::optional<int>(0)) << bridge_b_->log();
+
+  bridge_b_ = std::make_unique<Bridge>(dir_, "bridge-b2",
+                                       config(*host_b_, *nats_, "hostb", inbound_route()));
+  bridge_b_->start();
+  Arrivals got(*host_b_);
+  EXPECT_TRUE(got.wait_unique(kN)) << got.missing(0, kN) << "\n" << logs();
+  EXPECT_TRUE(got.problems().empty()) << join(got.problems());
+}
+
+// The consumer deleted under bridge B (an operator's mistake, a stream re-created): the
+// bridge subscribes afresh, which makes the consumer again, and carries on.
+TEST_F(BridgeTest, ADeletedConsumerIsMadeAgain) {
+  ASSERT_NO_FATAL_FAILURE(start_pair());
+  Client sender = connect(*host_a_, "bridge-test-sender");
+  Arrivals got(*host_b_);
+  ASSERT_NO_FATAL_FAILURE(send_orders(sender, 0, 1));
+  ASSERT_TRUE(got.wait_unique(1)) << logs();
+  const json deleted = jetstream_api(nats_->port(), "$JS.API.CONSUMER.DELETE.FLEET.hostb");
+  ASSERT_TRUE(deleted.is_object() && deleted.value("success", false)) << deleted.dump();
+  ASSERT_NO_FATAL_FAILURE(send_orders(sender, 1, 11));
+  // The new consumer starts at the stream's beginning: order 0 may come again.
+  EXPECT_TRUE(got.wait_unique(11)) << got.missing(0, 11) << "\n" << logs();
+  EXPECT_TRUE(got.problems().empty()) << join(got.problems());
+}
+
+// A NATS message with more headers than a qbus sender may set: the bridge keeps those that
+// fit a sender's bound (which ones: libnats does not keep their order) and delivers the
+// message rather than being refused.
+TEST_F(BridgeTest, HeadersBeyondASendersBoundAreCutNotRefused) {
+  ASSERT_NO_FATAL_FAILURE(start_pair());
+  const auto value = [](int i) { return std::string(200, static_cast<char>('a' + i % 26)); };
+  std::vector<std::pair<std::string, std::string>> headers;
+  for (int i = 0; i < 40; ++i)
+    headers.emplace_back("h" + std::to_string(i), value(i));
+  ASSERT_TRUE(nats_publish(nats_->port(), "fleet.orders", headers, "many headers")) << logs();
+  Client receiver = connect(*host_b_, "bridge-test-receiver");
+  const auto m = receiver.receive("orders.remote", kDeadline);
+  ASSERT_TRUE(m) << logs();
+  EXPECT_EQ(m->text(), "many headers");
+  std::size_t kept = 0;
+  std::size_t encoded = 0;
+  for (const auto& [k, v] : m->headers()) {
+    if (k.starts_with("qbus-")) continue;
+    encoded += 1 + k.size() + 2 + v.size();
+    ASSERT_TRUE(k.starts_with("h")) << k;
+    EXPECT_EQ(v, value(std::stoi(k.substr(1)))) << k;
+    ++kept;
+  }
+  EXPECT_GT(kept, 0u);
+  EXPECT_LT(kept, headers.size());
+  EXPECT_LE(encoded, 3584u);
+  EXPECT_EQ(bridge_b_->counter("orders-in", "failed"), 0u);
 }
 
 }  // namespace
