@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "qbus/config/config.hpp"
+#include "qbus/proto/address.hpp"
 #include "qbus/proto/field.hpp"
 #include "qbus/proto/subject.hpp"
 
@@ -242,6 +243,20 @@ void check_loops(const std::vector<Route>& routes) {
 
 }  // namespace
 
+std::string metrics_listen_problem(std::string_view listen) {
+  // parse_address also takes tls: and bare paths, which qbusd's clients use; not here.
+  if (!listen.starts_with("tcp:") && !listen.starts_with("unix:")) {
+    return "must be tcp:HOST:PORT or unix:/path, such as \"tcp:127.0.0.1:9465\"";
+  }
+  std::string why;
+  const auto address = proto::parse_address(listen, why, true);
+  if (!address) return why;
+  if (address->kind == proto::Address::Kind::unix_socket && address->path.front() != '/') {
+    return "a unix: path must be absolute";
+  }
+  return "";
+}
+
 bool is_valid_nats_subject(std::string_view subject, bool wildcards) {
   if (subject.empty() || subject.size() > 255) return false;
   std::size_t start = 0;
@@ -315,6 +330,12 @@ BridgeConfig parse_bridge_config(std::string_view text, Secrets secrets) {
   absolute_file("metrics_file", c.metrics_file);
   if (!c.metrics_file.empty() && !c.metrics_file.ends_with(".prom")) {
     bad("metrics_file", "must end in .prom (node_exporter's textfile collector reads only those)");
+  }
+  o.string("metrics_listen", c.metrics_listen);
+  if (!c.metrics_listen.empty()) {
+    if (const std::string why = metrics_listen_problem(c.metrics_listen); !why.empty()) {
+      bad("metrics_listen", why);
+    }
   }
   const json* nats = o.find("nats");
   c.nats = nats ? read_nats(*nats, secrets) : NatsSettings{};

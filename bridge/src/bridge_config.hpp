@@ -68,6 +68,9 @@ struct BridgeConfig {
   std::string host;  // this host's name in the provenance headers; empty: gethostname()
   std::string status_file = "/run/qbus-bridge/status.json";  // qbus-bridge.service's
   std::string metrics_file;  // Prometheus text for node_exporter's textfile collector; off
+  // Where Prometheus scrapes the same text itself (metrics_http.hpp): "tcp:HOST:PORT" or
+  // "unix:/path"; empty: off.
+  std::string metrics_listen;
   NatsSettings nats;
   std::vector<Route> routes;
 };
@@ -80,6 +83,11 @@ enum class Secrets { read, skip };
 BridgeConfig parse_bridge_config(std::string_view text, Secrets secrets = Secrets::read);
 // Reads and parses the file at `path` (errors name it).
 BridgeConfig load_bridge_config(const std::string& path, Secrets secrets = Secrets::read);
+
+// What is wrong with `listen` as a metrics_listen address; "" when nothing is. It must be
+// "tcp:HOST:PORT" (HOST a name or an IP address, an IPv6 one in brackets; PORT 0..65535,
+// 0 for any free port) or "unix:/absolute/path". Shared by the parser and MetricsEndpoint.
+std::string metrics_listen_problem(std::string_view listen);
 
 // Whether `subject` is a NATS subject: dot-separated non-empty tokens of printable ASCII
 // without space; with `wildcards`, a token may be `*` and the last one `>`.

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "bridge_config.hpp"
+#include "metrics_http.hpp"
 #include "metrics_text.hpp"
 #include "nats_link.hpp"
 #include "routes.hpp"
@@ -98,15 +99,17 @@ void write_atomically(const std::string& path, const std::string& text, mode_t m
   if (failing.insert(path).second) spdlog::warn("cannot write {}: {}", path, std::strerror(error));
 }
 
-// The status file, and the metrics file when there is one, from one snapshot.
+// The status file, and the metrics file and endpoint when there are, from one snapshot.
 void write_status(const BridgeConfig& c, qbus::bridge::NatsLink& nats,
-                  const std::vector<std::unique_ptr<RouteStats>>& stats) {
+                  const std::vector<std::unique_ptr<RouteStats>>& stats,
+                  qbus::bridge::MetricsEndpoint* endpoint) {
   const nlohmann::json status = status_json(c, nats, stats);
   write_atomically(c.status_file, status.dump(2) + "\n", 0600);
+  if (c.metrics_file.empty() && !endpoint) return;
+  std::string metrics = qbus::bridge::metrics_text(status);
   // Counts only, no secret: readable by node_exporter's user.
-  if (!c.metrics_file.empty()) {
-    write_atomically(c.metrics_file, qbus::bridge::metrics_text(status), 0644);
-  }
+  if (!c.metrics_file.empty()) write_atomically(c.metrics_file, metrics, 0644);
+  if (endpoint) endpoint->publish(std::move(metrics));
 }
 
 // --status: the running bridge's last status, refused when it is stale (the bridge writes
@@ -160,6 +163,12 @@ int run(const BridgeConfig& c) {
   sigaddset(&signals, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // Before anything runs: an address it cannot bind stops the start.
+  std::unique_ptr<qbus::bridge::MetricsEndpoint> endpoint;
+  if (!c.metrics_listen.empty()) {
+    endpoint = std::make_unique<qbus::bridge::MetricsEndpoint>(c.metrics_listen);
+    spdlog::info("metrics on {}", endpoint->endpoint());
+  }
   qbus::bridge::NatsLink nats(c);
   const std::string host = this_host(c);
   qbus::bridge::StopSignal stop;
@@ -177,7 +186,7 @@ int run(const BridgeConfig& c) {
   spdlog::info("qbus-bridge running: {} routes, NATS at {}", c.routes.size(), c.nats.url);
   const timespec second{1, 0};
   while (true) {
-    write_status(c, nats, stats);
+    write_status(c, nats, stats, endpoint.get());
     const int sig = sigtimedwait(&signals, nullptr, &second);
     if (sig == SIGTERM || sig == SIGINT) break;
   }
@@ -185,7 +194,7 @@ int run(const BridgeConfig& c) {
   stop.request();
   for (auto& t : threads)
     t.join();
-  write_status(c, nats, stats);
+  write_status(c, nats, stats, endpoint.get());
   return 0;
 }
 

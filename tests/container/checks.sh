@@ -348,25 +348,31 @@ systemd-run --unit=qbus-test-nats --property=DynamicUser=yes --property=StateDir
 echo '{"rules": [{"allow": ["send", "receive", "declare"], "users": ["qbus-bridge"], "prefixes": ["bridge."]}]}' \
   >/etc/qbus/policy.d/60-bridge.json
 systemctl reload qbusd.service
-bridge_config() { # NAME ROUTE -> a bridge config on stdout
+bridge_config() { # STATUS_FILE ROUTE [MORE_FIELDS] -> a bridge config on stdout
   printf '{"nats": {"url": "nats://127.0.0.1:%s", "token_file": "/etc/qbus/nats-token"},\n' $nats_port
-  printf ' "status_file": "%s", "routes": [%s]}\n' "$1" "$2"
+  printf ' %s"status_file": "%s", "routes": [%s]}\n' "${3:+$3, }" "$1" "$2"
 }
 bridge_config /run/qbus-bridge/status.json \
   '{"name": "out", "direction": "outbound", "queue": "bridge.out", "subject": "fleet.deb", "stream": "FLEET"}' \
-  >/etc/qbus/bridge.json
+  '"metrics_listen": "tcp:127.0.0.1:19465"' >/etc/qbus/bridge.json
 bridge_config /tmp/qbus-bridge-in.json \
   '{"name": "in", "direction": "inbound", "queue": "bridge.in", "subject": "fleet.deb", "stream": "FLEET", "consumer": "deb"}' \
   >"$dir/bridge-in.json"
 chmod 644 "$dir/bridge-in.json"
 acked_one() { timeout 30 /usr/bin/qbus-bridge --config /etc/qbus/bridge.json --status 2>/dev/null | tr -d ' \n' | grep -q '"acked":1,'; }
-bridge_got='' bridge_user='' bridge_status=''
+# The unit's own scrape endpoint (metrics_listen), asked with bash's /dev/tcp.
+scraped_one() {
+  timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/19465 && printf "GET /metrics HTTP/1.0\r\n\r\n" >&3 && cat <&3' 2>/dev/null |
+    grep -q '^qbus_bridge_acked_total{route="out",direction="outbound"} 1'
+}
+bridge_got='' bridge_user='' bridge_status='' bridge_scraped=no
 if wait_until 20 bash -c "echo >/dev/tcp/127.0.0.1/$nats_port" 2>/dev/null; then
   systemctl start qbus-bridge.service
   bridge_user=$(stat -c %U "/proc/$(show qbus-bridge.service MainPID)" 2>/dev/null)
   qbusctl send bridge.out "across NATS"
   # JetStream acknowledged the publish once the route's acked count is 1.
   wait_until 20 acked_one
+  wait_until 10 scraped_one && bridge_scraped=yes
   bridge_status=$(timeout 30 /usr/bin/qbus-bridge --config /etc/qbus/bridge.json --status 2>&1 | tr -d ' \n')
   runuser -u qbus-bridge -- timeout 60 /usr/bin/qbus-bridge --config "$dir/bridge-in.json" \
     >"$dir/bridge-in.log" 2>&1 &
@@ -379,10 +385,11 @@ bridge_exposure=$(systemd-analyze security --no-pager qbus-bridge.service 2>&1 |
   sed -n 's/.*Overall exposure level for qbus-bridge.service: \([0-9.]*\).*/\1/p')
 if [ "$no_config" = "no/inactive" ] && [ "$bridge_user" = qbus-bridge ] &&
   [[ "$bridge_status" == *'"acked":1,'*'"qbus_connected":true'* ]] && [ "$bridge_got" = "across NATS" ] &&
+  [ "$bridge_scraped" = yes ] &&
   [ -n "$bridge_exposure" ] && awk -v e="$bridge_exposure" 'BEGIN { exit !(e <= 1.5) }'; then
-  pass bridge "no config: $no_config; the unit as user $bridge_user forwarded bridge.out to JetStream ($(grep -o '"routes":.*' <<<"$bridge_status")); the inbound bridge brought back '$bridge_got'; systemd-analyze security: $bridge_exposure (offline 1.5)"
+  pass bridge "no config: $no_config; the unit as user $bridge_user forwarded bridge.out to JetStream ($(grep -o '"routes":.*' <<<"$bridge_status")); the inbound bridge brought back '$bridge_got'; GET /metrics from the unit: acked 1; systemd-analyze security: $bridge_exposure (offline 1.5)"
 else
-  fail bridge "no config: '$no_config'; user '$bridge_user'; status: '$bridge_status'; got '$bridge_got'; exposure '$bridge_exposure'; nats: $(cat "$dir/nats-run.log") $(journalctl -u qbus-test-nats.service --no-pager -o cat -n 5 | tr '\n' ' '); bridge: $(journalctl -u qbus-bridge.service --no-pager -o cat -n 10 | tr '\n' ' '); inbound bridge: $(tr '\n' ' ' <"$dir/bridge-in.log" 2>/dev/null)"
+  fail bridge "no config: '$no_config'; user '$bridge_user'; status: '$bridge_status'; scraped: $bridge_scraped; got '$bridge_got'; exposure '$bridge_exposure'; nats: $(cat "$dir/nats-run.log") $(journalctl -u qbus-test-nats.service --no-pager -o cat -n 5 | tr '\n' ' '); bridge: $(journalctl -u qbus-bridge.service --no-pager -o cat -n 10 | tr '\n' ' '); inbound bridge: $(tr '\n' ' ' <"$dir/bridge-in.log" 2>/dev/null)"
 fi
 systemctl stop qbus-bridge.service qbus-test-nats.service
 

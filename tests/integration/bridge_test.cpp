@@ -44,6 +44,7 @@
 #include "admin_json.hpp"
 #include "daemon.hpp"
 #include "eventually.hpp"
+#include "http_peer.hpp"
 
 namespace qbus::testing {
 namespace {
@@ -299,9 +300,11 @@ class Bridge {
       : config_path_(dir.file(name + ".json")),
         status_path_(dir.file(name + "-status.json")),
         metrics_path_(dir.file(name + ".prom")),
+        metrics_socket_(dir.file(name + "-metrics.sock")),
         log_path_(dir.file(name + ".log")) {
     config["status_file"] = status_path_;
     config["metrics_file"] = metrics_path_;
+    if (!config.contains("metrics_listen")) config["metrics_listen"] = "unix:" + metrics_socket_;
     std::ofstream(config_path_) << config.dump(2) << '\n';
   }
   ~Bridge() {
@@ -317,6 +320,14 @@ class Bridge {
     pid_ = -1;
     return code;
   }
+  // Waits for it to exit by itself; its exit code, or nullopt when it still runs after
+  // `limit` (then it is killed).
+  std::optional<int> wait(Clock::duration limit = kDeadline) {
+    const auto code = wait_exit(pid_, limit);
+    if (!code) (void)end_process(pid_, SIGKILL);
+    pid_ = -1;
+    return code;
+  }
   void kill9() {
     (void)end_process(pid_, SIGKILL);
     pid_ = -1;
@@ -324,6 +335,14 @@ class Bridge {
   pid_t pid() const { return pid_; }
   std::string log() const { return read_file(log_path_); }
   const std::string& metrics_path() const { return metrics_path_; }
+  // GET /metrics from its endpoint: the whole response, empty when it did not answer.
+  std::string scrape() const {
+    try {
+      return exchange(0, "GET /metrics HTTP/1.1\r\nHost: bridge\r\n\r\n", metrics_socket_);
+    } catch (const std::runtime_error&) {
+      return {};
+    }
+  }
   Result status_command() const { return run({kBridgePath, "--config", config_path_, "--status"}); }
 
   // The status this process wrote last; null when there is none yet.
@@ -361,6 +380,7 @@ class Bridge {
   std::string config_path_;
   std::string status_path_;
   std::string metrics_path_;
+  std::string metrics_socket_;
   std::string log_path_;
   pid_t pid_ = -1;
 };
@@ -635,6 +655,16 @@ TEST_F(BridgeTest, RoundTrip) {
             std::string::npos)
       << metrics_b;
   EXPECT_NE(metrics_b.find("qbus_bridge_nats_connected 1\n"), std::string::npos) << metrics_b;
+  // The same text scraped from its endpoint.
+  std::string scraped;
+  EXPECT_TRUE(eventually(
+      [&] {
+        scraped = bridge_a_->scrape();
+        return body_of(scraped).find(forwarded_a) != std::string::npos;
+      },
+      kDeadline))
+      << scraped;
+  EXPECT_EQ(status_line(scraped), "HTTP/1.1 200 OK") << scraped;
   struct stat st {};
   ASSERT_EQ(::stat(bridge_a_->metrics_path().c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0644u);
@@ -946,6 +976,19 @@ TEST_F(BridgeConfigTest, BadConfig) {
   const Result w = check(wildcard);
   expect_error(w, "routes[0] (orders-out) and routes[1] (orders-in)", "loop");
   EXPECT_NE(w.err.find("fleet.orders"), std::string::npos) << w.err;
+}
+
+// A metrics address the bridge cannot bind stops its start with one line naming it.
+TEST_F(BridgeTest, AMetricsAddressItCannotBindStopsTheStart) {
+  nats_ = std::make_unique<NatsServer>(dir_);
+  host_a_ = std::make_unique<Daemon>(host_options("a"));
+  json c = config(*host_a_, *nats_, "hosta", outbound_route());
+  c["metrics_listen"] = "unix:" + dir_.file("no-such-dir") + "/metrics.sock";
+  bridge_a_ = std::make_unique<Bridge>(dir_, "bridge-a", c);
+  bridge_a_->start();
+  EXPECT_EQ(bridge_a_->wait(), std::optional<int>(1)) << bridge_a_->log();
+  EXPECT_NE(bridge_a_->log().find("qbus-bridge: metrics_listen unix:"), std::string::npos)
+      << bridge_a_->log();
 }
 
 // ---- 5. SIGTERM ----

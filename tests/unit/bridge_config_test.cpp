@@ -261,6 +261,35 @@ TEST(BridgeConfig, TheMetricsFileIsOptionalAbsoluteAndEndsInProm) {
             "those)");
 }
 
+TEST(BridgeConfig, TheMetricsListenerIsOptionalTcpOrUnix) {
+  EXPECT_EQ(parse_bridge_config(with_routes(kOut)).metrics_listen, "") << "off by default";
+  const auto listen = [](const std::string& value) {
+    return with_routes(kOut, R"("metrics_listen": ")" + value + R"(", )");
+  };
+  for (const std::string good : {"", "tcp:127.0.0.1:9465", "tcp:127.0.0.1:0", "tcp:[::1]:65535",
+                                 "tcp:localhost:9465", "unix:/run/qbus-bridge/metrics.sock"}) {
+    EXPECT_EQ(parse_bridge_config(listen(good)).metrics_listen, good);
+  }
+  const std::string syntax =
+      R"(metrics_listen: must be tcp:HOST:PORT or unix:/path, such as "tcp:127.0.0.1:9465")";
+  EXPECT_EQ(error_of(listen("127.0.0.1:9465")), syntax);
+  EXPECT_EQ(error_of(listen("/run/qbus-bridge/metrics.sock")), syntax) << "unix: is required";
+  EXPECT_EQ(error_of(listen("tls:127.0.0.1:9465")), syntax) << "no TLS";
+  EXPECT_EQ(error_of(listen("tcp:127.0.0.1")), "metrics_listen: tcp address must be tcp:HOST:PORT");
+  EXPECT_EQ(error_of(listen("tcp:127.0.0.1:65536")),
+            "metrics_listen: tcp port '65536' is not a number from 0 to 65535");
+  EXPECT_EQ(error_of(listen("tcp:127.0.0.1:http")),
+            "metrics_listen: tcp port 'http' is not a number from 0 to 65535");
+  EXPECT_EQ(error_of(listen("tcp:127.0.0.1:-1")),
+            "metrics_listen: tcp port '-1' is not a number from 0 to 65535");
+  EXPECT_EQ(error_of(listen("tcp::9465")), "metrics_listen: tcp address must be tcp:HOST:PORT");
+  EXPECT_EQ(error_of(listen("unix:")), "metrics_listen: unix address has an empty path");
+  EXPECT_EQ(error_of(listen("unix:run/metrics.sock")),
+            "metrics_listen: a unix: path must be absolute");
+  EXPECT_EQ(error_of(with_routes(kOut, R"("metrics_listen": 9465, )")),
+            "metrics_listen: must be a string");
+}
+
 TEST(BridgeMetrics, EveryRouteHasItsCountsAndAnInboundOneItsBacklog) {
   const nlohmann::json status = {{"nats", {{"connected", true}, {"url", "nats://x"}}},
                                  {"routes",
