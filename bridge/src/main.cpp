@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -174,10 +175,14 @@ int run(const BridgeConfig& c) {
   qbus::bridge::StopSignal stop;
   std::vector<std::unique_ptr<RouteStats>> stats;
   std::vector<std::thread> threads;
+  std::atomic<std::size_t> running{c.routes.size()};
   for (const auto& r : c.routes) {
     stats.push_back(std::make_unique<RouteStats>());
     RouteStats& s = *stats.back();
-    threads.emplace_back([&, r] { run_route(c, r, host, nats, stop, s); });
+    threads.emplace_back([&, r] {
+      run_route(c, r, host, nats, stop, s);
+      --running;
+    });
     const bool out = r.direction == Direction::outbound;
     const std::string local = r.queue.empty() ? "subjects " + r.qbus_subject : "queue " + r.queue;
     spdlog::info("route {}: {} {} {} NATS {}", r.name, out ? "from" : "into", local,
@@ -191,7 +196,16 @@ int run(const BridgeConfig& c) {
     if (sig == SIGTERM || sig == SIGINT) break;
   }
   spdlog::info("stopping: held messages go back to their queues");
+  // A route ends after the batch in hand (its waits look at the flag every half second);
+  // one still running after the grace is parked in qbusd, and its socket is shut down.
   stop.request();
+  const auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (running > 0 && std::chrono::steady_clock::now() < grace)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (running > 0) {
+    spdlog::info("{} routes still busy: closing their qbus connections", running.load());
+    stop.force();
+  }
   for (auto& t : threads)
     t.join();
   write_status(c, nats, stats, endpoint.get());

@@ -122,14 +122,14 @@ std::string answer(std::string_view head, const std::string* text) {
   return response("200 OK", "text/plain; version=0.0.4; charset=utf-8", *text, head_only);
 }
 
-// Whether a process accepts connections on the Unix socket at `addr`.
-bool someone_listens(const sockaddr_un& addr) {
-  // Non-blocking, so that a listener with a full backlog answers EAGAIN instead of
-  // making us wait; it is a listener all the same.
+// Whether the socket file at `addr` is stale: nobody listens on it (ECONNREFUSED). Any
+// other answer (a listener, one with a full backlog, a socket of another user or kind, no
+// descriptor to ask with) leaves it alone: it may be someone's.
+bool stale_socket(const sockaddr_un& addr) {
   const UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return false;
-  return ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0 ||
-         errno == EAGAIN;
+  return ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0 &&
+         errno == ECONNREFUSED;
 }
 
 UniqueFd bind_unix(const std::string& listen, const std::string& path) {
@@ -139,7 +139,7 @@ UniqueFd bind_unix(const std::string& listen, const std::string& path) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) fail(listen, path + " exists and is not a socket");
-    if (someone_listens(addr)) fail(listen, "another process is listening on " + path);
+    if (!stale_socket(addr)) fail(listen, "another process is listening on " + path);
     // A socket file nobody listens on: left by a bridge that did not stop cleanly.
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
       fail(listen, "cannot remove the stale socket: " + error_text(errno));
@@ -317,8 +317,9 @@ void MetricsEndpoint::run() {
       next = std::min(next, c.deadline);
     }
     if (::poll(fds.data(), fds.size(), timeout_until(next, now)) < 0) {
-      if (errno == EINTR) continue;
-      return;  // only with a broken descriptor set, which retrying would not mend
+      // EINTR, or ENOMEM, which passes: serving stops only with the destructor.
+      if (errno != EINTR) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
     }
     if (fds[0].revents != 0) return;  // the destructor's wake-up
     const auto after = Clock::now();

@@ -4,8 +4,9 @@
 //
 // Narrow on purpose: one path to GET (and HEAD), one request per connection, then close;
 // anything else is refused (404, 405, 400). It has no authentication, so it belongs on
-// loopback or a Unix socket. Its bounds keep a slow, silent or hostile peer cheap and
-// unable to starve Prometheus:
+// loopback or a Unix socket. Its bounds keep a slow, silent or hostile peer cheap (one
+// that holds every slot makes scrapes fail with 503 until its deadlines pass, but costs
+// the bridge nothing more):
 //   - at most kMaxConnections connections at once; one beyond gets a 503 and is closed;
 //   - a request head of at most kMaxRequestBytes; a longer one gets a 431 and is closed;
 //   - one deadline of kExchangeTimeout for a whole exchange, from accept to close, so a

@@ -18,9 +18,10 @@
 
 namespace qbus::bridge {
 
-void StopSignal::request() {
+void StopSignal::force() {
   std::lock_guard lock(mutex_);
   stopped_ = true;
+  forced_ = true;
   for (const int fd : fds_)
     ::shutdown(fd, SHUT_RDWR);
 }
@@ -28,7 +29,7 @@ void StopSignal::request() {
 StopSignal::Watch::Watch(StopSignal& stop, int fd) : stop_(stop), fd_(fd) {
   std::lock_guard lock(stop_.mutex_);
   stop_.fds_.insert(fd_);
-  if (stop_.stopped_) ::shutdown(fd_, SHUT_RDWR);  // request() came before this Watch
+  if (stop_.forced_) ::shutdown(fd_, SHUT_RDWR);  // force() came before this Watch
 }
 
 StopSignal::Watch::~Watch() {
@@ -72,7 +73,7 @@ void keep_running(const Route& route, StopSignal& stop, RouteStats& stats, Sessi
       session(backoff);
     } catch (const Error& e) {
       stats.qbus_connected = false;
-      if (stop) return;  // its connection was shut down to end a parked call
+      if (stop) return;  // its connection may have been shut down to end a parked call
       spdlog::warn("route {}: qbus: {}", route.name, e.what());
       if (!backoff.wait(stop)) return;
     } catch (const NatsError& e) {
@@ -80,6 +81,12 @@ void keep_running(const Route& route, StopSignal& stop, RouteStats& stats, Sessi
       if (!backoff.wait(stop)) return;
     }
   }
+}
+
+// Whether `e` ended the qbus connection (a client-side code from 200 on, or one after which
+// qbusd closes it), rather than refusing one message.
+bool connection_failed(const Error& e) {
+  return errc_is_fatal(e.code()) || static_cast<std::uint16_t>(e.code()) >= 200;
 }
 
 ClientOptions client_options(const BridgeConfig& config) {
@@ -386,12 +393,17 @@ SubPtr pull_subscribe(NatsLink& nats, const Route& route) {
 }
 
 // False when JetStream says the route's consumer (or its stream) does not exist; true too
-// when it does not answer, so that a slow server does not make the route churn.
+// when it does not answer or NATS is away, so that neither makes the route churn, and
+// asked within kPoll, so that the route still sees a stop in time.
 bool consumer_exists(NatsLink& nats, const Route& route) {
+  if (!nats.connected()) return true;
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Wait = kPoll.count();
   jsConsumerInfo* info = nullptr;
   jsErrCode jerr{};
-  const natsStatus s = js_GetConsumerInfo(&info, nats.js(), route.stream.c_str(),
-                                          route.consumer.c_str(), nullptr, &jerr);
+  const natsStatus s =
+      js_GetConsumerInfo(&info, nats.js(), route.stream.c_str(), route.consumer.c_str(), &o, &jerr);
   jsConsumerInfo_Destroy(info);
   return s != NATS_NOT_FOUND;
 }
@@ -468,8 +480,7 @@ std::size_t send_each_confirmed(Client& c, const Route& route, const std::vector
       c.send(route.queue, data_of(msgs[i]), SendOptions{to_qbus_headers(msgs[i]), true});
     } catch (const Error& e) {
       give_back(std::span(msgs).subspan(i), stats);
-      // The connection failed (a client-side code, or one that closes it): not a refusal.
-      if (errc_is_fatal(e.code()) || static_cast<std::uint16_t>(e.code()) >= 200) throw;
+      if (connection_failed(e)) throw;
       spdlog::warn("route {}: qbusd refused a send to {}: {}", route.name, route.queue, e.what());
       return i;
     }
@@ -641,9 +652,12 @@ void run_subjects_inbound(const BridgeConfig& config, const Route& route, NatsLi
       try {
         c.publish(subject, std::string_view(natsMsg_GetData(m.get()), size),
                   PublishOptions{to_qbus_headers(m.get()), false, false});
-      } catch (const Error&) {
+      } catch (const Error& e) {
         ++stats.failed;  // at most once: the message in hand is not carried over
-        throw;
+        if (connection_failed(e)) throw;
+        // libqbus's own checks: a subject qbus cannot carry, a payload over its limit.
+        spdlog::warn("route {}: cannot publish {} in qbus: {}", route.name, subject, e.what());
+        continue;
       }
       ++stats.forwarded;
       // Pipelined: refusals (a subject qbus cannot carry, a payload over its limit) are

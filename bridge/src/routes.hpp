@@ -33,16 +33,18 @@ struct RouteStats {
 };
 
 // The main thread's request that every route end. Most of a route's waits are bounded and
-// look at it in between; a qbus call is not: qbusd parks a send into a full queue whose
-// overflow is `block` until a receiver makes room. So each route registers its connection
-// (Watch), and request() shuts those sockets down, which ends such a call with
-// connection_closed and lets the route give its batch back and return.
+// look at it in between, so a route stops after finishing the batch in hand; a qbus call
+// is not: qbusd parks a send into a full queue whose overflow is `block` until a receiver
+// makes room. So each route registers its connection (Watch), and force(), for the routes
+// still running after a grace period, shuts those sockets down, which ends such a call
+// with connection_closed and lets the route give its batch back and return.
 //
-// Thread-safety: request() on one thread, everything else on any.
+// Thread-safety: request() and force() on one thread, everything else on any.
 class StopSignal {
  public:
   explicit operator bool() const noexcept { return stopped_.load(); }
-  void request();
+  void request() { stopped_ = true; }
+  void force();
 
   // Registers `fd` (a Client's socket) while it lives; destroy it before the Client.
   class Watch {
@@ -60,7 +62,8 @@ class StopSignal {
  private:
   std::atomic<bool> stopped_{false};
   std::mutex mutex_;
-  std::set<int> fds_;  // held by mutex_: closed only after their Watch is gone
+  bool forced_ = false;  // held by mutex_
+  std::set<int> fds_;    // held by mutex_: closed only after their Watch is gone
 };
 
 // Headers the bridge adds, so that provenance survives the trip.

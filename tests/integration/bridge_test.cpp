@@ -1093,6 +1093,27 @@ TEST_F(BridgeTest, SubjectsCrossWithTheirPrefixMapped) {
   EXPECT_TRUE(
       eventually([&] { return bridge_a_->counter("sensors-out", "forwarded") >= 1; }, kDeadline))
       << bridge_a_->status().dump();
+
+  // A NATS subject qbus cannot carry ('+') is counted as failed; the route goes on, on the
+  // same connection.
+  const std::uint64_t forwarded = bridge_b_->counter("sensors-in", "forwarded");
+  ASSERT_TRUE(nats_publish(nats_->port(), "fleet.hosta.sensors.a+b", {}, "bad")) << logs();
+  ASSERT_TRUE(nats_publish(nats_->port(), "fleet.hosta.sensors.hall", {}, "good")) << logs();
+  std::optional<Message> good;
+  while (!good || good->text() != "good") {
+    good = sub.next(kDeadline);
+    ASSERT_TRUE(good) << logs();
+  }
+  EXPECT_EQ(good->key(), "hosta.sensors.hall");
+  EXPECT_TRUE(eventually(
+      [&] {
+        return bridge_b_->counter("sensors-in", "failed") == 1 &&
+               bridge_b_->counter("sensors-in", "forwarded") > forwarded;
+      },
+      kDeadline))
+      << bridge_b_->status().dump();
+  EXPECT_EQ(bridge_b_->log().find("sensors-in: qbus: "), std::string::npos)
+      << "no reconnect: " << bridge_b_->log();
 }
 
 // A message the stream refuses for its size (its max_msg_size below NATS's max_payload)

@@ -272,7 +272,7 @@ TEST(MetricsEndpoint, ASilentOrSlowClientDoesNotStallAnother) {
   // hold (by default at most 4 MiB sending, and 128 KiB receiving until the client reads),
   // so that its answer stays half-sent.
   std::string big;
-  while (big.size() < (16u << 20))
+  while (big.size() < (8u << 20))
     big += "qbus_bridge_padding{n=\"" + std::to_string(big.size()) + "\"} 1\n";
   m.publish(big);
   const std::string e = m.endpoint();
