@@ -424,7 +424,7 @@ Headers to_qbus_headers(natsMsg* msg) {
     const char* value = nullptr;
     if (natsMsgHeader_Get(msg, keys[i], &value) != NATS_OK || !value) continue;
     const std::size_t size = std::string_view(value).size();
-    const std::size_t entry = 1 + key.size() + 2 + size;
+    const std::size_t entry = proto::header_entry_size(key, value);
     if (size > proto::kMaxHeaderValueSize || encoded + entry > proto::kMaxSenderHeadersSize) {
       continue;
     }

@@ -115,6 +115,11 @@ inline bool find_header(Bytes block, std::string_view key, std::string_view& val
   return false;
 }
 
+// The bytes one entry takes in a block: its key length, key, value length and value.
+constexpr std::size_t header_entry_size(std::string_view key, std::string_view value) noexcept {
+  return 1 + key.size() + 2 + value.size();
+}
+
 // Appends one entry; the caller keeps to the bounds (check_headers tells).
 inline void append_header(std::vector<std::byte>& block, std::string_view key,
                           std::string_view value) {
