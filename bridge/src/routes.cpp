@@ -49,7 +49,7 @@ constexpr milliseconds kConsumerCheck{5000};
 // Waits out a failure, doubling from 100 ms to 5 s; false when stopped meanwhile.
 class Backoff {
  public:
-  bool wait(StopSignal& stop) {
+  bool wait(const StopSignal& stop) {
     const auto until = std::chrono::steady_clock::now() + delay_;
     delay_ = std::min(delay_ * 2, milliseconds(5000));
     while (!stop && std::chrono::steady_clock::now() < until)
@@ -210,7 +210,7 @@ class Publisher {
   // when one was refused, the wait ran out, or `stop` was set. What is still unanswered
   // then is forgotten: the caller publishes the whole batch again, and the ids make the
   // copies JetStream already stored duplicates it drops.
-  bool settle(StopSignal& stop, std::string& error) {
+  bool settle(const StopSignal& stop, std::string& error) {
     const auto until = std::chrono::steady_clock::now() + kAckWait;
     natsStatus s = NATS_TIMEOUT;
     while (s == NATS_TIMEOUT && !stop && std::chrono::steady_clock::now() < until) {
@@ -269,7 +269,7 @@ class Publisher {
 // stopped first.
 std::optional<std::uint64_t> forward(Client& c, Publisher& pub, const Route& route,
                                      const std::vector<Message>& batch, const std::string& host,
-                                     StopSignal& stop, RouteStats& stats) {
+                                     const StopSignal& stop, RouteStats& stats) {
   std::vector<bool> never(batch.size(), false);
   const auto dead_letter = [&](std::size_t i, const char* why) {
     spdlog::error(
