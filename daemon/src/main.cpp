@@ -25,6 +25,7 @@
 #include "qbus/config/config.hpp"
 #include "qbus/proto/address.hpp"
 #include "service/durable.hpp"
+#include "service/event_loop.hpp"
 #include "service/listen_fds.hpp"
 #include "service/log_sinks.hpp"
 #include "service/notifier.hpp"
@@ -417,7 +418,7 @@ class Service {
     spdlog::info("qbusd {} listening on {}", QBUS_VERSION, listening_);
     notifier_.ready();
     try {
-      io_.run();
+      qbus::daemon::run_event_loop(io_, config_.busy_poll_us);
     } catch (const std::exception& e) {
       spdlog::critical("internal error in the event loop: {}", e.what());
       return 1;

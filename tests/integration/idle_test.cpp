@@ -1,6 +1,7 @@
 // An idle qbusd sleeps: once its last client has gone and the traffic has left the rate
 // window, no timer wakes any of its threads, and the next client wakes what sleeps (the
-// admin socket's rate sampler, the service status).
+// admin socket's rate sampler, the service status). Busy polling (limits.busy_poll_us)
+// lasts only while traffic comes.
 #include <dirent.h>
 
 #include <gtest/gtest.h>
@@ -11,6 +12,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "admin_json.hpp"
 #include "daemon.hpp"
@@ -74,6 +76,42 @@ TEST(IdleTest, NoTimerWakesADaemonWithoutClients) {
   const long long before = wakeups(d.pid());
   std::this_thread::sleep_for(seconds(5));
   EXPECT_EQ(wakeups(d.pid()) - before, 0);
+}
+
+TEST(IdleTest, ABusyPollingDaemonAnswersAndStillGoesQuiet) {
+  DaemonOptions options;
+  options.config_json = R"({"limits": {"busy_poll_us": 2000}})";
+  Daemon d(options);
+  EXPECT_EQ(admin_request(d, {{"request", "config"}})["config"]["limits"]["busy_poll_us"], 2000)
+      << "the setting did not take";
+  constexpr int kRounds = 500;
+  {
+    qbus::ClientOptions o;
+    o.address = d.address();
+    std::vector<std::string> answered;
+    std::thread responder([&] {
+      qbus::Client c(o);
+      for (int i = 0; i < kRounds; ++i) {
+        const auto m = c.receive("idle.svc", seconds(30));
+        if (!m) return;
+        c.reply(*m, "re:" + std::string(m->text()));
+      }
+      c.sync();
+    });
+    qbus::Client c(o);
+    for (int i = 0; i < kRounds; ++i) {
+      const auto r = c.request("idle.svc", std::to_string(i), seconds(30));
+      if (!r) break;
+      answered.emplace_back(r->text());
+    }
+    responder.join();
+    ASSERT_EQ(answered.size(), static_cast<std::size_t>(kRounds));
+    for (int i = 0; i < kRounds; ++i)
+      EXPECT_EQ(answered[i], "re:" + std::to_string(i));
+  }
+  long long delta = 0;
+  EXPECT_TRUE(goes_quiet(d.pid(), std::chrono::milliseconds(3000), delta))
+      << "the daemon kept waking: " << delta << " context switches in the last 3 s";
 }
 
 TEST(IdleTest, TheNextClientWakesTheRateSampler) {
