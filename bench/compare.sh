@@ -66,6 +66,9 @@ QBUS_THROUGHPUT_MESSAGES=2000000
 BOUNDED_QUEUE_BYTES=1048576
 # Request/reply round trips per run, for qbus-bench latency and for its Redis peer redis-rr.
 QBUS_LATENCY_REQUESTS=100000
+# The same round trips again with qbusd polling this many µs before it sleeps
+# (limits.busy_poll_us, issue 18).
+BUSY_POLL_US=50
 RELAY_MESSAGES=10000000
 # The policy cost (issue 12): rules in the policy measured against none.
 POLICY_RULES=1000
@@ -159,6 +162,24 @@ json_num() {
 # json_sub_num FILE OBJECT KEY: a number inside the flat nested object "OBJECT":{...}.
 json_sub_num() {
   grep -o "\"$2\":{[^}]*}" "$1" | head -n 1 | grep -o "\"$3\":[-0-9.eE+]*" | cut -d: -f2
+}
+
+# qbus-bench latency, with ARGS after the common options, into $TMP/NAME.json.
+qbus_latency() {
+  local out="$TMP/$1.json"
+  shift
+  local cmd=("$QBUS_BENCH" latency --size "$SIZE" --requests "$QBUS_LATENCY_REQUESTS" --runs "$RUNS"
+    "$@" --json)
+  record "${cmd[@]#"$REPO/"}"
+  log "qbus-bench latency $*"
+  "${cmd[@]}" >"$out"
+}
+
+# Of qbus_latency's NAME: the request/reply p50, p99 and p99.9 and the in-run raw p50, in µs.
+latency_figures() {
+  local out="$TMP/$1.json"
+  echo "$(json_sub_num "$out" qbus_request_reply p50_us) $(json_sub_num "$out" qbus_request_reply p99_us)" \
+    "$(json_sub_num "$out" qbus_request_reply p99_9_us) $(json_sub_num "$out" raw_socketpair p50_us)"
 }
 
 # Formatting for the table: messages/s with thousands separators, µs with two decimals.
@@ -340,15 +361,12 @@ run_qbus() {
     done
   fi
 
-  cmd=("$QBUS_BENCH" latency --size "$SIZE" --requests "$QBUS_LATENCY_REQUESTS" --runs "$RUNS" --json)
-  record "${cmd[@]#"$REPO/"}"
-  log "qbus-bench latency"
-  "${cmd[@]}" >"$TMP/qbus-latency.json"
-  QBUS_P50=$(json_sub_num "$TMP/qbus-latency.json" qbus_request_reply p50_us)
-  QBUS_P99=$(json_sub_num "$TMP/qbus-latency.json" qbus_request_reply p99_us)
-  QBUS_P999=$(json_sub_num "$TMP/qbus-latency.json" qbus_request_reply p99_9_us)
-  # qbus-bench's own raw ping-pong, alternated with the qbus runs: noise hits both alike.
-  INRUN_RAW_P50=$(json_sub_num "$TMP/qbus-latency.json" raw_socketpair p50_us)
+  # Each with qbus-bench's own raw ping-pong, alternated with the qbus runs: noise hits both
+  # alike. The second has qbusd polling for BUSY_POLL_US before it sleeps (limits.busy_poll_us).
+  qbus_latency qbus-latency
+  read -r QBUS_P50 QBUS_P99 QBUS_P999 INRUN_RAW_P50 < <(latency_figures qbus-latency)
+  qbus_latency qbus-latency-bp --busy-poll-us "$BUSY_POLL_US"
+  read -r QBUS_BP_P50 QBUS_BP_P99 QBUS_BP_P999 INRUN_RAW_BP_P50 < <(latency_figures qbus-latency-bp)
 }
 
 # The cost of a large access policy (issue 12): producer -> queue -> consumer with a
@@ -703,12 +721,14 @@ target_verdict() {
 row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
 
 table() {
-  local enq_ratio drain_ratio e2e_frac rr_ratio rr_ratio_relay policy_ratio policy_cpu_ratio
+  local enq_ratio drain_ratio e2e_frac rr_ratio rr_ratio_relay rr_bp_ratio policy_ratio
+  local policy_cpu_ratio
   enq_ratio=$(calc "$QBUS_ENQUEUE / $REDIS_LPUSH_P64")
   drain_ratio=$(calc "$QBUS_DRAIN_WIDE / $REDIS_RPOP_P64")
   e2e_frac=$(calc "$QBUS_RATE / $RELAY_RATE")
   rr_ratio=$(calc "$QBUS_P50 / $INRUN_RAW_P50")
   rr_ratio_relay=$(calc "$QBUS_P50 / $RAW_P50")
+  rr_bp_ratio=$(calc "$QBUS_BP_P50 / $INRUN_RAW_BP_P50")
   policy_ratio=$(calc "$POLICY_RATE / $POLICY_NONE_RATE")
   policy_cpu_ratio=$(calc "$POLICY_CPU_NS / $POLICY_NONE_CPU_NS")
 
@@ -756,6 +776,10 @@ table() {
     "$(fmt_ratio "$(calc "$QBUS_P50 / $REDIS_RR_P50")") / $(fmt_ratio "$(calc "$QBUS_P99 / $REDIS_RR_P99")") of LPUSH+BLPOP p50 / p99" \
     "$(fmt_ratio "$rr_ratio") of in-run raw, $(fmt_ratio "$rr_ratio_relay") of relay raw" \
     "p99.9 $(fmt_us "$QBUS_P999"); in-run raw p50 $(fmt_us "$INRUN_RAW_P50"); p50 $(fmt_ratio "$(calc "$QBUS_P50 / (1e6 / $REDIS_LPUSH_P1)")") of LPUSH -P1 time (qbus-bench latency)"
+  row "qbus request/reply, busy_poll_us $BUSY_POLL_US, p50 / p99" "$(fmt_us "$QBUS_BP_P50") / $(fmt_us "$QBUS_BP_P99")" \
+    "$(fmt_ratio "$(calc "$QBUS_BP_P50 / $REDIS_RR_P50")") / $(fmt_ratio "$(calc "$QBUS_BP_P99 / $REDIS_RR_P99")") of LPUSH+BLPOP p50 / p99" \
+    "$(fmt_ratio "$rr_bp_ratio") of in-run raw" \
+    "p99.9 $(fmt_us "$QBUS_BP_P999"); in-run raw p50 $(fmt_us "$INRUN_RAW_BP_P50"); qbusd polls $BUSY_POLL_US µs before it sleeps (qbus-bench latency --busy-poll-us)"
   row "qbus region hand-over 4 KiB / 64 MiB" "$(fmt_us_or_ms "$BULK_H4K") / $(fmt_us_or_ms "$BULK_H64M")" "" "" \
     "send() until the receiver holds the mapping (qbus-bench bulk)"
   row "qbus 4 KiB cold / 64 MiB warm-pool allocate + hand-over" "$(fmt_us_or_ms "$REG_COLD_4K") / $(fmt_us_or_ms "$REG_WARM_64M")" "" "" \
@@ -768,7 +792,7 @@ table() {
     "$MEMORY_MESSAGES x $SIZE B, $(awk -v x="$MEM_PER_MSG" 'BEGIN { printf "%.0f", x }') B per queued message (qbus-bench memory)"
   row "qbusd with $IDLE_CONNECTIONS idle connections" "+$(fmt_mib "$CONN_ADDED"), $(fmt_ms "$CONN_IDLE_CPU") CPU in ${IDLE_SECONDS}s" "" "" "qbus-bench connections"
   echo
-  echo "### Targets (issue 6; the policy's, issue 12)"
+  echo "### Targets (issue 6; the policy's, issue 12; the second performance round, issue 18)"
   echo
   row "target" "bar" "measured" "ratio" "result"
   row "---" "---" "---:" "---:" "---"
@@ -790,6 +814,12 @@ table() {
     "$(fmt_ratio "$rr_ratio")" "$(verdict "$rr_ratio" '<=' 2.4)"
   row "... against compare.sh's own raw RTT" "≤ 2.4x $(fmt_us "$RAW_P50")" "$(fmt_us "$QBUS_P50")" \
     "$(fmt_ratio "$rr_ratio_relay")" "$(verdict "$rr_ratio_relay" '<=' 2.4) (informative)"
+  row "request/reply p50 (issue 18)" "≤ 1.5x in-run raw RTT p50" "$(fmt_us "$QBUS_P50")" \
+    "$(fmt_ratio "$rr_ratio")" "$(verdict "$rr_ratio" '<=' 1.5)"
+  row "... with busy_poll_us $BUSY_POLL_US (issue 18)" "≤ 1.5x in-run raw RTT p50 ($(fmt_us "$INRUN_RAW_BP_P50"))" \
+    "$(fmt_us "$QBUS_BP_P50")" "$(fmt_ratio "$rr_bp_ratio")" "$(verdict "$rr_bp_ratio" '<=' 1.5)"
+  row "request/reply p99 (issue 18)" "≤ Redis LPUSH+BLPOP p99 ($(fmt_us "$REDIS_RR_P99"))" "$(fmt_us "$QBUS_P99")" \
+    "$(fmt_ratio "$(calc "$QBUS_P99 / $REDIS_RR_P99")")" "$(verdict "$(calc "$QBUS_P99 / $REDIS_RR_P99")" '<=' 1)"
   row "bulk: 64 MiB region hand-over" "≤ 2x the 4 KiB one ($(fmt_us_or_ms "$BULK_H4K"))" "$(fmt_us_or_ms "$BULK_H64M")" \
     "$(fmt_ratio "$BULK_H_RATIO")" "$(verdict "$BULK_H_RATIO" '<=' 2)"
   row "bulk: 64 MiB end to end, region vs inline" "≥ 5x faster" "$(fmt_us_or_ms "$BULK_E2E_64M")" \

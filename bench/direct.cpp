@@ -134,7 +134,7 @@ StreamResult run_direct_stream(const PingOptions& o, const std::string& address,
 int direct(const PingOptions& o) {
   ::signal(SIGPIPE, SIG_IGN);
   // Inboxes deep enough that the pipelined sender is never refused (inbox_full).
-  const auto daemon = private_daemon(o, kDeepInbox);
+  const auto daemon = private_daemon(o, true);
   const std::string address = daemon ? daemon->address() : o.address;
   if (o.rate > 0) return fixed_rate(o, address, true, daemon != nullptr);
   const Comparison c =

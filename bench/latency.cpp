@@ -56,7 +56,7 @@ Summary run_rpc(const PingOptions& o, const std::string& address, Histogram& h) 
 int latency(const PingOptions& o) {
   ::signal(SIGPIPE, SIG_IGN);  // a dead echo process is an error to report, not a signal
   // At a fixed rate the replies queue in this process's inbox while it records: deep enough.
-  const auto daemon = private_daemon(o, o.rate > 0 ? kDeepInbox : "");
+  const auto daemon = private_daemon(o, o.rate > 0);
   const std::string address = daemon ? daemon->address() : o.address;
   if (o.rate > 0) return fixed_rate(o, address, false, daemon != nullptr);
   const Comparison c = compare_with_raw(o, [&](Histogram& h) { return run_rpc(o, address, h); });

@@ -44,6 +44,10 @@ void add_ping_options(CLI::App& cmd, PingOptions& o, bool direct) {
                       "baseline and the throughput run; latency runs from each scheduled time "
                       "(0: off)"))
       ->check(CLI::Range(0.0, 10'000'000.0));
+  cmd.add_option("--busy-poll-us", o.busy_poll_us,
+                 "The private broker's limits.busy_poll_us: microseconds it polls for more work "
+                 "before it sleeps (0: sleeps at once, the default)")
+      ->check(CLI::Range(0, 100'000));
   cmd.add_option("--address", o.address, "Use a running broker instead of a private one");
   cmd.add_flag(
       "--json", o.json,
@@ -114,8 +118,9 @@ std::string comparison_json(const PingOptions& o, const Comparison& c, const cha
   char buf[256];
   std::snprintf(buf, sizeof buf,
                 "\"cpus_online\":%ld,\"round_trips\":%lld,\"warmup\":%lld,\"size\":%zu,"
-                "\"raw_size\":%zu,\"runs\":%d,\"raw_runs\":%zu,",
-                cpus_online(), o.count, o.warmup, o.size, raw_size(o), o.runs, c.raw_runs.size());
+                "\"raw_size\":%zu,\"runs\":%d,\"raw_runs\":%zu,\"busy_poll_us\":%u,",
+                cpus_online(), o.count, o.warmup, o.size, raw_size(o), o.runs, c.raw_runs.size(),
+                o.busy_poll_us);
   std::string out = buf;
   out += "\"raw_socketpair\":" + summary_json(c.raw) + ",\"" + name + "\":" + summary_json(c.qbus) +
          ",";
@@ -128,8 +133,10 @@ void print_comparison(const PingOptions& o, const Comparison& c, const char* wha
                       const char* label, bool own_daemon) {
   std::printf("%s: %lld round trips x %zu B per run (+%lld warmup), median of %d run(s)\n", what,
               o.count, o.size, o.warmup, o.runs);
-  std::printf("  %ld CPU(s) online (sysconf), nothing pinned; %s\n", cpus_online(),
-              own_daemon ? "private qbusd" : ("broker at " + o.address).c_str());
+  std::printf(
+      "  %ld CPU(s) online (sysconf), nothing pinned; %s%s\n", cpus_online(),
+      own_daemon ? "private qbusd" : ("broker at " + o.address).c_str(),
+      o.busy_poll_us > 0 ? (", busy_poll_us " + std::to_string(o.busy_poll_us)).c_str() : "");
   std::printf("  raw: %zu run(s) alternating with the qbus runs, before and after each%s\n",
               c.raw_runs.size(), o.size == 0 ? "; 1 B pings (a 0 B write wakes nobody)" : "");
   std::printf("  %-30s %9s %9s %9s %9s %9s\n", "round trip (us)", "p50", "p90", "p99", "p99.9",
@@ -151,13 +158,22 @@ void print_comparison(const PingOptions& o, const Comparison& c, const char* wha
   runs_line("qbus:", c.qbus_runs);
 }
 
-// A private qbusd unless --address names a running broker (then nullptr).
-std::unique_ptr<qbus::testing::Daemon> private_daemon(const PingOptions& o,
-                                                      const std::string& config_json) {
-  if (!o.address.empty()) return nullptr;
+std::unique_ptr<qbus::testing::Daemon> private_daemon(const PingOptions& o, bool deep_inbox) {
+  if (!o.address.empty()) {
+    if (o.busy_poll_us > 0) {
+      throw std::runtime_error("--busy-poll-us configures the private broker: not with --address");
+    }
+    return nullptr;
+  }
+  std::string limits = "\"busy_poll_us\": " + std::to_string(o.busy_poll_us);
+  std::string sections;
+  if (deep_inbox) {
+    limits += R"(, "uid_max_queued_bytes": 137438953472, "uid_max_queued_messages": 1000000000000)";
+    sections = R"("inbox": {"max_messages": 100000000, "max_bytes": 68719476736}, )";
+  }
   qbus::testing::DaemonOptions d;
   d.log_level = "warn";
-  d.config_json = config_json;
+  d.config_json = "{" + sections + "\"limits\": {" + limits + "}}";
   return std::make_unique<qbus::testing::Daemon>(d);
 }
 

@@ -20,18 +20,14 @@ inline constexpr char kRpcKey[] = "bench.rpc";
 inline constexpr auto kReplyTimeout = seconds(10);
 inline const qbus::DirectOptions kNoWait{std::chrono::milliseconds(0), false};
 
-// Inboxes deep enough that a pipelined sender is never refused (inbox_full).
-inline constexpr char kDeepInbox[] =
-    R"({"inbox": {"max_messages": 100000000, "max_bytes": 68719476736},
-    "limits": {"uid_max_queued_bytes": 137438953472, "uid_max_queued_messages": 1000000000000}})";
-
 struct PingOptions {
   long long count = 100'000;  // measured round trips per run
   long long warmup = 1'000;   // unmeasured round trips before them
   std::size_t size = 64;
   int runs = 3;
   long long stream_messages = 1'000'000;  // direct: one-way throughput messages per run
-  double rate = 0;  // > 0: requests per second, open loop, instead of one at a time
+  double rate = 0;                 // > 0: requests per second, open loop, instead of one at a time
+  std::uint32_t busy_poll_us = 0;  // the private daemon's limits.busy_poll_us
   std::string address;
   bool json = false;
 };
@@ -101,9 +97,10 @@ std::string comparison_json(const PingOptions& o, const Comparison& c, const cha
 void print_comparison(const PingOptions& o, const Comparison& c, const char* what,
                       const char* label, bool own_daemon);
 
-// A private qbusd unless --address names a running broker (then nullptr).
-std::unique_ptr<qbus::testing::Daemon> private_daemon(const PingOptions& o,
-                                                      const std::string& config_json);
+// A private qbusd unless --address names a running broker (then nullptr), with --busy-poll-us
+// and, for `deep_inbox`, inboxes deep enough that a pipelined sender is never refused
+// (inbox_full).
+std::unique_ptr<qbus::testing::Daemon> private_daemon(const PingOptions& o, bool deep_inbox);
 
 // --rate: R open-loop runs through a queue (latency) or by pid (direct); prints the report.
 int fixed_rate(const PingOptions& o, const std::string& address, bool direct, bool own_daemon);
