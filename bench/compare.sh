@@ -21,7 +21,9 @@ command and fails), then measures:
   (bench/relay.cpp); redis-benchmark LPUSH/RPOP, 64 B, -P 64 and -P 1 -c 1, on a private
   Unix socket; request/reply round trips on Redis lists, LPUSH + BLPOP (redis-rr);
   qbus-bench throughput and latency with 64 B payloads; the same throughput with the
-  queue bounded at 1 MiB (--queue-bytes), and with a 1,000-rule access policy and without one, alternating run by run; acknowledgement
+  queue bounded at 1 MiB (--queue-bytes), with 4 producers and 4 consumers on the one
+  queue, and with a 1,000-rule access policy and without one, alternating run by run; the
+  same latency with qbusd busy polling for 50 µs (--busy-poll-us); acknowledgement
   mode (issue 13): qbus-bench throughput plain, --ack and --subscribe 1024, alternating run
   by run, beside Redis Streams XADD/XREADGROUP/XACK (redis-streams), and the redelivery
   time after a consumer's SIGKILL (qbus-bench redelivery, 200 rounds); qbus-bench bulk
@@ -37,8 +39,8 @@ command and fails), then measures:
   alternated run by run; the publish rate with 10,000 subscriptions that never match
   against none; a 64 MiB region fanned out to 4 against the same region handed to one.
 Every figure is the median of --runs runs (default 3). QBUS_BENCH_BUILD_DIR overrides the
-build tree. Writes bench/RESULTS.md unless
---no-results is given. --no-build uses the binaries already in build-bench/ as they are.
+build tree. Writes bench/RESULTS.md unless --no-results is given, keeping its section of
+bench/bridge.sh's figures as it was. --no-build uses the binaries already in build-bench/ as they are.
 EOF
 }
 
@@ -335,6 +337,14 @@ run_qbus() {
   "${cmd[@]}" >"$TMP/qbus-throughput-bounded.json"
   QBUS_BOUNDED_RATE=$(json_num "$TMP/qbus-throughput-bounded.json" messages_per_second)
   QBUS_BOUNDED_CPU_NS=$(json_num "$TMP/qbus-throughput-bounded.json" daemon_cpu_ns_per_message)
+  # 4 producers and 4 consumers on the same one queue (issue 18: at least the 1-to-1 figure).
+  cmd=("$QBUS_BENCH" throughput --producers 4 --consumers 4 --size "$SIZE"
+    --messages "$QBUS_THROUGHPUT_MESSAGES" --runs "$RUNS" --json)
+  record "${cmd[@]#"$REPO/"}"
+  log "qbus-bench throughput --producers 4 --consumers 4"
+  "${cmd[@]}" >"$TMP/qbus-throughput-4x4.json"
+  QBUS_4X4_RATE=$(json_num "$TMP/qbus-throughput-4x4.json" messages_per_second)
+  QBUS_4X4_CPU_NS=$(json_num "$TMP/qbus-throughput-4x4.json" daemon_cpu_ns_per_message)
 
   # Enqueue-only and drain-only rates: used when qbus-bench throughput offers them
   # ("--phase enqueue|drain"); otherwise those targets are reported n/a, never guessed.
@@ -754,6 +764,10 @@ table() {
     "$(fmt_ratio "$(calc "$QBUS_BOUNDED_RATE / $REDIS_LPUSH_P64")") of LPUSH -P64" \
     "$(fmt_pct "$(calc "$QBUS_BOUNDED_RATE / $RELAY_RATE")") of relay" \
     "the same with --queue-bytes $BOUNDED_QUEUE_BYTES (producers block there); daemon $(fmt_ns "$QBUS_BOUNDED_CPU_NS") CPU/msg"
+  row "qbus 4 producers -> one queue -> 4 consumers" "$(fmt_rate "$QBUS_4X4_RATE")" \
+    "$(fmt_ratio "$(calc "$QBUS_4X4_RATE / $REDIS_LPUSH_P64")") of LPUSH -P64" \
+    "$(fmt_pct "$(calc "$QBUS_4X4_RATE / $RELAY_RATE")") of relay" \
+    "4P/4C, $QBUS_THROUGHPUT_MESSAGES msgs in all; daemon $(fmt_ns "$QBUS_4X4_CPU_NS") CPU/msg"
   row "qbus producer -> queue -> consumer, no policy" "$(fmt_rate "$POLICY_NONE_RATE")" "" "" \
     "alternated run by run with the next row; daemon $(fmt_ns "$POLICY_NONE_CPU_NS") CPU/msg"
   row "qbus producer -> queue -> consumer, $(fmt_count "$POLICY_RULES")-rule policy" "$(fmt_rate "$POLICY_RATE")" "" "" \
@@ -810,6 +824,9 @@ table() {
   row "... as a fraction of the bare relay (issue 18)" "≥ 25% of $(fmt_rate "$RELAY_RATE")" \
     "$(fmt_rate "$QBUS_BOUNDED_RATE")" "$(fmt_pct "$(calc "$QBUS_BOUNDED_RATE / $RELAY_RATE")")" \
     "$(verdict "$(calc "$QBUS_BOUNDED_RATE / $RELAY_RATE")" '>=' 0.25)"
+  row "4 producers -> one queue -> 4 consumers (issue 18)" "≥ the 1-to-1 figure ($(fmt_rate "$QBUS_RATE"))" \
+    "$(fmt_rate "$QBUS_4X4_RATE")" "$(fmt_ratio "$(calc "$QBUS_4X4_RATE / $QBUS_RATE")")" \
+    "$(verdict "$(calc "$QBUS_4X4_RATE / $QBUS_RATE")" '>=' 1)"
   row "request/reply p50" "≤ 2.4x raw RTT p50 ($(fmt_us "$INRUN_RAW_P50") in-run)" "$(fmt_us "$QBUS_P50")" \
     "$(fmt_ratio "$rr_ratio")" "$(verdict "$rr_ratio" '<=' 2.4)"
   row "... against compare.sh's own raw RTT" "≤ 2.4x $(fmt_us "$RAW_P50")" "$(fmt_us "$QBUS_P50")" \
@@ -922,6 +939,7 @@ durable_table() {
 }
 
 write_results() {
+  [ ! -f "$RESULTS" ] || sed -n '/^## qbus-bridge (bench\/bridge.sh)/,$p' "$RESULTS" >"$TMP/bridge-section.md"
   {
     echo "# qbus benchmark results"
     echo
@@ -953,6 +971,8 @@ write_results() {
       echo "${c//$DISK/DISK}"
     done
     echo '```'
+    # bench/bridge.sh's section is kept as it was: this script does not measure the bridge.
+    [ ! -s "$TMP/bridge-section.md" ] || { echo; cat "$TMP/bridge-section.md"; }
   } >"$RESULTS"
 }
 
