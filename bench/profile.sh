@@ -3,7 +3,7 @@
 # a list of the heaviest functions (issue 18: "profile first").
 #
 #   bench/profile.sh [--qbusd PATH] [--workload throughput|latency] [--messages N]
-#                    [--requests N] [--queue-bytes N] [--out DIR]
+#                    [--requests N] [--queue-bytes N] [--push] [--out DIR]
 #
 # Samples, not times: perf record's sampling (999 Hz, DWARF call stacks) of qbusd alone,
 # enabled only while the workload runs, so start-up and shutdown are not in the graph.
@@ -12,14 +12,15 @@ set -euo pipefail
 usage() {
   cat <<'EOF'
 usage: bench/profile.sh [--qbusd PATH] [--workload throughput|latency] [--messages N]
-                        [--requests N] [--queue-bytes N] [--out DIR]
+                        [--requests N] [--queue-bytes N] [--push] [--out DIR]
 
 Starts the qbusd at PATH (default: the build tree's daemon/qbusd) on a private socket,
 records it with perf (999 Hz, DWARF call stacks) while qbus-bench runs against it, and
 writes DIR/qbusd.svg (a flame graph, bench/flamegraph.py), DIR/qbusd.folded (the folded
 stacks) and DIR/top.txt (the 25 functions with the most samples, also printed). The
 workload is throughput (1 producer, 1 queue, 1 consumer, 64 B, N messages; default
-2,000,000; --queue-bytes bounds the queue, as qbus-bench throughput's option does) or
+2,000,000; --queue-bytes bounds the queue and --push puts the consumer on an at-most-once
+subscription, as qbus-bench throughput's options do) or
 latency (request/reply round trips, one outstanding; default 50,000). DIR defaults to
 profile-WORKLOAD/ in the current directory. QBUS_BENCH_BUILD_DIR picks the build tree
 (default build-bench/, else build/). Installs linux-perf from Debian if missing (as root;
@@ -37,6 +38,7 @@ WORKLOAD=throughput
 MESSAGES=2000000
 REQUESTS=50000
 QUEUE_BYTES=0
+PUSH=()
 OUT=""
 
 while [ $# -gt 0 ]; do
@@ -53,6 +55,7 @@ while [ $# -gt 0 ]; do
       esac
       shift 2
       ;;
+    --push) PUSH=(--push); shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "profile.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -91,7 +94,7 @@ read -r -t 60 -u "$ACK" _ || { echo "profile.sh: perf did not start:" >&2; cat "
 
 if [ "$WORKLOAD" = throughput ]; then
   "$QBUS_BENCH" throughput --address "unix:$TMP/daemon/sock" --messages "$MESSAGES" --runs 1 \
-    --queue-bytes "$QUEUE_BYTES" >"$OUT/bench.txt"
+    --queue-bytes "$QUEUE_BYTES" "${PUSH[@]}" >"$OUT/bench.txt"
 else
   "$QBUS_BENCH" latency --address "unix:$TMP/daemon/sock" --requests "$REQUESTS" --runs 1 \
     >"$OUT/bench.txt"
@@ -108,6 +111,7 @@ stop_private_qbusd
 perf script -i "$TMP/perf.data" 2>/dev/null >"$TMP/perf.script"
 BOUND=""
 [ "$WORKLOAD" != throughput ] || [ "$QUEUE_BYTES" = 0 ] || BOUND=" --queue-bytes $QUEUE_BYTES"
+[ "$WORKLOAD" != throughput ] || [ ${#PUSH[@]} = 0 ] || BOUND+=" --push"
 TITLE="qbusd, qbus-bench $WORKLOAD$BOUND ($(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown), $(date -u +%Y-%m-%d))"
 python3 "$REPO/bench/flamegraph.py" "$TMP/perf.script" --svg "$OUT/qbusd.svg" --title "$TITLE" \
   --top 25 >"$OUT/top.txt"

@@ -55,6 +55,7 @@ struct Options {
   bool ack = false;             // consumers receive in acknowledgement mode
   std::uint32_t subscribe = 0;  // > 0: consumers subscribe with this prefetch (ack mode)
   std::uint32_t ack_every = 0;  // with --subscribe: ack_up_to every this many (0: prefetch/4)
+  bool push = false;            // consumers on an at-most-once subscription (--push)
   long long send_batch = 0;     // sends per Client::Batch; 0: one Batch around all of them
   Phase phase = Phase::both;
   int runs = 3;
@@ -90,7 +91,8 @@ void add_options(CLI::App& cmd, Options& o) {
                  "Consumers take messages with receive_each (in place, no copy) or "
                  "receive_batch (a vector of Messages)")
       ->check(CLI::IsMember({"each", "batch"}));
-  cmd.add_option("--batch", o.batch, "Messages per receive round trip")->check(CLI::Range(1, 4096));
+  cmd.add_option("--batch", o.batch, "Messages per receive round trip (with --push: per next_each)")
+      ->check(CLI::Range(1, 4096));
   cmd.add_flag("--ack", o.ack,
                "Consumers receive in acknowledgement mode (receive_batch) and ack each batch with "
                "one pipelined ack_up_to of its last tag");
@@ -98,6 +100,11 @@ void add_options(CLI::App& cmd, Options& o) {
                  "Consumers take messages from a subscription in acknowledgement mode with this "
                  "prefetch instead of receive calls (0: off)")
       ->check(CLI::Range(0, 1'000'000));
+  auto* push = cmd.add_flag(
+      "--push", o.push,
+      "Consumers take messages from an at-most-once subscription (the broker pushes while they "
+      "read; Subscription::next_each of --batch, in place) instead of receive calls");
+  push->excludes("--ack")->excludes("--subscribe");
   cmd.add_option("--ack-every", o.ack_every,
                  "With --subscribe: one pipelined ack_up_to every this many messages "
                  "(0: prefetch/4, at least 1)")
@@ -312,9 +319,35 @@ long long consume_subscribed(qbus::Client& c, const Options& o, const std::strin
   }
 }
 
+// --push: an at-most-once subscription, read in place up to `batch` at a time. No RECEIVE
+// asks for each batch, so the broker writes while the consumer works through the last one.
+long long consume_pushed(qbus::Client& c, const Options& o, const std::string& queue) {
+  auto sub = c.subscribe(queue, qbus::SubscribeOptions{0, false});
+  long long taken = 0;
+  long stops = 0;
+  while (stops == 0) {
+    const auto got = static_cast<long long>(
+        sub.next_each(o.batch, seconds(120), [&](const qbus::MessageView& m) {
+          if (stops > 0 || m.text() == kStop) {
+            ++stops;  // only stops follow a stop
+          } else {
+            ++taken;
+          }
+        }));
+    if (got == 0) throw std::runtime_error("consumer starved for 120 s: messages were lost");
+  }
+  sub.cancel();  // what was pushed before the broker's answer is still handed out below
+  while (sub.next_each(o.batch, std::chrono::milliseconds(0),
+                       [&](const qbus::MessageView&) { ++stops; }) > 0) {
+  }
+  hand_back_stops(c, queue, stops);
+  return taken;
+}
+
 // Takes messages until a stop; returns how many data messages it took.
 long long consume(qbus::Client& c, const Options& o, const std::string& queue) {
   if (o.subscribe > 0) return consume_subscribed(c, o, queue);
+  if (o.push) return consume_pushed(c, o, queue);
   if (o.ack) return consume_acked(c, o, queue);
   long long taken = 0;
   while (true) {
@@ -573,6 +606,7 @@ std::string policy_section(int rules) {
 // How the consumers take messages: the JSON "receive" value.
 const char* receive_name(const Options& o) {
   if (o.subscribe > 0) return "subscribe";
+  if (o.push) return "subscribe_at_most_once";
   if (o.ack) return "receive_batch_ack";
   return o.views ? "receive_each" : "receive_batch";
 }
@@ -583,6 +617,9 @@ std::string receive_text(const Options& o) {
     const std::uint32_t every = o.ack_every > 0 ? o.ack_every : std::max(1U, o.subscribe / 4);
     return "subscription in ack mode, prefetch " + std::to_string(o.subscribe) +
            ", ack_up_to every " + std::to_string(every);
+  }
+  if (o.push) {
+    return "at-most-once subscription, next_each of " + std::to_string(o.batch);
   }
   if (o.ack) {
     return "receive_batch in ack mode of " + std::to_string(o.batch) + ", ack_up_to per batch";
