@@ -21,7 +21,8 @@ command and fails), then measures:
   (bench/relay.cpp); redis-benchmark LPUSH/RPOP, 64 B, -P 64 and -P 1 -c 1, on a private
   Unix socket; request/reply round trips on Redis lists, LPUSH + BLPOP (redis-rr);
   qbus-bench throughput and latency with 64 B payloads; the same throughput with the
-  queue bounded at 1 MiB (--queue-bytes), with 4 producers and 4 consumers on the one
+  queue bounded at 1 MiB (--queue-bytes), with the consumer on an at-most-once
+  subscription (--push) unbounded and bounded, with 4 producers and 4 consumers on the one
   queue, and with a 1,000-rule access policy and without one, alternating run by run; the
   same latency with qbusd busy polling for 50 µs (--busy-poll-us); acknowledgement
   mode (issue 13): qbus-bench throughput plain, --ack and --subscribe 1024, alternating run
@@ -140,6 +141,13 @@ log() { echo "compare.sh: $*" >&2; }
 # Every measuring command, as run, for RESULTS.md: anyone can rerun a single figure.
 COMMANDS=()
 record() { COMMANDS+=("$*"); }
+# has_option MODE OPTION: qbus-bench MODE offers OPTION. The help is read whole first: with
+# pipefail, `grep -q` ending a pipe early would fail it once qbus-bench writes on (SIGPIPE).
+has_option() {
+  local help
+  help=$("$QBUS_BENCH" "$1" --help 2>&1 || true)
+  grep -q -- "$2" <<<"$help"
+}
 
 # ---- arithmetic and parsing helpers (awk: bash has no floating point) -------------------
 
@@ -323,26 +331,35 @@ run_relay() {
 
 # ---- (d) qbus-bench ---------------------------------------------------------------------
 
-run_qbus() {
-  local cmd=("$QBUS_BENCH" throughput --producers 1 --consumers 1 --size "$SIZE"
-    --messages "$QBUS_THROUGHPUT_MESSAGES" --runs "$RUNS" --json)
+# qbus_throughput NAME N [ARGS...]: qbus-bench throughput of 64 B, N producers and N
+# consumers on one queue, into $TMP/NAME.json.
+qbus_throughput() {
+  local name=$1 n=$2
+  shift 2
+  local cmd=("$QBUS_BENCH" throughput --producers "$n" --consumers "$n" --size "$SIZE"
+    --messages "$QBUS_THROUGHPUT_MESSAGES" --runs "$RUNS" --json "$@")
   record "${cmd[@]#"$REPO/"}"
-  log "qbus-bench throughput"
-  "${cmd[@]}" >"$TMP/qbus-throughput.json"
+  log "qbus-bench throughput --producers $n --consumers $n $*"
+  "${cmd[@]}" >"$TMP/$name.json"
+}
+
+run_qbus() {
+  qbus_throughput qbus-throughput 1
   QBUS_RATE=$(json_num "$TMP/qbus-throughput.json" messages_per_second)
   QBUS_CPU_NS=$(json_num "$TMP/qbus-throughput.json" daemon_cpu_ns_per_message)
-  cmd+=(--queue-bytes "$BOUNDED_QUEUE_BYTES")
-  record "${cmd[@]#"$REPO/"}"
-  log "qbus-bench throughput --queue-bytes $BOUNDED_QUEUE_BYTES"
-  "${cmd[@]}" >"$TMP/qbus-throughput-bounded.json"
+  qbus_throughput qbus-throughput-bounded 1 --queue-bytes "$BOUNDED_QUEUE_BYTES"
   QBUS_BOUNDED_RATE=$(json_num "$TMP/qbus-throughput-bounded.json" messages_per_second)
   QBUS_BOUNDED_CPU_NS=$(json_num "$TMP/qbus-throughput-bounded.json" daemon_cpu_ns_per_message)
+  # The consumer on an at-most-once subscription: the broker writes while it reads, with no
+  # RECEIVE round trip per batch to wait for (issue 18).
+  qbus_throughput qbus-throughput-push 1 --push
+  QBUS_PUSH_RATE=$(json_num "$TMP/qbus-throughput-push.json" messages_per_second)
+  QBUS_PUSH_CPU_NS=$(json_num "$TMP/qbus-throughput-push.json" daemon_cpu_ns_per_message)
+  qbus_throughput qbus-throughput-push-bounded 1 --push --queue-bytes "$BOUNDED_QUEUE_BYTES"
+  QBUS_PUSH_BOUNDED_RATE=$(json_num "$TMP/qbus-throughput-push-bounded.json" messages_per_second)
+  QBUS_PUSH_BOUNDED_CPU_NS=$(json_num "$TMP/qbus-throughput-push-bounded.json" daemon_cpu_ns_per_message)
   # 4 producers and 4 consumers on the same one queue (issue 18: at least the 1-to-1 figure).
-  cmd=("$QBUS_BENCH" throughput --producers 4 --consumers 4 --size "$SIZE"
-    --messages "$QBUS_THROUGHPUT_MESSAGES" --runs "$RUNS" --json)
-  record "${cmd[@]#"$REPO/"}"
-  log "qbus-bench throughput --producers 4 --consumers 4"
-  "${cmd[@]}" >"$TMP/qbus-throughput-4x4.json"
+  qbus_throughput qbus-throughput-4x4 4
   QBUS_4X4_RATE=$(json_num "$TMP/qbus-throughput-4x4.json" messages_per_second)
   QBUS_4X4_CPU_NS=$(json_num "$TMP/qbus-throughput-4x4.json" daemon_cpu_ns_per_message)
 
@@ -387,7 +404,7 @@ run_policy() {
   POLICY_NONE_RATE=n/a POLICY_RATE=n/a POLICY_NONE_CPU_NS=n/a POLICY_CPU_NS=n/a
   local base=("$QBUS_BENCH" throughput --producers 1 --consumers 1 --size "$SIZE"
     --messages "$QBUS_THROUGHPUT_MESSAGES" --runs 1 --json)
-  if ! "$QBUS_BENCH" throughput --help 2>&1 | grep -q -- '--policy-rules'; then
+  if ! has_option throughput '--policy-rules'; then
     log "qbus-bench throughput has no --policy-rules: the policy cost is n/a"
     return 0
   fi
@@ -426,7 +443,7 @@ run_ack() {
   ACK_PLAIN_CPU_NS=n/a ACK_CPU_NS=n/a SUB_CPU_NS=n/a
   local base=("$QBUS_BENCH" throughput --producers 1 --consumers 1 --size "$SIZE"
     --messages "$QBUS_THROUGHPUT_MESSAGES" --runs 1 --json)
-  if ! "$QBUS_BENCH" throughput --help 2>&1 | grep -q -- '--subscribe'; then
+  if ! has_option throughput '--subscribe'; then
     log "qbus-bench throughput has no --ack/--subscribe: acknowledgement mode is n/a"
     return 0
   fi
@@ -555,7 +572,7 @@ durable_one() {
 run_durable() {
   DURABLE_QBUS=("$QBUS_BENCH" throughput --phase enqueue --producers "$DURABLE_CLIENTS"
     --size "$SIZE" --runs 1 --json)
-  if ! "$QBUS_BENCH" throughput --help 2>&1 | grep -q -- '--durable'; then
+  if ! has_option throughput '--durable'; then
     log "qbus-bench throughput has no --durable: durable queues are n/a"
     DURABLE_WINDOWS=""
   fi
@@ -764,6 +781,14 @@ table() {
     "$(fmt_ratio "$(calc "$QBUS_BOUNDED_RATE / $REDIS_LPUSH_P64")") of LPUSH -P64" \
     "$(fmt_pct "$(calc "$QBUS_BOUNDED_RATE / $RELAY_RATE")") of relay" \
     "the same with --queue-bytes $BOUNDED_QUEUE_BYTES (producers block there); daemon $(fmt_ns "$QBUS_BOUNDED_CPU_NS") CPU/msg"
+  row "qbus producer -> queue -> consumer, push" "$(fmt_rate "$QBUS_PUSH_RATE")" \
+    "$(fmt_ratio "$(calc "$QBUS_PUSH_RATE / $REDIS_LPUSH_P64")") of LPUSH -P64" \
+    "$(fmt_pct "$(calc "$QBUS_PUSH_RATE / $RELAY_RATE")") of relay" \
+    "the consumer on an at-most-once subscription (--push, next_each of 256); daemon $(fmt_ns "$QBUS_PUSH_CPU_NS") CPU/msg"
+  row "qbus producer -> queue -> consumer, push, queue bounded" "$(fmt_rate "$QBUS_PUSH_BOUNDED_RATE")" \
+    "$(fmt_ratio "$(calc "$QBUS_PUSH_BOUNDED_RATE / $REDIS_LPUSH_P64")") of LPUSH -P64" \
+    "$(fmt_pct "$(calc "$QBUS_PUSH_BOUNDED_RATE / $RELAY_RATE")") of relay" \
+    "--push --queue-bytes $BOUNDED_QUEUE_BYTES; daemon $(fmt_ns "$QBUS_PUSH_BOUNDED_CPU_NS") CPU/msg"
   row "qbus 4 producers -> one queue -> 4 consumers" "$(fmt_rate "$QBUS_4X4_RATE")" \
     "$(fmt_ratio "$(calc "$QBUS_4X4_RATE / $REDIS_LPUSH_P64")") of LPUSH -P64" \
     "$(fmt_pct "$(calc "$QBUS_4X4_RATE / $RELAY_RATE")") of relay" \
@@ -824,6 +849,12 @@ table() {
   row "... as a fraction of the bare relay (issue 18)" "≥ 25% of $(fmt_rate "$RELAY_RATE")" \
     "$(fmt_rate "$QBUS_BOUNDED_RATE")" "$(fmt_pct "$(calc "$QBUS_BOUNDED_RATE / $RELAY_RATE")")" \
     "$(verdict "$(calc "$QBUS_BOUNDED_RATE / $RELAY_RATE")" '>=' 0.25)"
+  row "producer -> queue -> consumer, push (issue 18)" "≥ 5,000,000 msg/s" \
+    "$(fmt_rate "$QBUS_PUSH_RATE")" "$(fmt_ratio "$(calc "$QBUS_PUSH_RATE / 5000000")")" \
+    "$(verdict "$QBUS_PUSH_RATE" '>=' 5000000)"
+  row "... as a fraction of the bare relay (issue 18)" "≥ 25% of $(fmt_rate "$RELAY_RATE")" \
+    "$(fmt_rate "$QBUS_PUSH_RATE")" "$(fmt_pct "$(calc "$QBUS_PUSH_RATE / $RELAY_RATE")")" \
+    "$(verdict "$(calc "$QBUS_PUSH_RATE / $RELAY_RATE")" '>=' 0.25)"
   row "4 producers -> one queue -> 4 consumers (issue 18)" "≥ the 1-to-1 figure ($(fmt_rate "$QBUS_RATE"))" \
     "$(fmt_rate "$QBUS_4X4_RATE")" "$(fmt_ratio "$(calc "$QBUS_4X4_RATE / $QBUS_RATE")")" \
     "$(verdict "$(calc "$QBUS_4X4_RATE / $QBUS_RATE")" '>=' 1)"
