@@ -181,7 +181,8 @@ class MessageStore {
                                           meta.sender.uid,
                                           meta.sender.gid,
                                           static_cast<std::uint32_t>(payload.size()),
-                                          flags};
+                                          flags,
+                                          static_cast<std::uint32_t>(size)};
     std::size_t pos = sizeof(Record);
     if (meta.request_id != 0) {
       const std::uint64_t ids[2] = {meta.request_id, meta.request_seq};
@@ -269,18 +270,13 @@ class MessageStore {
   // when given; the store must not be empty. Never throws.
   std::size_t pop(std::uint32_t* uid = nullptr) {
     Chunk& c = chunks_.front();
-    Record r;
-    std::memcpy(&r, c.data.get() + c.head, sizeof r);
-    if (uid) *uid = r.uid;
-    std::size_t extras =
-        ((r.flags & kRequest) ? kRequestSize : 0) + ((r.flags & kRegion) ? kRegionSize : 0) +
-        ((r.flags & kExpires) ? kExpiresSize : 0) + ((r.flags & kJournal) ? kJournalSize : 0);
-    if (r.flags & kHeaders) {
-      std::uint32_t n;
-      std::memcpy(&n, c.data.get() + c.head + sizeof r + extras, kHeadersSize);
-      extras += kHeadersSize + n;
-    }
-    const std::size_t size = round_up(sizeof r + extras + r.payload_size);
+    const std::byte* at = c.data.get() + c.head;
+    // Only what it needs, not the record parsed again after front() has read it.
+    std::uint32_t size;
+    std::uint32_t payload_size;
+    std::memcpy(&size, at + offsetof(Record, size), sizeof size);
+    std::memcpy(&payload_size, at + offsetof(Record, payload_size), sizeof payload_size);
+    if (uid) std::memcpy(uid, at + offsetof(Record, uid), sizeof *uid);
     c.head += size;
     used_ -= size;
     --count_;
@@ -289,7 +285,7 @@ class MessageStore {
     } else if (chunks_.size() == 1 && c.capacity > kKeepChunk && used_ * 16 <= c.capacity) {
       compact();
     }
-    return r.payload_size;
+    return payload_size;
   }
 
  private:
@@ -307,7 +303,9 @@ class MessageStore {
     std::uint32_t gid;
     std::uint32_t payload_size;
     std::uint32_t flags;
+    std::uint32_t size;  // the whole record's bytes, padding included: what pop() steps over
   };
+  static_assert(sizeof(Record) == 48, "size fills what was padding: a record grows by nothing");
   // Chunks of kMapChunk and more are mapped directly rather than taken from malloc: a
   // drained burst then goes back to the kernel instead of staying in the heap's free lists.
   struct ChunkRelease {
