@@ -8,6 +8,21 @@ namespace qbus::detail {
 RegionPool::RegionPool(std::size_t max_bytes, std::shared_ptr<ReleaseQueue> releases)
     : max_bytes_(max_bytes), releases_(std::move(releases)) {}
 
+RegionPool::HoldOff::HoldOff(RegionPool* pool) noexcept : pool_(pool) {
+  if (pool_ == nullptr) return;
+  std::lock_guard lock(pool_->mu_);
+  pool_->holding_off_.fetch_add(1, std::memory_order_relaxed);
+}
+
+RegionPool::HoldOff::~HoldOff() {
+  if (pool_ == nullptr) return;
+  {
+    std::lock_guard lock(pool_->mu_);
+    if (pool_->holding_off_.fetch_sub(1, std::memory_order_relaxed) != 1) return;
+  }
+  pool_->resumed_.notify_one();
+}
+
 RegionPool::~RegionPool() {
   {
     std::lock_guard lock(mu_);
@@ -131,7 +146,8 @@ void RegionPool::run() {
     lock.unlock();
     // As for any region being filled: a child forked meanwhile must not inherit a writable
     // mapping, which would keep the region from being sealed.
-    auto map = proto::shm::populate_writable(e.fd.get(), e.size, /*fork_private=*/true);
+    auto map = proto::shm::populate_writable(e.fd.get(), e.size, /*fork_private=*/true,
+                                             [this] { give_way(); });
     if (map) e.mapping = std::move(map).value();
     lock.lock();
     busy_size_ = 0;
@@ -144,6 +160,14 @@ void RegionPool::run() {
     }
     populated_.notify_all();
   }
+}
+
+void RegionPool::give_way() {
+  // The common case, nobody unmapping, costs one load.
+  if (holding_off_.load(std::memory_order_relaxed) == 0) return;
+  std::unique_lock lock(mu_);
+  resumed_.wait(lock,
+                [this] { return stop_ || holding_off_.load(std::memory_order_relaxed) == 0; });
 }
 
 }  // namespace qbus::detail

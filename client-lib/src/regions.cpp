@@ -175,7 +175,10 @@ std::uint64_t Client::Impl::append_region_send(detail::RegionState& st, proto::R
   if (!st.sealed) {
     // Immutable before anyone else sees it: the kernel refuses the write seal while a
     // writable mapping exists, and the broker refuses regions without it.
-    st.mapping.reset();
+    {
+      const detail::RegionPool::HoldOff quiet(region_pool.get());
+      st.mapping.reset();
+    }
     if (auto sealed = proto::shm::seal_write(st.fd.get()); !sealed) {
       throw Error(sealed.error().code, "send: " + sealed.error().text);
     }

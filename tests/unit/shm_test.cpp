@@ -28,6 +28,7 @@
 #include <ostream>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "qbus/errc.hpp"
 #include "qbus/proto/shm.hpp"
@@ -220,6 +221,33 @@ TEST(ShmCreate, PopulatingAllocatesEveryPageZeroedAndMapsItWritable) {
   ASSERT_EQ(::pread(fd->get(), &last, 1, static_cast<off_t>(kSize - 1)), 1);
   EXPECT_EQ(first, 1);
   EXPECT_EQ(last, 2);
+}
+
+// A pool worker stops between steps while its process unmaps (RegionPool::HoldOff): the
+// hook runs between the 256 KiB steps, after each step's pages are in, never after the last.
+TEST(ShmCreate, PopulatingCallsBetweenStepsAfterEachStepButTheLast) {
+  constexpr std::size_t kStep = 256 * kKiB;
+  constexpr std::size_t kSize = 3 * kStep + 4 * kKiB;  // four steps, the last a short one
+  auto fd = create_region(kSize, "qbus-test", kMax);
+  ASSERT_TRUE(fd.ok()) << fd.error().text;
+  std::vector<std::size_t> allocated;  // bytes allocated when the hook ran
+  auto map = populate_writable(fd->get(), kSize, false, [&] {
+    struct stat st {};
+    ASSERT_EQ(::fstat(fd->get(), &st), 0);
+    allocated.push_back(static_cast<std::size_t>(st.st_blocks) * 512);
+  });
+  ASSERT_TRUE(map.ok()) << map.error().text;
+  ASSERT_EQ(allocated.size(), 3u);
+  for (std::size_t i = 0; i < allocated.size(); ++i) {
+    // Exactly the steps done so far, with small pages; a huge page may bring more.
+    EXPECT_GE(allocated[i], (i + 1) * kStep) << "after step " << i + 1;
+  }
+  // A region of one step has no "between".
+  auto small = create_region(kStep, "qbus-test", kMax);
+  ASSERT_TRUE(small.ok()) << small.error().text;
+  int calls = 0;
+  ASSERT_TRUE(populate_writable(small->get(), kStep, false, [&] { ++calls; }).ok());
+  EXPECT_EQ(calls, 0);
 }
 
 // A child forked while the writer fills a region must not hold a writable mapping of it,

@@ -30,6 +30,7 @@
 
 #include <cstddef>
 #include <cstdlib>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -207,8 +208,12 @@ Result<Mapping> map_writable(int fd, std::size_t size);
 // `fork_private`: a child forked from now on does not inherit the mapping (MADV_DONTFORK,
 // before any page is populated), for a region its writer must be able to seal: the kernel
 // refuses the write seal while any writable mapping of it exists, a child's included.
+// `between_steps`, when set, runs between the steps populating is done in (256 KiB each),
+// outside the kernel's locks; it may block: a pool worker waits there while its process
+// unmaps a region (RegionPool::HoldOff in libqbus).
 inline constexpr std::size_t kHugePageSize = std::size_t{2} << 20;
-Result<Mapping> populate_writable(int fd, std::size_t size, bool fork_private);
+Result<Mapping> populate_writable(int fd, std::size_t size, bool fork_private,
+                                  const std::function<void()>& between_steps = {});
 
 // Maps bytes [offset, offset + length) of a region read-only, after verify_sealed(fd)
 // and a bounds check that cannot overflow. `offset` need not be page-aligned: the mapping
