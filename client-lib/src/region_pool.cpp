@@ -166,8 +166,7 @@ void RegionPool::give_way() {
   // The common case, nobody unmapping, costs one load.
   if (holding_off_.load(std::memory_order_relaxed) == 0) return;
   std::unique_lock lock(mu_);
-  resumed_.wait(lock,
-                [this] { return stop_ || holding_off_.load(std::memory_order_relaxed) == 0; });
+  resumed_.wait(lock, [this] { return holding_off_.load(std::memory_order_relaxed) == 0; });
 }
 
 }  // namespace qbus::detail
