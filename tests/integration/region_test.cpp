@@ -252,6 +252,23 @@ TEST_F(RegionTest, DestroyedMessageReleasesItsRegion) {
   EXPECT_TRUE(eventually([&] { return daemon_.open_regions() == 0; }));
 }
 
+// A Message may be dropped on any thread; its release goes with the client's next request,
+// which checks for pending releases without a lock (ReleaseQueue::pending).
+TEST_F(RegionTest, AMessageDroppedOnAnotherThreadIsReleasedByTheNextCall) {
+  auto producer = connect();
+  auto consumer = connect();
+  auto r = producer.allocate_region(8192);
+  fill_pattern(r.data(), 5);
+  producer.send("rel.thread", std::move(r));
+  auto m = consumer.receive("rel.thread", seconds(30));
+  ASSERT_TRUE(m);
+  std::thread([held = std::move(*m)]() mutable { held = Message(); }).join();
+  m.reset();
+  EXPECT_TRUE(eventually([&] { return daemon_.open_regions() == 1; }));
+  consumer.sync();  // carries the release pushed by the other thread
+  EXPECT_TRUE(eventually([&] { return daemon_.open_regions() == 0; }));
+}
+
 TEST_F(RegionTest, TenThousandRegionMessagesLeaveNoFdsOrMemoryBehind) {
   auto producer = connect();
   auto consumer = connect();
