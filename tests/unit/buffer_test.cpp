@@ -158,5 +158,25 @@ TEST(codec_byte_buffer, ClearEmptiesAndSwapExchanges) {
   EXPECT_GT(a.capacity(), 0u);
 }
 
+// Connections keep buffers in containers and move them; what is left behind is reused.
+TEST(codec_byte_buffer, MovingTakesTheBytesAndLeavesAnEmptyUsableBuffer) {
+  ByteBuffer a;
+  const Vec da = pattern(5000);
+  fill(a, da);
+  a.consume(100);
+  ByteBuffer b(std::move(a));
+  EXPECT_TRUE(holds(b, Vec(da.begin() + 100, da.end())));
+  EXPECT_TRUE(a.empty());  // NOLINT(bugprone-use-after-move): moved-from is specified here
+  EXPECT_EQ(a.capacity(), 0u);
+  const Vec again = pattern(30, 7);
+  fill(a, again);
+  EXPECT_TRUE(holds(a, again));
+  ByteBuffer c;
+  fill(c, pattern(3));
+  c = std::move(b);
+  EXPECT_TRUE(holds(c, Vec(da.begin() + 100, da.end())));
+  EXPECT_TRUE(b.empty());  // NOLINT(bugprone-use-after-move)
+}
+
 }  // namespace
 }  // namespace qbus::proto

@@ -3,13 +3,18 @@
 //
 // Not thread-safe. Memory is reused: consumed bytes are reclaimed by make_room(), so a
 // steady stream of frames does not allocate once the buffer has reached its working size.
+// Space past what was written is left uninitialised: every byte is written before it is
+// read. Zeroing it (std::vector's resize) each time a connection's output grew to
+// megabytes was 6% of qbusd's instructions on a push run under callgrind, and 0.8% of
+// its samples at full speed.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string_view>
-#include <vector>
+#include <utility>
 
 #include "qbus/proto/codec.hpp"
 
@@ -17,12 +22,20 @@ namespace qbus::proto {
 
 class ByteBuffer {
  public:
+  ByteBuffer() = default;
+  // A moved-from buffer is empty and usable.
+  ByteBuffer(ByteBuffer&& o) noexcept { swap(o); }
+  ByteBuffer& operator=(ByteBuffer&& o) noexcept {
+    ByteBuffer(std::move(o)).swap(*this);
+    return *this;
+  }
+
   std::span<const std::byte> readable() const noexcept {
-    return {data_.data() + read_, write_ - read_};
+    return {data_.get() + read_, write_ - read_};
   }
   std::size_t size() const noexcept { return write_ - read_; }
   bool empty() const noexcept { return write_ == read_; }
-  std::size_t capacity() const noexcept { return data_.size(); }
+  std::size_t capacity() const noexcept { return capacity_; }
 
   void consume(std::size_t n) noexcept {
     read_ += n;
@@ -31,8 +44,8 @@ class ByteBuffer {
 
   // Space for at least `n` more bytes at the end; call commit() with what was filled.
   std::span<std::byte> prepare(std::size_t n) {
-    if (data_.size() - write_ < n) make_room(n);
-    return {data_.data() + write_, data_.size() - write_};
+    if (capacity_ - write_ < n) make_room(n);
+    return {data_.get() + write_, capacity_ - write_};
   }
   void commit(std::size_t n) noexcept { write_ += n; }
 
@@ -46,6 +59,7 @@ class ByteBuffer {
   void clear() noexcept { read_ = write_ = 0; }
   void swap(ByteBuffer& o) noexcept {
     data_.swap(o.data_);
+    std::swap(capacity_, o.capacity_);
     std::swap(read_, o.read_);
     std::swap(write_, o.write_);
   }
@@ -54,8 +68,10 @@ class ByteBuffer {
 
  private:
   void make_room(std::size_t n);
+  void reallocate(std::size_t capacity);  // keeps the unread bytes, at offset 0
 
-  std::vector<std::byte> data_;
+  std::unique_ptr<std::byte[]> data_;
+  std::size_t capacity_ = 0;
   std::size_t read_ = 0;
   std::size_t write_ = 0;
 };
